@@ -1,0 +1,84 @@
+import { type Config, ConfigError, loadConfig } from '../config.ts';
+import { createLogger } from '../log.ts';
+import { buildApp } from '../server/app.ts';
+
+export interface ServeFlags {
+  port?: string;
+  host?: string;
+  db?: string;
+  publicUrl?: string;
+  prometheusUrl?: string;
+  logLevel?: string;
+}
+
+/** Flag name → the configuration variable it sets (flags win over the environment). */
+const FLAG_TO_ENV: Record<keyof ServeFlags, string> = {
+  port: 'PORT',
+  host: 'HOST',
+  db: 'TOLLGATE_DB',
+  publicUrl: 'TOLLGATE_PUBLIC_URL',
+  prometheusUrl: 'TOLLGATE_PROMETHEUS_URL',
+  logLevel: 'TOLLGATE_LOG_LEVEL',
+};
+
+export async function serve(flags: ServeFlags): Promise<void> {
+  let config: Config;
+  try {
+    const mapped: Record<string, string | undefined> = {};
+    for (const [flag, env] of Object.entries(FLAG_TO_ENV)) mapped[env] = flags[flag as keyof ServeFlags];
+    config = loadConfig(process.env, mapped);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`tollgate: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const log = createLogger(config.logLevel);
+  const app = await buildApp(config, { log });
+  const { url, graphqlUrl } = await app.listen();
+  log.info({ url: graphqlUrl, db: config.dbPath, mode: config.mode }, 'tollgate listening');
+
+  // Human-readable lines on stderr, so stdout stays pure JSON logs.
+  const lines = [`Tollgate listening on ${url}`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
+  if (config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
+  lines.push(`  Database: ${config.dbPath}`);
+  if (app.bootstrapSecret && !config.bootstrapKey) {
+    lines.push(
+      '',
+      `  Admin API key (shown once, stored only as a hash):`,
+      `    ${app.bootstrapSecret}`,
+      `  Use it as "Authorization: Bearer <key>".`,
+    );
+  } else if (config.bootstrapKey) {
+    lines.push(`  Admin API key: the value of TOLLGATE_BOOTSTRAP_KEY`);
+  } else {
+    lines.push(
+      `  Admin API key: printed on the first start with this database.`,
+      `  Lost it? Restart with TOLLGATE_BOOTSTRAP_KEY=<a secret of 24+ characters> to add one.`,
+    );
+  }
+  console.error(lines.join('\n'));
+
+  const shutdown = (signal: string) => {
+    log.info({ signal }, 'shutting down');
+    const timer = setTimeout(() => {
+      log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs);
+    timer.unref();
+    app.stop().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err) => {
+        log.error({ err }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+}

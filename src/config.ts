@@ -1,0 +1,122 @@
+import { z } from 'zod';
+
+/**
+ * Every setting Tollgate reads, from flags and environment variables. A bad value stops the
+ * start with a message naming the variable, so a typo never runs with a silent default.
+ */
+const port = z.coerce
+  .number({ message: 'must be a number' })
+  .int('must be a whole number')
+  .min(0, 'must be between 0 and 65535')
+  .max(65535, 'must be between 0 and 65535');
+
+const url = z.url({ message: 'must be an absolute http(s) URL', protocol: /^https?$/ });
+
+const positiveInt = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').positive('must be positive');
+
+const bool = z
+  .enum(['1', '0', 'true', 'false', 'yes', 'no'], { message: 'must be true or false' })
+  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+
+const list = z
+  .string()
+  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
+
+export const configSchema = z
+  .object({
+    PORT: port.default(4000),
+    HOST: z.string().min(1, 'must not be empty').default('0.0.0.0'),
+    TOLLGATE_DB: z.string().min(1, 'must not be empty').default('./data/tollgate.db'),
+    DATABASE_URL: z.string().optional(),
+    TOLLGATE_MODE: z
+      .enum(['production', 'development'], { message: 'must be production or development' })
+      .optional(),
+    NODE_ENV: z.string().optional(),
+    TOLLGATE_PUBLIC_URL: url.optional(),
+    TOLLGATE_PROMETHEUS_URL: url.optional(),
+    TOLLGATE_BOOTSTRAP_KEY: z
+      .string()
+      .min(24, 'must be at least 24 characters: it grants admin rights')
+      .optional(),
+    TOLLGATE_LOG_LEVEL: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+        message: 'must be one of fatal, error, warn, info, debug, trace, silent',
+      })
+      .default('info'),
+    TOLLGATE_WS_ALLOWED_ORIGINS: list.optional(),
+    TOLLGATE_WS_MAX_PAYLOAD: positiveInt.default(256 * 1024),
+    TOLLGATE_METRICS_PUBLIC: bool.default(true),
+    TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
+    TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
+  })
+  .transform((raw, ctx) => {
+    let dbPath = raw.TOLLGATE_DB;
+    if (raw.DATABASE_URL) {
+      const m = /^(?:sqlite|file):(?:\/\/)?(.+)$/.exec(raw.DATABASE_URL);
+      if (!m) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['DATABASE_URL'],
+          message: /^postgres(ql)?:/.test(raw.DATABASE_URL)
+            ? 'PostgreSQL is not supported yet; use sqlite:<path> or TOLLGATE_DB'
+            : 'must be sqlite:<path> or file:<path>',
+        });
+        return z.NEVER;
+      }
+      dbPath = m[1]!;
+    }
+    const mode =
+      raw.TOLLGATE_MODE ?? (raw.NODE_ENV === 'production' ? 'production' : 'development');
+    return {
+      port: raw.PORT,
+      host: raw.HOST,
+      dbPath,
+      mode,
+      publicUrl: raw.TOLLGATE_PUBLIC_URL?.replace(/\/+$/, ''),
+      prometheusUrl: raw.TOLLGATE_PROMETHEUS_URL,
+      bootstrapKey: raw.TOLLGATE_BOOTSTRAP_KEY,
+      logLevel: raw.TOLLGATE_LOG_LEVEL,
+      wsAllowedOrigins: raw.TOLLGATE_WS_ALLOWED_ORIGINS ?? null,
+      wsMaxPayload: raw.TOLLGATE_WS_MAX_PAYLOAD,
+      metricsPublic: raw.TOLLGATE_METRICS_PUBLIC,
+      retentionDays: raw.TOLLGATE_RETENTION_DAYS,
+      shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
+    };
+  });
+
+export type Config = z.output<typeof configSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+/** Flags win over environment variables; both are validated by the same schema. */
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  flags: Record<string, string | undefined> = {},
+): Config {
+  const merged: Record<string, string | undefined> = {};
+  for (const key of Object.keys(configSchema.in.shape)) {
+    const value = flags[key] ?? env[key];
+    // An empty variable is treated as unset, as shells and compose files often leave them.
+    if (value !== undefined && value !== '') merged[key] = value;
+  }
+  const result = configSchema.safeParse(merged);
+  if (!result.success) {
+    throw new ConfigError(
+      result.error.issues.map((i) => {
+        const name = String(i.path[0] ?? 'config');
+        const given = merged[name];
+        return `${name}${given !== undefined && name !== 'TOLLGATE_BOOTSTRAP_KEY' ? ` (${JSON.stringify(given)})` : ''}: ${i.message}`;
+      }),
+    );
+  }
+  return result.data;
+}
+
+/** Configuration for tests and embedding: defaults plus overrides, no environment. */
+export function testConfig(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}), ...overrides };
+}

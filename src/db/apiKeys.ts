@@ -1,0 +1,49 @@
+import { asc, eq, isNull, sql } from 'drizzle-orm';
+import type { Tx } from './gates.ts';
+import { apiKeys } from './schema.ts';
+import type { Db } from './client.ts';
+
+export type ApiKeyRow = typeof apiKeys.$inferSelect;
+
+export function insertApiKey(db: Tx, row: typeof apiKeys.$inferInsert): ApiKeyRow {
+  return db.insert(apiKeys).values(row).returning().get();
+}
+
+export function getApiKey(db: Tx, id: string): ApiKeyRow | undefined {
+  return db.select().from(apiKeys).where(eq(apiKeys.id, id)).get();
+}
+
+export function listApiKeys(db: Tx): ApiKeyRow[] {
+  return db.select().from(apiKeys).orderBy(asc(apiKeys.id)).all();
+}
+
+export function revokeApiKeyRow(db: Tx, id: string, at: Date): ApiKeyRow {
+  return db.update(apiKeys).set({ revokedAt: at }).where(eq(apiKeys.id, id)).returning().get()!;
+}
+
+export function hasActiveAdminKey(db: Tx): boolean {
+  return db
+    .select({ id: apiKeys.id, scopes: apiKeys.scopes })
+    .from(apiKeys)
+    .where(isNull(apiKeys.revokedAt))
+    .all()
+    .some((k) => k.scopes.includes('admin'));
+}
+
+/** Every authenticated request looks its key up by hash, so the statement is prepared once. */
+export function preparedKeyLookup(db: Db) {
+  const byHash = db
+    .select()
+    .from(apiKeys)
+    .where(eq(apiKeys.secretHash, sql.placeholder('hash')))
+    .prepare();
+  const touch = db
+    .update(apiKeys)
+    .set({ lastUsedAt: sql`${sql.placeholder('at')}` })
+    .where(eq(apiKeys.id, sql.placeholder('id')))
+    .prepare();
+  return {
+    find: (hash: string): ApiKeyRow | undefined => byHash.get({ hash }),
+    touch: (id: string, at: Date): void => void touch.run({ id, at: at.getTime() }),
+  };
+}

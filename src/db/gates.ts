@@ -1,0 +1,99 @@
+import { and, asc, desc, eq, gt, inArray, lt, type SQL } from 'drizzle-orm';
+import type { RuleType } from '../domain/ruleOptions.ts';
+import type { Db } from './client.ts';
+import { gates, rules } from './schema.ts';
+
+export type GateRow = typeof gates.$inferSelect;
+export type RuleRow = Omit<typeof rules.$inferSelect, 'type'> & { type: RuleType };
+export type NewGateRow = typeof gates.$inferInsert;
+export type NewRuleRow = typeof rules.$inferInsert;
+
+/** A drizzle handle or a transaction on it: repository functions work inside either. */
+export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
+
+export interface GateFilter {
+  service?: string;
+  env?: string;
+  identifier?: string;
+  dryRun?: boolean;
+  /** Environments the caller may see; null for all. */
+  envs?: readonly string[] | null;
+}
+
+/** Keyset page over UUIDv7 ids: `after`/`before` are ids, `inverted` reads backwards. */
+export interface KeysetPage {
+  after?: string;
+  before?: string;
+  limit: number;
+  inverted: boolean;
+}
+
+export function getGate(db: Tx, id: string): GateRow | undefined {
+  return db.select().from(gates).where(eq(gates.id, id)).get();
+}
+
+export function getGateByKey(db: Tx, service: string, env: string, identifier: string): GateRow | undefined {
+  return db
+    .select()
+    .from(gates)
+    .where(and(eq(gates.service, service), eq(gates.env, env), eq(gates.identifier, identifier)))
+    .get();
+}
+
+export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow[] {
+  const where: SQL[] = [];
+  if (filter.service !== undefined) where.push(eq(gates.service, filter.service));
+  if (filter.env !== undefined) where.push(eq(gates.env, filter.env));
+  if (filter.identifier !== undefined) where.push(eq(gates.identifier, filter.identifier));
+  if (filter.dryRun !== undefined) where.push(eq(gates.dryRun, filter.dryRun));
+  if (filter.envs) where.push(inArray(gates.env, [...filter.envs]));
+  if (page.after) where.push(gt(gates.id, page.after));
+  if (page.before) where.push(lt(gates.id, page.before));
+  return db
+    .select()
+    .from(gates)
+    .where(and(...where))
+    .orderBy(page.inverted ? desc(gates.id) : asc(gates.id))
+    .limit(page.limit)
+    .all();
+}
+
+/** The rules of many gates in one statement, in creation order. */
+export function rulesOfGates(db: Tx, gateIds: readonly string[]): RuleRow[] {
+  if (gateIds.length === 0) return [];
+  return db
+    .select()
+    .from(rules)
+    .where(inArray(rules.gateId, [...gateIds]))
+    .orderBy(asc(rules.gateId), asc(rules.id))
+    .all() as RuleRow[];
+}
+
+export function getRule(db: Tx, id: string): RuleRow | undefined {
+  return db.select().from(rules).where(eq(rules.id, id)).get() as RuleRow | undefined;
+}
+
+export function insertGate(db: Tx, row: NewGateRow): GateRow {
+  return db.insert(gates).values(row).returning().get();
+}
+
+export function insertRules(db: Tx, rows: NewRuleRow[]): RuleRow[] {
+  if (rows.length === 0) return [];
+  return db.insert(rules).values(rows).returning().all() as RuleRow[];
+}
+
+export function updateGateRow(db: Tx, id: string, patch: Partial<NewGateRow>): GateRow {
+  return db.update(gates).set(patch).where(eq(gates.id, id)).returning().get()!;
+}
+
+export function deleteGateRow(db: Tx, id: string): void {
+  db.delete(gates).where(eq(gates.id, id)).run();
+}
+
+export function updateRuleRow(db: Tx, id: string, patch: Partial<NewRuleRow>): RuleRow {
+  return db.update(rules).set(patch).where(eq(rules.id, id)).returning().get() as RuleRow;
+}
+
+export function deleteRuleRow(db: Tx, id: string): void {
+  db.delete(rules).where(eq(rules.id, id)).run();
+}

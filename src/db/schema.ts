@@ -1,0 +1,164 @@
+import { sql } from 'drizzle-orm';
+import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+// Times are epoch milliseconds. Ids are UUIDv7, so ordering by id is ordering by creation.
+
+const timestamps = {
+  createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+  createdById: text('created_by_id').notNull(),
+  createdByName: text('created_by_name').notNull(),
+  updatedAt: integer('updated_at', { mode: 'timestamp_ms' }).notNull(),
+  updatedById: text('updated_by_id').notNull(),
+  updatedByName: text('updated_by_name').notNull(),
+};
+
+export const gates = sqliteTable(
+  'gates',
+  {
+    id: text('id').primaryKey(),
+    service: text('service').notNull(),
+    env: text('env').notNull(),
+    identifier: text('identifier').notNull(),
+    dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
+    onSourceError: text('on_source_error', { enum: ['fail', 'pass'] }).notNull(),
+    ...timestamps,
+  },
+  (t) => [
+    uniqueIndex('gates_key_unique').on(t.service, t.env, t.identifier),
+    index('gates_env_idx').on(t.env),
+  ],
+);
+
+export const rules = sqliteTable(
+  'rules',
+  {
+    id: text('id').primaryKey(),
+    gateId: text('gate_id')
+      .notNull()
+      .references(() => gates.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    type: text('type', { enum: ['monitor', 'faulty_deployment_detection'] }).notNull(),
+    dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
+    /** The validated, defaulted options of the rule's type (camelCase JSON). */
+    options: text('options', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),
+    ...timestamps,
+  },
+  (t) => [uniqueIndex('rules_gate_name_unique').on(t.gateId, t.name)],
+);
+
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    /** sha256 of the secret; the secret itself is shown once and never stored. */
+    secretHash: text('secret_hash').notNull(),
+    /** The first characters of the secret, so a person can tell keys apart. */
+    prefix: text('prefix').notNull(),
+    scopes: text('scopes', { mode: 'json' }).notNull().$type<string[]>(),
+    /** null: every environment. */
+    envs: text('envs', { mode: 'json' }).$type<string[] | null>(),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+    createdById: text('created_by_id'),
+    expiresAt: integer('expires_at', { mode: 'timestamp_ms' }),
+    lastUsedAt: integer('last_used_at', { mode: 'timestamp_ms' }),
+    revokedAt: integer('revoked_at', { mode: 'timestamp_ms' }),
+  },
+  (t) => [uniqueIndex('api_keys_secret_hash_unique').on(t.secretHash)],
+);
+
+/** Who changed which configuration, when, and what it looked like before and after. */
+export const auditLog = sqliteTable(
+  'audit_log',
+  {
+    id: text('id').primaryKey(),
+    at: integer('at', { mode: 'timestamp_ms' }).notNull(),
+    actorId: text('actor_id').notNull(),
+    actorName: text('actor_name').notNull(),
+    action: text('action').notNull(),
+    targetType: text('target_type').notNull(),
+    targetId: text('target_id').notNull(),
+    before: text('before', { mode: 'json' }),
+    after: text('after', { mode: 'json' }),
+  },
+  (t) => [index('audit_log_target_idx').on(t.targetType, t.targetId), index('audit_log_at_idx').on(t.at)],
+);
+
+/**
+ * One run of a gate for a version. The rules are snapshotted into rule_evaluations at trigger
+ * time, so editing or deleting the gate never changes a running evaluation (gate_id is only a
+ * link for history and becomes null when the gate goes).
+ */
+export const evaluations = sqliteTable(
+  'evaluations',
+  {
+    id: text('id').primaryKey(),
+    gateId: text('gate_id').references(() => gates.id, { onDelete: 'set null' }),
+    service: text('service').notNull(),
+    env: text('env').notNull(),
+    identifier: text('identifier').notNull(),
+    version: text('version'),
+    primaryTag: text('primary_tag'),
+    dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
+    onSourceError: text('on_source_error', { enum: ['fail', 'pass'] }).notNull(),
+    /** Real status, dry run ignored; what callers act on is derived from it and dry_run. */
+    status: text('status', { enum: ['in_progress', 'pass', 'fail', 'canceled'] }).notNull(),
+    justInTime: integer('just_in_time', { mode: 'boolean' }).notNull(),
+    idempotencyKey: text('idempotency_key'),
+    rerunOf: text('rerun_of'),
+    triggeredById: text('triggered_by_id').notNull(),
+    triggeredByName: text('triggered_by_name').notNull(),
+    startedAt: integer('started_at', { mode: 'timestamp_ms' }).notNull(),
+    /** When the reported verdict became known; rules may keep running after it. */
+    decidedAt: integer('decided_at', { mode: 'timestamp_ms' }),
+    /** When the last rule finished. */
+    finishedAt: integer('finished_at', { mode: 'timestamp_ms' }),
+    /** Work sharing between processes: who drives this evaluation, and until when. */
+    leaseOwner: text('lease_owner'),
+    leaseExpiresAt: integer('lease_expires_at', { mode: 'timestamp_ms' }),
+  },
+  (t) => [
+    uniqueIndex('evaluations_idempotency_unique')
+      .on(t.idempotencyKey)
+      .where(sql`${t.idempotencyKey} is not null`),
+    index('evaluations_key_started_idx').on(t.service, t.env, t.identifier, t.startedAt),
+    index('evaluations_status_idx').on(t.status),
+    index('evaluations_started_idx').on(t.startedAt),
+    index('evaluations_gate_idx').on(t.gateId),
+  ],
+);
+
+export const ruleEvaluations = sqliteTable(
+  'rule_evaluations',
+  {
+    id: text('id').primaryKey(),
+    evaluationId: text('evaluation_id')
+      .notNull()
+      .references(() => evaluations.id, { onDelete: 'cascade' }),
+    ruleId: text('rule_id'),
+    position: integer('position').notNull(),
+    name: text('name').notNull(),
+    type: text('type', { enum: ['monitor', 'faulty_deployment_detection'] }).notNull(),
+    dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
+    /** Options as evaluated (snapshot). */
+    options: text('options', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),
+    status: text('status', { enum: ['in_progress', 'pass', 'fail', 'canceled'] }).notNull(),
+    reason: text('reason'),
+    evidence: text('evidence', { mode: 'json' }).$type<Record<string, unknown>>(),
+    startedAt: integer('started_at', { mode: 'timestamp_ms' }).notNull(),
+    /** start + warmup: before it, the rule only waits. */
+    windowStartsAt: integer('window_starts_at', { mode: 'timestamp_ms' }).notNull(),
+    windowEndsAt: integer('window_ends_at', { mode: 'timestamp_ms' }).notNull(),
+    finishedAt: integer('finished_at', { mode: 'timestamp_ms' }),
+    /** Scheduler state: everything a rule needs to continue after a restart. */
+    nextCheckAt: integer('next_check_at', { mode: 'timestamp_ms' }),
+    consecutiveErrors: integer('consecutive_errors').notNull().default(0),
+    lastError: text('last_error'),
+    /** Runner-specific accumulated state (counts, seen transitions, e-values). */
+    state: text('state', { mode: 'json' }).$type<Record<string, unknown>>(),
+  },
+  (t) => [
+    index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position),
+    index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt),
+  ],
+);

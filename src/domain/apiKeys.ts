@@ -1,0 +1,168 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import {
+  type ApiKeyRow,
+  getApiKey,
+  hasActiveAdminKey,
+  insertApiKey,
+  listApiKeys as listApiKeyRows,
+  preparedKeyLookup,
+  revokeApiKeyRow,
+} from '../db/apiKeys.ts';
+import { insertAudit } from '../db/audit.ts';
+import type { Db } from '../db/client.ts';
+import type { Deps } from './deps.ts';
+import { DomainError, forbidden, notFound } from './errors.ts';
+import { assertUuid, newId } from './ids.ts';
+import { hasScope, type Principal, SCOPES, type Scope, SYSTEM } from './principal.ts';
+import { nullsAsUndefined } from './ruleOptions.ts';
+
+export type { ApiKeyRow };
+
+/** `tgk_` + 32 random bytes: long enough that a fast hash (no salt, no stretching) is safe. */
+export function generateSecret(): string {
+  return `tgk_${randomBytes(32).toString('base64url')}`;
+}
+
+export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+
+const prefixOf = (secret: string) => secret.slice(0, 10);
+
+export const createApiKeyInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters'),
+      scopes: z
+        .array(z.enum(SCOPES, { message: `scopes must be among ${SCOPES.join(', ')}` }))
+        .min(1, 'scopes must name at least one scope'),
+      envs: z
+        .array(z.string().trim().min(1, 'envs entries must not be empty'))
+        .min(1, 'envs must name at least one environment, or be omitted for all')
+        .optional(),
+      expiresAt: z.date().optional(),
+    })
+    .strict(),
+);
+
+export type CreateApiKeyInput = z.output<typeof createApiKeyInputSchema>;
+
+export interface CreatedApiKey {
+  key: ApiKeyRow;
+  secret: string;
+}
+
+function requireAdmin(actor: Principal, action: string): void {
+  if (!hasScope(actor, 'admin')) throw forbidden(`API key "${actor.name}" lacks the admin scope needed to ${action}`);
+}
+
+export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
+  requireAdmin(actor, 'create API keys');
+  if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {
+    throw new DomainError('BAD_USER_INPUT', 'input.expiresAt: must be in the future', 'input.expiresAt');
+  }
+  return insertKey(deps.db, actor, deps.now(), {
+    name: input.name,
+    scopes: [...new Set(input.scopes)],
+    envs: input.envs ? [...new Set(input.envs)] : null,
+    expiresAt: input.expiresAt ?? null,
+    secret: generateSecret(),
+  });
+}
+
+function insertKey(
+  db: Db,
+  actor: Principal,
+  now: Date,
+  k: { name: string; scopes: Scope[]; envs: string[] | null; expiresAt: Date | null; secret: string },
+): CreatedApiKey {
+  const key = db.transaction((tx) => {
+    const row = insertApiKey(tx, {
+      id: newId(),
+      name: k.name,
+      secretHash: hashSecret(k.secret),
+      prefix: prefixOf(k.secret),
+      scopes: k.scopes,
+      envs: k.envs,
+      createdAt: now,
+      createdById: actor.id,
+      expiresAt: k.expiresAt,
+    });
+    const { secretHash: _omit, ...safe } = row;
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'api_key.created', targetType: 'api_key', targetId: row.id, before: null, after: safe },
+    ]);
+    return row;
+  });
+  return { key, secret: k.secret };
+}
+
+export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRow {
+  requireAdmin(actor, 'revoke API keys');
+  const now = deps.now();
+  return deps.db.transaction((tx) => {
+    const before = getApiKey(tx, assertUuid(id, 'id'));
+    if (!before) throw notFound(`API key ${id} does not exist`, 'id');
+    if (before.revokedAt) return before;
+    const row = revokeApiKeyRow(tx, before.id, now);
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'api_key.revoked', targetType: 'api_key', targetId: row.id, before: null, after: { revokedAt: now } },
+    ]);
+    return row;
+  });
+}
+
+export function listApiKeys(deps: Deps, actor: Principal): ApiKeyRow[] {
+  requireAdmin(actor, 'list API keys');
+  return listApiKeyRows(deps.db);
+}
+
+/**
+ * On start: make the configured bootstrap key exist, or, when no admin key exists at all
+ * (a first start), create one and return its secret so it can be printed once.
+ */
+export function ensureBootstrapKey(db: Db, now: Date, configured: string | undefined): { created: boolean; secret?: string } {
+  if (configured) {
+    if (preparedKeyLookup(db).find(hashSecret(configured))) return { created: false };
+    insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
+    return { created: true, secret: configured };
+  }
+  if (hasActiveAdminKey(db)) return { created: false };
+  const secret = generateSecret();
+  insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret });
+  return { created: true, secret };
+}
+
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: string };
+
+/**
+ * Turns a presented secret into a Principal. Last use is recorded at most once a minute per
+ * key so authentication stays a read on the hot path.
+ */
+export function createAuthenticator(db: Db, now: () => Date = () => new Date()) {
+  const lookup = preparedKeyLookup(db);
+  const lastTouched = new Map<string, number>();
+  return (secret: string | null | undefined): AuthResult => {
+    if (!secret) return { ok: false, reason: 'missing API key: send "Authorization: Bearer <key>"' };
+    const row = lookup.find(hashSecret(secret));
+    if (!row) return { ok: false, reason: 'invalid API key' };
+    const t = now();
+    if (row.revokedAt) return { ok: false, reason: `API key "${row.name}" was revoked` };
+    if (row.expiresAt && row.expiresAt.getTime() <= t.getTime()) return { ok: false, reason: `API key "${row.name}" has expired` };
+    if (t.getTime() - (lastTouched.get(row.id) ?? 0) > 60_000) {
+      lastTouched.set(row.id, t.getTime());
+      lookup.touch(row.id, t);
+    }
+    return {
+      ok: true,
+      principal: { id: row.id, name: row.name, scopes: new Set(row.scopes as Scope[]), envs: row.envs ?? null },
+    };
+  };
+}
+
+/** `Bearer <key>`, a bare key, or null. */
+export function secretFromAuthorization(header: string | null | undefined): string | null {
+  if (!header) return null;
+  const m = /^\s*Bearer\s+(\S+)\s*$/i.exec(header);
+  return m ? m[1]! : header.trim() || null;
+}

@@ -1,0 +1,371 @@
+import { z } from 'zod';
+import { insertAudit } from '../db/audit.ts';
+import {
+  deleteGateRow,
+  deleteRuleRow,
+  type GateFilter,
+  type GateRow,
+  getGate as getGateRow,
+  getGateByKey as getGateByKeyRow,
+  getRule as getRuleRow,
+  insertGate,
+  insertRules,
+  type KeysetPage,
+  listGates as listGateRows,
+  type NewRuleRow,
+  type RuleRow,
+  rulesOfGates,
+  updateGateRow,
+  updateRuleRow,
+} from '../db/gates.ts';
+import type { Deps } from './deps.ts';
+import { badInput, conflict, type DomainError, forbidden, notFound } from './errors.ts';
+import type { GateEventKind } from './events.ts';
+import { assertUuid, newId } from './ids.ts';
+import { assertEnvAllowed, hasScope, type Principal, type Scope } from './principal.ts';
+import { nullsAsUndefined, ruleOptionsInputSchema } from './ruleOptions.ts';
+
+// ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
+// with them (GraphQL through Pothos' validation plugin, REST and gates-as-code with
+// parseInput), and the domain functions below take only parsed input. ----
+
+const tagValue = (what: string) =>
+  z
+    .string({ message: `${what} is required` })
+    .trim()
+    .min(1, `${what} must not be empty`)
+    .max(200, `${what} is at most 200 characters`)
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/, `${what} may hold letters, digits and _ . : / - only`);
+
+export const ruleNameSchema = z
+  .string({ message: 'name is required' })
+  .trim()
+  .min(1, 'name must not be empty')
+  .max(200, 'name is at most 200 characters');
+
+export const sourceErrorPolicySchema = z.enum(['fail', 'pass'], { message: 'onSourceError must be fail or pass' });
+
+export const ruleInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: ruleNameSchema,
+      dryRun: z.boolean().default(false),
+      options: ruleOptionsInputSchema,
+    })
+    .strict(),
+);
+export type RuleInput = z.output<typeof ruleInputSchema>;
+
+export const createGateInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      service: tagValue('service'),
+      env: tagValue('env'),
+      identifier: tagValue('identifier').default('default'),
+      dryRun: z.boolean().default(false),
+      onSourceError: sourceErrorPolicySchema.default('fail'),
+      rules: z.array(ruleInputSchema).max(50, 'a gate holds at most 50 rules').default([]),
+    })
+    .strict()
+    .superRefine((g, ctx) => {
+      const seen = new Set<string>();
+      g.rules.forEach((r, i) => {
+        if (seen.has(r.name)) {
+          ctx.addIssue({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name "${r.name}" in this gate` });
+        }
+        seen.add(r.name);
+      });
+    }),
+);
+
+export const updateGateInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      dryRun: z.boolean().optional(),
+      onSourceError: sourceErrorPolicySchema.optional(),
+      // Accepted so a client may send the whole gate back; they must not change.
+      service: z.string().optional(),
+      env: z.string().optional(),
+      identifier: z.string().optional(),
+    })
+    .strict(),
+);
+export type UpdateGateInput = z.output<typeof updateGateInputSchema>;
+
+export const updateRuleInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: ruleNameSchema.optional(),
+      dryRun: z.boolean().optional(),
+      options: ruleOptionsInputSchema.optional(),
+    })
+    .strict(),
+);
+
+export type UpdateRuleInput = z.output<typeof updateRuleInputSchema>;
+export type CreateGateInput = z.output<typeof createGateInputSchema>;
+
+// ---- views ----
+
+export interface GateWithRules {
+  gate: GateRow;
+  rules: RuleRow[];
+}
+
+// ---- reads ----
+
+function requireScope(actor: Principal, scope: Scope, action: string): void {
+  if (!hasScope(actor, scope)) {
+    throw forbidden(`API key "${actor.name}" lacks the ${scope} scope needed to ${action}`);
+  }
+}
+
+export function getGate(deps: Deps, actor: Principal, id: string): GateRow | null {
+  requireScope(actor, 'gates:read', 'read gates');
+  const gate = getGateRow(deps.db, assertUuid(id, 'id'));
+  if (!gate) return null;
+  assertEnvAllowed(actor, gate.env);
+  return gate;
+}
+
+export function getGateByKey(
+  deps: Deps,
+  actor: Principal,
+  service: string,
+  env: string,
+  identifier = 'default',
+): GateRow | null {
+  requireScope(actor, 'gates:read', 'read gates');
+  assertEnvAllowed(actor, env);
+  return getGateByKeyRow(deps.db, service, env, identifier) ?? null;
+}
+
+export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page: KeysetPage): GateRow[] {
+  requireScope(actor, 'gates:read', 'read gates');
+  if (page.after) assertUuid(page.after, 'after');
+  if (page.before) assertUuid(page.before, 'before');
+  return listGateRows(deps.db, { ...filter, envs: actor.envs }, page);
+}
+
+/** Batched for loaders: one statement for any number of gates. */
+export function rulesOf(deps: Deps, gateIds: readonly string[]): RuleRow[] {
+  return rulesOfGates(deps.db, gateIds);
+}
+
+export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | null {
+  requireScope(actor, 'gates:read', 'read rules');
+  const rule = getRuleRow(deps.db, assertUuid(id, 'id'));
+  if (!rule) return null;
+  loadGateIn(deps.db, actor, rule.gateId);
+  return rule;
+}
+
+// ---- writes: one transaction each, audit inside it, event after commit ----
+
+function stamp(actor: Principal, now: Date) {
+  return {
+    createdAt: now,
+    createdById: actor.id,
+    createdByName: actor.name,
+    updatedAt: now,
+    updatedById: actor.id,
+    updatedByName: actor.name,
+  };
+}
+
+function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date): NewRuleRow {
+  return {
+    id: newId(),
+    gateId,
+    name: input.name,
+    type: input.options.type,
+    dryRun: input.dryRun,
+    options: input.options.options as Record<string, unknown>,
+    ...stamp(actor, now),
+  };
+}
+
+function publishGate(deps: Deps, kind: GateEventKind, actor: Principal, value: GateWithRules, at: Date): void {
+  deps.events.publish('gate.events', { kind, gate: value.gate, rules: value.rules, actorName: actor.name, at });
+}
+
+/** Maps the unique index on (service, env, identifier) to the error a user can act on. */
+function isUniqueViolation(err: unknown, index: string): boolean {
+  const e = err as { code?: string; message?: string };
+  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' && (e.message ?? '').includes(index);
+}
+
+export function createGate(deps: Deps, actor: Principal, input: CreateGateInput): GateWithRules {
+  requireScope(actor, 'gates:write', 'create gates');
+  assertEnvAllowed(actor, input.env);
+  const now = deps.now();
+  const id = newId();
+  let result: GateWithRules;
+  try {
+    result = deps.db.transaction((tx) => {
+      if (getGateByKeyRow(tx, input.service, input.env, input.identifier)) throw duplicateGate(input);
+      const gate = insertGate(tx, {
+        id,
+        service: input.service,
+        env: input.env,
+        identifier: input.identifier,
+        dryRun: input.dryRun,
+        onSourceError: input.onSourceError,
+        ...stamp(actor, now),
+      });
+      const rules = insertRules(
+        tx,
+        input.rules.map((r) => ruleRow(id, r, actor, now)),
+      );
+      insertAudit(tx, [
+        { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.created', targetType: 'gate', targetId: id, before: null, after: { gate, rules } },
+      ]);
+      return { gate, rules };
+    });
+  } catch (err) {
+    // Another process may have created the same gate between our check and our insert.
+    if (isUniqueViolation(err, 'gates.service')) throw duplicateGate(input);
+    throw err;
+  }
+  publishGate(deps, 'created', actor, result, now);
+  return result;
+}
+
+function duplicateGate(g: { service: string; env: string; identifier: string }): DomainError {
+  return conflict(
+    `a gate already exists for service ${g.service}, env ${g.env} and identifier ${g.identifier}`,
+    'input.identifier',
+  );
+}
+
+export function updateGate(deps: Deps, actor: Principal, id: string, input: UpdateGateInput): GateRow {
+  requireScope(actor, 'gates:write', 'update gates');
+  const now = deps.now();
+  const result = deps.db.transaction((tx) => {
+    const before = loadGateIn(tx, actor, id);
+    for (const key of ['service', 'env', 'identifier'] as const) {
+      if (input[key] !== undefined && input[key] !== before[key]) {
+        throw badInput(`input.${key}`, `${key} cannot change after creation (it is ${before[key]}); create a new gate instead`);
+      }
+    }
+    const gate = updateGateRow(tx, before.id, {
+      ...(input.dryRun !== undefined && { dryRun: input.dryRun }),
+      ...(input.onSourceError !== undefined && { onSourceError: input.onSourceError }),
+      updatedAt: now,
+      updatedById: actor.id,
+      updatedByName: actor.name,
+    });
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.updated', targetType: 'gate', targetId: gate.id, before, after: gate },
+    ]);
+    return { gate, rules: rulesOfGates(tx, [gate.id]) };
+  });
+  publishGate(deps, 'updated', actor, result, now);
+  return result.gate;
+}
+
+export function deleteGate(deps: Deps, actor: Principal, id: string): string {
+  requireScope(actor, 'gates:write', 'delete gates');
+  const now = deps.now();
+  const result = deps.db.transaction((tx) => {
+    const gate = loadGateIn(tx, actor, id);
+    const rules = rulesOfGates(tx, [gate.id]);
+    deleteGateRow(tx, gate.id); // rules go with it (ON DELETE CASCADE)
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.deleted', targetType: 'gate', targetId: gate.id, before: { gate, rules }, after: null },
+    ]);
+    return { gate, rules };
+  });
+  publishGate(deps, 'deleted', actor, result, now);
+  return result.gate.id;
+}
+
+export function createRule(deps: Deps, actor: Principal, gateId: string, input: RuleInput): RuleRow {
+  requireScope(actor, 'gates:write', 'create rules');
+  const now = deps.now();
+  const result = deps.db.transaction((tx) => {
+    const gate = loadGateIn(tx, actor, gateId, 'gateId');
+    const existing = rulesOfGates(tx, [gate.id]);
+    if (existing.some((r) => r.name === input.name)) {
+      throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
+    }
+    if (existing.length >= 50) throw badInput('gateId', 'a gate holds at most 50 rules');
+    const [rule] = insertRules(tx, [ruleRow(gate.id, input, actor, now)]);
+    const gateRow = touchGate(tx, gate, actor, now);
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.created', targetType: 'rule', targetId: rule!.id, before: null, after: rule },
+    ]);
+    return { rule: rule!, gate: { gate: gateRow, rules: [...existing, rule!] } };
+  });
+  publishGate(deps, 'updated', actor, result.gate, now);
+  return result.rule;
+}
+
+export function updateRule(deps: Deps, actor: Principal, id: string, input: UpdateRuleInput): RuleRow {
+  requireScope(actor, 'gates:write', 'update rules');
+  const now = deps.now();
+  const result = deps.db.transaction((tx) => {
+    const before = getRuleRow(tx, assertUuid(id, 'id'));
+    if (!before) throw notFound(`rule ${id} does not exist`, 'id');
+    const gate = loadGateIn(tx, actor, before.gateId);
+    if (input.options && input.options.type !== before.type) {
+      throw badInput(
+        'input.options',
+        `a rule's type cannot change (this rule is ${before.type}); delete it and create a ${input.options.type} rule`,
+      );
+    }
+    const siblings = rulesOfGates(tx, [gate.id]);
+    if (input.name !== undefined && siblings.some((r) => r.id !== before.id && r.name === input.name)) {
+      throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
+    }
+    const rule = updateRuleRow(tx, before.id, {
+      ...(input.name !== undefined && { name: input.name }),
+      ...(input.dryRun !== undefined && { dryRun: input.dryRun }),
+      ...(input.options !== undefined && { options: input.options.options as Record<string, unknown> }),
+      updatedAt: now,
+      updatedById: actor.id,
+      updatedByName: actor.name,
+    });
+    const gateRow = touchGate(tx, gate, actor, now);
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.updated', targetType: 'rule', targetId: rule.id, before, after: rule },
+    ]);
+    return { rule, gate: { gate: gateRow, rules: siblings.map((r) => (r.id === rule.id ? rule : r)) } };
+  });
+  publishGate(deps, 'updated', actor, result.gate, now);
+  return result.rule;
+}
+
+export function deleteRule(deps: Deps, actor: Principal, id: string): string {
+  requireScope(actor, 'gates:write', 'delete rules');
+  const now = deps.now();
+  const result = deps.db.transaction((tx) => {
+    const rule = getRuleRow(tx, assertUuid(id, 'id'));
+    if (!rule) throw notFound(`rule ${id} does not exist`, 'id');
+    const gate = loadGateIn(tx, actor, rule.gateId);
+    deleteRuleRow(tx, rule.id);
+    const gateRow = touchGate(tx, gate, actor, now);
+    insertAudit(tx, [
+      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.deleted', targetType: 'rule', targetId: rule.id, before: rule, after: null },
+    ]);
+    return { rule, gate: { gate: gateRow, rules: rulesOfGates(tx, [gate.id]) } };
+  });
+  publishGate(deps, 'updated', actor, result.gate, now);
+  return result.rule.id;
+}
+
+// A rule change is a change of its gate: updated_at/by move and gateEvents say "updated".
+function touchGate(tx: Parameters<typeof updateGateRow>[0], gate: GateRow, actor: Principal, now: Date): GateRow {
+  return updateGateRow(tx, gate.id, { updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
+}
+
+function loadGateIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string, field = 'id'): GateRow {
+  const gate = getGateRow(tx, assertUuid(id, field));
+  if (!gate) throw notFound(`gate ${id} does not exist`, field);
+  assertEnvAllowed(actor, gate.env);
+  return gate;
+}

@@ -1,0 +1,68 @@
+import SchemaBuilder from '@pothos/core';
+import RelayPlugin from '@pothos/plugin-relay';
+import ScopeAuthPlugin, { type AuthFailure } from '@pothos/plugin-scope-auth';
+import ValidationPlugin from '@pothos/plugin-validation';
+import { GraphQLError } from 'graphql';
+import { fieldPath } from '../domain/errors.ts';
+import { hasScope, type Scope } from '../domain/principal.ts';
+import type { Context } from './context.ts';
+
+type ScopeFlags = { [K in Scope]: boolean };
+
+function missingScopes(failure: AuthFailure): string[] {
+  if ('scope' in failure) return [failure.scope];
+  if ('failures' in failure) return failure.failures.flatMap(missingScopes);
+  return [];
+}
+
+export const builder = new SchemaBuilder<{
+  Context: Context;
+  AuthScopes: ScopeFlags;
+  DefaultFieldNullability: false;
+  DefaultEdgesNullability: false;
+  DefaultNodeNullability: false;
+  Scalars: {
+    DateTime: { Input: Date; Output: Date };
+    JSON: { Input: unknown; Output: unknown };
+  };
+}>({
+  plugins: [ScopeAuthPlugin, RelayPlugin, ValidationPlugin],
+  defaultFieldNullability: false,
+  scopeAuth: {
+    authorizeOnSubscribe: true,
+    authScopes: ({ principal }) =>
+      Object.fromEntries(
+        (['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [
+          s,
+          hasScope(principal, s),
+        ]),
+      ) as ScopeFlags,
+    unauthorizedError: (_parent, context, info, result) => {
+      const scopes = [...new Set(missingScopes(result.failure))];
+      const what = scopes.length > 0 ? `the ${scopes.join(' or ')} scope` : 'permission';
+      return new GraphQLError(
+        `API key "${context.principal.name}" lacks ${what} required for ${info.parentType.name}.${info.fieldName}`,
+        { extensions: { code: 'FORBIDDEN', requiredScopes: scopes } },
+      );
+    },
+  },
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    edgesFieldOptions: { nullable: false },
+    nodeFieldOptions: { nullable: false },
+  },
+  validation: {
+    validationError: (failure) => {
+      const first = failure.issues[0];
+      const field = fieldPath(first?.path);
+      return new GraphQLError(`${field}: ${first?.message ?? 'invalid value'}`, {
+        extensions: {
+          code: 'BAD_USER_INPUT',
+          field,
+          issues: failure.issues.map((i) => ({ field: fieldPath(i.path), message: i.message })),
+        },
+      });
+    },
+  },
+});

@@ -1,0 +1,218 @@
+import { createContextCache } from '@pothos/core';
+import { resolveCursorConnection } from '@pothos/plugin-relay';
+import DataLoader from 'dataloader';
+import { filter, pipe } from 'graphql-yoga';
+import type { GateRow, RuleRow } from '../db/gates.ts';
+import type { GateEvent } from '../domain/events.ts';
+import {
+  createGate,
+  createGateInputSchema,
+  deleteGate,
+  getGate,
+  getGateByKey,
+  listGates,
+  rulesOf,
+  updateGate,
+  updateGateInputSchema,
+} from '../domain/gates.ts';
+import { canSeeEnv } from '../domain/principal.ts';
+import { builder } from './builder.ts';
+import type { Context } from './context.ts';
+import { Rule, RuleInput } from './rule.ts';
+
+/** A gate, possibly with its rules already in hand (events carry them). */
+type GateView = GateRow & { knownRules?: RuleRow[] };
+
+/** All rules of the gates on one page in a single statement, whatever the page size. */
+const rulesLoader = createContextCache(
+  (ctx: Context) =>
+    new DataLoader<string, RuleRow[]>(async (gateIds) => {
+      const byGate = new Map<string, RuleRow[]>();
+      for (const rule of rulesOf(ctx.deps, gateIds)) {
+        const list = byGate.get(rule.gateId);
+        if (list) list.push(rule);
+        else byGate.set(rule.gateId, [rule]);
+      }
+      return gateIds.map((id) => byGate.get(id) ?? []);
+    }),
+);
+
+export const SourceErrorPolicy = builder.enumType('SourceErrorPolicy', {
+  description: 'What a rule resolves to when its data source keeps failing.',
+  values: { FAIL: { value: 'fail' }, PASS: { value: 'pass' } } as const,
+});
+
+export const Gate = builder.objectRef<GateView>('Gate').implement({
+  authScopes: { 'gates:read': true },
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    service: t.exposeString('service'),
+    env: t.exposeString('env'),
+    identifier: t.exposeString('identifier'),
+    dryRun: t.exposeBoolean('dryRun', { description: 'Report pass to callers whatever the real verdict.' }),
+    onSourceError: t.field({ type: SourceErrorPolicy, resolve: (g) => g.onSourceError }),
+    rules: t.field({
+      type: [Rule],
+      resolve: (g, _args, ctx) => g.knownRules ?? rulesLoader(ctx).load(g.id),
+    }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    createdBy: t.exposeString('createdByName'),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    updatedBy: t.exposeString('updatedByName'),
+  }),
+});
+
+const GateFilter = builder.inputType('GateFilter', {
+  fields: (t) => ({
+    service: t.string(),
+    env: t.string(),
+    identifier: t.string(),
+    dryRun: t.boolean(),
+  }),
+});
+
+const CreateGateInput = builder.inputType('CreateGateInput', {
+  fields: (t) => ({
+    service: t.string({ required: true }),
+    env: t.string({ required: true }),
+    identifier: t.string({ description: 'Several gates per service and env, e.g. `pre-deploy`. Default `default`.' }),
+    dryRun: t.boolean({ description: 'Default false.' }),
+    onSourceError: t.field({ type: SourceErrorPolicy, description: 'Default FAIL.' }),
+    rules: t.field({ type: [RuleInput], description: 'Created with the gate, in one transaction.' }),
+  }),
+});
+
+const UpdateGateInput = builder.inputType('UpdateGateInput', {
+  description: 'Only the given fields change. service, env and identifier cannot change; they are accepted only when equal.',
+  fields: (t) => ({
+    dryRun: t.boolean(),
+    onSourceError: t.field({ type: SourceErrorPolicy }),
+    service: t.string(),
+    env: t.string(),
+    identifier: t.string(),
+  }),
+});
+
+const GateEventKind = builder.enumType('GateEventKind', {
+  values: { CREATED: { value: 'created' }, UPDATED: { value: 'updated' }, DELETED: { value: 'deleted' } } as const,
+});
+
+const GateEventRef = builder.objectRef<GateEvent>('GateEvent').implement({
+  fields: (t) => ({
+    kind: t.field({ type: GateEventKind, resolve: (e) => e.kind }),
+    gate: t.field({
+      type: Gate,
+      description: 'The gate after the change; as it was, for a deletion.',
+      resolve: (e) => ({ ...e.gate, knownRules: e.rules }),
+    }),
+    actor: t.exposeString('actorName'),
+    at: t.expose('at', { type: 'DateTime' }),
+  }),
+});
+
+// ---- root fields ----
+
+builder.queryField('gate', (t) =>
+  t.field({
+    type: Gate,
+    nullable: true,
+    authScopes: { 'gates:read': true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => getGate(deps, principal, String(id)),
+  }),
+);
+
+builder.queryField('gateByKey', (t) =>
+  t.field({
+    type: Gate,
+    nullable: true,
+    authScopes: { 'gates:read': true },
+    args: {
+      service: t.arg.string({ required: true }),
+      env: t.arg.string({ required: true }),
+      identifier: t.arg.string({ defaultValue: 'default' }),
+    },
+    resolve: (_root, args, { deps, principal }) =>
+      getGateByKey(deps, principal, args.service, args.env, args.identifier ?? 'default'),
+  }),
+);
+
+builder.queryField('gates', (t) =>
+  t.connection({
+    type: Gate,
+    authScopes: { 'gates:read': true },
+    description: 'Gates in creation order.',
+    args: { filter: t.arg({ type: GateFilter }) },
+    resolve: (_root, args, { deps, principal }) =>
+      resolveCursorConnection<GateView[]>(
+        { args, toCursor: (g) => g.id },
+        ({ after, before, limit, inverted }): GateView[] =>
+          listGates(
+            deps,
+            principal,
+            {
+              service: args.filter?.service ?? undefined,
+              env: args.filter?.env ?? undefined,
+              identifier: args.filter?.identifier ?? undefined,
+              dryRun: args.filter?.dryRun ?? undefined,
+            },
+            { after, before, limit, inverted },
+          ),
+      ),
+  }, { name: 'GateConnection' }, { name: 'GateEdge' }),
+);
+
+builder.mutationField('createGate', (t) =>
+  t.field({
+    type: Gate,
+    authScopes: { 'gates:write': true },
+    args: { input: t.arg({ type: CreateGateInput, required: true }).validate(createGateInputSchema) },
+    resolve: (_root, { input }, { deps, principal }) => {
+      const { gate, rules } = createGate(deps, principal, input);
+      return { ...gate, knownRules: rules };
+    },
+  }),
+);
+
+builder.mutationField('updateGate', (t) =>
+  t.field({
+    type: Gate,
+    authScopes: { 'gates:write': true },
+    args: {
+      id: t.arg.id({ required: true }),
+      input: t.arg({ type: UpdateGateInput, required: true }).validate(updateGateInputSchema),
+    },
+    resolve: (_root, { id, input }, { deps, principal }) => updateGate(deps, principal, String(id), input),
+  }),
+);
+
+builder.mutationField('deleteGate', (t) =>
+  t.id({
+    authScopes: { 'gates:write': true },
+    description: 'Deletes the gate with its rules and returns its id.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => deleteGate(deps, principal, String(id)),
+  }),
+);
+
+builder.subscriptionField('gateEvents', (t) =>
+  t.field({
+    type: GateEventRef,
+    authScopes: { 'gates:read': true },
+    description: 'Gates created, updated (including their rules) and deleted, for live configuration views.',
+    args: { filter: t.arg({ type: GateFilter }) },
+    subscribe: (_root, args, { deps, principal }) =>
+      pipe(
+        deps.events.subscribe('gate.events'),
+        filter(
+          (e: GateEvent) =>
+            canSeeEnv(principal, e.gate.env) &&
+            (args.filter?.service == null || e.gate.service === args.filter.service) &&
+            (args.filter?.env == null || e.gate.env === args.filter.env) &&
+            (args.filter?.identifier == null || e.gate.identifier === args.filter.identifier) &&
+            (args.filter?.dryRun == null || e.gate.dryRun === args.filter.dryRun),
+        ),
+      ),
+    resolve: (e) => e,
+  }),
+);

@@ -1,0 +1,12 @@
+import { builder } from './builder.ts';
+import './scalars.ts';
+import './gate.ts';
+import './rule.ts';
+import './apiKey.ts';
+
+builder.queryType({});
+builder.mutationType({});
+builder.subscriptionType({});
+
+/** Sorted, so the printed SDL is stable. Importing this opens nothing. */
+export const schema = builder.toSchema();

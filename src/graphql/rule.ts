@@ -1,0 +1,190 @@
+import {
+  createRule,
+  deleteRule,
+  getRule,
+  ruleInputSchema,
+  updateRule,
+  updateRuleInputSchema,
+} from '../domain/gates.ts';
+import type { RuleRow } from '../db/gates.ts';
+import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
+import { builder } from './builder.ts';
+
+export const RuleType = builder.enumType('RuleType', {
+  values: {
+    MONITOR: { value: 'monitor', description: 'The states of a set of monitors over a window.' },
+    FAULTY_DEPLOYMENT_DETECTION: {
+      value: 'faulty_deployment_detection',
+      description: "The new version's error rate and error types against the baseline's.",
+    },
+  } as const,
+});
+
+const InsufficientDataPolicy = builder.enumType('InsufficientDataPolicy', {
+  values: { PASS: { value: 'pass' }, FAIL: { value: 'fail' } } as const,
+});
+
+// ---- output: options typed per rule type ----
+
+const MonitorRef = builder.objectRef<{ id: string; groups: string[] }>('MonitorRef').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    groups: t.exposeStringList('groups', { description: 'Exact group names; empty means every group.' }),
+  }),
+});
+
+type Typed<T extends TypedRuleOptions['type']> = Extract<TypedRuleOptions, { type: T }>;
+
+const MonitorRuleOptionsRef = builder.objectRef<Typed<'monitor'>>('MonitorRuleOptions').implement({
+  fields: (t) => ({
+    query: t.string({ nullable: true, description: 'Monitor search query.', resolve: ({ options }) => options.query ?? null }),
+    monitorIds: t.field({ type: [MonitorRef], nullable: true, resolve: ({ options }) => options.monitorIds ?? null }),
+    duration: t.int({ description: 'Window length in seconds; 0 checks once.', resolve: ({ options }) => options.duration }),
+    warmup: t.int({ description: 'Seconds to wait after the start before checking.', resolve: ({ options }) => options.warmup }),
+    failOnNoData: t.boolean({ resolve: ({ options }) => options.failOnNoData }),
+    failOnNoGroupsFound: t.boolean({ resolve: ({ options }) => options.failOnNoGroupsFound }),
+  }),
+});
+
+const FddRuleOptionsRef = builder.objectRef<Typed<'faulty_deployment_detection'>>('FddRuleOptions').implement({
+  fields: (t) => ({
+    duration: t.int({ description: 'Analysis window in seconds.', resolve: ({ options }) => options.duration }),
+    excludedResources: t.stringList({ nullable: true, resolve: ({ options }) => options.excludedResources ?? null }),
+    allowedResources: t.stringList({ nullable: true, resolve: ({ options }) => options.allowedResources ?? null }),
+    alpha: t.float({ description: 'False-failure budget for the whole rule.', resolve: ({ options }) => options.alpha }),
+    minRelativeIncrease: t.float({
+      description: 'Smallest error-rate increase worth failing for (0.5 = +50%).',
+      resolve: ({ options }) => options.minRelativeIncrease,
+    }),
+    newErrorTypes: t.boolean({ resolve: ({ options }) => options.newErrorTypes }),
+    onInsufficientData: t.field({ type: InsufficientDataPolicy, resolve: ({ options }) => options.onInsufficientData }),
+  }),
+});
+
+export const RuleOptions = builder.unionType('RuleOptions', {
+  types: [MonitorRuleOptionsRef, FddRuleOptionsRef],
+  resolveType: (value) => (value.type === 'monitor' ? MonitorRuleOptionsRef : FddRuleOptionsRef),
+});
+
+/** Stored options are plain JSON; their rule's type says which shape they have. */
+export const typedOptions = (rule: Pick<RuleRow, 'type' | 'options'>) => ({ type: rule.type, options: rule.options }) as TypedRuleOptions;
+
+export const Rule = builder.objectRef<RuleRow>('Rule').implement({
+  authScopes: { 'gates:read': true },
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    gateId: t.exposeID('gateId'),
+    name: t.exposeString('name'),
+    type: t.field({ type: RuleType, resolve: (r) => r.type }),
+    dryRun: t.exposeBoolean('dryRun', { description: 'Evaluated and recorded, never counted in the verdict.' }),
+    options: t.field({ type: RuleOptions, resolve: (r) => typedOptions(r) }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    createdBy: t.exposeString('createdByName'),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+    updatedBy: t.exposeString('updatedByName'),
+  }),
+});
+
+// ---- input: one options input per type, exactly one given ----
+
+const MonitorIdInput = builder.inputType('MonitorIdInput', {
+  fields: (t) => ({
+    id: t.id({ required: true }),
+    groups: t.stringList({ description: 'Exact group names; omitted or empty means every group.' }),
+  }),
+});
+
+const MonitorRuleOptionsInput = builder.inputType('MonitorRuleOptionsInput', {
+  description: 'Give `query` or `monitorIds`, not both.',
+  fields: (t) => ({
+    query: t.string({ description: 'Monitor search query, e.g. `service:checkout env:prod`.' }),
+    monitorIds: t.field({ type: [MonitorIdInput] }),
+    duration: t.int({ description: 'Window length in seconds, 0–7200. Default 0: check once.' }),
+    warmup: t.int({ description: 'Seconds to wait before checking, ≥ 0. Default 0.' }),
+    failOnNoData: t.boolean({ description: 'Fail when a matched group is NO_DATA. Default true.' }),
+    failOnNoGroupsFound: t.boolean({ description: 'Fail when the matched monitors have no groups. Default false.' }),
+  }),
+});
+
+const FddRuleOptionsInput = builder.inputType('FddRuleOptionsInput', {
+  description: 'Give `excludedResources` or `allowedResources`, not both.',
+  fields: (t) => ({
+    duration: t.int({ description: 'Analysis window in seconds, 0–7200. Default 900.' }),
+    excludedResources: t.stringList({ description: 'Resources to ignore, e.g. `GET /healthz`.' }),
+    allowedResources: t.stringList({ description: 'Only these resources are analysed.' }),
+    alpha: t.float({ description: 'False-failure budget for the whole rule, (0, 0.2]. Default 0.01.' }),
+    minRelativeIncrease: t.float({ description: 'Smallest error-rate increase worth failing for. Default 0.5 (+50%).' }),
+    newErrorTypes: t.boolean({ description: 'Fail on error types the baseline never had. Default true.' }),
+    onInsufficientData: t.field({ type: InsufficientDataPolicy, description: 'Verdict when traffic was too low. Default PASS.' }),
+  }),
+});
+
+export const RuleOptionsInput = builder.inputType('RuleOptionsInput', {
+  isOneOf: true,
+  fields: (t) => ({
+    monitor: t.field({ type: MonitorRuleOptionsInput }),
+    faultyDeploymentDetection: t.field({ type: FddRuleOptionsInput }),
+  }),
+});
+
+export const RuleInput = builder.inputType('RuleInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'Unique within its gate.' }),
+    dryRun: t.boolean({ description: 'Default false.' }),
+    options: t.field({ type: RuleOptionsInput, required: true }),
+  }),
+});
+
+const UpdateRuleInput = builder.inputType('UpdateRuleInput', {
+  description: 'Only the given fields change. The type of a rule cannot change.',
+  fields: (t) => ({
+    name: t.string(),
+    dryRun: t.boolean(),
+    options: t.field({ type: RuleOptionsInput }),
+  }),
+});
+
+// ---- root fields ----
+
+builder.queryField('rule', (t) =>
+  t.field({
+    type: Rule,
+    nullable: true,
+    authScopes: { 'gates:read': true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => getRule(deps, principal, String(id)),
+  }),
+);
+
+builder.mutationField('createRule', (t) =>
+  t.field({
+    type: Rule,
+    authScopes: { 'gates:write': true },
+    args: {
+      gateId: t.arg.id({ required: true }),
+      input: t.arg({ type: RuleInput, required: true }).validate(ruleInputSchema),
+    },
+    resolve: (_root, { gateId, input }, { deps, principal }) => createRule(deps, principal, String(gateId), input),
+  }),
+);
+
+builder.mutationField('updateRule', (t) =>
+  t.field({
+    type: Rule,
+    authScopes: { 'gates:write': true },
+    args: {
+      id: t.arg.id({ required: true }),
+      input: t.arg({ type: UpdateRuleInput, required: true }).validate(updateRuleInputSchema),
+    },
+    resolve: (_root, { id, input }, { deps, principal }) => updateRule(deps, principal, String(id), input),
+  }),
+);
+
+builder.mutationField('deleteRule', (t) =>
+  t.id({
+    authScopes: { 'gates:write': true },
+    description: 'Deletes the rule and returns its id.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => deleteRule(deps, principal, String(id)),
+  }),
+);

@@ -1,0 +1,103 @@
+import { createServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import type { Config } from '../config.ts';
+import { checkReady, expectedMigrationCount, type OpenDbOptions, openDb } from '../db/client.ts';
+import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
+import type { Deps } from '../domain/deps.ts';
+import { createEvents } from '../domain/events.ts';
+import { createLogger, type Logger } from '../log.ts';
+import { attachWebSocket } from './ws.ts';
+import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
+
+export interface AppOptions {
+  log?: Logger;
+  onQuery?: OpenDbOptions['onQuery'];
+  now?: () => Date;
+}
+
+export type App = Awaited<ReturnType<typeof buildApp>>;
+
+/**
+ * Everything a Tollgate process runs, wired but not yet listening: `listen()` opens the port,
+ * `stop()` closes sockets, the WebSocket server, yoga and the database, in that order.
+ */
+export async function buildApp(config: Config, options: AppOptions = {}) {
+  const log = options.log ?? createLogger(config.logLevel);
+  const now = options.now ?? (() => new Date());
+  const db = openDb(config.dbPath, { onQuery: options.onQuery });
+  const deps: Deps = { db, events: createEvents(), log, config, now };
+  const authenticate = createAuthenticator(db, now);
+  const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
+
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'tollgate_' });
+  const gauges = {
+    connections: new Gauge({ name: 'tollgate_ws_connections', help: 'Open authenticated WebSocket connections', registers: [registry] }),
+    subscriptions: new Gauge({ name: 'tollgate_ws_operations', help: 'Operations running over WebSocket', registers: [registry] }),
+  };
+
+  const migrations = expectedMigrationCount();
+  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => checkReady(db, migrations) });
+
+  const sockets = new Set<Socket>();
+  const server = createServer((req, res) => {
+    const started = performance.now();
+    res.on('finish', () => {
+      const entry = { method: req.method, path: req.url?.split('?')[0], status: res.statusCode, ms: Math.round(performance.now() - started) };
+      if (res.statusCode >= 500) log.warn(entry, 'request failed');
+      else log.debug(entry, 'request');
+    });
+    void yoga(req, res);
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
+  const ws = attachWebSocket({
+    server,
+    yoga,
+    authenticate,
+    log,
+    maxPayload: config.wsMaxPayload,
+    allowedOrigins: config.wsAllowedOrigins,
+    gauges,
+  });
+
+  let stopping: Promise<void> | undefined;
+
+  return {
+    deps,
+    server,
+    /** Set when this start created an admin key: its secret, to print once. */
+    bootstrapSecret: bootstrap.created ? bootstrap.secret : undefined,
+
+    async listen(): Promise<{ url: string; graphqlUrl: string; port: number }> {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(config.port, config.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const { port } = server.address() as AddressInfo;
+      const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
+      const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
+    },
+
+    /** Idempotent; resolves when every socket is closed and the database is closed. */
+    stop(): Promise<void> {
+      stopping ??= (async () => {
+        server.close();
+        await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
+        server.closeIdleConnections();
+        for (const socket of sockets) socket.destroy();
+        await yoga.dispose();
+        registry.clear();
+        db.$client.close();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,113 @@
+import { EnvelopArmor } from '@escape.tech/graphql-armor';
+import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
+import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
+import { createYoga, type Plugin, useReadinessCheck } from 'graphql-yoga';
+import type { Registry } from 'prom-client';
+import type { AuthResult } from '../domain/apiKeys.ts';
+import { secretFromAuthorization } from '../domain/apiKeys.ts';
+import type { Deps } from '../domain/deps.ts';
+import { DomainError } from '../domain/errors.ts';
+import type { Principal } from '../domain/principal.ts';
+import type { Context } from '../graphql/context.ts';
+import { schema } from '../graphql/index.ts';
+
+/** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
+export interface ServerContext {
+  request?: Request;
+  principal?: Principal;
+}
+
+export interface YogaOptions {
+  deps: Deps;
+  authenticate: (secret: string | null) => AuthResult;
+  registry: Registry;
+  ready: () => { ok: boolean; detail: string };
+}
+
+export const GRAPHQL_PATH = '/graphql';
+
+/**
+ * Expected failures keep their code and the field at fault; anything else is masked so that
+ * internals never leak, and logged for the operator.
+ */
+function maskError(deps: Deps) {
+  return (error: unknown, message: string): Error => {
+    const located = error instanceof GraphQLError ? error : undefined;
+    const original = located ? located.originalError : error;
+    if (original instanceof DomainError) {
+      return new GraphQLError(original.message, {
+        nodes: located?.nodes,
+        path: located?.path,
+        extensions: { code: original.code, ...(original.field && { field: original.field }) },
+      });
+    }
+    // Errors we raise on purpose (auth, validation, limits) are GraphQLErrors already.
+    if (located && (!original || original instanceof GraphQLError)) return located;
+    deps.log.error({ err: original }, 'unexpected error while executing an operation');
+    return new GraphQLError(message, {
+      nodes: located?.nodes,
+      path: located?.path,
+      extensions: { code: 'INTERNAL_SERVER_ERROR' },
+    });
+  };
+}
+
+/** yoga's own plugin only looks at HTTP requests; adding the rule at validation covers WebSocket too. */
+const disableIntrospection: Plugin = {
+  onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
+};
+
+export function createTollgateYoga({ deps, authenticate, registry, ready }: YogaOptions) {
+  const production = deps.config.mode === 'production';
+  const armor = new EnvelopArmor({
+    maxDepth: { n: 12 },
+    maxAliases: { n: 20 },
+    maxTokens: { n: 2000 },
+    maxDirectives: { n: 20 },
+    costLimit: { maxCost: 20000 },
+    blockFieldSuggestion: { enabled: production },
+  });
+  return createYoga<ServerContext, Context>({
+    schema,
+    graphqlEndpoint: GRAPHQL_PATH,
+    healthCheckEndpoint: '/healthz',
+    landingPage: false,
+    graphiql: production ? false : { title: 'Tollgate', subscriptionsProtocol: 'WS' },
+    logging: deps.log,
+    maskedErrors: { maskError: maskError(deps) },
+    context: ({ request, principal }): Context => {
+      if (principal) return { deps, principal };
+      const result = authenticate(secretFromAuthorization(request?.headers.get('authorization')));
+      if (!result.ok) {
+        throw new GraphQLError(result.reason, {
+          extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
+        });
+      }
+      return { deps, principal: result.principal };
+    },
+    plugins: [
+      ...armor.protect().plugins,
+      ...(production ? [disableIntrospection] : []),
+      useReadinessCheck({
+        endpoint: '/readyz',
+        check: () => {
+          const r = ready();
+          return r.ok ? true : new Response(JSON.stringify({ ready: false, detail: r.detail }), { status: 503 });
+        },
+      }),
+      usePrometheus({
+        endpoint: deps.config.metricsPublic ? '/metrics' : false,
+        registry,
+        metrics: {
+          graphql_envelop_request_duration: true,
+          graphql_envelop_error_result: true,
+          graphql_yoga_http_duration: true,
+          graphql_envelop_phase_execute: true,
+          graphql_envelop_phase_subscribe: true,
+        },
+      }),
+    ],
+  });
+}
+
+export type TollgateYoga = ReturnType<typeof createTollgateYoga>;
