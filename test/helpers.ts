@@ -1,0 +1,174 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type Client, createClient, type ExecutionResult } from 'graphql-ws';
+import WebSocket from 'ws';
+import { type Config, testConfig } from '../src/config.ts';
+import { type AppOptions, buildApp } from '../src/server/app.ts';
+
+export const ADMIN_KEY = 'test-admin-key-0123456789abcdefghij';
+
+export interface GqlResponse<T = any> {
+  status: number;
+  data?: T;
+  errors?: Array<{ message: string; path?: string[]; extensions?: Record<string, any> }>;
+}
+
+export interface TestServer {
+  url: string;
+  graphqlUrl: string;
+  wsUrl: string;
+  dir: string;
+  dbPath: string;
+  app: Awaited<ReturnType<typeof buildApp>>;
+  /** SQL statements run since the last reset. */
+  queries: string[];
+  gql<T = any>(query: string, variables?: Record<string, unknown>, key?: string | null): Promise<GqlResponse<T>>;
+  ws(key?: string | null, extra?: Partial<Parameters<typeof createClient>[0]>): Client;
+  createKey(scopes: string[], envs?: string[]): Promise<string>;
+  stop(): Promise<void>;
+}
+
+/** A real Tollgate on port 0 with its own SQLite file in a temporary directory. */
+export async function startServer(
+  overrides: Partial<Config> = {},
+  options: AppOptions & { dir?: string } = {},
+): Promise<TestServer> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tollgate-test-'));
+  const dbPath = join(dir, 'tollgate.db');
+  const queries: string[] = [];
+  const config = testConfig({ port: 0, host: '127.0.0.1', dbPath, bootstrapKey: ADMIN_KEY, logLevel: 'silent', ...overrides });
+  const app = await buildApp(config, { onQuery: (sql) => queries.push(sql), ...options });
+  const { url, graphqlUrl } = await app.listen();
+  const wsUrl = graphqlUrl.replace(/^http/, 'ws');
+  const clients: Client[] = [];
+
+  const server: TestServer = {
+    url,
+    graphqlUrl,
+    wsUrl,
+    dir,
+    dbPath,
+    app,
+    queries,
+    async gql(query, variables, key = ADMIN_KEY) {
+      const res = await fetch(graphqlUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await res.json()) as GqlResponse;
+      return { ...body, status: res.status };
+    },
+    ws(key = ADMIN_KEY, extra = {}) {
+      const client = createClient({
+        url: wsUrl,
+        webSocketImpl: WebSocket,
+        retryAttempts: 0,
+        lazy: true,
+        connectionParams: key ? { authorization: `Bearer ${key}` } : {},
+        ...extra,
+      });
+      clients.push(client);
+      return client;
+    },
+    async createKey(scopes, envs) {
+      const r = await server.gql(
+        'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }',
+        { input: { name: `key-${scopes.join('+')}`, scopes: scopes.map((x) => x.replace(':', '_').toUpperCase()), envs } },
+      );
+      if (!r.data) throw new Error(JSON.stringify(r.errors));
+      return r.data.createApiKey.secret;
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.dispose()));
+      await app.stop();
+      if (!options.dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return server;
+}
+
+/** Runs one operation over a graphql-ws client and returns its first result. */
+export function wsOnce<T = any>(client: Client, query: string, variables?: Record<string, unknown>): Promise<ExecutionResult<T>> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const dispose = client.subscribe<T>(
+      { query, variables },
+      {
+        next: (value) => {
+          if (!done) {
+            done = true;
+            resolve(value);
+            dispose();
+          }
+        },
+        error: (err) => {
+          if (done) return;
+          done = true;
+          // graphql-ws reports operation errors as an array of GraphQL errors.
+          if (Array.isArray(err)) resolve({ errors: err } as ExecutionResult<T>);
+          else reject(err);
+        },
+        complete: () => {
+          if (!done) reject(new Error('completed without a result'));
+        },
+      },
+    );
+  });
+}
+
+/** A queue over a subscription: `next()` waits for the following event. */
+export function subscribeQueue<T = any>(client: Client, query: string, variables?: Record<string, unknown>) {
+  const values: ExecutionResult<T>[] = [];
+  const waiters: Array<(v: ExecutionResult<T>) => void> = [];
+  let failure: unknown;
+  const dispose = client.subscribe<T>(
+    { query, variables },
+    {
+      next: (value) => {
+        const w = waiters.shift();
+        if (w) w(value);
+        else values.push(value);
+      },
+      error: (err) => {
+        failure = err;
+        const w = waiters.shift();
+        if (w) w({ errors: Array.isArray(err) ? err : [err] } as ExecutionResult<T>);
+      },
+      complete: () => {},
+    },
+  );
+  return {
+    next(timeoutMs = 5000): Promise<ExecutionResult<T>> {
+      const v = values.shift();
+      if (v) return Promise.resolve(v);
+      if (failure) return Promise.resolve({ errors: Array.isArray(failure) ? failure : [failure] } as ExecutionResult<T>);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no event within ${timeoutMs} ms`)), timeoutMs);
+        waiters.push((value) => {
+          clearTimeout(timer);
+          resolve(value);
+        });
+      });
+    },
+    dispose,
+  };
+}
+
+export const GATE_FIELDS = `id service env identifier dryRun onSourceError createdBy updatedBy createdAt updatedAt
+  rules { id name type dryRun options { __typename
+    ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
+    ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } } }`;
+
+export const CREATE_GATE = `mutation($input: CreateGateInput!) { createGate(input: $input) { ${GATE_FIELDS} } }`;
+
+export const monitorRule = (name: string, options: Record<string, unknown> = {}) => ({
+  name,
+  options: { monitor: { query: 'service:checkout', ...options } },
+});
+
+export const fddRule = (name: string, options: Record<string, unknown> = {}) => ({
+  name,
+  options: { faultyDeploymentDetection: { ...options } },
+});
