@@ -32,6 +32,11 @@ export function getGate(db: Tx, id: string): GateRow | undefined {
   return db.select().from(gates).where(eq(gates.id, id)).get();
 }
 
+export function getGates(db: Tx, ids: readonly string[]): GateRow[] {
+  if (ids.length === 0) return [];
+  return db.select().from(gates).where(inArray(gates.id, [...ids])).all();
+}
+
 export function getGateByKey(db: Tx, service: string, env: string, identifier: string): GateRow | undefined {
   return db
     .select()

@@ -6,6 +6,7 @@ import {
   type GateFilter,
   type GateRow,
   getGate as getGateRow,
+  getGates as getGateRows,
   getGateByKey as getGateByKeyRow,
   getRule as getRuleRow,
   insertGate,
@@ -22,7 +23,7 @@ import type { Deps } from './deps.ts';
 import { badInput, conflict, type DomainError, forbidden, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
-import { assertEnvAllowed, hasScope, type Principal, type Scope } from './principal.ts';
+import { assertEnvAllowed, canSeeEnv, hasScope, type Principal, type Scope } from './principal.ts';
 import { nullsAsUndefined, ruleOptionsInputSchema } from './ruleOptions.ts';
 
 // ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
@@ -149,6 +150,12 @@ export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
   return listGateRows(deps.db, { ...filter, envs: actor.envs }, page);
+}
+
+/** Batched for loaders: one statement for any number of gates. Only gates the caller may see. */
+export function gatesByIds(deps: Deps, actor: Principal, ids: readonly string[]): GateRow[] {
+  requireScope(actor, 'gates:read', 'read gates');
+  return getGateRows(deps.db, ids).filter((g) => canSeeEnv(actor, g.env));
 }
 
 /** Batched for loaders: one statement for any number of gates. */

@@ -11,6 +11,7 @@ import {
   getGate,
   getGateByKey,
   listGates,
+  gatesByIds,
   rulesOf,
   updateGate,
   updateGateInputSchema,
@@ -37,12 +38,23 @@ const rulesLoader = createContextCache(
     }),
 );
 
+/** Gates by id, batched: a page of rules asking for their gates costs one statement. */
+export const gateLoader = createContextCache(
+  (ctx: Context) =>
+    new DataLoader<string, GateView>(async (ids) => {
+      const byId = new Map(gatesByIds(ctx.deps, ctx.principal, ids).map((g) => [g.id, g]));
+      return ids.map((id) => byId.get(id) ?? new Error(`gate ${id} does not exist`));
+    }),
+);
+
 export const SourceErrorPolicy = builder.enumType('SourceErrorPolicy', {
   description: 'What a rule resolves to when its data source keeps failing.',
   values: { FAIL: { value: 'fail' }, PASS: { value: 'pass' } } as const,
 });
 
-export const Gate = builder.objectRef<GateView>('Gate').implement({
+export const Gate = builder.objectRef<GateView>('Gate');
+
+Gate.implement({
   authScopes: { 'gates:read': true },
   fields: (t) => ({
     id: t.exposeID('id'),

@@ -9,6 +9,7 @@ import {
 import type { RuleRow } from '../db/gates.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
 import { builder } from './builder.ts';
+import { Gate, gateLoader } from './gate.ts';
 
 export const RuleType = builder.enumType('RuleType', {
   values: {
@@ -69,11 +70,14 @@ export const RuleOptions = builder.unionType('RuleOptions', {
 /** Stored options are plain JSON; their rule's type says which shape they have. */
 export const typedOptions = (rule: Pick<RuleRow, 'type' | 'options'>) => ({ type: rule.type, options: rule.options }) as TypedRuleOptions;
 
-export const Rule = builder.objectRef<RuleRow>('Rule').implement({
+export const Rule = builder.objectRef<RuleRow>('Rule');
+
+Rule.implement({
   authScopes: { 'gates:read': true },
   fields: (t) => ({
     id: t.exposeID('id'),
     gateId: t.exposeID('gateId'),
+    gate: t.field({ type: Gate, resolve: (r, _args, ctx) => gateLoader(ctx).load(r.gateId) }),
     name: t.exposeString('name'),
     type: t.field({ type: RuleType, resolve: (r) => r.type }),
     dryRun: t.exposeBoolean('dryRun', { description: 'Evaluated and recorded, never counted in the verdict.' }),

@@ -77,12 +77,7 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
             principal: ctx.extra.principal,
           });
           if (typeof payload.query !== 'string' || payload.query.trim() === '') return asErrors('query must be a non-empty string');
-          let document: DocumentNode;
-          try {
-            document = parse(payload.query);
-          } catch (err) {
-            return [err instanceof GraphQLError ? err : new GraphQLError(String((err as Error).message))];
-          }
+          const document: DocumentNode = parse(payload.query);
           const errors = validate(schema, document);
           if (errors.length > 0) return errors;
           gauges.subscriptions.inc();
@@ -95,6 +90,8 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
             rootValue: { execute, subscribe },
           };
         } catch (err) {
+          // Query limits and parse failures surface as GraphQLErrors thrown from the pipeline.
+          if (err instanceof GraphQLError) return [err];
           log.error({ err }, 'could not start a WebSocket operation');
           return [new GraphQLError('internal error while starting the operation', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })];
         }
