@@ -48,6 +48,11 @@ export const configSchema = z
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
     TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
+    TOLLGATE_RESPONSE_CACHE_TTL_MS: z.coerce
+      .number({ message: 'must be a number' })
+      .int('must be a whole number')
+      .min(0, 'must be 0 (off) or more')
+      .default(10_000),
   })
   .transform((raw, ctx) => {
     let dbPath = raw.TOLLGATE_DB;
@@ -81,6 +86,7 @@ export const configSchema = z
       metricsPublic: raw.TOLLGATE_METRICS_PUBLIC,
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
+      responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,
     };
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { startServer, type TestServer, wsOnce } from './helpers.ts';
+import { CREATE_GATE, monitorRule, startServer, type TestServer, wsOnce } from './helpers.ts';
 
 const INTROSPECTION = '{ __schema { queryType { name } } }';
 
@@ -103,4 +103,52 @@ describe('query limits apply to both transports', () => {
       assert.match(r.errors?.[0]?.message ?? '', /depth/i, JSON.stringify(r));
     });
   }
+});
+
+describe('response cache', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer({ responseCacheTtlMs: 60_000 });
+  });
+  after(() => s.stop());
+
+  const LIST = '{ gates(first: 100, filter: { service: "cached" }) { edges { node { env dryRun rules { name } } } } }';
+
+  test('a repeated read is served from the cache without touching the gates table', async () => {
+    await s.gql(CREATE_GATE, { input: { service: 'cached', env: 'prod', rules: [monitorRule('a')] } });
+    await s.gql(LIST);
+    s.queries.length = 0;
+    const again = await s.gql(LIST);
+    assert.equal(again.data.gates.edges.length, 1);
+    assert.ok(!s.queries.some((q) => /from "gates"/.test(q)), s.queries.join('\n'));
+  });
+
+  test('every write is visible to the next read at once', async () => {
+    const before = await s.gql(LIST);
+    const id = (await s.gql('{ gateByKey(service: "cached", env: "prod") { id rules { id } } }')).data.gateByKey;
+    await s.gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { id } }', { id: id.id });
+    const afterUpdate = await s.gql(LIST);
+    assert.notDeepEqual(afterUpdate.data, before.data);
+    assert.equal(afterUpdate.data.gates.edges[0].node.dryRun, true);
+    await s.gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: id.rules[0].id });
+    assert.deepEqual((await s.gql(LIST)).data.gates.edges[0].node.rules, []);
+    await s.gql(CREATE_GATE, { input: { service: 'cached', env: 'staging' } });
+    assert.equal((await s.gql(LIST)).data.gates.edges.length, 2);
+  });
+
+  test('entries are per API key: an env-limited key never sees what another key cached', async () => {
+    const staging = await s.createKey(['gates:read'], ['staging']);
+    await s.gql(LIST); // cached for the admin key
+    const limited = await s.gql(LIST, undefined, staging);
+    assert.deepEqual(limited.data.gates.edges.map((e: any) => e.node.env), ['staging']);
+  });
+
+  test('a revoked key is refused even for a read that is cached for it', async () => {
+    const created = await s.gql('mutation { createApiKey(input: { name: "soon-revoked", scopes: [GATES_READ] }) { secret key { id } } }');
+    const { secret, key } = created.data.createApiKey;
+    assert.equal((await s.gql(LIST, undefined, secret)).status, 200);
+    assert.equal((await s.gql(LIST, undefined, secret)).status, 200); // now cached
+    await s.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: key.id });
+    assert.equal((await s.gql(LIST, undefined, secret)).status, 401);
+  });
 });

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, inArray, lt, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, lt, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { Db } from './client.ts';
 import { gates, rules } from './schema.ts';
@@ -63,15 +63,33 @@ export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow
     .all();
 }
 
-/** The rules of many gates in one statement, in creation order. */
+/**
+ * Statements on hot read paths are prepared once per handle: building drizzle SQL and
+ * preparing it again cost more than running it. A transaction is a new handle, so writes
+ * still prepare fresh statements, which they do rarely.
+ */
+const preparedByHandle = new WeakMap<object, Map<string, unknown>>();
+function prepared<T>(db: Tx, name: string, build: () => T): T {
+  let map = preparedByHandle.get(db);
+  if (!map) preparedByHandle.set(db, (map = new Map()));
+  let stmt = map.get(name) as T | undefined;
+  if (!stmt) map.set(name, (stmt = build()));
+  return stmt;
+}
+
+/** The rules of many gates in one statement, whatever their number, in creation order. */
 export function rulesOfGates(db: Tx, gateIds: readonly string[]): RuleRow[] {
   if (gateIds.length === 0) return [];
-  return db
-    .select()
-    .from(rules)
-    .where(inArray(rules.gateId, [...gateIds]))
-    .orderBy(asc(rules.gateId), asc(rules.id))
-    .all() as RuleRow[];
+  const stmt = prepared(db, 'rulesOfGates', () =>
+    db
+      .select()
+      .from(rules)
+      // json_each keeps one statement for any number of ids.
+      .where(sql`${rules.gateId} in (select value from json_each(${sql.placeholder('ids')}))`)
+      .orderBy(asc(rules.gateId), asc(rules.id))
+      .prepare(),
+  );
+  return stmt.all({ ids: JSON.stringify(gateIds) }) as RuleRow[];
 }
 
 export function getRule(db: Tx, id: string): RuleRow | undefined {

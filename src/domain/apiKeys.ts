@@ -58,6 +58,12 @@ function requireAdmin(actor: Principal, action: string): void {
 
 export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   requireAdmin(actor, 'create API keys');
+  const created = insertNewKey(deps, actor, input);
+  deps.events.publish('config.changed');
+  return created;
+}
+
+function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {
     throw new DomainError('BAD_USER_INPUT', 'input.expiresAt: must be in the future', 'input.expiresAt');
   }
@@ -100,7 +106,7 @@ function insertKey(
 export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRow {
   requireAdmin(actor, 'revoke API keys');
   const now = deps.now();
-  return deps.db.transaction((tx) => {
+  const revoked = deps.db.transaction((tx) => {
     const before = getApiKey(tx, assertUuid(id, 'id'));
     if (!before) throw notFound(`API key ${id} does not exist`, 'id');
     if (before.revokedAt) return before;
@@ -110,6 +116,8 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
     ]);
     return row;
   });
+  deps.events.publish('config.changed');
+  return revoked;
 }
 
 export function listApiKeys(deps: Deps, actor: Principal): ApiKeyRow[] {

@@ -18,6 +18,8 @@ export interface GateEvent {
  */
 type Topics = {
   'gate.events': [GateEvent];
+  /** Any configuration change (gates, rules, API keys): caches of reads drop what they hold. */
+  'config.changed': [];
 };
 
 export function createEvents(config?: Parameters<typeof createPubSub<Topics>>[0]) {

@@ -26,6 +26,17 @@ type ConnectionExtra = {
 
 type Enveloped = ReturnType<TollgateYoga['getEnveloped']>;
 
+/** Runs an operation; an unexpected throw becomes an error result for that operation only. */
+async function guard<T>(log: Logger, run: () => T | Promise<T>): Promise<T | { errors: GraphQLError[] }> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof GraphQLError) return { errors: [err] };
+    log.error({ err }, 'operation failed over WebSocket');
+    return { errors: [new GraphQLError('internal error', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })] };
+  }
+}
+
 const asErrors = (message: string) => [new GraphQLError(message, { extensions: { code: 'BAD_REQUEST' } })];
 
 /**
@@ -48,9 +59,10 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
 
   const disposable = useServer<Record<string, unknown> | undefined, ConnectionExtra>(
     {
-      // The enveloped execute/subscribe travel on rootValue from onSubscribe below.
-      execute: (args) => (args.rootValue as Enveloped).execute(args),
-      subscribe: (args) => (args.rootValue as Enveloped).subscribe(args),
+      // The enveloped execute/subscribe travel on rootValue from onSubscribe below. A throw
+      // here would close the whole socket, so it becomes that operation's error instead.
+      execute: (args) => guard(log, () => (args.rootValue as Enveloped).execute(args)),
+      subscribe: (args) => guard(log, () => (args.rootValue as Enveloped).subscribe(args)),
       onConnect: (ctx) => {
         const raw = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         const result = authenticate(secretFromAuthorization(typeof raw === 'string' ? raw : null));
