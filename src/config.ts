@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -48,6 +49,8 @@ export const configSchema = z
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
     TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
+    TOLLGATE_NODE_ID: z.string().trim().min(1, 'must not be empty').max(200).optional(),
+    TOLLGATE_SOURCE_ERROR_LIMIT: positiveInt.default(4),
     TOLLGATE_RESPONSE_CACHE_TTL_MS: z.coerce
       .number({ message: 'must be a number' })
       .int('must be a whole number')
@@ -87,6 +90,8 @@ export const configSchema = z
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,
+      nodeId: raw.TOLLGATE_NODE_ID ?? hostname(),
+      sourceErrorLimit: raw.TOLLGATE_SOURCE_ERROR_LIMIT,
     };
   });
 

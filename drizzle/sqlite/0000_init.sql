@@ -48,6 +48,7 @@ CREATE TABLE `evaluations` (
 	`finished_at` integer,
 	`lease_owner` text,
 	`lease_expires_at` integer,
+	`revision` integer DEFAULT 1 NOT NULL,
 	FOREIGN KEY (`gate_id`) REFERENCES `gates`(`id`) ON UPDATE no action ON DELETE set null
 );
 --> statement-breakpoint
@@ -56,6 +57,7 @@ CREATE INDEX `evaluations_key_started_idx` ON `evaluations` (`service`,`env`,`id
 CREATE INDEX `evaluations_status_idx` ON `evaluations` (`status`);--> statement-breakpoint
 CREATE INDEX `evaluations_started_idx` ON `evaluations` (`started_at`);--> statement-breakpoint
 CREATE INDEX `evaluations_gate_idx` ON `evaluations` (`gate_id`);--> statement-breakpoint
+CREATE INDEX `evaluations_unfinished_idx` ON `evaluations` (`finished_at`,`lease_owner`);--> statement-breakpoint
 CREATE TABLE `gates` (
 	`id` text PRIMARY KEY NOT NULL,
 	`service` text NOT NULL,
@@ -73,6 +75,51 @@ CREATE TABLE `gates` (
 --> statement-breakpoint
 CREATE UNIQUE INDEX `gates_key_unique` ON `gates` (`service`,`env`,`identifier`);--> statement-breakpoint
 CREATE INDEX `gates_env_idx` ON `gates` (`env`);--> statement-breakpoint
+CREATE TABLE `monitor_groups` (
+	`monitor_id` text NOT NULL,
+	`group` text NOT NULL,
+	`state` text NOT NULL,
+	`since` integer NOT NULL,
+	`message` text,
+	`last_reported_at` integer NOT NULL,
+	PRIMARY KEY(`monitor_id`, `group`),
+	FOREIGN KEY (`monitor_id`) REFERENCES `monitors`(`id`) ON UPDATE no action ON DELETE cascade
+);
+--> statement-breakpoint
+CREATE TABLE `monitor_transitions` (
+	`id` text PRIMARY KEY NOT NULL,
+	`monitor_id` text NOT NULL,
+	`group` text NOT NULL,
+	`from` text,
+	`to` text NOT NULL,
+	`at` integer NOT NULL,
+	`message` text,
+	FOREIGN KEY (`monitor_id`) REFERENCES `monitors`(`id`) ON UPDATE no action ON DELETE cascade
+);
+--> statement-breakpoint
+CREATE INDEX `monitor_transitions_monitor_at_idx` ON `monitor_transitions` (`monitor_id`,`at`);--> statement-breakpoint
+CREATE INDEX `monitor_transitions_at_idx` ON `monitor_transitions` (`at`);--> statement-breakpoint
+CREATE TABLE `monitors` (
+	`id` text PRIMARY KEY NOT NULL,
+	`name` text NOT NULL,
+	`type` text NOT NULL,
+	`tags` text NOT NULL,
+	`query` text DEFAULT '' NOT NULL,
+	`definition` text,
+	`critical` real,
+	`warning` real,
+	`muted` integer NOT NULL,
+	`priority` integer,
+	`no_data_timeframe` integer,
+	`created_at` integer NOT NULL,
+	`created_by_id` text NOT NULL,
+	`created_by_name` text NOT NULL,
+	`updated_at` integer NOT NULL,
+	`updated_by_id` text NOT NULL,
+	`updated_by_name` text NOT NULL
+);
+--> statement-breakpoint
+CREATE INDEX `monitors_name_idx` ON `monitors` (`name`);--> statement-breakpoint
 CREATE TABLE `rule_evaluations` (
 	`id` text PRIMARY KEY NOT NULL,
 	`evaluation_id` text NOT NULL,

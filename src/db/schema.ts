@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 // Times are epoch milliseconds. Ids are UUIDv7, so ordering by id is ordering by creation.
 
@@ -116,6 +116,8 @@ export const evaluations = sqliteTable(
     /** Work sharing between processes: who drives this evaluation, and until when. */
     leaseOwner: text('lease_owner'),
     leaseExpiresAt: integer('lease_expires_at', { mode: 'timestamp_ms' }),
+    /** Bumped by every change, so a subscriber can tell an event it has seen from a new one. */
+    revision: integer('revision').notNull().default(1),
   },
   (t) => [
     uniqueIndex('evaluations_idempotency_unique')
@@ -125,6 +127,7 @@ export const evaluations = sqliteTable(
     index('evaluations_status_idx').on(t.status),
     index('evaluations_started_idx').on(t.startedAt),
     index('evaluations_gate_idx').on(t.gateId),
+    index('evaluations_unfinished_idx').on(t.finishedAt, t.leaseOwner),
   ],
 );
 
@@ -161,4 +164,67 @@ export const ruleEvaluations = sqliteTable(
     index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position),
     index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt),
   ],
+);
+
+export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;
+export type MonitorStateValue = (typeof MONITOR_STATES)[number];
+
+/** A monitor: something with a state per group that monitor rules look at. */
+export const monitors = sqliteTable(
+  'monitors',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    type: text('type', { enum: ['external', 'apm', 'prometheus'] }).notNull(),
+    /** Static tags, "key:value" strings. */
+    tags: text('tags', { mode: 'json' }).notNull().$type<string[]>(),
+    /** The monitor's own query (PromQL, APM filter); `scope:` searches look inside it. */
+    query: text('query').notNull().default(''),
+    /** Kind-specific definition (APM metric and filters, PromQL details). */
+    definition: text('definition', { mode: 'json' }).$type<Record<string, unknown>>(),
+    critical: real('critical'),
+    warning: real('warning'),
+    muted: integer('muted', { mode: 'boolean' }).notNull(),
+    priority: integer('priority'),
+    /** Seconds without data before a group goes NO_DATA; null never. */
+    noDataTimeframe: integer('no_data_timeframe'),
+    ...timestamps,
+  },
+  (t) => [index('monitors_name_idx').on(t.name)],
+);
+
+/** The current state of each group of a monitor; "*" is the monitor as a whole. */
+export const monitorGroups = sqliteTable(
+  'monitor_groups',
+  {
+    monitorId: text('monitor_id')
+      .notNull()
+      .references(() => monitors.id, { onDelete: 'cascade' }),
+    group: text('group').notNull(),
+    state: text('state', { enum: MONITOR_STATES }).notNull(),
+    since: integer('since', { mode: 'timestamp_ms' }).notNull(),
+    message: text('message'),
+    lastReportedAt: integer('last_reported_at', { mode: 'timestamp_ms' }).notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.monitorId, t.group] })],
+);
+
+/**
+ * Every state change, kept so that a rule can ask "was any group ALERT at any instant of my
+ * window?" after the fact: an ALERT shorter than any check interval still counts.
+ */
+export const monitorTransitions = sqliteTable(
+  'monitor_transitions',
+  {
+    id: text('id').primaryKey(),
+    monitorId: text('monitor_id')
+      .notNull()
+      .references(() => monitors.id, { onDelete: 'cascade' }),
+    group: text('group').notNull(),
+    from: text('from', { enum: MONITOR_STATES }),
+    to: text('to', { enum: MONITOR_STATES }).notNull(),
+    at: integer('at', { mode: 'timestamp_ms' }).notNull(),
+    message: text('message'),
+  },
+  (t) => [index('monitor_transitions_monitor_at_idx').on(t.monitorId, t.at), index('monitor_transitions_at_idx').on(t.at)],
 );

@@ -12,9 +12,9 @@ import {
 import { insertAudit } from '../db/audit.ts';
 import type { Db } from '../db/client.ts';
 import type { Deps } from './deps.ts';
-import { DomainError, forbidden, notFound } from './errors.ts';
+import { DomainError, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
-import { hasScope, type Principal, SCOPES, type Scope, SYSTEM } from './principal.ts';
+import { type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
 export type { ApiKeyRow };
@@ -52,9 +52,7 @@ export interface CreatedApiKey {
   secret: string;
 }
 
-function requireAdmin(actor: Principal, action: string): void {
-  if (!hasScope(actor, 'admin')) throw forbidden(`API key "${actor.name}" lacks the admin scope needed to ${action}`);
-}
+const requireAdmin = (actor: Principal, action: string) => requireScope(actor, 'admin', action);
 
 export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   requireAdmin(actor, 'create API keys');

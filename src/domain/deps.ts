@@ -10,4 +10,8 @@ export interface Deps {
   log: Logger;
   config: Config;
   now: () => Date;
+  /** Where users reach this Tollgate, for links in answers (TOLLGATE_PUBLIC_URL, else the listen address). */
+  baseUrl: () => string;
+  /** This process's name in evaluation leases (TOLLGATE_NODE_ID, else the host name). */
+  nodeId: string;
 }

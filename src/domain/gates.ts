@@ -20,17 +20,17 @@ import {
   updateRuleRow,
 } from '../db/gates.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, type DomainError, forbidden, notFound } from './errors.ts';
+import { badInput, conflict, type DomainError, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
-import { assertEnvAllowed, canSeeEnv, hasScope, type Principal, type Scope } from './principal.ts';
+import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined, ruleOptionsInputSchema } from './ruleOptions.ts';
 
 // ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
 // with them (GraphQL through Pothos' validation plugin, REST and gates-as-code with
 // parseInput), and the domain functions below take only parsed input. ----
 
-const tagValue = (what: string) =>
+export const tagValue = (what: string) =>
   z
     .string({ message: `${what} is required` })
     .trim()
@@ -118,12 +118,6 @@ export interface GateWithRules {
 }
 
 // ---- reads ----
-
-function requireScope(actor: Principal, scope: Scope, action: string): void {
-  if (!hasScope(actor, scope)) {
-    throw forbidden(`API key "${actor.name}" lacks the ${scope} scope needed to ${action}`);
-  }
-}
 
 export function getGate(deps: Deps, actor: Principal, id: string): GateRow | null {
   requireScope(actor, 'gates:read', 'read gates');

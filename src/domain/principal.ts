@@ -37,3 +37,11 @@ export function assertEnvAllowed(p: Principal, env: string): void {
     throw forbidden(`API key "${p.name}" is limited to env ${p.envs!.join(', ')} and cannot act on env ${env}`);
   }
 }
+
+/** Refuses unless the key has one of the scopes; the message names them and the action. */
+export function requireScope(actor: Principal, scopes: Scope | readonly Scope[], action: string): void {
+  const any = typeof scopes === 'string' ? [scopes] : scopes;
+  if (!any.some((s) => hasScope(actor, s))) {
+    throw forbidden(`API key "${actor.name}" lacks the ${any.join(' or ')} scope needed to ${action}`);
+  }
+}

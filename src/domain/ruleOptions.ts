@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MonitorQueryError, parseMonitorQuery } from './monitorQuery.ts';
 
 /**
  * The options of each rule type, validated and defaulted here once for every entry point
@@ -7,6 +8,21 @@ import { z } from 'zod';
  */
 
 export const MAX_WINDOW_SECONDS = 7200;
+
+/** A monitor search query that parses; the parser's message says where it does not. */
+export const monitorQuerySchema = z
+  .string()
+  .trim()
+  .min(1, 'query must not be empty')
+  .max(4000, 'query is at most 4000 characters')
+  .superRefine((q, ctx) => {
+    try {
+      parseMonitorQuery(q);
+    } catch (err) {
+      if (!(err instanceof MonitorQueryError)) throw err;
+      ctx.addIssue({ code: 'custom', message: `invalid monitor query: ${err.message}` });
+    }
+  });
 
 /** GraphQL sends an omitted nullable input field as null; zod's optional means undefined. */
 export const nullsAsUndefined = (value: unknown): unknown => {
@@ -37,12 +53,7 @@ export const monitorRuleOptionsSchema = z.preprocess(
   nullsAsUndefined,
   z
     .object({
-      query: z
-        .string()
-        .trim()
-        .min(1, 'query must not be empty')
-        .max(4000, 'query is at most 4000 characters')
-        .optional(),
+      query: monitorQuerySchema.optional(),
       monitorIds: z.array(monitorIdSchema).min(1, 'monitorIds must list at least one monitor').max(50).optional(),
       duration: seconds('duration', MAX_WINDOW_SECONDS).default(0),
       warmup: seconds('warmup', MAX_WINDOW_SECONDS).default(0),

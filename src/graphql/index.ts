@@ -3,6 +3,8 @@ import './scalars.ts';
 import './gate.ts';
 import './rule.ts';
 import './apiKey.ts';
+import './monitor.ts';
+import './evaluation.ts';
 
 builder.queryType({});
 builder.mutationType({});

@@ -6,6 +6,7 @@ import { checkReady, expectedMigrationCount, type OpenDbOptions, openDb } from '
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { createEvents } from '../domain/events.ts';
+import { createEngine } from '../engine/engine.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
@@ -26,7 +27,17 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const log = options.log ?? createLogger(config.logLevel);
   const now = options.now ?? (() => new Date());
   const db = openDb(config.dbPath, { onQuery: options.onQuery });
-  const deps: Deps = { db, events: createEvents(), log, config, now };
+  let listenUrl = `http://localhost:${config.port}`;
+  const deps: Deps = {
+    db,
+    events: createEvents(),
+    log,
+    config,
+    now,
+    nodeId: config.nodeId,
+    baseUrl: () => config.publicUrl ?? listenUrl,
+  };
+  const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
   const authenticate = createAuthenticator(db, now);
   const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
 
@@ -68,6 +79,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
 
   return {
     deps,
+    engine,
     server,
     /** Set when this start created an admin key: its secret, to print once. */
     bootstrapSecret: bootstrap.created ? bootstrap.secret : undefined,
@@ -83,6 +95,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       const { port } = server.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
       const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      listenUrl = url;
+      engine.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
     },
 
@@ -91,6 +105,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       stopping ??= (async () => {
         server.close();
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
+        await engine.stop(); // lets running checks commit, hands leases back
         server.closeIdleConnections();
         for (const socket of sockets) socket.destroy();
         await yoga.dispose();

@@ -1,0 +1,206 @@
+import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import type { RuleType } from '../domain/ruleOptions.ts';
+import type { KeysetPage, Tx } from './gates.ts';
+import { evaluations, ruleEvaluations } from './schema.ts';
+
+export type EvaluationRow = typeof evaluations.$inferSelect;
+export type RuleEvaluationRow = Omit<typeof ruleEvaluations.$inferSelect, 'type'> & { type: RuleType };
+export type NewEvaluationRow = typeof evaluations.$inferInsert;
+export type NewRuleEvaluationRow = typeof ruleEvaluations.$inferInsert;
+export type Status = EvaluationRow['status'];
+
+export interface EvaluationFilter {
+  service?: string[];
+  env?: string[];
+  identifier?: string[];
+  version?: string[];
+  status?: Status[];
+  dryRun?: boolean;
+  gateId?: string;
+  startedAfter?: Date;
+  startedBefore?: Date;
+  /** Environments the caller may see; null for all. */
+  envs?: readonly string[] | null;
+}
+
+export function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): void {
+  db.insert(evaluations).values(row).run();
+  db.insert(ruleEvaluations).values(rules).run();
+}
+
+export function getEvaluation(db: Tx, id: string): EvaluationRow | undefined {
+  return db.select().from(evaluations).where(eq(evaluations.id, id)).get();
+}
+
+export function getEvaluations(db: Tx, ids: readonly string[]): EvaluationRow[] {
+  if (ids.length === 0) return [];
+  return db.select().from(evaluations).where(inArray(evaluations.id, [...ids])).all();
+}
+
+export function findByIdempotencyKey(db: Tx, key: string): EvaluationRow | undefined {
+  return db.select().from(evaluations).where(eq(evaluations.idempotencyKey, key)).get();
+}
+
+export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): RuleEvaluationRow[] {
+  if (evaluationIds.length === 0) return [];
+  return db
+    .select()
+    .from(ruleEvaluations)
+    .where(inArray(ruleEvaluations.evaluationId, [...evaluationIds]))
+    .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
+    .all() as RuleEvaluationRow[];
+}
+
+export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undefined {
+  return db.select().from(ruleEvaluations).where(eq(ruleEvaluations.id, id)).get() as RuleEvaluationRow | undefined;
+}
+
+export function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRuleEvaluationRow>): void {
+  db.update(ruleEvaluations).set(patch).where(eq(ruleEvaluations.id, id)).run();
+}
+
+export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvaluationRow>): EvaluationRow {
+  return db
+    .update(evaluations)
+    .set({ ...patch, revision: sql`${evaluations.revision} + 1` })
+    .where(eq(evaluations.id, id))
+    .returning()
+    .get()!;
+}
+
+function filterSql(filter: EvaluationFilter): SQL[] {
+  const where: SQL[] = [];
+  if (filter.service?.length) where.push(inArray(evaluations.service, filter.service));
+  if (filter.env?.length) where.push(inArray(evaluations.env, filter.env));
+  if (filter.identifier?.length) where.push(inArray(evaluations.identifier, filter.identifier));
+  if (filter.version?.length) where.push(inArray(evaluations.version, filter.version));
+  if (filter.status?.length) where.push(inArray(evaluations.status, filter.status));
+  if (filter.dryRun !== undefined) where.push(eq(evaluations.dryRun, filter.dryRun));
+  if (filter.gateId !== undefined) where.push(eq(evaluations.gateId, filter.gateId));
+  if (filter.startedAfter) where.push(gte(evaluations.startedAt, filter.startedAfter));
+  if (filter.startedBefore) where.push(lt(evaluations.startedAt, filter.startedBefore));
+  if (filter.envs) where.push(inArray(evaluations.env, [...filter.envs]));
+  return where;
+}
+
+/** Newest first: `after` moves to older evaluations (ids are time-ordered). */
+export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
+  const where = filterSql(filter);
+  if (page.after) where.push(lt(evaluations.id, page.after));
+  if (page.before) where.push(gt(evaluations.id, page.before));
+  return db
+    .select()
+    .from(evaluations)
+    .where(and(...where))
+    .orderBy(page.inverted ? asc(evaluations.id) : desc(evaluations.id))
+    .limit(page.limit)
+    .all();
+}
+
+/** Unfinished evaluations this node may drive: its own, unowned, or with an expired lease. */
+export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date): string[] {
+  const claimable = and(
+    isNull(evaluations.finishedAt),
+    or(eq(evaluations.leaseOwner, owner), isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now)),
+  );
+  return db
+    .update(evaluations)
+    .set({ leaseOwner: owner, leaseExpiresAt: leaseUntil })
+    .where(claimable)
+    .returning({ id: evaluations.id })
+    .all()
+    .map((r) => r.id);
+}
+
+export function renewLeases(db: Tx, owner: string, leaseUntil: Date): void {
+  db.update(evaluations)
+    .set({ leaseExpiresAt: leaseUntil })
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
+    .run();
+}
+
+export function releaseLeases(db: Tx, owner: string): void {
+  db.update(evaluations)
+    .set({ leaseExpiresAt: new Date(0) })
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
+    .run();
+}
+
+/** Finished evaluations older than the retention horizon go, their rule evaluations with them. */
+export function deleteFinishedBefore(db: Tx, horizon: Date): number {
+  return db
+    .delete(evaluations)
+    .where(and(lte(evaluations.finishedAt, horizon)))
+    .run().changes;
+}
+
+export interface EvaluationStatsRow {
+  total: number;
+  byStatus: Array<{ status: Status; count: number }>;
+  byDay: Array<{ day: string; status: Status; count: number }>;
+  failingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
+  failingRules: Array<{ service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>;
+}
+
+/** Aggregates for the explorer: real statuses (dry run ignored), grouped several ways. */
+export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): EvaluationStatsRow {
+  const where = and(...filterSql(filter));
+  const byStatus = db
+    .select({ status: evaluations.status, count: sql<number>`count(*)` })
+    .from(evaluations)
+    .where(where)
+    .groupBy(evaluations.status)
+    .all();
+  const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
+  const byDay = db
+    .select({ day, status: evaluations.status, count: sql<number>`count(*)` })
+    .from(evaluations)
+    .where(where)
+    .groupBy(day, evaluations.status)
+    .orderBy(day)
+    .all();
+  const failures = sql<number>`sum(case when ${evaluations.status} = 'fail' then 1 else 0 end)`;
+  const failingGates = db
+    .select({
+      gateId: evaluations.gateId,
+      service: evaluations.service,
+      env: evaluations.env,
+      identifier: evaluations.identifier,
+      failures,
+      evaluations: sql<number>`count(*)`,
+    })
+    .from(evaluations)
+    .where(where)
+    .groupBy(evaluations.service, evaluations.env, evaluations.identifier)
+    .having(sql`${failures} > 0`)
+    .orderBy(desc(failures))
+    .limit(limit)
+    .all();
+  const ruleFailures = sql<number>`sum(case when ${ruleEvaluations.status} = 'fail' then 1 else 0 end)`;
+  const failingRules = db
+    .select({
+      service: evaluations.service,
+      env: evaluations.env,
+      identifier: evaluations.identifier,
+      name: ruleEvaluations.name,
+      type: ruleEvaluations.type,
+      failures: ruleFailures,
+      evaluations: sql<number>`count(*)`,
+    })
+    .from(ruleEvaluations)
+    .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+    .where(where)
+    .groupBy(evaluations.service, evaluations.env, evaluations.identifier, ruleEvaluations.name)
+    .having(sql`${ruleFailures} > 0`)
+    .orderBy(desc(ruleFailures))
+    .limit(limit)
+    .all();
+  return {
+    total: byStatus.reduce((n, r) => n + r.count, 0),
+    byStatus,
+    byDay,
+    failingGates,
+    failingRules,
+  };
+}
+

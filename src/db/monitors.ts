@@ -1,0 +1,100 @@
+import { and, asc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
+import type { Tx } from './gates.ts';
+import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
+
+export type MonitorRow = typeof monitors.$inferSelect;
+export type MonitorGroupRow = typeof monitorGroups.$inferSelect;
+export type TransitionRow = typeof monitorTransitions.$inferSelect;
+
+export function getMonitor(db: Tx, id: string): MonitorRow | undefined {
+  return db.select().from(monitors).where(eq(monitors.id, id)).get();
+}
+
+export function getMonitors(db: Tx, ids: readonly string[]): MonitorRow[] {
+  if (ids.length === 0) return [];
+  return db.select().from(monitors).where(inArray(monitors.id, [...ids])).all();
+}
+
+/** Every monitor: queries in the monitor search language are matched in memory. */
+export function allMonitors(db: Tx): MonitorRow[] {
+  return db.select().from(monitors).orderBy(asc(monitors.id)).all();
+}
+
+export function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): MonitorRow {
+  return db.insert(monitors).values(row).returning().get();
+}
+
+export function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): MonitorRow {
+  return db.update(monitors).set(patch).where(eq(monitors.id, id)).returning().get()!;
+}
+
+export function deleteMonitorRow(db: Tx, id: string): void {
+  db.delete(monitors).where(eq(monitors.id, id)).run();
+}
+
+export function groupsOf(db: Tx, monitorIds: readonly string[]): MonitorGroupRow[] {
+  if (monitorIds.length === 0) return [];
+  return db
+    .select()
+    .from(monitorGroups)
+    .where(inArray(monitorGroups.monitorId, [...monitorIds]))
+    .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group))
+    .all();
+}
+
+export function getGroup(db: Tx, monitorId: string, group: string): MonitorGroupRow | undefined {
+  return db
+    .select()
+    .from(monitorGroups)
+    .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
+    .get();
+}
+
+export function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): void {
+  db.insert(monitorGroups)
+    .values(row)
+    .onConflictDoUpdate({
+      target: [monitorGroups.monitorId, monitorGroups.group],
+      set: { state: row.state, since: row.since, message: row.message, lastReportedAt: row.lastReportedAt },
+    })
+    .run();
+}
+
+export function touchGroup(db: Tx, monitorId: string, group: string, at: Date, message: string | null): void {
+  db.update(monitorGroups)
+    .set({ lastReportedAt: at, message })
+    .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
+    .run();
+}
+
+export function insertTransition(db: Tx, row: typeof monitorTransitions.$inferInsert): TransitionRow {
+  return db.insert(monitorTransitions).values(row).returning().get();
+}
+
+/** Transitions of these monitors strictly after `after`, oldest first. */
+export function transitionsAfter(db: Tx, monitorIds: readonly string[], after: Date): TransitionRow[] {
+  if (monitorIds.length === 0) return [];
+  return db
+    .select()
+    .from(monitorTransitions)
+    .where(and(inArray(monitorTransitions.monitorId, [...monitorIds]), gt(monitorTransitions.at, after)))
+    .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+    .all();
+}
+
+export function recentTransitions(db: Tx, monitorId: string, limit: number): TransitionRow[] {
+  return db
+    .select()
+    .from(monitorTransitions)
+    .where(eq(monitorTransitions.monitorId, monitorId))
+    .orderBy(sql`${monitorTransitions.at} desc`, sql`${monitorTransitions.id} desc`)
+    .limit(limit)
+    .all();
+}
+
+/** Transitions older than the retention horizon; running windows never reach that far back. */
+export function deleteTransitionsBefore(db: Tx, horizon: Date): number {
+  return db.delete(monitorTransitions).where(lt(monitorTransitions.at, horizon)).run().changes;
+}
+
+export type { MonitorStateValue };

@@ -1,0 +1,349 @@
+import { z } from 'zod';
+import {
+  type EvaluationFilter,
+  type EvaluationRow,
+  evaluationStats as evaluationStatsRows,
+  findByIdempotencyKey,
+  getEvaluation as getEvaluationRow,
+  getRuleEvaluation,
+  insertEvaluation,
+  listEvaluations as listEvaluationRows,
+  type NewRuleEvaluationRow,
+  type RuleEvaluationRow,
+  ruleEvaluationsOf,
+  updateEvaluationRow,
+  updateRuleEvaluationRow,
+} from '../db/evaluations.ts';
+import { getGateByKey, type KeysetPage, rulesOfGates } from '../db/gates.ts';
+import { runnerFor } from '../engine/runners.ts';
+import type { Deps } from './deps.ts';
+import { badInput, conflict, notFound } from './errors.ts';
+import type { EvaluationSnapshot } from './events.ts';
+import { ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
+import { assertUuid, newId } from './ids.ts';
+import { assertEnvAllowed, type Principal, requireScope } from './principal.ts';
+import { nullsAsUndefined, type RuleType } from './ruleOptions.ts';
+import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
+
+export type { EvaluationSnapshot };
+
+/** How long an evaluation stays with its process without the lease being renewed. */
+export const LEASE_MS = 30_000;
+
+// ---- input ----
+
+const configurationSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      dryRun: z.boolean().default(false),
+      onSourceError: sourceErrorPolicySchema.default('fail'),
+      rules: z
+        .array(ruleInputSchema, { message: 'configuration.rules is required' })
+        .min(1, 'a just-in-time configuration needs at least one rule')
+        .max(50, 'a configuration holds at most 50 rules'),
+    })
+    .strict()
+    .superRefine((c, ctx) => {
+      const seen = new Set<string>();
+      c.rules.forEach((r, i) => {
+        if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['rules', i, 'name'], message: `duplicate rule name "${r.name}"` });
+        seen.add(r.name);
+      });
+    }),
+);
+
+export const evaluateGateInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      service: tagValue('service'),
+      env: tagValue('env'),
+      identifier: tagValue('identifier').default('default'),
+      version: z.string().trim().min(1, 'version must not be empty').max(200, 'version is at most 200 characters').optional(),
+      primaryTag: z
+        .string()
+        .trim()
+        .regex(/^[^:\s]+:\S+$/, 'primaryTag must be key:value, e.g. region:us-east-1')
+        .optional(),
+      idempotencyKey: z.string().trim().min(1, 'idempotencyKey must not be empty').max(200).optional(),
+      configuration: configurationSchema.optional(),
+    })
+    .strict(),
+);
+export type EvaluateGateInput = z.output<typeof evaluateGateInputSchema>;
+
+// ---- reads ----
+
+const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'evaluations:write'], 'read evaluations');
+
+export function loadSnapshot(deps: Deps, id: string): EvaluationSnapshot | null {
+  const evaluation = getEvaluationRow(deps.db, id);
+  return evaluation ? { evaluation, rules: ruleEvaluationsOf(deps.db, [id]) } : null;
+}
+
+export function getEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot | null {
+  requireRead(actor);
+  const snap = loadSnapshot(deps, assertUuid(id, 'id'));
+  if (snap) assertEnvAllowed(actor, snap.evaluation.env);
+  return snap;
+}
+
+export function listEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
+  requireRead(actor);
+  if (page.after) assertUuid(page.after, 'after');
+  if (page.before) assertUuid(page.before, 'before');
+  return listEvaluationRows(deps.db, { ...filter, envs: actor.envs }, page);
+}
+
+export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {
+  return ruleEvaluationsOf(deps.db, ids);
+}
+
+export function evaluationStats(deps: Deps, actor: Principal, filter: EvaluationFilter, limit = 10) {
+  requireRead(actor);
+  return evaluationStatsRows(deps.db, { ...filter, envs: actor.envs }, limit);
+}
+
+export function evaluationUrl(deps: Deps, id: string): string {
+  return `${deps.baseUrl()}/evaluations/${id}`;
+}
+
+export const reported = (e: Pick<EvaluationRow, 'status' | 'dryRun'>) => reportedStatus(e.status, e.dryRun);
+
+// ---- trigger ----
+
+interface RuleSnapshot {
+  ruleId: string | null;
+  name: string;
+  type: RuleType;
+  dryRun: boolean;
+  options: Record<string, unknown>;
+}
+
+interface Resolved {
+  gateId: string | null;
+  dryRun: boolean;
+  onSourceError: 'fail' | 'pass';
+  justInTime: boolean;
+  rules: RuleSnapshot[];
+}
+
+/** Just-in-time rules win over a stored gate; without them the stored gate must exist and have rules. */
+function resolve(deps: Deps, input: EvaluateGateInput): Resolved {
+  if (input.configuration) {
+    return {
+      gateId: null,
+      dryRun: input.configuration.dryRun,
+      onSourceError: input.configuration.onSourceError,
+      justInTime: true,
+      rules: input.configuration.rules.map((r) => ({ ruleId: null, name: r.name, type: r.options.type, dryRun: r.dryRun, options: r.options.options })),
+    };
+  }
+  const key = `service ${input.service}, env ${input.env}, and identifier ${input.identifier}`;
+  const gate = getGateByKey(deps.db, input.service, input.env, input.identifier);
+  if (!gate) throw notFound(`no gate found for ${key}`, 'input');
+  const rules = rulesOfGates(deps.db, [gate.id]);
+  if (rules.length === 0) throw notFound(`the gate for ${key} has no rules to evaluate`, 'input');
+  return {
+    gateId: gate.id,
+    dryRun: gate.dryRun,
+    onSourceError: gate.onSourceError,
+    justInTime: false,
+    rules: rules.map((r) => ({ ruleId: r.id, name: r.name, type: r.type, dryRun: r.dryRun, options: r.options })),
+  };
+}
+
+/**
+ * Validates, resolves the rules, snapshots them and creates the evaluation with its rule
+ * evaluations in one transaction, then publishes it (the engine schedules what it hears).
+ * Returns at once; the verdict comes later.
+ */
+export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateInput): EvaluationSnapshot {
+  requireScope(actor, 'evaluations:write', 'trigger evaluations');
+  assertEnvAllowed(actor, input.env);
+  if (input.idempotencyKey) {
+    const existing = findByIdempotencyKey(deps.db, input.idempotencyKey);
+    if (existing) return sameRequest(deps, existing, input);
+  }
+  const resolved = resolve(deps, input);
+  return start(deps, actor, {
+    service: input.service,
+    env: input.env,
+    identifier: input.identifier,
+    version: input.version ?? null,
+    primaryTag: input.primaryTag ?? null,
+    idempotencyKey: input.idempotencyKey ?? null,
+    rerunOf: null,
+    ...resolved,
+  });
+}
+
+function sameRequest(deps: Deps, existing: EvaluationRow, input: EvaluateGateInput): EvaluationSnapshot {
+  for (const key of ['service', 'env', 'identifier'] as const) {
+    if (existing[key] !== input[key]) {
+      throw conflict(`idempotencyKey was already used for another evaluation (${key} ${existing[key]})`, 'input.idempotencyKey');
+    }
+  }
+  return loadSnapshot(deps, existing.id)!;
+}
+
+interface StartRequest extends Resolved {
+  service: string;
+  env: string;
+  identifier: string;
+  version: string | null;
+  primaryTag: string | null;
+  idempotencyKey: string | null;
+  rerunOf: string | null;
+}
+
+function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnapshot {
+  const field = req.justInTime ? 'input.configuration.rules' : 'input';
+  req.rules.forEach((r, i) => {
+    if (!runnerFor(r.type)) throw badInput(`${field}[${i}]`, `${r.type} rules cannot be evaluated by this version of Tollgate yet`);
+  });
+  if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
+    throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
+  }
+  const now = deps.now();
+  const id = newId();
+  const rules: NewRuleEvaluationRow[] = req.rules.map((r, position) => {
+    const window = runnerFor(r.type)!.plan(r.options, now);
+    return {
+      id: newId(),
+      evaluationId: id,
+      ruleId: r.ruleId,
+      position,
+      name: r.name,
+      type: r.type,
+      dryRun: r.dryRun,
+      options: r.options,
+      status: 'in_progress',
+      reason: 'Starting.',
+      startedAt: now,
+      ...window,
+    };
+  });
+  try {
+    deps.db.transaction((tx) =>
+      insertEvaluation(
+        tx,
+        {
+          id,
+          gateId: req.gateId,
+          service: req.service,
+          env: req.env,
+          identifier: req.identifier,
+          version: req.version,
+          primaryTag: req.primaryTag,
+          dryRun: req.dryRun,
+          onSourceError: req.onSourceError,
+          status: 'in_progress',
+          justInTime: req.justInTime,
+          idempotencyKey: req.idempotencyKey,
+          rerunOf: req.rerunOf,
+          triggeredById: actor.id,
+          triggeredByName: actor.name,
+          startedAt: now,
+          // The process that creates an evaluation drives it; the engine renews the lease.
+          leaseOwner: deps.nodeId,
+          leaseExpiresAt: new Date(now.getTime() + LEASE_MS),
+        },
+        rules,
+      ),
+    );
+  } catch (err) {
+    // The same idempotency key from a concurrent request: answer with the winner.
+    const e = err as { code?: string };
+    if (req.idempotencyKey && e.code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      const existing = findByIdempotencyKey(deps.db, req.idempotencyKey);
+      if (existing) return loadSnapshot(deps, existing.id)!;
+    }
+    throw err;
+  }
+  const snapshot = loadSnapshot(deps, id)!;
+  deps.events.publish('evaluation.changed', snapshot);
+  return snapshot;
+}
+
+/** A new evaluation with the same inputs and the same rule snapshot as an earlier one. */
+export function rerunEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
+  requireScope(actor, 'evaluations:write', 'rerun evaluations');
+  const old = loadSnapshot(deps, assertUuid(id, 'id'));
+  if (!old) throw notFound(`evaluation ${id} does not exist`, 'id');
+  assertEnvAllowed(actor, old.evaluation.env);
+  const e = old.evaluation;
+  return start(deps, actor, {
+    service: e.service,
+    env: e.env,
+    identifier: e.identifier,
+    version: e.version,
+    primaryTag: e.primaryTag,
+    idempotencyKey: null,
+    rerunOf: e.id,
+    gateId: e.gateId,
+    dryRun: e.dryRun,
+    onSourceError: e.onSourceError,
+    justInTime: e.justInTime,
+    rules: old.rules.map((r) => ({ ruleId: r.ruleId, name: r.name, type: r.type, dryRun: r.dryRun, options: r.options })),
+  });
+}
+
+/**
+ * Stops the rules still running. An undecided evaluation becomes `canceled`; a decided one
+ * keeps its verdict and only stops the rules that were still watching.
+ */
+export function cancelEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
+  requireScope(actor, 'evaluations:write', 'cancel evaluations');
+  const now = deps.now();
+  const snapshot = deps.db.transaction((tx) => {
+    const e = getEvaluationRow(tx, assertUuid(id, 'id'));
+    if (!e) throw notFound(`evaluation ${id} does not exist`, 'id');
+    assertEnvAllowed(actor, e.env);
+    if (e.finishedAt) throw conflict(`evaluation ${id} has already finished (${e.status})`, 'id');
+    const rules = ruleEvaluationsOf(tx, [e.id]);
+    for (const r of rules.filter((r) => r.status === 'in_progress')) {
+      updateRuleEvaluationRow(tx, r.id, { status: 'canceled', reason: `Canceled by ${actor.name}.`, finishedAt: now, nextCheckAt: null });
+    }
+    const evaluation = updateEvaluationRow(tx, e.id, {
+      status: e.status === 'in_progress' ? 'canceled' : e.status,
+      decidedAt: e.decidedAt ?? now,
+      finishedAt: now,
+    });
+    return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+  });
+  deps.events.publish('evaluation.changed', snapshot);
+  return snapshot;
+}
+
+// ---- the engine's writes ----
+
+export type RuleUpdate = Pick<NewRuleEvaluationRow, 'status' | 'reason' | 'evidence' | 'state' | 'nextCheckAt' | 'consecutiveErrors' | 'lastError'>;
+
+/**
+ * Records where a rule stands and recomputes its evaluation (the dry-run math), in one
+ * transaction, then publishes the result. Returns null when the rule was no longer running
+ * (canceled, or finished by a concurrent check).
+ */
+export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate): EvaluationSnapshot | null {
+  const now = deps.now();
+  const snapshot = deps.db.transaction((tx) => {
+    const rule = getRuleEvaluation(tx, ruleEvaluationId);
+    if (!rule || rule.status !== 'in_progress') return null;
+    const e = getEvaluationRow(tx, rule.evaluationId);
+    if (!e || e.finishedAt) return null;
+    const done = update.status !== 'in_progress';
+    updateRuleEvaluationRow(tx, rule.id, { ...update, finishedAt: done ? now : null, nextCheckAt: done ? null : update.nextCheckAt });
+    const rules = ruleEvaluationsOf(tx, [e.id]);
+    const status = realStatus(rules);
+    const evaluation = updateEvaluationRow(tx, e.id, {
+      status,
+      decidedAt: e.decidedAt ?? (status !== 'in_progress' ? now : null),
+      finishedAt: allRulesFinished(rules) ? now : null,
+    });
+    return { evaluation, rules };
+  });
+  if (snapshot) deps.events.publish('evaluation.changed', snapshot);
+  return snapshot;
+}

@@ -1,0 +1,251 @@
+import { z } from 'zod';
+import { insertAudit } from '../db/audit.ts';
+import {
+  allMonitors,
+  deleteMonitorRow,
+  getGroup,
+  getMonitor as getMonitorRow,
+  groupsOf,
+  insertMonitor,
+  insertTransition,
+  type MonitorGroupRow,
+  type MonitorRow,
+  type MonitorStateValue,
+  touchGroup,
+  updateMonitorRow,
+  upsertGroup,
+} from '../db/monitors.ts';
+import { MONITOR_STATES } from '../db/schema.ts';
+import type { Deps } from './deps.ts';
+import { notFound } from './errors.ts';
+import { assertUuid, newId } from './ids.ts';
+import { type Expr, groupTagsOf, type MatchableMonitor, matches, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
+import { type Principal, requireScope } from './principal.ts';
+import { nullsAsUndefined } from './ruleOptions.ts';
+
+export type { MonitorGroupRow, MonitorRow, MonitorStateValue };
+
+// ---- input ----
+
+const tag = z
+  .string()
+  .trim()
+  .min(1, 'tags must not be empty')
+  .max(200, 'a tag is at most 200 characters')
+  .regex(/^[^\s,]+$/, 'a tag is key:value or a bare word, without spaces or commas');
+
+export const createMonitorInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: z.string().trim().min(1, 'name must not be empty').max(300, 'name is at most 300 characters'),
+      type: z.enum(['external'], {
+        message: 'type must be EXTERNAL for now: APM and PROMETHEUS monitors arrive with their data sources',
+      }),
+      tags: z.array(tag).max(100, 'at most 100 tags').default([]),
+      query: z.string().max(4000, 'query is at most 4000 characters').default(''),
+      muted: z.boolean().default(false),
+      priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
+      noDataTimeframe: z.number().int().min(60, 'noDataTimeframe is at least 60 seconds').max(86_400 * 7).optional(),
+    })
+    .strict(),
+);
+export type CreateMonitorInput = z.output<typeof createMonitorInputSchema>;
+
+export const updateMonitorInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: z.string().trim().min(1, 'name must not be empty').max(300).optional(),
+      tags: z.array(tag).max(100).optional(),
+      query: z.string().max(4000).optional(),
+      muted: z.boolean().optional(),
+      priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
+    })
+    .strict(),
+);
+export type UpdateMonitorInput = z.output<typeof updateMonitorInputSchema>;
+
+export const reportMonitorStateInputSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      monitorId: z.string().uuid('monitorId must be a UUID'),
+      group: z.string().max(1000, 'group is at most 1000 characters').optional(),
+      state: z.enum(MONITOR_STATES, { message: 'state must be OK, WARN, ALERT or NO_DATA' }),
+      message: z.string().max(4000, 'message is at most 4000 characters').optional(),
+    })
+    .strict(),
+);
+export type ReportMonitorStateInput = z.output<typeof reportMonitorStateInputSchema>;
+
+// ---- views ----
+
+const SEVERITY: Record<MonitorStateValue, number> = { ok: 0, warn: 1, no_data: 2, alert: 3 };
+
+/** The worst state among a monitor's groups; null when no group has reported. */
+export function worstState(groups: readonly Pick<MonitorGroupRow, 'state'>[]): MonitorStateValue | null {
+  let worst: MonitorStateValue | null = null;
+  for (const g of groups) if (worst === null || SEVERITY[g.state] > SEVERITY[worst]) worst = g.state;
+  return worst;
+}
+
+export function matchable(m: MonitorRow, groups: readonly MonitorGroupRow[]): MatchableMonitor {
+  return {
+    id: m.id,
+    name: m.name,
+    type: m.type,
+    tags: m.tags,
+    query: m.query,
+    muted: m.muted,
+    priority: m.priority,
+    status: worstState(groups) ?? 'no_data',
+  };
+}
+
+export interface MonitorStateChange {
+  monitor: MonitorRow;
+  group: string;
+  from: MonitorStateValue | null;
+  to: MonitorStateValue;
+  at: Date;
+  message: string | null;
+}
+
+export function monitorUrl(deps: Deps, id: string): string {
+  return `${deps.baseUrl()}/monitors/${id}`;
+}
+
+// ---- reads ----
+
+const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'monitors:write'], 'read monitors');
+const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
+
+export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
+  requireRead(actor);
+  return getMonitorRow(deps.db, assertUuid(id, 'id')) ?? null;
+}
+
+export function monitorGroups(deps: Deps, monitorIds: readonly string[]): MonitorGroupRow[] {
+  return groupsOf(deps.db, monitorIds);
+}
+
+/** Monitors matching a search query (all of them without one), in creation order. */
+export function searchMonitors(deps: Deps, actor: Principal, query: string | undefined): MonitorRow[] {
+  requireRead(actor);
+  const all = allMonitors(deps.db);
+  if (!query?.trim()) return all;
+  const expr = parseMonitorQuery(query);
+  const groups = groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id)));
+  return all.filter((m) => monitorMatches(expr, m, groups.get(m.id) ?? []));
+}
+
+export function groupsByMonitor(rows: readonly MonitorGroupRow[]): Map<string, MonitorGroupRow[]> {
+  const map = new Map<string, MonitorGroupRow[]>();
+  for (const g of rows) {
+    const list = map.get(g.monitorId);
+    if (list) list.push(g);
+    else map.set(g.monitorId, [g]);
+  }
+  return map;
+}
+
+/** A monitor matches when the query holds for it as a whole, or for one of its groups. */
+export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly MonitorGroupRow[]): boolean {
+  const mm = matchable(m, groups);
+  return matches(expr, mm, null) || groups.some((g) => matches(expr, mm, groupTagsOf(g.group)));
+}
+
+// ---- writes ----
+
+export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput): MonitorRow {
+  requireWrite(actor, 'create monitors');
+  const now = deps.now();
+  const row = deps.db.transaction((tx) => {
+    const m = insertMonitor(tx, {
+      id: newId(),
+      name: input.name,
+      type: input.type,
+      tags: input.tags,
+      query: input.query,
+      muted: input.muted,
+      priority: input.priority ?? null,
+      noDataTimeframe: input.noDataTimeframe ?? null,
+      createdAt: now,
+      createdById: actor.id,
+      createdByName: actor.name,
+      updatedAt: now,
+      updatedById: actor.id,
+      updatedByName: actor.name,
+    });
+    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.created', targetType: 'monitor', targetId: m.id, before: null, after: m }]);
+    return m;
+  });
+  deps.events.publish('monitor.changed', row);
+  return row;
+}
+
+export function updateMonitor(deps: Deps, actor: Principal, id: string, input: UpdateMonitorInput): MonitorRow {
+  requireWrite(actor, 'update monitors');
+  const now = deps.now();
+  const row = deps.db.transaction((tx) => {
+    const before = getMonitorRow(tx, assertUuid(id, 'id'));
+    if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
+    const m = updateMonitorRow(tx, before.id, {
+      ...(input.name !== undefined && { name: input.name }),
+      ...(input.tags !== undefined && { tags: input.tags }),
+      ...(input.query !== undefined && { query: input.query }),
+      ...(input.muted !== undefined && { muted: input.muted }),
+      ...(input.priority !== undefined && { priority: input.priority }),
+      updatedAt: now,
+      updatedById: actor.id,
+      updatedByName: actor.name,
+    });
+    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.updated', targetType: 'monitor', targetId: m.id, before, after: m }]);
+    return m;
+  });
+  deps.events.publish('monitor.changed', row);
+  return row;
+}
+
+export function deleteMonitor(deps: Deps, actor: Principal, id: string): string {
+  requireWrite(actor, 'delete monitors');
+  const now = deps.now();
+  const row = deps.db.transaction((tx) => {
+    const m = getMonitorRow(tx, assertUuid(id, 'id'));
+    if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
+    deleteMonitorRow(tx, m.id);
+    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.deleted', targetType: 'monitor', targetId: m.id, before: m, after: null }]);
+    return m;
+  });
+  deps.events.publish('monitor.changed', row);
+  return row.id;
+}
+
+/**
+ * Records a group's state. A change of state is a transition, kept forever (until retention)
+ * so windows can be judged after the fact; the same state again only refreshes the report time.
+ */
+export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMonitorStateInput): MonitorRow {
+  requireWrite(actor, 'report monitor states');
+  return recordState(deps, input.monitorId, normalizeGroup(input.group), input.state, input.message ?? null);
+}
+
+/** The same, for Tollgate's own sources (evaluated monitors, the Alertmanager receiver). */
+export function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, message: string | null): MonitorRow {
+  const at = deps.now();
+  const { monitor, change } = deps.db.transaction((tx) => {
+    const m = getMonitorRow(tx, monitorId);
+    if (!m) throw notFound(`monitor ${monitorId} does not exist`, 'input.monitorId');
+    const current = getGroup(tx, m.id, group);
+    if (current && current.state === state) {
+      touchGroup(tx, m.id, group, at, message);
+      return { monitor: m, change: null };
+    }
+    insertTransition(tx, { id: newId(), monitorId: m.id, group, from: current?.state ?? null, to: state, at, message });
+    upsertGroup(tx, { monitorId: m.id, group, state, since: at, message, lastReportedAt: at });
+    return { monitor: m, change: { monitor: m, group, from: current?.state ?? null, to: state, at, message } satisfies MonitorStateChange };
+  });
+  if (change) deps.events.publish('monitor.transition', change);
+  return monitor;
+}

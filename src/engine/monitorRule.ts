@@ -1,0 +1,152 @@
+import { allMonitors, getMonitors, groupsOf, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
+import type { Deps } from '../domain/deps.ts';
+import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
+import { groupsByMonitor, matchable, monitorMatches, monitorUrl, type MonitorStateValue } from '../domain/monitors.ts';
+import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
+import type { CheckResult, RuleRunner } from './runner.ts';
+
+/** Datadog's cap: a rule watching more monitors than this fails rather than guess. */
+export const MAX_MONITORS = 50;
+
+interface Selection {
+  monitors: MonitorRow[];
+  /** The groups each monitor is judged on (all, or those the query or monitorIds name). */
+  groups: Map<string, MonitorGroupRow[]>;
+}
+
+/** Muted monitors are always left out, whatever the query says. */
+function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection {
+  if (o.monitorIds) {
+    const wanted = new Map(o.monitorIds.map((m) => [m.id, m.groups]));
+    const monitors = getMonitors(deps.db, [...wanted.keys()]).filter((m) => !m.muted);
+    const all = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
+    const groups = new Map(
+      monitors.map((m) => {
+        const names = wanted.get(m.id) ?? [];
+        const gs = all.get(m.id) ?? [];
+        return [m.id, names.length === 0 ? gs : gs.filter((g) => names.includes(g.group))];
+      }),
+    );
+    return { monitors, groups };
+  }
+  const candidates = allMonitors(deps.db).filter((m) => !m.muted);
+  const all = groupsByMonitor(groupsOf(deps.db, candidates.map((m) => m.id)));
+  const monitors = candidates.filter((m) => monitorMatches(expr!, m, all.get(m.id) ?? []));
+  const restrict = mentions(expr!, 'group');
+  const groups = new Map(
+    monitors.map((m) => {
+      const gs = all.get(m.id) ?? [];
+      if (!restrict) return [m.id, gs];
+      const mm = matchable(m, gs);
+      return [m.id, gs.filter((g) => matches(expr!, mm, groupTagsOf(g.group)))];
+    }),
+  );
+  return { monitors, groups };
+}
+
+interface FailingGroup {
+  monitorId: string;
+  monitorName: string;
+  group: string;
+  state: MonitorStateValue;
+  since: string;
+  url: string;
+}
+
+const iso = (d: Date) => d.toISOString();
+const STATE_NAME: Record<MonitorStateValue, string> = { ok: 'OK', warn: 'WARN', alert: 'ALERT', no_data: 'NO_DATA' };
+
+/**
+ * Every group that was in a failing state at any instant of [from, to]: its state at `from`
+ * (read back through the transitions after it) and every state it entered up to `to`.
+ */
+function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s: MonitorStateValue) => boolean): FailingGroup[] {
+  const transitions = transitionsAfter(deps.db, sel.monitors.map((m) => m.id), from);
+  const failing: FailingGroup[] = [];
+  for (const m of sel.monitors) {
+    for (const g of sel.groups.get(m.id) ?? []) {
+      const after = transitions.filter((t) => t.monitorId === m.id && t.group === g.group);
+      // The state at `from`: the first later transition's origin, or the current state.
+      const atFrom = after.length > 0 ? after[0]!.from : g.state;
+      let hit: { state: MonitorStateValue; since: Date } | null = atFrom && bad(atFrom) ? { state: atFrom, since: from } : null;
+      for (const t of after) {
+        if (hit || t.at > to) break;
+        if (bad(t.to)) hit = { state: t.to, since: t.at };
+      }
+      if (hit) {
+        failing.push({ monitorId: m.id, monitorName: m.name, group: g.group, state: hit.state, since: iso(hit.since), url: monitorUrl(deps, m.id) });
+      }
+    }
+  }
+  return failing;
+}
+
+function describe(f: FailingGroup): string {
+  return `"${f.monitorName}"${f.group === '*' ? '' : ` (${f.group})`} was ${STATE_NAME[f.state]} at ${f.since}`;
+}
+
+export const monitorRunner: RuleRunner = {
+  type: 'monitor',
+
+  plan(options, start) {
+    const o = options as MonitorRuleOptions;
+    const windowStartsAt = new Date(start.getTime() + o.warmup * 1000);
+    return { windowStartsAt, windowEndsAt: new Date(windowStartsAt.getTime() + o.duration * 1000), nextCheckAt: windowStartsAt };
+  },
+
+  check(deps, { rule, now }): CheckResult {
+    const o = rule.options as MonitorRuleOptions;
+    if (now < rule.windowStartsAt) {
+      return { status: 'in_progress', reason: `Warming up until ${iso(rule.windowStartsAt)}.`, nextCheckAt: rule.windowStartsAt };
+    }
+    const expr = o.query ? parseMonitorQuery(o.query) : null;
+    const sel = select(deps, o, expr);
+    const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
+    const evidence = {
+      matchedMonitors: sel.monitors.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length })),
+      failingGroups: [] as FailingGroup[],
+    };
+    if (sel.monitors.length === 0) {
+      return { status: 'fail', reason: `No unmuted monitor matches ${what}.`, evidence };
+    }
+    if (sel.monitors.length > MAX_MONITORS) {
+      return { status: 'fail', reason: `${sel.monitors.length} monitors match ${what}; a monitor rule watches at most ${MAX_MONITORS}.`, evidence };
+    }
+    const groupCount = [...sel.groups.values()].reduce((n, g) => n + g.length, 0);
+    if (groupCount === 0 && o.failOnNoGroupsFound) {
+      return { status: 'fail', reason: `The ${sel.monitors.length} matched monitor(s) have no groups with data, and failOnNoGroupsFound is set.`, evidence };
+    }
+    const until = now < rule.windowEndsAt ? now : rule.windowEndsAt;
+    const bad = (s: MonitorStateValue) => s === 'alert' || (s === 'no_data' && o.failOnNoData);
+    const failing = failingGroups(deps, sel, rule.windowStartsAt, until, bad);
+    if (failing.length > 0) {
+      const first = failing.slice(0, 3).map(describe).join('; ');
+      const more = failing.length > 3 ? ` and ${failing.length - 3} more group(s)` : '';
+      return { status: 'fail', reason: `Monitor ${first}${more}.`, evidence: { ...evidence, failingGroups: failing } };
+    }
+    const scope = `${sel.monitors.length} monitor(s), ${groupCount} group(s)`;
+    if (now >= rule.windowEndsAt) {
+      const span = o.duration === 0 ? `at ${iso(rule.windowStartsAt)}` : `from ${iso(rule.windowStartsAt)} to ${iso(rule.windowEndsAt)}`;
+      return { status: 'pass', reason: `All ${scope} were OK or WARN ${span}.`, evidence };
+    }
+    // Transitions wake the rule at once; the timer is only for the window's end.
+    return { status: 'in_progress', reason: `Watching ${scope} until ${iso(rule.windowEndsAt)}.`, evidence, nextCheckAt: rule.windowEndsAt };
+  },
+
+  watch(options) {
+    const o = options as MonitorRuleOptions;
+    if (o.monitorIds) {
+      const ids = new Set(o.monitorIds.map((m) => m.id));
+      return (event) => ids.has(event.monitor.id);
+    }
+    const expr = parseMonitorQuery(o.query!);
+    // A cheap candidate test; the check decides. A status term depends on the monitor's
+    // other groups, so then every transition is a candidate.
+    const anyTransition = mentions(expr, 'status');
+    return (event) => {
+      if (anyTransition) return true;
+      const mm = matchable(event.monitor, []);
+      return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(event.group));
+    };
+  },
+};

@@ -1,0 +1,44 @@
+import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
+import type { MonitorRow } from '../db/monitors.ts';
+import type { Deps } from '../domain/deps.ts';
+import type { RuleType } from '../domain/ruleOptions.ts';
+
+/** Something that happened which may change a running rule's answer. */
+export type EngineEvent = { kind: 'monitor.transition'; monitor: MonitorRow; group: string; at: Date };
+
+export type CheckResult =
+  | {
+      status: 'in_progress';
+      reason: string;
+      evidence?: Record<string, unknown>;
+      state?: Record<string, unknown>;
+      /** When to look again without an event; null: only events (or the window's end) matter. */
+      nextCheckAt: Date;
+    }
+  | { status: 'pass' | 'fail'; reason: string; evidence: Record<string, unknown>; state?: Record<string, unknown> };
+
+export interface Window {
+  windowStartsAt: Date;
+  windowEndsAt: Date;
+  /** The first check. */
+  nextCheckAt: Date;
+}
+
+/**
+ * One rule type. The engine owns scheduling, persistence, retries and the verdict; a runner
+ * only answers "given everything recorded so far, where does this rule stand now?". Its
+ * answer must depend on recorded data and the clock alone, so a restarted process that asks
+ * again gets the same answer.
+ */
+export interface RuleRunner {
+  type: RuleType;
+  plan(options: Record<string, unknown>, start: Date): Window;
+  check(deps: Deps, input: { rule: RuleEvaluationRow; evaluation: EvaluationRow; now: Date }): CheckResult | Promise<CheckResult>;
+  /** A cheap in-memory test run for every event against every running rule of this type. */
+  watch?(options: Record<string, unknown>): (event: EngineEvent) => boolean;
+}
+
+/** The data source could not answer (timeout, HTTP error): retried, then the gate's policy. */
+export class SourceError extends Error {
+  override name = 'SourceError';
+}

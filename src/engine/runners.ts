@@ -1,0 +1,10 @@
+import type { RuleType } from '../domain/ruleOptions.ts';
+import { monitorRunner } from './monitorRule.ts';
+import type { RuleRunner } from './runner.ts';
+
+/** One runner per rule type; a type without one cannot be evaluated yet. */
+const runners: Partial<Record<RuleType, RuleRunner>> = {
+  monitor: monitorRunner,
+};
+
+export const runnerFor = (type: RuleType): RuleRunner | undefined => runners[type];

@@ -1,0 +1,409 @@
+import { createContextCache } from '@pothos/core';
+import { resolveCursorConnection } from '@pothos/plugin-relay';
+import DataLoader from 'dataloader';
+import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
+import type { Deps } from '../domain/deps.ts';
+import { DomainError } from '../domain/errors.ts';
+import {
+  cancelEvaluation,
+  evaluateGate,
+  evaluateGateInputSchema,
+  type EvaluationSnapshot,
+  evaluationStats,
+  evaluationUrl,
+  getEvaluation,
+  listEvaluations,
+  loadSnapshot,
+  reported,
+  rerunEvaluation,
+  rulesOfEvaluations,
+} from '../domain/evaluations.ts';
+import { assertUuid } from '../domain/ids.ts';
+import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
+import { builder } from './builder.ts';
+import type { Context } from './context.ts';
+import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
+import { MonitorState } from './monitor.ts';
+import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
+
+/** An evaluation row, possibly with its rules already in hand (snapshots carry them). */
+type EvaluationView = EvaluationRow & { knownRules?: RuleEvaluationRow[] };
+const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, knownRules: s.rules });
+
+const rulesLoader = createContextCache(
+  (ctx: Context) =>
+    new DataLoader<string, RuleEvaluationRow[]>(async (ids) => {
+      const byEvaluation = new Map<string, RuleEvaluationRow[]>();
+      for (const r of rulesOfEvaluations(ctx.deps, ids)) {
+        const list = byEvaluation.get(r.evaluationId);
+        if (list) list.push(r);
+        else byEvaluation.set(r.evaluationId, [r]);
+      }
+      return ids.map((id) => byEvaluation.get(id) ?? []);
+    }),
+);
+
+export const EvaluationStatus = builder.enumType('EvaluationStatus', {
+  values: {
+    IN_PROGRESS: { value: 'in_progress' },
+    PASS: { value: 'pass' },
+    FAIL: { value: 'fail' },
+    CANCELED: { value: 'canceled' },
+  } as const,
+});
+
+// ---- evidence, typed per rule type ----
+
+type MonitorEvidence = {
+  matchedMonitors?: Array<{ id: string; name: string; groups: number }>;
+  failingGroups?: Array<{ monitorId: string; monitorName: string; group: string; state: string; since: string; url: string }>;
+};
+
+const MatchedMonitor = builder.objectRef<{ id: string; name: string; groups: number }>('MatchedMonitor').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    groups: t.exposeInt('groups', { description: 'Groups the rule judged on this monitor.' }),
+  }),
+});
+
+const FailingMonitorGroup = builder
+  .objectRef<{ monitorId: string; monitorName: string; group: string; state: string; since: string; url: string }>('FailingMonitorGroup')
+  .implement({
+    fields: (t) => ({
+      monitorId: t.exposeID('monitorId'),
+      monitorName: t.exposeString('monitorName'),
+      group: t.exposeString('group', { description: '"*" for a monitor without groups.' }),
+      state: t.field({ type: MonitorState, resolve: (g) => g.state as 'alert' }),
+      since: t.field({ type: 'DateTime', resolve: (g) => new Date(g.since) }),
+      url: t.exposeString('url'),
+    }),
+  });
+
+const MonitorRuleEvidence = builder.objectRef<MonitorEvidence>('MonitorRuleEvidence').implement({
+  fields: (t) => ({
+    matchedMonitors: t.field({ type: [MatchedMonitor], resolve: (e) => e.matchedMonitors ?? [] }),
+    failingGroups: t.field({ type: [FailingMonitorGroup], resolve: (e) => e.failingGroups ?? [] }),
+  }),
+});
+
+export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    ruleId: t.exposeID('ruleId', { nullable: true, description: 'The stored rule; null for just-in-time rules.' }),
+    name: t.exposeString('name'),
+    type: t.field({ type: RuleType, resolve: (r) => r.type }),
+    dryRun: t.exposeBoolean('dryRun', { description: 'Recorded with its real status, never counted in the verdict.' }),
+    status: t.field({ type: EvaluationStatus, resolve: (r) => r.status }),
+    reason: t.exposeString('reason', { nullable: true, description: 'One sentence: why the rule stands where it does.' }),
+    evidence: t.field({
+      type: MonitorRuleEvidence,
+      nullable: true,
+      description: 'Structured evidence for monitor rules; see evidenceJson for every type.',
+      resolve: (r) => (r.type === 'monitor' && r.evidence ? (r.evidence as MonitorEvidence) : null),
+    }),
+    evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
+    options: t.field({ type: RuleOptions, description: 'The options as evaluated (snapshotted at trigger).', resolve: (r) => typedOptions(r) }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    windowStartsAt: t.expose('windowStartsAt', { type: 'DateTime', description: 'Start plus warmup.' }),
+    windowEndsAt: t.expose('windowEndsAt', { type: 'DateTime' }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
+    consecutiveSourceErrors: t.exposeInt('consecutiveErrors'),
+  }),
+});
+
+export const Evaluation = builder.objectRef<EvaluationView>('Evaluation');
+
+Evaluation.implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    gate: t.field({
+      type: Gate,
+      nullable: true,
+      description: 'The stored gate evaluated; null for just-in-time evaluations or a deleted gate.',
+      resolve: (e, _args, ctx) => (e.gateId ? gateLoader(ctx).load(e.gateId).catch(() => null) : null),
+    }),
+    gateId: t.exposeID('gateId', { nullable: true }),
+    service: t.exposeString('service'),
+    env: t.exposeString('env'),
+    identifier: t.exposeString('identifier'),
+    version: t.exposeString('version', { nullable: true }),
+    primaryTag: t.exposeString('primaryTag', { nullable: true }),
+    dryRun: t.exposeBoolean('dryRun'),
+    onSourceError: t.field({ type: SourceErrorPolicy, resolve: (e) => e.onSourceError }),
+    justInTime: t.exposeBoolean('justInTime'),
+    status: t.field({ type: EvaluationStatus, description: 'The real verdict, dry run ignored.', resolve: (e) => e.status }),
+    reportedStatus: t.field({
+      type: EvaluationStatus,
+      description: 'What the deploy acts on: PASS for a decided dry-run gate, else the real status.',
+      resolve: (e) => reported(e),
+    }),
+    startedAt: t.expose('startedAt', { type: 'DateTime' }),
+    decidedAt: t.expose('decidedAt', { type: 'DateTime', nullable: true, description: 'When the verdict became known.' }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true, description: 'When the last rule finished.' }),
+    evaluationUrl: t.string({ resolve: (e, _a, ctx) => evaluationUrl(ctx.deps, e.id) }),
+    rerunOf: t.exposeID('rerunOf', { nullable: true }),
+    triggeredBy: t.exposeString('triggeredByName'),
+    revision: t.exposeInt('revision', { description: 'Grows with every change; orders the snapshots of one evaluation.' }),
+    rules: t.field({ type: [RuleEvaluation], resolve: (e, _a, ctx) => e.knownRules ?? rulesLoader(ctx).load(e.id) }),
+  }),
+});
+
+// ---- inputs ----
+
+const EvaluationConfigurationInput = builder.inputType('EvaluationConfigurationInput', {
+  description: 'Just-in-time rules: evaluated instead of any stored gate.',
+  fields: (t) => ({
+    dryRun: t.boolean({ description: 'Default false.' }),
+    onSourceError: t.field({ type: SourceErrorPolicy, description: 'Default FAIL.' }),
+    rules: t.field({ type: [RuleInput], required: true }),
+  }),
+});
+
+const EvaluateGateInput = builder.inputType('EvaluateGateInput', {
+  fields: (t) => ({
+    service: t.string({ required: true }),
+    env: t.string({ required: true }),
+    identifier: t.string({ description: 'Default `default`.' }),
+    version: t.string({ description: 'Required when a faulty-deployment-detection rule is evaluated.' }),
+    primaryTag: t.string({ description: 'Narrows the analysis to one primary tag value, e.g. `region:us-east-1`.' }),
+    idempotencyKey: t.string({ description: 'The same key returns the evaluation it first created.' }),
+    configuration: t.field({ type: EvaluationConfigurationInput }),
+  }),
+});
+
+const EvaluationFilter = builder.inputType('EvaluationFilter', {
+  fields: (t) => ({
+    service: t.stringList(),
+    env: t.stringList(),
+    identifier: t.stringList(),
+    version: t.stringList(),
+    status: t.field({ type: [EvaluationStatus] }),
+    dryRun: t.boolean(),
+    gateId: t.id(),
+    startedAfter: t.field({ type: 'DateTime', description: 'Inclusive.' }),
+    startedBefore: t.field({ type: 'DateTime', description: 'Exclusive.' }),
+  }),
+});
+
+type FilterArg = {
+  service?: string[] | null;
+  env?: string[] | null;
+  identifier?: string[] | null;
+  version?: string[] | null;
+  status?: EvaluationRow['status'][] | null;
+  dryRun?: boolean | null;
+  gateId?: string | number | null;
+  startedAfter?: Date | null;
+  startedBefore?: Date | null;
+} | null | undefined;
+
+function toFilter(f: FilterArg): EvaluationFilterShape {
+  return {
+    service: f?.service ?? undefined,
+    env: f?.env ?? undefined,
+    identifier: f?.identifier ?? undefined,
+    version: f?.version ?? undefined,
+    status: f?.status ?? undefined,
+    dryRun: f?.dryRun ?? undefined,
+    gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
+    startedAfter: f?.startedAfter ?? undefined,
+    startedBefore: f?.startedBefore ?? undefined,
+  };
+}
+
+function matchesFilter(e: EvaluationRow, f: EvaluationFilterShape): boolean {
+  return (
+    (!f.service?.length || f.service.includes(e.service)) &&
+    (!f.env?.length || f.env.includes(e.env)) &&
+    (!f.identifier?.length || f.identifier.includes(e.identifier)) &&
+    (!f.version?.length || (e.version !== null && f.version.includes(e.version))) &&
+    (!f.status?.length || f.status.includes(e.status)) &&
+    (f.dryRun === undefined || e.dryRun === f.dryRun) &&
+    (f.gateId === undefined || e.gateId === f.gateId)
+  );
+}
+
+// ---- stats ----
+
+const StatusCount = builder.objectRef<{ status: EvaluationRow['status']; count: number }>('StatusCount').implement({
+  fields: (t) => ({ status: t.field({ type: EvaluationStatus, resolve: (r) => r.status }), count: t.exposeInt('count') }),
+});
+const DayStatusCount = builder.objectRef<{ day: string; status: EvaluationRow['status']; count: number }>('DayStatusCount').implement({
+  fields: (t) => ({
+    day: t.exposeString('day', { description: 'UTC date, YYYY-MM-DD.' }),
+    status: t.field({ type: EvaluationStatus, resolve: (r) => r.status }),
+    count: t.exposeInt('count'),
+  }),
+});
+const GateFailures = builder
+  .objectRef<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>('GateFailures')
+  .implement({
+    fields: (t) => ({
+      gateId: t.exposeID('gateId', { nullable: true }),
+      service: t.exposeString('service'),
+      env: t.exposeString('env'),
+      identifier: t.exposeString('identifier'),
+      failures: t.exposeInt('failures'),
+      evaluations: t.exposeInt('evaluations'),
+    }),
+  });
+const RuleFailures = builder
+  .objectRef<{ service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>('RuleFailures')
+  .implement({
+    fields: (t) => ({
+      service: t.exposeString('service'),
+      env: t.exposeString('env'),
+      identifier: t.exposeString('identifier'),
+      name: t.exposeString('name'),
+      type: t.field({ type: RuleType, resolve: (r) => r.type as 'monitor' }),
+      failures: t.exposeInt('failures'),
+      evaluations: t.exposeInt('evaluations'),
+    }),
+  });
+const EvaluationStats = builder.objectRef<ReturnType<typeof evaluationStats>>('EvaluationStats').implement({
+  description: 'Real statuses (dry run ignored) over the filtered evaluations.',
+  fields: (t) => ({
+    total: t.exposeInt('total'),
+    byStatus: t.field({ type: [StatusCount], resolve: (s) => s.byStatus }),
+    byDay: t.field({ type: [DayStatusCount], resolve: (s) => s.byDay }),
+    mostFailingGates: t.field({ type: [GateFailures], resolve: (s) => s.failingGates }),
+    mostFailingRules: t.field({ type: [RuleFailures], resolve: (s) => s.failingRules }),
+  }),
+});
+
+// ---- root fields ----
+
+const READ = { 'gates:read': true, 'evaluations:write': true } as const;
+
+builder.queryField('evaluation', (t) =>
+  t.field({
+    type: Evaluation,
+    nullable: true,
+    authScopes: READ,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => {
+      const snap = getEvaluation(deps, principal, String(id));
+      return snap ? view(snap) : null;
+    },
+  }),
+);
+
+builder.queryField('evaluations', (t) =>
+  t.connection(
+    {
+      type: Evaluation,
+      authScopes: READ,
+      description: 'Newest first.',
+      args: { filter: t.arg({ type: EvaluationFilter }) },
+      resolve: (_root, args, { deps, principal }) =>
+        resolveCursorConnection<EvaluationView[]>({ args, toCursor: (e) => e.id }, ({ after, before, limit, inverted }): EvaluationView[] =>
+          listEvaluations(deps, principal, toFilter(args.filter), { after, before, limit, inverted }),
+        ),
+    },
+    { name: 'EvaluationConnection' },
+    { name: 'EvaluationEdge' },
+  ),
+);
+
+builder.queryField('evaluationStats', (t) =>
+  t.field({
+    type: EvaluationStats,
+    authScopes: READ,
+    args: { filter: t.arg({ type: EvaluationFilter }), top: t.arg.int({ defaultValue: 10, description: 'Length of the most-failing lists (1–100).' }) },
+    resolve: (_root, args, { deps, principal }) => {
+      const top = args.top ?? 10;
+      if (top < 1 || top > 100) throw new DomainError('BAD_USER_INPUT', 'top: must be between 1 and 100', 'top');
+      return evaluationStats(deps, principal, toFilter(args.filter), top);
+    },
+  }),
+);
+
+builder.mutationField('evaluateGate', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: { 'evaluations:write': true },
+    description: 'Starts an evaluation and returns it at once (IN_PROGRESS); follow it with evaluationUpdated.',
+    args: { input: t.arg({ type: EvaluateGateInput, required: true }).validate(evaluateGateInputSchema) },
+    resolve: (_root, { input }, { deps, principal }) => view(evaluateGate(deps, principal, input)),
+  }),
+);
+
+builder.mutationField('cancelEvaluation', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: { 'evaluations:write': true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => view(cancelEvaluation(deps, principal, String(id))),
+  }),
+);
+
+builder.mutationField('rerunEvaluation', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: { 'evaluations:write': true },
+    description: 'A new evaluation with the same inputs and rule snapshot.',
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => view(rerunEvaluation(deps, principal, String(id))),
+  }),
+);
+
+/**
+ * The current state first, then every later committed change, until the evaluation finishes.
+ * The bus is listened to before the state is read, so nothing falls in between; revisions
+ * drop what the first answer already showed.
+ */
+async function* followEvaluation(deps: Deps, principal: Principal, id: string): AsyncGenerator<EvaluationView> {
+  requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
+  const events = deps.events.subscribe('evaluation.changed');
+  const pending = events.next(); // starts listening now
+  try {
+    const first = loadSnapshot(deps, assertUuid(id, 'id'));
+    if (!first) throw new DomainError('NOT_FOUND', `evaluation ${id} does not exist`, 'id');
+    assertEnvAllowed(principal, first.evaluation.env);
+    yield view(first);
+    if (first.evaluation.finishedAt) return;
+    let seen = first.evaluation.revision;
+    for (let next = await pending; !next.done; next = await events.next()) {
+      const snap = next.value;
+      if (snap.evaluation.id !== first.evaluation.id || snap.evaluation.revision <= seen) continue;
+      seen = snap.evaluation.revision;
+      yield view(snap);
+      if (snap.evaluation.finishedAt) return;
+    }
+  } finally {
+    await events.return?.();
+  }
+}
+
+builder.subscriptionField('evaluationUpdated', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: READ,
+    description: 'The evaluation now, then each change of it or one of its rules, in order, until it finishes.',
+    args: { id: t.arg.id({ required: true }) },
+    subscribe: (_root, { id }, { deps, principal }) => followEvaluation(deps, principal, String(id)),
+    resolve: (e) => e,
+  }),
+);
+
+builder.subscriptionField('evaluationEvents', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: READ,
+    description: 'Every change of every evaluation matching the filter (status: the real status after the change).',
+    args: { filter: t.arg({ type: EvaluationFilter }) },
+    subscribe: async function* (_root, args, { deps, principal }) {
+      const filter = toFilter(args.filter);
+      const events = deps.events.subscribe('evaluation.changed');
+      try {
+        for await (const snap of events) {
+          if (canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap.evaluation, filter)) yield view(snap);
+        }
+      } finally {
+        await events.return?.();
+      }
+    },
+    resolve: (e) => e,
+  }),
+);

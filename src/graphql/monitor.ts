@@ -1,0 +1,234 @@
+import { createContextCache } from '@pothos/core';
+import { resolveArrayConnection } from '@pothos/plugin-relay';
+import DataLoader from 'dataloader';
+import { filter, pipe } from 'graphql-yoga';
+import { recentTransitions } from '../db/monitors.ts';
+import { DomainError } from '../domain/errors.ts';
+import { MonitorQueryError, parseMonitorQuery } from '../domain/monitorQuery.ts';
+import {
+  createMonitor,
+  createMonitorInputSchema,
+  deleteMonitor,
+  getMonitor,
+  type MonitorGroupRow,
+  monitorGroups,
+  monitorMatches,
+  type MonitorRow,
+  type MonitorStateChange,
+  reportMonitorState,
+  reportMonitorStateInputSchema,
+  searchMonitors,
+  updateMonitor,
+  updateMonitorInputSchema,
+  worstState,
+} from '../domain/monitors.ts';
+import { requireScope } from '../domain/principal.ts';
+import { builder } from './builder.ts';
+import type { Context } from './context.ts';
+
+export const MonitorState = builder.enumType('MonitorState', {
+  values: { OK: { value: 'ok' }, WARN: { value: 'warn' }, ALERT: { value: 'alert' }, NO_DATA: { value: 'no_data' } } as const,
+});
+
+const MonitorType = builder.enumType('MonitorType', {
+  values: {
+    EXTERNAL: { value: 'external', description: 'State pushed by reportMonitorState or the Alertmanager receiver.' },
+    APM: { value: 'apm', description: "Evaluated by Tollgate over its own APM store." },
+    PROMETHEUS: { value: 'prometheus', description: 'A PromQL expression Tollgate evaluates.' },
+  } as const,
+});
+
+const groupsLoader = createContextCache(
+  (ctx: Context) =>
+    new DataLoader<string, MonitorGroupRow[]>(async (ids) => {
+      const rows = monitorGroups(ctx.deps, ids);
+      return ids.map((id) => rows.filter((g) => g.monitorId === id));
+    }),
+);
+
+const MonitorGroup = builder.objectRef<MonitorGroupRow>('MonitorGroup').implement({
+  fields: (t) => ({
+    group: t.exposeString('group', { description: 'Tags of the group, "k:v,k2:v2"; "*" for a monitor without groups.' }),
+    state: t.field({ type: MonitorState, resolve: (g) => g.state }),
+    since: t.expose('since', { type: 'DateTime' }),
+    message: t.exposeString('message', { nullable: true }),
+    lastReportedAt: t.expose('lastReportedAt', { type: 'DateTime' }),
+  }),
+});
+
+const MonitorTransition = builder
+  .objectRef<{ group: string; from: MonitorGroupRow['state'] | null; to: MonitorGroupRow['state']; at: Date; message: string | null }>('MonitorTransition')
+  .implement({
+    fields: (t) => ({
+      group: t.exposeString('group'),
+      from: t.field({ type: MonitorState, nullable: true, resolve: (x) => x.from }),
+      to: t.field({ type: MonitorState, resolve: (x) => x.to }),
+      at: t.expose('at', { type: 'DateTime' }),
+      message: t.exposeString('message', { nullable: true }),
+    }),
+  });
+
+export const Monitor = builder.objectRef<MonitorRow>('Monitor');
+
+Monitor.implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    type: t.field({ type: MonitorType, resolve: (m) => m.type }),
+    tags: t.exposeStringList('tags'),
+    query: t.exposeString('query', { description: 'The monitor’s own query; `scope:` searches look inside it.' }),
+    muted: t.exposeBoolean('muted', { description: 'Muted monitors are never evaluated by monitor rules.' }),
+    priority: t.exposeInt('priority', { nullable: true }),
+    noDataTimeframe: t.exposeInt('noDataTimeframe', { nullable: true }),
+    state: t.field({
+      type: MonitorState,
+      nullable: true,
+      description: 'Its worst group; null before any group has reported.',
+      resolve: async (m, _a, ctx) => worstState(await groupsLoader(ctx).load(m.id)),
+    }),
+    groups: t.field({ type: [MonitorGroup], resolve: (m, _a, ctx) => groupsLoader(ctx).load(m.id) }),
+    transitions: t.field({
+      type: [MonitorTransition],
+      description: 'Newest first.',
+      args: { last: t.arg.int({ defaultValue: 20 }) },
+      resolve: (m, args, ctx) => recentTransitions(ctx.deps.db, m.id, Math.min(Math.max(args.last ?? 20, 1), 500)),
+    }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+  }),
+});
+
+const MonitorStateChangeRef = builder.objectRef<MonitorStateChange>('MonitorStateChange').implement({
+  fields: (t) => ({
+    monitor: t.field({ type: Monitor, resolve: (c) => c.monitor }),
+    group: t.exposeString('group'),
+    from: t.field({ type: MonitorState, nullable: true, resolve: (c) => c.from }),
+    to: t.field({ type: MonitorState, resolve: (c) => c.to }),
+    at: t.expose('at', { type: 'DateTime' }),
+    message: t.exposeString('message', { nullable: true }),
+  }),
+});
+
+const CreateMonitorInput = builder.inputType('CreateMonitorInput', {
+  fields: (t) => ({
+    name: t.string({ required: true }),
+    type: t.field({ type: MonitorType, required: true }),
+    tags: t.stringList({ description: 'Static tags, "key:value".' }),
+    query: t.string({ description: 'The monitor’s own query, searched by `scope:`.' }),
+    muted: t.boolean({ description: 'Default false.' }),
+    priority: t.int({ description: '1 (highest) to 5.' }),
+    noDataTimeframe: t.int({ description: 'Seconds without data before NO_DATA.' }),
+  }),
+});
+
+const UpdateMonitorInput = builder.inputType('UpdateMonitorInput', {
+  fields: (t) => ({
+    name: t.string(),
+    tags: t.stringList(),
+    query: t.string(),
+    muted: t.boolean(),
+    priority: t.int(),
+  }),
+});
+
+const ReportMonitorStateInput = builder.inputType('ReportMonitorStateInput', {
+  fields: (t) => ({
+    monitorId: t.id({ required: true }),
+    group: t.string({ description: 'Group tags, "k:v,k2:v2"; omit for the monitor as a whole.' }),
+    state: t.field({ type: MonitorState, required: true }),
+    message: t.string(),
+  }),
+});
+
+function parseQueryArg(query: string | null | undefined, field: string) {
+  if (!query?.trim()) return null;
+  try {
+    return parseMonitorQuery(query);
+  } catch (err) {
+    if (err instanceof MonitorQueryError) throw new DomainError('BAD_USER_INPUT', `${field}: invalid monitor query: ${err.message}`, field);
+    throw err;
+  }
+}
+
+const READ = { 'gates:read': true, 'monitors:write': true } as const;
+
+builder.queryField('monitor', (t) =>
+  t.field({
+    type: Monitor,
+    nullable: true,
+    authScopes: READ,
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => getMonitor(deps, principal, String(id)),
+  }),
+);
+
+builder.queryField('monitors', (t) =>
+  t.connection(
+    {
+      type: Monitor,
+      authScopes: READ,
+      description: 'Monitors matching a monitor search query (all without one), in creation order.',
+      args: { query: t.arg.string() },
+      resolve: (_root, args, { deps, principal }) => {
+        parseQueryArg(args.query, 'query');
+        return resolveArrayConnection({ args }, searchMonitors(deps, principal, args.query ?? undefined));
+      },
+    },
+    { name: 'MonitorConnection' },
+    { name: 'MonitorEdge' },
+  ),
+);
+
+builder.mutationField('createMonitor', (t) =>
+  t.field({
+    type: Monitor,
+    authScopes: { 'monitors:write': true },
+    args: { input: t.arg({ type: CreateMonitorInput, required: true }).validate(createMonitorInputSchema) },
+    resolve: (_root, { input }, { deps, principal }) => createMonitor(deps, principal, input),
+  }),
+);
+
+builder.mutationField('updateMonitor', (t) =>
+  t.field({
+    type: Monitor,
+    authScopes: { 'monitors:write': true },
+    args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateMonitorInput, required: true }).validate(updateMonitorInputSchema) },
+    resolve: (_root, { id, input }, { deps, principal }) => updateMonitor(deps, principal, String(id), input),
+  }),
+);
+
+builder.mutationField('deleteMonitor', (t) =>
+  t.id({
+    authScopes: { 'monitors:write': true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_root, { id }, { deps, principal }) => deleteMonitor(deps, principal, String(id)),
+  }),
+);
+
+builder.mutationField('reportMonitorState', (t) =>
+  t.field({
+    type: Monitor,
+    authScopes: { 'monitors:write': true },
+    description: 'Sets the state of a group; a change is recorded as a transition and re-checks the rules watching it at once.',
+    args: { input: t.arg({ type: ReportMonitorStateInput, required: true }).validate(reportMonitorStateInputSchema) },
+    resolve: (_root, { input }, { deps, principal }) => reportMonitorState(deps, principal, input),
+  }),
+);
+
+builder.subscriptionField('monitorStateChanged', (t) =>
+  t.field({
+    type: MonitorStateChangeRef,
+    authScopes: READ,
+    description: 'Every transition of a monitor matching the query (all without one).',
+    args: { query: t.arg.string() },
+    subscribe: (_root, args, { deps, principal }) => {
+      requireScope(principal, ['gates:read', 'monitors:write'], 'watch monitors');
+      const expr = parseQueryArg(args.query, 'query');
+      return pipe(
+        deps.events.subscribe('monitor.transition'),
+        filter((c: MonitorStateChange) => !expr || monitorMatches(expr, c.monitor, monitorGroups(deps, [c.monitor.id]))),
+      );
+    },
+    resolve: (c) => c,
+  }),
+);
