@@ -200,12 +200,12 @@ interface StartRequest extends Resolved {
 
 function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnapshot {
   const field = req.justInTime ? 'input.configuration.rules' : 'input';
-  req.rules.forEach((r, i) => {
-    if (!runnerFor(r.type)) throw badInput(`${field}[${i}]`, `${r.type} rules cannot be evaluated by this version of Tollgate yet`);
-  });
   if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
     throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
   }
+  req.rules.forEach((r, i) => {
+    if (!runnerFor(r.type)) throw badInput(`${field}[${i}]`, `${r.type} rules cannot be evaluated by this version of Tollgate yet`);
+  });
   const now = deps.now();
   const id = newId();
   const rules: NewRuleEvaluationRow[] = req.rules.map((r, position) => {

@@ -269,7 +269,7 @@ function scopeMatches(query: string, wanted: string): boolean {
   const k = wanted.slice(0, i);
   const v = wanted.slice(i + 1);
   // Tag filters inside monitor queries appear as k:v (Datadog) or k="v" (PromQL).
-  const pairs = [...query.matchAll(/([A-Za-z0-9_.\-/]+)\s*(?::|=~?)\s*"?([^"\s,}]+)"?/g)].map((m) => `${m[1]}:${m[2]}`);
+  const pairs = [...query.matchAll(/([A-Za-z0-9_.\-/]+)\s*(?::|=~?)\s*"?([^"\s,{}()]+)"?/g)].map((m) => `${m[1]}:${m[2]}`);
   return pairs.some((p) => like(p, `${k}:${v}`));
 }
 
