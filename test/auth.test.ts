@@ -16,12 +16,26 @@ async function fixture(env = 'prod') {
   const r = await s.gql(CREATE_GATE, { input: { service: `auth-${++seq}`, env, rules: [monitorRule('r1')] } });
   const gate = r.data.createGate;
   const key = await s.gql('mutation { createApiKey(input: { name: "victim", scopes: [GATES_READ] }) { key { id } } }');
-  return { gate, ruleId: gate.rules[0].id as string, keyId: key.data.createApiKey.key.id as string };
+  const tag = `auth:fixture-${seq}`;
+  const monitor = await s.gql('mutation($t: String!) { createMonitor(input: { name: "m", type: EXTERNAL, tags: [$t] }) { id } }', { t: tag });
+  // A long window on a matching monitor: still running when the operation under test acts on it.
+  const evaluation = await s.gql(
+    'mutation($s: String!, $q: String!) { evaluateGate(input: { service: $s, env: "prod", configuration: { rules: [{ name: "m", options: { monitor: { query: $q, duration: 3600 } } }] } }) { id } }',
+    { s: `auth-${seq}`, q: tag },
+  );
+  return {
+    gate,
+    ruleId: gate.rules[0].id as string,
+    keyId: key.data.createApiKey.key.id as string,
+    monitorId: monitor.data.createMonitor.id as string,
+    evaluationId: evaluation.data.evaluateGate.id as string,
+  };
 }
 
 interface Operation {
   name: string;
-  needs: Scope;
+  /** Any one of these scopes is enough. */
+  needs: Scope | Scope[];
   run: (f: Awaited<ReturnType<typeof fixture>>) => { query: string; variables?: Record<string, unknown> };
 }
 
@@ -36,13 +50,27 @@ const OPERATIONS: Operation[] = [
   { name: 'createRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!, $i: RuleInput!) { createRule(gateId: $id, input: $i) { id } }', variables: { id: f.gate.id, i: monitorRule('r2') } }) },
   { name: 'updateRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { updateRule(id: $id, input: { dryRun: true }) { id } }', variables: { id: f.ruleId } }) },
   { name: 'deleteRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { deleteRule(id: $id) }', variables: { id: f.ruleId } }) },
+  { name: 'evaluation', needs: ['gates:read', 'evaluations:write'], run: (f) => ({ query: 'query($id: ID!) { evaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
+  { name: 'evaluations', needs: ['gates:read', 'evaluations:write'], run: () => ({ query: '{ evaluations(first: 1) { edges { node { id } } } }' }) },
+  { name: 'evaluationStats', needs: ['gates:read', 'evaluations:write'], run: () => ({ query: '{ evaluationStats { total } }' }) },
+  { name: 'evaluateGate', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($s: String!) { evaluateGate(input: { service: $s, env: "prod" }) { id } }', variables: { s: f.gate.service } }) },
+  { name: 'cancelEvaluation', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($id: ID!) { cancelEvaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
+  { name: 'rerunEvaluation', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($id: ID!) { rerunEvaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
+  { name: 'monitor', needs: ['gates:read', 'monitors:write'], run: (f) => ({ query: 'query($id: ID!) { monitor(id: $id) { id } }', variables: { id: f.monitorId } }) },
+  { name: 'monitors', needs: ['gates:read', 'monitors:write'], run: () => ({ query: '{ monitors(first: 1, query: "auth:fixture") { edges { node { id } } } }' }) },
+  { name: 'createMonitor', needs: 'monitors:write', run: () => ({ query: 'mutation { createMonitor(input: { name: "x", type: EXTERNAL }) { id } }' }) },
+  { name: 'updateMonitor', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { updateMonitor(id: $id, input: { muted: true }) { id } }', variables: { id: f.monitorId } }) },
+  { name: 'deleteMonitor', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { deleteMonitor(id: $id) }', variables: { id: f.monitorId } }) },
+  { name: 'reportMonitorState', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', variables: { id: f.monitorId } }) },
   { name: 'apiKeys', needs: 'admin', run: () => ({ query: '{ apiKeys { id } }' }) },
   { name: 'createApiKey', needs: 'admin', run: () => ({ query: 'mutation { createApiKey(input: { name: "k", scopes: [INGEST] }) { secret } }' }) },
   { name: 'revokeApiKey', needs: 'admin', run: (f) => ({ query: 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', variables: { id: f.keyId } }) },
 ];
 
-/** What each scope grants: admin everything, gates:write also reads. */
-const grants = (scope: Scope, needs: Scope) => scope === 'admin' || scope === needs || (needs === 'gates:read' && scope === 'gates:write');
+/** What each scope grants: admin everything, gates:write also reads gates. */
+const grants = (scope: Scope, needs: Scope | Scope[]) =>
+  [needs].flat().some((need) => scope === 'admin' || scope === need || (need === 'gates:read' && scope === 'gates:write'));
+const scopeText = (needs: Scope | Scope[]) => [needs].flat().join(' or ');
 
 describe('authorization matrix: every operation × every scope', () => {
   const keys = new Map<Scope, string>();
@@ -52,7 +80,7 @@ describe('authorization matrix: every operation × every scope', () => {
 
   for (const transport of ['http', 'ws'] as const) {
     for (const op of OPERATIONS) {
-      test(`${transport}: ${op.name} needs ${op.needs}`, async () => {
+      test(`${transport}: ${op.name} needs ${scopeText(op.needs)}`, async () => {
         for (const scope of SCOPES) {
           const f = await fixture();
           const { query, variables } = op.run(f);
@@ -71,7 +99,7 @@ describe('authorization matrix: every operation × every scope', () => {
             assert.ok(result.data?.[op.name] !== undefined, `${op.name} returned data for ${scope}`);
           } else {
             assert.deepEqual(codes, ['FORBIDDEN'], `${scope} must be refused ${op.name}: ${JSON.stringify(result)}`);
-            assert.match(result.errors![0].message, new RegExp(`lacks the ${op.needs}`), result.errors![0].message);
+            assert.match(result.errors![0].message, new RegExp(`lacks the ${scopeText(op.needs)}`), result.errors![0].message);
           }
         }
       });
@@ -123,6 +151,46 @@ describe('authorization matrix: every operation × every scope', () => {
           }
           controller.abort();
         }
+      }
+    });
+  }
+});
+
+describe('authorization matrix: the other subscriptions × every scope (WebSocket)', () => {
+  const SUBSCRIPTIONS: Array<{ name: string; needs: Scope[]; query: (f: Awaited<ReturnType<typeof fixture>>) => string; poke: (f: Awaited<ReturnType<typeof fixture>>) => Promise<unknown> }> = [
+    {
+      name: 'evaluationUpdated',
+      needs: ['gates:read', 'evaluations:write'],
+      query: (f) => `subscription { evaluationUpdated(id: "${f.evaluationId}") { id } }`,
+      poke: async () => {},
+    },
+    {
+      name: 'evaluationEvents',
+      needs: ['gates:read', 'evaluations:write'],
+      query: (f) => `subscription { evaluationEvents(filter: { service: ["${f.gate.service}"] }) { id } }`,
+      poke: (f) => s.gql('mutation($s: String!) { evaluateGate(input: { service: $s, env: "prod" }) { id } }', { s: f.gate.service }),
+    },
+    {
+      name: 'monitorStateChanged',
+      needs: ['gates:read', 'monitors:write'],
+      query: (f) => `subscription { monitorStateChanged(query: "id:${f.monitorId}") { to } }`,
+      poke: (f) => s.gql('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: WARN }) { id } }', { id: f.monitorId }),
+    },
+  ];
+  for (const sub of SUBSCRIPTIONS) {
+    test(`${sub.name} needs ${scopeText(sub.needs)}`, async () => {
+      for (const scope of SCOPES) {
+        const f = await fixture();
+        const key = await s.createKey([scope]);
+        const client = s.ws(key);
+        const q = subscribeQueue(client, sub.query(f));
+        await new Promise((r) => setTimeout(r, 50));
+        await sub.poke(f);
+        const ev = await q.next();
+        if (grants(scope, sub.needs)) assert.equal(ev.errors, undefined, `${scope}: ${JSON.stringify(ev.errors)}`);
+        else assert.equal((ev.errors?.[0] as any)?.extensions?.code, 'FORBIDDEN', `${scope}: ${JSON.stringify(ev)}`);
+        q.dispose();
+        await client.dispose();
       }
     });
   }
