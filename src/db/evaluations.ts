@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { KeysetPage, Tx } from './gates.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
@@ -97,12 +97,13 @@ export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPa
     .all();
 }
 
-/** Unfinished evaluations this node may drive: its own, unowned, or with an expired lease. */
-export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date): string[] {
-  const claimable = and(
-    isNull(evaluations.finishedAt),
-    or(eq(evaluations.leaseOwner, owner), isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now)),
-  );
+/**
+ * Takes over unfinished evaluations nobody drives: unowned, or with an expired lease. With
+ * `includeOwn` (at start) also those already leased to this node, left by its previous life.
+ */
+export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date, includeOwn: boolean): string[] {
+  const orphaned = or(isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now));
+  const claimable = and(isNull(evaluations.finishedAt), includeOwn ? or(eq(evaluations.leaseOwner, owner), orphaned) : and(ne(evaluations.leaseOwner, owner), orphaned));
   return db
     .update(evaluations)
     .set({ leaseOwner: owner, leaseExpiresAt: leaseUntil })

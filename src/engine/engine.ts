@@ -153,11 +153,11 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     }
   }
 
-  /** Renews our leases, takes over evaluations whose owner stopped renewing, prunes history. */
-  function claim(): void {
+  /** Renews our leases and takes over evaluations whose owner stopped renewing (or, at start, our own). */
+  function claim(atStart: boolean): void {
     const now = new Date();
     renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
-    for (const id of claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs))) {
+    for (const id of claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart)) {
       const snapshot = loadSnapshot(deps, id);
       if (!snapshot) continue;
       // Look at every resumed rule now: its answer depends only on what was recorded.
@@ -190,11 +190,11 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     start(): void {
       listen(deps.events.subscribe('evaluation.changed'), track);
       listen(deps.events.subscribe('monitor.transition'), onTransition);
-      claim();
+      claim(true);
       prune();
       let ticks = 0;
       housekeeping = setInterval(() => {
-        claim();
+        claim(false);
         // Retention once an hour is plenty.
         if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) prune();
       }, leaseMs / 3);

@@ -30,6 +30,12 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
     return { monitors, groups };
   }
   const candidates = allMonitors(deps.db).filter((m) => !m.muted);
+  if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
+    // The common case: the monitor's own attributes decide, so only matches need their groups.
+    const monitors = candidates.filter((m) => matches(expr!, matchable(m, []), null));
+    const groups = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
+    return { monitors, groups: new Map(monitors.map((m) => [m.id, groups.get(m.id) ?? []])) };
+  }
   const all = groupsByMonitor(groupsOf(deps.db, candidates.map((m) => m.id)));
   const monitors = candidates.filter((m) => monitorMatches(expr!, m, all.get(m.id) ?? []));
   const restrict = mentions(expr!, 'group');

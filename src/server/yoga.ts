@@ -74,7 +74,7 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request) => Au
     cache,
     ttl: deps.config.responseCacheTtlMs,
     // Live data is never cached: it changes with every check and every report.
-    ttlPerType: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
+    ttlPerSchemaCoordinate: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
     session: (request: Request) => {

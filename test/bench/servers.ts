@@ -1,6 +1,6 @@
 // Servers for benchmarks, each run in its own process so the load generator does not share
 // their event loop: `bare` is a plain graphql-yoga `{ hello }`, `tollgate` the real server.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -25,10 +25,15 @@ if (kind === 'bare') {
   const app = await buildApp(config);
   const { port } = await app.listen();
   console.log(JSON.stringify({ port }));
+  process.once('SIGTERM', async () => {
+    await app.stop();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(0);
+  });
 } else {
   console.error('usage: servers.ts bare|tollgate');
   process.exit(2);
 }
 
 // Exit normally on a signal so `--cpu-prof` can write its profile.
-process.once('SIGTERM', () => process.exit(0));
+if (kind !== 'tollgate') process.once('SIGTERM', () => process.exit(0));

@@ -1,0 +1,96 @@
+// Shared pieces of the benchmarks: a real Tollgate in its own process, a GraphQL client and
+// a graphql-ws client against it, and percentiles.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Client, createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+
+export const BENCH_KEY = 'bench-admin-key-0123456789abcdefghij';
+const here = dirname(fileURLToPath(import.meta.url));
+
+export interface BenchServer {
+  child: ChildProcess;
+  url: string;
+  gql<T = any>(query: string, variables?: Record<string, unknown>): Promise<T>;
+  ws(): Client;
+  stop(): Promise<void>;
+}
+
+async function spawnServer(kind: 'bare' | 'tollgate', env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'servers.ts'), kind], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, TOLLGATE_BOOTSTRAP_KEY: BENCH_KEY, ...env },
+  });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  const { port } = JSON.parse(String(line)) as { port: number };
+  return { child, url: `http://127.0.0.1:${port}/graphql` };
+}
+
+/** A bare graphql-yoga `{ hello }` server: the baseline for HTTP throughput. */
+export async function startBare(): Promise<{ url: string; stop(): Promise<void> }> {
+  const { child, url } = await spawnServer('bare', {});
+  return {
+    url,
+    async stop() {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+export async function startTollgate(env: Record<string, string> = {}): Promise<BenchServer> {
+  const { child, url } = await spawnServer('tollgate', env);
+  const clients: Client[] = [];
+  return {
+    child,
+    url,
+    async gql(query, variables) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await res.json()) as { data?: any; errors?: unknown };
+      if (body.errors) throw new Error(JSON.stringify(body.errors));
+      return body.data;
+    },
+    ws() {
+      const client = createClient({ url: url.replace('http', 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${BENCH_KEY}` }, retryAttempts: 0 });
+      clients.push(client);
+      return client;
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.dispose()));
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+/** Calls `onEvent` for every event of a subscription; resolves once the server has it running. */
+export async function listen<T>(client: Client, query: string, onEvent: (data: T) => void): Promise<() => void> {
+  const dispose = client.subscribe<T>({ query }, { next: (v) => v.data && onEvent(v.data as T), error: (e) => console.error(e), complete: () => {} });
+  await new Promise((r) => setTimeout(r, 200));
+  return dispose;
+}
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+export const fmt = (ms: number) => `${ms.toFixed(1)} ms`;
+
+/** CPU seconds (user + system) and resident memory of a process, from /proc. */
+export function processUsage(pid: number): { cpuSeconds: number; rssBytes: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  return { cpuSeconds: ticks / 100, rssBytes: rssKb * 1024 };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
