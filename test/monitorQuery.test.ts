@@ -123,3 +123,24 @@ describe('malformed queries are refused with their position', () => {
     });
   }
 });
+
+describe('wildcards', () => {
+  test('match like globs, case-insensitively', async () => {
+    const { like } = await import('../src/domain/monitorQuery.ts');
+    assert.equal(like('Checkout-API', 'check*api'), true);
+    assert.equal(like('checkout', '*'), true);
+    assert.equal(like('checkout', 'c*k*t'), true);
+    assert.equal(like('checkout', 'c*t*t'), false);
+    assert.equal(like('checkout', 'c*z'), false);
+    assert.equal(like('', '*'), true);
+    assert.equal(like('abc', 'a**c'), true);
+  });
+
+  test('many stars against a long name stay linear (a backtracking regex took seconds)', async () => {
+    const { like } = await import('../src/domain/monitorQuery.ts');
+    const name = 'a'.repeat(5000);
+    // Not a timing assertion: a regex here would not return within the test's lifetime.
+    assert.equal(like(name, `${'*a'.repeat(200)}*zz`), false);
+    assert.equal(m('name:*******zz', monitor({ name: 'x'.repeat(55) })), false);
+  });
+});

@@ -103,7 +103,8 @@ export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPa
  */
 export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date, includeOwn: boolean): string[] {
   const orphaned = or(isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now));
-  const claimable = and(isNull(evaluations.finishedAt), includeOwn ? or(eq(evaluations.leaseOwner, owner), orphaned) : and(ne(evaluations.leaseOwner, owner), orphaned));
+  const notOurs = or(isNull(evaluations.leaseOwner), ne(evaluations.leaseOwner, owner));
+  const claimable = and(isNull(evaluations.finishedAt), includeOwn ? or(eq(evaluations.leaseOwner, owner), orphaned) : and(notOurs, orphaned));
   return db
     .update(evaluations)
     .set({ leaseOwner: owner, leaseExpiresAt: leaseUntil })
@@ -111,6 +112,16 @@ export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Da
     .returning({ id: evaluations.id })
     .all()
     .map((r) => r.id);
+}
+
+/** Running rules of the evaluations this node drives (to find any the scheduler lost). */
+export function runningRulesOf(db: Tx, owner: string): Array<{ id: string; evaluationId: string }> {
+  return db
+    .select({ id: ruleEvaluations.id, evaluationId: ruleEvaluations.evaluationId })
+    .from(ruleEvaluations)
+    .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt), eq(ruleEvaluations.status, 'in_progress')))
+    .all();
 }
 
 export function renewLeases(db: Tx, owner: string, leaseUntil: Date): void {

@@ -92,6 +92,22 @@ export function recentTransitions(db: Tx, monitorId: string, limit: number): Tra
     .all();
 }
 
+/** Groups of monitors with a no-data timeframe whose last report is older than it. */
+export function silentGroups(db: Tx, now: Date): Array<{ monitorId: string; group: string; timeframe: number }> {
+  return db
+    .select({ monitorId: monitorGroups.monitorId, group: monitorGroups.group, timeframe: sql<number>`${monitors.noDataTimeframe}` })
+    .from(monitorGroups)
+    .innerJoin(monitors, eq(monitorGroups.monitorId, monitors.id))
+    .where(
+      and(
+        sql`${monitors.noDataTimeframe} is not null`,
+        sql`${monitorGroups.state} != 'no_data'`,
+        sql`${monitorGroups.lastReportedAt} < ${now.getTime()} - ${monitors.noDataTimeframe} * 1000`,
+      ),
+    )
+    .all();
+}
+
 /** Transitions older than the retention horizon; running windows never reach that far back. */
 export function deleteTransitionsBefore(db: Tx, horizon: Date): number {
   return db.delete(monitorTransitions).where(lt(monitorTransitions.at, horizon)).run().changes;

@@ -57,7 +57,7 @@ const requireAdmin = (actor: Principal, action: string) => requireScope(actor, '
 export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   requireAdmin(actor, 'create API keys');
   const created = insertNewKey(deps, actor, input);
-  deps.events.publish('config.changed');
+  deps.events.publish('config.changed', null);
   return created;
 }
 
@@ -114,7 +114,8 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
     ]);
     return row;
   });
-  deps.events.publish('config.changed');
+  deps.events.publish('config.changed', null);
+  deps.events.publish('apiKey.revoked', { id: revoked.id });
   return revoked;
 }
 

@@ -179,11 +179,10 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
   });
 }
 
+/** An idempotency key answers only the same request; it says nothing about another one. */
 function sameRequest(deps: Deps, existing: EvaluationRow, input: EvaluateGateInput): EvaluationSnapshot {
-  for (const key of ['service', 'env', 'identifier'] as const) {
-    if (existing[key] !== input[key]) {
-      throw conflict(`idempotencyKey was already used for another evaluation (${key} ${existing[key]})`, 'input.idempotencyKey');
-    }
+  if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== input[key])) {
+    throw conflict('idempotencyKey was already used for a different service, env or identifier', 'input.idempotencyKey');
   }
   return loadSnapshot(deps, existing.id)!;
 }
@@ -225,6 +224,7 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
       ...window,
     };
   });
+  const initialStatus = realStatus(rules.map((r) => ({ status: 'in_progress', dryRun: r.dryRun ?? false })));
   try {
     deps.db.transaction((tx) =>
       insertEvaluation(
@@ -239,7 +239,9 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
           primaryTag: req.primaryTag,
           dryRun: req.dryRun,
           onSourceError: req.onSourceError,
-          status: 'in_progress',
+          // Only dry-run rules: nothing can fail the gate, so it is decided (pass) from the start.
+          status: initialStatus,
+          decidedAt: initialStatus === 'pass' ? now : null,
           justInTime: req.justInTime,
           idempotencyKey: req.idempotencyKey,
           rerunOf: req.rerunOf,

@@ -1,4 +1,4 @@
-import { createPubSub } from 'graphql-yoga';
+import { Repeater } from '@repeaterjs/repeater';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { MonitorRow } from '../db/monitors.ts';
@@ -21,22 +21,62 @@ export interface EvaluationSnapshot {
   rules: RuleEvaluationRow[];
 }
 
-type Topics = {
-  'gate.events': [GateEvent];
+export interface Topics {
+  'gate.events': GateEvent;
   /** Any configuration change (gates, rules, API keys): caches of reads drop what they hold. */
-  'config.changed': [];
-  'monitor.changed': [MonitorRow];
-  'monitor.transition': [MonitorStateChange];
+  'config.changed': null;
+  'apiKey.revoked': { id: string };
+  'monitor.changed': MonitorRow;
+  'monitor.transition': MonitorStateChange;
   /** Every committed change of an evaluation or one of its rules. */
-  'evaluation.changed': [EvaluationSnapshot];
-};
+  'evaluation.changed': EvaluationSnapshot;
+}
+
+type Topic = keyof Topics;
+
+/** Events a subscriber may fall behind by before it is cut off rather than slow everyone. */
+export const MAX_PENDING_EVENTS = 1000;
+
+export class SlowSubscriberError extends Error {
+  constructor() {
+    super(`subscription ended: more than ${MAX_PENDING_EVENTS} events were waiting for this client`);
+  }
+}
 
 /**
- * The in-process event bus. Published only after the transaction that made the change has
- * committed. The event target is injectable so several processes can later share a bus.
+ * The event bus. Published only after the transaction that made the change has committed.
+ * In-process consumers (the engine, caches) get a synchronous callback; GraphQL subscribers
+ * get an async iterator each, filtered at the source and cut off, alone, when they fall too
+ * far behind. The EventTarget is injectable so several processes can later share a bus.
  */
-export function createEvents(config?: Parameters<typeof createPubSub<Topics>>[0]) {
-  return createPubSub<Topics>(config);
+export function createEvents(target: EventTarget = new EventTarget()) {
+  return {
+    publish<T extends Topic>(topic: T, payload: Topics[T]): void {
+      target.dispatchEvent(new CustomEvent(topic, { detail: payload }));
+    },
+
+    /** Calls `handle` for each event until the returned function is called. */
+    on<T extends Topic>(topic: T, handle: (payload: Topics[T]) => void): () => void {
+      const listener = (e: Event) => handle((e as CustomEvent<Topics[T]>).detail);
+      target.addEventListener(topic, listener);
+      return () => target.removeEventListener(topic, listener);
+    },
+
+    /** Events of a topic that pass `keep`, as an iterator that stops listening when returned. */
+    subscribe<T extends Topic, R = Topics[T]>(topic: T, keep: (payload: Topics[T]) => R | undefined = (p) => p as unknown as R): Repeater<R> {
+      return new Repeater<R>(async (push, stop) => {
+        let pending = 0;
+        const off = this.on(topic, (payload) => {
+          const value = keep(payload);
+          if (value === undefined) return;
+          if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
+          void push(value).then(() => pending--, () => {});
+        });
+        await stop;
+        off();
+      });
+    },
+  };
 }
 
 export type Events = ReturnType<typeof createEvents>;

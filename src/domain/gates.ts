@@ -191,7 +191,7 @@ function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date):
 }
 
 function publishGate(deps: Deps, kind: GateEventKind, actor: Principal, value: GateWithRules, at: Date): void {
-  deps.events.publish('config.changed');
+  deps.events.publish('config.changed', null);
   deps.events.publish('gate.events', { kind, gate: value.gate, rules: value.rules, actorName: actor.name, at });
 }
 

@@ -241,21 +241,34 @@ export interface MatchableMonitor {
   status: string;
 }
 
-function wildcard(pattern: string): RegExp {
-  const escaped = pattern.toLowerCase().replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*');
-  return new RegExp(`^${escaped}$`);
-}
-
-const regexCache = new Map<string, RegExp>();
-function like(value: string, pattern: string): boolean {
-  if (!pattern.includes('*')) return value.toLowerCase() === pattern.toLowerCase();
-  let re = regexCache.get(pattern);
-  if (!re) {
-    re = wildcard(pattern);
-    if (regexCache.size > 10_000) regexCache.clear();
-    regexCache.set(pattern, re);
+/**
+ * Case-insensitive match with `*` for any run of characters. Linear backtracking to the last
+ * star only, so no pattern, however many stars, can make matching slow (a regex would).
+ */
+export function like(value: string, pattern: string): boolean {
+  const text = value.toLowerCase();
+  const pat = pattern.toLowerCase();
+  if (!pat.includes('*')) return text === pat;
+  let t = 0;
+  let p = 0;
+  let star = -1;
+  let mark = 0;
+  while (t < text.length) {
+    if (p < pat.length && pat[p] !== '*' && pat[p] === text[t]) {
+      t++;
+      p++;
+    } else if (p < pat.length && pat[p] === '*') {
+      star = p++;
+      mark = t;
+    } else if (star >= 0) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
   }
-  return re.test(value.toLowerCase());
+  while (pat[p] === '*') p++;
+  return p === pat.length;
 }
 
 /** `k:v` against a tag list; `k` alone matches any value of that key. */

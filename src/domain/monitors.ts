@@ -8,6 +8,7 @@ import {
   groupsOf,
   insertMonitor,
   insertTransition,
+  silentGroups,
   type MonitorGroupRow,
   type MonitorRow,
   type MonitorStateValue,
@@ -17,7 +18,7 @@ import {
 } from '../db/monitors.ts';
 import { MONITOR_STATES } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
-import { notFound } from './errors.ts';
+import { DomainError, forbidden, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { type Expr, groupTagsOf, type MatchableMonitor, matches, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 import { type Principal, requireScope } from './principal.ts';
@@ -119,11 +120,40 @@ export function monitorUrl(deps: Deps, id: string): string {
 // ---- reads ----
 
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'monitors:write'], 'read monitors');
+
+/** A monitor belongs to the environments of its `env:` tags. */
+const envsOf = (tags: readonly string[]) => tags.filter((t) => t.startsWith('env:')).map((t) => t.slice(4));
+
+/** Keys limited to environments see and touch only monitors tagged with one of them. */
+export function canSeeMonitor(actor: Principal, m: Pick<MonitorRow, 'tags'>): boolean {
+  return actor.envs === null || envsOf(m.tags).some((e) => actor.envs!.includes(e));
+}
+
+function assertMonitorVisible(actor: Principal, m: MonitorRow): void {
+  if (!canSeeMonitor(actor, m)) {
+    throw forbidden(`API key "${actor.name}" is limited to env ${actor.envs!.join(', ')}; monitor ${m.id} is not tagged with one of them`);
+  }
+}
+
+/** A limited key may only create or retag monitors into its own environments. */
+function assertTagsAllowed(actor: Principal, tags: readonly string[]): void {
+  if (actor.envs === null) return;
+  const envs = envsOf(tags);
+  if (envs.length === 0 || envs.some((e) => !actor.envs!.includes(e))) {
+    throw new DomainError(
+      'FORBIDDEN',
+      `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}: the monitor's tags must include env:${actor.envs[0]} and no other env`,
+      'input.tags',
+    );
+  }
+}
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
 export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
   requireRead(actor);
-  return getMonitorRow(deps.db, assertUuid(id, 'id')) ?? null;
+  const m = getMonitorRow(deps.db, assertUuid(id, 'id'));
+  if (m) assertMonitorVisible(actor, m);
+  return m ?? null;
 }
 
 export function monitorGroups(deps: Deps, monitorIds: readonly string[]): MonitorGroupRow[] {
@@ -133,7 +163,7 @@ export function monitorGroups(deps: Deps, monitorIds: readonly string[]): Monito
 /** Monitors matching a search query (all of them without one), in creation order. */
 export function searchMonitors(deps: Deps, actor: Principal, query: string | undefined): MonitorRow[] {
   requireRead(actor);
-  const all = allMonitors(deps.db);
+  const all = allMonitors(deps.db).filter((m) => canSeeMonitor(actor, m));
   if (!query?.trim()) return all;
   const expr = parseMonitorQuery(query);
   const groups = groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id)));
@@ -160,6 +190,7 @@ export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly Monit
 
 export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput): MonitorRow {
   requireWrite(actor, 'create monitors');
+  assertTagsAllowed(actor, input.tags);
   const now = deps.now();
   const row = deps.db.transaction((tx) => {
     const m = insertMonitor(tx, {
@@ -191,6 +222,8 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, input: U
   const row = deps.db.transaction((tx) => {
     const before = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
+    assertMonitorVisible(actor, before);
+    if (input.tags !== undefined) assertTagsAllowed(actor, input.tags);
     const m = updateMonitorRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
       ...(input.tags !== undefined && { tags: input.tags }),
@@ -214,6 +247,7 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
   const row = deps.db.transaction((tx) => {
     const m = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
+    assertMonitorVisible(actor, m);
     deleteMonitorRow(tx, m.id);
     insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.deleted', targetType: 'monitor', targetId: m.id, before: m, after: null }]);
     return m;
@@ -228,7 +262,10 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
  */
 export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMonitorStateInput): MonitorRow {
   requireWrite(actor, 'report monitor states');
-  return recordState(deps, input.monitorId, normalizeGroup(input.group), input.state, input.message ?? null);
+  const m = getMonitorRow(deps.db, input.monitorId);
+  if (!m) throw notFound(`monitor ${input.monitorId} does not exist`, 'input.monitorId');
+  assertMonitorVisible(actor, m);
+  return recordState(deps, m.id, normalizeGroup(input.group), input.state, input.message ?? null);
 }
 
 /** The same, for Tollgate's own sources (evaluated monitors, the Alertmanager receiver). */
@@ -248,4 +285,14 @@ export function recordState(deps: Deps, monitorId: string, group: string, state:
   });
   if (change) deps.events.publish('monitor.transition', change);
   return monitor;
+}
+
+/**
+ * A group of a monitor with a no-data timeframe that has not reported within it goes NO_DATA,
+ * recorded as a transition like any other, so rules watching it react at once.
+ */
+export function sweepNoData(deps: Deps): number {
+  const silent = silentGroups(deps.db, deps.now());
+  for (const g of silent) recordState(deps, g.monitorId, g.group, 'no_data', `no report for more than ${g.timeframe} s`);
+  return silent.length;
 }

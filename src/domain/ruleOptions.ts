@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MonitorQueryError, parseMonitorQuery } from './monitorQuery.ts';
+import { MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 
 /**
  * The options of each rule type, validated and defaulted here once for every entry point
@@ -46,7 +46,8 @@ const resourceList = (what: string) =>
 
 export const monitorIdSchema = z.object({
   id: z.string().trim().min(1, 'monitor id must not be empty'),
-  groups: z.array(z.string().trim().min(1, 'group names must not be empty')).default([]),
+  // Stored group names are normalized (sorted tags); names given here are compared the same way.
+  groups: z.array(z.string().trim().min(1, 'group names must not be empty').transform(normalizeGroup)).default([]),
 });
 
 export const monitorRuleOptionsSchema = z.preprocess(

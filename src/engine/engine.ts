@@ -1,8 +1,8 @@
-import { claimUnfinished, deleteFinishedBefore, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases } from '../db/evaluations.ts';
+import { claimUnfinished, deleteFinishedBefore, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
-import type { MonitorStateChange } from '../domain/monitors.ts';
+import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
 import type { EngineEvent } from './runner.ts';
 import { SourceError } from './runner.ts';
 import { runnerFor } from './runners.ts';
@@ -40,7 +40,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   const active = new Map<string, ActiveRule>();
   const inFlight = new Map<string, Promise<void>>();
   const checkAgain = new Set<string>();
-  const iterators: AsyncIterator<unknown>[] = [];
+  const unsubscribe: Array<() => void> = [];
   let timer: NodeJS.Timeout | undefined;
   let housekeeping: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -73,11 +73,32 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         untrack(r.id);
         continue;
       }
-      if (!active.has(r.id)) active.set(r.id, { id: r.id, evaluationId: e.id, watch: runnerFor(r.type)?.watch?.(r.options) });
-      if (r.nextCheckAt) queue.set(r.id, r.nextCheckAt.getTime());
-      else queue.delete(r.id);
+      if (!active.has(r.id)) active.set(r.id, { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, r.id) });
+      // Every running rule has a next check; its window's end at the latest.
+      queue.set(r.id, (r.nextCheckAt ?? r.windowEndsAt).getTime());
     }
     rearm();
+  }
+
+  /** An event handler that logs instead of throwing into the publisher. */
+  function guarded<T>(handle: (value: T) => void): (value: T) => void {
+    return (value) => {
+      try {
+        handle(value);
+      } catch (err) {
+        log.error({ err }, 'engine event handler failed');
+      }
+    };
+  }
+
+  function compileWatch(type: RuleEvaluationRow['type'], options: Record<string, unknown>, id: string) {
+    try {
+      return runnerFor(type)?.watch?.(options);
+    } catch (err) {
+      // Without a watch the rule still runs on its timer; it only loses the instant wake-up.
+      log.error({ err, ruleEvaluationId: id }, 'could not index a rule for events');
+      return undefined;
+    }
   }
 
   /** One check of one rule; a check asked for while one runs is run again right after. */
@@ -87,7 +108,16 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       checkAgain.add(id);
       return running;
     }
-    const run = runCheck(id).finally(() => {
+    const run = runCheck(id)
+      .catch((err) => {
+        // The database itself failed (busy, disk full): nothing was recorded, so look again soon.
+        log.error({ err, ruleEvaluationId: id }, 'rule check could not be recorded; retrying');
+        if (!stopped && active.has(id)) {
+          queue.set(id, Date.now() + retryBaseMs);
+          rearm();
+        }
+      })
+      .finally(() => {
       inFlight.delete(id);
       if (checkAgain.delete(id) && !stopped) void check(id);
     });
@@ -153,16 +183,29 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     }
   }
 
-  /** Renews our leases and takes over evaluations whose owner stopped renewing (or, at start, our own). */
+  /**
+   * Renews our leases and takes over evaluations whose owner stopped renewing (or, at start,
+   * our own). Also re-indexes any running rule of ours the index lost, so none can stall.
+   */
   function claim(atStart: boolean): void {
     const now = new Date();
     renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
-    for (const id of claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart)) {
+    const resume = new Set(claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart));
+    for (const { evaluationId } of runningRulesOf(deps.db, nodeId).filter((r) => !active.has(r.id))) resume.add(evaluationId);
+    for (const id of resume) {
       const snapshot = loadSnapshot(deps, id);
       if (!snapshot) continue;
       // Look at every resumed rule now: its answer depends only on what was recorded.
       for (const r of snapshot.rules) if (r.status === 'in_progress') r.nextCheckAt = now;
       track(snapshot);
+    }
+  }
+
+  function safely(what: string, run: () => void): void {
+    try {
+      run();
+    } catch (err) {
+      log.error({ err }, `${what} failed; will try again`);
     }
   }
 
@@ -173,30 +216,18 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     if (evaluations + transitions > 0) log.info({ evaluations, transitions, horizon }, 'pruned history past retention');
   }
 
-  function listen<T>(iterator: AsyncIterableIterator<T>, handle: (value: T) => void): void {
-    iterators.push(iterator);
-    void (async () => {
-      for await (const value of iterator) {
-        try {
-          handle(value);
-        } catch (err) {
-          log.error({ err }, 'engine event handler failed');
-        }
-      }
-    })();
-  }
-
   return {
     start(): void {
-      listen(deps.events.subscribe('evaluation.changed'), track);
-      listen(deps.events.subscribe('monitor.transition'), onTransition);
+      // Synchronous callbacks: the engine never falls behind the bus.
+      unsubscribe.push(deps.events.on('evaluation.changed', guarded(track)), deps.events.on('monitor.transition', guarded(onTransition)));
       claim(true);
-      prune();
+      safely('pruning history', prune);
       let ticks = 0;
       housekeeping = setInterval(() => {
-        claim(false);
+        safely('renewing leases', () => claim(false));
+        safely('marking silent monitors NO_DATA', () => sweepNoData(deps));
         // Retention once an hour is plenty.
-        if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) prune();
+        if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) safely('pruning history', prune);
       }, leaseMs / 3);
       housekeeping.unref();
     },
@@ -206,7 +237,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       stopped = true;
       clearTimeout(timer);
       clearInterval(housekeeping);
-      for (const it of iterators) await it.return?.();
+      for (const off of unsubscribe) off();
       await Promise.allSettled([...inFlight.values()]);
       releaseLeases(deps.db, nodeId);
     },

@@ -74,7 +74,9 @@ function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s
       const after = transitions.filter((t) => t.monitorId === m.id && t.group === g.group);
       // The state at `from`: the first later transition's origin, or the current state.
       const atFrom = after.length > 0 ? after[0]!.from : g.state;
-      let hit: { state: MonitorStateValue; since: Date } | null = atFrom && bad(atFrom) ? { state: atFrom, since: from } : null;
+      // Since when: the group's own record when nothing changed after `from`, else the window's start.
+      const atFromSince = after.length > 0 ? from : g.since;
+      let hit: { state: MonitorStateValue; since: Date } | null = atFrom && bad(atFrom) ? { state: atFrom, since: atFromSince } : null;
       for (const t of after) {
         if (hit || t.at > to) break;
         if (bad(t.to)) hit = { state: t.to, since: t.at };

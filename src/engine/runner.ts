@@ -12,7 +12,7 @@ export type CheckResult =
       reason: string;
       evidence?: Record<string, unknown>;
       state?: Record<string, unknown>;
-      /** When to look again without an event; null: only events (or the window's end) matter. */
+      /** When to look again without an event (the window's end, when events do the rest). */
       nextCheckAt: Date;
     }
   | { status: 'pass' | 'fail'; reason: string; evidence: Record<string, unknown>; state?: Record<string, unknown> };

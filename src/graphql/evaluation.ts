@@ -1,9 +1,11 @@
 import { createContextCache } from '@pothos/core';
+import { Repeater } from '@repeaterjs/repeater';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
 import DataLoader from 'dataloader';
 import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError } from '../domain/errors.ts';
+import { MAX_PENDING_EVENTS, SlowSubscriberError } from '../domain/events.ts';
 import {
   cancelEvaluation,
   evaluateGate,
@@ -19,7 +21,7 @@ import {
   rulesOfEvaluations,
 } from '../domain/evaluations.ts';
 import { assertUuid } from '../domain/ids.ts';
-import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
+import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
@@ -350,30 +352,30 @@ builder.mutationField('rerunEvaluation', (t) =>
 
 /**
  * The current state first, then every later committed change, until the evaluation finishes.
- * The bus is listened to before the state is read, so nothing falls in between; revisions
- * drop what the first answer already showed.
+ * The bus is listened to before the state is read (both synchronously), so nothing falls in
+ * between; revisions drop what the first answer already showed. A Repeater, so that a client
+ * leaving stops it at once.
  */
-async function* followEvaluation(deps: Deps, principal: Principal, id: string): AsyncGenerator<EvaluationView> {
-  requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
-  const events = deps.events.subscribe('evaluation.changed');
-  const pending = events.next(); // starts listening now
-  try {
-    const first = loadSnapshot(deps, assertUuid(id, 'id'));
-    if (!first) throw new DomainError('NOT_FOUND', `evaluation ${id} does not exist`, 'id');
-    assertEnvAllowed(principal, first.evaluation.env);
-    yield view(first);
-    if (first.evaluation.finishedAt) return;
-    let seen = first.evaluation.revision;
-    for (let next = await pending; !next.done; next = await events.next()) {
-      const snap = next.value;
-      if (snap.evaluation.id !== first.evaluation.id || snap.evaluation.revision <= seen) continue;
+function followEvaluation(deps: Deps, principal: Principal, id: string): Repeater<EvaluationView> {
+  const evaluationId = assertUuid(id, 'id');
+  const exists = getEvaluation(deps, principal, evaluationId); // scope and environment, as a GraphQL error
+  if (!exists) throw new DomainError('NOT_FOUND', `evaluation ${id} does not exist`, 'id');
+  return new Repeater<EvaluationView>(async (push, stop) => {
+    let seen = 0;
+    let pending = 0;
+    const send = (snap: EvaluationSnapshot) => {
       seen = snap.evaluation.revision;
-      yield view(snap);
-      if (snap.evaluation.finishedAt) return;
-    }
-  } finally {
-    await events.return?.();
-  }
+      if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
+      void push(view(snap)).then(() => pending--, () => {});
+      if (snap.evaluation.finishedAt) stop();
+    };
+    const off = deps.events.on('evaluation.changed', (snap) => {
+      if (snap.evaluation.id === evaluationId && snap.evaluation.revision > seen) send(snap);
+    });
+    send(loadSnapshot(deps, evaluationId)!);
+    await stop;
+    off();
+  });
 }
 
 builder.subscriptionField('evaluationUpdated', (t) =>
@@ -393,16 +395,12 @@ builder.subscriptionField('evaluationEvents', (t) =>
     authScopes: READ,
     description: 'Every change of every evaluation matching the filter (status: the real status after the change).',
     args: { filter: t.arg({ type: EvaluationFilter }) },
-    subscribe: async function* (_root, args, { deps, principal }) {
+    subscribe: (_root, args, { deps, principal }) => {
+      requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
       const filter = toFilter(args.filter);
-      const events = deps.events.subscribe('evaluation.changed');
-      try {
-        for await (const snap of events) {
-          if (canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap.evaluation, filter)) yield view(snap);
-        }
-      } finally {
-        await events.return?.();
-      }
+      return deps.events.subscribe('evaluation.changed', (snap) =>
+        canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap.evaluation, filter) ? view(snap) : undefined,
+      );
     },
     resolve: (e) => e,
   }),

@@ -1,7 +1,6 @@
 import { createContextCache } from '@pothos/core';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
 import DataLoader from 'dataloader';
-import { filter, pipe } from 'graphql-yoga';
 import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { GateEvent } from '../domain/events.ts';
 import {
@@ -214,16 +213,14 @@ builder.subscriptionField('gateEvents', (t) =>
     description: 'Gates created, updated (including their rules) and deleted, for live configuration views.',
     args: { filter: t.arg({ type: GateFilter }) },
     subscribe: (_root, args, { deps, principal }) =>
-      pipe(
-        deps.events.subscribe('gate.events'),
-        filter(
-          (e: GateEvent) =>
-            canSeeEnv(principal, e.gate.env) &&
-            (args.filter?.service == null || e.gate.service === args.filter.service) &&
-            (args.filter?.env == null || e.gate.env === args.filter.env) &&
-            (args.filter?.identifier == null || e.gate.identifier === args.filter.identifier) &&
-            (args.filter?.dryRun == null || e.gate.dryRun === args.filter.dryRun),
-        ),
+      deps.events.subscribe('gate.events', (e) =>
+        canSeeEnv(principal, e.gate.env) &&
+        (args.filter?.service == null || e.gate.service === args.filter.service) &&
+        (args.filter?.env == null || e.gate.env === args.filter.env) &&
+        (args.filter?.identifier == null || e.gate.identifier === args.filter.identifier) &&
+        (args.filter?.dryRun == null || e.gate.dryRun === args.filter.dryRun)
+          ? e
+          : undefined,
       ),
     resolve: (e) => e,
   }),

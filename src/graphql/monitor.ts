@@ -1,11 +1,11 @@
 import { createContextCache } from '@pothos/core';
 import { resolveArrayConnection } from '@pothos/plugin-relay';
 import DataLoader from 'dataloader';
-import { filter, pipe } from 'graphql-yoga';
 import { recentTransitions } from '../db/monitors.ts';
 import { DomainError } from '../domain/errors.ts';
 import { MonitorQueryError, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import {
+  canSeeMonitor,
   createMonitor,
   createMonitorInputSchema,
   deleteMonitor,
@@ -224,9 +224,8 @@ builder.subscriptionField('monitorStateChanged', (t) =>
     subscribe: (_root, args, { deps, principal }) => {
       requireScope(principal, ['gates:read', 'monitors:write'], 'watch monitors');
       const expr = parseQueryArg(args.query, 'query');
-      return pipe(
-        deps.events.subscribe('monitor.transition'),
-        filter((c: MonitorStateChange) => !expr || monitorMatches(expr, c.monitor, monitorGroups(deps, [c.monitor.id]))),
+      return deps.events.subscribe('monitor.transition', (c) =>
+        canSeeMonitor(principal, c.monitor) && (!expr || monitorMatches(expr, c.monitor, monitorGroups(deps, [c.monitor.id]))) ? c : undefined,
       );
     },
     resolve: (c) => c,

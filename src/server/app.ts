@@ -67,6 +67,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   });
   const ws = attachWebSocket({
     server,
+    events: deps.events,
     yoga,
     authenticate,
     log,

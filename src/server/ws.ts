@@ -3,7 +3,8 @@ import { type DocumentNode, GraphQLError } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Gauge } from 'prom-client';
-import { WebSocketServer } from 'ws';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Events } from '../domain/events.ts';
 import { type AuthResult, secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
@@ -11,6 +12,7 @@ import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
   server: Server;
+  events: Events;
   yoga: TollgateYoga;
   authenticate: (secret: string | null) => AuthResult;
   log: Logger;
@@ -22,7 +24,12 @@ export interface WsOptions {
 
 type ConnectionExtra = {
   principal?: Principal;
+  /** Operations running on this socket, to cap them. */
+  operations?: Set<string>;
 };
+
+/** More than this on one socket is a client bug or abuse, not a dashboard. */
+export const MAX_OPERATIONS_PER_SOCKET = 200;
 
 type Enveloped = ReturnType<TollgateYoga['getEnveloped']>;
 
@@ -44,7 +51,13 @@ const asErrors = (message: string) => [new GraphQLError(message, { extensions: {
  * enveloped pipeline so parse/validate caches, query limits, introspection rules and the
  * context factory are the same on both transports.
  */
-export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, allowedOrigins, gauges }: WsOptions) {
+export function attachWebSocket({ server, events, yoga, authenticate, log, maxPayload, allowedOrigins, gauges }: WsOptions) {
+  // Open sockets by API key, so revoking a key ends its live connections at once.
+  const socketsByKey = new Map<string, Set<WebSocket>>();
+  const offRevoked = events.on('apiKey.revoked', ({ id }) => {
+    for (const socket of socketsByKey.get(id) ?? []) socket.close(CloseCode.Forbidden, 'Forbidden: API key revoked');
+  });
+
   const wss = new WebSocketServer({
     server,
     path: GRAPHQL_PATH,
@@ -72,15 +85,29 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
           return false;
         }
         ctx.extra.principal = result.principal;
+        ctx.extra.operations = new Set();
+        const sockets = socketsByKey.get(result.principal.id) ?? new Set();
+        sockets.add(ctx.extra.socket);
+        socketsByKey.set(result.principal.id, sockets);
         gauges.connections.inc();
         return true;
       },
-      onDisconnect: (ctx) => {
-        if (ctx.extra.principal) gauges.connections.dec();
+      onClose: (ctx) => {
+        const principal = ctx.extra.principal;
+        if (!principal) return;
+        gauges.connections.dec();
+        const sockets = socketsByKey.get(principal.id);
+        sockets?.delete(ctx.extra.socket);
+        if (sockets?.size === 0) socketsByKey.delete(principal.id);
       },
       // Never throws: a bad operation gets an error message and the socket stays open.
-      onSubscribe: async (ctx, _id, payload) => {
+      onSubscribe: async (ctx, id, payload) => {
         try {
+          if ((ctx.extra.operations?.size ?? 0) >= MAX_OPERATIONS_PER_SOCKET) {
+            return asErrors(`at most ${MAX_OPERATIONS_PER_SOCKET} operations may run on one connection`);
+          }
+          // Taken before any await, so a burst of subscribes cannot all slip under the cap.
+          ctx.extra.operations?.add(id);
           const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
             ...ctx,
             req: ctx.extra.request,
@@ -88,12 +115,17 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
             params: payload,
             principal: ctx.extra.principal,
           });
-          if (typeof payload.query !== 'string' || payload.query.trim() === '') return asErrors('query must be a non-empty string');
+          if (typeof payload.query !== 'string' || payload.query.trim() === '') {
+            ctx.extra.operations?.delete(id);
+            return asErrors('query must be a non-empty string');
+          }
           const document: DocumentNode = parse(payload.query);
           const errors = validate(schema, document);
-          if (errors.length > 0) return errors;
-          gauges.subscriptions.inc();
-          return {
+          if (errors.length > 0) {
+            ctx.extra.operations?.delete(id);
+            return errors;
+          }
+          const args = {
             schema,
             document,
             operationName: payload.operationName,
@@ -101,15 +133,19 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
             contextValue: await contextFactory(),
             rootValue: { execute, subscribe },
           };
+          gauges.subscriptions.inc();
+          return args;
         } catch (err) {
+          ctx.extra.operations?.delete(id);
           // Query limits and parse failures surface as GraphQLErrors thrown from the pipeline.
           if (err instanceof GraphQLError) return [err];
           log.error({ err }, 'could not start a WebSocket operation');
           return [new GraphQLError('internal error while starting the operation', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })];
         }
       },
-      onComplete: () => {
-        gauges.subscriptions.dec();
+      onComplete: (ctx, id) => {
+        // Only operations that started hold a slot (refused ones gave theirs back).
+        if (ctx.extra.operations?.delete(id)) gauges.subscriptions.dec();
       },
     },
     wss,
@@ -118,6 +154,7 @@ export function attachWebSocket({ server, yoga, authenticate, log, maxPayload, a
   return {
     wss,
     async close() {
+      offRevoked();
       await disposable.dispose();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },

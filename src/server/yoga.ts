@@ -67,9 +67,7 @@ const disableIntrospection: Plugin = {
 function responseCache(deps: Deps, authenticateRequest: (request: Request) => AuthResult) {
   const cache = createInMemoryCache();
   const everything = ['Gate', 'Rule', 'ApiKey'].map((typename) => ({ typename }));
-  void (async () => {
-    for await (const _event of deps.events.subscribe('config.changed')) await cache.invalidate(everything);
-  })();
+  deps.events.on('config.changed', () => void cache.invalidate(everything));
   return useResponseCache({
     cache,
     ttl: deps.config.responseCacheTtlMs,
