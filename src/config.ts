@@ -49,6 +49,23 @@ export const configSchema = z
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
     TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
+    TOLLGATE_OTLP_MAX_BYTES: positiveInt.default(8 * 1024 * 1024),
+    TOLLGATE_APM_RETENTION_DAYS: positiveInt.default(7),
+    TOLLGATE_PRIMARY_TAGS: z
+      .string()
+      .default('region=cloud.region')
+      .transform((v, ctx) => {
+        const tags = [];
+        for (const part of v.split(',').map((p) => p.trim()).filter(Boolean)) {
+          const m = /^([A-Za-z0-9_.-]+)=([A-Za-z0-9_.-]+)$/.exec(part) ?? /^()([A-Za-z0-9_.-]+)$/.exec(part);
+          if (!m) {
+            ctx.addIssue({ code: 'custom', message: `"${part}" is not tag=attribute (e.g. region=cloud.region)` });
+            return z.NEVER;
+          }
+          tags.push({ tag: m[1] || m[2]!.split('.').pop()!, attribute: m[2]! });
+        }
+        return tags;
+      }),
     TOLLGATE_NODE_ID: z.string().trim().min(1, 'must not be empty').max(200).optional(),
     TOLLGATE_SOURCE_ERROR_LIMIT: positiveInt.default(4),
     TOLLGATE_RESPONSE_CACHE_TTL_MS: z.coerce
@@ -91,6 +108,9 @@ export const configSchema = z
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,
       nodeId: raw.TOLLGATE_NODE_ID ?? hostname(),
+      otlpMaxBytes: raw.TOLLGATE_OTLP_MAX_BYTES,
+      apmRetentionDays: raw.TOLLGATE_APM_RETENTION_DAYS,
+      primaryTags: raw.TOLLGATE_PRIMARY_TAGS,
       sourceErrorLimit: raw.TOLLGATE_SOURCE_ERROR_LIMIT,
     };
   });

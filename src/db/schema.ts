@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+import { blob, index, integer, primaryKey, real, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
 
 // Times are epoch milliseconds. Ids are UUIDv7, so ordering by id is ordering by creation.
 
@@ -227,4 +227,50 @@ export const monitorTransitions = sqliteTable(
     message: text('message'),
   },
   (t) => [index('monitor_transitions_monitor_at_idx').on(t.monitorId, t.at), index('monitor_transitions_at_idx').on(t.at)],
+);
+
+/** Width of an APM time bucket. Spans land in the bucket of their own start time. */
+export const APM_BUCKET_MS = 10_000;
+
+const apmKey = {
+  service: text('service').notNull(),
+  env: text('env').notNull(),
+  /** '' when the span carried no service.version. */
+  version: text('version').notNull(),
+  resource: text('resource').notNull(),
+  /** Primary-tag values of the spans, "region:us-east-1" (sorted, comma-joined); '' for none. */
+  primaryTag: text('primary_tag').notNull(),
+  bucket: integer('bucket').notNull(),
+};
+
+/** Requests (SERVER and CONSUMER spans) per key and time bucket. */
+export const apmStats = sqliteTable(
+  'apm_stats',
+  {
+    ...apmKey,
+    hits: integer('hits').notNull(),
+    errors: integer('errors').notNull(),
+    /** DDSketch of durations in milliseconds (protobuf), mergeable across buckets. */
+    durations: blob('durations', { mode: 'buffer' }).notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.service, t.env, t.version, t.resource, t.primaryTag, t.bucket] }),
+    index('apm_stats_service_bucket_idx').on(t.service, t.env, t.bucket),
+    index('apm_stats_bucket_idx').on(t.bucket),
+  ],
+);
+
+/** Errors per type, next to the requests they belong to. */
+export const apmErrors = sqliteTable(
+  'apm_errors',
+  {
+    ...apmKey,
+    errorType: text('error_type').notNull(),
+    count: integer('count').notNull(),
+    sampleMessage: text('sample_message'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.service, t.env, t.version, t.resource, t.primaryTag, t.errorType, t.bucket] }),
+    index('apm_errors_service_bucket_idx').on(t.service, t.env, t.bucket),
+  ],
 );

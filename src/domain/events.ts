@@ -28,6 +28,8 @@ export interface Topics {
   'apiKey.revoked': { id: string };
   'monitor.changed': MonitorRow;
   'monitor.transition': MonitorStateChange;
+  /** A batch of requests for a service/env reached the APM store. */
+  'apm.ingested': { service: string; env: string; at: Date };
   /** Every committed change of an evaluation or one of its rules. */
   'evaluation.changed': EvaluationSnapshot;
 }

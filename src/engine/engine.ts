@@ -5,6 +5,7 @@ import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
 import type { EngineEvent } from './runner.ts';
 import { SourceError } from './runner.ts';
+import { pruneApmStore } from '../sources/apm.ts';
 import { runnerFor } from './runners.ts';
 import { TimerQueue } from './timerQueue.ts';
 
@@ -213,7 +214,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     const horizon = new Date(Date.now() - deps.config.retentionDays * 86_400_000);
     const evaluations = deleteFinishedBefore(deps.db, horizon);
     const transitions = deleteTransitionsBefore(deps.db, horizon);
-    if (evaluations + transitions > 0) log.info({ evaluations, transitions, horizon }, 'pruned history past retention');
+    const apmRows = pruneApmStore(deps, deps.config.apmRetentionDays);
+    if (evaluations + transitions + apmRows > 0) log.info({ evaluations, transitions, apmRows, horizon }, 'pruned history past retention');
   }
 
   return {

@@ -1,4 +1,4 @@
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Config } from '../config.ts';
@@ -8,6 +8,7 @@ import type { Deps } from '../domain/deps.ts';
 import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { otlpTracesHandler } from './otlp.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
 
@@ -51,6 +52,11 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const migrations = expectedMigrationCount();
   const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => checkReady(db, migrations) });
 
+  // Plain HTTP endpoints beside GraphQL; everything else is yoga's.
+  const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {
+    '/v1/traces': otlpTracesHandler(deps, authenticate),
+  };
+
   const sockets = new Set<Socket>();
   const server = createServer((req, res) => {
     const started = performance.now();
@@ -59,7 +65,10 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       if (res.statusCode >= 500) log.warn(entry, 'request failed');
       else log.debug(entry, 'request');
     });
-    void yoga(req, res);
+    const url = new URL(req.url ?? '/', 'http://tollgate');
+    const route = routes[url.pathname];
+    if (route) void route(req, res, url);
+    else void yoga(req, res);
   });
   server.on('connection', (socket) => {
     sockets.add(socket);

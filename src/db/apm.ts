@@ -1,0 +1,177 @@
+import { DDSketch } from '@datadog/sketches-js';
+import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
+import type { Tx } from './gates.ts';
+import { apmErrors, apmStats } from './schema.ts';
+
+export interface ApmKey {
+  service: string;
+  env: string;
+  version: string;
+  resource: string;
+  primaryTag: string;
+  bucket: number;
+}
+
+export interface StatDelta extends ApmKey {
+  hits: number;
+  errors: number;
+  durations: DDSketch;
+}
+
+export interface ErrorDelta extends ApmKey {
+  errorType: string;
+  count: number;
+  sampleMessage: string | null;
+}
+
+/** Relative accuracy of latency sketches: p99 within 1% of the truth. */
+export const SKETCH_ACCURACY = 0.01;
+export const newSketch = () => new DDSketch({ relativeAccuracy: SKETCH_ACCURACY });
+
+/**
+ * Adds a batch to the store in one transaction: counts add up, sketches merge, the first
+ * sample message of an error type is kept.
+ */
+export function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): void {
+  for (const s of stats) {
+    const where = and(
+      eq(apmStats.service, s.service),
+      eq(apmStats.env, s.env),
+      eq(apmStats.version, s.version),
+      eq(apmStats.resource, s.resource),
+      eq(apmStats.primaryTag, s.primaryTag),
+      eq(apmStats.bucket, s.bucket),
+    );
+    const existing = db.select({ durations: apmStats.durations }).from(apmStats).where(where).get();
+    if (existing) {
+      const merged = DDSketch.fromProto(existing.durations);
+      merged.merge(s.durations);
+      db.update(apmStats)
+        .set({ hits: sql`${apmStats.hits} + ${s.hits}`, errors: sql`${apmStats.errors} + ${s.errors}`, durations: Buffer.from(merged.toProto()) })
+        .where(where)
+        .run();
+    } else {
+      const { durations, ...row } = s;
+      db.insert(apmStats).values({ ...row, durations: Buffer.from(durations.toProto()) }).run();
+    }
+  }
+  for (const e of errors) {
+    db.insert(apmErrors)
+      .values(e)
+      .onConflictDoUpdate({
+        target: [apmErrors.service, apmErrors.env, apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType, apmErrors.bucket],
+        set: { count: sql`${apmErrors.count} + excluded.count`, sampleMessage: sql`coalesce(${apmErrors.sampleMessage}, excluded.sample_message)` },
+      })
+      .run();
+  }
+}
+
+export interface Window {
+  service: string;
+  env: string;
+  /** Inclusive, ms. */
+  from: number;
+  /** Exclusive, ms. */
+  to: number;
+}
+
+const inWindow = (w: Window, t: typeof apmStats | typeof apmErrors): SQL =>
+  and(eq(t.service, w.service), eq(t.env, w.env), gte(t.bucket, w.from), lt(t.bucket, w.to))!;
+
+export interface CountRow {
+  version: string;
+  resource: string;
+  primaryTag: string;
+  hits: number;
+  errors: number;
+}
+
+/** Hits and errors per version, resource and primary-tag value over a window. */
+export function countsByResource(db: Tx, w: Window): CountRow[] {
+  return db
+    .select({
+      version: apmStats.version,
+      resource: apmStats.resource,
+      primaryTag: apmStats.primaryTag,
+      hits: sql<number>`sum(${apmStats.hits})`,
+      errors: sql<number>`sum(${apmStats.errors})`,
+    })
+    .from(apmStats)
+    .where(inWindow(w, apmStats))
+    .groupBy(apmStats.version, apmStats.resource, apmStats.primaryTag)
+    .all();
+}
+
+export interface ErrorTypeRow {
+  version: string;
+  resource: string;
+  primaryTag: string;
+  errorType: string;
+  count: number;
+  sampleMessage: string | null;
+}
+
+/** Error types seen per version (and resource) over a window, with a sample message. */
+export function errorTypes(db: Tx, w: Window): ErrorTypeRow[] {
+  return db
+    .select({
+      version: apmErrors.version,
+      resource: apmErrors.resource,
+      primaryTag: apmErrors.primaryTag,
+      errorType: apmErrors.errorType,
+      count: sql<number>`sum(${apmErrors.count})`,
+      sampleMessage: sql<string | null>`max(${apmErrors.sampleMessage})`,
+    })
+    .from(apmErrors)
+    .where(inWindow(w, apmErrors))
+    .groupBy(apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType)
+    .all();
+}
+
+export interface VersionRow {
+  version: string;
+  hits: number;
+  firstBucket: number;
+  lastBucket: number;
+}
+
+/** The versions of a service/env that had traffic in a window. */
+export function versionsSeen(db: Tx, w: Window): VersionRow[] {
+  return db
+    .select({
+      version: apmStats.version,
+      hits: sql<number>`sum(${apmStats.hits})`,
+      firstBucket: sql<number>`min(${apmStats.bucket})`,
+      lastBucket: sql<number>`max(${apmStats.bucket})`,
+    })
+    .from(apmStats)
+    .where(inWindow(w, apmStats))
+    .groupBy(apmStats.version)
+    .all();
+}
+
+export interface SketchRow extends CountRow {
+  durations: Buffer;
+}
+
+/** Every stored row of a window, sketches included, for metrics that need latency. */
+export function statsRows(db: Tx, w: Window): SketchRow[] {
+  return db
+    .select({
+      version: apmStats.version,
+      resource: apmStats.resource,
+      primaryTag: apmStats.primaryTag,
+      hits: apmStats.hits,
+      errors: apmStats.errors,
+      durations: apmStats.durations,
+    })
+    .from(apmStats)
+    .where(inWindow(w, apmStats))
+    .all();
+}
+
+/** Buckets older than the horizon go (both tables). */
+export function pruneApm(db: Tx, before: number): number {
+  const stats = db.delete(apmStats).where(lt(apmStats.bucket, before)).run().changes;
+  return stats + db.delete(apmErrors).where(lt(apmErrors.bucket, before)).run().changes;
+}

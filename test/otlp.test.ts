@@ -1,0 +1,147 @@
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
+import { countsByResource, errorTypes } from '../src/db/apm.ts';
+import { startServer, type TestServer } from './helpers.ts';
+
+let s: TestServer;
+let key: string;
+before(async () => {
+  s = await startServer({ otlpMaxBytes: 64 * 1024 });
+  key = await s.createKey(['ingest']);
+});
+after(() => s.stop());
+
+const window = (service: string) => ({ service, env: 'prod', from: 0, to: Date.now() + 3_600_000 });
+
+/** An instrumented service as the OpenTelemetry JS SDK sends it. */
+async function emit(exporter: ProtoExporter | JsonExporter, service: string, version: string) {
+  const provider = new BasicTracerProvider({
+    resource: resourceFromAttributes({ 'service.name': service, 'deployment.environment.name': 'prod', 'service.version': version, 'cloud.region': 'eu-west-1' }),
+    spanProcessors: [new SimpleSpanProcessor(exporter)],
+  });
+  const tracer = provider.getTracer('test');
+  for (let i = 0; i < 3; i++) {
+    tracer.startSpan('GET', { kind: SpanKind.SERVER, attributes: { 'http.request.method': 'GET', 'http.route': '/cart/:id', 'http.response.status_code': 200 } }).end();
+  }
+  const failed = tracer.startSpan('POST', { kind: SpanKind.SERVER, attributes: { 'http.request.method': 'POST', 'http.route': '/pay', 'http.response.status_code': 500 } });
+  failed.recordException(Object.assign(new Error('card declined by upstream'), { name: 'PaymentGatewayError' }));
+  failed.setStatus({ code: SpanStatusCode.ERROR });
+  failed.end();
+  const consumer = tracer.startSpan('orders process', { kind: SpanKind.CONSUMER });
+  consumer.end();
+  tracer.startSpan('SELECT orders', { kind: SpanKind.CLIENT }).end(); // not a request
+  tracer.startSpan('render', { kind: SpanKind.INTERNAL }).end(); // not a request
+  await provider.forceFlush();
+  await provider.shutdown();
+}
+
+describe('OTLP/HTTP from the OpenTelemetry JS SDK', () => {
+  for (const [encoding, Exporter] of [
+    ['protobuf', ProtoExporter],
+    ['json', JsonExporter],
+  ] as const) {
+    test(`${encoding}: requests land by resource, version and error type`, async () => {
+      const service = `otel-${encoding}`;
+      await emit(new Exporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${key}` } }), service, 'v2.1');
+      const counts = countsByResource(s.app.deps.db, window(service)).sort((a, b) => (a.resource < b.resource ? -1 : 1));
+      assert.deepEqual(
+        counts.map((c) => [c.version, c.resource, c.primaryTag, c.hits, c.errors]),
+        [
+          ['v2.1', 'GET /cart/:id', 'region:eu-west-1', 3, 0],
+          ['v2.1', 'POST /pay', 'region:eu-west-1', 1, 1],
+          ['v2.1', 'orders process', 'region:eu-west-1', 1, 0],
+        ],
+      );
+      const types = errorTypes(s.app.deps.db, window(service));
+      assert.deepEqual(
+        types.map((t) => [t.resource, t.errorType, t.count, t.sampleMessage]),
+        [['POST /pay', 'PaymentGatewayError', 1, 'card declined by upstream']],
+      );
+    });
+  }
+});
+
+describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () => {
+  const post = (body: Buffer | string, headers: Record<string, string> = {}, k: string | null = key) =>
+    fetch(`${s.url}/v1/traces`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(k ? { authorization: `Bearer ${k}` } : {}), ...headers },
+      body,
+    });
+  const span = (name: string, extra: Record<string, unknown> = {}) => ({
+    name,
+    kind: 2,
+    startTimeUnixNano: String(BigInt(Date.now()) * 1_000_000n),
+    endTimeUnixNano: String(BigInt(Date.now() + 5) * 1_000_000n),
+    ...extra,
+  });
+  const batch = (service: string | null, spans: unknown[]) => ({
+    resourceSpans: [
+      {
+        resource: { attributes: service ? [{ key: 'service.name', value: { stringValue: service } }, { key: 'deployment.environment', value: { stringValue: 'prod' } }] : [] },
+        scopeSpans: [{ spans }],
+      },
+    ],
+  });
+
+  test('without a key 401, without the ingest scope 403', async () => {
+    assert.equal((await post('{}', {}, null)).status, 401);
+    const reader = await s.createKey(['gates:read']);
+    const r = await post('{}', {}, reader);
+    assert.equal(r.status, 403);
+    assert.match(((await r.json()) as any).message, /ingest/);
+  });
+
+  test('wrong content type 415, malformed JSON or protobuf 400, oversized 413, bad gzip 400', async () => {
+    const wrongType = await post('{}', { 'content-type': 'text/plain' });
+    assert.equal(wrongType.status, 415);
+    assert.match(((await wrongType.json()) as any).message, /application\/json or application\/x-protobuf/);
+    const badJson = await post('{"resourceSpans": [');
+    assert.equal(badJson.status, 400);
+    assert.match(((await badJson.json()) as any).message, /not valid JSON/);
+    assert.equal((await post('{"resourceSpans": 5}')).status, 400);
+    const badProto = await post(Buffer.from([0xff, 0xff, 0xff, 0xff, 0x0f]), { 'content-type': 'application/x-protobuf' });
+    assert.equal(badProto.status, 400);
+    const big = await post(JSON.stringify(batch('big', [span('x', { name: 'x'.repeat(70_000) })])));
+    assert.equal(big.status, 413);
+    const badGzip = await post('not gzip', { 'content-encoding': 'gzip' });
+    assert.equal(badGzip.status, 400);
+    const bomb = await post(gzipSync(Buffer.alloc(10_000_000, 32)), { 'content-encoding': 'gzip' });
+    assert.equal(bomb.status, 413);
+    assert.equal((await fetch(`${s.url}/v1/traces`, { headers: { authorization: `Bearer ${key}` } })).status, 405);
+  });
+
+  test('a resource without service.name is rejected, the rest of the batch kept (partial success)', async () => {
+    const body = {
+      resourceSpans: [...batch(null, [span('lost'), span('lost too')]).resourceSpans, ...batch('kept-service', [span('GET /ok')]).resourceSpans],
+    };
+    const r = await post(gzipSync(JSON.stringify(body)), { 'content-encoding': 'gzip' });
+    assert.equal(r.status, 200);
+    const answer = (await r.json()) as any;
+    assert.equal(answer.partialSuccess.rejectedSpans, '2');
+    assert.match(answer.partialSuccess.errorMessage, /service.name/);
+    assert.equal(countsByResource(s.app.deps.db, window('kept-service'))[0]?.hits, 1);
+  });
+
+  test('backfilled spans land in the past, where they happened', async () => {
+    const past = Date.now() - 3_600_000;
+    const old = span('GET /old', { startTimeUnixNano: String(BigInt(past) * 1_000_000n), endTimeUnixNano: String(BigInt(past + 1) * 1_000_000n) });
+    assert.equal((await post(JSON.stringify(batch('backfill', [old])))).status, 200);
+    assert.equal(countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: past - 10_000, to: past + 10_000 })[0]?.hits, 1);
+    assert.equal(countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: Date.now() - 60_000, to: Date.now() + 60_000 }).length, 0);
+  });
+
+  test('a key limited to staging cannot ingest prod spans', async () => {
+    const staging = await s.createKey(['ingest'], ['staging']);
+    const r = await post(JSON.stringify(batch('limited', [span('GET /x')])), {}, staging);
+    assert.equal(r.status, 200);
+    assert.equal(((await r.json()) as any).partialSuccess.rejectedSpans, '1');
+    assert.equal(countsByResource(s.app.deps.db, window('limited')).length, 0);
+  });
+});
