@@ -72,7 +72,7 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     fetch(`${s.url}/v1/traces`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(k ? { authorization: `Bearer ${k}` } : {}), ...headers },
-      body,
+      body: typeof body === 'string' ? body : new Uint8Array(body),
     });
   const span = (name: string, extra: Record<string, unknown> = {}) => ({
     name,
@@ -143,5 +143,48 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     assert.equal(r.status, 200);
     assert.equal(((await r.json()) as any).partialSuccess.rejectedSpans, '1');
     assert.equal(countsByResource(s.app.deps.db, window('limited')).length, 0);
+  });
+});
+
+describe('APM monitors', () => {
+  test('an error-rate monitor over the APM store alerts when the new version fails', async () => {
+    const created = await s.gql(
+      'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }',
+      { i: { name: 'pay errors', type: 'APM', critical: 0.2, warning: 0.1, tags: ['source:apm-test'], apm: { metric: 'ERROR_RATE', service: 'apm-mon', env: 'prod', window: 300, groupBy: ['RESOURCE'] } } },
+    );
+    assert.equal(created.errors, undefined, JSON.stringify(created.errors));
+    const id = created.data.createMonitor.id;
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': 'apm-mon', 'deployment.environment.name': 'prod', 'service.version': 'v3' }),
+      spanProcessors: [new SimpleSpanProcessor(new ProtoExporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${key}` } }))],
+    });
+    const tracer = provider.getTracer('test');
+    for (let i = 0; i < 10; i++) {
+      const span = tracer.startSpan('POST', { kind: SpanKind.SERVER, attributes: { 'http.request.method': 'POST', 'http.route': '/pay', 'http.response.status_code': i < 5 ? 503 : 200 } });
+      if (i < 5) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+    await provider.forceFlush();
+    await provider.shutdown();
+    let monitor: any;
+    for (let i = 0; i < 40; i++) {
+      monitor = (await s.gql('query($id: ID!) { monitor(id: $id) { state groups { group state message } } }', { id })).data.monitor;
+      if (monitor.state === 'ALERT') break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(monitor.state, 'ALERT');
+    assert.deepEqual(monitor.groups.map((g: any) => [g.group, g.state]), [['resource:POST /pay', 'ALERT']]);
+    assert.match(monitor.groups[0].message, /error_rate 0.5 over 300 s/);
+  });
+
+  test('a PROMETHEUS or APM monitor without its threshold or definition is refused', async () => {
+    const noCritical = await s.gql('mutation { createMonitor(input: { name: "x", type: PROMETHEUS, query: "up" }) { id } }');
+    assert.equal(noCritical.errors?.[0]?.extensions?.field, 'input.critical');
+    const noQuery = await s.gql('mutation { createMonitor(input: { name: "x", type: PROMETHEUS, critical: 1 }) { id } }');
+    assert.equal(noQuery.errors?.[0]?.extensions?.field, 'input.query');
+    const noApm = await s.gql('mutation { createMonitor(input: { name: "x", type: APM, critical: 1 }) { id } }');
+    assert.equal(noApm.errors?.[0]?.extensions?.field, 'input.apm');
+    const inverted = await s.gql('mutation { createMonitor(input: { name: "x", type: PROMETHEUS, query: "up", critical: 1, warning: 2 }) { id } }');
+    assert.equal(inverted.errors?.[0]?.extensions?.field, 'input.warning');
   });
 });

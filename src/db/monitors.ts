@@ -92,6 +92,13 @@ export function recentTransitions(db: Tx, monitorId: string, limit: number): Tra
     .all();
 }
 
+export function setSourceHealth(db: Tx, monitorId: string, error: string | null): void {
+  db.update(monitors)
+    .set(error === null ? { sourceErrors: 0, lastSourceError: null } : { sourceErrors: sql`${monitors.sourceErrors} + 1`, lastSourceError: error })
+    .where(eq(monitors.id, monitorId))
+    .run();
+}
+
 /** Groups of monitors with a no-data timeframe whose last report is older than it. */
 export function silentGroups(db: Tx, now: Date): Array<{ monitorId: string; group: string; timeframe: number }> {
   return db

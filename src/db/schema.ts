@@ -188,6 +188,9 @@ export const monitors = sqliteTable(
     priority: integer('priority'),
     /** Seconds without data before a group goes NO_DATA; null never. */
     noDataTimeframe: integer('no_data_timeframe'),
+    /** Consecutive failures of the monitor's data source (Prometheus down); rules treat them as source errors. */
+    sourceErrors: integer('source_errors').notNull().default(0),
+    lastSourceError: text('last_source_error'),
     ...timestamps,
   },
   (t) => [index('monitors_name_idx').on(t.name)],

@@ -8,6 +8,7 @@ import {
   groupsOf,
   insertMonitor,
   insertTransition,
+  setSourceHealth,
   silentGroups,
   type MonitorGroupRow,
   type MonitorRow,
@@ -35,21 +36,56 @@ const tag = z
   .max(200, 'a tag is at most 200 characters')
   .regex(/^[^\s,]+$/, 'a tag is key:value or a bare word, without spaces or commas');
 
+export const apmDefinitionSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      metric: z.enum(['error_rate', 'error_count', 'hits', 'p95', 'p99'], { message: 'metric must be ERROR_RATE, ERROR_COUNT, HITS, P95 or P99' }),
+      service: z.string().trim().min(1, 'service must not be empty'),
+      env: z.string().trim().min(1, 'env must not be empty'),
+      version: z.string().trim().min(1).optional(),
+      resource: z.string().trim().min(1).optional(),
+      window: z.number().int().min(10, 'window is at least 10 seconds').max(86_400, 'window is at most 86400 seconds').default(300),
+      groupBy: z.array(z.enum(['resource', 'version', 'primary_tag'])).default([]),
+    })
+    .strict(),
+);
+export type ApmDefinition = z.output<typeof apmDefinitionSchema>;
+
+/** What an evaluated monitor keeps in `definition`. */
+export interface MonitorDefinition {
+  comparator?: 'above' | 'below';
+  apm?: ApmDefinition;
+  /** Set on monitors imported from Prometheus alerting rules. */
+  importedRule?: { group: string; name: string };
+}
+
 export const createMonitorInputSchema = z.preprocess(
   nullsAsUndefined,
   z
     .object({
       name: z.string().trim().min(1, 'name must not be empty').max(300, 'name is at most 300 characters'),
-      type: z.enum(['external'], {
-        message: 'type must be EXTERNAL for now: APM and PROMETHEUS monitors arrive with their data sources',
-      }),
+      type: z.enum(['external', 'apm', 'prometheus'], { message: 'type must be EXTERNAL, APM or PROMETHEUS' }),
       tags: z.array(tag).max(100, 'at most 100 tags').default([]),
       query: z.string().max(4000, 'query is at most 4000 characters').default(''),
       muted: z.boolean().default(false),
       priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
       noDataTimeframe: z.number().int().min(60, 'noDataTimeframe is at least 60 seconds').max(86_400 * 7).optional(),
+      critical: z.number().finite().optional(),
+      warning: z.number().finite().optional(),
+      comparator: z.enum(['above', 'below']).default('above'),
+      apm: apmDefinitionSchema.optional(),
     })
-    .strict(),
+    .strict()
+    .superRefine((m, ctx) => {
+      if (m.type === 'prometheus' && m.query.trim() === '') ctx.addIssue({ code: 'custom', path: ['query'], message: 'a PROMETHEUS monitor needs its PromQL expression in query' });
+      if (m.type === 'apm' && !m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'an APM monitor needs its apm definition' });
+      if (m.type !== 'apm' && m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'apm is only for APM monitors' });
+      if (m.type !== 'external' && m.critical === undefined) ctx.addIssue({ code: 'custom', path: ['critical'], message: `a ${m.type.toUpperCase()} monitor needs a critical threshold` });
+      if (m.critical !== undefined && m.warning !== undefined && (m.comparator === 'above' ? m.warning > m.critical : m.warning < m.critical)) {
+        ctx.addIssue({ code: 'custom', path: ['warning'], message: `warning must be on the OK side of critical (${m.comparator === 'above' ? 'at most' : 'at least'} ${m.critical})` });
+      }
+    }),
 );
 export type CreateMonitorInput = z.output<typeof createMonitorInputSchema>;
 
@@ -188,7 +224,7 @@ export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly Monit
 
 // ---- writes ----
 
-export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput): MonitorRow {
+export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput, imported?: MonitorDefinition['importedRule']): MonitorRow {
   requireWrite(actor, 'create monitors');
   assertTagsAllowed(actor, input.tags);
   const now = deps.now();
@@ -202,6 +238,9 @@ export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitor
       muted: input.muted,
       priority: input.priority ?? null,
       noDataTimeframe: input.noDataTimeframe ?? null,
+      critical: input.critical ?? null,
+      warning: input.warning ?? null,
+      definition: { comparator: input.comparator, ...(input.apm && { apm: input.apm }), ...(imported && { importedRule: imported }) } satisfies MonitorDefinition,
       createdAt: now,
       createdById: actor.id,
       createdByName: actor.name,
@@ -295,4 +334,18 @@ export function sweepNoData(deps: Deps): number {
   const silent = silentGroups(deps.db, deps.now());
   for (const g of silent) recordState(deps, g.monitorId, g.group, 'no_data', `no report for more than ${g.timeframe} s`);
   return silent.length;
+}
+
+/** The state a value puts a threshold monitor in. */
+export function stateForValue(m: Pick<MonitorRow, 'critical' | 'warning' | 'definition'>, value: number): MonitorStateValue {
+  const above = ((m.definition ?? {}) as MonitorDefinition).comparator !== 'below';
+  const beyond = (threshold: number | null) => threshold !== null && (above ? value >= threshold : value <= threshold);
+  if (beyond(m.critical)) return 'alert';
+  if (beyond(m.warning)) return 'warn';
+  return 'ok';
+}
+
+/** A source answered (0) or failed (its message): rules read this as the monitor's health. */
+export function recordSourceHealth(deps: Deps, monitorId: string, error: string | null): void {
+  deps.db.transaction((tx) => setSourceHealth(tx, monitorId, error));
 }

@@ -3,7 +3,7 @@ import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import { groupsByMonitor, matchable, monitorMatches, monitorUrl, type MonitorStateValue } from '../domain/monitors.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
-import type { CheckResult, RuleRunner } from './runner.ts';
+import { type CheckResult, type RuleRunner, SourceError } from './runner.ts';
 
 /** Datadog's cap: a rule watching more monitors than this fails rather than guess. */
 export const MAX_MONITORS = 50;
@@ -114,6 +114,9 @@ export const monitorRunner: RuleRunner = {
       matchedMonitors: sel.monitors.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length })),
       failingGroups: [] as FailingGroup[],
     };
+    // A monitor whose own source is failing cannot vouch for its groups: retry, then policy.
+    const broken = sel.monitors.find((m) => m.sourceErrors > 0);
+    if (broken) throw new SourceError(`monitor "${broken.name}": ${broken.lastSourceError ?? 'its data source is failing'}`);
     if (sel.monitors.length === 0) {
       return { status: 'fail', reason: `No unmuted monitor matches ${what}.`, evidence };
     }

@@ -14,6 +14,8 @@ import {
   monitorGroups,
   monitorMatches,
   type MonitorRow,
+  type ApmDefinition,
+  type MonitorDefinition,
   type MonitorStateChange,
   reportMonitorState,
   reportMonitorStateInputSchema,
@@ -36,6 +38,42 @@ const MonitorType = builder.enumType('MonitorType', {
     APM: { value: 'apm', description: "Evaluated by Tollgate over its own APM store." },
     PROMETHEUS: { value: 'prometheus', description: 'A PromQL expression Tollgate evaluates.' },
   } as const,
+});
+
+const Comparator = builder.enumType('ThresholdComparator', {
+  values: { ABOVE: { value: 'above', description: 'Alert when the value is at or above the threshold.' }, BELOW: { value: 'below' } } as const,
+});
+
+const ApmMetric = builder.enumType('ApmMetric', {
+  values: { ERROR_RATE: { value: 'error_rate' }, ERROR_COUNT: { value: 'error_count' }, HITS: { value: 'hits' }, P95: { value: 'p95' }, P99: { value: 'p99' } } as const,
+});
+const ApmGroupBy = builder.enumType('ApmGroupBy', {
+  values: { RESOURCE: { value: 'resource' }, VERSION: { value: 'version' }, PRIMARY_TAG: { value: 'primary_tag' } } as const,
+});
+
+const ApmMonitorDefinition = builder.objectRef<ApmDefinition>('ApmMonitorDefinition').implement({
+  description: 'What an APM monitor measures over the APM store (latencies in milliseconds).',
+  fields: (t) => ({
+    metric: t.field({ type: ApmMetric, resolve: (d) => d.metric }),
+    service: t.exposeString('service'),
+    env: t.exposeString('env'),
+    version: t.exposeString('version', { nullable: true }),
+    resource: t.exposeString('resource', { nullable: true }),
+    window: t.exposeInt('window', { description: 'Seconds.' }),
+    groupBy: t.field({ type: [ApmGroupBy], resolve: (d) => d.groupBy }),
+  }),
+});
+
+const ApmMonitorDefinitionInput = builder.inputType('ApmMonitorDefinitionInput', {
+  fields: (t) => ({
+    metric: t.field({ type: ApmMetric, required: true }),
+    service: t.string({ required: true }),
+    env: t.string({ required: true }),
+    version: t.string(),
+    resource: t.string(),
+    window: t.int({ description: 'Seconds, 10–86400. Default 300.' }),
+    groupBy: t.field({ type: [ApmGroupBy] }),
+  }),
 });
 
 const groupsLoader = createContextCache(
@@ -80,6 +118,20 @@ Monitor.implement({
     muted: t.exposeBoolean('muted', { description: 'Muted monitors are never evaluated by monitor rules.' }),
     priority: t.exposeInt('priority', { nullable: true }),
     noDataTimeframe: t.exposeInt('noDataTimeframe', { nullable: true }),
+    critical: t.exposeFloat('critical', { nullable: true }),
+    warning: t.exposeFloat('warning', { nullable: true }),
+    comparator: t.field({ type: Comparator, resolve: (m) => ((m.definition ?? {}) as MonitorDefinition).comparator ?? 'above' }),
+    apm: t.field({ type: ApmMonitorDefinition, nullable: true, resolve: (m) => ((m.definition ?? {}) as MonitorDefinition).apm ?? null }),
+    importedFromRule: t.string({
+      nullable: true,
+      description: 'The Prometheus alerting rule this monitor mirrors ("group/name").',
+      resolve: (m) => {
+        const r = ((m.definition ?? {}) as MonitorDefinition).importedRule;
+        return r ? `${r.group}/${r.name}` : null;
+      },
+    }),
+    sourceErrors: t.exposeInt('sourceErrors', { description: 'Consecutive failures of its data source; rules treat them as source errors.' }),
+    lastSourceError: t.exposeString('lastSourceError', { nullable: true }),
     state: t.field({
       type: MonitorState,
       nullable: true,
@@ -118,6 +170,10 @@ const CreateMonitorInput = builder.inputType('CreateMonitorInput', {
     muted: t.boolean({ description: 'Default false.' }),
     priority: t.int({ description: '1 (highest) to 5.' }),
     noDataTimeframe: t.int({ description: 'Seconds without data before NO_DATA.' }),
+    critical: t.float({ description: 'Threshold for ALERT (PROMETHEUS and APM monitors).' }),
+    warning: t.float({ description: 'Threshold for WARN.' }),
+    comparator: t.field({ type: Comparator, description: 'Default ABOVE.' }),
+    apm: t.field({ type: ApmMonitorDefinitionInput, description: 'Required for APM monitors.' }),
   }),
 });
 

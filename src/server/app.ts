@@ -7,7 +7,10 @@ import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
+import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
+import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger } from '../log.ts';
+import { alertmanagerHandler } from './hooks.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
@@ -39,6 +42,10 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     baseUrl: () => config.publicUrl ?? listenUrl,
   };
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
+  const prometheus = config.prometheusUrl
+    ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs })
+    : null;
+  const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
   const authenticate = createAuthenticator(db, now);
   const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
 
@@ -55,6 +62,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   // Plain HTTP endpoints beside GraphQL; everything else is yoga's.
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {
     '/v1/traces': otlpTracesHandler(deps, authenticate),
+    '/hooks/alertmanager': alertmanagerHandler(deps, authenticate),
   };
 
   const sockets = new Set<Socket>();
@@ -90,6 +98,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   return {
     deps,
     engine,
+    monitorEvaluator,
     server,
     /** Set when this start created an admin key: its secret, to print once. */
     bootstrapSecret: bootstrap.created ? bootstrap.secret : undefined,
@@ -107,6 +116,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
       listenUrl = url;
       engine.start();
+      monitorEvaluator.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
     },
 
@@ -115,6 +125,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       stopping ??= (async () => {
         server.close();
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
+        await monitorEvaluator.stop();
         await engine.stop(); // lets running checks commit, hands leases back
         server.closeIdleConnections();
         for (const socket of sockets) socket.destroy();

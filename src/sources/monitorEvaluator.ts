@@ -1,0 +1,189 @@
+// Monitors whose state Tollgate works out itself: PROMETHEUS (a PromQL expression, each
+// series a group), Prometheus alerting rules imported as monitors, and APM monitors over the
+// APM store. Every result is recorded like a pushed state, so transitions, NO_DATA and the
+// rules watching them behave the same whatever the source.
+import { DDSketch } from '@datadog/sketches-js';
+import { statsRows } from '../db/apm.ts';
+import { allMonitors, groupsOf } from '../db/monitors.ts';
+import type { Deps } from '../domain/deps.ts';
+import { normalizeGroup } from '../domain/monitorQuery.ts';
+import { createMonitor, type MonitorDefinition, type MonitorRow, recordSourceHealth, recordState, stateForValue } from '../domain/monitors.ts';
+import { SYSTEM } from '../domain/principal.ts';
+import { SourceError } from '../engine/runner.ts';
+import type { PrometheusClient } from './prometheus.ts';
+
+const definitionOf = (m: MonitorRow) => (m.definition ?? {}) as MonitorDefinition;
+const groupOfLabels = (labels: Record<string, string>, drop: string[]) =>
+  normalizeGroup(
+    Object.entries(labels)
+      .filter(([k]) => !drop.includes(k))
+      .map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))
+      .join(','),
+  );
+
+export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number; prometheus: PrometheusClient | null }) {
+  const log = deps.log.child({ component: 'monitors' });
+  const { prometheus } = options;
+  let timer: NodeJS.Timeout | undefined;
+  let round: Promise<void> | undefined;
+  let stopped = false;
+  const offs: Array<() => void> = [];
+
+  function health(m: MonitorRow, error: string | null): void {
+    if (error !== null || m.sourceErrors > 0) recordSourceHealth(deps, m.id, error);
+  }
+
+  async function evaluatePrometheus(m: MonitorRow): Promise<void> {
+    if (!prometheus) return health(m, 'TOLLGATE_PROMETHEUS_URL is not set');
+    let series;
+    try {
+      series = await prometheus.query(m.query);
+    } catch (err) {
+      if (!(err instanceof SourceError)) throw err;
+      return health(m, err.message);
+    }
+    health(m, null);
+    if (series.length === 0) {
+      recordState(deps, m.id, '*', 'no_data', 'the query returned no series');
+      return;
+    }
+    const seen = new Set<string>();
+    for (const s of series) {
+      const group = groupOfLabels(s.labels, ['__name__']);
+      seen.add(group);
+      recordState(deps, m.id, group, stateForValue(m, s.value), `value ${s.value}`);
+    }
+    // The monitor as a whole has data again; a series that vanished has none.
+    for (const g of groupsOf(deps.db, [m.id])) {
+      if (seen.has(g.group)) continue;
+      if (g.group === '*' && g.state !== 'ok') recordState(deps, m.id, '*', 'ok', 'the query returns series again');
+      else if (g.group !== '*' && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', 'the query no longer returns this series');
+    }
+  }
+
+  /** Alerting rules as monitors, kept in sync: firing → ALERT, pending → WARN, else OK. */
+  async function syncAlertingRules(monitors: MonitorRow[]): Promise<void> {
+    if (!prometheus) return;
+    const imported = monitors.filter((m) => definitionOf(m).importedRule);
+    let rules;
+    try {
+      rules = await prometheus.alertingRules();
+    } catch (err) {
+      if (!(err instanceof SourceError)) throw err;
+      for (const m of imported) health(m, err.message);
+      return;
+    }
+    const byRule = new Map(imported.map((m) => [`${definitionOf(m).importedRule!.group}\u0000${definitionOf(m).importedRule!.name}`, m]));
+    for (const rule of rules) {
+      let m = byRule.get(`${rule.group}\u0000${rule.name}`);
+      if (!m) {
+        const tags = ['source:prometheus-rule', `alertname:${rule.name}`, ...Object.entries(rule.labels).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))];
+        m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name });
+      }
+      health(m, null);
+      const seen = new Set<string>();
+      for (const alert of rule.alerts) {
+        if (alert.state === 'inactive') continue;
+        const group = groupOfLabels(alert.labels, ['alertname', ...Object.keys(rule.labels)]);
+        seen.add(group);
+        recordState(deps, m.id, group, alert.state === 'firing' ? 'alert' : 'warn', alert.value !== undefined ? `value ${alert.value}` : null);
+      }
+      const known = groupsOf(deps.db, [m.id]);
+      for (const g of known) if (!seen.has(g.group) && g.state !== 'ok') recordState(deps, m.id, g.group, 'ok', 'the alert is no longer active');
+      if (known.length === 0 && seen.size === 0) recordState(deps, m.id, '*', 'ok', 'inactive');
+    }
+  }
+
+  /** An APM monitor: its metric over its window from the APM store, per group. */
+  function evaluateApm(m: MonitorRow): void {
+    const def = definitionOf(m).apm;
+    if (!def) return;
+    const now = deps.now().getTime();
+    const rows = statsRows(deps.db, { service: def.service, env: def.env, from: now - def.window * 1000, to: now + 1 }).filter(
+      (r) => (def.version === undefined || r.version === def.version) && (def.resource === undefined || r.resource === def.resource),
+    );
+    const groups = new Map<string, { hits: number; errors: number; sketch: DDSketch | null; rows: typeof rows }>();
+    for (const r of rows) {
+      const parts = def.groupBy.map((g) => (g === 'resource' ? `resource:${r.resource}` : g === 'version' ? `version:${r.version}` : r.primaryTag)).filter(Boolean);
+      const group = normalizeGroup(parts.join(','));
+      const acc = groups.get(group) ?? { hits: 0, errors: 0, sketch: null, rows: [] };
+      acc.hits += r.hits;
+      acc.errors += r.errors;
+      acc.rows.push(r);
+      groups.set(group, acc);
+    }
+    for (const [group, acc] of groups) {
+      if (acc.hits === 0) continue;
+      let value: number;
+      if (def.metric === 'error_rate') value = acc.errors / acc.hits;
+      else if (def.metric === 'error_count') value = acc.errors;
+      else if (def.metric === 'hits') value = acc.hits;
+      else {
+        const sketch = DDSketch.fromProto(acc.rows[0]!.durations);
+        for (const r of acc.rows.slice(1)) sketch.merge(DDSketch.fromProto(r.durations));
+        value = sketch.getValueAtQuantile(def.metric === 'p95' ? 0.95 : 0.99);
+      }
+      recordState(deps, m.id, group, stateForValue(m, value), `${def.metric} ${Number(value.toPrecision(6))} over ${def.window} s`);
+    }
+  }
+
+  async function evaluateAll(): Promise<void> {
+    const monitors = allMonitors(deps.db);
+    for (const m of monitors) {
+      if (stopped) return;
+      if (m.type === 'prometheus' && !definitionOf(m).importedRule) await evaluatePrometheus(m);
+      else if (m.type === 'apm') evaluateApm(m);
+    }
+    await syncAlertingRules(monitors);
+  }
+
+  function runRound(): Promise<void> {
+    round ??= evaluateAll()
+      .catch((err) => log.error({ err }, 'monitor evaluation failed'))
+      .finally(() => {
+        round = undefined;
+      });
+    return round;
+  }
+
+  // New spans re-evaluate the APM monitors of their service at once (coalesced per tick).
+  const pending = new Set<string>();
+  function onIngested({ service, env }: { service: string; env: string }): void {
+    if (pending.size === 0) {
+      setImmediate(() => {
+        const keys = new Set(pending);
+        pending.clear();
+        for (const m of allMonitors(deps.db)) {
+          const def = definitionOf(m).apm;
+          if (m.type === 'apm' && def && keys.has(`${def.service}\u0000${def.env}`)) {
+            try {
+              evaluateApm(m);
+            } catch (err) {
+              log.error({ err, monitorId: m.id }, 'APM monitor evaluation failed');
+            }
+          }
+        }
+      });
+    }
+    pending.add(`${service}\u0000${env}`);
+  }
+
+  return {
+    start(): void {
+      offs.push(deps.events.on('apm.ingested', onIngested));
+      timer = setInterval(() => void runRound(), options.intervalMs);
+      timer.unref();
+      void runRound();
+    },
+    /** One round now (tests, and the first round at start). */
+    evaluateNow: runRound,
+    async stop(): Promise<void> {
+      stopped = true;
+      clearInterval(timer);
+      for (const off of offs) off();
+      await round;
+    },
+  };
+}
+
+export type MonitorEvaluator = ReturnType<typeof createMonitorEvaluator>;
