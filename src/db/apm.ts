@@ -1,6 +1,7 @@
 import { DDSketch } from '@datadog/sketches-js';
 import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
+import { prepared } from './prepared.ts';
 import { apmErrors, apmStats } from './schema.ts';
 
 export interface ApmKey {
@@ -28,42 +29,57 @@ export interface ErrorDelta extends ApmKey {
 export const SKETCH_ACCURACY = 0.01;
 export const newSketch = () => new DDSketch({ relativeAccuracy: SKETCH_ACCURACY });
 
+function statements(db: Tx) {
+  return prepared(db, 'apm.addBatch', () => {
+    const p = sql.placeholder;
+    const key = and(
+      eq(apmStats.service, p('service')),
+      eq(apmStats.env, p('env')),
+      eq(apmStats.version, p('version')),
+      eq(apmStats.resource, p('resource')),
+      eq(apmStats.primaryTag, p('primaryTag')),
+      eq(apmStats.bucket, p('bucket')),
+    );
+    return {
+      find: db.select({ durations: apmStats.durations }).from(apmStats).where(key).prepare(),
+      add: db
+        .update(apmStats)
+        .set({ hits: sql`${apmStats.hits} + ${p('hits')}`, errors: sql`${apmStats.errors} + ${p('errors')}`, durations: sql`${p('durations')}` })
+        .where(key)
+        .prepare(),
+      insert: db
+        .insert(apmStats)
+        .values({ service: p('service'), env: p('env'), version: p('version'), resource: p('resource'), primaryTag: p('primaryTag'), bucket: p('bucket'), hits: p('hits'), errors: p('errors'), durations: p('durations') })
+        .prepare(),
+      addError: db
+        .insert(apmErrors)
+        .values({ service: p('service'), env: p('env'), version: p('version'), resource: p('resource'), primaryTag: p('primaryTag'), bucket: p('bucket'), errorType: p('errorType'), count: p('count'), sampleMessage: p('sampleMessage') })
+        .onConflictDoUpdate({
+          target: [apmErrors.service, apmErrors.env, apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType, apmErrors.bucket],
+          set: { count: sql`${apmErrors.count} + excluded.count`, sampleMessage: sql`coalesce(${apmErrors.sampleMessage}, excluded.sample_message)` },
+        })
+        .prepare(),
+    };
+  });
+}
+
 /**
- * Adds a batch to the store in one transaction: counts add up, sketches merge, the first
- * sample message of an error type is kept.
+ * Adds a batch to the store: counts add up, sketches merge, the first sample message of an
+ * error type is kept. Call inside a transaction, with the root handle (prepared statements).
  */
 export function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): void {
-  for (const s of stats) {
-    const where = and(
-      eq(apmStats.service, s.service),
-      eq(apmStats.env, s.env),
-      eq(apmStats.version, s.version),
-      eq(apmStats.resource, s.resource),
-      eq(apmStats.primaryTag, s.primaryTag),
-      eq(apmStats.bucket, s.bucket),
-    );
-    const existing = db.select({ durations: apmStats.durations }).from(apmStats).where(where).get();
+  const st = statements(db);
+  for (const { durations, ...s } of stats) {
+    const existing = st.find.get(s);
     if (existing) {
       const merged = DDSketch.fromProto(existing.durations);
-      merged.merge(s.durations);
-      db.update(apmStats)
-        .set({ hits: sql`${apmStats.hits} + ${s.hits}`, errors: sql`${apmStats.errors} + ${s.errors}`, durations: Buffer.from(merged.toProto()) })
-        .where(where)
-        .run();
+      merged.merge(durations);
+      st.add.run({ ...s, durations: Buffer.from(merged.toProto()) });
     } else {
-      const { durations, ...row } = s;
-      db.insert(apmStats).values({ ...row, durations: Buffer.from(durations.toProto()) }).run();
+      st.insert.run({ ...s, durations: Buffer.from(durations.toProto()) });
     }
   }
-  for (const e of errors) {
-    db.insert(apmErrors)
-      .values(e)
-      .onConflictDoUpdate({
-        target: [apmErrors.service, apmErrors.env, apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType, apmErrors.bucket],
-        set: { count: sql`${apmErrors.count} + excluded.count`, sampleMessage: sql`coalesce(${apmErrors.sampleMessage}, excluded.sample_message)` },
-      })
-      .run();
-  }
+  for (const e of errors) st.addError.run({ ...e });
 }
 
 export interface Window {

@@ -1,6 +1,7 @@
 import { and, asc, desc, eq, gt, inArray, lt, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { Db } from './client.ts';
+import { prepared } from './prepared.ts';
 import { gates, rules } from './schema.ts';
 
 export type GateRow = typeof gates.$inferSelect;
@@ -61,20 +62,6 @@ export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow
     .orderBy(page.inverted ? desc(gates.id) : asc(gates.id))
     .limit(page.limit)
     .all();
-}
-
-/**
- * Statements on hot read paths are prepared once per handle: building drizzle SQL and
- * preparing it again cost more than running it. A transaction is a new handle, so writes
- * still prepare fresh statements, which they do rarely.
- */
-const preparedByHandle = new WeakMap<object, Map<string, unknown>>();
-function prepared<T>(db: Tx, name: string, build: () => T): T {
-  let map = preparedByHandle.get(db);
-  if (!map) preparedByHandle.set(db, (map = new Map()));
-  let stmt = map.get(name) as T | undefined;
-  if (!stmt) map.set(name, (stmt = build()));
-  return stmt;
 }
 
 /** The rules of many gates in one statement, whatever their number, in creation order. */

@@ -31,7 +31,8 @@ export function ingestRequests(deps: Deps, spans: readonly RequestSpan[]): Array
       else errors.set(errorKey, { service: s.service, env: s.env, version: s.version, resource: s.resource, primaryTag: s.primaryTag, bucket, errorType: type, count: 1, sampleMessage: s.errorMessage });
     }
   }
-  deps.db.transaction((tx) => addBatch(tx, [...stats.values()], [...errors.values()]));
+  // The root handle inside the transaction: same connection, and its prepared statements.
+  deps.db.transaction(() => addBatch(deps.db, [...stats.values()], [...errors.values()]));
   const touched = new Map<string, { service: string; env: string }>();
   for (const s of stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
   for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });

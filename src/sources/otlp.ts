@@ -102,7 +102,8 @@ const STATUS_ERROR = 2;
 function nanosToMs(v: OtlpSpan['startTimeUnixNano']): number {
   if (v === undefined || v === null) return Number.NaN;
   if (typeof v === 'number') return v / 1e6;
-  if (typeof v === 'string') return /^\d+$/.test(v) ? Number(BigInt(v) / 1_000_000n) + Number(BigInt(v) % 1_000_000n) / 1e6 : Number.NaN;
+  // Split at the millisecond digit rather than through BigInt: this runs for every span.
+  if (typeof v === 'string') return /^\d{7,}$/.test(v) ? Number(v.slice(0, -6)) + Number(v.slice(-6)) / 1e6 : /^\d+$/.test(v) ? Number(v) / 1e6 : Number.NaN;
   return v.toNumber() / 1e6;
 }
 

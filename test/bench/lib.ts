@@ -19,7 +19,7 @@ export interface BenchServer {
   stop(): Promise<void>;
 }
 
-async function spawnServer(kind: 'bare' | 'tollgate', env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+async function spawnServer(kind: 'bare' | 'tollgate' | 'otlp-decode', env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'servers.ts'), kind], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, TOLLGATE_BOOTSTRAP_KEY: BENCH_KEY, ...env },
@@ -29,9 +29,9 @@ async function spawnServer(kind: 'bare' | 'tollgate', env: Record<string, string
   return { child, url: `http://127.0.0.1:${port}/graphql` };
 }
 
-/** A bare graphql-yoga `{ hello }` server: the baseline for HTTP throughput. */
-export async function startBare(): Promise<{ url: string; stop(): Promise<void> }> {
-  const { child, url } = await spawnServer('bare', {});
+/** A bare graphql-yoga `{ hello }` server (or the decode-only OTLP server): baselines. */
+export async function startBare(kind: 'bare' | 'otlp-decode' = 'bare'): Promise<{ url: string; stop(): Promise<void> }> {
+  const { child, url } = await spawnServer(kind, {});
   return {
     url,
     async stop() {

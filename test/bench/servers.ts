@@ -30,8 +30,20 @@ if (kind === 'bare') {
     rmSync(dir, { recursive: true, force: true });
     process.exit(0);
   });
+} else if (kind === 'otlp-decode') {
+  // The baseline for ingestion: the same HTTP path, decoding and mapping only, no store.
+  const { decodeTraceRequest, encodingOf, mapSpans } = await import('../../src/sources/otlp.ts');
+  const server = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const encoding = encodingOf(req.headers['content-type'] ?? null)!;
+    const mapped = mapSpans(decodeTraceRequest(Buffer.concat(chunks), encoding), { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }] });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ spans: mapped.spans.length }));
+  });
+  server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: (server.address() as AddressInfo).port })));
 } else {
-  console.error('usage: servers.ts bare|tollgate');
+  console.error('usage: servers.ts bare|tollgate|otlp-decode');
   process.exit(2);
 }
 
