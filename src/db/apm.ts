@@ -118,6 +118,26 @@ export function countsByResource(db: Tx, w: Window): CountRow[] {
     .all();
 }
 
+export interface BucketRow extends CountRow {
+  bucket: number;
+}
+
+/** Hits and errors per bucket, version, resource and primary-tag value (sequential tests). */
+export function bucketCounts(db: Tx, w: Window): BucketRow[] {
+  return db
+    .select({
+      bucket: apmStats.bucket,
+      version: apmStats.version,
+      resource: apmStats.resource,
+      primaryTag: apmStats.primaryTag,
+      hits: apmStats.hits,
+      errors: apmStats.errors,
+    })
+    .from(apmStats)
+    .where(inWindow(w, apmStats))
+    .all();
+}
+
 export interface ErrorTypeRow {
   version: string;
   resource: string;

@@ -74,7 +74,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         untrack(r.id);
         continue;
       }
-      if (!active.has(r.id)) active.set(r.id, { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, r.id) });
+      if (!active.has(r.id)) active.set(r.id, { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, e, r.id) });
       // Every running rule has a next check; its window's end at the latest.
       queue.set(r.id, (r.nextCheckAt ?? r.windowEndsAt).getTime());
     }
@@ -92,9 +92,9 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     };
   }
 
-  function compileWatch(type: RuleEvaluationRow['type'], options: Record<string, unknown>, id: string) {
+  function compileWatch(type: RuleEvaluationRow['type'], options: Record<string, unknown>, evaluation: EvaluationSnapshot['evaluation'], id: string) {
     try {
-      return runnerFor(type)?.watch?.(options);
+      return runnerFor(type)?.watch?.(options, evaluation);
     } catch (err) {
       // Without a watch the rule still runs on its timer; it only loses the instant wake-up.
       log.error({ err, ruleEvaluationId: id }, 'could not index a rule for events');
@@ -177,12 +177,14 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     else untrack(id);
   }
 
-  function onTransition(change: MonitorStateChange): void {
-    const event: EngineEvent = { kind: 'monitor.transition', monitor: change.monitor, group: change.group, at: change.at };
+  /** Wakes every running rule the event may concern. */
+  function wake(event: EngineEvent): void {
     for (const rule of active.values()) {
       if (rule.watch?.(event)) void check(rule.id);
     }
   }
+  const onTransition = (c: MonitorStateChange) => wake({ kind: 'monitor.transition', monitor: c.monitor, group: c.group, at: c.at });
+  const onIngested = (i: { service: string; env: string; at: Date }) => wake({ kind: 'apm.ingested', ...i });
 
   /**
    * Renews our leases and takes over evaluations whose owner stopped renewing (or, at start,
@@ -221,7 +223,11 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   return {
     start(): void {
       // Synchronous callbacks: the engine never falls behind the bus.
-      unsubscribe.push(deps.events.on('evaluation.changed', guarded(track)), deps.events.on('monitor.transition', guarded(onTransition)));
+      unsubscribe.push(
+        deps.events.on('evaluation.changed', guarded(track)),
+        deps.events.on('monitor.transition', guarded(onTransition)),
+        deps.events.on('apm.ingested', guarded(onIngested)),
+      );
       claim(true);
       safely('pruning history', prune);
       let ticks = 0;

@@ -148,13 +148,14 @@ export const monitorRunner: RuleRunner = {
     const o = options as MonitorRuleOptions;
     if (o.monitorIds) {
       const ids = new Set(o.monitorIds.map((m) => m.id));
-      return (event) => ids.has(event.monitor.id);
+      return (event) => event.kind === 'monitor.transition' && ids.has(event.monitor.id);
     }
     const expr = parseMonitorQuery(o.query!);
     // A cheap candidate test; the check decides. A status term depends on the monitor's
     // other groups, so then every transition is a candidate.
     const anyTransition = mentions(expr, 'status');
     return (event) => {
+      if (event.kind !== 'monitor.transition') return false;
       if (anyTransition) return true;
       const mm = matchable(event.monitor, []);
       return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(event.group));

@@ -4,7 +4,9 @@ import type { Deps } from '../domain/deps.ts';
 import type { RuleType } from '../domain/ruleOptions.ts';
 
 /** Something that happened which may change a running rule's answer. */
-export type EngineEvent = { kind: 'monitor.transition'; monitor: MonitorRow; group: string; at: Date };
+export type EngineEvent =
+  | { kind: 'monitor.transition'; monitor: MonitorRow; group: string; at: Date }
+  | { kind: 'apm.ingested'; service: string; env: string; at: Date };
 
 export type CheckResult =
   | {
@@ -35,7 +37,7 @@ export interface RuleRunner {
   plan(options: Record<string, unknown>, start: Date): Window;
   check(deps: Deps, input: { rule: RuleEvaluationRow; evaluation: EvaluationRow; now: Date }): CheckResult | Promise<CheckResult>;
   /** A cheap in-memory test run for every event against every running rule of this type. */
-  watch?(options: Record<string, unknown>): (event: EngineEvent) => boolean;
+  watch?(options: Record<string, unknown>, evaluation: Pick<EvaluationRow, 'service' | 'env'>): (event: EngineEvent) => boolean;
 }
 
 /** The data source could not answer (timeout, HTTP error): retried, then the gate's policy. */

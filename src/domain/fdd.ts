@@ -1,0 +1,113 @@
+/**
+ * The statistics of faulty-deployment detection: anytime-valid tests, so that checking as
+ * often as we like over the whole window keeps the false-failure rate at or below alpha.
+ *
+ * Error-rate increase, canary next to a concurrent baseline. Within a time bucket t the
+ * canary serves a share s_t of the requests. If both versions have the same per-request error
+ * rate, each error of the bucket is the canary's with probability s_t (Poisson thinning; the
+ * binomial is the usual approximation of the hypergeometric at error rates of a few percent).
+ * If the canary's rate is r times the baseline's, that probability is
+ *   p_t(r) = r s_t / (r s_t + 1 − s_t).
+ * The likelihood ratio of "ratio r" against "ratio 1" over the errors seen so far,
+ *   L(r) = Π_t (p_t(r)/s_t)^{e_c,t} ((1 − p_t(r))/(1 − s_t))^{e_b,t},
+ * is a nonnegative martingale with mean 1 under the null, and so is any mixture of them over
+ * a prior on r (the mixture SPRT of Robbins; Johari et al., "Always Valid Inference", 2017;
+ * Lindon & Malek, "Anytime-Valid Inference for Multinomial Count Data", 2022, who test count
+ * data this way). By Ville's inequality, P(sup_t E_t ≥ 1/a) ≤ a: the e-value E may be looked
+ * at after every bucket and the test rejected the first time it crosses 1/a.
+ *
+ * Error-rate increase against a past baseline (no concurrent traffic). The canary's errors in
+ * bucket t are Poisson with mean n_t q; under the null q ≤ q0, and
+ *   L(r) = Π_t r^{e_t} exp(−n_t q0 (r − 1))
+ * is a supermartingale for every r ≥ 1, so the same mixture and the same threshold hold. q0 is
+ * an upper confidence bound of the baseline's rate, so its own noise cannot fail a canary.
+ *
+ * Family-wise control. Every test (each resource, each primary-tag value, the aggregate, the
+ * new-error-type tests) gets a share of alpha fixed when the rule starts, and rejects at
+ * E ≥ 1/share (Bonferroni on e-values): the chance that any test ever fails a good canary
+ * stays ≤ alpha, whatever the checking cadence.
+ */
+
+/** Rate ratios the mixture puts weight on: from half the smallest increase worth failing for to ×20. */
+export function ratioGrid(minRelativeIncrease: number, points = 16): number[] {
+  const lo = Math.log(1 + minRelativeIncrease / 2);
+  const hi = Math.log(20);
+  return Array.from({ length: points }, (_, i) => Math.exp(lo + ((hi - lo) * i) / (points - 1)));
+}
+
+/** log(Σ_k w_k e^{x_k}) with equal weights, without overflow. */
+function logMeanExp(xs: number[]): number {
+  const m = Math.max(...xs);
+  if (!Number.isFinite(m)) return m;
+  let sum = 0;
+  for (const x of xs) sum += Math.exp(x - m);
+  return m + Math.log(sum / xs.length);
+}
+
+export interface PairedBucket {
+  /** Canary and baseline requests and errors in one time bucket. */
+  canaryHits: number;
+  canaryErrors: number;
+  baselineHits: number;
+  baselineErrors: number;
+}
+
+/** log E for "the canary's error rate is higher than the concurrent baseline's". */
+export function logEConcurrent(buckets: readonly PairedBucket[], grid: readonly number[]): number {
+  const llr = grid.map(() => 0);
+  for (const b of buckets) {
+    const errors = b.canaryErrors + b.baselineErrors;
+    if (errors === 0 || b.canaryHits === 0 || b.baselineHits === 0) continue;
+    const s = b.canaryHits / (b.canaryHits + b.baselineHits);
+    grid.forEach((r, k) => {
+      const p = (r * s) / (r * s + 1 - s);
+      llr[k]! += b.canaryErrors * Math.log(p / s) + b.baselineErrors * Math.log((1 - p) / (1 - s));
+    });
+  }
+  return logMeanExp(llr);
+}
+
+/** log E for "the canary's rate of some event is above q0" (Poisson counts per bucket). */
+export function logEAboveRate(buckets: ReadonlyArray<{ hits: number; events: number }>, q0: number, grid: readonly number[]): number {
+  let hits = 0;
+  let events = 0;
+  for (const b of buckets) {
+    hits += b.hits;
+    events += b.events;
+  }
+  // The statistic only depends on the totals: Σ e log r − q0 (r − 1) Σ n.
+  return logMeanExp(grid.map((r) => events * Math.log(r) - hits * q0 * (r - 1)));
+}
+
+/** A one-sided upper confidence bound of a Poisson rate per request (about 99.9%). */
+export function upperRate(events: number, hits: number): number {
+  if (hits <= 0) return Number.POSITIVE_INFINITY;
+  // Wilson–Hilferty style bound on the Poisson mean, plus the "rule of three" floor at zero.
+  const z = 3.09;
+  const upperMean = events === 0 ? 6.91 : events + z * Math.sqrt(events) + (z * z + 2) / 3;
+  return upperMean / hits;
+}
+
+/** Grid of ratios for new error types: a type the baseline never showed can grow a lot. */
+export const NEW_TYPE_GRID = ratioGrid(1, 16).map((r) => r * r * r);
+
+/** A new error type is more than noise only past this many occurrences, whatever the e-value says. */
+export const MIN_NEW_TYPE_COUNT = 3;
+
+/**
+ * Requests of the canary still needed to detect an increase of `minRelativeIncrease` at
+ * about 80% power: the mixture's log e-value grows by roughly n·D per request under the
+ * alternative (D the Kullback–Leibler divergence per request), and must reach log(1/a) plus
+ * a margin for its own spread.
+ */
+export function requestsNeeded(baselineRate: number, canaryShare: number, minRelativeIncrease: number, share: number): number {
+  if (!(baselineRate > 0)) return Number.POSITIVE_INFINITY;
+  const r = 1 + minRelativeIncrease;
+  const q1 = Math.min(baselineRate * r, 0.999);
+  // Per canary request: KL(Poisson(q1) || Poisson(q0)) when the baseline is fixed; with a
+  // concurrent baseline the information per canary request shrinks with the canary's share.
+  const perRequest = q1 * Math.log(q1 / baselineRate) - (q1 - baselineRate);
+  const concurrentFactor = 1 - canaryShare;
+  const target = Math.log(1 / share) + 2 * Math.sqrt(Math.log(1 / share));
+  return Math.ceil(target / (perRequest * Math.max(concurrentFactor, 0.05)));
+}

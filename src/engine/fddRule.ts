@@ -1,0 +1,306 @@
+// The faulty_deployment_detection rule: the new version's error rate per resource, per
+// primary-tag value and in aggregate against the other versions of the service, and error
+// types the baseline never had, with the anytime-valid tests of src/domain/fdd.ts.
+import { type BucketRow, bucketCounts, errorTypes } from '../db/apm.ts';
+import { APM_BUCKET_MS } from '../db/schema.ts';
+import {
+  logEAboveRate,
+  logEConcurrent,
+  MIN_NEW_TYPE_COUNT,
+  NEW_TYPE_GRID,
+  type PairedBucket,
+  ratioGrid,
+  requestsNeeded,
+  upperRate,
+} from '../domain/fdd.ts';
+import type { FddRuleOptions } from '../domain/ruleOptions.ts';
+import type { CheckResult, RuleRunner } from './runner.ts';
+
+/** The baseline's past: where a past baseline's rate and the known error types come from. */
+export const LOOKBACK_MS = 60 * 60_000;
+export const ERROR_TYPE_LOOKBACK_MS = 24 * 60 * 60_000;
+/** Exporters batch spans for a few seconds; a bucket is read once this long past its end. */
+export const SETTLE_MS = 5_000;
+/** How often the rule looks without new spans (buckets completing). */
+const CHECK_EVERY_MS = APM_BUCKET_MS;
+/** Resources and tag values tested one by one; the rest share one test. */
+const MAX_RESOURCES = 50;
+const MAX_TAGS = 20;
+/** New error types considered, each with an equal share of their part of alpha. */
+const MAX_NEW_TYPES = 20;
+
+/**
+ * The tests and their shares of alpha. Resources (and tag values) are numbered in the order
+ * Tollgate first saw them (the hour before the start first, busiest first) and the numbering
+ * is kept in the rule's state: the j-th resource seen after the start gets 1/(j(j+1)) of the
+ * newcomers' budget, so the family may grow while the shares still add up to at most alpha.
+ */
+interface Family {
+  resources: string[];
+  knownResources: number;
+  tags: string[];
+  knownTags: number;
+}
+
+interface Test {
+  scope: 'resource' | 'primary_tag' | 'aggregate';
+  name: string;
+  /** Its share of the error-rate budget. */
+  share: number;
+  keep: (row: { resource: string; primaryTag: string }) => boolean;
+}
+
+interface Arm {
+  hits: number;
+  errors: number;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(x < 0.001 ? 3 : 2)}%`;
+const rate = (a: Arm) => (a.hits > 0 ? a.errors / a.hits : 0);
+const fmtE = (logE: number) => (logE > 50 ? `e^${logE.toFixed(0)}` : Number(Math.exp(logE).toPrecision(3)).toString());
+
+function resourceAllowed(o: FddRuleOptions, resource: string): boolean {
+  if (o.allowedResources) return o.allowedResources.includes(resource);
+  if (o.excludedResources) return !o.excludedResources.includes(resource);
+  return true;
+}
+
+/** Names by traffic, busiest first (ties by name), of the rows the rule may look at. */
+function byTraffic(rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): string[] {
+  const hits = new Map<string, number>();
+  for (const r of rows) {
+    const k = key(r);
+    if (k && resourceAllowed(o, r.resource)) hits.set(k, (hits.get(k) ?? 0) + r.hits);
+  }
+  return [...hits].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k]) => k);
+}
+
+function grow(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
+  const f = family ?? (() => {
+    const resources = byTraffic(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
+    const tags = byTraffic(past, (r) => r.primaryTag, o).slice(0, MAX_TAGS);
+    return { resources, knownResources: resources.length, tags, knownTags: tags.length };
+  })();
+  const add = (list: string[], seen: string[], max: number) => {
+    for (const name of seen) if (list.length < max && !list.includes(name)) list.push(name);
+  };
+  const next = { ...f, resources: [...f.resources], tags: [...f.tags] };
+  add(next.resources, byTraffic(now, (r) => r.resource, o), MAX_RESOURCES);
+  add(next.tags, byTraffic(now, (r) => r.primaryTag, o), MAX_TAGS);
+  return next;
+}
+
+/** Shares of a budget: known names equally from half of it, newcomers 1/(j(j+1)) of the rest. */
+function shares(count: number, known: number, budget: number): number[] {
+  const knownBudget = known > 0 ? (count > known ? budget / 2 : budget) : 0;
+  const newBudget = budget - knownBudget;
+  return Array.from({ length: count }, (_, i) => (i < known ? knownBudget / known : newBudget / ((i - known + 1) * (i - known + 2))));
+}
+
+function testsOf(family: Family, primaryTag: string | null, budget: number): Test[] {
+  const hasTags = !primaryTag && family.tags.length > 0;
+  // Resources carry most of the budget; tag values and the aggregate a fifth each.
+  const resourceBudget = budget * (hasTags ? 0.6 : 0.8);
+  const listed = new Set(family.resources);
+  const overflow = family.resources.length >= MAX_RESOURCES;
+  const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget);
+  const tests: Test[] = family.resources.map((name, i) => ({ scope: 'resource', name, share: resourceShares[i]!, keep: (r) => r.resource === name }));
+  if (overflow) tests.push({ scope: 'resource', name: '(other resources)', share: resourceShares.at(-1)!, keep: (r) => !listed.has(r.resource) });
+  if (hasTags) {
+    const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
+    family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => r.primaryTag === name }));
+  }
+  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.2, keep: () => true });
+  return tests;
+}
+
+export const fddRunner: RuleRunner = {
+  type: 'faulty_deployment_detection',
+
+  plan(options, start) {
+    const o = options as FddRuleOptions;
+    return {
+      windowStartsAt: start,
+      windowEndsAt: new Date(start.getTime() + o.duration * 1000),
+      nextCheckAt: new Date(start.getTime() + Math.min(CHECK_EVERY_MS, o.duration * 1000)),
+    };
+  },
+
+  check(deps, { rule, evaluation, now }): CheckResult {
+    const o = rule.options as FddRuleOptions;
+    const version = evaluation.version ?? '';
+    const start = rule.windowStartsAt.getTime();
+    const end = rule.windowEndsAt.getTime();
+    const final = now.getTime() >= end + SETTLE_MS;
+    const until = Math.min(now.getTime(), end);
+    const scoped = (r: { resource: string; primaryTag: string }) =>
+      resourceAllowed(o, r.resource) && (!evaluation.primaryTag || r.primaryTag.split(',').includes(evaluation.primaryTag));
+    const w = { service: evaluation.service, env: evaluation.env };
+
+    let state = (rule.state ?? {}) as { family?: Family };
+    // Whole buckets: the one the window starts in belongs to the window.
+    const firstBucket = Math.floor(start / APM_BUCKET_MS) * APM_BUCKET_MS;
+    const past = bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }).filter((r) => r.version !== version && scoped(r));
+    const rows = bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter(scoped);
+    state = { family: grow(state.family, past, rows, o) };
+    const family = state.family!;
+    const canary = rows.filter((r) => r.version === version);
+    const baseline = rows.filter((r) => r.version !== version);
+    const canaryHits = canary.reduce((n, r) => n + r.hits, 0);
+    const concurrent = baseline.some((r) => r.hits > 0);
+    const baselineKind = concurrent ? 'concurrent traffic of other versions' : 'the hour before the evaluation started';
+    const rateAlpha = o.newErrorTypes ? o.alpha * 0.8 : o.alpha;
+    const tests = testsOf(family, evaluation.primaryTag, rateAlpha);
+    const aggregateShare = tests.at(-1)!.share;
+    const grid = ratioGrid(o.minRelativeIncrease);
+
+    const evidence: Record<string, unknown> = {
+      version,
+      baseline: concurrent ? 'concurrent' : 'lookback',
+      baselineVersions: [...new Set((concurrent ? baseline : past).map((r) => r.version))].sort(),
+      tests: tests.length,
+      alpha: o.alpha,
+      canaryRequests: canaryHits,
+    };
+
+    // ---- error-rate increase ----
+    const faulty: Array<Record<string, unknown>> = [];
+    let largest = Number.NEGATIVE_INFINITY;
+    let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
+    for (const test of tests) {
+      const threshold = Math.log(1 / test.share);
+      const c: Arm = { hits: 0, errors: 0 };
+      const b: Arm = { hits: 0, errors: 0 };
+      let logE: number;
+      if (concurrent) {
+        const byBucket = new Map<number, PairedBucket>();
+        for (const r of rows) {
+          if (!test.keep(r)) continue;
+          const pb = byBucket.get(r.bucket) ?? { canaryHits: 0, canaryErrors: 0, baselineHits: 0, baselineErrors: 0 };
+          if (r.version === version) {
+            pb.canaryHits += r.hits;
+            pb.canaryErrors += r.errors;
+          } else {
+            pb.baselineHits += r.hits;
+            pb.baselineErrors += r.errors;
+          }
+          byBucket.set(r.bucket, pb);
+        }
+        for (const pb of byBucket.values()) {
+          c.hits += pb.canaryHits;
+          c.errors += pb.canaryErrors;
+          b.hits += pb.baselineHits;
+          b.errors += pb.baselineErrors;
+        }
+        logE = logEConcurrent([...byBucket.values()], grid);
+      } else {
+        for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
+        const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
+        for (const r of mine) (c.hits += r.hits), (c.errors += r.events);
+        logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors, b.hits), grid) : 0;
+      }
+      largest = Math.max(largest, logE);
+      if (logE - threshold > closest.logE - closest.threshold) closest = { logE, threshold };
+      if (logE >= threshold) {
+        faulty.push({
+          scope: test.scope,
+          name: test.name,
+          canary: { requests: c.hits, errors: c.errors, errorRate: rate(c) },
+          baseline: { requests: b.hits, errors: b.errors, errorRate: rate(b) },
+          eValue: Math.exp(Math.min(logE, 700)),
+          threshold: Math.exp(threshold),
+        });
+      }
+    }
+
+    // ---- new error types ----
+    const newTypes: Array<Record<string, unknown>> = [];
+    if (o.newErrorTypes) {
+      const known = new Set(
+        errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 })
+          .filter((e) => e.version !== version && scoped(e))
+          .map((e) => e.errorType),
+      );
+      const mine = new Map<string, { count: number; resources: Set<string>; sample: string | null }>();
+      for (const e of errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 })) {
+        if (e.version !== version || !scoped(e) || known.has(e.errorType)) continue;
+        const t = mine.get(e.errorType) ?? { count: 0, resources: new Set<string>(), sample: null };
+        t.count += e.count;
+        t.resources.add(e.resource);
+        t.sample ??= e.sampleMessage;
+        mine.set(e.errorType, t);
+      }
+      // The baseline's requests bound how often it could have had the type without showing it.
+      const baselineRequests = (concurrent ? baseline : past).reduce((n, r) => n + r.hits, 0);
+      const typeThreshold = Math.log(MAX_NEW_TYPES / (o.alpha * 0.2));
+      const candidates = [...mine].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_NEW_TYPES);
+      for (const [type, t] of candidates) {
+        if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
+        const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
+        if (logE >= typeThreshold) {
+          newTypes.push({ errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) });
+        }
+      }
+    }
+
+    Object.assign(evidence, { faultyResources: faulty, newErrorTypes: newTypes, largestEValue: Number.isFinite(largest) ? Math.exp(Math.min(largest, 700)) : 0 });
+
+    if (faulty.length > 0 || newTypes.length > 0) {
+      const parts = [
+        ...faulty.slice(0, 2).map((f) => {
+          const fc = f.canary as { errorRate: number; errors: number; requests: number };
+          const fb = f.baseline as { errorRate: number };
+          return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ≥ ${Number((f.threshold as number).toPrecision(3))}`;
+        }),
+        ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
+      ];
+      const more = faulty.length + newTypes.length - parts.length;
+      const text = `Version ${version}: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}. Baseline: ${baselineKind}.`;
+      return { status: 'fail', reason: text, evidence, state };
+    }
+
+    const next = new Date(Math.min(end + SETTLE_MS, now.getTime() + CHECK_EVERY_MS));
+    if (!final) {
+      const reason =
+        canaryHits === 0
+          ? `Waiting for traffic of version ${version}; nothing significant so far.`
+          : `${canaryHits} requests of version ${version} so far, no significant increase (closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed).`;
+      return { status: 'in_progress', reason, evidence, state, nextCheckAt: next };
+    }
+
+    // ---- the window is over: enough traffic to have seen the increase we care about? ----
+    const cAgg: Arm = { hits: canaryHits, errors: canary.reduce((n, r) => n + r.errors, 0) };
+    const bRows = concurrent ? baseline : past;
+    const bAgg: Arm = { hits: bRows.reduce((n, r) => n + r.hits, 0), errors: bRows.reduce((n, r) => n + r.errors, 0) };
+    const canaryShare = concurrent && cAgg.hits + bAgg.hits > 0 ? cAgg.hits / (cAgg.hits + bAgg.hits) : 0;
+    const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
+    const needed = requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare);
+    let shortfall: string | null = null;
+    if (canaryHits === 0) shortfall = `version ${version} received no traffic during the window`;
+    else if (bAgg.hits === 0) shortfall = 'no other version served traffic to compare with, now or in the hour before';
+    else if (canaryHits < needed) {
+      const perMinute = canaryHits / Math.max((end - start) / 60_000, 1 / 60);
+      const missing = needed - canaryHits;
+      shortfall = `the canary served ${canaryHits} requests; detecting a +${Math.round(o.minRelativeIncrease * 100)}% error-rate increase over a ${pct(baseRate)} baseline needs about ${needed}, so about ${missing} more (≈ ${Math.ceil(missing / Math.max(perMinute, 1e-9))} min at the current ${perMinute.toFixed(1)} requests/min)`;
+    }
+    if (shortfall) {
+      Object.assign(evidence, { insufficientData: true, requestsNeeded: Number.isFinite(needed) ? needed : null });
+      return {
+        status: o.onInsufficientData,
+        reason: `Not enough data: ${shortfall}; onInsufficientData makes the rule ${o.onInsufficientData}.`,
+        evidence,
+        state,
+      };
+    }
+    return {
+      status: 'pass',
+      reason: `No significant error-rate increase or new error type for version ${version} over ${canaryHits} requests (${tests.length} tests, alpha ${o.alpha}; closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed). Baseline: ${baselineKind}.`,
+      evidence,
+      state,
+    };
+  },
+
+  watch(_options, evaluation) {
+    return (event) => event.kind === 'apm.ingested' && event.service === evaluation.service && event.env === evaluation.env;
+  },
+};

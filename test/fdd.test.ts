@@ -1,0 +1,161 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { driver, startServer, type TestServer } from './helpers.ts';
+
+let s: TestServer;
+let d: ReturnType<typeof driver>;
+let ingestKey: string;
+before(async () => {
+  s = await startServer();
+  d = driver(s);
+  ingestKey = await s.createKey(['ingest']);
+});
+after(() => s.stop());
+
+interface Traffic {
+  service: string;
+  version: string;
+  resource: string;
+  count: number;
+  errors?: number;
+  errorType?: string;
+  message?: string;
+  /** Spread evenly over [from, from + spreadMs). */
+  from: number;
+  spreadMs: number;
+}
+
+/** Requests as an instrumented service reports them, stamped with the times given. */
+async function send(t: Traffic) {
+  const [method, route] = t.resource.split(' ');
+  for (let offset = 0; offset < t.count; offset += 4000) {
+    const spans = [];
+    for (let i = offset; i < Math.min(t.count, offset + 4000); i++) {
+      const start = BigInt(Math.floor(t.from + (i * t.spreadMs) / t.count)) * 1_000_000n;
+      const failed = i < (t.errors ?? 0);
+      spans.push({
+        name: t.resource,
+        kind: 2,
+        startTimeUnixNano: String(start),
+        endTimeUnixNano: String(start + 3_000_000n),
+        attributes: [
+          { key: 'http.request.method', value: { stringValue: method } },
+          { key: 'http.route', value: { stringValue: route } },
+          { key: 'http.response.status_code', value: { intValue: failed ? 500 : 200 } },
+        ],
+        events: failed && t.errorType ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: t.errorType } }, { key: 'exception.message', value: { stringValue: t.message ?? 'boom' } }] }] : [],
+        status: { code: failed ? 2 : 0 },
+      });
+    }
+    const body = {
+      resourceSpans: [
+        {
+          resource: {
+            attributes: [
+              { key: 'service.name', value: { stringValue: t.service } },
+              { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+              { key: 'service.version', value: { stringValue: t.version } },
+            ],
+          },
+          scopeSpans: [{ spans }],
+        },
+      ],
+    };
+    const r = await fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ingestKey}` }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200);
+  }
+}
+
+async function fdd(service: string, version: string | undefined, options: Record<string, unknown>) {
+  const r = await d.evaluate({ service, env: 'prod', version, configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: options } }] } });
+  assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+  return r.data.evaluateGate;
+}
+
+async function evidenceOf(id: string) {
+  const r = await s.gql('query($id: ID!) { evaluation(id: $id) { rules { evidenceJson } } }', { id });
+  return r.data.evaluation.rules[0].evidenceJson;
+}
+
+const RESOURCES = ['GET /cart', 'POST /pay', 'GET /search'];
+
+/** A stable version and a canary serving side by side, 1% errors everywhere unless told. */
+async function sideBySide(service: string, from: number, canaryErrors: Record<string, number> = {}, canaryRequests = 400, spreadMs = 900) {
+  for (const resource of RESOURCES) {
+    const baselineRequests = Math.max(2000, canaryRequests);
+    await send({ service, version: 'v1', resource, count: baselineRequests, errors: baselineRequests / 100, errorType: 'TimeoutError', from, spreadMs });
+    await send({ service, version: 'v2', resource, count: canaryRequests, errors: canaryErrors[resource] ?? Math.round(canaryRequests / 100), errorType: 'TimeoutError', from, spreadMs });
+  }
+}
+
+describe('faulty deployment detection, end to end through OTLP', () => {
+  test('a canary with injected errors on one endpoint fails at once, with evidence naming it', async () => {
+    const ev = await fdd('fdd-bad', 'v2', { duration: 600 });
+    await sideBySide('fdd-bad', Date.parse(ev.startedAt), { 'POST /pay': 120 });
+    const final = (await d.follow(ev.id)).find((e) => e.status === 'FAIL');
+    assert.ok(final, 'failed before the 10-minute window ended');
+    const rule = final.rules[0];
+    assert.match(rule.reason, /error rate of POST \/pay rose from 1\.00% \(baseline\) to 30\.00% \(120 of 400 requests\)/);
+    assert.match(rule.reason, /Baseline: concurrent traffic of other versions/);
+    const evidence = await evidenceOf(ev.id);
+    assert.equal(evidence.baseline, 'concurrent');
+    assert.deepEqual(evidence.baselineVersions, ['v1']);
+    const pay = evidence.faultyResources.find((f: any) => f.name === 'POST /pay');
+    assert.deepEqual(pay.canary, { requests: 400, errors: 120, errorRate: 0.3 });
+    assert.deepEqual(pay.baseline, { requests: 2000, errors: 20, errorRate: 0.01 });
+    assert.ok(pay.eValue >= pay.threshold);
+    assert.ok(!evidence.faultyResources.some((f: any) => f.name === 'GET /cart'), 'healthy endpoints are not blamed');
+  });
+
+  test('the same version with the baseline error rate passes, with the traffic it needed', async () => {
+    const ev = await fdd('fdd-good', 'v2', { duration: 1, minRelativeIncrease: 1 });
+    await sideBySide('fdd-good', Date.parse(ev.startedAt), {}, 4000);
+    const final = (await d.follow(ev.id, 20_000)).at(-1);
+    assert.equal(final.status, 'PASS', final.rules[0].reason);
+    assert.match(final.rules[0].reason, /No significant error-rate increase or new error type for version v2 over 12000 requests/);
+  });
+
+  test('a new exception type fails, named with a sample message', async () => {
+    const ev = await fdd('fdd-new', 'v2', { duration: 600 });
+    const from = Date.parse(ev.startedAt);
+    await sideBySide('fdd-new', from);
+    await send({ service: 'fdd-new', version: 'v2', resource: 'GET /cart', count: 30, errors: 30, errorType: 'NullPointerException', message: 'cart.items is null', from, spreadMs: 900 });
+    const final = (await d.follow(ev.id)).find((e) => e.status === 'FAIL');
+    assert.ok(final);
+    assert.match(final.rules[0].reason, /new error type NullPointerException \(30 times, e\.g\. "cart\.items is null"\) never seen in the baseline/);
+    const evidence = await evidenceOf(ev.id);
+    assert.deepEqual(evidence.newErrorTypes.map((t: any) => [t.errorType, t.count, t.resources]), [['NullPointerException', 30, ['GET /cart']]]);
+  });
+
+  test('excluded resources are ignored', async () => {
+    const ev = await fdd('fdd-excluded', 'v2', { duration: 1, excludedResources: ['GET /healthz'], onInsufficientData: 'PASS' });
+    const from = Date.parse(ev.startedAt);
+    await sideBySide('fdd-excluded', from);
+    await send({ service: 'fdd-excluded', version: 'v1', resource: 'GET /healthz', count: 500, errors: 0, from, spreadMs: 900 });
+    await send({ service: 'fdd-excluded', version: 'v2', resource: 'GET /healthz', count: 500, errors: 400, errorType: 'HealthcheckDown', from, spreadMs: 900 });
+    const final = (await d.follow(ev.id, 20_000)).at(-1);
+    assert.equal(final.status, 'PASS', final.rules[0].reason);
+    assert.doesNotMatch(final.rules[0].reason, /healthz|HealthcheckDown/);
+  });
+
+  test('a version with no traffic resolves by onInsufficientData, saying why', async () => {
+    await send({ service: 'fdd-silent', version: 'v1', resource: 'GET /cart', count: 100, from: Date.now() - 60_000, spreadMs: 30_000 });
+    const ev = await fdd('fdd-silent', 'v9', { duration: 1, onInsufficientData: 'FAIL' });
+    const final = (await d.follow(ev.id, 20_000)).at(-1);
+    assert.equal(final.status, 'FAIL');
+    assert.match(final.rules[0].reason, /Not enough data: version v9 received no traffic during the window; onInsufficientData makes the rule fail/);
+  });
+
+  test('too little canary traffic says how much more was needed', async () => {
+    const ev = await fdd('fdd-thin', 'v2', { duration: 1 });
+    await sideBySide('fdd-thin', Date.parse(ev.startedAt), {}, 100);
+    const final = (await d.follow(ev.id, 20_000)).at(-1);
+    assert.equal(final.status, 'PASS', 'onInsufficientData defaults to pass');
+    assert.match(final.rules[0].reason, /Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about \d+, so about \d+ more \(≈ \d+ min at the current/);
+  });
+
+  test('a missing version is refused at trigger', async () => {
+    const r = await d.evaluate({ service: 'fdd-bad', env: 'prod', configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: {} } }] } });
+    assert.equal(r.errors?.[0]?.extensions?.field, 'input.version');
+  });
+});
