@@ -35,12 +35,12 @@ const MAX_NEW_TYPES = 20;
  * is kept in the rule's state: the j-th resource seen after the start gets 1/(j(j+1)) of the
  * newcomers' budget, so the family may grow while the shares still add up to at most alpha.
  */
-interface Family {
+type Family = {
   resources: string[];
   knownResources: number;
   tags: string[];
   knownTags: number;
-}
+};
 
 interface Test {
   scope: 'resource' | 'primary_tag' | 'aggregate';
@@ -114,6 +114,191 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
   return tests;
 }
 
+export type FddState = {
+  family?: Family;
+};
+
+export interface FddInput {
+  options: FddRuleOptions;
+  version: string;
+  primaryTag: string | null;
+  state: FddState;
+  /** Other versions' buckets in the hour before the start (in scope). */
+  past: BucketRow[];
+  /** Every version's buckets from the start until now (in scope). */
+  rows: BucketRow[];
+  /** Error types the baseline showed over the last day. */
+  knownErrorTypes: ReadonlySet<string>;
+  /** The canary's error types since the start (in scope). */
+  canaryErrorTypes: ReadonlyArray<{ errorType: string; resource: string; count: number; sampleMessage: string | null }>;
+  /** The window is over: decide pass or insufficient data now. */
+  final: boolean;
+  windowMinutes: number;
+}
+
+export type FddAssessment =
+  | { status: 'in_progress'; reason: string; evidence: Record<string, unknown>; state: FddState }
+  | { status: 'pass' | 'fail'; reason: string; evidence: Record<string, unknown>; state: FddState };
+
+/**
+ * The decision on the data so far, with no I/O: the runner feeds it from the APM store, the
+ * decision-quality benchmark from simulated traffic.
+ */
+export function assessFdd(input: FddInput): FddAssessment {
+  const { options: o, version, past, rows, final } = input;
+  const state: FddState = { family: grow(input.state.family, past, rows, o) };
+  const family = state.family!;
+  const canary = rows.filter((r) => r.version === version);
+  const baseline = rows.filter((r) => r.version !== version);
+  const canaryHits = canary.reduce((n, r) => n + r.hits, 0);
+  const concurrent = baseline.some((r) => r.hits > 0);
+  const baselineKind = concurrent ? 'concurrent traffic of other versions' : 'the hour before the evaluation started';
+  const rateAlpha = o.newErrorTypes ? o.alpha * 0.8 : o.alpha;
+  const tests = testsOf(family, input.primaryTag, rateAlpha);
+  const aggregateShare = tests.at(-1)!.share;
+  const grid = ratioGrid(o.minRelativeIncrease);
+
+  const evidence: Record<string, unknown> = {
+    version,
+    baseline: concurrent ? 'concurrent' : 'lookback',
+    baselineVersions: [...new Set((concurrent ? baseline : past).map((r) => r.version))].sort(),
+    tests: tests.length,
+    alpha: o.alpha,
+    canaryRequests: canaryHits,
+  };
+
+  // ---- error-rate increase ----
+  const faulty: Array<Record<string, unknown>> = [];
+  let largest = Number.NEGATIVE_INFINITY;
+  let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
+  for (const test of tests) {
+    const threshold = Math.log(1 / test.share);
+    const c: Arm = { hits: 0, errors: 0 };
+    const b: Arm = { hits: 0, errors: 0 };
+    let logE: number;
+    if (concurrent) {
+      const byBucket = new Map<number, PairedBucket>();
+      for (const r of rows) {
+        if (!test.keep(r)) continue;
+        const pb = byBucket.get(r.bucket) ?? { canaryHits: 0, canaryErrors: 0, baselineHits: 0, baselineErrors: 0 };
+        if (r.version === version) {
+          pb.canaryHits += r.hits;
+          pb.canaryErrors += r.errors;
+        } else {
+          pb.baselineHits += r.hits;
+          pb.baselineErrors += r.errors;
+        }
+        byBucket.set(r.bucket, pb);
+      }
+      for (const pb of byBucket.values()) {
+        c.hits += pb.canaryHits;
+        c.errors += pb.canaryErrors;
+        b.hits += pb.baselineHits;
+        b.errors += pb.baselineErrors;
+      }
+      logE = logEConcurrent([...byBucket.values()], grid);
+    } else {
+      for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
+      const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
+      for (const r of mine) (c.hits += r.hits), (c.errors += r.events);
+      logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors, b.hits), grid) : 0;
+    }
+    largest = Math.max(largest, logE);
+    if (logE - threshold > closest.logE - closest.threshold) closest = { logE, threshold };
+    if (logE >= threshold) {
+      faulty.push({
+        scope: test.scope,
+        name: test.name,
+        canary: { requests: c.hits, errors: c.errors, errorRate: rate(c) },
+        baseline: { requests: b.hits, errors: b.errors, errorRate: rate(b) },
+        eValue: Math.exp(Math.min(logE, 700)),
+        threshold: Math.exp(threshold),
+      });
+    }
+  }
+
+  // ---- new error types ----
+  const newTypes: Array<Record<string, unknown>> = [];
+  if (o.newErrorTypes) {
+    const known = input.knownErrorTypes;
+    const mine = new Map<string, { count: number; resources: Set<string>; sample: string | null }>();
+    for (const e of input.canaryErrorTypes) {
+      if (known.has(e.errorType)) continue;
+      const t = mine.get(e.errorType) ?? { count: 0, resources: new Set<string>(), sample: null };
+      t.count += e.count;
+      t.resources.add(e.resource);
+      t.sample ??= e.sampleMessage;
+      mine.set(e.errorType, t);
+    }
+    // The baseline's requests bound how often it could have had the type without showing it.
+    const baselineRequests = (concurrent ? baseline : past).reduce((n, r) => n + r.hits, 0);
+    const typeThreshold = Math.log(MAX_NEW_TYPES / (o.alpha * 0.2));
+    const candidates = [...mine].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_NEW_TYPES);
+    for (const [type, t] of candidates) {
+      if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
+      const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
+      if (logE >= typeThreshold) {
+        newTypes.push({ errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) });
+      }
+    }
+  }
+
+  Object.assign(evidence, { faultyResources: faulty, newErrorTypes: newTypes, largestEValue: Number.isFinite(largest) ? Math.exp(Math.min(largest, 700)) : 0 });
+
+  if (faulty.length > 0 || newTypes.length > 0) {
+    const parts = [
+      ...faulty.slice(0, 2).map((f) => {
+        const fc = f.canary as { errorRate: number; errors: number; requests: number };
+        const fb = f.baseline as { errorRate: number };
+        return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ≥ ${Number((f.threshold as number).toPrecision(3))}`;
+      }),
+      ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
+    ];
+    const more = faulty.length + newTypes.length - parts.length;
+    const text = `Version ${version}: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}. Baseline: ${baselineKind}.`;
+    return { status: 'fail', reason: text, evidence, state };
+  }
+
+  if (!final) {
+    const reason =
+      canaryHits === 0
+        ? `Waiting for traffic of version ${version}; nothing significant so far.`
+        : `${canaryHits} requests of version ${version} so far, no significant increase (closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed).`;
+    return { status: 'in_progress', reason, evidence, state };
+  }
+
+  // ---- the window is over: enough traffic to have seen the increase we care about? ----
+  const cAgg: Arm = { hits: canaryHits, errors: canary.reduce((n, r) => n + r.errors, 0) };
+  const bRows = concurrent ? baseline : past;
+  const bAgg: Arm = { hits: bRows.reduce((n, r) => n + r.hits, 0), errors: bRows.reduce((n, r) => n + r.errors, 0) };
+  const canaryShare = concurrent && cAgg.hits + bAgg.hits > 0 ? cAgg.hits / (cAgg.hits + bAgg.hits) : 0;
+  const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
+  const needed = requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare);
+  let shortfall: string | null = null;
+  if (canaryHits === 0) shortfall = `version ${version} received no traffic during the window`;
+  else if (bAgg.hits === 0) shortfall = 'no other version served traffic to compare with, now or in the hour before';
+  else if (canaryHits < needed) {
+    const perMinute = canaryHits / Math.max(input.windowMinutes, 1 / 60);
+    const missing = needed - canaryHits;
+    shortfall = `the canary served ${canaryHits} requests; detecting a +${Math.round(o.minRelativeIncrease * 100)}% error-rate increase over a ${pct(baseRate)} baseline needs about ${needed}, so about ${missing} more (≈ ${Math.ceil(missing / Math.max(perMinute, 1e-9))} min at the current ${perMinute.toFixed(1)} requests/min)`;
+  }
+  if (shortfall) {
+    Object.assign(evidence, { insufficientData: true, requestsNeeded: Number.isFinite(needed) ? needed : null });
+    return {
+      status: o.onInsufficientData,
+      reason: `Not enough data: ${shortfall}; onInsufficientData makes the rule ${o.onInsufficientData}.`,
+      evidence,
+      state,
+    };
+  }
+  return {
+    status: 'pass',
+    reason: `No significant error-rate increase or new error type for version ${version} over ${canaryHits} requests (${tests.length} tests, alpha ${o.alpha}; closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed). Baseline: ${baselineKind}.`,
+    evidence,
+    state,
+  };
+}
+
 export const fddRunner: RuleRunner = {
   type: 'faulty_deployment_detection',
 
@@ -131,173 +316,28 @@ export const fddRunner: RuleRunner = {
     const version = evaluation.version ?? '';
     const start = rule.windowStartsAt.getTime();
     const end = rule.windowEndsAt.getTime();
-    const final = now.getTime() >= end + SETTLE_MS;
     const until = Math.min(now.getTime(), end);
     const scoped = (r: { resource: string; primaryTag: string }) =>
       resourceAllowed(o, r.resource) && (!evaluation.primaryTag || r.primaryTag.split(',').includes(evaluation.primaryTag));
     const w = { service: evaluation.service, env: evaluation.env };
-
-    let state = (rule.state ?? {}) as { family?: Family };
     // Whole buckets: the one the window starts in belongs to the window.
     const firstBucket = Math.floor(start / APM_BUCKET_MS) * APM_BUCKET_MS;
-    const past = bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }).filter((r) => r.version !== version && scoped(r));
-    const rows = bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter(scoped);
-    state = { family: grow(state.family, past, rows, o) };
-    const family = state.family!;
-    const canary = rows.filter((r) => r.version === version);
-    const baseline = rows.filter((r) => r.version !== version);
-    const canaryHits = canary.reduce((n, r) => n + r.hits, 0);
-    const concurrent = baseline.some((r) => r.hits > 0);
-    const baselineKind = concurrent ? 'concurrent traffic of other versions' : 'the hour before the evaluation started';
-    const rateAlpha = o.newErrorTypes ? o.alpha * 0.8 : o.alpha;
-    const tests = testsOf(family, evaluation.primaryTag, rateAlpha);
-    const aggregateShare = tests.at(-1)!.share;
-    const grid = ratioGrid(o.minRelativeIncrease);
-
-    const evidence: Record<string, unknown> = {
+    const result = assessFdd({
+      options: o,
       version,
-      baseline: concurrent ? 'concurrent' : 'lookback',
-      baselineVersions: [...new Set((concurrent ? baseline : past).map((r) => r.version))].sort(),
-      tests: tests.length,
-      alpha: o.alpha,
-      canaryRequests: canaryHits,
-    };
-
-    // ---- error-rate increase ----
-    const faulty: Array<Record<string, unknown>> = [];
-    let largest = Number.NEGATIVE_INFINITY;
-    let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
-    for (const test of tests) {
-      const threshold = Math.log(1 / test.share);
-      const c: Arm = { hits: 0, errors: 0 };
-      const b: Arm = { hits: 0, errors: 0 };
-      let logE: number;
-      if (concurrent) {
-        const byBucket = new Map<number, PairedBucket>();
-        for (const r of rows) {
-          if (!test.keep(r)) continue;
-          const pb = byBucket.get(r.bucket) ?? { canaryHits: 0, canaryErrors: 0, baselineHits: 0, baselineErrors: 0 };
-          if (r.version === version) {
-            pb.canaryHits += r.hits;
-            pb.canaryErrors += r.errors;
-          } else {
-            pb.baselineHits += r.hits;
-            pb.baselineErrors += r.errors;
-          }
-          byBucket.set(r.bucket, pb);
-        }
-        for (const pb of byBucket.values()) {
-          c.hits += pb.canaryHits;
-          c.errors += pb.canaryErrors;
-          b.hits += pb.baselineHits;
-          b.errors += pb.baselineErrors;
-        }
-        logE = logEConcurrent([...byBucket.values()], grid);
-      } else {
-        for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
-        const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
-        for (const r of mine) (c.hits += r.hits), (c.errors += r.events);
-        logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors, b.hits), grid) : 0;
-      }
-      largest = Math.max(largest, logE);
-      if (logE - threshold > closest.logE - closest.threshold) closest = { logE, threshold };
-      if (logE >= threshold) {
-        faulty.push({
-          scope: test.scope,
-          name: test.name,
-          canary: { requests: c.hits, errors: c.errors, errorRate: rate(c) },
-          baseline: { requests: b.hits, errors: b.errors, errorRate: rate(b) },
-          eValue: Math.exp(Math.min(logE, 700)),
-          threshold: Math.exp(threshold),
-        });
-      }
-    }
-
-    // ---- new error types ----
-    const newTypes: Array<Record<string, unknown>> = [];
-    if (o.newErrorTypes) {
-      const known = new Set(
-        errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 })
-          .filter((e) => e.version !== version && scoped(e))
-          .map((e) => e.errorType),
-      );
-      const mine = new Map<string, { count: number; resources: Set<string>; sample: string | null }>();
-      for (const e of errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 })) {
-        if (e.version !== version || !scoped(e) || known.has(e.errorType)) continue;
-        const t = mine.get(e.errorType) ?? { count: 0, resources: new Set<string>(), sample: null };
-        t.count += e.count;
-        t.resources.add(e.resource);
-        t.sample ??= e.sampleMessage;
-        mine.set(e.errorType, t);
-      }
-      // The baseline's requests bound how often it could have had the type without showing it.
-      const baselineRequests = (concurrent ? baseline : past).reduce((n, r) => n + r.hits, 0);
-      const typeThreshold = Math.log(MAX_NEW_TYPES / (o.alpha * 0.2));
-      const candidates = [...mine].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_NEW_TYPES);
-      for (const [type, t] of candidates) {
-        if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
-        const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
-        if (logE >= typeThreshold) {
-          newTypes.push({ errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) });
-        }
-      }
-    }
-
-    Object.assign(evidence, { faultyResources: faulty, newErrorTypes: newTypes, largestEValue: Number.isFinite(largest) ? Math.exp(Math.min(largest, 700)) : 0 });
-
-    if (faulty.length > 0 || newTypes.length > 0) {
-      const parts = [
-        ...faulty.slice(0, 2).map((f) => {
-          const fc = f.canary as { errorRate: number; errors: number; requests: number };
-          const fb = f.baseline as { errorRate: number };
-          return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ≥ ${Number((f.threshold as number).toPrecision(3))}`;
-        }),
-        ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
-      ];
-      const more = faulty.length + newTypes.length - parts.length;
-      const text = `Version ${version}: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}. Baseline: ${baselineKind}.`;
-      return { status: 'fail', reason: text, evidence, state };
-    }
-
-    const next = new Date(Math.min(end + SETTLE_MS, now.getTime() + CHECK_EVERY_MS));
-    if (!final) {
-      const reason =
-        canaryHits === 0
-          ? `Waiting for traffic of version ${version}; nothing significant so far.`
-          : `${canaryHits} requests of version ${version} so far, no significant increase (closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed).`;
-      return { status: 'in_progress', reason, evidence, state, nextCheckAt: next };
-    }
-
-    // ---- the window is over: enough traffic to have seen the increase we care about? ----
-    const cAgg: Arm = { hits: canaryHits, errors: canary.reduce((n, r) => n + r.errors, 0) };
-    const bRows = concurrent ? baseline : past;
-    const bAgg: Arm = { hits: bRows.reduce((n, r) => n + r.hits, 0), errors: bRows.reduce((n, r) => n + r.errors, 0) };
-    const canaryShare = concurrent && cAgg.hits + bAgg.hits > 0 ? cAgg.hits / (cAgg.hits + bAgg.hits) : 0;
-    const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
-    const needed = requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare);
-    let shortfall: string | null = null;
-    if (canaryHits === 0) shortfall = `version ${version} received no traffic during the window`;
-    else if (bAgg.hits === 0) shortfall = 'no other version served traffic to compare with, now or in the hour before';
-    else if (canaryHits < needed) {
-      const perMinute = canaryHits / Math.max((end - start) / 60_000, 1 / 60);
-      const missing = needed - canaryHits;
-      shortfall = `the canary served ${canaryHits} requests; detecting a +${Math.round(o.minRelativeIncrease * 100)}% error-rate increase over a ${pct(baseRate)} baseline needs about ${needed}, so about ${missing} more (≈ ${Math.ceil(missing / Math.max(perMinute, 1e-9))} min at the current ${perMinute.toFixed(1)} requests/min)`;
-    }
-    if (shortfall) {
-      Object.assign(evidence, { insufficientData: true, requestsNeeded: Number.isFinite(needed) ? needed : null });
-      return {
-        status: o.onInsufficientData,
-        reason: `Not enough data: ${shortfall}; onInsufficientData makes the rule ${o.onInsufficientData}.`,
-        evidence,
-        state,
-      };
-    }
-    return {
-      status: 'pass',
-      reason: `No significant error-rate increase or new error type for version ${version} over ${canaryHits} requests (${tests.length} tests, alpha ${o.alpha}; closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed). Baseline: ${baselineKind}.`,
-      evidence,
-      state,
-    };
+      primaryTag: evaluation.primaryTag,
+      state: (rule.state ?? {}) as FddState,
+      past: bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }).filter((r) => r.version !== version && scoped(r)),
+      rows: bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter(scoped),
+      knownErrorTypes: o.newErrorTypes
+        ? new Set(errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 }).filter((e) => e.version !== version && scoped(e)).map((e) => e.errorType))
+        : new Set(),
+      canaryErrorTypes: o.newErrorTypes ? errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter((e) => e.version === version && scoped(e)) : [],
+      final: now.getTime() >= end + SETTLE_MS,
+      windowMinutes: (end - start) / 60_000,
+    });
+    if (result.status !== 'in_progress') return result;
+    return { ...result, nextCheckAt: new Date(Math.min(end + SETTLE_MS, now.getTime() + CHECK_EVERY_MS)) };
   },
 
   watch(_options, evaluation) {
