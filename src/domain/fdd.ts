@@ -28,10 +28,13 @@
  * stays ≤ alpha, whatever the checking cadence.
  */
 
-/** Rate ratios the mixture puts weight on: from half the smallest increase worth failing for to ×20. */
-export function ratioGrid(minRelativeIncrease: number, points = 16): number[] {
+/**
+ * Rate ratios the mixture puts equal weight on: from half the smallest increase worth failing
+ * for to ×10. Fewer, well-placed points cost less power (log of their number) than a wide prior.
+ */
+export function ratioGrid(minRelativeIncrease: number, points = 6, highest = 8): number[] {
   const lo = Math.log(1 + minRelativeIncrease / 2);
-  const hi = Math.log(20);
+  const hi = Math.log(Math.max(highest, 2 + minRelativeIncrease));
   return Array.from({ length: points }, (_, i) => Math.exp(lo + ((hi - lo) * i) / (points - 1)));
 }
 
@@ -89,7 +92,7 @@ export function upperRate(events: number, hits: number): number {
 }
 
 /** Grid of ratios for new error types: a type the baseline never showed can grow a lot. */
-export const NEW_TYPE_GRID = ratioGrid(1, 16).map((r) => r * r * r);
+export const NEW_TYPE_GRID = ratioGrid(1, 10, 20).map((r) => r * r * r);
 
 /** A new error type is more than noise only past this many occurrences, whatever the e-value says. */
 export const MIN_NEW_TYPE_COUNT = 3;

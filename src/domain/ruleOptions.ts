@@ -140,3 +140,6 @@ export const ruleOptionsInputSchema = z.preprocess(
         : { type: 'faulty_deployment_detection', options: o.faultyDeploymentDetection! },
     ),
 );
+
+/** The options of a faulty-deployment-detection rule given none. */
+export const FDD_DEFAULTS: FddRuleOptions = fddRuleOptionsSchema.parse({});

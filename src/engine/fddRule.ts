@@ -27,7 +27,7 @@ const CHECK_EVERY_MS = APM_BUCKET_MS;
 const MAX_RESOURCES = 50;
 const MAX_TAGS = 20;
 /** New error types considered, each with an equal share of their part of alpha. */
-const MAX_NEW_TYPES = 20;
+const MAX_NEW_TYPES = 10;
 
 /**
  * The tests and their shares of alpha. Resources (and tag values) are numbered in the order
@@ -99,8 +99,9 @@ function shares(count: number, known: number, budget: number): number[] {
 
 function testsOf(family: Family, primaryTag: string | null, budget: number): Test[] {
   const hasTags = !primaryTag && family.tags.length > 0;
-  // Resources carry most of the budget; tag values and the aggregate a fifth each.
-  const resourceBudget = budget * (hasTags ? 0.6 : 0.8);
+  // Resources carry most of the budget (a regression usually sits in one endpoint); tag
+  // values a fifth, the aggregate a tenth.
+  const resourceBudget = budget * (hasTags ? 0.7 : 0.9);
   const listed = new Set(family.resources);
   const overflow = family.resources.length >= MAX_RESOURCES;
   const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget);
@@ -110,7 +111,7 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
     const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
     family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => r.primaryTag === name }));
   }
-  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.2, keep: () => true });
+  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.1, keep: () => true });
   return tests;
 }
 
@@ -230,8 +231,8 @@ export function assessFdd(input: FddInput): FddAssessment {
       t.sample ??= e.sampleMessage;
       mine.set(e.errorType, t);
     }
-    // The baseline's requests bound how often it could have had the type without showing it.
-    const baselineRequests = (concurrent ? baseline : past).reduce((n, r) => n + r.hits, 0);
+    // Every baseline request (the hour before and now) bounds how often it could have had the type unseen.
+    const baselineRequests = [...past, ...baseline].reduce((n, r) => n + r.hits, 0);
     const typeThreshold = Math.log(MAX_NEW_TYPES / (o.alpha * 0.2));
     const candidates = [...mine].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_NEW_TYPES);
     for (const [type, t] of candidates) {
