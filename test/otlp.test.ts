@@ -188,3 +188,27 @@ describe('APM monitors', () => {
     assert.equal(inverted.errors?.[0]?.extensions?.field, 'input.warning');
   });
 });
+
+describe('OTLP receiver: structures and times that are not requests', () => {
+  const post = (body: unknown) =>
+    fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+  const resource = (spans: unknown, attributes: unknown = [{ key: 'service.name', value: { stringValue: 'odd' } }]) => ({ resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans }] }] });
+
+  test('a structure that is not OTLP is a 400 naming it, not a 500', async () => {
+    for (const body of [resource([], 5), { resourceSpans: [{ scopeSpans: {} }] }, resource({}), resource([{ name: 'x', kind: 2, startTimeUnixNano: `${BigInt(Date.now()) * 1_000_000n}`, status: { code: 2 }, events: {} }])]) {
+      const r = await post(body);
+      assert.equal(r.status, 400, JSON.stringify(body));
+      assert.match(((await r.json()) as any).message, /not an OTLP trace request|must be/);
+    }
+  });
+
+  test('spans from the far past or the future are rejected, not stored', async () => {
+    const at = (ms: number) => ({ name: 'GET /t', kind: 2, startTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n}`, endTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n + 1000n}` });
+    const r = await post(resource([at(Date.now() + 86_400_000), at(1), at(Date.now())]));
+    assert.equal(r.status, 200);
+    const answer = (await r.json()) as any;
+    assert.equal(answer.partialSuccess.rejectedSpans, '2');
+    assert.match(answer.partialSuccess.errorMessage, /outside the retention period or in the future/);
+    assert.equal(countsByResource(s.app.deps.db, { service: 'odd', env: '', from: 0, to: Number.MAX_SAFE_INTEGER })[0]?.hits, 1);
+  });
+});

@@ -178,3 +178,45 @@ describe('environment limits on monitors', () => {
     assert.equal(ok.errors, undefined);
   });
 });
+
+describe('Alertmanager notifications and environment limits', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s.stop());
+
+  test('a key limited to staging cannot report a prod alert, nor one without an env label', async () => {
+    const key = await s.createKey(['ingest'], ['staging']);
+    const notify = (labels: Record<string, string>) =>
+      fetch(`${s.url}/hooks/alertmanager?key=${key}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ version: '4', status: 'firing', alerts: [{ status: 'firing', labels: { alertname: 'HighErrors', ...labels } }] }),
+      }).then((r) => r.json() as Promise<any>);
+    assert.deepEqual((await notify({ env: 'staging' })).received, 1);
+    const prod = await notify({ env: 'prod' });
+    assert.equal(prod.received, 0);
+    assert.match(prod.problems[0], /limited to env staging/);
+    assert.equal((await notify({})).received, 0);
+    const groups = (await s.gql('{ monitors(first: 5, query: "alertname:HighErrors") { edges { node { groups { group state } } } } }')).data.monitors.edges[0].node.groups;
+    assert.deepEqual(groups, [{ group: 'env:staging', state: 'ALERT' }]);
+  });
+
+  test('a malformed notification is a 400 naming the problem', async () => {
+    const r = await fetch(`${s.url}/hooks/alertmanager`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN_KEY}` },
+      body: JSON.stringify({ version: '3', alerts: [] }),
+    });
+    assert.equal(r.status, 400);
+    assert.match(((await r.json()) as any).errors[0].detail, /version must be "4"/);
+  });
+});
+
+test('Prometheus infinities read as infinities', async () => {
+  const { sampleValue } = await import('../src/sources/prometheus.ts');
+  assert.equal(sampleValue('+Inf'), Number.POSITIVE_INFINITY);
+  assert.equal(sampleValue('-Inf'), Number.NEGATIVE_INFINITY);
+  assert.equal(sampleValue('0.25'), 0.25);
+});

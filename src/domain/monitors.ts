@@ -57,7 +57,7 @@ export interface MonitorDefinition {
   comparator?: 'above' | 'below';
   apm?: ApmDefinition;
   /** Set on monitors imported from Prometheus alerting rules. */
-  importedRule?: { group: string; name: string };
+  importedRule?: { group: string; name: string; labels?: Record<string, string> };
 }
 
 export const createMonitorInputSchema = z.preprocess(

@@ -40,6 +40,12 @@ type Family = {
   knownResources: number;
   tags: string[];
   knownTags: number;
+  /** Whether primary-tag values get tests (and their budget), decided once at the start. */
+  withTags: boolean;
+  /** New error types in the order they were first seen: each keeps its share. */
+  errorTypes: string[];
+  /** Concurrent or past baseline, fixed once the canary has traffic: one e-process per test. */
+  mode?: 'concurrent' | 'lookback';
 };
 
 interface Test {
@@ -79,26 +85,30 @@ function grow(family: Family | undefined, past: readonly BucketRow[], now: reado
   const f = family ?? (() => {
     const resources = byTraffic(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
     const tags = byTraffic(past, (r) => r.primaryTag, o).slice(0, MAX_TAGS);
-    return { resources, knownResources: resources.length, tags, knownTags: tags.length };
+    const withTags = tags.length > 0 || now.some((r) => r.primaryTag !== '');
+    return { resources, knownResources: resources.length, tags, knownTags: tags.length, withTags, errorTypes: [] };
   })();
   const add = (list: string[], seen: string[], max: number) => {
     for (const name of seen) if (list.length < max && !list.includes(name)) list.push(name);
   };
-  const next = { ...f, resources: [...f.resources], tags: [...f.tags] };
+  const next = { ...f, resources: [...f.resources], tags: [...f.tags], errorTypes: [...(f.errorTypes ?? [])] };
   add(next.resources, byTraffic(now, (r) => r.resource, o), MAX_RESOURCES);
   add(next.tags, byTraffic(now, (r) => r.primaryTag, o), MAX_TAGS);
   return next;
 }
 
-/** Shares of a budget: known names equally from half of it, newcomers 1/(j(j+1)) of the rest. */
+/**
+ * Shares of a budget, the same at every check: with names known at the start, they split half
+ * of it equally and newcomers the other half, 1/(j(j+1)) each; without, newcomers all of it.
+ */
 function shares(count: number, known: number, budget: number): number[] {
-  const knownBudget = known > 0 ? (count > known ? budget / 2 : budget) : 0;
+  const knownBudget = known > 0 ? budget / 2 : 0;
   const newBudget = budget - knownBudget;
   return Array.from({ length: count }, (_, i) => (i < known ? knownBudget / known : newBudget / ((i - known + 1) * (i - known + 2))));
 }
 
 function testsOf(family: Family, primaryTag: string | null, budget: number): Test[] {
-  const hasTags = !primaryTag && family.tags.length > 0;
+  const hasTags = !primaryTag && family.withTags;
   // Resources carry most of the budget (a regression usually sits in one endpoint); tag
   // values a fifth, the aggregate a tenth.
   const resourceBudget = budget * (hasTags ? 0.7 : 0.9);
@@ -152,7 +162,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   const canary = rows.filter((r) => r.version === version);
   const baseline = rows.filter((r) => r.version !== version);
   const canaryHits = canary.reduce((n, r) => n + r.hits, 0);
-  const concurrent = baseline.some((r) => r.hits > 0);
+  if (!family.mode && canaryHits > 0) family.mode = baseline.some((r) => r.hits > 0) ? 'concurrent' : 'lookback';
+  const concurrent = (family.mode ?? (baseline.some((r) => r.hits > 0) ? 'concurrent' : 'lookback')) === 'concurrent';
   const baselineKind = concurrent ? 'concurrent traffic of other versions' : 'the hour before the evaluation started';
   const rateAlpha = o.newErrorTypes ? o.alpha * 0.8 : o.alpha;
   const tests = testsOf(family, input.primaryTag, rateAlpha);
@@ -233,9 +244,14 @@ export function assessFdd(input: FddInput): FddAssessment {
     }
     // Every baseline request (the hour before and now) bounds how often it could have had the type unseen.
     const baselineRequests = [...past, ...baseline].reduce((n, r) => n + r.hits, 0);
-    const typeThreshold = Math.log(MAX_NEW_TYPES / (o.alpha * 0.2));
-    const candidates = [...mine].sort((a, b) => b[1].count - a[1].count).slice(0, MAX_NEW_TYPES);
-    for (const [type, t] of candidates) {
+    // Types keep the slot of their first appearance: the j-th gets 1/(j(j+1)) of a fifth of alpha.
+    for (const [type] of [...mine].sort((a, b) => b[1].count - a[1].count || (a[0] < b[0] ? -1 : 1))) {
+      if (!family.errorTypes.includes(type) && family.errorTypes.length < MAX_NEW_TYPES) family.errorTypes.push(type);
+    }
+    for (const [type, t] of mine) {
+      const slot = family.errorTypes.indexOf(type);
+      if (slot < 0) continue;
+      const typeThreshold = Math.log(((slot + 1) * (slot + 2)) / (o.alpha * 0.2));
       if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
       const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
       if (logE >= typeThreshold) {

@@ -7,7 +7,7 @@ import { ingestRequests } from '../sources/apm.ts';
 import { decodeTraceRequest, encodeTraceResponse, encodingOf, mapSpans, OtlpDecodeError, type RequestSpan } from '../sources/otlp.ts';
 import { HttpError, readBody, requireCaller, sendJson } from './http.ts';
 
-/** Spans written per transaction: short enough that WebSocket pings stay on time. */
+/** Spans aggregated between two turns of the event loop. */
 const CHUNK = 2000;
 
 export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
@@ -18,7 +18,12 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       const encoding = encodingOf(req.headers['content-type'] ?? null);
       if (!encoding) throw new HttpError(415, `Content-Type must be application/json or application/x-protobuf, not ${req.headers['content-type'] ?? 'none'}`);
       const body = await readBody(req, deps.config.otlpMaxBytes);
-      const mapped = mapSpans(decodeTraceRequest(body, encoding), { primaryTags: deps.config.primaryTags });
+      const now = deps.now().getTime();
+      const mapped = mapSpans(decodeTraceRequest(body, encoding), {
+        primaryTags: deps.config.primaryTags,
+        earliest: now - deps.config.apmRetentionDays * 86_400_000,
+        latest: now + 10 * 60_000,
+      });
       const allowed: RequestSpan[] = [];
       let rejected = mapped.rejected;
       const problems = [...mapped.problems];
@@ -27,10 +32,9 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
         else rejected++;
       }
       if (allowed.length < mapped.spans.length) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
-      for (let i = 0; i < allowed.length; i += CHUNK) {
-        ingestRequests(deps, allowed.slice(i, i + CHUNK));
-        if (i + CHUNK < allowed.length) await new Promise((r) => setImmediate(r));
-      }
+      // Aggregated in chunks (the event loop breathes between them), written in one
+      // transaction: an exporter's retry after a failure never counts a span twice.
+      await ingestRequests(deps, allowed, CHUNK);
       const out = encodeTraceResponse(encoding, rejected, problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);

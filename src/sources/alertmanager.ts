@@ -6,7 +6,7 @@ import type { Deps } from '../domain/deps.ts';
 import { parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
 import { canSeeMonitor, createMonitor, type MonitorRow, recordState } from '../domain/monitors.ts';
-import { type Principal, SYSTEM } from '../domain/principal.ts';
+import { canSeeEnv, type Principal, SYSTEM } from '../domain/principal.ts';
 
 const labels = z.record(z.string(), z.string());
 
@@ -40,8 +40,10 @@ export interface ReceiveResult {
 /** Matches each alert to the monitor tagged with its alertname, creating it on first sight. */
 export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unknown): ReceiveResult {
   const payload = parseInput(alertmanagerPayloadSchema, raw);
+  // Pushed monitors only: imported Prometheus rules keep their own state.
   const byAlertname = new Map<string, MonitorRow>();
   for (const m of allMonitors(deps.db)) {
+    if (m.type !== 'external') continue;
     const tag = m.tags.find((t) => t.startsWith('alertname:'));
     if (tag && !byAlertname.has(tag.slice(10))) byAlertname.set(tag.slice(10), m);
   }
@@ -50,6 +52,11 @@ export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unkno
   for (const alert of payload.alerts) {
     const { alertname, ...rest } = alert.labels as Record<string, string> & { alertname: string };
     const tags = ['source:alertmanager', `alertname:${alertname}`, ...tagsOf(rest)];
+    // A key limited to environments reports only alerts labelled with one of them.
+    if (principal.envs !== null && !(rest.env && canSeeEnv(principal, rest.env))) {
+      problems.add(`API key "${principal.name}" is limited to env ${principal.envs.join(', ')}: alerts need an env label among them`);
+      continue;
+    }
     let monitor = byAlertname.get(alertname);
     if (monitor && !canSeeMonitor(principal, monitor)) {
       problems.add(`API key "${principal.name}" may not report ${alertname} (another environment)`);

@@ -7,12 +7,17 @@ import type { RequestSpan } from './otlp.ts';
 
 export const bucketOf = (ms: number) => Math.floor(ms / APM_BUCKET_MS) * APM_BUCKET_MS;
 
-/** Aggregates and stores a batch of requests; returns the service/env pairs it touched. */
-export function ingestRequests(deps: Deps, spans: readonly RequestSpan[]): Array<{ service: string; env: string }> {
+/**
+ * Aggregates a batch of requests (yielding to the event loop every `chunk` spans) and stores
+ * it in one transaction; returns the service/env pairs it touched.
+ */
+export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], chunk = Number.POSITIVE_INFINITY): Promise<Array<{ service: string; env: string }>> {
   if (spans.length === 0) return [];
   const stats = new Map<string, StatDelta>();
   const errors = new Map<string, ErrorDelta>();
+  let n = 0;
   for (const s of spans) {
+    if (++n % chunk === 0) await new Promise((r) => setImmediate(r));
     const bucket = bucketOf(s.startMs);
     const key = [s.service, s.env, s.version, s.resource, s.primaryTag, bucket].join('\u0000');
     let stat = stats.get(key);

@@ -44,7 +44,9 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     }
     health(m, null);
     if (series.length === 0) {
+      // No series at all: the monitor as a whole, and every group it had, has no data.
       recordState(deps, m.id, '*', 'no_data', 'the query returned no series');
+      for (const g of groupsOf(deps.db, [m.id])) if (g.group !== '*' && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', 'the query returned no series');
       return;
     }
     const seen = new Set<string>();
@@ -73,12 +75,23 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       for (const m of imported) health(m, err.message);
       return;
     }
-    const byRule = new Map(imported.map((m) => [`${definitionOf(m).importedRule!.group}\u0000${definitionOf(m).importedRule!.name}`, m]));
+    // A rule is its group, name and labels: two rules may share a name with other labels.
+    const keyOf = (group: string, name: string, labels: Record<string, string>) => `${group}\u0000${name}\u0000${JSON.stringify(Object.entries(labels).sort())}`;
+    const byRule = new Map(
+      imported.map((m) => {
+        const r = definitionOf(m).importedRule!;
+        return [keyOf(r.group, r.name, r.labels ?? {}), m];
+      }),
+    );
+    const present = new Set<string>();
     for (const rule of rules) {
-      let m = byRule.get(`${rule.group}\u0000${rule.name}`);
+      const key = keyOf(rule.group, rule.name, rule.labels);
+      present.add(key);
+      let m = byRule.get(key);
       if (!m) {
         const tags = ['source:prometheus-rule', `alertname:${rule.name}`, ...Object.entries(rule.labels).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))];
-        m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name });
+        m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name, labels: rule.labels });
+        byRule.set(key, m);
       }
       health(m, null);
       const seen = new Set<string>();
@@ -91,6 +104,11 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       const known = groupsOf(deps.db, [m.id]);
       for (const g of known) if (!seen.has(g.group) && g.state !== 'ok') recordState(deps, m.id, g.group, 'ok', 'the alert is no longer active');
       if (known.length === 0 && seen.size === 0) recordState(deps, m.id, '*', 'ok', 'inactive');
+    }
+    // A rule removed from Prometheus can no longer fire: its monitor's groups go back to OK.
+    for (const [key, m] of byRule) {
+      if (present.has(key)) continue;
+      for (const g of groupsOf(deps.db, [m.id])) if (g.state !== 'ok') recordState(deps, m.id, g.group, 'ok', 'the alerting rule is no longer in Prometheus');
     }
   }
 
@@ -111,6 +129,10 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       acc.errors += r.errors;
       acc.rows.push(r);
       groups.set(group, acc);
+    }
+    // A group that served nothing over the whole window has no data.
+    for (const g of groupsOf(deps.db, [m.id])) {
+      if (!groups.has(g.group) && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', `no requests over ${def.window} s`);
     }
     for (const [group, acc] of groups) {
       if (acc.hits === 0) continue;

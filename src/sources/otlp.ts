@@ -93,7 +93,13 @@ export interface RequestSpan {
 export interface MappingOptions {
   /** Primary tags: tag name → span or resource attribute, e.g. region → cloud.region. */
   primaryTags: ReadonlyArray<{ tag: string; attribute: string }>;
+  /** Spans starting outside [earliest, latest] (ms) are rejected: nothing is kept for them. */
+  earliest: number;
+  latest: number;
 }
+
+/** Longer than a day is a broken clock, not a request. */
+const MAX_DURATION_MS = 86_400_000;
 
 const SPAN_KIND_SERVER = 2;
 const SPAN_KIND_CONSUMER = 5;
@@ -104,13 +110,17 @@ function nanosToMs(v: OtlpSpan['startTimeUnixNano']): number {
   if (typeof v === 'number') return v / 1e6;
   // Split at the millisecond digit rather than through BigInt: this runs for every span.
   if (typeof v === 'string') return /^\d{7,}$/.test(v) ? Number(v.slice(0, -6)) + Number(v.slice(-6)) / 1e6 : /^\d+$/.test(v) ? Number(v) / 1e6 : Number.NaN;
-  return v.toNumber() / 1e6;
+  if (typeof v === 'object' && typeof (v as { toNumber?: unknown }).toNumber === 'function') return v.toNumber() / 1e6;
+  return Number.NaN;
 }
 
 function scalar(v: AnyValue | undefined): string | number | boolean | undefined {
   if (!v) return undefined;
   if (v.stringValue !== undefined && v.stringValue !== null) return v.stringValue;
-  if (v.intValue !== undefined && v.intValue !== null) return typeof v.intValue === 'object' ? v.intValue.toNumber() : Number(v.intValue);
+  if (v.intValue !== undefined && v.intValue !== null) {
+    if (typeof v.intValue === 'object') return typeof v.intValue.toNumber === 'function' ? v.intValue.toNumber() : undefined;
+    return Number(v.intValue);
+  }
   if (v.doubleValue !== undefined && v.doubleValue !== null) return v.doubleValue;
   if (v.boolValue !== undefined && v.boolValue !== null) return v.boolValue;
   return undefined;
@@ -118,6 +128,7 @@ function scalar(v: AnyValue | undefined): string | number | boolean | undefined 
 
 function attrs(list: KeyValue[] | undefined): Map<string, string | number | boolean> {
   const map = new Map<string, string | number | boolean>();
+  if (list !== undefined && list !== null && !Array.isArray(list)) throw new TypeError('attributes must be an array');
   for (const kv of list ?? []) {
     const value = scalar(kv?.value);
     if (typeof kv?.key === 'string' && value !== undefined) map.set(kv.key, value);
@@ -143,13 +154,29 @@ export interface MappedBatch {
  * error.type attribute, or the status code.
  */
 export function mapSpans(req: TraceRequest, options: MappingOptions): MappedBatch {
+  try {
+    return mapValidSpans(req, options);
+  } catch (err) {
+    // A structure that is not OTLP (attributes: 5, scopeSpans: {}…) is the sender's error.
+    if (err instanceof TypeError) throw new OtlpDecodeError(`not an OTLP trace request: ${err.message}`);
+    throw err;
+  }
+}
+
+function mapValidSpans(req: TraceRequest, options: MappingOptions): MappedBatch {
   const spans: RequestSpan[] = [];
   let rejected = 0;
   const problems = new Set<string>();
   for (const rs of req.resourceSpans ?? []) {
     const resource = attrs(rs?.resource?.attributes);
     const service = resource.get('service.name');
-    const allSpans = (rs?.scopeSpans ?? []).flatMap((ss) => ss?.spans ?? []);
+    const scopes = rs?.scopeSpans ?? [];
+    if (!Array.isArray(scopes)) throw new TypeError('scopeSpans must be an array');
+    const allSpans = scopes.flatMap((ss) => {
+      const list = ss?.spans ?? [];
+      if (!Array.isArray(list)) throw new TypeError('spans must be an array');
+      return list.filter((span) => span !== null && typeof span === 'object');
+    });
     if (typeof service !== 'string' || service === '' || service.startsWith('unknown_service')) {
       rejected += allSpans.length;
       if (allSpans.length > 0) problems.add('resource without service.name: its spans were rejected');
@@ -167,6 +194,11 @@ export function mapSpans(req: TraceRequest, options: MappingOptions): MappedBatc
         problems.add('span without a valid startTimeUnixNano: rejected');
         continue;
       }
+      if (startMs < options.earliest || startMs > options.latest) {
+        rejected++;
+        problems.add('span starting outside the retention period or in the future: rejected');
+        continue;
+      }
       const a = attrs(span.attributes);
       const method = a.get('http.request.method') ?? a.get('http.method');
       const route = a.get('http.route');
@@ -177,7 +209,9 @@ export function mapSpans(req: TraceRequest, options: MappingOptions): MappedBatc
       let errorType: string | null = null;
       let errorMessage: string | null = null;
       if (error) {
-        const exception = (span.events ?? []).find((e) => e?.name === 'exception');
+        const events = span.events ?? [];
+        if (!Array.isArray(events)) throw new TypeError('events must be an array');
+        const exception = events.find((e) => e?.name === 'exception');
         const ex = attrs(exception?.attributes);
         errorType = String(ex.get('exception.type') ?? a.get('error.type') ?? (httpStatus >= 500 ? httpStatus : 'error'));
         errorMessage = String(ex.get('exception.message') ?? span.status?.message ?? '').slice(0, 500) || null;
@@ -197,7 +231,7 @@ export function mapSpans(req: TraceRequest, options: MappingOptions): MappedBatc
         resource: resourceName.slice(0, 500),
         primaryTag,
         startMs,
-        durationMs: Number.isFinite(endMs) && endMs >= startMs ? endMs - startMs : 0,
+        durationMs: Number.isFinite(endMs) && endMs >= startMs ? Math.min(endMs - startMs, MAX_DURATION_MS) : 0,
         error,
         errorType: errorType?.slice(0, 200) ?? null,
         errorMessage,

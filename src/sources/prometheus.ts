@@ -23,6 +23,13 @@ export interface AlertingRule {
   alerts: Array<{ labels: Record<string, string>; state: 'firing' | 'pending' | 'inactive'; value?: string }>;
 }
 
+/** Prometheus writes infinities as +Inf/-Inf, which Number() does not read. */
+export function sampleValue(v: string): number {
+  if (v === '+Inf' || v === 'Inf') return Number.POSITIVE_INFINITY;
+  if (v === '-Inf') return Number.NEGATIVE_INFINITY;
+  return Number(v);
+}
+
 export function prometheusClient(o: PrometheusOptions) {
   const base = o.url.replace(/\/+$/, '');
   async function get<T>(path: string): Promise<T> {
@@ -48,11 +55,11 @@ export function prometheusClient(o: PrometheusOptions) {
     /** An instant query; a vector or a scalar, as series. */
     async query(expr: string): Promise<Series[]> {
       const data = await get<{ resultType: string; result: unknown }>(`/api/v1/query?query=${encodeURIComponent(expr)}`);
-      if (data.resultType === 'scalar') return [{ labels: {}, value: Number((data.result as [number, string])[1]) }];
+      if (data.resultType === 'scalar') return [{ labels: {}, value: sampleValue((data.result as [number, string])[1]) }];
       if (data.resultType !== 'vector') throw new SourceError(`PromQL \`${expr}\` returned a ${data.resultType}, not an instant vector`);
       return (data.result as Array<{ metric: Record<string, string>; value: [number, string] }>).map((r) => ({
         labels: r.metric,
-        value: Number(r.value[1]),
+        value: sampleValue(r.value[1]),
       }));
     },
 

@@ -37,7 +37,7 @@ if (kind === 'bare') {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const encoding = encodingOf(req.headers['content-type'] ?? null)!;
-    const mapped = mapSpans(decodeTraceRequest(Buffer.concat(chunks), encoding), { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }] });
+    const mapped = mapSpans(decodeTraceRequest(Buffer.concat(chunks), encoding), { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }], earliest: Date.now() - 7 * 86_400_000, latest: Date.now() + 600_000 });
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ spans: mapped.spans.length }));
   });
