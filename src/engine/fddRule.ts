@@ -98,11 +98,12 @@ function grow(family: Family | undefined, past: readonly BucketRow[], now: reado
 }
 
 /**
- * Shares of a budget, the same at every check: with names known at the start, they split half
- * of it equally and newcomers the other half, 1/(j(j+1)) each; without, newcomers all of it.
+ * Shares of a budget, the same at every check: with names known at the start, they split 90%
+ * of it equally (a deploy rarely brings new endpoints) and newcomers the rest, 1/(j(j+1))
+ * each; without, newcomers all of it.
  */
 function shares(count: number, known: number, budget: number): number[] {
-  const knownBudget = known > 0 ? budget / 2 : 0;
+  const knownBudget = known > 0 ? budget * 0.9 : 0;
   const newBudget = budget - knownBudget;
   return Array.from({ length: count }, (_, i) => (i < known ? knownBudget / known : newBudget / ((i - known + 1) * (i - known + 2))));
 }
@@ -110,8 +111,8 @@ function shares(count: number, known: number, budget: number): number[] {
 function testsOf(family: Family, primaryTag: string | null, budget: number): Test[] {
   const hasTags = !primaryTag && family.withTags;
   // Resources carry most of the budget (a regression usually sits in one endpoint); tag
-  // values a fifth, the aggregate a tenth.
-  const resourceBudget = budget * (hasTags ? 0.7 : 0.9);
+  // values a fifth, the aggregate a twentieth.
+  const resourceBudget = budget * (hasTags ? 0.75 : 0.95);
   const listed = new Set(family.resources);
   const overflow = family.resources.length >= MAX_RESOURCES;
   const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget);
@@ -121,7 +122,7 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
     const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
     family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => r.primaryTag === name }));
   }
-  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.1, keep: () => true });
+  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.05, keep: () => true });
   return tests;
 }
 
@@ -165,7 +166,7 @@ export function assessFdd(input: FddInput): FddAssessment {
   if (!family.mode && canaryHits > 0) family.mode = baseline.some((r) => r.hits > 0) ? 'concurrent' : 'lookback';
   const concurrent = (family.mode ?? (baseline.some((r) => r.hits > 0) ? 'concurrent' : 'lookback')) === 'concurrent';
   const baselineKind = concurrent ? 'concurrent traffic of other versions' : 'the hour before the evaluation started';
-  const rateAlpha = o.newErrorTypes ? o.alpha * 0.8 : o.alpha;
+  const rateAlpha = o.newErrorTypes ? o.alpha * 0.9 : o.alpha;
   const tests = testsOf(family, input.primaryTag, rateAlpha);
   const aggregateShare = tests.at(-1)!.share;
   const grid = ratioGrid(o.minRelativeIncrease);
@@ -244,14 +245,14 @@ export function assessFdd(input: FddInput): FddAssessment {
     }
     // Every baseline request (the hour before and now) bounds how often it could have had the type unseen.
     const baselineRequests = [...past, ...baseline].reduce((n, r) => n + r.hits, 0);
-    // Types keep the slot of their first appearance: the j-th gets 1/(j(j+1)) of a fifth of alpha.
+    // Types keep the slot of their first appearance: the j-th gets 1/(j(j+1)) of a tenth of alpha.
     for (const [type] of [...mine].sort((a, b) => b[1].count - a[1].count || (a[0] < b[0] ? -1 : 1))) {
       if (!family.errorTypes.includes(type) && family.errorTypes.length < MAX_NEW_TYPES) family.errorTypes.push(type);
     }
     for (const [type, t] of mine) {
       const slot = family.errorTypes.indexOf(type);
       if (slot < 0) continue;
-      const typeThreshold = Math.log(((slot + 1) * (slot + 2)) / (o.alpha * 0.2));
+      const typeThreshold = Math.log(((slot + 1) * (slot + 2)) / (o.alpha * 0.1));
       if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
       const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
       if (logE >= typeThreshold) {
