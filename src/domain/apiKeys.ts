@@ -12,6 +12,7 @@ import {
 import { insertAudit } from '../db/audit.ts';
 import type { Db } from '../db/client.ts';
 import type { Deps } from './deps.ts';
+import type { Events } from './events.ts';
 import { DomainError, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
@@ -140,17 +141,35 @@ export function ensureBootstrapKey(db: Db, now: Date, configured: string | undef
   return { created: true, secret };
 }
 
-export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: string };
+export type AuthResult = { ok: true; principal: Principal; expiresAt?: Date | null } | { ok: false; reason: string };
 
 /**
  * Turns a presented secret into a Principal. Last use is recorded at most once a minute per
  * key so authentication stays a read on the hot path.
  */
-export function createAuthenticator(db: Db, now: () => Date = () => new Date()) {
+export function createAuthenticator(db: Db, now: () => Date = () => new Date(), events?: Events) {
   const lookup = preparedKeyLookup(db);
   const lastTouched = new Map<string, number>();
+  // Recent answers, so a busy client costs a map lookup instead of a hash and a query. A key
+  // revoked or changed in this process is forgotten at once; in other processes within AUTH_CACHE_MS.
+  const recent = new Map<string, { result: AuthResult; until: number }>();
+  events?.on('config.changed', () => recent.clear());
   return (secret: string | null | undefined): AuthResult => {
     if (!secret) return { ok: false, reason: 'missing API key: send "Authorization: Bearer <key>"' };
+    const t0 = now().getTime();
+    const hit = recent.get(secret);
+    if (hit && hit.until > t0) return hit.result;
+    const result = check(secret);
+    if (recent.size > 10_000) recent.clear();
+    if (result.ok) recent.set(secret, { result, until: Math.min(t0 + AUTH_CACHE_MS, expiryOf(result)) });
+    return result;
+  };
+
+  function expiryOf(result: AuthResult): number {
+    return result.ok && result.expiresAt ? result.expiresAt.getTime() : Number.POSITIVE_INFINITY;
+  }
+
+  function check(secret: string): AuthResult {
     const row = lookup.find(hashSecret(secret));
     if (!row) return { ok: false, reason: 'invalid API key' };
     const t = now();
@@ -163,9 +182,13 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date()) 
     return {
       ok: true,
       principal: { id: row.id, name: row.name, scopes: new Set(row.scopes as Scope[]), envs: row.envs ?? null },
+      expiresAt: row.expiresAt,
     };
-  };
+  }
 }
+
+/** How long a positive authentication is reused without looking at the database. */
+export const AUTH_CACHE_MS = 5_000;
 
 /** `Bearer <key>`, a bare key, or null. */
 export function secretFromAuthorization(header: string | null | undefined): string | null {

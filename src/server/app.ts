@@ -46,7 +46,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs })
     : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
-  const authenticate = createAuthenticator(db, now);
+  const authenticate = createAuthenticator(db, now, deps.events);
   const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
 
   const registry = new Registry();
@@ -73,7 +73,10 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       if (res.statusCode >= 500) log.warn(entry, 'request failed');
       else log.debug(entry, 'request');
     });
-    const url = new URL(req.url ?? '/', 'http://tollgate');
+    // GraphQL is the hot path: only other paths pay for parsing the URL.
+    const path = req.url ?? '/';
+    if (path.startsWith('/graphql')) return void yoga(req, res);
+    const url = new URL(path, 'http://tollgate');
     const route = routes[url.pathname];
     if (route) void route(req, res, url);
     else void yoga(req, res);
