@@ -15,6 +15,7 @@ import type { Deps } from './deps.ts';
 import type { Events } from './events.ts';
 import { DomainError, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
+import { audit } from './stamp.ts';
 import { type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
@@ -95,7 +96,7 @@ function insertKey(
     });
     const { secretHash: _omit, ...safe } = row;
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'api_key.created', targetType: 'api_key', targetId: row.id, before: null, after: safe },
+      audit(actor, now, 'api_key.created', { type: 'api_key', id: row.id }, null, safe),
     ]);
     return row;
   });
@@ -111,7 +112,7 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
     if (before.revokedAt) return before;
     const row = revokeApiKeyRow(tx, before.id, now);
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'api_key.revoked', targetType: 'api_key', targetId: row.id, before: null, after: { revokedAt: now } },
+      audit(actor, now, 'api_key.revoked', { type: 'api_key', id: row.id }, null, { revokedAt: now }),
     ]);
     return row;
   });

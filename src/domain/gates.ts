@@ -23,6 +23,7 @@ import type { Deps } from './deps.ts';
 import { badInput, conflict, type DomainError, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
+import { audit, stamp } from './stamp.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined, ruleOptionsInputSchema } from './ruleOptions.ts';
 
@@ -167,16 +168,6 @@ export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | nul
 
 // ---- writes: one transaction each, audit inside it, event after commit ----
 
-function stamp(actor: Principal, now: Date) {
-  return {
-    createdAt: now,
-    createdById: actor.id,
-    createdByName: actor.name,
-    updatedAt: now,
-    updatedById: actor.id,
-    updatedByName: actor.name,
-  };
-}
 
 function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date): NewRuleRow {
   return {
@@ -224,7 +215,7 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
         input.rules.map((r) => ruleRow(id, r, actor, now)),
       );
       insertAudit(tx, [
-        { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.created', targetType: 'gate', targetId: id, before: null, after: { gate, rules } },
+        audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules }),
       ]);
       return { gate, rules };
     });
@@ -262,7 +253,7 @@ export function updateGate(deps: Deps, actor: Principal, id: string, input: Upda
       updatedByName: actor.name,
     });
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.updated', targetType: 'gate', targetId: gate.id, before, after: gate },
+      audit(actor, now, 'gate.updated', { type: 'gate', id: gate.id }, before, gate),
     ]);
     return { gate, rules: rulesOfGates(tx, [gate.id]) };
   });
@@ -278,7 +269,7 @@ export function deleteGate(deps: Deps, actor: Principal, id: string): string {
     const rules = rulesOfGates(tx, [gate.id]);
     deleteGateRow(tx, gate.id); // rules go with it (ON DELETE CASCADE)
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'gate.deleted', targetType: 'gate', targetId: gate.id, before: { gate, rules }, after: null },
+      audit(actor, now, 'gate.deleted', { type: 'gate', id: gate.id }, { gate, rules }, null),
     ]);
     return { gate, rules };
   });
@@ -299,7 +290,7 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
     const [rule] = insertRules(tx, [ruleRow(gate.id, input, actor, now)]);
     const gateRow = touchGate(tx, gate, actor, now);
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.created', targetType: 'rule', targetId: rule!.id, before: null, after: rule },
+      audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule),
     ]);
     return { rule: rule!, gate: { gate: gateRow, rules: [...existing, rule!] } };
   });
@@ -334,7 +325,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
     });
     const gateRow = touchGate(tx, gate, actor, now);
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.updated', targetType: 'rule', targetId: rule.id, before, after: rule },
+      audit(actor, now, 'rule.updated', { type: 'rule', id: rule.id }, before, rule),
     ]);
     return { rule, gate: { gate: gateRow, rules: siblings.map((r) => (r.id === rule.id ? rule : r)) } };
   });
@@ -352,7 +343,7 @@ export function deleteRule(deps: Deps, actor: Principal, id: string): string {
     deleteRuleRow(tx, rule.id);
     const gateRow = touchGate(tx, gate, actor, now);
     insertAudit(tx, [
-      { id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'rule.deleted', targetType: 'rule', targetId: rule.id, before: rule, after: null },
+      audit(actor, now, 'rule.deleted', { type: 'rule', id: rule.id }, rule, null),
     ]);
     return { rule, gate: { gate: gateRow, rules: rulesOfGates(tx, [gate.id]) } };
   });

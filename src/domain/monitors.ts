@@ -21,6 +21,7 @@ import { MONITOR_STATES } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
 import { DomainError, forbidden, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
+import { audit, stamp } from './stamp.ts';
 import { type Expr, groupTagsOf, type MatchableMonitor, matches, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 import { type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
@@ -241,14 +242,9 @@ export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitor
       critical: input.critical ?? null,
       warning: input.warning ?? null,
       definition: { comparator: input.comparator, ...(input.apm && { apm: input.apm }), ...(imported && { importedRule: imported }) } satisfies MonitorDefinition,
-      createdAt: now,
-      createdById: actor.id,
-      createdByName: actor.name,
-      updatedAt: now,
-      updatedById: actor.id,
-      updatedByName: actor.name,
+      ...stamp(actor, now),
     });
-    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.created', targetType: 'monitor', targetId: m.id, before: null, after: m }]);
+    insertAudit(tx, [audit(actor, now, 'monitor.created', { type: 'monitor', id: m.id }, null, m)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
@@ -273,7 +269,7 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, input: U
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.updated', targetType: 'monitor', targetId: m.id, before, after: m }]);
+    insertAudit(tx, [audit(actor, now, 'monitor.updated', { type: 'monitor', id: m.id }, before, m)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
@@ -288,7 +284,7 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
     if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
     assertMonitorVisible(actor, m);
     deleteMonitorRow(tx, m.id);
-    insertAudit(tx, [{ id: newId(), at: now, actorId: actor.id, actorName: actor.name, action: 'monitor.deleted', targetType: 'monitor', targetId: m.id, before: m, after: null }]);
+    insertAudit(tx, [audit(actor, now, 'monitor.deleted', { type: 'monitor', id: m.id }, m, null)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
