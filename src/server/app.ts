@@ -12,6 +12,7 @@ import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger } from '../log.ts';
 import { alertmanagerHandler } from './hooks.ts';
 import { otlpTracesHandler } from './otlp.ts';
+import { restHandler } from './rest.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
 
@@ -65,6 +66,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     '/hooks/alertmanager': alertmanagerHandler(deps, authenticate),
   };
 
+  const rest = restHandler(deps, authenticate);
+
   const sockets = new Set<Socket>();
   const server = createServer((req, res) => {
     const started = performance.now();
@@ -77,7 +80,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     const path = req.url ?? '/';
     if (path.startsWith('/graphql')) return void yoga(req, res);
     const url = new URL(path, 'http://tollgate');
-    const route = routes[url.pathname];
+    const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
     if (route) void route(req, res, url);
     else void yoga(req, res);
   });

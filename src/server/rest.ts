@@ -1,0 +1,307 @@
+// The Datadog-compatible REST API (JSON:API-style bodies in snake_case), on the same domain
+// functions as GraphQL: trigger and result of evaluations, gate and rule CRUD.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuthResult } from '../domain/apiKeys.ts';
+import type { Deps } from '../domain/deps.ts';
+import { DomainError, parseInput } from '../domain/errors.ts';
+import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, reported } from '../domain/evaluations.ts';
+import {
+  createGate,
+  createGateInputSchema,
+  createRule,
+  deleteGate,
+  deleteRule,
+  getGate,
+  getRule,
+  listGates,
+  ruleInputSchema,
+  rulesOf,
+  updateGate,
+  updateGateInputSchema,
+  updateRule,
+  updateRuleInputSchema,
+} from '../domain/gates.ts';
+import type { GateRow, RuleRow } from '../db/gates.ts';
+import { validate as isUuid } from 'uuid';
+import type { Principal } from '../domain/principal.ts';
+import { secretFromAuthorization } from '../domain/apiKeys.ts';
+import { HttpError, readBody, sendJson } from './http.ts';
+
+const TITLES: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 500: 'Internal Server Error' };
+const STATUS_OF: Record<DomainError['code'], number> = { BAD_USER_INPUT: 400, NOT_FOUND: 404, CONFLICT: 400, UNAUTHENTICATED: 401, FORBIDDEN: 403 };
+
+function fail(res: ServerResponse, status: number, detail: string): void {
+  sendJson(res, status, { errors: [{ status: String(status), title: TITLES[status] ?? 'Error', detail }] });
+}
+
+// ---- option names: snake_case on the wire, camelCase inside ----
+
+const MONITOR_KEYS: Record<string, string> = { query: 'query', duration: 'duration', warmup: 'warmup', fail_on_no_data: 'failOnNoData', fail_on_no_groups_found: 'failOnNoGroupsFound', monitor_ids: 'monitorIds' };
+const FDD_KEYS: Record<string, string> = {
+  duration: 'duration',
+  excluded_resources: 'excludedResources',
+  allowed_resources: 'allowedResources',
+  included_resources: 'allowedResources', // the name the Datadog docs use
+  alpha: 'alpha',
+  min_relative_increase: 'minRelativeIncrease',
+  new_error_types: 'newErrorTypes',
+  on_insufficient_data: 'onInsufficientData',
+};
+
+function rename(obj: unknown, keys: Record<string, string>, where: string): Record<string, unknown> {
+  if (obj === undefined || obj === null) return {};
+  if (typeof obj !== 'object' || Array.isArray(obj)) throw new DomainError('BAD_USER_INPUT', `${where}: must be an object`, where);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    const name = keys[k];
+    if (!name) throw new DomainError('BAD_USER_INPUT', `${where}: unknown option "${k}"`, `${where}.${k}`);
+    out[name] = v;
+  }
+  return out;
+}
+
+function ruleFromWire(rule: unknown, where: string): Record<string, unknown> {
+  const r = (rule ?? {}) as Record<string, unknown>;
+  if (r.type !== 'monitor' && r.type !== 'faulty_deployment_detection') {
+    throw new DomainError('BAD_USER_INPUT', `${where}: invalid rule type: ${String(r.type)} (must be monitor or faulty_deployment_detection)`, `${where}.type`);
+  }
+  const options = r.type === 'monitor' ? { monitor: rename(r.options, MONITOR_KEYS, `${where}.options`) } : { faultyDeploymentDetection: rename(r.options, FDD_KEYS, `${where}.options`) };
+  return { name: r.name, dryRun: r.dry_run, options };
+}
+
+function optionsToWire(rule: Pick<RuleRow, 'type' | 'options'>): Record<string, unknown> {
+  const keys = rule.type === 'monitor' ? MONITOR_KEYS : FDD_KEYS;
+  const back = Object.fromEntries(Object.entries(keys).filter(([k]) => k !== 'included_resources').map(([wire, name]) => [name, wire]));
+  return Object.fromEntries(Object.entries(rule.options).filter(([, v]) => v !== undefined).map(([k, v]) => [back[k] ?? k, v]));
+}
+
+const user = (id: string, name: string) => ({ id, name, handle: name });
+
+function gateToWire(g: GateRow) {
+  return {
+    id: g.id,
+    type: 'deployment_gate',
+    attributes: {
+      service: g.service,
+      env: g.env,
+      identifier: g.identifier,
+      dry_run: g.dryRun,
+      created_at: g.createdAt.toISOString(),
+      created_by: user(g.createdById, g.createdByName),
+      updated_at: g.updatedAt.toISOString(),
+      updated_by: user(g.updatedById, g.updatedByName),
+    },
+  };
+}
+
+function ruleAttributes(r: RuleRow) {
+  return {
+    gate_id: r.gateId,
+    name: r.name,
+    type: r.type,
+    dry_run: r.dryRun,
+    options: optionsToWire(r),
+    created_at: r.createdAt.toISOString(),
+    created_by: user(r.createdById, r.createdByName),
+    updated_at: r.updatedAt.toISOString(),
+    updated_by: user(r.updatedById, r.updatedByName),
+  };
+}
+
+const ruleToWire = (r: RuleRow) => ({ id: r.id, type: 'deployment_rule', attributes: ruleAttributes(r) });
+
+function attributesOf(body: unknown): Record<string, unknown> {
+  const data = (body as { data?: { attributes?: unknown } } | null)?.data;
+  if (!data || typeof data !== 'object') throw new DomainError('BAD_USER_INPUT', 'data: is required (a JSON:API body: {"data": {"type": …, "attributes": {…}}})', 'data');
+  const attributes = data.attributes;
+  if (!attributes || typeof attributes !== 'object' || Array.isArray(attributes)) throw new DomainError('BAD_USER_INPUT', 'data.attributes: is required', 'data.attributes');
+  return attributes as Record<string, unknown>;
+}
+
+function uuidParam(value: string, what = 'id'): string {
+  if (!isUuid(value)) throw new HttpError(400, `attribute "${what}" Invalid id`);
+  return value.toLowerCase();
+}
+
+// ---- routes ----
+
+type Handler = (ctx: { deps: Deps; principal: Principal; params: string[]; body: unknown; url: URL }) => { status: number; body?: unknown };
+
+const routes: Array<{ method: string; pattern: RegExp; handle: Handler }> = [];
+const route = (method: string, pattern: RegExp, handle: Handler) => routes.push({ method, pattern, handle });
+const PREFIXES = ['/api/v2', '/api/unstable'];
+
+for (const prefix of PREFIXES) {
+  const p = prefix.replace('/', '\\/');
+  route('POST', new RegExp(`^${p}\\/deployments\\/gates\\/evaluation$`), ({ deps, principal, body }) => {
+    const a = attributesOf(body);
+    if (a.env === '' || a.env === undefined) throw new DomainError('BAD_USER_INPUT', 'required env field is missing', 'env');
+    const configuration = a.configuration as { dry_run?: unknown; on_source_error?: unknown; rules?: unknown } | undefined;
+    const rules = configuration?.rules;
+    if (configuration !== undefined && (!Array.isArray(rules) || rules.length === 0)) {
+      throw new DomainError('BAD_USER_INPUT', 'invalid configuration: rules must be a non-empty array', 'configuration.rules');
+    }
+    const input = parseInput(evaluateGateInputSchema, {
+      service: a.service,
+      env: a.env,
+      identifier: a.identifier ?? undefined,
+      version: a.version ?? undefined,
+      primaryTag: a.primary_tag ?? a.apm_primary_tag ?? undefined,
+      idempotencyKey: a.idempotency_key ?? undefined,
+      configuration: configuration && {
+        dryRun: configuration.dry_run,
+        onSourceError: configuration.on_source_error,
+        rules: (rules as unknown[]).map((r, i) => ruleFromWire(r, `invalid configuration: invalid rule at index ${i}`)),
+      },
+    });
+    const snap = evaluateGate(deps, principal, input);
+    const id = snap.evaluation.id;
+    return { status: 202, body: { data: { id, type: 'deployment_gates_evaluation_response', attributes: { evaluation_id: id } } } };
+  });
+
+  route('GET', new RegExp(`^${p}\\/deployments\\/gates\\/evaluation\\/([^/]+)$`), ({ deps, principal, params }) => {
+    const id = uuidParam(params[0]!);
+    const snap = getEvaluation(deps, principal, id);
+    if (!snap) throw new HttpError(404, `gate evaluation with id ${id} not found`);
+    const e = snap.evaluation;
+    return {
+      status: 200,
+      body: {
+        data: {
+          id,
+          type: 'deployment_gates_evaluation_result_response',
+          attributes: {
+            dry_run: e.dryRun,
+            evaluation_id: id,
+            evaluation_url: evaluationUrl(deps, id),
+            gate_id: e.gateId,
+            gate_status: reported(e),
+            rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason ?? undefined, dry_run: r.dryRun })),
+          },
+        },
+      },
+    };
+  });
+
+  route('POST', new RegExp(`^${p}\\/deployment_gates$`), ({ deps, principal, body }) => {
+    const a = attributesOf(body);
+    if (a.env === '') throw new DomainError('BAD_USER_INPUT', 'attribute "env" is required', 'env');
+    const input = parseInput(createGateInputSchema, { service: a.service, env: a.env, identifier: a.identifier ?? undefined, dryRun: a.dry_run ?? undefined });
+    try {
+      return { status: 200, body: { data: gateToWire(createGate(deps, principal, input).gate) } };
+    } catch (err) {
+      if (err instanceof DomainError && err.code === 'CONFLICT') throw new HttpError(400, 'Gate already exists with the given env, service and identifier');
+      throw err;
+    }
+  });
+
+  route('GET', new RegExp(`^${p}\\/deployment_gates$`), ({ deps, principal, url }) => {
+    const size = Number(url.searchParams.get('page[size]') ?? 50);
+    if (!Number.isInteger(size) || size < 1 || size > 1000) throw new HttpError(400, 'page[size] must be between 1 and 1000');
+    const cursor = url.searchParams.get('page[cursor]') ?? undefined;
+    if (cursor !== undefined && !isUuid(cursor)) throw new HttpError(400, 'page[cursor] is invalid');
+    const dryRun = url.searchParams.get('filter[dry_run]');
+    const rows = listGates(
+      deps,
+      principal,
+      {
+        service: url.searchParams.get('filter[service]') ?? undefined,
+        env: url.searchParams.get('filter[env]') ?? undefined,
+        identifier: url.searchParams.get('filter[identifier]') ?? undefined,
+        dryRun: dryRun === null ? undefined : dryRun === 'true',
+      },
+      { after: cursor, limit: size + 1, inverted: false },
+    );
+    const page = rows.slice(0, size);
+    const next = rows.length > size ? page.at(-1)!.id : undefined;
+    return { status: 200, body: { data: page.map(gateToWire), meta: { page: { cursor: cursor ?? null, size, ...(next && { next_cursor: next }) } } } };
+  });
+
+  route('GET', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)$`), ({ deps, principal, params }) => {
+    const gate = getGate(deps, principal, uuidParam(params[0]!));
+    if (!gate) throw new HttpError(404, 'Gate does not exist');
+    return { status: 200, body: { data: gateToWire(gate) } };
+  });
+
+  route('PUT', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)$`), ({ deps, principal, params, body }) => {
+    const a = attributesOf(body);
+    const input = parseInput(updateGateInputSchema, { dryRun: a.dry_run, service: a.service, env: a.env, identifier: a.identifier });
+    return { status: 200, body: { data: gateToWire(updateGate(deps, principal, uuidParam(params[0]!), input)) } };
+  });
+
+  route('DELETE', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)$`), ({ deps, principal, params }) => {
+    deleteGate(deps, principal, uuidParam(params[0]!));
+    return { status: 204 };
+  });
+
+  route('POST', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)\\/rules$`), ({ deps, principal, params, body }) => {
+    const input = parseInput(ruleInputSchema, ruleFromWire(attributesOf(body), 'data.attributes'));
+    return { status: 200, body: { data: ruleToWire(createRule(deps, principal, uuidParam(params[0]!, 'gate_id'), input)) } };
+  });
+
+  route('GET', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)\\/rules$`), ({ deps, principal, params }) => {
+    const gateId = uuidParam(params[0]!, 'gate_id');
+    if (!getGate(deps, principal, gateId)) throw new HttpError(404, 'Gate does not exist');
+    return { status: 200, body: { data: { id: gateId, type: 'list_deployment_rules', attributes: { rules: rulesOf(deps, [gateId]).map((r) => ({ id: r.id, ...ruleAttributes(r) })) } } } };
+  });
+
+  const ruleOfGate = (deps: Deps, principal: Principal, params: string[]) => {
+    const gateId = uuidParam(params[0]!, 'gate_id');
+    const rule = getRule(deps, principal, uuidParam(params[1]!));
+    if (!rule || rule.gateId !== gateId) throw new HttpError(404, 'Rule does not exist');
+    return rule;
+  };
+
+  route('GET', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)\\/rules\\/([^/]+)$`), ({ deps, principal, params }) => ({
+    status: 200,
+    body: { data: ruleToWire(ruleOfGate(deps, principal, params)) },
+  }));
+
+  route('PUT', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)\\/rules\\/([^/]+)$`), ({ deps, principal, params, body }) => {
+    const rule = ruleOfGate(deps, principal, params);
+    const a = attributesOf(body);
+    const wire = a.options === undefined ? {} : ruleFromWire({ type: a.type ?? rule.type, name: a.name, options: a.options }, 'data.attributes');
+    const input = parseInput(updateRuleInputSchema, { name: a.name, dryRun: a.dry_run, options: (wire as { options?: unknown }).options });
+    return { status: 200, body: { data: ruleToWire(updateRule(deps, principal, rule.id, input)) } };
+  });
+
+  route('DELETE', new RegExp(`^${p}\\/deployment_gates\\/([^/]+)\\/rules\\/([^/]+)$`), ({ deps, principal, params }) => {
+    deleteRule(deps, principal, ruleOfGate(deps, principal, params).id);
+    return { status: 204 };
+  });
+}
+
+/** Handles /api/… requests; unknown paths under /api are a JSON 404. */
+export function restHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+  return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    try {
+      const matching = routes.filter((r) => r.pattern.test(url.pathname));
+      if (matching.length === 0) throw new HttpError(404, `no endpoint ${url.pathname}`);
+      const match = matching.find((r) => r.method === req.method);
+      if (!match) throw new HttpError(405, `use ${matching.map((r) => r.method).join(' or ')}`);
+      const header = (req.headers['dd-api-key'] as string | undefined) ?? req.headers.authorization;
+      const auth = authenticate(secretFromAuthorization(header));
+      if (!auth.ok) throw new HttpError(401, auth.reason);
+      let body: unknown;
+      if (req.method === 'POST' || req.method === 'PUT') {
+        const raw = await readBody(req, 1024 * 1024);
+        try {
+          body = JSON.parse(raw.toString('utf8') || 'null');
+        } catch (err) {
+          throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
+        }
+      }
+      const params = match.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      const out = match.handle({ deps, principal: auth.principal, params, body, url });
+      if (out.status === 204) {
+        res.writeHead(204);
+        res.end();
+      } else sendJson(res, out.status, out.body);
+    } catch (err) {
+      if (err instanceof HttpError) return fail(res, err.status, err.message);
+      if (err instanceof DomainError) return fail(res, STATUS_OF[err.code], err.message);
+      deps.log.error({ err }, 'REST request failed');
+      fail(res, 500, 'internal error');
+    }
+  };
+}
