@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { evaluate } from './evaluate.ts';
 import { serve } from './serve.ts';
 
 const program = new Command()
@@ -16,5 +17,25 @@ program
   .option('--prometheus-url <url>', 'Prometheus to query (env TOLLGATE_PROMETHEUS_URL)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env TOLLGATE_LOG_LEVEL)')
   .action(serve);
+
+program
+  .command('evaluate')
+  .description('Ask whether a version may go further: trigger an evaluation and wait for its verdict (exit 0 pass, 1 fail)')
+  .requiredOption('--service <service>', 'service being deployed')
+  .requiredOption('--env <env>', 'environment')
+  .option('--identifier <identifier>', 'gate identifier (default: default)')
+  .option('--version <version>', 'version being deployed (required by faulty-deployment-detection rules)')
+  .option('--primary-tag <tag>', 'limit the analysis to one primary tag, e.g. region:us-east-1')
+  .option('--apm-primary-tag <tag>', 'datadog-ci spelling of --primary-tag')
+  .option('--config <file>', 'JSON file of just-in-time rules ({"rules": [...]}, datadog-ci format)')
+  .option('--timeout <seconds>', 'give up after this long', '10800')
+  .option('--fail-on-error', 'fail (exit 1) on timeouts and server errors instead of passing')
+  .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
+  .option('--api-key <key>', 'API key with evaluations:write (env TOLLGATE_API_KEY or DD_API_KEY)')
+  .option('--json', 'print the final result as JSON on stdout (progress goes to stderr)')
+  .option('--no-watch', 'poll instead of following the evaluation over WebSocket')
+  .action(async (flags) => {
+    process.exitCode = await evaluate({ ...flags, primaryTag: flags.primaryTag ?? flags.apmPrimaryTag });
+  });
 
 await program.parseAsync(process.argv);

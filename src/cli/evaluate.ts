@@ -1,0 +1,206 @@
+// `tollgate evaluate`: datadog-ci's `deployment gate` flags, against Tollgate, with live
+// progress over the WebSocket subscription (polling when WebSockets are blocked).
+// Exit codes: 0 pass, 1 fail; timeouts and server errors follow --fail-on-error (default:
+// pass), client errors (4xx, bad input) are 1.
+import { readFileSync } from 'node:fs';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+
+export interface EvaluateFlags {
+  service?: string;
+  env?: string;
+  identifier?: string;
+  version?: string;
+  primaryTag?: string;
+  config?: string;
+  timeout: string;
+  failOnError?: boolean;
+  url: string;
+  apiKey?: string;
+  json?: boolean;
+  watch: boolean;
+}
+
+class CliError extends Error {
+  constructor(
+    message: string,
+    /** A server-side or network problem: --fail-on-error decides; else the input was wrong. */
+    readonly serverSide: boolean,
+  ) {
+    super(message);
+  }
+}
+
+interface Result {
+  gate_status: string;
+  dry_run: boolean;
+  evaluation_url: string;
+  rules: Array<{ name: string; status: string; reason?: string; dry_run: boolean }>;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function evaluate(flags: EvaluateFlags): Promise<number> {
+  const log = (line: string) => (flags.json ? process.stderr : process.stdout).write(`${line}\n`);
+  const failOnError = Boolean(flags.failOnError);
+  const tolerate = (why: string) => {
+    log(`${why}`);
+    log(failOnError ? 'Failing because of --fail-on-error.' : 'Exiting with status 0 (pass); use --fail-on-error to fail instead.');
+    return failOnError ? 1 : 0;
+  };
+  try {
+    if (!flags.service) throw new CliError('--service is required', false);
+    if (!flags.env) throw new CliError('--env is required', false);
+    const timeout = Number(flags.timeout);
+    if (!Number.isInteger(timeout) || timeout <= 0) throw new CliError(`--timeout must be a positive whole number of seconds, not ${flags.timeout}`, false);
+    const key = flags.apiKey ?? process.env.TOLLGATE_API_KEY ?? process.env.DD_API_KEY;
+    if (!key) throw new CliError('an API key is required: --api-key, TOLLGATE_API_KEY or DD_API_KEY', false);
+    const base = flags.url.replace(/\/+$/, '');
+    const deadline = Date.now() + timeout * 1000;
+
+    let configuration: unknown;
+    if (flags.config) {
+      let text: string;
+      try {
+        text = readFileSync(flags.config, 'utf8');
+      } catch (err) {
+        throw new CliError(`cannot read --config ${flags.config}: ${(err as Error).message}`, false);
+      }
+      let parsed: { dryRun?: boolean; rules?: Array<Record<string, unknown>> };
+      try {
+        parsed = JSON.parse(text);
+      } catch (err) {
+        throw new CliError(`--config ${flags.config} is not valid JSON: ${(err as Error).message}`, false);
+      }
+      if (!Array.isArray(parsed.rules) || parsed.rules.length === 0) throw new CliError(`--config ${flags.config} needs a non-empty "rules" array`, false);
+      configuration = {
+        dry_run: parsed.dryRun,
+        rules: parsed.rules.map(({ dryRun, ...rule }) => ({ ...rule, ...(dryRun !== undefined && { dry_run: dryRun }) })),
+      };
+    }
+
+    log(`Evaluating the gate for service ${flags.service}, env ${flags.env}${flags.identifier ? `, identifier ${flags.identifier}` : ''}${flags.version ? `, version ${flags.version}` : ''} (timeout ${timeout} s)`);
+    const headers = { 'content-type': 'application/json', 'DD-API-KEY': key };
+    const request = async (method: string, path: string, body?: unknown) => {
+      let res: Response;
+      try {
+        res = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
+      } catch (err) {
+        throw new CliError(`cannot reach Tollgate at ${base}: ${(err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`, true);
+      }
+      const json = (await res.json().catch(() => null)) as { data?: any; errors?: Array<{ detail?: string }> } | null;
+      if (res.status >= 400) {
+        const detail = json?.errors?.map((e) => e.detail).join('; ') || res.statusText;
+        throw new CliError(`Tollgate answered ${res.status}: ${detail}`, res.status >= 500);
+      }
+      return json!;
+    };
+
+    // Trigger, retrying server errors for up to a minute as datadog-ci does.
+    let evaluationId: string | undefined;
+    for (let attempt = 0; !evaluationId; attempt++) {
+      try {
+        const triggered = await request('POST', '/api/v2/deployments/gates/evaluation', {
+          data: {
+            type: 'deployment_gates_evaluation_request',
+            attributes: { service: flags.service, env: flags.env, identifier: flags.identifier, version: flags.version, primary_tag: flags.primaryTag, configuration },
+          },
+        });
+        evaluationId = triggered.data.attributes.evaluation_id as string;
+      } catch (err) {
+        if (!(err instanceof CliError) || !err.serverSide || Date.now() + 5000 > Math.min(deadline, Date.now() + 60_000) || attempt >= 5) throw err;
+        log(`${err.message}; retrying`);
+        await sleep(Math.min(5000 * 1.5 ** attempt, 30_000));
+      }
+    }
+    log(`Evaluation ${evaluationId} started`);
+
+    const result = (flags.watch && (await watch(base, key, evaluationId, deadline, log))) || (await poll(request, evaluationId, deadline, log));
+    if (!result) return tolerate(`Timeout reached after ${timeout} s; the evaluation is still running.`);
+
+    if (flags.json) process.stdout.write(`${JSON.stringify({ evaluation_id: evaluationId, ...result }, null, 2)}\n`);
+    log('');
+    log(`Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`);
+    for (const r of result.rules) log(`  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.reason ? ` — ${r.reason}` : ''}`);
+    log(`Details: ${result.evaluation_url}`);
+    return result.gate_status === 'pass' ? 0 : 1;
+  } catch (err) {
+    if (err instanceof CliError) {
+      if (err.serverSide) return tolerate(`Error: ${err.message}`);
+      log(`Error: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+/** Follows the evaluation over graphql-ws; null if WebSockets fail, so the caller polls. */
+async function watch(base: string, key: string, id: string, deadline: number, log: (s: string) => void): Promise<Result | null | undefined> {
+  const client = createClient({ url: `${base.replace(/^http/, 'ws')}/graphql`, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0, lazy: true });
+  const seen = new Map<string, string>();
+  try {
+    return await new Promise<Result | null | undefined>((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
+      let last: Result | null = null;
+      client.subscribe<any>(
+        { query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt rules { name status reason dryRun windowEndsAt } } }`, variables: { id } },
+        {
+          next: ({ data, errors }) => {
+            if (errors || !data) return;
+            const e = data.evaluationUpdated;
+            const done = e.rules.filter((r: any) => r.status !== 'IN_PROGRESS').length;
+            for (const r of e.rules) {
+              if (r.status !== 'IN_PROGRESS' && seen.get(r.name) !== r.status) {
+                seen.set(r.name, r.status);
+                log(`  [${done}/${e.rules.length}] ${r.name}: ${r.status}${r.reason ? ` — ${r.reason}` : ''}`);
+              }
+            }
+            const pending = e.rules.filter((r: any) => r.status === 'IN_PROGRESS');
+            if (pending.length > 0 && e.reportedStatus === 'IN_PROGRESS') {
+              const left = Math.max(...pending.map((r: any) => Date.parse(r.windowEndsAt) - Date.now()));
+              log(`  ${done}/${e.rules.length} rules completed, about ${Math.max(0, Math.ceil(left / 1000))} s left`);
+            }
+            last = {
+              gate_status: e.reportedStatus.toLowerCase(),
+              dry_run: e.dryRun,
+              evaluation_url: e.evaluationUrl,
+              rules: e.rules.map((r: any) => ({ name: r.name, status: r.status.toLowerCase(), reason: r.reason ?? undefined, dry_run: r.dryRun })),
+            };
+            // The deploy can go on as soon as the verdict is known.
+            if (e.reportedStatus !== 'IN_PROGRESS') {
+              clearTimeout(timer);
+              resolve(last);
+            }
+          },
+          error: () => {
+            clearTimeout(timer);
+            if (!last) log('WebSocket unavailable; polling instead');
+            resolve(last ?? null);
+          },
+          complete: () => {
+            clearTimeout(timer);
+            resolve(last);
+          },
+        },
+      );
+    });
+  } finally {
+    await client.dispose();
+  }
+}
+
+async function poll(request: (m: string, p: string) => Promise<{ data?: any }>, id: string, deadline: number, log: (s: string) => void): Promise<Result | null> {
+  for (;;) {
+    try {
+      const r = (await request('GET', `/api/v2/deployments/gates/evaluation/${id}`)).data.attributes as Result;
+      if (r.gate_status !== 'in_progress') return r;
+      log(`Gate evaluation in progress (${r.rules.filter((x) => x.status !== 'in_progress').length}/${r.rules.length} rules completed)`);
+    } catch (err) {
+      if (!(err instanceof CliError) || !err.serverSide) throw err;
+      log(`${err.message}; retrying`);
+    }
+    const wait = Math.min(Number(process.env.TOLLGATE_POLL_INTERVAL_MS ?? 15_000), deadline - Date.now());
+    if (wait <= 0) return null;
+    await sleep(wait);
+  }
+}

@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { driver, startServer, type TestServer } from './helpers.ts';
+
+let s: TestServer;
+let key: string;
+const dir = mkdtempSync(join(tmpdir(), 'tollgate-cli-'));
+before(async () => {
+  s = await startServer();
+  key = await s.createKey(['evaluations:write']);
+  const d = driver(s);
+  await d.report(await d.monitor('cli ok', ['cli:ok']), 'OK');
+  await d.report(await d.monitor('cli bad', ['cli:bad']), 'ALERT');
+});
+after(async () => {
+  await s.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** `tollgate evaluate …` as a pipeline runs it. */
+function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', ...args], {
+      env: { ...process.env, TOLLGATE_API_KEY: key, TOLLGATE_URL: s.url, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function config(name: string, rules: unknown[], dryRun?: boolean) {
+  const file = join(dir, `${name}.json`);
+  writeFileSync(file, JSON.stringify({ dryRun, rules }));
+  return file;
+}
+
+describe('tollgate evaluate', () => {
+  test('a passing gate exits 0 and shows each rule as it lands', async () => {
+    const r = await cli(['--service', 'cli', '--env', 'prod', '--config', config('ok', [{ type: 'monitor', name: 'monitors', options: { query: 'cli:ok' } }])]);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\[1\/1\] monitors: PASS/);
+    assert.match(r.stdout, /Gate PASSED \(evaluation mode: Active\)/);
+  });
+
+  test('a failing gate exits 1 with the reason; a dry-run gate exits 0', async () => {
+    const rules = [{ type: 'monitor', name: 'monitors', options: { query: 'cli:bad' } }];
+    const r = await cli(['--service', 'cli', '--env', 'prod', '--config', config('bad', rules)]);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    assert.match(r.stdout, /FAIL\s+monitors — Monitor "cli bad" was ALERT/);
+    const dry = await cli(['--service', 'cli', '--env', 'prod', '--config', config('dry', rules, true)]);
+    assert.equal(dry.code, 0, dry.stdout);
+    assert.match(dry.stdout, /evaluation mode: Dry run/);
+  });
+
+  test('--json prints the result on stdout; polling works without WebSocket', async () => {
+    const r = await cli(['--service', 'cli', '--env', 'prod', '--json', '--no-watch', '--config', config('json', [{ type: 'monitor', name: 'm', options: { query: 'cli:ok' } }])], { TOLLGATE_POLL_INTERVAL_MS: '200' });
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.gate_status, 'pass');
+    assert.deepEqual(out.rules.map((x: any) => [x.name, x.status]), [['m', 'pass']]);
+  });
+
+  test('client errors exit 1; unreachable servers pass unless --fail-on-error', async () => {
+    const missing = await cli(['--service', 'no-such-gate', '--env', 'prod']);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stdout, /404: no gate found for service no-such-gate/);
+    const badConfig = await cli(['--service', 'cli', '--env', 'prod', '--config', config('empty', [])]);
+    assert.equal(badConfig.code, 1);
+    assert.match(badConfig.stdout, /needs a non-empty "rules" array/);
+    const down = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--url', 'http://127.0.0.1:9']);
+    assert.equal(down.code, 0, down.stdout);
+    assert.match(down.stdout, /cannot reach Tollgate/);
+    const strict = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--url', 'http://127.0.0.1:9', '--fail-on-error']);
+    assert.equal(strict.code, 1);
+  });
+
+  test('a timeout passes by default and fails with --fail-on-error', async () => {
+    const long = config('long', [{ type: 'monitor', name: 'm', options: { query: 'cli:ok', duration: 3600 } }]);
+    const r = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--config', long]);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /Timeout reached after 2 s/);
+    const strict = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--fail-on-error', '--config', long]);
+    assert.equal(strict.code, 1);
+  });
+});
