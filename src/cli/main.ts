@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { evaluate } from './evaluate.ts';
+import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
 import { serve } from './serve.ts';
 
 const program = new Command()
@@ -37,5 +38,20 @@ program
   .action(async (flags) => {
     process.exitCode = await evaluate({ ...flags, primaryTag: flags.primaryTag ?? flags.apmPrimaryTag });
   });
+
+const keys = program.command('keys').description('Manage API keys directly on the database file (TOLLGATE_DB or --db)');
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+keys
+  .command('create')
+  .description('Create a key and print its secret (once)')
+  .requiredOption('--name <name>', 'what the key is for')
+  .requiredOption('--scope <scope>', 'gates:read, gates:write, evaluations:write, monitors:write, ingest or admin (repeatable)', collect)
+  .option('--env <env>', 'limit the key to this environment (repeatable)', collect)
+  .option('--db <path>', 'SQLite file (default TOLLGATE_DB or ./data/tollgate.db)')
+  .action(keysCreate);
+keys.command('list').description('List keys (never their secrets)').option('--db <path>', 'SQLite file').action(keysList);
+keys.command('revoke <id>').description('Revoke a key at once').option('--db <path>', 'SQLite file').action(keysRevoke);
+
+program.command('migrate').description('Apply pending database migrations and exit').option('--db <path>', 'SQLite file').action(migrate);
 
 await program.parseAsync(process.argv);

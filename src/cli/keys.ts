@@ -1,0 +1,80 @@
+// `tollgate keys …` and `tollgate migrate`: local administration on the database file, for
+// the operator who has the machine (a lost admin key, a CI key before any key exists).
+import { type Config, ConfigError, loadConfig } from '../config.ts';
+import { openDb } from '../db/client.ts';
+import { createApiKey, createApiKeyInputSchema, listApiKeys, revokeApiKey } from '../domain/apiKeys.ts';
+import type { Deps } from '../domain/deps.ts';
+import { DomainError, parseInput } from '../domain/errors.ts';
+import { createEvents } from '../domain/events.ts';
+import { SYSTEM } from '../domain/principal.ts';
+import { createLogger } from '../log.ts';
+
+function localDeps(db?: string): Deps {
+  let config: Config;
+  try {
+    config = loadConfig(process.env, { TOLLGATE_DB: db });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`tollgate: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  return {
+    db: openDb(config.dbPath),
+    events: createEvents(),
+    log: createLogger('warn'),
+    config,
+    now: () => new Date(),
+    nodeId: config.nodeId,
+    baseUrl: () => config.publicUrl ?? `http://localhost:${config.port}`,
+  };
+}
+
+function run(action: () => void): void {
+  try {
+    action();
+  } catch (err) {
+    if (err instanceof DomainError) {
+      console.error(`tollgate: ${err.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    throw err;
+  }
+}
+
+export function keysCreate(flags: { name: string; scope: string[]; env?: string[]; db?: string }): void {
+  const deps = localDeps(flags.db);
+  run(() => {
+    const input = parseInput(createApiKeyInputSchema, { name: flags.name, scopes: flags.scope, envs: flags.env }, 'key');
+    const { key, secret } = createApiKey(deps, SYSTEM, input);
+    console.log(secret);
+    console.error(`created API key ${key.id} "${key.name}" (${key.scopes.join(', ')}${key.envs ? `; envs ${key.envs.join(', ')}` : ''}); the secret above is shown once`);
+  });
+  deps.db.$client.close();
+}
+
+export function keysList(flags: { db?: string }): void {
+  const deps = localDeps(flags.db);
+  for (const k of listApiKeys(deps, SYSTEM)) {
+    console.log([k.id, k.prefix, k.name, k.scopes.join(','), k.envs?.join(',') ?? '*', k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : 'active'].join('\t'));
+  }
+  deps.db.$client.close();
+}
+
+export function keysRevoke(id: string, flags: { db?: string }): void {
+  const deps = localDeps(flags.db);
+  run(() => {
+    const key = revokeApiKey(deps, SYSTEM, id);
+    console.error(`revoked API key ${key.id} "${key.name}"`);
+  });
+  deps.db.$client.close();
+}
+
+/** Applies pending migrations and exits (the server does it at start too). */
+export function migrate(flags: { db?: string }): void {
+  const deps = localDeps(flags.db);
+  console.error(`database ${deps.config.dbPath} is up to date`);
+  deps.db.$client.close();
+}
