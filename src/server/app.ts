@@ -10,7 +10,7 @@ import { createEngine } from '../engine/engine.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger } from '../log.ts';
-import { alertmanagerHandler } from './hooks.ts';
+import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { restHandler } from './rest.ts';
 import { attachWebSocket } from './ws.ts';
@@ -64,6 +64,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {
     '/v1/traces': otlpTracesHandler(deps, authenticate),
     '/hooks/alertmanager': alertmanagerHandler(deps, authenticate),
+    '/hooks/flagger': flaggerHandler(deps, authenticate),
+    '/hooks/gate': gateHookHandler(deps, authenticate),
   };
 
   const rest = restHandler(deps, authenticate);

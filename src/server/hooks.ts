@@ -2,7 +2,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, parseInput } from '../domain/errors.ts';
+import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
+import type { Principal } from '../domain/principal.ts';
 import { receiveAlertmanager } from '../sources/alertmanager.ts';
 import { HttpError, readBody, requireCaller, sendJson } from './http.ts';
 
@@ -26,4 +28,90 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
       sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
     }
   };
+}
+
+/**
+ * The gate as a single idempotent call, for orchestrators that can only make one kind of
+ * request: the first call for a service/env/identifier/version (and optional run id) starts
+ * the evaluation, later calls read it. Parameters come from the query string or a JSON body
+ * (Flagger puts them under `metadata`).
+ */
+function gateCall(deps: Deps, principal: Principal, params: Record<string, unknown>): EvaluationSnapshot {
+  const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
+  const service = str(params.service);
+  const env = str(params.env);
+  const identifier = str(params.identifier) ?? 'default';
+  const version = str(params.version);
+  const run = str(params.run) ?? '';
+  const key = `hook:${service}:${env}:${identifier}:${version ?? ''}:${run}`.slice(0, 200);
+  return evaluateGate(deps, principal, parseInput(evaluateGateInputSchema, { service, env, identifier, version, primaryTag: str(params.primary_tag), idempotencyKey: key }));
+}
+
+function verdictBody(deps: Deps, snap: EvaluationSnapshot) {
+  return {
+    status: reported(snap.evaluation),
+    evaluation_id: snap.evaluation.id,
+    evaluation_url: evaluationUrl(deps, snap.evaluation.id),
+    rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason, dry_run: r.dryRun })),
+  };
+}
+
+async function hookParams(req: IncomingMessage, url: URL): Promise<Record<string, unknown>> {
+  const params: Record<string, unknown> = Object.fromEntries(url.searchParams);
+  if (req.method === 'POST') {
+    const raw = await readBody(req, 256 * 1024);
+    if (raw.length > 0) {
+      let json: Record<string, unknown>;
+      try {
+        json = JSON.parse(raw.toString('utf8'));
+      } catch (err) {
+        throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
+      }
+      // Flagger: {name, namespace, phase, checksum, metadata: {…}}; one canary revision, one run.
+      Object.assign(params, json, (json.metadata as Record<string, unknown> | undefined) ?? {});
+      if (json.checksum && !params.run) params.run = `${json.namespace}/${json.name}/${json.checksum}`;
+    }
+  }
+  return params;
+}
+
+/**
+ * Flagger webhooks (pre-rollout, rollout, confirm-promotion): 200 once the gate has passed,
+ * 409 while it is evaluating, 412 when it failed, so Flagger holds or rolls back.
+ */
+export function flaggerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+  return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    try {
+      if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
+      const principal = requireCaller(req, url, authenticate, 'evaluations:write');
+      const snap = gateCall(deps, principal, await hookParams(req, url));
+      const body = verdictBody(deps, snap);
+      sendJson(res, body.status === 'pass' ? 200 : body.status === 'in_progress' ? 409 : 412, body);
+    } catch (err) {
+      handleError(deps, res, err);
+    }
+  };
+}
+
+/** The same call answering 200 with the status in the body, for Argo Rollouts' web metrics. */
+export function gateHookHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+  return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    try {
+      if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
+      const principal = requireCaller(req, url, authenticate, 'evaluations:write');
+      sendJson(res, 200, verdictBody(deps, gateCall(deps, principal, await hookParams(req, url))));
+    } catch (err) {
+      handleError(deps, res, err);
+    }
+  };
+}
+
+function handleError(deps: Deps, res: ServerResponse, err: unknown): void {
+  if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
+  if (err instanceof DomainError) {
+    const status = err.code === 'NOT_FOUND' ? 404 : err.code === 'FORBIDDEN' ? 403 : 400;
+    return sendJson(res, status, { errors: [{ status: String(status), detail: err.message }] });
+  }
+  deps.log.error({ err }, 'gate hook failed');
+  sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
 }
