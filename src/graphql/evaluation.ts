@@ -1,7 +1,5 @@
-import { createContextCache } from '@pothos/core';
 import { Repeater } from '@repeaterjs/repeater';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
-import DataLoader from 'dataloader';
 import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError } from '../domain/errors.ts';
@@ -23,8 +21,8 @@ import {
 import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { builder } from './builder.ts';
-import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
+import { childrenLoader } from './loaders.ts';
 import { MonitorState } from './monitor.ts';
 import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
 
@@ -32,18 +30,7 @@ import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
 type EvaluationView = EvaluationRow & { knownRules?: RuleEvaluationRow[] };
 const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, knownRules: s.rules });
 
-const rulesLoader = createContextCache(
-  (ctx: Context) =>
-    new DataLoader<string, RuleEvaluationRow[]>(async (ids) => {
-      const byEvaluation = new Map<string, RuleEvaluationRow[]>();
-      for (const r of rulesOfEvaluations(ctx.deps, ids)) {
-        const list = byEvaluation.get(r.evaluationId);
-        if (list) list.push(r);
-        else byEvaluation.set(r.evaluationId, [r]);
-      }
-      return ids.map((id) => byEvaluation.get(id) ?? []);
-    }),
-);
+const rulesLoader = childrenLoader((ctx, ids) => rulesOfEvaluations(ctx.deps, ids), (r: RuleEvaluationRow) => r.evaluationId);
 
 export const EvaluationStatus = builder.enumType('EvaluationStatus', {
   values: {

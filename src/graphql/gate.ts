@@ -18,24 +18,14 @@ import {
 import { canSeeEnv } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
+import { childrenLoader } from './loaders.ts';
 import { Rule, RuleInput } from './rule.ts';
 
 /** A gate, possibly with its rules already in hand (events carry them). */
 type GateView = GateRow & { knownRules?: RuleRow[] };
 
 /** All rules of the gates on one page in a single statement, whatever the page size. */
-const rulesLoader = createContextCache(
-  (ctx: Context) =>
-    new DataLoader<string, RuleRow[]>(async (gateIds) => {
-      const byGate = new Map<string, RuleRow[]>();
-      for (const rule of rulesOf(ctx.deps, gateIds)) {
-        const list = byGate.get(rule.gateId);
-        if (list) list.push(rule);
-        else byGate.set(rule.gateId, [rule]);
-      }
-      return gateIds.map((id) => byGate.get(id) ?? []);
-    }),
-);
+const rulesLoader = childrenLoader((ctx, ids) => rulesOf(ctx.deps, ids), (rule: RuleRow) => rule.gateId);
 
 /** Gates by id, batched: a page of rules asking for their gates costs one statement. */
 export const gateLoader = createContextCache(

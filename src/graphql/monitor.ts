@@ -1,6 +1,4 @@
-import { createContextCache } from '@pothos/core';
 import { resolveArrayConnection } from '@pothos/plugin-relay';
-import DataLoader from 'dataloader';
 import { recentTransitions } from '../db/monitors.ts';
 import { DomainError } from '../domain/errors.ts';
 import { MonitorQueryError, parseMonitorQuery } from '../domain/monitorQuery.ts';
@@ -26,7 +24,7 @@ import {
 } from '../domain/monitors.ts';
 import { requireScope } from '../domain/principal.ts';
 import { builder } from './builder.ts';
-import type { Context } from './context.ts';
+import { childrenLoader } from './loaders.ts';
 
 export const MonitorState = builder.enumType('MonitorState', {
   values: { OK: { value: 'ok' }, WARN: { value: 'warn' }, ALERT: { value: 'alert' }, NO_DATA: { value: 'no_data' } } as const,
@@ -76,13 +74,7 @@ const ApmMonitorDefinitionInput = builder.inputType('ApmMonitorDefinitionInput',
   }),
 });
 
-const groupsLoader = createContextCache(
-  (ctx: Context) =>
-    new DataLoader<string, MonitorGroupRow[]>(async (ids) => {
-      const rows = monitorGroups(ctx.deps, ids);
-      return ids.map((id) => rows.filter((g) => g.monitorId === id));
-    }),
-);
+const groupsLoader = childrenLoader((ctx, ids) => monitorGroups(ctx.deps, ids), (g: MonitorGroupRow) => g.monitorId);
 
 const MonitorGroup = builder.objectRef<MonitorGroupRow>('MonitorGroup').implement({
   fields: (t) => ({
