@@ -115,3 +115,41 @@ describe('Datadog-compatible REST API', () => {
     assert.equal((await api('GET', `/api/v2/deployment_gates/${gate.id}/rules/${rule.body.data.id}`)).status, 404);
   });
 });
+
+describe('evaluation history endpoints', () => {
+  test('gate evaluations and rule evaluations, filtered and paged, newest first', async () => {
+    const d = driver(s);
+    await d.report(await d.monitor('history bad', ['rest:bad']), 'ALERT');
+    const ids: string[] = [];
+    for (const query of ['rest:ok', 'rest:bad', 'rest:bad']) {
+      const r = await api('POST', '/api/v2/deployments/gates/evaluation', {
+        data: { attributes: { service: 'rest-history', env: 'prod', version: query, configuration: { rules: [{ type: 'monitor', name: 'monitors', options: { query } }] } } },
+      });
+      ids.push(r.body.data.attributes.evaluation_id);
+      await d.follow(ids.at(-1)!);
+    }
+    const page1 = await api('GET', '/api/v2/deployment_gates/evaluations?filter[service]=rest-history&page[size]=2');
+    assert.equal(page1.status, 200, JSON.stringify(page1.body));
+    assert.deepEqual(page1.body.data.map((e: any) => e.id), [ids[2], ids[1]]);
+    assert.equal(page1.body.data[0].type, 'deployment_gate_evaluation');
+    assert.equal(page1.body.data[0].attributes.status, 'fail');
+    assert.equal(page1.body.data[0].attributes.gate_id, null);
+    assert.equal(typeof page1.body.data[0].attributes.duration_seconds, 'number');
+    const page2 = await api('GET', `/api/v2/deployment_gates/evaluations?filter[service]=rest-history&page[size]=2&page[cursor]=${page1.body.meta.page.next_cursor}`);
+    assert.deepEqual(page2.body.data.map((e: any) => e.id), [ids[0]]);
+    assert.equal(page2.body.meta.page.next_cursor, undefined);
+    const failed = await api('GET', '/api/v2/deployment_gates/evaluations?filter[service]=rest-history&filter[status]=fail');
+    assert.equal(failed.body.data.length, 2);
+
+    const rules = await api('GET', `/api/v2/deployment_gates/evaluations/rules?filter[gate_evaluation_id]=${ids[1]}`);
+    assert.equal(rules.status, 200, JSON.stringify(rules.body));
+    const rule = rules.body.data[0];
+    assert.equal(rule.type, 'deployment_gate_rule_evaluation');
+    assert.deepEqual([rule.attributes.name, rule.attributes.status, rule.attributes.gate_evaluation_id], ['monitors', 'fail', ids[1]]);
+    assert.equal(rule.attributes.configuration.query, 'rest:bad');
+    assert.equal(rule.attributes.failures.monitors[0].state, 'ALERT');
+
+    assert.equal((await api('GET', '/api/v2/deployment_gates/evaluations?page[size]=500')).status, 400);
+    assert.equal((await api('GET', '/api/v2/deployment_gates/evaluations?filter[from]=2026-01-01&filter[to]=2026-06-01')).status, 400);
+  });
+});

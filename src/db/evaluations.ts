@@ -21,6 +21,7 @@ export interface EvaluationFilter {
   startedBefore?: Date;
   /** Environments the caller may see; null for all. */
   envs?: readonly string[] | null;
+  evaluationIds?: string[];
 }
 
 export function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): void {
@@ -80,6 +81,7 @@ function filterSql(filter: EvaluationFilter): SQL[] {
   if (filter.startedAfter) where.push(gte(evaluations.startedAt, filter.startedAfter));
   if (filter.startedBefore) where.push(lt(evaluations.startedAt, filter.startedBefore));
   if (filter.envs) where.push(inArray(evaluations.env, [...filter.envs]));
+  if (filter.evaluationIds) where.push(inArray(evaluations.id, filter.evaluationIds));
   return where;
 }
 

@@ -4,7 +4,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
-import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, reported } from '../domain/evaluations.ts';
+import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, listEvaluations, reported, rulesOfEvaluations } from '../domain/evaluations.ts';
+import type { EvaluationFilter, EvaluationRow } from '../db/evaluations.ts';
 import {
   createGate,
   createGateInputSchema,
@@ -123,6 +124,71 @@ function uuidParam(value: string, what = 'id'): string {
   return value.toLowerCase();
 }
 
+// ---- evaluation history ----
+
+const MAX_HISTORY_MS = 30 * 86_400_000;
+
+function multi(url: URL, name: string): string[] | undefined {
+  const values = url.searchParams.getAll(name).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+  return values.length > 0 ? values : undefined;
+}
+
+function time(url: URL, name: string, fallback: number): number {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return fallback;
+  const t = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
+  if (Number.isNaN(t)) throw new HttpError(400, `${name} must be a date (RFC 3339) or epoch milliseconds`);
+  return t;
+}
+
+/** The history endpoints' filters: the last 24 h by default, at most 30 days, newest first. */
+function historyQuery(url: URL) {
+  const to = time(url, 'filter[to]', Date.now() + 1);
+  const from = time(url, 'filter[from]', to - 86_400_000);
+  if (from >= to) throw new HttpError(400, 'filter[to] must be after filter[from]');
+  if (to - from > MAX_HISTORY_MS) throw new HttpError(400, 'the time range is at most 30 days');
+  const size = Number(url.searchParams.get('page[size]') ?? 20);
+  if (!Number.isInteger(size) || size < 1 || size > 100) throw new HttpError(400, 'page[size] must be between 1 and 100');
+  const cursor = url.searchParams.get('page[cursor]') ?? undefined;
+  if (cursor !== undefined && !isUuid(cursor)) throw new HttpError(400, 'page[cursor] is invalid');
+  const dryRun = url.searchParams.get('filter[dry_run]');
+  const evaluationId = url.searchParams.get('filter[evaluation_id]');
+  const gateId = url.searchParams.get('filter[gate_id]');
+  const filter: EvaluationFilter & { evaluationIds?: string[] } = {
+    service: multi(url, 'filter[service]'),
+    env: multi(url, 'filter[env]'),
+    identifier: multi(url, 'filter[identifier]'),
+    version: multi(url, 'filter[version]'),
+    status: multi(url, 'filter[status]') as EvaluationFilter['status'],
+    dryRun: dryRun === null ? undefined : dryRun === 'true',
+    gateId: gateId === null ? undefined : uuidParam(gateId, 'filter[gate_id]'),
+    startedAfter: new Date(from),
+    startedBefore: new Date(to),
+  };
+  if (evaluationId !== null) filter.evaluationIds = [uuidParam(evaluationId, 'filter[evaluation_id]')];
+  return { filter, page: { after: cursor, limit: size + 1, inverted: false } };
+}
+
+function nextCursor(rows: readonly { id: string }[], size: number) {
+  return rows.length > size ? { next_cursor: rows[size - 1]!.id } : {};
+}
+
+function evaluationAttributes(e: EvaluationRow) {
+  return {
+    dry_run: e.dryRun,
+    duration_seconds: e.finishedAt ? (e.finishedAt.getTime() - e.startedAt.getTime()) / 1000 : null,
+    env: e.env,
+    evaluation_id: e.id,
+    finished_at: e.finishedAt?.toISOString() ?? null,
+    gate_id: e.gateId,
+    identifier: e.identifier,
+    service: e.service,
+    started_at: e.startedAt.toISOString(),
+    status: e.status,
+    version: e.version ?? '',
+  };
+}
+
 // ---- routes ----
 
 type Handler = (ctx: { deps: Deps; principal: Principal; params: string[]; body: unknown; url: URL }) => { status: number; body?: unknown };
@@ -133,6 +199,64 @@ const PREFIXES = ['/api/v2', '/api/unstable'];
 
 for (const prefix of PREFIXES) {
   const p = prefix.replace('/', '\\/');
+  // Registered before /deployment_gates/{id}, which would otherwise read "evaluations" as an id.
+  route('GET', new RegExp(`^${p}\\/deployment_gates\\/evaluations$`), ({ deps, principal, url }) => {
+    const { filter, page } = historyQuery(url);
+    const rows = listEvaluations(deps, principal, filter, page);
+    const items = rows.slice(0, page.limit - 1);
+    return {
+      status: 200,
+      body: { data: items.map((e) => ({ id: e.id, type: 'deployment_gate_evaluation', attributes: evaluationAttributes(e) })), meta: { page: nextCursor(rows, page.limit - 1) } },
+    };
+  });
+
+  route('GET', new RegExp(`^${p}\\/deployment_gates\\/evaluations\\/rules$`), ({ deps, principal, url }) => {
+    const { filter, page } = historyQuery(url);
+    const gateEvaluation = url.searchParams.get('filter[gate_evaluation_id]');
+    if (gateEvaluation !== null) filter.evaluationIds = [uuidParam(gateEvaluation, 'filter[gate_evaluation_id]')];
+    const rows = listEvaluations(deps, principal, filter, page);
+    const items = rows.slice(0, page.limit - 1);
+    const byId = new Map(items.map((e) => [e.id, e]));
+    const type = url.searchParams.get('filter[type]');
+    const name = url.searchParams.get('filter[name]');
+    const rules = rulesOfEvaluations(deps, items.map((e) => e.id)).filter((r) => (!type || r.type === type) && (!name || r.name === name));
+    return {
+      status: 200,
+      body: {
+        data: rules.map((r) => {
+          const e = byId.get(r.evaluationId)!;
+          const evidence = (r.evidence ?? {}) as { failingGroups?: Array<{ monitorId: string; state: string; url: string }>; faultyResources?: Array<{ name: string }> };
+          return {
+            id: r.id,
+            type: 'deployment_gate_rule_evaluation',
+            attributes: {
+              ...evaluationAttributes(e),
+              configuration: optionsToWire(r),
+              dry_run: r.dryRun,
+              gate_dry_run: e.dryRun,
+              evaluation_id: r.id,
+              gate_evaluation_id: e.id,
+              rule_id: r.ruleId,
+              name: r.name,
+              type: r.type,
+              status: r.status,
+              reason: r.reason,
+              started_at: r.startedAt.toISOString(),
+              finished_at: r.finishedAt?.toISOString() ?? null,
+              duration_seconds: r.finishedAt ? (r.finishedAt.getTime() - r.startedAt.getTime()) / 1000 : null,
+              failures: {
+                faulty_apm_resources: (evidence.faultyResources ?? []).map((f) => f.name),
+                monitors: (evidence.failingGroups ?? []).map((g) => ({ id: g.monitorId, state: g.state.toUpperCase(), url: g.url })),
+                narratives: [],
+              },
+            },
+          };
+        }),
+        meta: { page: nextCursor(rows, page.limit - 1) },
+      },
+    };
+  });
+
   route('POST', new RegExp(`^${p}\\/deployments\\/gates\\/evaluation$`), ({ deps, principal, body }) => {
     const a = attributesOf(body);
     if (a.env === '' || a.env === undefined) throw new DomainError('BAD_USER_INPUT', 'required env field is missing', 'env');
