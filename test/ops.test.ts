@@ -152,3 +152,16 @@ describe('response cache', () => {
     assert.equal((await s.gql(LIST, undefined, secret)).status, 401);
   });
 });
+
+test('a cached empty list is not served after the first gate is created', async () => {
+  const s = await startServer({ responseCacheTtlMs: 60_000 });
+  try {
+    const q = '{ gates(first: 10, filter: { service: "first-one" }) { edges { node { id } } } }';
+    assert.equal((await s.gql(q)).data.gates.edges.length, 0);
+    assert.equal((await s.gql(q)).data.gates.edges.length, 0); // cached
+    await s.gql(CREATE_GATE, { input: { service: 'first-one', env: 'prod' } });
+    assert.equal((await s.gql(q)).data.gates.edges.length, 1);
+  } finally {
+    await s.stop();
+  }
+});

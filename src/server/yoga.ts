@@ -60,14 +60,16 @@ const disableIntrospection: Plugin = {
 };
 
 /**
- * Reads are cached per API key and dropped the moment anything they could contain changes
+ * Reads are cached per API key and unreachable the moment anything they could contain changes
  * (every configuration write publishes an event). The key is checked on every request,
  * cached or not, so a revoked key is refused at once.
  */
 function responseCache(deps: Deps, authenticateRequest: (request: Request) => AuthResult) {
   const cache = createInMemoryCache();
-  const everything = ['Gate', 'Rule', 'ApiKey'].map((typename) => ({ typename }));
-  deps.events.on('config.changed', () => void cache.invalidate(everything));
+  // Every configuration change starts a new generation of cache keys. Invalidating by type
+  // is not enough: a cached empty list holds no entity of the type it would now contain.
+  let generation = 0;
+  deps.events.on('config.changed', () => generation++);
   return useResponseCache({
     cache,
     ttl: deps.config.responseCacheTtlMs,
@@ -84,7 +86,7 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request) => Au
     // Variables in another key order only miss the cache, they never hit a wrong entry.
     buildResponseCacheKey: ({ documentString, operationName, variableValues, sessionId }) =>
       createHash('sha256')
-        .update(`${documentString}|${operationName ?? ''}|${JSON.stringify(variableValues ?? {})}|${sessionId ?? ''}`)
+        .update(`${generation}|${documentString}|${operationName ?? ''}|${JSON.stringify(variableValues ?? {})}|${sessionId ?? ''}`)
         .digest('hex'),
   });
 }
