@@ -1,0 +1,229 @@
+// Gates as code: `tollgate apply -f gates.yaml` makes the server's gates match the file
+// (idempotent; rules matched by name; --dry-run prints the plan; --prune deletes gates the
+// file no longer has), and `tollgate export` writes the server's gates as such a file.
+import { readFileSync } from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
+import { LineCounter, parseDocument, stringify } from 'yaml';
+import { z } from 'zod';
+import { fieldPath } from '../domain/errors.ts';
+import { createGateInputSchema } from '../domain/gates.ts';
+
+export interface ServerFlags {
+  url: string;
+  apiKey?: string;
+}
+
+/** A file rule names its options by type at the top: `monitor: {…}` or `faultyDeploymentDetection: {…}`. */
+const fileSchema = z.object({
+  gates: z.array(z.record(z.string(), z.unknown()), { message: 'gates must be a list' }),
+});
+
+type Desired = z.output<typeof createGateInputSchema>;
+
+interface ExistingRule {
+  id: string;
+  name: string;
+  dryRun: boolean;
+  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION';
+  options: Record<string, unknown>;
+}
+interface ExistingGate {
+  id: string;
+  service: string;
+  env: string;
+  identifier: string;
+  dryRun: boolean;
+  onSourceError: 'FAIL' | 'PASS';
+  rules: ExistingRule[];
+}
+
+class ApplyError extends Error {}
+
+function client(flags: ServerFlags) {
+  const key = flags.apiKey ?? process.env.TOLLGATE_API_KEY;
+  if (!key) throw new ApplyError('an API key is required: --api-key or TOLLGATE_API_KEY');
+  return async <T = any>(query: string, variables?: Record<string, unknown>): Promise<T> => {
+    let res: Response;
+    try {
+      res = await fetch(`${flags.url.replace(/\/+$/, '')}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify({ query, variables }),
+      });
+    } catch (err) {
+      throw new ApplyError(`cannot reach Tollgate at ${flags.url}: ${(err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
+    }
+    const body = (await res.json()) as { data?: T; errors?: Array<{ message: string }> };
+    if (body.errors?.length) throw new ApplyError(body.errors.map((e) => e.message).join('; '));
+    return body.data as T;
+  };
+}
+
+const OPTIONS = `options { __typename
+  ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+
+async function existingGates(gql: ReturnType<typeof client>): Promise<ExistingGate[]> {
+  const all: ExistingGate[] = [];
+  let after: string | null = null;
+  for (;;) {
+    const page: any = await gql(
+      `query($after: String) { gates(first: 50, after: $after) { edges { node { id service env identifier dryRun onSourceError rules { id name dryRun type ${OPTIONS} } } } pageInfo { hasNextPage endCursor } } }`,
+      { after },
+    );
+    all.push(...page.gates.edges.map((e: any) => e.node));
+    if (!page.gates.pageInfo.hasNextPage) return all;
+    after = page.gates.pageInfo.endCursor;
+  }
+}
+
+/** Stored options as the file would write them: nulls dropped, enums in lower case. */
+function comparable(options: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(options)) {
+    if (k === '__typename' || v === null || v === undefined) continue;
+    out[k] = k === 'onInsufficientData' && typeof v === 'string' ? v.toLowerCase() : v;
+  }
+  return out;
+}
+
+/** Reads and validates the file; every problem names its line. */
+export function readGatesFile(path: string): Desired[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ApplyError(`cannot read ${path}: ${(err as Error).message}`);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
+  if (doc.errors.length > 0) throw new ApplyError(`${path}:${doc.errors[0]!.linePos?.[0]?.line ?? '?'}: ${doc.errors[0]!.message.split('\n')[0]}`);
+  const where = (segments: readonly PropertyKey[]) => {
+    for (let n = segments.length; n >= 0; n--) {
+      const node = doc.getIn(segments.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;
+      if (node?.range) return `${path}:${lines.linePos(node.range[0]).line}`;
+    }
+    return path;
+  };
+  const file = fileSchema.safeParse(doc.toJS());
+  if (!file.success) throw new ApplyError(`${where(file.error.issues[0]!.path)}: ${file.error.issues[0]!.message}`);
+  const seen = new Set<string>();
+  return file.data.gates.map((raw, i) => {
+    const rules = Array.isArray(raw.rules)
+      ? raw.rules.map((r: Record<string, unknown>) => {
+          const { name, dryRun, ...typed } = r ?? {};
+          return { name, dryRun, options: typed };
+        })
+      : raw.rules;
+    const parsed = createGateInputSchema.safeParse({ ...raw, rules });
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      // Rule options sit one level up in the file (`monitor:` beside `name:`).
+      const path = issue.path.filter((p, j) => !(p === 'options' && issue.path[j - 2] === 'rules'));
+      throw new ApplyError(`${where(['gates', i, ...path])}: ${fieldPath(path, `gates[${i}]`)}: ${issue.message}`);
+    }
+    const key = `${parsed.data.service}/${parsed.data.env}/${parsed.data.identifier}`;
+    if (seen.has(key)) throw new ApplyError(`${where(['gates', i])}: gate ${key} appears twice`);
+    seen.add(key);
+    return parsed.data;
+  });
+}
+
+const typeName = (t: string) => (t === 'monitor' ? 'MONITOR' : 'FAULTY_DEPLOYMENT_DETECTION');
+const optionsInput = (r: Desired['rules'][number]) =>
+  r.options.type === 'monitor'
+    ? { monitor: r.options.options }
+    : { faultyDeploymentDetection: { ...r.options.options, onInsufficientData: r.options.options.onInsufficientData.toUpperCase() } };
+
+export async function apply(flags: ServerFlags & { file: string; dryRun?: boolean; prune?: boolean }): Promise<number> {
+  try {
+    const desired = readGatesFile(flags.file);
+    const gql = client(flags);
+    const existing = await existingGates(gql);
+    const plan: Array<{ line: string; run: () => Promise<unknown> }> = [];
+    const keyOf = (g: { service: string; env: string; identifier: string }) => `${g.service}/${g.env}/${g.identifier}`;
+    const byKey = new Map(existing.map((g) => [keyOf(g), g]));
+
+    for (const want of desired) {
+      const have = byKey.get(keyOf(want));
+      if (!have) {
+        plan.push({
+          line: `+ gate ${keyOf(want)} with ${want.rules.length} rule(s)`,
+          run: () =>
+            gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+              i: { ...want, onSourceError: want.onSourceError.toUpperCase(), rules: want.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, options: optionsInput(r) })) },
+            }),
+        });
+        continue;
+      }
+      if (have.dryRun !== want.dryRun || have.onSourceError !== want.onSourceError.toUpperCase()) {
+        plan.push({
+          line: `~ gate ${keyOf(want)}: dryRun ${have.dryRun} → ${want.dryRun}, onSourceError ${have.onSourceError.toLowerCase()} → ${want.onSourceError}`,
+          run: () => gql('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', { id: have.id, i: { dryRun: want.dryRun, onSourceError: want.onSourceError.toUpperCase() } }),
+        });
+      }
+      const rules = new Map(have.rules.map((r) => [r.name, r]));
+      for (const r of want.rules) {
+        const old = rules.get(r.name);
+        rules.delete(r.name);
+        const add = () => gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: have.id, i: { name: r.name, dryRun: r.dryRun, options: optionsInput(r) } });
+        if (!old) {
+          plan.push({ line: `+ rule ${keyOf(want)} "${r.name}"`, run: add });
+        } else if (old.type !== typeName(r.options.type)) {
+          plan.push({ line: `± rule ${keyOf(want)} "${r.name}": type ${old.type.toLowerCase()} → ${r.options.type} (recreated)`, run: async () => (await gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: old.id }), add()) });
+        } else if (old.dryRun !== r.dryRun || !isDeepStrictEqual(comparable(old.options), comparable(r.options.options))) {
+          plan.push({
+            line: `~ rule ${keyOf(want)} "${r.name}"`,
+            run: () => gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: old.id, i: { dryRun: r.dryRun, options: optionsInput(r) } }),
+          });
+        }
+      }
+      for (const extra of rules.values()) plan.push({ line: `- rule ${keyOf(want)} "${extra.name}"`, run: () => gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: extra.id }) });
+    }
+    const wanted = new Set(desired.map(keyOf));
+    for (const g of existing.filter((g) => !wanted.has(keyOf(g)))) {
+      if (flags.prune) plan.push({ line: `- gate ${keyOf(g)}`, run: () => gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: g.id }) });
+    }
+
+    if (plan.length === 0) {
+      console.log('No changes: the server matches the file.');
+      return 0;
+    }
+    for (const step of plan) {
+      console.log(step.line);
+      if (!flags.dryRun) await step.run();
+    }
+    console.log(flags.dryRun ? `${plan.length} change(s) planned (dry run; nothing changed).` : `${plan.length} change(s) applied.`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ApplyError) {
+      console.error(`tollgate: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+export async function exportGates(flags: ServerFlags): Promise<number> {
+  try {
+    const gates = await existingGates(client(flags));
+    const out = {
+      gates: gates.map((g) => ({
+        service: g.service,
+        env: g.env,
+        identifier: g.identifier,
+        dryRun: g.dryRun,
+        onSourceError: g.onSourceError.toLowerCase(),
+        rules: g.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, [r.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection']: comparable(r.options) })),
+      })),
+    };
+    process.stdout.write(stringify(out));
+    return 0;
+  } catch (err) {
+    if (err instanceof ApplyError) {
+      console.error(`tollgate: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
