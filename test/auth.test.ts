@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { type Scope, SCOPES } from '../src/domain/principal.ts';
-import { CREATE_GATE, monitorRule, startServer, subscribeQueue, type TestServer, wsOnce } from './helpers.ts';
+import { CREATE_GATE, monitorRule, startServer, subscribeLive, subscribeQueue, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -111,9 +111,9 @@ describe('authorization matrix: every operation × every scope', () => {
         const service = `sub-${transport}-${scope}`;
         if (transport === 'ws') {
           const client = s.ws(key);
-          const sub = subscribeQueue(client, 'subscription($f: GateFilter) { gateEvents(filter: $f) { kind gate { service } } }', { f: { service } });
+          const query = 'subscription($f: GateFilter) { gateEvents(filter: $f) { kind gate { service } } }';
+          const sub = grants(scope, 'gates:read') ? await subscribeLive(s, client, query, { f: { service } }) : subscribeQueue(client, query, { f: { service } });
           if (grants(scope, 'gates:read')) {
-            await new Promise((r) => setTimeout(r, 50)); // let the subscription start
             await s.gql(CREATE_GATE, { input: { service, env: 'prod' } });
             const ev = await sub.next();
             assert.deepEqual(ev.data, { gateEvents: { kind: 'CREATED', gate: { service } } });
@@ -143,7 +143,7 @@ describe('authorization matrix: every operation × every scope', () => {
             return JSON.parse(/data: (.*)/.exec(text.slice(text.indexOf('event: next')))![1]!);
           };
           if (grants(scope, 'gates:read')) {
-            await new Promise((r) => setTimeout(r, 50));
+            await new Promise((r) => setTimeout(r, 300)); // SSE: the stream is open once headers came
             await s.gql(CREATE_GATE, { input: { service, env: 'prod' } });
             assert.deepEqual((await readEvent()).data, { gateEvents: { kind: 'CREATED', gate: { service } } });
           } else {
@@ -183,8 +183,7 @@ describe('authorization matrix: the other subscriptions × every scope (WebSocke
         const f = await fixture();
         const key = await s.createKey([scope]);
         const client = s.ws(key);
-        const q = subscribeQueue(client, sub.query(f));
-        await new Promise((r) => setTimeout(r, 50));
+        const q = grants(scope, sub.needs) ? await subscribeLive(s, client, sub.query(f)) : subscribeQueue(client, sub.query(f));
         await sub.poke(f);
         const ev = await q.next();
         if (grants(scope, sub.needs)) assert.equal(ev.errors, undefined, `${scope}: ${JSON.stringify(ev.errors)}`);
@@ -262,8 +261,7 @@ describe('authentication', () => {
     const viaWs = await wsOnce(client, update, { id: prod.gate.id });
     assert.equal((viaWs.errors?.[0] as any)?.extensions?.code, 'FORBIDDEN');
     // A fresh client: a lazy graphql-ws client that just closed cannot take a new operation.
-    const sub = subscribeQueue(s.ws(key), 'subscription { gateEvents { gate { env service } } }');
-    await new Promise((r) => setTimeout(r, 50));
+    const sub = await subscribeLive(s, s.ws(key), 'subscription { gateEvents { gate { env service } } }');
     await s.gql(CREATE_GATE, { input: { service: 'hidden-from-staging', env: 'prod' } });
     await s.gql(CREATE_GATE, { input: { service: 'visible-to-staging', env: 'staging' } });
     const ev = await sub.next();

@@ -128,3 +128,15 @@ describe('tollgate keys', () => {
     assert.match(bad.stderr, /scopes must be among/);
   });
 });
+
+test('tollgate demo: a bad canary fails live, a clean one passes', async () => {
+  const r = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'demo', '--window', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.once('exit', (code) => resolve({ code, stdout }));
+  });
+  assert.equal(r.code, 0, r.stdout);
+  assert.match(r.stdout, /FAIL\s+new version errors — Version v2: error rate of POST \/pay rose/);
+  assert.match(r.stdout, /v2: failed, as it should; v3: passed\./);
+});

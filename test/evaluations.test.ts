@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { CREATE_GATE, driver, EVALUATION_FIELDS, fddRule, jitMonitor, monitorRule, sleep, startServer, subscribeQueue, type TestServer } from './helpers.ts';
+import { CREATE_GATE, driver, EVALUATION_FIELDS, fddRule, jitMonitor, monitorRule, startServer, subscribeLive, subscribeQueue, type TestServer } from './helpers.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -194,8 +194,7 @@ describe('subscriptions', () => {
     const t = tag();
     await okMonitor(t);
     const client = s.ws();
-    const sub = subscribeQueue(client, `subscription { evaluationEvents(filter: { service: ["stream-me"] }) { service status } }`);
-    await sleep(50);
+    const sub = await subscribeLive(s, client, `subscription { evaluationEvents(filter: { service: ["stream-me"] }) { service status } }`);
     await d.evaluate({ service: 'not-me', env: 'prod', configuration: { rules: [jitMonitor('m', { query: t })] } });
     await d.evaluate({ service: 'stream-me', env: 'prod', configuration: { rules: [jitMonitor('m', { query: t })] } });
     const first = await sub.next();

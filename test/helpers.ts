@@ -233,3 +233,20 @@ export function driver(s: TestServer) {
 
 export const jitMonitor = (name: string, options: Record<string, unknown>, dryRun = false) => ({ name, dryRun, options: { monitor: options } });
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function wsOperations(s: TestServer): Promise<number> {
+  const text = await (await fetch(`${s.url}/metrics`)).text();
+  return Number(/^tollgate_ws_operations (\S+)$/m.exec(text)?.[1] ?? 0);
+}
+
+/**
+ * A subscription that is running on the server before this resolves (the server's count of
+ * WebSocket operations has grown), so an event published next cannot be missed on a slow machine.
+ */
+export async function subscribeLive<T = any>(s: TestServer, client: Client, query: string, variables?: Record<string, unknown>) {
+  const before = await wsOperations(s);
+  const queue = subscribeQueue<T>(client, query, variables);
+  for (let i = 0; i < 200 && (await wsOperations(s)) <= before; i++) await sleep(25);
+  await sleep(25); // from the operation's start to its listener on the bus
+  return queue;
+}

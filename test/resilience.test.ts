@@ -72,7 +72,7 @@ describe('under load and across failures', () => {
     subscribeQueue(client, 'subscription { evaluationEvents(filter: { service: ["never-matches"] }) { id } }');
     subscribeQueue(client, 'subscription { gateEvents(filter: { service: "never-matches" }) { kind } }');
     await a.next();
-    await sleep(100);
+    for (let i = 0; i < 100 && (await metric(s, 'tollgate_ws_operations')) < 3; i++) await sleep(50);
     assert.equal(await metric(s, 'tollgate_ws_operations'), 3);
     await client.dispose();
     for (let i = 0; i < 50 && (await metric(s, 'tollgate_ws_operations')) > 0; i++) await sleep(50);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { ADMIN_KEY, CREATE_GATE, monitorRule, startServer, subscribeQueue, type TestServer, wsOnce } from './helpers.ts';
+import { ADMIN_KEY, CREATE_GATE, monitorRule, startServer, subscribeLive, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -38,8 +38,7 @@ async function rawSocket(headers: Record<string, string> = {}) {
 describe('WebSocket transport', () => {
   test('gateEvents delivers created, updated and deleted, with the rules, in order', async () => {
     const client = s.ws();
-    const sub = subscribeQueue(client, 'subscription { gateEvents(filter: { service: "ws-events" }) { kind actor gate { id service rules { name } } } }');
-    await new Promise((r) => setTimeout(r, 50));
+    const sub = await subscribeLive(s, client, 'subscription { gateEvents(filter: { service: "ws-events" }) { kind actor gate { id service rules { name } } } }');
     const created = await s.gql(CREATE_GATE, { input: { service: 'ws-events', env: 'prod', rules: [monitorRule('m1')] } });
     const id = created.data.createGate.id;
     await s.gql('mutation($g: ID!) { createRule(gateId: $g, input: { name: "m2", options: { monitor: { query: "a" } } }) { id } }', { g: id });

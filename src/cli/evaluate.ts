@@ -138,6 +138,8 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
 async function watch(base: string, key: string, id: string, deadline: number, log: (s: string) => void): Promise<Result | null | undefined> {
   const client = createClient({ url: `${base.replace(/^http/, 'ws')}/graphql`, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0, lazy: true });
   const seen = new Map<string, string>();
+  let lastDone = -1;
+  let lastProgress = 0;
   try {
     return await new Promise<Result | null | undefined>((resolve) => {
       const timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
@@ -156,7 +158,10 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
               }
             }
             const pending = e.rules.filter((r: any) => r.status === 'IN_PROGRESS');
-            if (pending.length > 0 && e.reportedStatus === 'IN_PROGRESS') {
+            // Progress when a rule finishes, else every ten seconds: rules re-check often.
+            if (pending.length > 0 && e.reportedStatus === 'IN_PROGRESS' && (done !== lastDone || Date.now() - lastProgress >= 10_000)) {
+              lastDone = done;
+              lastProgress = Date.now();
               const left = Math.max(...pending.map((r: any) => Date.parse(r.windowEndsAt) - Date.now()));
               log(`  ${done}/${e.rules.length} rules completed, about ${Math.max(0, Math.ceil(left / 1000))} s left`);
             }

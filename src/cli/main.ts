@@ -1,5 +1,6 @@
 import { Command } from 'commander';
 import { apply, exportGates } from './apply.ts';
+import { demo } from './demo.ts';
 import { evaluate } from './evaluate.ts';
 import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
 import { serve } from './serve.ts';
@@ -72,6 +73,16 @@ program
   .option('--api-key <key>', 'API key with gates:read (env TOLLGATE_API_KEY)')
   .action(async (flags) => {
     process.exitCode = await exportGates(flags);
+  });
+
+program
+  .command('demo')
+  .description('Watch a gate fail a bad canary live, then pass a clean one (starts its own Tollgate unless --url)')
+  .option('--url <url>', 'use this Tollgate instead of a throwaway one')
+  .option('--api-key <key>', 'API key for --url (admin, or gates:write + monitors:write + ingest + evaluations:write)')
+  .option('--window <seconds>', 'length of the rules’ windows', '45')
+  .action(async (flags) => {
+    process.exitCode = await demo(flags);
   });
 
 program.command('migrate').description('Apply pending database migrations and exit').option('--db <path>', 'SQLite file').action(migrate);
