@@ -135,8 +135,21 @@ const optionsInput = (r: Desired['rules'][number]) =>
     ? { monitor: r.options.options }
     : { faultyDeploymentDetection: { ...r.options.options, onInsufficientData: r.options.options.onInsufficientData.toUpperCase() } };
 
-export async function apply(flags: ServerFlags & { file: string; dryRun?: boolean; prune?: boolean }): Promise<number> {
+/** Runs a command; its expected failures print one line and exit 1. */
+async function reporting(run: () => Promise<number>): Promise<number> {
   try {
+    return await run();
+  } catch (err) {
+    if (err instanceof ApplyError) {
+      console.error(`tollgate: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; prune?: boolean }): Promise<number> {
+  return reporting(async () => {
     const desired = readGatesFile(flags.file);
     const gql = client(flags);
     const existing = await existingGates(gql);
@@ -195,17 +208,11 @@ export async function apply(flags: ServerFlags & { file: string; dryRun?: boolea
     }
     console.log(flags.dryRun ? `${plan.length} change(s) planned (dry run; nothing changed).` : `${plan.length} change(s) applied.`);
     return 0;
-  } catch (err) {
-    if (err instanceof ApplyError) {
-      console.error(`tollgate: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  });
 }
 
-export async function exportGates(flags: ServerFlags): Promise<number> {
-  try {
+export function exportGates(flags: ServerFlags): Promise<number> {
+  return reporting(async () => {
     const gates = await existingGates(client(flags));
     const out = {
       gates: gates.map((g) => ({
@@ -219,11 +226,5 @@ export async function exportGates(flags: ServerFlags): Promise<number> {
     };
     process.stdout.write(stringify(out));
     return 0;
-  } catch (err) {
-    if (err instanceof ApplyError) {
-      console.error(`tollgate: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  }
+  });
 }

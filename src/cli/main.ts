@@ -54,23 +54,23 @@ keys
 keys.command('list').description('List keys (never their secrets)').option('--db <path>', 'SQLite file').action(keysList);
 keys.command('revoke <id>').description('Revoke a key at once').option('--db <path>', 'SQLite file').action(keysRevoke);
 
-program
+/** --url and --api-key, for the commands that talk to a running Tollgate. */
+const serverOptions = (command: Command, scope: string) =>
+  command
+    .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
+    .option('--api-key <key>', `API key with ${scope} (env TOLLGATE_API_KEY)`);
+
+serverOptions(program
   .command('apply')
   .description('Make the server’s gates match a YAML file (idempotent; rules matched by name)')
   .requiredOption('-f, --file <gates.yaml>', 'the gates file')
   .option('--dry-run', 'print the changes without making them')
-  .option('--prune', 'also delete gates the file does not list')
-  .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
-  .option('--api-key <key>', 'API key with gates:write (env TOLLGATE_API_KEY)')
+  .option('--prune', 'also delete gates the file does not list'), 'gates:write')
   .action(async (flags) => {
     process.exitCode = await apply(flags);
   });
 
-program
-  .command('export')
-  .description('Print the server’s gates as a YAML file for apply')
-  .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
-  .option('--api-key <key>', 'API key with gates:read (env TOLLGATE_API_KEY)')
+serverOptions(program.command('export').description('Print the server’s gates as a YAML file for apply'), 'gates:read')
   .action(async (flags) => {
     process.exitCode = await exportGates(flags);
   });
