@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { driver, startServer, type TestServer } from './helpers.ts';
+import { driver, sleep, startServer, type TestServer } from './helpers.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -72,6 +72,17 @@ async function fdd(service: string, version: string | undefined, options: Record
   return r.data.evaluateGate;
 }
 
+/**
+ * The start of the evaluation's window, once the traffic spread over its first second lies in the
+ * past: the rule only counts spans up to its own clock, so sending spans stamped ahead of it would
+ * let a check see part of a batch and make exact counts in the evidence a race.
+ */
+async function pastWindowStart(ev: { startedAt: string }): Promise<number> {
+  const from = Date.parse(ev.startedAt);
+  await sleep(from + 1000 - Date.now());
+  return from;
+}
+
 async function evidenceOf(id: string) {
   const r = await s.gql('query($id: ID!) { evaluation(id: $id) { rules { evidenceJson } } }', { id });
   return r.data.evaluation.rules[0].evidenceJson;
@@ -91,7 +102,7 @@ async function sideBySide(service: string, from: number, canaryErrors: Record<st
 describe('faulty deployment detection, end to end through OTLP', () => {
   test('a canary with injected errors on one endpoint fails at once, with evidence naming it', async () => {
     const ev = await fdd('fdd-bad', 'v2', { duration: 600 });
-    await sideBySide('fdd-bad', Date.parse(ev.startedAt), { 'POST /pay': 120 });
+    await sideBySide('fdd-bad', await pastWindowStart(ev), { 'POST /pay': 120 });
     const final = (await d.follow(ev.id)).find((e) => e.status === 'FAIL');
     assert.ok(final, 'failed before the 10-minute window ended');
     const rule = final.rules[0];
@@ -117,7 +128,7 @@ describe('faulty deployment detection, end to end through OTLP', () => {
 
   test('a new exception type fails, named with a sample message', async () => {
     const ev = await fdd('fdd-new', 'v2', { duration: 600 });
-    const from = Date.parse(ev.startedAt);
+    const from = await pastWindowStart(ev);
     await sideBySide('fdd-new', from);
     await send({ service: 'fdd-new', version: 'v2', resource: 'GET /cart', count: 30, errors: 30, errorType: 'NullPointerException', message: 'cart.items is null', from, spreadMs: 900 });
     const final = (await d.follow(ev.id)).find((e) => e.status === 'FAIL');
