@@ -1,4 +1,6 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 
 /**
@@ -76,6 +78,8 @@ export const configSchema = z
       .int('must be a whole number')
       .min(0, 'must be 0 (off) or more')
       .default(10_000),
+    TOLLGATE_TLS_CERT: z.string().min(1, 'must not be empty').optional(),
+    TOLLGATE_TLS_KEY: z.string().min(1, 'must not be empty').optional(),
   })
   .transform((raw, ctx) => {
     let dbPath = raw.TOLLGATE_DB;
@@ -92,6 +96,21 @@ export const configSchema = z
         return z.NEVER;
       }
       dbPath = m[1]!;
+    }
+    let tls: TlsFiles | undefined;
+    if (raw.TOLLGATE_TLS_CERT || raw.TOLLGATE_TLS_KEY) {
+      const missing = raw.TOLLGATE_TLS_CERT ? 'TOLLGATE_TLS_KEY' : 'TOLLGATE_TLS_CERT';
+      if (!raw.TOLLGATE_TLS_CERT || !raw.TOLLGATE_TLS_KEY) {
+        ctx.addIssue({ code: 'custom', path: [missing], message: 'must be set too: TLS needs both a certificate and its key' });
+        return z.NEVER;
+      }
+      try {
+        tls = readTls(raw.TOLLGATE_TLS_CERT, raw.TOLLGATE_TLS_KEY);
+      } catch (err) {
+        if (!(err instanceof TlsFileError)) throw err;
+        ctx.addIssue({ code: 'custom', path: [err.variable], message: err.message });
+        return z.NEVER;
+      }
     }
     const mode =
       raw.TOLLGATE_MODE ?? (raw.NODE_ENV === 'production' ? 'production' : 'development');
@@ -118,10 +137,61 @@ export const configSchema = z
       apmRetentionDays: raw.TOLLGATE_APM_RETENTION_DAYS,
       primaryTags: raw.TOLLGATE_PRIMARY_TAGS,
       sourceErrorLimit: raw.TOLLGATE_SOURCE_ERROR_LIMIT,
+      tls,
     };
   });
 
 export type Config = z.output<typeof configSchema>;
+
+/** A PEM certificate (chain) and its private key, with the files they came from (to reload). */
+export interface TlsFiles {
+  certFile: string;
+  keyFile: string;
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** A certificate or key file Tollgate cannot serve with; `variable` names the setting. */
+export class TlsFileError extends Error {
+  constructor(
+    readonly variable: 'TOLLGATE_TLS_CERT' | 'TOLLGATE_TLS_KEY',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Reads and checks a certificate and key the way the server will use them, so a wrong path, a
+ * file that is not PEM or a key that belongs to another certificate is refused at start (and
+ * on reload) rather than on the first handshake. Throws a {@link TlsFileError}.
+ */
+export function readTls(certFile: string, keyFile: string): TlsFiles {
+  const read = (variable: TlsFileError['variable'], file: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new TlsFileError(variable, `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const cert = read('TOLLGATE_TLS_CERT', certFile);
+  const key = read('TOLLGATE_TLS_KEY', keyFile);
+  try {
+    createSecureContext({ cert });
+  } catch (err) {
+    throw new TlsFileError('TOLLGATE_TLS_CERT', `${certFile} is not a PEM certificate (${(err as Error).message})`);
+  }
+  try {
+    createSecureContext({ cert, key });
+  } catch (err) {
+    const mismatch = /mismatch/i.test((err as Error).message);
+    throw new TlsFileError(
+      'TOLLGATE_TLS_KEY',
+      mismatch ? `${keyFile} is not the key of the certificate in ${certFile}` : `${keyFile} is not a PEM private key (${(err as Error).message})`,
+    );
+  }
+  return { certFile, keyFile, cert, key };
+}
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {

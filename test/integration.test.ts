@@ -2,23 +2,14 @@
 // user would point them. Skipped when the binaries are absent, unless
 // TOLLGATE_REQUIRE_INTEGRATION=1 (as in CI), where a missing binary is a failure.
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ADMIN_KEY, driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
-
-function which(...names: string[]): string | null {
-  for (const name of names) {
-    try {
-      return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || null;
-    } catch {}
-  }
-  return null;
-}
+import { ADMIN_KEY, driver, jitMonitor, sleep, startServer, type TestServer, which } from './helpers.ts';
 
 const prometheusBin = which('prometheus');
 const alertmanagerBin = which('prometheus-alertmanager', 'alertmanager');

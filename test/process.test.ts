@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { selfSignedCert, skipWithout } from './helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-proc-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -76,4 +77,20 @@ test('first start prints where it listens and an admin key that works; SIGTERM s
   assert.match(out2, /printed on the first start/);
   const stopped2 = await stopWith(again.child, again.exited, 'SIGINT');
   assert.equal(stopped2.code, 0);
+});
+
+test('serve --tls-cert/--tls-key listens on https and reloads the certificate on SIGHUP', { skip: skipWithout('openssl') }, async () => {
+  const { certFile, keyFile } = selfSignedCert(dir, 'serve', ['localhost']);
+  const p = serve({ TOLLGATE_LOG_LEVEL: 'info', TOLLGATE_DB: join(dir, 'tls.db') }, ['--tls-cert', certFile, '--tls-key', keyFile]);
+  const out = await p.banner();
+  assert.match(out, /Tollgate listening on https:\/\/127\.0\.0\.1:\d+/);
+  assert.match(out, /TLS certificate: .*serve\.crt \(kill -HUP \d+ reloads it\)/);
+  let stdout = '';
+  p.child.stdout!.on('data', (d) => (stdout += d));
+  p.child.kill('SIGHUP');
+  for (let i = 0; i < 100 && !stdout.includes('TLS certificate reloaded'); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.match(stdout, /"msg":"TLS certificate reloaded"/);
+  assert.equal(p.child.exitCode, null, 'SIGHUP must not stop the server');
+  const stopped = await stopWith(p.child, p.exited, 'SIGTERM');
+  assert.equal(stopped.code, 0);
 });

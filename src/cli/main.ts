@@ -19,6 +19,8 @@ program
   .option('--public-url <url>', 'URL users reach Tollgate at, for links (env TOLLGATE_PUBLIC_URL)')
   .option('--prometheus-url <url>', 'Prometheus to query (env TOLLGATE_PROMETHEUS_URL)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env TOLLGATE_LOG_LEVEL)')
+  .option('--tls-cert <file>', 'serve HTTPS/WSS with this PEM certificate chain (env TOLLGATE_TLS_CERT; SIGHUP reloads)')
+  .option('--tls-key <file>', 'the certificate\'s PEM private key (env TOLLGATE_TLS_KEY)')
   .action(serve);
 
 program

@@ -9,6 +9,8 @@ export interface ServeFlags {
   publicUrl?: string;
   prometheusUrl?: string;
   logLevel?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 /** Flag name → the configuration variable it sets (flags win over the environment). */
@@ -19,6 +21,8 @@ const FLAG_TO_ENV: Record<keyof ServeFlags, string> = {
   publicUrl: 'TOLLGATE_PUBLIC_URL',
   prometheusUrl: 'TOLLGATE_PROMETHEUS_URL',
   logLevel: 'TOLLGATE_LOG_LEVEL',
+  tlsCert: 'TOLLGATE_TLS_CERT',
+  tlsKey: 'TOLLGATE_TLS_KEY',
 };
 
 export async function serve(flags: ServeFlags): Promise<void> {
@@ -44,6 +48,7 @@ export async function serve(flags: ServeFlags): Promise<void> {
   const lines = [`Tollgate listening on ${url}`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
   if (config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
   lines.push(`  Database: ${config.dbPath}`);
+  if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
   if (app.bootstrapSecret && !config.bootstrapKey) {
     lines.push(
       '',
@@ -79,6 +84,16 @@ export async function serve(flags: ServeFlags): Promise<void> {
       },
     );
   };
+  // Certificates are renewed in place (certbot, cert-manager); SIGHUP picks them up without a restart.
+  if (config.tls) {
+    process.on('SIGHUP', () => {
+      try {
+        app.reloadTls();
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'TLS certificate not reloaded; still serving the previous one');
+      }
+    });
+  }
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
 }

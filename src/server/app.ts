@@ -1,7 +1,8 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
-import type { Config } from '../config.ts';
+import { type Config, readTls } from '../config.ts';
 import { checkReady, expectedMigrationCount, type OpenDbOptions, openDb } from '../db/client.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -32,7 +33,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const log = options.log ?? createLogger(config.logLevel);
   const now = options.now ?? (() => new Date());
   const db = openDb(config.dbPath, { onQuery: options.onQuery });
-  let listenUrl = `http://localhost:${config.port}`;
+  const scheme = config.tls ? 'https' : 'http';
+  let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {
     db,
     events: createEvents(),
@@ -71,7 +73,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const rest = restHandler(deps, authenticate);
 
   const sockets = new Set<Socket>();
-  const server = createServer((req, res) => {
+  const handle = (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
     res.on('finish', () => {
       const entry = { method: req.method, path: req.url?.split('?')[0], status: res.statusCode, ms: Math.round(performance.now() - started) };
@@ -85,7 +87,10 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
     if (route) void route(req, res, url);
     else void yoga(req, res);
-  });
+  };
+  // With a certificate Tollgate serves HTTPS and WSS itself, as datadog-ci (which only speaks
+  // https://api.<DD_SITE>) needs when no TLS-terminating proxy stands in front.
+  const server = config.tls ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key }, handle) : createHttpServer(handle);
   server.on('connection', (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
@@ -121,11 +126,22 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       });
       const { port } = server.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
-      const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+      const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
       listenUrl = url;
       engine.start();
       monitorEvaluator.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
+    },
+
+    /**
+     * Re-reads the certificate and key files (after a renewal) for new connections; open ones
+     * keep theirs. Throws, keeping the old pair, when the new files are unusable.
+     */
+    reloadTls(): void {
+      if (!config.tls || !('setSecureContext' in server)) throw new Error('TLS is not enabled (TOLLGATE_TLS_CERT / TOLLGATE_TLS_KEY)');
+      const next = readTls(config.tls.certFile, config.tls.keyFile);
+      server.setSecureContext({ cert: next.cert, key: next.key });
+      log.info({ cert: next.certFile }, 'TLS certificate reloaded');
     },
 
     /** Idempotent; resolves when every socket is closed and the database is closed. */
