@@ -1,5 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type Client, createClient, type FormattedExecutionResult } from 'graphql-ws';
@@ -27,9 +30,46 @@ export interface TestServer {
   /** SQL statements run since the last reset. */
   queries: string[];
   gql<T = any>(query: string, variables?: Record<string, unknown>, key?: string | null): Promise<GqlResponse<T>>;
+  /** An HTTP(S) request to this server; over TLS it trusts the server's certificate (or `trust`). */
+  request(method: string, path: string, options?: { body?: unknown; key?: string | null; trust?: Buffer }): Promise<HttpResult>;
   ws(key?: string | null, extra?: Partial<Parameters<typeof createClient>[0]>): Client;
   createKey(scopes: string[], envs?: string[]): Promise<string>;
   stop(): Promise<void>;
+}
+
+export interface HttpResult {
+  status: number;
+  text: string;
+  /** The body parsed as JSON, when it is JSON. */
+  json: any;
+  /** The certificate the server presented, over TLS. */
+  peer?: PeerCertificate;
+}
+
+/**
+ * node's http/https client rather than fetch, because fetch cannot be told to trust a test's
+ * self-signed certificate. A fresh connection each time, so a reloaded certificate is seen.
+ */
+function httpCall(url: string, method: string, headers: Record<string, string>, body: string | undefined, ca?: Buffer): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const send = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = send(url, { method, headers, agent: false, ...(ca ? { ca } : {}) });
+    req.on('response', (res) => {
+      const peer = 'getPeerCertificate' in res.socket ? (res.socket as TLSSocket).getPeerCertificate() : undefined;
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => {
+        let json: any;
+        try {
+          json = JSON.parse(text);
+        } catch {}
+        resolve({ status: res.statusCode!, text, json, peer });
+      });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
 }
 
 /** A real Tollgate on port 0 with its own SQLite file in a temporary directory. */
@@ -45,6 +85,15 @@ export async function startServer(
   const { url, graphqlUrl } = await app.listen();
   const wsUrl = graphqlUrl.replace(/^http/, 'ws');
   const clients: Client[] = [];
+  // A self-signed test certificate is its own CA.
+  const ca = config.tls?.cert;
+  const TrustingWebSocket = ca
+    ? class extends WebSocket {
+        constructor(address: string, protocols?: string | string[]) {
+          super(address, protocols, { ca });
+        }
+      }
+    : WebSocket;
 
   const server: TestServer = {
     url,
@@ -55,18 +104,17 @@ export async function startServer(
     app,
     queries,
     async gql(query, variables, key = ADMIN_KEY) {
-      const res = await fetch(graphqlUrl, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-        body: JSON.stringify({ query, variables }),
-      });
-      const body = (await res.json()) as GqlResponse;
-      return { ...body, status: res.status };
+      const res = await server.request('POST', '/graphql', { body: { query, variables }, key });
+      return { ...(res.json as GqlResponse), status: res.status };
+    },
+    request(method, path, { body, key = ADMIN_KEY, trust = ca } = {}) {
+      const headers: Record<string, string> = { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) };
+      return httpCall(`${url}${path}`, method, headers, body === undefined ? undefined : JSON.stringify(body), trust);
     },
     ws(key = ADMIN_KEY, extra = {}) {
       const client = createClient({
         url: wsUrl,
-        webSocketImpl: WebSocket,
+        webSocketImpl: TrustingWebSocket,
         retryAttempts: 0,
         lazy: true,
         connectionParams: key ? { authorization: `Bearer ${key}` } : {},
@@ -236,7 +284,7 @@ export const jitMonitor = (name: string, options: Record<string, unknown>, dryRu
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function wsOperations(s: TestServer): Promise<number> {
-  const text = await (await fetch(`${s.url}/metrics`)).text();
+  const { text } = await s.request('GET', '/metrics');
   return Number(/^tollgate_ws_operations (\S+)$/m.exec(text)?.[1] ?? 0);
 }
 

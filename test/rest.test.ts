@@ -66,6 +66,16 @@ describe('Datadog-compatible REST API', () => {
     const badType = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'x', env: 'prod', configuration: { rules: [{ type: 'moniyor', name: 'm', options: {} }] } } } });
     assert.equal(badType.status, 400);
     assert.match(errorDetail(badType), /invalid configuration: invalid rule at index 0: invalid rule type: moniyor/);
+    // Validation shared with GraphQL, told in the REST body's own paths and snake_case names.
+    const jit = (options: Record<string, unknown>, type = 'faulty_deployment_detection') =>
+      api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'x', env: 'prod', version: '1', configuration: { rules: [{ type, name: 'r', options }] } } } });
+    const both = await jit({ excluded_resources: ['a'], allowed_resources: ['b'] });
+    assert.equal(both.status, 400);
+    assert.equal(errorDetail(both), 'configuration.rules[0].options.allowed_resources: give either excluded_resources or allowed_resources, not both');
+    const tooLong = await jit({ query: 'service:x', duration: 99999 }, 'monitor');
+    assert.equal(errorDetail(tooLong), 'configuration.rules[0].options.duration: duration must be between 0 and 7200 seconds');
+    const camel = await jit({ excludedResources: ['a'] });
+    assert.equal(errorDetail(camel), 'configuration.rules[0].options: unknown option "excludedResources"');
     const badId = await api('GET', '/api/v2/deployments/gates/evaluation/nope');
     assert.equal(badId.status, 400);
     assert.equal(errorDetail(badId), 'attribute "id" Invalid id');
@@ -108,7 +118,7 @@ describe('Datadog-compatible REST API', () => {
 
     const evaluation = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'rest-crud', env: 'prod' } } });
     assert.equal(evaluation.status, 400, 'the gate has a faulty_deployment_detection rule: version is required');
-    assert.match(errorDetail(evaluation), /version is required/);
+    assert.equal(errorDetail(evaluation), 'version: version is required to evaluate a faulty_deployment_detection rule');
 
     assert.equal((await api('DELETE', `/api/v2/deployment_gates/${gate.id}`)).status, 204);
     assert.equal((await api('DELETE', `/api/v2/deployment_gates/${gate.id}`)).status, 404);

@@ -3,14 +3,11 @@
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { after, before, describe, test } from 'node:test';
-import WebSocket from 'ws';
 import { ConfigError, loadConfig, readTls, TlsFileError } from '../src/config.ts';
-import { ADMIN_KEY, jitMonitor, selfSignedCert, skipWithout, startServer, subscribeQueue, type TestServer } from './helpers.ts';
+import { driver, jitMonitor, selfSignedCert, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 const skip = skipWithout('openssl');
 
@@ -31,25 +28,7 @@ describe('TLS', { skip }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** A request that verifies the server's certificate against `trust`. */
-  function call(method: string, path: string, body?: unknown, trust = ca): Promise<{ status: number; json: any; peer: PeerCertificate }> {
-    return new Promise((resolve, reject) => {
-      const req = request(`${s.url}${path}`, {
-        method,
-        ca: trust,
-        agent: false,
-        headers: { authorization: `Bearer ${ADMIN_KEY}`, 'content-type': 'application/json' },
-      });
-      req.on('response', (res) => {
-        const peer = (res.socket as TLSSocket).getPeerCertificate();
-        let text = '';
-        res.on('data', (c) => (text += c));
-        res.on('end', () => resolve({ status: res.statusCode!, json: text.startsWith('{') ? JSON.parse(text) : text, peer }));
-      });
-      req.on('error', reject);
-      req.end(body === undefined ? undefined : JSON.stringify(body));
-    });
-  }
+  const call = (method: string, path: string, body?: unknown, trust = ca) => s.request(method, path, { body, trust });
 
   const fingerprint = (file: string) => new X509Certificate(readFileSync(file)).fingerprint256;
 
@@ -73,49 +52,31 @@ describe('TLS', { skip }, () => {
   });
 
   test('subscriptions run over WSS', async () => {
-    const monitor = await call('POST', '/graphql', { query: 'mutation { createMonitor(input: { name: "tls", type: EXTERNAL, tags: ["service:tls-ws"] }) { id } }' });
-    const monitorId = monitor.json.data.createMonitor.id;
-    await call('POST', '/graphql', { query: 'mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', variables: { id: monitorId } });
-    const started = await call('POST', '/graphql', {
-      query: 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id status } }',
-      variables: { i: { service: 'tls-ws', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'service:tls-ws', duration: 2 })] } } },
-    });
-    const id = started.json.data.evaluateGate.id;
     assert.match(s.wsUrl, /^wss:\/\//);
-    const trusting = class extends WebSocket {
-      constructor(url: string, protocols?: string | string[]) {
-        super(url, protocols, { ca });
-      }
-    };
-    const client = s.ws(ADMIN_KEY, { webSocketImpl: trusting });
-    const updates = subscribeQueue(client, 'subscription($id: ID!) { evaluationUpdated(id: $id) { status } }', { id });
-    const statuses = [];
-    for (let i = 0; i < 10 && (i === 0 || statuses.at(-1) === 'IN_PROGRESS'); i++) {
-      const next = await updates.next(10_000);
-      assert.equal(next.errors, undefined, JSON.stringify(next.errors));
-      statuses.push((next.data as any).evaluationUpdated.status);
-    }
-    assert.equal(statuses[0], 'IN_PROGRESS');
-    assert.equal(statuses.at(-1), 'PASS');
-    updates.dispose();
+    const d = driver(s);
+    await d.report(await d.monitor('tls', ['service:tls-ws']), 'OK');
+    const started = await d.evaluate({ service: 'tls-ws', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'service:tls-ws', duration: 2 })] } });
+    const seen = await d.follow(started.data.evaluateGate.id);
+    assert.equal(seen[0].status, 'IN_PROGRESS');
+    assert.equal(seen.at(-1).status, 'PASS');
   });
 
   test('reloadTls serves a renewed certificate to new connections, and keeps the old one when the new files are broken', async () => {
-    const before = (await call('GET', '/healthz')).peer;
-    assert.equal(before.fingerprint256, fingerprint(files.certFile));
+    const before = (await call('GET', '/healthz')).peer!;
+    assert.equal(before?.fingerprint256, fingerprint(files.certFile));
 
     const renewed = selfSignedCert(dir, 'renewed', ['tollgate.test', 'localhost']);
     copyFileSync(renewed.certFile, files.certFile);
     copyFileSync(renewed.keyFile, files.keyFile);
     s.app.reloadTls();
-    const after = await call('GET', '/healthz', undefined, readFileSync(renewed.certFile));
-    assert.equal(after.peer.fingerprint256, fingerprint(renewed.certFile));
-    assert.notEqual(after.peer.fingerprint256, before.fingerprint256);
+    const renewedCall = await call('GET', '/healthz', undefined, readFileSync(renewed.certFile));
+    assert.equal(renewedCall.peer?.fingerprint256, fingerprint(renewed.certFile));
+    assert.notEqual(renewedCall.peer?.fingerprint256, before.fingerprint256);
 
     writeFileSync(files.certFile, 'not a certificate');
     assert.throws(() => s.app.reloadTls(), (err: unknown) => err instanceof TlsFileError && err.variable === 'TOLLGATE_TLS_CERT');
     const still = await call('GET', '/healthz', undefined, readFileSync(renewed.certFile));
-    assert.equal(still.peer.fingerprint256, fingerprint(renewed.certFile));
+    assert.equal(still.peer?.fingerprint256, fingerprint(renewed.certFile));
   });
 
   test('bad certificate settings stop the start, naming the variable', () => {

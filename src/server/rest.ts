@@ -49,6 +49,30 @@ const FDD_KEYS: Record<string, string> = {
   on_insufficient_data: 'onInsufficientData',
 };
 
+/** The wire's snake_case name of each camelCase name the domain's messages use. */
+const WIRE_NAMES = new Map<string, string>(
+  [...Object.entries(MONITOR_KEYS), ...Object.entries(FDD_KEYS).filter(([wire]) => wire !== 'included_resources'), ['dry_run', 'dryRun'], ['on_source_error', 'onSourceError'], ['primary_tag', 'primaryTag'], ['idempotency_key', 'idempotencyKey']].map(
+    ([wire, name]) => [name!, wire!] as const,
+  ),
+);
+
+/**
+ * A domain error in the REST API's words: paths into the request body (not GraphQL's `input`,
+ * no `options.monitor` level) and snake_case names, leaving quoted user text alone.
+ */
+function restDetail(err: DomainError): string {
+  const wire = (text: string) =>
+    text
+      .split(/("[^"]*")/)
+      .map((part, i) => (i % 2 === 1 ? part : part.replace(/\b[a-z]+(?:[A-Z][a-z]*)+\b/g, (w) => WIRE_NAMES.get(w) ?? w)))
+      .join('');
+  const field = err.field;
+  if (!field || !err.message.startsWith(`${field}: `)) return wire(err.message);
+  const path = field.replace(/^input(\.|$)/, '').replace(/(^|\.)options\.(?:monitor|faultyDeploymentDetection)(?=\.|\[|$)/, '$1options');
+  const message = wire(err.message.slice(field.length + 2));
+  return path ? `${wire(path)}: ${message}` : message;
+}
+
 function rename(obj: unknown, keys: Record<string, string>, where: string): Record<string, unknown> {
   if (obj === undefined || obj === null) return {};
   if (typeof obj !== 'object' || Array.isArray(obj)) throw new DomainError('BAD_USER_INPUT', `${where}: must be an object`, where);
@@ -61,10 +85,12 @@ function rename(obj: unknown, keys: Record<string, string>, where: string): Reco
   return out;
 }
 
-function ruleFromWire(rule: unknown, where: string): Record<string, unknown> {
+/** `where` is the rule's path in the body; a just-in-time rule's type error keeps Datadog's wording. */
+function ruleFromWire(rule: unknown, where: string, jitIndex?: number): Record<string, unknown> {
   const r = (rule ?? {}) as Record<string, unknown>;
   if (r.type !== 'monitor' && r.type !== 'faulty_deployment_detection') {
-    throw new DomainError('BAD_USER_INPUT', `${where}: invalid rule type: ${String(r.type)} (must be monitor or faulty_deployment_detection)`, `${where}.type`);
+    const prefix = jitIndex === undefined ? `${where}.type` : `invalid configuration: invalid rule at index ${jitIndex}`;
+    throw new DomainError('BAD_USER_INPUT', `${prefix}: invalid rule type: ${String(r.type)} (must be monitor or faulty_deployment_detection)`, `${where}.type`);
   }
   const options = r.type === 'monitor' ? { monitor: rename(r.options, MONITOR_KEYS, `${where}.options`) } : { faultyDeploymentDetection: rename(r.options, FDD_KEYS, `${where}.options`) };
   return { name: r.name, dryRun: r.dry_run, options };
@@ -275,7 +301,7 @@ for (const prefix of PREFIXES) {
       configuration: configuration && {
         dryRun: configuration.dry_run,
         onSourceError: configuration.on_source_error,
-        rules: (rules as unknown[]).map((r, i) => ruleFromWire(r, `invalid configuration: invalid rule at index ${i}`)),
+        rules: (rules as unknown[]).map((r, i) => ruleFromWire(r, `configuration.rules[${i}]`, i)),
       },
     });
     const snap = evaluateGate(deps, principal, input);
@@ -423,7 +449,7 @@ export function restHandler(deps: Deps, authenticate: (secret: string | null) =>
       } else sendJson(res, out.status, out.body);
     } catch (err) {
       if (err instanceof HttpError) return fail(res, err.status, err.message);
-      if (err instanceof DomainError) return fail(res, STATUS_OF[err.code], err.message);
+      if (err instanceof DomainError) return fail(res, STATUS_OF[err.code], restDetail(err));
       deps.log.error({ err }, 'REST request failed');
       fail(res, 500, 'internal error');
     }
