@@ -90,8 +90,8 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     });
   }
 
-  async function storedGate(service: string, query: string, dryRun = false) {
-    const r = await s.gql(CREATE_GATE, { input: { service, env: 'prod', dryRun, rules: [{ name: 'checkout monitors', options: { monitor: { query, duration: 0 } } }] } });
+  async function storedGate(service: string, query: string, dryRun = false, extra: Record<string, unknown> = {}, duration = 0) {
+    const r = await s.gql(CREATE_GATE, { input: { service, env: 'prod', dryRun, ...extra, rules: [{ name: 'checkout monitors', options: { monitor: { query, duration } } }] } });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
   }
 
@@ -141,6 +141,24 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     writeFileSync(config, JSON.stringify({ rules: [{ name: 'alerting', type: 'monitor', options: { query: 'team:ddci state:alert', duration: 0 } }] }));
     const failed = await gate(['--service', 'ddci-jit', '--env', 'prod', '--config', config, '--timeout', '50']);
     assert.equal(failed.code, 1, failed.out);
+  });
+
+  test('--identifier, --version and --apm-primary-tag reach the evaluation', async () => {
+    await storedGate('ddci-args', 'team:ddci state:ok', false, { identifier: 'canary-20pct' });
+    const { code, out } = await gate(['--service', 'ddci-args', '--env', 'prod', '--identifier', 'canary-20pct', '--version', '2.0.1', '--apm-primary-tag', 'region:us-east-1', '--timeout', '50']);
+    assert.equal(code, 0, out);
+    const r = await s.gql('{ evaluations(filter: { service: "ddci-args" }, first: 1) { edges { node { identifier version primaryTag status } } } }');
+    assert.deepEqual(r.data.evaluations.edges[0].node, { identifier: 'canary-20pct', version: '2.0.1', primaryTag: 'region:us-east-1', status: 'PASS' });
+  });
+
+  test('a verdict later than --timeout passes by default and fails with --fail-on-error', async () => {
+    await storedGate('ddci-slow', 'team:ddci state:ok', false, {}, 600);
+    const tolerated = await gate(['--service', 'ddci-slow', '--env', 'prod', '--timeout', '1']);
+    assert.equal(tolerated.code, 0, tolerated.out);
+    assert.match(tolerated.out, /Timeout reached/);
+    const strict = await gate(['--service', 'ddci-slow', '--env', 'prod', '--timeout', '1', '--fail-on-error']);
+    assert.equal(strict.code, 1, strict.out);
+    assert.match(strict.out, /Timeout reached/);
   });
 
   test('a request Tollgate refuses (a faulty-deployment rule without --version) exits 1 with the server\'s reason', async () => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
-import { ADMIN_KEY, CREATE_GATE, driver, skipWithout, startServer, type TestServer } from './helpers.ts';
+import { ADMIN_KEY, CREATE_GATE, driver, skipWithout, sleep, startServer, type TestServer } from './helpers.ts';
 
 const doc = readFileSync(fileURLToPath(new URL('../docs/integrations.md', import.meta.url)), 'utf8');
 
@@ -90,6 +90,66 @@ describe('integration recipes from docs/integrations.md', () => {
       const { code, out } = await gateStepRun('9b7d4aa');
       assert.equal(code, 1, out);
       assert.match(out, /checkout errors/);
+    });
+  });
+
+  describe('Argo Rollouts and Flagger, with the URLs and settings of the doc', () => {
+    /** The doc's placeholders made real: this server for its host, a real key for `tgk_...`. */
+    const local = (url: string, key: string) => {
+      const u = new URL(url.replace('tgk_...', key));
+      return `${s.url}${u.pathname}${u.search}`;
+    };
+
+    test('the AnalysisTemplate web metric measures in_progress, then pass; a failing gate meets failureCondition', async () => {
+      const template = parse(codeBlock('yaml', 'kind: AnalysisTemplate'));
+      const metric = template.spec.metrics[0];
+      const web = metric.provider.web;
+      const field = /^\{\$\.(\w+)\}$/.exec(web.jsonPath)?.[1];
+      const expected = (condition: string) => /^result == "(\w+)"$/.exec(condition)?.[1];
+      assert.deepEqual([field, expected(metric.successCondition), expected(metric.failureCondition)], ['status', 'pass', 'fail']);
+      const key = await s.createKey(['evaluations:write']);
+
+      /** Argo's loop: measure every interval until a condition holds (the interval shortened here). */
+      async function analysis(version: string) {
+        const url = local(web.url.replace(/\{\{args\.(\w+)\}\}/g, (_m: string, arg: string) => ({ service: 'checkout', env: 'prod', version })[arg]!), key);
+        const headers = Object.fromEntries(web.headers.map((h: { key: string; value: string }) => [h.key, h.value.replace('tgk_...', key)]));
+        for (let i = 0; i < metric.count; i++) {
+          const r = await fetch(url, { headers });
+          assert.equal(r.status, 200);
+          const result = ((await r.json()) as any)[field!];
+          if (result === expected(metric.successCondition)) return 'Successful';
+          if (result === expected(metric.failureCondition)) return 'Failed';
+          await sleep(100);
+        }
+        return 'Inconclusive';
+      }
+      await d.report(monitor, 'OK');
+      assert.equal(await analysis('argo-1'), 'Successful');
+      await d.report(monitor, 'ALERT');
+      assert.equal(await analysis('argo-2'), 'Failed');
+    });
+
+    test('the Flagger webhook answers 200 on a pass and 412 on a fail, as the analysis expects', async () => {
+      const hook = parse(codeBlock('yaml', 'webhooks:')).analysis.webhooks[0];
+      const { service, env, identifier } = hook.metadata;
+      const podinfo = await d.monitor('podinfo errors', [`service:${service}`]);
+      const r = await s.gql(CREATE_GATE, { input: { service, env, identifier, rules: [{ name: 'podinfo monitors', options: { monitor: { query: `service:${service}`, duration: 0 } } }] } });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+      const url = local(hook.url, await s.createKey(['evaluations:write']));
+      /** Flagger calls the hook each interval with the canary's name, phase and checksum. */
+      async function rollout(checksum: string) {
+        let status = 0;
+        for (let i = 0; i < 50 && (status === 0 || status === 409); i++) {
+          if (status) await sleep(100);
+          const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: service, namespace: 'test', phase: 'Progressing', checksum, metadata: hook.metadata }) });
+          status = res.status;
+        }
+        return status;
+      }
+      await d.report(podinfo, 'OK');
+      assert.equal(await rollout('rev-1'), 200);
+      await d.report(podinfo, 'ALERT');
+      assert.equal(await rollout('rev-2'), 412);
     });
   });
 
