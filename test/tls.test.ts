@@ -4,10 +4,11 @@ import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, loadConfig, readTls, TlsFileError } from '../src/config.ts';
-import { driver, jitMonitor, selfSignedCert, skipWithout, startServer, type TestServer } from './helpers.ts';
+import { ADMIN_KEY, driver, jitMonitor, selfSignedCert, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 const skip = skipWithout('openssl');
 
@@ -59,6 +60,27 @@ describe('TLS', { skip }, () => {
     const seen = await d.follow(started.data.evaluateGate.id);
     assert.equal(seen[0].status, 'IN_PROGRESS');
     assert.equal(seen.at(-1).status, 'PASS');
+  });
+
+  test('tollgate evaluate follows an evaluation over HTTPS and WSS, trusting the certificate through NODE_EXTRA_CA_CERTS', async () => {
+    const d = driver(s);
+    await d.report(await d.monitor('tls cli', ['service:tls-cli']), 'OK');
+    const caFile = join(dir, 'ca.pem');
+    writeFileSync(caFile, ca);
+    const rules = join(dir, 'rules.json');
+    writeFileSync(rules, JSON.stringify({ rules: [{ name: 'cli monitors', type: 'monitor', options: { query: 'service:tls-cli', duration: 2 } }] }));
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--url', s.url, '--api-key', ADMIN_KEY, '--service', 'tls-cli', '--env', 'prod', '--config', rules], {
+      env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (out += c));
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 0, out);
+    assert.doesNotMatch(out, /WebSocket unavailable/);
+    assert.match(out, /\[1\/1\] cli monitors: PASS/);
+    assert.match(out, /Gate PASSED/);
   });
 
   test('reloadTls serves a renewed certificate to new connections, and keeps the old one when the new files are broken', async () => {
