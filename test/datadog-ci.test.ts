@@ -90,8 +90,8 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     });
   }
 
-  async function storedGate(service: string, query: string, dryRun = false, extra: Record<string, unknown> = {}, duration = 0) {
-    const r = await s.gql(CREATE_GATE, { input: { service, env: 'prod', dryRun, ...extra, rules: [{ name: 'checkout monitors', options: { monitor: { query, duration } } }] } });
+  async function storedGate(service: string, query: string, { dryRun = false, identifier = undefined as string | undefined, duration = 0 } = {}) {
+    const r = await s.gql(CREATE_GATE, { input: { service, env: 'prod', dryRun, identifier, rules: [{ name: 'checkout monitors', options: { monitor: { query, duration } } }] } });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
   }
 
@@ -115,7 +115,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
   });
 
   test('a dry-run gate with a failing rule exits 0 and says it ran in dry run', async () => {
-    await storedGate('ddci-dry', 'team:ddci state:alert', true);
+    await storedGate('ddci-dry', 'team:ddci state:alert', { dryRun: true });
     const { code, out } = await gate(['--service', 'ddci-dry', '--env', 'prod', '--timeout', '50']);
     assert.equal(code, 0, out);
     assert.match(out, /Gate evaluation passed/);
@@ -144,7 +144,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
   });
 
   test('--identifier, --version and --apm-primary-tag reach the evaluation', async () => {
-    await storedGate('ddci-args', 'team:ddci state:ok', false, { identifier: 'canary-20pct' });
+    await storedGate('ddci-args', 'team:ddci state:ok', { identifier: 'canary-20pct' });
     const { code, out } = await gate(['--service', 'ddci-args', '--env', 'prod', '--identifier', 'canary-20pct', '--version', '2.0.1', '--apm-primary-tag', 'region:us-east-1', '--timeout', '50']);
     assert.equal(code, 0, out);
     const r = await s.gql('{ evaluations(filter: { service: "ddci-args" }, first: 1) { edges { node { identifier version primaryTag status } } } }');
@@ -152,7 +152,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
   });
 
   test('a verdict later than --timeout passes by default and fails with --fail-on-error', async () => {
-    await storedGate('ddci-slow', 'team:ddci state:ok', false, {}, 600);
+    await storedGate('ddci-slow', 'team:ddci state:ok', { duration: 600 });
     const tolerated = await gate(['--service', 'ddci-slow', '--env', 'prod', '--timeout', '1']);
     assert.equal(tolerated.code, 0, tolerated.out);
     assert.match(tolerated.out, /Timeout reached/);

@@ -311,11 +311,11 @@ export function which(...names: string[]): string | null {
 }
 
 /**
- * Tests that need these programs skip without them, unless TOLLGATE_REQUIRE_INTEGRATION=1 (as
+ * Tests that need these programs (`a|b`: either) skip without them, unless TOLLGATE_REQUIRE_INTEGRATION=1 (as
  * in CI), where a missing one fails the test instead. Returns a skip reason or false.
  */
 export function skipWithout(...names: string[]): string | false {
-  const missing = names.filter((n) => !which(...n.split('|')));
+  const missing = names.filter((n) => !which(...n.split('|'))).map((n) => n.replaceAll('|', ' or '));
   if (missing.length === 0) return false;
   if (process.env.TOLLGATE_REQUIRE_INTEGRATION === '1') throw new Error(`TOLLGATE_REQUIRE_INTEGRATION=1 but not installed: ${missing.join(', ')}`);
   return `not installed: ${missing.join(', ')}`;

@@ -9,13 +9,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ADMIN_KEY, driver, jitMonitor, sleep, startServer, type TestServer, which } from './helpers.ts';
+import { ADMIN_KEY, driver, jitMonitor, skipWithout, sleep, startServer, type TestServer, which } from './helpers.ts';
 
+const skip = skipWithout('prometheus', 'prometheus-alertmanager|alertmanager');
 const prometheusBin = which('prometheus');
 const alertmanagerBin = which('prometheus-alertmanager', 'alertmanager');
-const required = process.env.TOLLGATE_REQUIRE_INTEGRATION === '1';
-const missing = [!prometheusBin && 'prometheus', !alertmanagerBin && 'alertmanager (prometheus-alertmanager)'].filter(Boolean);
-const skip = missing.length > 0 && !required ? `not installed: ${missing.join(', ')}` : false;
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -62,7 +60,6 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
   let d: ReturnType<typeof driver>;
 
   before(async () => {
-    if (missing.length > 0) throw new Error(`TOLLGATE_REQUIRE_INTEGRATION=1 but not installed: ${missing.join(', ')}`);
     // A small exporter the test controls.
     exporter = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
