@@ -104,8 +104,14 @@ export const evaluations = sqliteTable(
     /** Real status, dry run ignored; what callers act on is derived from it and dry_run. */
     status: text('status', { enum: ['in_progress', 'pass', 'fail', 'canceled'] }).notNull(),
     justInTime: integer('just_in_time', { mode: 'boolean' }).notNull(),
+    /** Unique per environment: a key used in another env is not this env's business. */
     idempotencyKey: text('idempotency_key'),
     rerunOf: text('rerun_of'),
+    /**
+     * The environments the trigger's key may see (null: all). Rules match only monitors
+     * visible under them, so an evaluation never reaches further than the key that started it.
+     */
+    triggerEnvs: text('trigger_envs', { mode: 'json' }).$type<string[]>(),
     triggeredById: text('triggered_by_id').notNull(),
     triggeredByName: text('triggered_by_name').notNull(),
     startedAt: integer('started_at', { mode: 'timestamp_ms' }).notNull(),
@@ -120,8 +126,8 @@ export const evaluations = sqliteTable(
     revision: integer('revision').notNull().default(1),
   },
   (t) => [
-    uniqueIndex('evaluations_idempotency_unique')
-      .on(t.idempotencyKey)
+    uniqueIndex('evaluations_env_idempotency_unique')
+      .on(t.env, t.idempotencyKey)
       .where(sql`${t.idempotencyKey} is not null`),
     index('evaluations_key_started_idx').on(t.service, t.env, t.identifier, t.startedAt),
     index('evaluations_status_idx').on(t.status),
