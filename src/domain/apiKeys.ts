@@ -16,7 +16,7 @@ import type { Events } from './events.ts';
 import { DomainError, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit } from './stamp.ts';
-import { type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
+import { hasScope, type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
 export type { ApiKeyRow };
@@ -58,10 +58,37 @@ const requireAdmin = (actor: Principal, action: string) => requireScope(actor, '
 
 export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   requireAdmin(actor, 'create API keys');
+  assertWithinActor(actor, input);
   const created = insertNewKey(deps, actor, input);
   deps.events.publish('config.changed', null);
   return created;
 }
+
+/**
+ * No key grants more than its creator holds: scopes it has (admin implies all), environments
+ * within its own, and a lifetime that ends no later than its own.
+ */
+function assertWithinActor(actor: Principal, input: CreateApiKeyInput): void {
+  const refuse = (field: string, problem: string) =>
+    new DomainError('FORBIDDEN', `${field}: API key "${actor.name}" ${problem}`, field);
+  const extra = input.scopes.filter((s) => !hasScope(actor, s));
+  if (extra.length > 0) throw refuse('input.scopes', `lacks ${extra.join(', ')} and cannot grant it`);
+  if (actor.envs !== null) {
+    const limit = `is limited to env ${actor.envs.join(', ')}`;
+    if (!input.envs) throw refuse('input.envs', `${limit}: envs must name some of them (a key for every environment is wider)`);
+    const outside = input.envs.filter((e) => !actor.envs!.includes(e));
+    if (outside.length > 0) throw refuse('input.envs', `${limit} and cannot grant env ${outside.join(', ')}`);
+  }
+  if (actor.expiresAt) {
+    if (!input.expiresAt || input.expiresAt.getTime() > actor.expiresAt.getTime()) {
+      throw refuse('input.expiresAt', `expires at ${actor.expiresAt.toISOString()}: expiresAt must be no later`);
+    }
+  }
+}
+
+/** A key is inside an actor's reach when it is limited to environments the actor has. */
+const withinReach = (actor: Principal, key: ApiKeyRow): boolean =>
+  actor.envs === null || (key.envs !== null && key.envs.every((e) => actor.envs!.includes(e)));
 
 function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {
@@ -108,7 +135,8 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
   const now = deps.now();
   const revoked = deps.db.transaction((tx) => {
     const before = getApiKey(tx, assertUuid(id, 'id'));
-    if (!before) throw notFound(`API key ${id} does not exist`, 'id');
+    // Keys beyond the actor's environments answer as missing: their existence is not its business.
+    if (!before || !withinReach(actor, before)) throw notFound(`API key ${id} does not exist`, 'id');
     if (before.revokedAt) return before;
     const row = revokeApiKeyRow(tx, before.id, now);
     insertAudit(tx, [
@@ -123,7 +151,7 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
 
 export function listApiKeys(deps: Deps, actor: Principal): ApiKeyRow[] {
   requireAdmin(actor, 'list API keys');
-  return listApiKeyRows(deps.db);
+  return listApiKeyRows(deps.db).filter((k) => withinReach(actor, k));
 }
 
 /**
@@ -142,7 +170,7 @@ export function ensureBootstrapKey(db: Db, now: Date, configured: string | undef
   return { created: true, secret };
 }
 
-export type AuthResult = { ok: true; principal: Principal; expiresAt?: Date | null } | { ok: false; reason: string };
+export type AuthResult = { ok: true; principal: Principal } | { ok: false; reason: string };
 
 /**
  * Turns a presented secret into a Principal. Last use is recorded at most once a minute per
@@ -167,7 +195,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
   };
 
   function expiryOf(result: AuthResult): number {
-    return result.ok && result.expiresAt ? result.expiresAt.getTime() : Number.POSITIVE_INFINITY;
+    return result.ok && result.principal.expiresAt ? result.principal.expiresAt.getTime() : Number.POSITIVE_INFINITY;
   }
 
   function check(secret: string): AuthResult {
@@ -182,8 +210,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
     }
     return {
       ok: true,
-      principal: { id: row.id, name: row.name, scopes: new Set(row.scopes as Scope[]), envs: row.envs ?? null },
-      expiresAt: row.expiresAt,
+      principal: { id: row.id, name: row.name, scopes: new Set(row.scopes as Scope[]), envs: row.envs ?? null, expiresAt: row.expiresAt },
     };
   }
 }

@@ -17,6 +17,8 @@ export interface Principal {
   scopes: ReadonlySet<Scope>;
   /** null: every environment. */
   envs: readonly string[] | null;
+  /** When the key stops being valid; null or absent: never (revocation aside). */
+  expiresAt?: Date | null;
 }
 
 /** The actor recorded for changes made by Tollgate itself (bootstrap, migrations). */
