@@ -43,8 +43,10 @@ function maskError(deps: Deps) {
         extensions: { code: original.code, ...(original.field && { field: original.field }) },
       });
     }
-    // Errors we raise on purpose (auth, validation, limits) are GraphQLErrors already.
-    if (located && (!original || original instanceof GraphQLError)) return located;
+    // Errors we raise on purpose (auth, validation, limits) are GraphQLErrors already. Those
+    // graphql-js and plugins raise without a code (a variable of the wrong type, a bad cursor)
+    // are the client's mistakes all the same: they get one, as every expected error does.
+    if (located && (!original || original instanceof GraphQLError)) return located.extensions.code ? located : withCode(located, 'BAD_USER_INPUT');
     deps.log.error({ err: original }, 'unexpected error while executing an operation');
     return new GraphQLError(message, {
       nodes: located?.nodes,
@@ -53,6 +55,27 @@ function maskError(deps: Deps) {
     });
   };
 }
+
+function withCode(error: GraphQLError, code: string): GraphQLError {
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code },
+  });
+}
+
+/** yoga answers a Content-Type it cannot read with a bare 415: say what to send instead. */
+const explainUnsupportedMediaType: Plugin = {
+  onResponse: ({ request, response, setResponse, fetchAPI }) => {
+    if (response.status !== 415 || response.body !== null) return;
+    const sent = (request.headers.get('content-type') ?? 'none').slice(0, 100);
+    const message = `Content-Type ${sent} is not supported: send application/json, or GET with query parameters`;
+    setResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] }), { status: 415, headers: { 'content-type': 'application/json' } }));
+  },
+};
 
 /** yoga's own plugin only looks at HTTP requests; adding the rule at validation covers WebSocket too. */
 const disableIntrospection: Plugin = {
@@ -128,6 +151,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready }: Yoga
     },
     plugins: [
       responseCache(deps, authenticateRequest),
+      explainUnsupportedMediaType,
       ...armor.protect().plugins,
       ...(production ? [disableIntrospection] : []),
       useReadinessCheck({
