@@ -38,8 +38,13 @@ export function getEvaluations(db: Tx, ids: readonly string[]): EvaluationRow[] 
   return db.select().from(evaluations).where(inArray(evaluations.id, [...ids])).all();
 }
 
-export function findByIdempotencyKey(db: Tx, key: string): EvaluationRow | undefined {
-  return db.select().from(evaluations).where(eq(evaluations.idempotencyKey, key)).get();
+/** Idempotency keys are unique per environment: another env's use of the same key is not found. */
+export function findByIdempotencyKey(db: Tx, env: string, key: string): EvaluationRow | undefined {
+  return db
+    .select()
+    .from(evaluations)
+    .where(and(eq(evaluations.env, env), eq(evaluations.idempotencyKey, key)))
+    .get();
 }
 
 export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): RuleEvaluationRow[] {

@@ -21,7 +21,8 @@ import { badInput, conflict, notFound } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
 import { ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
-import { assertEnvAllowed, type Principal, requireScope } from './principal.ts';
+import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
+import { snapshotFor } from './ruleEvidence.ts';
 import { nullsAsUndefined, type RuleType } from './ruleOptions.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
@@ -82,12 +83,18 @@ export function loadSnapshot(deps: Deps, id: string): EvaluationSnapshot | null 
   return evaluation ? { evaluation, rules: ruleEvaluationsOf(deps.db, [id]) } : null;
 }
 
+/**
+ * The evaluation as `actor` may see it; null when it does not exist or is in an environment
+ * the actor cannot see (the two are the same answer, so ids of other envs reveal nothing).
+ */
 export function getEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot | null {
   requireRead(actor);
   const snap = loadSnapshot(deps, assertUuid(id, 'id'));
-  if (snap) assertEnvAllowed(actor, snap.evaluation.env);
-  return snap;
+  return snap && canSeeEnv(actor, snap.evaluation.env) ? snapshotFor(actor, snap) : null;
 }
+
+/** What an id the actor may not see answers, word for word the answer for an id that does not exist. */
+const noEvaluation = (id: string) => notFound(`evaluation ${id} does not exist`, 'id');
 
 export function listEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
   requireRead(actor);
@@ -163,8 +170,8 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
   requireScope(actor, 'evaluations:write', 'trigger evaluations');
   assertEnvAllowed(actor, input.env);
   if (input.idempotencyKey) {
-    const existing = findByIdempotencyKey(deps.db, input.idempotencyKey);
-    if (existing) return sameRequest(deps, existing, input);
+    const existing = findByIdempotencyKey(deps.db, input.env, input.idempotencyKey);
+    if (existing) return sameRequest(deps, actor, existing, input);
   }
   const resolved = resolve(deps, input);
   return start(deps, actor, {
@@ -179,12 +186,16 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
   });
 }
 
-/** An idempotency key answers only the same request; it says nothing about another one. */
-function sameRequest(deps: Deps, existing: EvaluationRow, input: EvaluateGateInput): EvaluationSnapshot {
-  if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== input[key])) {
-    throw conflict('idempotencyKey was already used for a different service, env or identifier', 'input.idempotencyKey');
+/**
+ * An idempotency key answers only the same request, and only in its own environment (keys are
+ * unique per env, and looked up in the request's env, which the actor may act on). The answer
+ * is the evaluation as the actor may see it: another key of the env may have started it.
+ */
+function sameRequest(deps: Deps, actor: Principal, existing: EvaluationRow, request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'>): EvaluationSnapshot {
+  if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== request[key])) {
+    throw conflict('idempotencyKey was already used for a different service or identifier', 'input.idempotencyKey');
   }
-  return loadSnapshot(deps, existing.id)!;
+  return snapshotFor(actor, loadSnapshot(deps, existing.id)!);
 }
 
 interface StartRequest extends Resolved {
@@ -245,6 +256,8 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
           justInTime: req.justInTime,
           idempotencyKey: req.idempotencyKey,
           rerunOf: req.rerunOf,
+          // Rules match only what the trigger may see, whoever reads the evaluation later.
+          triggerEnvs: actor.envs === null ? null : [...actor.envs],
           triggeredById: actor.id,
           triggeredByName: actor.name,
           startedAt: now,
@@ -256,11 +269,12 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
       ),
     );
   } catch (err) {
-    // The same idempotency key from a concurrent request: answer with the winner.
+    // The same idempotency key from a concurrent request: the winner answers, with the same
+    // checks as when it had been found first.
     const e = err as { code?: string };
     if (req.idempotencyKey && e.code === 'SQLITE_CONSTRAINT_UNIQUE') {
-      const existing = findByIdempotencyKey(deps.db, req.idempotencyKey);
-      if (existing) return loadSnapshot(deps, existing.id)!;
+      const existing = findByIdempotencyKey(deps.db, req.env, req.idempotencyKey);
+      if (existing) return sameRequest(deps, actor, existing, req);
     }
     throw err;
   }
@@ -273,8 +287,7 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
 export function rerunEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
   requireScope(actor, 'evaluations:write', 'rerun evaluations');
   const old = loadSnapshot(deps, assertUuid(id, 'id'));
-  if (!old) throw notFound(`evaluation ${id} does not exist`, 'id');
-  assertEnvAllowed(actor, old.evaluation.env);
+  if (!old || !canSeeEnv(actor, old.evaluation.env)) throw noEvaluation(id);
   const e = old.evaluation;
   return start(deps, actor, {
     service: e.service,
@@ -301,8 +314,7 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
   const now = deps.now();
   const snapshot = deps.db.transaction((tx) => {
     const e = getEvaluationRow(tx, assertUuid(id, 'id'));
-    if (!e) throw notFound(`evaluation ${id} does not exist`, 'id');
-    assertEnvAllowed(actor, e.env);
+    if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
     if (e.finishedAt) throw conflict(`evaluation ${id} has already finished (${e.status})`, 'id');
     const rules = ruleEvaluationsOf(tx, [e.id]);
     for (const r of rules.filter((r) => r.status === 'in_progress')) {
@@ -316,7 +328,7 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
     return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
   });
   deps.events.publish('evaluation.changed', snapshot);
-  return snapshot;
+  return snapshotFor(actor, snapshot);
 }
 
 // ---- the engine's writes ----

@@ -120,12 +120,11 @@ export interface GateWithRules {
 
 // ---- reads ----
 
+/** Null for a gate of an environment the actor cannot see, exactly as for one that does not exist. */
 export function getGate(deps: Deps, actor: Principal, id: string): GateRow | null {
   requireScope(actor, 'gates:read', 'read gates');
   const gate = getGateRow(deps.db, assertUuid(id, 'id'));
-  if (!gate) return null;
-  assertEnvAllowed(actor, gate.env);
-  return gate;
+  return gate && canSeeEnv(actor, gate.env) ? gate : null;
 }
 
 export function getGateByKey(
@@ -162,8 +161,8 @@ export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | nul
   requireScope(actor, 'gates:read', 'read rules');
   const rule = getRuleRow(deps.db, assertUuid(id, 'id'));
   if (!rule) return null;
-  loadGateIn(deps.db, actor, rule.gateId);
-  return rule;
+  const gate = getGateRow(deps.db, rule.gateId);
+  return gate && canSeeEnv(actor, gate.env) ? rule : null;
 }
 
 // ---- writes: one transaction each, audit inside it, event after commit ----
@@ -302,9 +301,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
   requireScope(actor, 'gates:write', 'update rules');
   const now = deps.now();
   const result = deps.db.transaction((tx) => {
-    const before = getRuleRow(tx, assertUuid(id, 'id'));
-    if (!before) throw notFound(`rule ${id} does not exist`, 'id');
-    const gate = loadGateIn(tx, actor, before.gateId);
+    const { rule: before, gate } = loadRuleIn(tx, actor, id);
     if (input.options && input.options.type !== before.type) {
       throw badInput(
         'input.options',
@@ -337,9 +334,7 @@ export function deleteRule(deps: Deps, actor: Principal, id: string): string {
   requireScope(actor, 'gates:write', 'delete rules');
   const now = deps.now();
   const result = deps.db.transaction((tx) => {
-    const rule = getRuleRow(tx, assertUuid(id, 'id'));
-    if (!rule) throw notFound(`rule ${id} does not exist`, 'id');
-    const gate = loadGateIn(tx, actor, rule.gateId);
+    const { rule, gate } = loadRuleIn(tx, actor, id);
     deleteRuleRow(tx, rule.id);
     const gateRow = touchGate(tx, gate, actor, now);
     insertAudit(tx, [
@@ -356,9 +351,17 @@ function touchGate(tx: Parameters<typeof updateGateRow>[0], gate: GateRow, actor
   return updateGateRow(tx, gate.id, { updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
 }
 
+/** A gate of an environment the actor cannot see is not found, in the same words as a missing one. */
 function loadGateIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string, field = 'id'): GateRow {
   const gate = getGateRow(tx, assertUuid(id, field));
-  if (!gate) throw notFound(`gate ${id} does not exist`, field);
-  assertEnvAllowed(actor, gate.env);
+  if (!gate || !canSeeEnv(actor, gate.env)) throw notFound(`gate ${id} does not exist`, field);
   return gate;
+}
+
+/** The same for a rule: its gate's environment decides, and the answer names the rule, never the gate. */
+function loadRuleIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string): { rule: RuleRow; gate: GateRow } {
+  const rule = getRuleRow(tx, assertUuid(id, 'id'));
+  const gate = rule && getGateRow(tx, rule.gateId);
+  if (!rule || !gate || !canSeeEnv(actor, gate.env)) throw notFound(`rule ${id} does not exist`, 'id');
+  return { rule, gate };
 }

@@ -159,11 +159,20 @@ export function monitorUrl(deps: Deps, id: string): string {
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'monitors:write'], 'read monitors');
 
 /** A monitor belongs to the environments of its `env:` tags. */
-const envsOf = (tags: readonly string[]) => tags.filter((t) => t.startsWith('env:')).map((t) => t.slice(4));
+export const envsOf = (tags: readonly string[]) => tags.filter((t) => t.startsWith('env:')).map((t) => t.slice(4));
+
+/**
+ * The one visibility rule for monitors: seen from `envs` (null: every environment), a monitor
+ * of `monitorEnvs` is visible when it belongs to one of them. Keys, rule matching (under the
+ * trigger's envs) and rule evidence (under the reader's) all use it.
+ */
+export function monitorVisibleUnder(envs: readonly string[] | null, monitorEnvs: readonly string[]): boolean {
+  return envs === null || monitorEnvs.some((e) => envs.includes(e));
+}
 
 /** Keys limited to environments see and touch only monitors tagged with one of them. */
-export function canSeeMonitor(actor: Principal, m: Pick<MonitorRow, 'tags'>): boolean {
-  return actor.envs === null || envsOf(m.tags).some((e) => actor.envs!.includes(e));
+export function canSeeMonitor(actor: Pick<Principal, 'envs'>, m: Pick<MonitorRow, 'tags'>): boolean {
+  return monitorVisibleUnder(actor.envs, envsOf(m.tags));
 }
 
 function assertMonitorVisible(actor: Principal, m: MonitorRow): void {

@@ -153,12 +153,14 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       const message = err instanceof SourceError ? err.message : `internal error: ${(err as Error).message}`;
       if (!(err instanceof SourceError)) log.error({ err, ruleEvaluationId: id }, 'rule check failed');
       const errors = rule.consecutiveErrors + 1;
+      // What the failed check had found (the monitors it judged), else what the last one did.
+      const found = err instanceof SourceError && err.evidence ? err.evidence : rule.evidence;
       update =
         errors >= errorLimit
           ? {
               status: evaluation.onSourceError,
               reason: `The data source failed ${errors} times in a row (last: ${message}); the gate's onSourceError policy makes the rule ${evaluation.onSourceError}.`,
-              evidence: { ...(rule.evidence ?? {}), sourceErrors: errors, lastError: message },
+              evidence: { ...(found ?? {}), sourceErrors: errors, lastError: message },
               consecutiveErrors: errors,
               lastError: message,
               nextCheckAt: null,
@@ -166,7 +168,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
           : {
               status: 'in_progress',
               reason: `The data source failed (${errors} of ${errorLimit} tries): ${message}. Retrying.`,
-              evidence: rule.evidence,
+              evidence: found,
               consecutiveErrors: errors,
               lastError: message,
               nextCheckAt: new Date(Date.now() + retryBaseMs * 2 ** (errors - 1)),

@@ -1,7 +1,8 @@
 import { allMonitors, getMonitors, groupsOf, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
-import { groupsByMonitor, matchable, monitorMatches, monitorUrl, type MonitorStateValue } from '../domain/monitors.ts';
+import { envsOf, groupsByMonitor, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
+import { describeFailingGroups } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
 import { type CheckResult, type RuleRunner, SourceError } from './runner.ts';
 
@@ -50,6 +51,19 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
   return { monitors, groups };
 }
 
+/**
+ * Only the monitors visible under the trigger's environments (null: all), with exactly the
+ * rule keys have for monitors: the rule never reaches further than the key that started it.
+ * A monitor outside them is as if it did not exist, so a query or monitorIds naming it match
+ * nothing of it. Applied after selecting, which keeps shared selections shareable.
+ */
+function visibleSelection(sel: Selection, envs: readonly string[] | null): Selection {
+  if (envs === null) return sel;
+  const monitors = sel.monitors.filter((m) => monitorVisibleUnder(envs, envsOf(m.tags)));
+  if (monitors.length === sel.monitors.length) return sel;
+  return { monitors, groups: new Map(monitors.map((m) => [m.id, sel.groups.get(m.id) ?? []])) };
+}
+
 interface FailingGroup {
   monitorId: string;
   monitorName: string;
@@ -57,10 +71,11 @@ interface FailingGroup {
   state: MonitorStateValue;
   since: string;
   url: string;
+  /** The monitor's environments: what a reader must be able to see to be shown this group. */
+  envs: string[];
 }
 
 const iso = (d: Date) => d.toISOString();
-const STATE_NAME: Record<MonitorStateValue, string> = { ok: 'OK', warn: 'WARN', alert: 'ALERT', no_data: 'NO_DATA' };
 
 /**
  * Every group that was in a failing state at any instant of [from, to]: its state at `from`
@@ -82,15 +97,11 @@ function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s
         if (bad(t.to)) hit = { state: t.to, since: t.at };
       }
       if (hit) {
-        failing.push({ monitorId: m.id, monitorName: m.name, group: g.group, state: hit.state, since: iso(hit.since), url: monitorUrl(deps, m.id) });
+        failing.push({ monitorId: m.id, monitorName: m.name, group: g.group, state: hit.state, since: iso(hit.since), url: monitorUrl(deps, m.id), envs: envsOf(m.tags) });
       }
     }
   }
   return failing;
-}
-
-function describe(f: FailingGroup): string {
-  return `"${f.monitorName}"${f.group === '*' ? '' : ` (${f.group})`} was ${STATE_NAME[f.state]} at ${f.since}`;
 }
 
 export const monitorRunner: RuleRunner = {
@@ -102,21 +113,23 @@ export const monitorRunner: RuleRunner = {
     return { windowStartsAt, windowEndsAt: new Date(windowStartsAt.getTime() + o.duration * 1000), nextCheckAt: windowStartsAt };
   },
 
-  check(deps, { rule, now }): CheckResult {
+  check(deps, { rule, evaluation, now }): CheckResult {
     const o = rule.options as MonitorRuleOptions;
     if (now < rule.windowStartsAt) {
       return { status: 'in_progress', reason: `Warming up until ${iso(rule.windowStartsAt)}.`, nextCheckAt: rule.windowStartsAt };
     }
     const expr = o.query ? parseMonitorQuery(o.query) : null;
-    const sel = select(deps, o, expr);
+    const sel = visibleSelection(select(deps, o, expr), evaluation.triggerEnvs ?? null);
     const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
     const evidence = {
-      matchedMonitors: sel.monitors.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length })),
+      // Each entry carries its monitor's environments, so readers see only their own.
+      matchedMonitors: sel.monitors.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length, envs: envsOf(m.tags) })),
       failingGroups: [] as FailingGroup[],
     };
     // A monitor whose own source is failing cannot vouch for its groups: retry, then policy.
     const broken = sel.monitors.find((m) => m.sourceErrors > 0);
-    if (broken) throw new SourceError(`monitor "${broken.name}": ${broken.lastSourceError ?? 'its data source is failing'}`);
+    // The evidence goes with the error: it names the monitor, and readers are shown its part only.
+    if (broken) throw new SourceError(`monitor "${broken.name}": ${broken.lastSourceError ?? 'its data source is failing'}`, evidence);
     if (sel.monitors.length === 0) {
       return { status: 'fail', reason: `No unmuted monitor matches ${what}.`, evidence };
     }
@@ -131,9 +144,7 @@ export const monitorRunner: RuleRunner = {
     const bad = (s: MonitorStateValue) => s === 'alert' || (s === 'no_data' && o.failOnNoData);
     const failing = failingGroups(deps, sel, rule.windowStartsAt, until, bad);
     if (failing.length > 0) {
-      const first = failing.slice(0, 3).map(describe).join('; ');
-      const more = failing.length > 3 ? ` and ${failing.length - 3} more group(s)` : '';
-      return { status: 'fail', reason: `Monitor ${first}${more}.`, evidence: { ...evidence, failingGroups: failing } };
+      return { status: 'fail', reason: `${describeFailingGroups(failing)}.`, evidence: { ...evidence, failingGroups: failing } };
     }
     const scope = `${sel.monitors.length} monitor(s), ${groupCount} group(s)`;
     if (now >= rule.windowEndsAt) {

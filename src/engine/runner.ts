@@ -43,4 +43,11 @@ export interface RuleRunner {
 /** The data source could not answer (timeout, HTTP error): retried, then the gate's policy. */
 export class SourceError extends Error {
   override name = 'SourceError';
+  constructor(
+    message: string,
+    /** What the check had found when its source failed; recorded instead of the last evidence. */
+    readonly evidence?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
 }

@@ -20,6 +20,7 @@ import {
 } from '../domain/evaluations.ts';
 import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
+import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { builder } from './builder.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
 import { childrenLoader } from './loaders.ts';
@@ -134,7 +135,13 @@ Evaluation.implement({
     rerunOf: t.exposeID('rerunOf', { nullable: true }),
     triggeredBy: t.exposeString('triggeredByName'),
     revision: t.exposeInt('revision', { description: 'Grows with every change; orders the snapshots of one evaluation.' }),
-    rules: t.field({ type: [RuleEvaluation], resolve: (e, _a, ctx) => e.knownRules ?? rulesLoader(ctx).load(e.id) }),
+    rules: t.field({
+      type: [RuleEvaluation],
+      description: "Each rule as the caller may see it: evidence about monitors outside the caller's environments is left out.",
+      // Every GraphQL path to a rule's reason and evidence (queries, mutations, both
+      // subscriptions) comes through here, with the caller's own principal.
+      resolve: async (e, _a, ctx) => (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).map((r) => ruleEvaluationFor(ctx.principal, e, r)),
+    }),
   }),
 });
 

@@ -25,6 +25,7 @@ import {
 import type { GateRow, RuleRow } from '../db/gates.ts';
 import { validate as isUuid } from 'uuid';
 import type { Principal } from '../domain/principal.ts';
+import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import { HttpError, readBody, sendJson } from './http.ts';
 
@@ -245,7 +246,10 @@ for (const prefix of PREFIXES) {
     const byId = new Map(items.map((e) => [e.id, e]));
     const type = url.searchParams.get('filter[type]');
     const name = url.searchParams.get('filter[name]');
-    const rules = rulesOfEvaluations(deps, items.map((e) => e.id)).filter((r) => (!type || r.type === type) && (!name || r.name === name));
+    // Each rule as the caller may see it: evidence about monitors outside its environments is left out.
+    const rules = rulesOfEvaluations(deps, items.map((e) => e.id))
+      .filter((r) => (!type || r.type === type) && (!name || r.name === name))
+      .map((r) => ruleEvaluationFor(principal, byId.get(r.evaluationId)!, r));
     return {
       status: 200,
       body: {
@@ -311,6 +315,7 @@ for (const prefix of PREFIXES) {
 
   route('GET', new RegExp(`^${p}\\/deployments\\/gates\\/evaluation\\/([^/]+)$`), ({ deps, principal, params }) => {
     const id = uuidParam(params[0]!);
+    // Null for another env's evaluation as for none; the rules as the caller may see them.
     const snap = getEvaluation(deps, principal, id);
     if (!snap) throw new HttpError(404, `gate evaluation with id ${id} not found`);
     const e = snap.evaluation;
