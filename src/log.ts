@@ -1,8 +1,49 @@
 import { pino, type Logger } from 'pino';
+import type { Principal } from './domain/principal.ts';
 
 export type { Logger };
 
+/**
+ * Where a credential could ride into a log line: request headers, graphql-ws connection
+ * parameters, a `key` query parameter (the hooks accept ?key=), a created key's secret.
+ * Log calls should not pass these at all; this is the net under them.
+ */
+const REDACT = [
+  'authorization',
+  '*.authorization',
+  'headers.authorization',
+  '*.headers.authorization',
+  'headers["dd-api-key"]',
+  '*.headers["dd-api-key"]',
+  'headers.cookie',
+  '*.headers.cookie',
+  'connectionParams',
+  '*.connectionParams',
+  'secret',
+  '*.secret',
+  '*.*.secret',
+  'key',
+  '*.key',
+  'query.key',
+  '*.query.key',
+];
+
 /** Structured JSON logs on stdout, one object a line. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  return pino({ level, base: { service: 'tollgate' }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  return pino(
+    { level, base: { service: 'tollgate' }, timestamp: pino.stdTimeFunctions.isoTime, redact: { paths: REDACT, censor: '[redacted]' } },
+    destination,
+  );
+}
+
+/** Who did it, in every lifecycle line. */
+export const actorFields = (actor: Pick<Principal, 'id' | 'name'>) => ({ actorId: actor.id, actorName: actor.name });
+
+/**
+ * Enough of a presented secret to tell keys apart in logs (Tollgate's keys show the same
+ * 10 characters as their stored prefix), never the secret: at most a third of what was sent.
+ */
+export function secretPrefix(secret: string | null | undefined): string | undefined {
+  if (!secret) return undefined;
+  return secret.slice(0, Math.min(10, Math.floor(secret.length / 3)));
 }

@@ -11,6 +11,7 @@ import {
 } from '../db/apiKeys.ts';
 import { insertAudit } from '../db/audit.ts';
 import type { Db } from '../db/client.ts';
+import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import type { Events } from './events.ts';
 import { DomainError, notFound } from './errors.ts';
@@ -61,6 +62,8 @@ export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyIn
   assertWithinActor(actor, input);
   const created = insertNewKey(deps, actor, input);
   deps.events.publish('config.changed', null);
+  const { key } = created;
+  deps.log.info({ keyId: key.id, name: key.name, prefix: key.prefix, scopes: key.scopes, envs: key.envs, expiresAt: key.expiresAt, ...actorFields(actor) }, 'API key created');
   return created;
 }
 
@@ -146,6 +149,7 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
   });
   deps.events.publish('config.changed', null);
   deps.events.publish('apiKey.revoked', { id: revoked.id });
+  deps.log.info({ keyId: revoked.id, name: revoked.name, prefix: revoked.prefix, ...actorFields(actor) }, 'API key revoked');
   return revoked;
 }
 

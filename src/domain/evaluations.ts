@@ -280,7 +280,49 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
   }
   const snapshot = loadSnapshot(deps, id)!;
   deps.events.publish('evaluation.changed', snapshot);
+  logStarted(deps, snapshot);
+  logOutcome(deps, { decidedAt: null, finishedAt: null }, snapshot, null);
   return snapshot;
+}
+
+// ---- the operator's view: one info line when an evaluation starts, is decided, finishes ----
+
+function logStarted(deps: Deps, { evaluation: e, rules }: EvaluationSnapshot): void {
+  deps.log.info(
+    {
+      evaluationId: e.id,
+      service: e.service,
+      env: e.env,
+      identifier: e.identifier,
+      version: e.version,
+      gateId: e.gateId,
+      justInTime: e.justInTime,
+      rules: rules.length,
+      rerunOf: e.rerunOf ?? undefined,
+      triggeredById: e.triggeredById,
+      triggeredByName: e.triggeredByName,
+    },
+    'evaluation started',
+  );
+}
+
+/** Logs what this change settled: the verdict (and the rule that settled it), the end. */
+function logOutcome(
+  deps: Deps,
+  before: Pick<EvaluationRow, 'decidedAt' | 'finishedAt'>,
+  { evaluation: e }: EvaluationSnapshot,
+  decidingRule: Pick<RuleEvaluationRow, 'id' | 'name'> | null,
+  canceledBy?: Principal,
+): void {
+  const common = { evaluationId: e.id, service: e.service, env: e.env, status: e.status, reportedStatus: reported(e) };
+  const by = canceledBy && { canceledById: canceledBy.id, canceledByName: canceledBy.name };
+  if (!before.decidedAt && e.decidedAt) {
+    const decider = decidingRule ? { decidingRule: decidingRule.name, decidingRuleId: decidingRule.id } : { decidingRule: null };
+    deps.log.info({ ...common, ms: e.decidedAt.getTime() - e.startedAt.getTime(), ...decider, ...by }, 'evaluation decided');
+  }
+  if (!before.finishedAt && e.finishedAt) {
+    deps.log.info({ ...common, ms: e.finishedAt.getTime() - e.startedAt.getTime(), ...by }, 'evaluation finished');
+  }
 }
 
 /** A new evaluation with the same inputs and the same rule snapshot as an earlier one. */
@@ -312,10 +354,12 @@ export function rerunEvaluation(deps: Deps, actor: Principal, id: string): Evalu
 export function cancelEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
   requireScope(actor, 'evaluations:write', 'cancel evaluations');
   const now = deps.now();
+  let before: EvaluationRow | undefined;
   const snapshot = deps.db.transaction((tx) => {
     const e = getEvaluationRow(tx, assertUuid(id, 'id'));
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
     if (e.finishedAt) throw conflict(`evaluation ${id} has already finished (${e.status})`, 'id');
+    before = e;
     const rules = ruleEvaluationsOf(tx, [e.id]);
     for (const r of rules.filter((r) => r.status === 'in_progress')) {
       updateRuleEvaluationRow(tx, r.id, { status: 'canceled', reason: `Canceled by ${actor.name}.`, finishedAt: now, nextCheckAt: null });
@@ -328,6 +372,7 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
     return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
   });
   deps.events.publish('evaluation.changed', snapshot);
+  logOutcome(deps, before!, snapshot, null, actor);
   return snapshotFor(actor, snapshot);
 }
 
@@ -342,11 +387,13 @@ export type RuleUpdate = Pick<NewRuleEvaluationRow, 'status' | 'reason' | 'evide
  */
 export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate): EvaluationSnapshot | null {
   const now = deps.now();
+  let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
   const snapshot = deps.db.transaction((tx) => {
     const rule = getRuleEvaluation(tx, ruleEvaluationId);
     if (!rule || rule.status !== 'in_progress') return null;
     const e = getEvaluationRow(tx, rule.evaluationId);
     if (!e || e.finishedAt) return null;
+    before = { evaluation: e, rule };
     const done = update.status !== 'in_progress';
     updateRuleEvaluationRow(tx, rule.id, { ...update, finishedAt: done ? now : null, nextCheckAt: done ? null : update.nextCheckAt });
     const rules = ruleEvaluationsOf(tx, [e.id]);
@@ -359,5 +406,6 @@ export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: R
     return { evaluation, rules };
   });
   if (snapshot) deps.events.publish('evaluation.changed', snapshot);
+  if (snapshot && before) logOutcome(deps, before.evaluation, snapshot, before.rule);
   return snapshot;
 }

@@ -19,6 +19,7 @@ import {
   updateGateRow,
   updateRuleRow,
 } from '../db/gates.ts';
+import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, type DomainError, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
@@ -180,6 +181,11 @@ function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date):
   };
 }
 
+/** One info line per committed change, for the operator. */
+function logChange(deps: Deps, what: string, actor: Principal, gate: GateRow, extra: Record<string, unknown> = {}): void {
+  deps.log.info({ gateId: gate.id, service: gate.service, env: gate.env, identifier: gate.identifier, ...extra, ...actorFields(actor) }, what);
+}
+
 function publishGate(deps: Deps, kind: GateEventKind, actor: Principal, value: GateWithRules, at: Date): void {
   deps.events.publish('config.changed', null);
   deps.events.publish('gate.events', { kind, gate: value.gate, rules: value.rules, actorName: actor.name, at });
@@ -224,6 +230,7 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
     throw err;
   }
   publishGate(deps, 'created', actor, result, now);
+  logChange(deps, 'gate created', actor, result.gate, { rules: result.rules.length });
   return result;
 }
 
@@ -257,6 +264,7 @@ export function updateGate(deps: Deps, actor: Principal, id: string, input: Upda
     return { gate, rules: rulesOfGates(tx, [gate.id]) };
   });
   publishGate(deps, 'updated', actor, result, now);
+  logChange(deps, 'gate updated', actor, result.gate, { dryRun: result.gate.dryRun, onSourceError: result.gate.onSourceError });
   return result.gate;
 }
 
@@ -273,6 +281,7 @@ export function deleteGate(deps: Deps, actor: Principal, id: string): string {
     return { gate, rules };
   });
   publishGate(deps, 'deleted', actor, result, now);
+  logChange(deps, 'gate deleted', actor, result.gate, { rules: result.rules.length });
   return result.gate.id;
 }
 
@@ -294,6 +303,7 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
     return { rule: rule!, gate: { gate: gateRow, rules: [...existing, rule!] } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
+  logChange(deps, 'rule created', actor, result.gate.gate, { ruleId: result.rule.id, rule: result.rule.name });
   return result.rule;
 }
 
@@ -327,6 +337,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
     return { rule, gate: { gate: gateRow, rules: siblings.map((r) => (r.id === rule.id ? rule : r)) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
+  logChange(deps, 'rule updated', actor, result.gate.gate, { ruleId: result.rule.id, rule: result.rule.name });
   return result.rule;
 }
 
@@ -343,6 +354,7 @@ export function deleteRule(deps: Deps, actor: Principal, id: string): string {
     return { rule, gate: { gate: gateRow, rules: rulesOfGates(tx, [gate.id]) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
+  logChange(deps, 'rule deleted', actor, result.gate.gate, { ruleId: result.rule.id, rule: result.rule.name });
   return result.rule.id;
 }
 

@@ -18,6 +18,7 @@ import {
   upsertGroup,
 } from '../db/monitors.ts';
 import { MONITOR_STATES } from '../db/schema.ts';
+import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import { DomainError, forbidden, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
@@ -257,6 +258,7 @@ export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitor
     return m;
   });
   deps.events.publish('monitor.changed', row);
+  deps.log.info({ monitorId: row.id, name: row.name.slice(0, 200), type: row.type, ...actorFields(actor) }, 'monitor created');
   return row;
 }
 
@@ -297,6 +299,7 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
     return m;
   });
   deps.events.publish('monitor.changed', row);
+  deps.log.info({ monitorId: row.id, name: row.name.slice(0, 200), type: row.type, ...actorFields(actor) }, 'monitor deleted');
   return row.id;
 }
 

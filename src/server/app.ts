@@ -10,9 +10,10 @@ import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
-import { createLogger, type Logger } from '../log.ts';
+import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import { otlpTracesHandler } from './otlp.ts';
+import type { Authenticate } from './http.ts';
 import { restHandler } from './rest.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
@@ -49,7 +50,14 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs })
     : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
-  const authenticate = createAuthenticator(db, now, deps.events);
+  const checkKey = createAuthenticator(db, now, deps.events);
+  // Every transport authenticates through here, so each failure leaves one line: the key's
+  // first characters and the caller's address, never the key.
+  const authenticate: Authenticate = (secret, client) => {
+    const result = checkKey(secret);
+    if (!result.ok) log.warn({ keyPrefix: secretPrefix(secret), client, reason: result.reason }, 'authentication failed');
+    return result;
+  };
   const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
 
   const registry = new Registry();
@@ -117,13 +125,21 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     bootstrapSecret: bootstrap.created ? bootstrap.secret : undefined,
 
     async listen(): Promise<{ url: string; graphqlUrl: string; port: number }> {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(config.port, config.host, () => {
-          server.off('error', reject);
-          resolve();
+      // A failed listen (a busy port) is the caller's to report: the WebSocket server, which
+      // re-emits the HTTP server's errors (and graphql-ws prints them), is kept out of it.
+      const others = server.listeners('error') as Array<(err: Error) => void>;
+      server.removeAllListeners('error');
+      try {
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(config.port, config.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
         });
-      });
+      } finally {
+        for (const listener of others) server.on('error', listener);
+      }
       const { port } = server.address() as AddressInfo;
       const host = config.host === '0.0.0.0' || config.host === '::' ? 'localhost' : config.host;
       const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;

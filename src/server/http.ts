@@ -8,6 +8,12 @@ import { hasScope, type Principal, type Scope } from '../domain/principal.ts';
 const gunzipAsync = promisify(gunzip);
 const inflateAsync = promisify(inflate);
 
+/**
+ * Checks a presented secret. `client` is the caller's address, for the log line an
+ * authentication failure leaves (see buildApp).
+ */
+export type Authenticate = (secret: string | null, client?: string) => AuthResult;
+
 export class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -55,12 +61,12 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
 export function requireCaller(
   req: IncomingMessage,
   url: URL,
-  authenticate: (secret: string | null) => AuthResult,
+  authenticate: Authenticate,
   scope: Scope,
 ): Principal {
   const header = req.headers.authorization ?? (req.headers['dd-api-key'] as string | undefined);
   const secret = secretFromAuthorization(header) ?? url.searchParams.get('key');
-  const result = authenticate(secret);
+  const result = authenticate(secret, req.socket.remoteAddress);
   if (!result.ok) throw new HttpError(401, result.reason);
   if (!hasScope(result.principal, scope)) throw new HttpError(403, `API key "${result.principal.name}" lacks the ${scope} scope`);
   return result.principal;

@@ -1,7 +1,6 @@
 // The Datadog-compatible REST API (JSON:API-style bodies in snake_case), on the same domain
 // functions as GraphQL: trigger and result of evaluations, gate and rule CRUD.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
 import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, listEvaluations, reported, rulesOfEvaluations } from '../domain/evaluations.ts';
@@ -27,7 +26,7 @@ import { validate as isUuid } from 'uuid';
 import type { Principal } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
-import { HttpError, readBody, sendJson } from './http.ts';
+import { type Authenticate, HttpError, readBody, sendJson } from './http.ts';
 
 const TITLES: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 500: 'Internal Server Error' };
 const STATUS_OF: Record<DomainError['code'], number> = { BAD_USER_INPUT: 400, NOT_FOUND: 404, CONFLICT: 400, UNAUTHENTICATED: 401, FORBIDDEN: 403 };
@@ -427,7 +426,7 @@ for (const prefix of PREFIXES) {
 }
 
 /** Handles /api/… requests; unknown paths under /api are a JSON 404. */
-export function restHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+export function restHandler(deps: Deps, authenticate: Authenticate) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       const matching = routes.filter((r) => r.pattern.test(url.pathname));
@@ -435,7 +434,7 @@ export function restHandler(deps: Deps, authenticate: (secret: string | null) =>
       const match = matching.find((r) => r.method === req.method);
       if (!match) throw new HttpError(405, `use ${matching.map((r) => r.method).join(' or ')}`);
       const header = (req.headers['dd-api-key'] as string | undefined) ?? req.headers.authorization;
-      const auth = authenticate(secretFromAuthorization(header));
+      const auth = authenticate(secretFromAuthorization(header), req.socket.remoteAddress);
       if (!auth.ok) throw new HttpError(401, auth.reason);
       let body: unknown;
       if (req.method === 'POST' || req.method === 'PUT') {

@@ -5,16 +5,17 @@ import { useServer } from 'graphql-ws/use/ws';
 import type { Gauge } from 'prom-client';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Events } from '../domain/events.ts';
-import { type AuthResult, secretFromAuthorization } from '../domain/apiKeys.ts';
+import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
+import type { Authenticate } from './http.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
   server: Server;
   events: Events;
   yoga: TollgateYoga;
-  authenticate: (secret: string | null) => AuthResult;
+  authenticate: Authenticate;
   log: Logger;
   maxPayload: number;
   /** null: any origin. Clients that send no Origin (non-browsers) are always let in. */
@@ -78,7 +79,7 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
       subscribe: (args) => guard(log, () => (args.rootValue as Enveloped).subscribe(args)),
       onConnect: (ctx) => {
         const raw = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
-        const result = authenticate(secretFromAuthorization(typeof raw === 'string' ? raw : null));
+        const result = authenticate(secretFromAuthorization(typeof raw === 'string' ? raw : null), ctx.extra.request.socket.remoteAddress);
         if (!result.ok) {
           // Close with our reason first; graphql-ws then has nothing left to close.
           ctx.extra.socket.close(CloseCode.Forbidden, `Forbidden: ${result.reason}`.slice(0, 120));

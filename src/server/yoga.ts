@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { EnvelopArmor } from '@escape.tech/graphql-armor';
 import { usePrometheus } from '@graphql-yoga/plugin-prometheus';
 import { createInMemoryCache, useResponseCache } from '@graphql-yoga/plugin-response-cache';
 import { GraphQLError, NoSchemaIntrospectionCustomRule } from 'graphql';
-import { createYoga, type Plugin, useReadinessCheck } from 'graphql-yoga';
+import { createYoga, type Plugin, useReadinessCheck, type YogaLogger } from 'graphql-yoga';
 import type { Registry } from 'prom-client';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
@@ -12,16 +13,20 @@ import { DomainError } from '../domain/errors.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 import { schema } from '../graphql/index.ts';
+import type { Logger } from '../log.ts';
+import type { Authenticate } from './http.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
 export interface ServerContext {
   request?: Request;
   principal?: Principal;
+  /** node's request under HTTP, for the client's address. */
+  req?: IncomingMessage;
 }
 
 export interface YogaOptions {
   deps: Deps;
-  authenticate: (secret: string | null) => AuthResult;
+  authenticate: Authenticate;
   registry: Registry;
   ready: () => { ok: boolean; detail: string };
 }
@@ -47,7 +52,7 @@ function maskError(deps: Deps) {
     // graphql-js and plugins raise without a code (a variable of the wrong type, a bad cursor)
     // are the client's mistakes all the same: they get one, as every expected error does.
     if (located && (!original || original instanceof GraphQLError)) return located.extensions.code ? located : withCode(located, 'BAD_USER_INPUT');
-    deps.log.error({ err: original }, 'unexpected error while executing an operation');
+    // yoga logs what it masks, through yogaLogger: once, at error, with the stack.
     return new GraphQLError(message, {
       nodes: located?.nodes,
       path: located?.path,
@@ -77,6 +82,33 @@ const explainUnsupportedMediaType: Plugin = {
   },
 };
 
+/**
+ * yoga logs at error every error its masking replaced, clients' mistakes included (a bad id,
+ * a forbidden env). Those are refusals the client was told about: one debug line without a
+ * stack. Only what nobody expected is an error, with its stack.
+ */
+function yogaLogger(log: Logger): YogaLogger {
+  return {
+    // yoga calls debug on every request: nothing is built unless the level is on.
+    debug: (...args: unknown[]) => log.isLevelEnabled('debug') && log.debug(args.map(String).join(' ')),
+    info: (...args: unknown[]) => log.info(args.map(String).join(' ')),
+    warn: (...args: unknown[]) => log.warn(args.map(String).join(' ')),
+    error: (...args: unknown[]) => {
+      for (const arg of args) {
+        let cause = arg;
+        while (cause instanceof GraphQLError && cause.originalError) cause = cause.originalError;
+        if (cause instanceof DomainError) {
+          log.debug({ code: cause.code, field: cause.field, detail: cause.message }, 'operation refused');
+        } else if (cause instanceof GraphQLError) {
+          log.debug({ code: cause.extensions.code, detail: cause.message }, 'operation refused');
+        } else {
+          log.error({ err: cause }, 'unexpected error while executing an operation');
+        }
+      }
+    },
+  };
+}
+
 /** yoga's own plugin only looks at HTTP requests; adding the rule at validation covers WebSocket too. */
 const disableIntrospection: Plugin = {
   onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
@@ -87,7 +119,7 @@ const disableIntrospection: Plugin = {
  * (every configuration write publishes an event). The key is checked on every request,
  * cached or not, so a revoked key is refused at once.
  */
-function responseCache(deps: Deps, authenticateRequest: (request: Request) => AuthResult) {
+function responseCache(deps: Deps, authenticateRequest: (request: Request, client?: string) => AuthResult) {
   const cache = createInMemoryCache();
   // Every configuration change starts a new generation of cache keys. Invalidating by type
   // is not enough: a cached empty list holds no entity of the type it would now contain.
@@ -100,8 +132,8 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request) => Au
     ttlPerSchemaCoordinate: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
-    session: (request: Request) => {
-      const auth = authenticateRequest(request);
+    session: (request: Request, context?: ServerContext) => {
+      const auth = authenticateRequest(request, context?.req?.socket.remoteAddress);
       // Unauthenticated requests get no cache entry; the context factory refuses them.
       return auth.ok ? auth.principal.id : 'unauthenticated';
     },
@@ -118,9 +150,9 @@ export function createTollgateYoga({ deps, authenticate, registry, ready }: Yoga
   const production = deps.config.mode === 'production';
   // Once per request: the response cache and the context factory both need the caller.
   const authByRequest = new WeakMap<Request, AuthResult>();
-  const authenticateRequest = (request: Request): AuthResult => {
+  const authenticateRequest = (request: Request, client?: string): AuthResult => {
     let result = authByRequest.get(request);
-    if (!result) authByRequest.set(request, (result = authenticate(secretFromAuthorization(request.headers.get('authorization')))));
+    if (!result) authByRequest.set(request, (result = authenticate(secretFromAuthorization(request.headers.get('authorization')), client)));
     return result;
   };
   const armor = new EnvelopArmor({
@@ -137,11 +169,11 @@ export function createTollgateYoga({ deps, authenticate, registry, ready }: Yoga
     healthCheckEndpoint: '/healthz',
     landingPage: false,
     graphiql: production ? false : { title: 'Tollgate', subscriptionsProtocol: 'WS' },
-    logging: deps.log,
+    logging: yogaLogger(deps.log),
     maskedErrors: { maskError: maskError(deps) },
-    context: ({ request, principal }): Context => {
+    context: ({ request, principal, req }): Context => {
       if (principal) return { deps, principal };
-      const result: AuthResult = request ? authenticateRequest(request) : { ok: false, reason: 'no credentials' };
+      const result: AuthResult = request ? authenticateRequest(request, req?.socket.remoteAddress) : { ok: false, reason: 'no credentials' };
       if (!result.ok) {
         throw new GraphQLError(result.reason, {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
