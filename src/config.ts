@@ -17,6 +17,9 @@ const url = z.url({ message: 'must be an absolute http(s) URL', protocol: /^http
 
 const positiveInt = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').positive('must be positive');
 
+/** A rate limit: 0 means none. */
+const limit = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be 0 (no limit) or more');
+
 const bool = z
   .enum(['1', '0', 'true', 'false', 'yes', 'no'], { message: 'must be true or false' })
   .transform((v) => v === '1' || v === 'true' || v === 'yes');
@@ -80,6 +83,20 @@ export const configSchema = z
       .default(10_000),
     TOLLGATE_TLS_CERT: z.string().min(1, 'must not be empty').optional(),
     TOLLGATE_TLS_KEY: z.string().min(1, 'must not be empty').optional(),
+    // Rate limits (0 turns one off); defaults far above what a pipeline or a dashboard does.
+    TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND: limit.default(100),
+    TOLLGATE_RATE_LIMIT_INGEST_PER_SECOND: limit.default(500),
+    TOLLGATE_RATE_LIMIT_TRIGGERS_PER_MINUTE: limit.default(120),
+    TOLLGATE_RATE_LIMIT_IN_PROGRESS: limit.default(500),
+    TOLLGATE_RATE_LIMIT_SOCKETS: limit.default(200),
+    TOLLGATE_RATE_LIMIT_OPERATIONS: limit.default(2000),
+    TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE: limit.default(30),
+    TOLLGATE_TRUSTED_PROXY_HOPS: z.coerce
+      .number({ message: 'must be a number' })
+      .int('must be a whole number')
+      .min(0, 'must be 0 (clients connect directly) or more')
+      .max(10, 'must be at most 10')
+      .default(0),
   })
   .transform((raw, ctx) => {
     let dbPath = raw.TOLLGATE_DB;
@@ -138,10 +155,38 @@ export const configSchema = z
       primaryTags: raw.TOLLGATE_PRIMARY_TAGS,
       sourceErrorLimit: raw.TOLLGATE_SOURCE_ERROR_LIMIT,
       tls,
+      rateLimits: {
+        requestsPerSecond: raw.TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND,
+        ingestPerSecond: raw.TOLLGATE_RATE_LIMIT_INGEST_PER_SECOND,
+        triggersPerMinute: raw.TOLLGATE_RATE_LIMIT_TRIGGERS_PER_MINUTE,
+        inProgress: raw.TOLLGATE_RATE_LIMIT_IN_PROGRESS,
+        sockets: raw.TOLLGATE_RATE_LIMIT_SOCKETS,
+        operations: raw.TOLLGATE_RATE_LIMIT_OPERATIONS,
+        authFailuresPerMinute: raw.TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE,
+      } satisfies RateLimitConfig,
+      trustedProxyHops: raw.TOLLGATE_TRUSTED_PROXY_HOPS,
     };
   });
 
 export type Config = z.output<typeof configSchema>;
+
+/** Per API key (and, for failed authentications, per client address); 0 turns a limit off. */
+export interface RateLimitConfig {
+  /** HTTP requests and WebSocket operations, OTLP and Alertmanager excepted. */
+  requestsPerSecond: number;
+  /** OTLP traces and Alertmanager notifications. */
+  ingestPerSecond: number;
+  /** Evaluations created (evaluateGate, rerunEvaluation, REST, hooks) in any 60 s. */
+  triggersPerMinute: number;
+  /** Evaluations with status in_progress at once. */
+  inProgress: number;
+  /** Open WebSocket connections. */
+  sockets: number;
+  /** Operations running over all of a key's WebSocket connections. */
+  operations: number;
+  /** Failed authentications from one address (an IPv6 /64) in a minute before it is refused unheard. */
+  authFailuresPerMinute: number;
+}
 
 /** A PEM certificate (chain) and its private key, with the files they came from (to reload). */
 export interface TlsFiles {

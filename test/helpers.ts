@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
+import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
@@ -9,10 +9,24 @@ import { type Client, createClient, type FormattedExecutionResult } from 'graphq
 
 type ExecutionResult<T> = FormattedExecutionResult<T, unknown>;
 import WebSocket from 'ws';
-import { type Config, testConfig } from '../src/config.ts';
+import { type Config, type RateLimitConfig, testConfig } from '../src/config.ts';
 import { type AppOptions, buildApp } from '../src/server/app.ts';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdefghij';
+
+/**
+ * Limits no test reaches (tests fire requests far faster than any client and share one address);
+ * the limiters still run. test/rateLimit.test.ts sets small ones.
+ */
+export const UNREACHABLE_LIMITS: RateLimitConfig = {
+  requestsPerSecond: 1_000_000,
+  ingestPerSecond: 1_000_000,
+  triggersPerMinute: 1_000_000,
+  inProgress: 1_000_000,
+  sockets: 1_000_000,
+  operations: 1_000_000,
+  authFailuresPerMinute: 1_000_000,
+};
 
 export interface GqlResponse<T = any> {
   status: number;
@@ -44,6 +58,7 @@ export interface HttpResult {
   json: any;
   /** The certificate the server presented, over TLS. */
   peer?: PeerCertificate;
+  headers: IncomingHttpHeaders;
 }
 
 /**
@@ -64,7 +79,7 @@ function httpCall(url: string, method: string, headers: Record<string, string>, 
         try {
           json = JSON.parse(text);
         } catch {}
-        resolve({ status: res.statusCode!, text, json, peer });
+        resolve({ status: res.statusCode!, text, json, peer, headers: res.headers });
       });
     });
     req.on('error', reject);
@@ -80,7 +95,7 @@ export async function startServer(
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tollgate-test-'));
   const dbPath = join(dir, 'tollgate.db');
   const queries: string[] = [];
-  const config = testConfig({ port: 0, host: '127.0.0.1', dbPath, bootstrapKey: ADMIN_KEY, logLevel: 'silent', ...overrides });
+  const config = testConfig({ port: 0, host: '127.0.0.1', dbPath, bootstrapKey: ADMIN_KEY, logLevel: 'silent', rateLimits: UNREACHABLE_LIMITS, ...overrides });
   const app = await buildApp(config, { onQuery: (sql) => queries.push(sql), ...options });
   const { url, graphqlUrl } = await app.listen();
   const wsUrl = graphqlUrl.replace(/^http/, 'ws');

@@ -134,6 +134,12 @@ export const evaluations = sqliteTable(
     index('evaluations_started_idx').on(t.startedAt),
     index('evaluations_gate_idx').on(t.gateId),
     index('evaluations_unfinished_idx').on(t.finishedAt, t.leaseOwner),
+    // The per-key limits (src/db/evaluationQuotas.ts): evaluations started in the last minute,
+    // and those in progress (partial: only the few in progress are in it).
+    index('evaluations_triggered_by_started_idx').on(t.triggeredById, t.startedAt),
+    index('evaluations_in_progress_by_key_idx')
+      .on(t.triggeredById)
+      .where(sql`${t.status} = 'in_progress'`),
   ],
 );
 

@@ -23,6 +23,7 @@ import { ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { snapshotFor } from './ruleEvidence.ts';
+import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { nullsAsUndefined, type RuleType } from './ruleOptions.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
@@ -236,6 +237,8 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
     };
   });
   const initialStatus = realStatus(rules.map((r) => ({ status: 'in_progress', dryRun: r.dryRun ?? false })));
+  // Counted and inserted in one synchronous run: no other trigger of this process comes between.
+  assertCanStartEvaluation(deps.db, deps.config.rateLimits, actor, now);
   try {
     deps.db.transaction((tx) =>
       insertEvaluation(

@@ -13,6 +13,7 @@ import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import { otlpTracesHandler } from './otlp.ts';
+import { createRateLimits } from './rateLimit.ts';
 import type { Authenticate } from './http.ts';
 import { restHandler } from './rest.ts';
 import { attachWebSocket } from './ws.ts';
@@ -59,6 +60,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     return result;
   };
   const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
+  // Checks keys silently: the handler that answers a failure also logs it.
+  const rateLimits = createRateLimits(config, checkKey, log);
 
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'tollgate_' });
@@ -90,11 +93,15 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     });
     // GraphQL is the hot path: only other paths pay for parsing the URL.
     const path = req.url ?? '/';
-    if (path.startsWith('/graphql')) return void yoga(req, res);
-    const url = new URL(path, 'http://tollgate');
-    const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
-    if (route) void route(req, res, url);
-    else void yoga(req, res);
+    // Keys over their budget, and addresses that failed too often, are answered 429 here.
+    void rateLimits.admitHttp(req, res, path).then((admitted) => {
+      if (!admitted) return;
+      if (path.startsWith('/graphql')) return void yoga(req, res);
+      const url = new URL(path, 'http://tollgate');
+      const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
+      if (route) void route(req, res, url);
+      else void yoga(req, res);
+    });
   };
   // With a certificate Tollgate serves HTTPS and WSS itself, as datadog-ci (which only speaks
   // https://api.<DD_SITE>) needs when no TLS-terminating proxy stands in front.
@@ -112,6 +119,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     maxPayload: config.wsMaxPayload,
     allowedOrigins: config.wsAllowedOrigins,
     gauges,
+    rateLimits,
   });
 
   let stopping: Promise<void> | undefined;

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError, parseInput } from '../domain/errors.ts';
+import { DomainError, parseInput, RateLimitedError } from '../domain/errors.ts';
 import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
 import { receiveAlertmanager } from '../sources/alertmanager.ts';
@@ -108,6 +108,9 @@ export function gateHookHandler(deps: Deps, authenticate: (secret: string | null
 
 function handleError(deps: Deps, res: ServerResponse, err: unknown): void {
   if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
+  if (err instanceof RateLimitedError) {
+    return sendJson(res, 429, { errors: [{ status: '429', title: 'Too Many Requests', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
+  }
   if (err instanceof DomainError) {
     const status = err.code === 'NOT_FOUND' ? 404 : err.code === 'FORBIDDEN' ? 403 : 400;
     return sendJson(res, status, { errors: [{ status: String(status), detail: err.message }] });

@@ -1,5 +1,5 @@
 import type { Server } from 'node:http';
-import { type DocumentNode, GraphQLError } from 'graphql';
+import { type DocumentNode, GraphQLError, getOperationAST } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Gauge } from 'prom-client';
@@ -9,6 +9,7 @@ import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
+import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
@@ -21,12 +22,16 @@ export interface WsOptions {
   /** null: any origin. Clients that send no Origin (non-browsers) are always let in. */
   allowedOrigins: readonly string[] | null;
   gauges: { connections: Gauge; subscriptions: Gauge };
+  /** Sockets, operations and their rate per key; failed authentications per address. */
+  rateLimits: RateLimits;
 }
 
 type ConnectionExtra = {
   principal?: Principal;
   /** Operations running on this socket, to cap them. */
   operations?: Set<string>;
+  /** Gives the socket's place among its key's back. */
+  releaseSocket?: () => void;
 };
 
 /** More than this on one socket is a client bug or abuse, not a dashboard. */
@@ -52,7 +57,7 @@ const asErrors = (message: string) => [new GraphQLError(message, { extensions: {
  * enveloped pipeline so parse/validate caches, query limits, introspection rules and the
  * context factory are the same on both transports.
  */
-export function attachWebSocket({ server, events, yoga, authenticate, log, maxPayload, allowedOrigins, gauges }: WsOptions) {
+export function attachWebSocket({ server, events, yoga, authenticate, log, maxPayload, allowedOrigins, gauges, rateLimits }: WsOptions) {
   // Open sockets by API key, so revoking a key ends its live connections at once.
   const socketsByKey = new Map<string, Set<WebSocket>>();
   const offRevoked = events.on('apiKey.revoked', ({ id }) => {
@@ -77,16 +82,31 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
       // here would close the whole socket, so it becomes that operation's error instead.
       execute: (args) => guard(log, () => (args.rootValue as Enveloped).execute(args)),
       subscribe: (args) => guard(log, () => (args.rootValue as Enveloped).subscribe(args)),
-      onConnect: (ctx) => {
+      onConnect: async (ctx) => {
         const raw = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
-        const result = authenticate(secretFromAuthorization(typeof raw === 'string' ? raw : null), ctx.extra.request.socket.remoteAddress);
+        const secret = secretFromAuthorization(typeof raw === 'string' ? raw : null);
+        const address = rateLimits.addressOf(ctx.extra.request);
+        const blocked = await rateLimits.refusedAddress(secret, address);
+        if (blocked) {
+          ctx.extra.socket.close(WS_RATE_LIMITED, `${blocked.message} (in ${blocked.retryAfterSeconds} s)`.slice(0, 120));
+          return false;
+        }
+        const result = authenticate(secret, ctx.extra.request.socket.remoteAddress);
+        rateLimits.recordAuthentication(secret, address, result);
         if (!result.ok) {
           // Close with our reason first; graphql-ws then has nothing left to close.
           ctx.extra.socket.close(CloseCode.Forbidden, `Forbidden: ${result.reason}`.slice(0, 120));
           return false;
         }
+        const operations = new Set<string>();
+        const release = rateLimits.openSocket(result.principal.id, operations);
+        if (typeof release === 'string') {
+          ctx.extra.socket.close(WS_RATE_LIMITED, release.slice(0, 120));
+          return false;
+        }
+        ctx.extra.releaseSocket = release;
         ctx.extra.principal = result.principal;
-        ctx.extra.operations = new Set();
+        ctx.extra.operations = operations;
         const sockets = socketsByKey.get(result.principal.id) ?? new Set();
         sockets.add(ctx.extra.socket);
         socketsByKey.set(result.principal.id, sockets);
@@ -94,6 +114,7 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
         return true;
       },
       onClose: (ctx) => {
+        ctx.extra.releaseSocket?.();
         const principal = ctx.extra.principal;
         if (!principal) return;
         gauges.connections.dec();
@@ -107,8 +128,15 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
           if ((ctx.extra.operations?.size ?? 0) >= MAX_OPERATIONS_PER_SOCKET) {
             return asErrors(`at most ${MAX_OPERATIONS_PER_SOCKET} operations may run on one connection`);
           }
-          // Taken before any await, so a burst of subscribes cannot all slip under the cap.
+          const overCap = rateLimits.operationCapRefusal(ctx.extra.principal!.id);
+          if (overCap) return [rateLimitedError({ message: overCap })];
+          // Taken before any await, so a burst of subscribes cannot all slip under the caps.
           ctx.extra.operations?.add(id);
+          const overRate = await rateLimits.takeOperation(ctx.extra.principal!.id);
+          if (overRate) {
+            ctx.extra.operations?.delete(id);
+            return [rateLimitedError(overRate)];
+          }
           const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
             ...ctx,
             req: ctx.extra.request,
@@ -125,6 +153,12 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
           if (errors.length > 0) {
             ctx.extra.operations?.delete(id);
             return errors;
+          }
+          // graphql-ws would answer this itself, but without completing the operation, so its
+          // place on the socket and among its key's operations would never be given back.
+          if (!getOperationAST(document, payload.operationName)) {
+            ctx.extra.operations?.delete(id);
+            return asErrors(payload.operationName ? `the document has no operation named "${payload.operationName}"` : 'the document has several operations: name one in operationName');
           }
           const args = {
             schema,

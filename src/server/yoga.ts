@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, RateLimitedError } from '../domain/errors.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 import { schema } from '../graphql/index.ts';
@@ -45,7 +45,15 @@ function maskError(deps: Deps) {
       return new GraphQLError(original.message, {
         nodes: located?.nodes,
         path: located?.path,
-        extensions: { code: original.code, ...(original.field && { field: original.field }) },
+        extensions: {
+          code: original.code,
+          ...(original.field && { field: original.field }),
+          // Over HTTP a key over its limit is a 429 with Retry-After, as on every other path.
+          ...(original instanceof RateLimitedError && {
+            retryAfter: original.retryAfterSeconds,
+            http: { status: 429, headers: { 'Retry-After': String(original.retryAfterSeconds) } },
+          }),
+        },
       });
     }
     // Errors we raise on purpose (auth, validation, limits) are GraphQLErrors already. Those

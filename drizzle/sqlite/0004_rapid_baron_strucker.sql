@@ -1,0 +1,2 @@
+CREATE INDEX `evaluations_triggered_by_started_idx` ON `evaluations` (`triggered_by_id`,`started_at`);--> statement-breakpoint
+CREATE INDEX `evaluations_in_progress_by_key_idx` ON `evaluations` (`triggered_by_id`) WHERE "evaluations"."status" = 'in_progress';

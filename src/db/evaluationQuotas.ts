@@ -1,0 +1,33 @@
+// The counts behind the per-key evaluation limits (src/domain/triggerLimits.ts), read from the
+// evaluations themselves so they hold across restarts. Each stops at the limit it is asked
+// about, so a key with a long history costs no more than one at its limit.
+import { and, desc, eq, gt, sql } from 'drizzle-orm';
+import type { Tx } from './gates.ts';
+import { evaluations } from './schema.ts';
+
+/** How many of the key's evaluations are in progress, counting no further than `atMost` (index evaluations_in_progress_by_key_idx). */
+export function countInProgressBy(db: Tx, keyId: string, atMost: number): number {
+  const rows = db
+    .select({ one: sql`1` })
+    .from(evaluations)
+    // A literal, as in the partial index's own condition, so SQLite always sees that it applies.
+    .where(and(eq(evaluations.triggeredById, keyId), sql`${evaluations.status} = 'in_progress'`))
+    .limit(atMost)
+    .all();
+  return rows.length;
+}
+
+/**
+ * When the key's evaluations started after `since`, newest first, at most `atMost` of them
+ * (index evaluations_triggered_by_started_idx).
+ */
+export function startsSince(db: Tx, keyId: string, since: Date, atMost: number): Date[] {
+  return db
+    .select({ startedAt: evaluations.startedAt })
+    .from(evaluations)
+    .where(and(eq(evaluations.triggeredById, keyId), gt(evaluations.startedAt, since)))
+    .orderBy(desc(evaluations.startedAt))
+    .limit(atMost)
+    .all()
+    .map((r) => r.startedAt);
+}
