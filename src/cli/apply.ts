@@ -3,7 +3,7 @@
 // file no longer has), and `tollgate export` writes the server's gates as such a file.
 import { readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
-import { LineCounter, parseDocument, stringify } from 'yaml';
+import { LineCounter, parseDocument, stringify, type YAMLError } from 'yaml';
 import { z } from 'zod';
 import { fieldPath } from '../domain/errors.ts';
 import { createGateInputSchema } from '../domain/gates.ts';
@@ -87,6 +87,18 @@ function comparable(options: Record<string, unknown>): Record<string, unknown> {
   return out;
 }
 
+/**
+ * `gates.yaml:4:5: Map keys must be unique.` and the lines around it with a caret: yaml's
+ * own message ends in "at line 4, column 5:" before its excerpt, which read as a dangling colon.
+ */
+function yamlProblem(path: string, error: YAMLError): string {
+  const [first = '', ...rest] = error.message.split('\n');
+  const sentence = first.replace(/ at line \d+, column \d+:?\s*$/, '').replace(/[.:]?\s*$/, '.');
+  const at = error.linePos?.[0];
+  const excerpt = rest.filter((l) => l.trim() !== '').map((l) => `  ${l}`);
+  return [`${path}${at ? `:${at.line}:${at.col}` : ''}: ${sentence}`, ...excerpt].join('\n');
+}
+
 /** Reads and validates the file; every problem names its line. */
 export function readGatesFile(path: string): Desired[] {
   let text: string;
@@ -97,7 +109,7 @@ export function readGatesFile(path: string): Desired[] {
   }
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: true });
-  if (doc.errors.length > 0) throw new ApplyError(`${path}:${doc.errors[0]!.linePos?.[0]?.line ?? '?'}: ${doc.errors[0]!.message.split('\n')[0]}`);
+  if (doc.errors.length > 0) throw new ApplyError(yamlProblem(path, doc.errors[0]!));
   const where = (segments: readonly PropertyKey[]) => {
     for (let n = segments.length; n >= 0; n--) {
       const node = doc.getIn(segments.slice(0, n) as unknown[], true) as { range?: [number, number, number] } | undefined;

@@ -31,6 +31,36 @@ class CliError extends Error {
   }
 }
 
+/**
+ * Unreachable is not a verdict, yet (datadog-ci's semantics) the run passes without
+ * --fail-on-error: say so on stderr, where CI logs show it, when it happens and at the end.
+ */
+function unreachableWarnings(base: string, failOnError: boolean) {
+  let cause: string | undefined;
+  let warned = false;
+  return {
+    /** A request got no answer at all. */
+    failed(code: string) {
+      cause = code;
+      if (warned) return;
+      warned = true;
+      const then = failOnError ? 'this run will fail (--fail-on-error) if it stays unreachable' : 'without --fail-on-error this run will pass, without a verdict, when the retries or the timeout end';
+      process.stderr.write(`WARNING: Tollgate at ${base} is unreachable (${cause}); ${then}\n`);
+    },
+    /** A request got an answer: the server is back. */
+    answered() {
+      cause = undefined;
+      warned = false;
+    },
+    /** The closing line, when the run ends without a verdict while the server is unreachable. */
+    atEnd() {
+      if (!cause) return;
+      const outcome = failOnError ? 'failing because of --fail-on-error' : 'passing without a verdict because --fail-on-error is not set';
+      process.stderr.write(`WARNING: Tollgate at ${base} is unreachable (${cause}): ${outcome}\n`);
+    },
+  };
+}
+
 interface Result {
   gate_status: string;
   dry_run: boolean;
@@ -43,8 +73,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function evaluate(flags: EvaluateFlags): Promise<number> {
   const log = (line: string) => (flags.json ? process.stderr : process.stdout).write(`${line}\n`);
   const failOnError = Boolean(flags.failOnError);
+  const unreachable = unreachableWarnings(flags.url.replace(/\/+$/, ''), failOnError);
   const tolerate = (why: string) => {
     log(`${why}`);
+    unreachable.atEnd();
     log(failOnError ? 'Failing because of --fail-on-error.' : 'Exiting with status 0 (pass); use --fail-on-error to fail instead.');
     return failOnError ? 1 : 0;
   };
@@ -86,8 +118,12 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
       try {
         res = await fetch(`${base}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal: AbortSignal.timeout(15_000) });
       } catch (err) {
-        throw new CliError(`cannot reach Tollgate at ${base}: ${(err as Error & { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`, true);
+        const cause = (err as Error & { cause?: { code?: string; message?: string } }).cause;
+        const code = cause?.code ?? cause?.message ?? (err as Error).message;
+        unreachable.failed(code);
+        throw new CliError(`cannot reach Tollgate at ${base}: ${code}`, true);
       }
+      unreachable.answered();
       const json = (await res.json().catch(() => null)) as { data?: any; errors?: Array<{ detail?: string }> } | null;
       if (res.status >= 400) {
         const detail = json?.errors?.map((e) => e.detail).join('; ') || res.statusText;

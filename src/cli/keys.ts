@@ -1,12 +1,14 @@
 // `tollgate keys …` and `tollgate migrate`: local administration on the database file, for
 // the operator who has the machine (a lost admin key, a CI key before any key exists).
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { type Config, ConfigError, loadConfig } from '../config.ts';
 import { openDb } from '../db/client.ts';
 import { createApiKey, createApiKeyInputSchema, listApiKeys, revokeApiKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
-import { SYSTEM } from '../domain/principal.ts';
+import { SCOPES, SYSTEM } from '../domain/principal.ts';
 import { createLogger } from '../log.ts';
 
 function localDeps(db?: string): Deps {
@@ -19,6 +21,13 @@ function localDeps(db?: string): Deps {
       process.exit(2);
     }
     throw err;
+  }
+  // Run from the wrong directory, the default path would be a new empty database, and a key
+  // made there one the server has never heard of. Only an explicit --db may create one.
+  if (!db && !existsSync(config.dbPath)) {
+    const source = process.env.TOLLGATE_DB ? 'TOLLGATE_DB' : 'the default, relative to this directory';
+    console.error(`tollgate: no database at ${resolve(config.dbPath)} (${source}); run this where the server keeps its database, or name the file with --db <path> (which creates it if it does not exist)`);
+    process.exit(2);
   }
   return {
     db: openDb(config.dbPath),
@@ -44,10 +53,18 @@ function run(action: () => void): void {
   }
 }
 
+/** `gates:read` as the docs write it or `GATES_READ` as GraphQL does: the same scope. */
+function asScope(text: string): string {
+  const wanted = text.trim().toLowerCase();
+  const scope = SCOPES.find((s) => s === wanted || s.replace(':', '_') === wanted);
+  if (!scope) throw new DomainError('BAD_USER_INPUT', `--scope ${text}: scopes must be among ${SCOPES.join(', ')} (or spelled as in GraphQL: ${SCOPES.map((s) => s.replace(':', '_').toUpperCase()).join(', ')})`, 'scope');
+  return scope;
+}
+
 export function keysCreate(flags: { name: string; scope: string[]; env?: string[]; db?: string }): void {
   const deps = localDeps(flags.db);
   run(() => {
-    const input = parseInput(createApiKeyInputSchema, { name: flags.name, scopes: flags.scope, envs: flags.env }, 'key');
+    const input = parseInput(createApiKeyInputSchema, { name: flags.name, scopes: flags.scope.map(asScope), envs: flags.env }, 'key');
     const { key, secret } = createApiKey(deps, SYSTEM, input);
     console.log(secret);
     console.error(`created API key ${key.id} "${key.name}" (${key.scopes.join(', ')}${key.envs ? `; envs ${key.envs.join(', ')}` : ''}); the secret above is shown once`);

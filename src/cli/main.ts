@@ -1,14 +1,40 @@
-import { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
 import { apply, exportGates } from './apply.ts';
 import { demo } from './demo.ts';
 import { evaluate } from './evaluate.ts';
 import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
 import { serve } from './serve.ts';
 
+const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
 const program = new Command()
   .name('tollgate')
   .description('Self-hosted deployment gates: may version V of a service go further in an environment?')
+  .version(version, '-V, --version', 'print Tollgate\'s version')
+  // Program options only before the command: `evaluate --version 1.2` is the deployed version.
+  .enablePositionalOptions()
   .showHelpAfterError();
+
+/**
+ * commander reports a missing required option before an unknown one, so a mistyped
+ * `--servce` read as "--service not specified". These options are checked once commander
+ * has refused unknown flags (it does before any action runs), with commander's own message.
+ */
+const mandatory = new Set<Option>();
+function required(flags: string, description: string, parse?: (value: string, previous: string[]) => string[]): Option {
+  const option = new Option(flags, `${description} (required)`);
+  if (parse) option.argParser(parse);
+  mandatory.add(option);
+  return option;
+}
+program.hook('preAction', (_program, action) => {
+  for (const option of action.options) {
+    if (mandatory.has(option) && action.getOptionValue(option.attributeName()) === undefined) {
+      action.error(`error: required option '${option.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+    }
+  }
+});
 
 program
   .command('serve')
@@ -26,8 +52,8 @@ program
 program
   .command('evaluate')
   .description('Ask whether a version may go further: trigger an evaluation and wait for its verdict (exit 0 pass, 1 fail)')
-  .requiredOption('--service <service>', 'service being deployed')
-  .requiredOption('--env <env>', 'environment')
+  .addOption(required('--service <service>', 'service being deployed'))
+  .addOption(required('--env <env>', 'environment'))
   .option('--identifier <identifier>', 'gate identifier (default: default)')
   .option('--version <version>', 'version being deployed (required by faulty-deployment-detection rules)')
   .option('--primary-tag <tag>', 'limit the analysis to one primary tag, e.g. region:us-east-1')
@@ -48,8 +74,8 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 keys
   .command('create')
   .description('Create a key and print its secret (once)')
-  .requiredOption('--name <name>', 'what the key is for')
-  .requiredOption('--scope <scope>', 'gates:read, gates:write, evaluations:write, monitors:write, ingest or admin (repeatable)', collect)
+  .addOption(required('--name <name>', 'what the key is for'))
+  .addOption(required('--scope <scope>', 'gates:read, gates:write, evaluations:write, monitors:write, ingest or admin; GATES_READ… works too (repeatable)', collect))
   .option('--env <env>', 'limit the key to this environment (repeatable)', collect)
   .option('--db <path>', 'SQLite file (default TOLLGATE_DB or ./data/tollgate.db)')
   .action(keysCreate);
@@ -65,7 +91,7 @@ const serverOptions = (command: Command, scope: string) =>
 serverOptions(program
   .command('apply')
   .description('Make the server’s gates match a YAML file (idempotent; rules matched by name)')
-  .requiredOption('-f, --file <gates.yaml>', 'the gates file')
+  .addOption(required('-f, --file <gates.yaml>', 'the gates file'))
   .option('--dry-run', 'print the changes without making them')
   .option('--prune', 'also delete gates the file does not list'), 'gates:write')
   .action(async (flags) => {

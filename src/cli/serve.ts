@@ -25,6 +25,15 @@ const FLAG_TO_ENV: Record<keyof ServeFlags, string> = {
   tlsKey: 'TOLLGATE_TLS_KEY',
 };
 
+/** A sentence for the ways a port cannot be had, which are the operator's to fix, not bugs. */
+function listenProblem(err: NodeJS.ErrnoException, config: Pick<Config, 'host' | 'port'>): string | null {
+  const where = `${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`;
+  if (err.code === 'EADDRINUSE') return `port ${config.port} is already in use (${where}); set PORT or --port`;
+  if (err.code === 'EACCES') return `not allowed to listen on port ${config.port} (${where}): ports below 1024 need privileges; set PORT or --port`;
+  if (err.code === 'EADDRNOTAVAIL') return `cannot listen on ${where}: no such address on this machine; set HOST or --host`;
+  return null;
+}
+
 export async function serve(flags: ServeFlags): Promise<void> {
   let config: Config;
   try {
@@ -41,7 +50,16 @@ export async function serve(flags: ServeFlags): Promise<void> {
 
   const log = createLogger(config.logLevel);
   const app = await buildApp(config, { log });
-  const { url, graphqlUrl } = await app.listen();
+  let listening: Awaited<ReturnType<typeof app.listen>>;
+  try {
+    listening = await app.listen();
+  } catch (err) {
+    const problem = listenProblem(err as NodeJS.ErrnoException, config);
+    if (!problem) throw err;
+    console.error(`tollgate: ${problem}`);
+    process.exit(2);
+  }
+  const { url, graphqlUrl } = listening;
   log.info({ url: graphqlUrl, db: config.dbPath, mode: config.mode }, 'tollgate listening');
 
   // Human-readable lines on stderr, so stdout stays pure JSON logs.

@@ -1,7 +1,9 @@
-import { and, asc, desc, eq, gt, gte, inArray, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { KeysetPage, Tx } from './gates.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
+import { inList, preparedSet } from './lists.ts';
+import { prepared } from './prepared.ts';
 
 export type EvaluationRow = typeof evaluations.$inferSelect;
 export type RuleEvaluationRow = Omit<typeof ruleEvaluations.$inferSelect, 'type'> & { type: RuleType };
@@ -29,13 +31,26 @@ export function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEv
   db.insert(ruleEvaluations).values(rules).run();
 }
 
+// The engine reads and writes these for every check: prepared once per connection.
 export function getEvaluation(db: Tx, id: string): EvaluationRow | undefined {
-  return db.select().from(evaluations).where(eq(evaluations.id, id)).get();
+  return prepared(db, 'getEvaluation', () =>
+    db
+      .select()
+      .from(evaluations)
+      .where(eq(evaluations.id, sql.placeholder('id')))
+      .prepare(),
+  ).get({ id });
 }
 
 export function getEvaluations(db: Tx, ids: readonly string[]): EvaluationRow[] {
   if (ids.length === 0) return [];
-  return db.select().from(evaluations).where(inArray(evaluations.id, [...ids])).all();
+  return prepared(db, 'getEvaluations', () =>
+    db
+      .select()
+      .from(evaluations)
+      .where(inList(evaluations.id, { placeholder: 'ids' }))
+      .prepare(),
+  ).all({ ids: JSON.stringify(ids) });
 }
 
 /** Idempotency keys are unique per environment: another env's use of the same key is not found. */
@@ -49,44 +64,63 @@ export function findByIdempotencyKey(db: Tx, env: string, key: string): Evaluati
 
 export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): RuleEvaluationRow[] {
   if (evaluationIds.length === 0) return [];
-  return db
-    .select()
-    .from(ruleEvaluations)
-    .where(inArray(ruleEvaluations.evaluationId, [...evaluationIds]))
-    .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
-    .all() as RuleEvaluationRow[];
+  return prepared(db, 'ruleEvaluationsOf', () =>
+    db
+      .select()
+      .from(ruleEvaluations)
+      .where(inList(ruleEvaluations.evaluationId, { placeholder: 'ids' }))
+      .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
+      .prepare(),
+  ).all({ ids: JSON.stringify(evaluationIds) }) as RuleEvaluationRow[];
 }
 
 export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undefined {
-  return db.select().from(ruleEvaluations).where(eq(ruleEvaluations.id, id)).get() as RuleEvaluationRow | undefined;
+  return prepared(db, 'getRuleEvaluation', () =>
+    db
+      .select()
+      .from(ruleEvaluations)
+      .where(eq(ruleEvaluations.id, sql.placeholder('id')))
+      .prepare(),
+  ).get({ id }) as RuleEvaluationRow | undefined;
 }
 
+/** Prepared per set of columns patched (the engine always patches the same few). */
 export function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRuleEvaluationRow>): void {
-  db.update(ruleEvaluations).set(patch).where(eq(ruleEvaluations.id, id)).run();
+  const { signature, set, values } = preparedSet(patch);
+  prepared(db, `updateRuleEvaluation:${signature}`, () =>
+    db
+      .update(ruleEvaluations)
+      .set(set as Partial<NewRuleEvaluationRow>)
+      .where(eq(ruleEvaluations.id, sql.placeholder('id')))
+      .prepare(),
+  ).run({ ...values, id });
 }
 
 export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvaluationRow>): EvaluationRow {
-  return db
-    .update(evaluations)
-    .set({ ...patch, revision: sql`${evaluations.revision} + 1` })
-    .where(eq(evaluations.id, id))
-    .returning()
-    .get()!;
+  const { signature, set, values } = preparedSet(patch);
+  return prepared(db, `updateEvaluation:${signature}`, () =>
+    db
+      .update(evaluations)
+      .set({ ...(set as Partial<NewEvaluationRow>), revision: sql`${evaluations.revision} + 1` })
+      .where(eq(evaluations.id, sql.placeholder('id')))
+      .returning()
+      .prepare(),
+  ).get({ ...values, id })!;
 }
 
 function filterSql(filter: EvaluationFilter): SQL[] {
   const where: SQL[] = [];
-  if (filter.service?.length) where.push(inArray(evaluations.service, filter.service));
-  if (filter.env?.length) where.push(inArray(evaluations.env, filter.env));
-  if (filter.identifier?.length) where.push(inArray(evaluations.identifier, filter.identifier));
-  if (filter.version?.length) where.push(inArray(evaluations.version, filter.version));
-  if (filter.status?.length) where.push(inArray(evaluations.status, filter.status));
+  if (filter.service?.length) where.push(inList(evaluations.service, filter.service));
+  if (filter.env?.length) where.push(inList(evaluations.env, filter.env));
+  if (filter.identifier?.length) where.push(inList(evaluations.identifier, filter.identifier));
+  if (filter.version?.length) where.push(inList(evaluations.version, filter.version));
+  if (filter.status?.length) where.push(inList(evaluations.status, filter.status));
   if (filter.dryRun !== undefined) where.push(eq(evaluations.dryRun, filter.dryRun));
   if (filter.gateId !== undefined) where.push(eq(evaluations.gateId, filter.gateId));
   if (filter.startedAfter) where.push(gte(evaluations.startedAt, filter.startedAfter));
   if (filter.startedBefore) where.push(lt(evaluations.startedAt, filter.startedBefore));
-  if (filter.envs) where.push(inArray(evaluations.env, [...filter.envs]));
-  if (filter.evaluationIds) where.push(inArray(evaluations.id, filter.evaluationIds));
+  if (filter.envs) where.push(inList(evaluations.env, filter.envs));
+  if (filter.evaluationIds) where.push(inList(evaluations.id, filter.evaluationIds));
   return where;
 }
 

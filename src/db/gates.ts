@@ -1,8 +1,9 @@
-import { and, asc, desc, eq, gt, inArray, lt, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, lt, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { Db } from './client.ts';
 import { prepared } from './prepared.ts';
 import { gates, rules } from './schema.ts';
+import { inList } from './lists.ts';
 
 export type GateRow = typeof gates.$inferSelect;
 export type RuleRow = Omit<typeof rules.$inferSelect, 'type'> & { type: RuleType };
@@ -35,7 +36,7 @@ export function getGate(db: Tx, id: string): GateRow | undefined {
 
 export function getGates(db: Tx, ids: readonly string[]): GateRow[] {
   if (ids.length === 0) return [];
-  return db.select().from(gates).where(inArray(gates.id, [...ids])).all();
+  return db.select().from(gates).where(inList(gates.id, ids)).all();
 }
 
 export function getGateByKey(db: Tx, service: string, env: string, identifier: string): GateRow | undefined {
@@ -52,7 +53,7 @@ export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow
   if (filter.env !== undefined) where.push(eq(gates.env, filter.env));
   if (filter.identifier !== undefined) where.push(eq(gates.identifier, filter.identifier));
   if (filter.dryRun !== undefined) where.push(eq(gates.dryRun, filter.dryRun));
-  if (filter.envs) where.push(inArray(gates.env, [...filter.envs]));
+  if (filter.envs) where.push(inList(gates.env, filter.envs));
   if (page.after) where.push(gt(gates.id, page.after));
   if (page.before) where.push(lt(gates.id, page.before));
   return db

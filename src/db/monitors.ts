@@ -1,18 +1,36 @@
-import { and, asc, eq, gt, inArray, lt, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
 import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
+import { inList } from './lists.ts';
+import { prepared } from './prepared.ts';
 
 export type MonitorRow = typeof monitors.$inferSelect;
 export type MonitorGroupRow = typeof monitorGroups.$inferSelect;
 export type TransitionRow = typeof monitorTransitions.$inferSelect;
 
+/**
+ * Bumped by every write below that can change which monitors a query selects or how their
+ * groups stand (not by report-time refreshes), so readers may cache what they derive from
+ * monitors until it moves. Bumped even when the transaction later rolls back: one needless
+ * re-read, never a stale one. Process-wide: SQLite has one writing process (see client.ts).
+ */
+let generation = 0;
+export const monitorsGeneration = (): number => generation;
+
 export function getMonitor(db: Tx, id: string): MonitorRow | undefined {
   return db.select().from(monitors).where(eq(monitors.id, id)).get();
 }
 
+// Rules read these on every check: prepared once per connection, any number of ids.
 export function getMonitors(db: Tx, ids: readonly string[]): MonitorRow[] {
   if (ids.length === 0) return [];
-  return db.select().from(monitors).where(inArray(monitors.id, [...ids])).all();
+  return prepared(db, 'getMonitors', () =>
+    db
+      .select()
+      .from(monitors)
+      .where(inList(monitors.id, { placeholder: 'ids' }))
+      .prepare(),
+  ).all({ ids: JSON.stringify(ids) });
 }
 
 /** Every monitor: queries in the monitor search language are matched in memory. */
@@ -21,25 +39,30 @@ export function allMonitors(db: Tx): MonitorRow[] {
 }
 
 export function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): MonitorRow {
+  generation++;
   return db.insert(monitors).values(row).returning().get();
 }
 
 export function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): MonitorRow {
+  generation++;
   return db.update(monitors).set(patch).where(eq(monitors.id, id)).returning().get()!;
 }
 
 export function deleteMonitorRow(db: Tx, id: string): void {
+  generation++;
   db.delete(monitors).where(eq(monitors.id, id)).run();
 }
 
 export function groupsOf(db: Tx, monitorIds: readonly string[]): MonitorGroupRow[] {
   if (monitorIds.length === 0) return [];
-  return db
-    .select()
-    .from(monitorGroups)
-    .where(inArray(monitorGroups.monitorId, [...monitorIds]))
-    .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group))
-    .all();
+  return prepared(db, 'groupsOf', () =>
+    db
+      .select()
+      .from(monitorGroups)
+      .where(inList(monitorGroups.monitorId, { placeholder: 'ids' }))
+      .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group))
+      .prepare(),
+  ).all({ ids: JSON.stringify(monitorIds) });
 }
 
 export function getGroup(db: Tx, monitorId: string, group: string): MonitorGroupRow | undefined {
@@ -51,6 +74,7 @@ export function getGroup(db: Tx, monitorId: string, group: string): MonitorGroup
 }
 
 export function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): void {
+  generation++;
   db.insert(monitorGroups)
     .values(row)
     .onConflictDoUpdate({
@@ -74,12 +98,15 @@ export function insertTransition(db: Tx, row: typeof monitorTransitions.$inferIn
 /** Transitions of these monitors strictly after `after`, oldest first. */
 export function transitionsAfter(db: Tx, monitorIds: readonly string[], after: Date): TransitionRow[] {
   if (monitorIds.length === 0) return [];
-  return db
-    .select()
-    .from(monitorTransitions)
-    .where(and(inArray(monitorTransitions.monitorId, [...monitorIds]), gt(monitorTransitions.at, after)))
-    .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
-    .all();
+  return prepared(db, 'transitionsAfter', () =>
+    db
+      .select()
+      .from(monitorTransitions)
+      // A placeholder skips the column's encoder: `after` is bound as epoch milliseconds.
+      .where(and(inList(monitorTransitions.monitorId, { placeholder: 'ids' }), gt(monitorTransitions.at, sql.placeholder('after'))))
+      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+      .prepare(),
+  ).all({ ids: JSON.stringify(monitorIds), after: after.getTime() });
 }
 
 export function recentTransitions(db: Tx, monitorId: string, limit: number): TransitionRow[] {
@@ -93,6 +120,7 @@ export function recentTransitions(db: Tx, monitorId: string, limit: number): Tra
 }
 
 export function setSourceHealth(db: Tx, monitorId: string, error: string | null): void {
+  generation++;
   db.update(monitors)
     .set(error === null ? { sourceErrors: 0, lastSourceError: null } : { sourceErrors: sql`${monitors.sourceErrors} + 1`, lastSourceError: error })
     .where(eq(monitors.id, monitorId))

@@ -1,10 +1,9 @@
-import { claimUnfinished, deleteFinishedBefore, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
+import { claimUnfinished, deleteFinishedBefore, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
-import type { EngineEvent } from './runner.ts';
-import { SourceError } from './runner.ts';
+import { type CheckResult, type EngineEvent, eventKeys, SourceError, type Watch } from './runner.ts';
 import { pruneApmStore } from '../sources/apm.ts';
 import { runnerFor } from './runners.ts';
 import { TimerQueue } from './timerQueue.ts';
@@ -16,13 +15,19 @@ export interface EngineOptions {
   sourceErrorLimit?: number;
   /** First retry delay after a source error; doubles each time. */
   retryBaseMs?: number;
+  /** Checks run in one turn of the event loop before yielding to requests (and its time budget). */
+  sliceChecks?: number;
+  sliceMs?: number;
 }
 
 interface ActiveRule {
   id: string;
   evaluationId: string;
-  watch?: (event: EngineEvent) => boolean;
+  watch?: Watch;
 }
+
+/** Checks of asynchronous runners (network sources) running at once; the rest wait their turn. */
+const MAX_ASYNC_CHECKS = 64;
 
 /**
  * Drives the evaluations this process holds a lease on. Everything a rule needs to continue
@@ -37,8 +42,17 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   const nodeId = deps.nodeId;
   const log = deps.log.child({ component: 'engine' });
 
+  const sliceChecks = options.sliceChecks ?? 200;
+  const sliceMs = options.sliceMs ?? 8;
+
   const queue = new TimerQueue();
   const active = new Map<string, ActiveRule>();
+  /** Rules by the exact event keys they watch, and rules sharing one predicate. */
+  const byKey = new Map<string, Set<string>>();
+  const shared = new Map<string, { matches: (event: EngineEvent) => boolean; rules: Set<string> }>();
+  /** Rules due a check, in arrival order; a rule asked for twice before its turn is checked once. */
+  const due = new Set<string>();
+  let drainScheduled = false;
   const inFlight = new Map<string, Promise<void>>();
   const checkAgain = new Set<string>();
   const unsubscribe: Array<() => void> = [];
@@ -56,13 +70,46 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   function fire(): void {
-    for (const id of queue.takeDue(Date.now())) void check(id);
+    for (const id of queue.takeDue(Date.now())) enqueue(id);
     rearm();
   }
 
+  function index(rule: ActiveRule): void {
+    const w = rule.watch;
+    if (!w) return;
+    if ('keys' in w) {
+      for (const key of w.keys) {
+        let rules = byKey.get(key);
+        if (!rules) byKey.set(key, (rules = new Set()));
+        rules.add(rule.id);
+      }
+    } else {
+      let entry = shared.get(w.shareKey);
+      if (!entry) shared.set(w.shareKey, (entry = { matches: w.matches, rules: new Set() }));
+      entry.rules.add(rule.id);
+    }
+  }
+
+  function unindex(rule: ActiveRule): void {
+    const w = rule.watch;
+    if (!w) return;
+    if ('keys' in w) {
+      for (const key of w.keys) {
+        const rules = byKey.get(key);
+        if (rules?.delete(rule.id) && rules.size === 0) byKey.delete(key);
+      }
+    } else {
+      const entry = shared.get(w.shareKey);
+      if (entry?.rules.delete(rule.id) && entry.rules.size === 0) shared.delete(w.shareKey);
+    }
+  }
+
   function untrack(id: string): void {
+    const rule = active.get(id);
+    if (rule) unindex(rule);
     active.delete(id);
     queue.delete(id);
+    due.delete(id);
   }
 
   /** Mirrors a committed snapshot into the index: new rules, next checks, finished rules. */
@@ -74,7 +121,11 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         untrack(r.id);
         continue;
       }
-      if (!active.has(r.id)) active.set(r.id, { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, e, r.id) });
+      if (!active.has(r.id)) {
+        const rule: ActiveRule = { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, e, r.id) };
+        active.set(r.id, rule);
+        index(rule);
+      }
       // Every running rule has a next check; its window's end at the latest.
       queue.set(r.id, (r.nextCheckAt ?? r.windowEndsAt).getTime());
     }
@@ -102,31 +153,76 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     }
   }
 
-  /** One check of one rule; a check asked for while one runs is run again right after. */
-  function check(id: string): Promise<void> {
-    const running = inFlight.get(id);
-    if (running) {
-      checkAgain.add(id);
-      return running;
-    }
-    const run = runCheck(id)
-      .catch((err) => {
-        // The database itself failed (busy, disk full): nothing was recorded, so look again soon.
-        log.error({ err, ruleEvaluationId: id }, 'rule check could not be recorded; retrying');
-        if (!stopped && active.has(id)) {
-          queue.set(id, Date.now() + retryBaseMs);
-          rearm();
-        }
-      })
-      .finally(() => {
-      inFlight.delete(id);
-      if (checkAgain.delete(id) && !stopped) void check(id);
-    });
-    inFlight.set(id, run);
-    return run;
+  /** Asks for a check of a rule; checks run later, a bounded slice per turn of the event loop. */
+  function enqueue(id: string): void {
+    if (stopped) return;
+    due.add(id);
+    scheduleDrain();
   }
 
-  async function runCheck(id: string): Promise<void> {
+  function scheduleDrain(): void {
+    if (drainScheduled || stopped || due.size === 0 || inFlight.size >= MAX_ASYNC_CHECKS) return;
+    drainScheduled = true;
+    setImmediate(drain);
+  }
+
+  /**
+   * Runs due checks until the slice's count or time budget is spent, then yields so requests
+   * (and /healthz) are answered between slices. One event may wake thousands of rules; it
+   * must never hold the process for more than a slice.
+   */
+  function drain(): void {
+    drainScheduled = false;
+    if (stopped) return;
+    const until = performance.now() + sliceMs;
+    let n = 0;
+    for (const id of due) {
+      if (inFlight.size >= MAX_ASYNC_CHECKS && !inFlight.has(id)) break;
+      due.delete(id);
+      check(id);
+      if (++n >= sliceChecks || performance.now() >= until) break;
+    }
+    scheduleDrain();
+  }
+
+  function couldNotRecord(id: string, err: unknown): void {
+    // The database itself failed (busy, disk full): nothing was recorded, so look again soon.
+    log.error({ err, ruleEvaluationId: id }, 'rule check could not be recorded; retrying');
+    if (!stopped && active.has(id)) {
+      queue.set(id, Date.now() + retryBaseMs);
+      rearm();
+    }
+  }
+
+  /**
+   * One check of one rule. A synchronous runner's check completes here, in this slice; an
+   * asynchronous one is tracked, and a check asked for while it runs is run again right after.
+   */
+  function check(id: string): void {
+    if (inFlight.has(id)) {
+      checkAgain.add(id);
+      return;
+    }
+    let pending: Promise<void> | undefined;
+    try {
+      pending = runCheck(id);
+    } catch (err) {
+      couldNotRecord(id, err);
+      return;
+    }
+    if (!pending) return;
+    const run = pending
+      .catch((err) => couldNotRecord(id, err))
+      .finally(() => {
+        inFlight.delete(id);
+        if (checkAgain.delete(id)) enqueue(id);
+        // A slice may have stopped at the async limit: go on with the rest.
+        scheduleDrain();
+      });
+    inFlight.set(id, run);
+  }
+
+  function runCheck(id: string): Promise<void> | undefined {
     if (stopped) return;
     const rule = getRuleEvaluation(deps.db, id);
     const evaluation = rule && getEvaluation(deps.db, rule.evaluationId);
@@ -135,10 +231,30 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       return;
     }
     const runner = runnerFor(rule.type);
-    let update: RuleUpdate;
+    let result: CheckResult | Promise<CheckResult>;
     try {
       if (!runner) throw new Error(`no runner for ${rule.type} rules`);
-      const result = await runner.check(deps, { rule, evaluation, now: deps.now() });
+      result = runner.check(deps, { rule, evaluation, now: deps.now() });
+    } catch (err) {
+      record(rule, evaluation, { error: err });
+      return;
+    }
+    if (!(result instanceof Promise)) {
+      record(rule, evaluation, { result });
+      return;
+    }
+    return result.then(
+      (r) => record(rule, evaluation, { result: r }),
+      (err: unknown) => record(rule, evaluation, { error: err }),
+    );
+  }
+
+  function record(rule: RuleEvaluationRow, evaluation: EvaluationRow, outcome: { result: CheckResult } | { error: unknown }): void {
+    if (stopped) return;
+    const id = rule.id;
+    let update: RuleUpdate;
+    if ('result' in outcome) {
+      const result = outcome.result;
       update = {
         status: result.status,
         reason: result.reason,
@@ -148,7 +264,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         consecutiveErrors: 0,
         lastError: null,
       };
-    } catch (err) {
+    } else {
+      const err = outcome.error;
       // Never silent: every failure is counted, retried, and finally decided by the policy.
       const message = err instanceof SourceError ? err.message : `internal error: ${(err as Error).message}`;
       if (!(err instanceof SourceError)) log.error({ err, ruleEvaluationId: id }, 'rule check failed');
@@ -174,15 +291,33 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
               nextCheckAt: new Date(Date.now() + retryBaseMs * 2 ** (errors - 1)),
             };
     }
+    if (unchanged(rule, update)) {
+      // Nothing to record or publish (the common answer to a transition that decides nothing):
+      // only the next look is scheduled, as a write would have done.
+      queue.set(id, update.nextCheckAt!.getTime());
+      rearm();
+      return;
+    }
     const snapshot = recordRuleUpdate(deps, id, update);
     if (snapshot) track(snapshot);
     else untrack(id);
   }
 
-  /** Wakes every running rule the event may concern. */
+  /**
+   * Queues a check of every running rule the event may concern: rules watching its keys are
+   * found by lookup, and each shared predicate is tested once. Nothing runs here, so the
+   * write that published the event (a reportMonitorState) returns at once.
+   */
   function wake(event: EngineEvent): void {
-    for (const rule of active.values()) {
-      if (rule.watch?.(event)) void check(rule.id);
+    for (const key of eventKeys(event)) for (const id of byKey.get(key) ?? []) enqueue(id);
+    for (const [shareKey, entry] of shared) {
+      let hit = false;
+      try {
+        hit = entry.matches(event);
+      } catch (err) {
+        log.error({ err, watch: shareKey }, 'a rule watch failed on an event');
+      }
+      if (hit) for (const id of entry.rules) enqueue(id);
     }
   }
   const onTransition = (c: MonitorStateChange) => wake({ kind: 'monitor.transition', monitor: c.monitor, group: c.group, at: c.at });
@@ -242,9 +377,14 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       housekeeping.unref();
     },
 
-    /** Stops timers and listeners, waits for checks in flight, and hands the leases back. */
+    /**
+     * Stops timers and listeners, waits for checks in flight, and hands the leases back. Checks
+     * still queued are dropped: every running rule is looked at again when its evaluation is
+     * resumed, so none is lost.
+     */
     async stop(): Promise<void> {
       stopped = true;
+      due.clear();
       clearTimeout(timer);
       clearInterval(housekeeping);
       for (const off of unsubscribe) off();
@@ -253,8 +393,22 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     },
 
     /** For tests and metrics. */
-    stats: () => ({ activeRules: active.size, scheduled: queue.size }),
+    stats: () => ({ activeRules: active.size, scheduled: queue.size, queuedChecks: due.size, checksInFlight: inFlight.size }),
   };
 }
 
 export type Engine = ReturnType<typeof createEngine>;
+
+/** True when recording the update would write what the row already holds, and it still runs. */
+function unchanged(rule: RuleEvaluationRow, u: RuleUpdate): boolean {
+  return (
+    u.status === 'in_progress' &&
+    rule.status === 'in_progress' &&
+    u.reason === rule.reason &&
+    (u.nextCheckAt?.getTime() ?? null) === (rule.nextCheckAt?.getTime() ?? null) &&
+    (u.consecutiveErrors ?? 0) === rule.consecutiveErrors &&
+    (u.lastError ?? null) === rule.lastError &&
+    JSON.stringify(u.evidence ?? null) === JSON.stringify(rule.evidence ?? null) &&
+    JSON.stringify(u.state ?? null) === JSON.stringify(rule.state ?? null)
+  );
+}

@@ -14,7 +14,7 @@ import {
   upperRate,
 } from '../domain/fdd.ts';
 import type { FddRuleOptions } from '../domain/ruleOptions.ts';
-import type { CheckResult, RuleRunner } from './runner.ts';
+import { apmKey, type CheckResult, type RuleRunner } from './runner.ts';
 
 /** The baseline's past: where a past baseline's rate and the known error types come from. */
 export const LOOKBACK_MS = 60 * 60_000;
@@ -359,6 +359,6 @@ export const fddRunner: RuleRunner = {
   },
 
   watch(_options, evaluation) {
-    return (event) => event.kind === 'apm.ingested' && event.service === evaluation.service && event.env === evaluation.env;
+    return { keys: [apmKey(evaluation.service, evaluation.env)] };
   },
 };

@@ -1,10 +1,10 @@
-import { allMonitors, getMonitors, groupsOf, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
+import { allMonitors, getMonitors, groupsOf, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import { envsOf, groupsByMonitor, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
 import { describeFailingGroups } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
-import { type CheckResult, type RuleRunner, SourceError } from './runner.ts';
+import { type CheckResult, monitorKey, type RuleRunner, SourceError } from './runner.ts';
 
 /** Datadog's cap: a rule watching more monitors than this fails rather than guess. */
 export const MAX_MONITORS = 50;
@@ -30,7 +30,7 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
     );
     return { monitors, groups };
   }
-  const candidates = allMonitors(deps.db).filter((m) => !m.muted);
+  const candidates = unmutedMonitors(deps);
   if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
     // The common case: the monitor's own attributes decide, so only matches need their groups.
     const monitors = candidates.filter((m) => matches(expr!, matchable(m, []), null));
@@ -49,6 +49,46 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
     }),
   );
   return { monitors, groups };
+}
+
+/**
+ * Selections as of the current monitor generation (any write to monitors or their groups
+ * starts a new one), shared by every rule with the same options: thousands of rules woken by
+ * one transition select once, not once each. Selections are read-only once made.
+ */
+interface SelectionCache {
+  generation: number;
+  unmuted?: MonitorRow[];
+  byKey: Map<string, Selection>;
+}
+const selectionCaches = new WeakMap<object, SelectionCache>();
+/** Distinct selections kept per generation; beyond this the cache starts over. */
+const MAX_CACHED_SELECTIONS = 1000;
+
+function currentCache(deps: Deps): SelectionCache {
+  const generation = monitorsGeneration();
+  let cache = selectionCaches.get(deps.db);
+  if (!cache || cache.generation !== generation) selectionCaches.set(deps.db, (cache = { generation, byKey: new Map() }));
+  return cache;
+}
+
+function unmutedMonitors(deps: Deps): MonitorRow[] {
+  const cache = currentCache(deps);
+  return (cache.unmuted ??= allMonitors(deps.db).filter((m) => !m.muted));
+}
+
+function cachedSelect(deps: Deps, o: MonitorRuleOptions): Selection {
+  const cache = currentCache(deps);
+  const key = o.monitorIds ? `ids:${JSON.stringify(o.monitorIds)}` : `query:${o.query}`;
+  let sel = cache.byKey.get(key);
+  if (!sel) {
+    sel = select(deps, o, o.query ? parseMonitorQuery(o.query) : null);
+    // select() may have started the cache over (it reads through it); store in the current one.
+    const now = currentCache(deps);
+    if (now.byKey.size >= MAX_CACHED_SELECTIONS) now.byKey.clear();
+    now.byKey.set(key, sel);
+  }
+  return sel;
 }
 
 /**
@@ -118,8 +158,7 @@ export const monitorRunner: RuleRunner = {
     if (now < rule.windowStartsAt) {
       return { status: 'in_progress', reason: `Warming up until ${iso(rule.windowStartsAt)}.`, nextCheckAt: rule.windowStartsAt };
     }
-    const expr = o.query ? parseMonitorQuery(o.query) : null;
-    const sel = visibleSelection(select(deps, o, expr), evaluation.triggerEnvs ?? null);
+    const sel = visibleSelection(cachedSelect(deps, o), evaluation.triggerEnvs ?? null);
     const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
     const evidence = {
       // Each entry carries its monitor's environments, so readers see only their own.
@@ -140,7 +179,10 @@ export const monitorRunner: RuleRunner = {
     if (groupCount === 0 && o.failOnNoGroupsFound) {
       return { status: 'fail', reason: `The ${sel.monitors.length} matched monitor(s) have no groups with data, and failOnNoGroupsFound is set.`, evidence };
     }
-    const until = now < rule.windowEndsAt ? now : rule.windowEndsAt;
+    // Every recorded transition inside the window counts, even one stamped later than this
+    // check's clock (checks run a little after the event that woke them, on another clock
+    // reading): once recorded, it has happened.
+    const until = rule.windowEndsAt;
     const bad = (s: MonitorStateValue) => s === 'alert' || (s === 'no_data' && o.failOnNoData);
     const failing = failingGroups(deps, sel, rule.windowStartsAt, until, bad);
     if (failing.length > 0) {
@@ -157,19 +199,19 @@ export const monitorRunner: RuleRunner = {
 
   watch(options) {
     const o = options as MonitorRuleOptions;
-    if (o.monitorIds) {
-      const ids = new Set(o.monitorIds.map((m) => m.id));
-      return (event) => event.kind === 'monitor.transition' && ids.has(event.monitor.id);
-    }
+    if (o.monitorIds) return { keys: o.monitorIds.map((m) => monitorKey(m.id)) };
     const expr = parseMonitorQuery(o.query!);
     // A cheap candidate test; the check decides. A status term depends on the monitor's
     // other groups, so then every transition is a candidate.
     const anyTransition = mentions(expr, 'status');
-    return (event) => {
-      if (event.kind !== 'monitor.transition') return false;
-      if (anyTransition) return true;
-      const mm = matchable(event.monitor, []);
-      return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(event.group));
+    return {
+      shareKey: `monitor-query:${o.query}`,
+      matches: (event) => {
+        if (event.kind !== 'monitor.transition') return false;
+        if (anyTransition) return true;
+        const mm = matchable(event.monitor, []);
+        return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(event.group));
+      },
     };
   },
 };

@@ -36,8 +36,24 @@ export interface RuleRunner {
   type: RuleType;
   plan(options: Record<string, unknown>, start: Date): Window;
   check(deps: Deps, input: { rule: RuleEvaluationRow; evaluation: EvaluationRow; now: Date }): CheckResult | Promise<CheckResult>;
-  /** A cheap in-memory test run for every event against every running rule of this type. */
-  watch?(options: Record<string, unknown>, evaluation: Pick<EvaluationRow, 'service' | 'env'>): (event: EngineEvent) => boolean;
+  /** Which events may change the rule's answer: the engine indexes this once per rule. */
+  watch?(options: Record<string, unknown>, evaluation: Pick<EvaluationRow, 'service' | 'env'>): Watch;
+}
+
+/**
+ * What a rule waits for. `keys` are looked up by exact match (see `eventKeys`), so an event
+ * costs nothing for the rules it does not name. A predicate is for what no key can say (a
+ * monitor search query): rules with the same `shareKey` share one predicate, tested once per
+ * event whatever their number. A predicate is a cheap candidate test; the check decides.
+ */
+export type Watch = { keys: readonly string[] } | { shareKey: string; matches: (event: EngineEvent) => boolean };
+
+export const monitorKey = (monitorId: string) => `monitor:${monitorId}`;
+export const apmKey = (service: string, env: string) => `apm:${service}\u0000${env}`;
+
+/** The exact keys an event concerns. */
+export function eventKeys(event: EngineEvent): string[] {
+  return event.kind === 'monitor.transition' ? [monitorKey(event.monitor.id)] : [apmKey(event.service, event.env)];
 }
 
 /** The data source could not answer (timeout, HTTP error): retried, then the gate's policy. */
