@@ -276,9 +276,23 @@ describe("another environment's ids answer as ids that do not exist", () => {
     await same('REST rule update', rest('PUT', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`, { data: { type: 'deployment_rule', attributes: { dry_run: true } } }), ruleId);
     await same('REST rule delete', rest('DELETE', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`), ruleId);
 
+    // Monitors the same, for a key that may write them.
+    const monitorKey = await s.createKey(['monitors:write'], ['staging']);
+    const prodMonitor = await d.monitor(`prod-${w.service}`, ['env:prod']);
+    const asMonitorKey = (query: string) => async (id: string) => {
+      const r = await s.gql(query, { id }, monitorKey);
+      return { data: r.data, errors: r.errors?.map((e) => ({ message: e.message, code: e.extensions?.code, field: e.extensions?.field })) };
+    };
+    await same('monitor', asMonitorKey('query($id: ID!) { monitor(id: $id) { id } }'), prodMonitor);
+    await same('updateMonitor', asMonitorKey('mutation($id: ID!) { updateMonitor(id: $id, input: { muted: true }) { id } }'), prodMonitor);
+    await same('deleteMonitor', asMonitorKey('mutation($id: ID!) { deleteMonitor(id: $id) }'), prodMonitor);
+    await same('reportMonitorState', asMonitorKey('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }'), prodMonitor);
+
     // Nothing was touched.
     const still = await gqlAs(ADMIN_KEY, 'query($g: ID!, $e: ID!) { gate(id: $g) { dryRun rules { id } } evaluation(id: $e) { status } }', { g: gateId, e: evaluationId });
     assert.deepEqual(still.gate, { dryRun: false, rules: [{ id: ruleId }] });
+    const monitor = await gqlAs(ADMIN_KEY, 'query($id: ID!) { monitor(id: $id) { muted groups { group } } }', { id: prodMonitor });
+    assert.deepEqual(monitor.monitor, { muted: false, groups: [] });
 
     // The hooks name an environment, not an id: another one is refused whether or not its gate exists.
     const hook = async (service: string) => {

@@ -20,7 +20,7 @@ import {
 import { MONITOR_STATES } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import { DomainError, forbidden, notFound } from './errors.ts';
+import { DomainError, notFound } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
 import { type Expr, groupTagsOf, type MatchableMonitor, matches, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
@@ -176,10 +176,9 @@ export function canSeeMonitor(actor: Pick<Principal, 'envs'>, m: Pick<MonitorRow
   return monitorVisibleUnder(actor.envs, envsOf(m.tags));
 }
 
-function assertMonitorVisible(actor: Principal, m: MonitorRow): void {
-  if (!canSeeMonitor(actor, m)) {
-    throw forbidden(`API key "${actor.name}" is limited to env ${actor.envs!.join(', ')}; monitor ${m.id} is not tagged with one of them`);
-  }
+/** Another env's monitor answers in the very words of one that does not exist. */
+function assertMonitorVisible(actor: Principal, m: MonitorRow, id: string, field: string): void {
+  if (!canSeeMonitor(actor, m)) throw notFound(`monitor ${id} does not exist`, field);
 }
 
 /** A limited key may only create or retag monitors into its own environments. */
@@ -199,8 +198,7 @@ const requireWrite = (actor: Principal, action: string) => requireScope(actor, '
 export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
   requireRead(actor);
   const m = getMonitorRow(deps.db, assertUuid(id, 'id'));
-  if (m) assertMonitorVisible(actor, m);
-  return m ?? null;
+  return m && canSeeMonitor(actor, m) ? m : null;
 }
 
 export function monitorGroups(deps: Deps, monitorIds: readonly string[]): MonitorGroupRow[] {
@@ -268,7 +266,7 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, input: U
   const row = deps.db.transaction((tx) => {
     const before = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
-    assertMonitorVisible(actor, before);
+    assertMonitorVisible(actor, before, id, 'id');
     if (input.tags !== undefined) assertTagsAllowed(actor, input.tags);
     const m = updateMonitorRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
@@ -293,7 +291,7 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
   const row = deps.db.transaction((tx) => {
     const m = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
-    assertMonitorVisible(actor, m);
+    assertMonitorVisible(actor, m, id, 'id');
     deleteMonitorRow(tx, m.id);
     insertAudit(tx, [audit(actor, now, 'monitor.deleted', { type: 'monitor', id: m.id }, m, null)]);
     return m;
@@ -311,7 +309,7 @@ export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMo
   requireWrite(actor, 'report monitor states');
   const m = getMonitorRow(deps.db, input.monitorId);
   if (!m) throw notFound(`monitor ${input.monitorId} does not exist`, 'input.monitorId');
-  assertMonitorVisible(actor, m);
+  assertMonitorVisible(actor, m, input.monitorId, 'input.monitorId');
   return recordState(deps, m.id, normalizeGroup(input.group), input.state, input.message ?? null);
 }
 
