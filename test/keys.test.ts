@@ -1,5 +1,13 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { openDb } from '../src/db/client.ts';
+import { createEvents } from '../src/domain/events.ts';
+import { createKeyWatch, type KeyEnd } from '../src/domain/keyWatch.ts';
+import { revokeApiKey } from '../src/domain/apiKeys.ts';
+import { type Principal, SYSTEM } from '../src/domain/principal.ts';
 import { CREATE_GATE, sleep, startServer, subscribeLive, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
@@ -112,6 +120,23 @@ describe('revocation and expiry end every open stream', () => {
     stream.close();
   });
 
+  test('a revocation made by another process (tollgate keys revoke) ends the streams too', async () => {
+    const key = await newKey({ name: 'cli-revoked', scopes: ['GATES_READ'] });
+    const stream = await liveSse(key.secret, 'cli-revoked');
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+      const client = s.ws(key.secret, { on: { closed: (e: any) => resolve({ code: e.code, reason: e.reason }) } });
+      void subscribeLive(s, client, GATE_EVENTS, { f: { service: 'cli-revoked' } });
+    });
+    await sleep(300);
+    // Another process shares the database file but not this server's event bus.
+    revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
+    const error = endingError(await stream.rest(10_000));
+    assert.equal(error?.extensions?.code, 'UNAUTHENTICATED');
+    assert.match(error.message, /"cli-revoked" was revoked/);
+    const ws = await Promise.race([closed, sleep(10_000).then(() => null)]);
+    assert.equal(ws?.code, 4403);
+  });
+
   test('an expiring key loses its WebSocket and its SSE stream, and starts nothing afterwards', async () => {
     const expiresAt = new Date(Date.now() + 4_000);
     const key = await newKey({ name: 'short-lived', scopes: ['GATES_READ'], expiresAt: expiresAt.toISOString() });
@@ -215,5 +240,45 @@ describe('no key creates, sees or revokes keys beyond its own reach', () => {
     // The unlimited admin still sees and may revoke all of them.
     const all = (await s.gql('{ apiKeys { id } }')).data.apiKeys.map((k: any) => k.id);
     for (const k of [prod, both, unlimited, inside]) assert.ok(all.includes(k.id));
+  });
+});
+
+describe('the key watch leaves nothing behind', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-keywatch-'));
+  const db = openDb(join(dir, 'keys.db'));
+  after(() => {
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const principal = (id: string, expiresAt: Date | null = null): Principal => ({ id, name: id, scopes: new Set(['gates:read']), envs: null, expiresAt });
+
+  test('each stream ends once, on revocation or expiry; unwatching drops the key, its timer and the poll', async () => {
+    const events = createEvents();
+    const watch = createKeyWatch(db, events);
+    const ends: Array<[string, KeyEnd['reason']]> = [];
+    const a1 = watch.watch(principal('a'), (e) => ends.push(['a1', e.reason]));
+    watch.watch(principal('a'), (e) => ends.push(['a2', e.reason]));
+    watch.watch(principal('b', new Date(Date.now() + 50)), (e) => ends.push(['b', e.reason]));
+    const c = watch.watch(principal('c', new Date(Date.now() + 60_000)), () => ends.push(['c', 'expired']));
+    assert.equal(watch.size(), 3);
+    a1();
+    events.publish('apiKey.revoked', { id: 'a' });
+    events.publish('apiKey.revoked', { id: 'a' });
+    await sleep(300);
+    assert.deepEqual(ends, [['a2', 'revoked'], ['b', 'expired']]);
+    assert.equal(watch.size(), 1);
+    c();
+    assert.equal(watch.size(), 0);
+    watch.close();
+  });
+
+  test('an expiry beyond setTimeout\'s 2^31 ms does not fire early', async () => {
+    const watch = createKeyWatch(db, createEvents());
+    let ended = false;
+    const stop = watch.watch(principal('far', new Date(Date.now() + 30 * 86_400_000)), () => (ended = true));
+    await sleep(100);
+    assert.equal(ended, false);
+    stop();
+    watch.close();
   });
 });

@@ -1,4 +1,4 @@
-import { asc, eq, isNull, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
 import { apiKeys } from './schema.ts';
 import type { Db } from './client.ts';
@@ -46,4 +46,16 @@ export function preparedKeyLookup(db: Db) {
     find: (hash: string): ApiKeyRow | undefined => byHash.get({ hash }),
     touch: (id: string, at: Date): void => void touch.run({ id, at: at.getTime() }),
   };
+}
+
+/** Of these key ids, the ones revoked (a bounded list: the keys that hold open streams). */
+export function revokedAmong(db: Tx, ids: readonly string[]): string[] {
+  const revoked: string[] = [];
+  for (let i = 0; i < ids.length; i += 500) {
+    const chunk = ids.slice(i, i + 500);
+    for (const row of db.select({ id: apiKeys.id }).from(apiKeys).where(and(inArray(apiKeys.id, chunk), isNotNull(apiKeys.revokedAt))).all()) {
+      revoked.push(row.id);
+    }
+  }
+  return revoked;
 }

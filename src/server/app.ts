@@ -5,6 +5,7 @@ import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
 import { checkReady, expectedMigrationCount, type OpenDbOptions, openDb } from '../db/client.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
+import { createKeyWatch } from '../domain/keyWatch.ts';
 import type { Deps } from '../domain/deps.ts';
 import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
@@ -12,9 +13,9 @@ import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
+import type { Authenticate } from './http.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
-import type { Authenticate } from './http.ts';
 import { restHandler } from './rest.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
@@ -71,7 +72,9 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   };
 
   const migrations = expectedMigrationCount();
-  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => checkReady(db, migrations) });
+  // Revocation and expiry end every open stream of a key, on every transport.
+  const keyWatch = createKeyWatch(db, deps.events, now);
+  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => checkReady(db, migrations), keyWatch });
 
   // Plain HTTP endpoints beside GraphQL; everything else is yoga's.
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {
@@ -112,7 +115,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   });
   const ws = attachWebSocket({
     server,
-    events: deps.events,
+    keyWatch,
     yoga,
     authenticate,
     log,
@@ -173,6 +176,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       stopping ??= (async () => {
         server.close();
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
+        keyWatch.close();
         await monitorEvaluator.stop();
         await engine.stop(); // lets running checks commit, hands leases back
         server.closeIdleConnections();

@@ -3,8 +3,8 @@ import { type DocumentNode, GraphQLError, getOperationAST } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
 import type { Gauge } from 'prom-client';
-import { type WebSocket, WebSocketServer } from 'ws';
-import type { Events } from '../domain/events.ts';
+import { WebSocketServer } from 'ws';
+import type { KeyWatch } from '../domain/keyWatch.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
@@ -14,7 +14,8 @@ import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
   server: Server;
-  events: Events;
+  /** Closes a socket when its key is revoked or expires. */
+  keyWatch: KeyWatch;
   yoga: TollgateYoga;
   authenticate: Authenticate;
   log: Logger;
@@ -28,6 +29,8 @@ export interface WsOptions {
 
 type ConnectionExtra = {
   principal?: Principal;
+  /** Stops watching the key for revocation and expiry. */
+  unwatch?: () => void;
   /** Operations running on this socket, to cap them. */
   operations?: Set<string>;
   /** Gives the socket's place among its key's back. */
@@ -50,6 +53,14 @@ async function guard<T>(log: Logger, run: () => T | Promise<T>): Promise<T | { e
   }
 }
 
+/** A close frame's reason holds at most 123 bytes; longer ones make ws throw. */
+function closeReason(text: string): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= 123) return text;
+  // Cut at a character boundary: drop a partial UTF-8 sequence at the end.
+  return new TextDecoder().decode(bytes.subarray(0, 123)).replace(/\uFFFD$/, '');
+}
+
 const asErrors = (message: string) => [new GraphQLError(message, { extensions: { code: 'BAD_REQUEST' } })];
 
 /**
@@ -57,13 +68,7 @@ const asErrors = (message: string) => [new GraphQLError(message, { extensions: {
  * enveloped pipeline so parse/validate caches, query limits, introspection rules and the
  * context factory are the same on both transports.
  */
-export function attachWebSocket({ server, events, yoga, authenticate, log, maxPayload, allowedOrigins, gauges, rateLimits }: WsOptions) {
-  // Open sockets by API key, so revoking a key ends its live connections at once.
-  const socketsByKey = new Map<string, Set<WebSocket>>();
-  const offRevoked = events.on('apiKey.revoked', ({ id }) => {
-    for (const socket of socketsByKey.get(id) ?? []) socket.close(CloseCode.Forbidden, 'Forbidden: API key revoked');
-  });
-
+export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, maxPayload, allowedOrigins, gauges, rateLimits }: WsOptions) {
   const wss = new WebSocketServer({
     server,
     path: GRAPHQL_PATH,
@@ -88,28 +93,28 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
         const address = rateLimits.addressOf(ctx.extra.request);
         const blocked = await rateLimits.refusedAddress(secret, address);
         if (blocked) {
-          ctx.extra.socket.close(WS_RATE_LIMITED, `${blocked.message} (in ${blocked.retryAfterSeconds} s)`.slice(0, 120));
+          ctx.extra.socket.close(WS_RATE_LIMITED, closeReason(`${blocked.message} (in ${blocked.retryAfterSeconds} s)`));
           return false;
         }
         const result = authenticate(secret, ctx.extra.request.socket.remoteAddress);
         rateLimits.recordAuthentication(secret, address, result);
         if (!result.ok) {
           // Close with our reason first; graphql-ws then has nothing left to close.
-          ctx.extra.socket.close(CloseCode.Forbidden, `Forbidden: ${result.reason}`.slice(0, 120));
+          ctx.extra.socket.close(CloseCode.Forbidden, closeReason(`Forbidden: ${result.reason}`));
           return false;
         }
         const operations = new Set<string>();
         const release = rateLimits.openSocket(result.principal.id, operations);
         if (typeof release === 'string') {
-          ctx.extra.socket.close(WS_RATE_LIMITED, release.slice(0, 120));
+          ctx.extra.socket.close(WS_RATE_LIMITED, closeReason(release));
           return false;
         }
         ctx.extra.releaseSocket = release;
         ctx.extra.principal = result.principal;
         ctx.extra.operations = operations;
-        const sockets = socketsByKey.get(result.principal.id) ?? new Set();
-        sockets.add(ctx.extra.socket);
-        socketsByKey.set(result.principal.id, sockets);
+        // Revocation or expiry ends the connection, and with it every operation on it.
+        const socket = ctx.extra.socket;
+        ctx.extra.unwatch = keyWatch.watch(result.principal, (end) => socket.close(CloseCode.Forbidden, closeReason(`Forbidden: ${end.message}`)));
         gauges.connections.inc();
         return true;
       },
@@ -118,9 +123,7 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
         const principal = ctx.extra.principal;
         if (!principal) return;
         gauges.connections.dec();
-        const sockets = socketsByKey.get(principal.id);
-        sockets?.delete(ctx.extra.socket);
-        if (sockets?.size === 0) socketsByKey.delete(principal.id);
+        ctx.extra.unwatch?.();
       },
       // Never throws: a bad operation gets an error message and the socket stays open.
       onSubscribe: async (ctx, id, payload) => {
@@ -189,7 +192,6 @@ export function attachWebSocket({ server, events, yoga, authenticate, log, maxPa
   return {
     wss,
     async close() {
-      offRevoked();
       await disposable.dispose();
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },

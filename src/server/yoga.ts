@@ -10,11 +10,13 @@ import type { AuthResult } from '../domain/apiKeys.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, RateLimitedError } from '../domain/errors.ts';
+import type { KeyWatch } from '../domain/keyWatch.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 import { schema } from '../graphql/index.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
+import { endStreamsWithTheirKey } from './keyStreams.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
 export interface ServerContext {
@@ -29,6 +31,8 @@ export interface YogaOptions {
   authenticate: Authenticate;
   registry: Registry;
   ready: () => { ok: boolean; detail: string };
+  /** Ends the streams of keys that are revoked or expire. */
+  keyWatch: KeyWatch;
 }
 
 export const GRAPHQL_PATH = '/graphql';
@@ -69,27 +73,6 @@ function maskError(deps: Deps) {
   };
 }
 
-function withCode(error: GraphQLError, code: string): GraphQLError {
-  return new GraphQLError(error.message, {
-    nodes: error.nodes,
-    source: error.source,
-    positions: error.positions,
-    path: error.path,
-    originalError: error.originalError,
-    extensions: { ...error.extensions, code },
-  });
-}
-
-/** yoga answers a Content-Type it cannot read with a bare 415: say what to send instead. */
-const explainUnsupportedMediaType: Plugin = {
-  onResponse: ({ request, response, setResponse, fetchAPI }) => {
-    if (response.status !== 415 || response.body !== null) return;
-    const sent = (request.headers.get('content-type') ?? 'none').slice(0, 100);
-    const message = `Content-Type ${sent} is not supported: send application/json, or GET with query parameters`;
-    setResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] }), { status: 415, headers: { 'content-type': 'application/json' } }));
-  },
-};
-
 /**
  * yoga logs at error every error its masking replaced, clients' mistakes included (a bad id,
  * a forbidden env). Those are refusals the client was told about: one debug line without a
@@ -116,6 +99,27 @@ function yogaLogger(log: Logger): YogaLogger {
     },
   };
 }
+
+function withCode(error: GraphQLError, code: string): GraphQLError {
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code },
+  });
+}
+
+/** yoga answers a Content-Type it cannot read with a bare 415: say what to send instead. */
+const explainUnsupportedMediaType: Plugin = {
+  onResponse: ({ request, response, setResponse, fetchAPI }) => {
+    if (response.status !== 415 || response.body !== null) return;
+    const sent = (request.headers.get('content-type') ?? 'none').slice(0, 100);
+    const message = `Content-Type ${sent} is not supported: send application/json, or GET with query parameters`;
+    setResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] }), { status: 415, headers: { 'content-type': 'application/json' } }));
+  },
+};
 
 /** yoga's own plugin only looks at HTTP requests; adding the rule at validation covers WebSocket too. */
 const disableIntrospection: Plugin = {
@@ -154,7 +158,7 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
   });
 }
 
-export function createTollgateYoga({ deps, authenticate, registry, ready }: YogaOptions) {
+export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch }: YogaOptions) {
   const production = deps.config.mode === 'production';
   // Once per request: the response cache and the context factory both need the caller.
   const authByRequest = new WeakMap<Request, AuthResult>();
@@ -191,6 +195,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready }: Yoga
     },
     plugins: [
       responseCache(deps, authenticateRequest),
+      endStreamsWithTheirKey(keyWatch),
       explainUnsupportedMediaType,
       ...armor.protect().plugins,
       ...(production ? [disableIntrospection] : []),
