@@ -2,14 +2,14 @@
 // the same run on the same server: a monitor state report echoed to a subscriber.
 //   A. trigger → verdict, JIT monitor rule with duration 0, at 100 triggers/s (target p99 ≤ 50 ms)
 //   B. monitor → ALERT → gate FAIL, with 1,000 other evaluations in progress (target p99 ≤ 50 ms)
-import { fmt, listen, percentile, sleep, startTollgate } from './lib.ts';
+import { fmt, listen, percentile, sleep, startTollgate, UNREACHED_LIMITS } from './lib.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 100);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const OTHERS = Number(process.env.BENCH_OTHERS ?? 1000);
 const ALERTS = Number(process.env.BENCH_ALERTS ?? 100);
 
-const server = await startTollgate();
+const server = await startTollgate(UNREACHED_LIMITS);
 const createMonitor = async (tag: string) => {
   const d = await server.gql('mutation($t: String!) { createMonitor(input: { name: $t, type: EXTERNAL, tags: [$t] }) { id } }', { t: tag });
   await server.gql('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', { id: d.createMonitor.id });

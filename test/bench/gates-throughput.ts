@@ -2,7 +2,7 @@
 // authenticated) against a bare graphql-yoga `{ hello }` server measured in the same run.
 // Target: ratio >= 0.5. Run: npm run bench
 import autocannon from 'autocannon';
-import { BENCH_KEY, startBare, startTollgate } from './lib.ts';
+import { BENCH_KEY, startBare, startTollgate, UNREACHED_LIMITS } from './lib.ts';
 
 const DURATION = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 20);
@@ -34,8 +34,8 @@ async function seed(server: Awaited<ReturnType<typeof startTollgate>>) {
 }
 
 const bare = await startBare();
-const cached = await startTollgate();
-const uncached = await startTollgate({ TOLLGATE_RESPONSE_CACHE_TTL_MS: '0' });
+const cached = await startTollgate(UNREACHED_LIMITS);
+const uncached = await startTollgate({ ...UNREACHED_LIMITS, TOLLGATE_RESPONSE_CACHE_TTL_MS: '0' });
 try {
   await seed(cached);
   await seed(uncached);
@@ -47,7 +47,7 @@ try {
   const ratio = warm.requests.average / baseline.requests.average;
   console.log(
     [
-      `gates(first:20){edges{node{service env identifier rules{name dryRun}}}} over HTTP, ${CONNECTIONS} connections, ${DURATION} s each`,
+      `gates(first:20){edges{node{service env identifier rules{name dryRun}}}} over HTTP, ${CONNECTIONS} connections, ${DURATION} s each, one key (its rate limit out of reach, the limiter running)`,
       line('baseline: bare graphql-yoga { hello }          ', baseline),
       line('tollgate: response cache on (the default)      ', warm),
       line('tollgate: response cache off (every read in DB)', cold),

@@ -1,6 +1,6 @@
 // 10,000 evaluations in progress (1 h windows): what they cost at rest, next to the same
 // server holding none, measured in the same run. Target: ≤ 5% of one core.
-import { processUsage, sleep, startTollgate } from './lib.ts';
+import { processUsage, sleep, startTollgate, UNREACHED_LIMITS } from './lib.ts';
 
 const COUNT = Number(process.env.BENCH_EVALUATIONS ?? 10_000);
 const REST_SECONDS = Number(process.env.BENCH_REST_SECONDS ?? 30);
@@ -15,8 +15,8 @@ async function atRest(pid: number, seconds: number) {
 const mib = (b: number) => `${(b / 1024 / 1024).toFixed(0)} MiB`;
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
-const empty = await startTollgate();
-const loaded = await startTollgate();
+const empty = await startTollgate(UNREACHED_LIMITS);
+const loaded = await startTollgate(UNREACHED_LIMITS);
 try {
   const monitor = await loaded.gql('mutation { createMonitor(input: { name: "idle", type: EXTERNAL, tags: ["bench:idle"] }) { id } }');
   await loaded.gql('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', { id: monitor.createMonitor.id });

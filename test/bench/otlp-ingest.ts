@@ -4,7 +4,7 @@
 // Target: ratio ≥ 0.5.
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import autocannon from 'autocannon';
-import { BENCH_KEY, startBare, startTollgate } from './lib.ts';
+import { BENCH_KEY, startBare, startTollgate, UNREACHED_LIMITS } from './lib.ts';
 
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 4);
@@ -98,7 +98,7 @@ async function lagSeconds(base: string): Promise<{ p99: number; max: number }> {
 }
 
 const decodeOnly = await startBare('otlp-decode');
-const tollgate = await startTollgate();
+const tollgate = await startTollgate(UNREACHED_LIMITS);
 try {
   const decodeUrl = decodeOnly.url.replace('/graphql', '/v1/traces');
   const ingestUrl = tollgate.url.replace('/graphql', '/v1/traces');
