@@ -198,6 +198,34 @@ describe('server logs', () => {
   });
 });
 
+test('a data source that fails leaves a warning for the operator, not an error with a stack', async () => {
+  const logs = captureLogs('info');
+  const s = await startServer({ prometheusUrl: await closedPortUrl(), monitorIntervalMs: 100, sourceErrorLimit: 1 }, { log: logs.log });
+  try {
+    const created = await s.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', {
+      i: { name: 'down ratio', type: 'PROMETHEUS', query: 'up == 0', critical: 1, tags: ['logs:down'] },
+    });
+    const id = created.data.createMonitor.id;
+    // Until the first evaluation round has failed, the rule would see no data rather than a failing source.
+    for (let i = 0; i < 200; i++) {
+      const m = await s.gql('query($id: ID!) { monitor(id: $id) { sourceErrors } }', { id });
+      if (m.data.monitor.sourceErrors > 0) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    const d = driver(s);
+    const r = await d.evaluate({ service: 'logsvc', env: 'prod', configuration: { rules: [jitMonitor('down', { query: 'logs:down' })] } });
+    await d.follow(r.data.evaluateGate.id);
+    const [warning] = logs.lines().filter((l) => l.msg === 'rule check could not read its data source');
+    assert.ok(warning, 'no warning for the failing source');
+    assert.equal(warning.level, WARN);
+    assert.match(warning.problem, /Prometheus at http:\/\/127\.0\.0\.1:\d+ is unreachable/);
+    assert.equal(warning.evaluationId, r.data.evaluateGate.id);
+    assert.deepEqual(logs.lines().filter((l) => l.level >= ERROR), []);
+  } finally {
+    await s.stop();
+  }
+});
+
 test('the logger redacts credentials wherever a log call might carry them', () => {
   const { log, raw } = captureLogs('info');
   log.info(
@@ -216,6 +244,15 @@ test('the logger redacts credentials wherever a log call might carry them', () =
 });
 
 // ---- the CLI ----
+
+/** A URL on a port nothing listens on (fetch refuses some well-known ports outright, such as 9). */
+async function closedPortUrl(): Promise<string> {
+  const closed = createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+  const url = `http://127.0.0.1:${(closed.address() as { port: number }).port}`;
+  await new Promise((r) => closed.close(r));
+  return url;
+}
 
 const work = mkdtempSync(join(tmpdir(), 'tollgate-ops-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -316,11 +353,7 @@ describe('tollgate CLI', () => {
   });
 
   test('evaluate against an unreachable Tollgate warns on stderr at once and at the end, and still passes', async () => {
-    // A port nothing listens on (fetch refuses some well-known ports outright, such as 9).
-    const closed = createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
-    const url = `http://127.0.0.1:${(closed.address() as { port: number }).port}`;
-    await new Promise((r) => closed.close(r));
+    const url = await closedPortUrl();
     const r = await tollgate(['evaluate', '--service', 'a', '--env', 'prod', '--timeout', '2', '--url', url, '--api-key', 'k']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const warnings = r.stderr.split('\n').filter((l) => l.startsWith(`WARNING: Tollgate at ${url} is unreachable (ECONNREFUSED)`));

@@ -268,8 +268,10 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       const err = outcome.error;
       // Never silent: every failure is counted, retried, and finally decided by the policy.
       const message = err instanceof SourceError ? err.message : `internal error: ${(err as Error).message}`;
-      if (!(err instanceof SourceError)) log.error({ err, ruleEvaluationId: id }, 'rule check failed');
       const errors = rule.consecutiveErrors + 1;
+      // A data source down is the operator's to know (no stack: it is not our bug); the rest is.
+      if (err instanceof SourceError) log.warn({ ruleEvaluationId: id, evaluationId: rule.evaluationId, errors, limit: errorLimit, problem: err.message }, 'rule check could not read its data source');
+      else log.error({ err, ruleEvaluationId: id }, 'rule check failed');
       // What the failed check had found (the monitors it judged), else what the last one did.
       const found = err instanceof SourceError && err.evidence ? err.evidence : rule.evidence;
       update =
