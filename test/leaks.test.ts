@@ -303,6 +303,19 @@ describe("another environment's ids answer as ids that do not exist", () => {
   });
 });
 
+describe('monitors read only their own environments', () => {
+  test("a staging key cannot make an APM monitor that measures prod's traffic", async () => {
+    const key = await s.createKey(['monitors:write'], ['staging']);
+    const apm = (env: string) => ({ i: { name: `apm-${env}-${randomUUID()}`, type: 'APM', tags: ['env:staging'], critical: 0.05, apm: { metric: 'ERROR_RATE', service: 'checkout', env } } });
+    const create = 'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }';
+    const refused = await s.gql(create, apm('prod'), key);
+    assert.equal(refused.errors?.[0]?.extensions?.code, 'FORBIDDEN', JSON.stringify(refused));
+    assert.equal(refused.errors?.[0]?.extensions?.field, 'input.apm.env');
+    assert.equal((await s.gql(create, apm('staging'), key)).errors, undefined);
+    assert.equal((await s.gql(create, apm('prod'))).errors, undefined, 'an unlimited key may');
+  });
+});
+
 describe('idempotency keys', () => {
   test('a key used in prod and reused by a staging key reveals nothing', async () => {
     const w = world();

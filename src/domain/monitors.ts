@@ -193,6 +193,12 @@ function assertTagsAllowed(actor: Principal, tags: readonly string[]): void {
     );
   }
 }
+
+/** An APM monitor measures its definition's env: a limited key may only measure its own. */
+function assertApmEnvAllowed(actor: Principal, apm: { env: string } | undefined): void {
+  if (actor.envs === null || !apm || actor.envs.includes(apm.env)) return;
+  throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')} and cannot measure env ${apm.env}`, 'input.apm.env');
+}
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
 export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
@@ -236,6 +242,7 @@ export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly Monit
 export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput, imported?: MonitorDefinition['importedRule']): MonitorRow {
   requireWrite(actor, 'create monitors');
   assertTagsAllowed(actor, input.tags);
+  assertApmEnvAllowed(actor, input.apm);
   const now = deps.now();
   const row = deps.db.transaction((tx) => {
     const m = insertMonitor(tx, {
