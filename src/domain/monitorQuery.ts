@@ -15,6 +15,13 @@
  * Free text matches the monitor name. Matching is case-insensitive.
  */
 
+/** Longest query accepted anywhere (searches, rules, subscriptions). */
+export const MAX_QUERY_LENGTH = 1000;
+/** Longest value or pattern: no monitor name or tag is longer, so a longer one matches nothing. */
+export const MAX_PATTERN_LENGTH = 300;
+/** Characters examined by matching so far: a cost meter (tests, search budgets). */
+export const matchWork = { steps: 0 };
+
 export type Expr =
   | { kind: 'and'; items: Expr[] }
   | { kind: 'or'; items: Expr[] }
@@ -222,7 +229,17 @@ class Parser {
 }
 
 export function parseMonitorQuery(query: string): Expr {
-  return new Parser(tokenize(query), query.length).parse();
+  // Checked before anything else reads it: a long query costs every monitor it is matched against.
+  if (query.length > MAX_QUERY_LENGTH) {
+    throw new MonitorQueryError(`query is at most ${MAX_QUERY_LENGTH} characters (this one has ${query.length})`, MAX_QUERY_LENGTH + 1);
+  }
+  const tokens = tokenize(query);
+  for (const t of tokens) {
+    if (t.t === 'word' && t.value.length > MAX_PATTERN_LENGTH) {
+      throw new MonitorQueryError(`a key, value or pattern is at most ${MAX_PATTERN_LENGTH} characters (no monitor name or tag is longer)`, t.pos + 1);
+    }
+  }
+  return new Parser(tokens, query.length).parse();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -241,34 +258,96 @@ export interface MatchableMonitor {
   status: string;
 }
 
-/**
- * Case-insensitive match with `*` for any run of characters. Linear backtracking to the last
- * star only, so no pattern, however many stars, can make matching slow (a regex would).
- */
-export function like(value: string, pattern: string): boolean {
-  const text = value.toLowerCase();
+/** A wildcard pattern, lowercased and cut at its stars, with what searching each piece needs. */
+interface CompiledPattern {
+  /** The pattern without stars (then matching is equality), else null. */
+  exact: string | null;
+  /** Text before the first star and after the last: anchored at the start and the end. */
+  head: string;
+  tail: string;
+  /** The non-empty pieces between stars, each with its KMP failure table. */
+  middle: Array<{ text: string; fail: Int32Array }>;
+}
+
+function failureTable(p: string): Int32Array {
+  const fail = new Int32Array(p.length);
+  let k = 0;
+  for (let i = 1; i < p.length; i++) {
+    while (k > 0 && p.charCodeAt(i) !== p.charCodeAt(k)) k = fail[k - 1]!;
+    if (p.charCodeAt(i) === p.charCodeAt(k)) k++;
+    fail[i] = k;
+  }
+  return fail;
+}
+
+function compilePattern(pattern: string): CompiledPattern {
   const pat = pattern.toLowerCase();
-  if (!pat.includes('*')) return text === pat;
-  let t = 0;
-  let p = 0;
-  let star = -1;
-  let mark = 0;
-  while (t < text.length) {
-    if (p < pat.length && pat[p] !== '*' && pat[p] === text[t]) {
-      t++;
-      p++;
-    } else if (p < pat.length && pat[p] === '*') {
-      star = p++;
-      mark = t;
-    } else if (star >= 0) {
-      p = star + 1;
-      t = ++mark;
-    } else {
-      return false;
+  if (!pat.includes('*')) return { exact: pat, head: '', tail: '', middle: [] };
+  const parts = pat.split('*');
+  return {
+    exact: null,
+    head: parts[0]!,
+    tail: parts.at(-1)!,
+    middle: parts
+      .slice(1, -1)
+      .filter((p) => p !== '')
+      .map((text) => ({ text, fail: failureTable(text) })),
+  };
+}
+
+/** Compiled patterns by source: queries are matched against many monitors, compiled once. */
+const compiled = new Map<string, CompiledPattern>();
+function compiledPattern(pattern: string): CompiledPattern {
+  let c = compiled.get(pattern);
+  if (!c) {
+    if (compiled.size >= 1000) compiled.clear();
+    c = compilePattern(pattern);
+    matchWork.steps += pattern.length;
+    compiled.set(pattern, c);
+  }
+  return c;
+}
+
+/** First index ≥ from where `p` lies wholly before `end` in `t` (KMP), or -1. */
+function indexWithin(t: string, from: number, end: number, p: string, fail: Int32Array): number {
+  let k = 0;
+  let steps = 0;
+  for (let i = from; i < end; i++) {
+    const c = t.charCodeAt(i);
+    while (k > 0 && c !== p.charCodeAt(k)) {
+      k = fail[k - 1]!;
+      steps++;
+    }
+    steps++;
+    if (c === p.charCodeAt(k) && ++k === p.length) {
+      matchWork.steps += steps;
+      return i - p.length + 1;
     }
   }
-  while (pat[p] === '*') p++;
-  return p === pat.length;
+  matchWork.steps += steps;
+  return -1;
+}
+
+/**
+ * Case-insensitive match with `*` for any run of characters, in time linear in the text and
+ * the pattern: the pieces between stars are found leftmost-first (KMP, no backtracking), which
+ * is exact for patterns whose only wildcard is `*`. A regex or a backtracking matcher costs
+ * pattern × text, which long names and patterns turned into seconds.
+ */
+export function like(value: string, pattern: string): boolean {
+  const p = compiledPattern(pattern);
+  const text = value.toLowerCase();
+  matchWork.steps += 1 + text.length;
+  if (p.exact !== null) return text === p.exact;
+  if (text.length < p.head.length + p.tail.length || !text.startsWith(p.head) || !text.endsWith(p.tail)) return false;
+  let at = p.head.length;
+  const end = text.length - p.tail.length;
+  for (const piece of p.middle) {
+    const found = indexWithin(text, at, end, piece.text, piece.fail);
+    if (found < 0) return false;
+    at = found + piece.text.length;
+  }
+  return true;
 }
 
 /** `k:v` against a tag list; `k` alone matches any value of that key. */
@@ -282,7 +361,10 @@ function scopeMatches(query: string, wanted: string): boolean {
   const k = wanted.slice(0, i);
   const v = wanted.slice(i + 1);
   // Tag filters inside monitor queries appear as k:v (Datadog) or k="v" (PromQL).
-  const pairs = [...query.matchAll(/([A-Za-z0-9_.\-/]+)\s*(?::|=~?)\s*"?([^"\s,{}()]+)"?/g)].map((m) => `${m[1]}:${m[2]}`);
+  // The lookbehind starts a key only at the start of a run of key characters: without it each
+  // position inside a long run is tried again, and a 4000-character query costs 16 million steps.
+  matchWork.steps += query.length;
+  const pairs = [...query.matchAll(/(?<![A-Za-z0-9_.\-/])([A-Za-z0-9_.\-/]+)\s*(?::|=~?)\s*"?([^"\s,{}()]+)"?/g)].map((m) => `${m[1]}:${m[2]}`);
   return pairs.some((p) => like(p, `${k}:${v}`));
 }
 

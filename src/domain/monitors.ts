@@ -20,10 +20,10 @@ import {
 import { MONITOR_STATES } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import { DomainError, notFound } from './errors.ts';
+import { badInput, DomainError, notFound, parseInput } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
-import { type Expr, groupTagsOf, type MatchableMonitor, matches, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
+import { type Expr, groupTagsOf, type MatchableMonitor, matches, matchWork, mentions, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 import { type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
@@ -31,11 +31,23 @@ export type { MonitorGroupRow, MonitorRow, MonitorStateValue };
 
 // ---- input ----
 
+/**
+ * Bounds of what a monitor holds, whichever path creates it (GraphQL, the Alertmanager
+ * receiver, imported Prometheus rules): every search matches names and tags, so their size is
+ * the cost of every search and every transition's subscriber check.
+ */
+export const MAX_MONITOR_NAME_LENGTH = 300;
+export const MAX_TAG_LENGTH = 200;
+export const MAX_TAGS = 100;
+/** A group name ("k:v,k2:v2"), as reported or built from alert labels. */
+export const MAX_GROUP_LENGTH = 1000;
+export const MAX_STATE_MESSAGE_LENGTH = 4000;
+
 const tag = z
   .string()
   .trim()
   .min(1, 'tags must not be empty')
-  .max(200, 'a tag is at most 200 characters')
+  .max(MAX_TAG_LENGTH, `a tag is at most ${MAX_TAG_LENGTH} characters`)
   .regex(/^[^\s,]+$/, 'a tag is key:value or a bare word, without spaces or commas');
 
 export const apmDefinitionSchema = z.preprocess(
@@ -62,42 +74,46 @@ export interface MonitorDefinition {
   importedRule?: { group: string; name: string; labels?: Record<string, string> };
 }
 
+/** Every field of a monitor with its bounds: one definition for every path that creates one. */
+const monitorFields = z
+  .object({
+    name: z.string().trim().min(1, 'name must not be empty').max(MAX_MONITOR_NAME_LENGTH, `name is at most ${MAX_MONITOR_NAME_LENGTH} characters`),
+    type: z.enum(['external', 'apm', 'prometheus'], { message: 'type must be EXTERNAL, APM or PROMETHEUS' }),
+    tags: z.array(tag).max(MAX_TAGS, `at most ${MAX_TAGS} tags`).default([]),
+    query: z.string().max(4000, 'query is at most 4000 characters').default(''),
+    muted: z.boolean().default(false),
+    priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
+    noDataTimeframe: z.number().int().min(60, 'noDataTimeframe is at least 60 seconds').max(86_400 * 7).optional(),
+    critical: z.number().finite().optional(),
+    warning: z.number().finite().optional(),
+    comparator: z.enum(['above', 'below']).default('above'),
+    apm: apmDefinitionSchema.optional(),
+  })
+  .strict();
+
 export const createMonitorInputSchema = z.preprocess(
   nullsAsUndefined,
-  z
-    .object({
-      name: z.string().trim().min(1, 'name must not be empty').max(300, 'name is at most 300 characters'),
-      type: z.enum(['external', 'apm', 'prometheus'], { message: 'type must be EXTERNAL, APM or PROMETHEUS' }),
-      tags: z.array(tag).max(100, 'at most 100 tags').default([]),
-      query: z.string().max(4000, 'query is at most 4000 characters').default(''),
-      muted: z.boolean().default(false),
-      priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
-      noDataTimeframe: z.number().int().min(60, 'noDataTimeframe is at least 60 seconds').max(86_400 * 7).optional(),
-      critical: z.number().finite().optional(),
-      warning: z.number().finite().optional(),
-      comparator: z.enum(['above', 'below']).default('above'),
-      apm: apmDefinitionSchema.optional(),
-    })
-    .strict()
-    .superRefine((m, ctx) => {
-      if (m.type === 'prometheus' && m.query.trim() === '') ctx.addIssue({ code: 'custom', path: ['query'], message: 'a PROMETHEUS monitor needs its PromQL expression in query' });
-      if (m.type === 'apm' && !m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'an APM monitor needs its apm definition' });
-      if (m.type !== 'apm' && m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'apm is only for APM monitors' });
-      if (m.type !== 'external' && m.critical === undefined) ctx.addIssue({ code: 'custom', path: ['critical'], message: `a ${m.type.toUpperCase()} monitor needs a critical threshold` });
-      if (m.critical !== undefined && m.warning !== undefined && (m.comparator === 'above' ? m.warning > m.critical : m.warning < m.critical)) {
-        ctx.addIssue({ code: 'custom', path: ['warning'], message: `warning must be on the OK side of critical (${m.comparator === 'above' ? 'at most' : 'at least'} ${m.critical})` });
-      }
-    }),
+  monitorFields.superRefine((m, ctx) => {
+    if (m.type === 'prometheus' && m.query.trim() === '') ctx.addIssue({ code: 'custom', path: ['query'], message: 'a PROMETHEUS monitor needs its PromQL expression in query' });
+    if (m.type === 'apm' && !m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'an APM monitor needs its apm definition' });
+    if (m.type !== 'apm' && m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'apm is only for APM monitors' });
+    if (m.type !== 'external' && m.critical === undefined) ctx.addIssue({ code: 'custom', path: ['critical'], message: `a ${m.type.toUpperCase()} monitor needs a critical threshold` });
+    if (m.critical !== undefined && m.warning !== undefined && (m.comparator === 'above' ? m.warning > m.critical : m.warning < m.critical)) {
+      ctx.addIssue({ code: 'custom', path: ['warning'], message: `warning must be on the OK side of critical (${m.comparator === 'above' ? 'at most' : 'at least'} ${m.critical})` });
+    }
+  }),
 );
+/** Imported alerting rules: the same fields and bounds, but Prometheus decides their state, not a threshold. */
+const importedMonitorInputSchema = z.preprocess(nullsAsUndefined, monitorFields);
 export type CreateMonitorInput = z.output<typeof createMonitorInputSchema>;
 
 export const updateMonitorInputSchema = z.preprocess(
   nullsAsUndefined,
   z
     .object({
-      name: z.string().trim().min(1, 'name must not be empty').max(300).optional(),
-      tags: z.array(tag).max(100).optional(),
-      query: z.string().max(4000).optional(),
+      name: z.string().trim().min(1, 'name must not be empty').max(MAX_MONITOR_NAME_LENGTH, `name is at most ${MAX_MONITOR_NAME_LENGTH} characters`).optional(),
+      tags: z.array(tag).max(MAX_TAGS, `at most ${MAX_TAGS} tags`).optional(),
+      query: z.string().max(4000, 'query is at most 4000 characters').optional(),
       muted: z.boolean().optional(),
       priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
     })
@@ -110,9 +126,9 @@ export const reportMonitorStateInputSchema = z.preprocess(
   z
     .object({
       monitorId: z.string().uuid('monitorId must be a UUID'),
-      group: z.string().max(1000, 'group is at most 1000 characters').optional(),
+      group: z.string().max(MAX_GROUP_LENGTH, `group is at most ${MAX_GROUP_LENGTH} characters`).optional(),
       state: z.enum(MONITOR_STATES, { message: 'state must be OK, WARN, ALERT or NO_DATA' }),
-      message: z.string().max(4000, 'message is at most 4000 characters').optional(),
+      message: z.string().max(MAX_STATE_MESSAGE_LENGTH, `message is at most ${MAX_STATE_MESSAGE_LENGTH} characters`).optional(),
     })
     .strict(),
 );
@@ -211,14 +227,67 @@ export function monitorGroups(deps: Deps, monitorIds: readonly string[]): Monito
   return groupsOf(deps.db, monitorIds);
 }
 
+/** Matching work (characters examined) between two turns of the event loop: about 10 ms. */
+export const SEARCH_SLICE_STEPS = 1_000_000;
+/** Past this much matching a search is refused rather than run for seconds. */
+export const MAX_SEARCH_STEPS = 100_000_000;
+
+/**
+ * The monitors a query selects, matched in slices that give the event loop back between them,
+ * within a total budget: matching is linear, but a query of many leading wildcards over tens
+ * of thousands of monitors still adds up. Past the budget the search is refused (BAD_USER_INPUT).
+ */
+export async function filterMatching(
+  monitors: readonly MonitorRow[],
+  test: (m: MonitorRow) => boolean,
+  budget: { field: string; maxSteps?: number },
+): Promise<MonitorRow[]> {
+  const maxSteps = budget.maxSteps ?? MAX_SEARCH_STEPS;
+  const start = matchWork.steps;
+  let sliceStart = start;
+  const out: MonitorRow[] = [];
+  for (const m of monitors) {
+    if (test(m)) out.push(m);
+    if (matchWork.steps - sliceStart >= SEARCH_SLICE_STEPS) {
+      if (matchWork.steps - start > maxSteps) throw searchTooCostly(budget.field, monitors.length, maxSteps);
+      await new Promise((resolve) => setImmediate(resolve));
+      sliceStart = matchWork.steps;
+    }
+  }
+  return out;
+}
+
+/** What a monitor rule's selection may cost in one go (it runs inside a check): about 100 ms. */
+export const MAX_RULE_MATCH_STEPS = 20_000_000;
+
+/**
+ * The same selection without yielding, for callers that must answer at once (a rule's check),
+ * within `maxSteps`: past it, `tooCostly()` is thrown rather than holding the event loop.
+ */
+export function filterMatchingNow<T>(monitors: readonly T[], test: (m: T) => boolean, maxSteps: number, tooCostly: () => Error): T[] {
+  const start = matchWork.steps;
+  const out: T[] = [];
+  for (const m of monitors) {
+    if (test(m)) out.push(m);
+    if (matchWork.steps - start > maxSteps) throw tooCostly();
+  }
+  return out;
+}
+
+export function searchTooCostly(field: string, monitorCount: number, maxSteps = MAX_SEARCH_STEPS): DomainError {
+  return badInput(field, `matching this query against ${monitorCount} monitors is too costly (over ${maxSteps} characters to examine): use fewer leading '*' wildcards or narrow it with exact tags`);
+}
+
 /** Monitors matching a search query (all of them without one), in creation order. */
-export function searchMonitors(deps: Deps, actor: Principal, query: string | undefined): MonitorRow[] {
+export async function searchMonitors(deps: Deps, actor: Principal, query: string | undefined): Promise<MonitorRow[]> {
   requireRead(actor);
   const all = allMonitors(deps.db).filter((m) => canSeeMonitor(actor, m));
   if (!query?.trim()) return all;
   const expr = parseMonitorQuery(query);
-  const groups = groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id)));
-  return all.filter((m) => monitorMatches(expr, m, groups.get(m.id) ?? []));
+  // Groups decide only for group and status terms; otherwise the monitors alone are read.
+  const needGroups = mentions(expr, 'group') || mentions(expr, 'status');
+  const groups = needGroups ? groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id))) : new Map<string, MonitorGroupRow[]>();
+  return filterMatching(all, (m) => monitorMatches(expr, m, groups.get(m.id) ?? []), { field: 'query' });
 }
 
 export function groupsByMonitor(rows: readonly MonitorGroupRow[]): Map<string, MonitorGroupRow[]> {
@@ -237,10 +306,25 @@ export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly Monit
   return matches(expr, mm, null) || groups.some((g) => matches(expr, mm, groupTagsOf(g.group)));
 }
 
+/**
+ * Whether a transition concerns what the query selects: the monitor as a whole, or the group
+ * that moved. Two matches per transition, however many groups the monitor has (a status term
+ * reads the others' states, not their names).
+ */
+export function transitionMatches(deps: Deps, expr: Expr, change: Pick<MonitorStateChange, 'monitor' | 'group'>): boolean {
+  const mm = matchable(change.monitor, mentions(expr, 'status') ? groupsOf(deps.db, [change.monitor.id]) : []);
+  return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(change.group));
+}
+
 // ---- writes ----
 
-export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitorInput, imported?: MonitorDefinition['importedRule']): MonitorRow {
+/**
+ * Creates a monitor. The input is validated here, whoever calls (GraphQL validates it first
+ * for its error paths, the sources do not): no path stores a monitor outside the bounds.
+ */
+export function createMonitor(deps: Deps, actor: Principal, raw: z.input<typeof createMonitorInputSchema>, imported?: MonitorDefinition['importedRule']): MonitorRow {
   requireWrite(actor, 'create monitors');
+  const input = parseInput(imported ? importedMonitorInputSchema : createMonitorInputSchema, raw, 'input');
   assertTagsAllowed(actor, input.tags);
   assertApmEnvAllowed(actor, input.apm);
   const now = deps.now();
@@ -267,8 +351,9 @@ export function createMonitor(deps: Deps, actor: Principal, input: CreateMonitor
   return row;
 }
 
-export function updateMonitor(deps: Deps, actor: Principal, id: string, input: UpdateMonitorInput): MonitorRow {
+export function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.input<typeof updateMonitorInputSchema>): MonitorRow {
   requireWrite(actor, 'update monitors');
+  const input = parseInput(updateMonitorInputSchema, raw, 'input');
   const now = deps.now();
   const row = deps.db.transaction((tx) => {
     const before = getMonitorRow(tx, assertUuid(id, 'id'));
@@ -321,7 +406,10 @@ export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMo
 }
 
 /** The same, for Tollgate's own sources (evaluated monitors, the Alertmanager receiver). */
-export function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, message: string | null): MonitorRow {
+export function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null): MonitorRow {
+  // Sources build groups from labels they do not control: the same bound as reported ones.
+  if (group.length > MAX_GROUP_LENGTH) throw badInput('group', `group is at most ${MAX_GROUP_LENGTH} characters`);
+  const message = rawMessage?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
   const at = deps.now();
   const { monitor, change } = deps.db.transaction((tx) => {
     const m = getMonitorRow(tx, monitorId);

@@ -1,7 +1,7 @@
 import { allMonitors, getMonitors, groupsOf, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
-import { envsOf, groupsByMonitor, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
+import { envsOf, filterMatchingNow, groupsByMonitor, MAX_RULE_MATCH_STEPS, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
 import { describeFailingGroups } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
 import { type CheckResult, monitorKey, type RuleRunner, SourceError } from './runner.ts';
@@ -14,6 +14,10 @@ interface Selection {
   /** The groups each monitor is judged on (all, or those the query or monitorIds name). */
   groups: Map<string, MonitorGroupRow[]>;
 }
+
+/** A query too costly to match is its source failing (retried, then onSourceError), never a stall. */
+const tooCostly = (count: number) => () =>
+  new SourceError(`matching the query against ${count} monitors is too costly (over ${MAX_RULE_MATCH_STEPS} characters to examine): use fewer leading '*' wildcards or exact tags`);
 
 /** Muted monitors are always left out, whatever the query says. */
 function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection {
@@ -33,12 +37,12 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
   const candidates = unmutedMonitors(deps);
   if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
     // The common case: the monitor's own attributes decide, so only matches need their groups.
-    const monitors = candidates.filter((m) => matches(expr!, matchable(m, []), null));
+    const monitors = filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length));
     const groups = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
     return { monitors, groups: new Map(monitors.map((m) => [m.id, groups.get(m.id) ?? []])) };
   }
   const all = groupsByMonitor(groupsOf(deps.db, candidates.map((m) => m.id)));
-  const monitors = candidates.filter((m) => monitorMatches(expr!, m, all.get(m.id) ?? []));
+  const monitors = filterMatchingNow(candidates, (m) => monitorMatches(expr!, m, all.get(m.id) ?? []), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length));
   const restrict = mentions(expr!, 'group');
   const groups = new Map(
     monitors.map((m) => {

@@ -10,7 +10,6 @@ import {
   getMonitor,
   type MonitorGroupRow,
   monitorGroups,
-  monitorMatches,
   type MonitorRow,
   type ApmDefinition,
   type MonitorDefinition,
@@ -18,6 +17,7 @@ import {
   reportMonitorState,
   reportMonitorStateInputSchema,
   searchMonitors,
+  transitionMatches,
   updateMonitor,
   updateMonitorInputSchema,
   worstState,
@@ -217,9 +217,9 @@ builder.queryField('monitors', (t) =>
       authScopes: READ,
       description: 'Monitors matching a monitor search query (all without one), in creation order.',
       args: { query: t.arg.string() },
-      resolve: (_root, args, { deps, principal }) => {
+      resolve: async (_root, args, { deps, principal }) => {
         parseQueryArg(args.query, 'query');
-        return resolveArrayConnection({ args }, searchMonitors(deps, principal, args.query ?? undefined));
+        return resolveArrayConnection({ args }, await searchMonitors(deps, principal, args.query ?? undefined));
       },
     },
     { name: 'MonitorConnection' },
@@ -273,7 +273,7 @@ builder.subscriptionField('monitorStateChanged', (t) =>
       requireScope(principal, ['gates:read', 'monitors:write'], 'watch monitors');
       const expr = parseQueryArg(args.query, 'query');
       return deps.events.subscribe('monitor.transition', (c) =>
-        canSeeMonitor(principal, c.monitor) && (!expr || monitorMatches(expr, c.monitor, monitorGroups(deps, [c.monitor.id]))) ? c : undefined,
+        canSeeMonitor(principal, c.monitor) && (!expr || transitionMatches(deps, expr, c)) ? c : undefined,
       );
     },
     resolve: (c) => c,

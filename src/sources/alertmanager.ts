@@ -5,7 +5,18 @@ import { allMonitors } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
-import { canSeeMonitor, createMonitor, type MonitorRow, recordState } from '../domain/monitors.ts';
+import { DomainError } from '../domain/errors.ts';
+import {
+  canSeeMonitor,
+  createMonitor,
+  MAX_GROUP_LENGTH,
+  MAX_MONITOR_NAME_LENGTH,
+  MAX_STATE_MESSAGE_LENGTH,
+  MAX_TAG_LENGTH,
+  MAX_TAGS,
+  type MonitorRow,
+  recordState,
+} from '../domain/monitors.ts';
 import { canSeeEnv, type Principal, SYSTEM } from '../domain/principal.ts';
 
 const labels = z.record(z.string(), z.string());
@@ -29,7 +40,27 @@ export const alertmanagerPayloadSchema = z.object({
 });
 export type AlertmanagerPayload = z.output<typeof alertmanagerPayloadSchema>;
 
-const tagsOf = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'));
+const asTag = (k: string, v: string) => `${k}:${v}`.replace(/[\s,]+/g, '_');
+const tagsOf = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => asTag(k, v));
+/** Monitors are found by their alertname tag, spelled as a tag (no spaces or commas). */
+const alertnameKey = (alertname: string) => asTag('alertname', alertname).slice('alertname:'.length);
+
+/**
+ * Why an alert's labels cannot become a monitor and a group within the monitor bounds, or
+ * null. Such an alert is refused and reported, not cut to size: a truncated label would merge
+ * distinct alerts into one monitor or group and show a value nobody sent.
+ */
+function labelProblem(alertname: string, rest: Record<string, string>, group: string): string | null {
+  const name = JSON.stringify(alertname.length > 60 ? `${alertname.slice(0, 60)}…` : alertname);
+  if (alertname.length > MAX_MONITOR_NAME_LENGTH) return `alert ${name} refused: label alertname is over ${MAX_MONITOR_NAME_LENGTH} characters (a monitor name is at most ${MAX_MONITOR_NAME_LENGTH})`;
+  if (asTag('alertname', alertname).length > MAX_TAG_LENGTH) return `alert ${name} refused: label alertname is over ${MAX_TAG_LENGTH - 'alertname:'.length} characters (a tag is at most ${MAX_TAG_LENGTH})`;
+  const keys = Object.keys(rest);
+  if (keys.length > MAX_TAGS - 2) return `alert ${name} refused: it has ${keys.length + 1} labels, at most ${MAX_TAGS - 1} become tags`;
+  const long = keys.find((k) => asTag(k, rest[k]!).length > MAX_TAG_LENGTH);
+  if (long !== undefined) return `alert ${name} refused: label ${JSON.stringify(long.slice(0, 60))} with its value is over ${MAX_TAG_LENGTH} characters (a tag is at most ${MAX_TAG_LENGTH})`;
+  if (group.length > MAX_GROUP_LENGTH) return `alert ${name} refused: its labels make a group name over ${MAX_GROUP_LENGTH} characters`;
+  return null;
+}
 
 export interface ReceiveResult {
   received: number;
@@ -45,19 +76,25 @@ export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unkno
   for (const m of allMonitors(deps.db)) {
     if (m.type !== 'external') continue;
     const tag = m.tags.find((t) => t.startsWith('alertname:'));
-    if (tag && !byAlertname.has(tag.slice(10))) byAlertname.set(tag.slice(10), m);
+    if (tag && !byAlertname.has(alertnameKey(tag.slice(10)))) byAlertname.set(alertnameKey(tag.slice(10)), m);
   }
   let received = 0;
   const problems = new Set<string>();
   for (const alert of payload.alerts) {
     const { alertname, ...rest } = alert.labels as Record<string, string> & { alertname: string };
-    const tags = ['source:alertmanager', `alertname:${alertname}`, ...tagsOf(rest)];
+    const group = normalizeGroup(tagsOf(rest).join(','));
+    const refused = labelProblem(alertname, rest, group);
+    if (refused) {
+      problems.add(refused);
+      continue;
+    }
+    const tags = ['source:alertmanager', asTag('alertname', alertname), ...tagsOf(rest)];
     // A key limited to environments reports only alerts labelled with one of them.
     if (principal.envs !== null && !(rest.env && canSeeEnv(principal, rest.env))) {
       problems.add(`API key "${principal.name}" is limited to env ${principal.envs.join(', ')}: alerts need an env label among them`);
       continue;
     }
-    let monitor = byAlertname.get(alertname);
+    let monitor = byAlertname.get(alertnameKey(alertname));
     if (monitor && !canSeeMonitor(principal, monitor)) {
       problems.add(`API key "${principal.name}" may not report ${alertname} (another environment)`);
       continue;
@@ -67,11 +104,19 @@ export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unkno
         problems.add(`API key "${principal.name}" may not create a monitor for ${alertname}: its env label is outside the key's environments`);
         continue;
       }
-      monitor = createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' });
-      byAlertname.set(alertname, monitor);
+      try {
+        monitor = createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' });
+      } catch (err) {
+        // The monitor schema has the last word; labelProblem only words its reasons better.
+        if (!(err instanceof DomainError)) throw err;
+        problems.add(`alert ${JSON.stringify(alertname.slice(0, 60))} refused: ${err.message}`);
+        continue;
+      }
+      byAlertname.set(alertnameKey(alertname), monitor);
     }
-    const message = alert.annotations?.summary ?? alert.annotations?.description ?? null;
-    recordState(deps, monitor.id, normalizeGroup(tagsOf(rest).join(',')), alert.status === 'firing' ? 'alert' : 'ok', message);
+    // Annotations are free text, not identity: a long summary is cut rather than refused.
+    const message = (alert.annotations?.summary ?? alert.annotations?.description ?? null)?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
+    recordState(deps, monitor.id, group, alert.status === 'firing' ? 'alert' : 'ok', message);
     received++;
   }
   return { received, rejected: payload.alerts.length - received, problems: [...problems] };

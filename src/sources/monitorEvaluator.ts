@@ -7,7 +7,8 @@ import { statsRows } from '../db/apm.ts';
 import { allMonitors, groupsOf } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
-import { createMonitor, type MonitorDefinition, type MonitorRow, recordSourceHealth, recordState, stateForValue } from '../domain/monitors.ts';
+import { DomainError } from '../domain/errors.ts';
+import { createMonitor, MAX_GROUP_LENGTH, type MonitorDefinition, type MonitorRow, recordSourceHealth, recordState, stateForValue } from '../domain/monitors.ts';
 import { SYSTEM } from '../domain/principal.ts';
 import { SourceError } from '../engine/runner.ts';
 import type { PrometheusClient } from './prometheus.ts';
@@ -52,6 +53,10 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     const seen = new Set<string>();
     for (const s of series) {
       const group = groupOfLabels(s.labels, ['__name__']);
+      if (group.length > MAX_GROUP_LENGTH) {
+        log.warn({ monitorId: m.id, length: group.length }, `a series whose labels make a group over ${MAX_GROUP_LENGTH} characters was skipped`);
+        continue;
+      }
       seen.add(group);
       recordState(deps, m.id, group, stateForValue(m, s.value), `value ${s.value}`);
     }
@@ -90,7 +95,14 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       let m = byRule.get(key);
       if (!m) {
         const tags = ['source:prometheus-rule', `alertname:${rule.name}`, ...Object.entries(rule.labels).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))];
-        m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name, labels: rule.labels });
+        try {
+          m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name, labels: rule.labels });
+        } catch (err) {
+          // A rule outside the monitor bounds (a huge name or label) is skipped, not stored huge.
+          if (!(err instanceof DomainError)) throw err;
+          log.warn({ rule: rule.name.slice(0, 200), problem: err.message }, 'a Prometheus alerting rule was not imported');
+          continue;
+        }
         byRule.set(key, m);
       }
       health(m, null);
@@ -98,6 +110,7 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       for (const alert of rule.alerts) {
         if (alert.state === 'inactive') continue;
         const group = groupOfLabels(alert.labels, ['alertname', ...Object.keys(rule.labels)]);
+        if (group.length > MAX_GROUP_LENGTH) continue;
         seen.add(group);
         recordState(deps, m.id, group, alert.state === 'firing' ? 'alert' : 'warn', alert.value !== undefined ? `value ${alert.value}` : null);
       }
