@@ -58,6 +58,8 @@ export const configSchema = z
     TOLLGATE_PROMETHEUS_TIMEOUT_MS: positiveInt.default(5000),
     TOLLGATE_MONITOR_INTERVAL_MS: positiveInt.default(15_000),
     TOLLGATE_OTLP_MAX_BYTES: positiveInt.default(8 * 1024 * 1024),
+    /** Spans one OTLP request may carry; more is answered 413 (collectors split batches). */
+    TOLLGATE_OTLP_MAX_SPANS: positiveInt.default(50_000),
     TOLLGATE_APM_RETENTION_DAYS: positiveInt.default(7),
     TOLLGATE_PRIMARY_TAGS: z
       .string()
@@ -148,6 +150,7 @@ export const configSchema = z
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,
       nodeId: raw.TOLLGATE_NODE_ID ?? hostname(),
       otlpMaxBytes: raw.TOLLGATE_OTLP_MAX_BYTES,
+      otlpMaxSpans: raw.TOLLGATE_OTLP_MAX_SPANS,
       prometheusToken: raw.TOLLGATE_PROMETHEUS_TOKEN,
       prometheusTimeoutMs: raw.TOLLGATE_PROMETHEUS_TIMEOUT_MS,
       monitorIntervalMs: raw.TOLLGATE_MONITOR_INTERVAL_MS,

@@ -3,46 +3,54 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { canSeeEnv } from '../domain/principal.ts';
-import { ingestRequests } from '../sources/apm.ts';
-import { decodeTraceRequest, encodeTraceResponse, encodingOf, mapSpans, OtlpDecodeError, type RequestSpan } from '../sources/otlp.ts';
-import { HttpError, readBody, requireCaller, sendJson } from './http.ts';
+import { ApmAggregate } from '../sources/apm.ts';
+import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, OtlpDecodeError, type OtlpEncoding, OtlpTooManySpansError } from '../sources/otlp.ts';
+import { HttpError, readBody, requireCaller } from './http.ts';
 
-/** Spans aggregated between two turns of the event loop. */
-const CHUNK = 2000;
+/** Spans decoded, mapped and aggregated between two turns of the event loop. */
+const SLICE = 2000;
 
 export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
+    let encoding: OtlpEncoding | null = null;
+    const fail = (status: number, message: string) => {
+      const { contentType, body } = encodeErrorStatus(encoding, status, message);
+      res.writeHead(status, { 'content-type': contentType });
+      res.end(body);
+    };
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
+      encoding = encodingOf(req.headers['content-type'] ?? null);
       const principal = requireCaller(req, url, authenticate, 'ingest');
-      const encoding = encodingOf(req.headers['content-type'] ?? null);
       if (!encoding) throw new HttpError(415, `Content-Type must be application/json or application/x-protobuf, not ${req.headers['content-type'] ?? 'none'}`);
       const body = await readBody(req, deps.config.otlpMaxBytes);
       const now = deps.now().getTime();
-      const mapped = mapSpans(decodeTraceRequest(body, encoding), {
-        primaryTags: deps.config.primaryTags,
-        earliest: now - deps.config.apmRetentionDays * 86_400_000,
-        latest: now + 10 * 60_000,
-      });
-      const allowed: RequestSpan[] = [];
-      let rejected = mapped.rejected;
+      // Decoded, mapped and aggregated in slices (the event loop breathes between them),
+      // written in one transaction once the whole request is read: all or nothing, so an
+      // exporter's retry after a failure never counts a span twice.
+      const aggregate = new ApmAggregate();
+      let denied = 0;
+      const mapped = await forEachRequestSpan(
+        body,
+        encoding,
+        { primaryTags: deps.config.primaryTags, earliest: now - deps.config.apmRetentionDays * 86_400_000, latest: now + 10 * 60_000, maxSpans: deps.config.otlpMaxSpans, slice: SLICE },
+        (span) => {
+          if (canSeeEnv(principal, span.env)) aggregate.add(span);
+          else denied++;
+        },
+      );
       const problems = [...mapped.problems];
-      for (const span of mapped.spans) {
-        if (canSeeEnv(principal, span.env)) allowed.push(span);
-        else rejected++;
-      }
-      if (allowed.length < mapped.spans.length) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
-      // Aggregated in chunks (the event loop breathes between them), written in one
-      // transaction: an exporter's retry after a failure never counts a span twice.
-      await ingestRequests(deps, allowed, CHUNK);
-      const out = encodeTraceResponse(encoding, rejected, problems.join('; '));
+      if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
+      aggregate.store(deps);
+      const out = encodeTraceResponse(encoding, mapped.rejected + denied, problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);
     } catch (err) {
-      if (err instanceof HttpError) return sendJson(res, err.status, { code: err.status, message: err.message });
-      if (err instanceof OtlpDecodeError) return sendJson(res, 400, { code: 400, message: err.message });
+      if (err instanceof HttpError) return fail(err.status, err.message);
+      if (err instanceof OtlpTooManySpansError) return fail(413, err.message);
+      if (err instanceof OtlpDecodeError) return fail(400, err.message);
       deps.log.error({ err }, 'OTLP ingestion failed');
-      sendJson(res, 500, { code: 500, message: 'internal error while ingesting' });
+      fail(500, 'internal error while ingesting');
     }
   };
 }

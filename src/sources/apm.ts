@@ -8,22 +8,21 @@ import type { RequestSpan } from './otlp.ts';
 export const bucketOf = (ms: number) => Math.floor(ms / APM_BUCKET_MS) * APM_BUCKET_MS;
 
 /**
- * Aggregates a batch of requests (yielding to the event loop every `chunk` spans) and stores
- * it in one transaction; returns the service/env pairs it touched.
+ * Requests aggregated into the store's rows (one per service, env, version, resource,
+ * primary tag and bucket, with a latency sketch), as they are decoded: a large request keeps
+ * its aggregates in memory, never its spans.
  */
-export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], chunk = Number.POSITIVE_INFINITY): Promise<Array<{ service: string; env: string }>> {
-  if (spans.length === 0) return [];
-  const stats = new Map<string, StatDelta>();
-  const errors = new Map<string, ErrorDelta>();
-  let n = 0;
-  for (const s of spans) {
-    if (++n % chunk === 0) await new Promise((r) => setImmediate(r));
+export class ApmAggregate {
+  private readonly stats = new Map<string, StatDelta>();
+  private readonly errors = new Map<string, ErrorDelta>();
+
+  add(s: RequestSpan): void {
     const bucket = bucketOf(s.startMs);
-    const key = [s.service, s.env, s.version, s.resource, s.primaryTag, bucket].join('\u0000');
-    let stat = stats.get(key);
+    const key = `${s.service}\u0000${s.env}\u0000${s.version}\u0000${s.resource}\u0000${s.primaryTag}\u0000${bucket}`;
+    let stat = this.stats.get(key);
     if (!stat) {
       stat = { service: s.service, env: s.env, version: s.version, resource: s.resource, primaryTag: s.primaryTag, bucket, hits: 0, errors: 0, durations: newSketch() };
-      stats.set(key, stat);
+      this.stats.set(key, stat);
     }
     stat.hits++;
     stat.durations.accept(Math.max(s.durationMs, 0));
@@ -31,17 +30,39 @@ export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], 
       stat.errors++;
       const type = s.errorType ?? 'error';
       const errorKey = `${key}\u0000${type}`;
-      const e = errors.get(errorKey);
+      const e = this.errors.get(errorKey);
       if (e) e.count++;
-      else errors.set(errorKey, { service: s.service, env: s.env, version: s.version, resource: s.resource, primaryTag: s.primaryTag, bucket, errorType: type, count: 1, sampleMessage: s.errorMessage });
+      else this.errors.set(errorKey, { service: s.service, env: s.env, version: s.version, resource: s.resource, primaryTag: s.primaryTag, bucket, errorType: type, count: 1, sampleMessage: s.errorMessage });
     }
   }
-  // The root handle inside the transaction: same connection, and its prepared statements.
-  deps.db.transaction(() => addBatch(deps.db, [...stats.values()], [...errors.values()]));
-  const touched = new Map<string, { service: string; env: string }>();
-  for (const s of stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
-  for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });
-  return [...touched.values()];
+
+  /**
+   * Stores everything in one transaction (all or nothing: an exporter's retry after a
+   * failure never counts a span twice) and tells the engine which services changed.
+   */
+  store(deps: Deps): Array<{ service: string; env: string }> {
+    if (this.stats.size === 0) return [];
+    // The root handle inside the transaction: same connection, and its prepared statements.
+    deps.db.transaction(() => addBatch(deps.db, [...this.stats.values()], [...this.errors.values()]));
+    const touched = new Map<string, { service: string; env: string }>();
+    for (const s of this.stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
+    for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });
+    return [...touched.values()];
+  }
+}
+
+/**
+ * Aggregates a batch of requests (yielding to the event loop every `chunk` spans) and stores
+ * it in one transaction; returns the service/env pairs it touched.
+ */
+export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], chunk = Number.POSITIVE_INFINITY): Promise<Array<{ service: string; env: string }>> {
+  const aggregate = new ApmAggregate();
+  let n = 0;
+  for (const s of spans) {
+    if (++n % chunk === 0) await new Promise((r) => setImmediate(r));
+    aggregate.add(s);
+  }
+  return aggregate.store(deps);
 }
 
 export function pruneApmStore(deps: Deps, retentionDays: number): number {
