@@ -141,7 +141,7 @@ describe('server logs', () => {
     assert.ok(ws, 'the WebSocket was refused');
 
     const failures = logs.lines().filter((l) => l.msg === 'authentication failed');
-    assert.ok(failures.length >= 4, `expected a line per transport, got ${JSON.stringify(failures)}`);
+    assert.equal(failures.length, 4, `expected one line per refused request, got ${JSON.stringify(failures)}`);
     for (const line of failures) {
       assert.equal(line.level, WARN);
       assert.match(line.client ?? '', /127\.0\.0\.1/);
