@@ -17,6 +17,7 @@ import { schema } from '../graphql/index.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import { endStreamsWithTheirKey } from './keyStreams.ts';
+import { authenticateBeforeParsing, hideSuggestions } from './schemaExposure.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
 export interface ServerContext {
@@ -89,9 +90,9 @@ function yogaLogger(log: Logger): YogaLogger {
         let cause = arg;
         while (cause instanceof GraphQLError && cause.originalError) cause = cause.originalError;
         if (cause instanceof DomainError) {
-          log.debug({ code: cause.code, field: cause.field, detail: cause.message.slice(0, 500) }, 'operation refused');
+          log.debug({ code: cause.code, field: cause.field, detail: cause.message }, 'operation refused');
         } else if (cause instanceof GraphQLError) {
-          log.debug({ code: cause.extensions.code, detail: cause.message.slice(0, 500) }, 'operation refused');
+          log.debug({ code: cause.extensions.code, detail: cause.message }, 'operation refused');
         } else {
           log.error({ err: cause }, 'unexpected error while executing an operation');
         }
@@ -173,7 +174,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     maxTokens: { n: 2000 },
     maxDirectives: { n: 20 },
     costLimit: { maxCost: 20000 },
-    blockFieldSuggestion: { enabled: production },
+    // hideSuggestions strips every kind of suggestion (armor's covers fields only).
+    blockFieldSuggestion: { enabled: false },
   });
   return createYoga<ServerContext, Context>({
     schema,
@@ -194,6 +196,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
       return { deps, principal: result.principal };
     },
     plugins: [
+      authenticateBeforeParsing(authenticateRequest),
+      ...(production ? [hideSuggestions] : []),
       responseCache(deps, authenticateRequest),
       endStreamsWithTheirKey(keyWatch),
       explainUnsupportedMediaType,
