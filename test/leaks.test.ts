@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { ruleEvaluationFor } from '../src/domain/ruleEvidence.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, jitMonitor, sleep, startServer, subscribeLive, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
@@ -220,6 +221,38 @@ describe('evidence shown to a reader holds only what the reader may see', () => 
     const flagger = await s.request('POST', `/hooks/flagger?service=${w.service}&env=staging&run=r2`, { key: staging });
     assert.equal(flagger.status, 412);
     assertNothingOf('the Flagger hook', flagger.json, secrets);
+  });
+});
+
+describe('the reader view fails closed', () => {
+  const rule = (evidence: Record<string, unknown> | null, reason: string, extra: Record<string, unknown> = {}) =>
+    ({ id: 'r', evaluationId: 'e', type: 'monitor', status: 'fail', reason, evidence, lastError: null, consecutiveErrors: 0, ...extra }) as any;
+  const stagingReader = { envs: ['staging'] };
+
+  test("a source error naming another env's monitor is withheld, its verdict kept", () => {
+    const viewed = ruleEvaluationFor(stagingReader, { triggerEnvs: null }, rule(
+      { matchedMonitors: [{ id: 'm-prod', name: 'prod-db-latency', groups: 1, envs: ['prod'] }, { id: 'm-st', name: 'staging-ok', groups: 1, envs: ['staging'] }], failingGroups: [], sourceErrors: 4, lastError: 'monitor "prod-db-latency": timeout' },
+      'The data source failed 4 times in a row (last: monitor "prod-db-latency": timeout); the gate\'s onSourceError policy makes the rule fail.',
+      { lastError: 'monitor "prod-db-latency": timeout', consecutiveErrors: 4 },
+    ));
+    assertNothingOf('the view', viewed, ['prod-db-latency', 'm-prod']);
+    assert.equal(viewed.status, 'fail');
+    assert.deepEqual((viewed.evidence as any).matchedMonitors.map((m: any) => m.name), ['staging-ok']);
+  });
+
+  test('evidence recorded before entries carried envs is shown to unlimited readers only', () => {
+    const old = rule({ matchedMonitors: [{ id: 'm1', name: 'old-monitor', groups: 1 }], failingGroups: [{ monitorId: 'm1', monitorName: 'old-monitor', group: '*', state: 'alert', since: 'x', url: 'u' }] }, 'Monitor "old-monitor" was ALERT at x.');
+    // Such rows were triggered before trigger_envs existed: null, as if by an unlimited key.
+    assertNothingOf('a limited reader', ruleEvaluationFor(stagingReader, { triggerEnvs: null }, old), ['old-monitor', 'm1']);
+    assert.equal(ruleEvaluationFor({ envs: null }, { triggerEnvs: null }, old), old);
+    // An error recorded without the list of monitors cannot be vouched for either.
+    const bare = rule({ sourceErrors: 1, lastError: 'monitor "old-monitor": down' }, 'The data source failed (1 of 4 tries): monitor "old-monitor": down. Retrying.', { status: 'in_progress' });
+    assertNothingOf('a limited reader', ruleEvaluationFor(stagingReader, { triggerEnvs: null }, bare), ['old-monitor']);
+  });
+
+  test('a reader who sees every env of the trigger sees the rule as recorded', () => {
+    const r = rule({ matchedMonitors: [{ id: 'm', name: 'n', groups: 1, envs: ['staging'] }], failingGroups: [] }, 'All 1 monitor(s), 1 group(s) were OK or WARN at x.');
+    assert.equal(ruleEvaluationFor({ envs: ['staging', 'prod'] }, { triggerEnvs: ['staging'] }, r), r);
   });
 });
 
