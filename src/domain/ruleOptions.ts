@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
+import { MAX_QUERY_LENGTH, MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 
 /**
  * The options of each rule type, validated and defaulted here once for every entry point
@@ -14,7 +14,7 @@ export const monitorQuerySchema = z
   .string()
   .trim()
   .min(1, 'query must not be empty')
-  .max(4000, 'query is at most 4000 characters')
+  .max(MAX_QUERY_LENGTH, `query is at most ${MAX_QUERY_LENGTH} characters`)
   .superRefine((q, ctx) => {
     try {
       parseMonitorQuery(q);
