@@ -181,7 +181,7 @@ export interface RateLimitConfig {
   ingestPerSecond: number;
   /** Evaluations created (evaluateGate, rerunEvaluation, REST, hooks) in any 60 s. */
   triggersPerMinute: number;
-  /** Evaluations with status in_progress at once. */
+  /** Evaluations running at once: in progress, or decided with dry-run rules still watching. */
   inProgress: number;
   /** Open WebSocket connections. */
   sockets: number;

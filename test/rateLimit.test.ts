@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -75,6 +76,31 @@ describe('requests per key per second', () => {
     const key = await newKey(['evaluations:write']);
     const refused = await until429(() => s.request('GET', `/hooks/gate?service=rl-hook&env=prod&version=v1&key=${key}`, { key: null }));
     assertRetryAfter(refused, 1);
+    assert.equal(refused.json.errors[0].status, '429');
+  });
+
+  test('a key in the query string is read as the handler reads it: a fragment after it does not dodge the budget', async () => {
+    const key = await newKey(['evaluations:write']);
+    // Raw, since every HTTP client drops the fragment before sending.
+    const { port } = new URL(s.url);
+    const rawGet = (path: string) =>
+      new Promise<HttpResult>((resolve, reject) => {
+        const socket = connectTcp(Number(port), '127.0.0.1', () => socket.end(`GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (chunk) => (text += chunk));
+        socket.on('error', reject);
+        socket.on('end', () => {
+          const [head, body = ''] = text.split('\r\n\r\n');
+          const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head!)?.[1]);
+          let json: any;
+          try {
+            json = JSON.parse(body);
+          } catch {}
+          resolve({ status, text: body, json, headers: {} });
+        });
+      });
+    const refused = await until429(() => rawGet(`/hooks/gate?service=rl-hook&env=prod&version=v1&key=${key}#dodge`));
     assert.equal(refused.json.errors[0].status, '429');
   });
 
@@ -276,8 +302,17 @@ describe('evaluations in progress per key', () => {
       const params = Array((sql.match(/\?/g) ?? []).length).fill(1);
       return s.app.deps.db.$client.prepare(`explain query plan ${sql}`).all(...params).map((r: any) => r.detail).join('; ');
     };
-    assert.match(plan("'in_progress'"), /USING COVERING INDEX evaluations_in_progress_by_key_idx/);
+    assert.match(plan('is null'), /USING (COVERING )?INDEX evaluations_running_by_key_idx \(triggered_by_id=\?\)/);
     assert.match(plan('order by'), /USING COVERING INDEX evaluations_triggered_by_started_idx/);
+  });
+
+  test('evaluations decided at once whose dry-run rules keep watching still hold their place', async () => {
+    const key = await s.createKey(['evaluations:write', 'gates:read']);
+    const dryRunOnly = (service: string) => s.gql(EVALUATE, { i: { service, env: 'prod', configuration: { rules: [jitMonitor('watch', { query: 'service:rl-watched', duration: 600 }, true)] } } }, key);
+    assert.equal((await dryRunOnly('rl-dry-a')).data.evaluateGate.status, 'PASS');
+    assert.equal((await dryRunOnly('rl-dry-b')).data.evaluateGate.status, 'PASS');
+    const refused = await dryRunOnly('rl-dry-c');
+    assert.equal(refused.errors?.[0]?.extensions?.code, 'RATE_LIMITED', JSON.stringify(refused));
   });
 
   test('an evaluation that is decided gives its place back', async () => {

@@ -1,17 +1,20 @@
 // The counts behind the per-key evaluation limits (src/domain/triggerLimits.ts), read from the
 // evaluations themselves so they hold across restarts. Each stops at the limit it is asked
 // about, so a key with a long history costs no more than one at its limit.
-import { and, desc, eq, gt, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
 import { evaluations } from './schema.ts';
 
-/** How many of the key's evaluations are in progress, counting no further than `atMost` (index evaluations_in_progress_by_key_idx). */
-export function countInProgressBy(db: Tx, keyId: string, atMost: number): number {
+/**
+ * How many of the key's evaluations are still running, counting no further than `atMost`
+ * (index evaluations_running_by_key_idx): in progress, or decided with rules still watching
+ * (dry-run rules run their whole window; a gate of dry-run rules only is decided at once).
+ */
+export function countRunningBy(db: Tx, keyId: string, atMost: number): number {
   const rows = db
     .select({ one: sql`1` })
     .from(evaluations)
-    // A literal, as in the partial index's own condition, so SQLite always sees that it applies.
-    .where(and(eq(evaluations.triggeredById, keyId), sql`${evaluations.status} = 'in_progress'`))
+    .where(and(eq(evaluations.triggeredById, keyId), isNull(evaluations.finishedAt)))
     .limit(atMost)
     .all();
   return rows.length;

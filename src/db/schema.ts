@@ -135,11 +135,11 @@ export const evaluations = sqliteTable(
     index('evaluations_gate_idx').on(t.gateId),
     index('evaluations_unfinished_idx').on(t.finishedAt, t.leaseOwner),
     // The per-key limits (src/db/evaluationQuotas.ts): evaluations started in the last minute,
-    // and those in progress (partial: only the few in progress are in it).
+    // and those still running (partial: only the few unfinished are in it).
     index('evaluations_triggered_by_started_idx').on(t.triggeredById, t.startedAt),
-    index('evaluations_in_progress_by_key_idx')
+    index('evaluations_running_by_key_idx')
       .on(t.triggeredById)
-      .where(sql`${t.status} = 'in_progress'`),
+      .where(sql`${t.finishedAt} is null`),
   ],
 );
 

@@ -2,7 +2,7 @@
 // (GraphQL evaluateGate and rerunEvaluation, REST, the Flagger and Argo hooks) has them, and
 // counted from the database so that a restart forgets nothing.
 import type { RateLimitConfig } from '../config.ts';
-import { countInProgressBy, startsSince } from '../db/evaluationQuotas.ts';
+import { countRunningBy, startsSince } from '../db/evaluationQuotas.ts';
 import type { Tx } from '../db/gates.ts';
 import { RateLimitedError } from './errors.ts';
 import type { Principal } from './principal.ts';
@@ -10,20 +10,21 @@ import type { Principal } from './principal.ts';
 const MINUTE_MS = 60_000;
 
 /**
- * No time frees a place in progress, only a verdict does; this is how soon trying again is
- * worth it (a rule checked once decides within seconds, a window in minutes).
+ * No time frees a place in progress, only an evaluation finishing does; this is how soon
+ * trying again is worth it (a rule checked once ends within seconds, a window in minutes).
  */
 export const IN_PROGRESS_RETRY_SECONDS = 30;
 
 /**
- * Refuses (RATE_LIMITED) a new evaluation by `actor` past its evaluations in progress or its
+ * Refuses (RATE_LIMITED) a new evaluation by `actor` past its evaluations running (in
+ * progress, or decided with dry-run rules still watching: the engine's work either way) or its
  * evaluations started in the last minute (a sliding window: the oldest of them says when a
  * place frees). Run inside the transaction that creates the evaluation.
  */
 export function assertCanStartEvaluation(tx: Tx, limits: Pick<RateLimitConfig, 'inProgress' | 'triggersPerMinute'>, actor: Principal, now: Date): void {
-  if (limits.inProgress > 0 && countInProgressBy(tx, actor.id, limits.inProgress) >= limits.inProgress) {
+  if (limits.inProgress > 0 && countRunningBy(tx, actor.id, limits.inProgress) >= limits.inProgress) {
     throw new RateLimitedError(
-      `API key "${actor.name}" already has ${limits.inProgress} evaluations in progress, its limit: wait for one to be decided, or cancel one`,
+      `API key "${actor.name}" already has ${limits.inProgress} evaluations in progress (or with dry-run rules still watching), its limit: wait for one to finish, or cancel one`,
       IN_PROGRESS_RETRY_SECONDS,
     );
   }

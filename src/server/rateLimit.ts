@@ -73,8 +73,8 @@ function secretOf(surface: Surface, req: IncomingMessage, path: string): string 
   if (surface === 'rest') return secretFromAuthorization(ddApiKey ?? authorization);
   const fromHeaders = secretFromAuthorization(authorization ?? ddApiKey);
   if (fromHeaders) return fromHeaders;
-  const query = path.indexOf('?');
-  return query < 0 ? null : new URLSearchParams(path.slice(query + 1)).get('key');
+  // Parsed exactly as the handler will parse it, so both see the same key.
+  return new URL(path, 'http://tollgate').searchParams.get('key');
 }
 
 /** Writes a 429 in the shape of the interface the client is talking to. */
