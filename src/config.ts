@@ -28,6 +28,29 @@ const list = z
   .string()
   .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
 
+/** Browser origins (`https://host[:port]`, as browsers send them), or `*` for any. */
+const origins = list.transform((entries, ctx) => {
+  const out = new Set<string>();
+  for (const entry of entries) {
+    if (entry === '*') {
+      out.add('*');
+      continue;
+    }
+    let url: URL | undefined;
+    try {
+      url = new URL(entry);
+    } catch {}
+    if (!url || !/^https?:$/.test(url.protocol) || url.pathname !== '/' || url.search || url.hash || url.username) {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" is not an origin such as https://ui.example.com or http://localhost:3000 (scheme, host, port; no path)` });
+      return z.NEVER;
+    }
+    out.add(url.origin);
+  }
+  return [...out];
+});
+
+const sameOrigins = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((o) => b.includes(o));
+
 export const configSchema = z
   .object({
     PORT: port.default(4000),
@@ -49,7 +72,9 @@ export const configSchema = z
         message: 'must be one of fatal, error, warn, info, debug, trace, silent',
       })
       .default('info'),
-    TOLLGATE_WS_ALLOWED_ORIGINS: list.optional(),
+    TOLLGATE_ALLOWED_ORIGINS: origins.optional(),
+    /** Deprecated alias of TOLLGATE_ALLOWED_ORIGINS (it used to cover WebSockets only). */
+    TOLLGATE_WS_ALLOWED_ORIGINS: origins.optional(),
     TOLLGATE_WS_MAX_PAYLOAD: positiveInt.default(256 * 1024),
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
@@ -131,6 +156,15 @@ export const configSchema = z
         return z.NEVER;
       }
     }
+    const allowedOrigins = raw.TOLLGATE_ALLOWED_ORIGINS ?? raw.TOLLGATE_WS_ALLOWED_ORIGINS ?? null;
+    if (raw.TOLLGATE_ALLOWED_ORIGINS && raw.TOLLGATE_WS_ALLOWED_ORIGINS && !sameOrigins(raw.TOLLGATE_ALLOWED_ORIGINS, raw.TOLLGATE_WS_ALLOWED_ORIGINS)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['TOLLGATE_WS_ALLOWED_ORIGINS'],
+        message: 'is a deprecated alias of TOLLGATE_ALLOWED_ORIGINS (one list for HTTP and WebSocket) and differs from it: set only TOLLGATE_ALLOWED_ORIGINS',
+      });
+      return z.NEVER;
+    }
     const mode =
       raw.TOLLGATE_MODE ?? (raw.NODE_ENV === 'production' ? 'production' : 'development');
     return {
@@ -142,7 +176,8 @@ export const configSchema = z
       prometheusUrl: raw.TOLLGATE_PROMETHEUS_URL,
       bootstrapKey: raw.TOLLGATE_BOOTSTRAP_KEY,
       logLevel: raw.TOLLGATE_LOG_LEVEL,
-      wsAllowedOrigins: raw.TOLLGATE_WS_ALLOWED_ORIGINS ?? null,
+      /** Browser origins allowed over HTTP (CORS) and WebSocket; null: the server's own origin only. */
+      allowedOrigins,
       wsMaxPayload: raw.TOLLGATE_WS_MAX_PAYLOAD,
       metricsPublic: raw.TOLLGATE_METRICS_PUBLIC,
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,

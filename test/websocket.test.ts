@@ -5,7 +5,7 @@ import { ADMIN_KEY, CREATE_GATE, monitorRule, startServer, subscribeLive, type T
 
 let s: TestServer;
 before(async () => {
-  s = await startServer({ wsAllowedOrigins: ['https://tollgate.example'], wsMaxPayload: 4096 });
+  s = await startServer({ allowedOrigins: ['https://tollgate.example'], wsMaxPayload: 4096 });
 });
 after(() => s.stop());
 
@@ -88,7 +88,11 @@ describe('WebSocket transport', () => {
   });
 
   test('origins outside the allow-list are refused; listed origins and non-browser clients are let in', async () => {
-    await assert.rejects(rawSocket({ origin: 'https://evil.example' }), /HTTP 403/);
+    // Closed with a code and reason a browser can show, not a bare HTTP 403 (1006 to a page).
+    const evil = new WebSocket(s.wsUrl, 'graphql-transport-ws', { headers: { origin: 'https://evil.example' } });
+    const [code, reason] = await new Promise<[number, string]>((r) => evil.once('close', (c, why) => r([c, String(why)])));
+    assert.equal(code, 4403);
+    assert.equal(reason, 'Forbidden: origin not allowed');
     const allowed = await rawSocket({ origin: 'https://tollgate.example' });
     allowed.ws.close();
     const noOrigin = await rawSocket();

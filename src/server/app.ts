@@ -14,6 +14,7 @@ import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import type { Authenticate } from './http.ts';
+import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
 import { restHandler } from './rest.ts';
@@ -87,6 +88,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const rest = restHandler(deps, authenticate);
 
   const sockets = new Set<Socket>();
+  const origins = createOriginPolicy(config.allowedOrigins, config.publicUrl);
   const handle = (req: IncomingMessage, res: ServerResponse) => {
     const started = performance.now();
     res.on('finish', () => {
@@ -96,6 +98,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     });
     // GraphQL is the hot path: only other paths pay for parsing the URL.
     const path = req.url ?? '/';
+    // CORS for every path from one allow-list; preflights are answered here, unauthenticated.
+    if (origins.cors(req, res)) return;
     // Keys over their budget, and addresses that failed too often, are answered 429 here.
     void rateLimits.admitHttp(req, res, path).then((admitted) => {
       if (!admitted) return;
@@ -120,7 +124,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     authenticate,
     log,
     maxPayload: config.wsMaxPayload,
-    allowedOrigins: config.wsAllowedOrigins,
+    origins,
     gauges,
     rateLimits,
   });

@@ -10,6 +10,7 @@ import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
+import type { OriginPolicy } from './origins.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
@@ -20,8 +21,8 @@ export interface WsOptions {
   authenticate: Authenticate;
   log: Logger;
   maxPayload: number;
-  /** null: any origin. Clients that send no Origin (non-browsers) are always let in. */
-  allowedOrigins: readonly string[] | null;
+  /** Browser origins allowed in; clients that send no Origin (non-browsers) are always let in. */
+  origins: OriginPolicy;
   gauges: { connections: Gauge; subscriptions: Gauge };
   /** Sockets, operations and their rate per key; failed authentications per address. */
   rateLimits: RateLimits;
@@ -68,17 +69,24 @@ const asErrors = (message: string) => [new GraphQLError(message, { extensions: {
  * enveloped pipeline so parse/validate caches, query limits, introspection rules and the
  * context factory are the same on both transports.
  */
-export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, maxPayload, allowedOrigins, gauges, rateLimits }: WsOptions) {
+export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, maxPayload, origins, gauges, rateLimits }: WsOptions) {
   const wss = new WebSocketServer({
     server,
     path: GRAPHQL_PATH,
     maxPayload,
     perMessageDeflate: false,
-    verifyClient: ({ origin }, done) => {
-      if (!allowedOrigins || !origin || allowedOrigins.includes(origin)) return done(true);
-      log.warn({ origin }, 'refused a WebSocket from an origin outside TOLLGATE_WS_ALLOWED_ORIGINS');
-      done(false, 403, 'origin not allowed');
-    },
+  });
+
+  // A refused origin is accepted and closed with a code and reason a browser can show; a bare
+  // HTTP 403 on the upgrade reaches the page as 1006 with no reason. Registered before
+  // graphql-ws's own listener, so such a socket never gets to connection_init.
+  const refusedOrigin = new WeakSet<object>();
+  wss.on('connection', (socket, request) => {
+    const origin = request.headers.origin;
+    if (!origin || origins.allows(origin, request.headers.host)) return;
+    log.warn({ origin: origin.slice(0, 200) }, 'refused a WebSocket from an origin outside TOLLGATE_ALLOWED_ORIGINS');
+    refusedOrigin.add(socket);
+    socket.close(CloseCode.Forbidden, 'Forbidden: origin not allowed');
   });
 
   const disposable = useServer<Record<string, unknown> | undefined, ConnectionExtra>(
@@ -88,6 +96,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
       execute: (args) => guard(log, () => (args.rootValue as Enveloped).execute(args)),
       subscribe: (args) => guard(log, () => (args.rootValue as Enveloped).subscribe(args)),
       onConnect: async (ctx) => {
+        if (refusedOrigin.has(ctx.extra.socket)) return false;
         const raw = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
         const secret = secretFromAuthorization(typeof raw === 'string' ? raw : null);
         const address = rateLimits.addressOf(ctx.extra.request);

@@ -183,6 +183,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     healthCheckEndpoint: '/healthz',
     landingPage: false,
     graphiql: production ? false : { title: 'Tollgate', subscriptionsProtocol: 'WS' },
+    // CORS is buildApp's, for every path from one allow-list (yoga's own reflects any origin with credentials).
+    cors: false,
     logging: yogaLogger(deps.log),
     maskedErrors: { maskError: maskError(deps) },
     context: ({ request, principal, req }): Context => {
