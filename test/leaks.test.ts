@@ -347,6 +347,23 @@ describe('monitors read only their own environments', () => {
     assert.equal((await s.gql(create, apm('staging'), key)).errors, undefined);
     assert.equal((await s.gql(create, apm('prod'))).errors, undefined, 'an unlimited key may');
   });
+
+  test('a limited key cannot write PromQL, which reads every environment', async () => {
+    const key = await s.createKey(['monitors:write'], ['staging']);
+    const create = 'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }';
+    const promql = { i: { name: `promql-${randomUUID()}`, type: 'PROMETHEUS', tags: ['env:staging'], query: 'sum(rate(http_errors_total{env="prod"}[5m]))', critical: 1 } };
+    const refused = await s.gql(create, promql, key);
+    assert.equal(refused.errors?.[0]?.extensions?.code, 'FORBIDDEN', JSON.stringify(refused));
+    assert.equal(refused.errors?.[0]?.extensions?.field, 'input.type');
+    const made = await s.gql<{ createMonitor: { id: string } }>(create, promql);
+    assert.equal(made.errors, undefined, 'an unlimited key may');
+    // Nor may it rewrite the expression of a PromQL monitor it can see.
+    const visible = await s.gql<{ createMonitor: { id: string } }>(create, { i: { ...promql.i, name: `promql-${randomUUID()}`, query: 'up' } });
+    const update = 'mutation($id: ID!, $i: UpdateMonitorInput!) { updateMonitor(id: $id, input: $i) { id } }';
+    const rewritten = await s.gql(update, { id: visible.data!.createMonitor.id, i: { query: 'up{env="prod"}' } }, key);
+    assert.equal(rewritten.errors?.[0]?.extensions?.code, 'FORBIDDEN', JSON.stringify(rewritten));
+    assert.equal(rewritten.errors?.[0]?.extensions?.field, 'input.query');
+  });
 });
 
 describe('idempotency keys', () => {

@@ -215,6 +215,11 @@ function assertApmEnvAllowed(actor: Principal, apm: { env: string } | undefined)
   if (actor.envs === null || !apm || actor.envs.includes(apm.env)) return;
   throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')} and cannot measure env ${apm.env}`, 'input.apm.env');
 }
+/** PromQL can read any environment's series, so only keys for every environment may write it. */
+function assertPromqlAllowed(actor: Principal, field: string): void {
+  if (actor.envs === null) return;
+  throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL expression is not, so only a key for every environment may write one`, field);
+}
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
 export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
@@ -327,6 +332,7 @@ export function createMonitor(deps: Deps, actor: Principal, raw: z.input<typeof 
   const input = parseInput(imported ? importedMonitorInputSchema : createMonitorInputSchema, raw, 'input');
   assertTagsAllowed(actor, input.tags);
   assertApmEnvAllowed(actor, input.apm);
+  if (input.type === 'prometheus') assertPromqlAllowed(actor, 'input.type');
   const now = deps.now();
   const row = deps.db.transaction((tx) => {
     const m = insertMonitor(tx, {
@@ -360,6 +366,7 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.i
     if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
     assertMonitorVisible(actor, before, id, 'id');
     if (input.tags !== undefined) assertTagsAllowed(actor, input.tags);
+    if (input.query !== undefined && before.type === 'prometheus') assertPromqlAllowed(actor, 'input.query');
     const m = updateMonitorRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
       ...(input.tags !== undefined && { tags: input.tags }),
