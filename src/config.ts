@@ -218,7 +218,7 @@ export interface RateLimitConfig {
   triggersPerMinute: number;
   /** Evaluations running at once: in progress, or decided with dry-run rules still watching. */
   inProgress: number;
-  /** Open WebSocket connections. */
+  /** Open WebSocket connections and GraphQL streams over SSE. */
   sockets: number;
   /** Operations running over all of a key's WebSocket connections. */
   operations: number;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect as connectTcp } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -180,6 +181,42 @@ describe('WebSocket connections and operations per key', () => {
     assert.ok(again && 'acked' in again, JSON.stringify(again));
     again.ws.close();
     second.ws.close();
+  });
+
+  test('a GraphQL stream over SSE holds a connection of its key', async () => {
+    const key = await s.createKey(['gates:read']);
+    const { hostname, port } = new URL(s.url);
+    const body = JSON.stringify({ query: 'subscription { gateEvents { kind } }' });
+    const stream = () =>
+      new Promise<{ status: number; json?: any; retryAfter?: string; close: () => void }>((resolve, reject) => {
+        const req = httpRequest({ hostname, port, path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${key}` } });
+        req.on('response', (res) => {
+          if (res.statusCode === 200) return resolve({ status: 200, close: () => req.destroy() });
+          let text = '';
+          res.on('data', (c) => (text += c));
+          res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(text), retryAfter: res.headers['retry-after'], close: () => {} }));
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const first = await stream();
+    const socket = await connect(s, key);
+    assert.equal(first.status, 200);
+    assert.ok('acked' in socket);
+    const refused = await stream();
+    assert.equal(refused.status, 429);
+    assert.equal(refused.json.errors[0].extensions.code, 'RATE_LIMITED');
+    assert.ok(Number(refused.retryAfter) >= 1);
+    assert.deepEqual(await connect(s, key), { code: 4429, reason: 'too many open connections for this API key (at most 2)' });
+    first.close();
+    let again: Awaited<ReturnType<typeof stream>> | undefined;
+    for (let i = 0; i < 50 && again?.status !== 200; i++) {
+      await sleep(20);
+      again = await stream();
+    }
+    assert.equal(again?.status, 200);
+    again!.close();
+    socket.ws.close();
   });
 
   test('an operation that names no operation of its document gives its place back', async () => {

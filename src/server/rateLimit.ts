@@ -92,6 +92,9 @@ export function sendRefusal(res: ServerResponse, surface: Surface, refusal: Refu
 
 const seconds = (ms: number) => Math.max(1, Math.ceil(ms / 1000));
 
+/** No time frees a connection, only the client closing one; this is how soon trying again is worth it. */
+const STREAM_RETRY_SECONDS = 10;
+
 /** How long a key that authenticated gets past its address's block (a NAT or proxy shared with a broken client). */
 const KNOWN_GOOD_MS = 10 * 60_000;
 const KNOWN_GOOD_MAX = 10_000;
@@ -147,8 +150,9 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     });
   }
 
-  // The operations sets of each key's open sockets: their number is the key's sockets, the sum
-  // of their sizes its operations. A socket's set goes with it, leftovers included.
+  // The operations sets of each key's open WebSocket connections and SSE streams: their number
+  // is the key's connections, the sum of their sizes its operations. A set goes with its
+  // connection, leftovers included.
   const socketsByKey = new Map<string, Set<Set<string>>>();
 
   /** A place for a new socket of the key (its release), or why there is none. */
@@ -213,7 +217,14 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     if (!auth.ok) return true;
     const ingestion = surface === 'otlp' || surface === 'alertmanager';
     const refusal = await take(ingestion ? ingest : requests, auth.principal.id, ingestion ? 'ingestion requests' : 'requests');
-    return refusal ? refuse(res, surface, refusal) : true;
+    if (refusal) return refuse(res, surface, refusal);
+    // A GraphQL stream over SSE holds a connection and an operation, as a WebSocket does.
+    if (surface === 'graphql' && String(req.headers.accept ?? '').includes('text/event-stream')) {
+      const release = operationCapRefusal(auth.principal.id) ?? openSocket(auth.principal.id, new Set(['sse']));
+      if (typeof release === 'string') return refuse(res, surface, { message: release, retryAfterSeconds: STREAM_RETRY_SECONDS });
+      res.once('close', release);
+    }
+    return true;
   }
 }
 
