@@ -90,9 +90,9 @@ function yogaLogger(log: Logger): YogaLogger {
         let cause = arg;
         while (cause instanceof GraphQLError && cause.originalError) cause = cause.originalError;
         if (cause instanceof DomainError) {
-          log.debug({ code: cause.code, field: cause.field, detail: cause.message }, 'operation refused');
+          log.debug({ code: cause.code, field: cause.field, detail: cause.message.slice(0, 500) }, 'operation refused');
         } else if (cause instanceof GraphQLError) {
-          log.debug({ code: cause.extensions.code, detail: cause.message }, 'operation refused');
+          log.debug({ code: cause.extensions.code, detail: cause.message.slice(0, 500) }, 'operation refused');
         } else {
           log.error({ err: cause }, 'unexpected error while executing an operation');
         }
