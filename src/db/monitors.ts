@@ -33,6 +33,20 @@ export function getMonitors(db: Tx, ids: readonly string[]): MonitorRow[] {
   ).all({ ids: JSON.stringify(ids) });
 }
 
+/**
+ * External monitors carrying any of these tags, oldest first: one statement for any number of
+ * tags, so a receiver looks up the monitors a notification names without reading them all.
+ */
+export function externalMonitorsTagged(db: Tx, tags: readonly string[]): MonitorRow[] {
+  if (tags.length === 0) return [];
+  return db
+    .select()
+    .from(monitors)
+    .where(and(eq(monitors.type, 'external'), sql`exists (select 1 from json_each(${monitors.tags}) as t where ${inList(sql`t.value`, tags)})`))
+    .orderBy(asc(monitors.id))
+    .all();
+}
+
 /** Every monitor: queries in the monitor search language are matched in memory. */
 export function allMonitors(db: Tx): MonitorRow[] {
   return db.select().from(monitors).orderBy(asc(monitors.id)).all();

@@ -38,10 +38,12 @@ export const createApiKeyInputSchema = z.preprocess(
       name: z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters'),
       scopes: z
         .array(z.enum(SCOPES, { message: `scopes must be among ${SCOPES.join(', ')}` }))
-        .min(1, 'scopes must name at least one scope'),
+        .min(1, 'scopes must name at least one scope')
+        .max(20, 'scopes lists at most 20 values'),
       envs: z
         .array(z.string().trim().min(1, 'envs entries must not be empty'))
         .min(1, 'envs must name at least one environment, or be omitted for all')
+        .max(100, 'envs lists at most 100 environments')
         .optional(),
       expiresAt: z.date().optional(),
     })

@@ -77,6 +77,15 @@ export type EvaluateGateInput = z.output<typeof evaluateGateInputSchema>;
 
 // ---- reads ----
 
+/** Values one filter list may hold: a longer list is a mistake or an attack, not a question. */
+export const MAX_FILTER_VALUES = 100;
+
+/** The list as given, refused when longer than MAX_FILTER_VALUES; `field` as the caller spells it. */
+export function boundedFilterList<T>(values: T[] | undefined, field: string): T[] | undefined {
+  if (values && values.length > MAX_FILTER_VALUES) throw badInput(field, `lists at most ${MAX_FILTER_VALUES} values, got ${values.length}`);
+  return values;
+}
+
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'evaluations:write'], 'read evaluations');
 
 export function loadSnapshot(deps: Deps, id: string): EvaluationSnapshot | null {

@@ -60,7 +60,7 @@ export const apmDefinitionSchema = z.preprocess(
       version: z.string().trim().min(1).optional(),
       resource: z.string().trim().min(1).optional(),
       window: z.number().int().min(10, 'window is at least 10 seconds').max(86_400, 'window is at most 86400 seconds').default(300),
-      groupBy: z.array(z.enum(['resource', 'version', 'primary_tag'])).default([]),
+      groupBy: z.array(z.enum(['resource', 'version', 'primary_tag'])).max(3, 'groupBy lists at most 3 dimensions').default([]),
     })
     .strict(),
 );

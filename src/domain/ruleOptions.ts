@@ -47,7 +47,10 @@ const resourceList = (what: string) =>
 export const monitorIdSchema = z.object({
   id: z.string().trim().min(1, 'monitor id must not be empty'),
   // Stored group names are normalized (sorted tags); names given here are compared the same way.
-  groups: z.array(z.string().trim().min(1, 'group names must not be empty').transform(normalizeGroup)).default([]),
+  groups: z
+    .array(z.string().trim().min(1, 'group names must not be empty').transform(normalizeGroup))
+    .max(100, 'groups lists at most 100 group names')
+    .default([]),
 });
 
 export const monitorRuleOptionsSchema = z.preprocess(
@@ -55,7 +58,7 @@ export const monitorRuleOptionsSchema = z.preprocess(
   z
     .object({
       query: monitorQuerySchema.optional(),
-      monitorIds: z.array(monitorIdSchema).min(1, 'monitorIds must list at least one monitor').max(50).optional(),
+      monitorIds: z.array(monitorIdSchema).min(1, 'monitorIds must list at least one monitor').max(50, 'monitorIds lists at most 50 monitors').optional(),
       duration: seconds('duration', MAX_WINDOW_SECONDS).default(0),
       warmup: seconds('warmup', MAX_WINDOW_SECONDS).default(0),
       failOnNoData: z.boolean().default(true),

@@ -164,13 +164,17 @@ export const monitorRunner: RuleRunner = {
     }
     const sel = visibleSelection(cachedSelect(deps, o), evaluation.triggerEnvs ?? null);
     const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
-    const evidence = {
-      // Each entry carries its monitor's environments, so readers see only their own.
-      matchedMonitors: sel.monitors.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length, envs: envsOf(m.tags) })),
-      failingGroups: [] as FailingGroup[],
-    };
     // A monitor whose own source is failing cannot vouch for its groups: retry, then policy.
     const broken = sel.monitors.find((m) => m.sourceErrors > 0);
+    // Beyond MAX_MONITORS the rule fails for the count alone: listing 40,000 matches in every
+    // check's evidence would cost more than the check. The list keeps every monitor a reason
+    // can name (the broken one).
+    const listed = sel.monitors.length <= MAX_MONITORS ? sel.monitors : [...new Set([...sel.monitors.slice(0, MAX_MONITORS), ...(broken ? [broken] : [])])];
+    const evidence = {
+      // Each entry carries its monitor's environments, so readers see only their own.
+      matchedMonitors: listed.map((m) => ({ id: m.id, name: m.name, groups: (sel.groups.get(m.id) ?? []).length, envs: envsOf(m.tags) })),
+      failingGroups: [] as FailingGroup[],
+    };
     // The evidence goes with the error: it names the monitor, and readers are shown its part only.
     if (broken) throw new SourceError(`monitor "${broken.name}": ${broken.lastSourceError ?? 'its data source is failing'}`, evidence);
     if (sel.monitors.length === 0) {

@@ -5,6 +5,7 @@ import type { Deps } from '../domain/deps.ts';
 import { DomainError } from '../domain/errors.ts';
 import { MAX_PENDING_EVENTS, SlowSubscriberError } from '../domain/events.ts';
 import {
+  boundedFilterList,
   cancelEvaluation,
   evaluateGate,
   evaluateGateInputSchema,
@@ -196,11 +197,11 @@ type FilterArg = {
 
 function toFilter(f: FilterArg): EvaluationFilterShape {
   return {
-    service: f?.service ?? undefined,
-    env: f?.env ?? undefined,
-    identifier: f?.identifier ?? undefined,
-    version: f?.version ?? undefined,
-    status: f?.status ?? undefined,
+    service: boundedFilterList(f?.service ?? undefined, 'filter.service'),
+    env: boundedFilterList(f?.env ?? undefined, 'filter.env'),
+    identifier: boundedFilterList(f?.identifier ?? undefined, 'filter.identifier'),
+    version: boundedFilterList(f?.version ?? undefined, 'filter.version'),
+    status: boundedFilterList(f?.status ?? undefined, 'filter.status'),
     dryRun: f?.dryRun ?? undefined,
     gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
     startedAfter: f?.startedAfter ?? undefined,

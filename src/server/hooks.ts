@@ -20,7 +20,7 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
       } catch (err) {
         throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
       }
-      sendJson(res, 200, receiveAlertmanager(deps, principal, json));
+      sendJson(res, 200, await receiveAlertmanager(deps, principal, json));
     } catch (err) {
       if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
       if (err instanceof DomainError) return sendJson(res, 400, { errors: [{ status: '400', detail: err.message }] });

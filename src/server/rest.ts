@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput, RateLimitedError } from '../domain/errors.ts';
-import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, listEvaluations, reported, rulesOfEvaluations } from '../domain/evaluations.ts';
+import { boundedFilterList, evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, listEvaluations, reported, rulesOfEvaluations } from '../domain/evaluations.ts';
 import type { EvaluationFilter, EvaluationRow } from '../db/evaluations.ts';
 import {
   createGate,
@@ -156,7 +156,7 @@ const MAX_HISTORY_MS = 30 * 86_400_000;
 
 function multi(url: URL, name: string): string[] | undefined {
   const values = url.searchParams.getAll(name).flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
-  return values.length > 0 ? values : undefined;
+  return boundedFilterList(values.length > 0 ? values : undefined, name);
 }
 
 function time(url: URL, name: string, fallback: number): number {

@@ -1,7 +1,7 @@
 // The Alertmanager webhook receiver (payload version 4): each alert is a group of a monitor
 // named after its alertname; firing is ALERT, resolved is OK.
 import { z } from 'zod';
-import { allMonitors } from '../db/monitors.ts';
+import { externalMonitorsTagged } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
@@ -68,19 +68,72 @@ export interface ReceiveResult {
   problems: string[];
 }
 
-/** Matches each alert to the monitor tagged with its alertname, creating it on first sight. */
-export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unknown): ReceiveResult {
+/** Time one slice of a notification may hold the event loop before requests get their turn. */
+const SLICE_MS = 10;
+/** Notifications are applied one after the other: slices of two could both create a monitor. */
+let previous: Promise<unknown> = Promise.resolve();
+
+/**
+ * Matches each alert to the monitor tagged with its alertname, creating it on first sight.
+ * A notification of thousands of alerts is applied in slices of about SLICE_MS, each in one
+ * transaction, yielding to other requests between them. A notification is therefore not
+ * atomic as a whole (a transaction cannot stay open across turns of the event loop without
+ * taking in other requests' writes), and need not be: each alert is a state report of its own,
+ * and applying an alert twice changes nothing, so a notification cut short by a failure is
+ * completed when Alertmanager sends it again (it retries until it gets a 2xx).
+ */
+export async function receiveAlertmanager(deps: Deps, principal: Principal, raw: unknown): Promise<ReceiveResult> {
   const payload = parseInput(alertmanagerPayloadSchema, raw);
+  const turn = previous.then(() => receiveInSlices(deps, principal, payload));
+  previous = turn.catch(() => {});
+  return turn;
+}
+
+async function receiveInSlices(deps: Deps, principal: Principal, payload: AlertmanagerPayload): Promise<ReceiveResult> {
   // Pushed monitors only: imported Prometheus rules keep their own state.
   const byAlertname = new Map<string, MonitorRow>();
-  for (const m of allMonitors(deps.db)) {
-    if (m.type !== 'external') continue;
+  const named = new Set(payload.alerts.map((a) => asTag('alertname', a.labels.alertname ?? '')));
+  for (const m of externalMonitorsTagged(deps.db, [...named])) {
     const tag = m.tags.find((t) => t.startsWith('alertname:'));
     if (tag && !byAlertname.has(alertnameKey(tag.slice(10)))) byAlertname.set(alertnameKey(tag.slice(10)), m);
   }
-  let received = 0;
+  const received = { count: 0 };
   const problems = new Set<string>();
-  for (const alert of payload.alerts) {
+  const cursor = { next: 0 };
+  while (cursor.next < payload.alerts.length) {
+    if (cursor.next > 0) await new Promise((resolve) => setImmediate(resolve));
+    const deadline = performance.now() + SLICE_MS;
+    inOneTransaction(deps, (deps) => receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received));
+  }
+  return { received: received.count, rejected: payload.alerts.length - received.count, problems: [...problems] };
+}
+
+/**
+ * Runs `apply` in one transaction (the transactions of the writes inside become savepoints),
+ * holding the events they publish until it commits and dropping them if it rolls back: events
+ * are published after commit, as everywhere.
+ */
+function inOneTransaction<T>(deps: Deps, apply: (deps: Deps) => T): T {
+  const held: Array<() => void> = [];
+  const events: Deps['events'] = { ...deps.events, publish: (topic, payload) => void held.push(() => deps.events.publish(topic, payload)) };
+  const result = deps.db.transaction(() => apply({ ...deps, events }));
+  for (const publish of held) publish();
+  return result;
+}
+
+/** Applies alerts from `cursor.next` on, at least one, until the deadline or the last alert. */
+function receiveSlice(
+  deps: Deps,
+  principal: Principal,
+  alerts: AlertmanagerPayload['alerts'],
+  cursor: { next: number },
+  deadline: number,
+  byAlertname: Map<string, MonitorRow>,
+  problems: Set<string>,
+  received: { count: number },
+): void {
+  for (const first = cursor.next; cursor.next < alerts.length && (cursor.next === first || performance.now() < deadline); cursor.next++) {
+    const alert = alerts[cursor.next]!;
     const { alertname, ...rest } = alert.labels as Record<string, string> & { alertname: string };
     const group = normalizeGroup(tagsOf(rest).join(','));
     const refused = labelProblem(alertname, rest, group);
@@ -117,7 +170,6 @@ export function receiveAlertmanager(deps: Deps, principal: Principal, raw: unkno
     // Annotations are free text, not identity: a long summary is cut rather than refused.
     const message = (alert.annotations?.summary ?? alert.annotations?.description ?? null)?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
     recordState(deps, monitor.id, group, alert.status === 'firing' ? 'alert' : 'ok', message);
-    received++;
+    received.count++;
   }
-  return { received, rejected: payload.alerts.length - received, problems: [...problems] };
 }

@@ -1,0 +1,221 @@
+// Work triggered by one event is bounded per tick and indexed, and large lists never become
+// one SQL statement with a variable per item (issue 9, item 7).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { listEvaluations } from '../src/db/evaluations.ts';
+import { monitorGroups, monitors } from '../src/db/schema.ts';
+import { evaluateGate, evaluateGateInputSchema } from '../src/domain/evaluations.ts';
+import { newId } from '../src/domain/ids.ts';
+import { reportMonitorState, reportMonitorStateInputSchema } from '../src/domain/monitors.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import { driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
+
+// One key starts thousands of evaluations here: the per-key limits (item 8) are not under test.
+const NO_LIMITS = { rateLimits: { requestsPerSecond: 0, ingestPerSecond: 0, triggersPerMinute: 0, inProgress: 0, sockets: 0, operations: 0, authFailuresPerMinute: 0 } };
+
+async function until(what: string, done: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+describe('one transition watched by thousands of evaluations', () => {
+  const WATCHERS = 2000;
+  let s: TestServer;
+  let d: ReturnType<typeof driver>;
+
+  before(async () => {
+    s = await startServer(NO_LIMITS);
+    d = driver(s);
+  });
+  after(() => s.stop());
+
+  /** `count` evaluations whose one monitor rule watches the monitor, their first check done. */
+  async function watchers(service: string, count: number, monitor: Record<string, unknown>): Promise<string[]> {
+    const deps = s.app.deps;
+    const ids: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const input = evaluateGateInputSchema.parse({ service, env: 'prod', version: `v${i}`, configuration: { rules: [jitMonitor('watch', { ...monitor, duration: 3600 })] } });
+      ids.push(evaluateGate(deps, SYSTEM, input).evaluation.id);
+      if (i % 200 === 199) await sleep(0);
+    }
+    await until('first checks', () => countRules(service, "reason like 'Watching%'") === count);
+    return ids;
+  }
+
+  function countRules(service: string, where: string): number {
+    const row = s.app.deps.db.$client
+      .prepare(`select count(*) as n from rule_evaluations r join evaluations e on e.id = r.evaluation_id where e.service = ? and ${where}`)
+      .get(service) as { n: number };
+    return row.n;
+  }
+  const failed = (service: string) => countRules(service, "r.status = 'fail' and e.status = 'fail'");
+
+  test('reportMonitorState returns, and /healthz answers, before the woken checks have run; every verdict follows', async () => {
+    const monitorId = await d.monitor('watched', ['team:watched', 'env:prod']);
+    await d.report(monitorId, 'OK');
+    await watchers('by-id', WATCHERS / 2, { monitorIds: [{ id: monitorId }] });
+    await watchers('by-query', WATCHERS / 2, { query: 'team:watched' });
+
+    const r = await s.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', { i: { monitorId, state: 'ALERT' } });
+    assert.equal(r.errors, undefined);
+    const decidedAtReturn = failed('by-id') + failed('by-query');
+    const health = await s.request('GET', '/healthz', { key: null });
+    const decidedAtHealth = failed('by-id') + failed('by-query');
+    assert.equal(health.status, 200);
+    // Before, all 2,000 checks ran inside the mutation, so every verdict was in before it answered.
+    assert.ok(decidedAtReturn < WATCHERS, `the mutation waited for ${decidedAtReturn} checks`);
+    assert.ok(decidedAtHealth < WATCHERS, `/healthz waited for ${decidedAtHealth} checks`);
+
+    await until('every verdict', () => failed('by-id') + failed('by-query') === WATCHERS);
+    assert.equal(countRules('by-id', "r.reason like '%\"watched\" was ALERT%'"), WATCHERS / 2);
+    assert.equal(countRules('by-query', "r.reason like '%\"watched\" was ALERT%'"), WATCHERS / 2);
+    assert.deepEqual(s.app.engine.stats().queuedChecks, 0);
+  });
+
+  test('a rule woken twice before its turn is checked once, writes nothing when nothing changed, and still fails on an ALERT that came and went between checks', async () => {
+    const count = 300;
+    const monitorId = await d.monitor('flapping', ['team:flapping', 'env:prod']);
+    await d.report(monitorId, 'OK');
+    const ids = await watchers('flaps', count, { monitorIds: [{ id: monitorId }] });
+    const revisions = () => s.app.deps.db.$client.prepare(`select sum(revision) as n from evaluations where service = 'flaps'`).get() as { n: number };
+    const before = revisions().n;
+    const report = (state: string) => reportMonitorState(s.app.deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId, state }));
+
+    // Two transitions in one turn of the event loop: each wakes every rule, each rule is checked once.
+    s.queries.length = 0;
+    report('warn');
+    report('ok');
+    await until('the checks', () => s.app.engine.stats().queuedChecks === 0);
+    const checks = s.queries.filter((q) => /^select .* from "rule_evaluations" where "rule_evaluations"."id" = \?$/.test(q)).length;
+    assert.equal(checks, count, 'one check per rule');
+    assert.equal(revisions().n, before, 'WARN and back to OK changes no rule: nothing written, nothing published');
+
+    // ALERT and back to OK before any check runs: the recorded transition still fails every rule.
+    report('alert');
+    report('ok');
+    await until('every verdict', () => failed('flaps') === count);
+    const one = await d.get(ids[0]!);
+    assert.match(one.rules[0].reason, /"flapping" was ALERT/);
+  });
+});
+
+describe('many monitors and long lists', () => {
+  const MONITORS = 40_000;
+  let s: TestServer;
+  let d: ReturnType<typeof driver>;
+
+  before(async () => {
+    s = await startServer(NO_LIMITS);
+    d = driver(s);
+    // Seeded straight into the table: 40,000 createMonitor calls would only slow the test down.
+    const now = new Date();
+    const rows = Array.from({ length: MONITORS }, (_, i) => ({
+      id: newId(),
+      name: `bulk-${i}`,
+      type: 'external' as const,
+      tags: ['env:bulk', `n:${i}`],
+      muted: false,
+      createdAt: now,
+      updatedAt: now,
+      createdById: 'test',
+      createdByName: 'test',
+      updatedById: 'test',
+      updatedByName: 'test',
+    }));
+    const db = s.app.deps.db;
+    db.transaction((tx) => {
+      for (let i = 0; i < rows.length; i += 500) {
+        tx.insert(monitors).values(rows.slice(i, i + 500)).run();
+        tx.insert(monitorGroups).values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group: '*', state: 'ok' as const, since: now, lastReportedAt: now }))).run();
+      }
+    });
+  });
+  after(() => s.stop());
+
+  test('monitors(query:) over 40,000 monitors answers', async () => {
+    const r = await s.gql('{ monitors(query: "env:bulk", first: 3) { edges { node { name state } } } }');
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    assert.equal(r.data.monitors.edges.length, 3);
+    const status = await s.gql('{ monitors(query: "env:bulk status:ok", first: 1) { edges { node { name } } } }');
+    assert.equal(status.errors, undefined, JSON.stringify(status.errors));
+  });
+
+  test('a monitor rule matching 40,000 monitors fails for matching too many, not by onSourceError', async () => {
+    const r = await d.evaluate({ service: 'bulk', env: 'bulk', configuration: { onSourceError: 'PASS', rules: [jitMonitor('all', { query: 'env:bulk status:ok' })] } });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const final = (await d.follow(r.data.evaluateGate.id, 30_000)).at(-1);
+    assert.equal(final.status, 'FAIL');
+    assert.match(final.rules[0].reason, /40000 monitors match/);
+    assert.ok(final.rules[0].evidence.matchedMonitors.length <= 50, 'the evidence lists no more monitors than a rule may watch');
+  });
+
+  test('a 40,000-value filter list is refused at the API, naming the field, and the store takes any length', async () => {
+    const values = Array.from({ length: MONITORS }, (_, i) => `svc-${i}`);
+    const gql = await s.gql('query($s: [String!]) { evaluations(filter: { service: $s }, first: 1) { edges { node { id } } } }', { s: values });
+    assert.equal(gql.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.match(gql.errors![0]!.message, /filter\.service/);
+    assert.match(gql.errors![0]!.message, /at most 100/);
+
+    const stats = await s.gql('query($v: [String!]) { evaluationStats(filter: { version: $v }) { total } }', { v: values.slice(0, 101) });
+    assert.equal(stats.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.match(stats.errors![0]!.message, /filter\.version/);
+
+    const rest = await s.request('GET', `/api/v2/deployment_gates/evaluations?filter[service]=${values.slice(0, 101).join(',')}`);
+    assert.equal(rest.status, 400);
+    assert.match(rest.json.errors[0].detail, /filter\[service\]/);
+
+    const groups = Array.from({ length: 101 }, (_, i) => `host:h${i}`);
+    const rule = await d.evaluate({ service: 'bulk', env: 'bulk', configuration: { rules: [jitMonitor('ids', { monitorIds: [{ id: newId(), groups }] })] } });
+    assert.equal(rule.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.match(rule.errors![0]!.message, /monitorIds\[0\]\.groups.*at most 100/);
+    const key = await s.gql('mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret } }', { i: { name: 'wide', scopes: ['GATES_READ'], envs: values.slice(0, 101) } });
+    assert.equal(key.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.match(key.errors![0]!.message, /envs.*at most 100/);
+
+    // Below the API, lists are one bound parameter whatever their length.
+    assert.deepEqual(listEvaluations(s.app.deps.db, { service: values }, { limit: 1, inverted: false }), []);
+  });
+});
+
+describe('an Alertmanager notification with 10,000 new alerts', () => {
+  const ALERTS = 10_000;
+  let s: TestServer;
+
+  before(async () => {
+    s = await startServer(NO_LIMITS);
+  });
+  after(() => s.stop());
+
+  test('is applied in slices: /healthz answers while it runs, and every alert is recorded', async () => {
+    let started = false;
+    const off = s.app.deps.events.on('monitor.transition', () => (started = true));
+    const alerts = Array.from({ length: ALERTS }, (_, i) => ({ status: 'firing', labels: { alertname: `storm-${i}`, env: 'prod', instance: `i-${i}` }, annotations: { summary: `storm ${i}` } }));
+    let answered = false;
+    const notification = s.request('POST', '/hooks/alertmanager', { body: { version: '4', status: 'firing', alerts } }).finally(() => (answered = true));
+    let healthDuring = 0;
+    while (!answered) {
+      const h = await s.request('GET', '/healthz', { key: null });
+      assert.equal(h.status, 200);
+      if (started && !answered) healthDuring++;
+    }
+    off();
+    const res = await notification;
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json, { received: ALERTS, rejected: 0, problems: [] });
+    assert.ok(healthDuring > 0, '/healthz was not answered while the notification was applied');
+
+    const db = s.app.deps.db.$client;
+    const monitorsMade = db.prepare(`select count(*) as n from monitors where name like 'storm-%'`).get() as { n: number };
+    const alerting = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'storm-%' and g.state = 'alert'`).get() as { n: number };
+    assert.equal(monitorsMade.n, ALERTS);
+    assert.equal(alerting.n, ALERTS);
+
+    // The same notification again finds every monitor: no duplicates, states unchanged.
+    const again = await s.request('POST', '/hooks/alertmanager', { body: { version: '4', status: 'firing', alerts } });
+    assert.equal(again.status, 200);
+    assert.equal((db.prepare(`select count(*) as n from monitors where name like 'storm-%'`).get() as { n: number }).n, ALERTS);
+  });
+});
