@@ -152,6 +152,15 @@ describe('many monitors and long lists', () => {
     assert.ok(final.rules[0].evidence.matchedMonitors.length <= 50, 'the evidence lists no more monitors than a rule may watch');
   });
 
+  test('spans ingested re-evaluate the APM monitors without reading all 40,000 monitors', async () => {
+    s.queries.length = 0;
+    s.app.deps.events.publish('apm.ingested', { service: 'checkout', env: 'bulk', at: new Date() });
+    await sleep(50);
+    const readAll = s.queries.filter((q) => /from "monitors"/.test(q) && !/ where /.test(q));
+    assert.deepEqual(readAll, [], 'a statement read every monitor');
+    assert.ok(s.queries.some((q) => /from "monitors" where/.test(q)), 'the APM monitors were looked up');
+  });
+
   test('a 40,000-value filter list is refused at the API, naming the field, and the store takes any length', async () => {
     const values = Array.from({ length: MONITORS }, (_, i) => `svc-${i}`);
     const gql = await s.gql('query($s: [String!]) { evaluations(filter: { service: $s }, first: 1) { edges { node { id } } } }', { s: values });

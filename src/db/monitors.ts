@@ -47,6 +47,11 @@ export function externalMonitorsTagged(db: Tx, tags: readonly string[]): Monitor
     .all();
 }
 
+/** Monitors of these types, in creation order: the evaluator's own, without the pushed ones. */
+export function monitorsOfType(db: Tx, types: readonly MonitorRow['type'][]): MonitorRow[] {
+  return db.select().from(monitors).where(inList(monitors.type, types)).orderBy(asc(monitors.id)).all();
+}
+
 /** Every monitor: queries in the monitor search language are matched in memory. */
 export function allMonitors(db: Tx): MonitorRow[] {
   return db.select().from(monitors).orderBy(asc(monitors.id)).all();

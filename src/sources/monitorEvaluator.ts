@@ -4,7 +4,7 @@
 // rules watching them behave the same whatever the source.
 import { DDSketch } from '@datadog/sketches-js';
 import { statsRows } from '../db/apm.ts';
-import { allMonitors, groupsOf } from '../db/monitors.ts';
+import { groupsOf, monitorsOfType } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
 import { DomainError } from '../domain/errors.ts';
@@ -21,6 +21,23 @@ const groupOfLabels = (labels: Record<string, string>, drop: string[]) =>
       .map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))
       .join(','),
   );
+
+/** How long evaluating monitors may hold the event loop before requests get their turn. */
+const SLICE_MS = 10;
+
+/** Resolves at once within a slice, and on the next turn of the event loop once it is spent. */
+function slicer(): () => Promise<void> | undefined {
+  let since = performance.now();
+  return () => {
+    if (performance.now() - since < SLICE_MS) return undefined;
+    return new Promise<void>((resolve) =>
+      setImmediate(() => {
+        since = performance.now();
+        resolve();
+      }),
+    );
+  };
+}
 
 export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number; prometheus: PrometheusClient | null }) {
   const log = deps.log.child({ component: 'monitors' });
@@ -163,8 +180,10 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
   }
 
   async function evaluateAll(): Promise<void> {
-    const monitors = allMonitors(deps.db);
+    const monitors = monitorsOfType(deps.db, ['prometheus', 'apm']);
+    const breathe = slicer();
     for (const m of monitors) {
+      await breathe();
       if (stopped) return;
       if (m.type === 'prometheus' && !definitionOf(m).importedRule) await evaluatePrometheus(m);
       else if (m.type === 'apm') evaluateApm(m);
@@ -181,25 +200,27 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     return round;
   }
 
-  // New spans re-evaluate the APM monitors of their service at once (coalesced per tick).
+  // New spans re-evaluate the APM monitors of their service at once (coalesced per tick, and
+  // in slices when a service has many).
   const pending = new Set<string>();
-  function onIngested({ service, env }: { service: string; env: string }): void {
-    if (pending.size === 0) {
-      setImmediate(() => {
-        const keys = new Set(pending);
-        pending.clear();
-        for (const m of allMonitors(deps.db)) {
-          const def = definitionOf(m).apm;
-          if (m.type === 'apm' && def && keys.has(`${def.service}\u0000${def.env}`)) {
-            try {
-              evaluateApm(m);
-            } catch (err) {
-              log.error({ err, monitorId: m.id }, 'APM monitor evaluation failed');
-            }
-          }
-        }
-      });
+  async function evaluateIngested(): Promise<void> {
+    const keys = new Set(pending);
+    pending.clear();
+    const breathe = slicer();
+    for (const m of monitorsOfType(deps.db, ['apm'])) {
+      const def = definitionOf(m).apm;
+      if (!def || !keys.has(`${def.service}\u0000${def.env}`)) continue;
+      await breathe();
+      if (stopped) return;
+      try {
+        evaluateApm(m);
+      } catch (err) {
+        log.error({ err, monitorId: m.id }, 'APM monitor evaluation failed');
+      }
     }
+  }
+  function onIngested({ service, env }: { service: string; env: string }): void {
+    if (pending.size === 0) setImmediate(() => void evaluateIngested());
     pending.add(`${service}\u0000${env}`);
   }
 
