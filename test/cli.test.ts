@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { driver, startServer, type TestServer } from './helpers.ts';
+import { driver, startServer, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
 let key: string;
@@ -139,4 +139,26 @@ test('tollgate demo: a bad canary fails live, a clean one passes', async () => {
   assert.equal(r.code, 0, r.stdout);
   assert.match(r.stdout, /FAIL\s+new version errors — Version v2: error rate of POST \/pay rose/);
   assert.match(r.stdout, /v2: failed, as it should; v3: passed\./);
+});
+
+describe('tollgate evaluate against a rate-limited Tollgate', () => {
+  test('waits out 429s (Retry-After) instead of failing the deploy', async () => {
+    // One request a second for the key: the trigger is followed at once by a poll that is refused.
+    const limited = await startServer({ rateLimits: { ...UNREACHABLE_LIMITS, requestsPerSecond: 1 } });
+    try {
+      const limitedKey = await limited.createKey(['evaluations:write']);
+      // A dry-run gate: decided (pass) at once, so the only thing in the way is the limit.
+      const file = config('limited', [{ type: 'monitor', name: 'monitors', options: { query: 'limited:none' } }], true);
+      const r = await cli(['--service', 'cli', '--env', 'prod', '--no-watch', '--config', file], {
+        TOLLGATE_URL: limited.url,
+        TOLLGATE_API_KEY: limitedKey,
+        TOLLGATE_POLL_INTERVAL_MS: '10',
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout + r.stderr, /429/, 'the run met the limit');
+      assert.match(r.stdout, /Gate PASSED \(evaluation mode: Dry run\)/);
+    } finally {
+      await limited.stop();
+    }
+  });
 });

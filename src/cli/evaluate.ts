@@ -26,6 +26,8 @@ class CliError extends Error {
     message: string,
     /** A server-side or network problem: --fail-on-error decides; else the input was wrong. */
     readonly serverSide: boolean,
+    /** Set when Tollgate asked us to come back later (429 Retry-After): wait this long, then retry. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
   }
@@ -127,6 +129,11 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
       const json = (await res.json().catch(() => null)) as { data?: any; errors?: Array<{ detail?: string }> } | null;
       if (res.status >= 400) {
         const detail = json?.errors?.map((e) => e.detail).join('; ') || res.statusText;
+        if (res.status === 429) {
+          // Rate limited: not the input's fault, so retry after what the server asked for.
+          const seconds = Number(res.headers.get('retry-after'));
+          throw new CliError(`Tollgate answered 429: ${detail}`, true, (Number.isFinite(seconds) && seconds > 0 ? seconds : 5) * 1000);
+        }
         throw new CliError(`Tollgate answered ${res.status}: ${detail}`, res.status >= 500);
       }
       return json!;
@@ -144,9 +151,12 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
         });
         evaluationId = triggered.data.attributes.evaluation_id as string;
       } catch (err) {
-        if (!(err instanceof CliError) || !err.serverSide || Date.now() + 5000 > Math.min(deadline, Date.now() + 60_000) || attempt >= 5) throw err;
-        log(`${err.message}; retrying`);
-        await sleep(Math.min(5000 * 1.5 ** attempt, 30_000));
+        const wait = err instanceof CliError && err.retryAfterMs !== undefined ? err.retryAfterMs : Math.min(5000 * 1.5 ** attempt, 30_000);
+        // A rate limit is waited out until the deadline; other server errors are retried for a minute.
+        const giveUpAt = err instanceof CliError && err.retryAfterMs !== undefined ? deadline : Math.min(deadline, Date.now() + 60_000);
+        if (!(err instanceof CliError) || !err.serverSide || Date.now() + wait > giveUpAt || attempt >= (err.retryAfterMs !== undefined ? 100 : 5)) throw err;
+        log(`${err.message}; retrying in ${Math.round(wait / 1000)} s`);
+        await sleep(wait);
       }
     }
     log(`Evaluation ${evaluationId} started`);
@@ -239,6 +249,12 @@ async function poll(request: (m: string, p: string) => Promise<{ data?: any }>, 
     } catch (err) {
       if (!(err instanceof CliError) || !err.serverSide) throw err;
       log(`${err.message}; retrying`);
+      if (err.retryAfterMs !== undefined) {
+        const backoff = Math.min(err.retryAfterMs, deadline - Date.now());
+        if (backoff <= 0) return null;
+        await sleep(backoff);
+        continue;
+      }
     }
     const wait = Math.min(Number(process.env.TOLLGATE_POLL_INTERVAL_MS ?? 15_000), deadline - Date.now());
     if (wait <= 0) return null;
