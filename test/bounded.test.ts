@@ -152,6 +152,19 @@ describe('many monitors and long lists', () => {
     assert.ok(final.rules[0].evidence.matchedMonitors.length <= 50, 'the evidence lists no more monitors than a rule may watch');
   });
 
+  test('a transition woken rules judge without reading all 40,000 monitors again', async () => {
+    const id = await d.monitor('among-many', ['team:among', 'env:bulk']);
+    await d.report(id, 'OK');
+    const r = await d.evaluate({ service: 'among', env: 'bulk', configuration: { rules: [jitMonitor('q', { query: 'team:among', duration: 3600 })] } });
+    await until('the first check', async () => /Watching/.test((await d.get(r.data.evaluateGate.id)).rules[0].reason));
+    s.queries.length = 0;
+    await d.report(id, 'ALERT');
+    const final = (await d.follow(r.data.evaluateGate.id, 30_000)).at(-1);
+    assert.equal(final.status, 'FAIL');
+    const readAll = s.queries.filter((q) => /from "monitors"/.test(q) && !/ where /.test(q));
+    assert.deepEqual(readAll, [], 'a state change re-read every monitor');
+  });
+
   test('spans ingested re-evaluate the APM monitors without reading all 40,000 monitors', async () => {
     s.queries.length = 0;
     s.app.deps.events.publish('apm.ingested', { service: 'checkout', env: 'bulk', at: new Date() });

@@ -1,4 +1,4 @@
-import { type SQL, sql } from 'drizzle-orm';
+import { is, SQL, sql } from 'drizzle-orm';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 
 /**
@@ -25,6 +25,8 @@ export function preparedSet(patch: Record<string, unknown>): { signature: string
   const set: Record<string, unknown> = {};
   const values: Record<string, unknown> = {};
   for (const k of keys) {
+    // An SQL expression would be baked into the statement with its first values: plain values only.
+    if (is(patch[k], SQL)) throw new Error(`preparedSet: ${k} is an SQL expression; write it into the statement instead`);
     if (patch[k] === null) set[k] = sql`null`;
     else {
       set[k] = sql.placeholder(k);

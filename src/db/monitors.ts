@@ -13,9 +13,16 @@ export type TransitionRow = typeof monitorTransitions.$inferSelect;
  * groups stand (not by report-time refreshes), so readers may cache what they derive from
  * monitors until it moves. Bumped even when the transaction later rolls back: one needless
  * re-read, never a stale one. Process-wide: SQLite has one writing process (see client.ts).
+ * `rowsGeneration` moves only with the monitors' own rows, not with their groups' states.
  */
 let generation = 0;
+let rowsGeneration = 0;
 export const monitorsGeneration = (): number => generation;
+export const monitorRowsGeneration = (): number => rowsGeneration;
+const rowsChanged = () => {
+  rowsGeneration++;
+  generation++;
+};
 
 export function getMonitor(db: Tx, id: string): MonitorRow | undefined {
   return db.select().from(monitors).where(eq(monitors.id, id)).get();
@@ -58,17 +65,17 @@ export function allMonitors(db: Tx): MonitorRow[] {
 }
 
 export function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): MonitorRow {
-  generation++;
+  rowsChanged();
   return db.insert(monitors).values(row).returning().get();
 }
 
 export function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): MonitorRow {
-  generation++;
+  rowsChanged();
   return db.update(monitors).set(patch).where(eq(monitors.id, id)).returning().get()!;
 }
 
 export function deleteMonitorRow(db: Tx, id: string): void {
-  generation++;
+  rowsChanged();
   db.delete(monitors).where(eq(monitors.id, id)).run();
 }
 
@@ -139,7 +146,7 @@ export function recentTransitions(db: Tx, monitorId: string, limit: number): Tra
 }
 
 export function setSourceHealth(db: Tx, monitorId: string, error: string | null): void {
-  generation++;
+  rowsChanged();
   db.update(monitors)
     .set(error === null ? { sourceErrors: 0, lastSourceError: null } : { sourceErrors: sql`${monitors.sourceErrors} + 1`, lastSourceError: error })
     .where(eq(monitors.id, monitorId))

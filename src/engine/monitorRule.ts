@@ -1,4 +1,4 @@
-import { allMonitors, getMonitors, groupsOf, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
+import { allMonitors, getMonitors, groupsOf, monitorRowsGeneration, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import { envsOf, filterMatchingNow, groupsByMonitor, MAX_RULE_MATCH_STEPS, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
@@ -37,7 +37,9 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
   const candidates = unmutedMonitors(deps);
   if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
     // The common case: the monitor's own attributes decide, so only matches need their groups.
-    const monitors = filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length));
+    const monitors = ownAttributeMatches(deps, o.query!, () =>
+      filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length)),
+    );
     const groups = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
     return { monitors, groups: new Map(monitors.map((m) => [m.id, groups.get(m.id) ?? []])) };
   }
@@ -62,11 +64,10 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
  */
 interface SelectionCache {
   generation: number;
-  unmuted?: MonitorRow[];
   byKey: Map<string, Selection>;
 }
 const selectionCaches = new WeakMap<object, SelectionCache>();
-/** Distinct selections kept per generation; beyond this the cache starts over. */
+/** Distinct selections (and query matches) kept per generation; beyond this the cache starts over. */
 const MAX_CACHED_SELECTIONS = 1000;
 
 function currentCache(deps: Deps): SelectionCache {
@@ -76,9 +77,39 @@ function currentCache(deps: Deps): SelectionCache {
   return cache;
 }
 
+/**
+ * What depends on the monitors' own rows only, kept across transitions: a state change then
+ * costs a look at the matched monitors' groups, not a read of every monitor.
+ */
+interface RowsCache {
+  generation: number;
+  unmuted?: MonitorRow[];
+  /** Monitors a query matches on their own attributes (no group: or status: term). */
+  matched: Map<string, MonitorRow[]>;
+}
+const rowsCaches = new WeakMap<object, RowsCache>();
+
+function currentRows(deps: Deps): RowsCache {
+  const generation = monitorRowsGeneration();
+  let cache = rowsCaches.get(deps.db);
+  if (!cache || cache.generation !== generation) rowsCaches.set(deps.db, (cache = { generation, matched: new Map() }));
+  return cache;
+}
+
 function unmutedMonitors(deps: Deps): MonitorRow[] {
-  const cache = currentCache(deps);
+  const cache = currentRows(deps);
   return (cache.unmuted ??= allMonitors(deps.db).filter((m) => !m.muted));
+}
+
+function ownAttributeMatches(deps: Deps, query: string, match: () => MonitorRow[]): MonitorRow[] {
+  let monitors = currentRows(deps).matched.get(query);
+  if (!monitors) {
+    monitors = match();
+    const cache = currentRows(deps);
+    if (cache.matched.size >= MAX_CACHED_SELECTIONS) cache.matched.clear();
+    cache.matched.set(query, monitors);
+  }
+  return monitors;
 }
 
 function cachedSelect(deps: Deps, o: MonitorRuleOptions): Selection {
