@@ -47,6 +47,25 @@ function logMeanExp(xs: number[]): number {
   return m + Math.log(sum / xs.length);
 }
 
+/**
+ * log of BB(x; x + y, mean p1, concentration ν) / BB(x; x + y, mean p0, concentration ν): the
+ * likelihood ratio of x canary errors among the x + y errors of a bucket when the canary's share
+ * of them is beta-binomial (errors clustered: ν = 1/ρ − 1 with ρ their within-bucket
+ * correlation); ν = ∞ is the binomial. The Beta functions' normalisers cancel (same ν), so the
+ * ratio is a product of x + y factors.
+ */
+export function logShareRatio(x: number, y: number, p1: number, p0: number, nu: number): number {
+  if (!(nu < 1e7)) return x * Math.log(p1 / p0) + y * Math.log((1 - p1) / (1 - p0));
+  const a1 = nu * p1;
+  const a0 = nu * p0;
+  const b1 = nu - a1;
+  const b0 = nu - a0;
+  let sum = 0;
+  for (let i = 0; i < x; i++) sum += Math.log((a1 + i) / (a0 + i));
+  for (let j = 0; j < y; j++) sum += Math.log((b1 + j) / (b0 + j));
+  return sum;
+}
+
 export interface PairedBucket {
   /** Canary and baseline requests and errors in one time bucket. */
   canaryHits: number;

@@ -7,9 +7,14 @@
 // 1%, 0.5%, 2%), varying ±50% over the window; the stable version serves 9× the canary's
 // traffic at the same time (a 10% canary step). The regression multiplies the error rate of
 // POST /pay. Checks every 10 s over 30 min.
+//
+// The second table (test/bench/fddService.ts, BENCH_ONLY=service, BENCH_CELLS=<part of a label>)
+// is a twelve-endpoint service with errors clustered per pod and an oracle beside the rule.
 import type { BucketRow } from '../../src/db/apm.ts';
 import { FDD_DEFAULTS } from '../../src/domain/ruleOptions.ts';
 import { assessFdd } from '../../src/engine/fddRule.ts';
+import { binomial, poisson, rng } from './fddSim.ts';
+import { serviceTable } from './fddService.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 const AA_RUNS = Number(process.env.BENCH_AA_RUNS ?? RUNS * 5);
@@ -24,40 +29,6 @@ const RESOURCES = [
 ];
 const STABLE_MULTIPLE = 9;
 const REGRESSED = 'POST /pay';
-
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function poisson(mean: number, u: () => number): number {
-  if (mean <= 0) return 0;
-  if (mean > 50) return Math.max(0, Math.round(mean + Math.sqrt(mean) * gaussian(u)));
-  const l = Math.exp(-mean);
-  let k = 0;
-  let p = 1;
-  do {
-    k++;
-    p *= u();
-  } while (p > l);
-  return k - 1;
-}
-
-function gaussian(u: () => number): number {
-  return Math.sqrt(-2 * Math.log(u() || 1e-12)) * Math.cos(2 * Math.PI * u());
-}
-
-function binomial(n: number, p: number, u: () => number): number {
-  if (n === 0 || p <= 0) return 0;
-  if (n * p < 30) return Math.min(n, poisson(n * p, u));
-  return Math.min(n, Math.max(0, Math.round(n * p + Math.sqrt(n * p * (1 - p)) * gaussian(u))));
-}
 
 interface Scenario {
   canaryRate: number;
@@ -189,29 +160,36 @@ const median = (xs: number[]) => {
 };
 const fmtTime = (s: number) => (Number.isNaN(s) ? '—' : s === Number.POSITIVE_INFINITY ? '>30 min' : `${(s / 60).toFixed(1)} min`);
 
-const started = performance.now();
-const header = `| scenario | runs | ${METHODS.map(([m]) => `${m}: failed / within 15 min / median time`).join(' | ')} |`;
-const lines = [header, `|---|---|${METHODS.map(() => '---').join('|')}|`];
-for (const cell of cells) {
-  const results = METHODS.map(() => [] as Array<number | null>);
-  for (let run = 0; run < cell.runs; run++) {
-    const { past, window } = simulate(cell.scenario, 1_000_003 * run + Math.round(cell.scenario.canaryRate * 1000 + cell.scenario.effect * 100 + cell.scenario.newTypeShare * 1e5));
-    METHODS.forEach(([, method], m) => results[m]!.push(method(past, window)));
+const ONLY = process.env.BENCH_ONLY; // 'threeResources' or 'service': one table only
+
+function threeResourceTable(): string {
+  const started = performance.now();
+  const header = `| scenario | runs | ${METHODS.map(([m]) => `${m}: failed / within 15 min / median time`).join(' | ')} |`;
+  const lines = [header, `|---|---|${METHODS.map(() => '---').join('|')}|`];
+  for (const cell of cells) {
+    const results = METHODS.map(() => [] as Array<number | null>);
+    for (let run = 0; run < cell.runs; run++) {
+      const { past, window } = simulate(cell.scenario, 1_000_003 * run + Math.round(cell.scenario.canaryRate * 1000 + cell.scenario.effect * 100 + cell.scenario.newTypeShare * 1e5));
+      METHODS.forEach(([, method], m) => results[m]!.push(method(past, window)));
+    }
+    const cols = results.map((r) => {
+      const failed = r.filter((x) => x !== null).length / r.length;
+      const early = r.filter((x) => x !== null && x <= 900).length / r.length;
+      const times = r.map((x) => (x === null ? Number.POSITIVE_INFINITY : x));
+      return `${(100 * failed).toFixed(1)}% / ${(100 * early).toFixed(1)}% / ${fmtTime(median(times))}`;
+    });
+    lines.push(`| ${cell.label} | ${cell.runs} | ${cols.join(' | ')} |`);
+    console.error(`  ${cell.label} done (${((performance.now() - started) / 1000).toFixed(0)} s)`);
   }
-  const cols = results.map((r) => {
-    const failed = r.filter((x) => x !== null).length / r.length;
-    const early = r.filter((x) => x !== null && x <= 900).length / r.length;
-    const times = r.map((x) => (x === null ? Number.POSITIVE_INFINITY : x));
-    return `${(100 * failed).toFixed(1)}% / ${(100 * early).toFixed(1)}% / ${fmtTime(median(times))}`;
-  });
-  lines.push(`| ${cell.label} | ${cell.runs} | ${cols.join(' | ')} |`);
-  console.error(`  ${cell.label} done (${((performance.now() - started) / 1000).toFixed(0)} s)`);
-}
-console.log(
-  [
+  return [
     `Faulty deployment detection on simulated canaries: alpha ${ALPHA}, checks every ${BUCKET_S} s over 30 min.`,
     'A/A rows: "failed" is the false-failure rate (Tollgate promises ≤ alpha). Other rows: power, power within 15 min, median time to fail (over all runs).',
     '',
     ...lines,
-  ].join('\n'),
-);
+  ].join('\n');
+}
+
+const out: string[] = [];
+if (ONLY !== 'service') out.push(threeResourceTable());
+if (ONLY !== 'threeResources') out.push(serviceTable());
+console.log(out.join('\n\n'));

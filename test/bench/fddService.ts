@@ -1,0 +1,179 @@
+// The realistic-service table of `npm run bench:decisions`: Tollgate's rule (assessFdd, the
+// engine's own decision function) on the twelve-endpoint service of fddSim.ts, next to an
+// oracle that knows which endpoint regressed, by how much, and how clustered the errors are.
+import type { BucketRow } from '../../src/db/apm.ts';
+import { logShareRatio, upperRate } from '../../src/domain/fdd.ts';
+import { FDD_DEFAULTS } from '../../src/domain/ruleOptions.ts';
+import { assessFdd } from '../../src/engine/fddRule.ts';
+import { BASELINE_PODS, CANARY_PODS, ENDPOINTS, NOISIEST, type ServiceScenario, SIM_BUCKET_S, type SimRun, simulateService } from './fddSim.ts';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 200);
+const AA_RUNS = Number(process.env.BENCH_AA_RUNS ?? RUNS * 5);
+const ALPHA = 0.01;
+const WINDOW_BUCKETS = 90; // 15 min
+const NEW_TYPE_RESOURCE = 'GET /cart';
+
+/** Seconds until the method failed the canary, or null. */
+type Method = (run: SimRun, sc: ServiceScenario) => number | null;
+
+const tollgate: Method = ({ past, window }) => {
+  let state = {};
+  const rows: BucketRow[] = [];
+  let newType = 0;
+  for (let i = 0; i < window.length; i++) {
+    for (const r of window[i]!.rows) rows.push(r);
+    newType += window[i]!.newType;
+    const result = assessFdd({
+      options: { ...FDD_DEFAULTS, alpha: ALPHA, duration: window.length * SIM_BUCKET_S },
+      version: 'v2',
+      primaryTag: null,
+      state,
+      past,
+      rows,
+      knownErrorTypes: new Set(['TimeoutError']),
+      canaryErrorTypes: newType > 0 ? [{ errorType: 'NewBoom', resource: NEW_TYPE_RESOURCE, count: newType, sampleMessage: null }] : [],
+      final: i === window.length - 1,
+      windowMinutes: (window.length * SIM_BUCKET_S) / 60,
+    });
+    state = result.state;
+    if (result.status === 'fail') return (i + 1) * SIM_BUCKET_S;
+  }
+  return null;
+};
+
+/**
+ * The oracle: one likelihood-ratio martingale with the true alternative, on exactly the
+ * endpoints that regressed, with the true clustering. In bucket t, given each regressed
+ * endpoint's errors E_j and the canary's share of its requests s_j, the canary's errors among
+ * them are beta-binomial with mean Σ E_j p_j(r) / Σ E_j (p_j(r) = r s_j / (r s_j + 1 − s_j)) and
+ * concentration ν = shape × pods (1 canary pod against 9 of equal traffic: Gamma–Poisson
+ * counts conditioned on their sum); ν = ∞ without clustering. It rejects at 1/alpha (Ville),
+ * which is the fastest any test valid at alpha can be, on average, against this alternative.
+ * For a new error type it is the Poisson likelihood ratio of the true rate against the highest
+ * rate the baseline's requests could have hidden.
+ */
+const oracle: Method = ({ past, window }, sc) => {
+  const threshold = Math.log(1 / ALPHA);
+  const nu = sc.clusterShape === null ? Number.POSITIVE_INFINITY : sc.clusterShape * (CANARY_PODS + BASELINE_PODS);
+  const regressed = Object.entries(sc.effect).filter(([, r]) => r !== 1);
+  let logL = 0;
+  let baselineRequests = past.reduce((n, r) => n + r.hits, 0);
+  let canaryRequests = 0;
+  let newType = 0;
+  for (let i = 0; i < window.length; i++) {
+    const b = window[i]!;
+    if (sc.newTypeShare > 0) {
+      for (const r of b.rows) (r.version === 'v2' ? (canaryRequests += r.hits) : (baselineRequests += r.hits));
+      newType += b.newType;
+      const q0 = upperRate(0, baselineRequests);
+      const q1 = sc.newTypeShare;
+      if (newType * Math.log(q1 / q0) - canaryRequests * (q1 - q0) >= threshold) return (i + 1) * SIM_BUCKET_S;
+      continue;
+    }
+    let x = 0;
+    let total = 0;
+    let mean1 = 0;
+    let mean0 = 0;
+    for (const [name, ratio] of regressed) {
+      const c = b.rows.find((r) => r.resource === name && r.version === 'v2')!;
+      const s = b.rows.find((r) => r.resource === name && r.version === 'v1')!;
+      const errors = c.errors + s.errors;
+      if (errors === 0 || c.hits === 0 || s.hits === 0) continue;
+      const share = c.hits / (c.hits + s.hits);
+      x += c.errors;
+      total += errors;
+      mean0 += errors * share;
+      mean1 += (errors * ratio * share) / (ratio * share + 1 - share);
+    }
+    if (total === 0) continue;
+    logL += logShareRatio(x, total - x, mean1 / total, mean0 / total, nu);
+    if (logL >= threshold) return (i + 1) * SIM_BUCKET_S;
+  }
+  return null;
+};
+
+interface Cell {
+  label: string;
+  scenario: ServiceScenario;
+  runs: number;
+  aa: boolean;
+}
+
+const base = { clusterShape: 2, mixShift: false, effect: {}, newTypeShare: 0, buckets: WINDOW_BUCKETS } satisfies Partial<ServiceScenario>;
+const shapeLabel = (k: number | null) => (k === null ? 'independent errors' : `clustered (shape ${k})`);
+const ALL = Object.fromEntries(ENDPOINTS.map((e) => [e.name, 3]));
+
+export const SERVICE_CELLS: Cell[] = [
+  ...[20, 50, 100, 200].flatMap((totalRate) =>
+    [null, 0.5, 2].flatMap((clusterShape) =>
+      [false, true].map((mixShift) => ({
+        label: `A/A, ${totalRate} req/s, ${shapeLabel(clusterShape)}${mixShift ? `, canary mix shifted (2× ${NOISIEST})` : ''}`,
+        scenario: { ...base, totalRate, clusterShape, mixShift },
+        runs: AA_RUNS,
+        aa: true,
+      })),
+    ),
+  ),
+  ...[20, 50, 100, 200].map((totalRate) => ({ label: `2× on POST /cart/items (11%, 1% errors), ${totalRate} req/s`, scenario: { ...base, totalRate, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false })),
+  { label: '2× on POST /cart/items (11%), 100 req/s, shape 0.5', scenario: { ...base, totalRate: 100, clusterShape: 0.5, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false },
+  { label: '2× on POST /cart/items (11%), 100 req/s, independent', scenario: { ...base, totalRate: 100, clusterShape: null, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false },
+  { label: '2× on GET /products (32%, 0.5% errors), 100 req/s', scenario: { ...base, totalRate: 100, effect: { 'GET /products': 2 } }, runs: RUNS, aa: false },
+  { label: '5× on POST /cart/items (11%), 20 req/s', scenario: { ...base, totalRate: 20, effect: { 'POST /cart/items': 5 } }, runs: RUNS, aa: false },
+  { label: '3× on every endpoint, 5 req/s', scenario: { ...base, totalRate: 5, effect: ALL }, runs: RUNS, aa: false },
+  { label: '3× on every endpoint, 20 req/s', scenario: { ...base, totalRate: 20, effect: ALL }, runs: RUNS, aa: false },
+  { label: 'new error type at 0.5% of canary requests, 10 canary req/s', scenario: { ...base, totalRate: 100, newTypeShare: 0.005 }, runs: RUNS, aa: false },
+];
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? Number.NaN : s[Math.floor((s.length - 1) / 2)]!;
+};
+const fmtTime = (s: number) => (Number.isNaN(s) ? '—' : s === Number.POSITIVE_INFINITY ? '>15 min' : `${(s / 60).toFixed(1)} min`);
+/** Upper end of the Wilson 95% interval of a proportion. */
+export const wilsonUpper = (k: number, n: number) => {
+  const z = 1.96;
+  const p = k / n;
+  return (p + (z * z) / (2 * n) + z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n))) / (1 + (z * z) / n);
+};
+
+export function serviceTable(filter = process.env.BENCH_CELLS): string {
+  const started = performance.now();
+  const lines = [
+    '| scenario | runs | tollgate: failed (95% upper) / within 15 min / median time | oracle: failed / within 15 min / median time | tollgate ÷ oracle: power within 15 min, median time |',
+    '|---|---|---|---|---|',
+  ];
+  const cells = SERVICE_CELLS.filter((c) => !filter || c.label.includes(filter));
+  cells.forEach((cell, index) => {
+    const t: Array<number | null> = [];
+    const o: Array<number | null> = [];
+    for (let run = 0; run < cell.runs; run++) {
+      const sim = simulateService(cell.scenario, 7_000_003 * run + 7919 * (index + 1));
+      t.push(tollgate(sim, cell.scenario));
+      if (!cell.aa) o.push(oracle(sim, cell.scenario));
+    }
+    const stats = (r: Array<number | null>) => {
+      const failed = r.filter((x) => x !== null).length;
+      const early = r.filter((x) => x !== null && x <= 900).length / r.length;
+      const time = median(r.map((x) => (x === null ? Number.POSITIVE_INFINITY : x)));
+      return { failed, early, time };
+    };
+    const ts = stats(t);
+    const tcol = `${((100 * ts.failed) / cell.runs).toFixed(1)}%${cell.aa ? ` (${(100 * wilsonUpper(ts.failed, cell.runs)).toFixed(1)}%)` : ''} / ${(100 * ts.early).toFixed(1)}% / ${fmtTime(ts.time)}`;
+    let ocol = '—';
+    let ratio = '—';
+    if (!cell.aa) {
+      const os = stats(o);
+      ocol = `${((100 * os.failed) / cell.runs).toFixed(1)}% / ${(100 * os.early).toFixed(1)}% / ${fmtTime(os.time)}`;
+      const timeRatio = Number.isFinite(ts.time) && Number.isFinite(os.time) ? (ts.time / os.time).toFixed(2) : '—';
+      ratio = `${os.early > 0 ? (ts.early / os.early).toFixed(2) : '—'}, ${timeRatio}`;
+    }
+    lines.push(`| ${cell.label} | ${cell.runs} | ${tcol} | ${ocol} | ${ratio} |`);
+    console.error(`  ${cell.label} done (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+  });
+  return [
+    `Twelve-endpoint service (test/bench/fddSim.ts): canary 1 pod of 10, alpha ${ALPHA}, checks every ${SIM_BUCKET_S} s over 15 min; power cells clustered with shape 2 unless told.`,
+    'A/A rows: false-failure rate with the upper end of its 95% interval. Other rows: power, power within 15 min, median time to fail (over all runs).',
+    '',
+    ...lines,
+  ].join('\n');
+}
