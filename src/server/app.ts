@@ -13,7 +13,7 @@ import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
-import type { Authenticate } from './http.ts';
+import { type Authenticate, requestUrl, sendJson } from './http.ts';
 import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
@@ -104,7 +104,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     void rateLimits.admitHttp(req, res, path).then((admitted) => {
       if (!admitted) return;
       if (path.startsWith('/graphql')) return void yoga(req, res);
-      const url = new URL(path, 'http://tollgate');
+      const url = requestUrl(path);
+      if (!url) return sendJson(res, 400, { errors: [{ status: '400', detail: 'the request target is not a valid path' }] });
       const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
       if (route) void route(req, res, url);
       else void yoga(req, res);

@@ -6,20 +6,14 @@ import { DomainError, parseInput, RateLimitedError } from '../domain/errors.ts';
 import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
 import { receiveAlertmanager } from '../sources/alertmanager.ts';
-import { HttpError, readBody, requireCaller, sendJson } from './http.ts';
+import { HttpError, isJsonObject, jsonKind, parseJsonObject, readBody, requireCaller, sendJson } from './http.ts';
 
 export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
       const principal = requireCaller(req, url, authenticate, 'ingest');
-      const body = await readBody(req, 4 * 1024 * 1024);
-      let json: unknown;
-      try {
-        json = JSON.parse(body.toString('utf8'));
-      } catch (err) {
-        throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
-      }
+      const json = parseJsonObject(await readBody(req, 4 * 1024 * 1024));
       sendJson(res, 200, await receiveAlertmanager(deps, principal, json));
     } catch (err) {
       if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
@@ -61,14 +55,10 @@ async function hookParams(req: IncomingMessage, url: URL): Promise<Record<string
   if (req.method === 'POST') {
     const raw = await readBody(req, 256 * 1024);
     if (raw.length > 0) {
-      let json: Record<string, unknown>;
-      try {
-        json = JSON.parse(raw.toString('utf8'));
-      } catch (err) {
-        throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
-      }
+      const json = parseJsonObject(raw);
+      if (json.metadata != null && !isJsonObject(json.metadata)) throw new HttpError(400, `metadata: must be a JSON object, not ${jsonKind(json.metadata)}`);
       // Flagger: {name, namespace, phase, checksum, metadata: {…}}; one canary revision, one run.
-      Object.assign(params, json, (json.metadata as Record<string, unknown> | undefined) ?? {});
+      Object.assign(params, json, json.metadata ?? {});
       if (json.checksum && !params.run) params.run = `${json.namespace}/${json.name}/${json.checksum}`;
     }
   }

@@ -48,6 +48,50 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   return raw;
 }
 
+/**
+ * A request body that must be one JSON object: `null`, a number, a string or an array is the
+ * client's mistake (400), never a TypeError further down.
+ */
+export function parseJsonObject(raw: Buffer, what = 'body'): Record<string, unknown> {
+  let json: unknown;
+  try {
+    json = JSON.parse(raw.toString('utf8'));
+  } catch (err) {
+    throw new HttpError(400, `${what} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (!isJsonObject(json)) throw new HttpError(400, `${what}: must be a JSON object, not ${jsonKind(json)}`);
+  return json;
+}
+
+export const isJsonObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `null`, `an array`, `a number`…, for messages. */
+export const jsonKind = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`);
+
+/**
+ * A path segment decoded, or a 400: `%E0%A4%A`, `%ZZ` or an overlong `%C0%AF` are the client's
+ * mistake, where decodeURIComponent would throw a URIError.
+ */
+export function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new HttpError(400, `path segment "${segment.slice(0, 100)}" is not valid percent-encoding (UTF-8 bytes as %XX)`);
+  }
+}
+
+/**
+ * The request target as a URL, or null when it is none: `//[` would be read as a host by
+ * `new URL(target, base)` and throw, so an origin-form target is only ever a path here.
+ */
+export function requestUrl(target: string): URL | null {
+  try {
+    return target.startsWith('/') ? new URL(`http://tollgate${target}`) : new URL(target);
+  } catch {
+    return null;
+  }
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });

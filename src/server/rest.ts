@@ -26,7 +26,7 @@ import { validate as isUuid } from 'uuid';
 import type { Principal } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
-import { type Authenticate, HttpError, readBody, sendJson } from './http.ts';
+import { type Authenticate, decodePathSegment, HttpError, readBody, sendJson } from './http.ts';
 
 const TITLES: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 429: 'Too Many Requests', 500: 'Internal Server Error' };
 const STATUS_OF: Record<DomainError['code'], number> = { BAD_USER_INPUT: 400, NOT_FOUND: 404, CONFLICT: 400, UNAUTHENTICATED: 401, FORBIDDEN: 403, RATE_LIMITED: 429 };
@@ -445,7 +445,7 @@ export function restHandler(deps: Deps, authenticate: Authenticate) {
           throw new HttpError(400, `body is not valid JSON: ${(err as Error).message}`);
         }
       }
-      const params = match.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      const params = match.pattern.exec(url.pathname)!.slice(1).map(decodePathSegment);
       const out = match.handle({ deps, principal: auth.principal, params, body, url });
       if (out.status === 204) {
         res.writeHead(204);
