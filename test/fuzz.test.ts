@@ -33,7 +33,7 @@ import { schema } from '../src/graphql/index.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, monitorRule, startServer, type TestServer } from './helpers.ts';
 
 const SEED = Number(process.env.TOLLGATE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const RUNS = Number(process.env.TOLLGATE_FUZZ_RUNS ?? 250);
+const RUNS = Number(process.env.TOLLGATE_FUZZ_RUNS ?? 500);
 const REPLAY = process.env.TOLLGATE_FUZZ_REPLAY ? /^(\w+):(\d+)$/.exec(process.env.TOLLGATE_FUZZ_REPLAY) : null;
 console.log(`fuzz: seed ${SEED}, ${RUNS} requests per surface (replay with TOLLGATE_FUZZ_SEED=${SEED})`);
 
@@ -115,16 +115,27 @@ interface Received {
 
 function send(base: string, r: Sent, timeoutMs = 20_000): Promise<Received> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest(`${base}${r.path}`, { method: r.method, headers: r.headers, agent: false });
-    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    // node frames a GET or DELETE body only with an explicit length (else it would be read as the next request).
+    const headers = r.body === undefined ? r.headers : { ...r.headers, 'content-length': String(Buffer.byteLength(r.body)) };
+    const req = httpRequest(`${base}${r.path}`, { method: r.method, headers, agent: false });
+    // A wall clock, not an idle timeout: a stream's keep-alives would keep an idle one from firing.
+    const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    req.on('close', () => clearTimeout(deadline));
     req.on('response', (res) => {
+      // A subscription over HTTP answers with a stream that stays open: its status is the answer.
+      if (/text\/event-stream|multipart\/mixed/.test(String(res.headers['content-type']))) {
+        resolve({ status: res.statusCode!, headers: res.headers, text: '', json: { stream: true } });
+        req.destroy();
+        return;
+      }
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
+        const body = Buffer.concat(chunks);
+        const text = body.toString('utf8');
         let json: any;
         try {
-          json = JSON.parse(text);
+          json = /protobuf/.test(String(res.headers['content-type'])) ? protobufStatus(body) : JSON.parse(text);
         } catch {}
         resolve({ status: res.statusCode!, headers: res.headers, text, json });
       });
@@ -133,6 +144,34 @@ function send(base: string, r: Sent, timeoutMs = 20_000): Promise<Received> {
     req.on('error', reject);
     req.end(r.body);
   });
+}
+
+/**
+ * OTLP answers a protobuf request's error with a google.rpc.Status in protobuf: `code` (field 1,
+ * varint) and `message` (field 2, string) are all that is read here.
+ */
+function protobufStatus(body: Buffer): { code?: number; message?: string } {
+  const out: { code?: number; message?: string } = {};
+  const varint = (at: number): [number, number] => {
+    let value = 0;
+    for (let shift = 0; at < body.length; shift += 7) {
+      const b = body[at++]!;
+      value += (b & 0x7f) * 2 ** shift;
+      if (b < 0x80) return [value, at];
+    }
+    throw new Error('truncated varint');
+  };
+  for (let at = 0; at < body.length; ) {
+    const [tag, next] = varint(at);
+    const field = Math.floor(tag / 8);
+    if ((tag & 7) === 0) [out.code, at] = field === 1 ? varint(next) : [out.code, varint(next)[1]];
+    else if ((tag & 7) === 2) {
+      const [length, start] = varint(next);
+      if (field === 2) out.message = body.subarray(start, start + length).toString('utf8');
+      at = start + length;
+    } else throw new Error(`unexpected wire type ${tag & 7}`);
+  }
+  return out;
 }
 
 const show = (v: Buffer | string | undefined, max = 600) => {
@@ -155,7 +194,7 @@ function counts(s: TestServer, tables: readonly string[]): Record<string, number
 
 interface Case extends Sent {
   /** What the response must look like when it is an error. */
-  shape: 'graphql' | 'rest' | 'otlp';
+  shape: 'graphql' | 'rest' | 'otlp' | 'none';
   /** GraphQL: root fields of the operation (a refusal is all of them null). */
   rootFields?: string[];
   /** 4xx statuses that are answers, not errors (Flagger's 409 evaluating, 412 failed), with a verdict body. */
@@ -185,7 +224,7 @@ function errorShapeProblem(c: Case, r: Received): string | null {
     }
     return null;
   }
-  if (r.status < 400) return null;
+  if (r.status < 400 || c.shape === 'none') return null;
   if (!r.json) return `status ${r.status} without a JSON body: ${show(r.text, 200)}`;
   if (c.shape === 'otlp') return typeof r.json.message === 'string' && r.json.message !== '' ? null : `OTLP error without a message: ${show(r.text, 200)}`;
   const errors = r.json.errors;
@@ -194,14 +233,20 @@ function errorShapeProblem(c: Case, r: Received): string | null {
   return null;
 }
 
+/**
+ * Whether nothing should have been written. GraphQL runs the root fields of a mutation in turn, so
+ * with several of them an error in one (which may null the whole `data`) leaves the others
+ * done: then only errors before execution (parsing, validation, variables: no path) mean refused.
+ */
 function refused(c: Case, r: Received): boolean {
   if (isVerdict(c, r)) return false;
   if (r.status >= 400) return true;
   if (c.shape !== 'graphql') return false;
+  const errors = r.json?.errors as Array<{ path?: unknown[] }> | undefined;
+  if (!errors) return false;
+  if (errors.every((e) => !e.path)) return true;
   const data = r.json?.data;
-  if (!r.json?.errors) return false;
-  if (data == null) return true;
-  return (c.rootFields ?? []).every((f) => data[f] == null);
+  return c.rootFields?.length === 1 && data?.[c.rootFields[0]!] == null;
 }
 
 async function fuzz(s: TestServer, surface: Surface): Promise<void> {
@@ -499,7 +544,9 @@ function restCase(rng: Rng, w: World): Case {
   const [method, path, kind] = rng.pick(shapes)();
   const body = method === 'POST' || method === 'PUT' || rng.chance(0.05) ? restBody(rng, kind) : undefined;
   const headers = { 'content-type': rng.chance(0.9) ? 'application/json' : rng.pick(['text/plain', 'application/xml', '']), ...authHeaders(rng, w) };
-  return { method, path: path + queryString(rng), headers, body, shape: 'rest' };
+  // `/api/..` is `/` once resolved: not the REST API's to answer.
+  const shape = new URL(path, 'http://x').pathname.startsWith('/api/') ? 'rest' : 'none';
+  return { method, path: path + queryString(rng), headers, body, shape };
 }
 
 // ---- the hooks ----
@@ -520,7 +567,8 @@ function hookCase(rng: Rng, w: World): Case {
     else {
       const flagger: Record<string, unknown> = { name: 'podinfo', namespace: 'test', phase: 'Progressing', checksum: rng.pick(['abc', 1, null, {}]), metadata: { service: 'checkout', env: rng.pick(['prod', 'staging']), version: rng.pick(['v1', 'v2']) } };
       for (let k = 0, n = rng.int(4); k < n; k++) {
-        const target = rng.chance(0.5) ? flagger : (flagger.metadata as Record<string, unknown>);
+        const metadata = flagger.metadata;
+        const target = rng.chance(0.5) || !metadata || typeof metadata !== 'object' || Array.isArray(metadata) ? flagger : (metadata as Record<string, unknown>);
         target[rng.pick(['service', 'env', 'identifier', 'version', 'run', 'primary_tag', 'name', 'namespace', 'metadata', '__proto__'])] = junk(rng);
       }
       body = JSON.stringify(flagger);
