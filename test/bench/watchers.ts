@@ -1,9 +1,9 @@
 // Work triggered by one event, against a real Tollgate in its own process (issue 9, item 7):
 //   A. N evaluations (default 8,000) whose monitor rule watches one monitor: one
 //      reportMonitorState WARN (wakes every rule, decides nothing), then ALERT (fails them all).
-//      Time for the mutation to return, worst /healthz latency seen by a keep-alive client
-//      while the checks run (the event loop's stall, seen from outside), time until every
-//      verdict is recorded, and keep-alive connections reset.
+//      Time for the mutation to return, the server's event-loop delay (its own histogram,
+//      through /metrics) and the worst /healthz latency seen by a keep-alive client while the
+//      checks run, time until every verdict is recorded, and keep-alive connections reset.
 //   B. One Alertmanager notification with 10,000 new alerts: time to answer, worst /healthz.
 //   C. monitors(query:) once those 10,000 (or BENCH_MONITORS) monitors exist.
 import { Agent, request } from 'node:http';
@@ -21,8 +21,19 @@ const NO_LIMITS = Object.fromEntries(
 const server = await startTollgate(NO_LIMITS);
 const base = server.url.replace(/\/graphql$/, '');
 
+/** The server's own event-loop delay since the last read (prom-client resets it on each read), in ms. */
+async function serverLag(): Promise<number> {
+  try {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    return Number(/^tollgate_nodejs_eventloop_lag_max_seconds (\S+)/m.exec(text)?.[1]) * 1000;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** /healthz in a loop over one keep-alive connection: worst latency and resets while it runs. */
 function probeHealth() {
+  const lag = serverLag(); // resets the server's histogram
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   let worst = 0;
   let errors = 0;
@@ -56,7 +67,8 @@ function probeHealth() {
       stopped = true;
       await loop;
       agent.destroy();
-      return { worst, errors };
+      await lag;
+      return { worst, errors, serverMax: await serverLag() };
     },
   };
 }
@@ -100,9 +112,9 @@ async function watchers() {
       await sleep(Math.max(2000, WATCHERS / 2));
       settled = Number.NaN;
     }
-    const { worst, errors } = await probe.stop();
+    const { worst, errors, serverMax } = await probe.stop();
     console.log(
-      `  ${state.padEnd(5)}: mutation returned in ${fmt(returned)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}` +
+      `  ${state.padEnd(5)}: mutation returned in ${fmt(returned)}, server event-loop delay max ${fmt(serverMax)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}` +
         (state === 'ALERT' ? `, all ${WATCHERS} verdicts FAIL after ${fmt(settled)}` : ''),
     );
   }
@@ -120,8 +132,8 @@ async function alertmanager() {
   });
   const body = (await res.json()) as unknown;
   const took = performance.now() - t0;
-  const { worst, errors } = await probe.stop();
-  console.log(`Alertmanager, ${ALERTS} new alerts: HTTP ${res.status} in ${fmt(took)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}; ${JSON.stringify(body).slice(0, 120)}`);
+  const { worst, errors, serverMax } = await probe.stop();
+  console.log(`Alertmanager, ${ALERTS} new alerts: HTTP ${res.status} in ${fmt(took)}, server event-loop delay max ${fmt(serverMax)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}; ${JSON.stringify(body).slice(0, 120)}`);
   for (let made = ALERTS; made < MONITORS; made += 10_000) {
     const more = Array.from({ length: Math.min(10_000, MONITORS - made) }, (_, i) => ({ status: 'firing', labels: { alertname: `bench-more-${made + i}`, env: 'bench' } }));
     await fetch(`${base}/hooks/alertmanager`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` }, body: JSON.stringify({ version: '4', alerts: more }) });
