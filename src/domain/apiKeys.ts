@@ -221,8 +221,11 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
   }
 }
 
-/** How long a positive authentication is reused without looking at the database. */
-export const AUTH_CACHE_MS = 5_000;
+/**
+ * How long a positive authentication is reused without looking at the database: a key revoked
+ * by another process (`tollgate keys revoke`) is refused within this, on every transport.
+ */
+export const AUTH_CACHE_MS = 1_000;
 
 /** `Bearer <key>`, a bare key, or null. */
 export function secretFromAuthorization(header: string | null | undefined): string | null {

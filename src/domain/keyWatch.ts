@@ -69,6 +69,8 @@ export function createKeyWatch(db: Db, events: Events, now: () => Date = () => n
     } catch {
       return; // the database is unavailable: try again at the next tick
     }
+    // What this process remembers of those keys (cached authentications) goes with their streams.
+    if (ids.length > 0) events.publish('config.changed', null);
     for (const id of ids) {
       const entry = watched.get(id);
       if (entry) end(id, revoked(entry.principal));

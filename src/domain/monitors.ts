@@ -197,6 +197,23 @@ function assertMonitorVisible(actor: Principal, m: MonitorRow, id: string, field
   if (!canSeeMonitor(actor, m)) throw notFound(`monitor ${id} does not exist`, field);
 }
 
+/**
+ * Changing a monitor (its state, tags, mute, existence) changes the verdicts of every env it is
+ * tagged with: a key may see a monitor shared with another env, but change only one whose
+ * envs are all its own.
+ */
+export function canChangeMonitor(actor: Pick<Principal, 'envs'>, m: Pick<MonitorRow, 'tags'>): boolean {
+  return actor.envs === null || (canSeeMonitor(actor, m) && envsOf(m.tags).every((e) => actor.envs!.includes(e)));
+}
+
+/** Not found for a monitor the actor cannot see; FORBIDDEN, naming the other envs, for one it sees but shares. */
+function assertMonitorChangeable(actor: Principal, m: MonitorRow, id: string, field: string): void {
+  assertMonitorVisible(actor, m, id, field);
+  if (canChangeMonitor(actor, m)) return;
+  const others = envsOf(m.tags).filter((e) => !actor.envs!.includes(e));
+  throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs!.join(', ')}; monitor ${id} is also in env ${others.join(', ')}, so only a key for those envs too may change it`, field);
+}
+
 /** A limited key may only create or retag monitors into its own environments. */
 function assertTagsAllowed(actor: Principal, tags: readonly string[]): void {
   if (actor.envs === null) return;
@@ -364,7 +381,7 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.i
   const row = deps.db.transaction((tx) => {
     const before = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
-    assertMonitorVisible(actor, before, id, 'id');
+    assertMonitorChangeable(actor, before, id, 'id');
     if (input.tags !== undefined) assertTagsAllowed(actor, input.tags);
     if (input.query !== undefined && before.type === 'prometheus') assertPromqlAllowed(actor, 'input.query');
     const m = updateMonitorRow(tx, before.id, {
@@ -390,7 +407,7 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
   const row = deps.db.transaction((tx) => {
     const m = getMonitorRow(tx, assertUuid(id, 'id'));
     if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
-    assertMonitorVisible(actor, m, id, 'id');
+    assertMonitorChangeable(actor, m, id, 'id');
     deleteMonitorRow(tx, m.id);
     insertAudit(tx, [audit(actor, now, 'monitor.deleted', { type: 'monitor', id: m.id }, m, null)]);
     return m;
@@ -408,7 +425,7 @@ export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMo
   requireWrite(actor, 'report monitor states');
   const m = getMonitorRow(deps.db, input.monitorId);
   if (!m) throw notFound(`monitor ${input.monitorId} does not exist`, 'input.monitorId');
-  assertMonitorVisible(actor, m, input.monitorId, 'input.monitorId');
+  assertMonitorChangeable(actor, m, input.monitorId, 'input.monitorId');
   return recordState(deps, m.id, normalizeGroup(input.group), input.state, input.message ?? null);
 }
 

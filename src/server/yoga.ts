@@ -185,6 +185,9 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     graphiql: production ? false : { title: 'Tollgate', subscriptionsProtocol: 'WS' },
     // CORS is buildApp's, for every path from one allow-list (yoga's own reflects any origin with credentials).
     cors: false,
+    // A GraphQL request over HTTP is bounded as one over WebSocket is (yoga's default, 25 MB,
+    // let a list variable of a million values hold the event loop for over a second).
+    maxRequestBodySize: deps.config.wsMaxPayload,
     logging: yogaLogger(deps.log),
     maskedErrors: { maskError: maskError(deps) },
     context: ({ request, principal, req }): Context => {

@@ -7,6 +7,7 @@ import { parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
 import { DomainError } from '../domain/errors.ts';
 import {
+  canChangeMonitor,
   canSeeMonitor,
   createMonitor,
   MAX_GROUP_LENGTH,
@@ -94,6 +95,10 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
   const byAlertname = new Map<string, MonitorRow>();
   const named = new Set(payload.alerts.map((a) => asTag('alertname', a.labels.alertname ?? '')));
   for (const m of externalMonitorsTagged(deps.db, [...named])) {
+    // Only monitors this key may report on: another env's monitor of the same alertname is as
+    // if it did not exist (refusing the alert would tell the key it exists), and the alert
+    // gets a monitor of its own env.
+    if (!canChangeMonitor(principal, m)) continue;
     const tag = m.tags.find((t) => t.startsWith('alertname:'));
     if (tag && !byAlertname.has(alertnameKey(tag.slice(10)))) byAlertname.set(alertnameKey(tag.slice(10)), m);
   }
@@ -148,10 +153,6 @@ function receiveSlice(
       continue;
     }
     let monitor = byAlertname.get(alertnameKey(alertname));
-    if (monitor && !canSeeMonitor(principal, monitor)) {
-      problems.add(`API key "${principal.name}" may not report ${alertname} (another environment)`);
-      continue;
-    }
     if (!monitor) {
       if (!canSeeMonitor(principal, { tags })) {
         problems.add(`API key "${principal.name}" may not create a monitor for ${alertname}: its env label is outside the key's environments`);

@@ -1,0 +1,112 @@
+// Attacks on issue 9's fixes, through the public interfaces: each test failed before its fix.
+import assert from 'node:assert/strict';
+import { gzipSync } from 'node:zlib';
+import { after, before, describe, test } from 'node:test';
+import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
+import { revokeApiKey } from '../src/domain/apiKeys.ts';
+import { createEvents } from '../src/domain/events.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import { sleep, startServer, subscribeLive, type TestServer } from './helpers.ts';
+
+let s: TestServer;
+before(async () => {
+  s = await startServer();
+});
+after(() => s.stop());
+
+const CREATE_MONITOR = 'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }';
+const monitor = async (name: string, tags: string[]) => {
+  const r = await s.gql(CREATE_MONITOR, { i: { name, type: 'EXTERNAL', tags } });
+  if (!r.data) throw new Error(JSON.stringify(r.errors));
+  return r.data.createMonitor.id as string;
+};
+
+describe('a key limited to one env cannot act on a monitor another env relies on', () => {
+  test('a monitor tagged env:staging and env:prod is readable by a staging key, but not muted, retagged, reported or deleted by it', async () => {
+    const shared = await monitor('shared-staging-prod', ['env:staging', 'env:prod']);
+    const staging = await s.createKey(['monitors:write'], ['staging']);
+    const attempts = {
+      mute: await s.gql('mutation($id: ID!) { updateMonitor(id: $id, input: { muted: true }) { id } }', { id: shared }, staging),
+      retag: await s.gql('mutation($id: ID!) { updateMonitor(id: $id, input: { tags: ["env:staging"] }) { id } }', { id: shared }, staging),
+      report: await s.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', { i: { monitorId: shared, state: 'OK' } }, staging),
+      remove: await s.gql('mutation($id: ID!) { deleteMonitor(id: $id) }', { id: shared }, staging),
+    };
+    for (const [what, r] of Object.entries(attempts)) {
+      assert.equal(r.errors?.[0]?.extensions?.code, 'FORBIDDEN', `${what}: ${JSON.stringify(r)}`);
+      assert.match(r.errors![0]!.message, /env prod/, what);
+    }
+    const after = await s.gql('query($id: ID!) { monitor(id: $id) { muted tags } }', { id: shared });
+    assert.deepEqual(after.data.monitor, { muted: false, tags: ['env:staging', 'env:prod'] });
+    // Reading it stays allowed: the monitor is in staging too.
+    const read = await s.gql('query($id: ID!) { monitor(id: $id) { id } }', { id: shared }, staging);
+    assert.equal(read.data.monitor.id, shared);
+  });
+
+  test('Alertmanager: an alertname another env uses neither refuses nor reveals it; the staging alert gets a monitor of its own', async () => {
+    const admin = await s.createKey(['ingest']);
+    const staging = await s.createKey(['ingest'], ['staging']);
+    const alert = (env: string) => ({ version: '4', alerts: [{ status: 'firing', labels: { alertname: 'ProdOnlyDiskFull', env } }] });
+    assert.equal((await s.request('POST', '/hooks/alertmanager', { body: alert('prod'), key: admin })).json.received, 1);
+    const r = await s.request('POST', '/hooks/alertmanager', { body: alert('staging'), key: staging });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.json, { received: 1, rejected: 0, problems: [] });
+    const seen = await s.gql('{ monitors(query: "alertname:ProdOnlyDiskFull") { edges { node { tags groups { state } } } } }', {}, await s.createKey(['gates:read'], ['staging']));
+    assert.equal(seen.data.monitors.edges.length, 1, JSON.stringify(seen));
+    assert.ok(seen.data.monitors.edges[0].node.tags.includes('env:staging'));
+  });
+});
+
+describe('revocation', () => {
+  test('once the server has ended a key\'s streams for a revocation made by another process, its plain requests are refused too', async () => {
+    const r = await s.gql('mutation { createApiKey(input: { name: "revoked-elsewhere", scopes: [GATES_READ] }) { secret key { id } } }');
+    const { secret, key } = r.data.createApiKey;
+    const ended = new Promise<number>((resolve) => {
+      const client = s.ws(secret, { on: { closed: (e: any) => resolve(e.code) } });
+      void subscribeLive(s, client, 'subscription { gateEvents { kind } }');
+    });
+    await sleep(300);
+    assert.equal((await s.gql('{ gates { edges { node { id } } } }', {}, secret)).status, 200);
+    revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
+    assert.equal(await ended, 4403);
+    const after = await s.gql('{ gates { edges { node { id } } } }', {}, secret);
+    assert.equal(after.status, 401, JSON.stringify(after));
+  });
+});
+
+describe('bodies are bounded before they are parsed', () => {
+  test('a GraphQL request body over the WebSocket message bound is refused with 413', async () => {
+    const key = await s.createKey(['gates:read']);
+    const values = Array.from({ length: 200_000 }, (_, i) => `s${i}`);
+    const r = await s.gql('query($s: [String!]) { evaluations(filter: { service: $s }) { edges { node { id } } } }', { s: values }, key);
+    assert.equal(r.status, 413, JSON.stringify(r).slice(0, 300));
+  });
+
+  test('an OTLP protobuf span or resource of millions of attributes is refused by its size, the rest of the request stored', async () => {
+    const Request = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
+    const attr = (key: string, value: string) => ({ key, value: { stringValue: value } });
+    const many = Array.from({ length: 300_000 }, () => attr('a', 'v'));
+    const now = BigInt(Date.now()) * 1_000_000n;
+    const span = (name: string, attributes: unknown[] = []) => ({ name, kind: 2, startTimeUnixNano: String(now), endTimeUnixNano: String(now + 1_000_000n), attributes });
+    const body = Buffer.from(
+      Request.encode(
+        Request.fromObject({
+          resourceSpans: [
+            { resource: { attributes: [attr('service.name', 'huge-span'), attr('deployment.environment', 'prod')] }, scopeSpans: [{ spans: [span('GET /ok'), span('GET /huge', many)] }] },
+            { resource: { attributes: [attr('service.name', 'huge-resource'), attr('deployment.environment', 'prod'), ...many] }, scopeSpans: [{ spans: [span('GET /x')] }] },
+          ],
+        }),
+      ).finish(),
+    );
+    const key = await s.createKey(['ingest']);
+    const res = await fetch(`${s.url}/v1/traces`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json'.replace('json', 'x-protobuf'), 'content-encoding': 'gzip', authorization: `Bearer ${key}` },
+      body: new Uint8Array(gzipSync(body)),
+    });
+    assert.equal(res.status, 200);
+    const Response = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse;
+    const answer = Response.decode(Buffer.from(await res.arrayBuffer()));
+    assert.equal(Number(answer.partialSuccess?.rejectedSpans), 2, JSON.stringify(answer));
+    assert.match(answer.partialSuccess.errorMessage, /bytes/);
+  });
+});
