@@ -240,4 +240,16 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
     assert.equal(again.status, 200);
     assert.equal((db.prepare(`select count(*) as n from monitors where name like 'storm-%'`).get() as { n: number }).n, ALERTS);
   });
+
+  test('notifications wait their turn, a bounded number of them: beyond it 503 with Retry-After, and a resend is applied', async () => {
+    const notification = (n: number) => ({ version: '4', alerts: Array.from({ length: 2000 }, (_, i) => ({ status: 'firing', labels: { alertname: `queue-${n}-${i}`, env: 'prod' } })) });
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, n) => s.request('POST', '/hooks/alertmanager', { body: notification(n) })));
+    const busy = answers.flatMap((a, n) => (a.status === 503 ? [n] : []));
+    assert.ok(busy.length > 0, `every one of 12 notifications of 2,000 alerts was taken at once: ${answers.map((a) => a.status)}`);
+    assert.ok(answers.every((a) => a.status === 200 || a.status === 503), JSON.stringify(answers.map((a) => a.status)));
+    assert.match(answers[busy[0]!]!.json.errors[0].detail, /waiting/);
+    for (const n of busy) assert.equal((await s.request('POST', '/hooks/alertmanager', { body: notification(n) })).status, 200);
+    const made = s.app.deps.db.$client.prepare(`select count(*) as n from monitors where name like 'queue-%'`).get() as { n: number };
+    assert.equal(made.n, 12 * 2000);
+  });
 });

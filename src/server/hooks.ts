@@ -5,7 +5,7 @@ import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput, RateLimitedError } from '../domain/errors.ts';
 import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
-import { receiveAlertmanager } from '../sources/alertmanager.ts';
+import { ReceiverBusyError, receiveAlertmanager } from '../sources/alertmanager.ts';
 import { HttpError, isJsonObject, jsonKind, parseJsonObject, readBody, requireCaller, sendJson } from './http.ts';
 
 export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
@@ -18,6 +18,7 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
     } catch (err) {
       if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
       if (err instanceof DomainError) return sendJson(res, 400, { errors: [{ status: '400', detail: err.message }] });
+      if (err instanceof ReceiverBusyError) return sendJson(res, 503, { errors: [{ status: '503', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
       deps.log.error({ err }, 'Alertmanager notification failed');
       sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
     }

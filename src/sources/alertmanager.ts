@@ -73,6 +73,17 @@ export interface ReceiveResult {
 const SLICE_MS = 10;
 /** Notifications are applied one after the other: slices of two could both create a monitor. */
 let previous: Promise<unknown> = Promise.resolve();
+/** Notifications waiting their turn, each holding its payload; beyond this one is refused. */
+const MAX_WAITING = 8;
+let waiting = 0;
+
+/** Too many notifications are waiting: answered 503 with Retry-After, which Alertmanager retries. */
+export class ReceiverBusyError extends Error {
+  readonly retryAfterSeconds = 1;
+  constructor() {
+    super(`${MAX_WAITING} Alertmanager notifications are already waiting to be applied; send this one again shortly`);
+  }
+}
 
 /**
  * Matches each alert to the monitor tagged with its alertname, creating it on first sight.
@@ -85,7 +96,9 @@ let previous: Promise<unknown> = Promise.resolve();
  */
 export async function receiveAlertmanager(deps: Deps, principal: Principal, raw: unknown): Promise<ReceiveResult> {
   const payload = parseInput(alertmanagerPayloadSchema, raw);
-  const turn = previous.then(() => receiveInSlices(deps, principal, payload));
+  if (waiting >= MAX_WAITING) throw new ReceiverBusyError();
+  waiting++;
+  const turn = previous.then(() => receiveInSlices(deps, principal, payload)).finally(() => waiting--);
   previous = turn.catch(() => {});
   return turn;
 }
