@@ -1,12 +1,13 @@
 // Attacks on issue 9's fixes, through the public interfaces: each test failed before its fix.
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { sleep, startServer, subscribeLive, type TestServer } from './helpers.ts';
+import { sleep, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -72,6 +73,44 @@ describe('revocation', () => {
     assert.equal(after.status, 401, JSON.stringify(after));
   });
 });
+
+describe('rate limits hold however the path is spelled', () => {
+  test('GraphQL at //graphql, /./graphql or /x/graphql, REST at /./api/…, hooks at /./hooks/… share the key\'s request budget', async () => {
+    const limited = await startServer({ rateLimits: { ...UNREACHABLE_LIMITS, requestsPerSecond: 1 } });
+    try {
+      const key = await limited.createKey(['admin']);
+      const spellings: Array<[string, unknown]> = [
+        ['//graphql', { query: '{ __typename }' }],
+        ['/./graphql', { query: '{ __typename }' }],
+        ['/x/graphql', { query: '{ __typename }' }],
+        ['/./api/v2/deployment_gates', undefined],
+        ['/./hooks/gate?service=a&env=b', undefined],
+      ];
+      for (const [path, body] of spellings) {
+        // Sent together: even spread over three one-second windows, at most 3 of 12 fit a budget of 1.
+        const answers = await Promise.all(Array.from({ length: 12 }, () => rawRequest(limited.url, body ? 'POST' : 'GET', path, key, body)));
+        const statuses = answers.map((a) => a.status);
+        assert.ok(statuses.filter((st) => st === 429).length >= 6, `${path}: ${statuses.join(' ')}`);
+      }
+    } finally {
+      await limited.stop();
+    }
+  });
+});
+
+/** A request whose path is sent exactly as written (fetch and URL would resolve `.` and `//`). */
+function rawRequest(base: string, method: string, path: string, key: string, body?: unknown): Promise<{ status: number }> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(base);
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const req = httpRequest({ hostname, port, method, path, agent: false, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode! }));
+    });
+    req.on('error', reject);
+    req.end(text);
+  });
+}
 
 describe('bodies are bounded before they are parsed', () => {
   test('a GraphQL request body over the WebSocket message bound is refused with 413', async () => {

@@ -56,12 +56,24 @@ function addressKey(address: string): string {
 /** Where a request is going, which decides its budget and the shape of a refusal. */
 type Surface = 'graphql' | 'rest' | 'hooks' | 'otlp' | 'alertmanager';
 
-function surfaceOf(path: string): Surface | null {
-  if (path.startsWith('/graphql')) return 'graphql';
+/**
+ * Classified as the request is served, not as it is spelled: handlers route on the URL with its
+ * dot segments resolved (`/./api/…` is REST), and yoga answers GraphQL on any path ending in
+ * /graphql (`//graphql`, `/x/graphql`); reading the raw path let those spellings go unlimited.
+ */
+function surfaceOf(rawPath: string): Surface | null {
+  if (rawPath.startsWith('/graphql')) return 'graphql';
+  let path: string;
+  try {
+    path = new URL(`http://tollgate${rawPath.startsWith('/') ? '' : '/'}${rawPath}`).pathname;
+  } catch {
+    return null; // not a URL any handler serves
+  }
   if (path.startsWith('/api/')) return 'rest';
   if (path.startsWith('/v1/traces')) return 'otlp';
   if (path.startsWith('/hooks/alertmanager')) return 'alertmanager';
   if (path.startsWith('/hooks/')) return 'hooks';
+  if (path.endsWith('/graphql') || path.endsWith('/graphql/')) return 'graphql';
   return null;
 }
 
