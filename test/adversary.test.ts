@@ -57,6 +57,30 @@ describe('a key limited to one env cannot act on a monitor another env relies on
   });
 });
 
+describe('a monitor rule tells its trigger nothing of other envs\' monitors', () => {
+  test('a query too costly to match over prod monitors does not tell a staging trigger how many there are', async () => {
+    // Each monitor holds ~19,000 characters of tags; 60 wildcard terms read them 60 times.
+    const tags = (i: number) => ['env:prod', ...Array.from({ length: 98 }, (_, k) => `t${k}:${String(i).padEnd(190, 'y')}`)];
+    for (let i = 0; i < 25; i++) await s.gql(CREATE_MONITOR, { i: { name: `heavy-prod-${i}`, type: 'EXTERNAL', tags: tags(i) } });
+    const total = (await s.gql('{ monitors { edges { node { id } } } }')).data.monitors.edges.length;
+    const query = Array.from({ length: 60 }, (_, k) => `t${k}:*q*`).join(' OR ');
+    const staging = await s.createKey(['evaluations:write'], ['staging']);
+    const started = await s.gql(
+      'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }',
+      { i: { service: 'heavy', env: 'staging', configuration: { rules: [{ name: 'r', options: { monitor: { query } } }] } } },
+      staging,
+    );
+    const id = started.data.evaluateGate.id;
+    let rule: any;
+    for (let i = 0; i < 200; i++) {
+      rule = (await s.gql('query($id: ID!) { evaluation(id: $id) { rules { status reason consecutiveSourceErrors } } }', { id }, staging)).data.evaluation.rules[0];
+      if (rule.status !== 'IN_PROGRESS' || rule.consecutiveSourceErrors > 0) break;
+      await sleep(50);
+    }
+    assert.doesNotMatch(rule.reason, new RegExp(`\\b(${total}|25) monitors`), rule.reason);
+  });
+});
+
 describe('revocation', () => {
   test('once the server has ended a key\'s streams for a revocation made by another process, its plain requests are refused too', async () => {
     const r = await s.gql('mutation { createApiKey(input: { name: "revoked-elsewhere", scopes: [GATES_READ] }) { secret key { id } } }');

@@ -15,9 +15,13 @@ interface Selection {
   groups: Map<string, MonitorGroupRow[]>;
 }
 
-/** A query too costly to match is its source failing (retried, then onSourceError), never a stall. */
-const tooCostly = (count: number) => () =>
-  new SourceError(`matching the query against ${count} monitors is too costly (over ${MAX_RULE_MATCH_STEPS} characters to examine): use fewer leading '*' wildcards or exact tags`);
+/**
+ * A query too costly to match is its source failing (retried, then onSourceError), never a stall.
+ * The count is not said: matching runs over every env's monitors, and the reason goes to the
+ * trigger, who may see few of them.
+ */
+const tooCostly = (_count: number) => () =>
+  new SourceError(`matching the query against the monitors is too costly (over ${MAX_RULE_MATCH_STEPS} characters to examine): use fewer leading '*' wildcards or exact tags`);
 
 /** Muted monitors are always left out, whatever the query says. */
 function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection {
