@@ -33,7 +33,7 @@ import { schema } from '../src/graphql/index.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, monitorRule, startServer, type TestServer } from './helpers.ts';
 
 const SEED = Number(process.env.TOLLGATE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const RUNS = Number(process.env.TOLLGATE_FUZZ_RUNS ?? 500);
+const RUNS = Number(process.env.TOLLGATE_FUZZ_RUNS ?? 400);
 const REPLAY = process.env.TOLLGATE_FUZZ_REPLAY ? /^(\w+):(\d+)$/.exec(process.env.TOLLGATE_FUZZ_REPLAY) : null;
 console.log(`fuzz: seed ${SEED}, ${RUNS} requests per surface (replay with TOLLGATE_FUZZ_SEED=${SEED})`);
 
