@@ -17,17 +17,22 @@ interface Selection {
 
 /**
  * A query too costly to match is its source failing (retried, then onSourceError), never a stall.
- * The count is not said: matching runs over every env's monitors, and the reason goes to the
- * trigger, who may see few of them.
+ * Only monitors the trigger may see are matched, so neither the cost nor this message depends
+ * on another environment's monitors.
  */
 const tooCostly = (_count: number) => () =>
   new SourceError(`matching the query against the monitors is too costly (over ${MAX_RULE_MATCH_STEPS} characters to examine): use fewer leading '*' wildcards or exact tags`);
 
-/** Muted monitors are always left out, whatever the query says. */
-function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection {
+/**
+ * Muted monitors are always left out, whatever the query says; so is every monitor outside the
+ * trigger's environments (`envs`, null: all), with exactly the rule keys have for monitors: the
+ * rule never reaches further than the key that started it. A monitor outside them is as if it
+ * did not exist, so a query or monitorIds naming it match nothing of it, and it costs nothing.
+ */
+function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: readonly string[] | null): Selection {
   if (o.monitorIds) {
     const wanted = new Map(o.monitorIds.map((m) => [m.id, m.groups]));
-    const monitors = getMonitors(deps.db, [...wanted.keys()]).filter((m) => !m.muted);
+    const monitors = getMonitors(deps.db, [...wanted.keys()]).filter((m) => !m.muted && visibleUnder(envs, m));
     const all = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
     const groups = new Map(
       monitors.map((m) => {
@@ -38,10 +43,10 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null): Selection
     );
     return { monitors, groups };
   }
-  const candidates = unmutedMonitors(deps);
+  const candidates = unmutedMonitors(deps, envs);
   if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
     // The common case: the monitor's own attributes decide, so only matches need their groups.
-    const monitors = ownAttributeMatches(deps, o.query!, () =>
+    const monitors = ownAttributeMatches(deps, `${envsKey(envs)}|${o.query!}`, () =>
       filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length)),
     );
     const groups = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
@@ -87,7 +92,8 @@ function currentCache(deps: Deps): SelectionCache {
  */
 interface RowsCache {
   generation: number;
-  unmuted?: MonitorRow[];
+  /** Unmuted monitors visible under each set of trigger environments (envsKey). */
+  unmuted: Map<string, MonitorRow[]>;
   /** Monitors a query matches on their own attributes (no group: or status: term). */
   matched: Map<string, MonitorRow[]>;
 }
@@ -96,13 +102,25 @@ const rowsCaches = new WeakMap<object, RowsCache>();
 function currentRows(deps: Deps): RowsCache {
   const generation = monitorRowsGeneration();
   let cache = rowsCaches.get(deps.db);
-  if (!cache || cache.generation !== generation) rowsCaches.set(deps.db, (cache = { generation, matched: new Map() }));
+  if (!cache || cache.generation !== generation) rowsCaches.set(deps.db, (cache = { generation, unmuted: new Map(), matched: new Map() }));
   return cache;
 }
 
-function unmutedMonitors(deps: Deps): MonitorRow[] {
+const envsKey = (envs: readonly string[] | null) => (envs === null ? '*' : JSON.stringify([...envs].sort()));
+const visibleUnder = (envs: readonly string[] | null, m: MonitorRow) => envs === null || monitorVisibleUnder(envs, envsOf(m.tags));
+
+function unmutedMonitors(deps: Deps, envs: readonly string[] | null): MonitorRow[] {
   const cache = currentRows(deps);
-  return (cache.unmuted ??= allMonitors(deps.db).filter((m) => !m.muted));
+  const key = envsKey(envs);
+  let rows = cache.unmuted.get(key);
+  if (!rows) {
+    const all = (cache.unmuted.get('*') ?? allMonitors(deps.db).filter((m) => !m.muted));
+    cache.unmuted.set('*', all);
+    rows = envs === null ? all : all.filter((m) => visibleUnder(envs, m));
+    if (cache.unmuted.size >= MAX_CACHED_SELECTIONS) cache.unmuted.clear();
+    cache.unmuted.set(key, rows);
+  }
+  return rows;
 }
 
 function ownAttributeMatches(deps: Deps, query: string, match: () => MonitorRow[]): MonitorRow[] {
@@ -116,31 +134,19 @@ function ownAttributeMatches(deps: Deps, query: string, match: () => MonitorRow[
   return monitors;
 }
 
-function cachedSelect(deps: Deps, o: MonitorRuleOptions): Selection {
+/** Shared by every rule with the same options and the same trigger environments. */
+function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[] | null): Selection {
   const cache = currentCache(deps);
-  const key = o.monitorIds ? `ids:${JSON.stringify(o.monitorIds)}` : `query:${o.query}`;
+  const key = `${envsKey(envs)}|${o.monitorIds ? `ids:${JSON.stringify(o.monitorIds)}` : `query:${o.query}`}`;
   let sel = cache.byKey.get(key);
   if (!sel) {
-    sel = select(deps, o, o.query ? parseMonitorQuery(o.query) : null);
+    sel = select(deps, o, o.query ? parseMonitorQuery(o.query) : null, envs);
     // select() may have started the cache over (it reads through it); store in the current one.
     const now = currentCache(deps);
     if (now.byKey.size >= MAX_CACHED_SELECTIONS) now.byKey.clear();
     now.byKey.set(key, sel);
   }
   return sel;
-}
-
-/**
- * Only the monitors visible under the trigger's environments (null: all), with exactly the
- * rule keys have for monitors: the rule never reaches further than the key that started it.
- * A monitor outside them is as if it did not exist, so a query or monitorIds naming it match
- * nothing of it. Applied after selecting, which keeps shared selections shareable.
- */
-function visibleSelection(sel: Selection, envs: readonly string[] | null): Selection {
-  if (envs === null) return sel;
-  const monitors = sel.monitors.filter((m) => monitorVisibleUnder(envs, envsOf(m.tags)));
-  if (monitors.length === sel.monitors.length) return sel;
-  return { monitors, groups: new Map(monitors.map((m) => [m.id, sel.groups.get(m.id) ?? []])) };
 }
 
 interface FailingGroup {
@@ -197,7 +203,7 @@ export const monitorRunner: RuleRunner = {
     if (now < rule.windowStartsAt) {
       return { status: 'in_progress', reason: `Warming up until ${iso(rule.windowStartsAt)}.`, nextCheckAt: rule.windowStartsAt };
     }
-    const sel = visibleSelection(cachedSelect(deps, o), evaluation.triggerEnvs ?? null);
+    const sel = cachedSelect(deps, o, evaluation.triggerEnvs ?? null);
     const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
     // A monitor whose own source is failing cannot vouch for its groups: retry, then policy.
     const broken = sel.monitors.find((m) => m.sourceErrors > 0);
