@@ -70,3 +70,16 @@ describe('orchestrator hooks', () => {
     assert.equal(result, 'pass');
   });
 });
+
+describe('hook bodies', () => {
+  test('a "__proto__" key in a body is a field like any other, never the parameters\' prototype', async () => {
+    // {"__proto__": {...}} must not smuggle service/env in through the prototype chain.
+    const r = await fetch(`${s.url}/hooks/gate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: '{"__proto__": {"service": "podinfo", "env": "prod"}}',
+    });
+    assert.equal(r.status, 400, await r.clone().text());
+    assert.match(((await r.json()) as any).errors[0].detail, /service/);
+  });
+});

@@ -52,7 +52,8 @@ function verdictBody(deps: Deps, snap: EvaluationSnapshot) {
 }
 
 async function hookParams(req: IncomingMessage, url: URL): Promise<Record<string, unknown>> {
-  const params: Record<string, unknown> = Object.fromEntries(url.searchParams);
+  // No prototype: a body's "__proto__" key must stay a key, not become the parameters' prototype.
+  const params: Record<string, unknown> = Object.assign(Object.create(null), Object.fromEntries(url.searchParams));
   if (req.method === 'POST') {
     const raw = await readBody(req, 256 * 1024);
     if (raw.length > 0) {
