@@ -56,6 +56,8 @@ export const configSchema = z
     PORT: port.default(4000),
     HOST: z.string().min(1, 'must not be empty').default('0.0.0.0'),
     TOLLGATE_DB: z.string().min(1, 'must not be empty').default('./data/tollgate.db'),
+    // normal: an acknowledged write survives a crash of the process; full: also a power loss (an fsync per write).
+    TOLLGATE_DB_SYNCHRONOUS: z.enum(['normal', 'full'], { message: 'must be normal or full' }).default('normal'),
     DATABASE_URL: z.string().optional(),
     TOLLGATE_MODE: z
       .enum(['production', 'development'], { message: 'must be production or development' })
@@ -171,6 +173,7 @@ export const configSchema = z
       port: raw.PORT,
       host: raw.HOST,
       dbPath,
+      dbSynchronous: raw.TOLLGATE_DB_SYNCHRONOUS,
       mode,
       publicUrl: raw.TOLLGATE_PUBLIC_URL?.replace(/\/+$/, ''),
       prometheusUrl: raw.TOLLGATE_PROMETHEUS_URL,

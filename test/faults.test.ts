@@ -7,6 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { loadConfig } from '../src/config.ts';
 import { openDb } from '../src/db/client.ts';
 import { ADMIN_KEY, CREATE_GATE, sleep, startServer, type TestServer } from './helpers.ts';
 
@@ -127,8 +128,9 @@ describe('one server per database file', () => {
       const keys = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'keys', 'list', '--db', db], { encoding: 'utf8' });
       assert.equal(keys.status, 0, keys.stderr);
       assert.match(keys.stdout, /bootstrap/);
-      // And the first server still serves.
+      // And the first server still serves, its files untouched.
       assert.equal((await first.gql(CREATE_GATE, gateInput('still-mine'))).status, 200);
+      assert.equal((await first.call('GET', '/readyz')).status, 200);
     } finally {
       await first.stop();
     }
@@ -191,6 +193,9 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
       const ready = await waitFor('/readyz turns 503', () => server.call('GET', '/readyz'), (r) => r.status === 503);
       assert.match(ready.text, /tollgate\.db.*(read-only|not writable)/);
 
+      const read = await server.gql('{ gates(first: 5) { edges { node { service } } } }');
+      assert.deepEqual(read.json.data.gates.edges.map((e: any) => e.node.service), ['before'], 'reads go on');
+
       const graphql = await server.gql(CREATE_GATE, gateInput('during'));
       assert.equal(graphql.status, 503);
       assert.equal(graphql.json.errors[0].extensions.code, 'UNAVAILABLE');
@@ -200,7 +205,7 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
       assert.equal(rest.status, 503);
       assert.match(rest.json.errors[0].detail, /storage/i);
 
-      const hook = await server.call('POST', '/hooks/gate', { service: 'during', env: 'prod', version: 'v1' });
+      const hook = await server.call('POST', '/hooks/gate', { service: 'before', env: 'prod', version: 'v1' });
       assert.equal(hook.status, 503);
       assert.match(hook.json.errors[0].detail, /storage/i);
 
@@ -252,6 +257,24 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
       await second.stop();
     }
   });
+});
+
+test('durability: synchronous NORMAL by default, FULL with TOLLGATE_DB_SYNCHRONOUS=full, anything else refused', async () => {
+  const normal = await startServer();
+  try {
+    assert.equal(normal.app.deps.db.$client.pragma('synchronous', { simple: true }), 1);
+    assert.equal(normal.app.deps.db.$client.pragma('journal_mode', { simple: true }), 'wal');
+  } finally {
+    await normal.stop();
+  }
+  const full = await startServer({ dbSynchronous: 'full' });
+  try {
+    assert.equal(full.app.deps.db.$client.pragma('synchronous', { simple: true }), 2);
+  } finally {
+    await full.stop();
+  }
+  assert.equal(loadConfig({ TOLLGATE_DB_SYNCHRONOUS: 'full' }).dbSynchronous, 'full');
+  assert.throws(() => loadConfig({ TOLLGATE_DB_SYNCHRONOUS: 'sometimes' }), /TOLLGATE_DB_SYNCHRONOUS.*must be normal or full/);
 });
 
 describe('requests the server cannot parse are 400s, not 500s', () => {

@@ -1,4 +1,5 @@
 import { type Config, ConfigError, loadConfig } from '../config.ts';
+import { StorageStartError } from '../db/client.ts';
 import { createLogger } from '../log.ts';
 import { buildApp } from '../server/app.ts';
 
@@ -49,7 +50,17 @@ export async function serve(flags: ServeFlags): Promise<void> {
   }
 
   const log = createLogger(config.logLevel);
-  const app = await buildApp(config, { log });
+  let app: Awaited<ReturnType<typeof buildApp>>;
+  try {
+    app = await buildApp(config, { log });
+  } catch (err) {
+    // A database it cannot write, or one another server holds: the operator's to fix.
+    if (err instanceof StorageStartError) {
+      console.error(`tollgate: ${err.message}`);
+      process.exit(2);
+    }
+    throw err;
+  }
   let listening: Awaited<ReturnType<typeof app.listen>>;
   try {
     listening = await app.listen();

@@ -14,7 +14,7 @@ import type { Db } from '../db/client.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import type { Events } from './events.ts';
-import { DomainError, notFound } from './errors.ts';
+import { DomainError, notFound, storageFailure } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit } from './stamp.ts';
 import { hasScope, type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
@@ -212,7 +212,12 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
     if (row.expiresAt && row.expiresAt.getTime() <= t.getTime()) return { ok: false, reason: `API key "${row.name}" has expired` };
     if (t.getTime() - (lastTouched.get(row.id) ?? 0) > 60_000) {
       lastTouched.set(row.id, t.getTime());
-      lookup.touch(row.id, t);
+      // Last use is a hint: storage that cannot be written must not refuse reads.
+      try {
+        lookup.touch(row.id, t);
+      } catch (err) {
+        if (!storageFailure(err)) throw err;
+      }
     }
     return {
       ok: true,

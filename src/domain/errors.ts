@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 
-export type ErrorCode = 'BAD_USER_INPUT' | 'NOT_FOUND' | 'CONFLICT' | 'UNAUTHENTICATED' | 'FORBIDDEN' | 'RATE_LIMITED';
+export type ErrorCode = 'BAD_USER_INPUT' | 'NOT_FOUND' | 'CONFLICT' | 'UNAUTHENTICATED' | 'FORBIDDEN' | 'RATE_LIMITED' | 'UNAVAILABLE';
 
 /**
  * An expected failure that a caller can act on. Every transport maps it the same way:
@@ -25,6 +25,48 @@ export class RateLimitedError extends DomainError {
   ) {
     super('RATE_LIMITED', message);
   }
+}
+
+/**
+ * The store failed, not the request (a read-only or deleted file, a full disk, an I/O error):
+ * HTTP answers 503, GraphQL `UNAVAILABLE`. The request was not carried out; retrying later may work.
+ */
+export class StorageUnavailableError extends DomainError {
+  constructor(
+    message: string,
+    readonly storageCode: string,
+  ) {
+    super('UNAVAILABLE', message);
+    this.name = 'StorageUnavailableError';
+  }
+
+  /** Seconds a client should wait before retrying: an operator has to act. */
+  readonly retryAfterSeconds = 5;
+}
+
+/** SQLite's result codes (extended ones start the same) that mean the storage itself failed. */
+const STORAGE_FAILURES: Array<[RegExp, string]> = [
+  [/^SQLITE_READONLY/, 'the database cannot be written'],
+  [/^SQLITE_IOERR/, 'the database file could not be read or written'],
+  [/^SQLITE_FULL/, 'the disk holding the database is full'],
+  [/^SQLITE_(CORRUPT|NOTADB)/, 'the database file is damaged'],
+  [/^SQLITE_CANTOPEN/, 'the database file cannot be opened'],
+  [/^SQLITE_(BUSY|LOCKED)/, 'the database is locked by another process'],
+];
+
+/**
+ * The storage failure behind an error (drizzle may wrap the driver's error in `cause`), as the
+ * error every transport answers with; undefined for anything else.
+ */
+export function storageFailure(err: unknown): StorageUnavailableError | undefined {
+  if (err instanceof StorageUnavailableError) return err;
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== 'string') continue;
+    const known = STORAGE_FAILURES.find(([pattern]) => pattern.test(code));
+    if (known) return new StorageUnavailableError(`Tollgate's storage is unavailable (${code}: ${known[1]}): the request was not carried out. Retry later; the operator sees the cause on /readyz.`, code);
+  }
+  return undefined;
 }
 
 export const badInput = (field: string, message: string) =>

@@ -3,7 +3,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
-import { checkReady, expectedMigrationCount, type OpenDbOptions, openDb } from '../db/client.ts';
+import { expectedMigrationCount, type OpenDbOptions, openServerDb } from '../db/client.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -36,7 +36,9 @@ export type App = Awaited<ReturnType<typeof buildApp>>;
 export async function buildApp(config: Config, options: AppOptions = {}) {
   const log = options.log ?? createLogger(config.logLevel);
   const now = options.now ?? (() => new Date());
-  const db = openDb(config.dbPath, { onQuery: options.onQuery });
+  // Refuses (StorageStartError) a file it cannot write or that another server holds.
+  const storage = openServerDb(config.dbPath, { onQuery: options.onQuery, synchronous: config.dbSynchronous, log, expectedMigrations: expectedMigrationCount() });
+  const db = storage.db;
   const scheme = config.tls ? 'https' : 'http';
   let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {
@@ -72,10 +74,9 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     subscriptions: new Gauge({ name: 'tollgate_ws_operations', help: 'Operations running over WebSocket', registers: [registry] }),
   };
 
-  const migrations = expectedMigrationCount();
   // Revocation and expiry end every open stream of a key, on every transport.
   const keyWatch = createKeyWatch(db, deps.events, now);
-  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => checkReady(db, migrations), keyWatch });
+  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => storage.ready(), keyWatch });
 
   // Plain HTTP endpoints beside GraphQL; everything else is yoga's.
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {
@@ -188,7 +189,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         for (const socket of sockets) socket.destroy();
         await yoga.dispose();
         registry.clear();
-        db.$client.close();
+        storage.close(); // and hands the file to the next server
       })();
       return stopping;
     },

@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError, parseInput, RateLimitedError } from '../domain/errors.ts';
+import { DomainError, parseInput, RateLimitedError, storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
 import { ReceiverBusyError, receiveAlertmanager } from '../sources/alertmanager.ts';
@@ -19,6 +19,7 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
       if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
       if (err instanceof DomainError) return sendJson(res, 400, { errors: [{ status: '400', detail: err.message }] });
       if (err instanceof ReceiverBusyError) return sendJson(res, 503, { errors: [{ status: '503', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
+      if (storageUnavailable(deps, res, err)) return;
       deps.log.error({ err }, 'Alertmanager notification failed');
       sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
     }
@@ -103,10 +104,20 @@ function handleError(deps: Deps, res: ServerResponse, err: unknown): void {
   if (err instanceof RateLimitedError) {
     return sendJson(res, 429, { errors: [{ status: '429', title: 'Too Many Requests', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
   }
+  if (storageUnavailable(deps, res, err)) return;
   if (err instanceof DomainError) {
     const status = err.code === 'NOT_FOUND' ? 404 : err.code === 'FORBIDDEN' ? 403 : 400;
     return sendJson(res, status, { errors: [{ status: String(status), detail: err.message }] });
   }
   deps.log.error({ err }, 'gate hook failed');
   sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
+}
+
+/** A storage failure answered 503 (true), so a hook's sender retries instead of giving up on a 500. */
+function storageUnavailable(deps: Deps, res: ServerResponse, err: unknown): boolean {
+  const storage = storageFailure(err);
+  if (!storage) return false;
+  deps.log.error({ code: storage.storageCode }, 'hook refused: storage failure');
+  sendJson(res, 503, { errors: [{ status: '503', title: 'Service Unavailable', detail: storage.message }] }, { 'retry-after': String(storage.retryAfterSeconds) });
+  return true;
 }

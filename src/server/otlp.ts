@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
+import { storageFailure } from '../domain/errors.ts';
 import { canSeeEnv } from '../domain/principal.ts';
 import { ApmAggregate } from '../sources/apm.ts';
 import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, OtlpDecodeError, type OtlpEncoding, OtlpTooManySpansError } from '../sources/otlp.ts';
@@ -49,6 +50,12 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       if (err instanceof HttpError) return fail(err.status, err.message);
       if (err instanceof OtlpTooManySpansError) return fail(413, err.message);
       if (err instanceof OtlpDecodeError) return fail(400, err.message);
+      const storage = storageFailure(err);
+      if (storage) {
+        // 503 is retryable for OTLP exporters: the batch comes back once storage is repaired.
+        deps.log.error({ code: storage.storageCode }, 'OTLP batch refused: storage failure');
+        return fail(503, storage.message);
+      }
       deps.log.error({ err }, 'OTLP ingestion failed');
       fail(500, 'internal error while ingesting');
     }

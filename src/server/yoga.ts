@@ -9,7 +9,7 @@ import type { Registry } from 'prom-client';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError, RateLimitedError } from '../domain/errors.ts';
+import { DomainError, RateLimitedError, storageFailure } from '../domain/errors.ts';
 import type { KeyWatch } from '../domain/keyWatch.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
@@ -46,6 +46,15 @@ function maskError(deps: Deps) {
   return (error: unknown, message: string): Error => {
     const located = error instanceof GraphQLError ? error : undefined;
     const original = located ? located.originalError : error;
+    const storage = storageFailure(original);
+    // yoga logs the original error it masks; /readyz names the cause for the operator.
+    if (storage) {
+      return new GraphQLError(storage.message, {
+        nodes: located?.nodes,
+        path: located?.path,
+        extensions: { code: storage.code, http: { status: 503, headers: { 'Retry-After': String(storage.retryAfterSeconds) } } },
+      });
+    }
     if (original instanceof DomainError) {
       return new GraphQLError(original.message, {
         nodes: located?.nodes,
