@@ -6,7 +6,9 @@ import { listEvaluations } from '../src/db/evaluations.ts';
 import { monitorGroups, monitors } from '../src/db/schema.ts';
 import { evaluateGate, evaluateGateInputSchema } from '../src/domain/evaluations.ts';
 import { newId } from '../src/domain/ids.ts';
-import { reportMonitorState, reportMonitorStateInputSchema } from '../src/domain/monitors.ts';
+import { allMonitors, groupsOf } from '../src/db/monitors.ts';
+import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors } from '../src/domain/monitors.ts';
+import { parseMonitorQuery } from '../src/domain/monitorQuery.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
 
@@ -141,6 +143,42 @@ describe('many monitors and long lists', () => {
     assert.equal(r.data.monitors.edges.length, 3);
     const status = await s.gql('{ monitors(query: "env:bulk status:ok", first: 1) { edges { node { name } } } }');
     assert.equal(status.errors, undefined, JSON.stringify(status.errors));
+  });
+
+  test('a search reads the monitors a page per turn of the event loop, and selects what reading them all at once did', async () => {
+    const deps = s.app.deps;
+    const some = allMonitors(deps.db).filter((_, i) => i % 997 === 0);
+    for (const m of some) reportMonitorState(deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId: m.id, group: 'host:a', state: 'alert' }));
+    // What the search found when it read every monitor and every group in one go.
+    const readAtOnce = (query: string) => {
+      const all = allMonitors(deps.db);
+      if (!query) return all.map((m) => m.id);
+      const expr = parseMonitorQuery(query);
+      const groups = groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id)));
+      return all.filter((m) => monitorMatches(expr, m, groups.get(m.id) ?? [])).map((m) => m.id);
+    };
+    for (const query of ['', 'env:bulk', 'n:7*', 'status:alert', 'env:bulk -status:ok', 'group:"host:a" OR n:12', 'NOT (n:1* AND status:ok)', 'bulk-39999']) {
+      const found = (await searchMonitors(deps, SYSTEM, query || undefined)).map((m) => m.id);
+      assert.deepEqual(found, readAtOnce(query), `search ${JSON.stringify(query)}`);
+    }
+
+    let turns = 0;
+    let ticking = true;
+    const tick = () => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const all = await searchMonitors(deps, SYSTEM, 'env:bulk status:ok');
+    ticking = false;
+    assert.equal(all.length, MONITORS - some.length);
+    // Read at once, the 40,000 monitors and their groups held the loop for one or two turns.
+    assert.ok(turns >= MONITORS / SEARCH_PAGE_SIZE, `the event loop turned ${turns} times while 40,000 monitors were searched`);
+    const pageQuery = 'query($after: String) { monitors(query: "env:bulk status:alert", first: 2, after: $after) { edges { node { name } } pageInfo { endCursor } } }';
+    const first = await s.gql(pageQuery);
+    const second = await s.gql(pageQuery, { after: first.data.monitors.pageInfo.endCursor });
+    const names = [...first.data.monitors.edges, ...second.data.monitors.edges].map((e: any) => e.node.name);
+    assert.deepEqual(names, some.slice(0, 4).map((m) => m.name));
   });
 
   test('a monitor rule matching 40,000 monitors fails for matching too many, not by onSourceError', async () => {
