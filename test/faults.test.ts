@@ -136,6 +136,18 @@ describe('one server per database file', () => {
     }
   });
 
+  test('in one process too: a second app on the file is refused, and stop() hands the file on', async () => {
+    const dir = freshDir();
+    const first = await startServer({}, { dir });
+    try {
+      await assert.rejects(startServer({}, { dir }), new RegExp(`another Tollgate server \\(pid ${process.pid}\\b`));
+    } finally {
+      await first.stop();
+    }
+    const next = await startServer({}, { dir });
+    await next.stop();
+  });
+
   test('the lock dies with its holder: after kill -9 a new server starts on the same file at once', async () => {
     const db = join(freshDir(), 'tollgate.db');
     const first = serve(db);

@@ -195,8 +195,10 @@ function watchStorage(db: Db, path: string, log: StorageLog, intervalMs = 1000) 
     let saved = '';
     if (saveLog) {
       try {
-        db.$client.pragma('wal_checkpoint(TRUNCATE)');
-        saved = '; every write acknowledged until now was copied into the database file';
+        const [result] = db.$client.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>;
+        saved = result?.busy
+          ? '; another connection kept part of the log from being copied into the database file'
+          : '; every write acknowledged until now was copied into the database file';
       } catch (err) {
         saved = `; copying the log into the database file failed (${(err as Error).message})`;
       }

@@ -1,8 +1,8 @@
 // One Tollgate server per SQLite file. Two servers on one file both drive the same
 // evaluations, lose writes to `database is locked`, and neither sees the other's events.
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
 /** A database a server must not start on; `tollgate serve` prints the message and exits 2. */
@@ -34,7 +34,8 @@ const heldHere = new Map<string, string>();
  * running server (short transactions, behind the busy timeout).
  */
 export function acquireServerLock(dbPath: string, now = new Date()): ServerLock {
-  const path = resolve(`${dbPath}.lock`);
+  // The directory's real path: two spellings of one file (a symlink, ..) are one lock.
+  const path = join(realpathSync(dirname(resolve(dbPath))), `${basename(dbPath)}.lock`);
   const holder = heldHere.get(path);
   // Not opened again in this process: closing any descriptor of a file drops every POSIX lock
   // the process holds on it, so even reading the holder's note would release the lock.

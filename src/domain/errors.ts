@@ -29,7 +29,7 @@ export class RateLimitedError extends DomainError {
 
 /**
  * The store failed, not the request (a read-only or deleted file, a full disk, an I/O error):
- * HTTP answers 503, GraphQL `UNAVAILABLE`. The request was not carried out; retrying later may work.
+ * HTTP answers 503, GraphQL `UNAVAILABLE`. Retrying later may work (idempotency keys make it safe).
  */
 export class StorageUnavailableError extends DomainError {
   constructor(
@@ -64,7 +64,7 @@ export function storageFailure(err: unknown): StorageUnavailableError | undefine
     const code = (e as { code?: unknown }).code;
     if (typeof code !== 'string') continue;
     const known = STORAGE_FAILURES.find(([pattern]) => pattern.test(code));
-    if (known) return new StorageUnavailableError(`Tollgate's storage is unavailable (${code}: ${known[1]}): the request was not carried out. Retry later; the operator sees the cause on /readyz.`, code);
+    if (known) return new StorageUnavailableError(`Tollgate's storage is unavailable (${code}: ${known[1]}): the request failed. Retry later; the operator sees the cause on /readyz.`, code);
   }
   return undefined;
 }
