@@ -7,7 +7,7 @@ import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { sleep, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
+import { CREATE_GATE, monitorRule, sleep, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -174,5 +174,78 @@ describe('bodies are bounded before they are parsed', () => {
     const answer = Response.decode(Buffer.from(await res.arrayBuffer()));
     assert.equal(Number(answer.partialSuccess?.rejectedSpans), 2, JSON.stringify(answer));
     assert.match(answer.partialSuccess.errorMessage, /bytes/);
+  });
+});
+
+/**
+ * A request whose headers (and key) arrive first and whose body arrives later: `between` runs
+ * once the server has the headers and part of the body.
+ */
+function slowBodyRequest(base: string, path: string, headers: Record<string, string>, body: string, between: () => Promise<void>): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const bytes = Buffer.from(body);
+    const req = httpRequest(`${base}${path}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(bytes.length), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, text }));
+    });
+    req.on('error', reject);
+    req.write(bytes.subarray(0, 3));
+    void sleep(200)
+      .then(between)
+      .then(() => req.end(bytes.subarray(3)), reject);
+  });
+}
+
+describe('a key revoked while its request\'s body is still arriving acts no more', () => {
+  const newKey = async (name: string) => {
+    const r = await s.gql('mutation($n: String!) { createApiKey(input: { name: $n, scopes: [ADMIN] }) { secret key { id } } }', { n: name });
+    return r.data.createApiKey as { secret: string; key: { id: string } };
+  };
+  const revoke = (id: string) => async () => {
+    const r = await s.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id });
+    assert.equal(r.data?.revokeApiKey?.id, id, JSON.stringify(r));
+  };
+
+  test('GraphQL: a revoked admin key does not mint a new key with a body sent after the revocation', async () => {
+    const { secret, key } = await newKey('slow-graphql');
+    const body = JSON.stringify({ query: 'mutation { createApiKey(input: { name: "minted-after-revocation", scopes: [ADMIN] }) { secret } }' });
+    const r = await slowBodyRequest(s.url, '/graphql', { authorization: `Bearer ${secret}` }, body, revoke(key.id));
+    assert.equal(r.status, 401, r.text);
+    const keys = await s.gql('{ apiKeys { name } }');
+    assert.ok(!JSON.stringify(keys).includes('minted-after-revocation'), JSON.stringify(keys));
+  });
+
+  test('GraphQL: nor reads a response cached for it before', async () => {
+    const { secret, key } = await newKey('slow-cached');
+    const body = JSON.stringify({ query: '{ gates { edges { node { id } } } }' });
+    assert.equal((await s.gql('{ gates { edges { node { id } } } }', {}, secret)).status, 200);
+    const r = await slowBodyRequest(s.url, '/graphql', { authorization: `Bearer ${secret}` }, body, revoke(key.id));
+    assert.equal(r.status, 401, r.text);
+  });
+
+  test('REST: no gate is created by a key revoked before its body arrived', async () => {
+    const { secret, key } = await newKey('slow-rest');
+    const body = JSON.stringify({ data: { type: 'deployment_gate', attributes: { service: 'made-after-revocation', env: 'prod', identifier: 'default' } } });
+    const r = await slowBodyRequest(s.url, '/api/v2/deployment_gates', { 'dd-api-key': secret }, body, revoke(key.id));
+    assert.equal(r.status, 401, r.text);
+    const gates = await s.gql('{ gates { edges { node { service } } } }');
+    assert.ok(!JSON.stringify(gates).includes('made-after-revocation'), JSON.stringify(gates));
+  });
+
+  test('hooks and OTLP: nothing triggered or ingested by a key revoked before its body arrived', async () => {
+    const gate = await s.gql(CREATE_GATE, { input: { service: 'slow-hook', env: 'prod', rules: [monitorRule('r')] } });
+    assert.ok(gate.data, JSON.stringify(gate));
+    for (const path of ['/hooks/gate', '/hooks/flagger', '/hooks/alertmanager', '/v1/traces']) {
+      const { secret, key } = await newKey(`slow-${path}`);
+      const body = path === '/hooks/alertmanager' ? { version: '4', alerts: [{ status: 'firing', labels: { alertname: 'AfterRevocation', env: 'prod' } }] }
+        : path === '/v1/traces' ? { resourceSpans: [] }
+        : { service: 'slow-hook', env: 'prod' };
+      const r = await slowBodyRequest(s.url, path, { authorization: `Bearer ${secret}` }, JSON.stringify(body), revoke(key.id));
+      assert.equal(r.status, 401, `${path}: ${r.status} ${r.text}`);
+    }
+    const evaluations = await s.gql('{ evaluations(filter: { service: ["slow-hook"] }) { edges { node { id } } } }');
+    assert.deepEqual(evaluations.data.evaluations.edges, [], JSON.stringify(evaluations));
   });
 });

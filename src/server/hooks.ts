@@ -12,8 +12,10 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
-      const principal = requireCaller(req, url, authenticate, 'ingest');
+      requireCaller(req, url, authenticate, 'ingest');
       const json = parseJsonObject(await readBody(req, 4 * 1024 * 1024));
+      // Again once the body is in: a key revoked or expired while it was arriving acts no more.
+      const principal = requireCaller(req, url, authenticate, 'ingest');
       sendJson(res, 200, await receiveAlertmanager(deps, principal, json));
     } catch (err) {
       if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
@@ -76,8 +78,10 @@ export function flaggerHandler(deps: Deps, authenticate: (secret: string | null)
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
-      const principal = requireCaller(req, url, authenticate, 'evaluations:write');
-      const snap = gateCall(deps, principal, await hookParams(req, url));
+      requireCaller(req, url, authenticate, 'evaluations:write');
+      const params = await hookParams(req, url);
+      // Again once the body is in: a key revoked or expired while it was arriving acts no more.
+      const snap = gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params);
       const body = verdictBody(deps, snap);
       sendJson(res, body.status === 'pass' ? 200 : body.status === 'in_progress' ? 409 : 412, body);
     } catch (err) {
@@ -91,8 +95,10 @@ export function gateHookHandler(deps: Deps, authenticate: (secret: string | null
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
-      const principal = requireCaller(req, url, authenticate, 'evaluations:write');
-      sendJson(res, 200, verdictBody(deps, gateCall(deps, principal, await hookParams(req, url))));
+      requireCaller(req, url, authenticate, 'evaluations:write');
+      const params = await hookParams(req, url);
+      // Again once the body is in: a key revoked or expired while it was arriving acts no more.
+      sendJson(res, 200, verdictBody(deps, gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params)));
     } catch (err) {
       handleError(deps, res, err);
     }

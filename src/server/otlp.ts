@@ -22,9 +22,11 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
       encoding = encodingOf(req.headers['content-type'] ?? null);
-      const principal = requireCaller(req, url, authenticate, 'ingest');
+      requireCaller(req, url, authenticate, 'ingest');
       if (!encoding) throw new HttpError(415, `Content-Type must be application/json or application/x-protobuf, not ${req.headers['content-type'] ?? 'none'}`);
       const body = await readBody(req, deps.config.otlpMaxBytes);
+      // Again once the body is in: a key revoked or expired while it was arriving acts no more.
+      const principal = requireCaller(req, url, authenticate, 'ingest');
       const now = deps.now().getTime();
       // Decoded, mapped and aggregated in slices (the event loop breathes between them),
       // written in one transaction once the whole request is read: all or nothing, so an

@@ -7,17 +7,19 @@ import type { AuthResult } from '../domain/apiKeys.ts';
  * Every GraphQL request over HTTP (SSE included) is authenticated before its body is read or
  * its document parsed: a caller without a valid key learns nothing about the schema, not even
  * whether its document was well formed. WebSocket connections authenticate at connection_init,
- * before any operation is read.
+ * before any operation is read. Once the body is in, the key is checked again (`fresh`): one
+ * revoked or expired while the body was still arriving neither acts nor reads a cached response.
  */
 export function authenticateBeforeParsing(
-  authenticateRequest: (request: Request, client?: string) => AuthResult,
+  authenticateRequest: (request: Request, client?: string, fresh?: boolean) => AuthResult,
 ): Plugin {
   return {
     onRequestParse: ({ request, serverContext, endResponse, fetchAPI }) => {
       // Under node's HTTP server, yoga's server context carries node's request.
       const req = (serverContext as { req?: IncomingMessage } | undefined)?.req;
       const result = authenticateRequest(request, req?.socket.remoteAddress);
-      if (result.ok) return;
+      // The context factory and the response cache read the fresh answer and refuse a failed one.
+      if (result.ok) return { onRequestParseDone: () => void authenticateRequest(request, req?.socket.remoteAddress, true) };
       const body = JSON.stringify({ errors: [{ message: result.reason, extensions: { code: 'UNAUTHENTICATED' } }] });
       endResponse(
         new fetchAPI.Response(body, {

@@ -170,10 +170,10 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
 
 export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch }: YogaOptions) {
   const production = deps.config.mode === 'production';
-  // Once per request: the response cache and the context factory both need the caller.
+  // Once before the body is read and once after (`fresh`): the response cache and the context factory both need the caller.
   const authByRequest = new WeakMap<Request, AuthResult>();
-  const authenticateRequest = (request: Request, client?: string): AuthResult => {
-    let result = authByRequest.get(request);
+  const authenticateRequest = (request: Request, client?: string, fresh = false): AuthResult => {
+    let result = fresh ? undefined : authByRequest.get(request);
     if (!result) authByRequest.set(request, (result = authenticate(secretFromAuthorization(request.headers.get('authorization')), client)));
     return result;
   };
