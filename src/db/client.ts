@@ -91,17 +91,22 @@ export function openServerDb(path: string, options: OpenDbOptions & { log: Stora
     const db = openDb(path, options);
     return { db, ready: () => checkReady(db, options.expectedMigrations), close: () => db.$client.close() };
   }
-  mkdirSync(dirname(path), { recursive: true });
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+  } catch (err) {
+    throw new StorageStartError(`cannot create the directory ${dirname(path)} for the database (${(err as NodeJS.ErrnoException).code}): create it, or use another file (--db or TOLLGATE_DB)`);
+  }
   const unwritable = writeProblem(path);
   if (unwritable) throw new StorageStartError(`${unwritable}: Tollgate must write it. Fix the permissions, or use another file (--db or TOLLGATE_DB).`);
   const lock = acquireServerLock(path);
-  let db: Db;
+  let db: Db | undefined;
   try {
     db = openDb(path, options);
     // Permissions say nothing about a read-only mount, or to root: a write does.
     const failed = probeWrite(db);
     if (failed) throw new StorageStartError(`the database file ${path} cannot be written (${failed})`);
   } catch (err) {
+    if (db?.$client.open) db.$client.close();
     lock.release();
     const code = (err as { code?: unknown }).code;
     if (typeof code === 'string' && code.startsWith('SQLITE_')) throw new StorageStartError(`cannot use the database file ${path} (${code}: ${(err as Error).message})`);
