@@ -1,6 +1,8 @@
 // Attacks on issue 9's fixes, through the public interfaces: each test failed before its fix.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
@@ -247,5 +249,48 @@ describe('a key revoked while its request\'s body is still arriving acts no more
     }
     const evaluations = await s.gql('{ evaluations(filter: { service: ["slow-hook"] }) { edges { node { id } } } }');
     assert.deepEqual(evaluations.data.evaluations.edges, [], JSON.stringify(evaluations));
+  });
+});
+
+/** A client frame (text, masked) as RFC 6455 has it; payloads under 64 KB. */
+function clientFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = randomBytes(4);
+  const header = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([header, mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
+}
+
+describe('a WebSocket closed for its key\'s revocation runs nothing more', () => {
+  test('a client that never answers the close frame cannot start operations while the socket is closing', async () => {
+    const made = await s.gql('mutation { createApiKey(input: { name: "lingering-socket", scopes: [ADMIN] }) { secret key { id } } }');
+    const { secret, key } = made.data.createApiKey;
+    const { hostname, port } = new URL(s.url);
+    // A raw socket: ws clients answer a close frame at once, a hostile one need not.
+    const socket = connect(Number(port), hostname);
+    let received = '';
+    socket.on('data', (d) => (received += d.toString('latin1')));
+    const until = async (what: RegExp) => {
+      for (let i = 0; i < 200 && !what.test(received); i++) await sleep(25);
+      assert.match(received, what);
+    };
+    try {
+      socket.write(
+        `GET /graphql HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n`,
+      );
+      await until(/101 Switching Protocols/);
+      socket.write(clientFrame(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${secret}` } })));
+      await until(/connection_ack/);
+      const revoked = await s.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: key.id });
+      assert.equal(revoked.data.revokeApiKey.id, key.id);
+      await until(/was revoked/); // the server's close frame, left unanswered
+      const mutation = 'mutation { createApiKey(input: { name: "minted-over-a-closing-socket", scopes: [ADMIN] }) { secret } }';
+      socket.write(clientFrame(JSON.stringify({ id: 'late', type: 'subscribe', payload: { query: mutation } })));
+      await sleep(500);
+      const keys = await s.gql('{ apiKeys { name } }');
+      assert.ok(!JSON.stringify(keys.data).includes('minted-over-a-closing-socket'), JSON.stringify(keys.data));
+    } finally {
+      socket.destroy();
+    }
   });
 });

@@ -137,6 +137,9 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
       // Never throws: a bad operation gets an error message and the socket stays open.
       onSubscribe: async (ctx, id, payload) => {
         try {
+          // A socket closed for its key (revoked, expired), its origin or a limit waits for the
+          // client's close frame; a client that never sends it must not act meanwhile.
+          if (ctx.extra.socket.readyState !== ctx.extra.socket.OPEN) return asErrors('the connection is closing');
           if ((ctx.extra.operations?.size ?? 0) >= MAX_OPERATIONS_PER_SOCKET) {
             return asErrors(`at most ${MAX_OPERATIONS_PER_SOCKET} operations may run on one connection`);
           }
