@@ -7,7 +7,7 @@ import { monitorGroups, monitors } from '../src/db/schema.ts';
 import { evaluateGate, evaluateGateInputSchema } from '../src/domain/evaluations.ts';
 import { newId } from '../src/domain/ids.ts';
 import { allMonitors, groupsOf } from '../src/db/monitors.ts';
-import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors } from '../src/domain/monitors.ts';
+import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors, sweepNoData } from '../src/domain/monitors.ts';
 import { parseMonitorQuery } from '../src/domain/monitorQuery.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
@@ -241,6 +241,77 @@ describe('many monitors and long lists', () => {
 
     // Below the API, lists are one bound parameter whatever their length.
     assert.deepEqual(listEvaluations(s.app.deps.db, { service: values }, { limit: 1, inverted: false }), []);
+  });
+});
+
+describe('thousands of monitors falling silent at once', () => {
+  const SILENT = 5000;
+  let s: TestServer;
+
+  before(async () => {
+    s = await startServer(NO_LIMITS);
+    const now = new Date();
+    const lastHeard = new Date(now.getTime() - 120_000);
+    const rows = Array.from({ length: SILENT }, (_, i) => ({
+      id: newId(),
+      name: `silent-${i}`,
+      type: 'external' as const,
+      tags: ['env:silent'],
+      muted: false,
+      noDataTimeframe: 60,
+      createdAt: now,
+      updatedAt: now,
+      createdById: 'test',
+      createdByName: 'test',
+      updatedById: 'test',
+      updatedByName: 'test',
+    }));
+    s.app.deps.db.transaction((tx) => {
+      for (let i = 0; i < rows.length; i += 500) {
+        tx.insert(monitors).values(rows.slice(i, i + 500)).run();
+        for (const group of ['host:a', 'host:b']) {
+          tx.insert(monitorGroups).values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group, state: 'ok' as const, since: lastHeard, lastReportedAt: lastHeard }))).run();
+        }
+      }
+    });
+  });
+  after(() => s.stop());
+
+  test('the NO_DATA sweep records them in batches, yielding between them, and publishes each transition after its commit', async () => {
+    const db = s.app.deps.db.$client;
+    let published = 0;
+    let publishedInTransaction = 0;
+    const off = s.app.deps.events.on('monitor.transition', (c) => {
+      if (c.to !== 'no_data') return;
+      published++;
+      if (db.inTransaction) publishedInTransaction++;
+    });
+    let turns = 0;
+    let ticking = true;
+    const tick = () => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const recorded = await sweepNoData(s.app.deps);
+    ticking = false;
+    off();
+    // Before, every silent group was recorded in one synchronous loop: no turn in between.
+    assert.ok(turns >= 2, `the event loop turned ${turns} times while ${2 * SILENT} groups were recorded`);
+    assert.equal(recorded, 2 * SILENT);
+    const noData = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'silent-%' and g.state = 'no_data'`).get() as { n: number };
+    assert.equal(noData.n, 2 * SILENT);
+    const one = await s.gql('query($q: String) { monitors(query: $q, first: 1) { edges { node { state groups { group state since message } } } } }', { q: 'silent-4999' });
+    assert.deepEqual(one.data.monitors.edges[0].node.groups.map((g: any) => [g.group, g.state, g.message]), [
+      ['host:a', 'NO_DATA', 'no report for more than 60 s'],
+      ['host:b', 'NO_DATA', 'no report for more than 60 s'],
+    ]);
+    assert.ok(Math.abs(Date.parse(one.data.monitors.edges[0].node.groups[0].since) - Date.now()) < 60_000, 'since is when the sweep ran');
+    const transitions = db.prepare(`select count(*) as n from monitor_transitions where "to" = 'no_data'`).get() as { n: number };
+    assert.equal(transitions.n, 2 * SILENT);
+    assert.equal(published, 2 * SILENT);
+    assert.equal(publishedInTransaction, 0, 'a transition was published before its batch committed');
+    assert.equal(await sweepNoData(s.app.deps), 0, 'a second sweep finds nothing left');
   });
 });
 

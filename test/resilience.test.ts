@@ -119,10 +119,10 @@ describe('under load and across failures', () => {
     const id = await d.monitor('heartbeat', ['load:heartbeat'], { noDataTimeframe: 60 });
     await d.report(id, 'OK', 'host:a');
     const r = await d.evaluate({ service: 'quiet', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'load:heartbeat', duration: 3600 })] } });
-    assert.equal(sweepNoData(s.app.deps), 0, 'fresh reports are not stale');
+    assert.equal(await sweepNoData(s.app.deps), 0, 'fresh reports are not stale');
     clock = 61_000;
     try {
-      assert.equal(sweepNoData(s.app.deps), 1);
+      assert.equal(await sweepNoData(s.app.deps), 1);
     } finally {
       clock = 0;
     }

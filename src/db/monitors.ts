@@ -1,7 +1,7 @@
 import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
 import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
-import { inList } from './lists.ts';
+import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';
 
 export type MonitorRow = typeof monitors.$inferSelect;
@@ -167,10 +167,42 @@ export function setSourceHealth(db: Tx, monitorId: string, error: string | null)
     .run();
 }
 
-/** Groups of monitors with a no-data timeframe whose last report is older than it. */
-export function silentGroups(db: Tx, now: Date): Array<{ monitorId: string; group: string; timeframe: number }> {
-  return db
-    .select({ monitorId: monitorGroups.monitorId, group: monitorGroups.group, timeframe: sql<number>`${monitors.noDataTimeframe}` })
+/**
+ * Puts silent groups in NO_DATA, each with its transition, as recording their states one by
+ * one would, with the statements prepared once and the transitions inserted a hundred per
+ * statement: a sweep records thousands of groups.
+ */
+export function markNoData(db: Tx, rows: ReadonlyArray<{ id: string; monitorId: string; group: string; from: MonitorStateValue; message: string }>, at: Date): TransitionRow[] {
+  if (rows.length === 0) return [];
+  generation++;
+  const patch = (message: string) => ({ state: 'no_data' as const, since: at, lastReportedAt: at, message });
+  const update = prepared(db, 'markNoData', () =>
+    db
+      .update(monitorGroups)
+      .set(preparedSet(patch('')).set as Partial<typeof monitorGroups.$inferInsert>)
+      .where(and(eq(monitorGroups.monitorId, sql.placeholder('monitorId')), eq(monitorGroups.group, sql.placeholder('group'))))
+      .prepare(),
+  );
+  for (const r of rows) update.run({ ...patch(r.message), monitorId: r.monitorId, group: r.group });
+  const transitions: TransitionRow[] = [];
+  for (let i = 0; i < rows.length; i += 100) {
+    const chunk = rows.slice(i, i + 100).map((r) => ({ id: r.id, monitorId: r.monitorId, group: r.group, from: r.from, to: 'no_data' as const, at, message: r.message }));
+    transitions.push(...db.insert(monitorTransitions).values(chunk).returning().all());
+  }
+  return transitions;
+}
+
+/**
+ * Groups of monitors with a no-data timeframe whose last report is older than it, at most
+ * `limit` of them after `after` in (monitor, group) order, so a sweep goes through them in pages.
+ */
+export function silentGroups(
+  db: Tx,
+  now: Date,
+  page: { after?: { monitorId: string; group: string }; limit?: number } = {},
+): Array<{ monitorId: string; group: string; state: MonitorStateValue; timeframe: number }> {
+  const query = db
+    .select({ monitorId: monitorGroups.monitorId, group: monitorGroups.group, state: monitorGroups.state, timeframe: sql<number>`${monitors.noDataTimeframe}` })
     .from(monitorGroups)
     .innerJoin(monitors, eq(monitorGroups.monitorId, monitors.id))
     .where(
@@ -178,9 +210,11 @@ export function silentGroups(db: Tx, now: Date): Array<{ monitorId: string; grou
         sql`${monitors.noDataTimeframe} is not null`,
         sql`${monitorGroups.state} != 'no_data'`,
         sql`${monitorGroups.lastReportedAt} < ${now.getTime()} - ${monitors.noDataTimeframe} * 1000`,
+        page.after && sql`(${monitorGroups.monitorId}, ${monitorGroups.group}) > (${page.after.monitorId}, ${page.after.group})`,
       ),
     )
-    .all();
+    .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group));
+  return page.limit === undefined ? query.all() : query.limit(page.limit).all();
 }
 
 /** Transitions older than the retention horizon; running windows never reach that far back. */

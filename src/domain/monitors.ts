@@ -1,12 +1,15 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
+import type { Tx } from '../db/gates.ts';
 import {
   deleteMonitorRow,
   getGroup,
   getMonitor as getMonitorRow,
+  getMonitors,
   groupsOf,
   insertMonitor,
   insertTransition,
+  markNoData,
   monitorsPage,
   setSourceHealth,
   silentGroups,
@@ -506,32 +509,58 @@ export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMo
 export function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null): MonitorRow {
   // Sources build groups from labels they do not control: the same bound as reported ones.
   if (group.length > MAX_GROUP_LENGTH) throw badInput('group', `group is at most ${MAX_GROUP_LENGTH} characters`);
-  const message = rawMessage?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
   const at = deps.now();
-  const { monitor, change } = deps.db.transaction((tx) => {
-    const m = getMonitorRow(tx, monitorId);
-    if (!m) throw notFound(`monitor ${monitorId} does not exist`, 'input.monitorId');
-    const current = getGroup(tx, m.id, group);
-    if (current && current.state === state) {
-      touchGroup(tx, m.id, group, at, message);
-      return { monitor: m, change: null };
-    }
-    insertTransition(tx, { id: newId(), monitorId: m.id, group, from: current?.state ?? null, to: state, at, message });
-    upsertGroup(tx, { monitorId: m.id, group, state, since: at, message, lastReportedAt: at });
-    return { monitor: m, change: { monitor: m, group, from: current?.state ?? null, to: state, at, message } satisfies MonitorStateChange };
-  });
-  if (change) deps.events.publish('monitor.transition', change);
-  return monitor;
+  const recorded = deps.db.transaction((tx) => recordStateIn(tx, monitorId, group, state, rawMessage, at));
+  if (!recorded) throw notFound(`monitor ${monitorId} does not exist`, 'input.monitorId');
+  if (recorded.change) deps.events.publish('monitor.transition', recorded.change);
+  return recorded.monitor;
 }
+
+/** Records a group's state inside `tx`; the caller publishes the change once it has committed. Null for a missing monitor. */
+function recordStateIn(tx: Tx, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null, at: Date): { monitor: MonitorRow; change: MonitorStateChange | null } | null {
+  const message = rawMessage?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
+  const m = getMonitorRow(tx, monitorId);
+  if (!m) return null;
+  const current = getGroup(tx, m.id, group);
+  if (current && current.state === state) {
+    touchGroup(tx, m.id, group, at, message);
+    return { monitor: m, change: null };
+  }
+  insertTransition(tx, { id: newId(), monitorId: m.id, group, from: current?.state ?? null, to: state, at, message });
+  upsertGroup(tx, { monitorId: m.id, group, state, since: at, message, lastReportedAt: at });
+  return { monitor: m, change: { monitor: m, group, from: current?.state ?? null, to: state, at, message } };
+}
+
+/** Silent groups recorded per batch of a NO_DATA sweep: one transaction, a few ms. */
+export const SWEEP_BATCH = 500;
 
 /**
  * A group of a monitor with a no-data timeframe that has not reported within it goes NO_DATA,
- * recorded as a transition like any other, so rules watching it react at once.
+ * recorded as a transition like any other, so rules watching it react at once. Recorded in
+ * batches, each one transaction whose transitions are published after its commit, with a turn
+ * of the event loop between them: 40,000 monitors falling silent at once were one long block.
+ * Resolves with the number of groups recorded; `stopped` ends it between batches.
  */
-export function sweepNoData(deps: Deps): number {
-  const silent = silentGroups(deps.db, deps.now());
-  for (const g of silent) recordState(deps, g.monitorId, g.group, 'no_data', `no report for more than ${g.timeframe} s`);
-  return silent.length;
+export async function sweepNoData(deps: Deps, stopped: () => boolean = () => false): Promise<number> {
+  const now = deps.now();
+  let recorded = 0;
+  let after: { monitorId: string; group: string } | undefined;
+  while (!stopped()) {
+    const changes = deps.db.transaction((tx) => {
+      const silent = silentGroups(tx, now, { after, limit: SWEEP_BATCH });
+      if (silent.length === 0) return null;
+      after = silent.at(-1);
+      const byId = new Map(getMonitors(tx, [...new Set(silent.map((g) => g.monitorId))]).map((m) => [m.id, m]));
+      const rows = silent.map((g) => ({ id: newId(), monitorId: g.monitorId, group: g.group, from: g.state, message: `no report for more than ${g.timeframe} s` }));
+      return markNoData(tx, rows, now).map((t): MonitorStateChange => ({ monitor: byId.get(t.monitorId)!, group: t.group, from: t.from, to: t.to, at: t.at, message: t.message }));
+    });
+    if (changes === null) break;
+    recorded += changes.length;
+    for (const change of changes) deps.events.publish('monitor.transition', change);
+    if (changes.length < SWEEP_BATCH) break;
+    await nextTurn();
+  }
+  return recorded;
 }
 
 /** The state a value puts a threshold monitor in. */

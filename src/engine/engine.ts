@@ -351,6 +351,17 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     }
   }
 
+  /** One sweep at a time: a sweep of many silent groups runs in batches across several turns. */
+  let sweeping: Promise<void> | undefined;
+  function sweepSilentMonitors(): void {
+    sweeping ??= sweepNoData(deps, () => stopped)
+      .then(
+        () => undefined,
+        (err: unknown) => log.error({ err }, 'marking silent monitors NO_DATA failed; will try again'),
+      )
+      .finally(() => (sweeping = undefined));
+  }
+
   function prune(): void {
     const horizon = new Date(Date.now() - deps.config.retentionDays * 86_400_000);
     const evaluations = deleteFinishedBefore(deps.db, horizon);
@@ -372,7 +383,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       let ticks = 0;
       housekeeping = setInterval(() => {
         safely('renewing leases', () => claim(false));
-        safely('marking silent monitors NO_DATA', () => sweepNoData(deps));
+        sweepSilentMonitors();
         // Retention once an hour is plenty.
         if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) safely('pruning history', prune);
       }, leaseMs / 3);
@@ -390,7 +401,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       clearTimeout(timer);
       clearInterval(housekeeping);
       for (const off of unsubscribe) off();
-      await Promise.allSettled([...inFlight.values()]);
+      await Promise.allSettled([...inFlight.values(), sweeping]);
       releaseLeases(deps.db, nodeId);
     },
 
