@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { logEAboveRate, logEConcurrent, type PairedBucket, ratioGrid, upperRate } from '../src/domain/fdd.ts';
+import type { BucketRow } from '../src/db/apm.ts';
+import { logEAboveRate, logEConcurrent, logShareRatio, type PairedBucket, ratioGrid, upperRate } from '../src/domain/fdd.ts';
+import { FDD_DEFAULTS } from '../src/domain/ruleOptions.ts';
+import { assessFdd } from '../src/engine/fddRule.ts';
+import { type ServiceScenario, simulateService } from './bench/fddSim.ts';
 
 /** A seeded generator, so these statistical tests give the same answer on every run. */
 function rng(seed: number) {
@@ -55,5 +59,71 @@ describe('anytime-valid error-rate test', () => {
     assert.ok(q0 > 0.01 && q0 < 0.02);
     assert.ok(logEAboveRate([{ hits: 10_000, events: 100 }], q0, grid) < 0);
     assert.ok(logEAboveRate([{ hits: 10_000, events: 300 }], q0, grid) > Math.log(1000));
+  });
+});
+
+/** How often the rule (the engine's own assessFdd, every 10 s over 15 min) fails a simulated canary. */
+function ruleFails(sc: ServiceScenario, runs: number, alpha: number, seed: number): number {
+  let failed = 0;
+  for (let run = 0; run < runs; run++) {
+    const { past, window } = simulateService(sc, seed + 7919 * run);
+    let state = {};
+    const rows: BucketRow[] = [];
+    for (let i = 0; i < window.length; i++) {
+      rows.push(...window[i]!.rows);
+      const result = assessFdd({ options: { ...FDD_DEFAULTS, alpha, newErrorTypes: false }, version: 'v2', primaryTag: null, state, past, rows, knownErrorTypes: new Set(), canaryErrorTypes: [], final: false, windowMinutes: 15 });
+      state = result.state;
+      if (result.status === 'fail') {
+        failed++;
+        break;
+      }
+    }
+  }
+  return failed / runs;
+}
+
+describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', () => {
+  // 200 req/s, one canary pod of ten, each pod's error rate multiplied per 10-s bucket by a
+  // Gamma(0.5) draw: the setting where the rule used to fail 21% of good canaries at alpha 1%.
+  const clustered: ServiceScenario = { totalRate: 200, clusterShape: 0.5, mixShift: false, effect: {}, newTypeShare: 0, buckets: 90 };
+
+  test('a test that counts clustered errors as independent fails good canaries far beyond alpha', () => {
+    let rejected = 0;
+    const runs = 100;
+    for (let run = 0; run < runs; run++) {
+      const { window } = simulateService(clustered, 11 + 7919 * run);
+      const buckets: PairedBucket[] = window.map((b) => {
+        const of = (v: string) => b.rows.filter((r) => r.version === v);
+        const sum = (rs: BucketRow[], k: 'hits' | 'errors') => rs.reduce((n, r) => n + r[k], 0);
+        return { canaryHits: sum(of('v2'), 'hits'), canaryErrors: sum(of('v2'), 'errors'), baselineHits: sum(of('v1'), 'hits'), baselineErrors: sum(of('v1'), 'errors') };
+      });
+      for (let t = 1; t <= buckets.length; t++) {
+        if (logEConcurrent(buckets.slice(0, t), ratioGrid(0.5)) >= Math.log(1 / 0.05)) {
+          rejected++;
+          break;
+        }
+      }
+    }
+    assert.ok(rejected / runs > 0.15, `false rejections ${rejected / runs}`);
+  });
+
+  test('the rule stays within alpha on the same traffic, and with a shifted endpoint mix (A/A, 100 runs each, alpha 5%)', () => {
+    const same = ruleFails(clustered, 100, 0.05, 11);
+    assert.ok(same <= 0.05, `false failures ${same}`);
+    const shifted = ruleFails({ ...clustered, mixShift: true }, 100, 0.05, 13);
+    assert.ok(shifted <= 0.05, `false failures with a shifted mix ${shifted}`);
+  });
+
+  test('and still fails a canary whose busiest endpoint got 3× worse', () => {
+    const power = ruleFails({ ...clustered, clusterShape: 2, effect: { 'GET /products': 3 } }, 20, 0.05, 17);
+    assert.ok(power >= 0.8, `power ${power}`);
+  });
+
+  test('the beta-binomial ratio is the binomial one without clustering, and flatter with it', () => {
+    const binomial = 3 * Math.log(0.2 / 0.1) + 7 * Math.log(0.8 / 0.9);
+    assert.ok(Math.abs(logShareRatio(3, 7, 0.2, 0.1, Number.POSITIVE_INFINITY) - binomial) < 1e-12);
+    assert.ok(Math.abs(logShareRatio(3, 7, 0.2, 0.1, 1e6) - binomial) < 1e-4);
+    assert.ok(logShareRatio(3, 7, 0.2, 0.1, 5) < binomial);
+    assert.ok(logShareRatio(3, 7, 0.2, 0.1, 5) > 0);
   });
 });

@@ -4,14 +4,17 @@
 import { type BucketRow, bucketCounts, errorTypes } from '../db/apm.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import {
+  concentration,
+  type DispersionCell,
   logEAboveRate,
-  logEConcurrent,
+  logEStratified,
   MIN_NEW_TYPE_COUNT,
   NEW_TYPE_GRID,
-  type PairedBucket,
   ratioGrid,
   requestsNeeded,
+  type StratumCell,
   upperRate,
+  withinBucketCorrelation,
 } from '../domain/fdd.ts';
 import type { FddRuleOptions } from '../domain/ruleOptions.ts';
 import { apmKey, type CheckResult, type RuleRunner } from './runner.ts';
@@ -38,6 +41,8 @@ const MAX_NEW_TYPES = 10;
 type Family = {
   resources: string[];
   knownResources: number;
+  /** Requests of each known resource in the hour before the start: half their budget follows it. */
+  knownTraffic?: number[];
   tags: string[];
   knownTags: number;
   /** Whether primary-tag values get tests (and their budget), decided once at the start. */
@@ -71,22 +76,25 @@ function resourceAllowed(o: FddRuleOptions, resource: string): boolean {
   return true;
 }
 
-/** Names by traffic, busiest first (ties by name), of the rows the rule may look at. */
-function byTraffic(rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): string[] {
+/** Names and requests, busiest first (ties by name), of the rows the rule may look at. */
+function trafficOf(rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): Array<[string, number]> {
   const hits = new Map<string, number>();
   for (const r of rows) {
     const k = key(r);
     if (k && resourceAllowed(o, r.resource)) hits.set(k, (hits.get(k) ?? 0) + r.hits);
   }
-  return [...hits].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1)).map(([k]) => k);
+  return [...hits].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
 }
+
+const byTraffic = (rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): string[] => trafficOf(rows, key, o).map(([k]) => k);
 
 function grow(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
   const f = family ?? (() => {
-    const resources = byTraffic(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
+    const known = trafficOf(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
+    const resources = known.map(([name]) => name);
     const tags = byTraffic(past, (r) => r.primaryTag, o).slice(0, MAX_TAGS);
     const withTags = tags.length > 0 || now.some((r) => r.primaryTag !== '');
-    return { resources, knownResources: resources.length, tags, knownTags: tags.length, withTags, errorTypes: [] };
+    return { resources, knownResources: resources.length, knownTraffic: known.map(([, hits]) => hits), tags, knownTags: tags.length, withTags, errorTypes: [] };
   })();
   const add = (list: string[], seen: string[], max: number) => {
     for (const name of seen) if (list.length < max && !list.includes(name)) list.push(name);
@@ -98,32 +106,127 @@ function grow(family: Family | undefined, past: readonly BucketRow[], now: reado
 }
 
 /**
- * Shares of a budget, the same at every check: with names known at the start, they split 90%
- * of it equally (a deploy rarely brings new endpoints) and newcomers the rest, 1/(j(j+1))
- * each; without, newcomers all of it.
+ * Shares of a budget, the same at every check: with names known at the start, they get 90% of
+ * it (a deploy rarely brings new endpoints) and newcomers the rest, 1/(j(j+1)) each; without,
+ * newcomers all of it. Known names split theirs half equally, half by their traffic in the hour
+ * before when it is known: a busy endpoint's regression hurts more users and its test needs
+ * the budget to be fast, while the equal half keeps a quiet endpoint's test within about
+ * log 2 nats of an equal split.
  */
-function shares(count: number, known: number, budget: number): number[] {
+function shares(count: number, known: number, budget: number, traffic?: readonly number[]): number[] {
   const knownBudget = known > 0 ? budget * 0.9 : 0;
   const newBudget = budget - knownBudget;
-  return Array.from({ length: count }, (_, i) => (i < known ? knownBudget / known : newBudget / ((i - known + 1) * (i - known + 2))));
+  const total = traffic && traffic.length >= known ? traffic.slice(0, known).reduce((n, h) => n + h, 0) : 0;
+  return Array.from({ length: count }, (_, i) => {
+    if (i >= known) return newBudget / ((i - known + 1) * (i - known + 2));
+    return total > 0 ? knownBudget * (0.5 / known + (0.5 * traffic![i]!) / total) : knownBudget / known;
+  });
 }
 
 function testsOf(family: Family, primaryTag: string | null, budget: number): Test[] {
   const hasTags = !primaryTag && family.withTags;
   // Resources carry most of the budget (a regression usually sits in one endpoint); tag
-  // values a fifth, the aggregate a twentieth.
-  const resourceBudget = budget * (hasTags ? 0.75 : 0.95);
+  // values a fifth; the stratified aggregate, which alone sees a small rise everywhere, 15%.
+  const resourceBudget = budget * (hasTags ? 0.65 : 0.85);
   const listed = new Set(family.resources);
   const overflow = family.resources.length >= MAX_RESOURCES;
-  const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget);
+  const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget, family.knownTraffic);
   const tests: Test[] = family.resources.map((name, i) => ({ scope: 'resource', name, share: resourceShares[i]!, keep: (r) => r.resource === name }));
   if (overflow) tests.push({ scope: 'resource', name: '(other resources)', share: resourceShares.at(-1)!, keep: (r) => !listed.has(r.resource) });
   if (hasTags) {
     const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
     family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => r.primaryTag === name }));
   }
-  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.05, keep: () => true });
+  tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.15, keep: () => true });
   return tests;
+}
+
+interface Paired {
+  canaryHits: number;
+  canaryErrors: number;
+  baselineHits: number;
+  baselineErrors: number;
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** A test's rows summed per bucket and resource, canary against baseline. */
+function pairedCells(rows: readonly BucketRow[], version: string, keep: (r: BucketRow) => boolean): Map<number, Map<string, Paired>> {
+  const cells = new Map<number, Map<string, Paired>>();
+  for (const r of rows) {
+    if (!keep(r)) continue;
+    let byResource = cells.get(r.bucket);
+    if (!byResource) cells.set(r.bucket, (byResource = new Map()));
+    let p = byResource.get(r.resource);
+    if (!p) byResource.set(r.resource, (p = { canaryHits: 0, canaryErrors: 0, baselineHits: 0, baselineErrors: 0 }));
+    if (r.version === version) (p.canaryHits += r.hits), (p.canaryErrors += r.errors);
+    else (p.baselineHits += r.hits), (p.baselineErrors += r.errors);
+  }
+  return cells;
+}
+
+/** A bucket's strata: resources served by both versions, with errors. */
+function strata(byResource: Map<string, Paired>): StratumCell[] {
+  const out: StratumCell[] = [];
+  for (const p of byResource.values()) {
+    if (p.canaryHits === 0 || p.baselineHits === 0 || p.canaryErrors + p.baselineErrors === 0) continue;
+    out.push({ canaryErrors: p.canaryErrors, baselineErrors: p.baselineErrors, canaryShare: p.canaryHits / (p.canaryHits + p.baselineHits) });
+  }
+  return out;
+}
+
+/**
+ * How clustered the canary's errors are within a bucket (ρ, see withinBucketCorrelation),
+ * measured on resources one by one and on the whole service per bucket, around each resource's
+ * own fitted canary/baseline ratio, so that a real regression is not read as noise.
+ */
+function clusteringOf(rows: readonly BucketRow[], version: string): { resources: number; aggregate: number } {
+  const cells = pairedCells(rows, version, () => true);
+  // Each resource's canary share of its errors over the window, against the share its requests
+  // would give it; shrunk toward "no change" by one error, so a quiet endpoint's few errors
+  // do not make up a ratio.
+  const fit = new Map<string, { x: number; errors: number; nullShare: number; many: number }>();
+  for (const byResource of cells.values()) {
+    for (const [name, p] of byResource) {
+      const errors = p.canaryErrors + p.baselineErrors;
+      if (errors === 0 || p.canaryHits === 0 || p.baselineHits === 0) continue;
+      const f = fit.get(name) ?? { x: 0, errors: 0, nullShare: 0, many: 0 };
+      f.x += p.canaryErrors;
+      f.errors += errors;
+      f.nullShare += (errors * p.canaryHits) / (p.canaryHits + p.baselineHits);
+      if (errors >= 2) f.many += errors;
+      fit.set(name, f);
+    }
+  }
+  const ratio = new Map<string, number>();
+  let fitted = 0;
+  for (const [name, f] of fit) {
+    const s = f.nullShare / f.errors;
+    const share = (f.x + s) / (f.errors + 1);
+    ratio.set(name, (share * (1 - s)) / (s * (1 - share)));
+    // The fit takes about one unit of Pearson's X from the resource, spread over its errors.
+    fitted += f.many / (f.errors + 1);
+  }
+  const perResource: DispersionCell[] = [];
+  const perBucket: DispersionCell[] = [];
+  for (const byResource of cells.values()) {
+    const bucket = { canaryErrors: 0, errors: 0, expected: 0, variance: 0 };
+    for (const [name, p] of byResource) {
+      const errors = p.canaryErrors + p.baselineErrors;
+      const r = ratio.get(name);
+      if (errors === 0 || r === undefined) continue;
+      const s = p.canaryHits / (p.canaryHits + p.baselineHits);
+      const share = (r * s) / (r * s + 1 - s);
+      const cell = { canaryErrors: p.canaryErrors, errors, expected: errors * share, variance: errors * share * (1 - share) };
+      perResource.push(cell);
+      bucket.canaryErrors += cell.canaryErrors;
+      bucket.errors += errors;
+      bucket.expected += cell.expected;
+      bucket.variance += cell.variance;
+    }
+    if (bucket.errors > 0) perBucket.push(bucket);
+  }
+  return { resources: withinBucketCorrelation(perResource, fitted), aggregate: withinBucketCorrelation(perBucket, fitted) };
 }
 
 export type FddState = {
@@ -181,6 +284,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   };
 
   // ---- error-rate increase ----
+  const clustering = concurrent ? clusteringOf(rows, version) : null;
+  if (clustering) evidence.clustering = { resources: round3(clustering.resources), aggregate: round3(clustering.aggregate) };
   const faulty: Array<Record<string, unknown>> = [];
   let largest = Number.NEGATIVE_INFINITY;
   let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
@@ -189,27 +294,18 @@ export function assessFdd(input: FddInput): FddAssessment {
     const c: Arm = { hits: 0, errors: 0 };
     const b: Arm = { hits: 0, errors: 0 };
     let logE: number;
-    if (concurrent) {
-      const byBucket = new Map<number, PairedBucket>();
-      for (const r of rows) {
-        if (!test.keep(r)) continue;
-        const pb = byBucket.get(r.bucket) ?? { canaryHits: 0, canaryErrors: 0, baselineHits: 0, baselineErrors: 0 };
-        if (r.version === version) {
-          pb.canaryHits += r.hits;
-          pb.canaryErrors += r.errors;
-        } else {
-          pb.baselineHits += r.hits;
-          pb.baselineErrors += r.errors;
+    if (clustering) {
+      const cells = pairedCells(rows, version, test.keep);
+      for (const byResource of cells.values()) {
+        for (const p of byResource.values()) {
+          c.hits += p.canaryHits;
+          c.errors += p.canaryErrors;
+          b.hits += p.baselineHits;
+          b.errors += p.baselineErrors;
         }
-        byBucket.set(r.bucket, pb);
       }
-      for (const pb of byBucket.values()) {
-        c.hits += pb.canaryHits;
-        c.errors += pb.canaryErrors;
-        b.hits += pb.baselineHits;
-        b.errors += pb.baselineErrors;
-      }
-      logE = logEConcurrent([...byBucket.values()], grid);
+      const rho = test.scope === 'resource' ? clustering.resources : test.scope === 'aggregate' ? clustering.aggregate : Math.max(clustering.resources, clustering.aggregate);
+      logE = logEStratified([...cells.values()].map(strata), grid, concentration(rho));
     } else {
       for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
       const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
