@@ -28,10 +28,39 @@ const REDACT = [
   '*.query.key',
 ];
 
+/**
+ * A Tollgate secret inside text a line quotes (a client pasting one where an id belongs, the
+ * refusal quoting it back): its first 10 characters stay, as secretPrefix shows them, the rest goes.
+ */
+const SECRET_IN_TEXT = /\b(tgk_[\w-]{6})[\w-]+/g;
+const scrub = (text: string) => (text.includes('tgk_') ? text.replace(SECRET_IN_TEXT, '$1…') : text);
+
+/** The strings of a log call's message and plain fields, scrubbed; errors and other objects are left whole. */
+function scrubArgs(args: unknown[]): unknown[] {
+  return args.map((arg) => {
+    if (typeof arg === 'string') return scrub(arg);
+    const proto = arg !== null && typeof arg === 'object' ? Object.getPrototypeOf(arg) : undefined;
+    if (proto !== Object.prototype && proto !== null) return arg;
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(arg as Record<string, unknown>)) out[k] = typeof v === 'string' ? scrub(v) : v;
+    return out;
+  });
+}
+
 /** Structured JSON logs on stdout, one object a line. */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   return pino(
-    { level, base: { service: 'tollgate' }, timestamp: pino.stdTimeFunctions.isoTime, redact: { paths: REDACT, censor: '[redacted]' } },
+    {
+      level,
+      base: { service: 'tollgate' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      redact: { paths: REDACT, censor: '[redacted]' },
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, scrubArgs(args) as Parameters<typeof method>);
+        },
+      },
+    },
     destination,
   );
 }

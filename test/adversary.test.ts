@@ -4,12 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
+import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
+import { createLogger } from '../src/log.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { CREATE_GATE, monitorRule, sleep, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
+import { CREATE_GATE, monitorRule, sleep, wsOnce, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -291,6 +293,34 @@ describe('a WebSocket closed for its key\'s revocation runs nothing more', () =>
       assert.ok(!JSON.stringify(keys.data).includes('minted-over-a-closing-socket'), JSON.stringify(keys.data));
     } finally {
       socket.destroy();
+    }
+  });
+});
+
+describe('a secret pasted where an id belongs stays out of the logs', () => {
+  test('revokeApiKey(id: <the secret>), evaluation(id: <the secret>) over HTTP and WebSocket: the debug lines quote at most its first 10 characters', async () => {
+    const raw: string[] = [];
+    const sink = new Writable({
+      write(chunk, _encoding, done) {
+        raw.push(String(chunk));
+        done();
+      },
+    });
+    const logged = await startServer({ logLevel: 'trace' }, { log: createLogger('trace', sink) });
+    try {
+      const made = await logged.gql('mutation { createApiKey(input: { name: "pasted", scopes: [ADMIN] }) { secret } }');
+      const secret: string = made.data.createApiKey.secret;
+      // An operator revoking a leaked key by the only thing they have of it.
+      const revoke = await logged.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: secret });
+      assert.equal(revoke.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', JSON.stringify(revoke));
+      await logged.gql(`{ evaluation(id: "${secret}") { id } }`);
+      await wsOnce(logged.ws(), 'query($id: ID!) { evaluation(id: $id) { id } }', { id: secret });
+      await logged.request('GET', `/api/v2/deployment_gates/${secret}`);
+      const text = raw.join('');
+      assert.ok(text.includes('operation refused'), 'the refusals were logged');
+      assert.ok(!text.includes(secret.slice(0, 11)), text.split('\n').find((l) => l.includes(secret.slice(0, 11))));
+    } finally {
+      await logged.stop();
     }
   });
 });
