@@ -1,6 +1,7 @@
 import { claimUnfinished, deleteFinishedBefore, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
+import { storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
 import { type CheckResult, type EngineEvent, eventKeys, SourceError, type Watch } from './runner.ts';
@@ -266,6 +267,9 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       };
     } else {
       const err = outcome.error;
+      // Our own database failing is not the rule's data source failing: it must never count
+      // toward onSourceError (a disk problem would otherwise pass or fail gates). Look again later.
+      if (storageFailure(err)) return couldNotRecord(id, err);
       // Never silent: every failure is counted, retried, and finally decided by the policy.
       const message = err instanceof SourceError ? err.message : `internal error: ${(err as Error).message}`;
       const errors = rule.consecutiveErrors + 1;
