@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { driver, sleep, startServer, type TestServer } from './helpers.ts';
 
@@ -124,6 +128,8 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     const final = (await d.follow(ev.id, 20_000)).at(-1);
     assert.equal(final.status, 'PASS', final.rules[0].reason);
     assert.match(final.rules[0].reason, /No significant error-rate increase or new error type for version v2 over 12000 requests/);
+    const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { passedWithoutEvidence rules { insufficientData } } }', { id: ev.id });
+    assert.deepEqual(flags.data.evaluation, { passedWithoutEvidence: false, rules: [{ insufficientData: false }] }, 'a pass with evidence says so');
   });
 
   test('a new exception type fails, named with a sample message', async () => {
@@ -155,6 +161,35 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     const final = (await d.follow(ev.id, 20_000)).at(-1);
     assert.equal(final.status, 'FAIL');
     assert.match(final.rules[0].reason, /Not enough data: version v9 received no traffic during the window; onInsufficientData makes the rule fail/);
+    const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { passedWithoutEvidence rules { insufficientData } } }', { id: ev.id });
+    assert.deepEqual(flags.data.evaluation, { passedWithoutEvidence: false, rules: [{ insufficientData: true }] }, 'a failure for lack of data is not a pass');
+  });
+
+  test('tollgate evaluate tells a pass for lack of data from a pass with evidence', async () => {
+    await send({ service: 'fdd-cli', version: 'v1', resource: 'GET /cart', count: 100, from: Date.now() - 60_000, spreadMs: 30_000 });
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-fdd-cli-'));
+    try {
+      const file = join(dir, 'gate.json');
+      writeFileSync(file, JSON.stringify({ rules: [{ type: 'faulty_deployment_detection', name: 'fdd', options: { duration: 1 } }] }));
+      const key = await s.createKey(['evaluations:write']);
+      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--service', 'fdd-cli', '--env', 'prod', '--version', 'v2', '--config', file, '--json'], {
+        env: { ...process.env, TOLLGATE_API_KEY: key, TOLLGATE_URL: s.url },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c) => (stdout += c));
+      child.stderr.on('data', (c) => (stderr += c));
+      const code = await new Promise((resolve) => child.once('exit', resolve));
+      assert.equal(code, 0, stdout + stderr);
+      assert.match(stderr, /Gate PASSED WITHOUT EVIDENCE \(a rule had too little data to decide\)/);
+      assert.match(stderr, /PASS\s+fdd \(insufficient data\) — Not enough data: version v2 received no traffic/);
+      const result = JSON.parse(stdout);
+      assert.equal(result.passed_without_evidence, true);
+      assert.equal(result.rules[0].insufficient_data, true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('too little canary traffic says how much more was needed', async () => {
@@ -163,6 +198,16 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     const final = (await d.follow(ev.id, 20_000)).at(-1);
     assert.equal(final.status, 'PASS', 'onInsufficientData defaults to pass');
     assert.match(final.rules[0].reason, /Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about \d+, so about \d+ more \(≈ \d+ min at the current/);
+    // A pass for lack of data is told apart from a pass with evidence, in fields of their own.
+    const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { status passedWithoutEvidence rules { status insufficientData } } }', { id: ev.id });
+    assert.deepEqual(flags.data.evaluation, { status: 'PASS', passedWithoutEvidence: true, rules: [{ status: 'PASS', insufficientData: true }] });
+    const rest = await s.request('GET', `/api/v2/deployments/gates/evaluation/${ev.id}`);
+    assert.equal(rest.status, 200);
+    assert.equal(rest.json.data.attributes.gate_status, 'pass');
+    assert.equal(rest.json.data.attributes.passed_without_evidence, true);
+    assert.equal(rest.json.data.attributes.rules[0].insufficient_data, true);
+    const history = await s.request('GET', `/api/v2/deployment_gates/evaluations/rules?filter[gate_evaluation_id]=${ev.id}`);
+    assert.equal(history.json.data[0].attributes.insufficient_data, true);
   });
 
   test('a missing version is refused at trigger', async () => {

@@ -67,7 +67,9 @@ interface Result {
   gate_status: string;
   dry_run: boolean;
   evaluation_url: string;
-  rules: Array<{ name: string; status: string; reason?: string; dry_run: boolean }>;
+  /** The verdict is pass but a counted rule passed only for lack of data (absent from older servers). */
+  passed_without_evidence?: boolean;
+  rules: Array<{ name: string; status: string; reason?: string; dry_run: boolean; insufficient_data?: boolean }>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -166,8 +168,8 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
 
     if (flags.json) process.stdout.write(`${JSON.stringify({ evaluation_id: evaluationId, ...result }, null, 2)}\n`);
     log('');
-    log(`Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`);
-    for (const r of result.rules) log(`  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.reason ? ` — ${r.reason}` : ''}`);
+    log(`Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'}${result.passed_without_evidence ? ' WITHOUT EVIDENCE (a rule had too little data to decide)' : ''} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`);
+    for (const r of result.rules) log(`  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.insufficient_data ? ' (insufficient data)' : ''}${r.reason ? ` — ${r.reason}` : ''}`);
     log(`Details: ${result.evaluation_url}`);
     return result.gate_status === 'pass' ? 0 : 1;
   } catch (err) {
@@ -191,7 +193,7 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
       const timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
       let last: Result | null = null;
       client.subscribe<any>(
-        { query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt rules { name status reason dryRun windowEndsAt } } }`, variables: { id } },
+        { query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt passedWithoutEvidence rules { name status reason dryRun windowEndsAt insufficientData } } }`, variables: { id } },
         {
           next: ({ data, errors }) => {
             if (errors || !data) return;
@@ -215,7 +217,8 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
               gate_status: e.reportedStatus.toLowerCase(),
               dry_run: e.dryRun,
               evaluation_url: e.evaluationUrl,
-              rules: e.rules.map((r: any) => ({ name: r.name, status: r.status.toLowerCase(), reason: r.reason ?? undefined, dry_run: r.dryRun })),
+              passed_without_evidence: e.passedWithoutEvidence,
+              rules: e.rules.map((r: any) => ({ name: r.name, status: r.status.toLowerCase(), reason: r.reason ?? undefined, dry_run: r.dryRun, insufficient_data: r.insufficientData })),
             };
             // The deploy can go on as soon as the verdict is known.
             if (e.reportedStatus !== 'IN_PROGRESS') {

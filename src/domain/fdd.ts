@@ -248,3 +248,22 @@ export function requestsNeeded(baselineRate: number, canaryShare: number, minRel
   const target = Math.log(1 / share) + 2 * Math.sqrt(Math.log(1 / share));
   return Math.ceil(target / (perRequest * Math.max(concurrentFactor, 0.05)));
 }
+
+/**
+ * Whether a rule's verdict rests on onInsufficientData: its window ended without the traffic
+ * needed to detect the increase asked for, so its PASS (or FAIL) says nothing about the version.
+ * The rule records it in its evidence (`insufficientData: true`).
+ */
+export function decidedWithoutData(rule: { status: string; evidence?: unknown }): boolean {
+  const evidence = rule.evidence as { insufficientData?: unknown } | null | undefined;
+  return rule.status !== 'in_progress' && evidence?.insufficientData === true;
+}
+
+/**
+ * Whether an evaluation passed while at least one rule it counts (not a dry run) passed only
+ * for lack of data: "passed, but nothing was checked there", which a pipeline may treat
+ * differently from a pass with evidence.
+ */
+export function passedWithoutEvidence(evaluation: { status: string }, rules: ReadonlyArray<{ status: string; dryRun: boolean; evidence?: unknown }>): boolean {
+  return evaluation.status === 'pass' && rules.some((r) => !r.dryRun && r.status === 'pass' && decidedWithoutData(r));
+}

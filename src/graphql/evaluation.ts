@@ -19,6 +19,7 @@ import {
   rerunEvaluation,
   rulesOfEvaluations,
 } from '../domain/evaluations.ts';
+import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
@@ -94,6 +95,11 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
       resolve: (r) => (r.type === 'monitor' && r.evidence ? (r.evidence as MonitorEvidence) : null),
     }),
     evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
+    insufficientData: t.boolean({
+      description:
+        'True when the rule ended without the traffic it needed to decide, so its status is what onInsufficientData says, not a finding about the version (faulty deployment detection).',
+      resolve: (r) => decidedWithoutData(r),
+    }),
     options: t.field({ type: RuleOptions, description: 'The options as evaluated (snapshotted at trigger).', resolve: (r) => typedOptions(r) }),
     startedAt: t.expose('startedAt', { type: 'DateTime' }),
     windowStartsAt: t.expose('windowStartsAt', { type: 'DateTime', description: 'Start plus warmup.' }),
@@ -136,6 +142,11 @@ Evaluation.implement({
     rerunOf: t.exposeID('rerunOf', { nullable: true }),
     triggeredBy: t.exposeString('triggeredByName'),
     revision: t.exposeInt('revision', { description: 'Grows with every change; orders the snapshots of one evaluation.' }),
+    passedWithoutEvidence: t.boolean({
+      description:
+        'True when the verdict is PASS but at least one counted rule passed only for lack of data (its insufficientData is true): "passed, nothing was found", not "passed, checked and fine".',
+      resolve: async (e, _a, ctx) => passedWithoutEvidence(e, (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).map((r) => ruleEvaluationFor(ctx.principal, e, r))),
+    }),
     rules: t.field({
       type: [RuleEvaluation],
       description: "Each rule as the caller may see it: evidence about monitors outside the caller's environments is left out.",

@@ -25,6 +25,7 @@ import type { GateRow, RuleRow } from '../db/gates.ts';
 import { validate as isUuid } from 'uuid';
 import type { Principal } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
+import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
 import { type Authenticate, decodePathSegment, HttpError, readBody, sendJson } from './http.ts';
 
@@ -270,6 +271,7 @@ for (const prefix of PREFIXES) {
               type: r.type,
               status: r.status,
               reason: r.reason,
+              insufficient_data: decidedWithoutData(r),
               started_at: r.startedAt.toISOString(),
               finished_at: r.finishedAt?.toISOString() ?? null,
               duration_seconds: r.finishedAt ? (r.finishedAt.getTime() - r.startedAt.getTime()) / 1000 : null,
@@ -330,7 +332,8 @@ for (const prefix of PREFIXES) {
             evaluation_url: evaluationUrl(deps, id),
             gate_id: e.gateId,
             gate_status: reported(e),
-            rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason ?? undefined, dry_run: r.dryRun })),
+            passed_without_evidence: passedWithoutEvidence(e, snap.rules),
+            rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason ?? undefined, dry_run: r.dryRun, insufficient_data: decidedWithoutData(r) })),
           },
         },
       },
