@@ -1,6 +1,9 @@
 // Work triggered by one event is bounded per tick and indexed, and large lists never become
 // one SQL statement with a variable per item (issue 9, item 7).
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { listEvaluations } from '../src/db/evaluations.ts';
 import { monitorGroups, monitors } from '../src/db/schema.ts';
@@ -312,6 +315,47 @@ describe('thousands of monitors falling silent at once', () => {
     assert.equal(published, 2 * SILENT);
     assert.equal(publishedInTransaction, 0, 'a transition was published before its batch committed');
     assert.equal(await sweepNoData(s.app.deps), 0, 'a second sweep finds nothing left');
+  });
+});
+
+describe('a restart with thousands of evaluations in progress', () => {
+  const RUNNING = 3000;
+
+  test('/healthz answers while they are resumed, and every one still reaches its verdict', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-resume-'));
+    const first = await startServer(NO_LIMITS, { dir });
+    let monitorId: string;
+    try {
+      monitorId = await driver(first).monitor('resumed', ['team:resumed', 'env:prod']);
+      await driver(first).report(monitorId, 'OK');
+      const deps = first.app.deps;
+      for (let i = 0; i < RUNNING; i++) {
+        const input = evaluateGateInputSchema.parse({ service: 'resumed', env: 'prod', version: `v${i}`, configuration: { rules: [jitMonitor('watch', { monitorIds: [{ id: monitorId }], duration: 3600 })] } });
+        evaluateGate(deps, SYSTEM, input);
+        if (i % 200 === 199) await sleep(0);
+      }
+    } finally {
+      await first.stop();
+    }
+
+    const s = await startServer(NO_LIMITS, { dir });
+    try {
+      const health = await s.request('GET', '/healthz', { key: null });
+      const resumedAtHealth = s.app.engine.stats().activeRules;
+      assert.equal(health.status, 200);
+      // Before, every evaluation was loaded inside listen(), before any request could be answered.
+      assert.ok(resumedAtHealth < RUNNING, `/healthz waited until ${resumedAtHealth} of ${RUNNING} rules were resumed`);
+
+
+      // The monitor goes ALERT while they are being resumed: rules loaded before and after it both see it.
+      await driver(s).report(monitorId, 'ALERT');
+      const failed = () => (s.app.deps.db.$client.prepare(`select count(*) as n from evaluations where service = 'resumed' and status = 'fail'`).get() as { n: number }).n;
+      await until('every verdict', () => failed() === RUNNING);
+      assert.equal(s.app.engine.stats().activeRules, 0);
+    } finally {
+      await s.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -329,22 +329,47 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   const onTransition = (c: MonitorStateChange) => wake({ kind: 'monitor.transition', monitor: c.monitor, group: c.group, at: c.at });
   const onIngested = (i: { service: string; env: string; at: Date }) => wake({ kind: 'apm.ingested', ...i });
 
+  /** Evaluations taken over and not yet loaded: a starting server resumes them in slices. */
+  let resuming = 0;
+  /** One claim at a time: resuming many evaluations spans several turns of the event loop. */
+  let claiming: Promise<void> | undefined;
+
   /**
    * Renews our leases and takes over evaluations whose owner stopped renewing (or, at start,
    * our own). Also re-indexes any running rule of ours the index lost, so none can stall.
+   * The leases are taken in one statement; the evaluations taken are then loaded and indexed
+   * a slice at a time with a turn of the event loop between slices: loading 10,000 resumed
+   * evaluations at once held a starting server for seconds, /healthz included.
    */
-  function claim(atStart: boolean): void {
+  async function claim(atStart: boolean): Promise<void> {
     const now = new Date();
     renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
     const resume = new Set(claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart));
     for (const { evaluationId } of runningRulesOf(deps.db, nodeId).filter((r) => !active.has(r.id))) resume.add(evaluationId);
+    resuming = resume.size;
+    let until = performance.now() + sliceMs;
     for (const id of resume) {
+      if (performance.now() >= until) {
+        await new Promise((resolve) => setImmediate(resolve));
+        until = performance.now() + sliceMs;
+      }
+      if (stopped) return;
       const snapshot = loadSnapshot(deps, id);
+      resuming--;
       if (!snapshot) continue;
       // Look at every resumed rule now: its answer depends only on what was recorded.
       for (const r of snapshot.rules) if (r.status === 'in_progress') r.nextCheckAt = now;
       track(snapshot);
     }
+  }
+
+  function claimInTurn(atStart: boolean): void {
+    claiming ??= claim(atStart)
+      .catch((err: unknown) => log.error({ err }, 'renewing leases or resuming evaluations failed; will try again'))
+      .finally(() => {
+        claiming = undefined;
+        resuming = 0;
+      });
   }
 
   function safely(what: string, run: () => void): void {
@@ -382,11 +407,11 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         deps.events.on('monitor.transition', guarded(onTransition)),
         deps.events.on('apm.ingested', guarded(onIngested)),
       );
-      claim(true);
+      claimInTurn(true);
       safely('pruning history', prune);
       let ticks = 0;
       housekeeping = setInterval(() => {
-        safely('renewing leases', () => claim(false));
+        claimInTurn(false);
         sweepSilentMonitors();
         // Retention once an hour is plenty.
         if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) safely('pruning history', prune);
@@ -405,12 +430,12 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       clearTimeout(timer);
       clearInterval(housekeeping);
       for (const off of unsubscribe) off();
-      await Promise.allSettled([...inFlight.values(), sweeping]);
+      await Promise.allSettled([...inFlight.values(), sweeping, claiming]);
       releaseLeases(deps.db, nodeId);
     },
 
     /** For tests and metrics. */
-    stats: () => ({ activeRules: active.size, scheduled: queue.size, queuedChecks: due.size, checksInFlight: inFlight.size }),
+    stats: () => ({ activeRules: active.size, scheduled: queue.size, queuedChecks: due.size, checksInFlight: inFlight.size, resumingEvaluations: resuming }),
   };
 }
 
