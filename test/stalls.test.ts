@@ -1,18 +1,24 @@
 // Issue 9, items 6 and 9: inputs that used to stall the whole server. Every monitor is
 // validated on every path that creates one, monitor search is linear and bounded, and OTLP
-// requests are bounded in spans and processed in slices.
+// requests are bounded in spans and processed in slices (JSON too: a span or resource at a
+// time, never one JSON.parse of the body).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
+import { resourceFromAttributes } from '@opentelemetry/resources';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { countsByResource } from '../src/db/apm.ts';
 import { allMonitors } from '../src/db/monitors.ts';
 import { MAX_PATTERN_LENGTH, MAX_QUERY_LENGTH, matches, matchWork, parseMonitorQuery, type MatchableMonitor } from '../src/domain/monitorQuery.ts';
 import { createMonitor, MAX_MONITOR_NAME_LENGTH, searchMonitors } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
+import { decodeTraceRequest, forEachRequestSpan, MAX_JSON_MESSAGE_BYTES, mapSpans, type RequestSpan } from '../src/sources/otlp.ts';
 import { driver, jitMonitor, startServer, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
@@ -189,6 +195,33 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
     }
   });
 
+  test('more ResourceSpans or ScopeSpans than the span bound are refused with 413, even empty, in both encodings', async () => {
+    // 32 MB of empty ResourceSpans laid out took 2.5 GB and 6 s (protobuf), 1.8 GB (JSON).
+    const small = await startServer({ otlpMaxSpans: 1000 });
+    try {
+      const k = await small.createKey(['ingest']);
+      const emptyResources = { resourceSpans: Array.from({ length: 1001 }, () => ({})) };
+      const emptyScopes = { resourceSpans: [{ resource: traces('x', 0).resourceSpans[0]!.resource, scopeSpans: Array.from({ length: 1001 }, () => ({})) }] };
+      for (const [what, t] of [
+        ['ResourceSpans', emptyResources],
+        ['ScopeSpans', emptyScopes],
+      ] as const) {
+        const json = await post(small, k, Buffer.from(JSON.stringify(t)), 'application/json');
+        assert.equal(json.status, 413);
+        assert.match(((await json.json()) as any).message, new RegExp(`more than the 1000 ${what} `));
+        // protobufjs writes an empty message as a zero-length field: each still costs a layout entry
+        const pb = await post(small, k, protobuf(t), 'application/x-protobuf');
+        assert.equal(pb.status, 413);
+        assert.match(Buffer.from(await pb.arrayBuffer()).toString('utf8'), new RegExp(`more than the 1000 ${what} `));
+      }
+      const fits = { resourceSpans: Array.from({ length: 1000 }, () => ({ scopeSpans: [{}] })) };
+      assert.equal((await post(small, k, Buffer.from(JSON.stringify(fits)), 'application/json')).status, 200);
+      assert.equal((await post(small, k, protobuf(fits), 'application/x-protobuf')).status, 200);
+    } finally {
+      await small.stop();
+    }
+  });
+
   test('a large request within the bound is stored exactly while /healthz keeps answering', async () => {
     const n = 50_000;
     const body = protobuf(traces('large', n));
@@ -226,5 +259,231 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
     assert.equal(r.status, 400);
     assert.match(Buffer.from(await r.arrayBuffer()).toString('utf8'), /not an OTLP ExportTraceServiceRequest/);
     assert.deepEqual(countsByResource(s.app.deps.db, { service: 'torn', env: 'prod', from: 0, to: Date.now() + 3_600_000 }), []);
+  });
+});
+
+describe('OTLP JSON requests are parsed span by span, in slices', () => {
+  const nanos = (ms = Date.now()) => String(BigInt(ms) * 1_000_000n);
+  const attributes = (n: number, prefix = 'k') => Array.from({ length: n }, (_, i) => ({ key: `${prefix}${i}`, value: { stringValue: 'v' } }));
+  const service = (name: string) => [{ key: 'service.name', value: { stringValue: name } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }];
+  const request = (resourceAttributes: unknown[], spans: unknown[]) => ({ resourceSpans: [{ resource: { attributes: resourceAttributes }, scopeSpans: [{ spans }] }] });
+  const serverSpan = (name: string, attrs: unknown[] = [], i = 0) => ({ name, kind: 2, startTimeUnixNano: nanos(Date.now() - (i % 1000)), endTimeUnixNano: nanos(Date.now() - (i % 1000) + 5), attributes: attrs, status: { code: i % 100 === 0 ? 2 : 0 } });
+  const options = { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }], earliest: Date.now() - 86_400_000, latest: Date.now() + 3_600_000, maxSpans: 50_000, slice: 2000 };
+  /** The hostile bodies, each near the decompressed limit (32 MB): 600,000 attributes on one span, on the resource, and 50,000 spans. */
+  const wideSpan = () => JSON.stringify(request(service('wide-span'), [serverSpan('GET /wide', attributes(600_000)), serverSpan('GET /fine')]));
+  const wideResource = () => JSON.stringify(request([...service('wide-resource'), ...attributes(600_000)], [serverSpan('GET /a'), serverSpan('GET /b')]));
+  const bigBatch = () => JSON.stringify(request(service('json-batch'), Array.from({ length: 50_000 }, (_, i) => serverSpan(`GET /r${i % 20}`, attributes(7, 'http.x'), i))));
+
+  /**
+   * forEachRequestSpan over `json`, counting the turns the event loop took meanwhile and the
+   * longest text one JSON.parse call was given (a stall is one synchronous parse of the body).
+   */
+  async function sliced(json: string) {
+    const body = Buffer.from(json);
+    const parse = JSON.parse;
+    let largestParse = 0;
+    JSON.parse = ((text: string, reviver?: Parameters<typeof JSON.parse>[1]) => {
+      largestParse = Math.max(largestParse, text.length);
+      return parse(text, reviver);
+    }) as typeof JSON.parse;
+    let turns = 0;
+    let ticking = true;
+    const tick = () => {
+      turns++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const spans: RequestSpan[] = [];
+    try {
+      const result = await forEachRequestSpan(body, 'json', options, (span) => spans.push(span));
+      return { ...result, spans, turns, largestParse, bytes: body.length };
+    } finally {
+      ticking = false;
+      JSON.parse = parse;
+    }
+  }
+  const inSlices = (r: { turns: number; largestParse: number; bytes: number }) => {
+    assert.ok(r.largestParse <= MAX_JSON_MESSAGE_BYTES, `one JSON.parse of ${r.largestParse} characters`);
+    assert.ok(r.turns >= r.bytes / (2 * 1024 * 1024), `${r.turns} turns of the event loop for ${r.bytes} bytes`);
+  };
+
+  test('a span of 600,000 attributes is rejected (partial success), the body never parsed in one piece', async () => {
+    const r = await sliced(wideSpan());
+    inSlices(r);
+    assert.equal(r.rejected, 1);
+    assert.deepEqual(r.problems, [`a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected`]);
+    assert.deepEqual(r.spans.map((s) => s.resource), ['GET /fine']);
+  });
+
+  test('a resource of 600,000 attributes rejects its spans, the body never parsed in one piece', async () => {
+    const r = await sliced(wideResource());
+    inSlices(r);
+    assert.equal(r.rejected, 2);
+    assert.deepEqual(r.problems, [`a resource is over ${MAX_JSON_MESSAGE_BYTES} bytes: its spans were rejected`]);
+    assert.deepEqual(r.spans, []);
+  });
+
+  test('50,000 spans near the size limit are all counted, a slice at a time', async () => {
+    const r = await sliced(bigBatch());
+    inSlices(r);
+    assert.equal(r.rejected, 0);
+    assert.equal(r.spans.length, 50_000);
+  });
+
+  test('over HTTP: each hostile body is answered as designed, the batch stored exactly, /healthz answering meanwhile', async () => {
+    const send = async (json: string) => {
+      const gz = gzipSync(json);
+      let done = false;
+      let answeredDuring = 0;
+      const res = fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${ingest}` }, body: new Uint8Array(gz) }).then(async (r) => {
+        const answer = { status: r.status, body: (await r.json()) as any };
+        done = true;
+        return answer;
+      });
+      while (!done) {
+        const h = await fetch(`${s.url}/healthz`);
+        if (!done && h.status === 200) answeredDuring++;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.ok(answeredDuring >= 1, '/healthz answered while the request was processed');
+      return res;
+    };
+    const window = (service: string) => countsByResource(s.app.deps.db, { service, env: 'prod', from: 0, to: Date.now() + 3_600_000 });
+    const span = await send(wideSpan());
+    assert.equal(span.status, 200);
+    assert.deepEqual(span.body, { partialSuccess: { rejectedSpans: '1', errorMessage: `a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected` } });
+    assert.deepEqual(window('wide-span').map((r) => [r.resource, r.hits]), [['GET /fine', 1]]);
+    const resource = await send(wideResource());
+    assert.deepEqual(resource.body, { partialSuccess: { rejectedSpans: '2', errorMessage: `a resource is over ${MAX_JSON_MESSAGE_BYTES} bytes: its spans were rejected` } });
+    assert.deepEqual(window('wide-resource'), []);
+    const batch = await send(bigBatch());
+    assert.equal(batch.status, 200);
+    assert.deepEqual(batch.body, {});
+    const rows = window('json-batch');
+    assert.equal(rows.length, 20);
+    assert.equal(rows.reduce((sum, r) => sum + r.hits, 0), 50_000);
+    assert.equal(rows.reduce((sum, r) => sum + r.errors, 0), 500);
+  });
+
+  test('every JSON body maps as one JSON.parse of it did: same spans, rejections and problems, or the same refusal', async () => {
+    const span = (name: string, extra: Record<string, unknown> = {}) => ({ ...serverSpan(name, [{ key: 'cloud.region', value: { stringValue: 'eu' } }]), ...extra });
+    const ok = JSON.stringify(span('GET /ok'));
+    const bodies = [
+      '{}',
+      '{"resourceSpans":[]}',
+      ' \n\t{"resourceSpans" : [ ] } \r\n',
+      '{"resourceSpans":null}',
+      `{"resourceSpans":5,"resourceSpans":${JSON.stringify(request(service('dup'), [span('GET /last')]).resourceSpans)}}`,
+      `{"resourceSpans":${JSON.stringify(request(service('dup'), [span('GET /first')]).resourceSpans)},"resourceSpans":5}`,
+      `{"resourceSpans":[null,5,"x",[],{},true,{"scopeSpans":null},{"resource":null,"scopeSpans":[{"spans":[${ok}]}]}]}`,
+      // the resource after its spans, given twice (the last counts), keys spelled with escapes
+      `{"resourceSpans":[{"scopeSpans":[{"spans":[${ok}]}],"resource":{"attributes":[]},"reso\\u0075rce":${JSON.stringify({ attributes: service('escaped') })}}]}`,
+      `{"resource\\u0053pans":[{"resource":${JSON.stringify({ attributes: service('escaped-top') })},"scopeSpans":[{"spans":[${ok}]}]}]}`,
+      // duplicate scopeSpans and spans: the last of each
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('dups') })},"scopeSpans":[{"spans":[${ok},${ok}]}],"scopeSpans":[{"spans":[${JSON.stringify(span('GET /a'))}],"spans":[${JSON.stringify(span('GET /b'))}]},null,5,{"spans":null},{"spans":[null,5,"x",[],{},${ok}]}]}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('bad') })},"scopeSpans":5,"scopeSpans":[{"spans":[${ok}]}]}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('bad') })},"scopeSpans":[{"spans":[${ok}]}],"scopeSpans":{}}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('bad') })},"scopeSpans":[{"spans":"x"}]}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('bad') })},"scopeSpans":[{"spans":false}]}]}`,
+      `{"resourceSpans":[{"resource":{"attributes":5},"scopeSpans":[{"spans":[${ok}]}]}]}`,
+      // an array where a span belongs is not a request, however large
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('arrays') })},"scopeSpans":[{"spans":[${JSON.stringify(attributes(20_000))},${ok}]}]}]}`,
+      `{"resourceSpans":[{"resource":"a string","scopeSpans":[{"spans":[${ok}]}]}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('no-kind') })},"scopeSpans":[{"spans":[{"name":"x"},${JSON.stringify(span('GET /err', { status: { code: 2 }, events: [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: 'Boom' } }] }] }))}]}]}]}`,
+      `{"resourceSpans":[{"resource":${JSON.stringify({ attributes: service('bad-events') })},"scopeSpans":[{"spans":[${JSON.stringify(span('GET /err', { status: { code: 2 }, events: {} }))}]}]}]}`,
+      // spans-like keys where they mean nothing, every kind of JSON value, unicode and escapes
+      `{"x":{"resourceSpans":[1]},"resourceSpans":[{"y":{"scopeSpans":[{"spans":[${ok}]}]},"resource":${JSON.stringify({ attributes: [...service('deep'), { key: 'é\n\u2028"\\', value: { doubleValue: -1.5e3 } }] })},"scopeSpans":[{"scope":{"name":"s","spans":[${ok}]},"spans":[${JSON.stringify(span('GET /é', { name: 'GET /\u00e9\ud83d\ude00\\"' }))}]}],"n":[-0,0.5,1E+2,2e-3,true,false,null,{},[],""]}]}`,
+      JSON.stringify(request([], [span('GET /no-service')])),
+      JSON.stringify(request(service('old'), [span('GET /old', { startTimeUnixNano: '1000', endTimeUnixNano: '2000' }), span('GET /now')])),
+      // not JSON, or not an object
+      '',
+      '   ',
+      '{"resourceSpans": [',
+      '{"a":1,}',
+      '{"a":01}',
+      '{"a":"\u0001"}',
+      '{"a":tru}',
+      '{"a":nul}',
+      '{} x',
+      '{}{}',
+      '[1]',
+      '"x"',
+      '5',
+      'null',
+      '[1',
+      '{"a":"\\q"}',
+      '{"a":"\\u12G4"}',
+      '{"a" 1}',
+      '{"a":1 "b":2}',
+      '{"a":[1,]}',
+      '{"a":-}',
+      '{"a":1.}',
+      '{"a":1e}',
+      '{"a":.5}',
+      '{"a":+1}',
+      "{'a':1}",
+      '{a:1}',
+      '{"a":1]',
+      '{"a":[1}',
+      '\ufeff{}',
+      '{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x",}]}]}]}',
+      `{"resourceSpans":[{"resource":{"attributes":[]},"scopeSpans":[{"spans":[${ok}]}]}],"x":"unterminated}`,
+    ];
+    const seen = new Map<string, number>();
+    for (const json of bodies) {
+      const body = Buffer.from(json);
+      let expected: unknown;
+      try {
+        const m = mapSpans(decodeTraceRequest(body, 'json'), options);
+        expected = { spans: m.spans, rejected: m.rejected, problems: m.problems };
+      } catch (err) {
+        expected = { error: (err as Error).name };
+      }
+      let actual: unknown;
+      try {
+        const spans: RequestSpan[] = [];
+        const r = await forEachRequestSpan(body, 'json', options, (s) => spans.push(s));
+        actual = { spans, rejected: r.rejected, problems: r.problems };
+      } catch (err) {
+        actual = { error: (err as Error).name };
+      }
+      assert.deepEqual(actual, expected, json);
+      const kind = 'error' in (expected as object) ? 'refused' : (expected as { spans: unknown[] }).spans.length > 0 ? 'mapped' : 'empty';
+      seen.set(kind, (seen.get(kind) ?? 0) + 1);
+    }
+    // The comparison covers every outcome, not only refusals.
+    assert.deepEqual(Object.fromEntries(seen), { mapped: 9, empty: 6, refused: 39 });
+  });
+
+  test('batches from the OpenTelemetry JSON exporter at the SDK limits (512 spans of 128 attributes) land exactly', async () => {
+    // Real SDK spans, exported by the real JSON exporter a batch of 512 at a time (what its
+    // BatchSpanProcessor sends by default), each export awaited.
+    const recorded = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': 'sdk-batch', 'deployment.environment.name': 'prod', 'cloud.region': 'eu-west-1' }),
+      spanProcessors: [new SimpleSpanProcessor(recorded)],
+    });
+    const tracer = provider.getTracer('stalls');
+    const extra = Object.fromEntries(Array.from({ length: 125 }, (_, i) => [`app.attribute.${i}`, `value ${i} `.repeat(4)]));
+    for (let i = 0; i < 2048; i++) {
+      const span = tracer.startSpan('GET', { kind: SpanKind.SERVER, attributes: { ...extra, 'http.request.method': 'GET', 'http.route': `/items/${i % 4}`, 'http.response.status_code': i % 64 === 0 ? 503 : 200 } });
+      if (i % 64 === 0) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+    const spans = recorded.getFinishedSpans();
+    assert.equal(spans.length, 2048);
+    assert.equal(Object.keys(spans[0]!.attributes).length, 128);
+    const exporter = new JsonExporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${ingest}` } });
+    for (let i = 0; i < spans.length; i += 512) {
+      const result = await new Promise<{ code: number; error?: Error }>((resolve) => exporter.export(spans.slice(i, i + 512), resolve));
+      assert.equal(result.code, 0, String(result.error));
+    }
+    await exporter.shutdown();
+    await provider.shutdown();
+    const rows = countsByResource(s.app.deps.db, { service: 'sdk-batch', env: 'prod', from: 0, to: Date.now() + 3_600_000 }).sort((a, b) => (a.resource < b.resource ? -1 : 1));
+    assert.deepEqual(
+      rows.map((r) => [r.resource, r.primaryTag, r.hits, r.errors]),
+      [0, 1, 2, 3].map((k) => [`GET /items/${k}`, 'region:eu-west-1', 512, k === 0 ? 32 : 0]),
+    );
   });
 });

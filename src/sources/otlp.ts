@@ -12,11 +12,18 @@ export class OtlpDecodeError extends Error {
   override name = 'OtlpDecodeError';
 }
 
-/** A request with more spans than one request may carry (answered 413: the exporter should split). */
+/**
+ * A request with more spans than one request may carry (answered 413: the exporter should
+ * split); also more ResourceSpans or ScopeSpans, each of which costs memory to lay out even
+ * when empty (32 MB of empty ones: 16 million, 2.5 GB and 6 s).
+ */
 export class OtlpTooManySpansError extends Error {
   override name = 'OtlpTooManySpansError';
-  constructor(readonly max: number) {
-    super(`the request holds more than the ${max} spans one request may carry (TOLLGATE_OTLP_MAX_SPANS): send smaller batches`);
+  constructor(
+    readonly max: number,
+    what: 'spans' | 'ResourceSpans' | 'ScopeSpans' = 'spans',
+  ) {
+    super(`the request holds more than the ${max} ${what} one request may carry (TOLLGATE_OTLP_MAX_SPANS): send smaller batches`);
   }
 }
 
@@ -315,8 +322,15 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
  * 0.9 s). Generous for real spans, exception stack traces included.
  */
 export const MAX_MESSAGE_BYTES = 256 * 1024;
-/** Protobuf bytes decoded between two turns of the event loop (about 60 ms of decoding). */
+/** Protobuf bytes decoded, or JSON bytes scanned or parsed, between two turns of the event loop (about 60 ms of decoding). */
 const SLICE_BYTES = 1024 * 1024;
+/**
+ * The largest span or resource a JSON request may hold, as text: JSON spells out what
+ * protobuf packs (field names, hex ids, numbers as strings), so twice the protobuf bound;
+ * parsed and mapped in ~20 ms. Real spans (at most 128 attributes by the SDK's default
+ * limits) are a few KB.
+ */
+export const MAX_JSON_MESSAGE_BYTES = 2 * MAX_MESSAGE_BYTES;
 
 /**
  * Decodes a request and hands each of its requests to `accept`, a slice of spans per turn of
@@ -387,18 +401,41 @@ export async function forEachRequestSpan(
         }
       }
     } else {
-      const req = decodeTraceRequest(body, 'json');
-      const resources = (req.resourceSpans ?? []).map((rs) => ({ rs, spans: spansOf(rs) }));
-      const count = resources.reduce((n, r) => n + r.spans.length, 0);
-      if (count > options.maxSpans) throw new OtlpTooManySpansError(options.maxSpans);
-      for (const { rs, spans } of resources) {
-        const ctx = resourceContext(rs?.resource?.attributes);
-        if (ctx.service === null) {
-          rejected += spans.length;
-          if (spans.length > 0) problems.add(NO_SERVICE);
+      // The same plan in JSON: the layout first (sliced), then one JSON.parse per resource
+      // and per span, never one of the whole body (27 MB: 0.4 s to 1 s in one step).
+      const resources = await scanJson(body, options.maxSpans);
+      let bytesSinceTurn = 0;
+      const parseInTurn = async (range: Range): Promise<unknown> => {
+        bytesSinceTurn += range.end - range.start;
+        if (bytesSinceTurn >= SLICE_BYTES) {
+          bytesSinceTurn = 0;
+          sinceTurn = 0;
+          await nextTurn();
+        }
+        // The scan has validated the whole body: this parse cannot fail.
+        return JSON.parse(body.toString('utf8', range.start, range.end));
+      };
+      for (const r of resources) {
+        if (r.resource && r.resource.end - r.resource.start > MAX_JSON_MESSAGE_BYTES) {
+          rejected += r.spans.length;
+          if (r.spans.length > 0) problems.add(`a resource is over ${MAX_JSON_MESSAGE_BYTES} bytes: its spans were rejected`);
           continue;
         }
-        for (const span of spans) await handle(span, ctx as ResourceContext & { service: string });
+        const resource = r.resource ? ((await parseInTurn(r.resource)) as ResourceSpans['resource']) : undefined;
+        const ctx = resourceContext(resource?.attributes);
+        if (ctx.service === null) {
+          rejected += r.spans.length;
+          if (r.spans.length > 0) problems.add(NO_SERVICE);
+          continue;
+        }
+        for (const range of r.spans) {
+          if (range.end - range.start > MAX_JSON_MESSAGE_BYTES) {
+            rejected++;
+            problems.add(`a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected`);
+            continue;
+          }
+          await handle((await parseInTurn(range)) as OtlpSpan, ctx as ResourceContext & { service: string });
+        }
       }
     }
   } catch (err) {
@@ -472,21 +509,27 @@ function eachField(buf: Buffer, start: number, end: number, visit: (field: numbe
  * The layout of a protobuf ExportTraceServiceRequest without decoding a span: each
  * ResourceSpans (field 1) with its Resource (1) and the spans (2) of its ScopeSpans (2).
  * Cheap (it only reads field keys and lengths) and still sliced, for bodies of millions of
- * tiny fields; stops as soon as the spans are over `maxSpans`.
+ * tiny fields; stops as soon as the spans (or ResourceSpans, or ScopeSpans) are over `maxSpans`.
  */
 async function scanProtobuf(body: Buffer, maxSpans: number): Promise<Array<{ resource: Range | null; spans: Range[] }>> {
   const top: Range[] = [];
   let fields = eachField(body, 0, body.length, (field, r) => {
-    if (field === 1) top.push(r);
+    if (field !== 1) return;
+    if (top.length >= maxSpans) throw new OtlpTooManySpansError(maxSpans, 'ResourceSpans');
+    top.push(r);
   });
   const out: Array<{ resource: Range | null; spans: Range[] }> = [];
   let count = 0;
+  let scopeCount = 0;
   for (const rsRange of top) {
     const rs = { resource: null as Range | null, spans: [] as Range[] };
     const scopes: Range[] = [];
     fields += eachField(body, rsRange.start, rsRange.end, (field, r) => {
       if (field === 1) rs.resource = r;
-      else if (field === 2) scopes.push(r);
+      else if (field === 2) {
+        if (++scopeCount > maxSpans) throw new OtlpTooManySpansError(maxSpans, 'ScopeSpans');
+        scopes.push(r);
+      }
     });
     for (const scope of scopes) {
       fields += eachField(body, scope.start, scope.end, (field, r) => {
@@ -502,4 +545,348 @@ async function scanProtobuf(body: Buffer, maxSpans: number): Promise<Array<{ res
     out.push(rs);
   }
   return out;
+}
+
+// ---- JSON layout ----
+
+/** Where a ResourceSpans' resource and spans lie in a JSON body. */
+interface JsonResourceLayout {
+  resource: Range | null;
+  scopes: Array<{ spans: Range[]; spansInvalid: boolean }>;
+  scopeSpansInvalid: boolean;
+}
+
+// What a JSON value is in an ExportTraceServiceRequest; everything else is only validated.
+const SKIP = 0;
+const ROOT = 1;
+const RESOURCE_SPANS_LIST = 2;
+const RESOURCE_SPANS = 3;
+const SCOPE_SPANS_LIST = 4;
+const SCOPE_SPANS = 5;
+const SPANS_LIST = 6;
+const SPAN = 7;
+const RESOURCE = 8;
+
+// Where the scanner is between two tokens.
+const EXPECT_VALUE = 0;
+const EXPECT_VALUE_OR_CLOSE = 1;
+const EXPECT_KEY_OR_CLOSE = 2;
+const EXPECT_KEY = 3;
+const EXPECT_COLON = 4;
+const EXPECT_COMMA_OR_CLOSE = 5;
+const EXPECT_END = 6;
+const IN_STRING = 7;
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const isDigit = (c: number | undefined) => c !== undefined && c >= 0x30 && c <= 0x39;
+const isHex = (c: number | undefined) => c !== undefined && ((c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x46) || (c >= 0x61 && c <= 0x66));
+
+/**
+ * A validating JSON scanner that records where the resources and spans of an OTLP request
+ * lie without building any of it, a bounded number of bytes per call, so that a request is
+ * parsed one resource or span at a time. It accepts exactly what JSON.parse accepts and reads
+ * the structure as the JSON mapping of the whole body did: the last of duplicate keys counts,
+ * keys may be spelled with escapes, a non-object where a ResourceSpans, ScopeSpans or span is
+ * expected is ignored, and `resourceSpans`, `scopeSpans` and `spans` that are not arrays are
+ * refused.
+ */
+class JsonLayoutScanner {
+  private pos = 0;
+  private state = EXPECT_VALUE;
+  private depth = 0;
+  private kinds = new Uint8Array(64); // per open container: 1 object, 0 array
+  private roles = new Uint8Array(64);
+  /** The role of the value after the key just read (in the objects whose keys matter). */
+  private keyRole = SKIP;
+  private stringStart = 0;
+  private stringIsKey = false;
+  /** The value being recorded (a resource or a span): where it starts, and at which depth. */
+  private recordStart = -1;
+  private recordDepth = 0;
+  private recordRole = SKIP;
+  private spans = 0;
+  private resourceSpansCount = 0;
+  private scopeSpansCount = 0;
+  private rootIsObject = false;
+  private resourceSpansInvalid = false;
+  private resources: JsonResourceLayout[] = [];
+  private resourceSpans: JsonResourceLayout | null = null;
+  private scopeSpans: JsonResourceLayout['scopes'][number] | null = null;
+
+  constructor(
+    private readonly buf: Buffer,
+    private readonly maxSpans: number,
+  ) {}
+
+  /** Scans at most `budget` more bytes (one string or number may run past); true once the body is scanned whole. */
+  scan(budget: number): boolean {
+    const buf = this.buf;
+    const stop = Math.min(buf.length, this.pos + budget);
+    let p = this.pos;
+    while (p < stop) {
+      if (this.state === IN_STRING) {
+        p = this.stringRest(p, stop);
+        continue;
+      }
+      const c = buf[p]!;
+      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) {
+        p++;
+        continue;
+      }
+      switch (this.state) {
+        case EXPECT_VALUE_OR_CLOSE:
+        case EXPECT_VALUE:
+          p = c === 0x5d && this.state === EXPECT_VALUE_OR_CLOSE ? this.close(p, 0) : this.value(p, c);
+          break;
+        case EXPECT_KEY_OR_CLOSE:
+        case EXPECT_KEY:
+          if (c === 0x7d && this.state === EXPECT_KEY_OR_CLOSE) {
+            p = this.close(p, 1);
+            break;
+          }
+          if (c !== QUOTE) this.unexpected(p);
+          this.stringStart = p;
+          this.stringIsKey = true;
+          this.state = IN_STRING;
+          p++;
+          break;
+        case EXPECT_COLON:
+          if (c !== 0x3a) this.unexpected(p);
+          this.state = EXPECT_VALUE;
+          p++;
+          break;
+        case EXPECT_COMMA_OR_CLOSE:
+          if (c === 0x2c) {
+            this.state = this.kinds[this.depth - 1] === 1 ? EXPECT_KEY : EXPECT_VALUE;
+            p++;
+          } else if (c === 0x7d || c === 0x5d) {
+            p = this.close(p, c === 0x7d ? 1 : 0);
+          } else {
+            this.unexpected(p);
+          }
+          break;
+        default: // EXPECT_END: nothing but whitespace after the body's value
+          this.unexpected(p);
+      }
+    }
+    this.pos = p;
+    if (p < buf.length) return false;
+    if (this.state !== EXPECT_END) throw new OtlpDecodeError('body is not valid JSON: unexpected end of input');
+    if (!this.rootIsObject) throw new OtlpDecodeError('body must be a JSON object with resourceSpans');
+    if (this.resourceSpansInvalid) throw new OtlpDecodeError('resourceSpans must be an array');
+    return true;
+  }
+
+  /** Each ResourceSpans, its resource and the spans of all its ScopeSpans. */
+  layout(): Array<{ resource: Range | null; spans: Range[] }> {
+    return this.resources.map((r) => ({ resource: r.resource, spans: r.scopes.flatMap((s) => s.spans) }));
+  }
+
+  private unexpected(p: number): never {
+    if (p >= this.buf.length) throw new OtlpDecodeError('body is not valid JSON: unexpected end of input');
+    const c = this.buf[p]!;
+    const shown = c >= 0x20 && c < 0x7f ? `'${String.fromCharCode(c)}'` : `byte 0x${c.toString(16).padStart(2, '0')}`;
+    throw new OtlpDecodeError(`body is not valid JSON: unexpected ${shown} at byte ${p}`);
+  }
+
+  /** A value starts at `p` with byte `c`: what it is in the request, then the value itself. */
+  private value(p: number, c: number): number {
+    let role = SKIP;
+    const parent = this.depth === 0 ? -1 : this.roles[this.depth - 1];
+    if (parent === -1) {
+      this.rootIsObject = c === 0x7b;
+      if (this.rootIsObject) role = ROOT;
+    } else if (parent === ROOT) {
+      if (this.keyRole === RESOURCE_SPANS_LIST) {
+        if (c === 0x5b) role = RESOURCE_SPANS_LIST;
+        else this.resourceSpansInvalid = true; // null too: JSON.parse's `resourceSpans !== undefined`
+      }
+    } else if (parent === RESOURCE_SPANS_LIST) {
+      if (c === 0x7b) role = RESOURCE_SPANS;
+    } else if (parent === RESOURCE_SPANS) {
+      if (this.keyRole === RESOURCE) role = RESOURCE;
+      else if (this.keyRole === SCOPE_SPANS_LIST) {
+        const rs = this.resourceSpans!;
+        if (c === 0x5b) role = SCOPE_SPANS_LIST;
+        else if (c === 0x6e) {
+          // null: no ScopeSpans (and if it is not null, the scan refuses it as JSON)
+          rs.scopes = [];
+          rs.scopeSpansInvalid = false;
+        } else rs.scopeSpansInvalid = true;
+      }
+    } else if (parent === SCOPE_SPANS_LIST) {
+      if (c === 0x7b) role = SCOPE_SPANS;
+    } else if (parent === SCOPE_SPANS) {
+      if (this.keyRole === SPANS_LIST) {
+        const ss = this.scopeSpans!;
+        if (c === 0x5b) role = SPANS_LIST;
+        else if (c === 0x6e) {
+          ss.spans = [];
+          ss.spansInvalid = false;
+        } else ss.spansInvalid = true;
+      }
+    } else if (parent === SPANS_LIST) {
+      // An array counts as a span (as `typeof [] === 'object'` did) but is never a request.
+      if ((c === 0x7b || c === 0x5b) && ++this.spans > this.maxSpans) throw new OtlpTooManySpansError(this.maxSpans);
+      if (c === 0x7b) role = SPAN;
+    }
+    if (role === SPAN || role === RESOURCE) {
+      this.recordStart = p;
+      this.recordDepth = this.depth;
+      this.recordRole = role;
+      role = SKIP; // what is inside is only validated here, and parsed later
+    }
+    if (c === 0x7b || c === 0x5b) return this.open(p, c === 0x7b ? 1 : 0, role);
+    if (c === QUOTE) {
+      this.stringStart = p;
+      this.stringIsKey = false;
+      this.state = IN_STRING;
+      return p + 1;
+    }
+    if (c === 0x74) return this.valueDone(this.literal(p, 'true'));
+    if (c === 0x66) return this.valueDone(this.literal(p, 'false'));
+    if (c === 0x6e) return this.valueDone(this.literal(p, 'null'));
+    return this.valueDone(this.number(p));
+  }
+
+  private open(p: number, kind: number, role: number): number {
+    if (this.depth === this.kinds.length) {
+      const kinds = new Uint8Array(this.kinds.length * 2);
+      kinds.set(this.kinds);
+      this.kinds = kinds;
+      const roles = new Uint8Array(this.roles.length * 2);
+      roles.set(this.roles);
+      this.roles = roles;
+    }
+    this.kinds[this.depth] = kind;
+    this.roles[this.depth] = role;
+    this.depth++;
+    if (role === RESOURCE_SPANS_LIST) {
+      this.resources = [];
+      this.resourceSpansInvalid = false;
+    } else if (role === RESOURCE_SPANS) {
+      if (++this.resourceSpansCount > this.maxSpans) throw new OtlpTooManySpansError(this.maxSpans, 'ResourceSpans');
+      this.resourceSpans = { resource: null, scopes: [], scopeSpansInvalid: false };
+      this.resources.push(this.resourceSpans);
+    } else if (role === SCOPE_SPANS_LIST) {
+      this.resourceSpans!.scopes = [];
+      this.resourceSpans!.scopeSpansInvalid = false;
+    } else if (role === SCOPE_SPANS) {
+      if (++this.scopeSpansCount > this.maxSpans) throw new OtlpTooManySpansError(this.maxSpans, 'ScopeSpans');
+      this.scopeSpans = { spans: [], spansInvalid: false };
+      this.resourceSpans!.scopes.push(this.scopeSpans);
+    } else if (role === SPANS_LIST) {
+      this.scopeSpans!.spans = [];
+      this.scopeSpans!.spansInvalid = false;
+    }
+    this.keyRole = SKIP;
+    this.state = kind === 1 ? EXPECT_KEY_OR_CLOSE : EXPECT_VALUE_OR_CLOSE;
+    return p + 1;
+  }
+
+  private close(p: number, kind: number): number {
+    if (this.kinds[this.depth - 1] !== kind) this.unexpected(p);
+    this.depth--;
+    const role = this.roles[this.depth];
+    // Checked once the object is whole, as the last of duplicate keys is the one that counts.
+    if (role === RESOURCE_SPANS && this.resourceSpans!.scopeSpansInvalid) throw new TypeError('scopeSpans must be an array');
+    if (role === SCOPE_SPANS && this.scopeSpans!.spansInvalid) throw new TypeError('spans must be an array');
+    return this.valueDone(p + 1);
+  }
+
+  /** A value ended at `end`: recorded if it is a resource or a span. */
+  private valueDone(end: number): number {
+    if (this.recordStart >= 0 && this.depth === this.recordDepth) {
+      const range = { start: this.recordStart, end };
+      if (this.recordRole === SPAN) this.scopeSpans!.spans.push(range);
+      else this.resourceSpans!.resource = range;
+      this.recordStart = -1;
+    }
+    this.state = this.depth === 0 ? EXPECT_END : EXPECT_COMMA_OR_CLOSE;
+    return end;
+  }
+
+  /** The rest of a string from `p`, at most to `stop` (then the string goes on in the next call). */
+  private stringRest(p: number, stop: number): number {
+    const buf = this.buf;
+    while (p < stop) {
+      const c = buf[p]!;
+      if (c === QUOTE) return this.stringDone(p + 1);
+      if (c === BACKSLASH) {
+        const e = buf[p + 1];
+        if (e === 0x75) {
+          if (!(isHex(buf[p + 2]) && isHex(buf[p + 3]) && isHex(buf[p + 4]) && isHex(buf[p + 5]))) this.unexpected(Math.min(p + 2, buf.length));
+          p += 6;
+        } else if (e === QUOTE || e === BACKSLASH || e === 0x2f || e === 0x62 || e === 0x66 || e === 0x6e || e === 0x72 || e === 0x74) {
+          p += 2;
+        } else {
+          this.unexpected(p + 1);
+        }
+      } else if (c < 0x20) {
+        this.unexpected(p);
+      } else {
+        p++;
+      }
+    }
+    if (p >= buf.length) this.unexpected(p);
+    return p;
+  }
+
+  private stringDone(end: number): number {
+    if (!this.stringIsKey) return this.valueDone(end);
+    this.state = EXPECT_COLON;
+    const role = this.roles[this.depth - 1];
+    if (role === SKIP) return end;
+    // Keys of the request's own objects: short ones are read (escapes too: "resource\u0053pans").
+    const name = end - this.stringStart <= 100 ? (JSON.parse(this.buf.toString('utf8', this.stringStart, end)) as string) : '';
+    this.keyRole =
+      role === ROOT && name === 'resourceSpans'
+        ? RESOURCE_SPANS_LIST
+        : role === RESOURCE_SPANS && name === 'resource'
+          ? RESOURCE
+          : role === RESOURCE_SPANS && name === 'scopeSpans'
+            ? SCOPE_SPANS_LIST
+            : role === SCOPE_SPANS && name === 'spans'
+              ? SPANS_LIST
+              : SKIP;
+    return end;
+  }
+
+  private literal(p: number, word: string): number {
+    for (let i = 0; i < word.length; i++) if (this.buf[p + i] !== word.charCodeAt(i)) this.unexpected(p + i);
+    return p + word.length;
+  }
+
+  /** -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+  private number(p: number): number {
+    const buf = this.buf;
+    if (buf[p] === 0x2d) p++;
+    if (buf[p] === 0x30) p++;
+    else if (isDigit(buf[p])) while (isDigit(buf[p])) p++;
+    else this.unexpected(p);
+    if (buf[p] === 0x2e) {
+      p++;
+      if (!isDigit(buf[p])) this.unexpected(p);
+      while (isDigit(buf[p])) p++;
+    }
+    if (buf[p] === 0x65 || buf[p] === 0x45) {
+      p++;
+      if (buf[p] === 0x2b || buf[p] === 0x2d) p++;
+      if (!isDigit(buf[p])) this.unexpected(p);
+      while (isDigit(buf[p])) p++;
+    }
+    return p;
+  }
+}
+
+/**
+ * The layout of a JSON ExportTraceServiceRequest, validated whole and scanned a slice per
+ * turn of the event loop; stops as soon as the spans (or ResourceSpans, or ScopeSpans) are
+ * over `maxSpans`.
+ */
+async function scanJson(body: Buffer, maxSpans: number): Promise<Array<{ resource: Range | null; spans: Range[] }>> {
+  const scanner = new JsonLayoutScanner(body, maxSpans);
+  while (!scanner.scan(SLICE_BYTES)) await nextTurn();
+  return scanner.layout();
 }

@@ -37,11 +37,28 @@ function body(n: number): Buffer {
 
 const kb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
 
-async function run(label: string, spans: number, env: Record<string, string>) {
+const attributes = (n: number) => Array.from({ length: n }, (_, i) => ({ key: `k${i}`, value: { stringValue: 'v' } }));
+const jsonSpan = (i: number, attrs: unknown[]) => {
+  const start = BigInt(Date.now()) * 1_000_000n - BigInt(i % 1000) * 1_000_000n;
+  return { traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), name: `GET /r${i % 50}`, kind: 2, startTimeUnixNano: String(start), endTimeUnixNano: String(start + 5_000_000n), attributes: attrs, status: { code: 0 } };
+};
+const jsonService = [{ key: 'service.name', value: { stringValue: 'big' } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }];
+/** JSON bodies near the decompressed limit (4 × 8 MB): one span or one resource of 600,000 attributes, or 50,000 spans of 10 attributes. */
+function jsonBody(shape: 'span-attributes' | 'resource-attributes' | 'batch'): Buffer {
+  const req =
+    shape === 'span-attributes'
+      ? { resourceSpans: [{ resource: { attributes: jsonService }, scopeSpans: [{ spans: [jsonSpan(0, attributes(600_000))] }] }] }
+      : shape === 'resource-attributes'
+        ? { resourceSpans: [{ resource: { attributes: [...jsonService, ...attributes(600_000)] }, scopeSpans: [{ spans: [jsonSpan(0, [])] }] }] }
+        : { resourceSpans: [{ resource: { attributes: jsonService }, scopeSpans: [{ spans: Array.from({ length: 50_000 }, (_, i) => jsonSpan(i, [...attributes(9), { key: 'http.route', value: { stringValue: `/r${i % 50}` } }])) }] }] };
+  return gzipSync(Buffer.from(JSON.stringify(req)));
+}
+
+async function run(label: string, spans: number | Parameters<typeof jsonBody>[0], env: Record<string, string>) {
   const server = await startTollgate({ TOLLGATE_OTLP_MAX_BYTES: String(8 * 1024 * 1024), ...env });
   try {
     const base = server.url.replace('/graphql', '');
-    const gz = body(spans);
+    const gz = typeof spans === 'number' ? body(spans) : jsonBody(spans);
     await sleep(500);
     const pid = server.child.pid!;
     const rssBefore = kb(pid, 'VmRSS');
@@ -52,12 +69,12 @@ async function run(label: string, spans: number, env: Record<string, string>) {
     const started = performance.now();
     const sent = fetch(`${base}/v1/traces`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-protobuf', 'content-encoding': 'gzip', authorization: `Bearer ${BENCH_KEY}` },
+      headers: { 'content-type': typeof spans === 'number' ? 'application/x-protobuf' : 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${BENCH_KEY}` },
       body: new Uint8Array(gz),
     }).then(async (r) => {
-      await r.arrayBuffer();
+      const text = r.headers.get('content-type') === 'application/json' ? await r.text() : (await r.arrayBuffer(), '');
       done = true;
-      return { status: r.status, ms: performance.now() - started };
+      return { status: r.status, ms: performance.now() - started, text };
     });
     while (!done) {
       const t = performance.now();
@@ -69,7 +86,7 @@ async function run(label: string, spans: number, env: Record<string, string>) {
     const answer = await sent;
     const peak = Math.max(0, kb(pid, 'VmHWM') - Math.max(hwmBefore, rssBefore));
     console.log(
-      `  ${label.padEnd(44)} ${String(answer.status).padEnd(4)} in ${fmt(answer.ms).padStart(10)}, slowest /healthz ${fmt(slowest).padStart(9)} (${probes} probes), RSS peak +${(peak / 1024).toFixed(0)} MB (gzip body ${(gz.length / 1024 / 1024).toFixed(1)} MB)`,
+      `  ${label.padEnd(44)} ${String(answer.status).padEnd(4)} in ${fmt(answer.ms).padStart(10)}, slowest /healthz ${fmt(slowest).padStart(9)} (${probes} probes), RSS peak +${(peak / 1024).toFixed(0)} MB (gzip body ${(gz.length / 1024 / 1024).toFixed(1)} MB)${answer.text ? ` ${answer.text.slice(0, 140)}` : ''}`,
     );
   } finally {
     await server.stop();
@@ -80,3 +97,7 @@ console.log('One large OTLP/HTTP protobuf request (gzip), /healthz probed every 
 await run('190,000 spans, default bound (50,000)', 190_000, {});
 await run('190,000 spans, bound raised to 200,000', 190_000, { TOLLGATE_OTLP_MAX_SPANS: '200000' });
 await run('50,000 spans, default bound', 50_000, {});
+console.log('One large OTLP/HTTP JSON request (gzip), near the decompressed limit of 32 MB');
+await run('JSON: one span of 600,000 attributes', 'span-attributes', {});
+await run('JSON: 600,000 attributes on the resource', 'resource-attributes', {});
+await run('JSON: 50,000 spans of 10 attributes', 'batch', {});
