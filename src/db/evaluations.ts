@@ -124,6 +124,15 @@ function filterSql(filter: EvaluationFilter): SQL[] {
   return where;
 }
 
+/** How many evaluations the filter selects: one COUNT, the same conditions as a page. */
+export function countEvaluations(db: Tx, filter: EvaluationFilter): number {
+  return db
+    .select({ n: sql<number>`count(*)` })
+    .from(evaluations)
+    .where(and(...filterSql(filter)))
+    .get()!.n;
+}
+
 /** Newest first: `after` moves to older evaluations (ids are time-ordered). */
 export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
   const where = filterSql(filter);

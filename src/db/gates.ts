@@ -47,13 +47,27 @@ export function getGateByKey(db: Tx, service: string, env: string, identifier: s
     .get();
 }
 
-export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow[] {
+function gateFilterSql(filter: GateFilter): SQL[] {
   const where: SQL[] = [];
   if (filter.service !== undefined) where.push(eq(gates.service, filter.service));
   if (filter.env !== undefined) where.push(eq(gates.env, filter.env));
   if (filter.identifier !== undefined) where.push(eq(gates.identifier, filter.identifier));
   if (filter.dryRun !== undefined) where.push(eq(gates.dryRun, filter.dryRun));
   if (filter.envs) where.push(inList(gates.env, filter.envs));
+  return where;
+}
+
+/** How many gates the filter selects: one COUNT, the same conditions as a page. */
+export function countGates(db: Tx, filter: GateFilter): number {
+  return db
+    .select({ n: sql<number>`count(*)` })
+    .from(gates)
+    .where(and(...gateFilterSql(filter)))
+    .get()!.n;
+}
+
+export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow[] {
+  const where = gateFilterSql(filter);
   if (page.after) where.push(gt(gates.id, page.after));
   if (page.before) where.push(lt(gates.id, page.before));
   return db

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  countEvaluations as countEvaluationRows,
   type EvaluationFilter,
   type EvaluationRow,
   evaluationStats as evaluationStatsRows,
@@ -111,6 +112,12 @@ export function listEvaluations(deps: Deps, actor: Principal, filter: Evaluation
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
   return listEvaluationRows(deps.db, { ...filter, envs: actor.envs }, page);
+}
+
+/** How many evaluations the filter selects among those the actor may see. */
+export function countEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter): number {
+  requireRead(actor);
+  return countEvaluationRows(deps.db, { ...filter, envs: actor.envs });
 }
 
 export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {

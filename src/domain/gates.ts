@@ -13,6 +13,7 @@ import {
   insertRules,
   type KeysetPage,
   listGates as listGateRows,
+  countGates as countGateRows,
   type NewRuleRow,
   type RuleRow,
   rulesOfGates,
@@ -145,6 +146,12 @@ export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
   return listGateRows(deps.db, { ...filter, envs: actor.envs }, page);
+}
+
+/** How many gates the filter selects among those the caller may see. */
+export function countGates(deps: Deps, actor: Principal, filter: GateFilter): number {
+  requireScope(actor, 'gates:read', 'read gates');
+  return countGateRows(deps.db, { ...filter, envs: actor.envs });
 }
 
 /** Batched for loaders: one statement for any number of gates. Only gates the caller may see. */

@@ -7,6 +7,7 @@ import { MAX_PENDING_EVENTS, SlowSubscriberError } from '../domain/events.ts';
 import {
   boundedFilterList,
   cancelEvaluation,
+  countEvaluations,
   evaluateGate,
   evaluateGateInputSchema,
   type EvaluationSnapshot,
@@ -25,6 +26,7 @@ import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts'
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { builder } from './builder.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
+import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
 import { MonitorState } from './monitor.ts';
 import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
@@ -304,12 +306,17 @@ builder.queryField('evaluations', (t) =>
       authScopes: READ,
       description: 'Newest first.',
       args: { filter: t.arg({ type: EvaluationFilter }) },
-      resolve: (_root, args, { deps, principal }) =>
-        resolveCursorConnection<EvaluationView[]>({ args, toCursor: (e) => e.id }, ({ after, before, limit, inverted }): EvaluationView[] =>
-          listEvaluations(deps, principal, toFilter(args.filter), { after, before, limit, inverted }),
-        ),
+      resolve: (_root, args, { deps, principal }) => {
+        const filter = toFilter(args.filter);
+        return withTotalCount(
+          resolveCursorConnection<EvaluationView[]>({ args, toCursor: (e) => e.id }, ({ after, before, limit, inverted }): EvaluationView[] =>
+            listEvaluations(deps, principal, filter, { after, before, limit, inverted }),
+          ),
+          () => countEvaluations(deps, principal, filter),
+        );
+      },
     },
-    { name: 'EvaluationConnection' },
+    { name: 'EvaluationConnection', ...totalCountFields },
     { name: 'EvaluationEdge' },
   ),
 );

@@ -5,6 +5,7 @@ import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { GateEvent } from '../domain/events.ts';
 import {
   createGate,
+  countGates,
   createGateInputSchema,
   deleteGate,
   getGate,
@@ -18,6 +19,7 @@ import {
 import { canSeeEnv } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
+import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
 import { Rule, RuleInput } from './rule.ts';
 
@@ -144,23 +146,21 @@ builder.queryField('gates', (t) =>
     authScopes: { 'gates:read': true },
     description: 'Gates in creation order.',
     args: { filter: t.arg({ type: GateFilter }) },
-    resolve: (_root, args, { deps, principal }) =>
-      resolveCursorConnection<GateView[]>(
-        { args, toCursor: (g) => g.id },
-        ({ after, before, limit, inverted }): GateView[] =>
-          listGates(
-            deps,
-            principal,
-            {
-              service: args.filter?.service ?? undefined,
-              env: args.filter?.env ?? undefined,
-              identifier: args.filter?.identifier ?? undefined,
-              dryRun: args.filter?.dryRun ?? undefined,
-            },
-            { after, before, limit, inverted },
-          ),
-      ),
-  }, { name: 'GateConnection' }, { name: 'GateEdge' }),
+    resolve: (_root, args, { deps, principal }) => {
+      const filter = {
+        service: args.filter?.service ?? undefined,
+        env: args.filter?.env ?? undefined,
+        identifier: args.filter?.identifier ?? undefined,
+        dryRun: args.filter?.dryRun ?? undefined,
+      };
+      return withTotalCount(
+        resolveCursorConnection<GateView[]>({ args, toCursor: (g) => g.id }, ({ after, before, limit, inverted }): GateView[] =>
+          listGates(deps, principal, filter, { after, before, limit, inverted }),
+        ),
+        () => countGates(deps, principal, filter),
+      );
+    },
+  }, { name: 'GateConnection', ...totalCountFields }, { name: 'GateEdge' }),
 );
 
 builder.mutationField('createGate', (t) =>

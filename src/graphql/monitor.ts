@@ -24,6 +24,7 @@ import {
 } from '../domain/monitors.ts';
 import { requireScope } from '../domain/principal.ts';
 import { builder } from './builder.ts';
+import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
 
 export const MonitorState = builder.enumType('MonitorState', {
@@ -219,10 +220,12 @@ builder.queryField('monitors', (t) =>
       args: { query: t.arg.string() },
       resolve: async (_root, args, { deps, principal }) => {
         parseQueryArg(args.query, 'query');
-        return resolveArrayConnection({ args }, await searchMonitors(deps, principal, args.query ?? undefined));
+        const found = await searchMonitors(deps, principal, args.query ?? undefined);
+        // The search already holds every match the caller may see: counting them is free.
+        return withTotalCount(resolveArrayConnection({ args }, found), () => found.length);
       },
     },
-    { name: 'MonitorConnection' },
+    { name: 'MonitorConnection', ...totalCountFields },
     { name: 'MonitorEdge' },
   ),
 );
