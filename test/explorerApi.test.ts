@@ -84,3 +84,29 @@ describe('totalCount', () => {
     assert.equal(s.queries.filter((x) => /count\(\*\)/.test(x) && /from "evaluations"/.test(x)).length, 1);
   });
 });
+
+describe('Evaluation.rules(status:)', () => {
+  test('keeps only the rules with the statuses asked for, in their order; an empty or absent list keeps all', async () => {
+    const ok = await monitorIn('rules-prod', 'OK');
+    const bad = await monitorIn('rules-prod', 'ALERT');
+    const e = await finished({
+      service: 'rules',
+      env: 'rules-prod',
+      configuration: { rules: [jitMonitor('fine', { query: ok }), jitMonitor('broken', { query: bad }), jitMonitor('also broken', { query: bad })] },
+    });
+    assert.equal(e.status, 'FAIL');
+    const q = `query($id: ID!, $st: [EvaluationStatus!]) { evaluation(id: $id) { rules(status: $st) { name status reason } } }`;
+    const failing = (await must(q, { id: e.id, st: ['FAIL'] })).evaluation.rules;
+    assert.deepEqual(failing.map((r: any) => r.name), ['broken', 'also broken']);
+    assert.match(failing[0].reason, /ALERT/);
+    assert.deepEqual((await must(q, { id: e.id, st: ['PASS', 'CANCELED'] })).evaluation.rules.map((r: any) => r.name), ['fine']);
+    assert.equal((await must(q, { id: e.id, st: [] })).evaluation.rules.length, 3);
+    assert.equal((await must(q, { id: e.id })).evaluation.rules.length, 3);
+    // A list page asks every row for its failing rules in one query.
+    const page = await must(`{ evaluations(filter: { service: ["rules"] }, first: 5) { edges { node { rules(status: [FAIL]) { name } } } } }`);
+    assert.deepEqual(page.evaluations.edges[0].node.rules.map((r: any) => r.name), ['broken', 'also broken']);
+    const long = await s.gql(q, { id: e.id, st: Array(101).fill('FAIL') });
+    assert.equal(code(long), 'BAD_USER_INPUT');
+    assert.equal(field(long), 'status');
+  });
+});

@@ -151,10 +151,16 @@ Evaluation.implement({
     }),
     rules: t.field({
       type: [RuleEvaluation],
-      description: "Each rule as the caller may see it: evidence about monitors outside the caller's environments is left out.",
+      description:
+        "Each rule as the caller may see it: evidence about monitors outside the caller's environments is left out. With `status`, only the rules with one of those statuses (e.g. [FAIL] for the failing rules of a list row).",
+      args: { status: t.arg({ type: [EvaluationStatus], description: 'Keep only rules with one of these statuses; all rules when omitted.' }) },
       // Every GraphQL path to a rule's reason and evidence (queries, mutations, both
       // subscriptions) comes through here, with the caller's own principal.
-      resolve: async (e, _a, ctx) => (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).map((r) => ruleEvaluationFor(ctx.principal, e, r)),
+      resolve: async (e, args, ctx) => {
+        const wanted = boundedFilterList(args.status ?? undefined, 'status');
+        const rules = (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).filter((r) => !wanted?.length || wanted.includes(r.status));
+        return rules.map((r) => ruleEvaluationFor(ctx.principal, e, r));
+      },
     }),
   }),
 });
