@@ -365,6 +365,38 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     assert.equal(rows.reduce((sum, r) => sum + r.errors, 0), 500);
   });
 
+  test('batches from the OpenTelemetry JSON exporter at the SDK limits (512 spans of 128 attributes) land exactly', async () => {
+    // Real SDK spans, exported by the real JSON exporter a batch of 512 at a time (what its
+    // BatchSpanProcessor sends by default), each export awaited.
+    const recorded = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': 'sdk-batch', 'deployment.environment.name': 'prod', 'cloud.region': 'eu-west-1' }),
+      spanProcessors: [new SimpleSpanProcessor(recorded)],
+    });
+    const tracer = provider.getTracer('stalls');
+    const extra = Object.fromEntries(Array.from({ length: 125 }, (_, i) => [`app.attribute.${i}`, `value ${i} `.repeat(4)]));
+    for (let i = 0; i < 2048; i++) {
+      const span = tracer.startSpan('GET', { kind: SpanKind.SERVER, attributes: { ...extra, 'http.request.method': 'GET', 'http.route': `/items/${i % 4}`, 'http.response.status_code': i % 64 === 0 ? 503 : 200 } });
+      if (i % 64 === 0) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+    const spans = recorded.getFinishedSpans();
+    assert.equal(spans.length, 2048);
+    assert.equal(Object.keys(spans[0]!.attributes).length, 128);
+    const exporter = new JsonExporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${ingest}` } });
+    for (let i = 0; i < spans.length; i += 512) {
+      const result = await new Promise<{ code: number; error?: Error }>((resolve) => exporter.export(spans.slice(i, i + 512), resolve));
+      assert.equal(result.code, 0, String(result.error));
+    }
+    await exporter.shutdown();
+    await provider.shutdown();
+    const rows = countsByResource(s.app.deps.db, { service: 'sdk-batch', env: 'prod', from: 0, to: Date.now() + 3_600_000 }).sort((a, b) => (a.resource < b.resource ? -1 : 1));
+    assert.deepEqual(
+      rows.map((r) => [r.resource, r.primaryTag, r.hits, r.errors]),
+      [0, 1, 2, 3].map((k) => [`GET /items/${k}`, 'region:eu-west-1', 512, k === 0 ? 32 : 0]),
+    );
+  });
+
   test('every JSON body maps as one JSON.parse of it did: same spans, rejections and problems, or the same refusal', async () => {
     const span = (name: string, extra: Record<string, unknown> = {}) => ({ ...serverSpan(name, [{ key: 'cloud.region', value: { stringValue: 'eu' } }]), ...extra });
     const ok = JSON.stringify(span('GET /ok'));
@@ -453,37 +485,5 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     }
     // The comparison covers every outcome, not only refusals.
     assert.deepEqual(Object.fromEntries(seen), { mapped: 9, empty: 6, refused: 39 });
-  });
-
-  test('batches from the OpenTelemetry JSON exporter at the SDK limits (512 spans of 128 attributes) land exactly', async () => {
-    // Real SDK spans, exported by the real JSON exporter a batch of 512 at a time (what its
-    // BatchSpanProcessor sends by default), each export awaited.
-    const recorded = new InMemorySpanExporter();
-    const provider = new BasicTracerProvider({
-      resource: resourceFromAttributes({ 'service.name': 'sdk-batch', 'deployment.environment.name': 'prod', 'cloud.region': 'eu-west-1' }),
-      spanProcessors: [new SimpleSpanProcessor(recorded)],
-    });
-    const tracer = provider.getTracer('stalls');
-    const extra = Object.fromEntries(Array.from({ length: 125 }, (_, i) => [`app.attribute.${i}`, `value ${i} `.repeat(4)]));
-    for (let i = 0; i < 2048; i++) {
-      const span = tracer.startSpan('GET', { kind: SpanKind.SERVER, attributes: { ...extra, 'http.request.method': 'GET', 'http.route': `/items/${i % 4}`, 'http.response.status_code': i % 64 === 0 ? 503 : 200 } });
-      if (i % 64 === 0) span.setStatus({ code: SpanStatusCode.ERROR });
-      span.end();
-    }
-    const spans = recorded.getFinishedSpans();
-    assert.equal(spans.length, 2048);
-    assert.equal(Object.keys(spans[0]!.attributes).length, 128);
-    const exporter = new JsonExporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${ingest}` } });
-    for (let i = 0; i < spans.length; i += 512) {
-      const result = await new Promise<{ code: number; error?: Error }>((resolve) => exporter.export(spans.slice(i, i + 512), resolve));
-      assert.equal(result.code, 0, String(result.error));
-    }
-    await exporter.shutdown();
-    await provider.shutdown();
-    const rows = countsByResource(s.app.deps.db, { service: 'sdk-batch', env: 'prod', from: 0, to: Date.now() + 3_600_000 }).sort((a, b) => (a.resource < b.resource ? -1 : 1));
-    assert.deepEqual(
-      rows.map((r) => [r.resource, r.primaryTag, r.hits, r.errors]),
-      [0, 1, 2, 3].map((k) => [`GET /items/${k}`, 'region:eu-west-1', 512, k === 0 ? 32 : 0]),
-    );
   });
 });
