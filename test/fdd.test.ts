@@ -27,6 +27,8 @@ interface Traffic {
   /** Spread evenly over [from, from + spreadMs). */
   from: number;
   spreadMs: number;
+  /** The pod that served them (k8s.pod.name), as Kubernetes' OpenTelemetry setup reports it. */
+  pod?: string;
 }
 
 /** Requests as an instrumented service reports them, stamped with the times given. */
@@ -59,6 +61,7 @@ async function send(t: Traffic) {
               { key: 'service.name', value: { stringValue: t.service } },
               { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
               { key: 'service.version', value: { stringValue: t.version } },
+              ...(t.pod ? [{ key: 'k8s.pod.name', value: { stringValue: t.pod } }] : []),
             ],
           },
           scopeSpans: [{ spans }],
@@ -103,7 +106,68 @@ async function sideBySide(service: string, from: number, canaryErrors: Record<st
   }
 }
 
+const BUCKET_MS = 10_000;
+const PER_POD = 400;
+/**
+ * Nine baseline pods' error-rate multipliers per 10-s bucket (each averaging 1 over the four
+ * buckets): each pod has its bad and its quiet seconds, as real pods do.
+ */
+const BASELINE_PODS = [[1, 1, 1, 1], [2, 0, 1, 1], [1, 1, 0, 2], [0, 2, 1, 1], [1, 1, 2, 0], [1, 0, 1, 2], [1, 2, 1, 0], [2, 1, 0, 1], [0, 1, 2, 1]];
+
+/**
+ * Four buckets of a service on ten pods, each bucket sent as it begins (the rule reads a bucket
+ * once its time has come): nine baseline pods (v1) and one canary pod (v2), PER_POD requests
+ * per endpoint and bucket at 1% errors times the pod's multiplier of the bucket; `payEffect`
+ * multiplies the canary's POST /pay errors.
+ */
+async function podsSideBySide(service: string, startedAt: number, canaryPod: number[], payEffect = 1) {
+  const first = Math.floor(startedAt / BUCKET_MS) * BUCKET_MS;
+  for (let b = 0; b < canaryPod.length; b++) {
+    const from = first + b * BUCKET_MS;
+    await sleep(from - Date.now());
+    // Baseline first: a check between two sends then sees a bucket without the canary, never the reverse.
+    for (const [i, pod] of BASELINE_PODS.entries()) {
+      for (const resource of RESOURCES) await send({ service, version: 'v1', resource, count: PER_POD, errors: Math.round(PER_POD * 0.01 * pod[b]!), errorType: 'TimeoutError', from: from + 500, spreadMs: 9000, pod: `${service}-v1-${i}` });
+    }
+    for (const resource of RESOURCES) {
+      const errors = Math.round(PER_POD * 0.01 * canaryPod[b]! * (resource === 'POST /pay' ? payEffect : 1));
+      await send({ service, version: 'v2', resource, count: PER_POD, errors, errorType: 'TimeoutError', from: from + 500, spreadMs: 9000, pod: `${service}-v2-0` });
+    }
+  }
+}
+
 describe('faulty deployment detection, end to end through OTLP', () => {
+  test('a canary pod with a bad few seconds passes: clustered errors are not a regression', async () => {
+    // The canary pod's errors all land in the first bucket (4% there, none after): 1% over the
+    // window, as the baseline. Counted as independent draws, the first bucket alone was
+    // "significant" (e-value about 1900 against 234 on GET /cart before issue 10).
+    const ev = await fdd('fdd-clustered', 'v2', { duration: 30, minRelativeIncrease: 1 });
+    await podsSideBySide('fdd-clustered', Date.parse(ev.startedAt), [4, 0, 0, 0]);
+    const updates = await d.follow(ev.id, 30_000);
+    const final = updates.at(-1);
+    assert.ok(!updates.some((e) => e.status === 'FAIL'), 'never failed on the way');
+    assert.equal(final.status, 'PASS', final.rules[0].reason);
+    assert.match(final.rules[0].reason, /No significant error-rate increase or new error type for version v2 over 4800 requests/);
+    const evidence = await evidenceOf(ev.id);
+    assert.ok(evidence.clustering.resources > 0.05, `the clustering was measured: ${JSON.stringify(evidence.clustering)}`);
+    const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { passedWithoutEvidence rules { insufficientData } } }', { id: ev.id });
+    assert.deepEqual(flags.data.evaluation, { passedWithoutEvidence: false, rules: [{ insufficientData: false }] });
+  });
+
+  test('a real 5× regression on one endpoint fails, naming it, among the same pods', async () => {
+    const ev = await fdd('fdd-regressed', 'v2', { duration: 30, minRelativeIncrease: 1 });
+    await podsSideBySide('fdd-regressed', Date.parse(ev.startedAt), [1, 1, 1, 1], 5);
+    const final = (await d.follow(ev.id, 30_000)).find((e) => e.status === 'FAIL');
+    assert.ok(final, 'failed within the window');
+    assert.match(final.rules[0].reason, /error rate of POST \/pay rose from 1\.00% \(baseline\) to 5\.00%/);
+    const evidence = await evidenceOf(ev.id);
+    assert.deepEqual(
+      evidence.faultyResources.filter((f: any) => f.scope === 'resource').map((f: any) => f.name),
+      ['POST /pay'],
+      'only the regressed endpoint is blamed',
+    );
+  });
+
   test('a canary with injected errors on one endpoint fails at once, with evidence naming it', async () => {
     const ev = await fdd('fdd-bad', 'v2', { duration: 600 });
     await sideBySide('fdd-bad', await pastWindowStart(ev), { 'POST /pay': 120 });
