@@ -3,6 +3,7 @@
 // environments.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { readFddEvidence } from '../src/domain/fddEvidence.ts';
 import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -108,5 +109,112 @@ describe('Evaluation.rules(status:)', () => {
     const long = await s.gql(q, { id: e.id, st: Array(101).fill('FAIL') });
     assert.equal(code(long), 'BAD_USER_INPUT');
     assert.equal(field(long), 'status');
+  });
+});
+
+describe('RuleEvaluation.fddEvidence', () => {
+  let ingestKey: string;
+  before(async () => {
+    ingestKey = await s.createKey(['ingest']);
+  });
+
+  /** `count` server spans of `resource` spread over the first 900 ms after `from`, the first `errors` failed with `errorType`. */
+  async function spans(service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) {
+    const [method, route] = resource.split(' ');
+    const list = Array.from({ length: count }, (_, i) => {
+      const start = BigInt(Math.floor(from + (i * 900) / count)) * 1_000_000n;
+      const failed = i < errors;
+      return {
+        name: resource,
+        kind: 2,
+        startTimeUnixNano: String(start),
+        endTimeUnixNano: String(start + 3_000_000n),
+        attributes: [
+          { key: 'http.request.method', value: { stringValue: method } },
+          { key: 'http.route', value: { stringValue: route } },
+          { key: 'http.response.status_code', value: { intValue: failed ? 500 : 200 } },
+        ],
+        events: failed ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: errorType } }, { key: 'exception.message', value: { stringValue: `${errorType} at row 42` } }] }] : [],
+        status: { code: failed ? 2 : 0 },
+      };
+    });
+    const resource_ = { attributes: [{ key: 'service.name', value: { stringValue: service } }, { key: 'deployment.environment.name', value: { stringValue: 'fdd-prod' } }, { key: 'service.version', value: { stringValue: version } }] };
+    const r = await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource: resource_, scopeSpans: [{ spans: list }] }] }, key: ingestKey });
+    assert.equal(r.status, 200, r.text);
+  }
+
+  const FDD_EVIDENCE = `fddEvidence { version baseline baselineVersions tests alpha canaryRequests largestEValue clustering { resources aggregate }
+    faultyResources { scope name canary { requests errors errorRate } baseline { requests errors errorRate } eValue threshold }
+    newErrorTypes { errorType count resources sampleMessage eValue threshold } insufficientData requestsNeeded sourceErrors }`;
+
+  test('a failing canary: the faulty resource with both sides’ counts and rates, its e-value against its threshold, the new error type with a sample', async () => {
+    const r = await d.evaluate({ service: 'typed-fdd', env: 'fdd-prod', version: 'v2', configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
+    const ev = r.data.evaluateGate;
+    const from = Date.parse(ev.startedAt);
+    await new Promise((res) => setTimeout(res, from + 1000 - Date.now()));
+    await spans('typed-fdd', 'v1', 'GET /cart', 2000, 20, 'TimeoutError', from);
+    await spans('typed-fdd', 'v1', 'POST /pay', 2000, 20, 'TimeoutError', from);
+    await spans('typed-fdd', 'v2', 'GET /cart', 400, 4, 'TimeoutError', from);
+    await spans('typed-fdd', 'v2', 'POST /pay', 400, 120, 'CardDeclinedPanic', from);
+    const final = (await d.follow(ev.id, 30_000)).at(-1);
+    assert.equal(final.status, 'FAIL', final.rules[0].reason);
+
+    const prodKey = await s.createKey(['gates:read'], ['fdd-prod']);
+    const q = `query($id: ID!) { evaluation(id: $id) { rules(status: [FAIL]) { type ${FDD_EVIDENCE} } } }`;
+    for (const key of [undefined, prodKey]) {
+      const rule = (await must(q, { id: ev.id }, key)).evaluation.rules[0];
+      const e = rule.fddEvidence;
+      assert.equal(e.version, 'v2');
+      assert.equal(e.baseline, 'CONCURRENT');
+      assert.deepEqual(e.baselineVersions, ['v1']);
+      assert.equal(e.canaryRequests, 800);
+      assert.equal(e.insufficientData, false);
+      const pay = e.faultyResources.find((f: any) => f.name === 'POST /pay');
+      assert.ok(pay, JSON.stringify(e.faultyResources));
+      assert.equal(pay.scope, 'RESOURCE');
+      assert.deepEqual(pay.canary, { requests: 400, errors: 120, errorRate: 0.3 });
+      assert.deepEqual(pay.baseline, { requests: 2000, errors: 20, errorRate: 0.01 });
+      assert.ok(pay.eValue >= pay.threshold && pay.threshold > 1, `${pay.eValue} ≥ ${pay.threshold}`);
+      const panic = e.newErrorTypes.find((t: any) => t.errorType === 'CardDeclinedPanic');
+      assert.ok(panic, JSON.stringify(e.newErrorTypes));
+      assert.equal(panic.count, 120);
+      assert.deepEqual(panic.resources, ['POST /pay']);
+      assert.equal(panic.sampleMessage, 'CardDeclinedPanic at row 42');
+    }
+    // Another environment's key does not see the evaluation at all.
+    const staging = await s.createKey(['gates:read'], ['fdd-staging']);
+    assert.equal((await must(q, { id: ev.id }, staging)).evaluation, null);
+  });
+
+  test('a canary without traffic: insufficient data and the requests it needed; monitor rules have no FDD evidence', async () => {
+    const ok = await monitorIn('fdd-prod', 'OK');
+    const r = await d.evaluate({
+      service: 'quiet-fdd',
+      env: 'fdd-prod',
+      version: 'v9',
+      configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 1 } } }, jitMonitor('m', { query: ok })] },
+    });
+    const final = (await d.follow(r.data.evaluateGate.id, 30_000)).at(-1);
+    const rules = (await must(`query($id: ID!) { evaluation(id: $id) { rules { name insufficientData ${FDD_EVIDENCE} } } }`, { id: final.id })).evaluation.rules;
+    assert.equal(rules[0].fddEvidence.insufficientData, true);
+    assert.equal(rules[0].insufficientData, true);
+    assert.equal(rules[0].fddEvidence.canaryRequests, 0);
+    assert.deepEqual(rules[0].fddEvidence.faultyResources, []);
+    assert.equal(rules[1].fddEvidence, null);
+  });
+
+  test('evidence written by another version of the rule reads with what it has: missing or mistyped fields are null or empty', () => {
+    assert.equal(readFddEvidence(null), null);
+    assert.equal(readFddEvidence([1, 2]), null);
+    const old = readFddEvidence({ version: 'v2', faultyResources: [{ name: 'GET /a', canary: { requests: 10 } }, { scope: 'resource' }, 'junk'], newErrorTypes: [{ errorType: 'X', resources: ['a', 3] }], clustering: 'no' })!;
+    assert.equal(old.version, 'v2');
+    assert.equal(old.baseline, null);
+    assert.deepEqual(old.baselineVersions, []);
+    assert.equal(old.insufficientData, false);
+    assert.equal(old.clustering, null);
+    assert.deepEqual(old.faultyResources, [
+      { scope: null, name: 'GET /a', canary: { requests: 10, errors: null, errorRate: null }, baseline: { requests: null, errors: null, errorRate: null }, eValue: null, threshold: null },
+    ]);
+    assert.deepEqual(old.newErrorTypes, [{ errorType: 'X', count: null, resources: ['a'], sampleMessage: null, eValue: null, threshold: null }]);
   });
 });

@@ -21,6 +21,7 @@ import {
   rulesOfEvaluations,
 } from '../domain/evaluations.ts';
 import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
+import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
 import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
@@ -81,6 +82,83 @@ const MonitorRuleEvidence = builder.objectRef<MonitorEvidence>('MonitorRuleEvide
   }),
 });
 
+// Counts are Float: a day's requests of a busy service can pass GraphQL Int's 32 bits.
+const FddArm = builder.objectRef<FddArmView>('FddArm').implement({
+  description: 'Requests and errors of one side (canary or baseline) of a test.',
+  fields: (t) => ({
+    requests: t.exposeFloat('requests', { nullable: true, description: 'A whole number.' }),
+    errors: t.exposeFloat('errors', { nullable: true, description: 'A whole number.' }),
+    errorRate: t.exposeFloat('errorRate', { nullable: true, description: 'errors / requests, 0 to 1.' }),
+  }),
+});
+
+const FddTestScope = builder.enumType('FddTestScope', {
+  values: {
+    RESOURCE: { value: 'resource', description: 'One resource (endpoint), or "(other resources)" past the ones tested one by one.' },
+    PRIMARY_TAG: { value: 'primary_tag', description: 'One primary-tag value, e.g. region:us-east-1.' },
+    AGGREGATE: { value: 'aggregate', description: 'The whole service, each resource compared with itself.' },
+  } as const,
+});
+
+const FddBaselineKind = builder.enumType('FddBaselineKind', {
+  values: {
+    CONCURRENT: { value: 'concurrent', description: 'Other versions serving traffic at the same time.' },
+    LOOKBACK: { value: 'lookback', description: 'Other versions in the hour before the evaluation started (no concurrent traffic).' },
+  } as const,
+});
+
+const FddFaultyResource = builder.objectRef<FddFaultyView>('FddFaultyResource').implement({
+  description: 'A test whose evidence reached its threshold: the canary is worse there.',
+  fields: (t) => ({
+    scope: t.field({ type: FddTestScope, nullable: true, resolve: (f) => f.scope }),
+    name: t.exposeString('name', { description: 'The resource, "(all resources)", or the primary-tag value.' }),
+    canary: t.field({ type: FddArm, resolve: (f) => f.canary }),
+    baseline: t.field({ type: FddArm, resolve: (f) => f.baseline }),
+    eValue: t.exposeFloat('eValue', { nullable: true, description: 'The evidence against "no worse than the baseline"; the test fails at threshold.' }),
+    threshold: t.exposeFloat('threshold', { nullable: true, description: '1 / the share of alpha this test was given.' }),
+  }),
+});
+
+const FddNewErrorType = builder.objectRef<FddNewErrorTypeView>('FddNewErrorType').implement({
+  description: 'An error type the canary raised and the baseline never did (over the last day), often enough to count.',
+  fields: (t) => ({
+    errorType: t.exposeString('errorType'),
+    count: t.exposeFloat('count', { nullable: true, description: 'Times the canary raised it (a whole number).' }),
+    resources: t.exposeStringList('resources', { description: 'Resources it was raised on.' }),
+    sampleMessage: t.exposeString('sampleMessage', { nullable: true }),
+    eValue: t.exposeFloat('eValue', { nullable: true }),
+    threshold: t.exposeFloat('threshold', { nullable: true }),
+  }),
+});
+
+const FddClustering = builder.objectRef<{ resources: number | null; aggregate: number | null }>('FddClustering').implement({
+  description: 'How clustered the errors were within a time bucket (0: independent draws); the tests discount their evidence by it.',
+  fields: (t) => ({
+    resources: t.exposeFloat('resources', { nullable: true, description: 'Measured per resource.' }),
+    aggregate: t.exposeFloat('aggregate', { nullable: true, description: 'Measured on the whole service per bucket.' }),
+  }),
+});
+
+const FddRuleEvidence = builder.objectRef<FddEvidenceView>('FddRuleEvidence').implement({
+  description:
+    'What a faulty deployment detection check found, as of its latest check. Fields a check did not record read null (or empty): evidence is kept as the rule version that ran wrote it.',
+  fields: (t) => ({
+    version: t.exposeString('version', { nullable: true, description: 'The canary version.' }),
+    baseline: t.field({ type: FddBaselineKind, nullable: true, description: 'What the canary was compared with.', resolve: (e) => e.baseline }),
+    baselineVersions: t.exposeStringList('baselineVersions', { description: 'The other versions that made up the baseline.' }),
+    tests: t.exposeInt('tests', { nullable: true, description: 'Error-rate tests run (resources, tag values, aggregate).' }),
+    alpha: t.exposeFloat('alpha', { nullable: true }),
+    canaryRequests: t.exposeFloat('canaryRequests', { nullable: true, description: 'A whole number.' }),
+    largestEValue: t.exposeFloat('largestEValue', { nullable: true }),
+    clustering: t.field({ type: FddClustering, nullable: true, resolve: (e) => e.clustering }),
+    faultyResources: t.field({ type: [FddFaultyResource], resolve: (e) => e.faultyResources }),
+    newErrorTypes: t.field({ type: [FddNewErrorType], resolve: (e) => e.newErrorTypes }),
+    insufficientData: t.exposeBoolean('insufficientData', { description: 'The window ended without the traffic needed to detect the increase asked for.' }),
+    requestsNeeded: t.exposeFloat('requestsNeeded', { nullable: true, description: 'With insufficientData: canary requests the rule needed (a whole number).' }),
+    sourceErrors: t.exposeInt('sourceErrors', { nullable: true, description: 'Consecutive failed tries to read the data, when the source failed.' }),
+  }),
+});
+
 export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -95,6 +173,13 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
       nullable: true,
       description: 'Structured evidence for monitor rules; see evidenceJson for every type.',
       resolve: (r) => (r.type === 'monitor' && r.evidence ? (r.evidence as MonitorEvidence) : null),
+    }),
+    fddEvidence: t.field({
+      type: FddRuleEvidence,
+      nullable: true,
+      description: 'Structured evidence for faulty deployment detection rules (null for other types and before the first check).',
+      // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
+      resolve: (r) => (r.type === 'faulty_deployment_detection' ? readFddEvidence(r.evidence) : null),
     }),
     evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
     insufficientData: t.boolean({
