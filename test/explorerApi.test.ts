@@ -218,3 +218,21 @@ describe('RuleEvaluation.fddEvidence', () => {
     assert.deepEqual(old.newErrorTypes, [{ errorType: 'X', count: null, resources: ['a'], sampleMessage: null, eValue: null, threshold: null }]);
   });
 });
+
+describe('viewer', () => {
+  test('any valid key reads itself: name, scopes as given and as they act, envs; a bad key is UNAUTHENTICATED', async () => {
+    const key = await s.createKey(['gates:write'], ['viewer-staging']);
+    const q = '{ viewer { id name scopes effectiveScopes envs expiresAt } }';
+    const me = (await must(q, undefined, key)).viewer;
+    assert.equal(me.name, 'key-gates:write');
+    assert.deepEqual(me.scopes, ['GATES_WRITE']);
+    assert.deepEqual(me.effectiveScopes, ['GATES_READ', 'GATES_WRITE']);
+    assert.deepEqual(me.envs, ['viewer-staging']);
+    assert.equal(me.expiresAt, null);
+    const admin = (await must(q)).viewer;
+    assert.equal(admin.envs, null);
+    assert.ok(admin.effectiveScopes.includes('ADMIN') && admin.effectiveScopes.includes('EVALUATIONS_WRITE'));
+    const bad = await s.gql(q, undefined, 'tgk_not_a_key_at_all_0000000000');
+    assert.equal(code(bad), 'UNAUTHENTICATED');
+  });
+});

@@ -1,4 +1,5 @@
 import { type ApiKeyRow, createApiKey, createApiKeyInputSchema, listApiKeys, revokeApiKey } from '../domain/apiKeys.ts';
+import { hasScope, type Principal, SCOPES } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 
 export const ScopeEnum = builder.enumType('Scope', {
@@ -68,5 +69,29 @@ builder.mutationField('revokeApiKey', (t) =>
     authScopes: { admin: true },
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { deps, principal }) => revokeApiKey(deps, principal, String(id)),
+  }),
+);
+
+const Viewer = builder.objectRef<Principal>('Viewer').implement({
+  description: 'The API key making the request, as the server authenticated it (no secret, no hash).',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    name: t.exposeString('name'),
+    scopes: t.field({ type: [ScopeEnum], description: 'The scopes the key was given.', resolve: (p) => [...p.scopes] as (typeof ScopeEnum.$inferType)[] }),
+    effectiveScopes: t.field({
+      type: [ScopeEnum],
+      description: 'Every scope the key acts with: ADMIN grants all, a write scope grants its read.',
+      resolve: (p) => SCOPES.filter((scope) => hasScope(p, scope)) as (typeof ScopeEnum.$inferType)[],
+    }),
+    envs: t.stringList({ nullable: true, description: 'The environments it may see and act on; null for all.', resolve: (p) => (p.envs === null ? null : [...p.envs]) }),
+    expiresAt: t.field({ type: 'DateTime', nullable: true, resolve: (p) => p.expiresAt ?? null }),
+  }),
+});
+
+builder.queryField('viewer', (t) =>
+  t.field({
+    type: Viewer,
+    description: 'Who is asking: any valid key may read itself (the cheapest sign-in check; a bad key gets UNAUTHENTICATED).',
+    resolve: (_root, _args, { principal }) => principal,
   }),
 );
