@@ -18,6 +18,7 @@ import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
 import { restHandler } from './rest.ts';
+import { createUi } from './ui.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
 
@@ -87,6 +88,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   };
 
   const rest = restHandler(deps, authenticate);
+  // The explorer's pages and assets (src/ui), built in memory on the first page asked for.
+  const ui = createUi(log);
 
   const sockets = new Set<Socket>();
   const origins = createOriginPolicy(config.allowedOrigins, config.publicUrl);
@@ -109,6 +112,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       if (!url) return sendJson(res, 400, { errors: [{ status: '400', detail: 'the request target is not a valid path' }] });
       const route = routes[url.pathname] ?? (url.pathname.startsWith('/api/') ? rest : undefined);
       if (route) void route(req, res, url);
+      else if (ui.handles(req, url)) void ui.serve(req, res, url);
       else void yoga(req, res);
     });
   };

@@ -1,0 +1,470 @@
+import { useState } from 'preact/hooks';
+import { ApiError, gql } from '../api.ts';
+import { CopyLine, Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { navigate } from '../router.ts';
+import { can, type Viewer } from '../viewer.ts';
+import { EvaluationStatusCell } from './evaluations.tsx';
+
+const RULE_OPTIONS = `options { __typename
+  ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+
+const EVALUATION = `id service env identifier version primaryTag dryRun justInTime onSourceError status reportedStatus passedWithoutEvidence
+  startedAt decidedAt finishedAt evaluationUrl rerunOf revision triggeredBy gateId
+  gate { id service env identifier dryRun }
+  rules { id ruleId name type dryRun status reason insufficientData consecutiveSourceErrors startedAt windowStartsAt windowEndsAt finishedAt
+    ${RULE_OPTIONS}
+    evidence { matchedMonitors { id name groups } failingGroups { monitorId monitorName group state since url } }
+    evidenceJson }`;
+
+const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
+const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
+
+type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' } & Record<string, any>;
+
+interface RuleEvaluation {
+  id: string;
+  ruleId: string | null;
+  name: string;
+  type: string;
+  dryRun: boolean;
+  status: string;
+  reason: string | null;
+  insufficientData: boolean;
+  consecutiveSourceErrors: number;
+  startedAt: string;
+  windowStartsAt: string;
+  windowEndsAt: string;
+  finishedAt: string | null;
+  options: Options;
+  evidence: {
+    matchedMonitors: Array<{ id: string; name: string; groups: number }>;
+    failingGroups: Array<{ monitorId: string; monitorName: string; group: string; state: string; since: string; url: string }>;
+  } | null;
+  evidenceJson: any;
+}
+
+interface Evaluation {
+  id: string;
+  service: string;
+  env: string;
+  identifier: string;
+  version: string | null;
+  primaryTag: string | null;
+  dryRun: boolean;
+  justInTime: boolean;
+  onSourceError: string;
+  status: string;
+  reportedStatus: string;
+  passedWithoutEvidence: boolean;
+  startedAt: string;
+  decidedAt: string | null;
+  finishedAt: string | null;
+  evaluationUrl: string;
+  rerunOf: string | null;
+  revision: number;
+  triggeredBy: string;
+  gateId: string | null;
+  gate: { id: string; service: string; env: string; identifier: string; dryRun: boolean } | null;
+  rules: RuleEvaluation[];
+}
+
+const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
+
+/** RuleOptions (as evaluated) back to RuleOptionsInput, to trigger the same just-in-time rules again. */
+function optionsInput(o: Options): Record<string, unknown> {
+  const { __typename, ...rest } = o;
+  const clean = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null));
+  return __typename === 'MonitorRuleOptions' ? { monitor: clean } : { faultyDeploymentDetection: clean };
+}
+
+function triggerInput(e: Evaluation): Record<string, unknown> {
+  return {
+    service: e.service,
+    env: e.env,
+    identifier: e.identifier,
+    ...(e.version && { version: e.version }),
+    ...(e.primaryTag && { primaryTag: e.primaryTag }),
+    ...(e.justInTime && {
+      configuration: { dryRun: e.dryRun, onSourceError: e.onSourceError, rules: e.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, options: optionsInput(r.options) })) },
+    }),
+  };
+}
+
+function Reproduce({ e }: { e: Evaluation }) {
+  const origin = location.origin;
+  const cli = [
+    'tollgate evaluate',
+    `--url ${shellQuote(origin)}`,
+    `--service ${shellQuote(e.service)}`,
+    `--env ${shellQuote(e.env)}`,
+    ...(e.identifier !== 'default' ? [`--identifier ${shellQuote(e.identifier)}`] : []),
+    ...(e.version ? [`--version ${shellQuote(e.version)}`] : []),
+    ...(e.primaryTag ? [`--primary-tag ${shellQuote(e.primaryTag)}`] : []),
+  ].join(' ');
+  const body = JSON.stringify({ query: 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id status evaluationUrl } }', variables: { i: triggerInput(e) } });
+  const curl = `curl -sS ${shellQuote(`${origin}/graphql`)} -H "Authorization: Bearer $TOLLGATE_API_KEY" -H 'Content-Type: application/json' -d ${shellQuote(body)}`;
+  return (
+    <section class="card" aria-labelledby="reproduce-title">
+      <h2 id="reproduce-title">Trigger it again</h2>
+      <p class="muted small">With an API key allowed to evaluate in {e.env} in TOLLGATE_API_KEY.</p>
+      {e.justInTime ? (
+        <p class="muted small">Just-in-time rules: the curl line carries them; the CLI needs them in a --config file.</p>
+      ) : (
+        <CopyLine label="tollgate evaluate" text={`TOLLGATE_API_KEY=… ${cli}`} />
+      )}
+      <CopyLine label="curl" text={curl} />
+    </section>
+  );
+}
+
+function Timeline({ e }: { e: Evaluation }) {
+  const events: Array<{ at: string; text: string; status?: string }> = [{ at: e.startedAt, text: `Triggered by ${e.triggeredBy}` }];
+  for (const r of e.rules) {
+    if (r.windowStartsAt > r.startedAt) events.push({ at: r.windowStartsAt, text: `${r.name}: warmup over, window opens` });
+    if (r.finishedAt) events.push({ at: r.finishedAt, text: `${r.name} decided`, status: r.status });
+  }
+  if (e.decidedAt) events.push({ at: e.decidedAt, text: 'Verdict', status: e.status });
+  if (e.finishedAt && e.finishedAt !== e.decidedAt) events.push({ at: e.finishedAt, text: 'Last rule finished' });
+  events.sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
+  return (
+    <section class="card" aria-labelledby="timeline-title">
+      <h2 id="timeline-title">Timeline</h2>
+      <ol class="timeline" data-testid="timeline">
+        {events.map((ev, i) => (
+          <li key={i}>
+            <Time at={ev.at} /> <span>{ev.text}</span> {ev.status && <StatusBadge status={ev.status} />}
+          </li>
+        ))}
+        {!e.finishedAt && (
+          <li class="muted">
+            <span aria-hidden="true">◷ </span>
+            {e.status === 'IN_PROGRESS' ? 'Waiting for the rules…' : 'Dry-run rules still running…'}
+          </li>
+        )}
+      </ol>
+    </section>
+  );
+}
+
+const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%` : '—');
+const num = (x: unknown) => (typeof x === 'number' ? (Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : x.toLocaleString(undefined, { maximumFractionDigits: 2 })) : '—');
+
+function FddEvidence({ ev }: { ev: any }) {
+  if (!ev || typeof ev !== 'object') return <p class="muted small">No evidence recorded yet.</p>;
+  const faulty: any[] = Array.isArray(ev.faultyResources) ? ev.faultyResources : [];
+  const newTypes: any[] = Array.isArray(ev.newErrorTypes) ? ev.newErrorTypes : [];
+  return (
+    <div class="evidence" data-testid="fdd-evidence">
+      <p class="small">
+        Version <strong>{ev.version ?? '—'}</strong> against {ev.baseline === 'lookback' ? 'the hour before' : 'concurrent traffic'}
+        {Array.isArray(ev.baselineVersions) && ev.baselineVersions.length > 0 && ` (${ev.baselineVersions.join(', ')})`}; {num(ev.canaryRequests)} requests of the new version
+        {typeof ev.largestEValue === 'number' && <>; largest evidence {num(ev.largestEValue)}</>}
+        {ev.insufficientData && <>; not enough traffic to decide{ev.requestsNeeded ? ` (about ${num(ev.requestsNeeded)} requests needed)` : ''}</>}.
+      </p>
+      {faulty.length > 0 && (
+        <table class="compact">
+          <caption>Faulty resources</caption>
+          <thead>
+            <tr>
+              <th scope="col">Resource</th>
+              <th scope="col">Baseline requests / errors / rate</th>
+              <th scope="col">New version requests / errors / rate</th>
+              <th scope="col">Evidence vs threshold</th>
+            </tr>
+          </thead>
+          <tbody>
+            {faulty.map((f, i) => (
+              <tr key={i}>
+                <td>{f.name ?? f.resource ?? f.scope}</td>
+                <td>
+                  {num(f.baseline?.requests)} / {num(f.baseline?.errors)} / {pct(f.baseline?.errorRate)}
+                </td>
+                <td>
+                  {num(f.canary?.requests)} / {num(f.canary?.errors)} / {pct(f.canary?.errorRate)}
+                </td>
+                <td>
+                  {num(f.eValue)} ≥ {num(f.threshold)}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {newTypes.length > 0 && (
+        <table class="compact">
+          <caption>New error types</caption>
+          <thead>
+            <tr>
+              <th scope="col">Error type</th>
+              <th scope="col">Count</th>
+              <th scope="col">Resources</th>
+              <th scope="col">Sample message</th>
+            </tr>
+          </thead>
+          <tbody>
+            {newTypes.map((t, i) => (
+              <tr key={i}>
+                <td>{t.errorType}</td>
+                <td>{num(t.count)}</td>
+                <td>{Array.isArray(t.resources) ? t.resources.join(', ') : '—'}</td>
+                <td>
+                  <code>{t.sampleMessage ?? '—'}</code>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+interface Transition {
+  at: string;
+  from: string | null;
+  to: string;
+  group: string;
+  message: string | null;
+}
+
+function MonitorEvidence({ rule, transitions }: { rule: RuleEvaluation; transitions: Record<string, Transition[]> | undefined }) {
+  const ev = rule.evidence;
+  if (!ev) return <p class="muted small">No evidence recorded yet.</p>;
+  const end = rule.finishedAt ?? new Date().toISOString();
+  return (
+    <div class="evidence" data-testid="monitor-evidence">
+      {ev.matchedMonitors.length === 0 ? (
+        <p class="small">No monitor matched.</p>
+      ) : (
+        <table class="compact">
+          <caption>Monitors judged</caption>
+          <thead>
+            <tr>
+              <th scope="col">Monitor</th>
+              <th scope="col">Groups</th>
+              <th scope="col">Failing groups</th>
+              <th scope="col">Transitions in the window</th>
+            </tr>
+          </thead>
+          <tbody>
+            {ev.matchedMonitors.map((m) => {
+              const failing = ev.failingGroups.filter((g) => g.monitorId === m.id);
+              const inWindow = (transitions?.[m.id] ?? []).filter((t) => t.at >= rule.windowStartsAt && t.at <= end);
+              return (
+                <tr key={m.id}>
+                  <td>
+                    <a href={`/monitors/${m.id}`}>{m.name}</a>
+                  </td>
+                  <td>{m.groups}</td>
+                  <td>
+                    {failing.length === 0 ? (
+                      <span class="muted">none</span>
+                    ) : (
+                      <ul class="plain">
+                        {failing.map((g) => (
+                          <li key={g.group}>
+                            <StatusBadge status={g.state} /> {g.group} since <Time at={g.since} />
+                          </li>
+                        ))}
+                      </ul>
+                    )}
+                  </td>
+                  <td>
+                    {transitions === undefined ? (
+                      <span class="muted">…</span>
+                    ) : inWindow.length === 0 ? (
+                      <span class="muted">none</span>
+                    ) : (
+                      <ul class="plain">
+                        {inWindow.map((t, i) => (
+                          <li key={i}>
+                            <Time at={t.at} /> {t.group}: {t.from ?? '—'} → <StatusBadge status={t.to} />
+                          </li>
+                        ))}
+                      </ul>
+                    )}
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+function describeOptions(o: Options): string {
+  if (o.__typename === 'MonitorRuleOptions') {
+    const target = o.query ? `query “${o.query}”` : `monitors ${(o.monitorIds ?? []).map((m: { id: string }) => m.id).join(', ')}`;
+    return `${target}; window ${o.duration} s${o.warmup ? ` after ${o.warmup} s warmup` : ''}${o.failOnNoData ? '; NO_DATA fails' : ''}${o.failOnNoGroupsFound ? '; no groups fails' : ''}`;
+  }
+  return `window ${o.duration} s; alpha ${o.alpha}; min. increase +${Math.round(o.minRelativeIncrease * 100)}%${o.newErrorTypes ? '; new error types' : ''}; too little traffic: ${o.onInsufficientData}`;
+}
+
+function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Record<string, Transition[]> | undefined }) {
+  return (
+    <li class={`rule rule-${rule.status.toLowerCase()}`} data-testid="rule-row" data-rule-name={rule.name} data-status={rule.status}>
+      <div class="rule-head">
+        <h3>{rule.name}</h3>
+        <StatusBadge status={rule.status} testid="rule-status" />
+        {rule.dryRun && (rule.status === 'FAIL' ? <DryRunBadge status="FAIL" /> : <span class="badge badge-dry">dry run</span>)}
+        <span class="muted small">{rule.type === 'MONITOR' ? 'Monitor' : 'Faulty deployment detection'}</span>
+      </div>
+      <p class="reason" data-testid="rule-reason">
+        {rule.reason ?? <span class="muted">No decision yet.</span>}
+      </p>
+      <p class="small muted">
+        Window <Time at={rule.windowStartsAt} /> – <Time at={rule.windowEndsAt} />
+        {rule.finishedAt && (
+          <>
+            {' '}
+            · decided <Time at={rule.finishedAt} />
+          </>
+        )}
+        {rule.consecutiveSourceErrors > 0 && ` · ${rule.consecutiveSourceErrors} source errors in a row`}
+        {rule.insufficientData && ' · too little data to decide'}
+      </p>
+      <p class="small muted">{describeOptions(rule.options)}</p>
+      <details open={rule.status === 'FAIL'}>
+        <summary>Evidence</summary>
+        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.evidenceJson} />}
+      </details>
+    </li>
+  );
+}
+
+/** The transitions of the monitors the rules matched (one request, at most 20 monitors). */
+function useTransitions(e: Evaluation | undefined) {
+  const ids = [...new Set((e?.rules ?? []).flatMap((r) => r.evidence?.matchedMonitors.map((m) => m.id) ?? []))].slice(0, 20);
+  const query = ids.length ? `query Transitions { ${ids.map((id, i) => `m${i}: monitor(id: ${JSON.stringify(id)}) { id transitions(last: 100) { at from to group message } }`).join(' ')} }` : '';
+  const result = useQuery<Record<string, { id: string; transitions: Transition[] } | null>>(query || '{ __typename }', { status: e?.status, finished: e?.finishedAt }, { skip: !query });
+  if (!query || !result.data) return undefined;
+  const out: Record<string, Transition[]> = {};
+  for (const m of Object.values(result.data)) if (m && typeof m === 'object' && 'id' in m) out[m.id] = m.transitions;
+  return out;
+}
+
+export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
+  const q = useQuery<{ evaluation: Evaluation | null }>(QUERY, { id });
+  const [live, setLive] = useState<Evaluation | null>(null);
+  const [actionError, setActionError] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const fetched = q.data?.evaluation ?? null;
+  // The newer of the two: a refetch after a reconnection, or the last live snapshot.
+  const e = live && live.id === id && live.revision >= (fetched?.revision ?? -1) ? live : fetched;
+  const liveError = useSubscription<{ evaluationUpdated: Evaluation }>(LIVE, { id }, (d) => setLive(d.evaluationUpdated), { skip: !fetched || !!fetched.finishedAt });
+  const transitions = useTransitions(e ?? undefined);
+
+  const act = async (mutation: 'cancelEvaluation' | 'rerunEvaluation') => {
+    setBusy(true);
+    setActionError(null);
+    try {
+      const d = await gql<Record<string, Evaluation>>(`mutation($id: ID!) { ${mutation}(id: $id) { ${EVALUATION} } }`, { id });
+      const next = d[mutation]!;
+      if (mutation === 'rerunEvaluation') navigate(`/evaluations/${next.id}`);
+      else setLive(next);
+    } catch (err) {
+      setActionError(err instanceof ApiError ? err : new ApiError([{ message: String(err) }]));
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  if (q.loading && !e) return <Page title="Evaluation">Loading…</Page>;
+  if (!e)
+    return (
+      <Page title="Evaluation not found">
+        <ErrorNote error={q.error} />
+        {!q.error && <p>No evaluation {id} that this key may see.</p>}
+        <a href="/evaluations">All evaluations</a>
+      </Page>
+    );
+  const writer = can(who, 'EVALUATIONS_WRITE');
+  return (
+    <Page
+      title={
+        <>
+          {e.service} <span class="muted">/ {e.env} / {e.identifier}</span>
+        </>
+      }
+      actions={
+        writer && (
+          <>
+            {e.status === 'IN_PROGRESS' && (
+              <button type="button" class="secondary" disabled={busy} onClick={() => act('cancelEvaluation')}>
+                Cancel
+              </button>
+            )}
+            <button type="button" class="secondary" disabled={busy} onClick={() => act('rerunEvaluation')}>
+              Rerun
+            </button>
+          </>
+        )
+      }
+    >
+      <ErrorNote error={actionError} />
+      <ErrorNote error={liveError && `Live updates stopped: ${liveError.message}`} />
+      <section class="verdict card" aria-labelledby="verdict-title" data-testid="verdict">
+        <h2 id="verdict-title" class="visually-hidden">
+          Verdict
+        </h2>
+        <div class="verdict-main">
+          <EvaluationStatusCell e={e} />
+          {e.status === 'IN_PROGRESS' && (
+            <span class="live small" data-testid="live-indicator" data-state="live">
+              <span class="dot dot-live" aria-hidden="true" /> updating live
+            </span>
+          )}
+        </div>
+        {e.dryRun && <p class="small">Dry run: callers were told {e.reportedStatus}. The real status is shown.</p>}
+        {e.passedWithoutEvidence && <p class="small">Passed without evidence: at least one rule found no data to judge.</p>}
+        <dl class="facts">
+          <dt>Version</dt>
+          <dd>{e.version ?? '—'}</dd>
+          {e.primaryTag && (
+            <>
+              <dt>Primary tag</dt>
+              <dd>{e.primaryTag}</dd>
+            </>
+          )}
+          <dt>Triggered by</dt>
+          <dd data-testid="triggered-by">{e.triggeredBy}</dd>
+          <dt>Gate</dt>
+          <dd>{e.gate ? <a href={`/gates/${e.gate.id}`}>{`${e.gate.service} / ${e.gate.env} / ${e.gate.identifier}`}</a> : e.justInTime ? 'just-in-time rules' : 'deleted'}</dd>
+          <dt>Started</dt>
+          <dd>
+            <Time at={e.startedAt} />
+          </dd>
+          <dt>Finished</dt>
+          <dd>
+            <Time at={e.finishedAt} /> (<Duration from={e.startedAt} to={e.finishedAt} />)
+          </dd>
+          <dt>On source error</dt>
+          <dd>{e.onSourceError}</dd>
+          {e.rerunOf && (
+            <>
+              <dt>Rerun of</dt>
+              <dd>
+                <a href={`/evaluations/${e.rerunOf}`}>{e.rerunOf}</a>
+              </dd>
+            </>
+          )}
+        </dl>
+      </section>
+      <section aria-labelledby="rules-title">
+        <h2 id="rules-title">Rules</h2>
+        <ul class="rules">
+          {e.rules.map((r) => (
+            <RuleCard key={r.id} rule={r} transitions={transitions} />
+          ))}
+        </ul>
+      </section>
+      <div class="two">
+        <Timeline e={e} />
+        <Reproduce e={e} />
+      </div>
+    </Page>
+  );
+}

@@ -1,0 +1,368 @@
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { gql } from '../api.ts';
+import { Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { evaluationFilter, LIST_FACETS, RANGES, timeRange, toggled, withParam } from '../filters.ts';
+import { navigate, useLocation } from '../router.ts';
+
+export const EVALUATION_ROW = `id service env identifier version status reportedStatus dryRun justInTime gateId startedAt finishedAt decidedAt revision
+  rules { id name type status reason dryRun }`;
+
+export interface RuleRow {
+  id: string;
+  name: string;
+  type: string;
+  status: string;
+  reason: string | null;
+  dryRun: boolean;
+}
+export interface EvaluationRow {
+  id: string;
+  service: string;
+  env: string;
+  identifier: string;
+  version: string | null;
+  status: string;
+  reportedStatus: string;
+  dryRun: boolean;
+  justInTime: boolean;
+  gateId: string | null;
+  startedAt: string;
+  finishedAt: string | null;
+  decidedAt: string | null;
+  revision: number;
+  rules: RuleRow[];
+}
+
+interface Connection {
+  evaluations: { totalCount: number; edges: Array<{ node: EvaluationRow }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } };
+}
+
+const LIST = `query Evaluations($filter: EvaluationFilter, $first: Int!, $after: String) {
+  evaluations(filter: $filter, first: $first, after: $after) {
+    totalCount
+    edges { node { ${EVALUATION_ROW} } }
+    pageInfo { endCursor hasNextPage }
+  }
+}`;
+
+const LIVE = `subscription EvaluationEvents($filter: EvaluationFilter) { evaluationEvents(filter: $filter) { ${EVALUATION_ROW} } }`;
+
+const PAGE_SIZE = 50;
+
+const FIXED_VALUES: Record<string, string[]> = {
+  status: ['IN_PROGRESS', 'PASS', 'FAIL', 'CANCELED'],
+  ruleType: ['MONITOR', 'FAULTY_DEPLOYMENT_DETECTION'],
+};
+const VALUE_LABELS: Record<string, string> = { IN_PROGRESS: 'In progress', PASS: 'Pass', FAIL: 'Fail', CANCELED: 'Canceled', MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection' };
+
+/** Whether an evaluation (as an event carries it) belongs in the list the URL asks for. */
+function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {
+  const inList = (field: string, value: string | null) => {
+    const list = filter[field] as string[] | undefined;
+    return !list || (value !== null && list.includes(value));
+  };
+  if (!inList('service', e.service) || !inList('env', e.env) || !inList('identifier', e.identifier) || !inList('version', e.version) || !inList('status', e.status)) return false;
+  if (filter.dryRun !== undefined && filter.dryRun !== e.dryRun) return false;
+  if (filter.gateId && filter.gateId !== e.gateId) return false;
+  const ruleTypes = filter.ruleType as string[] | undefined;
+  if (ruleTypes && !e.rules.some((r) => ruleTypes.includes(r.type))) return false;
+  const ruleNames = filter.ruleName as string[] | undefined;
+  if (ruleNames && !e.rules.some((r) => ruleNames.includes(r.name))) return false;
+  if (filter.startedBefore && e.startedAt >= (filter.startedBefore as string)) return false;
+  return e.startedAt >= (filter.startedAfter as string);
+}
+
+export function EvaluationStatusCell({ e }: { e: Pick<EvaluationRow, 'status' | 'dryRun'> }) {
+  return (
+    <span class="status-cell">
+      <StatusBadge status={e.status} testid="evaluation-status" />
+      {e.dryRun && e.status !== 'PASS' && e.status !== 'IN_PROGRESS' && <DryRunBadge status={e.status} />}
+      {e.dryRun && (e.status === 'PASS' || e.status === 'IN_PROGRESS') && (
+        <span class="badge badge-dry" data-testid="dry-run-badge">
+          dry run
+        </span>
+      )}
+    </span>
+  );
+}
+
+function FailingRules({ rules }: { rules: RuleRow[] }) {
+  const failing = rules.filter((r) => r.status === 'FAIL');
+  if (failing.length === 0) return <span class="muted">—</span>;
+  return (
+    <ul class="failing-rules">
+      {failing.map((r) => (
+        <li key={r.id} data-testid="failing-rule">
+          <strong>{r.name}</strong>
+          {r.dryRun && <span class="muted"> (dry run)</span>}
+          {r.reason && <span class="reason">: {r.reason}</span>}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function Facet({ param, label, values, params, labels }: { param: string; label: string; values: string[]; params: URLSearchParams; labels?: Record<string, string> }) {
+  const selected = params.getAll(param);
+  const all = [...new Set([...values, ...selected])];
+  return (
+    <fieldset class="facet" data-testid={`facet-${param}`}>
+      <legend>{label}</legend>
+      {all.length === 0 && <p class="muted small">No values in range</p>}
+      {all.map((value) => {
+        const id = `facet-${param}-${value}`.replace(/[^a-zA-Z0-9_-]/g, '_');
+        return (
+          <div class="check" key={value}>
+            <input
+              type="checkbox"
+              id={id}
+              checked={selected.includes(value)}
+              onChange={() => navigate(`/evaluations?${(param === 'gate' && !selected.includes(value) ? withParam(params, 'gate', value) : toggled(params, param, value)).toString()}`)}
+            />
+            <label for={id}>{labels?.[value] ?? VALUE_LABELS[value] ?? value}</label>
+          </div>
+        );
+      })}
+    </fieldset>
+  );
+}
+
+function TimeRangePicker({ params, error }: { params: URLSearchParams; error?: { field: string; message: string } | undefined }) {
+  const range = params.get('range') ?? '1d';
+  const [from, setFrom] = useState(params.get('from') ?? '');
+  const [to, setTo] = useState(params.get('to') ?? '');
+  useEffect(() => {
+    setFrom(params.get('from') ?? '');
+    setTo(params.get('to') ?? '');
+  }, [params.toString()]);
+  return (
+    <fieldset class="facet range">
+      <legend>Time range</legend>
+      <label for="range">Started in</label>
+      <select id="range" value={range} onChange={(e) => navigate(`/evaluations?${withParam(params, 'range', (e.target as HTMLSelectElement).value).toString()}`)}>
+        {RANGES.map(([k, l]) => (
+          <option key={k} value={k}>
+            {l}
+          </option>
+        ))}
+      </select>
+      {range === 'custom' && (
+        <form
+          class="custom-range"
+          onSubmit={(e) => {
+            e.preventDefault();
+            navigate(`/evaluations?${withParam(withParam(params, 'from', from), 'to', to).toString()}`);
+          }}
+        >
+          <label for="range-from">From</label>
+          <input id="range-from" type="datetime-local" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} aria-invalid={error?.field === 'from'} aria-describedby={error?.field === 'from' ? 'range-error' : undefined} />
+          <label for="range-to">To (empty: now)</label>
+          <input id="range-to" type="datetime-local" value={to} onInput={(e) => setTo((e.target as HTMLInputElement).value)} aria-invalid={error?.field === 'to'} aria-describedby={error?.field === 'to' ? 'range-error' : undefined} />
+          {error && (
+            <small id="range-error" class="field-error" role="alert">
+              <span aria-hidden="true">⚠ </span>
+              {error.message}
+            </small>
+          )}
+          <button type="submit" class="small">
+            Apply
+          </button>
+        </form>
+      )}
+    </fieldset>
+  );
+}
+
+export function EvaluationsPage() {
+  const { params } = useLocation();
+  const search = params.toString();
+  // The range is fixed when the filters change, so paging and the live tail agree on it.
+  const range = useMemo(() => timeRange(params), [search]);
+  const filter = useMemo(() => evaluationFilter(params, range), [search, range]);
+  const list = useQuery<Connection>(LIST, { filter, first: PAGE_SIZE });
+  const [rows, setRows] = useState<EvaluationRow[]>([]);
+  const [cursor, setCursor] = useState<{ endCursor: string | null; hasNextPage: boolean }>({ endCursor: null, hasNextPage: false });
+  const [total, setTotal] = useState<number | null>(null);
+  const [loadingMore, setLoadingMore] = useState(false);
+  const [moreError, setMoreError] = useState<unknown>(null);
+  const paused = params.get('paused') === '1';
+  const [missed, setMissed] = useState(0);
+  // Events for ids already listed keep a list consistent between refetches.
+  const known = useRef(new Map<string, number>());
+
+  useEffect(() => {
+    if (!list.data) return;
+    const page = list.data.evaluations;
+    setRows(page.edges.map((e) => e.node));
+    known.current = new Map(page.edges.map((e) => [e.node.id, e.node.revision]));
+    setCursor(page.pageInfo);
+    setTotal(page.totalCount);
+    setMissed(0);
+  }, [list.data]);
+
+  const live = !range.startedBefore;
+  const liveError = useSubscription<{ evaluationEvents: EvaluationRow }>(
+    LIVE,
+    { filter: { ...filter, startedAfter: undefined, startedBefore: undefined } },
+    ({ evaluationEvents: e }) => {
+      const seen = known.current.get(e.id);
+      if (seen !== undefined && seen >= e.revision) return;
+      if (paused) {
+        if (seen === undefined && matches(e, filter)) setMissed((n) => n + 1);
+        return;
+      }
+      if (!matches(e, filter) && seen === undefined) return;
+      known.current.set(e.id, e.revision);
+      setRows((old) => {
+        const at = old.findIndex((r) => r.id === e.id);
+        if (at >= 0) return old.map((r, i) => (i === at ? e : r));
+        setTotal((t) => (t === null ? t : t + 1));
+        return [e, ...old];
+      });
+    },
+    { skip: !live },
+  );
+
+  const loadMore = async () => {
+    setLoadingMore(true);
+    setMoreError(null);
+    try {
+      const d = await gql<Connection>(LIST, { filter, first: PAGE_SIZE, after: cursor.endCursor });
+      const fresh = d.evaluations.edges.map((e) => e.node).filter((n) => !known.current.has(n.id));
+      for (const n of fresh) known.current.set(n.id, n.revision);
+      setRows((old) => [...old, ...fresh]);
+      setCursor(d.evaluations.pageInfo);
+    } catch (err) {
+      setMoreError(err);
+    } finally {
+      setLoadingMore(false);
+    }
+  };
+
+  // Facet values: the fixed enums, and the values of the listed evaluations.
+  const seen = (pick: (r: EvaluationRow) => string | null | string[]) => [...new Set(rows.flatMap((r) => pick(r) ?? []))].sort();
+  const gateLabels = Object.fromEntries(rows.filter((r) => r.gateId).map((r) => [r.gateId!, `${r.service} / ${r.env} / ${r.identifier}`]));
+  const facetValues: Record<string, string[]> = {
+    service: seen((r) => r.service),
+    env: seen((r) => r.env),
+    identifier: seen((r) => r.identifier),
+    version: seen((r) => r.version),
+    status: FIXED_VALUES.status!,
+    ruleType: FIXED_VALUES.ruleType!,
+    ruleName: seen((r) => r.rules.map((x) => x.name)),
+    gate: Object.keys(gateLabels).sort(),
+  };
+  const dryRun = params.get('dryRun') ?? '';
+  const activeFilters = [...params.keys()].filter((k) => k !== 'paused').length > 0;
+
+  return (
+    <Page
+      title="Evaluations"
+      actions={
+        live && (
+          <div class="live" data-testid="live-indicator" data-state={paused ? 'paused' : 'live'}>
+            <span class={`dot ${paused ? 'dot-paused' : 'dot-live'}`} aria-hidden="true" />
+            <span>{paused ? 'Paused' : 'Live'}</span>
+            <button type="button" class="small secondary" aria-pressed={paused} onClick={() => navigate(`/evaluations?${withParam(params, 'paused', paused ? null : '1').toString()}`, { replace: true })}>
+              {paused ? 'Resume' : 'Pause'}
+            </button>
+          </div>
+        )
+      }
+    >
+      <div class="explorer">
+        <aside class="facets" aria-label="Filters">
+          <TimeRangePicker params={params} error={range.error} />
+          {LIST_FACETS.map(([param, label]) => (
+            <Facet key={param} param={param} label={label} values={facetValues[param] ?? []} params={params} labels={param === 'gate' ? gateLabels : undefined} />
+          ))}
+          <fieldset class="facet" data-testid="facet-dryRun">
+            <legend>Gate dry run</legend>
+            {[
+              ['', 'Any'],
+              ['true', 'Dry run'],
+              ['false', 'Not dry run'],
+            ].map(([value, label]) => (
+              <div class="check" key={value}>
+                <input type="radio" name="dryRun" id={`dry-${value || 'any'}`} checked={dryRun === value} onChange={() => navigate(`/evaluations?${withParam(params, 'dryRun', value!).toString()}`)} />
+                <label for={`dry-${value || 'any'}`}>{label}</label>
+              </div>
+            ))}
+          </fieldset>
+          {activeFilters && (
+            <a class="clear" href="/evaluations">
+              Clear all filters
+            </a>
+          )}
+        </aside>
+        <div class="results">
+          <p class="summary" aria-live="polite" data-testid="evaluations-summary">
+            {list.loading && !list.data ? 'Loading…' : total !== null ? `${total} evaluation${total === 1 ? '' : 's'}${rows.length < total ? `, newest ${rows.length} shown` : ''}` : ''}
+          </p>
+          {paused && missed > 0 && (
+            <p class="notice" role="status">
+              {missed} new evaluation{missed === 1 ? '' : 's'} while paused.{' '}
+              <button type="button" class="link" onClick={() => navigate(`/evaluations?${withParam(params, 'paused', null).toString()}`, { replace: true })}>
+                Resume
+              </button>
+            </p>
+          )}
+          <ErrorNote error={list.error} />
+          <ErrorNote error={liveError && `Live updates stopped: ${liveError.message}`} />
+          <div class="table-wrap">
+            <table class="evaluations" data-testid="evaluations-table">
+              <caption class="visually-hidden">Evaluations, newest first</caption>
+              <thead>
+                <tr>
+                  <th scope="col">Started</th>
+                  <th scope="col">Finished</th>
+                  <th scope="col">Duration</th>
+                  <th scope="col">Service</th>
+                  <th scope="col">Env</th>
+                  <th scope="col">Identifier</th>
+                  <th scope="col">Version</th>
+                  <th scope="col">Status</th>
+                  <th scope="col">Failing rules</th>
+                </tr>
+              </thead>
+              <tbody>
+                {rows.map((e) => (
+                  <tr key={e.id} data-testid="evaluation-row" data-id={e.id} data-status={e.status}>
+                    <td>
+                      <a href={`/evaluations/${e.id}`} aria-label={`Evaluation of ${e.service} in ${e.env}, started ${new Date(e.startedAt).toLocaleString()}`}>
+                        <Time at={e.startedAt} />
+                      </a>
+                    </td>
+                    <td>
+                      <Time at={e.finishedAt} />
+                    </td>
+                    <td>
+                      <Duration from={e.startedAt} to={e.finishedAt} />
+                    </td>
+                    <td data-testid="cell-service">{e.service}</td>
+                    <td data-testid="cell-env">{e.env}</td>
+                    <td>{e.identifier}</td>
+                    <td>{e.version ?? <span class="muted">—</span>}</td>
+                    <td>
+                      <EvaluationStatusCell e={e} />
+                    </td>
+                    <td>
+                      <FailingRules rules={e.rules} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+          {!list.loading && rows.length === 0 && !list.error && <p class="empty">No evaluation matches these filters in this time range.</p>}
+          <ErrorNote error={moreError} />
+          {cursor.hasNextPage && (
+            <button type="button" class="secondary" onClick={loadMore} disabled={loadingMore}>
+              {loadingMore ? 'Loading…' : 'Load older evaluations'}
+            </button>
+          )}
+        </div>
+      </div>
+    </Page>
+  );
+}

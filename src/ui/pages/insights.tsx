@@ -1,0 +1,4 @@
+import { Page } from '../components.tsx';
+export function InsightsPage() {
+  return <Page title="Insights">Coming.</Page>;
+}
