@@ -236,3 +236,57 @@ describe('viewer', () => {
     assert.equal(code(bad), 'UNAUTHENTICATED');
   });
 });
+
+describe('filters of one shape', () => {
+  test('monitors(filter:) by state, type and muted beside the search string, counted within the key’s envs', async () => {
+    const t = tag();
+    const ids: Record<string, string> = {};
+    for (const [name, state, env] of [['a', 'ALERT', 'mf-prod'], ['b', 'OK', 'mf-prod'], ['c', 'WARN', 'mf-staging'], ['d', 'ALERT', 'mf-staging']] as const) {
+      ids[name] = await d.monitor(`mf ${name}`, [t, `env:${env}`], name === 'b' ? { muted: true } : {});
+      await d.report(ids[name]!, state);
+    }
+    ids.silent = await d.monitor('mf silent', [t, 'env:mf-prod']);
+    const q = `query($q: String, $f: MonitorFilter) { monitors(query: $q, filter: $f) { totalCount edges { node { name state } } } }`;
+    const names = async (f: Record<string, unknown>, key?: string) => {
+      const r = (await must(q, { q: t, f }, key)).monitors;
+      assert.equal(r.totalCount, r.edges.length);
+      return r.edges.map((e: any) => e.node.name);
+    };
+    assert.deepEqual(await names({ states: ['ALERT'] }), ['mf a', 'mf d']);
+    assert.deepEqual(await names({ states: ['ALERT', 'WARN'] }), ['mf a', 'mf c', 'mf d']);
+    assert.deepEqual(await names({ muted: true }), ['mf b']);
+    assert.deepEqual(await names({ muted: false, states: ['OK', 'ALERT'] }), ['mf a', 'mf d']);
+    assert.deepEqual(await names({ types: ['EXTERNAL'] }), ['mf a', 'mf b', 'mf c', 'mf d', 'mf silent']);
+    assert.deepEqual(await names({ types: ['APM'] }), []);
+    // The silent monitor has no state: no state filter selects it.
+    assert.deepEqual(await names({ states: ['OK', 'WARN', 'ALERT', 'NO_DATA'] }), ['mf a', 'mf b', 'mf c', 'mf d']);
+    const staging = await s.createKey(['gates:read'], ['mf-staging']);
+    assert.deepEqual(await names({ states: ['ALERT'] }, staging), ['mf d']);
+    const long = await s.gql(q, { f: { states: Array(101).fill('OK') } });
+    assert.equal(code(long), 'BAD_USER_INPUT');
+    assert.equal(field(long), 'filter.states');
+  });
+
+  test('GateFilter takes lists like EvaluationFilter; the single-valued fields still work, deprecated', async () => {
+    for (const [service, env] of [['gf-a', 'gf-prod'], ['gf-b', 'gf-prod'], ['gf-a', 'gf-staging'], ['gf-c', 'gf-dev']]) {
+      const r = await s.gql(CREATE_GATE, { input: { service, env } });
+      assert.equal(r.errors, undefined);
+    }
+    const q = `query($f: GateFilter) { gates(filter: $f, first: 50) { totalCount edges { node { service env } } } }`;
+    const keys = async (f: Record<string, unknown>, key?: string) =>
+      (await must(q, { f }, key)).gates.edges.map((e: any) => `${e.node.service}/${e.node.env}`);
+    assert.deepEqual(await keys({ services: ['gf-a', 'gf-b'] }), ['gf-a/gf-prod', 'gf-b/gf-prod', 'gf-a/gf-staging']);
+    assert.deepEqual(await keys({ services: ['gf-a', 'gf-b', 'gf-c'], envs: ['gf-prod', 'gf-dev'] }), ['gf-a/gf-prod', 'gf-b/gf-prod', 'gf-c/gf-dev']);
+    assert.deepEqual(await keys({ service: 'gf-a' }), ['gf-a/gf-prod', 'gf-a/gf-staging']);
+    assert.deepEqual(await keys({ service: 'gf-a', envs: ['gf-staging', 'gf-dev'] }), ['gf-a/gf-staging']);
+    // A document written against the old field, with a variable typed String, is still valid.
+    const old = await must('query($e: String) { gates(filter: { env: $e }) { edges { node { service } } } }', { e: 'gf-dev' });
+    assert.deepEqual(old.gates.edges.map((e: any) => e.node.service), ['gf-c']);
+    const dev = await s.createKey(['gates:read'], ['gf-dev']);
+    assert.deepEqual(await keys({ services: ['gf-a', 'gf-c'] }, dev), ['gf-c/gf-dev']);
+    const long = await s.gql(q, { f: { envs: Array(101).fill('x') } });
+    assert.equal(field(long), 'filter.envs');
+    const sdl = await import('node:fs').then((fs) => fs.readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8'));
+    assert.match(sdl, /env: String @deprecated\(reason: "Use envs, a list\."\)/);
+  });
+});

@@ -14,6 +14,10 @@ export type NewRuleRow = typeof rules.$inferInsert;
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
 export interface GateFilter {
+  /** Lists match any of their values; the single values too must hold when given. */
+  serviceIn?: string[];
+  envIn?: string[];
+  identifierIn?: string[];
   service?: string;
   env?: string;
   identifier?: string;
@@ -53,6 +57,9 @@ function gateFilterSql(filter: GateFilter): SQL[] {
   if (filter.env !== undefined) where.push(eq(gates.env, filter.env));
   if (filter.identifier !== undefined) where.push(eq(gates.identifier, filter.identifier));
   if (filter.dryRun !== undefined) where.push(eq(gates.dryRun, filter.dryRun));
+  if (filter.serviceIn?.length) where.push(inList(gates.service, filter.serviceIn));
+  if (filter.envIn?.length) where.push(inList(gates.env, filter.envIn));
+  if (filter.identifierIn?.length) where.push(inList(gates.identifier, filter.identifierIn));
   if (filter.envs) where.push(inList(gates.env, filter.envs));
   return where;
 }

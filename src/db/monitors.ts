@@ -223,3 +223,18 @@ export function deleteTransitionsBefore(db: Tx, horizon: Date): number {
 }
 
 export type { MonitorStateValue };
+
+const SEVERITY_SQL = sql<number>`max(case ${monitorGroups.state} when 'alert' then 3 when 'no_data' then 2 when 'warn' then 1 else 0 end)`;
+const BY_SEVERITY: MonitorStateValue[] = ['ok', 'warn', 'no_data', 'alert'];
+
+/** Each monitor's worst group state, one aggregate row per monitor (none for a monitor no group reported). */
+export function worstStatesOf(db: Tx, monitorIds: readonly string[]): Map<string, MonitorStateValue> {
+  if (monitorIds.length === 0) return new Map();
+  const rows = db
+    .select({ monitorId: monitorGroups.monitorId, severity: SEVERITY_SQL })
+    .from(monitorGroups)
+    .where(inList(monitorGroups.monitorId, monitorIds))
+    .groupBy(monitorGroups.monitorId)
+    .all();
+  return new Map(rows.map((r) => [r.monitorId, BY_SEVERITY[r.severity]!]));
+}

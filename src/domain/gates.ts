@@ -148,6 +148,47 @@ export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page
   return listGateRows(deps.db, { ...filter, envs: actor.envs }, page);
 }
 
+/** Values a gate filter list may hold, as EvaluationFilter's (not imported: evaluations.ts imports this module). */
+const MAX_GATE_FILTER_VALUES = 100;
+function boundedFilterList(values: string[] | undefined, field: string): string[] | undefined {
+  if (values && values.length > MAX_GATE_FILTER_VALUES) throw badInput(field, `lists at most ${MAX_GATE_FILTER_VALUES} values, got ${values.length}`);
+  return values;
+}
+
+/** The API's gate filter, its lists bounded, as the repository takes it. */
+export function checkGateFilter(f: {
+  services?: string[];
+  envs?: string[];
+  identifiers?: string[];
+  service?: string;
+  env?: string;
+  identifier?: string;
+  dryRun?: boolean;
+}): GateFilter {
+  return {
+    serviceIn: boundedFilterList(f.services, 'filter.services'),
+    envIn: boundedFilterList(f.envs, 'filter.envs'),
+    identifierIn: boundedFilterList(f.identifiers, 'filter.identifiers'),
+    service: f.service,
+    env: f.env,
+    identifier: f.identifier,
+    dryRun: f.dryRun,
+  };
+}
+
+/** The same filter applied to one gate (live events), exactly as the repository applies it. */
+export function gateMatches(g: Pick<GateRow, 'service' | 'env' | 'identifier' | 'dryRun'>, f: GateFilter): boolean {
+  return (
+    (f.service === undefined || g.service === f.service) &&
+    (f.env === undefined || g.env === f.env) &&
+    (f.identifier === undefined || g.identifier === f.identifier) &&
+    (f.dryRun === undefined || g.dryRun === f.dryRun) &&
+    (!f.serviceIn?.length || f.serviceIn.includes(g.service)) &&
+    (!f.envIn?.length || f.envIn.includes(g.env)) &&
+    (!f.identifierIn?.length || f.identifierIn.includes(g.identifier))
+  );
+}
+
 /** How many gates the filter selects among those the caller may see. */
 export function countGates(deps: Deps, actor: Principal, filter: GateFilter): number {
   requireScope(actor, 'gates:read', 'read gates');

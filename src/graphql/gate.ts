@@ -5,8 +5,10 @@ import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { GateEvent } from '../domain/events.ts';
 import {
   createGate,
+  checkGateFilter,
   countGates,
   createGateInputSchema,
+  gateMatches,
   deleteGate,
   getGate,
   getGateByKey,
@@ -65,14 +67,42 @@ Gate.implement({
   }),
 });
 
+// Lists, as in EvaluationFilter: the single-valued fields stay for the clients that send them
+// (turning `env: String` into a list would refuse documents declaring `$env: String` for it).
 const GateFilter = builder.inputType('GateFilter', {
+  description: 'Every condition given must hold; a list matches any of its values.',
   fields: (t) => ({
-    service: t.string(),
-    env: t.string(),
-    identifier: t.string(),
+    services: t.stringList(),
+    envs: t.stringList(),
+    identifiers: t.stringList(),
     dryRun: t.boolean(),
+    service: t.string({ deprecationReason: 'Use services, a list.' }),
+    env: t.string({ deprecationReason: 'Use envs, a list.' }),
+    identifier: t.string({ deprecationReason: 'Use identifiers, a list.' }),
   }),
 });
+
+type GateFilterArg = {
+  services?: string[] | null;
+  envs?: string[] | null;
+  identifiers?: string[] | null;
+  dryRun?: boolean | null;
+  service?: string | null;
+  env?: string | null;
+  identifier?: string | null;
+} | null | undefined;
+
+function toGateFilter(f: GateFilterArg) {
+  return checkGateFilter({
+    services: f?.services ?? undefined,
+    envs: f?.envs ?? undefined,
+    identifiers: f?.identifiers ?? undefined,
+    service: f?.service ?? undefined,
+    env: f?.env ?? undefined,
+    identifier: f?.identifier ?? undefined,
+    dryRun: f?.dryRun ?? undefined,
+  });
+}
 
 const CreateGateInput = builder.inputType('CreateGateInput', {
   fields: (t) => ({
@@ -147,12 +177,7 @@ builder.queryField('gates', (t) =>
     description: 'Gates in creation order.',
     args: { filter: t.arg({ type: GateFilter }) },
     resolve: (_root, args, { deps, principal }) => {
-      const filter = {
-        service: args.filter?.service ?? undefined,
-        env: args.filter?.env ?? undefined,
-        identifier: args.filter?.identifier ?? undefined,
-        dryRun: args.filter?.dryRun ?? undefined,
-      };
+      const filter = toGateFilter(args.filter);
       return withTotalCount(
         resolveCursorConnection<GateView[]>({ args, toCursor: (g) => g.id }, ({ after, before, limit, inverted }): GateView[] =>
           listGates(deps, principal, filter, { after, before, limit, inverted }),
@@ -202,16 +227,10 @@ builder.subscriptionField('gateEvents', (t) =>
     authScopes: { 'gates:read': true },
     description: 'Gates created, updated (including their rules) and deleted, for live configuration views.',
     args: { filter: t.arg({ type: GateFilter }) },
-    subscribe: (_root, args, { deps, principal }) =>
-      deps.events.subscribe('gate.events', (e) =>
-        canSeeEnv(principal, e.gate.env) &&
-        (args.filter?.service == null || e.gate.service === args.filter.service) &&
-        (args.filter?.env == null || e.gate.env === args.filter.env) &&
-        (args.filter?.identifier == null || e.gate.identifier === args.filter.identifier) &&
-        (args.filter?.dryRun == null || e.gate.dryRun === args.filter.dryRun)
-          ? e
-          : undefined,
-      ),
+    subscribe: (_root, args, { deps, principal }) => {
+      const filter = toGateFilter(args.filter);
+      return deps.events.subscribe('gate.events', (e) => (canSeeEnv(principal, e.gate.env) && gateMatches(e.gate, filter) ? e : undefined));
+    },
     resolve: (e) => e,
   }),
 );

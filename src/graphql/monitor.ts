@@ -22,6 +22,7 @@ import {
   updateMonitorInputSchema,
   worstState,
 } from '../domain/monitors.ts';
+import { checkMonitorFilter, filterMonitors } from '../domain/monitorFilter.ts';
 import { requireScope } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
@@ -189,6 +190,14 @@ const ReportMonitorStateInput = builder.inputType('ReportMonitorStateInput', {
   }),
 });
 
+const MonitorFilterInput = builder.inputType('MonitorFilter', {
+  fields: (t) => ({
+    states: t.field({ type: [MonitorState], description: 'The monitor’s state (its worst group) is one of these; a monitor no group has reported matches none.' }),
+    types: t.field({ type: [MonitorType] }),
+    muted: t.boolean(),
+  }),
+});
+
 function parseQueryArg(query: string | null | undefined, field: string) {
   if (!query?.trim()) return null;
   try {
@@ -217,10 +226,18 @@ builder.queryField('monitors', (t) =>
       type: Monitor,
       authScopes: READ,
       description: 'Monitors matching a monitor search query (all without one), in creation order.',
-      args: { query: t.arg.string() },
+      args: {
+        query: t.arg.string({ description: 'A monitor search, e.g. `service:checkout env:prod status:alert`.' }),
+        filter: t.arg({ type: MonitorFilterInput, description: 'Typed conditions, all of which must hold, beside the query.' }),
+      },
       resolve: async (_root, args, { deps, principal }) => {
         parseQueryArg(args.query, 'query');
-        const found = await searchMonitors(deps, principal, args.query ?? undefined);
+        const filter = checkMonitorFilter({
+          states: args.filter?.states ?? undefined,
+          types: args.filter?.types ?? undefined,
+          muted: args.filter?.muted ?? undefined,
+        });
+        const found = await filterMonitors(deps, await searchMonitors(deps, principal, args.query ?? undefined), filter);
         // The search already holds every match the caller may see: counting them is free.
         return withTotalCount(resolveArrayConnection({ args }, found), () => found.length);
       },
