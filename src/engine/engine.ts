@@ -364,7 +364,9 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   function claimInTurn(atStart: boolean): void {
-    claiming ??= claim(atStart)
+    // A resumption still running keeps what it took: only the leases need renewing meanwhile.
+    if (claiming) return safely('renewing leases', () => renewLeases(deps.db, nodeId, new Date(Date.now() + leaseMs)));
+    claiming = claim(atStart)
       .catch((err: unknown) => log.error({ err }, 'renewing leases or resuming evaluations failed; will try again'))
       .finally(() => {
         claiming = undefined;
