@@ -1,10 +1,14 @@
 // The explorer (issue 11): served by Tollgate itself, then driven in a real browser (Debian's
 // chromium through playwright-core) against a real server, as a user would.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { brotliDecompressSync, gunzipSync } from 'node:zlib';
+import type { Browser, Page } from 'playwright-core';
 import { buildUi, UI_CSP } from '../src/server/ui.ts';
-import { type HttpResult, startServer, type TestServer } from './helpers.ts';
+import { ADMIN_KEY, CREATE_GATE, driver, type HttpResult, jitMonitor, monitorRule, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 /** A GET with these headers, the body decompressed as the browser would. */
 async function get(s: TestServer, path: string, headers: Record<string, string> = {}): Promise<HttpResult & { raw: Buffer }> {
@@ -96,5 +100,233 @@ describe('serving the explorer', () => {
     console.log(`explorer first load: ${(brotli / 1024).toFixed(1)} KB brotli, ${(gzip / 1024).toFixed(1)} KB gzip`);
     assert.ok(gzip <= 150 * 1024, `${gzip} bytes gzip`);
     assert.ok(brotli <= gzip);
+  });
+});
+
+// ---- in a real browser ----
+
+const CHROMIUM = process.env.TOLLGATE_CHROMIUM ?? '/usr/bin/chromium';
+const noBrowser = skipWithout(CHROMIUM === '/usr/bin/chromium' ? 'chromium' : CHROMIUM);
+
+describe('the explorer in Chromium', { skip: noBrowser }, () => {
+  let browser: Browser;
+  let dir: string;
+  let s: TestServer;
+  let d: ReturnType<typeof driver>;
+  let port: number;
+
+  before(async () => {
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      chromiumSandbox: false,
+      args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    // A directory of our own, so the server can be stopped and started again on the same file.
+    dir = mkdtempSync(join(tmpdir(), 'tollgate-explorer-'));
+    s = await startServer({}, { dir });
+    port = Number(new URL(s.url).port);
+    d = driver(s);
+  });
+  after(async () => {
+    await browser?.close();
+    await s?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** A fresh tab (its own sessionStorage), signed in with this key at this path. */
+  async function signedIn(path: string, key = ADMIN_KEY): Promise<Page> {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('pageerror', (err) => console.error('page error:', err));
+    await page.goto(`${s.url}${path}`);
+    await page.getByLabel('API key').fill(key);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Sign out' }).waitFor();
+    return page;
+  }
+
+  const evaluate = async (input: Record<string, unknown>) => {
+    const r = await d.evaluate(input);
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    return r.data.evaluateGate as { id: string; evaluationUrl: string; status: string };
+  };
+
+  test('a bad key is told so, and never signed in; a good one is, and signs out', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${s.url}/evaluations`);
+    await page.getByLabel('API key').fill('tgk_not-a-real-key');
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByTestId('signin-error').filter({ hasText: 'invalid API key' }).waitFor();
+    assert.equal(await page.evaluate('sessionStorage.getItem("tollgate.apiKey")'), null, 'a refused key is not kept');
+
+    await page.getByLabel('API key').fill(ADMIN_KEY);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('heading', { name: 'Evaluations' }).waitFor();
+    assert.equal(await page.evaluate('sessionStorage.getItem("tollgate.apiKey")'), ADMIN_KEY, 'kept for the tab');
+    assert.deepEqual(await context.cookies(), [], 'no cookies');
+    await page.getByRole('button', { name: 'Sign out' }).click();
+    await page.getByLabel('API key').waitFor();
+    assert.equal(await page.evaluate('sessionStorage.getItem("tollgate.apiKey")'), null);
+    await context.close();
+  });
+
+  test('a revoked key is signed out with the reason', async () => {
+    const created = await s.gql('mutation { createApiKey(input: { name: "soon-revoked", scopes: [GATES_READ] }) { key { id } secret } }');
+    const page = await signedIn('/evaluations', created.data.createApiKey.secret);
+    await s.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: created.data.createApiKey.key.id });
+    await page.getByTestId('signin-error').filter({ hasText: 'revoked' }).waitFor();
+    await page.context().close();
+  });
+
+  test('an evaluationUrl of an in-progress evaluation turns FAIL without reload, with the failing rule and its reason', async () => {
+    const monitor = await d.monitor('checkout errors', ['service:checkout', 'team:web']);
+    await d.report(monitor, 'OK');
+    const e = await evaluate({ service: 'checkout', env: 'prod', version: 'v2', configuration: { rules: [jitMonitor('checkout monitors', { query: 'team:web', duration: 600 })] } });
+    assert.equal(e.status, 'IN_PROGRESS');
+    const page = await signedIn(new URL(e.evaluationUrl).pathname);
+    await page.getByTestId('verdict').getByTestId('evaluation-status').and(page.locator('[data-status="IN_PROGRESS"]')).waitFor();
+    await page.getByTestId('rule-row').filter({ hasText: 'checkout monitors' }).waitFor();
+    await page.evaluate('window.__sameDocument = true');
+
+    await d.report(monitor, 'ALERT');
+    await page.getByTestId('verdict').locator('[data-testid="evaluation-status"][data-status="FAIL"]').waitFor();
+    const rule = page.getByTestId('rule-row').filter({ hasText: 'checkout monitors' });
+    await rule.locator('[data-testid="rule-status"][data-status="FAIL"]').waitFor();
+    const reason = await rule.getByTestId('rule-reason').textContent();
+    assert.match(reason!, /checkout errors/, 'the reason names the monitor that failed');
+    assert.equal(await page.evaluate('window.__sameDocument'), true, 'no reload');
+    assert.match((await page.getByTestId('verdict').textContent())!, /FAIL/, 'the verdict is said in words, not only colour');
+    await page.context().close();
+  });
+
+  test('the live list: a new evaluation appears, and Pause holds the list', async () => {
+    const page = await signedIn('/evaluations');
+    await page.getByTestId('live-indicator').and(page.locator('[data-state="live"]')).waitFor();
+    const e = await evaluate({ service: 'live-tail', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:nothing-here', duration: 0 })] } });
+    await page.locator(`[data-testid="evaluation-row"][data-id="${e.id}"]`).waitFor();
+
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByTestId('live-indicator').and(page.locator('[data-state="paused"]')).waitFor();
+    const held = await evaluate({ service: 'live-tail', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:nothing-here', duration: 0 })] } });
+    await page.getByText(/new evaluations? while paused/).waitFor();
+    assert.equal(await page.locator(`[data-id="${held.id}"]`).count(), 0, 'paused: not added');
+    await page.getByRole('button', { name: 'Resume' }).first().click();
+    await page.locator(`[data-testid="evaluation-row"][data-id="${held.id}"]`).waitFor();
+    await page.context().close();
+  });
+
+  test('a facet filter changes the URL and the rows; Back restores them', async () => {
+    const a = await evaluate({ service: 'facet-a', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    const b = await evaluate({ service: 'facet-b', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    const page = await signedIn('/evaluations');
+    await page.locator(`[data-id="${a.id}"]`).waitFor();
+    await page.locator(`[data-id="${b.id}"]`).waitFor();
+
+    await page.getByTestId('facet-service').getByLabel('facet-a', { exact: true }).check();
+    await page.waitForURL(/[?&]service=facet-a/);
+    await page.locator(`[data-id="${b.id}"]`).waitFor({ state: 'detached' });
+    await page.locator(`[data-id="${a.id}"]`).waitFor();
+    const services = await page.getByTestId('cell-service').allTextContents();
+    assert.deepEqual([...new Set(services)], ['facet-a']);
+
+    await page.goBack();
+    await page.waitForURL((url) => !url.search.includes('service='));
+    await page.locator(`[data-id="${b.id}"]`).waitFor();
+    await page.locator(`[data-id="${a.id}"]`).waitFor();
+
+    // The filtered URL, shared, opens filtered.
+    const shared = await signedIn('/evaluations?service=facet-b');
+    await shared.locator(`[data-id="${b.id}"]`).waitFor();
+    assert.equal(await shared.locator(`[data-id="${a.id}"]`).count(), 0);
+    assert.equal(await shared.getByTestId('facet-service').getByLabel('facet-b', { exact: true }).isChecked(), true);
+    await shared.context().close();
+    await page.context().close();
+  });
+
+  test('a dry-run gate that fails shows its real status with a "would have failed" badge', async () => {
+    const monitor = await d.monitor('dry monitor', ['dry:yes']);
+    await d.report(monitor, 'ALERT');
+    const gate = await s.gql(CREATE_GATE, { input: { service: 'dry-svc', env: 'prod', dryRun: true, rules: [monitorRule('alerting', { query: 'dry:yes', duration: 0 })] } });
+    assert.equal(gate.errors, undefined);
+    const e = await evaluate({ service: 'dry-svc', env: 'prod' });
+    const done = await d.follow(e.id);
+    assert.equal(done.at(-1).status, 'FAIL');
+    assert.equal(done.at(-1).reportedStatus, 'PASS');
+
+    const page = await signedIn('/evaluations?service=dry-svc');
+    const row = page.locator(`[data-testid="evaluation-row"][data-id="${e.id}"]`);
+    await row.locator('[data-testid="evaluation-status"][data-status="FAIL"]').waitFor();
+    assert.match((await row.getByTestId('dry-run-badge').textContent())!, /would have failed/);
+    await row.getByRole('link').click();
+    await page.getByTestId('verdict').getByTestId('dry-run-badge').filter({ hasText: 'would have failed' }).waitFor();
+    await page.goto(`${s.url}/gates`);
+    await page.locator(`[data-testid="gate-row"][data-id="${gate.data.createGate.id}"]`).getByTestId('gate-dry-run').waitFor();
+    await page.context().close();
+  });
+
+  test('a key limited to staging never sees prod', async () => {
+    const staging = await evaluate({ service: 'scoped', env: 'staging', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    const prod = await evaluate({ service: 'scoped', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    const key = await s.createKey(['gates:read', 'evaluations:write'], ['staging']);
+    const page = await signedIn('/evaluations?service=scoped', key);
+    await page.locator(`[data-id="${staging.id}"]`).waitFor();
+    // Live too: a new prod evaluation never reaches this tab.
+    const later = await evaluate({ service: 'scoped', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    const laterStaging = await evaluate({ service: 'scoped', env: 'staging', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    await page.locator(`[data-id="${laterStaging.id}"]`).waitFor();
+    const envs = await page.getByTestId('cell-env').allTextContents();
+    assert.deepEqual([...new Set(envs)], ['staging']);
+    assert.equal(await page.locator(`[data-id="${prod.id}"], [data-id="${later.id}"]`).count(), 0);
+    assert.equal(await page.getByTestId('facet-env').getByLabel('prod', { exact: true }).count(), 0, 'not even as a facet value');
+    await page.goto(`${s.url}/evaluations/${prod.id}`);
+    await page.getByRole('heading', { name: 'Evaluation not found' }).waitFor();
+    await page.context().close();
+  });
+
+  test('creating a gate with a bad duration shows the API\'s error at that field', async () => {
+    const page = await signedIn('/gates');
+    await page.getByRole('button', { name: 'New gate' }).click();
+    await page.getByLabel('Service').first().fill('form-svc');
+    await page.getByLabel('Env').first().fill('prod');
+    await page.getByLabel('Rule name').fill('too long');
+    await page.getByLabel('Monitor query').fill('service:form-svc');
+    await page.getByLabel('Window (seconds)').fill('99999');
+    await page.getByRole('button', { name: 'Create gate' }).click();
+    const error = page.getByTestId('field-error-input.rules[0].options.monitor.duration');
+    await error.waitFor();
+    assert.match((await error.textContent())!, /between 0 and 7200/);
+    assert.equal(await page.getByLabel('Window (seconds)').getAttribute('aria-invalid'), 'true');
+    const described = await page.getByLabel('Window (seconds)').getAttribute('aria-describedby');
+    assert.ok(described?.includes((await error.getAttribute('id'))!), 'the error is tied to its field');
+    // Fixed, it is created and opens.
+    await page.getByLabel('Window (seconds)').fill('60');
+    await page.getByRole('button', { name: 'Create gate' }).click();
+    await page.getByRole('heading', { name: /form-svc/ }).waitFor();
+    await page.context().close();
+  });
+
+  test('stopping and restarting the server mid-view: a banner, then the page shows what changed meanwhile', async () => {
+    const page = await signedIn('/evaluations');
+    await page.getByTestId('live-indicator').waitFor();
+    await s.stop();
+    await page.getByTestId('connection-banner').and(page.locator('[data-state="offline"]')).waitFor();
+
+    // Meanwhile, another server on the same file records an evaluation no open page could hear of.
+    const other = await startServer({}, { dir });
+    const meanwhile = await driver(other).evaluate({ service: 'meanwhile', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    assert.equal(meanwhile.errors, undefined);
+    await other.stop();
+
+    s = await startServer({ port }, { dir });
+    d = driver(s);
+    await page.locator(`[data-testid="evaluation-row"][data-id="${meanwhile.data.evaluateGate.id}"]`).waitFor({ timeout: 20_000 });
+    await page.getByTestId('connection-banner').and(page.locator('[data-state="offline"]')).waitFor({ state: 'detached' });
+    // And live again: a new evaluation appears without reload.
+    const after = await evaluate({ service: 'after-restart', env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+    await page.locator(`[data-testid="evaluation-row"][data-id="${after.id}"]`).waitFor();
+    await page.context().close();
   });
 });

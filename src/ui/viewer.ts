@@ -1,26 +1,20 @@
-import { ApiError, gql } from './api.ts';
+import { gql } from './api.ts';
 
-/** The signed-in key as the API describes it; scopes null when the API cannot say (then the server decides each action). */
+/** The signed-in key as the API describes it (Query.viewer). */
 export interface Viewer {
   name: string;
+  /** Every scope the key acts with (ADMIN grants all); null when the API could not be asked (offline). */
   scopes: string[] | null;
   envs: string[] | null;
 }
 
 /** Checks a key with the cheapest authenticated query; throws ApiError (UNAUTHENTICATED, NETWORK…). */
 export async function viewer(key: string): Promise<Viewer> {
-  try {
-    const d = await gql<{ viewer: Viewer }>('query Viewer { viewer { name scopes envs } }', undefined, key);
-    return d.viewer;
-  } catch (err) {
-    // A server without Query.viewer: the key is good if a trivial query is accepted.
-    if (!(err instanceof ApiError) || err.code !== 'GRAPHQL_VALIDATION_FAILED') throw err;
-    await gql('query SignIn { __typename }', undefined, key);
-    return { name: 'signed in', scopes: null, envs: null };
-  }
+  const d = await gql<{ viewer: { name: string; envs: string[] | null; effectiveScopes: string[] } }>('query Viewer { viewer { name envs effectiveScopes } }', undefined, key);
+  return { name: d.viewer.name, envs: d.viewer.envs, scopes: d.viewer.effectiveScopes };
 }
 
-/** Whether the key may do what needs one of these scopes (ADMIN may do everything). */
+/** Whether the key may do what needs one of these scopes; unknown scopes (offline) let the server decide. */
 export function can(who: Viewer, ...scopes: string[]): boolean {
-  return who.scopes === null || who.scopes.includes('ADMIN') || scopes.some((s) => who.scopes!.includes(s));
+  return who.scopes === null || scopes.some((s) => who.scopes!.includes(s));
 }

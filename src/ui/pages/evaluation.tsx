@@ -15,7 +15,9 @@ const EVALUATION = `id service env identifier version primaryTag dryRun justInTi
   rules { id ruleId name type dryRun status reason insufficientData consecutiveSourceErrors startedAt windowStartsAt windowEndsAt finishedAt
     ${RULE_OPTIONS}
     evidence { matchedMonitors { id name groups } failingGroups { monitorId monitorName group state since url } }
-    evidenceJson }`;
+    fddEvidence { version baseline baselineVersions canaryRequests largestEValue insufficientData requestsNeeded
+      faultyResources { scope name eValue threshold canary { requests errors errorRate } baseline { requests errors errorRate } }
+      newErrorTypes { errorType count resources sampleMessage eValue threshold } } }`;
 
 const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
@@ -41,7 +43,7 @@ interface RuleEvaluation {
     matchedMonitors: Array<{ id: string; name: string; groups: number }>;
     failingGroups: Array<{ monitorId: string; monitorName: string; group: string; state: string; since: string; url: string }>;
   } | null;
-  evidenceJson: any;
+  fddEvidence: any;
 }
 
 interface Evaluation {
@@ -157,7 +159,7 @@ function FddEvidence({ ev }: { ev: any }) {
   return (
     <div class="evidence" data-testid="fdd-evidence">
       <p class="small">
-        Version <strong>{ev.version ?? '—'}</strong> against {ev.baseline === 'lookback' ? 'the hour before' : 'concurrent traffic'}
+        Version <strong>{ev.version ?? '—'}</strong> against {ev.baseline === 'LOOKBACK' ? 'the hour before' : 'concurrent traffic'}
         {Array.isArray(ev.baselineVersions) && ev.baselineVersions.length > 0 && ` (${ev.baselineVersions.join(', ')})`}; {num(ev.canaryRequests)} requests of the new version
         {typeof ev.largestEValue === 'number' && <>; largest evidence {num(ev.largestEValue)}</>}
         {ev.insufficientData && <>; not enough traffic to decide{ev.requestsNeeded ? ` (about ${num(ev.requestsNeeded)} requests needed)` : ''}</>}.
@@ -329,7 +331,7 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
       <p class="small muted">{describeOptions(rule.options)}</p>
       <details open={rule.status === 'FAIL'}>
         <summary>Evidence</summary>
-        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.evidenceJson} />}
+        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.fddEvidence} />}
       </details>
     </li>
   );

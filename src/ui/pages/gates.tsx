@@ -1,8 +1,648 @@
-import { Page } from '../components.tsx';
-import type { Viewer } from '../viewer.ts';
-export function GatesPage(_: { who: Viewer }) {
-  return <Page title="Gates">Coming.</Page>;
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, gql } from '../api.ts';
+import { ErrorNote, Field, Page, Time, useQuery, useSubscription } from '../components.tsx';
+import { navigate, useLocation, withParams } from '../router.ts';
+import { can, type Viewer } from '../viewer.ts';
+import { EvaluationStatusCell } from './evaluations.tsx';
+
+const RULE_FIELDS = `id name type dryRun updatedAt updatedBy options { __typename
+  ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+const GATE_FIELDS = `id service env identifier dryRun onSourceError createdAt createdBy updatedAt updatedBy rules { ${RULE_FIELDS} }`;
+
+interface Rule {
+  id: string;
+  name: string;
+  type: string;
+  dryRun: boolean;
+  updatedAt: string;
+  updatedBy: string;
+  options: Record<string, any> & { __typename: string };
 }
-export function GatePage(_: { id: string; who: Viewer }) {
-  return <Page title="Gate">Coming.</Page>;
+interface Gate {
+  id: string;
+  service: string;
+  env: string;
+  identifier: string;
+  dryRun: boolean;
+  onSourceError: string;
+  createdAt: string;
+  createdBy: string;
+  updatedAt: string;
+  updatedBy: string;
+  rules: Rule[];
+}
+interface LastEvaluation {
+  id: string;
+  status: string;
+  dryRun: boolean;
+  startedAt: string;
+}
+
+const asError = (err: unknown) => (err instanceof ApiError ? err : new ApiError([{ message: String(err) }]));
+
+// ---- rule form (create and edit), every input named by the API's field path ----
+
+interface RuleDraft {
+  name: string;
+  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION';
+  dryRun: boolean;
+  query: string;
+  duration: string;
+  warmup: string;
+  failOnNoData: boolean;
+  failOnNoGroupsFound: boolean;
+  alpha: string;
+  minRelativeIncrease: string;
+  excludedResources: string;
+  newErrorTypes: boolean;
+  onInsufficientData: string;
+}
+
+const blankRule = (): RuleDraft => ({
+  name: '',
+  type: 'MONITOR',
+  dryRun: false,
+  query: '',
+  duration: '',
+  warmup: '',
+  failOnNoData: true,
+  failOnNoGroupsFound: false,
+  alpha: '',
+  minRelativeIncrease: '',
+  excludedResources: '',
+  newErrorTypes: true,
+  onInsufficientData: 'PASS',
+});
+
+function draftOf(rule: Rule): RuleDraft {
+  const o = rule.options;
+  return {
+    ...blankRule(),
+    name: rule.name,
+    type: rule.type as RuleDraft['type'],
+    dryRun: rule.dryRun,
+    query: o.query ?? '',
+    duration: String(o.duration ?? ''),
+    warmup: String(o.warmup ?? ''),
+    failOnNoData: o.failOnNoData ?? true,
+    failOnNoGroupsFound: o.failOnNoGroupsFound ?? false,
+    alpha: o.alpha !== undefined ? String(o.alpha) : '',
+    minRelativeIncrease: o.minRelativeIncrease !== undefined ? String(o.minRelativeIncrease) : '',
+    excludedResources: (o.excludedResources ?? []).join('\n'),
+    newErrorTypes: o.newErrorTypes ?? true,
+    onInsufficientData: o.onInsufficientData ?? 'PASS',
+  };
+}
+
+/** A number field as the API takes it: empty is "the default"; anything else is sent for the API to judge. */
+const numberOrOmit = (s: string) => (s.trim() === '' ? undefined : Number(s));
+
+function ruleInput(d: RuleDraft): Record<string, unknown> {
+  const options =
+    d.type === 'MONITOR'
+      ? { monitor: { query: d.query, duration: numberOrOmit(d.duration), warmup: numberOrOmit(d.warmup), failOnNoData: d.failOnNoData, failOnNoGroupsFound: d.failOnNoGroupsFound } }
+      : {
+          faultyDeploymentDetection: {
+            duration: numberOrOmit(d.duration),
+            alpha: numberOrOmit(d.alpha),
+            minRelativeIncrease: numberOrOmit(d.minRelativeIncrease),
+            excludedResources: d.excludedResources.split('\n').map((s) => s.trim()).filter(Boolean),
+            newErrorTypes: d.newErrorTypes,
+            onInsufficientData: d.onInsufficientData,
+          },
+        };
+  return { name: d.name, dryRun: d.dryRun, options };
+}
+
+/** A number the browser cannot parse is refused here, at its field, before the API is asked. */
+function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
+  const errors: Record<string, string> = {};
+  const opt = `${prefix}.options.${d.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection'}`;
+  const check = (value: string, field: string, integer: boolean) => {
+    if (value.trim() === '') return;
+    const n = Number(value);
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) errors[`${opt}.${field}`] = `${field} must be ${integer ? 'a whole number of seconds' : 'a number'}`;
+  };
+  check(d.duration, 'duration', true);
+  if (d.type === 'MONITOR') check(d.warmup, 'warmup', true);
+  else {
+    check(d.alpha, 'alpha', false);
+    check(d.minRelativeIncrease, 'minRelativeIncrease', false);
+  }
+  return errors;
+}
+
+function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; errors: Record<string, string>; lockType?: boolean }) {
+  const opt = `${prefix}.options.${d.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection'}`;
+  const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
+  const check = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).checked });
+  return (
+    <div class="form-grid">
+      <Field label="Rule name" name={`${prefix}.name`} errors={errors}>
+        {(p) => <input {...p} value={d.name} onInput={text('name')} required />}
+      </Field>
+      <Field label="Rule type" name={`${prefix}.type`} errors={errors}>
+        {(p) => (
+          <select {...p} value={d.type} onChange={text('type')} disabled={lockType}>
+            <option value="MONITOR">Monitor</option>
+            <option value="FAULTY_DEPLOYMENT_DETECTION">Faulty deployment detection</option>
+          </select>
+        )}
+      </Field>
+      {d.type === 'MONITOR' && (
+        <Field label="Monitor query" name={`${opt}.query`} errors={errors} hint="e.g. service:checkout env:prod">
+          {(p) => <input {...p} value={d.query} onInput={text('query')} />}
+        </Field>
+      )}
+      <Field label="Window (seconds)" name={`${opt}.duration`} errors={errors} hint={d.type === 'MONITOR' ? '0 checks once; at most 7200' : 'at most 7200; default 900'}>
+        {(p) => <input {...p} inputMode="numeric" value={d.duration} onInput={text('duration')} />}
+      </Field>
+      {d.type === 'MONITOR' ? (
+        <>
+          <Field label="Warmup (seconds)" name={`${opt}.warmup`} errors={errors}>
+            {(p) => <input {...p} inputMode="numeric" value={d.warmup} onInput={text('warmup')} />}
+          </Field>
+          <div class="inline-check">
+            <input type="checkbox" id={`${prefix}-nodata`} checked={d.failOnNoData} onChange={check('failOnNoData')} />
+            <label for={`${prefix}-nodata`}>NO_DATA fails the rule</label>
+          </div>
+          <div class="inline-check">
+            <input type="checkbox" id={`${prefix}-nogroups`} checked={d.failOnNoGroupsFound} onChange={check('failOnNoGroupsFound')} />
+            <label for={`${prefix}-nogroups`}>No groups found fails the rule</label>
+          </div>
+        </>
+      ) : (
+        <>
+          <Field label="Alpha (false-failure budget)" name={`${opt}.alpha`} errors={errors} hint="(0, 0.2]; default 0.01">
+            {(p) => <input {...p} inputMode="decimal" value={d.alpha} onInput={text('alpha')} />}
+          </Field>
+          <Field label="Minimum relative increase" name={`${opt}.minRelativeIncrease`} errors={errors} hint="0.5 = +50%">
+            {(p) => <input {...p} inputMode="decimal" value={d.minRelativeIncrease} onInput={text('minRelativeIncrease')} />}
+          </Field>
+          <Field label="Excluded resources (one a line)" name={`${opt}.excludedResources`} errors={errors}>
+            {(p) => <textarea {...p} rows={2} value={d.excludedResources} onInput={text('excludedResources')} />}
+          </Field>
+          <Field label="Too little traffic" name={`${opt}.onInsufficientData`} errors={errors}>
+            {(p) => (
+              <select {...p} value={d.onInsufficientData} onChange={text('onInsufficientData')}>
+                <option value="PASS">passes</option>
+                <option value="FAIL">fails</option>
+              </select>
+            )}
+          </Field>
+          <div class="inline-check">
+            <input type="checkbox" id={`${prefix}-newtypes`} checked={d.newErrorTypes} onChange={check('newErrorTypes')} />
+            <label for={`${prefix}-newtypes`}>Fail on new error types</label>
+          </div>
+        </>
+      )}
+      <div class="inline-check">
+        <input type="checkbox" id={`${prefix}-dry`} checked={d.dryRun} onChange={check('dryRun')} />
+        <label for={`${prefix}-dry`}>Rule in dry run (recorded, never counted)</label>
+      </div>
+    </div>
+  );
+}
+
+/** Errors the API named, keyed by field; those it could not place go in `general`. */
+function placeErrors(err: ApiError, known: (field: string) => boolean): { fields: Record<string, string>; general: ApiError | null } {
+  const fields = err.fieldErrors();
+  const placed = Object.keys(fields).some(known);
+  return { fields, general: placed ? null : err };
+}
+
+// ---- list ----
+
+function CreateGate({ onCreated }: { onCreated: (g: Gate) => void }) {
+  const [service, setService] = useState('');
+  const [env, setEnv] = useState('');
+  const [identifier, setIdentifier] = useState('');
+  const [dryRun, setDryRun] = useState(false);
+  const [onSourceError, setOnSourceError] = useState('FAIL');
+  const [withRule, setWithRule] = useState(true);
+  const [rule, setRule] = useState<RuleDraft>(blankRule);
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [general, setGeneral] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setGeneral(null);
+    const local = withRule ? localErrors(rule, 'input.rules[0]') : {};
+    setErrors(local);
+    if (Object.keys(local).length) return;
+    setBusy(true);
+    try {
+      const input = { service, env, ...(identifier && { identifier }), dryRun, onSourceError, ...(withRule && { rules: [ruleInput(rule)] }) };
+      const d = await gql<{ createGate: Gate }>(`mutation CreateGate($input: CreateGateInput!) { createGate(input: $input) { ${GATE_FIELDS} } }`, { input });
+      onCreated(d.createGate);
+    } catch (err) {
+      const placed = placeErrors(asError(err), (f) => !!document.querySelector(`[name="${CSS.escape(f)}"]`));
+      setErrors(placed.fields);
+      setGeneral(placed.general);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="card" onSubmit={submit} aria-labelledby="create-gate-title" noValidate>
+      <h2 id="create-gate-title">New gate</h2>
+      <div class="form-grid">
+        <Field label="Service" name="input.service" errors={errors}>
+          {(p) => <input {...p} value={service} onInput={(e) => setService((e.target as HTMLInputElement).value)} />}
+        </Field>
+        <Field label="Env" name="input.env" errors={errors}>
+          {(p) => <input {...p} value={env} onInput={(e) => setEnv((e.target as HTMLInputElement).value)} />}
+        </Field>
+        <Field label="Identifier" name="input.identifier" errors={errors} hint="default: default">
+          {(p) => <input {...p} value={identifier} onInput={(e) => setIdentifier((e.target as HTMLInputElement).value)} />}
+        </Field>
+        <Field label="When a data source keeps failing" name="input.onSourceError" errors={errors}>
+          {(p) => (
+            <select {...p} value={onSourceError} onChange={(e) => setOnSourceError((e.target as HTMLSelectElement).value)}>
+              <option value="FAIL">the rule fails</option>
+              <option value="PASS">the rule passes</option>
+            </select>
+          )}
+        </Field>
+      </div>
+      <div class="inline-check">
+        <input type="checkbox" id="new-gate-dry" checked={dryRun} onChange={(e) => setDryRun((e.target as HTMLInputElement).checked)} />
+        <label for="new-gate-dry">Dry run (callers are always told PASS)</label>
+      </div>
+      <div class="inline-check">
+        <input type="checkbox" id="new-gate-rule" checked={withRule} onChange={(e) => setWithRule((e.target as HTMLInputElement).checked)} />
+        <label for="new-gate-rule">With a first rule</label>
+      </div>
+      {withRule && (
+        <fieldset class="group">
+          <legend>First rule</legend>
+          <RuleFields d={rule} set={setRule} prefix="input.rules[0]" errors={errors} />
+        </fieldset>
+      )}
+      <ErrorNote error={general} />
+      <div class="form-actions">
+        <button type="submit" disabled={busy}>
+          Create gate
+        </button>
+      </div>
+    </form>
+  );
+}
+
+const GATES = `query Gates($filter: GateFilter, $first: Int!, $after: String) {
+  gates(filter: $filter, first: $first, after: $after) { totalCount edges { node { ${GATE_FIELDS} } } pageInfo { endCursor hasNextPage } }
+}`;
+const GATE_EVENTS = `subscription GateEvents { gateEvents { kind actor at gate { ${GATE_FIELDS} } } }`;
+const PAGE = 20;
+
+/** The last evaluations of each listed gate, in one request (aliases; at most 20 gates a page). */
+function useLastEvaluations(ids: string[]) {
+  const query = ids.length
+    ? `query LastEvaluations { ${ids.map((id, i) => `g${i}: evaluations(filter: { gateId: ${JSON.stringify(id)} }, first: 3) { edges { node { id status dryRun startedAt } } }`).join(' ')} }`
+    : '{ __typename }';
+  const r = useQuery<Record<string, { edges: Array<{ node: LastEvaluation }> }>>(query, {}, { skip: ids.length === 0 });
+  const out = new Map<string, LastEvaluation[]>();
+  if (r.data) ids.forEach((id, i) => out.set(id, r.data![`g${i}`]?.edges.map((e) => e.node) ?? []));
+  return { byGate: out, refetch: r.refetch };
+}
+
+export function GatesPage({ who }: { who: Viewer }) {
+  const { params } = useLocation();
+  const service = params.get('service') ?? '';
+  const env = params.get('env') ?? '';
+  const after = params.get('after');
+  const filter = { ...(service && { service }), ...(env && { env }) };
+  const q = useQuery<{ gates: { totalCount: number; edges: Array<{ node: Gate }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } } }>(GATES, { filter, first: PAGE, after });
+  const gates = q.data?.gates.edges.map((e) => e.node) ?? [];
+  const last = useLastEvaluations(gates.map((g) => g.id));
+  const [creating, setCreating] = useState(false);
+  const [svc, setSvc] = useState(service);
+  const [en, setEn] = useState(env);
+  useEffect(() => {
+    setSvc(service);
+    setEn(env);
+  }, [service, env]);
+  useSubscription<{ gateEvents: { kind: string } }>(GATE_EVENTS, {}, () => void q.refetch());
+  const writer = can(who, 'GATES_WRITE');
+  return (
+    <Page
+      title="Gates"
+      actions={
+        writer && (
+          <button type="button" aria-expanded={creating} onClick={() => setCreating(!creating)}>
+            {creating ? 'Close the form' : 'New gate'}
+          </button>
+        )
+      }
+    >
+      {creating && <CreateGate onCreated={(g) => navigate(`/gates/${g.id}`)} />}
+      <form
+        class="filters"
+        role="search"
+        onSubmit={(e) => {
+          e.preventDefault();
+          navigate(withParams('/gates', { service: svc.trim(), env: en.trim() }));
+        }}
+      >
+        <label for="gates-service">Service</label> <input id="gates-service" value={svc} onInput={(e) => setSvc((e.target as HTMLInputElement).value)} />{' '}
+        <label for="gates-env">Env</label> <input id="gates-env" value={en} onInput={(e) => setEn((e.target as HTMLInputElement).value)} />{' '}
+        <button type="submit" class="secondary">
+          Filter
+        </button>
+      </form>
+      <ErrorNote error={q.error} />
+      <p class="summary" aria-live="polite">
+        {q.data ? `${q.data.gates.totalCount} gate${q.data.gates.totalCount === 1 ? '' : 's'}` : 'Loading…'}
+      </p>
+      <div class="table-wrap">
+        <table data-testid="gates-table">
+          <caption class="visually-hidden">Gates</caption>
+          <thead>
+            <tr>
+              <th scope="col">Gate</th>
+              <th scope="col">Mode</th>
+              <th scope="col">Rules</th>
+              <th scope="col">Last evaluations</th>
+              <th scope="col">Updated</th>
+            </tr>
+          </thead>
+          <tbody>
+            {gates.map((g) => (
+              <tr key={g.id} data-testid="gate-row" data-id={g.id}>
+                <td>
+                  <a href={`/gates/${g.id}`}>
+                    {g.service} / {g.env} / {g.identifier}
+                  </a>
+                </td>
+                <td>{g.dryRun ? <span class="badge badge-dry" data-testid="gate-dry-run">dry run</span> : <span class="small">enforced</span>}</td>
+                <td>
+                  <ul class="plain small">
+                    {g.rules.map((r) => (
+                      <li key={r.id}>
+                        {r.name} <span class="muted">({r.type === 'MONITOR' ? 'monitor' : 'FDD'}{r.dryRun ? ', dry run' : ''})</span>
+                      </li>
+                    ))}
+                    {g.rules.length === 0 && <li class="muted">no rules</li>}
+                  </ul>
+                </td>
+                <td>
+                  <ul class="plain">
+                    {(last.byGate.get(g.id) ?? []).map((e) => (
+                      <li key={e.id}>
+                        <a href={`/evaluations/${e.id}`} aria-label={`Evaluation started ${new Date(e.startedAt).toLocaleString()}: ${e.status}`}>
+                          <EvaluationStatusCell e={e} />
+                        </a>
+                      </li>
+                    ))}
+                  </ul>
+                </td>
+                <td>
+                  <Time at={g.updatedAt} />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      {q.data?.gates.pageInfo.hasNextPage && (
+        <p>
+          <a href={withParams('/gates', { service, env, after: q.data.gates.pageInfo.endCursor })}>Next gates</a>
+        </p>
+      )}
+    </Page>
+  );
+}
+
+// ---- one gate ----
+
+function RuleEditor({ gateId, rule, onDone }: { gateId: string; rule: Rule | null; onDone: () => void }) {
+  const [d, setD] = useState<RuleDraft>(() => (rule ? draftOf(rule) : blankRule()));
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [general, setGeneral] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setGeneral(null);
+    const local = localErrors(d, 'input');
+    setErrors(local);
+    if (Object.keys(local).length) return;
+    setBusy(true);
+    try {
+      if (rule) await gql(`mutation($id: ID!, $input: UpdateRuleInput!) { updateRule(id: $id, input: $input) { id } }`, { id: rule.id, input: ruleInput(d) });
+      else await gql(`mutation($gateId: ID!, $input: RuleInput!) { createRule(gateId: $gateId, input: $input) { id } }`, { gateId, input: ruleInput(d) });
+      onDone();
+    } catch (err) {
+      const placed = placeErrors(asError(err), (f) => !!document.querySelector(`[name="${CSS.escape(f)}"]`));
+      setErrors(placed.fields);
+      setGeneral(placed.general);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="card" onSubmit={submit} noValidate aria-label={rule ? `Edit rule ${rule.name}` : 'New rule'}>
+      <RuleFields d={d} set={setD} prefix="input" errors={errors} lockType={!!rule} />
+      <ErrorNote error={general} />
+      <div class="form-actions">
+        <button type="submit" disabled={busy}>
+          {rule ? 'Save rule' : 'Add rule'}
+        </button>
+        <button type="button" class="secondary" onClick={onDone}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
+function GateSettings({ gate, onSaved }: { gate: Gate; onSaved: () => void }) {
+  const [dryRun, setDryRun] = useState(gate.dryRun);
+  const [onSourceError, setOnSourceError] = useState(gate.onSourceError);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [saved, setSaved] = useState(false);
+  useEffect(() => {
+    setDryRun(gate.dryRun);
+    setOnSourceError(gate.onSourceError);
+  }, [gate.dryRun, gate.onSourceError]);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setError(null);
+    setSaved(false);
+    try {
+      await gql(`mutation($id: ID!, $input: UpdateGateInput!) { updateGate(id: $id, input: $input) { id } }`, { id: gate.id, input: { dryRun, onSourceError } });
+      setSaved(true);
+      onSaved();
+    } catch (err) {
+      setError(asError(err));
+    }
+  };
+  return (
+    <form class="card" onSubmit={submit} aria-labelledby="settings-title">
+      <h2 id="settings-title">Settings</h2>
+      <div class="inline-check">
+        <input type="checkbox" id="gate-dry" checked={dryRun} onChange={(e) => setDryRun((e.target as HTMLInputElement).checked)} />
+        <label for="gate-dry">Dry run (callers are always told PASS)</label>
+      </div>
+      <Field label="When a data source keeps failing" name="input.onSourceError" errors={error?.fieldErrors() ?? {}}>
+        {(p) => (
+          <select {...p} value={onSourceError} onChange={(e) => setOnSourceError((e.target as HTMLSelectElement).value)}>
+            <option value="FAIL">the rule fails</option>
+            <option value="PASS">the rule passes</option>
+          </select>
+        )}
+      </Field>
+      <ErrorNote error={error} />
+      <div class="form-actions">
+        <button type="submit">Save settings</button>
+        {saved && <span role="status">Saved.</span>}
+      </div>
+    </form>
+  );
+}
+
+export function GatePage({ id, who }: { id: string; who: Viewer }) {
+  const q = useQuery<{ gate: Gate | null; evaluations: { edges: Array<{ node: LastEvaluation & { version: string | null; finishedAt: string | null } }> } }>(
+    `query Gate($id: ID!) { gate(id: $id) { ${GATE_FIELDS} } evaluations(filter: { gateId: $id }, first: 10) { edges { node { id status dryRun startedAt finishedAt version } } } }`,
+    { id },
+  );
+  const [editing, setEditing] = useState<string | null>(null);
+  const [deleted, setDeleted] = useState<string | null>(null);
+  const [error, setError] = useState<ApiError | null>(null);
+  const [confirming, setConfirming] = useState(false);
+  const gate = q.data?.gate;
+  useSubscription<{ gateEvents: { kind: string; actor: string; gate: Gate } }>(
+    GATE_EVENTS,
+    {},
+    ({ gateEvents: ev }) => {
+      if (ev.gate.id !== id) return;
+      if (ev.kind === 'DELETED') setDeleted(ev.actor);
+      else void q.refetch();
+    },
+    { skip: !gate },
+  );
+  const writer = can(who, 'GATES_WRITE');
+  if (q.loading && !q.data) return <Page title="Gate">Loading…</Page>;
+  if (!gate || deleted)
+    return (
+      <Page title={deleted ? 'Gate deleted' : 'Gate not found'}>
+        <ErrorNote error={q.error} />
+        <p>{deleted ? `${deleted} deleted this gate.` : `No gate ${id} that this key may see.`}</p>
+        <a href="/gates">All gates</a>
+      </Page>
+    );
+  const remove = async (mutation: 'deleteGate' | 'deleteRule', target: string) => {
+    setError(null);
+    try {
+      await gql(`mutation($id: ID!) { ${mutation}(id: $id) }`, { id: target });
+      if (mutation === 'deleteGate') navigate('/gates');
+      else void q.refetch();
+    } catch (err) {
+      setError(asError(err));
+    }
+  };
+  return (
+    <Page
+      title={
+        <>
+          {gate.service} <span class="muted">/ {gate.env} / {gate.identifier}</span> {gate.dryRun && <span class="badge badge-dry" data-testid="gate-dry-run">dry run</span>}
+        </>
+      }
+      actions={
+        writer &&
+        (confirming ? (
+          <>
+            <button type="button" class="danger" onClick={() => remove('deleteGate', gate.id)}>
+              Delete the gate and its rules
+            </button>
+            <button type="button" class="secondary" onClick={() => setConfirming(false)}>
+              Keep it
+            </button>
+          </>
+        ) : (
+          <button type="button" class="danger" onClick={() => setConfirming(true)}>
+            Delete gate
+          </button>
+        ))
+      }
+    >
+      <ErrorNote error={error} />
+      <p class="small muted">
+        Created by {gate.createdBy} <Time at={gate.createdAt} />; updated by {gate.updatedBy} <Time at={gate.updatedAt} />.
+      </p>
+      {writer && <GateSettings gate={gate} onSaved={() => void q.refetch()} />}
+      <section aria-labelledby="gate-rules-title">
+        <h2 id="gate-rules-title">Rules</h2>
+        <ul class="rules">
+          {gate.rules.map((r) => (
+            <li key={r.id} class="rule" data-testid="gate-rule" data-rule-name={r.name}>
+              {editing === r.id ? (
+                <RuleEditor
+                  gateId={gate.id}
+                  rule={r}
+                  onDone={() => {
+                    setEditing(null);
+                    void q.refetch();
+                  }}
+                />
+              ) : (
+                <>
+                  <div class="rule-head">
+                    <h3>{r.name}</h3>
+                    <span class="muted small">{r.type === 'MONITOR' ? 'Monitor' : 'Faulty deployment detection'}</span>
+                    {r.dryRun && <span class="badge badge-dry">dry run</span>}
+                    {writer && (
+                      <span class="page-actions">
+                        <button type="button" class="small secondary" onClick={() => setEditing(r.id)} aria-label={`Edit rule ${r.name}`}>
+                          Edit
+                        </button>
+                        <button type="button" class="small danger" onClick={() => remove('deleteRule', r.id)} aria-label={`Delete rule ${r.name}`}>
+                          Delete
+                        </button>
+                      </span>
+                    )}
+                  </div>
+                  <p class="small muted">
+                    {r.options.__typename === 'MonitorRuleOptions'
+                      ? `${r.options.query ? `query “${r.options.query}”` : 'monitors by id'}; window ${r.options.duration} s${r.options.warmup ? `, warmup ${r.options.warmup} s` : ''}`
+                      : `window ${r.options.duration} s; alpha ${r.options.alpha}; +${Math.round(r.options.minRelativeIncrease * 100)}%`}
+                  </p>
+                </>
+              )}
+            </li>
+          ))}
+          {gate.rules.length === 0 && <li class="muted">No rules: every evaluation passes.</li>}
+        </ul>
+        {writer &&
+          (editing === 'new' ? (
+            <RuleEditor
+              gateId={gate.id}
+              rule={null}
+              onDone={() => {
+                setEditing(null);
+                void q.refetch();
+              }}
+            />
+          ) : (
+            <button type="button" class="secondary" onClick={() => setEditing('new')}>
+              Add a rule
+            </button>
+          ))}
+      </section>
+      <section aria-labelledby="gate-evals-title">
+        <h2 id="gate-evals-title">Last evaluations</h2>
+        <ul class="plain">
+          {(q.data?.evaluations.edges ?? []).map(({ node: e }) => (
+            <li key={e.id}>
+              <a href={`/evaluations/${e.id}`}>
+                <Time at={e.startedAt} />
+              </a>{' '}
+              {e.version ?? ''} <EvaluationStatusCell e={e} />
+            </li>
+          ))}
+          {q.data?.evaluations.edges.length === 0 && <li class="muted">Not evaluated yet.</li>}
+        </ul>
+      </section>
+    </Page>
+  );
 }
