@@ -76,6 +76,14 @@ function resourceAllowed(o: FddRuleOptions, resource: string): boolean {
   return true;
 }
 
+function logSumExp(xs: number[]): number {
+  const m = Math.max(...xs);
+  if (!Number.isFinite(m)) return m;
+  let sum = 0;
+  for (const x of xs) sum += Math.exp(x - m);
+  return m + Math.log(sum);
+}
+
 /** Names and requests, busiest first (ties by name), of the rows the rule may look at. */
 function trafficOf(rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): Array<[string, number]> {
   const hits = new Map<string, number>();
@@ -287,6 +295,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   const clustering = concurrent ? clusteringOf(rows, version) : null;
   if (clustering) evidence.clustering = { resources: round3(clustering.resources), aggregate: round3(clustering.aggregate) };
   const faulty: Array<Record<string, unknown>> = [];
+  /** Every test's record and log(share × E): the family fails when these add up to 1. */
+  const weighted: Array<{ kind: 'rate' | 'type'; record: Record<string, unknown>; logWeighted: number }> = [];
   let largest = Number.NEGATIVE_INFINITY;
   let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
   for (const test of tests) {
@@ -314,16 +324,16 @@ export function assessFdd(input: FddInput): FddAssessment {
     }
     largest = Math.max(largest, logE);
     if (logE - threshold > closest.logE - closest.threshold) closest = { logE, threshold };
-    if (logE >= threshold) {
-      faulty.push({
-        scope: test.scope,
-        name: test.name,
-        canary: { requests: c.hits, errors: c.errors, errorRate: rate(c) },
-        baseline: { requests: b.hits, errors: b.errors, errorRate: rate(b) },
-        eValue: Math.exp(Math.min(logE, 700)),
-        threshold: Math.exp(threshold),
-      });
-    }
+    const record = {
+      scope: test.scope,
+      name: test.name,
+      canary: { requests: c.hits, errors: c.errors, errorRate: rate(c) },
+      baseline: { requests: b.hits, errors: b.errors, errorRate: rate(b) },
+      eValue: Math.exp(Math.min(logE, 700)),
+      threshold: Math.exp(threshold),
+    };
+    weighted.push({ kind: 'rate', record, logWeighted: logE - threshold });
+    if (logE >= threshold) faulty.push(record);
   }
 
   // ---- new error types ----
@@ -351,9 +361,26 @@ export function assessFdd(input: FddInput): FddAssessment {
       const typeThreshold = Math.log(((slot + 1) * (slot + 2)) / (o.alpha * 0.1));
       if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
       const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
-      if (logE >= typeThreshold) {
-        newTypes.push({ errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) });
-      }
+      const record = { errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) };
+      weighted.push({ kind: 'type', record, logWeighted: logE - typeThreshold });
+      if (logE >= typeThreshold) newTypes.push(record);
+    }
+  }
+
+  // ---- the family together ----
+  // Σ share × E over every test is itself an e-process of mean ≤ alpha (a weighted average of
+  // test supermartingales of one filtration), so the rule may also fail when it reaches 1 with
+  // no single test past its own threshold: several tests halfway there are evidence too. The
+  // tests then named are the largest contributors, up to half of the sum.
+  const logSum = weighted.length > 0 ? logSumExp(weighted.map((w) => w.logWeighted)) : Number.NEGATIVE_INFINITY;
+  evidence.familyEValue = Number.isFinite(logSum) ? Math.exp(Math.min(logSum + Math.log(1 / o.alpha), 700)) : 0;
+  if (faulty.length === 0 && newTypes.length === 0 && logSum >= 0) {
+    let covered = 0;
+    for (const w of [...weighted].sort((a, b) => b.logWeighted - a.logWeighted)) {
+      w.record.jointly = true;
+      (w.kind === 'rate' ? faulty : newTypes).push(w.record);
+      covered += Math.exp(w.logWeighted - logSum);
+      if (covered >= 0.5) break;
     }
   }
 
@@ -364,7 +391,8 @@ export function assessFdd(input: FddInput): FddAssessment {
       ...faulty.slice(0, 2).map((f) => {
         const fc = f.canary as { errorRate: number; errors: number; requests: number };
         const fb = f.baseline as { errorRate: number };
-        return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ≥ ${Number((f.threshold as number).toPrecision(3))}`;
+        const against = f.jointly ? `of ${Number((f.threshold as number).toPrecision(3))} needed alone, past the family's threshold with the other tests` : `≥ ${Number((f.threshold as number).toPrecision(3))}`;
+        return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ${against}`;
       }),
       ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
     ];

@@ -102,6 +102,10 @@ export interface ServiceScenario {
   newTypeShare: number;
   /** Buckets in the window (90: 15 min). */
   buckets: number;
+  /** Incidents both versions share: in 5% of buckets every pod's error rate is 10× (a dependency down). */
+  sharedBursts?: boolean;
+  /** The canary pod's traffic ramps from 5% to 50% of the service over the window (else 10%). */
+  ramp?: boolean;
 }
 
 export interface SimBucket {
@@ -152,21 +156,26 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
     const rows: BucketRow[] = [];
     let newType = 0;
-    const mult = (): number => (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
+    const shared = sc.sharedBursts && u() < 0.05 ? 10 : 1;
+    // With a ramp, the canary pod serves share c of the service and each baseline pod (1 − c)/9.
+    const canaryShare = sc.ramp ? 0.05 + (0.45 * t) / Math.max(1, sc.buckets - 1) : CANARY_PODS / (CANARY_PODS + BASELINE_PODS);
+    const canaryPod = (sc.totalRate * canaryShare) / CANARY_PODS;
+    const baselinePod = (sc.totalRate * (1 - canaryShare)) / BASELINE_PODS;
+    const mult = (): number => shared * (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
     const canaryMult = Array.from({ length: CANARY_PODS }, mult);
     const baselineMult = Array.from({ length: BASELINE_PODS }, mult);
     ENDPOINTS.forEach((e, j) => {
       let bHits = 0;
       let bErrors = 0;
       for (const g of baselineMult) {
-        const hits = poisson(perPod * e.share * SIM_BUCKET_S * Math.max(load, 0.1), u);
+        const hits = poisson(baselinePod * e.share * SIM_BUCKET_S * Math.max(load, 0.1), u);
         bHits += hits;
         bErrors += binomial(hits, Math.min(1, e.rate * g), u);
       }
       let cHits = 0;
       let cErrors = 0;
       for (const g of canaryMult) {
-        const hits = poisson(perPod * cShares[j]! * SIM_BUCKET_S * Math.max(load, 0.1), u);
+        const hits = poisson(canaryPod * cShares[j]! * SIM_BUCKET_S * Math.max(load, 0.1), u);
         const fresh = binomial(hits, sc.newTypeShare, u);
         newType += fresh;
         cHits += hits;
