@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { readFddEvidence } from '../src/domain/fddEvidence.ts';
-import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, type TestServer } from './helpers.ts';
+import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, type TestServer } from './helpers.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -288,5 +288,91 @@ describe('filters of one shape', () => {
     assert.equal(field(long), 'filter.envs');
     const sdl = await import('node:fs').then((fs) => fs.readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8'));
     assert.match(sdl, /env: String @deprecated\(reason: "Use envs, a list\."\)/);
+  });
+});
+
+describe('evaluation facets and rule filters', () => {
+  const FACETS = `query($f: EvaluationFilter, $top: Int) { evaluationFacets(filter: $f, top: $top) { startedAfter startedBefore
+    service { value count } env { value count } identifier { value count } version { value count } status { value count }
+    dryRun { value count } gate { value count label } ruleType { value count } ruleName { value count } } }`;
+  const asMap = (values: Array<{ value: string; count: number }>) => Object.fromEntries(values.map((v) => [v.value, v.count]));
+
+  test('each facet lists its values with counts over the range, leaving out its own selection, within the key’s envs', async () => {
+    const okProd = await monitorIn('fc-prod', 'OK');
+    const badProd = await monitorIn('fc-prod', 'ALERT');
+    const okStaging = await monitorIn('fc-staging', 'OK');
+    const gate = (await must(CREATE_GATE, { input: { service: 'fc-web', env: 'fc-prod', rules: [monitorRule('stored', { query: okProd })] } })).createGate;
+    await finished({ service: 'fc-web', env: 'fc-prod', version: 'v1' });
+    await finished({ service: 'fc-web', env: 'fc-prod', version: 'v2', configuration: { rules: [jitMonitor('alerts', { query: badProd })] } });
+    await finished({ service: 'fc-api', env: 'fc-prod', version: 'v2', configuration: { dryRun: true, rules: [jitMonitor('alerts', { query: badProd }), jitMonitor('fine', { query: okProd })] } });
+    await finished({ service: 'fc-api', env: 'fc-staging', version: 'v3', configuration: { rules: [jitMonitor('fine', { query: okStaging })] } });
+
+    const all = (await must(FACETS, { f: { service: ['fc-web', 'fc-api'] } })).evaluationFacets;
+    assert.equal(asMap(all.service)['fc-web'], 2);
+    assert.equal(asMap(all.service)['fc-api'], 2);
+    assert.deepEqual(asMap(all.env), { 'fc-prod': 3, 'fc-staging': 1 });
+    assert.deepEqual(asMap(all.version), { v2: 2, v1: 1, v3: 1 });
+    assert.deepEqual(asMap(all.status), { FAIL: 2, PASS: 2 });
+    assert.deepEqual(asMap(all.dryRun), { false: 3, true: 1 });
+    assert.deepEqual(all.gate, [{ value: gate.id, count: 1, label: 'fc-web/fc-prod/default' }]);
+    assert.deepEqual(asMap(all.ruleType), { MONITOR: 4 });
+    assert.deepEqual(asMap(all.ruleName), { alerts: 2, fine: 2, stored: 1 });
+    assert.ok(Date.parse(all.startedBefore) - Date.parse(all.startedAfter) === 7 * 24 * 3600_000, 'default range: 7 days');
+
+    // Choosing a service narrows the other facets, not its own.
+    const web = (await must(FACETS, { f: { service: ['fc-web'] } })).evaluationFacets;
+    assert.deepEqual(asMap(web.service), { 'fc-web': 2, 'fc-api': 2 });
+    assert.deepEqual(asMap(web.version), { v1: 1, v2: 1 });
+    assert.deepEqual(asMap(web.ruleName), { alerts: 1, stored: 1 });
+
+    // The rule filters select evaluations by their rules, in the list and its count alike.
+    const list = async (f: Record<string, unknown>, key?: string) =>
+      (await must('query($f: EvaluationFilter) { evaluations(filter: $f) { totalCount edges { node { service version } } } }', { f }, key)).evaluations;
+    const alerts = await list({ service: ['fc-web', 'fc-api'], ruleName: ['alerts'] });
+    assert.equal(alerts.totalCount, 2);
+    assert.deepEqual(alerts.edges.map((e: any) => `${e.node.service}@${e.node.version}`), ['fc-api@v2', 'fc-web@v2']);
+    assert.equal((await list({ service: ['fc-web', 'fc-api'], ruleType: ['FAULTY_DEPLOYMENT_DETECTION'] })).totalCount, 0);
+    assert.equal((await list({ gateIds: [gate.id] })).totalCount, 1);
+
+    // A key of one env: its facets count only that env, the env facet included.
+    const staging = await s.createKey(['gates:read'], ['fc-staging']);
+    const limited = (await must(FACETS, { f: { service: ['fc-web', 'fc-api'] } }, staging)).evaluationFacets;
+    assert.deepEqual(asMap(limited.env), { 'fc-staging': 1 });
+    assert.deepEqual(asMap(limited.service), { 'fc-api': 1 });
+    assert.deepEqual(asMap(limited.ruleName), { fine: 1 });
+    assert.deepEqual(limited.gate, []);
+    const asked = (await must(FACETS, { f: { env: ['fc-prod'] } }, staging)).evaluationFacets;
+    assert.deepEqual(asked.service, []);
+    assert.deepEqual(asMap(asked.env), { 'fc-staging': 1 });
+
+    // top bounds every list.
+    assert.equal((await must(FACETS, { f: { service: ['fc-web', 'fc-api'] }, top: 1 })).evaluationFacets.ruleName.length, 1);
+  });
+
+  test('a range over 30 days, a reversed range, a bad top and a bad gate id are refused naming the field', async () => {
+    const now = Date.now();
+    const wide = await s.gql(FACETS, { f: { startedAfter: new Date(now - 31 * 86400_000).toISOString() } });
+    assert.equal(code(wide), 'BAD_USER_INPUT');
+    assert.equal(field(wide), 'filter.startedAfter');
+    assert.match(wide.errors![0]!.message, /at most 30 days/);
+    const reversed = await s.gql(FACETS, { f: { startedAfter: new Date(now).toISOString(), startedBefore: new Date(now - 1000).toISOString() } });
+    assert.equal(field(reversed), 'filter.startedAfter');
+    assert.equal(field(await s.gql(FACETS, { top: 0 })), 'top');
+    assert.equal(field(await s.gql(FACETS, { top: 101 })), 'top');
+    assert.equal(field(await s.gql(FACETS, { f: { gateIds: ['nope'] } })), 'filter.gateIds[0]');
+    assert.equal(field(await s.gql(FACETS, { f: { ruleName: Array(101).fill('x') } })), 'filter.ruleName');
+    const thirty = await s.gql(FACETS, { f: { startedAfter: new Date(now - 30 * 86400_000).toISOString(), startedBefore: new Date(now).toISOString() } });
+    assert.equal(thirty.errors, undefined);
+  });
+
+  test('evaluationEvents takes the rule filters too', async () => {
+    const ok = await monitorIn('fc-live', 'OK');
+    const client = s.ws();
+    const events = await subscribeLive(s, client, 'subscription { evaluationEvents(filter: { env: ["fc-live"], ruleName: ["wanted"] }) { service rules { name } } }');
+    await finished({ service: 'fc-ignored', env: 'fc-live', configuration: { rules: [jitMonitor('other', { query: ok })] } });
+    await finished({ service: 'fc-wanted', env: 'fc-live', configuration: { rules: [jitMonitor('wanted', { query: ok })] } });
+    const first = await events.next();
+    assert.equal(first.data.evaluationEvents.service, 'fc-wanted');
+    await client.dispose();
   });
 });

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, gt, gte, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, gte, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
 import type { KeysetPage, Tx } from './gates.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
@@ -19,6 +19,10 @@ export interface EvaluationFilter {
   status?: Status[];
   dryRun?: boolean;
   gateId?: string;
+  gateIds?: string[];
+  /** An evaluation matches when one of its rules has one of these types / names. */
+  ruleType?: RuleType[];
+  ruleName?: string[];
   startedAfter?: Date;
   startedBefore?: Date;
   /** Environments the caller may see; null for all. */
@@ -108,6 +112,10 @@ export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvalua
   ).get({ ...values, id })!;
 }
 
+/** One of the evaluation's rules meets `condition` (read through the rules' evaluation index). */
+const hasRule = (condition: SQL) =>
+  sql`exists (select 1 from ${ruleEvaluations} where ${ruleEvaluations.evaluationId} = ${evaluations.id} and ${condition})`;
+
 function filterSql(filter: EvaluationFilter): SQL[] {
   const where: SQL[] = [];
   if (filter.service?.length) where.push(inList(evaluations.service, filter.service));
@@ -117,6 +125,9 @@ function filterSql(filter: EvaluationFilter): SQL[] {
   if (filter.status?.length) where.push(inList(evaluations.status, filter.status));
   if (filter.dryRun !== undefined) where.push(eq(evaluations.dryRun, filter.dryRun));
   if (filter.gateId !== undefined) where.push(eq(evaluations.gateId, filter.gateId));
+  if (filter.gateIds?.length) where.push(inList(evaluations.gateId, filter.gateIds));
+  if (filter.ruleType?.length) where.push(hasRule(inList(ruleEvaluations.type, filter.ruleType)));
+  if (filter.ruleName?.length) where.push(hasRule(inList(ruleEvaluations.name, filter.ruleName)));
   if (filter.startedAfter) where.push(gte(evaluations.startedAt, filter.startedAfter));
   if (filter.startedBefore) where.push(lt(evaluations.startedAt, filter.startedBefore));
   if (filter.envs) where.push(inList(evaluations.env, filter.envs));
@@ -266,3 +277,65 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
   };
 }
 
+// ---- the explorer's facets and insights ----
+
+export type Facet = 'service' | 'env' | 'identifier' | 'version' | 'status' | 'dryRun' | 'gate' | 'ruleType' | 'ruleName';
+export interface FacetValueRow {
+  value: string;
+  count: number;
+  /** For gates: service/env/identifier. */
+  label?: string;
+}
+
+const FACET_COLUMNS = {
+  service: evaluations.service,
+  env: evaluations.env,
+  identifier: evaluations.identifier,
+  version: evaluations.version,
+  status: evaluations.status,
+  dryRun: evaluations.dryRun,
+} as const;
+
+/**
+ * The values of one facet with how many evaluations each selects, most first, at most `limit`.
+ * `filter` should leave out the facet's own selection, so that every value stays offered.
+ */
+export function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limit: number): FacetValueRow[] {
+  const where = and(...filterSql(filter));
+  const n = sql<number>`count(*)`;
+  if (facet === 'gate') {
+    return db
+      .select({ value: evaluations.gateId, count: n, service: evaluations.service, env: evaluations.env, identifier: evaluations.identifier })
+      .from(evaluations)
+      .where(and(where, isNotNull(evaluations.gateId)))
+      .groupBy(evaluations.gateId)
+      .orderBy(desc(n), asc(evaluations.gateId))
+      .limit(limit)
+      .all()
+      .map((r) => ({ value: r.value!, count: r.count, label: `${r.service}/${r.env}/${r.identifier}` }));
+  }
+  if (facet === 'ruleType' || facet === 'ruleName') {
+    const column = facet === 'ruleType' ? ruleEvaluations.type : ruleEvaluations.name;
+    // Evaluations, not rules: two rules of one type count their evaluation once.
+    const evaluationsCounted = sql<number>`count(distinct ${ruleEvaluations.evaluationId})`;
+    return db
+      .select({ value: column, count: evaluationsCounted })
+      .from(ruleEvaluations)
+      .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+      .where(where)
+      .groupBy(column)
+      .orderBy(desc(evaluationsCounted), asc(column))
+      .limit(limit)
+      .all();
+  }
+  const column = FACET_COLUMNS[facet];
+  return db
+    .select({ value: column, count: n })
+    .from(evaluations)
+    .where(and(where, isNotNull(column)))
+    .groupBy(column)
+    .orderBy(desc(n), asc(column))
+    .limit(limit)
+    .all()
+    .map((r) => ({ value: String(r.value), count: r.count }));
+}

@@ -273,7 +273,7 @@ const EvaluateGateInput = builder.inputType('EvaluateGateInput', {
   }),
 });
 
-const EvaluationFilter = builder.inputType('EvaluationFilter', {
+export const EvaluationFilter = builder.inputType('EvaluationFilter', {
   fields: (t) => ({
     service: t.stringList(),
     env: t.stringList(),
@@ -281,7 +281,10 @@ const EvaluationFilter = builder.inputType('EvaluationFilter', {
     version: t.stringList(),
     status: t.field({ type: [EvaluationStatus] }),
     dryRun: t.boolean(),
-    gateId: t.id(),
+    gateId: t.id({ deprecationReason: 'Use gateIds, a list.' }),
+    gateIds: t.idList(),
+    ruleType: t.field({ type: [RuleType], description: 'Evaluations with at least one rule of one of these types.' }),
+    ruleName: t.stringList({ description: 'Evaluations with at least one rule of one of these names.' }),
     startedAfter: t.field({ type: 'DateTime', description: 'Inclusive.' }),
     startedBefore: t.field({ type: 'DateTime', description: 'Exclusive.' }),
   }),
@@ -295,11 +298,14 @@ type FilterArg = {
   status?: EvaluationRow['status'][] | null;
   dryRun?: boolean | null;
   gateId?: string | number | null;
+  gateIds?: Array<string | number> | null;
+  ruleType?: RuleEvaluationRow['type'][] | null;
+  ruleName?: string[] | null;
   startedAfter?: Date | null;
   startedBefore?: Date | null;
 } | null | undefined;
 
-function toFilter(f: FilterArg): EvaluationFilterShape {
+export function toFilter(f: FilterArg): EvaluationFilterShape {
   return {
     service: boundedFilterList(f?.service ?? undefined, 'filter.service'),
     env: boundedFilterList(f?.env ?? undefined, 'filter.env'),
@@ -308,13 +314,19 @@ function toFilter(f: FilterArg): EvaluationFilterShape {
     status: boundedFilterList(f?.status ?? undefined, 'filter.status'),
     dryRun: f?.dryRun ?? undefined,
     gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
+    gateIds: boundedFilterList(f?.gateIds ?? undefined, 'filter.gateIds')?.map((id, i) => assertUuid(String(id), `filter.gateIds[${i}]`)),
+    ruleType: boundedFilterList(f?.ruleType ?? undefined, 'filter.ruleType'),
+    ruleName: boundedFilterList(f?.ruleName ?? undefined, 'filter.ruleName'),
     startedAfter: f?.startedAfter ?? undefined,
     startedBefore: f?.startedBefore ?? undefined,
   };
 }
 
-function matchesFilter(e: EvaluationRow, f: EvaluationFilterShape): boolean {
+function matchesFilter({ evaluation: e, rules }: EvaluationSnapshot, f: EvaluationFilterShape): boolean {
   return (
+    (!f.gateIds?.length || (e.gateId !== null && f.gateIds.includes(e.gateId))) &&
+    (!f.ruleType?.length || rules.some((r) => f.ruleType!.includes(r.type))) &&
+    (!f.ruleName?.length || rules.some((r) => f.ruleName!.includes(r.name))) &&
     (!f.service?.length || f.service.includes(e.service)) &&
     (!f.env?.length || f.env.includes(e.env)) &&
     (!f.identifier?.length || f.identifier.includes(e.identifier)) &&
@@ -503,7 +515,7 @@ builder.subscriptionField('evaluationEvents', (t) =>
       requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
       const filter = toFilter(args.filter);
       return deps.events.subscribe('evaluation.changed', (snap) =>
-        canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap.evaluation, filter) ? view(snap) : undefined,
+        canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap, filter) ? view(snap) : undefined,
       );
     },
     resolve: (e) => e,

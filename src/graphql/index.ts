@@ -5,6 +5,7 @@ import './rule.ts';
 import './apiKey.ts';
 import './monitor.ts';
 import './evaluation.ts';
+import './insights.ts';
 
 builder.queryType({});
 builder.mutationType({});

@@ -151,7 +151,7 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
     cache,
     ttl: deps.config.responseCacheTtlMs,
     // Live data is never cached: it changes with every check and every report.
-    ttlPerSchemaCoordinate: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
+    ttlPerSchemaCoordinate: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, EvaluationFacets: 0, EvaluationInsights: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
     session: (request: Request, context?: ServerContext) => {
