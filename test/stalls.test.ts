@@ -487,3 +487,21 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     assert.deepEqual(Object.fromEntries(seen), { mapped: 9, empty: 6, refused: 39 });
   });
 });
+
+describe('stopping while ingested spans are still to be evaluated', () => {
+  test('a batch published in the turn the server stops neither reads the closed database nor rejects unhandled', async () => {
+    const server = await startServer();
+    const rejections: unknown[] = [];
+    const onRejection = (err: unknown) => rejections.push(err);
+    process.on('unhandledRejection', onRejection);
+    try {
+      // What an OTLP request does after its commit, then the stop in the same turn.
+      server.app.deps.events.publish('apm.ingested', { service: 'late', env: 'prod', at: new Date() });
+      await server.stop();
+      await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
+});

@@ -204,6 +204,8 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
   // in slices when a service has many).
   const pending = new Set<string>();
   async function evaluateIngested(): Promise<void> {
+    // Scheduled a turn after the batch: the server may have stopped (and closed the database) since.
+    if (stopped) return;
     const keys = new Set(pending);
     pending.clear();
     const breathe = slicer();
@@ -220,7 +222,8 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     }
   }
   function onIngested({ service, env }: { service: string; env: string }): void {
-    if (pending.size === 0) setImmediate(() => void evaluateIngested());
+    // A failure here (the database gone) is logged, never an unhandled rejection that ends the process.
+    if (pending.size === 0) setImmediate(() => evaluateIngested().catch((err) => log.error({ err }, 'APM monitor evaluation after ingestion failed')));
     pending.add(`${service}\u0000${env}`);
   }
 
