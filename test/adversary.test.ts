@@ -1,6 +1,9 @@
 // Attacks on issue 9's fixes, through the public interfaces: each test failed before its fix.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
@@ -321,6 +324,22 @@ describe('a secret pasted where an id belongs stays out of the logs', () => {
       assert.ok(!text.includes(secret.slice(0, 11)), text.split('\n').find((l) => l.includes(secret.slice(0, 11))));
     } finally {
       await logged.stop();
+    }
+  });
+});
+
+describe('one server per database file, however the file is named', () => {
+  test('a second server on a symlink to the first one\'s database file refuses to start', async () => {
+    const elsewhere = mkdtempSync(join(tmpdir(), 'tollgate-link-'));
+    try {
+      const link = join(elsewhere, 'link.db');
+      symlinkSync(s.dbPath, link);
+      // SQLite follows the symlink: the same file, the same -wal, two servers driving them.
+      let refusal: unknown;
+      await startServer({ dbPath: link }, { dir: elsewhere }).then((second) => second.stop(), (err) => (refusal = err));
+      assert.match(String(refusal), /another Tollgate server .* is using the database/);
+    } finally {
+      rmSync(elsewhere, { recursive: true, force: true });
     }
   });
 });

@@ -34,8 +34,9 @@ const heldHere = new Map<string, string>();
  * running server (short transactions, behind the busy timeout).
  */
 export function acquireServerLock(dbPath: string, now = new Date()): ServerLock {
-  // The directory's real path: two spellings of one file (a symlink, ..) are one lock.
-  const path = join(realpathSync(dirname(resolve(dbPath))), `${basename(dbPath)}.lock`);
+  // The file's real path: two spellings of one file (a symlink to it or to its directory, ..)
+  // are one lock, as SQLite follows symlinks to the same file and -wal.
+  const path = `${realFilePath(dbPath)}.lock`;
   const holder = heldHere.get(path);
   // Not opened again in this process: closing any descriptor of a file drops every POSIX lock
   // the process holds on it, so even reading the holder's note would release the lock.
@@ -77,6 +78,15 @@ export function acquireServerLock(dbPath: string, now = new Date()): ServerLock 
       heldHere.delete(path);
     },
   };
+}
+
+/** The database file's real path, or, before it exists, its real directory's and its name. */
+function realFilePath(dbPath: string): string {
+  try {
+    return realpathSync(resolve(dbPath));
+  } catch {
+    return join(realpathSync(dirname(resolve(dbPath))), basename(dbPath));
+  }
 }
 
 function refusal(dbPath: string, lockPath: string, holder: string | undefined): string {
