@@ -308,6 +308,67 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('a monitor page follows its state live; the list too', async () => {
+    const monitor = await d.monitor('payments latency', ['service:payments']);
+    await d.report(monitor, 'OK', 'region:eu');
+    const page = await signedIn(`/monitors/${monitor}`);
+    await page.locator('[data-testid="group-row"][data-group="region:eu"]').waitFor();
+    await d.report(monitor, 'ALERT', 'region:eu');
+    await page.getByRole('heading').locator('[data-testid="monitor-state"][data-status="ALERT"]').waitFor();
+    await page.getByTestId('transition').filter({ hasText: 'ALERT' }).first().waitFor();
+
+    await page.getByRole('link', { name: 'Monitors' }).click();
+    const row = page.locator(`[data-testid="monitor-row"][data-id="${monitor}"]`);
+    await row.locator('[data-status="ALERT"]').waitFor();
+    await d.report(monitor, 'OK', 'region:eu');
+    await row.locator('[data-testid="monitor-state"][data-status="OK"]').waitFor();
+    await page.context().close();
+  });
+
+  test('insights: totals, the per-day chart and the most failing gates', async () => {
+    const monitor = await d.monitor('insights monitor', ['insights:yes']);
+    await d.report(monitor, 'ALERT');
+    const gate = await s.gql(CREATE_GATE, { input: { service: 'insights-svc', env: 'prod', rules: [monitorRule('alerting', { query: 'insights:yes', duration: 0 })] } });
+    assert.equal(gate.errors, undefined);
+    await d.follow((await evaluate({ service: 'insights-svc', env: 'prod' })).id);
+    const page = await signedIn('/insights');
+    await page.getByTestId('insights-totals').waitFor();
+    await page.getByTestId('chart-by-day').locator('svg[role="img"]').waitFor();
+    await page.getByTestId('failing-gates').getByRole('link', { name: /insights-svc/ }).waitFor();
+    await page.getByTestId('failure-reasons').getByText(/insights monitor/).waitFor();
+    await page.context().close();
+  });
+
+  test('every page: no console error (a CSP violation is one), no request off the server, keyboard first stop is the skip link', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors: string[] = [];
+    const foreign: string[] = [];
+    page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+    page.on('pageerror', (e) => errors.push(String(e)));
+    page.on('request', (r) => !r.url().startsWith(s.url) && !r.url().startsWith(s.url.replace('http', 'ws')) && !r.url().startsWith('data:') && foreign.push(r.url()));
+    await page.goto(`${s.url}/`);
+    await page.getByLabel('API key').fill(ADMIN_KEY);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Evaluations' }).waitFor();
+    for (const path of ['/evaluations', '/insights', '/gates', '/monitors']) {
+      await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: path.slice(1), exact: false }).first().click();
+      await page.waitForURL(`${s.url}${path}`);
+      await page.locator('h1#page-title').waitFor();
+    }
+    assert.equal(await page.evaluate('document.activeElement.id'), 'page-title', 'after a navigation focus is on the new page\'s heading');
+    await page.reload();
+    await page.locator('h1#page-title').waitFor();
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate('document.activeElement.textContent'), 'Skip to content');
+    await page.keyboard.press('Enter');
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate('document.activeElement.closest("header.top") === null && document.activeElement.closest("main") !== null'), true, 'the skip link leads past the header into the page');
+    assert.deepEqual(errors, []);
+    assert.deepEqual(foreign, []);
+    await context.close();
+  });
+
   test('stopping and restarting the server mid-view: a banner, then the page shows what changed meanwhile', async () => {
     const page = await signedIn('/evaluations');
     await page.getByTestId('live-indicator').waitFor();

@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, type ConnectionState, connect, connection, session } from './api.ts';
 import { EvaluationPage } from './pages/evaluation.tsx';
 import { EvaluationsPage } from './pages/evaluations.tsx';
@@ -36,7 +36,7 @@ function SignIn({ message, onSignedIn }: { message: string | null; onSignedIn: (
     <main class="signin" id="main">
       <form onSubmit={submit} class="signin-form" aria-labelledby="signin-title">
         <h1 id="signin-title">
-          <span aria-hidden="true">⛩ </span>Tollgate
+          Tollgate
         </h1>
         <p class="muted">Sign in with an API key. It is kept in this tab only and forgotten when the tab closes.</p>
         <label for="api-key">API key</label>
@@ -156,10 +156,14 @@ export function App() {
       })
       .finally(() => setChecking(false));
   }, []);
-  // Move focus to the new page's heading, so keyboard and screen-reader users know where they are.
+  // After a navigation (not on first load, where the skip link comes first), focus moves to the
+  // new page's heading, so keyboard and screen-reader users know where they are.
+  const shownPath = useRef<string | null>(null);
   useEffect(() => {
-    document.getElementById('page-title')?.focus({ preventScroll: true });
-  }, [loc.path]);
+    if (!who) return;
+    if (shownPath.current !== null && shownPath.current !== loc.path) document.getElementById('page-title')?.focus({ preventScroll: true });
+    shownPath.current = loc.path;
+  }, [loc.path, who]);
 
   if (checking) return <p class="loading">Loading…</p>;
   if (!who)
@@ -183,7 +187,7 @@ export function App() {
       </a>
       <header class="top">
         <a class="brand" href="/evaluations">
-          <span aria-hidden="true">⛩ </span>Tollgate
+          Tollgate
         </a>
         <nav aria-label="Sections">
           <ul>

@@ -312,7 +312,7 @@ export function GatesPage({ who }: { who: Viewer }) {
   const service = params.get('service') ?? '';
   const env = params.get('env') ?? '';
   const after = params.get('after');
-  const filter = { ...(service && { service }), ...(env && { env }) };
+  const filter = { ...(service && { services: [service] }), ...(env && { envs: [env] }) };
   const q = useQuery<{ gates: { totalCount: number; edges: Array<{ node: Gate }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } } }>(GATES, { filter, first: PAGE, after });
   const gates = q.data?.gates.edges.map((e) => e.node) ?? [];
   const last = useLastEvaluations(gates.map((g) => g.id));

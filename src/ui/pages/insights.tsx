@@ -1,4 +1,228 @@
-import { Page } from '../components.tsx';
+// Charts are SVG drawn here (a stacked bar per day, horizontal bars): no chart library, so the
+// first load stays small and the CSP needs no exception (no inline styles or eval).
+import { useMemo } from 'preact/hooks';
+import { ErrorNote, formatDuration, Page, useQuery } from '../components.tsx';
+import { RANGES, timeRange, withParam } from '../filters.ts';
+import { navigate, useLocation } from '../router.ts';
+
+interface Stats {
+  total: number;
+  byStatus: Array<{ status: string; count: number }>;
+  byDay: Array<{ day: string; status: string; count: number }>;
+  mostFailingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
+  mostFailingRules: Array<{ name: string; type: string; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
+}
+
+const STATS = `query Insights($filter: EvaluationFilter) {
+  evaluationStats(filter: $filter, top: 10) {
+    total byStatus { status count } byDay { day status count }
+    mostFailingGates { gateId service env identifier failures evaluations }
+    mostFailingRules { name type service env identifier failures evaluations }
+  }
+}`;
+
+/** Failure reasons and time to verdict, from the finished evaluations of the range (the newest 200). */
+const RECENT = `query InsightsRecent($filter: EvaluationFilter) {
+  evaluations(filter: $filter, first: 200) { edges { node { status startedAt decidedAt rules(status: [FAIL]) { name reason } } } }
+}`;
+
+const SERIES = [
+  ['PASS', 'Pass', 'bar-pass', 'swatch-pass'],
+  ['FAIL', 'Fail', 'bar-fail', 'swatch-fail'],
+  ['CANCELED', 'Canceled', 'bar-canceled', 'swatch-canceled'],
+] as const;
+
+function days(fromIso: string, toIso: string): string[] {
+  const out: string[] = [];
+  const d = new Date(fromIso.slice(0, 10) + 'T00:00:00Z');
+  const end = new Date(toIso);
+  while (d <= end && out.length < 32) {
+    out.push(d.toISOString().slice(0, 10));
+    d.setUTCDate(d.getUTCDate() + 1);
+  }
+  return out;
+}
+
+function DailyChart({ byDay, from, to }: { byDay: Stats['byDay']; from: string; to: string }) {
+  const all = days(from, to);
+  const counts = new Map<string, Record<string, number>>();
+  for (const r of byDay) counts.set(r.day, { ...(counts.get(r.day) ?? {}), [r.status]: r.count });
+  const totals = all.map((d) => SERIES.reduce((n, [s]) => n + (counts.get(d)?.[s] ?? 0), 0));
+  const max = Math.max(1, ...totals);
+  const width = 720;
+  const height = 220;
+  const left = 36;
+  const bottom = 24;
+  const top = 12;
+  const slot = (width - left) / all.length;
+  const bar = Math.max(2, Math.min(40, slot * 0.7));
+  const y = (v: number) => top + (height - bottom - top) * (1 - v / max);
+  const ticks = [0, Math.round(max / 2), max];
+  const summary = all.map((d, i) => `${d}: ${SERIES.map(([s, l]) => `${counts.get(d)?.[s] ?? 0} ${l.toLowerCase()}`).join(', ')}`).filter((_, i) => totals[i]! > 0);
+  return (
+    <figure class="card" data-testid="chart-by-day">
+      <figcaption>
+        <h2>Evaluations per day (UTC)</h2>
+      </figcaption>
+      <ul class="legend" aria-hidden="true">
+        {SERIES.map(([, label, , swatch]) => (
+          <li key={label}>
+            <span class={`swatch ${swatch}`} />
+            {label}
+          </li>
+        ))}
+      </ul>
+      <svg class="chart" viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`Pass, fail and canceled evaluations per day. ${summary.join('; ') || 'None in this range.'}`}>
+        {ticks.map((t) => (
+          <g key={t}>
+            <line x1={left} x2={width} y1={y(t)} y2={y(t)} stroke="#d0d7de" stroke-width="1" />
+            <text x={left - 6} y={y(t) + 4} text-anchor="end">
+              {t}
+            </text>
+          </g>
+        ))}
+        {all.map((d, i) => {
+          let base = 0;
+          const x = left + i * slot + (slot - bar) / 2;
+          return (
+            <g key={d}>
+              <title>{`${d}: ${SERIES.map(([s, l]) => `${counts.get(d)?.[s] ?? 0} ${l.toLowerCase()}`).join(', ')}`}</title>
+              {SERIES.map(([s, , cls]) => {
+                const v = counts.get(d)?.[s] ?? 0;
+                if (!v) return null;
+                const rect = <rect key={s} class={cls} x={x} width={bar} y={y(base + v)} height={y(base) - y(base + v)} />;
+                base += v;
+                return rect;
+              })}
+              {(all.length <= 8 || i % Math.ceil(all.length / 8) === 0) && (
+                <text x={x + bar / 2} y={height - 6} text-anchor="middle">
+                  {d.slice(5)}
+                </text>
+              )}
+            </g>
+          );
+        })}
+      </svg>
+    </figure>
+  );
+}
+
+function Bars({ title, rows, testid }: { title: string; rows: Array<{ label: string; value: number; of?: number; href?: string | undefined }>; testid: string }) {
+  const max = Math.max(1, ...rows.map((r) => r.value));
+  return (
+    <section class="card" data-testid={testid} aria-labelledby={`${testid}-title`}>
+      <h2 id={`${testid}-title`}>{title}</h2>
+      {rows.length === 0 && <p class="muted">Nothing failed in this range.</p>}
+      <ol class="plain">
+        {rows.map((r, i) => (
+          <li key={i} class="hbar">
+            <span class="small">{r.href ? <a href={r.href}>{r.label}</a> : r.label}</span>
+            <svg class="hbar-track" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">
+              <rect class="bar-fail" x="0" y="0" height="10" width={(100 * r.value) / max} />
+            </svg>
+            <span class="small">
+              {r.value}
+              {r.of !== undefined && ` of ${r.of}`}
+            </span>
+          </li>
+        ))}
+      </ol>
+    </section>
+  );
+}
+
+/** Reasons grouped with their times and numbers left out, so the same cause on other days counts once. */
+const reasonKey = (r: string) => r.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, 'T').replace(/\d+(\.\d+)?/g, 'N');
+const reasonLabel = (r: string) => r.replace(/ at \d{4}-\d\d-\d\dT[\d:.]+Z/g, '');
+
+const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
 export function InsightsPage() {
-  return <Page title="Insights">Coming.</Page>;
+  const { params } = useLocation();
+  const search = params.toString();
+  const range = useMemo(() => timeRange(params), [search]);
+  const filter = useMemo(() => ({ startedAfter: range.startedAfter, ...(range.startedBefore && { startedBefore: range.startedBefore }) }), [range]);
+  const q = useQuery<{ evaluationStats: Stats }>(STATS, { filter });
+  const recent = useQuery<{ evaluations: { edges: Array<{ node: { status: string; startedAt: string; decidedAt: string | null; rules: Array<{ name: string; reason: string | null }> } }> } }>(RECENT, {
+    filter: { ...filter, status: ['PASS', 'FAIL'] },
+  });
+  const stats = q.data?.evaluationStats;
+  const nodes = recent.data?.evaluations.edges.map((e) => e.node) ?? [];
+  const reasons = new Map<string, { example: string; count: number }>();
+  for (const n of nodes)
+    for (const r of n.rules) {
+      if (!r.reason) continue;
+      const k = reasonKey(r.reason);
+      const entry = reasons.get(k) ?? { example: r.reason, count: 0 };
+      entry.count++;
+      reasons.set(k, entry);
+    }
+  const verdictTimes = nodes.filter((n) => n.decidedAt).map((n) => (new Date(n.decidedAt!).getTime() - new Date(n.startedAt).getTime()) / 1000).sort((a, b) => a - b);
+  const count = (s: string) => stats?.byStatus.find((b) => b.status === s)?.count ?? 0;
+  const rangeKey = params.get('range') ?? '1d';
+  return (
+    <Page
+      title="Insights"
+      actions={
+        <>
+          <label for="insights-range">Time range</label>
+          <select id="insights-range" value={rangeKey === 'custom' ? '30d' : rangeKey} onChange={(e) => navigate(`/insights?${withParam(params, 'range', (e.target as HTMLSelectElement).value).toString()}`)}>
+            {RANGES.filter(([k]) => k !== 'custom').map(([k, l]) => (
+              <option key={k} value={k}>
+                {l}
+              </option>
+            ))}
+          </select>
+        </>
+      }
+    >
+      <ErrorNote error={q.error} />
+      {stats && (
+        <>
+          <section class="card figures" aria-label="Totals" data-testid="insights-totals">
+            <div class="figure">
+              <strong>{stats.total}</strong> evaluations
+            </div>
+            <div class="figure">
+              <strong>{count('PASS')}</strong> <span aria-hidden="true">✓ </span>passed
+            </div>
+            <div class="figure">
+              <strong>{count('FAIL')}</strong> <span aria-hidden="true">✗ </span>failed
+            </div>
+            <div class="figure">
+              <strong>{count('CANCELED')}</strong> <span aria-hidden="true">⊘ </span>canceled
+            </div>
+            <div class="figure">
+              <strong>{count('IN_PROGRESS')}</strong> <span aria-hidden="true">◷ </span>in progress
+            </div>
+            <div class="figure" data-testid="time-to-verdict">
+              <strong>{verdictTimes.length ? formatDuration(quantile(verdictTimes, 0.5)) : '—'}</strong> median time to verdict
+              {verdictTimes.length > 0 && <span class="small muted"> (p95 {formatDuration(quantile(verdictTimes, 0.95))}, newest {verdictTimes.length})</span>}
+            </div>
+          </section>
+          <DailyChart byDay={stats.byDay} from={range.startedAfter} to={range.startedBefore ?? new Date().toISOString()} />
+          <div class="two">
+            <Bars
+              title="Most failing gates"
+              testid="failing-gates"
+              rows={stats.mostFailingGates.map((g) => ({ label: `${g.service} / ${g.env} / ${g.identifier}`, value: g.failures, of: g.evaluations, href: g.gateId ? `/gates/${g.gateId}` : undefined }))}
+            />
+            <Bars
+              title="Most failing rules"
+              testid="failing-rules"
+              rows={stats.mostFailingRules.map((r) => ({ label: `${r.name} (${r.service} / ${r.env})`, value: r.failures, of: r.evaluations, href: `/evaluations?${new URLSearchParams({ ruleName: r.name, service: r.service, env: r.env, status: 'FAIL' }).toString()}` }))}
+            />
+          </div>
+          <Bars
+            title="Most common failure reasons"
+            testid="failure-reasons"
+            rows={[...reasons.values()]
+              .sort((a, b) => b.count - a.count)
+              .slice(0, 10)
+              .map((r) => ({ label: reasonLabel(r.example), value: r.count }))}
+          />
+        </>
+      )}
+    </Page>
+  );
 }
