@@ -79,6 +79,8 @@ export const configSchema = z
     TOLLGATE_WS_ALLOWED_ORIGINS: origins.optional(),
     TOLLGATE_WS_MAX_PAYLOAD: positiveInt.default(256 * 1024),
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
+    /** GraphiQL at /graphql in a browser: on in development, off in production unless set. */
+    TOLLGATE_GRAPHIQL: bool.optional(),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
     TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
     TOLLGATE_PROMETHEUS_TOKEN: z.string().min(1, 'must not be empty').optional(),
@@ -183,6 +185,8 @@ export const configSchema = z
       allowedOrigins,
       wsMaxPayload: raw.TOLLGATE_WS_MAX_PAYLOAD,
       metricsPublic: raw.TOLLGATE_METRICS_PUBLIC,
+      /** undefined: follow the mode (src/server/graphiql.ts). */
+      graphiql: raw.TOLLGATE_GRAPHIQL,
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,

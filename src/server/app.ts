@@ -13,6 +13,7 @@ import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
+import { createGraphiql } from './graphiql.ts';
 import { type Authenticate, requestUrl, sendJson } from './http.ts';
 import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
@@ -88,6 +89,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   };
 
   const rest = restHandler(deps, authenticate);
+  // GraphiQL for browsers at /graphql, from Tollgate's own assets (built on the first visit).
+  const graphiql = createGraphiql(config, log);
   // The explorer's pages and assets (src/ui), built in memory on the first page asked for.
   const ui = createUi(log);
 
@@ -107,6 +110,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     // Keys over their budget, and addresses that failed too often, are answered 429 here.
     void rateLimits.admitHttp(req, res, path).then((admitted) => {
       if (!admitted) return;
+      if (graphiql.handles(req, path)) return void graphiql.serve(req, res, path);
       if (path.startsWith('/graphql')) return void yoga(req, res);
       const url = requestUrl(path);
       if (!url) return sendJson(res, 400, { errors: [{ status: '400', detail: 'the request target is not a valid path' }] });

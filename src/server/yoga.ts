@@ -191,7 +191,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     graphqlEndpoint: GRAPHQL_PATH,
     healthCheckEndpoint: '/healthz',
     landingPage: false,
-    graphiql: production ? false : { title: 'Tollgate', subscriptionsProtocol: 'WS' },
+    // Tollgate serves GraphiQL itself, from its own assets (src/server/graphiql.ts): yoga's loads from a CDN.
+    graphiql: false,
     // CORS is buildApp's, for every path from one allow-list (yoga's own reflects any origin with credentials).
     cors: false,
     // A GraphQL request over HTTP is bounded as one over WebSocket is (yoga's default, 25 MB,
