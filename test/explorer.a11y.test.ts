@@ -1,0 +1,104 @@
+// Accessibility of every explorer page (issue 11, item 9): axe-core, run inside Debian's Chromium
+// on each page with real data, reports no serious or critical violation.
+//
+// axe is injected as an inline script (page.addScriptTag({ content })), which the explorer's CSP
+// rightly refuses: this test's browser context alone sets bypassCSP. The CSP itself is tested by
+// test/explorer.test.ts and test/graphiql.test.ts, which do not bypass it.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { after, before, describe, test } from 'node:test';
+import type { Page } from 'playwright-core';
+import { type Chromium, launchChromium } from './browser.ts';
+import { ADMIN_KEY, CREATE_GATE, driver, jitMonitor, monitorRule, skipWithout, startServer, type TestServer } from './helpers.ts';
+
+const skip = skipWithout('chromium');
+const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+interface Violation {
+  id: string;
+  impact: string | null;
+  help: string;
+  nodes: Array<{ target: unknown[]; failureSummary?: string }>;
+}
+
+/** axe's serious and critical violations on the page as it is now. */
+async function violations(page: Page): Promise<Violation[]> {
+  await page.addScriptTag({ content: AXE_SOURCE });
+  const result = (await page.evaluate(() => (globalThis as any).axe.run(document, { resultTypes: ['violations'] }))) as { violations: Violation[] };
+  return result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+}
+
+function describeViolations(list: Violation[]): string {
+  return list
+    .map((v) => `${v.impact} ${v.id}: ${v.help}\n${v.nodes.slice(0, 5).map((n) => `    at ${JSON.stringify(n.target)}: ${n.failureSummary?.split('\n').slice(1, 3).join(' ').trim() ?? ''}`).join('\n')}`)
+    .join('\n');
+}
+
+describe('accessibility of the explorer (axe-core)', { skip }, () => {
+  let s: TestServer;
+  let chromium: Chromium;
+  const ids: Record<string, string> = {};
+
+  before(async () => {
+    s = await startServer();
+    chromium = await launchChromium();
+    const d = driver(s);
+    // Something on every page: monitors in each state, gates (one dry run), evaluations that
+    // passed, failed and are still in progress.
+    const web = await d.monitor('checkout errors', ['service:checkout', 'team:web']);
+    const latency = await d.monitor('checkout latency', ['service:checkout', 'team:web']);
+    await d.report(web, 'OK');
+    await d.report(latency, 'ALERT', 'region:eu');
+    await d.report(latency, 'OK', 'region:us');
+    ids.monitor = web;
+    const gate = await s.gql(CREATE_GATE, { input: { service: 'checkout', env: 'prod', rules: [monitorRule('checkout monitors', { query: 'team:web', duration: 0 })] } });
+    ids.gate = gate.data.createGate.id;
+    await s.gql(CREATE_GATE, { input: { service: 'search', env: 'staging', dryRun: true, rules: [monitorRule('search monitors', { query: 'service:search' })] } });
+    const failed = await d.evaluate({ service: 'checkout', env: 'prod', version: 'v1' });
+    assert.equal(failed.errors, undefined, JSON.stringify(failed.errors));
+    ids.evaluation = failed.data.evaluateGate.id;
+    await d.evaluate({ service: 'payments', env: 'prod', version: 'v7', configuration: { rules: [jitMonitor('payments', { query: 'service:payments', duration: 600 })] } });
+  });
+  after(async () => {
+    await chromium?.close();
+    await s?.stop();
+  });
+
+  async function open(path: string, signedIn: boolean): Promise<Page> {
+    const { context, page } = await chromium.page({ bypassCSP: true });
+    if (signedIn) await context.addInitScript((key) => sessionStorage.setItem('tollgate.apiKey', key), ADMIN_KEY);
+    await page.goto(`${s.url}${path}`);
+    await page.locator('h1').first().waitFor();
+    // Data arrives after the heading: let the page's requests settle before judging it.
+    await page.waitForLoadState('networkidle');
+    return page;
+  }
+
+  test('the sign-in page', async () => {
+    const page = await open('/evaluations', false);
+    await page.getByLabel('API key').waitFor();
+    const found = await violations(page);
+    assert.equal(found.length, 0, describeViolations(found));
+    await page.context().close();
+  });
+
+  for (const [name, path] of [
+    ['the explorer home', () => '/'],
+    ['evaluations', () => '/evaluations'],
+    ['an evaluation', () => `/evaluations/${ids.evaluation}`],
+    ['gates', () => '/gates'],
+    ['a gate', () => `/gates/${ids.gate}`],
+    ['monitors', () => '/monitors'],
+    ['a monitor', () => `/monitors/${ids.monitor}`],
+    ['insights', () => '/insights'],
+  ] as const) {
+    test(name, async () => {
+      const page = await open(path(), true);
+      await page.getByRole('button', { name: 'Sign out' }).waitFor();
+      const found = await violations(page);
+      assert.equal(found.length, 0, `${path()}:\n${describeViolations(found)}`);
+      await page.context().close();
+    });
+  }
+});
