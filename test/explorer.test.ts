@@ -237,6 +237,15 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.locator(`[data-id="${b.id}"]`).waitFor();
     await page.locator(`[data-id="${a.id}"]`).waitFor();
 
+    // Rule facets are answered by the server (an evaluation with a rule of that name).
+    const c = await evaluate({ service: 'facet-a', env: 'prod', configuration: { rules: [jitMonitor('special-rule', { query: 'service:none', duration: 0 })] } });
+    await page.locator(`[data-id="${c.id}"]`).waitFor();
+    await page.getByTestId('facet-ruleName').getByLabel('special-rule', { exact: true }).check();
+    await page.waitForURL(/[?&]ruleName=special-rule/);
+    await page.locator(`[data-id="${a.id}"]`).waitFor({ state: 'detached' });
+    await page.locator(`[data-id="${c.id}"]`).waitFor();
+    assert.equal(await page.getByTestId('evaluation-row').count(), 1);
+
     // The filtered URL, shared, opens filtered.
     const shared = await signedIn('/evaluations?service=facet-b');
     await shared.locator(`[data-id="${b.id}"]`).waitFor();

@@ -19,7 +19,7 @@ export const LIST_FACETS = [
   ['status', 'Status', 'status'],
   ['ruleType', 'Rule type', 'ruleType'],
   ['ruleName', 'Rule name', 'ruleName'],
-  ['gate', 'Gate', 'gateId'],
+  ['gate', 'Gate', 'gateIds'],
 ] as const;
 
 export type FacetParam = (typeof LIST_FACETS)[number][0];
@@ -55,8 +55,7 @@ export function evaluationFilter(params: URLSearchParams, range: TimeRange): Rec
   if (range.startedBefore) filter.startedBefore = range.startedBefore;
   for (const [param, , field] of LIST_FACETS) {
     const values = params.getAll(param).filter(Boolean);
-    // gateId is one id in the API (a gate is picked, not combined).
-    if (values.length) filter[field] = field === 'gateId' ? values[0] : values;
+    if (values.length) filter[field] = values;
   }
   const dryRun = params.get('dryRun');
   if (dryRun === 'true' || dryRun === 'false') filter.dryRun = dryRun === 'true';

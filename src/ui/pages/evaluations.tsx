@@ -49,6 +49,20 @@ const LIVE = `subscription EvaluationEvents($filter: EvaluationFilter) { evaluat
 
 const PAGE_SIZE = 50;
 
+interface FacetValue {
+  value: string;
+  count: number;
+  label: string | null;
+}
+type Facets = Record<'service' | 'env' | 'identifier' | 'version' | 'status' | 'dryRun' | 'gate' | 'ruleType' | 'ruleName', FacetValue[]>;
+const FACETS = `query EvaluationFacets($filter: EvaluationFilter) {
+  evaluationFacets(filter: $filter, top: 20) {
+    ${['service', 'env', 'identifier', 'version', 'status', 'dryRun', 'gate', 'ruleType', 'ruleName'].map((f) => `${f} { value count label }`).join(' ')}
+  }
+}`;
+/** Live events change the counts: they are asked again at most this often. */
+const FACETS_REFRESH_MS = 5000;
+
 const FIXED_VALUES: Record<string, string[]> = {
   status: ['IN_PROGRESS', 'PASS', 'FAIL', 'CANCELED'],
   ruleType: ['MONITOR', 'FAULTY_DEPLOYMENT_DETECTION'],
@@ -63,7 +77,7 @@ function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {
   };
   if (!inList('service', e.service) || !inList('env', e.env) || !inList('identifier', e.identifier) || !inList('version', e.version) || !inList('status', e.status)) return false;
   if (filter.dryRun !== undefined && filter.dryRun !== e.dryRun) return false;
-  if (filter.gateId && filter.gateId !== e.gateId) return false;
+  if (!inList('gateIds', e.gateId)) return false;
   const ruleTypes = filter.ruleType as string[] | undefined;
   if (ruleTypes && !e.rules.some((r) => ruleTypes.includes(r.type))) return false;
   const ruleNames = filter.ruleName as string[] | undefined;
@@ -102,7 +116,7 @@ function FailingRules({ rules }: { rules: RuleRow[] }) {
   );
 }
 
-function Facet({ param, label, values, params, labels }: { param: string; label: string; values: string[]; params: URLSearchParams; labels?: Record<string, string> }) {
+function Facet({ param, label, values, counts, params, labels }: { param: string; label: string; values: string[]; counts: Map<string, number> | undefined; params: URLSearchParams; labels?: Record<string, string> }) {
   const selected = params.getAll(param);
   const all = [...new Set([...values, ...selected])];
   return (
@@ -117,9 +131,15 @@ function Facet({ param, label, values, params, labels }: { param: string; label:
               type="checkbox"
               id={id}
               checked={selected.includes(value)}
-              onChange={() => navigate(`/evaluations?${(param === 'gate' && !selected.includes(value) ? withParam(params, 'gate', value) : toggled(params, param, value)).toString()}`)}
+              onChange={() => navigate(`/evaluations?${toggled(params, param, value).toString()}`)}
+              aria-describedby={counts?.has(value) ? `${id}-count` : undefined}
             />
             <label for={id}>{labels?.[value] ?? VALUE_LABELS[value] ?? value}</label>
+            {counts?.has(value) && (
+              <span class="count" id={`${id}-count`} title="evaluations with the other filters applied">
+                {counts.get(value)}
+              </span>
+            )}
           </div>
         );
       })}
@@ -180,6 +200,17 @@ export function EvaluationsPage() {
   const range = useMemo(() => timeRange(params), [search]);
   const filter = useMemo(() => evaluationFilter(params, range), [search, range]);
   const list = useQuery<Connection>(LIST, { filter, first: PAGE_SIZE });
+  const facets = useQuery<{ evaluationFacets: Facets }>(FACETS, { filter }, { skip: !!range.error });
+  const facetsNow = useRef(facets);
+  facetsNow.current = facets; // the timer refetches the filter shown then, not the one it was set under
+  const facetsTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => () => void (facetsTimer.current && clearTimeout(facetsTimer.current)), []);
+  const refreshFacetsSoon = () => {
+    facetsTimer.current ??= setTimeout(() => {
+      facetsTimer.current = null;
+      void facetsNow.current.refetch();
+    }, FACETS_REFRESH_MS);
+  };
   const [rows, setRows] = useState<EvaluationRow[]>([]);
   const [cursor, setCursor] = useState<{ endCursor: string | null; hasNextPage: boolean }>({ endCursor: null, hasNextPage: false });
   const [total, setTotal] = useState<number | null>(null);
@@ -213,6 +244,7 @@ export function EvaluationsPage() {
       }
       if (!matches(e, filter) && seen === undefined) return;
       known.current.set(e.id, e.revision);
+      refreshFacetsSoon();
       setRows((old) => {
         const at = old.findIndex((r) => r.id === e.id);
         if (at >= 0) return old.map((r, i) => (i === at ? e : r));
@@ -239,18 +271,25 @@ export function EvaluationsPage() {
     }
   };
 
-  // Facet values: the fixed enums, and the values of the listed evaluations.
-  const seen = (pick: (r: EvaluationRow) => string | null | string[]) => [...new Set(rows.flatMap((r) => pick(r) ?? []))].sort();
-  const gateLabels = Object.fromEntries(rows.filter((r) => r.gateId).map((r) => [r.gateId!, `${r.service} / ${r.env} / ${r.identifier}`]));
+  // Facet values: the API's (with counts, most first), then any other value a listed evaluation has
+  // (a live one may be newer than the counts), and the fixed enums.
+  const api = facets.data?.evaluationFacets;
+  const countsOf = (param: string) => (api ? new Map((api[param as keyof Facets] ?? []).map((v) => [v.value, v.count])) : undefined);
+  const seen = (param: string, pick: (r: EvaluationRow) => string | null | string[]) => {
+    const fromApi = (api?.[param as keyof Facets] ?? []).map((v) => v.value);
+    return [...new Set([...fromApi, ...[...new Set(rows.flatMap((r) => pick(r) ?? []))].sort()])];
+  };
+  const gateLabels: Record<string, string> = Object.fromEntries(rows.filter((r) => r.gateId).map((r) => [r.gateId!, `${r.service} / ${r.env} / ${r.identifier}`]));
+  for (const g of api?.gate ?? []) if (g.label) gateLabels[g.value] = g.label.replaceAll('/', ' / ');
   const facetValues: Record<string, string[]> = {
-    service: seen((r) => r.service),
-    env: seen((r) => r.env),
-    identifier: seen((r) => r.identifier),
-    version: seen((r) => r.version),
+    service: seen('service', (r) => r.service),
+    env: seen('env', (r) => r.env),
+    identifier: seen('identifier', (r) => r.identifier),
+    version: seen('version', (r) => r.version),
     status: FIXED_VALUES.status!,
     ruleType: FIXED_VALUES.ruleType!,
-    ruleName: seen((r) => r.rules.map((x) => x.name)),
-    gate: Object.keys(gateLabels).sort(),
+    ruleName: seen('ruleName', (r) => r.rules.map((x) => x.name)),
+    gate: seen('gate', (r) => r.gateId),
   };
   const dryRun = params.get('dryRun') ?? '';
   const activeFilters = [...params.keys()].filter((k) => k !== 'paused').length > 0;
@@ -274,7 +313,7 @@ export function EvaluationsPage() {
         <aside class="facets" aria-label="Filters">
           <TimeRangePicker params={params} error={range.error} />
           {LIST_FACETS.map(([param, label]) => (
-            <Facet key={param} param={param} label={label} values={facetValues[param] ?? []} params={params} labels={param === 'gate' ? gateLabels : undefined} />
+            <Facet key={param} param={param} label={label} values={facetValues[param] ?? []} counts={countsOf(param)} params={params} labels={param === 'gate' ? gateLabels : undefined} />
           ))}
           <fieldset class="facet" data-testid="facet-dryRun">
             <legend>Gate dry run</legend>
