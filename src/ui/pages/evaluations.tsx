@@ -368,8 +368,12 @@ export function EvaluationsPage() {
                 {rows.map((e) => (
                   <tr key={e.id} data-testid="evaluation-row" data-id={e.id} data-status={e.status}>
                     <td>
-                      <a href={`/evaluations/${e.id}`} aria-label={`Evaluation of ${e.service} in ${e.env}, started ${new Date(e.startedAt).toLocaleString()}`}>
+                      <a href={`/evaluations/${e.id}`}>
                         <Time at={e.startedAt} />
+                        <span class="visually-hidden">
+                          {' '}
+                          evaluation of {e.service} in {e.env}
+                        </span>
                       </a>
                     </td>
                     <td>

@@ -390,8 +390,12 @@ export function GatesPage({ who }: { who: Viewer }) {
                   <ul class="plain">
                     {(last.byGate.get(g.id) ?? []).map((e) => (
                       <li key={e.id}>
-                        <a href={`/evaluations/${e.id}`} aria-label={`Evaluation started ${new Date(e.startedAt).toLocaleString()}: ${e.status}`}>
+                        <a href={`/evaluations/${e.id}`}>
                           <EvaluationStatusCell e={e} />
+                          <span class="visually-hidden">
+                            {' '}
+                            started {new Date(e.startedAt).toLocaleString()}
+                          </span>
                         </a>
                       </li>
                     ))}
