@@ -126,4 +126,16 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.ok(logShareRatio(3, 7, 0.2, 0.1, 5) < binomial);
     assert.ok(logShareRatio(3, 7, 0.2, 0.1, 5) > 0);
   });
+
+  test('with many errors in a bucket the ratio is computed through log Γ, to the same value', () => {
+    const product = (x: number, y: number, p1: number, p0: number, nu: number) => {
+      let sum = 0;
+      for (let i = 0; i < x; i++) sum += Math.log((nu * p1 + i) / (nu * p0 + i));
+      for (let j = 0; j < y; j++) sum += Math.log((nu * (1 - p1) + j) / (nu * (1 - p0) + j));
+      return sum;
+    };
+    for (const [x, y, nu] of [[20, 45, 5], [3, 200, 0.5], [500, 4000, 30]] as const) {
+      assert.ok(Math.abs(logShareRatio(x, y, 0.2, 0.1, nu) - product(x, y, 0.2, 0.1, nu)) < 1e-8, `x ${x}, y ${y}, ν ${nu}`);
+    }
+  });
 });

@@ -98,6 +98,8 @@ export function logShareRatio(x: number, y: number, p1: number, p0: number, nu: 
   const a0 = nu * p0;
   const b1 = nu - a1;
   const b0 = nu - a0;
+  // Many errors in a bucket: the same products through log Γ, so a check costs no more per bucket.
+  if (x + y > 64) return logGamma(a1 + x) - logGamma(a1) - logGamma(a0 + x) + logGamma(a0) + logGamma(b1 + y) - logGamma(b1) - logGamma(b0 + y) + logGamma(b0);
   let sum = 0;
   for (let i = 0; i < x; i++) sum += Math.log((a1 + i) / (a0 + i));
   for (let j = 0; j < y; j++) sum += Math.log((b1 + j) / (b0 + j));
@@ -125,6 +127,18 @@ export function logEConcurrent(buckets: readonly PairedBucket[], grid: readonly 
     });
   }
   return logMeanExp(llr);
+}
+
+const LANCZOS = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+
+/** log Γ(z) for z > 0 (Lanczos, g = 7: about 15 significant digits). */
+export function logGamma(z: number): number {
+  if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
+  const w = z - 1;
+  let a = LANCZOS[0]!;
+  const t = w + 7.5;
+  for (let i = 1; i < 9; i++) a += LANCZOS[i]! / (w + i);
+  return 0.5 * Math.log(2 * Math.PI) + (w + 0.5) * Math.log(t) - t + Math.log(a);
 }
 
 /** One resource's errors in one bucket of a test, and the canary's share of its requests. */
