@@ -1,7 +1,7 @@
 // Attacks on issue 9's fixes, through the public interfaces: each test failed before its fix.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
@@ -329,6 +329,27 @@ describe('a secret pasted where an id belongs stays out of the logs', () => {
 });
 
 describe('one server per database file, however the file is named', () => {
+  test('a lock file deleted under a running server (a stale-lock reflex) stops that server\'s writes before a second one can share the file', async () => {
+    const first = await startServer();
+    try {
+      const lockFiles = readdirSync(first.dir).filter((f) => f.includes('.lock'));
+      assert.ok(lockFiles.length > 0, readdirSync(first.dir).join(' '));
+      for (const f of lockFiles) unlinkSync(join(first.dir, f));
+      // Within its watch's second the first server knows it no longer holds the file alone.
+      let ready = await first.request('GET', '/readyz');
+      for (let i = 0; i < 100 && ready.status === 200; i++) {
+        await sleep(50);
+        ready = await first.request('GET', '/readyz');
+      }
+      assert.equal(ready.status, 503, ready.text);
+      assert.match(ready.text, /lock/);
+      const write = await first.gql(CREATE_GATE, { input: { service: 'after-lock-deleted', env: 'prod', rules: [monitorRule('r')] } });
+      assert.equal(write.errors?.[0]?.extensions?.code, 'UNAVAILABLE', JSON.stringify(write));
+    } finally {
+      await first.stop(); // threw SQLITE_READONLY before (the engine's leases), leaving the file open
+    }
+  });
+
   test('a second server on a symlink to the first one\'s database file refuses to start', async () => {
     const elsewhere = mkdtempSync(join(tmpdir(), 'tollgate-link-'));
     try {

@@ -6,7 +6,7 @@ import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3'
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger';
 import * as schema from './schema.ts';
-import { acquireServerLock, StorageStartError } from './serverLock.ts';
+import { acquireServerLock, type ServerLock, StorageStartError } from './serverLock.ts';
 
 export { StorageStartError } from './serverLock.ts';
 
@@ -112,7 +112,7 @@ export function openServerDb(path: string, options: OpenDbOptions & { log: Stora
     if (typeof code === 'string' && code.startsWith('SQLITE_')) throw new StorageStartError(`cannot use the database file ${path} (${code}: ${(err as Error).message})`);
     throw err;
   }
-  const watch = watchStorage(db, path, options.log);
+  const watch = watchStorage(db, path, options.log, lock);
   return {
     db,
     ready() {
@@ -180,7 +180,7 @@ function identity(file: string): string | null {
  * - the database file deleted or replaced: writes are refused until a restart.
  * /readyz is 503 while any of these holds, or while a probe write fails (disk full, I/O error).
  */
-function watchStorage(db: Db, path: string, log: StorageLog, intervalMs = 1000) {
+function watchStorage(db: Db, path: string, log: StorageLog, lock: ServerLock, intervalMs = 1000) {
   const companions = [`${path}-wal`, `${path}-shm`];
   const dbIdentity = identity(path);
   const companionIdentities = companions.map(identity);
@@ -217,6 +217,8 @@ function watchStorage(db: Db, path: string, log: StorageLog, intervalMs = 1000) 
     if (broken || !db.$client.open) return;
     const now = identity(path);
     if (now !== dbIdentity) return breakDown(`the database file ${path} was ${now ? 'replaced' : 'deleted'} under the running server`, false);
+    // A second server could now take a new lock and write the same file beside this one.
+    if (!lock.intact()) return breakDown(`the lock file ${lock.path} was deleted or replaced under the running server, so another server may open this database`, true);
     for (const [i, file] of companions.entries()) {
       const was = companionIdentities[i];
       if (was && identity(file) !== was) return breakDown(`${file} was deleted or replaced under the running server`, true);

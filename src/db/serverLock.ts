@@ -1,6 +1,6 @@
 // One Tollgate server per SQLite file. Two servers on one file both drive the same
 // evaluations, lose writes to `database is locked`, and neither sees the other's events.
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -15,6 +15,11 @@ export class StorageStartError extends Error {
 
 export interface ServerLock {
   readonly path: string;
+  /**
+   * False once the lock file was deleted or replaced (someone clearing a "stale" lock): a
+   * second server may then lock a new file and open the same database.
+   */
+  intact(): boolean;
   release(): void;
 }
 
@@ -70,14 +75,25 @@ export function acquireServerLock(dbPath: string, now = new Date()): ServerLock 
     throw new StorageStartError(`cannot write the lock file ${path} (${(err as Error).message}); if it is damaged, remove it while no Tollgate server runs`);
   }
   heldHere.set(path, note);
+  const held = fileIdentity(path);
   return {
     path,
+    intact: () => lock.open && fileIdentity(path) === held,
     release() {
       if (!lock.open) return;
       lock.close();
       heldHere.delete(path);
     },
   };
+}
+
+function fileIdentity(path: string): string | null {
+  try {
+    const s = statSync(path);
+    return `${s.dev}:${s.ino}`;
+  } catch {
+    return null;
+  }
 }
 
 /** The database file's real path, or, before it exists, its real directory's and its name. */

@@ -7,6 +7,7 @@ import { expectedMigrationCount, type OpenDbOptions, openServerDb } from '../db/
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
 import type { Deps } from '../domain/deps.ts';
+import { storageFailure } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
@@ -192,7 +193,13 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
         keyWatch.close();
         await monitorEvaluator.stop();
-        await engine.stop(); // lets running checks commit, hands leases back
+        // Lets running checks commit, hands leases back. Storage that broke down (a -wal or lock
+        // file deleted) refuses that last write: the leases expire on their own, and the database
+        // must still be closed and its lock released.
+        await engine.stop().catch((err) => {
+          if (!storageFailure(err)) throw err;
+          log.warn({ code: storageFailure(err)!.storageCode }, 'leases not handed back on stop (storage unavailable): they expire on their own');
+        });
         server.closeIdleConnections();
         for (const socket of sockets) socket.destroy();
         await yoga.dispose();
