@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { readFddEvidence } from '../src/domain/fddEvidence.ts';
+import { normalizeReason } from '../src/domain/insights.ts';
 import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -320,7 +321,7 @@ describe('evaluation facets and rule filters', () => {
     assert.ok(Date.parse(all.startedBefore) - Date.parse(all.startedAfter) === 7 * 24 * 3600_000, 'default range: 7 days');
 
     // Choosing a service narrows the other facets, not its own.
-    const web = (await must(FACETS, { f: { service: ['fc-web'] } })).evaluationFacets;
+    const web = (await must(FACETS, { f: { service: ['fc-web'], env: ['fc-prod', 'fc-staging'] } })).evaluationFacets;
     assert.deepEqual(asMap(web.service), { 'fc-web': 2, 'fc-api': 2 });
     assert.deepEqual(asMap(web.version), { v1: 1, v2: 1 });
     assert.deepEqual(asMap(web.ruleName), { alerts: 1, stored: 1 });
@@ -374,5 +375,106 @@ describe('evaluation facets and rule filters', () => {
     const first = await events.next();
     assert.equal(first.data.evaluationEvents.service, 'fc-wanted');
     await client.dispose();
+  });
+});
+
+describe('insights', () => {
+  const INSIGHTS = `query($f: EvaluationFilter, $top: Int) { evaluationInsights(filter: $f, top: $top) { startedAfter startedBefore
+    days { day pass fail canceled inProgress total }
+    mostFailingGates { gateId service env identifier failures evaluations }
+    mostFailingRules { gateId ruleId service env identifier name type failures evaluations }
+    failureReasons { pattern sample ruleType count } failedRulesRead failedRulesComplete
+    timeToVerdict { decided p50Seconds p90Seconds p95Seconds maxSeconds } } }`;
+
+  test('most failing gates are gates by id and rules carry their gate and rule ids (evaluationStats too)', async () => {
+    const bad = await monitorIn('ins-prod', 'ALERT');
+    const gate = (await must(CREATE_GATE, { input: { service: 'ins-a', env: 'ins-prod', rules: [monitorRule('stored alert', { query: bad })] } })).createGate;
+    await finished({ service: 'ins-a', env: 'ins-prod' });
+    await finished({ service: 'ins-a', env: 'ins-prod' });
+    // A just-in-time evaluation of the same key is not the gate.
+    await finished({ service: 'ins-a', env: 'ins-prod', configuration: { rules: [jitMonitor('stored alert', { query: bad })] } });
+
+    const insights = (await must(INSIGHTS, { f: { service: ['ins-a'] } })).evaluationInsights;
+    assert.deepEqual(
+      insights.mostFailingGates.map((g: any) => [g.gateId, g.failures, g.evaluations]),
+      [[gate.id, 2, 2], [null, 1, 1]],
+    );
+    assert.deepEqual(
+      insights.mostFailingRules.map((r: any) => [r.gateId, r.ruleId, r.name, r.type, r.failures]),
+      [[gate.id, gate.rules[0].id, 'stored alert', 'MONITOR', 2], [null, null, 'stored alert', 'MONITOR', 1]],
+    );
+    const stats = (await must(`query($f: EvaluationFilter) { evaluationStats(filter: $f) {
+      mostFailingGates { gateId failures } mostFailingRules { gateId ruleId failures } } }`, { f: { service: ['ins-a'] } })).evaluationStats;
+    assert.deepEqual(stats.mostFailingGates, [{ gateId: gate.id, failures: 2 }, { gateId: null, failures: 1 }]);
+    assert.deepEqual(stats.mostFailingRules, [{ gateId: gate.id, ruleId: gate.rules[0].id, failures: 2 }, { gateId: null, ruleId: null, failures: 1 }]);
+  });
+
+  test('per day with zeros, time to verdict, failure reasons grouped across times and ids', async () => {
+    const ok = await monitorIn('ins-days', 'OK');
+    const t1 = tag();
+    const m1 = await d.monitor('payments latency', [t1, 'env:ins-days']);
+    await d.report(m1, 'ALERT', 'host:a1b2c3d4e5f6');
+    for (let i = 0; i < 3; i++) await finished({ service: 'ins-b', env: 'ins-days', configuration: { rules: [jitMonitor('latency', { query: t1 })] } });
+    await finished({ service: 'ins-b', env: 'ins-days', configuration: { rules: [jitMonitor('fine', { query: ok })] } });
+    const canceled = await d.evaluate({ service: 'ins-b', env: 'ins-days', configuration: { rules: [jitMonitor('long', { query: ok, duration: 3600 })] } });
+    await must('mutation($id: ID!) { cancelEvaluation(id: $id) { id } }', { id: canceled.data.evaluateGate.id });
+
+    const now = Date.now();
+    const f = { service: ['ins-b'], startedAfter: new Date(now - 3 * 86400_000).toISOString(), startedBefore: new Date(now + 60_000).toISOString() };
+    const i = (await must(INSIGHTS, { f })).evaluationInsights;
+    assert.equal(i.days.length, Math.ceil((Date.parse(f.startedBefore) - Date.UTC(...([new Date(f.startedAfter)].map((x) => [x.getUTCFullYear(), x.getUTCMonth(), x.getUTCDate()])[0] as [number, number, number]))) / 86400_000));
+    const today = i.days.find((x: any) => x.day === new Date().toISOString().slice(0, 10));
+    assert.deepEqual(today, { day: today.day, pass: 1, fail: 3, canceled: 1, inProgress: 0, total: 5 });
+    assert.equal(i.days.reduce((n: number, x: any) => n + x.total, 0), 5, 'the other days are zeros');
+
+    assert.equal(i.timeToVerdict.decided, 4, 'pass and fail only');
+    assert.ok(i.timeToVerdict.p50Seconds >= 0 && i.timeToVerdict.p50Seconds <= i.timeToVerdict.p90Seconds);
+    assert.ok(i.timeToVerdict.p90Seconds <= i.timeToVerdict.p95Seconds && i.timeToVerdict.p95Seconds <= i.timeToVerdict.maxSeconds);
+
+    // Three failures at three times, one group; the sample is a real reason.
+    assert.equal(i.failureReasons.length, 1);
+    assert.equal(i.failureReasons[0].count, 3);
+    assert.equal(i.failureReasons[0].ruleType, 'MONITOR');
+    assert.match(i.failureReasons[0].pattern, /^Monitor "payments latency" \(host:<id>\) was ALERT at <time>\.$/);
+    assert.match(i.failureReasons[0].sample, /^Monitor "payments latency" \(host:a1b2c3d4e5f6\) was ALERT at \d{4}-/);
+    assert.equal(i.failedRulesRead, 3);
+    assert.equal(i.failedRulesComplete, true);
+
+    const wide = await s.gql(INSIGHTS, { f: { startedAfter: new Date(now - 40 * 86400_000).toISOString() } });
+    assert.equal(field(wide), 'filter.startedAfter');
+  });
+
+  test('a key of one env: its counts only, and failure reasons through the per-reader view (no other env’s monitor named)', async () => {
+    const t = tag();
+    const hidden = await d.monitor('secret-billing-monitor', [t, 'env:ins-other']);
+    await d.report(hidden, 'ALERT');
+    // Started by the admin key, whose rules see every env: the reason names the other env's monitor.
+    const e = await finished({ service: 'ins-c', env: 'ins-prod2', configuration: { rules: [jitMonitor('cross', { query: t })] } });
+    assert.equal(e.status, 'FAIL');
+    assert.match(e.rules[0].reason, /secret-billing-monitor/);
+    await finished({ service: 'ins-c', env: 'ins-other', configuration: { rules: [jitMonitor('cross', { query: t })] } });
+
+    const reader = await s.createKey(['gates:read'], ['ins-prod2']);
+    const i = (await must(INSIGHTS, { f: { service: ['ins-c'] } }, reader)).evaluationInsights;
+    assert.equal(i.days.reduce((n: number, x: any) => n + x.total, 0), 1);
+    assert.deepEqual(i.mostFailingGates.map((g: any) => g.env), ['ins-prod2']);
+    assert.equal(i.failureReasons.length, 1);
+    assert.doesNotMatch(JSON.stringify(i.failureReasons), /secret-billing-monitor/);
+    assert.match(i.failureReasons[0].sample, /outside your environments/);
+    // The same reader sees the same words on the evaluation itself.
+    const shown = (await must('query($id: ID!) { evaluation(id: $id) { rules { reason } } }', { id: e.id }, reader)).evaluation.rules[0].reason;
+    assert.equal(i.failureReasons[0].sample, shown);
+    // The admin sees both envs and the monitor's name.
+    const admin = (await must(INSIGHTS, { f: { service: ['ins-c'] } })).evaluationInsights;
+    assert.equal(admin.failureReasons[0].count, 2);
+    assert.match(admin.failureReasons[0].sample, /secret-billing-monitor/);
+  });
+
+  test('normalizeReason: times, ids and numbers become placeholders; words and names stay', () => {
+    assert.equal(
+      normalizeReason('Version v2: error rate of GET /cart rose from 1.00% (baseline) to 9.80% (12 of 400 requests), e-value 1.2e+05 ≥ 234'),
+      'Version v<n>: error rate of GET /cart rose from <n>% (baseline) to <n>% (<n> of <n> requests), e-value <n> ≥ <n>',
+    );
+    assert.equal(normalizeReason('evaluation 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b at 2026-01-31T12:00:00.123Z'), 'evaluation <id> at <time>');
   });
 });

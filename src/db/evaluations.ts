@@ -212,12 +212,13 @@ export interface EvaluationStatsRow {
   byStatus: Array<{ status: Status; count: number }>;
   byDay: Array<{ day: string; status: Status; count: number }>;
   failingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
-  failingRules: Array<{ service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>;
+  failingRules: Array<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>;
 }
 
 /** Aggregates for the explorer: real statuses (dry run ignored), grouped several ways. */
 export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): EvaluationStatsRow {
   const where = and(...filterSql(filter));
+  const { failingGates, failingRules } = mostFailing(db, filter, limit);
   const byStatus = db
     .select({ status: evaluations.status, count: sql<number>`count(*)` })
     .from(evaluations)
@@ -232,6 +233,22 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
     .groupBy(day, evaluations.status)
     .orderBy(day)
     .all();
+  return {
+    total: byStatus.reduce((n, r) => n + r.count, 0),
+    byStatus,
+    byDay,
+    failingGates,
+    failingRules,
+  };
+}
+
+/**
+ * The gates and the rules that failed most. A gate is its id (a deleted gate and the one
+ * recreated under the same key are two gates; just-in-time evaluations group by their key with
+ * no id); a rule is its stored id within its gate, or its name for just-in-time rules.
+ */
+export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pick<EvaluationStatsRow, 'failingGates' | 'failingRules'> {
+  const where = and(...filterSql(filter));
   const failures = sql<number>`sum(case when ${evaluations.status} = 'fail' then 1 else 0 end)`;
   const failingGates = db
     .select({
@@ -244,14 +261,16 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
     })
     .from(evaluations)
     .where(where)
-    .groupBy(evaluations.service, evaluations.env, evaluations.identifier)
+    .groupBy(evaluations.gateId, evaluations.service, evaluations.env, evaluations.identifier)
     .having(sql`${failures} > 0`)
-    .orderBy(desc(failures))
+    .orderBy(desc(failures), asc(evaluations.service), asc(evaluations.env), asc(evaluations.identifier))
     .limit(limit)
     .all();
   const ruleFailures = sql<number>`sum(case when ${ruleEvaluations.status} = 'fail' then 1 else 0 end)`;
   const failingRules = db
     .select({
+      gateId: evaluations.gateId,
+      ruleId: ruleEvaluations.ruleId,
       service: evaluations.service,
       env: evaluations.env,
       identifier: evaluations.identifier,
@@ -263,18 +282,12 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
     .from(ruleEvaluations)
     .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
     .where(where)
-    .groupBy(evaluations.service, evaluations.env, evaluations.identifier, ruleEvaluations.name)
+    .groupBy(evaluations.gateId, ruleEvaluations.ruleId, evaluations.service, evaluations.env, evaluations.identifier, ruleEvaluations.name)
     .having(sql`${ruleFailures} > 0`)
-    .orderBy(desc(ruleFailures))
+    .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name))
     .limit(limit)
     .all();
-  return {
-    total: byStatus.reduce((n, r) => n + r.count, 0),
-    byStatus,
-    byDay,
-    failingGates,
-    failingRules,
-  };
+  return { failingGates, failingRules };
 }
 
 // ---- the explorer's facets and insights ----
@@ -338,4 +351,79 @@ export function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limi
     .limit(limit)
     .all()
     .map((r) => ({ value: String(r.value), count: r.count }));
+}
+
+/** Evaluations per UTC day and real status. */
+export function countsByDay(db: Tx, filter: EvaluationFilter): Array<{ day: string; status: Status; count: number }> {
+  const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
+  return db
+    .select({ day, status: evaluations.status, count: sql<number>`count(*)` })
+    .from(evaluations)
+    .where(and(...filterSql(filter)))
+    .groupBy(day, evaluations.status)
+    .orderBy(day)
+    .all();
+}
+
+export interface FailedRuleLine {
+  id: string;
+  evaluationId: string;
+  position: number;
+  type: RuleType;
+  reason: string | null;
+  triggerEnvs: string[] | null;
+}
+
+/**
+ * Failed rules of the filtered evaluations, newest evaluation first, `limit` at a time: the
+ * light columns only (no evidence); `after` is the last line of the previous page.
+ */
+export function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<FailedRuleLine, 'evaluationId' | 'position'> | null, limit: number): FailedRuleLine[] {
+  const where = [...filterSql(filter), eq(ruleEvaluations.status, 'fail')];
+  if (after) {
+    where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
+  }
+  return db
+    .select({
+      id: ruleEvaluations.id,
+      evaluationId: ruleEvaluations.evaluationId,
+      position: ruleEvaluations.position,
+      type: ruleEvaluations.type,
+      reason: ruleEvaluations.reason,
+      triggerEnvs: evaluations.triggerEnvs,
+    })
+    .from(ruleEvaluations)
+    .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+    .where(and(...where))
+    .orderBy(desc(evaluations.id), asc(ruleEvaluations.position))
+    .limit(limit)
+    .all() as FailedRuleLine[];
+}
+
+export function getRuleEvaluations(db: Tx, ids: readonly string[]): RuleEvaluationRow[] {
+  if (ids.length === 0) return [];
+  return db.select().from(ruleEvaluations).where(inList(ruleEvaluations.id, ids)).all() as RuleEvaluationRow[];
+}
+
+/**
+ * Nearest-rank percentiles of decidedAt − startedAt (ms) over the decided (pass or fail)
+ * evaluations of the filter, from one sort: ranks ⌈p·n⌉ in integer arithmetic (p to 0.001).
+ */
+export function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonly number[]): { count: number; byPercent: Map<number, number>; max: number | null } {
+  const where = and(...filterSql(filter), inList(evaluations.status, ['pass', 'fail']), isNotNull(evaluations.decidedAt));
+  const ms = sql<number>`(${evaluations.decidedAt} - ${evaluations.startedAt})`;
+  const ranked = db
+    .select({ ms: ms.as('ms'), rn: sql<number>`row_number() over (order by ${ms})`.as('rn'), n: sql<number>`count(*) over ()`.as('n') })
+    .from(evaluations)
+    .where(where)
+    .as('ranked');
+  const wanted = sql.join(
+    [...percents.map((p) => sql`${ranked.rn} = max(1, (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000)`), sql`${ranked.rn} = ${ranked.n}`],
+    sql` or `,
+  );
+  const rows = db.select({ ms: ranked.ms, rn: ranked.rn, n: ranked.n }).from(ranked).where(wanted).all();
+  const count = rows[0]?.n ?? 0;
+  const at = new Map(rows.map((r) => [r.rn, r.ms]));
+  const byPercent = new Map(percents.map((p) => [p, at.get(Math.max(1, Math.ceil((Math.round(p * 1000) * count) / 1000)))!] as [number, number]));
+  return { count, byPercent: count > 0 ? byPercent : new Map(), max: count > 0 ? at.get(count)! : null };
 }

@@ -2,10 +2,25 @@
 // insights page (per day, most failing, failure reasons, time to verdict). Everything is read
 // over a time range of at most 30 days and only over the caller's environments: a count of
 // another env's evaluations is a leak like any other.
-import { type EvaluationFilter, type Facet, type FacetValueRow, facetValues } from '../db/evaluations.ts';
+import {
+  countsByDay,
+  type EvaluationFilter,
+  type EvaluationStatsRow,
+  type Facet,
+  type FacetValueRow,
+  facetValues,
+  failedRulesPage,
+  type FailedRuleLine,
+  getRuleEvaluations,
+  mostFailing,
+  type RuleEvaluationRow,
+  verdictTimes,
+} from '../db/evaluations.ts';
 import type { Deps } from './deps.ts';
 import { badInput } from './errors.ts';
 import { type Principal, requireScope } from './principal.ts';
+import type { RuleType } from './ruleOptions.ts';
+import { ruleEvaluationFor, seesAllOf } from './ruleEvidence.ts';
 
 const DAY_MS = 24 * 60 * 60_000;
 export const MAX_RANGE_MS = 30 * DAY_MS;
@@ -77,4 +92,165 @@ export async function evaluationFacets(deps: Deps, actor: Principal, filter: Eva
     await new Promise((resolve) => setImmediate(resolve));
   }
   return { startedAfter: ranged.startedAfter, startedBefore: ranged.startedBefore, values };
+}
+
+// ---- insights ----
+
+export interface DayCounts {
+  day: string;
+  pass: number;
+  fail: number;
+  canceled: number;
+  inProgress: number;
+  total: number;
+}
+
+export interface FailureReasonGroup {
+  /** The reason with numbers, ids and times replaced by placeholders. */
+  pattern: string;
+  /** One reason of the group as the reader may see it (the newest). */
+  sample: string;
+  ruleType: RuleType;
+  count: number;
+}
+
+export interface VerdictTime {
+  decided: number;
+  p50Ms: number | null;
+  p90Ms: number | null;
+  p95Ms: number | null;
+  maxMs: number | null;
+}
+
+export interface Insights {
+  startedAfter: Date;
+  startedBefore: Date;
+  days: DayCounts[];
+  failingGates: EvaluationStatsRow['failingGates'];
+  failingRules: EvaluationStatsRow['failingRules'];
+  failureReasons: FailureReasonGroup[];
+  /** Failed rules whose reasons were grouped, newest first, and whether that was all of them. */
+  failedRulesRead: number;
+  failedRulesComplete: boolean;
+  timeToVerdict: VerdictTime;
+}
+
+/** Failed rules read to group their reasons, at most: the newest ones when there are more. */
+export const MAX_REASON_ROWS = 20_000;
+const REASON_PAGE = 1000;
+/** Characters of a reason considered: the part that tells one failure from another. */
+const REASON_CHARS = 300;
+
+/**
+ * A reason with what differs between occurrences of the same failure replaced by placeholders:
+ * times, ids, numbers. `"m" was ALERT at 2026-01-01T10:00:00.000Z` and the same at another time
+ * are one group; "error rate of GET /cart rose from 1.00% to 9.80%" and of POST /pay are two.
+ */
+export function normalizeReason(reason: string): string {
+  return reason
+    .slice(0, REASON_CHARS)
+    .replace(/\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?/g, '<time>')
+    .replace(/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, '<id>')
+    .replace(/\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{12,}\b/gi, '<id>')
+    .replace(/\d+(?:[.,]\d+)*(?:e[+-]?\d+)?/gi, '<n>')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
+
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/** Every UTC day of the range, with zeros where nothing started. */
+function fillDays(rows: ReadonlyArray<{ day: string; status: string; count: number }>, from: Date, to: Date): DayCounts[] {
+  const days = new Map<string, DayCounts>();
+  const first = Date.UTC(from.getUTCFullYear(), from.getUTCMonth(), from.getUTCDate());
+  for (let t = first; t < to.getTime(); t += DAY_MS) {
+    const day = new Date(t).toISOString().slice(0, 10);
+    days.set(day, { day, pass: 0, fail: 0, canceled: 0, inProgress: 0, total: 0 });
+  }
+  for (const r of rows) {
+    const d = days.get(r.day);
+    if (!d) continue;
+    if (r.status === 'pass') d.pass += r.count;
+    else if (r.status === 'fail') d.fail += r.count;
+    else if (r.status === 'canceled') d.canceled += r.count;
+    else d.inProgress += r.count;
+    d.total += r.count;
+  }
+  return [...days.values()];
+}
+
+/**
+ * The failed rules' reasons as the reader may see them, grouped by pattern, most frequent
+ * first. Reasons are read a page at a time (light columns); a rule whose evaluation reached
+ * further than the reader's environments is read whole and shown through the per-reader view
+ * (ruleEvidence.ts) before its reason counts, as Evaluation.rules would show it.
+ */
+async function failureReasons(deps: Deps, actor: Principal, filter: EvaluationFilter, top: number) {
+  const groups = new Map<string, FailureReasonGroup>();
+  let read = 0;
+  let after: FailedRuleLine | null = null;
+  let complete = true;
+  for (;;) {
+    const page = failedRulesPage(deps.db, filter, after, Math.min(REASON_PAGE, MAX_REASON_ROWS - read));
+    const viewed = new Map<string, RuleEvaluationRow>();
+    const needView = page.filter((l) => !seesAllOf(actor, l));
+    if (needView.length > 0) {
+      for (const rule of getRuleEvaluations(deps.db, needView.map((l) => l.id))) {
+        const line = needView.find((l) => l.id === rule.id)!;
+        viewed.set(rule.id, ruleEvaluationFor(actor, line, rule));
+      }
+    }
+    for (const line of page) {
+      const reason = (viewed.get(line.id)?.reason ?? line.reason ?? '').trim() || '(no reason given)';
+      const pattern = normalizeReason(reason);
+      const key = `${line.type}\u0000${pattern}`;
+      const g = groups.get(key);
+      if (g) g.count++;
+      else groups.set(key, { pattern, sample: reason, ruleType: line.type, count: 1 });
+    }
+    read += page.length;
+    if (page.length === 0 || read >= MAX_REASON_ROWS) {
+      complete = page.length === 0 || failedRulesPage(deps.db, filter, page.at(-1)!, 1).length === 0;
+      break;
+    }
+    after = page.at(-1)!;
+    await nextTurn();
+  }
+  const sorted = [...groups.values()].sort((a, b) => b.count - a.count || (a.pattern < b.pattern ? -1 : 1));
+  return { reasons: sorted.slice(0, top), read, complete };
+}
+
+/**
+ * The insights page over a range of at most 30 days (default 7): evaluations per day and real
+ * status, the gates and rules that failed most (with their ids), the most common failure
+ * reasons, and the time from start to verdict. Only the caller's environments count.
+ */
+export async function evaluationInsights(deps: Deps, actor: Principal, filter: EvaluationFilter, top: number): Promise<Insights> {
+  requireRead(actor);
+  const ranged = { ...boundedRange(filter, deps.now()), envs: actor.envs };
+  const limit = boundedTop(top);
+  const days = fillDays(countsByDay(deps.db, ranged), ranged.startedAfter, ranged.startedBefore);
+  await nextTurn();
+  const { failingGates, failingRules } = mostFailing(deps.db, ranged, limit);
+  await nextTurn();
+  const times = verdictTimes(deps.db, ranged, [0.5, 0.9, 0.95]);
+  await nextTurn();
+  const reasons = await failureReasons(deps, actor, ranged, limit);
+  return {
+    startedAfter: ranged.startedAfter,
+    startedBefore: ranged.startedBefore,
+    days,
+    failingGates,
+    failingRules,
+    failureReasons: reasons.reasons,
+    failedRulesRead: reasons.read,
+    failedRulesComplete: reasons.complete,
+    timeToVerdict: {
+      decided: times.count,
+      p50Ms: times.byPercent.get(0.5) ?? null,
+      p90Ms: times.byPercent.get(0.9) ?? null,
+      p95Ms: times.byPercent.get(0.95) ?? null,
+      maxMs: times.max,
+    },
+  };
 }

@@ -48,8 +48,8 @@ export function describeFailingGroups(failing: readonly FailingGroupEvidence[]):
 type Reader = Pick<Principal, 'envs'>;
 type Trigger = Pick<EvaluationRow, 'triggerEnvs'>;
 
-/** Whether everything the trigger could see is visible to the reader too. */
-function seesAllOf(reader: Reader, evaluation: Trigger): boolean {
+/** Whether everything the trigger could see is visible to the reader too (then the rule is shown as it is). */
+export function seesAllOf(reader: Reader, evaluation: Trigger): boolean {
   if (reader.envs === null) return true;
   const trigger = evaluation.triggerEnvs ?? null;
   return trigger !== null && trigger.every((e) => reader.envs!.includes(e));

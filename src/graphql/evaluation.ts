@@ -349,9 +349,10 @@ const DayStatusCount = builder.objectRef<{ day: string; status: EvaluationRow['s
     count: t.exposeInt('count'),
   }),
 });
-const GateFailures = builder
+export const GateFailures = builder
   .objectRef<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>('GateFailures')
   .implement({
+    description: 'A gate by its id (a gate deleted and recreated under the same key is another gate); just-in-time evaluations of one key have no id.',
     fields: (t) => ({
       gateId: t.exposeID('gateId', { nullable: true }),
       service: t.exposeString('service'),
@@ -361,10 +362,13 @@ const GateFailures = builder
       evaluations: t.exposeInt('evaluations'),
     }),
   });
-const RuleFailures = builder
-  .objectRef<{ service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>('RuleFailures')
+export const RuleFailures = builder
+  .objectRef<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>('RuleFailures')
   .implement({
+    description: 'A rule: its stored id within its gate, or its name for just-in-time rules (gateId and ruleId null).',
     fields: (t) => ({
+      gateId: t.exposeID('gateId', { nullable: true }),
+      ruleId: t.exposeID('ruleId', { nullable: true, description: 'The stored rule (it may have been deleted since).' }),
       service: t.exposeString('service'),
       env: t.exposeString('env'),
       identifier: t.exposeString('identifier'),
