@@ -14,7 +14,7 @@ import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { createLogger } from '../src/log.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { CREATE_GATE, monitorRule, sleep, wsOnce, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
+import { ADMIN_KEY, CREATE_GATE, monitorRule, sleep, wsOnce, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -361,6 +361,27 @@ describe('one server per database file, however the file is named', () => {
       assert.match(String(refusal), /another Tollgate server .* is using the database/);
     } finally {
       rmSync(elsewhere, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('GraphQL parameters that are not JSON are the client\'s mistake', () => {
+  test('variables or extensions that are not JSON, in a GET query string or a form body: 400 naming the parameter, not "Unexpected error."', async () => {
+    const auth = { authorization: `Bearer ${ADMIN_KEY}` };
+    const attempts: Array<[string, Promise<Response>]> = [];
+    for (const param of ['variables', 'extensions']) {
+      attempts.push([`GET ${param}`, fetch(`${s.url}/graphql?query=%7B__typename%7D&${param}=%7B`, { headers: auth })]);
+      attempts.push([
+        `POST form ${param}`,
+        fetch(`${s.url}/graphql`, { method: 'POST', headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: `query=%7B__typename%7D&${param}=%7Bnot-json` }),
+      ]);
+    }
+    for (const [what, pending] of attempts) {
+      const res = await pending;
+      const body = await res.json();
+      assert.equal(res.status, 400, `${what}: ${JSON.stringify(body)}`);
+      assert.equal(body.errors[0].extensions.code, 'BAD_REQUEST', what);
+      assert.match(body.errors[0].message, /(variables|extensions).*JSON/, what);
     }
   });
 });

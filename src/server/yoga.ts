@@ -131,6 +131,25 @@ const explainUnsupportedMediaType: Plugin = {
   },
 };
 
+/**
+ * yoga's GET and form parsers JSON.parse `variables` and `extensions` unguarded: a value that is
+ * not JSON was answered "Unexpected error." and logged at error with a stack. It is the client's
+ * mistake: 400 saying so.
+ */
+const explainParamsNotJson: Plugin = {
+  onRequestParse: ({ requestParser, setRequestParser }) => {
+    if (!requestParser) return;
+    setRequestParser(async (request) => {
+      try {
+        return await requestParser(request);
+      } catch (err) {
+        if (!(err instanceof SyntaxError)) throw err;
+        throw new GraphQLError(`variables and extensions must be JSON objects: ${err.message}`, { extensions: { code: 'BAD_REQUEST', http: { status: 400 } } });
+      }
+    });
+  },
+};
+
 /** yoga's own plugin only looks at HTTP requests; adding the rule at validation covers WebSocket too. */
 const disableIntrospection: Plugin = {
   onValidate: ({ addValidationRule }) => addValidationRule(NoSchemaIntrospectionCustomRule),
@@ -216,6 +235,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
       responseCache(deps, authenticateRequest),
       endStreamsWithTheirKey(keyWatch),
       explainUnsupportedMediaType,
+      explainParamsNotJson,
       ...armor.protect().plugins,
       ...(production ? [disableIntrospection] : []),
       useReadinessCheck({
