@@ -5,48 +5,44 @@ import { ErrorNote, formatDuration, Page, useQuery } from '../components.tsx';
 import { RANGES, timeRange, withParam } from '../filters.ts';
 import { navigate, useLocation } from '../router.ts';
 
-interface Stats {
+interface Day {
+  day: string;
+  pass: number;
+  fail: number;
+  canceled: number;
+  inProgress: number;
   total: number;
-  byStatus: Array<{ status: string; count: number }>;
-  byDay: Array<{ day: string; status: string; count: number }>;
+}
+interface Insights {
+  days: Day[];
   mostFailingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
   mostFailingRules: Array<{ name: string; type: string; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
+  failureReasons: Array<{ pattern: string; sample: string; count: number; ruleType: string }>;
+  failedRulesComplete: boolean;
+  failedRulesRead: number;
+  timeToVerdict: { decided: number; p50Seconds: number | null; p95Seconds: number | null; maxSeconds: number | null };
 }
 
-const STATS = `query Insights($filter: EvaluationFilter) {
-  evaluationStats(filter: $filter, top: 10) {
-    total byStatus { status count } byDay { day status count }
+const INSIGHTS = `query Insights($filter: EvaluationFilter) {
+  evaluationInsights(filter: $filter, top: 10) {
+    days { day pass fail canceled inProgress total }
     mostFailingGates { gateId service env identifier failures evaluations }
     mostFailingRules { name type service env identifier failures evaluations }
+    failureReasons { pattern sample count ruleType }
+    failedRulesComplete failedRulesRead
+    timeToVerdict { decided p50Seconds p95Seconds maxSeconds }
   }
-}`;
-
-/** Failure reasons and time to verdict, from the finished evaluations of the range (the newest 200). */
-const RECENT = `query InsightsRecent($filter: EvaluationFilter) {
-  evaluations(filter: $filter, first: 200) { edges { node { status startedAt decidedAt rules(status: [FAIL]) { name reason } } } }
 }`;
 
 const SERIES = [
-  ['PASS', 'Pass', 'bar-pass', 'swatch-pass'],
-  ['FAIL', 'Fail', 'bar-fail', 'swatch-fail'],
-  ['CANCELED', 'Canceled', 'bar-canceled', 'swatch-canceled'],
+  ['pass', 'Pass', 'bar-pass', 'swatch-pass'],
+  ['fail', 'Fail', 'bar-fail', 'swatch-fail'],
+  ['canceled', 'Canceled', 'bar-canceled', 'swatch-canceled'],
 ] as const;
 
-function days(fromIso: string, toIso: string): string[] {
-  const out: string[] = [];
-  const d = new Date(fromIso.slice(0, 10) + 'T00:00:00Z');
-  const end = new Date(toIso);
-  while (d <= end && out.length < 32) {
-    out.push(d.toISOString().slice(0, 10));
-    d.setUTCDate(d.getUTCDate() + 1);
-  }
-  return out;
-}
-
-function DailyChart({ byDay, from, to }: { byDay: Stats['byDay']; from: string; to: string }) {
-  const all = days(from, to);
-  const counts = new Map<string, Record<string, number>>();
-  for (const r of byDay) counts.set(r.day, { ...(counts.get(r.day) ?? {}), [r.status]: r.count });
+function DailyChart({ days }: { days: Day[] }) {
+  const all = days.map((d) => d.day);
+  const counts = new Map<string, Record<string, number>>(days.map((d) => [d.day, { pass: d.pass, fail: d.fail, canceled: d.canceled }]));
   const totals = all.map((d) => SERIES.reduce((n, [s]) => n + (counts.get(d)?.[s] ?? 0), 0));
   const max = Math.max(1, ...totals);
   const width = 720;
@@ -131,34 +127,15 @@ function Bars({ title, rows, testid }: { title: string; rows: Array<{ label: str
   );
 }
 
-/** Reasons grouped with their times and numbers left out, so the same cause on other days counts once. */
-const reasonKey = (r: string) => r.replace(/\d{4}-\d\d-\d\dT[\d:.]+Z/g, 'T').replace(/\d+(\.\d+)?/g, 'N');
-const reasonLabel = (r: string) => r.replace(/ at \d{4}-\d\d-\d\dT[\d:.]+Z/g, '');
-
-const quantile = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-
 export function InsightsPage() {
   const { params } = useLocation();
   const search = params.toString();
   const range = useMemo(() => timeRange(params), [search]);
   const filter = useMemo(() => ({ startedAfter: range.startedAfter, ...(range.startedBefore && { startedBefore: range.startedBefore }) }), [range]);
-  const q = useQuery<{ evaluationStats: Stats }>(STATS, { filter });
-  const recent = useQuery<{ evaluations: { edges: Array<{ node: { status: string; startedAt: string; decidedAt: string | null; rules: Array<{ name: string; reason: string | null }> } }> } }>(RECENT, {
-    filter: { ...filter, status: ['PASS', 'FAIL'] },
-  });
-  const stats = q.data?.evaluationStats;
-  const nodes = recent.data?.evaluations.edges.map((e) => e.node) ?? [];
-  const reasons = new Map<string, { example: string; count: number }>();
-  for (const n of nodes)
-    for (const r of n.rules) {
-      if (!r.reason) continue;
-      const k = reasonKey(r.reason);
-      const entry = reasons.get(k) ?? { example: r.reason, count: 0 };
-      entry.count++;
-      reasons.set(k, entry);
-    }
-  const verdictTimes = nodes.filter((n) => n.decidedAt).map((n) => (new Date(n.decidedAt!).getTime() - new Date(n.startedAt).getTime()) / 1000).sort((a, b) => a - b);
-  const count = (s: string) => stats?.byStatus.find((b) => b.status === s)?.count ?? 0;
+  const q = useQuery<{ evaluationInsights: Insights }>(INSIGHTS, { filter });
+  const stats = q.data?.evaluationInsights;
+  const count = (key: keyof Day) => stats?.days.reduce((n, d) => n + (d[key] as number), 0) ?? 0;
+  const ttv = stats?.timeToVerdict;
   const rangeKey = params.get('range') ?? '1d';
   return (
     <Page
@@ -181,26 +158,31 @@ export function InsightsPage() {
         <>
           <section class="card figures" aria-label="Totals" data-testid="insights-totals">
             <div class="figure">
-              <strong>{stats.total}</strong> evaluations
+              <strong>{count('total')}</strong> evaluations
             </div>
             <div class="figure">
-              <strong>{count('PASS')}</strong> <span aria-hidden="true">✓ </span>passed
+              <strong>{count('pass')}</strong> <span aria-hidden="true">✓ </span>passed
             </div>
             <div class="figure">
-              <strong>{count('FAIL')}</strong> <span aria-hidden="true">✗ </span>failed
+              <strong>{count('fail')}</strong> <span aria-hidden="true">✗ </span>failed
             </div>
             <div class="figure">
-              <strong>{count('CANCELED')}</strong> <span aria-hidden="true">⊘ </span>canceled
+              <strong>{count('canceled')}</strong> <span aria-hidden="true">⊘ </span>canceled
             </div>
             <div class="figure">
-              <strong>{count('IN_PROGRESS')}</strong> <span aria-hidden="true">◷ </span>in progress
+              <strong>{count('inProgress')}</strong> <span aria-hidden="true">◷ </span>in progress
             </div>
             <div class="figure" data-testid="time-to-verdict">
-              <strong>{verdictTimes.length ? formatDuration(quantile(verdictTimes, 0.5)) : '—'}</strong> median time to verdict
-              {verdictTimes.length > 0 && <span class="small muted"> (p95 {formatDuration(quantile(verdictTimes, 0.95))}, newest {verdictTimes.length})</span>}
+              <strong>{ttv?.p50Seconds != null ? formatDuration(ttv.p50Seconds) : '—'}</strong> median time to verdict
+              {ttv?.p95Seconds != null && (
+                <span class="small muted">
+                  {' '}
+                  (p95 {formatDuration(ttv.p95Seconds)}, longest {formatDuration(ttv.maxSeconds ?? ttv.p95Seconds)}, {ttv.decided} decided)
+                </span>
+              )}
             </div>
           </section>
-          <DailyChart byDay={stats.byDay} from={range.startedAfter} to={range.startedBefore ?? new Date().toISOString()} />
+          <DailyChart days={stats.days} />
           <div class="two">
             <Bars
               title="Most failing gates"
@@ -214,12 +196,9 @@ export function InsightsPage() {
             />
           </div>
           <Bars
-            title="Most common failure reasons"
+            title={`Most common failure reasons${stats.failedRulesComplete ? '' : ` (the newest ${stats.failedRulesRead} failed rules)`}`}
             testid="failure-reasons"
-            rows={[...reasons.values()]
-              .sort((a, b) => b.count - a.count)
-              .slice(0, 10)
-              .map((r) => ({ label: reasonLabel(r.example), value: r.count }))}
+            rows={stats.failureReasons.map((r) => ({ label: r.sample, value: r.count }))}
           />
         </>
       )}
