@@ -478,3 +478,22 @@ describe('insights', () => {
     assert.equal(normalizeReason('evaluation 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b at 2026-01-31T12:00:00.123Z'), 'evaluation <id> at <time>');
   });
 });
+
+describe('Gate.lastEvaluations', () => {
+  test('each gate of a page with its newest evaluations, in one batch; not the just-in-time ones of its key', async () => {
+    const ok = await monitorIn('le-prod', 'OK');
+    const a = (await must(CREATE_GATE, { input: { service: 'le-a', env: 'le-prod', rules: [monitorRule('m', { query: ok })] } })).createGate;
+    const b = (await must(CREATE_GATE, { input: { service: 'le-b', env: 'le-prod', rules: [monitorRule('m', { query: ok })] } })).createGate;
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await finished({ service: 'le-a', env: 'le-prod', version: `v${i}` })).id);
+    await finished({ service: 'le-a', env: 'le-prod', configuration: { rules: [jitMonitor('jit', { query: ok })] } });
+    const q = `query($first: Int) { gates(filter: { services: ["le-a", "le-b"] }) { edges { node { id lastEvaluations(first: $first) { id version status } } } } }`;
+    s.queries.length = 0;
+    const gates = (await must(q, { first: 2 })).gates.edges.map((e: any) => e.node);
+    assert.deepEqual(gates.map((g: any) => g.id), [a.id, b.id]);
+    assert.deepEqual(gates[0].lastEvaluations.map((e: any) => e.id), [ids[2], ids[1]]);
+    assert.deepEqual(gates[1].lastEvaluations, []);
+    assert.equal(s.queries.filter((x) => /from "evaluations"/.test(x)).length, 2, 'one indexed read per gate');
+    assert.equal(field(await s.gql(q, { first: 21 })), 'first');
+  });
+});

@@ -427,3 +427,19 @@ export function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonl
   const byPercent = new Map(percents.map((p) => [p, at.get(Math.max(1, Math.ceil((Math.round(p * 1000) * count) / 1000)))!] as [number, number]));
   return { count, byPercent: count > 0 ? byPercent : new Map(), max: count > 0 ? at.get(count)! : null };
 }
+
+/**
+ * The newest `limit` evaluations of each gate, one indexed read per gate: a gate's evaluations
+ * share its key, so the key's (service, env, identifier, startedAt) index walks back from now.
+ */
+export function latestEvaluationsOfGates(db: Tx, gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>, limit: number): EvaluationRow[] {
+  return gates.flatMap((g) =>
+    db
+      .select()
+      .from(evaluations)
+      .where(and(eq(evaluations.service, g.service), eq(evaluations.env, g.env), eq(evaluations.identifier, g.identifier), eq(evaluations.gateId, g.id)))
+      .orderBy(desc(evaluations.startedAt), desc(evaluations.id))
+      .limit(limit)
+      .all(),
+  );
+}

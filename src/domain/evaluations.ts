@@ -8,6 +8,7 @@ import {
   getEvaluation as getEvaluationRow,
   getRuleEvaluation,
   insertEvaluation,
+  latestEvaluationsOfGates,
   listEvaluations as listEvaluationRows,
   type NewRuleEvaluationRow,
   type RuleEvaluationRow,
@@ -118,6 +119,21 @@ export function listEvaluations(deps: Deps, actor: Principal, filter: Evaluation
 export function countEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter): number {
   requireRead(actor);
   return countEvaluationRows(deps.db, { ...filter, envs: actor.envs });
+}
+
+/** Evaluations a gate's list may show at most. */
+export const MAX_GATE_EVALUATIONS = 20;
+
+export function gateEvaluationsLimit(first: number): number {
+  if (!Number.isInteger(first) || first < 1 || first > MAX_GATE_EVALUATIONS) throw badInput('first', `must be between 1 and ${MAX_GATE_EVALUATIONS}, got ${first}`);
+  return first;
+}
+
+/** The newest evaluations of each gate (gates the actor already sees), at most `limit` each. */
+export function latestEvaluationsOf(deps: Deps, actor: Principal, gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>, limit: number): EvaluationRow[] {
+  requireRead(actor);
+  gateEvaluationsLimit(limit);
+  return latestEvaluationsOfGates(deps.db, gates.filter((g) => canSeeEnv(actor, g.env)), limit);
 }
 
 export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {

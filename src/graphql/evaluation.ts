@@ -1,4 +1,7 @@
+import { createContextCache } from '@pothos/core';
 import { Repeater } from '@repeaterjs/repeater';
+import DataLoader from 'dataloader';
+import type { GateRow } from '../db/gates.ts';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
 import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -13,8 +16,11 @@ import {
   type EvaluationSnapshot,
   evaluationStats,
   evaluationUrl,
+  gateEvaluationsLimit,
   getEvaluation,
+  latestEvaluationsOf,
   listEvaluations,
+  MAX_GATE_EVALUATIONS,
   loadSnapshot,
   reported,
   rerunEvaluation,
@@ -26,6 +32,7 @@ import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { builder } from './builder.ts';
+import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
@@ -249,6 +256,34 @@ Evaluation.implement({
     }),
   }),
 });
+
+/** Per operation and per `first`: a page of gates asking for their last evaluations is one batch. */
+const lastEvaluationsLoader = createContextCache((ctx: Context) => {
+  const byLimit = new Map<number, DataLoader<GateRow, EvaluationRow[], string>>();
+  return (limit: number) => {
+    let loader = byLimit.get(limit);
+    if (!loader) {
+      loader = new DataLoader<GateRow, EvaluationRow[], string>(
+        async (gates) => {
+          const rows = latestEvaluationsOf(ctx.deps, ctx.principal, gates, limit);
+          return gates.map((g) => rows.filter((e) => e.gateId === g.id));
+        },
+        { cacheKeyFn: (g) => g.id },
+      );
+      byLimit.set(limit, loader);
+    }
+    return loader;
+  };
+});
+
+builder.objectField(Gate, 'lastEvaluations', (t) =>
+  t.field({
+    type: [Evaluation],
+    description: 'Its newest evaluations, newest first.',
+    args: { first: t.arg.int({ defaultValue: 5, description: `1–${MAX_GATE_EVALUATIONS}.` }) },
+    resolve: (g, args, ctx) => lastEvaluationsLoader(ctx)(gateEvaluationsLimit(args.first ?? 5)).load(g),
+  }),
+);
 
 // ---- inputs ----
 
