@@ -385,3 +385,27 @@ describe('GraphQL parameters that are not JSON are the client\'s mistake', () =>
     }
   });
 });
+
+describe('tollgate keys on a path that is no database', () => {
+  test('a directory or a file that is not SQLite is one line naming it and exit 2, not a stack trace', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { writeFileSync } = await import('node:fs');
+    const bin = join(import.meta.dirname, '..', 'bin/tollgate.js');
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-notdb-'));
+    try {
+      const text = join(dir, 'notes.txt');
+      writeFileSync(text, 'these are not the tables you are looking for\n'.repeat(200));
+      for (const [args, path] of [
+        [['keys', 'create', '--db', dir, '--name', 'x', '--scope', 'gates:read'], dir],
+        [['keys', 'list', '--db', text], text],
+      ] as const) {
+        const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', cwd: dir });
+        assert.equal(r.status, 2, `${args.join(' ')}: ${r.stderr}`);
+        assert.ok(r.stderr.includes(path), r.stderr);
+        assert.doesNotMatch(r.stderr, /^\s+at /m, r.stderr);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

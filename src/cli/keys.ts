@@ -29,8 +29,18 @@ function localDeps(db?: string): Deps {
     console.error(`tollgate: no database at ${resolve(config.dbPath)} (${source}); run this where the server keeps its database, or name the file with --db <path> (which creates it if it does not exist)`);
     process.exit(2);
   }
+  let database: ReturnType<typeof openDb>;
+  try {
+    database = openDb(config.dbPath);
+  } catch (err) {
+    // A directory, a file that is not SQLite, one it may not read: the operator's to fix.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !code.startsWith('SQLITE_')) throw err;
+    console.error(`tollgate: cannot use ${resolve(config.dbPath)} as the database (${code}: ${(err as Error).message}); name the server's database file with --db <path>`);
+    process.exit(2);
+  }
   return {
-    db: openDb(config.dbPath),
+    db: database,
     events: createEvents(),
     log: createLogger('warn'),
     config,
