@@ -139,9 +139,12 @@ let socket: Client | null = null;
 let socketKey: string | null = null;
 
 function closeSocket() {
-  socket?.dispose();
+  const closing = socket;
+  // Forgotten first: its own 'closed' event must not mark the connection as lost.
   socket = null;
   socketKey = null;
+  void closing?.dispose();
+  if (connection.state === 'offline') setState('online');
 }
 
 /** Close codes after which retrying with the same key cannot help. */

@@ -60,6 +60,8 @@ const FACETS = `query EvaluationFacets($filter: EvaluationFilter) {
     ${['service', 'env', 'identifier', 'version', 'status', 'dryRun', 'gate', 'ruleType', 'ruleName'].map((f) => `${f} { value count label }`).join(' ')}
   }
 }`;
+/** How long after subscribing the list is read again, to close the gap before the subscription ran. */
+const CATCH_UP_MS = 1500;
 /** Live events change the counts: they are asked again at most this often. */
 const FACETS_REFRESH_MS = 5000;
 
@@ -254,6 +256,33 @@ export function EvaluationsPage() {
     },
     { skip: !live },
   );
+
+  // An evaluation started between the list's query and the subscription's start on the server
+  // would be missed by both: once the subscription has had time to start, the newest page is read
+  // again and what it holds that the list lacks is merged in.
+  const pausedNow = useRef(paused);
+  pausedNow.current = paused;
+  useEffect(() => {
+    if (!live) return;
+    const timer = setTimeout(async () => {
+      try {
+        const d = await gql<Connection>(LIST, { filter, first: PAGE_SIZE });
+        if (pausedNow.current) return;
+        const fresh = d.evaluations.edges.map((e) => e.node).filter((n) => (known.current.get(n.id) ?? -1) < n.revision);
+        if (fresh.length === 0) return;
+        for (const n of fresh) known.current.set(n.id, n.revision);
+        setRows((old) => {
+          const byId = new Map(fresh.map((n) => [n.id, n]));
+          const updated = old.map((r) => byId.get(r.id) ?? r);
+          const added = fresh.filter((n) => !old.some((r) => r.id === n.id));
+          return [...added, ...updated].sort((x, y) => (x.startedAt < y.startedAt ? 1 : x.startedAt > y.startedAt ? -1 : 0));
+        });
+      } catch {
+        // The list and its error note stay as they are; a reconnection refetches everything.
+      }
+    }, CATCH_UP_MS);
+    return () => clearTimeout(timer);
+  }, [search, live]);
 
   const loadMore = async () => {
     setLoadingMore(true);
