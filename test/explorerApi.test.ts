@@ -497,3 +497,35 @@ describe('Gate.lastEvaluations', () => {
     assert.equal(field(await s.gql(q, { first: 21 })), 'first');
   });
 });
+
+describe('RuleEvaluation.monitorTransitions', () => {
+  test('the matched monitors’ state changes while the rule watched, oldest first, only monitors the reader may see', async () => {
+    const t = tag();
+    const seen = await d.monitor('tr visible', [t, 'env:tr-prod']);
+    const hidden = await d.monitor('tr hidden', [t, 'env:tr-other']);
+    await d.report(seen, 'OK');
+    await d.report(hidden, 'OK');
+    const r = await d.evaluate({ service: 'tr', env: 'tr-prod', configuration: { rules: [jitMonitor('watch', { query: t, duration: 2 })] } });
+    const ev = r.data.evaluateGate;
+    // Wait for the first check to record what the rule matched, then change states inside the window.
+    for (let i = 0; i < 100 && !(await d.get(ev.id)).rules[0].evidence?.matchedMonitors?.length; i++) await new Promise((res) => setTimeout(res, 20));
+    await d.report(seen, 'WARN');
+    await d.report(hidden, 'WARN');
+    await d.report(seen, 'OK');
+    const final = (await d.follow(ev.id)).at(-1);
+    assert.equal(final.status, 'PASS');
+    await d.report(seen, 'WARN'); // after the window: not the rule's
+
+    const q = `query($id: ID!, $first: Int) { evaluation(id: $id) { rules { monitorTransitions(first: $first) { monitorId monitorName group from to at } } } }`;
+    const all = (await must(q, { id: ev.id })).evaluation.rules[0].monitorTransitions;
+    assert.deepEqual(all.map((x: any) => [x.monitorName, x.from, x.to]), [['tr visible', 'OK', 'WARN'], ['tr hidden', 'OK', 'WARN'], ['tr visible', 'WARN', 'OK']]);
+    assert.deepEqual((await must(q, { id: ev.id, first: 1 })).evaluation.rules[0].monitorTransitions.length, 1);
+
+    const reader = await s.createKey(['gates:read'], ['tr-prod']);
+    const limited = (await must(q, { id: ev.id }, reader)).evaluation.rules[0].monitorTransitions;
+    assert.deepEqual(limited.map((x: any) => [x.monitorName, x.to]), [['tr visible', 'WARN'], ['tr visible', 'OK']]);
+    assert.doesNotMatch(JSON.stringify(limited), new RegExp(hidden));
+
+    assert.equal(field(await s.gql(q, { id: ev.id, first: 501 })), 'first');
+  });
+});

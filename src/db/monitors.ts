@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, lt, lte, sql } from 'drizzle-orm';
 import type { Tx } from './gates.ts';
 import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
@@ -237,4 +237,16 @@ export function worstStatesOf(db: Tx, monitorIds: readonly string[]): Map<string
     .groupBy(monitorGroups.monitorId)
     .all();
   return new Map(rows.map((r) => [r.monitorId, BY_SEVERITY[r.severity]!]));
+}
+
+/** Transitions of these monitors within [from, to], oldest first, at most `limit`. */
+export function transitionsBetween(db: Tx, monitorIds: readonly string[], from: Date, to: Date, limit: number): TransitionRow[] {
+  if (monitorIds.length === 0) return [];
+  return db
+    .select()
+    .from(monitorTransitions)
+    .where(and(inList(monitorTransitions.monitorId, monitorIds), gte(monitorTransitions.at, from), lte(monitorTransitions.at, to)))
+    .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+    .limit(limit)
+    .all();
 }

@@ -31,6 +31,7 @@ import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewE
 import { assertUuid } from '../domain/ids.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
+import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
@@ -166,6 +167,19 @@ const FddRuleEvidence = builder.objectRef<FddEvidenceView>('FddRuleEvidence').im
   }),
 });
 
+const RuleMonitorTransition = builder.objectRef<RuleTransition>('RuleMonitorTransition').implement({
+  description: 'A state change of a monitor the rule matched, while the rule watched.',
+  fields: (t) => ({
+    monitorId: t.exposeID('monitorId'),
+    monitorName: t.exposeString('monitorName'),
+    group: t.exposeString('group', { description: '"*" for a monitor without groups.' }),
+    from: t.field({ type: MonitorState, nullable: true, resolve: (x) => x.from }),
+    to: t.field({ type: MonitorState, resolve: (x) => x.to }),
+    at: t.expose('at', { type: 'DateTime' }),
+    message: t.exposeString('message', { nullable: true }),
+  }),
+});
+
 export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -189,6 +203,14 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
       resolve: (r) => (r.type === 'faulty_deployment_detection' ? readFddEvidence(r.evidence) : null),
     }),
     evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
+    monitorTransitions: t.field({
+      type: [RuleMonitorTransition],
+      description:
+        "Monitor rules: state changes of the monitors it matched from its start to the end of its window (or its finish), oldest first; only monitors the caller may see. Empty for other rule types.",
+      args: { first: t.arg.int({ defaultValue: 100, description: `1–${MAX_RULE_TRANSITIONS}.` }) },
+      // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
+      resolve: (r, args, ctx) => ruleTransitions(ctx.deps, ctx.principal, r, args.first ?? 100),
+    }),
     insufficientData: t.boolean({
       description:
         'True when the rule ended without the traffic it needed to decide, so its status is what onInsufficientData says, not a finding about the version (faulty deployment detection).',
