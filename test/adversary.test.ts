@@ -409,3 +409,21 @@ describe('tollgate keys on a path that is no database', () => {
     }
   });
 });
+
+describe('tollgate apply on a hostile gates file', () => {
+  test('a YAML alias bomb is refused in a sentence naming the file, not a stack trace', async () => {
+    const { readGatesFile } = await import('../src/cli/apply.ts');
+    const { writeFileSync } = await import('node:fs');
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-bomb-'));
+    try {
+      let text = 'a: &a [x, x, x, x, x, x, x, x, x]\n';
+      for (let i = 1; i < 9; i++) text += `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]\n`;
+      text += 'gates: *i\n';
+      const file = join(dir, 'gates.yaml');
+      writeFileSync(file, text);
+      assert.throws(() => readGatesFile(file), (err: Error) => err.constructor.name === 'ApplyError' && err.message.startsWith(`${file}:`) && /alias/i.test(err.message));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -117,7 +117,14 @@ export function readGatesFile(path: string): Desired[] {
     }
     return path;
   };
-  const file = fileSchema.safeParse(doc.toJS());
+  let json: unknown;
+  try {
+    json = doc.toJS();
+  } catch (err) {
+    // yaml refuses aliases that expand without bound (a "billion laughs" file) by throwing.
+    throw new ApplyError(`${path}: ${(err as Error).message}`);
+  }
+  const file = fileSchema.safeParse(json);
   if (!file.success) throw new ApplyError(`${where(file.error.issues[0]!.path)}: ${file.error.issues[0]!.message}`);
   const seen = new Set<string>();
   return file.data.gates.map((raw, i) => {
