@@ -20,8 +20,9 @@ if (kind === 'bare') {
   server.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: (server.address() as AddressInfo).port })));
 } else if (kind === 'tollgate') {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
-  // Settings from the environment (TOLLGATE_RESPONSE_CACHE_TTL_MS=0 measures without the cache).
-  const config = { ...loadConfig(process.env), port: 0, host: '127.0.0.1', dbPath: join(dir, 'bench.db'), logLevel: 'warn' as const, mode: 'production' as const };
+  // Settings from the environment (TOLLGATE_RESPONSE_CACHE_TTL_MS=0 measures without the cache;
+  // TOLLGATE_BENCH_DB: a database the benchmark filled beforehand).
+  const config = { ...loadConfig(process.env), port: 0, host: '127.0.0.1', dbPath: process.env.TOLLGATE_BENCH_DB ?? join(dir, 'bench.db'), logLevel: 'warn' as const, mode: 'production' as const };
   const app = await buildApp(config);
   const { port } = await app.listen();
   console.log(JSON.stringify({ port }));
