@@ -77,6 +77,7 @@ describe('GraphiQL', { skip }, () => {
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.locator('.graphiql-query-editor .monaco-editor').first().waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.apiKey')), stagingKey, 'kept for the tab, where the explorer reads it');
+    await page.getByTestId('signed-in-key').filter({ hasText: 'Signed in as key-gates:read' }).waitFor();
 
     await run(page, '{ gates(first: 10) { edges { node { service env } } } }');
     const text = await waitForResult(page, /"edges"/);
@@ -114,6 +115,18 @@ describe('GraphiQL', { skip }, () => {
 
     assert.deepEqual(attempted, []);
     assert.deepEqual(errors.filter((e) => /Content.Security.Policy|Refused to/i.test(e)), []);
+    await context.close();
+  });
+
+  test('a kept key that was revoked since is told so at the sign-in', async () => {
+    const created = await s.gql('mutation { createApiKey(input: { name: "soon-revoked", scopes: [GATES_READ] }) { key { id } secret } }');
+    await s.gql('mutation($id: ID!) { revokeApiKey(id: $id) { id } }', { id: created.data.createApiKey.key.id });
+    const { context, page } = await chromium.page();
+    await context.addInitScript((key) => sessionStorage.setItem('tollgate.apiKey', key), created.data.createApiKey.secret);
+    await page.goto(`${s.url}/graphql`);
+    await page.getByRole('alert').filter({ hasText: /refused.*revoked/ }).waitFor();
+    await page.getByLabel('API key').waitFor();
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.apiKey')), null, 'the dead key is dropped');
     await context.close();
   });
 

@@ -46,36 +46,36 @@ function storeKey(key: string | null): void {
   } catch {}
 }
 
-/** Asks the server whether it takes the key: `null` when it does, else the reason it gives. */
-async function refusal(key: string): Promise<string | null> {
+/** Asks the server who the key is: its name, or the reason it is refused. */
+async function whoIs(key: string): Promise<{ name: string } | { refused: string }> {
   let response: Response;
   try {
     response = await fetch(GRAPHQL_PATH, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ query: '{ __typename }' }),
+      body: JSON.stringify({ query: '{ viewer { name } }' }),
     });
   } catch {
-    return 'Tollgate could not be reached: check the connection and try again.';
+    return { refused: 'Tollgate could not be reached: check the connection and try again.' };
   }
-  const body = (await response.json().catch(() => null)) as { errors?: Array<{ message: string }> } | null;
-  if (response.ok && !body?.errors) return null;
+  const body = (await response.json().catch(() => null)) as { data?: { viewer?: { name: string } }; errors?: Array<{ message: string }> } | null;
+  if (response.ok && body?.data?.viewer) return { name: body.data.viewer.name };
   const reason = body?.errors?.[0]?.message ?? `HTTP ${response.status}`;
-  return response.status === 401 ? `This key was refused: ${reason}.` : reason;
+  return { refused: response.status === 401 ? `This key was refused: ${reason}.` : reason };
 }
 
-function SignIn({ onSignedIn }: { onSignedIn: (key: string) => void }) {
+function SignIn({ onSignedIn, reason }: { onSignedIn: (key: string) => void; reason: string | null }) {
   const [key, setKey] = useState('');
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<string | null>(reason);
   const [busy, setBusy] = useState(false);
   const submit = async (event: FormEvent) => {
     event.preventDefault();
     const trimmed = key.trim();
     if (!trimmed) return setError('Enter an API key.');
     setBusy(true);
-    const reason = await refusal(trimmed);
+    const answer = await whoIs(trimmed);
     setBusy(false);
-    if (reason) return setError(reason);
+    if ('refused' in answer) return setError(answer.refused);
     storeKey(trimmed);
     onSignedIn(trimmed);
   };
@@ -111,7 +111,16 @@ function SignIn({ onSignedIn }: { onSignedIn: (key: string) => void }) {
   );
 }
 
-function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: () => void }) {
+function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: (reason?: string) => void }) {
+  const [name, setName] = useState<string | null>(null);
+  useEffect(() => {
+    let current = true;
+    // A key kept from earlier may have been revoked or expired since: then back to the sign-in, with why.
+    void whoIs(apiKey).then((answer) => current && ('name' in answer ? setName(answer.name) : onSignOut(answer.refused)));
+    return () => {
+      current = false;
+    };
+  }, [apiKey]); // eslint-disable-line react-hooks/exhaustive-deps
   const wsClient = useMemo<Client>(() => {
     const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}${GRAPHQL_PATH}`;
     // lazy: the socket opens with the first subscription, and closes when none is running.
@@ -133,9 +142,9 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: () => vo
           <span className="tg-note">Introspection is off in production: no schema, documentation or completion; operations still run.</span>
         )}
         <span className="tg-key" data-testid="signed-in-key">
-          Signed in as {apiKey.slice(0, 10)}…
+          {name ? `Signed in as ${name}` : 'Signed in'}
         </span>
-        <button type="button" onClick={onSignOut}>
+        <button type="button" onClick={() => onSignOut()}>
           Sign out
         </button>
       </header>
@@ -153,6 +162,7 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: () => vo
 
 function App() {
   const [apiKey, setApiKey] = useState<string | null>(readKey);
+  const [reason, setReason] = useState<string | null>(null);
   // Another tab of the explorer cannot change this tab's sessionStorage, but this tab's explorer
   // can, when the user signs out there and comes back with Back.
   useEffect(() => {
@@ -160,13 +170,14 @@ function App() {
     window.addEventListener('pageshow', onShow);
     return () => window.removeEventListener('pageshow', onShow);
   }, []);
-  if (!apiKey) return <SignIn onSignedIn={setApiKey} />;
+  if (!apiKey) return <SignIn onSignedIn={setApiKey} reason={reason} />;
   return (
     <Playground
       key={apiKey}
       apiKey={apiKey}
-      onSignOut={() => {
+      onSignOut={(why) => {
         storeKey(null);
+        setReason(why ?? null);
         setApiKey(null);
       }}
     />
