@@ -145,8 +145,9 @@ describe('RuleEvaluation.fddEvidence', () => {
   }
 
   const FDD_EVIDENCE = `fddEvidence { version baseline baselineVersions tests alpha canaryRequests largestEValue clustering { resources aggregate }
-    faultyResources { scope name canary { requests errors errorRate } baseline { requests errors errorRate } eValue threshold }
-    newErrorTypes { errorType count resources sampleMessage eValue threshold } insufficientData requestsNeeded sourceErrors }`;
+    familyEValue familyThreshold
+    faultyResources { scope name canary { requests errors errorRate } baseline { requests errors errorRate } eValue threshold jointly }
+    newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } insufficientData requestsNeeded sourceErrors }`;
 
   test('a failing canary: the faulty resource with both sides’ counts and rates, its e-value against its threshold, the new error type with a sample', async () => {
     const r = await d.evaluate({ service: 'typed-fdd', env: 'fdd-prod', version: 'v2', configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
@@ -176,6 +177,9 @@ describe('RuleEvaluation.fddEvidence', () => {
       assert.deepEqual(pay.canary, { requests: 400, errors: 120, errorRate: 0.3 });
       assert.deepEqual(pay.baseline, { requests: 2000, errors: 20, errorRate: 0.01 });
       assert.ok(pay.eValue >= pay.threshold && pay.threshold > 1, `${pay.eValue} ≥ ${pay.threshold}`);
+      assert.equal(pay.jointly, false);
+      assert.equal(e.familyThreshold, 1 / e.alpha);
+      assert.ok(e.familyEValue === null || e.familyEValue >= 0);
       const panic = e.newErrorTypes.find((t: any) => t.errorType === 'CardDeclinedPanic');
       assert.ok(panic, JSON.stringify(e.newErrorTypes));
       assert.equal(panic.count, 120);
@@ -214,9 +218,9 @@ describe('RuleEvaluation.fddEvidence', () => {
     assert.equal(old.insufficientData, false);
     assert.equal(old.clustering, null);
     assert.deepEqual(old.faultyResources, [
-      { scope: null, name: 'GET /a', canary: { requests: 10, errors: null, errorRate: null }, baseline: { requests: null, errors: null, errorRate: null }, eValue: null, threshold: null },
+      { scope: null, name: 'GET /a', canary: { requests: 10, errors: null, errorRate: null }, baseline: { requests: null, errors: null, errorRate: null }, eValue: null, threshold: null, jointly: false },
     ]);
-    assert.deepEqual(old.newErrorTypes, [{ errorType: 'X', count: null, resources: ['a'], sampleMessage: null, eValue: null, threshold: null }]);
+    assert.deepEqual(old.newErrorTypes, [{ errorType: 'X', count: null, resources: ['a'], sampleMessage: null, eValue: null, threshold: null, jointly: false }]);
   });
 });
 

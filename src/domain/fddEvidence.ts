@@ -16,6 +16,8 @@ export interface FddFaultyView {
   baseline: FddArmView;
   eValue: number | null;
   threshold: number | null;
+  /** Failed with the family's joint evidence, not past its own threshold alone. */
+  jointly: boolean;
 }
 
 export interface FddNewErrorTypeView {
@@ -25,6 +27,7 @@ export interface FddNewErrorTypeView {
   sampleMessage: string | null;
   eValue: number | null;
   threshold: number | null;
+  jointly: boolean;
 }
 
 export interface FddEvidenceView {
@@ -35,6 +38,8 @@ export interface FddEvidenceView {
   alpha: number | null;
   canaryRequests: number | null;
   largestEValue: number | null;
+  /** The weighted sum of every test's e-value, scaled so that the family fails at 1 / alpha. */
+  familyEValue: number | null;
   clustering: { resources: number | null; aggregate: number | null } | null;
   faultyResources: FddFaultyView[];
   newErrorTypes: FddNewErrorTypeView[];
@@ -71,19 +76,20 @@ export function readFddEvidence(evidence: unknown): FddEvidenceView | null {
     alpha: num(e.alpha),
     canaryRequests: num(e.canaryRequests),
     largestEValue: num(e.largestEValue),
+    familyEValue: num(e.familyEValue),
     clustering: clustering ? { resources: num(clustering.resources), aggregate: num(clustering.aggregate) } : null,
     faultyResources: list(e.faultyResources).flatMap((v) => {
       const f = obj(v);
       const name = str(f?.name);
       if (!f || name === null) return [];
       const scope = str(f.scope);
-      return [{ scope: scope && SCOPES.has(scope) ? (scope as FddFaultyView['scope']) : null, name, canary: arm(f.canary), baseline: arm(f.baseline), eValue: num(f.eValue), threshold: num(f.threshold) }];
+      return [{ scope: scope && SCOPES.has(scope) ? (scope as FddFaultyView['scope']) : null, name, canary: arm(f.canary), baseline: arm(f.baseline), eValue: num(f.eValue), threshold: num(f.threshold), jointly: f.jointly === true }];
     }),
     newErrorTypes: list(e.newErrorTypes).flatMap((v) => {
       const t = obj(v);
       const errorType = str(t?.errorType);
       if (!t || errorType === null) return [];
-      return [{ errorType, count: num(t.count), resources: strings(t.resources), sampleMessage: str(t.sampleMessage), eValue: num(t.eValue), threshold: num(t.threshold) }];
+      return [{ errorType, count: num(t.count), resources: strings(t.resources), sampleMessage: str(t.sampleMessage), eValue: num(t.eValue), threshold: num(t.threshold), jointly: t.jointly === true }];
     }),
     insufficientData: e.insufficientData === true,
     requestsNeeded: num(e.requestsNeeded),

@@ -124,6 +124,7 @@ const FddFaultyResource = builder.objectRef<FddFaultyView>('FddFaultyResource').
     baseline: t.field({ type: FddArm, resolve: (f) => f.baseline }),
     eValue: t.exposeFloat('eValue', { nullable: true, description: 'The evidence against "no worse than the baseline"; the test fails at threshold.' }),
     threshold: t.exposeFloat('threshold', { nullable: true, description: '1 / the share of alpha this test was given.' }),
+    jointly: t.exposeBoolean('jointly', { description: "True when it failed with the family's joint evidence (familyEValue), not past its own threshold alone." }),
   }),
 });
 
@@ -136,6 +137,7 @@ const FddNewErrorType = builder.objectRef<FddNewErrorTypeView>('FddNewErrorType'
     sampleMessage: t.exposeString('sampleMessage', { nullable: true }),
     eValue: t.exposeFloat('eValue', { nullable: true }),
     threshold: t.exposeFloat('threshold', { nullable: true }),
+    jointly: t.exposeBoolean('jointly', { description: "True when it failed with the family's joint evidence, not alone." }),
   }),
 });
 
@@ -158,6 +160,11 @@ const FddRuleEvidence = builder.objectRef<FddEvidenceView>('FddRuleEvidence').im
     alpha: t.exposeFloat('alpha', { nullable: true }),
     canaryRequests: t.exposeFloat('canaryRequests', { nullable: true, description: 'A whole number.' }),
     largestEValue: t.exposeFloat('largestEValue', { nullable: true }),
+    familyEValue: t.exposeFloat('familyEValue', {
+      nullable: true,
+      description: "Every test's evidence together (a weighted sum); the rule also fails when it reaches familyThreshold.",
+    }),
+    familyThreshold: t.float({ nullable: true, description: '1 / alpha.', resolve: (e) => (e.alpha && e.alpha > 0 ? 1 / e.alpha : null) }),
     clustering: t.field({ type: FddClustering, nullable: true, resolve: (e) => e.clustering }),
     faultyResources: t.field({ type: [FddFaultyResource], resolve: (e) => e.faultyResources }),
     newErrorTypes: t.field({ type: [FddNewErrorType], resolve: (e) => e.newErrorTypes }),
@@ -290,7 +297,8 @@ const lastEvaluationsLoader = createContextCache((ctx: Context) => {
           const rows = latestEvaluationsOf(ctx.deps, ctx.principal, gates, limit);
           return gates.map((g) => rows.filter((e) => e.gateId === g.id));
         },
-        { cacheKeyFn: (g) => g.id },
+        // Batches only: a subscription's context outlives one event (gateEvents), and a cached list would go stale.
+        { cacheKeyFn: (g) => g.id, cache: false },
       );
       byLimit.set(limit, loader);
     }
