@@ -2,7 +2,7 @@ import { allMonitors, getMonitors, groupsOf, monitorRowsGeneration, monitorsGene
 import type { Deps } from '../domain/deps.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import { envsOf, filterMatchingNow, groupsByMonitor, MAX_RULE_MATCH_STEPS, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
-import { describeFailingGroups } from '../domain/ruleEvidence.ts';
+import { describeFailingGroups, type FailingGroupEvidence } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
 import { type CheckResult, monitorKey, type RuleRunner, SourceError } from './runner.ts';
 
@@ -149,16 +149,8 @@ function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[]
   return sel;
 }
 
-interface FailingGroup {
-  monitorId: string;
-  monitorName: string;
-  group: string;
-  state: MonitorStateValue;
-  since: string;
-  url: string;
-  /** The monitor's environments: what a reader must be able to see to be shown this group. */
-  envs: string[];
-}
+/** As the evidence records it; `envs` is what a reader must be able to see to be shown the group. */
+type FailingGroup = FailingGroupEvidence & { envs: string[] };
 
 const iso = (d: Date) => d.toISOString();
 
