@@ -137,7 +137,7 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: (reason?
         <a href="/" className="tg-home">
           Tollgate explorer
         </a>
-        <span className="tg-title">GraphiQL</span>
+        <h1 className="tg-title">GraphiQL</h1>
         {!pageConfig.introspection && (
           <span className="tg-note">Introspection is off in production: no schema, documentation or completion; operations still run.</span>
         )}
@@ -148,14 +148,14 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: (reason?
           Sign out
         </button>
       </header>
-      <div className="tg-graphiql">
+      <main className="tg-graphiql">
         <GraphiQL
           fetcher={fetcher}
           defaultQuery={DEFAULT_QUERY}
           // Without introspection GraphiQL would show the server's refusal on every load.
           {...(pageConfig.introspection ? {} : { schema: null })}
         />
-      </div>
+      </main>
     </div>
   );
 }
