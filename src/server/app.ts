@@ -1,7 +1,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
 import { expectedMigrationCount, type OpenDbOptions, openServerDb } from '../db/client.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
@@ -31,6 +31,9 @@ export interface AppOptions {
 }
 
 export type App = Awaited<ReturnType<typeof buildApp>>;
+
+/** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
+export const LISTEN_BACKLOG = 4096;
 
 /**
  * Everything a Tollgate process runs, wired but not yet listening: `listen()` opens the port,
@@ -75,6 +78,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const gauges = {
     connections: new Gauge({ name: 'tollgate_ws_connections', help: 'Open authenticated WebSocket connections', registers: [registry] }),
     subscriptions: new Gauge({ name: 'tollgate_ws_operations', help: 'Operations running over WebSocket', registers: [registry] }),
+    sharedSubscriptions: new Gauge({ name: 'tollgate_ws_shared_subscriptions', help: 'Groups of identical WebSocket subscriptions (same operation, same visibility) running one execution each', registers: [registry] }),
+    sharedExecutions: new Counter({ name: 'tollgate_ws_shared_executions_total', help: 'Results executed by shared subscriptions: one per event per group, whatever its number of subscribers', registers: [registry] }),
   };
 
   // Revocation and expiry end every open stream of a key, on every transport.
@@ -158,7 +163,9 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       try {
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
-          server.listen(config.port, config.host, () => {
+          // A burst of connections waits in the accept queue instead of being reset (node's
+          // default backlog is 511); the kernel caps it at net.core.somaxconn.
+          server.listen({ port: config.port, host: config.host, backlog: LISTEN_BACKLOG }, () => {
             server.off('error', reject);
             resolve();
           });

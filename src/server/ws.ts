@@ -1,8 +1,8 @@
 import type { Server } from 'node:http';
-import { type DocumentNode, GraphQLError, getOperationAST } from 'graphql';
+import { type DocumentNode, GraphQLError, getOperationAST, Kind, type OperationDefinitionNode } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
-import type { Gauge } from 'prom-client';
+import type { Counter, Gauge } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { KeyWatch } from '../domain/keyWatch.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
@@ -11,6 +11,7 @@ import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
 import type { OriginPolicy } from './origins.ts';
+import { createSharedSubscriptions, type ShareTicket } from './sharedSubscriptions.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
@@ -23,7 +24,14 @@ export interface WsOptions {
   maxPayload: number;
   /** Browser origins allowed in; clients that send no Origin (non-browsers) are always let in. */
   origins: OriginPolicy;
-  gauges: { connections: Gauge; subscriptions: Gauge };
+  gauges: {
+    connections: Gauge;
+    subscriptions: Gauge;
+    /** Groups of identical subscriptions running one execution each (src/server/sharedSubscriptions.ts). */
+    sharedSubscriptions: Gauge;
+    /** Results those groups executed: one per event per group, whatever its number of subscribers. */
+    sharedExecutions: Counter;
+  };
   /** Sockets, operations and their rate per key; failed authentications per address. */
   rateLimits: RateLimits;
 }
@@ -42,6 +50,14 @@ type ConnectionExtra = {
 export const MAX_OPERATIONS_PER_SOCKET = 200;
 
 type Enveloped = ReturnType<TollgateYoga['getEnveloped']>;
+/** What onSubscribe hands to execute/subscribe on rootValue: the pipeline, and the subscriber's place in a group. */
+type OperationRoot = Pick<Enveloped, 'execute' | 'subscribe'> & { share?: ShareTicket };
+
+/** The subscription's one root field, when it is a plain field (not reached through a fragment). */
+function rootFieldOf(operation: OperationDefinitionNode): string | undefined {
+  const [first, ...rest] = operation.selectionSet.selections;
+  return first && rest.length === 0 && first.kind === Kind.FIELD ? first.name.value : undefined;
+}
 
 /** Runs an operation; an unexpected throw becomes an error result for that operation only. */
 async function guard<T>(log: Logger, run: () => T | Promise<T>): Promise<T | { errors: GraphQLError[] }> {
@@ -89,12 +105,23 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
     socket.close(CloseCode.Forbidden, 'Forbidden: origin not allowed');
   });
 
+  const shared = createSharedSubscriptions({
+    log,
+    keyWatch,
+    metrics: { groups: gauges.sharedSubscriptions, executions: gauges.sharedExecutions },
+  });
+
   const disposable = useServer<Record<string, unknown> | undefined, ConnectionExtra>(
     {
       // The enveloped execute/subscribe travel on rootValue from onSubscribe below. A throw
       // here would close the whole socket, so it becomes that operation's error instead.
-      execute: (args) => guard(log, () => (args.rootValue as Enveloped).execute(args)),
-      subscribe: (args) => guard(log, () => (args.rootValue as Enveloped).subscribe(args)),
+      execute: (args) => guard(log, () => (args.rootValue as OperationRoot).execute(args)),
+      // A subscription joins the group of its identical ones, or runs alone when it cannot.
+      subscribe: (args) =>
+        guard(log, async () => {
+          const root = args.rootValue as OperationRoot;
+          return (root.share && (await shared.join(root.share))) || root.subscribe(args);
+        }),
       onConnect: async (ctx) => {
         if (refusedOrigin.has(ctx.extra.socket)) return false;
         const raw = ctx.connectionParams?.authorization ?? ctx.connectionParams?.Authorization;
@@ -171,17 +198,43 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           }
           // graphql-ws would answer this itself, but without completing the operation, so its
           // place on the socket and among its key's operations would never be given back.
-          if (!getOperationAST(document, payload.operationName)) {
+          const operation = getOperationAST(document, payload.operationName);
+          if (!operation) {
             ctx.extra.operations?.delete(id);
             return asErrors(payload.operationName ? `the document has no operation named "${payload.operationName}"` : 'the document has several operations: name one in operationName');
           }
+          const principal = ctx.extra.principal!;
+          const rootField = operation.operation === 'subscription' ? rootFieldOf(operation) : undefined;
+          // Shared: one execution per event for every subscriber of this operation whose key sees the same.
+          const share: ShareTicket | undefined = rootField
+            ? {
+                key: shared.keyOf(payload.query, payload.operationName, payload.variables, principal),
+                rootField,
+                principal,
+                socket: ctx.extra.socket,
+                id,
+                // The group's stream, through the same pipeline, as a principal with the group's visibility only.
+                start: async (groupPrincipal) => {
+                  const group = yoga.getEnveloped({ principal: groupPrincipal, params: payload });
+                  return group.subscribe({
+                    schema: group.schema,
+                    document,
+                    operationName: payload.operationName,
+                    variableValues: payload.variables,
+                    contextValue: await group.contextFactory(),
+                    rootValue: {},
+                  });
+                },
+              }
+            : undefined;
+          const root: OperationRoot = { execute, subscribe, share };
           const args = {
             schema,
             document,
             operationName: payload.operationName,
             variableValues: payload.variables,
             contextValue: await contextFactory(),
-            rootValue: { execute, subscribe },
+            rootValue: root,
           };
           gauges.subscriptions.inc();
           return args;
