@@ -753,9 +753,10 @@ describe('GraphQL errors the fuzzer found without a code', () => {
   });
 
   test('a query over the cost limit: a code', async () => {
-    const r = await s.gql(`{ ${Array.from({ length: 15 }, (_, i) => `a${i}: monitors(first: 100) { edges { node { groups { group } transitions { at } } } }`).join(' ')} }`);
+    // Lists multiply (test/cost.test.ts): 15 × 100 monitors × 500 transitions each.
+    const r = await s.gql(`{ ${Array.from({ length: 15 }, (_, i) => `a${i}: monitors(first: 100) { edges { node { groups { group } transitions(last: 500) { at from to group message } } } }`).join(' ')} }`);
     assert.ok(r.errors?.length, JSON.stringify(r));
-    assert.equal(typeof r.errors![0]!.extensions?.code, 'string', JSON.stringify(r));
+    assert.equal(r.errors![0]!.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
   });
 
   test('an unsupported Content-Type: 415 with a JSON error saying what to send', async () => {

@@ -17,6 +17,7 @@ import { schema } from '../graphql/index.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import { endStreamsWithTheirKey } from './keyStreams.ts';
+import { useQueryCostLimit } from './queryCost.ts';
 import { authenticateBeforeParsing, hideSuggestions } from './schemaExposure.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
@@ -201,7 +202,9 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     maxAliases: { n: 20 },
     maxTokens: { n: 2000 },
     maxDirectives: { n: 20 },
-    costLimit: { maxCost: 20000 },
+    // Cost is ours (src/server/queryCost.ts): armor's ignores `first: $n`, default page sizes and
+    // plain lists, and compounds 1.5× per level, so it refused documented pages.
+    costLimit: { enabled: false },
     // hideSuggestions strips every kind of suggestion (armor's covers fields only).
     blockFieldSuggestion: { enabled: false },
   });
@@ -232,6 +235,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     plugins: [
       authenticateBeforeParsing(authenticateRequest),
       ...(production ? [hideSuggestions] : []),
+      // Before the response cache: a refusal ends execution, and the cache expects its execute to run.
+      useQueryCostLimit(),
       responseCache(deps, authenticateRequest),
       endStreamsWithTheirKey(keyWatch),
       explainUnsupportedMediaType,

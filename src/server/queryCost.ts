@@ -1,0 +1,100 @@
+import type { DocumentNode, ExecutionArgs } from 'graphql';
+import { GraphQLError, getNamedType, getNullableType, isCompositeType, isListType } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import { type ComplexityEstimatorArgs, getComplexity } from 'graphql-query-complexity';
+
+/**
+ * How much an operation may ask for, counted before it runs: every field selected costs 1 for
+ * each time it would be resolved. A list multiplies what it selects by its length: `first` or
+ * `last` when given (variables and defaults included), a connection's default page (20) when not,
+ * and LIST_ESTIMATE for a list of objects with no such argument (a gate's rules, an evidence's
+ * monitors). So `gates(first: 100)` costs 100 × one gate, and nested lists multiply.
+ * Documented in docs/architecture.md ("What a query may cost").
+ */
+export const MAX_QUERY_COST = 1_500_000;
+/** Pothos relay's default page size, which a connection without first/last gets. */
+export const DEFAULT_PAGE = 20;
+/** What a list of objects without first/last is assumed to hold. */
+export const LIST_ESTIMATE = 10;
+
+function costOfField({ field, type, args, childComplexity }: ComplexityEstimatorArgs): number {
+  // Introspection is answered from the schema in memory, bounded by depth and tokens; in
+  // production it is off. GraphiQL's own introspection query must never be refused.
+  if (field.name === '__schema' || field.name === '__type') return 0;
+  const returned = getNullableType(field.type);
+  const isConnection = getNamedType(field.type).name.endsWith('Connection');
+  let items = 1;
+  if (typeof args.first === 'number') items = args.first;
+  else if (typeof args.last === 'number') items = args.last;
+  else if (isConnection) items = DEFAULT_PAGE;
+  // A connection's edges are its page, already counted at the connection.
+  else if (isListType(returned) && isCompositeType(getNamedType(returned)) && !type.name.endsWith('Connection')) items = LIST_ESTIMATE;
+  return 1 + Math.max(0, items) * childComplexity;
+}
+
+/** The refusal, with what it cost and what it may cost: HTTP 400, and the same error over WebSocket. */
+export function tooCostly(cost: number | undefined, maxCost: number): GraphQLError {
+  const found = cost === undefined ? 'too many fields to count' : `estimated cost ${cost}`;
+  return new GraphQLError(
+    `query too costly: ${found}, above the limit of ${maxCost}. Each field costs 1 per item it is resolved for; lists multiply by first/last (${DEFAULT_PAGE} for a connection without them, ${LIST_ESTIMATE} for other lists of objects): ask for smaller pages or fewer nested lists`,
+    { extensions: { code: 'QUERY_TOO_COSTLY', ...(cost !== undefined && { cost }), maxCost, http: { status: 400 } } },
+  );
+}
+
+/**
+ * The operation's cost, or undefined when it cannot be computed because the variables are
+ * wrong (execution then refuses them with its own error, before any resolver runs).
+ * Throws the refusal when the document has more nodes than can be counted.
+ */
+function operationCost(args: ExecutionArgs, maxCost: number): number | undefined {
+  try {
+    return getComplexity({
+      schema: args.schema,
+      query: args.document,
+      variables: (args.variableValues ?? {}) as Record<string, unknown>,
+      operationName: args.operationName ?? undefined,
+      estimators: [costOfField],
+    });
+  } catch (err) {
+    if (err instanceof GraphQLError && /maximum allowed number of nodes/.test(err.message)) throw tooCostly(undefined, maxCost);
+    return undefined;
+  }
+}
+
+/**
+ * Refuses an operation whose cost is above maxCost, before it runs, over HTTP and WebSocket
+ * alike (both run through the same execute and subscribe). Variables are part of the cost
+ * (`first: $n`), so it runs at execution rather than in validation, whose results yoga caches
+ * per document. Costs are remembered per document and variables: a repeated read pays once.
+ */
+export function useQueryCostLimit(maxCost = MAX_QUERY_COST): Plugin {
+  const costs = new WeakMap<DocumentNode, Map<string, number | undefined>>();
+  const check = (args: ExecutionArgs): GraphQLError | undefined => {
+    let byVariables = costs.get(args.document);
+    if (!byVariables) costs.set(args.document, (byVariables = new Map()));
+    const key = `${args.operationName ?? ''}|${JSON.stringify(args.variableValues ?? {})}`;
+    let cost: number | undefined;
+    if (byVariables.has(key)) cost = byVariables.get(key);
+    else {
+      try {
+        cost = operationCost(args, maxCost);
+      } catch (refusal) {
+        return refusal as GraphQLError;
+      }
+      // Bounded: a client varying its variables must not grow the map without end.
+      if (byVariables.size >= 100) byVariables.clear();
+      byVariables.set(key, cost);
+    }
+    return cost !== undefined && cost > maxCost ? tooCostly(cost, maxCost) : undefined;
+  };
+  return {
+    onExecute: ({ args, setResultAndStopExecution }) => {
+      const refusal = check(args);
+      if (refusal) setResultAndStopExecution({ errors: [refusal] });
+    },
+    onSubscribe: ({ args, setResultAndStopExecution }) => {
+      const refusal = check(args);
+      if (refusal) setResultAndStopExecution({ errors: [refusal] });
+    },
+  };
+}

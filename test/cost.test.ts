@@ -1,0 +1,166 @@
+// The query cost limit (src/server/queryCost.ts): what the schema documents as allowed passes,
+// an absurd query is refused with QUERY_TOO_COSTLY, its cost and the limit, over HTTP and WebSocket.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type GraphQLNamedType, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
+import { schema } from '../src/graphql/index.ts';
+import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
+import { driver, startServer, type TestServer } from './helpers.ts';
+
+/**
+ * Every field of a type, its objects' fields and its unions' members, as a user asking for
+ * "everything" would: fields needing an argument are left out, and so are types already on
+ * the path (Rule.gate inside a gate).
+ */
+function everyField(type: GraphQLNamedType, path: string[] = [], skip: string[] = []): string {
+  if (isUnionType(type)) return `__typename ${type.getTypes().map((t) => `... on ${t.name} { ${everyField(t, path, skip)} }`).join(' ')}`;
+  if (!isObjectType(type)) return '';
+  const parts: string[] = [];
+  for (const field of Object.values(type.getFields())) {
+    if (skip.includes(`${type.name}.${field.name}`)) continue;
+    if (field.args.some((a) => String(a.type).endsWith('!') && a.defaultValue === undefined)) continue;
+    const named = getNamedType(field.type);
+    if (isLeafType(named)) parts.push(field.name);
+    else if (!path.includes(named.name)) parts.push(`${field.name} { ${everyField(named, [...path, type.name], skip)} }`);
+  }
+  return parts.join(' ');
+}
+
+const GATE = everyField(schema.getType('Gate')!, ['GateConnection', 'GateEdge'], ['Gate.lastEvaluations']);
+const EVALUATION = everyField(schema.getType('Evaluation')!, ['EvaluationConnection', 'EvaluationEdge']);
+const PAGE = 'totalCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }';
+
+/** Nested lists that multiply: 100 gates × 20 evaluations × their rules × 500 transitions. */
+const ABSURD = '{ gates(first: 100) { edges { node { lastEvaluations(first: 20) { rules { monitorTransitions(first: 500) { at group from to } } } } } } }';
+
+describe('query cost limit', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer({ logLevel: 'error' });
+    const d = driver(s);
+    const monitor = await d.monitor('api latency', ['service:api']);
+    await d.report(monitor, 'OK');
+    for (let i = 0; i < 100; i++) {
+      const r = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+        i: {
+          service: `svc-${i}`,
+          env: 'prod',
+          rules: [
+            { name: 'latency', options: { monitor: { query: 'service:api', duration: 600 } } },
+            { name: 'pinned', options: { monitor: { monitorIds: [{ id: monitor }], duration: 600 } } },
+            { name: 'errors', options: { faultyDeploymentDetection: { duration: 600, excludedResources: ['GET /healthz'] } } },
+          ],
+        },
+      });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    }
+    for (let i = 0; i < 3; i++) {
+      const r = await d.evaluate({ service: `svc-${i}`, env: 'prod', version: 'v2' });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    }
+  });
+  after(() => s?.stop());
+
+  test('a page of 100 gates with every field of their rules and options passes', async () => {
+    const r = await s.gql(`{ gates(first: 100) { ${PAGE} edges { cursor node { ${GATE} } } } }`);
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    assert.equal(r.data.gates.edges.length, 100);
+    const rules = r.data.gates.edges[0].node.rules;
+    assert.deepEqual(rules.map((x: any) => x.options.__typename).sort(), ['FddRuleOptions', 'MonitorRuleOptions', 'MonitorRuleOptions']);
+    assert.deepEqual(rules.find((x: any) => x.name === 'errors').options.excludedResources, ['GET /healthz']);
+  });
+
+  test('the same page through a variable, with the last evaluations of each gate, passes', async () => {
+    const r = await s.gql(`query($n: Int) { gates(first: $n) { edges { node { ${GATE} lastEvaluations(first: 20) { id status } } } } }`, { n: 100 });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    assert.equal(r.data.gates.edges.length, 100);
+  });
+
+  test('a page of 100 evaluations with every field of their rules and evidence (FDD evidence and monitor transitions included) passes', async () => {
+    const query = `{ evaluations(first: 100) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }`;
+    assert.match(query, /fddEvidence \{.*faultyResources/);
+    assert.match(query, /monitorTransitions \{/);
+    const r = await s.gql(query);
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    assert.equal(r.data.evaluations.edges.length, 3);
+  });
+
+  test('GraphiQL-style introspection passes', async () => {
+    const r = await s.gql('{ __schema { types { name fields(includeDeprecated: true) { name args { name type { name kind ofType { name kind ofType { name kind } } } } type { name kind ofType { name kind ofType { name kind } } } } } } }');
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+  });
+
+  test('over HTTP an absurd query is refused before it runs: 400, QUERY_TOO_COSTLY, its cost and the limit', async () => {
+    const before = s.queries.length;
+    const r = await s.gql(ABSURD);
+    assert.equal(r.status, 400);
+    assert.equal(r.data, undefined);
+    const error = r.errors![0]!;
+    assert.equal(error.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
+    assert.equal(error.extensions?.maxCost, MAX_QUERY_COST);
+    assert.ok((error.extensions?.cost as number) > MAX_QUERY_COST, JSON.stringify(error));
+    assert.equal(error.extensions?.http, undefined, 'the status is not sent in the body');
+    assert.match(error.message, /too costly.*limit of/);
+    assert.equal(s.queries.slice(before).filter((q) => /from "gates"/i.test(q)).length, 0, 'no gate was read');
+  });
+
+  test('variables count: the same document is refused when first is large and passes when small', async () => {
+    const query = 'query($n: Int, $m: Int) { gates(first: $n) { edges { node { lastEvaluations(first: 20) { rules { monitorTransitions(first: $m) { at } } } } } } }';
+    const refused = await s.gql(query, { n: 100, m: 500 });
+    assert.equal(refused.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(refused));
+    const passed = await s.gql(query, { n: 2, m: 5 });
+    assert.equal(passed.errors, undefined, JSON.stringify(passed.errors));
+  });
+
+  test('aliases add up: twenty copies of an allowed page are refused (each alone passes)', async () => {
+    const one = 'evaluations(first: 100) { edges { node { rules { monitorTransitions { at group from to message } } } } }';
+    assert.equal((await s.gql(`{ ${one} }`)).errors, undefined);
+    const r = await s.gql(`{ ${Array.from({ length: 20 }, (_, i) => `e${i}: ${one}`).join(' ')} }`);
+    assert.equal(r.status, 400);
+    assert.equal(r.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
+  });
+
+  test('over WebSocket the same refusal, with its code, cost and limit, and the socket stays usable', async () => {
+    const client = s.ws();
+    try {
+      const first = await new Promise<any>((resolve) => {
+        client.subscribe({ query: ABSURD }, { next: (v) => resolve(v), error: (e) => resolve({ errors: e }), complete: () => {} });
+      });
+      const error = (Array.isArray(first.errors) ? first.errors : [first.errors])[0];
+      assert.equal(error?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(first));
+      assert.equal(error.extensions.maxCost, MAX_QUERY_COST);
+      assert.ok(error.extensions.cost > MAX_QUERY_COST);
+      const ok = await new Promise<any>((resolve) => {
+        client.subscribe({ query: '{ gates(first: 1) { edges { node { id } } } }' }, { next: (v) => resolve(v), error: (e) => resolve({ errors: e }), complete: () => {} });
+      });
+      assert.equal(ok.errors, undefined, JSON.stringify(ok));
+    } finally {
+      await client.dispose();
+    }
+  });
+
+  test('a subscription over the limit is refused with the code, one within it runs', async () => {
+    const client = s.ws();
+    const subscribe = (query: string, variables: Record<string, unknown>) =>
+      new Promise<any>((resolve) => {
+        const stop = client.subscribe({ query, variables }, { next: (v) => resolve(v), error: (e) => resolve({ errors: e }), complete: () => resolve({ completed: true }) });
+        // A running subscription that has nothing to send yet: it was accepted.
+        setTimeout(() => {
+          stop();
+          resolve({ running: true });
+        }, 1000);
+      });
+    try {
+      // One top-level field (a subscription's rule), costly through what it selects.
+      const aliases = Array.from({ length: 10 }, (_, i) => `g${i}: gate { lastEvaluations(first: 20) { rules { monitorTransitions(first: $m) { at group from to message } } } }`);
+      const query = `subscription($m: Int) { evaluationEvents { ${aliases.join(' ')} } }`;
+      const refused = await subscribe(query, { m: 500 });
+      const error = (Array.isArray(refused.errors) ? refused.errors : [refused.errors])[0];
+      assert.equal(error?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(refused));
+      const accepted = await subscribe('subscription($m: Int) { evaluationEvents { rules { monitorTransitions(first: $m) { at } } } }', { m: 5 });
+      assert.deepEqual(accepted, { running: true });
+    } finally {
+      await client.dispose();
+    }
+  });
+});
