@@ -348,6 +348,34 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('insights: most failing bars are scaled by failure rate, and failure reasons read without their times', async () => {
+    const alerting = await d.monitor('rate monitor a', ['rate:a']);
+    await d.report(alerting, 'ALERT');
+    const flapping = await d.monitor('rate monitor b', ['rate:b']);
+    await d.report(flapping, 'OK');
+    for (const [service, query] of [['rate-always', 'rate:a'], ['rate-third', 'rate:b']]) {
+      const gate = await s.gql(CREATE_GATE, { input: { service, env: 'prod', rules: [monitorRule('rate rule', { query, duration: 0 })] } });
+      assert.equal(gate.errors, undefined);
+    }
+    await d.follow((await evaluate({ service: 'rate-always', env: 'prod' })).id);
+    for (let i = 0; i < 2; i++) await d.follow((await evaluate({ service: 'rate-third', env: 'prod' })).id);
+    await d.report(flapping, 'ALERT');
+    await d.follow((await evaluate({ service: 'rate-third', env: 'prod' })).id);
+
+    const page = await signedIn('/insights');
+    const bar = (name: string) => page.getByTestId('failing-gates').locator('li', { hasText: name });
+    await bar('rate-third').waitFor();
+    // 1 of 1 fills its track; 1 of 3 a third of it, and says so in words too.
+    assert.equal(Number(await bar('rate-always').locator('rect').getAttribute('width')), 100);
+    assert.ok(Math.abs(Number(await bar('rate-third').locator('rect').getAttribute('width')) - 100 / 3) < 0.1);
+    await bar('rate-third').getByText('1 of 3 (33%)').waitFor();
+    const reason = page.getByTestId('failure-reasons').locator('li', { hasText: 'rate monitor a' });
+    await reason.waitFor();
+    assert.doesNotMatch(await reason.innerText(), /\d{4}-\d{2}-\d{2}T/, 'no ISO time in a grouped reason');
+    assert.match(await reason.innerText(), /Monitor "rate monitor a" was ALERT\./);
+    await page.context().close();
+  });
+
   test('every page: no console error (a CSP violation is one), no request off the server, keyboard first stop is the skip link', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();

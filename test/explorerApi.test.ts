@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { readFddEvidence } from '../src/domain/fddEvidence.ts';
-import { normalizeReason } from '../src/domain/insights.ts';
+import { normalizeReason, readableReason } from '../src/domain/insights.ts';
 import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -387,7 +387,7 @@ describe('insights', () => {
     days { day pass fail canceled inProgress total }
     mostFailingGates { gateId service env identifier failures evaluations }
     mostFailingRules { gateId ruleId service env identifier name type failures evaluations }
-    failureReasons { pattern sample ruleType count } failedRulesRead failedRulesComplete
+    failureReasons { pattern sample label ruleType count } failedRulesRead failedRulesComplete
     timeToVerdict { decided p50Seconds p90Seconds p95Seconds maxSeconds } } }`;
 
   test('most failing gates are gates by id and rules carry their gate and rule ids (evaluationStats too)', async () => {
@@ -441,6 +441,8 @@ describe('insights', () => {
     assert.equal(i.failureReasons[0].ruleType, 'MONITOR');
     assert.match(i.failureReasons[0].pattern, /^Monitor "payments latency" \(host:<id>\) was ALERT at <time>\.$/);
     assert.match(i.failureReasons[0].sample, /^Monitor "payments latency" \(host:a1b2c3d4e5f6\) was ALERT at \d{4}-/);
+    // Read by people: the group's words without the time that differs between its failures.
+    assert.equal(i.failureReasons[0].label, 'Monitor "payments latency" (host:a1b2c3d4e5f6) was ALERT.');
     assert.equal(i.failedRulesRead, 3);
     assert.equal(i.failedRulesComplete, true);
 
@@ -480,6 +482,17 @@ describe('insights', () => {
       'Version v<n>: error rate of GET /cart rose from <n>% (baseline) to <n>% (<n> of <n> requests), e-value <n> ≥ <n>',
     );
     assert.equal(normalizeReason('evaluation 0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b at 2026-01-31T12:00:00.123Z'), 'evaluation <id> at <time>');
+  });
+
+  test('readableReason: the times a group differs in are left out, with the words that introduce them', () => {
+    assert.equal(
+      readableReason('Monitor "a" was ALERT at 2026-01-31T12:00:00.123Z; "b" (host:1) was NO_DATA at 2026-01-31T12:01:00.000Z and 2 more group(s).'),
+      'Monitor "a" was ALERT; "b" (host:1) was NO_DATA and 2 more group(s).',
+    );
+    assert.equal(readableReason('All 2 monitor(s), 3 group(s) were OK or WARN from 2026-01-31T12:00:00Z to 2026-01-31T12:05:00Z.'), 'All 2 monitor(s), 3 group(s) were OK or WARN.');
+    assert.equal(readableReason('deploy frozen since 2026-01-31 12:00 by ops'), 'deploy frozen by ops');
+    assert.equal(readableReason('stopped: 2026-01-31T12:00:00Z'), 'stopped: (a time)');
+    assert.equal(readableReason('error rate of GET /cart rose from 1.00% to 9.80%'), 'error rate of GET /cart rose from 1.00% to 9.80%', 'numbers stay: only times go');
   });
 });
 

@@ -110,6 +110,8 @@ export interface FailureReasonGroup {
   pattern: string;
   /** One reason of the group as the reader may see it (the newest). */
   sample: string;
+  /** The sample without its times (readableReason), for people. */
+  label: string;
   ruleType: RuleType;
   count: number;
 }
@@ -155,6 +157,20 @@ export function normalizeReason(reason: string): string {
     .replace(/\d+(?:[.,]\d+)*(?:e[+-]?\d+)?/gi, '<n>')
     .replace(/\s+/g, ' ')
     .trim();
+}
+
+const TIME = String.raw`\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?`;
+const TIME_SPAN = new RegExp(String.raw`\s+from\s+${TIME}\s+to\s+${TIME}`, 'g');
+const TIME_PHRASE = new RegExp(String.raw`\s+(?:at|since|until|on|after|before)\s+${TIME}`, 'g');
+const BARE_TIME = new RegExp(TIME, 'g');
+
+/**
+ * A group's reason as people read it: the newest reason with the times its failures differ in
+ * left out, with the words that introduce them ("was ALERT at 2026-…Z" reads "was ALERT").
+ * Names, ids and numbers stay: they are one example's, and the UI says so.
+ */
+export function readableReason(reason: string): string {
+  return reason.replace(TIME_SPAN, '').replace(TIME_PHRASE, '').replace(BARE_TIME, '(a time)');
 }
 
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -206,7 +222,7 @@ async function failureReasons(deps: Deps, actor: Principal, filter: EvaluationFi
       const key = `${line.type}\u0000${pattern}`;
       const g = groups.get(key);
       if (g) g.count++;
-      else groups.set(key, { pattern, sample: reason, ruleType: line.type, count: 1 });
+      else groups.set(key, { pattern, sample: reason, label: readableReason(reason), ruleType: line.type, count: 1 });
     }
     read += page.length;
     if (page.length === 0 || read >= MAX_REASON_ROWS) {

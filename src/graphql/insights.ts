@@ -70,6 +70,7 @@ const FailureReason = builder.objectRef<FailureReasonGroup>('FailureReason').imp
   fields: (t) => ({
     pattern: t.exposeString('pattern', { description: 'The reason with <n>, <id> and <time> in place of what varies.' }),
     sample: t.exposeString('sample', { description: 'The newest reason of the group, as the caller may see it.' }),
+    label: t.exposeString('label', { description: 'The sample without the times its failures differ in ("was ALERT at <time>" reads "was ALERT"): for people.' }),
     ruleType: t.field({ type: RuleType, resolve: (r) => r.ruleType }),
     count: t.exposeInt('count'),
   }),

@@ -17,7 +17,7 @@ interface Insights {
   days: Day[];
   mostFailingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
   mostFailingRules: Array<{ name: string; type: string; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
-  failureReasons: Array<{ pattern: string; sample: string; count: number; ruleType: string }>;
+  failureReasons: Array<{ pattern: string; sample: string; label: string; count: number; ruleType: string }>;
   failedRulesComplete: boolean;
   failedRulesRead: number;
   timeToVerdict: { decided: number; p50Seconds: number | null; p95Seconds: number | null; maxSeconds: number | null };
@@ -28,7 +28,7 @@ const INSIGHTS = `query Insights($filter: EvaluationFilter) {
     days { day pass fail canceled inProgress total }
     mostFailingGates { gateId service env identifier failures evaluations }
     mostFailingRules { name type service env identifier failures evaluations }
-    failureReasons { pattern sample count ruleType }
+    failureReasons { pattern sample label count ruleType }
     failedRulesComplete failedRulesRead
     timeToVerdict { decided p50Seconds p95Seconds maxSeconds }
   }
@@ -103,25 +103,34 @@ function DailyChart({ days }: { days: Day[] }) {
   );
 }
 
-function Bars({ title, rows, testid }: { title: string; rows: Array<{ label: string; value: number; of?: number; href?: string | undefined }>; testid: string }) {
+/**
+ * Horizontal bars. With `of` (failures of evaluations) a bar is the failure rate, so "1 of 3"
+ * reads a third as bad as "1 of 1"; without, the count against the largest.
+ */
+function Bars({ title, rows, testid }: { title: string; rows: Array<{ label: string; value: number; of?: number; href?: string | undefined; title?: string }>; testid: string }) {
   const max = Math.max(1, ...rows.map((r) => r.value));
   return (
     <section class="card" data-testid={testid} aria-labelledby={`${testid}-title`}>
       <h2 id={`${testid}-title`}>{title}</h2>
       {rows.length === 0 && <p class="muted">Nothing failed in this range.</p>}
       <ol class="plain">
-        {rows.map((r, i) => (
-          <li key={i} class="hbar">
-            <span class="small">{r.href ? <a href={r.href}>{r.label}</a> : r.label}</span>
-            <svg class="hbar-track" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">
-              <rect class="bar-fail" x="0" y="0" height="10" width={(100 * r.value) / max} />
-            </svg>
-            <span class="small">
-              {r.value}
-              {r.of !== undefined && ` of ${r.of}`}
-            </span>
-          </li>
-        ))}
+        {rows.map((r, i) => {
+          const share = r.of !== undefined ? r.value / Math.max(1, r.of) : r.value / max;
+          return (
+            <li key={i} class="hbar">
+              <span class="small" title={r.title}>
+                {r.href ? <a href={r.href}>{r.label}</a> : r.label}
+              </span>
+              <svg class="hbar-track" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">
+                <rect class="bar-fail" x="0" y="0" height="10" width={100 * share} />
+              </svg>
+              <span class="small">
+                {r.value}
+                {r.of !== undefined && ` of ${r.of} (${Math.round(100 * share)}%)`}
+              </span>
+            </li>
+          );
+        })}
       </ol>
     </section>
   );
@@ -198,7 +207,7 @@ export function InsightsPage() {
           <Bars
             title={`Most common failure reasons${stats.failedRulesComplete ? '' : ` (the newest ${stats.failedRulesRead} failed rules)`}`}
             testid="failure-reasons"
-            rows={stats.failureReasons.map((r) => ({ label: r.sample, value: r.count }))}
+            rows={stats.failureReasons.map((r) => ({ label: r.label, value: r.count, title: `Newest: ${r.sample}` }))}
           />
         </>
       )}
