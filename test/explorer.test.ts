@@ -334,6 +334,59 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('the monitor pages catch up with a change made between their query and their subscription', async () => {
+    const monitor = await d.monitor('gap monitor', ['service:gap']);
+    await d.report(monitor, 'OK');
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    // The socket's subscribe for monitor changes is held until the test lets it through: what
+    // happens meanwhile reaches no subscriber, as when the server is slow to start the operation.
+    let gate: { seen: () => void; release: Promise<void> } | null = null;
+    await page.routeWebSocket(/\/graphql/, (ws) => {
+      const server = ws.connectToServer();
+      ws.onMessage(async (message) => {
+        if (typeof message === 'string' && message.includes('"subscribe"') && message.includes('monitorStateChanged') && gate) {
+          const g = gate;
+          gate = null;
+          g.seen();
+          await g.release;
+        }
+        server.send(message);
+      });
+    });
+    const hold = () => {
+      let seen!: () => void;
+      let release!: () => void;
+      const wasSeen = new Promise<void>((r) => (seen = r));
+      gate = { seen, release: new Promise<void>((r) => (release = r)) };
+      return { wasSeen, release };
+    };
+
+    let held = hold();
+    await page.goto(`${s.url}/monitors/${monitor}`);
+    await page.getByLabel('API key').fill(ADMIN_KEY);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await held.wasSeen;
+    await page.getByRole('heading').locator('[data-testid="monitor-state"][data-status="OK"]').waitFor();
+    await d.report(monitor, 'ALERT');
+    held.release();
+    await page.getByRole('heading').locator('[data-testid="monitor-state"][data-status="ALERT"]').waitFor({ timeout: 8000 });
+    await page.getByTestId('transition').filter({ hasText: 'ALERT' }).first().waitFor();
+
+    held = hold();
+    await page.getByRole('link', { name: 'Monitors' }).click();
+    await held.wasSeen;
+    const row = page.locator(`[data-testid="monitor-row"][data-id="${monitor}"]`);
+    await row.locator('[data-testid="monitor-state"][data-status="ALERT"]').waitFor();
+    await d.report(monitor, 'OK');
+    held.release();
+    await row.locator('[data-testid="monitor-state"][data-status="OK"]').waitFor({ timeout: 8000 });
+    // And live after that: the next change comes from the subscription.
+    await d.report(monitor, 'WARN');
+    await row.locator('[data-testid="monitor-state"][data-status="WARN"]').waitFor();
+    await context.close();
+  });
+
   test('insights: totals, the per-day chart and the most failing gates', async () => {
     const monitor = await d.monitor('insights monitor', ['insights:yes']);
     await d.report(monitor, 'ALERT');

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { readFddEvidence } from '../src/domain/fddEvidence.ts';
 import { normalizeReason, readableReason } from '../src/domain/insights.ts';
-import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, type TestServer } from './helpers.ts';
+import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, subscribeQueue, type TestServer } from './helpers.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -544,5 +544,38 @@ describe('RuleEvaluation.monitorTransitions', () => {
     assert.doesNotMatch(JSON.stringify(limited), new RegExp(hidden));
 
     assert.equal(field(await s.gql(q, { id: ev.id, first: 501 })), 'first');
+  });
+});
+
+describe('monitorStateChanged(monitorId:)', () => {
+  const WATCH = 'subscription($id: ID) { monitorStateChanged(monitorId: $id) { monitor { id name } to } }';
+
+  test('one monitor\'s transitions only; another env\'s monitor is not found for a key limited to its own env', async () => {
+    const mine = await d.monitor('ms one', [tag(), 'env:ms-staging']);
+    const neighbour = await d.monitor('ms neighbour', [tag(), 'env:ms-staging']);
+    const prod = await d.monitor('ms prod', [tag(), 'env:ms-prod']);
+    const staging = await s.createKey(['gates:read'], ['ms-staging']);
+    const client = s.ws(staging);
+    const events = await subscribeLive(s, client, WATCH, { id: mine });
+    await d.report(neighbour, 'ALERT');
+    await d.report(mine, 'WARN');
+    assert.deepEqual((await events.next()).data, { monitorStateChanged: { monitor: { id: mine, name: 'ms one' }, to: 'WARN' } });
+
+    // The prod monitor reads as one that does not exist, before any event could tell otherwise.
+    const refused = await subscribeQueue(client, WATCH, { id: prod }).next();
+    assert.equal((refused.errors?.[0] as any)?.extensions?.code, 'NOT_FOUND', JSON.stringify(refused));
+    assert.equal((refused.errors?.[0] as any)?.extensions?.field, 'monitorId');
+    assert.doesNotMatch(JSON.stringify(refused), /ms prod/);
+    const badId = await subscribeQueue(client, WATCH, { id: 'not-a-uuid' }).next();
+    assert.equal((badId.errors?.[0] as any)?.extensions?.field, 'monitorId', JSON.stringify(badId));
+
+    // Moved into prod after the subscription started: its changes are no longer heard.
+    await must('mutation($id: ID!, $i: UpdateMonitorInput!) { updateMonitor(id: $id, input: $i) { id } }', { id: mine, i: { tags: ['env:ms-prod'] } });
+    await d.report(mine, 'ALERT');
+    await must('mutation($id: ID!, $i: UpdateMonitorInput!) { updateMonitor(id: $id, input: $i) { id } }', { id: mine, i: { tags: ['env:ms-staging'] } });
+    await d.report(mine, 'OK');
+    assert.deepEqual((await events.next()).data, { monitorStateChanged: { monitor: { id: mine, name: 'ms one' }, to: 'OK' } }, 'the prod-time ALERT was never sent');
+    events.dispose();
+    await client.dispose();
   });
 });

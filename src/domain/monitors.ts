@@ -242,6 +242,15 @@ function assertPromqlAllowed(actor: Principal, field: string): void {
 }
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
+/** A monitor to watch by id: NOT_FOUND (naming `field`) when it does not exist or is another env's. */
+export function requireVisibleMonitor(deps: Deps, actor: Principal, id: string, field: string): MonitorRow {
+  requireRead(actor);
+  const m = getMonitorRow(deps.db, assertUuid(id, field));
+  if (!m) throw notFound(`monitor ${id} does not exist`, field);
+  assertMonitorVisible(actor, m, id, field);
+  return m;
+}
+
 export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
   requireRead(actor);
   const m = getMonitorRow(deps.db, assertUuid(id, 'id'));

@@ -16,6 +16,7 @@ import {
   type MonitorStateChange,
   reportMonitorState,
   reportMonitorStateInputSchema,
+  requireVisibleMonitor,
   searchMonitors,
   transitionMatches,
   updateMonitor,
@@ -287,13 +288,16 @@ builder.subscriptionField('monitorStateChanged', (t) =>
   t.field({
     type: MonitorStateChangeRef,
     authScopes: READ,
-    description: 'Every transition of a monitor matching the query (all without one).',
-    args: { query: t.arg.string() },
+    description:
+      'Every transition of a monitor matching the query (all without one), or of the one monitor monitorId names (NOT_FOUND when the key cannot see it). Both given: that monitor while it matches the query.',
+    args: { query: t.arg.string(), monitorId: t.arg.id() },
     subscribe: (_root, args, { deps, principal }) => {
       requireScope(principal, ['gates:read', 'monitors:write'], 'watch monitors');
       const expr = parseQueryArg(args.query, 'query');
+      const only = args.monitorId == null ? null : requireVisibleMonitor(deps, principal, String(args.monitorId), 'monitorId').id;
+      // Visibility is asked again at every transition: a monitor retagged into another env falls silent.
       return deps.events.subscribe('monitor.transition', (c) =>
-        canSeeMonitor(principal, c.monitor) && (!expr || transitionMatches(deps, expr, c)) ? c : undefined,
+        (only === null || c.monitor.id === only) && canSeeMonitor(principal, c.monitor) && (!expr || transitionMatches(deps, expr, c)) ? c : undefined,
       );
     },
     resolve: (c) => c,

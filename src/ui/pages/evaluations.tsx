@@ -61,7 +61,7 @@ const FACETS = `query EvaluationFacets($filter: EvaluationFilter) {
   }
 }`;
 /** How long after subscribing the list is read again, to close the gap before the subscription ran. */
-const CATCH_UP_MS = 1500;
+export const CATCH_UP_MS = 1500;
 /** Live events change the counts: they are asked again at most this often. */
 const FACETS_REFRESH_MS = 5000;
 

@@ -1,7 +1,9 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { connection } from '../api.ts';
 import { ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
 import { toggled, withParam } from '../filters.ts';
 import { navigate, useLocation } from '../router.ts';
+import { CATCH_UP_MS } from './evaluations.tsx';
 
 interface MonitorRow {
   id: string;
@@ -32,7 +34,39 @@ const ROW = 'id name type state muted priority tags sourceErrors updatedAt group
 const LIST = `query Monitors($query: String, $filter: MonitorFilter, $first: Int!, $after: String) {
   monitors(query: $query, filter: $filter, first: $first, after: $after) { totalCount edges { node { ${ROW} } } pageInfo { endCursor hasNextPage } }
 }`;
-const CHANGES = `subscription MonitorStateChanged($query: String) { monitorStateChanged(query: $query) { at from to group message monitor { id state groups { group state since lastReportedAt message } } } }`;
+const CHANGE = 'at from to group message monitor { id state groups { group state since lastReportedAt message } }';
+const CHANGES = `subscription MonitorStateChanged($query: String) { monitorStateChanged(query: $query) { ${CHANGE} } }`;
+const ONE_MONITOR_CHANGES = `subscription OneMonitorStateChanged($id: ID!) { monitorStateChanged(monitorId: $id) { ${CHANGE} } }`;
+
+/**
+ * A change made between a page's query and the start of its subscription reaches neither: the
+ * page reads again once the subscription has surely started (and again after a reconnection,
+ * when the subscriptions start over). Events received since subscribing are kept and win over
+ * what a read returns, since every change after the subscription started arrives as one, in order;
+ * a reconnection forgets them (`forget`): changes made while the socket was down never arrived.
+ */
+function useCatchUp(refetch: () => void, key: string, forget: () => void): void {
+  const again = useRef(refetch);
+  again.current = refetch;
+  const reset = useRef(forget);
+  reset.current = forget;
+  useEffect(() => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const later = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => again.current(), CATCH_UP_MS);
+    };
+    later();
+    const off = connection.reconnected.on(() => {
+      reset.current();
+      later();
+    });
+    return () => {
+      clearTimeout(timer);
+      off();
+    };
+  }, [key]);
+}
 
 export function MonitorsPage() {
   const { params } = useLocation();
@@ -47,14 +81,19 @@ export function MonitorsPage() {
     first: 50,
     after,
   });
-  const [rows, setRows] = useState<MonitorRow[]>([]);
   const [text, setText] = useState(query);
   useEffect(() => setText(query), [query]);
-  useEffect(() => setRows(q.data?.monitors.edges.map((e) => e.node) ?? []), [q.data]);
-  // Live: a listed monitor's state and groups change in place.
+  // Live: a listed monitor's state and groups change in place, from its newest event since subscribing.
+  const [latest, setLatest] = useState<ReadonlyMap<string, StateChange>>(new Map());
+  useEffect(() => setLatest(new Map()), [query]);
   useSubscription<{ monitorStateChanged: StateChange }>(CHANGES, { query: query || null }, ({ monitorStateChanged: c }) =>
-    setRows((old) => old.map((m) => (m.id === c.monitor.id ? { ...m, state: c.monitor.state, groups: c.monitor.groups } : m))),
+    setLatest((old) => new Map(old).set(c.monitor.id, c)),
   );
+  useCatchUp(q.refetch, query, () => setLatest(new Map()));
+  const rows = (q.data?.monitors.edges.map((e) => e.node) ?? []).map((m) => {
+    const c = latest.get(m.id);
+    return c ? { ...m, state: c.monitor.state, groups: c.monitor.groups } : m;
+  });
   const go = (next: URLSearchParams) => navigate(`/monitors${next.toString() ? `?${next.toString()}` : ''}`);
   return (
     <Page title="Monitors">
@@ -163,22 +202,14 @@ export function MonitorPage({ id }: { id: string }) {
       groups { group state since lastReportedAt message } transitions(last: 100) { at from to group message } } }`,
     { id },
   );
-  const [live, setLive] = useState<{ state: string | null; groups: Monitor['groups']; transitions: Transition[] } | null>(null);
-  useEffect(() => setLive(null), [q.data]);
+  // Changes since subscribing, oldest first: they win over what a read returned (see useCatchUp).
+  const [events, setEvents] = useState<StateChange[]>([]);
+  useEffect(() => setEvents([]), [id]);
   const m = q.data?.monitor;
-  useSubscription<{ monitorStateChanged: StateChange }>(
-    CHANGES,
-    { query: `id:${id}` },
-    ({ monitorStateChanged: c }) => {
-      if (c.monitor.id !== id) return;
-      setLive((old) => ({
-        state: c.monitor.state,
-        groups: c.monitor.groups,
-        transitions: [{ at: c.at, from: c.from, to: c.to, group: c.group, message: c.message }, ...(old?.transitions ?? m?.transitions ?? [])],
-      }));
-    },
-    { skip: !m },
-  );
+  useSubscription<{ monitorStateChanged: StateChange }>(ONE_MONITOR_CHANGES, { id }, ({ monitorStateChanged: c }) => {
+    if (c.monitor.id === id) setEvents((old) => [...old.slice(-99), c]);
+  });
+  useCatchUp(q.refetch, id, () => setEvents([]));
   if (q.loading && !q.data) return <Page title="Monitor">Loading…</Page>;
   if (!m)
     return (
@@ -188,9 +219,12 @@ export function MonitorPage({ id }: { id: string }) {
         <a href="/monitors">All monitors</a>
       </Page>
     );
-  const state = live ? live.state : m.state;
-  const groups = live ? live.groups : m.groups;
-  const transitions = live ? live.transitions : m.transitions;
+  const last = events.at(-1);
+  const state = last ? last.monitor.state : m.state;
+  const groups = last ? last.monitor.groups : m.groups;
+  const same = (a: Transition, b: Transition) => a.at === b.at && a.group === b.group && a.to === b.to;
+  const heard = events.filter((c) => !m.transitions.some((t) => same(t, c))).map(({ at, from, to, group, message }) => ({ at, from, to, group, message }));
+  const transitions = [...heard.reverse(), ...m.transitions];
   return (
     <Page
       title={
