@@ -202,6 +202,61 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('a failed canary\'s page: the faulty resource, the new error type with its count and sample, or a sentence saying none was new', async () => {
+    /** `count` spans of `resource` in the 900 ms after `from`, the first `errors` failed with an exception of `errorType`. */
+    const spans = async (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) => {
+      const [method, route] = resource.split(' ');
+      const list = Array.from({ length: count }, (_, i) => {
+        const start = BigInt(Math.floor(from + (i * 900) / count)) * 1_000_000n;
+        const failed = i < errors;
+        return {
+          name: resource,
+          kind: 2,
+          startTimeUnixNano: String(start),
+          endTimeUnixNano: String(start + 3_000_000n),
+          attributes: [
+            { key: 'http.request.method', value: { stringValue: method } },
+            { key: 'http.route', value: { stringValue: route } },
+            { key: 'http.response.status_code', value: { intValue: failed ? 502 : 200 } },
+          ],
+          events: failed ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: errorType } }, { key: 'exception.message', value: { stringValue: `${errorType}: provider said 502` } }] }] : [],
+          status: { code: failed ? 2 : 0 },
+        };
+      });
+      const attributes = [['service.name', service], ['deployment.environment.name', 'prod'], ['service.version', version]].map(([key, v]) => ({ key, value: { stringValue: v } }));
+      const r = await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans: list }] }] } });
+      assert.equal(r.status, 200, r.text);
+    };
+    const canary = async (service: string, canaryType: string) => {
+      const ev = await evaluate({ service, env: 'prod', version: 'v2', configuration: { rules: [{ name: 'new version errors', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
+      const from = Date.parse((await d.get(ev.id)).startedAt);
+      await new Promise((r) => setTimeout(r, from + 1000 - Date.now()));
+      // The baseline fails now and then with UpstreamError; the canary fails POST /pay 30% of the time.
+      for (const resource of ['GET /cart', 'POST /pay']) await spans(service, 'v1', resource, 2000, 20, 'UpstreamError', from);
+      await spans(service, 'v2', 'GET /cart', 400, 4, 'UpstreamError', from);
+      await spans(service, 'v2', 'POST /pay', 400, 120, canaryType, from);
+      return ev.id;
+    };
+    const [withNewType, withKnownType] = await Promise.all([canary('fdd-ui-new', 'CardDeclinedPanic'), canary('fdd-ui-known', 'UpstreamError')]);
+
+    const page = await signedIn(`/evaluations/${withNewType}`);
+    await page.locator('[data-testid="verdict"] [data-testid="evaluation-status"][data-status="FAIL"]').waitFor({ timeout: 30_000 });
+    const evidence = page.getByTestId('fdd-evidence');
+    await evidence.getByRole('table', { name: 'Faulty resources' }).getByRole('row', { name: /POST \/pay/ }).waitFor();
+    const newTypes = evidence.getByRole('table', { name: 'New error types' });
+    const row = newTypes.getByRole('row', { name: /CardDeclinedPanic/ });
+    await row.waitFor();
+    assert.match(await row.innerText(), /CardDeclinedPanic\s+120\s+POST \/pay\s+CardDeclinedPanic: provider said 502/);
+
+    await page.goto(`${s.url}/evaluations/${withKnownType}`);
+    await page.locator('[data-testid="verdict"] [data-testid="evaluation-status"][data-status="FAIL"]').waitFor({ timeout: 30_000 });
+    await page.getByTestId('fdd-evidence').getByRole('table', { name: 'Faulty resources' }).waitFor();
+    // The canary's UpstreamError is the baseline's own: not new, and the page says so rather than nothing.
+    assert.equal(await page.getByRole('table', { name: 'New error types' }).count(), 0);
+    await page.getByTestId('fdd-new-error-types').getByText(/No new error type/).waitFor();
+    await page.context().close();
+  });
+
   test('the live list: a new evaluation appears, and Pause holds the list', async () => {
     const page = await signedIn('/evaluations');
     await page.getByTestId('live-indicator').and(page.locator('[data-state="live"]')).waitFor();

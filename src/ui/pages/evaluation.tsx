@@ -15,9 +15,9 @@ const EVALUATION = `id service env identifier version primaryTag dryRun justInTi
   rules { id ruleId name type dryRun status reason insufficientData consecutiveSourceErrors startedAt windowStartsAt windowEndsAt finishedAt
     ${RULE_OPTIONS}
     evidence { matchedMonitors { id name groups } failingGroups { monitorId monitorName group state since url } }
-    fddEvidence { version baseline baselineVersions canaryRequests largestEValue insufficientData requestsNeeded
-      faultyResources { scope name eValue threshold canary { requests errors errorRate } baseline { requests errors errorRate } }
-      newErrorTypes { errorType count resources sampleMessage eValue threshold } } }`;
+    fddEvidence { version baseline baselineVersions canaryRequests largestEValue familyEValue familyThreshold insufficientData requestsNeeded
+      faultyResources { scope name eValue threshold jointly canary { requests errors errorRate } baseline { requests errors errorRate } }
+      newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } } }`;
 
 const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
@@ -152,8 +152,19 @@ function Timeline({ e }: { e: Evaluation }) {
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%` : '—');
 const num = (x: unknown) => (typeof x === 'number' ? (Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : x.toLocaleString(undefined, { maximumFractionDigits: 2 })) : '—');
 
-function FddEvidence({ ev }: { ev: any }) {
+/** A test's evidence against its threshold; one that failed with the family's joint evidence says so. */
+function Against({ test, ev }: { test: any; ev: any }) {
+  if (!test.jointly) return <>{num(test.eValue)} ≥ {num(test.threshold)}</>;
+  return (
+    <>
+      {num(test.eValue)} of {num(test.threshold)} alone; with the other tests {num(ev.familyEValue)} ≥ {num(ev.familyThreshold)}
+    </>
+  );
+}
+
+function FddEvidence({ ev, rule }: { ev: any; rule: RuleEvaluation }) {
   if (!ev || typeof ev !== 'object') return <p class="muted small">No evidence recorded yet.</p>;
+  const watchesNewTypes = rule.options.__typename === 'FddRuleOptions' && rule.options.newErrorTypes === true;
   const faulty: any[] = Array.isArray(ev.faultyResources) ? ev.faultyResources : [];
   const newTypes: any[] = Array.isArray(ev.newErrorTypes) ? ev.newErrorTypes : [];
   return (
@@ -186,38 +197,51 @@ function FddEvidence({ ev }: { ev: any }) {
                   {num(f.canary?.requests)} / {num(f.canary?.errors)} / {pct(f.canary?.errorRate)}
                 </td>
                 <td>
-                  {num(f.eValue)} ≥ {num(f.threshold)}
+                  <Against test={f} ev={ev} />
                 </td>
               </tr>
             ))}
           </tbody>
         </table>
       )}
-      {newTypes.length > 0 && (
-        <table class="compact">
-          <caption>New error types</caption>
-          <thead>
-            <tr>
-              <th scope="col">Error type</th>
-              <th scope="col">Count</th>
-              <th scope="col">Resources</th>
-              <th scope="col">Sample message</th>
-            </tr>
-          </thead>
-          <tbody>
-            {newTypes.map((t, i) => (
-              <tr key={i}>
-                <td>{t.errorType}</td>
-                <td>{num(t.count)}</td>
-                <td>{Array.isArray(t.resources) ? t.resources.join(', ') : '—'}</td>
-                <td>
-                  <code>{t.sampleMessage ?? '—'}</code>
-                </td>
+      <div data-testid="fdd-new-error-types">
+        {newTypes.length > 0 ? (
+          <table class="compact">
+            <caption>New error types</caption>
+            <thead>
+              <tr>
+                <th scope="col">Error type</th>
+                <th scope="col">Count</th>
+                <th scope="col">Resources</th>
+                <th scope="col">Sample message</th>
+                <th scope="col">Evidence vs threshold</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
-      )}
+            </thead>
+            <tbody>
+              {newTypes.map((t, i) => (
+                <tr key={i}>
+                  <td>{t.errorType}</td>
+                  <td>{num(t.count)}</td>
+                  <td>{Array.isArray(t.resources) ? t.resources.join(', ') : '—'}</td>
+                  <td>
+                    <code>{t.sampleMessage ?? '—'}</code>
+                  </td>
+                  <td>
+                    <Against test={t} ev={ev} />
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        ) : (
+          // The evidence lists only the new types that counted: say what their absence means.
+          <p class="small muted">
+            {watchesNewTypes
+              ? `No new error type${rule.status === 'IN_PROGRESS' ? ' so far' : ''}: every error type version ${ev.version ?? ''} raised was one the baseline also raised in the last day, or too rare to stand out.`
+              : 'New error types are not checked by this rule (newErrorTypes is off).'}
+          </p>
+        )}
+      </div>
     </div>
   );
 }
@@ -331,7 +355,7 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
       <p class="small muted">{describeOptions(rule.options)}</p>
       <details open={rule.status === 'FAIL'}>
         <summary>Evidence</summary>
-        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.fddEvidence} />}
+        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.fddEvidence} rule={rule} />}
       </details>
     </li>
   );
