@@ -143,23 +143,52 @@ export function setPageHeaders(res: ServerResponse): void {
   res.setHeader('X-Frame-Options', 'DENY');
 }
 
-/** Sends one asset, honouring If-None-Match and Accept-Encoding (brotli, then gzip, then none). */
+/**
+ * The coding to send for this Accept-Encoding: brotli, then gzip, then none. Each coding is read
+ * on its own (split at commas and semicolons): q=0 refuses it, `*` stands for any other. No
+ * regular expression over the whole header, whose backtracking a crafted 16 KB header made cost
+ * ~130 ms of the event loop per request, before any authentication.
+ */
+export function chooseEncoding(header: string): 'br' | 'gzip' | null {
+  const weights = new Map<string, number>();
+  for (const part of header.split(',')) {
+    const [name = '', ...params] = part.split(';');
+    const coding = name.trim().toLowerCase();
+    if (!coding) continue;
+    let q = 1;
+    for (const param of params) {
+      const [key = '', value = ''] = param.split('=');
+      if (key.trim().toLowerCase() === 'q') q = Number(value.trim()) || 0;
+    }
+    weights.set(coding, q);
+  }
+  const accepts = (coding: string) => (weights.get(coding) ?? weights.get('*') ?? 0) > 0;
+  return accepts('br') ? 'br' : accepts('gzip') ? 'gzip' : null;
+}
+
+/**
+ * Sends one asset, honouring If-None-Match and Accept-Encoding. Each encoding has its own ETag
+ * (`"<hash>-br"`, `"<hash>-gzip"`, `"<hash>"`): a cache holding the brotli and gzip bodies must not
+ * take one for the other; any of them revalidates, since they carry the same content.
+ */
 export function sendAsset(req: IncomingMessage, res: ServerResponse, file: Asset): void {
+  const encoding = chooseEncoding(String(req.headers['accept-encoding'] ?? ''));
+  const body = encoding === 'br' ? file.brotli : encoding === 'gzip' ? file.gzip : file.body;
   res.setHeader('Content-Type', file.type);
-  res.setHeader('ETag', file.etag);
+  const tagOf = (coding: string | null) => (coding ? `${file.etag.slice(0, -1)}-${coding}"` : file.etag);
+  res.setHeader('ETag', tagOf(encoding));
   res.setHeader('Vary', 'Accept-Encoding');
   res.setHeader('Cache-Control', file.immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
   if (file.type.startsWith('text/html')) setPageHeaders(res);
   else res.setHeader('X-Content-Type-Options', 'nosniff');
   const match = req.headers['if-none-match'];
-  if (match && match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === file.etag)) {
+  const tags = new Set(['*', tagOf(null), tagOf('br'), tagOf('gzip')]);
+  const known = (tag: string) => tags.has(tag.replace(/^W\//, ''));
+  if (match && match.split(',').some((tag) => known(tag.trim()))) {
     res.statusCode = 304;
     res.end();
     return;
   }
-  const accepted = String(req.headers['accept-encoding'] ?? '');
-  const accepts = (coding: string) => new RegExp(`(^|,)\\s*${coding}\\s*(;\\s*q=(?!0(\\.0*)?\\s*(,|$))[\\d.]+)?\\s*(,|$)`, 'i').test(accepted);
-  const [encoding, body] = accepts('br') ? ['br', file.brotli] : accepts('gzip') ? ['gzip', file.gzip] : [null, file.body];
   if (encoding) res.setHeader('Content-Encoding', encoding);
   res.setHeader('Content-Length', body.length);
   res.statusCode = 200;
