@@ -442,6 +442,25 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await context.close();
   });
 
+  test('a section heading keeps its distance from the table or button above it (monitor and gate pages)', async () => {
+    const monitor = await d.monitor('spacing monitor', ['service:spacing']);
+    await d.report(monitor, 'OK');
+    const gate = await s.gql(CREATE_GATE, { input: { service: 'spacing', env: 'prod', rules: [monitorRule('spacing rule', { query: 'service:spacing', duration: 0 })] } });
+    assert.equal(gate.errors, undefined);
+    const gap = async (page: Page, above: string, heading: string) => {
+      const a = await page.locator(above).boundingBox();
+      const h = await page.getByRole('heading', { name: heading, exact: true }).boundingBox();
+      return h!.y - (a!.y + a!.height);
+    };
+    const page = await signedIn(`/monitors/${monitor}`);
+    await page.getByTestId('transition').first().waitFor();
+    assert.ok((await gap(page, '.table-wrap:has([data-testid="groups-table"])', 'Transitions')) >= 16, 'Transitions heading apart from the Groups table');
+    await page.goto(`${s.url}/gates/${gate.data.createGate.id}`);
+    await page.getByRole('button', { name: 'Add a rule' }).waitFor();
+    assert.ok((await gap(page, 'button:has-text("Add a rule")', 'Last evaluations')) >= 16, '"Add a rule" apart from the Last evaluations heading');
+    await page.context().close();
+  });
+
   test('insights: totals, the per-day chart and the most failing gates', async () => {
     const monitor = await d.monitor('insights monitor', ['insights:yes']);
     await d.report(monitor, 'ALERT');
