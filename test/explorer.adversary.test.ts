@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import type { Browser, Page } from 'playwright-core';
 import { chooseEncoding } from '../src/server/ui.ts';
-import { startServer, type TestServer } from './helpers.ts';
+import { ADMIN_KEY, driver, jitMonitor, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 /** A raw GET (node:http: no decompression, any header as given). */
 function rawGet(s: TestServer, path: string, headers: Record<string, string>) {
@@ -72,5 +73,82 @@ describe('serving the explorer to hostile clients', () => {
     }
     assert.equal((await rawGet(s, js, { 'if-none-match': '*' })).status, 304);
     assert.equal((await rawGet(s, js, { 'if-none-match': '"nope"' })).status, 200);
+  });
+});
+
+// ---- in a real browser ----
+
+const CHROMIUM = process.env.TOLLGATE_CHROMIUM ?? '/usr/bin/chromium';
+const noBrowser = skipWithout(CHROMIUM === '/usr/bin/chromium' ? 'chromium' : CHROMIUM);
+
+describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
+  let browser: Browser;
+  let s: TestServer;
+  let d: ReturnType<typeof driver>;
+
+  before(async () => {
+    const { chromium } = await import('playwright-core');
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      chromiumSandbox: false,
+      args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    s = await startServer();
+    d = driver(s);
+  });
+  after(async () => {
+    await browser?.close();
+    await s?.stop();
+  });
+
+  /** A fresh tab signed in with the admin key at `/evaluations`; `prepare` runs before the first page. */
+  async function signedIn(prepare?: (page: Page) => Promise<void>): Promise<{ page: Page; errors: string[] }> {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (err) => errors.push(String(err)));
+    await prepare?.(page);
+    await page.goto(`${s.url}/evaluations`);
+    await page.getByLabel('API key').fill(ADMIN_KEY);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByRole('button', { name: 'Sign out' }).waitFor();
+    return { page, errors };
+  }
+
+  test('a malformed %-escape in a page URL shows a page, not a blank crash', async () => {
+    const { page, errors } = await signedIn();
+    for (const path of ['/evaluations/%ZZ', '/gates/%E0%A4%A', '/monitors/%']) {
+      await page.goto(`${s.url}${path}`);
+      // Before: decodeURIComponent threw while rendering and the tab stayed on "Loading…".
+      await page.getByRole('heading', { name: /not found/i }).waitFor();
+      await page.getByRole('button', { name: 'Sign out' }).waitFor();
+    }
+    assert.deepEqual(errors, []);
+    await page.context().close();
+  });
+
+  test('a service, env or rule named like an Object method is listed under its own name', async () => {
+    // Names are letters and digits: "constructor" and "toString" are valid ones.
+    for (const name of ['constructor', 'toString']) {
+      const r = await d.evaluate({ service: name, env: name, configuration: { rules: [jitMonitor(name, { query: 'service:none', duration: 0 })] } });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    }
+    const { page } = await signedIn();
+    for (const facet of ['service', 'env', 'ruleName']) {
+      for (const name of ['constructor', 'toString']) {
+        // Before: the label was VALUE_LABELS[name], i.e. Object.prototype's function: an empty label.
+        await page.getByTestId(`facet-${facet}`).getByLabel(name, { exact: true }).waitFor();
+      }
+    }
+    await page.context().close();
+  });
+
+  test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
+    // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
+    const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));
+    // Before: no timeout on the acknowledgement, so "updating live" stayed on forever with no event.
+    await page.getByTestId('connection-banner').and(page.locator('[data-state="offline"]')).waitFor({ timeout: 30_000 });
+    await page.context().close();
   });
 });

@@ -150,11 +150,19 @@ function closeSocket() {
 /** Close codes after which retrying with the same key cannot help. */
 const REFUSED = new Set([4401, 4403]);
 
+/**
+ * How long a socket may take to open and be acknowledged. Past it, the banner says live updates
+ * are down (a socket whose upgrade hangs has no timeout of its own), and an opened socket that
+ * is never acknowledged (a proxy holding frames) is closed and tried again.
+ */
+const CONNECT_TIMEOUT_MS = 10_000;
+
 function ws(): Client {
   const key = session.key();
   if (socket && socketKey === key) return socket;
   closeSocket();
   socketKey = key;
+  let connecting: ReturnType<typeof setTimeout> | undefined;
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}${GRAPHQL_URL}`;
   const client = createClient({
     url,
@@ -162,6 +170,7 @@ function ws(): Client {
     // One socket per tab while signed in, so an outage shows even on pages without a live view.
     lazy: false,
     keepAlive: 10_000,
+    connectionAckWaitTimeout: CONNECT_TIMEOUT_MS,
     retryAttempts: Infinity,
     // Quick first retries (a restart takes a second or two), then every 3 s at most.
     retryWait: (retries) => new Promise((r) => setTimeout(r, Math.min(3000, 250 * 2 ** retries) * (0.8 + Math.random() * 0.4))),
@@ -174,8 +183,16 @@ function ws(): Client {
       return true;
     },
     on: {
-      connected: () => setState('online'),
+      connecting: () => {
+        clearTimeout(connecting);
+        connecting = setTimeout(() => client === socket && setState('offline'), CONNECT_TIMEOUT_MS);
+      },
+      connected: () => {
+        clearTimeout(connecting);
+        setState('online');
+      },
       closed: (event) => {
+        clearTimeout(connecting);
         const code = (event as { code?: number }).code;
         if (client === socket && !(code !== undefined && REFUSED.has(code))) setState('offline');
       },

@@ -102,15 +102,25 @@ const NAV = [
   ['/monitors', 'Monitors'],
 ] as const;
 
+/** An id from the path; null for a malformed %-escape (decodeURIComponent would throw mid-render). */
+function pathId(segment: string): string | null {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return null;
+  }
+}
+
 function route(path: string, who: Viewer) {
   let m: RegExpExecArray | null;
+  let id: string | null = null;
   if (path === '/' || path === '/evaluations') return <EvaluationsPage />;
-  if ((m = /^\/evaluations\/([^/]+)$/.exec(path))) return <EvaluationPage key={m[1]} id={decodeURIComponent(m[1]!)} who={who} />;
+  if ((m = /^\/evaluations\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <EvaluationPage key={m[1]} id={id} who={who} />;
   if (path === '/insights') return <InsightsPage />;
   if (path === '/gates') return <GatesPage who={who} />;
-  if ((m = /^\/gates\/([^/]+)$/.exec(path))) return <GatePage key={m[1]} id={decodeURIComponent(m[1]!)} who={who} />;
+  if ((m = /^\/gates\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <GatePage key={m[1]} id={id} who={who} />;
   if (path === '/monitors') return <MonitorsPage />;
-  if ((m = /^\/monitors\/([^/]+)$/.exec(path))) return <MonitorPage key={m[1]} id={decodeURIComponent(m[1]!)} />;
+  if ((m = /^\/monitors\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <MonitorPage key={m[1]} id={id} />;
   return (
     <section class="page">
       <h1 tabIndex={-1} id="page-title">

@@ -136,7 +136,8 @@ function Facet({ param, label, values, counts, params, labels }: { param: string
               onChange={() => navigate(`/evaluations?${toggled(params, param, value).toString()}`)}
               aria-describedby={counts?.has(value) ? `${id}-count` : undefined}
             />
-            <label for={id}>{labels?.[value] ?? VALUE_LABELS[value] ?? value}</label>
+            {/* Own properties only: a service may be named "constructor" or "toString". */}
+            <label for={id}>{(labels && Object.hasOwn(labels, value) ? labels[value] : undefined) ?? (Object.hasOwn(VALUE_LABELS, value) ? VALUE_LABELS[value] : undefined) ?? value}</label>
             {counts?.has(value) && (
               <span class="count" id={`${id}-count`} title="evaluations with the other filters applied">
                 {counts.get(value)}
