@@ -144,6 +144,38 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('on a slow network, the live list\'s catch-up read of the previous filter stays out of the new one', async () => {
+    for (const service of ['race-a', 'race-b']) {
+      const r = await d.evaluate({ service, env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    }
+    // The list's second read is its catch-up, 1.5 s after subscribing: held until the filter changed.
+    let reads = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let caughtUp!: Promise<unknown>;
+    const { page } = await signedIn(async (p) => {
+      await p.route('**/graphql', async (route) => {
+        if ((route.request().postData() ?? '').includes('query Evaluations(') && ++reads === 2) {
+          caughtUp = p.waitForEvent('requestfinished', (r) => r === route.request());
+          await held;
+        }
+        await route.continue();
+      });
+    });
+    await page.getByTestId('evaluation-row').first().waitFor();
+    while (reads < 2) await page.waitForTimeout(100);
+    await page.getByTestId('facet-service').getByLabel('race-a', { exact: true }).check();
+    await page.waitForURL(/service=race-a/);
+    await page.getByTestId('evaluations-summary').filter({ hasText: /^1 evaluation$/ }).waitFor();
+    release();
+    await caughtUp;
+    await page.waitForTimeout(500); // the stale answer's render, before the fix
+    // Before: every evaluation of the unfiltered list was merged into the filtered one.
+    assert.deepEqual(await page.getByTestId('cell-service').allTextContents(), ['race-a']);
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

@@ -263,12 +263,15 @@ export function EvaluationsPage() {
   // again and what it holds that the list lacks is merged in.
   const pausedNow = useRef(paused);
   pausedNow.current = paused;
+  // The filter shown now: an answer to a read made under another one (slow network) is dropped.
+  const searchNow = useRef(search);
+  searchNow.current = search;
   useEffect(() => {
     if (!live) return;
     const timer = setTimeout(async () => {
       try {
         const d = await gql<Connection>(LIST, { filter, first: PAGE_SIZE });
-        if (pausedNow.current) return;
+        if (pausedNow.current || searchNow.current !== search) return;
         const fresh = d.evaluations.edges.map((e) => e.node).filter((n) => (known.current.get(n.id) ?? -1) < n.revision);
         if (fresh.length === 0) return;
         for (const n of fresh) known.current.set(n.id, n.revision);
@@ -290,6 +293,7 @@ export function EvaluationsPage() {
     setMoreError(null);
     try {
       const d = await gql<Connection>(LIST, { filter, first: PAGE_SIZE, after: cursor.endCursor });
+      if (searchNow.current !== search) return;
       const fresh = d.evaluations.edges.map((e) => e.node).filter((n) => !known.current.has(n.id));
       for (const n of fresh) known.current.set(n.id, n.revision);
       setRows((old) => [...old, ...fresh]);
