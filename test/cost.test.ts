@@ -2,7 +2,7 @@
 // an absurd query is refused with QUERY_TOO_COSTLY, its cost and the limit, over HTTP and WebSocket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type GraphQLNamedType, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
+import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
 import { schema } from '../src/graphql/index.ts';
 import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
 import { driver, startServer, type TestServer } from './helpers.ts';
@@ -162,5 +162,45 @@ describe('query cost limit', () => {
     } finally {
       await client.dispose();
     }
+  });
+});
+
+describe('type scopes, checked once per object', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s?.stop());
+
+  test('each object of a type with scopes is checked when it resolves: without them, refused with the scope named', async () => {
+    // Root fields refuse first, so this runs the type's own check directly, as the executor does.
+    const principal = { id: 'k', name: 'ci', scopes: new Set(['evaluations:write'] as const), envs: null };
+    const context = { deps: {} as never, principal };
+    for (const typeName of ['Gate', 'Rule', 'ApiKey']) {
+      const type = schema.getType(typeName) as GraphQLObjectType;
+      assert.equal(typeof type.isTypeOf, 'function', typeName);
+      const info = { parentType: schema.getQueryType()!, fieldName: 'somewhere', path: { key: 'somewhere', prev: undefined } } as never;
+      assert.throws(() => type.isTypeOf!({ id: 'x' }, context, info), (err: GraphQLError) => {
+        assert.equal(err.extensions.code, 'FORBIDDEN', typeName);
+        assert.match(err.message, /API key "ci" lacks the (gates:read|admin) scope/);
+        return true;
+      });
+      const admin = { deps: {} as never, principal: { ...principal, scopes: new Set(['admin'] as const) } };
+      assert.equal(type.isTypeOf!({ id: 'x' }, admin, info), true, typeName);
+    }
+  });
+
+  test("a key without gates:read sees an evaluation's own fields and no gate", async () => {
+    await s.gql('mutation { createGate(input: { service: "api", env: "prod", rules: [{ name: "m", options: { monitor: { query: "service:api", duration: 60 } } }] }) { id } }');
+    const writer = await s.gql('mutation { createApiKey(input: { name: "ci", scopes: [EVALUATIONS_WRITE] }) { secret } }');
+    const key = writer.data.createApiKey.secret as string;
+    const started = await s.gql('mutation { evaluateGate(input: { service: "api", env: "prod", version: "v1" }) { id } }', undefined, key);
+    assert.equal(started.errors, undefined, JSON.stringify(started.errors));
+    const id = started.data.evaluateGate.id;
+    const r = await s.gql(`{ evaluation(id: "${id}") { id service gate { id service rules { name } } } }`, undefined, key);
+    assert.equal(r.data.evaluation.service, 'api');
+    assert.equal(r.data.evaluation.gate, null);
+    const admin = await s.gql(`{ evaluation(id: "${id}") { gate { service rules { name } } } }`);
+    assert.deepEqual(admin.data.evaluation.gate, { service: 'api', rules: [{ name: 'm' }] });
   });
 });

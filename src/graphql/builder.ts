@@ -30,6 +30,9 @@ export const builder = new SchemaBuilder<{
   defaultFieldNullability: false,
   scopeAuth: {
     authorizeOnSubscribe: true,
+    // A type's scopes (Gate, Rule, ApiKey…) are checked once per object it resolves, not again
+    // on each of its fields (per field: a tenth of an uncached read's CPU).
+    runScopesOnType: true,
     authScopes: ({ principal }) =>
       Object.fromEntries(
         (['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [
