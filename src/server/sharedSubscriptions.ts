@@ -49,6 +49,12 @@ interface Member {
   outcome?: { done: true } | Error;
 }
 
+/** A result serialized once for every member; `named` when it holds NAME_TOKEN (seen once, not per member). */
+interface Payload {
+  json: string;
+  named: boolean;
+}
+
 interface Group {
   key: string;
   members: Set<Member>;
@@ -56,7 +62,7 @@ interface Group {
   started: Promise<AsyncIterator<ExecutionResult> | null>;
   iterator?: AsyncIterator<ExecutionResult>;
   /** The newest payload sent, for a state subscription's late joiners. */
-  last?: string;
+  last?: Payload;
   replaysLast: boolean;
   ended: boolean;
 }
@@ -98,16 +104,17 @@ export function createSharedSubscriptions({ log, keyWatch, metrics }: { log: Log
   }
 
   /** The result as graphql-ws writes it in a `next` payload. */
-  function serialize(result: ExecutionResult): string {
+  function serialize(result: ExecutionResult): Payload {
     const { errors, ...rest } = result;
-    return JSON.stringify(errors ? { ...rest, errors: errors.map((e) => e.toJSON()) } : rest);
+    const json = JSON.stringify(errors ? { ...rest, errors: errors.map((e) => e.toJSON()) } : rest);
+    return { json, named: json.includes(NAME_TOKEN) };
   }
 
-  function write(member: Member, payload: string): void {
+  function write(member: Member, payload: Payload): void {
     const socket = member.socket;
     // Closing (revoked key, a limit, the client leaving): nothing more is written to it.
     if (socket.readyState !== socket.OPEN) return;
-    const message = member.prefix + (payload.includes(NAME_TOKEN) ? payload.replaceAll(NAME_TOKEN, member.nameJson) : payload) + '}';
+    const message = member.prefix + (payload.named ? payload.json.replaceAll(NAME_TOKEN, member.nameJson) : payload.json) + '}';
     // More than MAX_PENDING_EVENTS messages of this size waiting in the socket's buffer (past what
     // the kernel took): this member is cut off alone, the group goes on without waiting for it.
     if (socket.bufferedAmount > MAX_PENDING_EVENTS * message.length) return endMember(member, new SlowSubscriberError());

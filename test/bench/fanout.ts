@@ -180,6 +180,7 @@ async function main() {
     await untilOperations(base, connected);
     const rssConnected = processUsage(server.child.pid!).rssBytes;
     const latencies: number[] = [];
+    const roundP99: number[] = [];
     let missing = 0;
     for (let r = 0; r < rounds; r++) {
       const t0 = performance.now();
@@ -190,6 +191,7 @@ async function main() {
         t0,
       );
       latencies.push(...got.latencies);
+      roundP99.push(percentile(got.latencies, 99));
       missing += got.missing;
     }
     const rssAfter = processUsage(server.child.pid!).rssBytes;
@@ -204,11 +206,18 @@ async function main() {
     const bareSubs = await openSubscribers(bare.url, n, () => BENCH_KEY, () => null);
     const bareConnected = bareSubs.filter((s) => s.acked).length;
     const bareLatencies: number[] = [];
+    const bareRoundP99: number[] = [];
     for (let r = 0; r < rounds; r++) {
       const body = message.replace(/"message":"[^"]*"/, `"message":"bare ${r}"`);
       const t0 = performance.now();
       await fetch(`${bare.url.replace('ws', 'http')}/publish`, { method: 'POST', body });
-      bareLatencies.push(...(await deliveries(bareSubs.filter((s) => s.acked), `fanout#bare ${r}`, t0)).latencies);
+      const got = await deliveries(
+        bareSubs.filter((s) => s.acked),
+        `fanout#bare ${r}`,
+        t0,
+      );
+      bareLatencies.push(...got.latencies);
+      bareRoundP99.push(percentile(got.latencies, 99));
     }
     const bareRss = processUsage(bare.pid).rssBytes;
     await closeAll(bareSubs);
@@ -221,10 +230,20 @@ async function main() {
       `p99 ${(t.p99 / b.p99).toFixed(2)}× bare; server RSS ${mib(rssIdle)} idle, ${mib(rssConnected)} connected ` +
       `(${(((rssConnected - rssIdle) / Math.max(1, connected)) / 1024).toFixed(1)} KiB per idle subscriber), ${mib(rssAfter)} after; bare ws RSS ${mib(bareRss)}`;
     console.log(line);
+    // On a shared machine one round can stall on another process: the median round says what a
+    // typical event costs, the pooled p99 above what the worst of them did.
+    const medianRound = { tollgate: percentile(roundP99, 50), bare: percentile(bareRoundP99, 50) };
+    console.log(
+      `  p99 per round: Tollgate ${roundP99.map((v) => v.toFixed(0)).join(', ')} ms; bare ws ${bareRoundP99.map((v) => v.toFixed(0)).join(', ')} ms; ` +
+        `median round p99 ${fmt(medianRound.tollgate)} vs ${fmt(medianRound.bare)} (${(medianRound.tollgate / medianRound.bare).toFixed(2)}×)`,
+    );
     rows.push(`| ${n.toLocaleString('en')} | ${connected.toLocaleString('en')} | ${t.p50.toFixed(0)} / ${t.p99.toFixed(0)} / ${t.max.toFixed(0)} ms | ${b.p50.toFixed(0)} / ${b.p99.toFixed(0)} / ${b.max.toFixed(0)} ms | ${(t.p99 / b.p99).toFixed(2)} × | ${mib(rssAfter)} (${(((rssConnected - rssIdle) / Math.max(1, connected)) / 1024).toFixed(1)} KiB/subscriber) |`);
     if (n === 10_000) {
-      const ok = connected === n && missing === 0 && t.p99 <= 1000 && t.p99 <= 3 * b.p99 && rssAfter <= 2 ** 30;
-      console.log(`targets at 10,000 (all connected, p99 ≤ 1 s and ≤ 3× bare, RSS ≤ 1 GiB): ${ok ? 'met' : 'NOT met'}`);
+      const meets = (p99: number, bareP99: number) => connected === n && missing === 0 && p99 <= 1000 && p99 <= 3 * bareP99 && rssAfter <= 2 ** 30;
+      console.log(
+        `targets at 10,000 (all connected, p99 ≤ 1 s and ≤ 3× bare, RSS ≤ 1 GiB): pooled over the rounds ${meets(t.p99, b.p99) ? 'met' : 'NOT met'}, ` +
+          `median round ${meets(medianRound.tollgate, medianRound.bare) ? 'met' : 'NOT met'}`,
+      );
     }
   }
 
