@@ -237,7 +237,7 @@ function FddEvidence({ ev, rule }: { ev: any; rule: RuleEvaluation }) {
           // The evidence lists only the new types that counted: say what their absence means.
           <p class="small muted">
             {watchesNewTypes
-              ? `No new error type${rule.status === 'IN_PROGRESS' ? ' so far' : ''}: every error type version ${ev.version ?? ''} raised was one the baseline also raised in the last day, or too rare to stand out.`
+              ? `No new error type${rule.status === 'IN_PROGRESS' ? ' so far' : ''}: every error type ${ev.version ? `version ${ev.version}` : 'the new version'} raised was one the baseline also raised in the last day, or too rare to stand out.`
               : 'New error types are not checked by this rule (newErrorTypes is off).'}
           </p>
         )}

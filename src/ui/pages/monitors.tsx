@@ -36,6 +36,8 @@ const LIST = `query Monitors($query: String, $filter: MonitorFilter, $first: Int
 }`;
 const CHANGE = 'at from to group message monitor { id state groups { group state since lastReportedAt message } }';
 const CHANGES = `subscription MonitorStateChanged($query: String) { monitorStateChanged(query: $query) { ${CHANGE} } }`;
+/** Monitors whose latest change the list keeps at most. */
+const MAX_HEARD = 1000;
 const ONE_MONITOR_CHANGES = `subscription OneMonitorStateChanged($id: ID!) { monitorStateChanged(monitorId: $id) { ${CHANGE} } }`;
 
 /**
@@ -86,9 +88,15 @@ export function MonitorsPage() {
   // Live: a listed monitor's state and groups change in place, from its newest event since subscribing.
   const [latest, setLatest] = useState<ReadonlyMap<string, StateChange>>(new Map());
   useEffect(() => setLatest(new Map()), [query]);
-  useSubscription<{ monitorStateChanged: StateChange }>(CHANGES, { query: query || null }, ({ monitorStateChanged: c }) =>
-    setLatest((old) => new Map(old).set(c.monitor.id, c)),
-  );
+  useSubscription<{ monitorStateChanged: StateChange }>(CHANGES, { query: query || null }, ({ monitorStateChanged: c }) => {
+    if (latest.size >= MAX_HEARD && !latest.has(c.monitor.id)) {
+      // A long-open page of a busy fleet: forget what was heard and read the page again instead.
+      setLatest(new Map());
+      q.refetch();
+      return;
+    }
+    setLatest((old) => new Map(old).set(c.monitor.id, c));
+  });
   useCatchUp(q.refetch, query, () => setLatest(new Map()));
   const rows = (q.data?.monitors.edges.map((e) => e.node) ?? []).map((m) => {
     const c = latest.get(m.id);
