@@ -204,3 +204,53 @@ describe('type scopes, checked once per object', () => {
     assert.deepEqual(admin.data.evaluation.gate, { service: 'api', rules: [{ name: 'm' }] });
   });
 });
+
+describe('rules kept between reads', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s?.stop());
+
+  const page = '{ gates(first: 100) { edges { node { id service rules { id name dryRun options { ... on MonitorRuleOptions { query duration } } } } } } }';
+  const rulesRead = (from: number) => s.queries.slice(from).filter((q) => /from "rules"/i.test(q)).length;
+  const must = async (query: string, variables?: Record<string, unknown>) => {
+    const r = await s.gql(query, variables);
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    return r.data;
+  };
+  const rulesOf = async (service: string) => (await must(page)).gates.edges.find((e: any) => e.node.service === service)?.node.rules;
+
+  test('a page read again reads no rule; every kind of write is seen by the next read', async () => {
+    const monitor = (query: string) => ({ monitor: { query, duration: 60 } });
+    const created = await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id rules { id } } }', {
+      i: { service: 'api', env: 'prod', rules: [{ name: 'a', options: monitor('service:api') }] },
+    });
+    const gateId = created.createGate.id;
+    await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'web', env: 'prod' } });
+
+    let from = s.queries.length;
+    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+    assert.equal(rulesRead(from), 1);
+    from = s.queries.length;
+    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+    assert.deepEqual(await rulesOf('web'), []);
+    assert.equal(rulesRead(from), 0, 'kept: no statement');
+
+    const added = await must('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: gateId, i: { name: 'b', options: monitor('service:b') } });
+    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a', 'b']);
+
+    await must('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: added.createRule.id, i: { name: 'b2', dryRun: true, options: monitor('service:b2') } });
+    const updated = (await rulesOf('api')).find((r: any) => r.id === added.createRule.id);
+    assert.deepEqual({ name: updated.name, dryRun: updated.dryRun, query: updated.options.query }, { name: 'b2', dryRun: true, query: 'service:b2' });
+
+    await must('mutation($id: ID!) { deleteRule(id: $id) }', { id: added.createRule.id });
+    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+
+    await must('mutation($id: ID!) { deleteGate(id: $id) }', { id: gateId });
+    assert.equal(await rulesOf('api'), undefined);
+    const again = await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'api', env: 'prod', rules: [{ name: 'z', options: monitor('service:z') }] } });
+    assert.ok(again.createGate.id);
+    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['z']);
+  });
+});

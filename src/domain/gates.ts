@@ -201,9 +201,45 @@ export function gatesByIds(deps: Deps, actor: Principal, ids: readonly string[])
   return getGateRows(deps.db, ids).filter((g) => canSeeEnv(actor, g.env));
 }
 
-/** Batched for loaders: one statement for any number of gates. */
+/**
+ * The rules of each gate, kept between reads (a page of gates read them for every request: a
+ * tenth of an uncached read's CPU, and its garbage). They change only through this module's
+ * writes, each of which publishes config.changed after its commit, which drops them all (as
+ * it drops the response cache). Frozen: no reader can change what the next one gets.
+ */
+const rulesByGateOf = new WeakMap<Deps, Map<string, readonly RuleRow[]>>();
+/** Gates whose rules are kept at most; past it, the map starts over. */
+const MAX_GATES_WITH_RULES_KEPT = 10_000;
+
+function keptRules(deps: Deps): Map<string, readonly RuleRow[]> {
+  let kept = rulesByGateOf.get(deps);
+  if (!kept) {
+    const map = new Map<string, readonly RuleRow[]>();
+    deps.events.on('config.changed', () => map.clear());
+    rulesByGateOf.set(deps, (kept = map));
+  }
+  return kept;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Batched for loaders: at most one statement for any number of gates, none when all are kept. */
 export function rulesOf(deps: Deps, gateIds: readonly string[]): RuleRow[] {
-  return rulesOfGates(deps.db, gateIds);
+  const kept = keptRules(deps);
+  const missing = [...new Set(gateIds.filter((id) => !kept.has(id)))];
+  if (missing.length > 0) {
+    const read = new Map<string, RuleRow[]>(missing.map((id) => [id, []]));
+    for (const rule of rulesOfGates(deps.db, missing)) read.get(rule.gateId)?.push(deepFreeze(rule));
+    if (kept.size + read.size > MAX_GATES_WITH_RULES_KEPT) kept.clear();
+    for (const [id, rules] of read) kept.set(id, Object.freeze(rules));
+  }
+  return gateIds.flatMap((id) => kept.get(id) ?? []);
 }
 
 export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | null {
