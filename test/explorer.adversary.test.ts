@@ -176,6 +176,29 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('a 200-character version or rule name wraps instead of widening the page', async () => {
+    // 200 is the API's limit; a digest or a generated name has no space to break at.
+    const long = 'v'.repeat(200);
+    const rule = 'N'.repeat(200);
+    const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: { service: 'wide', env: 'prod', rules: [{ name: rule, options: { monitor: { query: 'service:none', duration: 0 } } }] },
+    });
+    assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
+    const r = await d.evaluate({ service: 'wide', env: 'prod', version: long });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const { page } = await signedIn();
+    await page.setViewportSize({ width: 1280, height: 900 });
+    const shown = { '/evaluations?service=wide': long, '/gates': rule, [`/evaluations/${r.data.evaluateGate.id}`]: long, [`/gates/${gate.data.createGate.id}`]: rule, '/insights': rule };
+    for (const [path, text] of Object.entries(shown)) {
+      await page.goto(`${s.url}${path}`);
+      await page.getByText(text).first().waitFor();
+      // Before: the page scrolled sideways to 2,000-5,000 px.
+      const [scrollWidth, innerWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+      assert.ok(scrollWidth <= innerWidth, `${path}: ${scrollWidth} px wide in a ${innerWidth} px window`);
+    }
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));
