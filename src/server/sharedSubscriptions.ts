@@ -169,9 +169,15 @@ export function createSharedSubscriptions({ log, keyWatch, metrics }: { log: Log
     group.started = ticket.start(principal).then(
       (result) => {
         if (isAsyncIterable(result)) {
-          group.iterator = (result as AsyncIterable<ExecutionResult>)[Symbol.asyncIterator]();
-          void pump(group, group.iterator);
-          return group.iterator;
+          const iterator = (result as AsyncIterable<ExecutionResult>)[Symbol.asyncIterator]();
+          // Ended while starting: nothing may keep listening.
+          if (group.ended) {
+            void iterator.return?.().catch(() => {});
+            return null;
+          }
+          group.iterator = iterator;
+          void pump(group, iterator);
+          return iterator;
         }
         // Refused (not found, forbidden...): each member asks again as itself, for its own answer.
         endGroup(group);
