@@ -199,6 +199,27 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('two facet values that differ only in punctuation each toggle themselves', async () => {
+    // Rule names are free text: "error rate" and "error_rate" are two rules.
+    const r = await d.evaluate({
+      service: 'punct',
+      env: 'prod',
+      configuration: { rules: [jitMonitor('error rate', { query: 'service:none', duration: 0 }), jitMonitor('error_rate', { query: 'service:none', duration: 0 })] },
+    });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const { page } = await signedIn();
+    await page.goto(`${s.url}/evaluations?service=punct`);
+    const facet = page.getByTestId('facet-ruleName');
+    await facet.getByText('error_rate', { exact: true }).waitFor();
+    // Before: both checkboxes had the id facet-ruleName-error_rate, so this label ticked "error rate".
+    await facet.getByText('error_rate', { exact: true }).click();
+    await page.waitForURL(/ruleName=/);
+    assert.deepEqual(new URL(page.url()).searchParams.getAll('ruleName'), ['error_rate']);
+    const ids = await page.evaluate(() => [...document.querySelectorAll('[id]')].map((e) => e.id));
+    assert.equal(new Set(ids).size, ids.length, 'no id twice on the page');
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

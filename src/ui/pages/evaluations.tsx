@@ -125,8 +125,9 @@ function Facet({ param, label, values, counts, params, labels }: { param: string
     <fieldset class="facet" data-testid={`facet-${param}`}>
       <legend>{label}</legend>
       {all.length === 0 && <p class="muted small">No values in range</p>}
-      {all.map((value) => {
-        const id = `facet-${param}-${value}`.replace(/[^a-zA-Z0-9_-]/g, '_');
+      {all.map((value, i) => {
+        // By position: values differing only in punctuation ("error rate", "error_rate") must not share an id.
+        const id = `facet-${param}-${i}`;
         return (
           <div class="check" key={value}>
             <input
