@@ -220,6 +220,15 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('GraphiQL opened from the explorer\'s navigation is signed in with the same key', async () => {
+    const { page } = await signedIn();
+    const [graphiql] = await Promise.all([page.waitForEvent('popup'), page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'GraphiQL' }).click()]);
+    await graphiql.waitForLoadState();
+    // Before: target=_blank with rel=noopener opens a tab without a copy of sessionStorage: a second sign-in.
+    assert.equal(await graphiql.evaluate(() => sessionStorage.getItem('tollgate.apiKey')), ADMIN_KEY);
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

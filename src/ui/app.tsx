@@ -209,7 +209,9 @@ export function App() {
               </li>
             ))}
             <li>
-              <a href="/graphql" target="_blank" rel="noopener">
+              {/* rel=opener: a new tab gets a copy of this tab's sessionStorage (the key) only with an
+                  opener, and target=_blank implies noopener. Same origin, so the opener grants nothing new. */}
+              <a href="/graphql" target="_blank" rel="opener">
                 GraphiQL
               </a>
             </li>
