@@ -73,17 +73,50 @@ export function countGates(db: Tx, filter: GateFilter): number {
     .get()!.n;
 }
 
+/**
+ * A page of gates from a statement prepared once per combination of the conditions given
+ * (values are parameters): building and preparing the SQL again was a tenth of a page read.
+ */
 export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow[] {
-  const where = gateFilterSql(filter);
-  if (page.after) where.push(gt(gates.id, page.after));
-  if (page.before) where.push(lt(gates.id, page.before));
-  return db
-    .select()
-    .from(gates)
-    .where(and(...where))
-    .orderBy(page.inverted ? desc(gates.id) : asc(gates.id))
-    .limit(page.limit)
-    .all();
+  const listed = (values?: readonly string[]) => (values?.length ? JSON.stringify(values) : undefined);
+  const given = {
+    service: filter.service,
+    env: filter.env,
+    identifier: filter.identifier,
+    // A placeholder is bound as given: the column stores 1 and 0.
+    dryRun: filter.dryRun === undefined ? undefined : Number(filter.dryRun),
+    serviceIn: listed(filter.serviceIn),
+    envIn: listed(filter.envIn),
+    identifierIn: listed(filter.identifierIn),
+    // An empty list of visible envs matches nothing, as it must.
+    envs: filter.envs ? JSON.stringify(filter.envs) : undefined,
+    after: page.after || undefined,
+    before: page.before || undefined,
+  };
+  const present = (Object.keys(given) as (keyof typeof given)[]).filter((k) => given[k] !== undefined);
+  const stmt = prepared(db, `listGates:${present.join(',')}:${page.inverted ? 'desc' : 'asc'}`, () => {
+    const p = (name: string) => sql.placeholder(name);
+    const condition: Record<keyof typeof given, () => SQL> = {
+      service: () => eq(gates.service, p('service')),
+      env: () => eq(gates.env, p('env')),
+      identifier: () => eq(gates.identifier, p('identifier')),
+      dryRun: () => eq(gates.dryRun, p('dryRun')),
+      serviceIn: () => inList(gates.service, { placeholder: 'serviceIn' }),
+      envIn: () => inList(gates.env, { placeholder: 'envIn' }),
+      identifierIn: () => inList(gates.identifier, { placeholder: 'identifierIn' }),
+      envs: () => inList(gates.env, { placeholder: 'envs' }),
+      after: () => gt(gates.id, p('after')),
+      before: () => lt(gates.id, p('before')),
+    };
+    return db
+      .select()
+      .from(gates)
+      .where(and(...present.map((k) => condition[k]())))
+      .orderBy(page.inverted ? desc(gates.id) : asc(gates.id))
+      .limit(p('limit'))
+      .prepare();
+  });
+  return stmt.all({ ...Object.fromEntries(present.map((k) => [k, given[k]])), limit: page.limit }) as GateRow[];
 }
 
 /** The rules of many gates in one statement, whatever their number, in creation order. */
