@@ -229,6 +229,17 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('a list whose URL the API refuses says why, and not "Loading…" forever', async () => {
+    const { page } = await signedIn();
+    for (const path of ['/gates?after=garbage', '/monitors?after=garbage']) {
+      await page.goto(`${s.url}${path}`);
+      await page.getByRole('alert').first().waitFor();
+      // Before: the error sat beside a "Loading…" that never ended.
+      assert.equal(await page.getByText('Loading…').count(), 0, path);
+    }
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

@@ -353,7 +353,7 @@ export function GatesPage({ who }: { who: Viewer }) {
       </form>
       <ErrorNote error={q.error} />
       <p class="summary" aria-live="polite">
-        {q.data ? `${q.data.gates.totalCount} gate${q.data.gates.totalCount === 1 ? '' : 's'}` : 'Loading…'}
+        {q.data ? `${q.data.gates.totalCount} gate${q.data.gates.totalCount === 1 ? '' : 's'}` : q.error ? '' : 'Loading…'}
       </p>
       <div class="table-wrap">
         <table data-testid="gates-table">

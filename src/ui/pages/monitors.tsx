@@ -145,7 +145,7 @@ export function MonitorsPage() {
         <div class="results">
           <ErrorNote error={q.error} />
           <p class="summary" aria-live="polite">
-            {q.data ? `${q.data.monitors.totalCount} monitor${q.data.monitors.totalCount === 1 ? '' : 's'}` : 'Loading…'}
+            {q.data ? `${q.data.monitors.totalCount} monitor${q.data.monitors.totalCount === 1 ? '' : 's'}` : q.error ? '' : 'Loading…'}
           </p>
           <div class="table-wrap">
             <table data-testid="monitors-table">
