@@ -240,6 +240,27 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('deleting a rule takes a second click, as deleting its gate does', async () => {
+    const created = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id rules { id name } } }', {
+      i: { service: 'two-step', env: 'prod', rules: ['keep-me', 'drop-me'].map((name) => ({ name, options: { monitor: { query: 'service:none', duration: 0 } } })) },
+    });
+    assert.equal(created.errors, undefined, JSON.stringify(created.errors));
+    const gateId = created.data.createGate.id;
+    const ruleNames = async () => (await s.gql('query($id: ID!) { gate(id: $id) { rules { name } } }', { id: gateId })).data.gate.rules.map((r: { name: string }) => r.name).sort();
+    const { page } = await signedIn();
+    await page.goto(`${s.url}/gates/${gateId}`);
+    await page.getByRole('button', { name: 'Delete rule drop-me', exact: true }).click();
+    // Before: that one click deleted the rule, with no way back.
+    await page.getByRole('button', { name: 'Keep rule drop-me' }).waitFor();
+    assert.deepEqual(await ruleNames(), ['drop-me', 'keep-me']);
+    await page.getByRole('button', { name: 'Keep rule drop-me' }).click();
+    await page.getByRole('button', { name: 'Delete rule drop-me', exact: true }).click();
+    await page.getByRole('button', { name: 'Delete rule drop-me for good' }).click();
+    await page.locator('[data-testid="gate-rule"][data-rule-name="drop-me"]').waitFor({ state: 'detached' });
+    assert.deepEqual(await ruleNames(), ['keep-me']);
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

@@ -514,6 +514,7 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
   const [deleted, setDeleted] = useState<string | null>(null);
   const [error, setError] = useState<ApiError | null>(null);
   const [confirming, setConfirming] = useState(false);
+  const [deletingRule, setDeletingRule] = useState<string | null>(null);
   const gate = q.data?.gate;
   useSubscription<{ gateEvents: { kind: string; actor: string; gate: Gate } }>(
     GATE_EVENTS,
@@ -600,9 +601,21 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
                         <button type="button" class="small secondary" onClick={() => setEditing(r.id)} aria-label={`Edit rule ${r.name}`}>
                           Edit
                         </button>
-                        <button type="button" class="small danger" onClick={() => remove('deleteRule', r.id)} aria-label={`Delete rule ${r.name}`}>
-                          Delete
-                        </button>
+                        {/* Two steps, as for the gate: one stray click must not weaken a gate. */}
+                        {deletingRule === r.id ? (
+                          <>
+                            <button type="button" class="small danger" onClick={() => remove('deleteRule', r.id)} aria-label={`Delete rule ${r.name} for good`}>
+                              Delete for good
+                            </button>
+                            <button type="button" class="small secondary" onClick={() => setDeletingRule(null)} aria-label={`Keep rule ${r.name}`}>
+                              Keep it
+                            </button>
+                          </>
+                        ) : (
+                          <button type="button" class="small danger" onClick={() => setDeletingRule(r.id)} aria-label={`Delete rule ${r.name}`}>
+                            Delete
+                          </button>
+                        )}
                       </span>
                     )}
                   </div>
