@@ -205,14 +205,14 @@ describe('type scopes, checked once per object', () => {
   });
 });
 
-describe('rules kept between reads', () => {
+describe('gates and rules kept between reads', () => {
   let s: TestServer;
   before(async () => {
     s = await startServer();
   });
   after(() => s?.stop());
 
-  const page = '{ gates(first: 100) { edges { node { id service rules { id name dryRun options { ... on MonitorRuleOptions { query duration } } } } } } }';
+  const page = '{ gates(first: 100) { edges { node { id service dryRun rules { id name dryRun options { ... on MonitorRuleOptions { query duration } } } } } } }';
   const rulesRead = (from: number) => s.queries.slice(from).filter((q) => /from "rules"/i.test(q)).length;
   const must = async (query: string, variables?: Record<string, unknown>) => {
     const r = await s.gql(query, variables);
@@ -236,6 +236,8 @@ describe('rules kept between reads', () => {
     assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
     assert.deepEqual(await rulesOf('web'), []);
     assert.equal(rulesRead(from), 0, 'kept: no statement');
+    const gateRowsRead = s.queries.slice(from).filter((q) => /^select "id", "service"/i.test(q)).length;
+    assert.equal(gateRowsRead, 0, 'kept: only the page of ids is read');
 
     const added = await must('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: gateId, i: { name: 'b', options: monitor('service:b') } });
     assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a', 'b']);
@@ -246,6 +248,9 @@ describe('rules kept between reads', () => {
 
     await must('mutation($id: ID!) { deleteRule(id: $id) }', { id: added.createRule.id });
     assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+
+    await must('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', { id: gateId, i: { dryRun: true } });
+    assert.equal((await must(page)).gates.edges.find((e: any) => e.node.id === gateId).node.dryRun, true);
 
     await must('mutation($id: ID!) { deleteGate(id: $id) }', { id: gateId });
     assert.equal(await rulesOf('api'), undefined);

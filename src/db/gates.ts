@@ -78,6 +78,15 @@ export function countGates(db: Tx, filter: GateFilter): number {
  * (values are parameters): building and preparing the SQL again was a tenth of a page read.
  */
 export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow[] {
+  return pageOfGates(db, filter, page, 'rows') as GateRow[];
+}
+
+/** The ids of a page of gates, in the page's order: the same statement, reading only the index. */
+export function listGateIds(db: Tx, filter: GateFilter, page: KeysetPage): string[] {
+  return (pageOfGates(db, filter, page, 'ids') as { id: string }[]).map((r) => r.id);
+}
+
+function pageOfGates(db: Tx, filter: GateFilter, page: KeysetPage, read: 'rows' | 'ids'): unknown[] {
   const listed = (values?: readonly string[]) => (values?.length ? JSON.stringify(values) : undefined);
   const given = {
     service: filter.service,
@@ -94,7 +103,7 @@ export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow
     before: page.before || undefined,
   };
   const present = (Object.keys(given) as (keyof typeof given)[]).filter((k) => given[k] !== undefined);
-  const stmt = prepared(db, `listGates:${present.join(',')}:${page.inverted ? 'desc' : 'asc'}`, () => {
+  const stmt = prepared(db, `listGates:${read}:${present.join(',')}:${page.inverted ? 'desc' : 'asc'}`, () => {
     const p = (name: string) => sql.placeholder(name);
     const condition: Record<keyof typeof given, () => SQL> = {
       service: () => eq(gates.service, p('service')),
@@ -108,15 +117,14 @@ export function listGates(db: Tx, filter: GateFilter, page: KeysetPage): GateRow
       after: () => gt(gates.id, p('after')),
       before: () => lt(gates.id, p('before')),
     };
-    return db
-      .select()
+    return (read === 'ids' ? db.select({ id: gates.id }) : db.select())
       .from(gates)
       .where(and(...present.map((k) => condition[k]())))
       .orderBy(page.inverted ? desc(gates.id) : asc(gates.id))
       .limit(p('limit'))
       .prepare();
   });
-  return stmt.all({ ...Object.fromEntries(present.map((k) => [k, given[k]])), limit: page.limit }) as GateRow[];
+  return stmt.all({ ...Object.fromEntries(present.map((k) => [k, given[k]])), limit: page.limit });
 }
 
 /** The rules of many gates in one statement, whatever their number, in creation order. */

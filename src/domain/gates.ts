@@ -12,7 +12,7 @@ import {
   insertGate,
   insertRules,
   type KeysetPage,
-  listGates as listGateRows,
+  listGateIds,
   countGates as countGateRows,
   type NewRuleRow,
   type RuleRow,
@@ -145,7 +145,8 @@ export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page
   requireScope(actor, 'gates:read', 'read gates');
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
-  return listGateRows(deps.db, { ...filter, envs: actor.envs }, page);
+  // The page's ids from the database (its filters and order), the rows as kept between reads.
+  return keptGates(deps, listGateIds(deps.db, { ...filter, envs: actor.envs }, page));
 }
 
 /** Values a gate filter list may hold, as EvaluationFilter's (not imported: evaluations.ts imports this module). */
@@ -227,6 +228,24 @@ function deepFreeze<T>(value: T): T {
     for (const v of Object.values(value)) deepFreeze(v);
   }
   return value;
+}
+
+const gatesByIdOf = new WeakMap<Deps, Map<string, GateRow>>();
+
+/** Gates by id, read once and kept until a configuration change, as their rules (below). */
+function keptGates(deps: Deps, ids: readonly string[]): GateRow[] {
+  let kept = gatesByIdOf.get(deps);
+  if (!kept) {
+    const map = new Map<string, GateRow>();
+    deps.events.on('config.changed', () => map.clear());
+    gatesByIdOf.set(deps, (kept = map));
+  }
+  const missing = ids.filter((id) => !kept.has(id));
+  if (missing.length > 0) {
+    if (kept.size + missing.length > MAX_GATES_WITH_RULES_KEPT) kept.clear();
+    for (const gate of getGateRows(deps.db, missing)) kept.set(gate.id, deepFreeze(gate));
+  }
+  return ids.flatMap((id) => kept.get(id) ?? []);
 }
 
 /** Batched for loaders: at most one statement for any number of gates, none when all are kept. */
