@@ -62,8 +62,9 @@
  * rise everywhere), the rest to resources (and tag values), half split equally and half by
  * each resource's traffic in the hour before. Each test pays log(1/share) nats before it may
  * fail where an oracle that knew the endpoint and the ratio pays log(1/alpha): with twelve
- * endpoints that is about 2.3 to 3 nats more, plus up to log 6 for not knowing the ratio
- * (the mixture over six ratios): the price of looking everywhere at once.
+ * endpoints that is 2.0 (busiest) to 3.5 (quietest) nats more, plus up to log 6 for not
+ * knowing the ratio (the mixture over six ratios): the price of looking everywhere at once.
+ * The family may also fail on Σ share × E (fddRule.ts), never weaker than the Bonferroni rule.
  */
 
 /**
