@@ -81,6 +81,8 @@ export const configSchema = z
     TOLLGATE_METRICS_PUBLIC: bool.default(true),
     /** GraphiQL at /graphql in a browser: on in development, off in production unless set. */
     TOLLGATE_GRAPHIQL: bool.optional(),
+    // Queries run as compiled JavaScript once seen twice (src/server/compiledQueries.ts); false: always the standard executor.
+    TOLLGATE_COMPILED_QUERIES: bool.default(true),
     TOLLGATE_RETENTION_DAYS: positiveInt.default(90),
     TOLLGATE_SHUTDOWN_TIMEOUT_MS: positiveInt.default(5000),
     TOLLGATE_PROMETHEUS_TOKEN: z.string().min(1, 'must not be empty').optional(),
@@ -187,6 +189,7 @@ export const configSchema = z
       metricsPublic: raw.TOLLGATE_METRICS_PUBLIC,
       /** undefined: follow the mode (src/server/graphiql.ts). */
       graphiql: raw.TOLLGATE_GRAPHIQL,
+      compiledQueries: raw.TOLLGATE_COMPILED_QUERIES,
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,

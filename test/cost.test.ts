@@ -2,8 +2,9 @@
 // an absurd query is refused with QUERY_TOO_COSTLY, its cost and the limit, over HTTP and WebSocket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
+import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
 import { schema } from '../src/graphql/index.ts';
+import { queriesTakeOneOf } from '../src/server/compiledQueries.ts';
 import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
 import { driver, startServer, type TestServer } from './helpers.ts';
 
@@ -165,28 +166,27 @@ describe('query cost limit', () => {
   });
 });
 
-describe('type scopes, checked once per object', () => {
+describe('type scopes', () => {
   let s: TestServer;
   before(async () => {
     s = await startServer();
   });
   after(() => s?.stop());
 
-  test('each object of a type with scopes is checked when it resolves: without them, refused with the scope named', async () => {
-    // Root fields refuse first, so this runs the type's own check directly, as the executor does.
+  test("a type's scopes run with its fields: without them, each field is refused with the scope named", async () => {
+    // Root fields refuse first, so this calls the type's field resolvers directly, as both executors do.
     const principal = { id: 'k', name: 'ci', scopes: new Set(['evaluations:write'] as const), envs: null };
-    const context = { deps: {} as never, principal };
-    for (const typeName of ['Gate', 'Rule', 'ApiKey']) {
-      const type = schema.getType(typeName) as GraphQLObjectType;
-      assert.equal(typeof type.isTypeOf, 'function', typeName);
-      const info = { parentType: schema.getQueryType()!, fieldName: 'somewhere', path: { key: 'somewhere', prev: undefined } } as never;
-      assert.throws(() => type.isTypeOf!({ id: 'x' }, context, info), (err: GraphQLError) => {
+    for (const [typeName, fieldName] of [['Gate', 'service'], ['Rule', 'name'], ['ApiKey', 'name']] as const) {
+      const field = (schema.getType(typeName) as GraphQLObjectType).getFields()[fieldName]!;
+      const info = { parentType: schema.getType(typeName), fieldName, path: { key: fieldName, prev: undefined } } as never;
+      const row = { id: 'x', service: 'api', name: 'n' };
+      await assert.rejects(async () => field.resolve!(row, {}, { deps: {} as never, principal }, info), (err: GraphQLError) => {
         assert.equal(err.extensions.code, 'FORBIDDEN', typeName);
         assert.match(err.message, /API key "ci" lacks the (gates:read|admin) scope/);
         return true;
       });
       const admin = { deps: {} as never, principal: { ...principal, scopes: new Set(['admin'] as const) } };
-      assert.equal(type.isTypeOf!({ id: 'x' }, admin, info), true, typeName);
+      assert.equal(await field.resolve!(row, {}, admin, info), row[fieldName], typeName);
     }
   });
 
@@ -257,5 +257,104 @@ describe('gates and rules kept between reads', () => {
     const again = await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'api', env: 'prod', rules: [{ name: 'z', options: monitor('service:z') }] } });
     assert.ok(again.createGate.id);
     assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['z']);
+  });
+});
+
+describe('compiled queries answer as the standard executor does', () => {
+  // Two servers on one database state each: compiled queries off (always the standard
+  // executor) and on (a document is compiled from its second run). The response cache is off.
+  let standard: TestServer;
+  let compiled: TestServer;
+  const keys: Record<string, { standard: string; compiled: string }> = {};
+  const PROD_MONITOR = 'prod-secret-monitor';
+
+  async function world(s: TestServer) {
+    const d = driver(s);
+    const prod = await d.monitor(PROD_MONITOR, ['env:prod', 'service:api']);
+    await d.report(prod, 'ALERT', 'host:prodbox');
+    const staging = await d.monitor('staging-monitor', ['env:staging', 'service:api']);
+    await d.report(staging, 'OK', 'host:stagebox');
+    const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: { service: 'api', env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: 'service:api' } } }, { name: 'errors', options: { faultyDeploymentDetection: { duration: 600 } } }] },
+    });
+    assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
+    const started = await d.evaluate({ service: 'api', env: 'staging', version: 'v2' });
+    assert.equal(started.errors, undefined, JSON.stringify(started.errors));
+    for (let i = 0; i < 100; i++) {
+      const r = await s.gql('{ evaluations(first: 1) { edges { node { rules { name status } } } } }');
+      if (r.data.evaluations.edges[0].node.rules.some((x: any) => x.name === 'service monitors' && x.status === 'FAIL')) break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return {
+      staging: await s.createKey(['gates:read', 'evaluations:write'], ['staging']),
+      writer: await s.createKey(['evaluations:write']),
+      ingest: await s.createKey(['ingest']),
+    };
+  }
+
+  before(async () => {
+    [standard, compiled] = await Promise.all([
+      startServer({ compiledQueries: false, responseCacheTtlMs: 0 }),
+      startServer({ compiledQueries: true, responseCacheTtlMs: 0 }),
+    ]);
+    const [a, b] = [await world(standard), await world(compiled)];
+    for (const name of Object.keys(a) as (keyof typeof a)[]) keys[name] = { standard: a[name], compiled: b[name] };
+  });
+  after(async () => {
+    await standard?.stop();
+    await compiled?.stop();
+  });
+
+  /** Ids, cursors and times differ between the two servers' databases: compared by shape. */
+  function normalized(value: unknown): unknown {
+    const text = JSON.stringify(value)
+      .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>')
+      .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z/g, '<time>')
+      .replace(/"(cursor|startCursor|endCursor)":"[^"]*"/g, '"$1":"<cursor>"')
+      .replace(/"prefix":"[^"]*"/g, '"prefix":"<prefix>"')
+      .replace(/http:\/\/127\.0\.0\.1:\d+/g, '<origin>')
+      .replace(/"lastUsedAt":"[^"]*"/g, '"lastUsedAt":"<time>"');
+    return JSON.parse(text);
+  }
+
+  const corpus: { name: string; key?: string; query: string; variables?: Record<string, unknown> }[] = [
+    { name: 'every field of a page of gates', query: `{ gates(first: 10) { ${PAGE} edges { cursor node { ${GATE} lastEvaluations { id status } } } } }` },
+    { name: 'every field of a page of evaluations (evidence, FDD evidence, transitions)', query: `{ evaluations(first: 10) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }` },
+    { name: 'the same page read by a staging key (per-reader evidence)', key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } }` },
+    { name: 'a gate through an evaluation, by a key without gates:read (null)', key: 'writer', query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } }' },
+    { name: 'a root field the key may not read (FORBIDDEN)', key: 'ingest', query: '{ gates(first: 5) { edges { node { id } } } }' },
+    { name: 'a partial failure beside data', key: 'ingest', query: '{ viewer { name scopes } gates(first: 1) { totalCount } }' },
+    { name: 'a bad argument (BAD_USER_INPUT)', query: '{ evaluation(id: "not-an-id") { id } }' },
+    { name: 'a page size out of range', query: 'query($n: Int) { gates(first: $n) { edges { node { id } } } }', variables: { n: 1000 } },
+    { name: 'an id that does not exist (null)', query: '{ evaluation(id: "00000000-0000-7000-8000-000000000000") { id } gate(id: "00000000-0000-7000-8000-000000000000") { id } }' },
+    { name: 'variables, aliases, fragments, __typename', query: 'query($n: Int, $f: GateFilter) { a: gates(first: $n, filter: $f) { ...page } b: gates(last: 1) { ...page } } fragment page on GateConnection { __typename totalCount edges { node { __typename service rules { options { __typename ... on MonitorRuleOptions { query duration } ... on FddRuleOptions { alpha duration } } } } } }', variables: { n: 2, f: { envs: ['staging'] } } },
+    { name: 'monitors with groups and transitions', query: '{ monitors(first: 10) { edges { node { name state tags groups { group state } transitions(last: 5) { from to group } } } } }' },
+    { name: 'monitors as the staging key sees them', key: 'staging', query: '{ monitors(first: 10) { edges { node { name state } } } }' },
+    { name: 'API keys (admin only) and the viewer', query: '{ apiKeys { name scopes envs revokedAt } viewer { name } }' },
+    { name: 'API keys asked by a key without admin', key: 'staging', query: '{ apiKeys { name } }' },
+  ];
+
+  for (const c of corpus) {
+    test(c.name, async () => {
+      const as = (s: TestServer, which: 'standard' | 'compiled') => (c.key ? keys[c.key]![which] : undefined);
+      const reference = await standard.gql(c.query, c.variables, as(standard, 'standard'));
+      const first = await compiled.gql(c.query, c.variables, as(compiled, 'compiled'));
+      const again = await compiled.gql(c.query, c.variables, as(compiled, 'compiled'));
+      assert.deepEqual(normalized(first), normalized(reference), 'first run (standard executor)');
+      assert.deepEqual(normalized(again), normalized(reference), 'second run (compiled)');
+      if (c.key === 'staging') assert.ok(!JSON.stringify(again).includes(PROD_MONITOR), 'the staging key sees no prod monitor');
+    });
+  }
+
+  test('the corpus exercises evidence, errors and nulls', async () => {
+    const evidence = await compiled.gql(`{ evaluations(first: 1) { edges { node { rules { name evidence { matchedMonitors { name } } } } } } }`);
+    assert.ok(JSON.stringify(evidence).includes(PROD_MONITOR), JSON.stringify(evidence));
+    const limited = await compiled.gql(`{ evaluations(first: 1) { edges { node { rules { name evidence { matchedMonitors { name } } } } } } }`, undefined, keys.staging!.compiled);
+    assert.ok(JSON.stringify(limited).includes('staging-monitor') && !JSON.stringify(limited).includes(PROD_MONITOR), JSON.stringify(limited));
+  });
+
+  test("the schema's queries take no @oneOf input, so the compiled path is on", () => {
+    assert.equal(queriesTakeOneOf(schema), false);
+    assert.ok(schema.getMutationType() && queriesTakeOneOf(new GraphQLSchema({ query: schema.getMutationType()! })), 'mutations do take one: the check finds it');
   });
 });

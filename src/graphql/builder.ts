@@ -30,9 +30,11 @@ export const builder = new SchemaBuilder<{
   defaultFieldNullability: false,
   scopeAuth: {
     authorizeOnSubscribe: true,
-    // A type's scopes (Gate, Rule, ApiKey…) are checked once per object it resolves, not again
-    // on each of its fields (per field: a tenth of an uncached read's CPU).
-    runScopesOnType: true,
+    // A type's scopes (Gate, Rule, ApiKey…) run with each of its fields (cached per object for
+    // the operation), not once in isTypeOf (runScopesOnType): graphql-jit, which runs repeated
+    // queries (src/server/compiledQueries.ts), calls isTypeOf without the context, so a type's
+    // check there would throw for every object. Compiled, the per-field checks cost less than
+    // once per object does on the standard executor.
     authScopes: ({ principal }) =>
       Object.fromEntries(
         (['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [

@@ -18,6 +18,7 @@ import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import { endStreamsWithTheirKey } from './keyStreams.ts';
 import { useQueryCostLimit } from './queryCost.ts';
+import { useCompiledQueries } from './compiledQueries.ts';
 import { authenticateBeforeParsing, hideSuggestions } from './schemaExposure.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
@@ -52,6 +53,7 @@ function maskError(deps: Deps) {
     if (storage) {
       return new GraphQLError(storage.message, {
         nodes: located?.nodes,
+        ...locatedIn(located),
         path: located?.path,
         extensions: { code: storage.code, http: { status: 503, headers: { 'Retry-After': String(storage.retryAfterSeconds) } } },
       });
@@ -59,6 +61,7 @@ function maskError(deps: Deps) {
     if (original instanceof DomainError) {
       return new GraphQLError(original.message, {
         nodes: located?.nodes,
+        ...locatedIn(located),
         path: located?.path,
         extensions: {
           code: original.code,
@@ -78,6 +81,7 @@ function maskError(deps: Deps) {
     // yoga logs what it masks, through yogaLogger: once, at error, with the stack.
     return new GraphQLError(message, {
       nodes: located?.nodes,
+      ...locatedIn(located),
       path: located?.path,
       extensions: { code: 'INTERNAL_SERVER_ERROR' },
     });
@@ -109,6 +113,11 @@ function yogaLogger(log: Logger): YogaLogger {
       }
     },
   };
+}
+
+/** Where an error is in the document, also for errors located by position rather than by node (compiled queries). */
+function locatedIn(error: GraphQLError | undefined) {
+  return { source: error?.source, positions: error?.positions };
 }
 
 function withCode(error: GraphQLError, code: string): GraphQLError {
@@ -237,6 +246,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
       ...(production ? [hideSuggestions] : []),
       // Before the response cache: a refusal ends execution, and the cache expects its execute to run.
       useQueryCostLimit(),
+      ...(deps.config.compiledQueries ? [useCompiledQueries(schema)] : []),
       responseCache(deps, authenticateRequest),
       endStreamsWithTheirKey(keyWatch),
       explainUnsupportedMediaType,

@@ -1,0 +1,96 @@
+import { useGraphQlJit } from '@envelop/graphql-jit';
+import {
+  type DocumentNode,
+  GraphQLError,
+  type Source,
+  type GraphQLInputType,
+  type GraphQLNamedType,
+  type GraphQLSchema,
+  getNamedType,
+  getOperationAST,
+  isInputObjectType,
+  isInterfaceType,
+  isObjectType,
+  isUnionType,
+} from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+
+/** A document is compiled on its second execution: one-off queries never pay the compiler. */
+const RUNS_BEFORE_COMPILING = 1;
+
+/**
+ * Whether an argument of a field reachable from Query takes a @oneOf input (directly or
+ * nested). graphql-jit does not enforce @oneOf ("exactly one field") when it coerces inputs,
+ * so the compiled path is only for a schema whose queries take none.
+ */
+export function queriesTakeOneOf(schema: GraphQLSchema): boolean {
+  const seenOutput = new Set<string>();
+  const seenInput = new Set<string>();
+  const inputHasOneOf = (type: GraphQLInputType): boolean => {
+    const named = getNamedType(type);
+    if (!isInputObjectType(named) || seenInput.has(named.name)) return false;
+    seenInput.add(named.name);
+    return named.isOneOf || Object.values(named.getFields()).some((f) => inputHasOneOf(f.type));
+  };
+  const visit = (type: GraphQLNamedType | undefined | null): boolean => {
+    if (!type || seenOutput.has(type.name)) return false;
+    seenOutput.add(type.name);
+    if (isUnionType(type)) return type.getTypes().some(visit);
+    if (!isObjectType(type) && !isInterfaceType(type)) return false;
+    return Object.values(type.getFields()).some((f) => f.args.some((a) => inputHasOneOf(a.type)) || visit(getNamedType(f.type)));
+  };
+  return visit(schema.getQueryType());
+}
+
+/**
+ * Queries run as JavaScript compiled for their document (graphql-jit) from their second
+ * execution on: the same resolvers (authorization included, as the scope-auth plugin wraps
+ * them), without the standard executor's per-field interpretation. Mutations and
+ * subscriptions, and everything if the schema's queries took a @oneOf input, keep the
+ * standard executor. test/cost.test.ts runs a corpus of reads both ways.
+ */
+export function useCompiledQueries(schema: GraphQLSchema): Plugin {
+  if (queriesTakeOneOf(schema)) return {};
+  const runs = new WeakMap<DocumentNode, number>();
+  const jit = useGraphQlJit(
+    {},
+    {
+      enableIf: ({ document, operationName }) => {
+        if (getOperationAST(document, operationName)?.operation !== 'query') return false;
+        const seen = runs.get(document) ?? 0;
+        if (seen >= RUNS_BEFORE_COMPILING) return true;
+        runs.set(document, seen + 1);
+        return false;
+      },
+    },
+  ) as Plugin;
+  return {
+    onExecute(payload) {
+      jit.onExecute!(payload as never);
+      const source = payload.args.document.loc?.source;
+      return {
+        onExecuteDone: ({ result, setResult }) => {
+          if (!source || !('errors' in result) || !result.errors?.some((e) => !e.nodes && e.locations)) return;
+          setResult({ ...result, errors: result.errors.map((e) => (e.nodes || !e.locations ? e : withSourcePositions(e, source))) });
+        },
+      };
+    },
+  };
+}
+
+/**
+ * graphql-jit's errors carry their locations but not the nodes they came from, and yoga
+ * rebuilds every error from its nodes or source positions when it serializes: they lost their
+ * locations. The same error, located by its positions in the document.
+ */
+function withSourcePositions(error: GraphQLError, source: Source): GraphQLError {
+  const lineStarts = [0];
+  for (let i = 0; i < source.body.length; i++) if (source.body[i] === '\n') lineStarts.push(i + 1);
+  return new GraphQLError(error.message, {
+    source,
+    positions: error.locations!.map((l) => (lineStarts[l.line - 1] ?? 0) + l.column - 1),
+    path: error.path,
+    originalError: error.originalError,
+    extensions: error.extensions,
+  });
+}
