@@ -76,6 +76,33 @@ describe('serving the explorer to hostile clients', () => {
   });
 });
 
+describe('the API as the explorer reads it', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer({ responseCacheTtlMs: 10_000 });
+  });
+  after(() => s.stop());
+
+  test('an empty list of evaluations is not served from the response cache once one exists', async () => {
+    // The cache skips results holding an Evaluation, but an empty list holds none: it was cached
+    // 10 s, so the explorer's catch-up read, its refetch after a network drop and a gate's
+    // lastEvaluations all missed an evaluation that had just started.
+    const gate = await s.gql('mutation { createGate(input: { service: "cache-empty", env: "prod", rules: [{ name: "quiet", options: { monitor: { query: "service:none", duration: 0 } } }] }) { id } }');
+    assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
+    const list = 'query($f: EvaluationFilter) { evaluations(filter: $f, first: 5) { totalCount edges { node { id } } } }';
+    const last = 'query($id: ID!) { gate(id: $id) { lastEvaluations { id } } }';
+    const read = async () => {
+      const a = await s.gql(list, { f: { service: ['cache-empty'] } });
+      const b = await s.gql(last, { id: gate.data.createGate.id });
+      return [a.data.evaluations.totalCount, a.data.evaluations.edges.length, b.data.gate.lastEvaluations.length];
+    };
+    assert.deepEqual(await read(), [0, 0, 0]);
+    const r = await s.gql('mutation { evaluateGate(input: { service: "cache-empty", env: "prod" }) { id } }');
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    assert.deepEqual(await read(), [1, 1, 1]);
+  });
+});
+
 // ---- in a real browser ----
 
 const CHROMIUM = process.env.TOLLGATE_CHROMIUM ?? '/usr/bin/chromium';

@@ -179,8 +179,12 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
   return useResponseCache({
     cache,
     ttl: deps.config.responseCacheTtlMs,
-    // Live data is never cached: it changes with every check and every report.
-    ttlPerSchemaCoordinate: { Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, EvaluationFacets: 0, EvaluationInsights: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0 },
+    // Live data is never cached: it changes with every check and every report. The fields that
+    // list or find it too, since an empty list or a null holds no entity of its type.
+    ttlPerSchemaCoordinate: {
+      Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, EvaluationFacets: 0, EvaluationInsights: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0,
+      'Query.evaluations': 0, 'Query.evaluation': 0, 'Query.monitors': 0, 'Query.monitor': 0, 'Gate.lastEvaluations': 0,
+    },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
     session: (request: Request, context?: ServerContext) => {
