@@ -288,6 +288,32 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('a live list left open keeps the newest 500 rows, and says so, instead of growing without end', async () => {
+    // A wall screen on a busy CI: every evaluation added a row (and re-rendered all of them) for as
+    // long as the tab stayed open. 510 arrive here while the page watches.
+    const { page } = await signedIn();
+    await page.goto(`${s.url}/evaluations?service=flood`);
+    await page.getByTestId('live-indicator').and(page.locator('[data-state="live"]')).waitFor();
+    await page.waitForTimeout(2000); // past the list's catch-up read: these arrive as live events
+    const jit = { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] };
+    let last = '';
+    for (let i = 0; i < 510; i++) {
+      const r = await d.evaluate({ service: 'flood', env: 'prod', version: String(i), configuration: jit });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+      last = r.data.evaluateGate.id;
+    }
+    await page.locator(`[data-testid="evaluation-row"][data-id="${last}"]`).waitFor();
+    await page.getByText('Only the newest 500 evaluations are kept').waitFor();
+    assert.equal(await page.getByTestId('evaluation-row').count(), 500);
+    // The rows dropped are the oldest; the list reads again from the top on request.
+    await page.getByRole('button', { name: 'Read the list again' }).click();
+    await page.getByText('Only the newest 500 evaluations are kept').waitFor({ state: 'detached' });
+    await page.getByTestId('evaluations-summary').filter({ hasText: 'newest 50 shown' }).waitFor();
+    assert.equal(await page.getByTestId('evaluation-row').count(), 50);
+    await page.getByRole('button', { name: 'Load older evaluations' }).waitFor();
+    await page.context().close();
+  });
+
   test('a WebSocket that opens but is never acknowledged: the page says live updates are down', async () => {
     // A proxy that accepts the upgrade and then holds every frame, as some corporate ones do.
     const { page } = await signedIn((p) => p.routeWebSocket(/\/graphql$/, () => {}));

@@ -1,3 +1,4 @@
+import { Component } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { gql } from '../api.ts';
 import { Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
@@ -48,6 +49,13 @@ const LIST = `query Evaluations($filter: EvaluationFilter, $first: Int!, $after:
 const LIVE = `subscription EvaluationEvents($filter: EvaluationFilter) { evaluationEvents(filter: $filter) { ${EVALUATION_ROW} } }`;
 
 const PAGE_SIZE = 50;
+/**
+ * Rows the live tail may add beyond the pages read: a tab left open on a busy CI otherwise grew by
+ * one row per evaluation (each re-rendering them all) for as long as it stayed open.
+ */
+const MAX_LIVE_ROWS = 500;
+/** Facet values taken from listed rows beyond those the API counted (a live row may be newer). */
+const FACET_FROM_ROWS = 20;
 
 interface FacetValue {
   value: string;
@@ -116,6 +124,47 @@ function FailingRules({ rules }: { rules: RuleRow[] }) {
       ))}
     </ul>
   );
+}
+
+/**
+ * One row, drawn again only when its evaluation changed: a live event re-renders the list, and
+ * diffing every row of a long one per event left a busy tail behind by tens of seconds.
+ */
+class Row extends Component<{ e: EvaluationRow }> {
+  override shouldComponentUpdate(next: { e: EvaluationRow }) {
+    return next.e !== this.props.e;
+  }
+  override render({ e }: { e: EvaluationRow }) {
+    return (
+      <tr data-testid="evaluation-row" data-id={e.id} data-status={e.status}>
+        <td>
+          <a href={`/evaluations/${e.id}`}>
+            <Time at={e.startedAt} />
+            <span class="visually-hidden">
+              {' '}
+              evaluation of {e.service} in {e.env}
+            </span>
+          </a>
+        </td>
+        <td>
+          <Time at={e.finishedAt} />
+        </td>
+        <td>
+          <Duration from={e.startedAt} to={e.finishedAt} />
+        </td>
+        <td data-testid="cell-service">{e.service}</td>
+        <td data-testid="cell-env">{e.env}</td>
+        <td>{e.identifier}</td>
+        <td>{e.version ?? <span class="muted">—</span>}</td>
+        <td>
+          <EvaluationStatusCell e={e} />
+        </td>
+        <td>
+          <FailingRules rules={e.rules} />
+        </td>
+      </tr>
+    );
+  }
 }
 
 function Facet({ param, label, values, counts, params, labels }: { param: string; label: string; values: string[]; counts: Map<string, number> | undefined; params: URLSearchParams; labels?: Record<string, string> }) {
@@ -224,6 +273,9 @@ export function EvaluationsPage() {
   const [missed, setMissed] = useState(0);
   // Events for ids already listed keep a list consistent between refetches.
   const known = useRef(new Map<string, number>());
+  // How many rows the list may hold: the pages read, plus MAX_LIVE_ROWS for the live tail.
+  const maxRows = useRef(MAX_LIVE_ROWS);
+  const [trimmed, setTrimmed] = useState(false);
 
   useEffect(() => {
     if (!list.data) return;
@@ -233,7 +285,17 @@ export function EvaluationsPage() {
     setCursor(page.pageInfo);
     setTotal(page.totalCount);
     setMissed(0);
+    maxRows.current = MAX_LIVE_ROWS;
+    setTrimmed(false);
   }, [list.data]);
+
+  // Past the limit the oldest rows go; 'Load older' would then skip them, so it gives way to a reread.
+  useEffect(() => {
+    if (rows.length <= maxRows.current) return;
+    for (const r of rows.slice(maxRows.current)) known.current.delete(r.id);
+    setRows(rows.slice(0, maxRows.current));
+    setTrimmed(true);
+  }, [rows]);
 
   const live = !range.startedBefore;
   const liveError = useSubscription<{ evaluationEvents: EvaluationRow }>(
@@ -297,6 +359,7 @@ export function EvaluationsPage() {
       if (searchNow.current !== search) return;
       const fresh = d.evaluations.edges.map((e) => e.node).filter((n) => !known.current.has(n.id));
       for (const n of fresh) known.current.set(n.id, n.revision);
+      maxRows.current = Math.max(maxRows.current, rows.length + fresh.length + MAX_LIVE_ROWS);
       setRows((old) => [...old, ...fresh]);
       setCursor(d.evaluations.pageInfo);
     } catch (err) {
@@ -312,7 +375,8 @@ export function EvaluationsPage() {
   const countsOf = (param: string) => (api ? new Map((api[param as keyof Facets] ?? []).map((v) => [v.value, v.count])) : undefined);
   const seen = (param: string, pick: (r: EvaluationRow) => string | null | string[]) => {
     const fromApi = (api?.[param as keyof Facets] ?? []).map((v) => v.value);
-    return [...new Set([...fromApi, ...[...new Set(rows.flatMap((r) => pick(r) ?? []))].sort()])];
+    // At most FACET_FROM_ROWS more from the rows: a live tail of 500 versions is not a facet.
+    return [...new Set([...fromApi, ...[...new Set(rows.flatMap((r) => pick(r) ?? []))].sort().slice(0, FACET_FROM_ROWS)])];
   };
   const gateLabels: Record<string, string> = Object.fromEntries(rows.filter((r) => r.gateId).map((r) => [r.gateId!, `${r.service} / ${r.env} / ${r.identifier}`]));
   for (const g of api?.gate ?? []) if (g.label) gateLabels[g.value] = g.label.replaceAll('/', ' / ');
@@ -401,40 +465,23 @@ export function EvaluationsPage() {
               </thead>
               <tbody>
                 {rows.map((e) => (
-                  <tr key={e.id} data-testid="evaluation-row" data-id={e.id} data-status={e.status}>
-                    <td>
-                      <a href={`/evaluations/${e.id}`}>
-                        <Time at={e.startedAt} />
-                        <span class="visually-hidden">
-                          {' '}
-                          evaluation of {e.service} in {e.env}
-                        </span>
-                      </a>
-                    </td>
-                    <td>
-                      <Time at={e.finishedAt} />
-                    </td>
-                    <td>
-                      <Duration from={e.startedAt} to={e.finishedAt} />
-                    </td>
-                    <td data-testid="cell-service">{e.service}</td>
-                    <td data-testid="cell-env">{e.env}</td>
-                    <td>{e.identifier}</td>
-                    <td>{e.version ?? <span class="muted">—</span>}</td>
-                    <td>
-                      <EvaluationStatusCell e={e} />
-                    </td>
-                    <td>
-                      <FailingRules rules={e.rules} />
-                    </td>
-                  </tr>
+                  <Row key={e.id} e={e} />
                 ))}
               </tbody>
             </table>
           </div>
           {!list.loading && rows.length === 0 && !list.error && <p class="empty">No evaluation matches these filters in this time range.</p>}
           <ErrorNote error={moreError} />
-          {cursor.hasNextPage && (
+          {trimmed && (
+            <p class="notice" role="status">
+              Only the newest {maxRows.current} evaluations are kept while the list is live.{' '}
+              <button type="button" class="link" onClick={() => void list.refetch()}>
+                Read the list again
+              </button>{' '}
+              to page through older ones.
+            </p>
+          )}
+          {cursor.hasNextPage && !trimmed && (
             <button type="button" class="secondary" onClick={loadMore} disabled={loadingMore}>
               {loadingMore ? 'Loading…' : 'Load older evaluations'}
             </button>
