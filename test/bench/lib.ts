@@ -38,10 +38,11 @@ async function spawnServer(kind: 'bare' | 'tollgate' | 'otlp-decode', env: Recor
 }
 
 /** A bare graphql-yoga `{ hello }` server (or the decode-only OTLP server): baselines. */
-export async function startBare(kind: 'bare' | 'otlp-decode' = 'bare'): Promise<{ url: string; stop(): Promise<void> }> {
+export async function startBare(kind: 'bare' | 'otlp-decode' = 'bare'): Promise<{ url: string; child: ChildProcess; stop(): Promise<void> }> {
   const { child, url } = await spawnServer(kind, {});
   return {
     url,
+    child,
     async stop() {
       child.kill('SIGTERM');
       await once(child, 'exit');
