@@ -36,7 +36,7 @@ const WORKERS: Record<string, string> = {
 export function graphiqlCsp(nonce: string): string {
   return (
     `default-src 'self'; script-src 'self'; style-src 'self' 'nonce-${nonce}'; style-src-elem 'self' 'nonce-${nonce}'; ` +
-    "style-src-attr 'unsafe-inline'; connect-src 'self' ws: wss:; " +
+    "style-src-attr 'unsafe-inline'; connect-src 'self'; " +
     "img-src 'self' data:; font-src 'self' data:; worker-src 'self'; object-src 'none'; base-uri 'none'; " +
     "frame-ancestors 'none'; form-action 'self'"
   );

@@ -20,8 +20,10 @@ export const UI_ENTRIES: Record<string, string> = {
 /** Pages of the explorer: all answered with the same HTML shell, routed on the client. */
 const PAGE_ROUTES = [/^\/$/, /^\/evaluations\/?$/, /^\/evaluations\/[^/]+\/?$/, /^\/gates\/?$/, /^\/gates\/[^/]+\/?$/, /^\/monitors\/?$/, /^\/monitors\/[^/]+\/?$/, /^\/insights\/?$/];
 
+// connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3); 'ws: wss:' would let an
+// injected script carry the key to any host.
 export const UI_CSP =
-  "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; font-src 'self'; " +
+  "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; font-src 'self'; " +
   "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
 
 /** One file as served: its bytes, precompressed once, and its validator. */
