@@ -317,7 +317,7 @@ describe('compiled queries answer as the standard executor does', () => {
     return JSON.parse(text);
   }
 
-  const corpus: { name: string; key?: string; query: string; variables?: Record<string, unknown> }[] = [
+  const corpus: { name: string; key?: string; query: string; variables?: Record<string, unknown>; operation?: string }[] = [
     { name: 'every field of a page of gates', query: `{ gates(first: 10) { ${PAGE} edges { cursor node { ${GATE} lastEvaluations { id status } } } } }` },
     { name: 'every field of a page of evaluations (evidence, FDD evidence, transitions)', query: `{ evaluations(first: 10) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }` },
     { name: 'the same page read by a staging key (per-reader evidence)', key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } }` },
@@ -328,6 +328,8 @@ describe('compiled queries answer as the standard executor does', () => {
     { name: 'a page size out of range', query: 'query($n: Int) { gates(first: $n) { edges { node { id } } } }', variables: { n: 1000 } },
     { name: 'an id that does not exist (null)', query: '{ evaluation(id: "00000000-0000-7000-8000-000000000000") { id } gate(id: "00000000-0000-7000-8000-000000000000") { id } }' },
     { name: 'variables, aliases, fragments, __typename', query: 'query($n: Int, $f: GateFilter) { a: gates(first: $n, filter: $f) { ...page } b: gates(last: 1) { ...page } } fragment page on GateConnection { __typename totalCount edges { node { __typename service rules { options { __typename ... on MonitorRuleOptions { query duration } ... on FddRuleOptions { alpha duration } } } } } }', variables: { n: 2, f: { envs: ['staging'] } } },
+    { name: 'a document of two queries, the first named', query: 'query A { gates(first: 1) { edges { node { service } } } } query B { viewer { name } }', operation: 'A' },
+    { name: 'the same document, the second named', query: 'query A { gates(first: 1) { edges { node { service } } } } query B { viewer { name } }', operation: 'B' },
     { name: 'monitors with groups and transitions', query: '{ monitors(first: 10) { edges { node { name state tags groups { group state } transitions(last: 5) { from to group } } } } }' },
     { name: 'monitors as the staging key sees them', key: 'staging', query: '{ monitors(first: 10) { edges { node { name state } } } }' },
     { name: 'API keys (admin only) and the viewer', query: '{ apiKeys { name scopes envs revokedAt } viewer { name } }' },
@@ -337,9 +339,13 @@ describe('compiled queries answer as the standard executor does', () => {
   for (const c of corpus) {
     test(c.name, async () => {
       const as = (s: TestServer, which: 'standard' | 'compiled') => (c.key ? keys[c.key]![which] : undefined);
-      const reference = await standard.gql(c.query, c.variables, as(standard, 'standard'));
-      const first = await compiled.gql(c.query, c.variables, as(compiled, 'compiled'));
-      const again = await compiled.gql(c.query, c.variables, as(compiled, 'compiled'));
+      const ask = async (server: TestServer, key: string | undefined) => {
+        const res = await server.request('POST', '/graphql', { body: { query: c.query, variables: c.variables, operationName: c.operation }, ...(key && { key }) });
+        return { ...res.json, status: res.status };
+      };
+      const reference = await ask(standard, as(standard, 'standard'));
+      const first = await ask(compiled, as(compiled, 'compiled'));
+      const again = await ask(compiled, as(compiled, 'compiled'));
       assert.deepEqual(normalized(first), normalized(reference), 'first run (standard executor)');
       assert.deepEqual(normalized(again), normalized(reference), 'second run (compiled)');
       if (c.key === 'staging') assert.ok(!JSON.stringify(again).includes(PROD_MONITOR), 'the staging key sees no prod monitor');

@@ -203,23 +203,44 @@ export function gatesByIds(deps: Deps, actor: Principal, ids: readonly string[])
 }
 
 /**
- * The rules of each gate, kept between reads (a page of gates read them for every request: a
- * tenth of an uncached read's CPU, and its garbage). They change only through this module's
- * writes, each of which publishes config.changed after its commit, which drops them all (as
- * it drops the response cache). Frozen: no reader can change what the next one gets.
+ * Gate rows and the rules of each gate, kept between reads (every uncached page of gates read,
+ * mapped and parsed them again: two fifths of its CPU, with the garbage). They change only
+ * through this module's writes, each of which publishes config.changed after its commit, which
+ * drops them all (as it drops the response cache). Frozen: no reader changes what the next gets.
  */
-const rulesByGateOf = new WeakMap<Deps, Map<string, readonly RuleRow[]>>();
-/** Gates whose rules are kept at most; past it, the map starts over. */
-const MAX_GATES_WITH_RULES_KEPT = 10_000;
+interface Kept {
+  gates: Map<string, GateRow>;
+  rules: Map<string, readonly RuleRow[]>;
+  ruleWeight: number;
+}
+const keptOf = new WeakMap<Deps, Kept>();
+/** Gates kept at most; past it, the map starts over. */
+const MAX_GATES_KEPT = 10_000;
+/**
+ * Rules kept at most, by weight: 1 per rule and 1 per entry of its lists (FDD resources of up
+ * to 500 characters, up to 1,000 of them, monitor ids), so memory stays bounded (tens of MB)
+ * however large the options; past it, the rules start over.
+ */
+const MAX_RULE_WEIGHT_KEPT = 100_000;
 
-function keptRules(deps: Deps): Map<string, readonly RuleRow[]> {
-  let kept = rulesByGateOf.get(deps);
-  if (!kept) {
-    const map = new Map<string, readonly RuleRow[]>();
-    deps.events.on('config.changed', () => map.clear());
-    rulesByGateOf.set(deps, (kept = map));
+function kept(deps: Deps): Kept {
+  let k = keptOf.get(deps);
+  if (!k) {
+    const fresh: Kept = { gates: new Map(), rules: new Map(), ruleWeight: 0 };
+    deps.events.on('config.changed', () => {
+      fresh.gates.clear();
+      fresh.rules.clear();
+      fresh.ruleWeight = 0;
+    });
+    keptOf.set(deps, (k = fresh));
   }
-  return kept;
+  return k;
+}
+
+function ruleWeight(rule: RuleRow): number {
+  let weight = 1;
+  for (const value of Object.values(rule.options ?? {})) if (Array.isArray(value)) weight += value.length;
+  return weight;
 }
 
 function deepFreeze<T>(value: T): T {
@@ -230,35 +251,38 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-const gatesByIdOf = new WeakMap<Deps, Map<string, GateRow>>();
-
 /** Gates by id, read once and kept until a configuration change, as their rules (below). */
 function keptGates(deps: Deps, ids: readonly string[]): GateRow[] {
-  let kept = gatesByIdOf.get(deps);
-  if (!kept) {
-    const map = new Map<string, GateRow>();
-    deps.events.on('config.changed', () => map.clear());
-    gatesByIdOf.set(deps, (kept = map));
-  }
-  const missing = ids.filter((id) => !kept.has(id));
+  const k = kept(deps);
+  const missing = ids.filter((id) => !k.gates.has(id));
   if (missing.length > 0) {
-    if (kept.size + missing.length > MAX_GATES_WITH_RULES_KEPT) kept.clear();
-    for (const gate of getGateRows(deps.db, missing)) kept.set(gate.id, deepFreeze(gate));
+    if (k.gates.size + missing.length > MAX_GATES_KEPT) k.gates.clear();
+    for (const gate of getGateRows(deps.db, missing)) k.gates.set(gate.id, deepFreeze(gate));
   }
-  return ids.flatMap((id) => kept.get(id) ?? []);
+  return ids.flatMap((id) => k.gates.get(id) ?? []);
 }
 
 /** Batched for loaders: at most one statement for any number of gates, none when all are kept. */
 export function rulesOf(deps: Deps, gateIds: readonly string[]): RuleRow[] {
-  const kept = keptRules(deps);
-  const missing = [...new Set(gateIds.filter((id) => !kept.has(id)))];
-  if (missing.length > 0) {
-    const read = new Map<string, RuleRow[]>(missing.map((id) => [id, []]));
-    for (const rule of rulesOfGates(deps.db, missing)) read.get(rule.gateId)?.push(deepFreeze(rule));
-    if (kept.size + read.size > MAX_GATES_WITH_RULES_KEPT) kept.clear();
-    for (const [id, rules] of read) kept.set(id, Object.freeze(rules));
+  const k = kept(deps);
+  const missing = [...new Set(gateIds.filter((id) => !k.rules.has(id)))];
+  if (missing.length === 0) return gateIds.flatMap((id) => k.rules.get(id) ?? []);
+  const read = new Map<string, RuleRow[]>(missing.map((id) => [id, []]));
+  let weight = 0;
+  for (const rule of rulesOfGates(deps.db, missing)) {
+    read.get(rule.gateId)?.push(deepFreeze(rule));
+    weight += ruleWeight(rule);
   }
-  return gateIds.flatMap((id) => kept.get(id) ?? []);
+  if (k.ruleWeight + weight > MAX_RULE_WEIGHT_KEPT) {
+    k.rules.clear();
+    k.ruleWeight = 0;
+  }
+  // A read heavier than everything that may be kept is answered, not kept.
+  if (weight <= MAX_RULE_WEIGHT_KEPT) {
+    for (const [id, rules] of read) k.rules.set(id, Object.freeze(rules));
+    k.ruleWeight += weight;
+  }
+  return gateIds.flatMap((id) => k.rules.get(id) ?? read.get(id) ?? []);
 }
 
 export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | null {

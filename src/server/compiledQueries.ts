@@ -12,11 +12,18 @@ import {
   isInterfaceType,
   isObjectType,
   isUnionType,
+  Kind,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 
 /** A document is compiled on its second execution: one-off queries never pay the compiler. */
 const RUNS_BEFORE_COMPILING = 1;
+/**
+ * Compilations per second at most, for the whole server: a client sending each of many
+ * distinct documents twice cannot keep the compiler (milliseconds per document) busy; past
+ * it, documents run on the standard executor and are compiled on a later run.
+ */
+const MAX_COMPILATIONS_PER_SECOND = 20;
 
 /**
  * Whether an argument of a field reachable from Query takes a @oneOf input (directly or
@@ -52,15 +59,29 @@ export function queriesTakeOneOf(schema: GraphQLSchema): boolean {
 export function useCompiledQueries(schema: GraphQLSchema): Plugin {
   if (queriesTakeOneOf(schema)) return {};
   const runs = new WeakMap<DocumentNode, number>();
+  const compiled = new WeakSet<DocumentNode>();
+  let second = 0;
+  let compiledThisSecond = 0;
   const jit = useGraphQlJit(
     {},
     {
       enableIf: ({ document, operationName }) => {
-        if (getOperationAST(document, operationName)?.operation !== 'query') return false;
+        // @envelop/graphql-jit keeps one compiled operation per document, whatever the
+        // operationName: documents of several operations keep the standard executor.
+        const operations = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
+        if (operations.length !== 1 || getOperationAST(document, operationName)?.operation !== 'query') return false;
+        if (compiled.has(document)) return true;
         const seen = runs.get(document) ?? 0;
-        if (seen >= RUNS_BEFORE_COMPILING) return true;
-        runs.set(document, seen + 1);
-        return false;
+        if (seen < RUNS_BEFORE_COMPILING) {
+          runs.set(document, seen + 1);
+          return false;
+        }
+        const now = Math.floor(Date.now() / 1000);
+        if (now !== second) [second, compiledThisSecond] = [now, 0];
+        if (compiledThisSecond >= MAX_COMPILATIONS_PER_SECOND) return false;
+        compiledThisSecond++;
+        compiled.add(document);
+        return true;
       },
     },
   ) as Plugin;
