@@ -8,6 +8,7 @@ import {
   type GraphQLSchema,
   getNamedType,
   getOperationAST,
+  getVariableValues,
   isInputObjectType,
   isInterfaceType,
   isObjectType,
@@ -65,11 +66,15 @@ export function useCompiledQueries(schema: GraphQLSchema): Plugin {
   const jit = useGraphQlJit(
     {},
     {
-      enableIf: ({ document, operationName }) => {
+      enableIf: ({ document, operationName, variableValues }) => {
         // @envelop/graphql-jit keeps one compiled operation per document, whatever the
         // operationName: documents of several operations keep the standard executor.
         const operations = document.definitions.filter((d) => d.kind === Kind.OPERATION_DEFINITION);
-        if (operations.length !== 1 || getOperationAST(document, operationName)?.operation !== 'query') return false;
+        const operation = getOperationAST(document, operationName);
+        if (operations.length !== 1 || operation?.operation !== 'query') return false;
+        // Variables graphql-js refuses are refused by the standard executor, in its words and
+        // with its 400 (graphql-jit words them otherwise and answers 200).
+        if (operation.variableDefinitions?.length && getVariableValues(schema, operation.variableDefinitions, variableValues ?? {}).errors) return false;
         if (compiled.has(document)) return true;
         const seen = runs.get(document) ?? 0;
         if (seen < RUNS_BEFORE_COMPILING) {
