@@ -51,7 +51,9 @@ describe('Datadog-compatible REST API', () => {
       evaluation_url: `${s.url}/evaluations/${id}`,
       gate_id: null,
       gate_status: 'pass',
-      rules: [{ name: 'monitors', status: 'pass', reason: result.body.data.attributes.rules[0].reason, dry_run: false }],
+      // Passed on evidence (its monitors were watched), not for lack of data.
+      passed_without_evidence: false,
+      rules: [{ name: 'monitors', status: 'pass', reason: result.body.data.attributes.rules[0].reason, dry_run: false, insufficient_data: false }],
     });
     assert.match(result.body.data.attributes.rules[0].reason, /were OK or WARN/);
   });
