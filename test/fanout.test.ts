@@ -248,3 +248,54 @@ describe('shared subscriptions', () => {
     await untilRunning(0, 0);
   });
 });
+
+describe('shared subscriptions under churn (adversary, issue 12)', () => {
+  /** A raw graphql-transport-ws socket: acknowledged, then driven message by message. */
+  async function rawSocket(): Promise<WebSocket> {
+    const socket = new WebSocket(s.wsUrl, 'graphql-transport-ws');
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${ADMIN_KEY}` } })));
+      socket.on('message', (data) => {
+        if (JSON.parse(String(data)).type === 'connection_ack') resolve();
+      });
+      socket.once('error', reject);
+    });
+    return socket;
+  }
+  const subscribe = (socket: WebSocket, id: string, query = WATCH, variables: Record<string, unknown> = {}) =>
+    socket.send(JSON.stringify({ id, type: 'subscribe', payload: { query, variables } }));
+
+  test('subscribe/complete/close in every order leaves no group and no operation behind', async () => {
+    await untilRunning(0, 0);
+    for (let round = 0; round < 15; round++) {
+      const a = await rawSocket();
+      const b = await rawSocket();
+      // Completed at once, before its group has started.
+      subscribe(a, `a${round}`);
+      a.send(JSON.stringify({ id: `a${round}`, type: 'complete' }));
+      // Two of one group on one socket, and the socket dropped while they start.
+      subscribe(b, `b${round}`);
+      subscribe(b, `c${round}`);
+      subscribe(b, `d${round}`, 'subscription($id: ID!) { evaluationUpdated(id: $id) { id } }', { id: '0190a000-0000-7000-8000-000000000000' });
+      if (round % 2) b.terminate();
+      else b.close();
+      // The same id again after completing it, then the socket closed.
+      subscribe(a, `a${round}`, WATCH, { q: 'service:x' });
+      await sleep(round % 3 === 0 ? 0 : 20);
+      a.close();
+    }
+    await untilRunning(0, 0);
+    for (let i = 0; i < 200 && (await metric('tollgate_ws_operations')) !== 0; i++) await sleep(25);
+    assert.equal(await metric('tollgate_ws_operations'), 0, 'every operation gave its slot back');
+    assert.equal(await metric('tollgate_ws_shared_subscriptions'), 0, 'no group outlives its members');
+    // And a fresh subscriber is served by a fresh group.
+    const d = driver(s);
+    const monitor = await d.monitor('churn-check', ['service:churn']);
+    const live = collect(s.ws(), WATCH, { q: 'service:churn' });
+    await untilRunning(1, 1);
+    await d.report(monitor, 'ALERT');
+    await live.until(() => live.values.length >= 1, 'the fresh subscriber gets the transition');
+    live.dispose();
+    await untilRunning(0, 0);
+  });
+});

@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import { type DocumentNode, GraphQLError, getOperationAST, Kind, type OperationDefinitionNode } from 'graphql';
 import { CloseCode } from 'graphql-ws';
 import { useServer } from 'graphql-ws/use/ws';
+import { isAsyncIterable } from 'graphql-yoga';
 import type { Counter, Gauge } from 'prom-client';
 import { WebSocketServer } from 'ws';
 import type { KeyWatch } from '../domain/keyWatch.ts';
@@ -44,6 +45,8 @@ type ConnectionExtra = {
   operations?: Set<string>;
   /** Gives the socket's place among its key's back. */
   releaseSocket?: () => void;
+  /** Streams of this socket's subscriptions still running: each is ended when the socket closes. */
+  streams?: Set<AsyncIterator<unknown>>;
 };
 
 /** More than this on one socket is a client bug or abuse, not a dashboard. */
@@ -51,7 +54,7 @@ export const MAX_OPERATIONS_PER_SOCKET = 200;
 
 type Enveloped = ReturnType<TollgateYoga['getEnveloped']>;
 /** What onSubscribe hands to execute/subscribe on rootValue: the pipeline, and the subscriber's place in a group. */
-type OperationRoot = Pick<Enveloped, 'execute' | 'subscribe'> & { share?: ShareTicket };
+type OperationRoot = Pick<Enveloped, 'execute' | 'subscribe'> & { share?: ShareTicket; streams?: Set<AsyncIterator<unknown>> };
 
 /** The subscription's one root field, when it is a plain field (not reached through a fragment). */
 function rootFieldOf(operation: OperationDefinitionNode): string | undefined {
@@ -68,6 +71,42 @@ async function guard<T>(log: Logger, run: () => T | Promise<T>): Promise<T | { e
     log.error({ err }, 'operation failed over WebSocket');
     return { errors: [new GraphQLError('internal error', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })] };
   }
+}
+
+/**
+ * The stream, held in `streams` until it ends, so the socket's close ends it even when
+ * graphql-ws has lost it: a client that completes an operation while it starts and reuses its
+ * id at once makes graphql-ws keep the old stream under the new id and then forget it, so it
+ * ran (and a shared group with it) for as long as the process.
+ */
+function tracked(iterable: AsyncIterable<unknown>, streams: Set<AsyncIterator<unknown>>): AsyncIterableIterator<unknown> {
+  const inner = iterable[Symbol.asyncIterator]();
+  const stream: AsyncIterableIterator<unknown> = {
+    async next() {
+      try {
+        const step = await inner.next();
+        if (step.done) streams.delete(stream);
+        return step;
+      } catch (err) {
+        streams.delete(stream);
+        throw err;
+      }
+    },
+    async return(value?: unknown) {
+      streams.delete(stream);
+      return (await inner.return?.(value)) ?? { done: true, value };
+    },
+    async throw(err?: unknown) {
+      streams.delete(stream);
+      if (inner.throw) return inner.throw(err);
+      throw err;
+    },
+    [Symbol.asyncIterator]() {
+      return stream;
+    },
+  };
+  streams.add(stream);
+  return stream;
 }
 
 /** A close frame's reason holds at most 123 bytes; longer ones make ws throw. */
@@ -120,7 +159,8 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
       subscribe: (args) =>
         guard(log, async () => {
           const root = args.rootValue as OperationRoot;
-          return (root.share && (await shared.join(root.share))) || root.subscribe(args);
+          const result = (root.share && (await shared.join(root.share))) || (await root.subscribe(args));
+          return isAsyncIterable(result) && root.streams ? tracked(result, root.streams) : result;
         }),
       onConnect: async (ctx) => {
         if (refusedOrigin.has(ctx.extra.socket)) return false;
@@ -148,6 +188,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
         ctx.extra.releaseSocket = release;
         ctx.extra.principal = result.principal;
         ctx.extra.operations = operations;
+        ctx.extra.streams = new Set();
         // Revocation or expiry ends the connection, and with it every operation on it.
         const socket = ctx.extra.socket;
         ctx.extra.unwatch = keyWatch.watch(result.principal, (end) => socket.close(CloseCode.Forbidden, closeReason(`Forbidden: ${end.message}`)));
@@ -156,6 +197,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
       },
       onClose: (ctx) => {
         ctx.extra.releaseSocket?.();
+        for (const stream of ctx.extra.streams ?? []) void stream.return?.().catch(() => {});
         const principal = ctx.extra.principal;
         if (!principal) return;
         gauges.connections.dec();
@@ -170,6 +212,10 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           if ((ctx.extra.operations?.size ?? 0) >= MAX_OPERATIONS_PER_SOCKET) {
             return asErrors(`at most ${MAX_OPERATIONS_PER_SOCKET} operations may run on one connection`);
           }
+          // An id whose previous operation has not finished on our side (a client that completed
+          // it while it was starting and reused the id at once): graphql-ws would take the old
+          // operation's stream for the new one's and never end it (a shared group ran for ever).
+          if (ctx.extra.operations?.has(id)) return asErrors(`operation id ${JSON.stringify(id).slice(0, 100)} is still in use: use a new id for each operation`);
           const overCap = rateLimits.operationCapRefusal(ctx.extra.principal!.id);
           if (overCap) return [rateLimitedError({ message: overCap })];
           // Taken before any await, so a burst of subscribes cannot all slip under the caps.
@@ -227,7 +273,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
                 },
               }
             : undefined;
-          const root: OperationRoot = { execute, subscribe, share };
+          const root: OperationRoot = { execute, subscribe, share, streams: ctx.extra.streams };
           const args = {
             schema,
             document,
