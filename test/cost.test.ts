@@ -317,7 +317,7 @@ describe('compiled queries answer as the standard executor does', () => {
     return JSON.parse(text);
   }
 
-  const corpus: { name: string; key?: string; query: string; variables?: Record<string, unknown>; operation?: string }[] = [
+  const corpus: { name: string; key?: string; primeAsAdmin?: boolean; query: string; variables?: Record<string, unknown>; operation?: string }[] = [
     { name: 'every field of a page of gates', query: `{ gates(first: 10) { ${PAGE} edges { cursor node { ${GATE} lastEvaluations { id status } } } } }` },
     { name: 'every field of a page of evaluations (evidence, FDD evidence, transitions)', query: `{ evaluations(first: 10) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }` },
     { name: 'the same page read by a staging key (per-reader evidence)', key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } }` },
@@ -338,6 +338,17 @@ describe('compiled queries answer as the standard executor does', () => {
     { name: 'monitors as the staging key sees them', key: 'staging', query: '{ monitors(first: 10) { edges { node { name state } } } }' },
     { name: 'API keys (admin only) and the viewer', query: '{ apiKeys { name scopes envs revokedAt } viewer { name } }' },
     { name: 'API keys asked by a key without admin', key: 'staging', query: '{ apiKeys { name } }' },
+    // Adversary (issue 12): a document compiled on an admin's runs, then run by a limited key.
+    { name: 'compiled for admin, then read by a staging key (per-reader evidence)', primeAsAdmin: true, key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } monitors(first: 10) { edges { node { name } } } }` },
+    { name: 'compiled for admin, then read by a key without gates:read (FORBIDDEN, nulls)', primeAsAdmin: true, key: 'writer', query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } gates(first: 2) { edges { node { id } } } }' },
+    { name: 'compiled for admin, then read by a key without admin (apiKeys)', primeAsAdmin: true, key: 'staging', query: '{ viewer { name effectiveScopes envs } apiKeys { name } }' },
+    { name: 'literal @include/@skip on fragments and inline fragments', query: '{ gates(first: 2) { edges { node { ...a @include(if: false) ...b @skip(if: false) ... on Gate @include(if: true) { env } } } } } fragment a on Gate { service } fragment b on Gate { identifier rules { name } }' },
+    { name: 'a named fragment on the options union, __typename on both members', query: '{ gates(first: 5) { edges { node { rules { options { ...o } } } } } } fragment o on RuleOptions { __typename ... on FddRuleOptions { alpha excludedResources } ... on MonitorRuleOptions { query monitorIds { id } } }' },
+    { name: 'a variable default, a single value coerced to a list, a deprecated argument', query: 'query($n: Int = 3, $s: [EvaluationStatus!], $e: String = "staging") { evaluations(first: $n, filter: { status: $s }) { edges { node { status } } } gates(filter: { env: $e }) { edges { node { env } } } }', variables: { s: 'FAIL' } },
+    { name: 'an Int variable past 32 bits', query: 'query($n: Int) { gates(first: $n) { edges { cursor } } }', variables: { n: 2 ** 40 } },
+    { name: 'an operationName the one-operation document lacks', query: 'query A { viewer { name } }', operation: 'B' },
+    { name: 'an input object variable with a field it lacks', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: ['staging'], colour: 'red' } } },
+    { name: 'null for a non-null list item inside a variable', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: [null] } } },
   ];
 
   for (const c of corpus) {
@@ -348,6 +359,8 @@ describe('compiled queries answer as the standard executor does', () => {
         return { ...res.json, status: res.status };
       };
       const reference = await ask(standard, as(standard, 'standard'));
+      // Compiled on the admin's two runs: the limited key below runs the compiled code.
+      if (c.primeAsAdmin) for (let i = 0; i < 2; i++) await ask(compiled, undefined);
       const first = await ask(compiled, as(compiled, 'compiled'));
       const again = await ask(compiled, as(compiled, 'compiled'));
       assert.deepEqual(normalized(first), normalized(reference), 'first run (standard executor)');
