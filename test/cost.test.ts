@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
+import Database from 'better-sqlite3';
 import { schema } from '../src/graphql/index.ts';
 import { queriesTakeOneOf } from '../src/server/compiledQueries.ts';
 import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
@@ -375,6 +376,31 @@ describe('compiled queries answer as the standard executor does', () => {
     const limited = await compiled.gql(`{ evaluations(first: 1) { edges { node { rules { name evidence { matchedMonitors { name } } } } } } }`, undefined, keys.staging!.compiled);
     assert.ok(JSON.stringify(limited).includes('staging-monitor') && !JSON.stringify(limited).includes(PROD_MONITOR), JSON.stringify(limited));
   });
+
+  test(
+    'a stored value the schema cannot serialize is an internal error compiled too, not the client’s mistake',
+    { todo: 'graphql-jit builds its own serialization error (no originalError): maskError takes it for a client mistake (BAD_USER_INPUT, message kept) where the standard executor answers INTERNAL_SERVER_ERROR "Unexpected error."; it also costs ~10x the standard executor on a list of 100,000 groups' },
+    async () => {
+      // A group state written outside the domain (an older version, a hand edit): not one of MonitorState's values.
+      for (const server of [standard, compiled]) {
+        const monitor = await driver(server).monitor('corrupt-state', ['env:staging']);
+        const db = new Database(server.dbPath);
+        try {
+          db.prepare('insert into monitor_groups (monitor_id, "group", state, since, message, last_reported_at) values (?, ?, ?, ?, ?, ?)').run(monitor, 'host:corrupt', 'OK', Date.now(), null, Date.now());
+        } finally {
+          db.close();
+        }
+      }
+      const query = '{ monitors(first: 100, query: "corrupt-state") { edges { node { name groups { group state } } } } }';
+      const ask = async (server: TestServer) => (await server.request('POST', '/graphql', { body: { query } })).json;
+      const reference = await ask(standard);
+      assert.equal(reference.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(reference));
+      await ask(compiled);
+      const again = await ask(compiled);
+      assert.equal(again.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(again));
+      assert.equal(again.errors?.[0]?.message, reference.errors[0].message);
+    },
+  );
 
   test("the schema's queries take no @oneOf input, so the compiled path is on", () => {
     assert.equal(queriesTakeOneOf(schema), false);
