@@ -74,8 +74,8 @@ export async function serve(flags: ServeFlags): Promise<void> {
   log.info({ url: graphqlUrl, db: config.dbPath, mode: config.mode }, 'tollgate listening');
 
   // Human-readable lines on stderr, so stdout stays pure JSON logs.
-  const lines = [`Tollgate listening on ${url}`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
-  if (config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
+  const lines = [`Tollgate listening on ${url}`, `  Explorer: ${url}/ (in a browser; sign in with an API key)`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
+  if (config.graphiql ?? config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
   lines.push(`  Database: ${config.dbPath}`);
   if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
   if (app.bootstrapSecret && !config.bootstrapKey) {
