@@ -214,8 +214,12 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           }
           // An id whose previous operation has not finished on our side (a client that completed
           // it while it was starting and reused the id at once): graphql-ws would take the old
-          // operation's stream for the new one's and never end it (a shared group ran for ever).
-          if (ctx.extra.operations?.has(id)) return asErrors(`operation id ${JSON.stringify(id).slice(0, 100)} is still in use: use a new id for each operation`);
+          // operation's stream for the new one's and lose it. The protocol's answer to an id in
+          // use, as graphql-ws gives it when it sees one: the socket closes, ending every stream.
+          if (ctx.extra.operations?.has(id)) {
+            ctx.extra.socket.close(CloseCode.SubscriberAlreadyExists, closeReason(`Subscriber for ${id} already exists`));
+            return asErrors('the connection is closing');
+          }
           const overCap = rateLimits.operationCapRefusal(ctx.extra.principal!.id);
           if (overCap) return [rateLimitedError({ message: overCap })];
           // Taken before any await, so a burst of subscribes cannot all slip under the caps.
