@@ -116,7 +116,21 @@ function withSourcePositions(error: GraphQLError, source: Source): GraphQLError 
     source,
     positions: error.locations!.map((l) => (lineStarts[l.line - 1] ?? 0) + l.column - 1),
     path: error.path,
-    originalError: error.originalError,
+    originalError: error.originalError ?? internalCause(error),
     extensions: error.extensions,
   });
+}
+
+/** Errors graphql-js too raises bare (no original error) while executing: the same answer both ways. */
+const BARE_IN_GRAPHQL_JS = /^(Cannot return null for non-nullable field|Expected Iterable|Abstract type|Runtime Object type)/;
+
+/**
+ * graphql-jit keeps only the message of what a serializer threw (a stored value outside an
+ * enum, a scalar that cannot serialize): that is a fault of ours, which graphql-js reports with
+ * its cause and maskError hides ('Unexpected error.', INTERNAL_SERVER_ERROR, logged). Bare, it
+ * read as a client mistake: BAD_USER_INPUT with the internal message.
+ */
+function internalCause(error: GraphQLError): Error | undefined {
+  if (error.extensions.code !== undefined || BARE_IN_GRAPHQL_JS.test(error.message)) return undefined;
+  return new Error(error.message);
 }
