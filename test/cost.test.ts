@@ -399,6 +399,8 @@ describe('compiled queries answer as the standard executor does', () => {
       const again = await ask(compiled);
       assert.equal(again.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(again));
       assert.equal(again.errors?.[0]?.message, reference.errors[0].message);
+      assert.deepEqual(again.errors?.[0]?.path, reference.errors[0].path, 'the same error, where it occurred, not the whole request failing');
+      assert.ok(again.errors[0].path?.length > 0, JSON.stringify(again));
     },
   );
 

@@ -131,6 +131,6 @@ const BARE_IN_GRAPHQL_JS = /^(Cannot return null for non-nullable field|Expected
  * read as a client mistake: BAD_USER_INPUT with the internal message.
  */
 function internalCause(error: GraphQLError): Error | undefined {
-  if (error.extensions.code !== undefined || BARE_IN_GRAPHQL_JS.test(error.message)) return undefined;
+  if (error.extensions?.code !== undefined || BARE_IN_GRAPHQL_JS.test(error.message)) return undefined;
   return new Error(error.message);
 }
