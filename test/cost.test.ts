@@ -349,6 +349,7 @@ describe('compiled queries answer as the standard executor does', () => {
     { name: 'an Int variable past 32 bits', query: 'query($n: Int) { gates(first: $n) { edges { cursor } } }', variables: { n: 2 ** 40 } },
     { name: 'an operationName the one-operation document lacks', query: 'query A { viewer { name } }', operation: 'B' },
     { name: 'an input object variable with a field it lacks', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: ['staging'], colour: 'red' } } },
+    { name: '@include by a nullable variable given null (an error, not a skip)', query: 'query Q($x: Boolean = true) { viewer @include(if: $x) { name } gates(first: 1) @skip(if: $x) { totalCount } }', variables: { x: null } },
     { name: 'null for a non-null list item inside a variable', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: [null] } } },
   ];
 

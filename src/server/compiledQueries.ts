@@ -75,6 +75,9 @@ export function useCompiledQueries(schema: GraphQLSchema): Plugin {
         // Variables graphql-js refuses are refused by the standard executor, in its words and
         // with its 400 (graphql-jit words them otherwise and answers 200).
         if (operation.variableDefinitions?.length && getVariableValues(schema, operation.variableDefinitions, variableValues ?? {}).errors) return false;
+        // A variable given null may reach @include/@skip's Boolean!, which graphql-js refuses and
+        // graphql-jit reads as false (the field silently left out).
+        if (variableValues && Object.values(variableValues).includes(null) && /@(include|skip)\b/.test(document.loc?.source.body ?? '@include')) return false;
         if (compiled.has(document)) return true;
         const seen = runs.get(document) ?? 0;
         if (seen < RUNS_BEFORE_COMPILING) {
