@@ -14,6 +14,7 @@ import {
   isObjectType,
   isUnionType,
   Kind,
+  visit,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 
@@ -50,6 +51,23 @@ export function queriesTakeOneOf(schema: GraphQLSchema): boolean {
   return visit(schema.getQueryType());
 }
 
+const conditionVariablesOf = new WeakMap<DocumentNode, string[]>();
+/** The variables a document passes to @include(if:) or @skip(if:), found once per document. */
+function conditionVariables(document: DocumentNode): string[] {
+  let names = conditionVariablesOf.get(document);
+  if (!names) {
+    const found = new Set<string>();
+    visit(document, {
+      Directive(node) {
+        if (node.name.value !== 'include' && node.name.value !== 'skip') return;
+        for (const arg of node.arguments ?? []) if (arg.value.kind === Kind.VARIABLE) found.add(arg.value.name.value);
+      },
+    });
+    conditionVariablesOf.set(document, (names = [...found]));
+  }
+  return names;
+}
+
 /**
  * Queries run as JavaScript compiled for their document (graphql-jit) from their second
  * execution on: the same resolvers (authorization included, as the scope-auth plugin wraps
@@ -77,7 +95,7 @@ export function useCompiledQueries(schema: GraphQLSchema): Plugin {
         if (operation.variableDefinitions?.length && getVariableValues(schema, operation.variableDefinitions, variableValues ?? {}).errors) return false;
         // A variable given null may reach @include/@skip's Boolean!, which graphql-js refuses and
         // graphql-jit reads as false (the field silently left out).
-        if (variableValues && Object.values(variableValues).includes(null) && /@(include|skip)\b/.test(document.loc?.source.body ?? '@include')) return false;
+        if (variableValues && conditionVariables(document).some((name) => (variableValues as Record<string, unknown>)[name] === null)) return false;
         if (compiled.has(document)) return true;
         const seen = runs.get(document) ?? 0;
         if (seen < RUNS_BEFORE_COMPILING) {
