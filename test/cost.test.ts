@@ -122,6 +122,19 @@ describe('query cost limit', () => {
     assert.equal(r.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
   });
 
+  test("unbounded lists and aggregates cost what they may run: a monitor's groups, facets, insights", async () => {
+    // A PromQL monitor has a group per series: 100 monitors may hold 100,000 groups.
+    const groups = 'monitors(first: 100) { edges { node { groups { group state since lastReportedAt message } } } }';
+    assert.equal((await s.gql(`{ ${groups} }`)).errors, undefined, 'one page of monitors with their groups passes');
+    const manyGroups = await s.gql(`{ ${Array.from({ length: 5 }, (_, i) => `m${i}: ${groups}`).join(' ')} }`);
+    assert.equal(manyGroups.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(manyGroups));
+    // Each aggregate runs grouped SQL over up to 30 days: a few per request, not twenty.
+    const insights = 'evaluationInsights { days { day } }';
+    assert.equal((await s.gql(`{ ${insights} evaluationFacets { service { value } } }`)).errors, undefined, 'what the explorer asks passes');
+    const manyInsights = await s.gql(`{ ${Array.from({ length: 10 }, (_, i) => `i${i}: ${insights}`).join(' ')} }`);
+    assert.equal(manyInsights.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(manyInsights));
+  });
+
   test('over WebSocket the same refusal, with its code, cost and limit, and the socket stays usable', async () => {
     const client = s.ws();
     try {

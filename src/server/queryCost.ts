@@ -16,11 +16,29 @@ export const MAX_QUERY_COST = 1_500_000;
 export const DEFAULT_PAGE = 20;
 /** What a list of objects without first/last is assumed to hold. */
 export const LIST_ESTIMATE = 10;
+/**
+ * Lists known to hold more than LIST_ESTIMATE with no argument to bound them: a PromQL
+ * monitor has a group per series, with no cap.
+ */
+const LIST_ESTIMATES: Record<string, number> = { 'Monitor.groups': 1000 };
+/**
+ * Fields that cost far more than their selection: each runs grouped SQL over up to 30 days of
+ * evaluations (hundreds of ms at 100,000), so a handful of aliases of them is the most one
+ * request may ask for.
+ */
+const FIXED_COSTS: Record<string, number> = {
+  'Query.evaluationFacets': 200_000,
+  'Query.evaluationInsights': 200_000,
+  'Query.evaluationStats': 200_000,
+};
 
 function costOfField({ field, type, args, childComplexity }: ComplexityEstimatorArgs): number {
   // Introspection is answered from the schema in memory, bounded by depth and tokens; in
   // production it is off. GraphiQL's own introspection query must never be refused.
   if (field.name === '__schema' || field.name === '__type') return 0;
+  const coordinate = `${type.name}.${field.name}`;
+  const fixed = FIXED_COSTS[coordinate];
+  if (fixed !== undefined) return fixed + childComplexity;
   const returned = getNullableType(field.type);
   const isConnection = getNamedType(field.type).name.endsWith('Connection');
   let items = 1;
@@ -28,7 +46,7 @@ function costOfField({ field, type, args, childComplexity }: ComplexityEstimator
   else if (typeof args.last === 'number') items = args.last;
   else if (isConnection) items = DEFAULT_PAGE;
   // A connection's edges are its page, already counted at the connection.
-  else if (isListType(returned) && isCompositeType(getNamedType(returned)) && !type.name.endsWith('Connection')) items = LIST_ESTIMATE;
+  else if (isListType(returned) && isCompositeType(getNamedType(returned)) && !type.name.endsWith('Connection')) items = LIST_ESTIMATES[coordinate] ?? LIST_ESTIMATE;
   return 1 + Math.max(0, items) * childComplexity;
 }
 
