@@ -9,6 +9,7 @@ import { brotliDecompressSync, gunzipSync } from 'node:zlib';
 import type { Browser, Page } from 'playwright-core';
 import { buildUi, UI_CSP } from '../src/server/ui.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, type HttpResult, jitMonitor, monitorRule, skipWithout, startServer, type TestServer } from './helpers.ts';
+import { sendTraffic } from './traffic.ts';
 
 /** A GET with these headers, the body decompressed as the browser would. */
 async function get(s: TestServer, path: string, headers: Record<string, string> = {}): Promise<HttpResult & { raw: Buffer }> {
@@ -204,29 +205,9 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
 
   test('a failed canary\'s page: the faulty resource, the new error type with its count and sample, or a sentence saying none was new', async () => {
     /** `count` spans of `resource` in the 900 ms after `from`, the first `errors` failed with an exception of `errorType`. */
-    const spans = async (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) => {
-      const [method, route] = resource.split(' ');
-      const list = Array.from({ length: count }, (_, i) => {
-        const start = BigInt(Math.floor(from + (i * 900) / count)) * 1_000_000n;
-        const failed = i < errors;
-        return {
-          name: resource,
-          kind: 2,
-          startTimeUnixNano: String(start),
-          endTimeUnixNano: String(start + 3_000_000n),
-          attributes: [
-            { key: 'http.request.method', value: { stringValue: method } },
-            { key: 'http.route', value: { stringValue: route } },
-            { key: 'http.response.status_code', value: { intValue: failed ? 502 : 200 } },
-          ],
-          events: failed ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: errorType } }, { key: 'exception.message', value: { stringValue: `${errorType}: provider said 502` } }] }] : [],
-          status: { code: failed ? 2 : 0 },
-        };
-      });
-      const attributes = [['service.name', service], ['deployment.environment.name', 'prod'], ['service.version', version]].map(([key, v]) => ({ key, value: { stringValue: v } }));
-      const r = await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans: list }] }] } });
-      assert.equal(r.status, 200, r.text);
-    };
+    const spans = (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) =>
+      sendTraffic(s, { service, version, resource, count, errors, errorType, message: `${errorType}: provider said 502`, from, spreadMs: 900 });
+
     const canary = async (service: string, canaryType: string) => {
       const ev = await evaluate({ service, env: 'prod', version: 'v2', configuration: { rules: [{ name: 'new version errors', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
       const from = Date.parse((await d.get(ev.id)).startedAt);

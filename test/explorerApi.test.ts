@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { readFddEvidence } from '../src/domain/fddEvidence.ts';
 import { normalizeReason, readableReason } from '../src/domain/insights.ts';
 import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeLive, subscribeQueue, type TestServer } from './helpers.ts';
+import { sendTraffic } from './traffic.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -120,29 +121,8 @@ describe('RuleEvaluation.fddEvidence', () => {
   });
 
   /** `count` server spans of `resource` spread over the first 900 ms after `from`, the first `errors` failed with `errorType`. */
-  async function spans(service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) {
-    const [method, route] = resource.split(' ');
-    const list = Array.from({ length: count }, (_, i) => {
-      const start = BigInt(Math.floor(from + (i * 900) / count)) * 1_000_000n;
-      const failed = i < errors;
-      return {
-        name: resource,
-        kind: 2,
-        startTimeUnixNano: String(start),
-        endTimeUnixNano: String(start + 3_000_000n),
-        attributes: [
-          { key: 'http.request.method', value: { stringValue: method } },
-          { key: 'http.route', value: { stringValue: route } },
-          { key: 'http.response.status_code', value: { intValue: failed ? 500 : 200 } },
-        ],
-        events: failed ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: errorType } }, { key: 'exception.message', value: { stringValue: `${errorType} at row 42` } }] }] : [],
-        status: { code: failed ? 2 : 0 },
-      };
-    });
-    const resource_ = { attributes: [{ key: 'service.name', value: { stringValue: service } }, { key: 'deployment.environment.name', value: { stringValue: 'fdd-prod' } }, { key: 'service.version', value: { stringValue: version } }] };
-    const r = await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource: resource_, scopeSpans: [{ spans: list }] }] }, key: ingestKey });
-    assert.equal(r.status, 200, r.text);
-  }
+  const spans = (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) =>
+    sendTraffic(s, { service, version, resource, count, errors, errorType, message: `${errorType} at row 42`, from, spreadMs: 900, env: 'fdd-prod' }, ingestKey);
 
   const FDD_EVIDENCE = `fddEvidence { version baseline baselineVersions tests alpha canaryRequests largestEValue clustering { resources aggregate }
     familyEValue familyThreshold

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { driver, sleep, startServer, type TestServer } from './helpers.ts';
+import { sendTraffic, type Traffic } from './traffic.ts';
 
 let s: TestServer;
 let d: ReturnType<typeof driver>;
@@ -16,62 +17,8 @@ before(async () => {
 });
 after(() => s.stop());
 
-interface Traffic {
-  service: string;
-  version: string;
-  resource: string;
-  count: number;
-  errors?: number;
-  errorType?: string;
-  message?: string;
-  /** Spread evenly over [from, from + spreadMs). */
-  from: number;
-  spreadMs: number;
-  /** The pod that served them (k8s.pod.name), as Kubernetes' OpenTelemetry setup reports it. */
-  pod?: string;
-}
-
 /** Requests as an instrumented service reports them, stamped with the times given. */
-async function send(t: Traffic) {
-  const [method, route] = t.resource.split(' ');
-  for (let offset = 0; offset < t.count; offset += 4000) {
-    const spans = [];
-    for (let i = offset; i < Math.min(t.count, offset + 4000); i++) {
-      const start = BigInt(Math.floor(t.from + (i * t.spreadMs) / t.count)) * 1_000_000n;
-      const failed = i < (t.errors ?? 0);
-      spans.push({
-        name: t.resource,
-        kind: 2,
-        startTimeUnixNano: String(start),
-        endTimeUnixNano: String(start + 3_000_000n),
-        attributes: [
-          { key: 'http.request.method', value: { stringValue: method } },
-          { key: 'http.route', value: { stringValue: route } },
-          { key: 'http.response.status_code', value: { intValue: failed ? 500 : 200 } },
-        ],
-        events: failed && t.errorType ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: t.errorType } }, { key: 'exception.message', value: { stringValue: t.message ?? 'boom' } }] }] : [],
-        status: { code: failed ? 2 : 0 },
-      });
-    }
-    const body = {
-      resourceSpans: [
-        {
-          resource: {
-            attributes: [
-              { key: 'service.name', value: { stringValue: t.service } },
-              { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
-              { key: 'service.version', value: { stringValue: t.version } },
-              ...(t.pod ? [{ key: 'k8s.pod.name', value: { stringValue: t.pod } }] : []),
-            ],
-          },
-          scopeSpans: [{ spans }],
-        },
-      ],
-    };
-    const r = await fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ingestKey}` }, body: JSON.stringify(body) });
-    assert.equal(r.status, 200);
-  }
-}
+const send = (t: Traffic) => sendTraffic(s, t, ingestKey);
 
 async function fdd(service: string, version: string | undefined, options: Record<string, unknown>) {
   const r = await d.evaluate({ service, env: 'prod', version, configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: options } }] } });
