@@ -212,6 +212,32 @@ function placeErrors(err: ApiError, known: (field: string) => boolean): { fields
   return { fields, general: placed ? null : err };
 }
 
+/**
+ * A form whose errors are shown at the fields they name: the local checks first, then `run`;
+ * the API's errors go to the field named by extensions.field when the form has it, else below.
+ */
+function useFieldForm() {
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [general, setGeneral] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (local: Record<string, string>, run: () => Promise<void>) => {
+    setGeneral(null);
+    setErrors(local);
+    if (Object.keys(local).length) return;
+    setBusy(true);
+    try {
+      await run();
+    } catch (err) {
+      const placed = placeErrors(asError(err), (f) => !!document.querySelector(`[name="${CSS.escape(f)}"]`));
+      setErrors(placed.fields);
+      setGeneral(placed.general);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { errors, general, busy, submit };
+}
+
 // ---- list ----
 
 function CreateGate({ onCreated }: { onCreated: (g: Gate) => void }) {
@@ -222,27 +248,14 @@ function CreateGate({ onCreated }: { onCreated: (g: Gate) => void }) {
   const [onSourceError, setOnSourceError] = useState('FAIL');
   const [withRule, setWithRule] = useState(true);
   const [rule, setRule] = useState<RuleDraft>(blankRule);
-  const [errors, setErrors] = useState<Record<string, string>>({});
-  const [general, setGeneral] = useState<ApiError | null>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: Event) => {
+  const { errors, general, busy, submit: submitForm } = useFieldForm();
+  const submit = (e: Event) => {
     e.preventDefault();
-    setGeneral(null);
-    const local = withRule ? localErrors(rule, 'input.rules[0]') : {};
-    setErrors(local);
-    if (Object.keys(local).length) return;
-    setBusy(true);
-    try {
+    return submitForm(withRule ? localErrors(rule, 'input.rules[0]') : {}, async () => {
       const input = { service, env, ...(identifier && { identifier }), dryRun, onSourceError, ...(withRule && { rules: [ruleInput(rule)] }) };
       const d = await gql<{ createGate: Gate }>(`mutation CreateGate($input: CreateGateInput!) { createGate(input: $input) { ${GATE_FIELDS} } }`, { input });
       onCreated(d.createGate);
-    } catch (err) {
-      const placed = placeErrors(asError(err), (f) => !!document.querySelector(`[name="${CSS.escape(f)}"]`));
-      setErrors(placed.fields);
-      setGeneral(placed.general);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form class="card" onSubmit={submit} aria-labelledby="create-gate-title" noValidate>
@@ -422,27 +435,14 @@ export function GatesPage({ who }: { who: Viewer }) {
 
 function RuleEditor({ gateId, rule, onDone }: { gateId: string; rule: Rule | null; onDone: () => void }) {
   const [d, setD] = useState<RuleDraft>(() => (rule ? draftOf(rule) : blankRule()));
-  const [errors, setErrors] = useState<Record<string, string>>({});
-  const [general, setGeneral] = useState<ApiError | null>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: Event) => {
+  const { errors, general, busy, submit: submitForm } = useFieldForm();
+  const submit = (e: Event) => {
     e.preventDefault();
-    setGeneral(null);
-    const local = localErrors(d, 'input');
-    setErrors(local);
-    if (Object.keys(local).length) return;
-    setBusy(true);
-    try {
+    return submitForm(localErrors(d, 'input'), async () => {
       if (rule) await gql(`mutation($id: ID!, $input: UpdateRuleInput!) { updateRule(id: $id, input: $input) { id } }`, { id: rule.id, input: ruleInput(d) });
       else await gql(`mutation($gateId: ID!, $input: RuleInput!) { createRule(gateId: $gateId, input: $input) { id } }`, { gateId, input: ruleInput(d) });
       onDone();
-    } catch (err) {
-      const placed = placeErrors(asError(err), (f) => !!document.querySelector(`[name="${CSS.escape(f)}"]`));
-      setErrors(placed.fields);
-      setGeneral(placed.general);
-    } finally {
-      setBusy(false);
-    }
+    });
   };
   return (
     <form class="card" onSubmit={submit} noValidate aria-label={rule ? `Edit rule ${rule.name}` : 'New rule'}>
