@@ -63,7 +63,18 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
     // A small exporter the test controls.
     exporter = createServer((_req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      res.end(`# TYPE demo_errors_ratio gauge\ndemo_errors_ratio{service="checkout",env="prod"} ${exporterValue}\n`);
+      res.end(
+        [
+          '# TYPE demo_errors_ratio gauge',
+          `demo_errors_ratio{service="checkout",env="prod"} ${exporterValue}`,
+          // A service with no traffic: its error ratio, errors / requests, is 0/0.
+          '# TYPE demo_idle_errors gauge',
+          'demo_idle_errors{service="idle",env="prod"} 0',
+          '# TYPE demo_idle_requests gauge',
+          'demo_idle_requests{service="idle",env="prod"} 0',
+          '',
+        ].join('\n'),
+      );
     });
     await new Promise<void>((r) => exporter.listen(0, '127.0.0.1', r));
     const exporterPort = (exporter.address() as AddressInfo).port;
@@ -145,6 +156,37 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
     assert.equal(series.state, 'OK');
     exporterValue = 0.2;
     await waitFor('the PromQL monitor to be ALERT', async () => (await monitorState('source:promql-test'))?.state === 'ALERT');
+  });
+
+  test('a PromQL value of NaN (0/0 with no traffic) is NO_DATA, not OK, and fails a rule with failOnNoData', async () => {
+    const create = async (name: string, query: string, tag: string) => {
+      const r = await s.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', {
+        i: { name, type: 'PROMETHEUS', query, critical: 0.05, tags: [tag] },
+      });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    };
+    await create('idle error ratio', 'demo_idle_errors / demo_idle_requests', 'source:promql-nan-vector');
+    await create('idle scalar', 'scalar(demo_idle_errors) / 0', 'source:promql-nan-scalar');
+    // Wait only for a series to be evaluated, whatever its state, so a wrong state fails here.
+    const vector = await waitFor('the vector monitor to evaluate its series', async () => {
+      const node = await monitorState('source:promql-nan-vector');
+      return node?.groups.some((g: any) => g.group !== '*') ? node : null;
+    });
+    assert.deepEqual(
+      vector.groups.filter((g: any) => g.group !== '*').map((g: any) => g.state),
+      ['NO_DATA'],
+    );
+    assert.equal(vector.state, 'NO_DATA');
+    const scalar = await waitFor('the scalar monitor to be evaluated', async () => {
+      const node = await monitorState('source:promql-nan-scalar');
+      return node?.groups.length ? node : null;
+    });
+    assert.deepEqual(scalar.groups, [{ group: '*', state: 'NO_DATA' }]);
+
+    const ev = await d.evaluate({ service: 'idle', env: 'prod', configuration: { rules: [jitMonitor('idle ratio', { query: 'source:promql-nan-vector' })] } });
+    const final = (await d.follow(ev.data.evaluateGate.id)).at(-1);
+    assert.equal(final.status, 'FAIL');
+    assert.match(final.rules[0].reason, /NO_DATA/);
   });
 
   test('an imported alerting rule goes firing → ALERT, and a gate watching it fails', async () => {

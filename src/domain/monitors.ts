@@ -572,8 +572,12 @@ export async function sweepNoData(deps: Deps, stopped: () => boolean = () => fal
   return recorded;
 }
 
-/** The state a value puts a threshold monitor in. */
+/**
+ * The state a value puts a threshold monitor in. NaN (a PromQL 0/0: an error ratio with no
+ * traffic) is no data, not OK: every comparison with it is false, so it would pass any threshold.
+ */
 export function stateForValue(m: Pick<MonitorRow, 'critical' | 'warning' | 'definition'>, value: number): MonitorStateValue {
+  if (Number.isNaN(value)) return 'no_data';
   const above = ((m.definition ?? {}) as MonitorDefinition).comparator !== 'below';
   const beyond = (threshold: number | null) => threshold !== null && (above ? value >= threshold : value <= threshold);
   if (beyond(m.critical)) return 'alert';

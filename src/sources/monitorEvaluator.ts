@@ -75,7 +75,7 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
         continue;
       }
       seen.add(group);
-      recordState(deps, m.id, group, stateForValue(m, s.value), `value ${s.value}`);
+      recordState(deps, m.id, group, stateForValue(m, s.value), Number.isNaN(s.value) ? 'the query returned NaN (no data, e.g. 0/0 with no traffic)' : `value ${s.value}`);
     }
     // The monitor as a whole has data again; a series that vanished has none.
     for (const g of groupsOf(deps.db, [m.id])) {
