@@ -18,6 +18,8 @@ export interface Traffic {
   env?: string;
   /** The pod that served them (k8s.pod.name), as Kubernetes' OpenTelemetry setup reports it. */
   pod?: string;
+  /** More resource attributes, e.g. cloud.region for a primary tag. */
+  attributes?: Record<string, string>;
 }
 
 /** Sends `t` to the server's OTLP endpoint (4,000 spans a request), stamped with the times given. */
@@ -47,6 +49,7 @@ export async function sendTraffic(s: TestServer, t: Traffic, key?: string): Prom
       ['deployment.environment.name', t.env ?? 'prod'],
       ['service.version', t.version],
       ...(t.pod ? [['k8s.pod.name', t.pod]] : []),
+      ...Object.entries(t.attributes ?? {}),
     ].map(([key, value]) => ({ key, value: { stringValue: value } }));
     const r = await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans }] }] }, ...(key && { key }) });
     assert.equal(r.status, 200, r.text);

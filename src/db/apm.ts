@@ -13,6 +13,33 @@ export interface ApmKey {
   bucket: number;
 }
 
+/**
+ * A request's primary tags as stored: `tag:value` pairs, sorted, joined by commas
+ * ("region:eu,zone:a"; '' for none). They are written and read only through the functions
+ * below, so the FDD rule's per-value tests and an evaluation's primaryTag filter agree.
+ */
+export function joinPrimaryTags(tags: ReadonlyArray<readonly [tag: string, value: string]>): string {
+  // A comma or a space in a value would split it, or make it one an evaluation cannot name.
+  return tags
+    .map(([tag, value]) => `${tag}:${value.replace(/[\s,]+/g, '_')}`)
+    .sort()
+    .join(',');
+}
+
+/** The `tag:value` pairs of a stored string (or of an evaluation's primaryTag, which may name several). */
+export function primaryTagsOf(stored: string | null): string[] {
+  return stored ? stored.split(',') : [];
+}
+
+/** Whether the stored tags hold `tag` (`region:eu`), without splitting them: tests call it per row. */
+export function carriesPrimaryTag(stored: string, tag: string): boolean {
+  for (let i = stored.indexOf(tag); i >= 0; i = stored.indexOf(tag, i + 1)) {
+    const end = i + tag.length;
+    if ((i === 0 || stored[i - 1] === ',') && (end === stored.length || stored[end] === ',')) return true;
+  }
+  return false;
+}
+
 export interface StatDelta extends ApmKey {
   hits: number;
   errors: number;

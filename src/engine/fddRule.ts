@@ -1,7 +1,7 @@
 // The faulty_deployment_detection rule: the new version's error rate per resource, per
 // primary-tag value and in aggregate against the other versions of the service, and error
 // types the baseline never had, with the anytime-valid tests of src/domain/fdd.ts.
-import { type BucketRow, bucketCounts, errorTypes } from '../db/apm.ts';
+import { type BucketRow, bucketCounts, carriesPrimaryTag, errorTypes, primaryTagsOf } from '../db/apm.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import {
   concentration,
@@ -85,22 +85,23 @@ function logSumExp(xs: number[]): number {
 }
 
 /** Names and requests, busiest first (ties by name), of the rows the rule may look at. */
-function trafficOf(rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): Array<[string, number]> {
+function trafficOf(rows: readonly BucketRow[], key: (r: BucketRow) => string | string[], o: FddRuleOptions): Array<[string, number]> {
   const hits = new Map<string, number>();
   for (const r of rows) {
-    const k = key(r);
-    if (k && resourceAllowed(o, r.resource)) hits.set(k, (hits.get(k) ?? 0) + r.hits);
+    if (!resourceAllowed(o, r.resource)) continue;
+    // A row carries one value of each primary tag: it counts for each of them.
+    for (const k of [key(r)].flat()) if (k) hits.set(k, (hits.get(k) ?? 0) + r.hits);
   }
   return [...hits].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1));
 }
 
-const byTraffic = (rows: readonly BucketRow[], key: (r: BucketRow) => string, o: FddRuleOptions): string[] => trafficOf(rows, key, o).map(([k]) => k);
+const byTraffic = (rows: readonly BucketRow[], key: (r: BucketRow) => string | string[], o: FddRuleOptions): string[] => trafficOf(rows, key, o).map(([k]) => k);
 
 function grow(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
   const f = family ?? (() => {
     const known = trafficOf(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
     const resources = known.map(([name]) => name);
-    const tags = byTraffic(past, (r) => r.primaryTag, o).slice(0, MAX_TAGS);
+    const tags = byTraffic(past, (r) => primaryTagsOf(r.primaryTag), o).slice(0, MAX_TAGS);
     const withTags = tags.length > 0 || now.some((r) => r.primaryTag !== '');
     return { resources, knownResources: resources.length, knownTraffic: known.map(([, hits]) => hits), tags, knownTags: tags.length, withTags, errorTypes: [] };
   })();
@@ -109,7 +110,7 @@ function grow(family: Family | undefined, past: readonly BucketRow[], now: reado
   };
   const next = { ...f, resources: [...f.resources], tags: [...f.tags], errorTypes: [...(f.errorTypes ?? [])] };
   add(next.resources, byTraffic(now, (r) => r.resource, o), MAX_RESOURCES);
-  add(next.tags, byTraffic(now, (r) => r.primaryTag, o), MAX_TAGS);
+  add(next.tags, byTraffic(now, (r) => primaryTagsOf(r.primaryTag), o), MAX_TAGS);
   return next;
 }
 
@@ -143,7 +144,7 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
   if (overflow) tests.push({ scope: 'resource', name: '(other resources)', share: resourceShares.at(-1)!, keep: (r) => !listed.has(r.resource) });
   if (hasTags) {
     const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
-    family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => r.primaryTag === name }));
+    family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => carriesPrimaryTag(r.primaryTag, name) }));
   }
   tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.15, keep: () => true });
   return tests;
@@ -459,8 +460,9 @@ export const fddRunner: RuleRunner = {
     const start = rule.windowStartsAt.getTime();
     const end = rule.windowEndsAt.getTime();
     const until = Math.min(now.getTime(), end);
+    const narrowedTo = primaryTagsOf(evaluation.primaryTag);
     const scoped = (r: { resource: string; primaryTag: string }) =>
-      resourceAllowed(o, r.resource) && (!evaluation.primaryTag || r.primaryTag.split(',').includes(evaluation.primaryTag));
+      resourceAllowed(o, r.resource) && narrowedTo.every((tag) => carriesPrimaryTag(r.primaryTag, tag));
     const w = { service: evaluation.service, env: evaluation.env };
     // Whole buckets: the one the window starts in belongs to the window.
     const firstBucket = Math.floor(start / APM_BUCKET_MS) * APM_BUCKET_MS;

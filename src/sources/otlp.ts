@@ -2,6 +2,7 @@
 // generated protobufjs code, JSON as the OTLP JSON mapping) and the mapping of spans to the
 // requests the APM store counts.
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
+import { joinPrimaryTags } from '../db/apm.ts';
 
 const ExportTraceServiceRequest = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
 const ExportTraceServiceResponse = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse;
@@ -245,14 +246,12 @@ function mapSpan(span: OtlpSpan, ctx: ResourceContext & { service: string }, opt
     errorType = String(ex.get('exception.type') ?? a.get('error.type') ?? (httpStatus >= 500 ? httpStatus : 'error'));
     errorMessage = String(ex.get('exception.message') ?? span.status?.message ?? '').slice(0, 500) || null;
   }
-  const primaryTag = options.primaryTags
-    .map(({ tag, attribute }) => {
+  const primaryTag = joinPrimaryTags(
+    options.primaryTags.flatMap(({ tag, attribute }) => {
       const v = a.get(attribute) ?? ctx.attributes.get(attribute);
-      return v === undefined ? null : `${tag}:${v}`;
-    })
-    .filter((x): x is string => x !== null)
-    .sort()
-    .join(',');
+      return v === undefined ? [] : [[tag, String(v)] as const];
+    }),
+  );
   return {
     service: ctx.service,
     env: ctx.env,
