@@ -393,6 +393,28 @@ describe('insights', () => {
     assert.deepEqual(stats.mostFailingRules, [{ gateId: gate.id, ruleId: gate.rules[0].id, failures: 2 }, { gateId: null, ruleId: null, failures: 1 }]);
   });
 
+  test('a stored rule is one row whatever it was called (its newest name); just-in-time rules are their name and type', async () => {
+    const bad = await monitorIn('ins-rename', 'ALERT');
+    const gate = (await must(CREATE_GATE, { input: { service: 'ins-r', env: 'ins-rename', rules: [monitorRule('old name', { query: bad })] } })).createGate;
+    await finished({ service: 'ins-r', env: 'ins-rename' });
+    await must('mutation($id: ID!) { updateRule(id: $id, input: { name: "new name" }) { id } }', { id: gate.rules[0].id });
+    await finished({ service: 'ins-r', env: 'ins-rename' });
+    // Two just-in-time rules called "smoke", of two types: two rules, each with its own type.
+    await finished({ service: 'ins-r', env: 'ins-rename', identifier: 'jit', configuration: { rules: [jitMonitor('smoke', { query: bad })] } });
+    const fdd = { name: 'smoke', options: { faultyDeploymentDetection: { duration: 1, onInsufficientData: 'FAIL' } } };
+    await finished({ service: 'ins-r', env: 'ins-rename', identifier: 'jit', version: 'v-none', configuration: { rules: [fdd] } });
+
+    const rows = (q: any) => q.mostFailingRules.map((r: any) => [r.gateId, r.ruleId, r.name, r.type, r.failures, r.evaluations]);
+    const expected = [
+      [gate.id, gate.rules[0].id, 'new name', 'MONITOR', 2, 2],
+      [null, null, 'smoke', 'FAULTY_DEPLOYMENT_DETECTION', 1, 1],
+      [null, null, 'smoke', 'MONITOR', 1, 1],
+    ];
+    assert.deepEqual(rows((await must(INSIGHTS, { f: { service: ['ins-r'] } })).evaluationInsights), expected);
+    const stats = await must('query($f: EvaluationFilter) { evaluationStats(filter: $f) { mostFailingRules { gateId ruleId name type failures evaluations } } }', { f: { service: ['ins-r'] } });
+    assert.deepEqual(rows(stats.evaluationStats), expected);
+  });
+
   test('per day with zeros, time to verdict, failure reasons grouped across times and ids', async () => {
     const ok = await monitorIn('ins-days', 'OK');
     const t1 = tag();

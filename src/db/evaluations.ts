@@ -245,7 +245,8 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
 /**
  * The gates and the rules that failed most. A gate is its id (a deleted gate and the one
  * recreated under the same key are two gates; just-in-time evaluations group by their key with
- * no id); a rule is its stored id within its gate, or its name for just-in-time rules.
+ * no id); a rule is its stored id within its gate (named as in its newest evaluation: a rule
+ * may be renamed), or its name and type for just-in-time rules.
  */
 export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pick<EvaluationStatsRow, 'failingGates' | 'failingRules'> {
   const where = and(...filterSql(filter));
@@ -263,7 +264,7 @@ export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pi
     .where(where)
     .groupBy(evaluations.gateId, evaluations.service, evaluations.env, evaluations.identifier)
     .having(sql`${failures} > 0`)
-    .orderBy(desc(failures), asc(evaluations.service), asc(evaluations.env), asc(evaluations.identifier))
+    .orderBy(desc(failures), asc(evaluations.service), asc(evaluations.env), asc(evaluations.identifier), asc(evaluations.gateId))
     .limit(limit)
     .all();
   const ruleFailures = sql<number>`sum(case when ${ruleEvaluations.status} = 'fail' then 1 else 0 end)`;
@@ -274,7 +275,9 @@ export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pi
       service: evaluations.service,
       env: evaluations.env,
       identifier: evaluations.identifier,
+      // With max() the only min/max aggregate, SQLite takes this bare column from the newest row.
       name: ruleEvaluations.name,
+      newest: sql<number>`max(${evaluations.startedAt})`,
       type: ruleEvaluations.type,
       failures: ruleFailures,
       evaluations: sql<number>`count(*)`,
@@ -282,11 +285,20 @@ export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pi
     .from(ruleEvaluations)
     .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
     .where(where)
-    .groupBy(evaluations.gateId, ruleEvaluations.ruleId, evaluations.service, evaluations.env, evaluations.identifier, ruleEvaluations.name)
+    .groupBy(
+      evaluations.gateId,
+      ruleEvaluations.ruleId,
+      sql`case when ${ruleEvaluations.ruleId} is null then ${ruleEvaluations.name} end`,
+      ruleEvaluations.type,
+      evaluations.service,
+      evaluations.env,
+      evaluations.identifier,
+    )
     .having(sql`${ruleFailures} > 0`)
-    .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name))
+    .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
     .limit(limit)
-    .all();
+    .all()
+    .map(({ newest: _, ...rule }) => rule);
   return { failingGates, failingRules };
 }
 

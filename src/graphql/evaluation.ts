@@ -430,14 +430,14 @@ export const GateFailures = builder
 export const RuleFailures = builder
   .objectRef<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>('RuleFailures')
   .implement({
-    description: 'A rule: its stored id within its gate, or its name for just-in-time rules (gateId and ruleId null).',
+    description: 'A rule: its stored id within its gate, or its name and type for just-in-time rules (gateId and ruleId null).',
     fields: (t) => ({
       gateId: t.exposeID('gateId', { nullable: true }),
       ruleId: t.exposeID('ruleId', { nullable: true, description: 'The stored rule (it may have been deleted since).' }),
       service: t.exposeString('service'),
       env: t.exposeString('env'),
       identifier: t.exposeString('identifier'),
-      name: t.exposeString('name'),
+      name: t.exposeString('name', { description: 'As in its newest evaluation of the range (a stored rule may have been renamed).' }),
       type: t.field({ type: RuleType, resolve: (r) => r.type as 'monitor' }),
       failures: t.exposeInt('failures'),
       evaluations: t.exposeInt('evaluations'),
