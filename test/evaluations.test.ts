@@ -93,6 +93,37 @@ describe('evaluateGate', () => {
     assert.equal(code(other), 'CONFLICT');
   });
 
+  test('requests racing on one idempotencyKey get what a later duplicate gets: the winner, a conflict, or their own env’s evaluation', async () => {
+    const t = tag();
+    await okMonitor(t);
+    const idempotencyKey = `race-${t}`;
+    const configuration = { rules: [jitMonitor('m', { query: t })] };
+    const staging = await s.createKey(['evaluations:write', 'gates:read'], ['staging']);
+    const requests: Array<[Record<string, unknown>, string | undefined]> = [];
+    for (let i = 0; i < 4; i++) {
+      requests.push([{ service: 'race-a', env: 'prod', idempotencyKey, configuration }, undefined]);
+      requests.push([{ service: 'race-b', env: 'prod', idempotencyKey, configuration }, undefined]);
+      requests.push([{ service: 'race-a', env: 'staging', idempotencyKey, configuration }, staging]);
+    }
+    const EVALUATE = 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }';
+    const answer = (r: any) => (r.errors ? { code: code(r), field: r.errors[0].extensions?.field, message: r.errors[0].message } : { id: r.data.evaluateGate.id });
+    // All in flight at once, each on its own HTTP request.
+    const raced = (await Promise.all(requests.map(([i, key]) => s.gql(EVALUATE, { i }, key)))).map(answer);
+    const sequential = [];
+    for (const [i, key] of requests) sequential.push(answer(await s.gql(EVALUATE, { i }, key)));
+    assert.deepEqual(raced, sequential);
+
+    const rows = s.app.deps.db.$client.prepare('select id, service, env from evaluations where idempotency_key = ? order by env').all(idempotencyKey) as Array<{ id: string; service: string; env: string }>;
+    assert.deepEqual(rows.map((r) => r.env), ['prod', 'staging'], 'one evaluation per environment');
+    const [prod, stagingRow] = rows;
+    raced.forEach((a, i) => {
+      const [input] = requests[i]!;
+      if (input.env === 'staging') assert.deepEqual(a, { id: stagingRow!.id }, 'staging gets its own evaluation, never the prod one');
+      else if (input.service === prod!.service) assert.deepEqual(a, { id: prod!.id });
+      else assert.deepEqual(a, { code: 'CONFLICT', field: 'input.idempotencyKey', message: 'idempotencyKey was already used for a different service or identifier' });
+    });
+  });
+
   test('rules are snapshotted: editing the gate mid-window changes nothing', async () => {
     const t = tag();
     const id = await okMonitor(t);
