@@ -91,6 +91,17 @@ describe('evaluateGate', () => {
     assert.equal(count.n, 1);
     const other = await d.evaluate({ ...input, service: 'other' });
     assert.equal(code(other), 'CONFLICT');
+    // A retry carries the same version; a different version (or primary tag) under the same key is
+    // another deploy, which must not be answered with the first one's verdict.
+    for (const change of [{ version: 'v2' }, { primaryTag: 'region:eu' }]) {
+      const first = (await d.evaluate({ ...input, idempotencyKey: `deploy-${t}-${Object.keys(change)[0]}`, version: 'v1' })).data.evaluateGate;
+      assert.ok(first.id);
+      const reused = await d.evaluate({ ...input, idempotencyKey: `deploy-${t}-${Object.keys(change)[0]}`, version: 'v1', ...change });
+      assert.equal(code(reused), 'CONFLICT', JSON.stringify(change));
+      assert.equal(reused.errors![0]!.extensions?.field, 'input.idempotencyKey');
+      const retried = (await d.evaluate({ ...input, idempotencyKey: `deploy-${t}-${Object.keys(change)[0]}`, version: 'v1' })).data.evaluateGate;
+      assert.equal(retried.id, first.id);
+    }
   });
 
   test('requests racing on one idempotencyKey get what a later duplicate gets: the winner, a conflict, or their own env’s evaluation', async () => {

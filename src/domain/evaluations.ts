@@ -224,9 +224,14 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
  * unique per env, and looked up in the request's env, which the actor may act on). The answer
  * is the evaluation as the actor may see it: another key of the env may have started it.
  */
-function sameRequest(deps: Deps, actor: Principal, existing: EvaluationRow, request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'>): EvaluationSnapshot {
+function sameRequest(deps: Deps, actor: Principal, existing: EvaluationRow, request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'> & { version?: string | null; primaryTag?: string | null }): EvaluationSnapshot {
   if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== request[key])) {
     throw conflict('idempotencyKey was already used for a different service or identifier', 'input.idempotencyKey');
+  }
+  // Another version or primary tag under the same key is another deploy: answering it with the
+  // first one's verdict would let v2 through on v1's evidence.
+  if (existing.version !== (request.version ?? null) || existing.primaryTag !== (request.primaryTag ?? null)) {
+    throw conflict('idempotencyKey was already used for a different version or primaryTag', 'input.idempotencyKey');
   }
   return snapshotFor(actor, loadSnapshot(deps, existing.id)!);
 }
