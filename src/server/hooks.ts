@@ -2,10 +2,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError, parseInput, RateLimitedError, storageFailure } from '../domain/errors.ts';
+import { parseInput } from '../domain/errors.ts';
 import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
-import { ReceiverBusyError, receiveAlertmanager } from '../sources/alertmanager.ts';
+import { receiveAlertmanager } from '../sources/alertmanager.ts';
+import { failureOf, sendFailure } from './failures.ts';
 import { HttpError, isJsonObject, jsonKind, parseJsonObject, readBody, requireCaller, sendJson } from './http.ts';
 
 export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
@@ -18,12 +19,7 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
       const principal = requireCaller(req, url, authenticate, 'ingest');
       sendJson(res, 200, await receiveAlertmanager(deps, principal, json));
     } catch (err) {
-      if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
-      if (err instanceof DomainError) return sendJson(res, 400, { errors: [{ status: '400', detail: err.message }] });
-      if (err instanceof ReceiverBusyError) return sendJson(res, 503, { errors: [{ status: '503', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
-      if (storageUnavailable(deps, res, err)) return;
-      deps.log.error({ err }, 'Alertmanager notification failed');
-      sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
+      sendFailure(res, failureOf(err, deps.log, 'Alertmanager hook'));
     }
   };
 }
@@ -85,7 +81,7 @@ export function flaggerHandler(deps: Deps, authenticate: (secret: string | null)
       const body = verdictBody(deps, snap);
       sendJson(res, body.status === 'pass' ? 200 : body.status === 'in_progress' ? 409 : 412, body);
     } catch (err) {
-      handleError(deps, res, err);
+      sendFailure(res, failureOf(err, deps.log, 'gate hook'));
     }
   };
 }
@@ -100,30 +96,7 @@ export function gateHookHandler(deps: Deps, authenticate: (secret: string | null
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
       sendJson(res, 200, verdictBody(deps, gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params)));
     } catch (err) {
-      handleError(deps, res, err);
+      sendFailure(res, failureOf(err, deps.log, 'gate hook'));
     }
   };
-}
-
-function handleError(deps: Deps, res: ServerResponse, err: unknown): void {
-  if (err instanceof HttpError) return sendJson(res, err.status, { errors: [{ status: String(err.status), detail: err.message }] });
-  if (err instanceof RateLimitedError) {
-    return sendJson(res, 429, { errors: [{ status: '429', title: 'Too Many Requests', detail: err.message }] }, { 'retry-after': String(err.retryAfterSeconds) });
-  }
-  if (storageUnavailable(deps, res, err)) return;
-  if (err instanceof DomainError) {
-    const status = err.code === 'NOT_FOUND' ? 404 : err.code === 'FORBIDDEN' ? 403 : 400;
-    return sendJson(res, status, { errors: [{ status: String(status), detail: err.message }] });
-  }
-  deps.log.error({ err }, 'gate hook failed');
-  sendJson(res, 500, { errors: [{ status: '500', detail: 'internal error' }] });
-}
-
-/** A storage failure answered 503 (true), so a hook's sender retries instead of giving up on a 500. */
-function storageUnavailable(deps: Deps, res: ServerResponse, err: unknown): boolean {
-  const storage = storageFailure(err);
-  if (!storage) return false;
-  deps.log.error({ code: storage.storageCode }, 'hook refused: storage failure');
-  sendJson(res, 503, { errors: [{ status: '503', title: 'Service Unavailable', detail: storage.message }] }, { 'retry-after': String(storage.retryAfterSeconds) });
-  return true;
 }

@@ -2,10 +2,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
-import { storageFailure } from '../domain/errors.ts';
 import { canSeeEnv } from '../domain/principal.ts';
 import { ApmAggregate } from '../sources/apm.ts';
-import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, OtlpDecodeError, type OtlpEncoding, OtlpTooManySpansError } from '../sources/otlp.ts';
+import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, type OtlpEncoding } from '../sources/otlp.ts';
+import { failureOf } from './failures.ts';
 import { HttpError, readBody, requireCaller } from './http.ts';
 
 /** Spans decoded, mapped and aggregated between two turns of the event loop. */
@@ -14,11 +14,6 @@ const SLICE = 2000;
 export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     let encoding: OtlpEncoding | null = null;
-    const fail = (status: number, message: string) => {
-      const { contentType, body } = encodeErrorStatus(encoding, status, message);
-      res.writeHead(status, { 'content-type': contentType });
-      res.end(body);
-    };
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
       encoding = encodingOf(req.headers['content-type'] ?? null);
@@ -49,17 +44,12 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);
     } catch (err) {
-      if (err instanceof HttpError) return fail(err.status, err.message);
-      if (err instanceof OtlpTooManySpansError) return fail(413, err.message);
-      if (err instanceof OtlpDecodeError) return fail(400, err.message);
-      const storage = storageFailure(err);
-      if (storage) {
-        // 503 is retryable for OTLP exporters: the batch comes back once storage is repaired.
-        deps.log.error({ code: storage.storageCode }, 'OTLP batch refused: storage failure');
-        return fail(503, storage.message);
-      }
-      deps.log.error({ err }, 'OTLP ingestion failed');
-      fail(500, 'internal error while ingesting');
+      // OTLP's own error body (a Status in the request's encoding); 503 and 429 carry Retry-After,
+      // which OTLP exporters honour before sending the batch again.
+      const { status, detail, headers } = failureOf(err, deps.log, 'OTLP');
+      const { contentType, body } = encodeErrorStatus(encoding, status, detail);
+      res.writeHead(status, { 'content-type': contentType, ...headers });
+      res.end(body);
     }
   };
 }

@@ -2,7 +2,7 @@
 // functions as GraphQL: trigger and result of evaluations, gate and rule CRUD.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Deps } from '../domain/deps.ts';
-import { DomainError, parseInput, RateLimitedError, storageFailure } from '../domain/errors.ts';
+import { DomainError, parseInput } from '../domain/errors.ts';
 import { boundedFilterList, evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, listEvaluations, reported, rulesOfEvaluations } from '../domain/evaluations.ts';
 import type { EvaluationFilter, EvaluationRow } from '../db/evaluations.ts';
 import {
@@ -27,14 +27,8 @@ import type { Principal } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
+import { failureOf, sendFailure } from './failures.ts';
 import { type Authenticate, decodePathSegment, HttpError, readBody, sendJson } from './http.ts';
-
-const TITLES: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 413: 'Payload Too Large', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable' };
-const STATUS_OF: Record<DomainError['code'], number> = { BAD_USER_INPUT: 400, NOT_FOUND: 404, CONFLICT: 400, UNAUTHENTICATED: 401, FORBIDDEN: 403, RATE_LIMITED: 429, UNAVAILABLE: 503 };
-
-function fail(res: ServerResponse, status: number, detail: string, headers?: Record<string, string>): void {
-  sendJson(res, status, { errors: [{ status: String(status), title: TITLES[status] ?? 'Error', detail }] }, headers);
-}
 
 // ---- option names: snake_case on the wire, camelCase inside ----
 
@@ -458,16 +452,7 @@ export function restHandler(deps: Deps, authenticate: Authenticate) {
         res.end();
       } else sendJson(res, out.status, out.body);
     } catch (err) {
-      if (err instanceof HttpError) return fail(res, err.status, err.message);
-      if (err instanceof RateLimitedError) return fail(res, 429, err.message, { 'retry-after': String(err.retryAfterSeconds) });
-      if (err instanceof DomainError) return fail(res, STATUS_OF[err.code], restDetail(err));
-      const storage = storageFailure(err);
-      if (storage) {
-        deps.log.error({ code: storage.storageCode, path: url.pathname }, 'REST request refused: storage failure');
-        return fail(res, 503, storage.message, { 'retry-after': String(storage.retryAfterSeconds) });
-      }
-      deps.log.error({ err }, 'REST request failed');
-      fail(res, 500, 'internal error');
+      sendFailure(res, failureOf(err, deps.log, 'REST', restDetail));
     }
   };
 }
