@@ -19,7 +19,7 @@ import { type Authenticate, requestUrl, sendJson } from './http.ts';
 import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
-import { restHandler } from './rest.ts';
+import { restHandler } from './rest/router.ts';
 import { createUi } from './ui.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
