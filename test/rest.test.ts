@@ -164,4 +164,36 @@ describe('evaluation history endpoints', () => {
     assert.equal((await api('GET', '/api/v2/deployment_gates/evaluations?page[size]=500')).status, 400);
     assert.equal((await api('GET', '/api/v2/deployment_gates/evaluations?filter[from]=2026-01-01&filter[to]=2026-06-01')).status, 400);
   });
+
+  test('rule evaluations are paged as rules: every page full up to the last, none empty with a next_cursor', async () => {
+    // Three evaluations, newest first: [canary, api], [api], [canary, api, web]. Paged by rule,
+    // filtered by rule name: an evaluation whose rules the filter drops takes no room on a page.
+    const ids: string[] = [];
+    for (const names of [['canary', 'api', 'web'], ['api'], ['canary', 'api']]) {
+      const r = await api('POST', '/api/v2/deployments/gates/evaluation', {
+        data: { attributes: { service: 'rest-rule-pages', env: 'prod', configuration: { rules: names.map((name) => ({ type: 'monitor', name, dry_run: true, options: { query: 'rest:ok' } })) } } },
+      });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      ids.push(r.body.data.attributes.evaluation_id);
+    }
+    const walk = async (query: string, size: number) => {
+      const pages: string[][] = [];
+      let cursor: string | undefined;
+      do {
+        const r = await api('GET', `/api/v2/deployment_gates/evaluations/rules?filter[service]=rest-rule-pages&page[size]=${size}${query}${cursor ? `&page[cursor]=${cursor}` : ''}`);
+        assert.equal(r.status, 200, JSON.stringify(r.body));
+        pages.push(r.body.data.map((rule: any) => `${ids.indexOf(rule.attributes.gate_evaluation_id)}:${rule.attributes.name}`));
+        cursor = r.body.meta.page.next_cursor;
+        assert.ok(pages.length <= 10, 'paging ends');
+      } while (cursor);
+      return pages;
+    };
+    assert.deepEqual(await walk('', 2), [['2:canary', '2:api'], ['1:api', '0:canary'], ['0:api', '0:web']]);
+    assert.deepEqual(await walk('&filter[name]=canary', 1), [['2:canary'], ['0:canary']]);
+    assert.deepEqual(await walk('&filter[name]=web', 5), [['0:web']]);
+    assert.deepEqual(await walk('&filter[type]=faulty_deployment_detection', 5), [[]]);
+    const other = await api('GET', '/api/v2/deployment_gates/evaluations/rules?page[cursor]=0190a000-0000-7000-8000-000000000000');
+    assert.equal(other.status, 400, 'a cursor that is no rule evaluation of the list');
+    assert.equal(errorDetail(other), 'page[cursor] is invalid');
+  });
 });

@@ -158,6 +158,39 @@ export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPa
     .all();
 }
 
+/** Conditions on the rules themselves when listing rule evaluations. */
+export interface RuleEvaluationFilter {
+  type?: string[];
+  name?: string[];
+}
+
+/**
+ * Rule evaluations with their evaluation, of the evaluations `filter` selects: newest evaluation
+ * first, each one's rules in order. `after` is where the previous page ended.
+ */
+export function listRuleEvaluations(
+  db: Tx,
+  filter: EvaluationFilter,
+  rules: RuleEvaluationFilter,
+  page: { after?: { evaluationId: string; position: number }; limit: number },
+): Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }> {
+  const where = filterSql(filter);
+  if (rules.type?.length) where.push(inList(ruleEvaluations.type, rules.type));
+  if (rules.name?.length) where.push(inList(ruleEvaluations.name, rules.name));
+  const after = page.after;
+  if (after) {
+    where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
+  }
+  return db
+    .select({ evaluation: evaluations, rule: ruleEvaluations })
+    .from(ruleEvaluations)
+    .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+    .where(and(...where))
+    .orderBy(desc(evaluations.id), asc(ruleEvaluations.position))
+    .limit(page.limit)
+    .all() as Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }>;
+}
+
 /**
  * Takes over unfinished evaluations nobody drives: unowned, or with an expired lease. With
  * `includeOwn` (at start) also those already leased to this node, left by its previous life.

@@ -10,7 +10,9 @@ import {
   insertEvaluation,
   latestEvaluationsOfGates,
   listEvaluations as listEvaluationRows,
+  listRuleEvaluations as listRuleEvaluationRows,
   type NewRuleEvaluationRow,
+  type RuleEvaluationFilter,
   type RuleEvaluationRow,
   ruleEvaluationsOf,
   updateEvaluationRow,
@@ -24,7 +26,7 @@ import type { EvaluationSnapshot } from './events.ts';
 import { ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
-import { snapshotFor } from './ruleEvidence.ts';
+import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { nullsAsUndefined, type RuleType } from './ruleOptions.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
@@ -138,6 +140,26 @@ export function latestEvaluationsOf(deps: Deps, actor: Principal, gates: Readonl
 
 export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {
   return ruleEvaluationsOf(deps.db, ids);
+}
+
+/**
+ * Rule evaluations, each as `actor` may see it, of the evaluations `filter` selects: newest
+ * evaluation first, a page counting rules. `page.after` is the previous page's last rule
+ * evaluation; one the actor cannot see continues nothing.
+ */
+export function listRuleEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, rules: RuleEvaluationFilter, page: { after?: string; limit: number }) {
+  requireRead(actor);
+  let after: { evaluationId: string; position: number } | undefined;
+  if (page.after) {
+    const last = getRuleEvaluation(deps.db, assertUuid(page.after, 'after'));
+    const evaluation = last && getEvaluationRow(deps.db, last.evaluationId);
+    if (!last || !evaluation || !canSeeEnv(actor, evaluation.env)) throw badInput('after', 'is not a rule evaluation a list can continue from');
+    after = { evaluationId: last.evaluationId, position: last.position };
+  }
+  return listRuleEvaluationRows(deps.db, { ...filter, envs: actor.envs }, rules, { after, limit: page.limit }).map(({ evaluation, rule }) => ({
+    evaluation,
+    rule: ruleEvaluationFor(actor, evaluation, rule),
+  }));
 }
 
 export function evaluationStats(deps: Deps, actor: Principal, filter: EvaluationFilter, limit = 10) {

@@ -1,9 +1,9 @@
 // Evaluation history: /deployment_gates/evaluations and /deployment_gates/evaluations/rules.
 import type { EvaluationFilter, EvaluationRow } from '../../db/evaluations.ts';
 import type { Deps } from '../../domain/deps.ts';
-import { boundedFilterList, listEvaluations, rulesOfEvaluations } from '../../domain/evaluations.ts';
+import { DomainError } from '../../domain/errors.ts';
+import { boundedFilterList, listEvaluations, listRuleEvaluations } from '../../domain/evaluations.ts';
 import { decidedWithoutData } from '../../domain/fdd.ts';
-import { ruleEvaluationFor } from '../../domain/ruleEvidence.ts';
 import { HttpError } from '../http.ts';
 import { type Page, pageOf, readPage } from './page.ts';
 import { type Route, route, uuidParam } from './request.ts';
@@ -77,18 +77,24 @@ export const historyRoutes: Route[] = [
     };
   }),
 
+  // Paged by rule evaluation (the cursor is the last one shown), so a page is full up to the last.
   route('GET', '/deployment_gates/evaluations/rules', ({ deps, principal, url }) => {
     const { filter, page } = historyQuery(deps, url);
     const gateEvaluation = url.searchParams.get('filter[gate_evaluation_id]');
     if (gateEvaluation !== null) filter.evaluationIds = [uuidParam(gateEvaluation, 'filter[gate_evaluation_id]')];
-    const { items: evaluations, next } = pageOf(listEvaluations(deps, principal, filter, { after: page.cursor, limit: page.size + 1, inverted: false }), page);
-    const byId = new Map(evaluations.map((e) => [e.id, e]));
     const type = url.searchParams.get('filter[type]');
     const name = url.searchParams.get('filter[name]');
-    // Each rule as the caller may see it: evidence about monitors outside its environments is left out.
-    const items = rulesOfEvaluations(deps, evaluations.map((e) => e.id))
-      .filter((r) => (!type || r.type === type) && (!name || r.name === name))
-      .map((r) => ({ evaluation: byId.get(r.evaluationId)!, rule: ruleEvaluationFor(principal, byId.get(r.evaluationId)!, r) }));
+    let rows: ReturnType<typeof listRuleEvaluations>;
+    try {
+      rows = listRuleEvaluations(deps, principal, filter, { type: type ? [type] : undefined, name: name ? [name] : undefined }, { after: page.cursor, limit: page.size + 1 });
+    } catch (err) {
+      if (err instanceof DomainError && err.field === 'after') throw new HttpError(400, 'page[cursor] is invalid');
+      throw err;
+    }
+    const { items, next } = pageOf(
+      rows.map((row) => ({ id: row.rule.id, ...row })),
+      page,
+    );
     return {
       status: 200,
       body: {
