@@ -65,7 +65,11 @@ export function decodeFields(schema: z.ZodType, attributes: Record<string, unkno
   const object = objectOf(schema);
   if (!object?.shape) throw new Error(`decodeFields: ${where} has no object schema`);
   const shape = object.shape;
-  return decodeObject({ ...object, shape: Object.fromEntries(fields.map((f) => [f, shape[f]!])) }, attributes, where, 'drop');
+  const picked = fields.map((f) => {
+    if (!shape[f]) throw new Error(`decodeFields: the schema of ${where} has no field ${f}`);
+    return [f, shape[f]] as const;
+  });
+  return decodeObject({ ...object, shape: Object.fromEntries(picked) }, attributes, where, 'drop');
 }
 
 function decodeObject(object: Def, value: Record<string, unknown>, where: string, unknown: 'refuse' | 'drop'): Record<string, unknown> {
