@@ -1,5 +1,4 @@
 import { pino, type Logger } from 'pino';
-import type { Principal } from './domain/principal.ts';
 
 export type { Logger };
 
@@ -65,8 +64,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
   );
 }
 
-/** Who did it, in every lifecycle line. */
-export const actorFields = (actor: Pick<Principal, 'id' | 'name'>) => ({ actorId: actor.id, actorName: actor.name });
+/** Who did it, in every lifecycle line (a Principal; spelled out so this module imports nothing of ours). */
+export const actorFields = (actor: { id: string; name: string }) => ({ actorId: actor.id, actorName: actor.name });
 
 /**
  * Enough of a presented secret to tell keys apart in logs (Tollgate's keys show the same

@@ -44,6 +44,21 @@ export class StorageUnavailableError extends DomainError {
   readonly retryAfterSeconds = 5;
 }
 
+/**
+ * A data source could not answer (timeout, HTTP error): the engine retries the rule, then
+ * applies the gate's onSourceError policy. Thrown by sources and rule runners alike.
+ */
+export class SourceError extends Error {
+  override name = 'SourceError';
+  constructor(
+    message: string,
+    /** What the check had found when its source failed; recorded instead of the last evidence. */
+    readonly evidence?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
 /** SQLite's result codes (extended ones start the same) that mean the storage itself failed. */
 const STORAGE_FAILURES: Array<[RegExp, string]> = [
   [/^SQLITE_READONLY/, 'the database cannot be written'],

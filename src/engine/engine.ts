@@ -1,10 +1,10 @@
 import { claimUnfinished, deleteFinishedBefore, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
-import { storageFailure } from '../domain/errors.ts';
+import { SourceError, storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
-import { type CheckResult, type EngineEvent, eventKeys, SourceError, type Watch } from './runner.ts';
+import { type CheckResult, type EngineEvent, eventKeys, type Watch } from './runner.ts';
 import { pruneApmStore } from '../sources/apm.ts';
 import { runnerFor } from './runners.ts';
 import { TimerQueue } from './timerQueue.ts';

@@ -1,10 +1,11 @@
 import { allMonitors, getMonitors, groupsOf, monitorRowsGeneration, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
+import { SourceError } from '../domain/errors.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import { envsOf, filterMatchingNow, groupsByMonitor, MAX_RULE_MATCH_STEPS, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
 import { describeFailingGroups, type FailingGroupEvidence } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
-import { type CheckResult, monitorKey, type RuleRunner, SourceError } from './runner.ts';
+import { type CheckResult, monitorKey, type RuleRunner } from './runner.ts';
 
 /** Datadog's cap: a rule watching more monitors than this fails rather than guess. */
 export const MAX_MONITORS = 50;

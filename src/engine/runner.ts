@@ -55,15 +55,3 @@ export const apmKey = (service: string, env: string) => `apm:${service}\u0000${e
 export function eventKeys(event: EngineEvent): string[] {
   return event.kind === 'monitor.transition' ? [monitorKey(event.monitor.id)] : [apmKey(event.service, event.env)];
 }
-
-/** The data source could not answer (timeout, HTTP error): retried, then the gate's policy. */
-export class SourceError extends Error {
-  override name = 'SourceError';
-  constructor(
-    message: string,
-    /** What the check had found when its source failed; recorded instead of the last evidence. */
-    readonly evidence?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}

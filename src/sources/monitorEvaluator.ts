@@ -7,10 +7,9 @@ import { statsRows } from '../db/apm.ts';
 import { groupsOf, monitorsOfType } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
-import { DomainError } from '../domain/errors.ts';
+import { DomainError, SourceError } from '../domain/errors.ts';
 import { createMonitor, MAX_GROUP_LENGTH, type MonitorDefinition, type MonitorRow, recordSourceHealth, recordState, stateForValue } from '../domain/monitors.ts';
 import { SYSTEM } from '../domain/principal.ts';
-import { SourceError } from '../engine/runner.ts';
 import type { PrometheusClient } from './prometheus.ts';
 
 const definitionOf = (m: MonitorRow) => (m.definition ?? {}) as MonitorDefinition;

@@ -1,6 +1,6 @@
 // A Prometheus HTTP API client: instant queries and alerting rules. Every failure (refused,
 // timeout, HTTP error, an error answer) is a SourceError that names the server and the cause.
-import { SourceError } from '../engine/runner.ts';
+import { SourceError } from '../domain/errors.ts';
 
 export interface PrometheusOptions {
   url: string;
