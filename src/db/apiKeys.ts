@@ -1,5 +1,5 @@
 import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 import { apiKeys } from './schema.ts';
 import type { Db } from './client.ts';
 

@@ -1,6 +1,6 @@
 import { DDSketch } from '@datadog/sketches-js';
 import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 import { prepared } from './prepared.ts';
 import { apmErrors, apmStats } from './schema.ts';
 

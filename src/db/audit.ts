@@ -1,5 +1,5 @@
 import { auditLog } from './schema.ts';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 
 export type AuditEntry = typeof auditLog.$inferInsert;
 

@@ -14,6 +14,17 @@ export const migrationsFolder = join(dirname(fileURLToPath(import.meta.url)), '.
 
 export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
 
+/** A drizzle handle or a transaction on it: repository functions work inside either. */
+export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
+
+/** Keyset page over UUIDv7 ids: `after`/`before` are ids, `inverted` reads backwards. */
+export interface KeysetPage {
+  after?: string;
+  before?: string;
+  limit: number;
+  inverted: boolean;
+}
+
 export interface OpenDbOptions {
   /** Called with every SQL statement drizzle runs (tests count them). */
   onQuery?: (sql: string, params: unknown[]) => void;

@@ -2,7 +2,7 @@
 // evaluations themselves so they hold across restarts. Each stops at the limit it is asked
 // about, so a key with a long history costs no more than one at its limit.
 import { and, desc, eq, gt, isNull, sql } from 'drizzle-orm';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 import { evaluations } from './schema.ts';
 
 /**

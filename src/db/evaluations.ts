@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, gte, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
-import type { KeysetPage, Tx } from './gates.ts';
+import type { KeysetPage, Tx } from './client.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, lt, type SQL, sql } from 'drizzle-orm';
 import type { RuleType } from '../domain/ruleOptions.ts';
-import type { Db } from './client.ts';
+import type { KeysetPage, Tx } from './client.ts';
 import { prepared } from './prepared.ts';
 import { gates, rules } from './schema.ts';
 import { inList } from './lists.ts';
@@ -9,9 +9,6 @@ export type GateRow = typeof gates.$inferSelect;
 export type RuleRow = Omit<typeof rules.$inferSelect, 'type'> & { type: RuleType };
 export type NewGateRow = typeof gates.$inferInsert;
 export type NewRuleRow = typeof rules.$inferInsert;
-
-/** A drizzle handle or a transaction on it: repository functions work inside either. */
-export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
 export interface GateFilter {
   /** Lists match any of their values; the single values too must hold when given. */
@@ -24,14 +21,6 @@ export interface GateFilter {
   dryRun?: boolean;
   /** Environments the caller may see; null for all. */
   envs?: readonly string[] | null;
-}
-
-/** Keyset page over UUIDv7 ids: `after`/`before` are ids, `inverted` reads backwards. */
-export interface KeysetPage {
-  after?: string;
-  before?: string;
-  limit: number;
-  inverted: boolean;
 }
 
 export function getGate(db: Tx, id: string): GateRow | undefined {

@@ -1,5 +1,5 @@
 import { and, asc, eq, gt, gte, lt, lte, sql } from 'drizzle-orm';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';

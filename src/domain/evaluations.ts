@@ -18,7 +18,8 @@ import {
   updateEvaluationRow,
   updateRuleEvaluationRow,
 } from '../db/evaluations.ts';
-import { getGateByKey, type KeysetPage, rulesOfGates } from '../db/gates.ts';
+import type { KeysetPage } from '../db/client.ts';
+import { getGateByKey, rulesOfGates } from '../db/gates.ts';
 import { runnerFor } from '../engine/runners.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound } from './errors.ts';

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
+import type { KeysetPage } from '../db/client.ts';
 import {
   deleteGateRow,
   deleteRuleRow,
@@ -11,7 +12,6 @@ import {
   getRule as getRuleRow,
   insertGate,
   insertRules,
-  type KeysetPage,
   listGateIds,
   countGates as countGateRows,
   type NewRuleRow,

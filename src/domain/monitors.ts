@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
-import type { Tx } from '../db/gates.ts';
+import type { Tx } from '../db/client.ts';
 import {
   deleteMonitorRow,
   getGroup,

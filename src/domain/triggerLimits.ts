@@ -3,7 +3,7 @@
 // counted from the database so that a restart forgets nothing.
 import type { RateLimitConfig } from '../config.ts';
 import { countRunningBy, startsSince } from '../db/evaluationQuotas.ts';
-import type { Tx } from '../db/gates.ts';
+import type { Tx } from '../db/client.ts';
 import { RateLimitedError } from './errors.ts';
 import type { Principal } from './principal.ts';
 
