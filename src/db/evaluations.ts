@@ -1,12 +1,11 @@
 import { and, asc, desc, eq, gt, gte, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
-import type { RuleType } from '../domain/ruleOptions.ts';
 import type { KeysetPage, Tx } from './client.ts';
-import { evaluations, ruleEvaluations } from './schema.ts';
+import { evaluations, ruleEvaluations, type RuleType } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';
 
 export type EvaluationRow = typeof evaluations.$inferSelect;
-export type RuleEvaluationRow = Omit<typeof ruleEvaluations.$inferSelect, 'type'> & { type: RuleType };
+export type RuleEvaluationRow = typeof ruleEvaluations.$inferSelect;
 export type NewEvaluationRow = typeof evaluations.$inferInsert;
 export type NewRuleEvaluationRow = typeof ruleEvaluations.$inferInsert;
 export type Status = EvaluationRow['status'];
@@ -75,7 +74,7 @@ export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): Rul
       .where(inList(ruleEvaluations.evaluationId, { placeholder: 'ids' }))
       .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
       .prepare(),
-  ).all({ ids: JSON.stringify(evaluationIds) }) as RuleEvaluationRow[];
+  ).all({ ids: JSON.stringify(evaluationIds) });
 }
 
 export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undefined {
@@ -85,7 +84,7 @@ export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undef
       .from(ruleEvaluations)
       .where(eq(ruleEvaluations.id, sql.placeholder('id')))
       .prepare(),
-  ).get({ id }) as RuleEvaluationRow | undefined;
+  ).get({ id });
 }
 
 /** Prepared per set of columns patched (the engine always patches the same few). */
@@ -442,12 +441,12 @@ export function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<Fa
     .where(and(...where))
     .orderBy(desc(evaluations.id), asc(ruleEvaluations.position))
     .limit(limit)
-    .all() as FailedRuleLine[];
+    .all();
 }
 
 export function getRuleEvaluations(db: Tx, ids: readonly string[]): RuleEvaluationRow[] {
   if (ids.length === 0) return [];
-  return db.select().from(ruleEvaluations).where(inList(ruleEvaluations.id, ids)).all() as RuleEvaluationRow[];
+  return db.select().from(ruleEvaluations).where(inList(ruleEvaluations.id, ids)).all();
 }
 
 /**

@@ -1,12 +1,11 @@
 import { and, asc, desc, eq, gt, lt, type SQL, sql } from 'drizzle-orm';
-import type { RuleType } from '../domain/ruleOptions.ts';
 import type { KeysetPage, Tx } from './client.ts';
 import { prepared } from './prepared.ts';
 import { gates, rules } from './schema.ts';
 import { inList } from './lists.ts';
 
 export type GateRow = typeof gates.$inferSelect;
-export type RuleRow = Omit<typeof rules.$inferSelect, 'type'> & { type: RuleType };
+export type RuleRow = typeof rules.$inferSelect;
 export type NewGateRow = typeof gates.$inferInsert;
 export type NewRuleRow = typeof rules.$inferInsert;
 
@@ -128,11 +127,11 @@ export function rulesOfGates(db: Tx, gateIds: readonly string[]): RuleRow[] {
       .orderBy(asc(rules.gateId), asc(rules.id))
       .prepare(),
   );
-  return stmt.all({ ids: JSON.stringify(gateIds) }) as RuleRow[];
+  return stmt.all({ ids: JSON.stringify(gateIds) });
 }
 
 export function getRule(db: Tx, id: string): RuleRow | undefined {
-  return db.select().from(rules).where(eq(rules.id, id)).get() as RuleRow | undefined;
+  return db.select().from(rules).where(eq(rules.id, id)).get();
 }
 
 export function insertGate(db: Tx, row: NewGateRow): GateRow {
@@ -141,7 +140,7 @@ export function insertGate(db: Tx, row: NewGateRow): GateRow {
 
 export function insertRules(db: Tx, rows: NewRuleRow[]): RuleRow[] {
   if (rows.length === 0) return [];
-  return db.insert(rules).values(rows).returning().all() as RuleRow[];
+  return db.insert(rules).values(rows).returning().all();
 }
 
 export function updateGateRow(db: Tx, id: string, patch: Partial<NewGateRow>): GateRow {
@@ -153,7 +152,7 @@ export function deleteGateRow(db: Tx, id: string): void {
 }
 
 export function updateRuleRow(db: Tx, id: string, patch: Partial<NewRuleRow>): RuleRow {
-  return db.update(rules).set(patch).where(eq(rules.id, id)).returning().get() as RuleRow;
+  return db.update(rules).set(patch).where(eq(rules.id, id)).returning().get()!;
 }
 
 export function deleteRuleRow(db: Tx, id: string): void {

@@ -29,6 +29,14 @@ export const gates = sqliteTable(
   ],
 );
 
+/**
+ * The rule types: the one list (tables, validation, GraphQL and the engine's runners all
+ * follow it). A new type is added here, then gets its options (src/domain/ruleOptions.ts)
+ * and its runner (src/engine/runners.ts).
+ */
+export const RULE_TYPES = ['monitor', 'faulty_deployment_detection'] as const;
+export type RuleType = (typeof RULE_TYPES)[number];
+
 export const rules = sqliteTable(
   'rules',
   {
@@ -37,7 +45,7 @@ export const rules = sqliteTable(
       .notNull()
       .references(() => gates.id, { onDelete: 'cascade' }),
     name: text('name').notNull(),
-    type: text('type', { enum: ['monitor', 'faulty_deployment_detection'] }).notNull(),
+    type: text('type', { enum: RULE_TYPES }).notNull(),
     dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
     /** The validated, defaulted options of the rule's type (camelCase JSON). */
     options: text('options', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),
@@ -153,7 +161,7 @@ export const ruleEvaluations = sqliteTable(
     ruleId: text('rule_id'),
     position: integer('position').notNull(),
     name: text('name').notNull(),
-    type: text('type', { enum: ['monitor', 'faulty_deployment_detection'] }).notNull(),
+    type: text('type', { enum: RULE_TYPES }).notNull(),
     dryRun: integer('dry_run', { mode: 'boolean' }).notNull(),
     /** Options as evaluated (snapshot). */
     options: text('options', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),

@@ -20,6 +20,7 @@ import {
 } from '../db/evaluations.ts';
 import type { KeysetPage } from '../db/client.ts';
 import { getGateByKey, rulesOfGates } from '../db/gates.ts';
+import type { RuleType } from '../db/schema.ts';
 import { runnerFor } from '../engine/runners.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound } from './errors.ts';
@@ -29,7 +30,7 @@ import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
-import { nullsAsUndefined, type RuleType } from './ruleOptions.ts';
+import { nullsAsUndefined } from './ruleOptions.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
 export type { EvaluationSnapshot };

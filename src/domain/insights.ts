@@ -16,10 +16,10 @@ import {
   type RuleEvaluationRow,
   verdictTimes,
 } from '../db/evaluations.ts';
+import type { RuleType } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
 import { badInput } from './errors.ts';
 import { type Principal, requireScope } from './principal.ts';
-import type { RuleType } from './ruleOptions.ts';
 import { ruleEvaluationFor, seesAllOf } from './ruleEvidence.ts';
 
 const DAY_MS = 24 * 60 * 60_000;

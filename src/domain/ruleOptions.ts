@@ -108,9 +108,6 @@ export const fddRuleOptionsSchema = z.preprocess(
 );
 export type FddRuleOptions = z.output<typeof fddRuleOptionsSchema>;
 
-export const RULE_TYPES = ['monitor', 'faulty_deployment_detection'] as const;
-export type RuleType = (typeof RULE_TYPES)[number];
-
 export type TypedRuleOptions =
   | { type: 'monitor'; options: MonitorRuleOptions }
   | { type: 'faulty_deployment_detection'; options: FddRuleOptions };

@@ -1,7 +1,7 @@
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { MonitorRow } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
-import type { RuleType } from '../domain/ruleOptions.ts';
+import type { RuleType } from '../db/schema.ts';
 
 /** Something that happened which may change a running rule's answer. */
 export type EngineEvent =

@@ -1,4 +1,4 @@
-import type { RuleType } from '../domain/ruleOptions.ts';
+import type { RuleType } from '../db/schema.ts';
 import { fddRunner } from './fddRule.ts';
 import { monitorRunner } from './monitorRule.ts';
 import type { RuleRunner } from './runner.ts';

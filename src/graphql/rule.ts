@@ -7,18 +7,23 @@ import {
   updateRuleInputSchema,
 } from '../domain/gates.ts';
 import type { RuleRow } from '../db/gates.ts';
+import { RULE_TYPES, type RuleType as RuleTypeValue } from '../db/schema.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
 import { builder } from './builder.ts';
 import { Gate, gateLoader } from './gate.ts';
 
+/** What each rule type judges; every type of RULE_TYPES needs one (the compiler says so). */
+const RULE_TYPE_DESCRIPTIONS: Record<RuleTypeValue, string> = {
+  monitor: 'The states of a set of monitors over a window.',
+  faulty_deployment_detection: "The new version's error rate and error types against the baseline's.",
+};
+
+/** One GraphQL value per rule type, named in capitals (MONITOR for monitor). */
 export const RuleType = builder.enumType('RuleType', {
-  values: {
-    MONITOR: { value: 'monitor', description: 'The states of a set of monitors over a window.' },
-    FAULTY_DEPLOYMENT_DETECTION: {
-      value: 'faulty_deployment_detection',
-      description: "The new version's error rate and error types against the baseline's.",
-    },
-  } as const,
+  values: Object.fromEntries(RULE_TYPES.map((value) => [value.toUpperCase(), { value, description: RULE_TYPE_DESCRIPTIONS[value] }])) as Record<
+    Uppercase<RuleTypeValue>,
+    { value: RuleTypeValue; description: string }
+  >,
 });
 
 const InsufficientDataPolicy = builder.enumType('InsufficientDataPolicy', {

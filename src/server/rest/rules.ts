@@ -2,11 +2,12 @@
 // endpoint reads and writes ({type, name, dry_run, options} with snake_case options).
 import type { z } from 'zod';
 import type { RuleRow } from '../../db/gates.ts';
+import type { RuleType } from '../../db/schema.ts';
 import type { Deps } from '../../domain/deps.ts';
 import { DomainError, parseInput } from '../../domain/errors.ts';
 import { createRule, deleteRule, getGate, getRule, ruleInputSchema, rulesOf, updateRule, updateRuleInputSchema } from '../../domain/gates.ts';
 import type { Principal } from '../../domain/principal.ts';
-import { type RuleType, ruleOptionsInputSchema } from '../../domain/ruleOptions.ts';
+import { ruleOptionsInputSchema } from '../../domain/ruleOptions.ts';
 import { HttpError, isJsonObject } from '../http.ts';
 import { decode, decodeFields, encode, fieldSchema } from './codec.ts';
 import { attributesOf, type Route, route, uuidParam } from './request.ts';
