@@ -9,6 +9,7 @@ import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
 import { SCOPES, SYSTEM } from '../domain/principal.ts';
+import { planWindow } from '../engine/runners.ts';
 import { createLogger } from '../log.ts';
 
 function localDeps(db?: string): Deps {
@@ -47,6 +48,7 @@ function localDeps(db?: string): Deps {
     now: () => new Date(),
     nodeId: config.nodeId,
     baseUrl: () => config.publicUrl ?? `http://localhost:${config.port}`,
+    planWindow,
   };
 }
 

@@ -21,7 +21,6 @@ import {
 import type { KeysetPage } from '../db/client.ts';
 import { getGateByKey, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
-import { runnerFor } from '../engine/runners.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
@@ -275,13 +274,15 @@ function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnaps
   if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
     throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
   }
-  req.rules.forEach((r, i) => {
-    if (!runnerFor(r.type)) throw badInput(`${field}[${i}]`, `${r.type} rules cannot be evaluated by this version of Tollgate yet`);
-  });
   const now = deps.now();
+  const windows = req.rules.map((r, i) => {
+    const window = deps.planWindow(r.type, r.options, now);
+    if (!window) throw badInput(`${field}[${i}]`, `${r.type} rules cannot be evaluated by this version of Tollgate yet`);
+    return window;
+  });
   const id = newId();
   const rules: NewRuleEvaluationRow[] = req.rules.map((r, position) => {
-    const window = runnerFor(r.type)!.plan(r.options, now);
+    const window = windows[position]!;
     return {
       id: newId(),
       evaluationId: id,

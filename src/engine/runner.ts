@@ -1,6 +1,6 @@
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { MonitorRow } from '../db/monitors.ts';
-import type { Deps } from '../domain/deps.ts';
+import type { Deps, RuleWindow } from '../domain/deps.ts';
 import type { RuleType } from '../db/schema.ts';
 
 /** Something that happened which may change a running rule's answer. */
@@ -19,13 +19,6 @@ export type CheckResult =
     }
   | { status: 'pass' | 'fail'; reason: string; evidence: Record<string, unknown>; state?: Record<string, unknown> };
 
-export interface Window {
-  windowStartsAt: Date;
-  windowEndsAt: Date;
-  /** The first check. */
-  nextCheckAt: Date;
-}
-
 /**
  * One rule type. The engine owns scheduling, persistence, retries and the verdict; a runner
  * only answers "given everything recorded so far, where does this rule stand now?". Its
@@ -34,7 +27,7 @@ export interface Window {
  */
 export interface RuleRunner {
   type: RuleType;
-  plan(options: Record<string, unknown>, start: Date): Window;
+  plan(options: Record<string, unknown>, start: Date): RuleWindow;
   check(deps: Deps, input: { rule: RuleEvaluationRow; evaluation: EvaluationRow; now: Date }): CheckResult | Promise<CheckResult>;
   /** Which events may change the rule's answer: the engine indexes this once per rule. */
   watch?(options: Record<string, unknown>, evaluation: Pick<EvaluationRow, 'service' | 'env'>): Watch;

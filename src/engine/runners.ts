@@ -1,4 +1,5 @@
 import type { RuleType } from '../db/schema.ts';
+import type { RuleWindow } from '../domain/deps.ts';
 import { fddRunner } from './fddRule.ts';
 import { monitorRunner } from './monitorRule.ts';
 import type { RuleRunner } from './runner.ts';
@@ -10,3 +11,6 @@ const runners: Partial<Record<RuleType, RuleRunner>> = {
 };
 
 export const runnerFor = (type: RuleType): RuleRunner | undefined => runners[type];
+
+/** Deps.planWindow: the domain plans a new evaluation's windows with the runners, without importing the engine. */
+export const planWindow = (type: RuleType, options: Record<string, unknown>, start: Date): RuleWindow | undefined => runnerFor(type)?.plan(options, start);

@@ -10,6 +10,7 @@ import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
 import { createEngine } from '../engine/engine.ts';
+import { planWindow } from '../engine/runners.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
@@ -55,6 +56,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     now,
     nodeId: config.nodeId,
     baseUrl: () => config.publicUrl ?? listenUrl,
+    planWindow,
   };
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
   const prometheus = config.prometheusUrl
