@@ -1,11 +1,10 @@
-import { claimUnfinished, deleteFinishedBefore, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
-import { deleteTransitionsBefore } from '../db/monitors.ts';
+import { claimUnfinished, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { SourceError, storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
+import { pruneHistory } from '../domain/housekeeping.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
 import { type CheckResult, type EngineEvent, eventKeys, type Watch } from './runner.ts';
-import { pruneApmStore } from '../sources/apm.ts';
 import { runnerFor } from './runners.ts';
 import { TimerQueue } from './timerQueue.ts';
 
@@ -394,10 +393,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   function prune(): void {
-    const horizon = new Date(Date.now() - deps.config.retentionDays * 86_400_000);
-    const evaluations = deleteFinishedBefore(deps.db, horizon);
-    const transitions = deleteTransitionsBefore(deps.db, horizon);
-    const apmRows = pruneApmStore(deps, deps.config.apmRetentionDays);
+    const { evaluations, transitions, apmRows, horizon } = pruneHistory(deps);
     if (evaluations + transitions + apmRows > 0) log.info({ evaluations, transitions, apmRows, horizon }, 'pruned history past retention');
   }
 

@@ -1,6 +1,6 @@
 // The APM store's write side: requests aggregated into buckets by their own start time and
 // written in one transaction per batch; the engine hears which services changed.
-import { addBatch, type ErrorDelta, newSketch, pruneApm, type StatDelta } from '../db/apm.ts';
+import { addBatch, type ErrorDelta, newSketch, type StatDelta } from '../db/apm.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
 import type { RequestSpan } from './otlp.ts';
@@ -63,8 +63,4 @@ export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], 
     aggregate.add(s);
   }
   return aggregate.store(deps);
-}
-
-export function pruneApmStore(deps: Deps, retentionDays: number): number {
-  return pruneApm(deps.db, deps.now().getTime() - retentionDays * 86_400_000);
 }

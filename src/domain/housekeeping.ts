@@ -1,0 +1,31 @@
+// Housekeeping: history past its retention is deleted, so the database holds what anyone may
+// still ask about and no more. The engine's housekeeping timer runs it once an hour.
+import { pruneApm } from '../db/apm.ts';
+import { deleteFinishedBefore } from '../db/evaluations.ts';
+import { deleteTransitionsBefore } from '../db/monitors.ts';
+import type { Deps } from './deps.ts';
+
+const DAY_MS = 86_400_000;
+
+export interface Pruned {
+  evaluations: number;
+  transitions: number;
+  /** Rows of both APM tables. */
+  apmRows: number;
+  /** Evaluations finished and transitions recorded before it went. */
+  horizon: Date;
+}
+
+/**
+ * Deletes evaluations finished, and monitor transitions recorded, more than
+ * TOLLGATE_RETENTION_DAYS ago (rule evaluations go with their evaluation), and APM buckets
+ * older than TOLLGATE_APM_RETENTION_DAYS. Running evaluations are kept, however old.
+ */
+export function pruneHistory(deps: Deps): Pruned {
+  const now = deps.now().getTime();
+  const horizon = new Date(now - deps.config.retentionDays * DAY_MS);
+  const evaluations = deleteFinishedBefore(deps.db, horizon);
+  const transitions = deleteTransitionsBefore(deps.db, horizon);
+  const apmRows = pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
+  return { evaluations, transitions, apmRows, horizon };
+}

@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { addBatch, newSketch } from '../src/db/apm.ts';
+import { openDb } from '../src/db/client.ts';
+import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
+import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
+import { apmErrors, apmStats, evaluations } from '../src/db/schema.ts';
+import { testConfig } from '../src/config.ts';
+import type { Deps } from '../src/domain/deps.ts';
+import { createEvents } from '../src/domain/events.ts';
+import { pruneHistory } from '../src/domain/housekeeping.ts';
+import { newId } from '../src/domain/ids.ts';
+import { createMonitor } from '../src/domain/monitors.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import { createLogger } from '../src/log.ts';
+
+const DAY = 86_400_000;
+const NOW = new Date('2025-06-01T12:00:00Z');
+const daysAgo = (days: number) => new Date(NOW.getTime() - days * DAY);
+
+function deps(): Deps {
+  return {
+    db: openDb(':memory:'),
+    events: createEvents(),
+    log: createLogger('silent'),
+    config: testConfig({ retentionDays: 90, apmRetentionDays: 7 }),
+    now: () => NOW,
+    baseUrl: () => 'http://localhost',
+    nodeId: 'test',
+    planWindow: () => undefined,
+  };
+}
+
+/** An evaluation with one rule, started `startedDaysAgo` and finished `finishedDaysAgo` (null: still running). */
+function evaluation(d: Deps, startedDaysAgo: number, finishedDaysAgo: number | null): string {
+  const id = newId();
+  const startedAt = daysAgo(startedDaysAgo);
+  const finishedAt = finishedDaysAgo === null ? null : daysAgo(finishedDaysAgo);
+  const status = finishedAt ? 'pass' : 'in_progress';
+  insertEvaluation(
+    d.db,
+    { id, gateId: null, service: 'api', env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', status, justInTime: true, triggeredById: 'k', triggeredByName: 'k', startedAt, decidedAt: finishedAt, finishedAt },
+    [{ id: newId(), evaluationId: id, position: 0, name: 'r', type: 'monitor', dryRun: false, options: {}, status, startedAt, windowStartsAt: startedAt, windowEndsAt: startedAt, finishedAt }],
+  );
+  return id;
+}
+
+function apmBucket(d: Deps, bucketDaysAgo: number): void {
+  const key = { service: 'api', env: 'prod', version: '1', resource: 'GET /', primaryTag: '', bucket: daysAgo(bucketDaysAgo).getTime() };
+  addBatch(d.db, [{ ...key, hits: 1, errors: 1, durations: newSketch() }], [{ ...key, errorType: 'Boom', count: 1, sampleMessage: null }]);
+}
+
+test('pruneHistory deletes finished evaluations and transitions past retention, and APM buckets past APM retention; keeps the rest', () => {
+  const d = deps();
+  const old = evaluation(d, 100, 91);
+  const recent = evaluation(d, 100, 89);
+  const running = evaluation(d, 200, null);
+  const monitor = createMonitor(d, SYSTEM, { name: 'm', type: 'external', tags: [], query: '', muted: false, comparator: 'above' });
+  for (const days of [91, 89]) insertTransition(d.db, { id: newId(), monitorId: monitor.id, group: '*', from: null, to: 'ok', at: daysAgo(days), message: null });
+  apmBucket(d, 8);
+  apmBucket(d, 6);
+
+  const pruned = pruneHistory(d);
+
+  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, horizon: daysAgo(90) });
+  const left = d.db.select({ id: evaluations.id }).from(evaluations).all().map((e) => e.id);
+  assert.deepEqual(left.sort(), [recent, running].sort());
+  assert.equal(ruleEvaluationsOf(d.db, [old]).length, 0, 'rule evaluations go with their evaluation');
+  assert.deepEqual(transitionsAfter(d.db, [monitor.id], new Date(0)).map((t) => t.at), [daysAgo(89)]);
+  assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
+  assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
+
+  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+});
