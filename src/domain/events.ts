@@ -1,8 +1,7 @@
 import { Repeater } from '@repeaterjs/repeater';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { GateRow, RuleRow } from '../db/gates.ts';
-import type { MonitorRow } from '../db/monitors.ts';
-import type { MonitorStateChange } from './monitors.ts';
+import type { MonitorRow, MonitorStateValue } from '../db/monitors.ts';
 
 export type GateEventKind = 'created' | 'updated' | 'deleted';
 
@@ -13,6 +12,16 @@ export interface GateEvent {
   rules: RuleRow[];
   actorName: string;
   at: Date;
+}
+
+/** A group of a monitor changed state (a transition, recorded before it is published). */
+export interface MonitorStateChange {
+  monitor: MonitorRow;
+  group: string;
+  from: MonitorStateValue | null;
+  to: MonitorStateValue;
+  at: Date;
+  message: string | null;
 }
 
 /** An evaluation with its rules as committed; `revision` orders snapshots of one evaluation. */

@@ -23,6 +23,7 @@ import {
 import { MONITOR_STATES } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
+import type { MonitorStateChange } from './events.ts';
 import { badInput, DomainError, notFound, parseInput } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
@@ -30,7 +31,7 @@ import { type Expr, groupTagsOf, type MatchableMonitor, matches, matchWork, ment
 import { type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
-export type { MonitorGroupRow, MonitorRow, MonitorStateValue };
+export type { MonitorGroupRow, MonitorRow, MonitorStateChange, MonitorStateValue };
 
 // ---- input ----
 
@@ -159,15 +160,6 @@ export function matchable(m: MonitorRow, groups: readonly MonitorGroupRow[]): Ma
     priority: m.priority,
     status: worstState(groups) ?? 'no_data',
   };
-}
-
-export interface MonitorStateChange {
-  monitor: MonitorRow;
-  group: string;
-  from: MonitorStateValue | null;
-  to: MonitorStateValue;
-  at: Date;
-  message: string | null;
 }
 
 export function monitorUrl(deps: Deps, id: string): string {

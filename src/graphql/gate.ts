@@ -67,6 +67,8 @@ Gate.implement({
   }),
 });
 
+builder.objectField(Rule, 'gate', (t) => t.field({ type: Gate, resolve: (r, _args, ctx) => gateLoader(ctx).load(r.gateId) }));
+
 // Lists, as in EvaluationFilter: the single-valued fields stay for the clients that send them
 // (turning `env: String` into a list would refuse documents declaring `$env: String` for it).
 const GateFilter = builder.inputType('GateFilter', {

@@ -10,7 +10,6 @@ import type { RuleRow } from '../db/gates.ts';
 import { RULE_TYPES, type RuleType as RuleTypeValue } from '../db/schema.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
 import { builder } from './builder.ts';
-import { Gate, gateLoader } from './gate.ts';
 
 /** What each rule type judges; every type of RULE_TYPES needs one (the compiler says so). */
 const RULE_TYPE_DESCRIPTIONS: Record<RuleTypeValue, string> = {
@@ -75,6 +74,7 @@ export const RuleOptions = builder.unionType('RuleOptions', {
 /** Stored options are plain JSON; their rule's type says which shape they have. */
 export const typedOptions = (rule: Pick<RuleRow, 'type' | 'options'>) => ({ type: rule.type, options: rule.options }) as TypedRuleOptions;
 
+/** `Rule.gate` is added by gate.ts, which imports this module (one direction, no cycle). */
 export const Rule = builder.objectRef<RuleRow>('Rule');
 
 Rule.implement({
@@ -82,7 +82,6 @@ Rule.implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     gateId: t.exposeID('gateId'),
-    gate: t.field({ type: Gate, resolve: (r, _args, ctx) => gateLoader(ctx).load(r.gateId) }),
     name: t.exposeString('name'),
     type: t.field({ type: RuleType, resolve: (r) => r.type }),
     dryRun: t.exposeBoolean('dryRun', { description: 'Evaluated and recorded, never counted in the verdict.' }),
