@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { canSeeEnv } from '../domain/principal.ts';
-import { ApmAggregate } from '../sources/apm.ts';
+import { ApmAggregate } from '../sources/apmWriter.ts';
 import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, type OtlpEncoding } from '../sources/otlp.ts';
 import { failureOf } from './failures.ts';
 import { HttpError, readBody, requireCaller } from './http.ts';
