@@ -184,7 +184,8 @@ interface RuleSnapshot {
   options: Record<string, unknown>;
 }
 
-interface Resolved {
+/** What an evaluation runs: its rules, and the settings of the gate they come from. */
+interface Configuration {
   gateId: string | null;
   dryRun: boolean;
   onSourceError: 'fail' | 'pass';
@@ -193,7 +194,7 @@ interface Resolved {
 }
 
 /** Just-in-time rules win over a stored gate; without them the stored gate must exist and have rules. */
-function resolve(deps: Deps, input: EvaluateGateInput): Resolved {
+function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configuration {
   if (input.configuration) {
     return {
       gateId: null,
@@ -229,8 +230,8 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
     const existing = findByIdempotencyKey(deps.db, input.env, input.idempotencyKey);
     if (existing) return sameRequest(deps, actor, existing, input);
   }
-  const resolved = resolve(deps, input);
-  return start(deps, actor, {
+  const configuration = configurationToEvaluate(deps, input);
+  return startEvaluation(deps, actor, {
     service: input.service,
     env: input.env,
     identifier: input.identifier,
@@ -238,7 +239,7 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
     primaryTag: input.primaryTag ?? null,
     idempotencyKey: input.idempotencyKey ?? null,
     rerunOf: null,
-    ...resolved,
+    ...configuration,
   });
 }
 
@@ -259,7 +260,7 @@ function sameRequest(deps: Deps, actor: Principal, existing: EvaluationRow, requ
   return snapshotFor(actor, loadSnapshot(deps, existing.id)!);
 }
 
-interface StartRequest extends Resolved {
+interface StartRequest extends Configuration {
   service: string;
   env: string;
   identifier: string;
@@ -269,7 +270,11 @@ interface StartRequest extends Resolved {
   rerunOf: string | null;
 }
 
-function start(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnapshot {
+/**
+ * Creates the evaluation and a rule evaluation per rule (its window planned), leased to this
+ * process, in one transaction, then publishes it: the engine starts checking what it hears.
+ */
+function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnapshot {
   const field = req.justInTime ? 'input.configuration.rules' : 'input';
   if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
     throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
@@ -396,7 +401,7 @@ export function rerunEvaluation(deps: Deps, actor: Principal, id: string): Evalu
   const old = loadSnapshot(deps, assertUuid(id, 'id'));
   if (!old || !canSeeEnv(actor, old.evaluation.env)) throw noEvaluation(id);
   const e = old.evaluation;
-  return start(deps, actor, {
+  return startEvaluation(deps, actor, {
     service: e.service,
     env: e.env,
     identifier: e.identifier,
