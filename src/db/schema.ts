@@ -189,13 +189,17 @@ export const ruleEvaluations = sqliteTable(
 export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;
 export type MonitorStateValue = (typeof MONITOR_STATES)[number];
 
+/** Where a monitor's states come from; each type has its source (src/sources/monitorSources.ts). */
+export const MONITOR_TYPES = ['external', 'apm', 'prometheus'] as const;
+export type MonitorType = (typeof MONITOR_TYPES)[number];
+
 /** A monitor: something with a state per group that monitor rules look at. */
 export const monitors = sqliteTable(
   'monitors',
   {
     id: text('id').primaryKey(),
     name: text('name').notNull(),
-    type: text('type', { enum: ['external', 'apm', 'prometheus'] }).notNull(),
+    type: text('type', { enum: MONITOR_TYPES }).notNull(),
     /** Static tags, "key:value" strings. */
     tags: text('tags', { mode: 'json' }).notNull().$type<string[]>(),
     /** The monitor's own query (PromQL, APM filter); `scope:` searches look inside it. */

@@ -20,7 +20,7 @@ import {
   updateMonitorRow,
   upsertGroup,
 } from '../db/monitors.ts';
-import { MONITOR_STATES } from '../db/schema.ts';
+import { MONITOR_STATES, MONITOR_TYPES } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import type { MonitorStateChange } from './events.ts';
@@ -82,7 +82,7 @@ export interface MonitorDefinition {
 const monitorFields = z
   .object({
     name: z.string().trim().min(1, 'name must not be empty').max(MAX_MONITOR_NAME_LENGTH, `name is at most ${MAX_MONITOR_NAME_LENGTH} characters`),
-    type: z.enum(['external', 'apm', 'prometheus'], { message: 'type must be EXTERNAL, APM or PROMETHEUS' }),
+    type: z.enum(MONITOR_TYPES, { message: 'type must be EXTERNAL, APM or PROMETHEUS' }),
     tags: z.array(tag).max(MAX_TAGS, `at most ${MAX_TAGS} tags`).default([]),
     query: z.string().max(4000, 'query is at most 4000 characters').default(''),
     muted: z.boolean().default(false),
