@@ -157,10 +157,29 @@ export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPa
     .all();
 }
 
-/** Conditions on the rules themselves when listing rule evaluations. */
+/** Conditions on the rule evaluations themselves (their evaluation's are an EvaluationFilter). */
 export interface RuleEvaluationFilter {
+  /** Rule evaluation ids. */
+  ids?: string[];
+  /** Configured rules (just-in-time rules have none, so match none). */
+  ruleIds?: string[];
   type?: string[];
   name?: string[];
+  /** The rule's own status, not its evaluation's. */
+  status?: Status[];
+  /** The rule's dry run, not its evaluation's. */
+  dryRun?: boolean;
+}
+
+function ruleFilterSql(rules: RuleEvaluationFilter): SQL[] {
+  const where: SQL[] = [];
+  if (rules.ids) where.push(inList(ruleEvaluations.id, rules.ids));
+  if (rules.ruleIds) where.push(inList(ruleEvaluations.ruleId, rules.ruleIds));
+  if (rules.type?.length) where.push(inList(ruleEvaluations.type, rules.type));
+  if (rules.name?.length) where.push(inList(ruleEvaluations.name, rules.name));
+  if (rules.status?.length) where.push(inList(ruleEvaluations.status, rules.status));
+  if (rules.dryRun !== undefined) where.push(eq(ruleEvaluations.dryRun, rules.dryRun));
+  return where;
 }
 
 /**
@@ -173,9 +192,7 @@ export function listRuleEvaluations(
   rules: RuleEvaluationFilter,
   page: { after?: { evaluationId: string; position: number }; limit: number },
 ): Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }> {
-  const where = filterSql(filter);
-  if (rules.type?.length) where.push(inList(ruleEvaluations.type, rules.type));
-  if (rules.name?.length) where.push(inList(ruleEvaluations.name, rules.name));
+  const where = [...filterSql(filter), ...ruleFilterSql(rules)];
   const after = page.after;
   if (after) {
     where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
