@@ -13,7 +13,7 @@ export interface ServerFlags {
   apiKey?: string;
 }
 
-/** A file rule names its options by type at the top: `monitor: {…}` or `faultyDeploymentDetection: {…}`. */
+/** A file rule names its options by type at the top: `monitor: {…}`, `faultyDeploymentDetection: {…}` or `metric: {…}`. */
 const fileSchema = z.object({
   gates: z.array(z.record(z.string(), z.unknown()), { message: 'gates must be a list' }),
 });
@@ -24,7 +24,7 @@ interface ExistingRule {
   id: string;
   name: string;
   dryRun: boolean;
-  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION';
+  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC';
   options: Record<string, unknown>;
 }
 interface ExistingGate {
@@ -61,7 +61,8 @@ function client(flags: ServerFlags) {
 
 const OPTIONS = `options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
-  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
 
 async function existingGates(gql: ReturnType<typeof client>): Promise<ExistingGate[]> {
   const all: ExistingGate[] = [];
@@ -82,10 +83,13 @@ function comparable(options: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(options)) {
     if (k === '__typename' || v === null || v === undefined) continue;
-    out[k] = k === 'onInsufficientData' && typeof v === 'string' ? v.toLowerCase() : v;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) out[k] = comparable(v as Record<string, unknown>);
+    else out[k] = ENUM_OPTIONS.has(k) && typeof v === 'string' ? v.toLowerCase() : v;
   }
   return out;
 }
+/** Options whose values are GraphQL enums (upper case on the wire, lower case in the file). */
+const ENUM_OPTIONS = new Set(['onInsufficientData', 'metric']);
 
 /**
  * `gates.yaml:4:5: Map keys must be unique.` and the lines around it with a caret: yaml's
@@ -148,11 +152,15 @@ export function readGatesFile(path: string): Desired[] {
   });
 }
 
-const typeName = (t: string) => (t === 'monitor' ? 'MONITOR' : 'FAULTY_DEPLOYMENT_DETECTION');
-const optionsInput = (r: Desired['rules'][number]) =>
-  r.options.type === 'monitor'
-    ? { monitor: r.options.options }
-    : { faultyDeploymentDetection: { ...r.options.options, onInsufficientData: r.options.options.onInsufficientData.toUpperCase() } };
+const typeName = (t: string) => t.toUpperCase();
+function optionsInput(r: Desired['rules'][number]) {
+  const o = r.options;
+  if (o.type === 'monitor') return { monitor: o.options };
+  if (o.type === 'metric') return { metric: { ...o.options, ...(o.options.apm && { apm: { ...o.options.apm, metric: o.options.apm.metric.toUpperCase() } }) } };
+  return { faultyDeploymentDetection: { ...o.options, onInsufficientData: o.options.onInsufficientData.toUpperCase() } };
+}
+/** The key a file rule names its options by. */
+const FILE_KEYS: Record<ExistingRule['type'], string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric' };
 
 /** Runs a command; its expected failures print one line and exit 1. */
 async function reporting(run: () => Promise<number>): Promise<number> {
@@ -240,7 +248,7 @@ export function exportGates(flags: ServerFlags): Promise<number> {
         identifier: g.identifier,
         dryRun: g.dryRun,
         onSourceError: g.onSourceError.toLowerCase(),
-        rules: g.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, [r.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection']: comparable(r.options) })),
+        rules: g.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, [FILE_KEYS[r.type]]: comparable(r.options) })),
       })),
     };
     process.stdout.write(stringify(out));

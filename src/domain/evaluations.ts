@@ -24,12 +24,12 @@ import type { RuleType } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
-import { ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
+import { assertMetricRulesAllowed, ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
-import { nullsAsUndefined } from './ruleOptions.ts';
+import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from './ruleOptions.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
 export type { EvaluationSnapshot };
@@ -226,6 +226,7 @@ function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configur
 export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateInput): EvaluationSnapshot {
   requireScope(actor, 'evaluations:write', 'trigger evaluations');
   assertEnvAllowed(actor, input.env);
+  if (input.configuration) assertMetricRulesAllowed(deps, actor, input.configuration.rules, (i) => `input.configuration.rules[${i}]`);
   if (input.idempotencyKey) {
     const existing = findByIdempotencyKey(deps.db, input.env, input.idempotencyKey);
     if (existing) return sameRequest(deps, actor, existing, input);
@@ -278,6 +279,12 @@ function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): Evalu
   const field = req.justInTime ? 'input.configuration.rules' : 'input';
   if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
     throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
+  }
+  if (!req.version) {
+    for (const r of req.rules) {
+      const why = r.type === 'metric' ? whyMetricNeedsVersion(r.options as MetricRuleOptions) : null;
+      if (why) throw badInput('input.version', `version is required to evaluate the metric rule "${r.name}": ${why}`);
+    }
   }
   const now = deps.now();
   const windows = req.rules.map((r, i) => {

@@ -22,12 +22,12 @@ import {
 } from '../db/gates.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, type DomainError, notFound } from './errors.ts';
+import { badInput, conflict, DomainError, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
-import { nullsAsUndefined, ruleOptionsInputSchema } from './ruleOptions.ts';
+import { nullsAsUndefined, ruleOptionsInputSchema, type TypedRuleOptions } from './ruleOptions.ts';
 
 // ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
 // with them (GraphQL through Pothos' validation plugin, REST and gates-as-code with
@@ -295,6 +295,29 @@ export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | nul
 
 // ---- writes: one transaction each, audit inside it, event after commit ----
 
+/**
+ * A PromQL query reads every environment's series, so only a key for every environment may
+ * write one into a rule, as into a PROMETHEUS monitor (a key of one environment may send back
+ * the queries a rule already has, to change its other options). A PromQL rule also needs the
+ * Prometheus this Tollgate asks. `field(i)` is rule i's path in the request.
+ */
+export function assertMetricRulesAllowed(
+  deps: Deps,
+  actor: Principal,
+  rules: ReadonlyArray<{ options: TypedRuleOptions }>,
+  field: (i: number) => string,
+  before?: Record<string, unknown>,
+): void {
+  rules.forEach((r, i) => {
+    if (r.options.type !== 'metric' || r.options.options.query === undefined) return;
+    const o = r.options.options;
+    const at = `${field(i)}.options.metric.query`;
+    if (!deps.config.prometheusUrl) throw badInput(at, 'this Tollgate has no Prometheus to ask (TOLLGATE_PROMETHEUS_URL is not set)');
+    if (actor.envs === null || (before && before.query === o.query && before.baselineQuery === o.baselineQuery)) return;
+    throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL query is not, so only a key for every environment may write one`, at);
+  });
+}
+
 
 function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date): NewRuleRow {
   return {
@@ -327,6 +350,7 @@ function isUniqueViolation(err: unknown, index: string): boolean {
 export function createGate(deps: Deps, actor: Principal, input: CreateGateInput): GateWithRules {
   requireScope(actor, 'gates:write', 'create gates');
   assertEnvAllowed(actor, input.env);
+  assertMetricRulesAllowed(deps, actor, input.rules, (i) => `input.rules[${i}]`);
   const now = deps.now();
   const id = newId();
   let result: GateWithRules;
@@ -417,6 +441,7 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
   const now = deps.now();
   const result = deps.db.transaction((tx) => {
     const gate = loadGateIn(tx, actor, gateId, 'gateId');
+    assertMetricRulesAllowed(deps, actor, [input], () => 'input');
     const existing = rulesOfGates(tx, [gate.id]);
     if (existing.some((r) => r.name === input.name)) {
       throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
@@ -445,6 +470,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
         `a rule's type cannot change (this rule is ${before.type}); delete it and create a ${input.options.type} rule`,
       );
     }
+    if (input.options) assertMetricRulesAllowed(deps, actor, [{ options: input.options }], () => 'input', before.options);
     const siblings = rulesOfGates(tx, [gate.id]);
     if (input.name !== undefined && siblings.some((r) => r.id !== before.id && r.name === input.name)) {
       throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');

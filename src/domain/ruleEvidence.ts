@@ -77,6 +77,11 @@ export function ruleEvaluationFor<R extends RuleEvaluationRow>(reader: Reader, e
     case 'faulty_deployment_detection':
       // Reads the APM data of the evaluation's own service and env, which the reader can see.
       return rule;
+    case 'metric':
+      // An APM metric is the evaluation's own service and env. A PromQL query was written by a
+      // key for every environment (gates.ts), and putting it in this gate published its values
+      // to the gate's readers, who already see the query in the rule's options.
+      return rule;
     case 'monitor':
       return monitorRuleFor(reader, rule);
     default:

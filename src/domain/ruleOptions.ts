@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { derivedBaselineProblem, formatBound, isRelativeBound, MAX_METRIC_POINTS, MAX_PROMQL_LENGTH, parseBound, pointCount, promqlProblem, usesPlaceholder } from './metric.ts';
 import { MAX_QUERY_LENGTH, MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 
 /**
@@ -108,12 +109,104 @@ export const fddRuleOptionsSchema = z.preprocess(
 );
 export type FddRuleOptions = z.output<typeof fddRuleOptionsSchema>;
 
+/** A PromQL expression that passes the lexical check (Prometheus parses it at the first check). */
+const promqlSchema = (what: string) =>
+  z
+    .string({ message: `${what} must be a PromQL expression` })
+    .trim()
+    .min(1, `${what} must not be empty`)
+    .max(MAX_PROMQL_LENGTH, `${what} is at most ${MAX_PROMQL_LENGTH} characters`)
+    .superRefine((q, ctx) => {
+      const problem = promqlProblem(q);
+      if (problem) ctx.addIssue({ code: 'custom', message: `invalid PromQL: ${problem}` });
+    });
+
+export const APM_METRICS = ['error_rate', 'error_count', 'hits', 'p95', 'p99'] as const;
+
+const metricApmSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      metric: z.enum(APM_METRICS, { message: 'metric must be error_rate, error_count, hits, p95 or p99' }),
+      resource: z.string().trim().min(1, 'resource must not be empty').max(500, 'resource is at most 500 characters').optional(),
+      /** Seconds of traffic behind each point; default: the rule's interval. */
+      window: z.number().int('window must be a whole number of seconds').min(10, 'window must be between 10 and 3600 seconds').max(3600, 'window must be between 10 and 3600 seconds').optional(),
+      minRequests: z.number().int('minRequests must be a whole number').min(1, 'minRequests must be at least 1').max(1_000_000_000).default(1),
+    })
+    .strict(),
+);
+
+const count = (what: string, min: number) =>
+  z.number({ message: `${what} must be a number` }).int(`${what} must be a whole number`).min(min, `${what} must be ${min} or more`).max(1000, `${what} must be at most 1000`);
+
+export const metricRuleOptionsSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      query: promqlSchema('query').optional(),
+      baselineQuery: promqlSchema('baselineQuery').optional(),
+      apm: metricApmSchema.optional(),
+      bound: z.string({ message: 'bound is required, e.g. "<= 0.02" or "<= +10%"' }).transform((text, ctx) => {
+        const b = parseBound(text);
+        if (typeof b !== 'string') return formatBound(b);
+        ctx.addIssue({ code: 'custom', message: b });
+        return z.NEVER;
+      }),
+      margin: z.number({ message: 'margin must be a number' }).min(0, 'margin must be 0 or more').finite().optional(),
+      duration: seconds('duration', MAX_WINDOW_SECONDS).default(0),
+      warmup: seconds('warmup', MAX_WINDOW_SECONDS).default(0),
+      interval: z
+        .number({ message: 'interval must be a number of seconds' })
+        .int('interval must be a whole number of seconds')
+        .min(10, 'interval must be between 10 and 3600 seconds')
+        .max(3600, 'interval must be between 10 and 3600 seconds')
+        .default(60),
+      failureLimit: count('failureLimit', -1).default(0),
+      consecutiveSuccessLimit: count('consecutiveSuccessLimit', 0).default(0),
+      failOnNoData: z.boolean().default(true),
+    })
+    .strict()
+    .superRefine((o, ctx) => {
+      const issue = (field: string, message: string) => ctx.addIssue({ code: 'custom', path: [field], message });
+      const relative = isRelativeBound(o.bound);
+      if (o.query !== undefined && o.apm !== undefined) issue('apm', 'give either query (PromQL) or apm, not both');
+      else if (o.query === undefined && o.apm === undefined) issue('query', 'a metric rule needs a PromQL query or an apm metric');
+      if (o.baselineQuery !== undefined && o.query === undefined) issue('baselineQuery', 'baselineQuery goes with a PromQL query; an apm metric is compared with the other versions by itself');
+      else if (o.baselineQuery !== undefined && !relative) issue('baselineQuery', 'baselineQuery is only read with a relative bound such as "<= +10%"');
+      if (o.margin !== undefined && !relative) issue('margin', 'margin widens a relative bound such as "<= +10%"; an absolute bound is already exact');
+      if (relative && o.query !== undefined && o.baselineQuery === undefined) {
+        const problem = derivedBaselineProblem(o.query);
+        if (problem) issue('query', problem);
+      }
+      const points = pointCount(o.duration, o.interval);
+      if (points > MAX_METRIC_POINTS) {
+        let enough = o.interval;
+        while (pointCount(o.duration, enough) > MAX_METRIC_POINTS) enough++;
+        issue('interval', `measuring ${o.duration} s every ${o.interval} s takes ${points} points; a metric rule takes at most ${MAX_METRIC_POINTS}: use an interval of at least ${enough} s`);
+      }
+      if (o.failureLimit === -1 && o.consecutiveSuccessLimit === 0) issue('failureLimit', 'failureLimit -1 counts no failure, so the rule needs consecutiveSuccessLimit (> 0) to decide');
+      else if (o.failureLimit >= points) issue('failureLimit', `failureLimit ${o.failureLimit} tolerates a failure at every one of the window's ${points} point(s): the rule could never fail`);
+      if (o.consecutiveSuccessLimit > points) issue('consecutiveSuccessLimit', `the window has ${points} point(s); ${o.consecutiveSuccessLimit} consecutive successes can never happen`);
+    })
+    // Stored as evaluated: an APM point covers the interval unless told otherwise.
+    .transform((o) => (o.apm ? { ...o, apm: { ...o.apm, window: o.apm.window ?? o.interval } } : o)),
+);
+export type MetricRuleOptions = z.output<typeof metricRuleOptionsSchema>;
+
+/** Why a metric rule cannot run without the evaluation's version (null: it can). */
+export function whyMetricNeedsVersion(o: MetricRuleOptions): string | null {
+  if (usesPlaceholder(o.query, 'version') || usesPlaceholder(o.baselineQuery, 'version')) return 'its query matches {{version}}';
+  if (o.apm && isRelativeBound(o.bound)) return 'it compares the version with the others';
+  return null;
+}
+
 export type TypedRuleOptions =
   | { type: 'monitor'; options: MonitorRuleOptions }
-  | { type: 'faulty_deployment_detection'; options: FddRuleOptions };
+  | { type: 'faulty_deployment_detection'; options: FddRuleOptions }
+  | { type: 'metric'; options: MetricRuleOptions };
 
 /**
- * `{ monitor: {...} }` or `{ faultyDeploymentDetection: {...} }`: exactly one key, as the
+ * `{ monitor: {...} }`, `{ faultyDeploymentDetection: {...} }` or `{ metric: {...} }`: exactly one key, as the
  * GraphQL `@oneOf` input says. Parsed into the rule's type and its options.
  */
 export const ruleOptionsInputSchema = z.preprocess(
@@ -122,6 +215,7 @@ export const ruleOptionsInputSchema = z.preprocess(
     .object({
       monitor: monitorRuleOptionsSchema.optional(),
       faultyDeploymentDetection: fddRuleOptionsSchema.optional(),
+      metric: metricRuleOptionsSchema.optional(),
     })
     .strict()
     .superRefine((o, ctx) => {
@@ -130,14 +224,16 @@ export const ruleOptionsInputSchema = z.preprocess(
         ctx.addIssue({
           code: 'custom',
           path: [],
-          message: 'give exactly one of monitor or faultyDeploymentDetection',
+          message: 'give exactly one of monitor, faultyDeploymentDetection or metric',
         });
       }
     })
     .transform((o): TypedRuleOptions =>
       o.monitor !== undefined
         ? { type: 'monitor', options: o.monitor }
-        : { type: 'faulty_deployment_detection', options: o.faultyDeploymentDetection! },
+        : o.metric !== undefined
+          ? { type: 'metric', options: o.metric }
+          : { type: 'faulty_deployment_detection', options: o.faultyDeploymentDetection! },
     ),
 );
 

@@ -1,6 +1,7 @@
 import type { RuleType } from '../db/schema.ts';
 import type { RuleWindow } from '../domain/deps.ts';
 import { fddRunner } from './fddRule.ts';
+import { metricRunner } from './metricRule.ts';
 import { monitorRunner } from './monitorRule.ts';
 import type { RuleRunner } from './runner.ts';
 
@@ -8,6 +9,7 @@ import type { RuleRunner } from './runner.ts';
 const runners: Partial<Record<RuleType, RuleRunner>> = {
   monitor: monitorRunner,
   faulty_deployment_detection: fddRunner,
+  metric: metricRunner,
 };
 
 export const runnerFor = (type: RuleType): RuleRunner | undefined => runners[type];

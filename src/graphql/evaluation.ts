@@ -29,6 +29,7 @@ import {
 import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
 import { assertUuid } from '../domain/ids.ts';
+import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
 import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
@@ -174,6 +175,56 @@ const FddRuleEvidence = builder.objectRef<FddEvidenceView>('FddRuleEvidence').im
   }),
 });
 
+const MetricSource = builder.enumType('MetricSource', {
+  values: { PROMETHEUS: { value: 'prometheus' }, APM: { value: 'apm', description: "Tollgate's APM store." } } as const,
+});
+
+const MetricPointResult = builder.enumType('MetricPointResult', {
+  values: {
+    PASS: { value: 'pass', description: 'Within the bound.' },
+    FAIL: { value: 'fail', description: 'Outside the bound: one of the points that broke it.' },
+    NO_DATA: { value: 'no_data', description: 'No value (no series, NaN, too few requests); a failure when failOnNoData.' },
+  } as const,
+});
+
+const MetricPointRef = builder.objectRef<MetricPointView>('MetricPoint').implement({
+  description: 'One measurement of a metric rule.',
+  fields: (t) => ({
+    at: t.field({ type: 'DateTime', description: 'The time measured (PromQL evaluated at it; APM: the window before it).', resolve: (p) => new Date(p.at) }),
+    value: t.exposeFloat('value', { nullable: true, description: 'The canary value; null without data or when infinite (see text).' }),
+    text: t.exposeString('text', { description: 'The value as shown: a number, +Inf, -Inf or "no data".' }),
+    baseline: t.exposeFloat('baseline', { nullable: true, description: 'Relative bounds: the baseline at the same time.' }),
+    limit: t.exposeFloat('limit', { nullable: true, description: 'The limit the value was held to (the bound applied to the baseline).' }),
+    result: t.field({ type: MetricPointResult, resolve: (p) => p.result }),
+    note: t.exposeString('note', { nullable: true, description: 'Why the point had no data.' }),
+    requests: t.exposeFloat('requests', { nullable: true, description: 'APM: requests behind the value (a whole number).' }),
+    baselineRequests: t.exposeFloat('baselineRequests', { nullable: true, description: 'APM: requests behind the baseline.' }),
+  }),
+});
+
+const MetricRuleEvidence = builder.objectRef<MetricEvidenceView>('MetricRuleEvidence').implement({
+  description: 'Every point a metric rule measured, the bound and which points broke it, as of its latest check.',
+  fields: (t) => ({
+    source: t.field({ type: MetricSource, nullable: true, resolve: (e) => e.source }),
+    query: t.exposeString('query', { nullable: true, description: 'The PromQL sent, placeholders filled.' }),
+    baselineQuery: t.exposeString('baselineQuery', { nullable: true, description: 'The PromQL sent for the baseline.' }),
+    apmMetric: t.exposeString('apmMetric', { nullable: true, description: 'APM: error_rate, error_count, hits, p95 or p99.' }),
+    resource: t.exposeString('resource', { nullable: true }),
+    window: t.exposeInt('window', { nullable: true, description: 'APM: seconds of traffic behind each point.' }),
+    version: t.exposeString('version', { nullable: true, description: 'APM: the version measured; null: the whole service.' }),
+    baselineVersions: t.exposeStringList('baselineVersions', { description: 'APM, relative bounds: the other versions that made up the baseline.' }),
+    bound: t.exposeString('bound', { nullable: true }),
+    margin: t.exposeFloat('margin', { nullable: true }),
+    failureLimit: t.exposeInt('failureLimit', { nullable: true }),
+    consecutiveSuccessLimit: t.exposeInt('consecutiveSuccessLimit', { nullable: true }),
+    planned: t.exposeInt('planned', { nullable: true, description: 'Points in the window.' }),
+    failures: t.exposeInt('failures', { nullable: true, description: 'Points outside the bound.' }),
+    noData: t.exposeInt('noData', { nullable: true, description: 'Points without data.' }),
+    points: t.field({ type: [MetricPointRef], description: 'Every point measured, oldest first.', resolve: (e) => e.points }),
+    sourceErrors: t.exposeInt('sourceErrors', { nullable: true, description: 'Consecutive failed tries to read the source, when it failed.' }),
+  }),
+});
+
 const RuleMonitorTransition = builder.objectRef<RuleTransition>('RuleMonitorTransition').implement({
   description: 'A state change of a monitor the rule matched, while the rule watched.',
   fields: (t) => ({
@@ -208,6 +259,13 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
       description: 'Structured evidence for faulty deployment detection rules (null for other types and before the first check).',
       // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
       resolve: (r) => (r.type === 'faulty_deployment_detection' ? readFddEvidence(r.evidence) : null),
+    }),
+    metricEvidence: t.field({
+      type: MetricRuleEvidence,
+      nullable: true,
+      description: 'Structured evidence for metric rules (null for other types and before the first check).',
+      // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
+      resolve: (r) => (r.type === 'metric' ? readMetricEvidence(r.evidence) : null),
     }),
     evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
     monitorTransitions: t.field({

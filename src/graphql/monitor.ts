@@ -45,7 +45,7 @@ const Comparator = builder.enumType('ThresholdComparator', {
   values: { ABOVE: { value: 'above', description: 'Alert when the value is at or above the threshold.' }, BELOW: { value: 'below' } } as const,
 });
 
-const ApmMetric = builder.enumType('ApmMetric', {
+export const ApmMetric = builder.enumType('ApmMetric', {
   values: { ERROR_RATE: { value: 'error_rate' }, ERROR_COUNT: { value: 'error_count' }, HITS: { value: 'hits' }, P95: { value: 'p95' }, P99: { value: 'p99' } } as const,
 });
 const ApmGroupBy = builder.enumType('ApmGroupBy', {

@@ -10,11 +10,13 @@ import type { RuleRow } from '../db/gates.ts';
 import { RULE_TYPES, type RuleType as RuleTypeValue } from '../db/schema.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
 import { builder } from './builder.ts';
+import { ApmMetric } from './monitor.ts';
 
 /** What each rule type judges; every type of RULE_TYPES needs one (the compiler says so). */
 const RULE_TYPE_DESCRIPTIONS: Record<RuleTypeValue, string> = {
   monitor: 'The states of a set of monitors over a window.',
   faulty_deployment_detection: "The new version's error rate and error types against the baseline's.",
+  metric: 'A PromQL or APM metric against an absolute bound or the baseline.',
 };
 
 /** One GraphQL value per rule type, named in capitals (MONITOR for monitor). */
@@ -66,9 +68,37 @@ const FddRuleOptionsRef = builder.objectRef<Typed<'faulty_deployment_detection'>
   }),
 });
 
+type MetricApm = NonNullable<Typed<'metric'>['options']['apm']>;
+
+const MetricApmOptionsRef = builder.objectRef<MetricApm>('MetricApmOptions').implement({
+  description: "A metric of Tollgate's APM store, for the evaluation's service and env (latencies in milliseconds).",
+  fields: (t) => ({
+    metric: t.field({ type: ApmMetric, resolve: (a) => a.metric }),
+    resource: t.string({ nullable: true, description: 'One resource (`GET /cart`); null: the whole service.', resolve: (a) => a.resource ?? null }),
+    window: t.int({ description: 'Seconds of traffic behind each point.', resolve: (a) => a.window ?? 0 }),
+    minRequests: t.exposeInt('minRequests', { description: 'A point with fewer requests has no data (every metric but HITS).' }),
+  }),
+});
+
+const MetricRuleOptionsRef = builder.objectRef<Typed<'metric'>>('MetricRuleOptions').implement({
+  fields: (t) => ({
+    query: t.string({ nullable: true, description: 'PromQL, with the placeholders {{version}}, {{service}}, {{env}}.', resolve: ({ options }) => options.query ?? null }),
+    baselineQuery: t.string({ nullable: true, description: 'PromQL of the baseline; null: derived from query.', resolve: ({ options }) => options.baselineQuery ?? null }),
+    apm: t.field({ type: MetricApmOptionsRef, nullable: true, resolve: ({ options }) => options.apm ?? null }),
+    bound: t.string({ description: 'Absolute (`<= 0.02`) or relative to the baseline (`<= +10%`).', resolve: ({ options }) => options.bound }),
+    margin: t.float({ nullable: true, description: 'Absolute slack added to a relative bound.', resolve: ({ options }) => options.margin ?? null }),
+    duration: t.int({ description: 'Window length in seconds; 0 measures once.', resolve: ({ options }) => options.duration }),
+    warmup: t.int({ description: 'Seconds to wait after the start before measuring.', resolve: ({ options }) => options.warmup }),
+    interval: t.int({ description: 'Seconds between points.', resolve: ({ options }) => options.interval }),
+    failureLimit: t.int({ description: 'Points allowed outside the bound; -1: none counted.', resolve: ({ options }) => options.failureLimit }),
+    consecutiveSuccessLimit: t.int({ description: 'Consecutive points within the bound that pass the rule early; 0: off.', resolve: ({ options }) => options.consecutiveSuccessLimit }),
+    failOnNoData: t.boolean({ description: 'A point without data counts as outside the bound.', resolve: ({ options }) => options.failOnNoData }),
+  }),
+});
+
 export const RuleOptions = builder.unionType('RuleOptions', {
-  types: [MonitorRuleOptionsRef, FddRuleOptionsRef],
-  resolveType: (value) => (value.type === 'monitor' ? MonitorRuleOptionsRef : FddRuleOptionsRef),
+  types: [MonitorRuleOptionsRef, FddRuleOptionsRef, MetricRuleOptionsRef],
+  resolveType: (value) => (value.type === 'monitor' ? MonitorRuleOptionsRef : value.type === 'metric' ? MetricRuleOptionsRef : FddRuleOptionsRef),
 });
 
 /** Stored options are plain JSON; their rule's type says which shape they have. */
@@ -127,11 +157,39 @@ const FddRuleOptionsInput = builder.inputType('FddRuleOptionsInput', {
   }),
 });
 
+const MetricApmOptionsInput = builder.inputType('MetricApmOptionsInput', {
+  fields: (t) => ({
+    metric: t.field({ type: ApmMetric, description: 'Required.' }),
+    resource: t.string({ description: 'One resource, e.g. `GET /cart`; omitted: the whole service.' }),
+    window: t.int({ description: 'Seconds of traffic behind each point, 10–3600. Default: the interval.' }),
+    minRequests: t.int({ description: 'A point with fewer requests has no data (every metric but HITS). Default 1.' }),
+  }),
+});
+
+const MetricRuleOptionsInput = builder.inputType('MetricRuleOptionsInput', {
+  description: 'Give `query` (PromQL) or `apm`, not both. See docs/rules/metric.md.',
+  fields: (t) => ({
+    query: t.string({ description: 'PromQL returning one value; `version="{{version}}"` matches the evaluated version.' }),
+    baselineQuery: t.string({ description: 'PromQL of the baseline, for a relative bound; default: query with version!="{{version}}".' }),
+    apm: t.field({ type: MetricApmOptionsInput }),
+    // Required, but checked with the other options so the error names the field.
+    bound: t.string({ description: 'Required. Absolute (`<= 0.02`) or relative to the baseline (`<= +10%`, `>= -5%`).' }),
+    margin: t.float({ description: 'Absolute slack added to a relative bound, ≥ 0.' }),
+    duration: t.int({ description: 'Window length in seconds, 0–7200. Default 0: measure once.' }),
+    warmup: t.int({ description: 'Seconds to wait before measuring. Default 0.' }),
+    interval: t.int({ description: 'Seconds between points, 10–3600. Default 60.' }),
+    failureLimit: t.int({ description: 'Points allowed outside the bound (-1: none counted). Default 0.' }),
+    consecutiveSuccessLimit: t.int({ description: 'Consecutive points within the bound that pass the rule early. Default 0: off.' }),
+    failOnNoData: t.boolean({ description: 'A point without data counts as outside the bound. Default true.' }),
+  }),
+});
+
 export const RuleOptionsInput = builder.inputType('RuleOptionsInput', {
   isOneOf: true,
   fields: (t) => ({
     monitor: t.field({ type: MonitorRuleOptionsInput }),
     faultyDeploymentDetection: t.field({ type: FddRuleOptionsInput }),
+    metric: t.field({ type: MetricRuleOptionsInput }),
   }),
 });
 

@@ -23,6 +23,15 @@ export interface AlertingRule {
   alerts: Array<{ labels: Record<string, string>; state: 'firing' | 'pending' | 'inactive'; value?: string }>;
 }
 
+/**
+ * Prometheus answered, and refused the query itself (a parse error, a range vector where an
+ * instant one is needed): asking again cannot help. Monitors treat it as any source error; a
+ * metric rule fails at once, since onSourceError is for a source that cannot answer.
+ */
+export class PromqlRejected extends SourceError {
+  override name = 'PromqlRejected';
+}
+
 /** Prometheus writes infinities as +Inf/-Inf, which Number() does not read. */
 export function sampleValue(v: string): number {
   if (v === '+Inf' || v === 'Inf') return Number.POSITIVE_INFINITY;
@@ -44,19 +53,21 @@ export function prometheusClient(o: PrometheusOptions) {
       const why = e.name === 'TimeoutError' ? `no answer within ${o.timeoutMs} ms` : (e.cause?.code ?? e.message);
       throw new SourceError(`Prometheus at ${base} is unreachable: ${why}`);
     }
-    const body = (await res.json().catch(() => null)) as { status?: string; data?: T; error?: string } | null;
+    const body = (await res.json().catch(() => null)) as { status?: string; data?: T; error?: string; errorType?: string } | null;
     if (!res.ok || body?.status !== 'success') {
-      throw new SourceError(`Prometheus at ${base} answered ${res.status}: ${body?.error ?? res.statusText}`);
+      const message = `Prometheus at ${base} answered ${res.status}: ${body?.error ?? res.statusText}`;
+      throw body?.errorType === 'bad_data' ? new PromqlRejected(message) : new SourceError(message);
     }
     return body.data as T;
   }
 
   return {
-    /** An instant query; a vector or a scalar, as series. */
-    async query(expr: string): Promise<Series[]> {
-      const data = await get<{ resultType: string; result: unknown }>(`/api/v1/query?query=${encodeURIComponent(expr)}`);
+    /** An instant query (now, or at `at`); a vector or a scalar, as series. */
+    async query(expr: string, at?: Date): Promise<Series[]> {
+      const time = at ? `&time=${at.getTime() / 1000}` : '';
+      const data = await get<{ resultType: string; result: unknown }>(`/api/v1/query?query=${encodeURIComponent(expr)}${time}`);
       if (data.resultType === 'scalar') return [{ labels: {}, value: sampleValue((data.result as [number, string])[1]) }];
-      if (data.resultType !== 'vector') throw new SourceError(`PromQL \`${expr}\` returned a ${data.resultType}, not an instant vector`);
+      if (data.resultType !== 'vector') throw new PromqlRejected(`PromQL \`${expr}\` returned a ${data.resultType}, not an instant vector`);
       return (data.result as Array<{ metric: Record<string, string>; value: [number, string] }>).map((r) => ({
         labels: r.metric,
         value: sampleValue(r.value[1]),

@@ -21,6 +21,7 @@ import { user } from './users.ts';
 const RULE_TYPES = {
   monitor: 'monitor',
   faulty_deployment_detection: 'faultyDeploymentDetection',
+  metric: 'metric',
 } as const satisfies Record<RuleType, string>;
 
 const OPTIONS_SCHEMAS = new Map<string, z.ZodType>(
