@@ -2,12 +2,13 @@
 // API, and its verdicts against a real Prometheus and the APM store.
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { readGatesFile } from '../src/cli/apply.ts';
 import { deriveBaseline, derivedBaselineProblem, expandPlaceholders, formatBound, limitOf, measurementTimes, parseBound, promqlProblem } from '../src/domain/metric.ts';
 import { CREATE_GATE, driver, skipWithout, sleep, startServer, type TestServer, which } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
@@ -146,6 +147,87 @@ describe('metric rule options through the API', () => {
     expectError(r, 'BAD_USER_INPUT', 'input.version', /metric rule "ratio": its query matches \{\{version\}\}/);
     const apm = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', { i: { service: 'x', env: 'prod', configuration: { rules: [metric('apm', { apm: { metric: 'ERROR_RATE' }, bound: '<= +10%' })] } } });
     expectError(apm, 'BAD_USER_INPUT', 'input.version', /compares the version with the others/);
+  });
+
+  test('REST: type "metric" with snake_case options (apm one level down) is created and read back; errors name the wire field', async () => {
+    const api = async (method: string, path: string, body?: unknown) => {
+      const r = await s.request(method, path, { body });
+      return { status: r.status, body: r.json };
+    };
+    const gate = (await api('POST', '/api/v2/deployment_gates', { data: { type: 'deployment_gate', attributes: { service: 'rest-metric', env: 'prod' } } })).body.data;
+    const options = { apm: { metric: 'error_rate', resource: 'GET /cart', min_requests: 20 }, bound: '<=+25%', margin: 0.002, duration: 600, interval: 30, failure_limit: 2, consecutive_success_limit: 0, fail_on_no_data: false };
+    const rule = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'errors vs baseline', type: 'metric', options } } });
+    assert.equal(rule.status, 200, JSON.stringify(rule.body));
+    const expected = { ...options, apm: { ...options.apm, window: 30 }, bound: '<= +25%', warmup: 0 };
+    assert.equal(rule.body.data.attributes.type, 'metric');
+    assert.deepEqual(rule.body.data.attributes.options, expected);
+    const read = await api('GET', `/api/v2/deployment_gates/${gate.id}/rules/${rule.body.data.id}`);
+    assert.deepEqual(read.body.data.attributes.options, expected);
+    const promql = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'ratio', type: 'metric', options: { query: CANARY_RATIO, baseline_query: RATIO('track="stable"'), bound: '<= +10%' } } } });
+    assert.equal(promql.status, 200, JSON.stringify(promql.body));
+    assert.equal(promql.body.data.attributes.options.baseline_query, RATIO('track="stable"'));
+
+    const bad = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { query: 'up', bound: '<= 1', failure_limit: -1 } } } });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.body.errors[0].detail, 'options.failure_limit: failure_limit -1 counts no failure, so the rule needs consecutive_success_limit (> 0) to decide');
+    const unknown = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { apm: { metric: 'hits', minRequests: 3 }, bound: '>= 1' } } } });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.errors[0].detail, 'data.attributes.options.apm: unknown option "minRequests"');
+    const badType = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } });
+    assert.match(badType.body.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection or metric\)/);
+  });
+
+  test('tollgate apply: metric rules are created, unchanged on a second run, exported and applied back as they are', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-metric-apply-'));
+    const key = await s.createKey(['gates:write']);
+    const tollgate = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--url', s.url, '--api-key', key], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout!.on('data', (c) => (stdout += c));
+        child.stderr!.on('data', (c) => (stderr += c));
+        child.once('exit', (code) => resolve({ code, stdout, stderr }));
+      });
+    const file = (name: string, text: string) => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    try {
+      const gates = file(
+        'gates.yaml',
+        [
+          'gates:',
+          '  - service: apply-metric',
+          '    env: prod',
+          '    rules:',
+          '      - name: errors vs baseline',
+          '        metric:',
+          `          query: '${CANARY_RATIO}'`,
+          '          bound: "<= +10%"',
+          '          duration: 600',
+          '          failureLimit: 1',
+          '      - name: latency',
+          '        metric: { apm: { metric: p99, resource: "GET /cart" }, bound: "< 250", interval: 30 }',
+        ].join('\n'),
+      );
+      const first = await tollgate(['apply', '-f', gates]);
+      assert.equal(first.code, 0, first.stderr);
+      assert.match(first.stdout, /\+ gate apply-metric\/prod\/default with 2 rule\(s\)/);
+      assert.match((await tollgate(['apply', '-f', gates])).stdout, /No changes/);
+
+      const exported = await tollgate(['export']);
+      assert.equal(exported.code, 0, exported.stderr);
+      assert.match(exported.stdout, /metric: p99/);
+      assert.match(exported.stdout, /bound: < 250/);
+      assert.match((await tollgate(['apply', '-f', file('export.yaml', exported.stdout)])).stdout, /No changes/);
+
+      // The file's own checks run before the server is asked (in process: a spawn costs seconds).
+      const bad = file('bad.yaml', readFileSync(gates, 'utf8').replace('failureLimit: 1', 'failureLimit: 99'));
+      assert.throws(() => readGatesFile(bad), /bad\.yaml:\d+: gates\[0\]\.rules\[0\]\.metric\.failureLimit: failureLimit 99 tolerates a failure at every one of the window's 11 point\(s\)/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('without a Prometheus, a PromQL rule is refused at creation', async () => {

@@ -7,7 +7,8 @@ import { EvaluationStatusCell } from './evaluations.tsx';
 
 const RULE_OPTIONS = `options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
-  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
 
 const EVALUATION = `id service env identifier version primaryTag dryRun justInTime onSourceError status reportedStatus passedWithoutEvidence
   startedAt decidedAt finishedAt evaluationUrl rerunOf revision triggeredBy gateId
@@ -17,12 +18,14 @@ const EVALUATION = `id service env identifier version primaryTag dryRun justInTi
     evidence { matchedMonitors { id name groups } failingGroups { monitorId monitorName group state since url } }
     fddEvidence { version baseline baselineVersions canaryRequests largestEValue familyEValue familyThreshold insufficientData requestsNeeded
       faultyResources { scope name eValue threshold jointly canary { requests errors errorRate } baseline { requests errors errorRate } }
-      newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } } }`;
+      newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } }
+    metricEvidence { source query baselineQuery apmMetric resource window version baselineVersions bound margin failureLimit consecutiveSuccessLimit planned failures noData sourceErrors
+      points { at value text baseline limit result note requests baselineRequests } } }`;
 
 const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
 
-type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' } & Record<string, any>;
+type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' | 'MetricRuleOptions' } & Record<string, any>;
 
 interface RuleEvaluation {
   id: string;
@@ -44,6 +47,39 @@ interface RuleEvaluation {
     failingGroups: Array<{ monitorId: string; monitorName: string; group: string; state: string; since: string; url: string }>;
   } | null;
   fddEvidence: any;
+  metricEvidence: MetricEvidenceView | null;
+}
+
+interface MetricPoint {
+  at: string;
+  value: number | null;
+  text: string;
+  baseline: number | null;
+  limit: number | null;
+  result: 'PASS' | 'FAIL' | 'NO_DATA';
+  note: string | null;
+  requests: number | null;
+  baselineRequests: number | null;
+}
+
+interface MetricEvidenceView {
+  source: 'PROMETHEUS' | 'APM' | null;
+  query: string | null;
+  baselineQuery: string | null;
+  apmMetric: string | null;
+  resource: string | null;
+  window: number | null;
+  version: string | null;
+  baselineVersions: string[];
+  bound: string | null;
+  margin: number | null;
+  failureLimit: number | null;
+  consecutiveSuccessLimit: number | null;
+  planned: number | null;
+  failures: number | null;
+  noData: number | null;
+  sourceErrors: number | null;
+  points: MetricPoint[];
 }
 
 interface Evaluation {
@@ -73,11 +109,14 @@ interface Evaluation {
 
 const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replaceAll("'", `'\\''`)}'`);
 
+/** Output options without their nulls (and __typename), as an input takes them. */
+const withoutNulls = (o: Record<string, any>): Record<string, unknown> =>
+  Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== null && k !== '__typename').map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? withoutNulls(v) : v]));
+
 /** RuleOptions (as evaluated) back to RuleOptionsInput, to trigger the same just-in-time rules again. */
 function optionsInput(o: Options): Record<string, unknown> {
-  const { __typename, ...rest } = o;
-  const clean = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null));
-  return __typename === 'MonitorRuleOptions' ? { monitor: clean } : { faultyDeploymentDetection: clean };
+  const key = o.__typename === 'MonitorRuleOptions' ? 'monitor' : o.__typename === 'MetricRuleOptions' ? 'metric' : 'faultyDeploymentDetection';
+  return { [key]: withoutNulls(o) };
 }
 
 function triggerInput(e: Evaluation): Record<string, unknown> {
@@ -321,7 +360,97 @@ function MonitorEvidence({ rule, transitions }: { rule: RuleEvaluation; transiti
   );
 }
 
+/** Four significant digits: an error ratio of 0.0105 must not read 0.01. */
+const sig = (x: number | null) => (x === null ? '—' : String(Number(x.toPrecision(4))));
+
+const RESULT_STATUS: Record<MetricPoint['result'], string> = { PASS: 'PASS', FAIL: 'FAIL', NO_DATA: 'NO_DATA' };
+
+/** Every point measured: when, the value, the baseline and the limit it was held to; the points that broke the bound stand out. */
+function MetricEvidence({ ev, rule }: { ev: MetricEvidenceView | null; rule: RuleEvaluation }) {
+  if (!ev) return <p class="muted small">No evidence recorded yet.</p>;
+  const relative = ev.points.some((p) => p.baseline !== null) || (ev.bound ?? '').endsWith('%');
+  const apm = ev.source === 'APM';
+  return (
+    <div class="evidence" data-testid="metric-evidence">
+      <p class="small">
+        {apm ? (
+          <>
+            APM {ev.apmMetric} of {ev.resource ?? 'the whole service'} over {ev.window} s{ev.version ? ` for version ${ev.version}` : ''}
+            {relative && ev.baselineVersions.length > 0 && `, against ${ev.baselineVersions.join(', ')}`}
+          </>
+        ) : (
+          <>
+            <code data-testid="metric-query">{ev.query}</code>
+            {ev.baselineQuery && (
+              <>
+                {' '}
+                against <code>{ev.baselineQuery}</code>
+              </>
+            )}
+          </>
+        )}
+        ; bound <strong>{ev.bound}</strong>
+        {relative && ' of the baseline'}
+        {ev.margin ? ` (margin ${ev.margin})` : ''}; {ev.points.length} of {ev.planned ?? '—'} point(s) measured, {ev.failures ?? 0} outside
+        {ev.noData ? `, ${ev.noData} without data` : ''}; failureLimit {ev.failureLimit ?? 0}
+        {ev.consecutiveSuccessLimit ? `, consecutiveSuccessLimit ${ev.consecutiveSuccessLimit}` : ''}.
+      </p>
+      {ev.points.length > 0 && (
+        <div class="table-wrap">
+          <table class="compact" data-testid="metric-points">
+            <caption>Points</caption>
+            <thead>
+              <tr>
+                <th scope="col">Time</th>
+                <th scope="col">Value</th>
+                {relative && <th scope="col">Baseline</th>}
+                <th scope="col">Limit</th>
+                <th scope="col">Result</th>
+                {apm && <th scope="col">Requests</th>}
+              </tr>
+            </thead>
+            <tbody>
+              {ev.points.map((p) => (
+                <tr key={p.at} data-testid="metric-point" data-result={p.result} class={p.result === 'FAIL' ? 'point-fail' : undefined}>
+                  <td>
+                    <Time at={p.at} />
+                  </td>
+                  <td>{p.text}</td>
+                  {relative && <td>{sig(p.baseline)}</td>}
+                  <td>
+                    {p.limit === null ? '—' : `${(ev.bound ?? '').split(' ')[0]} ${sig(p.limit)}`}
+                  </td>
+                  <td>
+                    <StatusBadge status={RESULT_STATUS[p.result]} />
+                    {p.note && <span class="small muted"> {p.note}</span>}
+                  </td>
+                  {apm && (
+                    <td>
+                      {num(p.requests)}
+                      {relative && ` / ${num(p.baselineRequests)}`}
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {rule.status === 'IN_PROGRESS' && ev.points.length === 0 && <p class="muted small">No point measured yet.</p>}
+    </div>
+  );
+}
+
+function describeMetric(o: Options): string {
+  const source = o.query ? `PromQL “${o.query}”` : `APM ${String(o.apm?.metric ?? '').toLowerCase()} of ${o.apm?.resource ?? 'the whole service'}`;
+  const window = o.duration === 0 ? 'measured once' : `every ${o.interval} s for ${o.duration} s`;
+  return `${source}; bound ${o.bound}${o.margin ? ` (margin ${o.margin})` : ''}; ${window}${o.warmup ? ` after ${o.warmup} s warmup` : ''}; failureLimit ${o.failureLimit}${o.consecutiveSuccessLimit ? `; ${o.consecutiveSuccessLimit} consecutive successes pass` : ''}${o.failOnNoData ? '; no data fails' : ''}`;
+}
+
+const RULE_TYPE_NAMES: Record<string, string> = { MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', METRIC: 'Metric' };
+
 function describeOptions(o: Options): string {
+  if (o.__typename === 'MetricRuleOptions') return describeMetric(o);
   if (o.__typename === 'MonitorRuleOptions') {
     const target = o.query ? `query “${o.query}”` : `monitors ${(o.monitorIds ?? []).map((m: { id: string }) => m.id).join(', ')}`;
     return `${target}; window ${o.duration} s${o.warmup ? ` after ${o.warmup} s warmup` : ''}${o.failOnNoData ? '; NO_DATA fails' : ''}${o.failOnNoGroupsFound ? '; no groups fails' : ''}`;
@@ -336,7 +465,7 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
         <h3>{rule.name}</h3>
         <StatusBadge status={rule.status} testid="rule-status" />
         {rule.dryRun && (rule.status === 'FAIL' ? <DryRunBadge status="FAIL" /> : <span class="badge badge-dry">dry run</span>)}
-        <span class="muted small">{rule.type === 'MONITOR' ? 'Monitor' : 'Faulty deployment detection'}</span>
+        <span class="muted small">{RULE_TYPE_NAMES[rule.type] ?? rule.type}</span>
       </div>
       <p class="reason" data-testid="rule-reason">
         {rule.reason ?? <span class="muted">No decision yet.</span>}
@@ -355,7 +484,13 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
       <p class="small muted">{describeOptions(rule.options)}</p>
       <details open={rule.status === 'FAIL'}>
         <summary>Evidence</summary>
-        {rule.type === 'MONITOR' ? <MonitorEvidence rule={rule} transitions={transitions} /> : <FddEvidence ev={rule.fddEvidence} rule={rule} />}
+        {rule.type === 'MONITOR' ? (
+          <MonitorEvidence rule={rule} transitions={transitions} />
+        ) : rule.type === 'METRIC' ? (
+          <MetricEvidence ev={rule.metricEvidence} rule={rule} />
+        ) : (
+          <FddEvidence ev={rule.fddEvidence} rule={rule} />
+        )}
       </details>
     </li>
   );

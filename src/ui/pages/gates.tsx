@@ -7,7 +7,8 @@ import { EvaluationStatusCell } from './evaluations.tsx';
 
 const RULE_FIELDS = `id name type dryRun updatedAt updatedBy options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
-  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData } }`;
+  ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
 const GATE_FIELDS = `id service env identifier dryRun onSourceError createdAt createdBy updatedAt updatedBy rules { ${RULE_FIELDS} }`;
 
 interface Rule {
@@ -45,7 +46,7 @@ const asError = (err: unknown) => (err instanceof ApiError ? err : new ApiError(
 
 interface RuleDraft {
   name: string;
-  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION';
+  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC';
   dryRun: boolean;
   query: string;
   duration: string;
@@ -57,6 +58,18 @@ interface RuleDraft {
   excludedResources: string;
   newErrorTypes: boolean;
   onInsufficientData: string;
+  /** Metric rules: `query` holds the PromQL. */
+  metricSource: 'PROMQL' | 'APM';
+  baselineQuery: string;
+  apmMetric: string;
+  resource: string;
+  apmWindow: string;
+  minRequests: string;
+  bound: string;
+  margin: string;
+  interval: string;
+  failureLimit: string;
+  consecutiveSuccessLimit: string;
 }
 
 const blankRule = (): RuleDraft => ({
@@ -73,7 +86,20 @@ const blankRule = (): RuleDraft => ({
   excludedResources: '',
   newErrorTypes: true,
   onInsufficientData: 'PASS',
+  metricSource: 'PROMQL',
+  baselineQuery: '',
+  apmMetric: 'ERROR_RATE',
+  resource: '',
+  apmWindow: '',
+  minRequests: '',
+  bound: '',
+  margin: '',
+  interval: '',
+  failureLimit: '',
+  consecutiveSuccessLimit: '',
 });
+
+const text = (v: unknown) => (v === null || v === undefined ? '' : String(v));
 
 function draftOf(rule: Rule): RuleDraft {
   const o = rule.options;
@@ -92,6 +118,39 @@ function draftOf(rule: Rule): RuleDraft {
     excludedResources: (o.excludedResources ?? []).join('\n'),
     newErrorTypes: o.newErrorTypes ?? true,
     onInsufficientData: o.onInsufficientData ?? 'PASS',
+    metricSource: o.apm ? 'APM' : 'PROMQL',
+    baselineQuery: text(o.baselineQuery),
+    apmMetric: o.apm?.metric ?? 'ERROR_RATE',
+    resource: text(o.apm?.resource),
+    apmWindow: text(o.apm?.window),
+    minRequests: text(o.apm?.minRequests),
+    bound: text(o.bound),
+    margin: text(o.margin),
+    interval: text(o.interval),
+    failureLimit: text(o.failureLimit),
+    consecutiveSuccessLimit: text(o.consecutiveSuccessLimit),
+  };
+}
+
+/** The RuleOptionsInput key of each rule type. */
+const OPTIONS_KEY: Record<RuleDraft['type'], string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric' };
+const orOmit = (s: string) => (s.trim() === '' ? undefined : s);
+
+function metricInput(d: RuleDraft): Record<string, unknown> {
+  const source =
+    d.metricSource === 'PROMQL'
+      ? { query: d.query, baselineQuery: orOmit(d.baselineQuery) }
+      : { apm: { metric: d.apmMetric, resource: orOmit(d.resource), window: numberOrOmit(d.apmWindow), minRequests: numberOrOmit(d.minRequests) } };
+  return {
+    ...source,
+    bound: orOmit(d.bound),
+    margin: numberOrOmit(d.margin),
+    duration: numberOrOmit(d.duration),
+    warmup: numberOrOmit(d.warmup),
+    interval: numberOrOmit(d.interval),
+    failureLimit: numberOrOmit(d.failureLimit),
+    consecutiveSuccessLimit: numberOrOmit(d.consecutiveSuccessLimit),
+    failOnNoData: d.failOnNoData,
   };
 }
 
@@ -99,6 +158,7 @@ function draftOf(rule: Rule): RuleDraft {
 const numberOrOmit = (s: string) => (s.trim() === '' ? undefined : Number(s));
 
 function ruleInput(d: RuleDraft): Record<string, unknown> {
+  if (d.type === 'METRIC') return { name: d.name, dryRun: d.dryRun, options: { metric: metricInput(d) } };
   const options =
     d.type === 'MONITOR'
       ? { monitor: { query: d.query, duration: numberOrOmit(d.duration), warmup: numberOrOmit(d.warmup), failOnNoData: d.failOnNoData, failOnNoGroupsFound: d.failOnNoGroupsFound } }
@@ -118,14 +178,17 @@ function ruleInput(d: RuleDraft): Record<string, unknown> {
 /** A number the browser cannot parse is refused here, at its field, before the API is asked. */
 function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
   const errors: Record<string, string> = {};
-  const opt = `${prefix}.options.${d.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection'}`;
+  const opt = `${prefix}.options.${OPTIONS_KEY[d.type]}`;
   const check = (value: string, field: string, integer: boolean) => {
     if (value.trim() === '') return;
     const n = Number(value);
-    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) errors[`${opt}.${field}`] = `${field} must be ${integer ? 'a whole number of seconds' : 'a number'}`;
+    if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) errors[`${opt}.${field}`] = `${field} must be ${integer ? 'a whole number' : 'a number'}`;
   };
   check(d.duration, 'duration', true);
-  if (d.type === 'MONITOR') check(d.warmup, 'warmup', true);
+  if (d.type === 'METRIC') {
+    for (const [value, field] of [[d.warmup, 'warmup'], [d.interval, 'interval'], [d.failureLimit, 'failureLimit'], [d.consecutiveSuccessLimit, 'consecutiveSuccessLimit'], [d.apmWindow, 'apm.window'], [d.minRequests, 'apm.minRequests']] as const) check(value, field, true);
+    check(d.margin, 'margin', false);
+  } else if (d.type === 'MONITOR') check(d.warmup, 'warmup', true);
   else {
     check(d.alpha, 'alpha', false);
     check(d.minRelativeIncrease, 'minRelativeIncrease', false);
@@ -133,8 +196,73 @@ function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
   return errors;
 }
 
+/** The metric rule's own fields (docs/rules/metric.md); `query` holds its PromQL. */
+function MetricFields({ d, set, opt, prefix, errors }: { d: RuleDraft; set: (d: RuleDraft) => void; opt: string; prefix: string; errors: Record<string, string> }) {
+  const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
+  const number = (label: string, key: keyof RuleDraft, field: string, hint?: string) => (
+    <Field label={label} name={`${opt}.${field}`} errors={errors} hint={hint}>
+      {(p) => <input {...p} inputMode="numeric" value={d[key] as string} onInput={text(key)} />}
+    </Field>
+  );
+  return (
+    <>
+      <Field label="Source" name={`${prefix}.metricSource`} errors={errors}>
+        {(p) => (
+          <select {...p} value={d.metricSource} onChange={text('metricSource')}>
+            <option value="PROMQL">PromQL (Prometheus)</option>
+            <option value="APM">Tollgate's APM store</option>
+          </select>
+        )}
+      </Field>
+      {d.metricSource === 'PROMQL' ? (
+        <>
+          <Field label="PromQL query" name={`${opt}.query`} errors={errors} hint={'one value; version="{{version}}" matches the evaluated version'}>
+            {(p) => <textarea {...p} rows={2} value={d.query} onInput={text('query')} />}
+          </Field>
+          <Field label="Baseline query (optional)" name={`${opt}.baselineQuery`} errors={errors} hint={'default: the query with version!="{{version}}"'}>
+            {(p) => <textarea {...p} rows={2} value={d.baselineQuery} onInput={text('baselineQuery')} />}
+          </Field>
+        </>
+      ) : (
+        <>
+          <Field label="APM metric" name={`${opt}.apm.metric`} errors={errors}>
+            {(p) => (
+              <select {...p} value={d.apmMetric} onChange={text('apmMetric')}>
+                <option value="ERROR_RATE">error rate</option>
+                <option value="ERROR_COUNT">error count</option>
+                <option value="HITS">requests (hits)</option>
+                <option value="P95">p95 latency (ms)</option>
+                <option value="P99">p99 latency (ms)</option>
+              </select>
+            )}
+          </Field>
+          <Field label="Resource (optional)" name={`${opt}.apm.resource`} errors={errors} hint="e.g. GET /cart; empty: the whole service">
+            {(p) => <input {...p} value={d.resource} onInput={text('resource')} />}
+          </Field>
+          {number('Traffic behind each point (seconds)', 'apmWindow', 'apm.window', 'default: the interval')}
+          {number('Fewest requests for a value', 'minRequests', 'apm.minRequests', 'default 1')}
+        </>
+      )}
+      <Field label="Bound" name={`${opt}.bound`} errors={errors} hint="<= 0.02 (absolute) or <= +10% (relative to the baseline)">
+        {(p) => <input {...p} value={d.bound} onInput={text('bound')} />}
+      </Field>
+      <Field label="Margin (relative bounds)" name={`${opt}.margin`} errors={errors} hint="absolute slack, e.g. 0.001">
+        {(p) => <input {...p} inputMode="decimal" value={d.margin} onInput={text('margin')} />}
+      </Field>
+      {number('Interval (seconds)', 'interval', 'interval', '10–3600; default 60')}
+      {number('Warmup (seconds)', 'warmup', 'warmup')}
+      {number('Failure limit', 'failureLimit', 'failureLimit', 'points allowed outside the bound; default 0')}
+      {number('Consecutive successes that pass', 'consecutiveSuccessLimit', 'consecutiveSuccessLimit', 'default 0: off')}
+      <div class="inline-check">
+        <input type="checkbox" id={`${prefix}-metric-nodata`} checked={d.failOnNoData} onChange={(e) => set({ ...d, failOnNoData: (e.target as HTMLInputElement).checked })} />
+        <label for={`${prefix}-metric-nodata`}>A point without data counts as outside the bound</label>
+      </div>
+    </>
+  );
+}
+
 function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; errors: Record<string, string>; lockType?: boolean }) {
-  const opt = `${prefix}.options.${d.type === 'MONITOR' ? 'monitor' : 'faultyDeploymentDetection'}`;
+  const opt = `${prefix}.options.${OPTIONS_KEY[d.type]}`;
   const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
   const check = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).checked });
   return (
@@ -147,6 +275,7 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
           <select {...p} value={d.type} onChange={text('type')} disabled={lockType}>
             <option value="MONITOR">Monitor</option>
             <option value="FAULTY_DEPLOYMENT_DETECTION">Faulty deployment detection</option>
+            <option value="METRIC">Metric (PromQL or APM)</option>
           </select>
         )}
       </Field>
@@ -155,10 +284,12 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
           {(p) => <input {...p} value={d.query} onInput={text('query')} />}
         </Field>
       )}
-      <Field label="Window (seconds)" name={`${opt}.duration`} errors={errors} hint={d.type === 'MONITOR' ? '0 checks once; at most 7200' : 'at most 7200; default 900'}>
+      <Field label="Window (seconds)" name={`${opt}.duration`} errors={errors} hint={d.type === 'FAULTY_DEPLOYMENT_DETECTION' ? 'at most 7200; default 900' : '0 checks once; at most 7200'}>
         {(p) => <input {...p} inputMode="numeric" value={d.duration} onInput={text('duration')} />}
       </Field>
-      {d.type === 'MONITOR' ? (
+      {d.type === 'METRIC' ? (
+        <MetricFields d={d} set={set} opt={opt} prefix={prefix} errors={errors} />
+      ) : d.type === 'MONITOR' ? (
         <>
           <Field label="Warmup (seconds)" name={`${opt}.warmup`} errors={errors}>
             {(p) => <input {...p} inputMode="numeric" value={d.warmup} onInput={text('warmup')} />}
@@ -393,7 +524,7 @@ export function GatesPage({ who }: { who: Viewer }) {
                   <ul class="plain small">
                     {g.rules.map((r) => (
                       <li key={r.id}>
-                        {r.name} <span class="muted">({r.type === 'MONITOR' ? 'monitor' : 'FDD'}{r.dryRun ? ', dry run' : ''})</span>
+                        {r.name} <span class="muted">({r.type === 'MONITOR' ? 'monitor' : r.type === 'METRIC' ? 'metric' : 'FDD'}{r.dryRun ? ', dry run' : ''})</span>
                       </li>
                     ))}
                     {g.rules.length === 0 && <li class="muted">no rules</li>}
@@ -594,7 +725,7 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
                 <>
                   <div class="rule-head">
                     <h3>{r.name}</h3>
-                    <span class="muted small">{r.type === 'MONITOR' ? 'Monitor' : 'Faulty deployment detection'}</span>
+                    <span class="muted small">{r.type === 'MONITOR' ? 'Monitor' : r.type === 'METRIC' ? 'Metric' : 'Faulty deployment detection'}</span>
                     {r.dryRun && <span class="badge badge-dry">dry run</span>}
                     {writer && (
                       <span class="page-actions">
@@ -619,10 +750,12 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
                       </span>
                     )}
                   </div>
-                  <p class="small muted">
+                  <p class="small muted" data-testid="gate-rule-options">
                     {r.options.__typename === 'MonitorRuleOptions'
                       ? `${r.options.query ? `query “${r.options.query}”` : 'monitors by id'}; window ${r.options.duration} s${r.options.warmup ? `, warmup ${r.options.warmup} s` : ''}`
-                      : `window ${r.options.duration} s; alpha ${r.options.alpha}; +${Math.round(r.options.minRelativeIncrease * 100)}%`}
+                      : r.options.__typename === 'MetricRuleOptions'
+                        ? `${r.options.query ? `PromQL “${r.options.query}”` : `APM ${r.options.apm.metric.toLowerCase()} of ${r.options.apm.resource ?? 'the whole service'}`}; bound ${r.options.bound}; ${r.options.duration ? `every ${r.options.interval} s for ${r.options.duration} s` : 'measured once'}; failureLimit ${r.options.failureLimit}`
+                        : `window ${r.options.duration} s; alpha ${r.options.alpha}; +${Math.round(r.options.minRelativeIncrease * 100)}%`}
                   </p>
                 </>
               )}
