@@ -6,7 +6,7 @@
 // read on time, and the recorded points are the rule's whole state.
 import { DDSketch } from '@datadog/sketches-js';
 import type { Config } from '../config.ts';
-import { type SketchRow, statsRows } from '../db/apm.ts';
+import { carriesPrimaryTag, primaryTagsOf, type SketchRow, statsRows } from '../db/apm.ts';
 import type { EvaluationRow } from '../db/evaluations.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -109,7 +109,8 @@ function apmSource(deps: Deps, o: MetricRuleOptions, e: EvaluationRow, relative:
   const windowMs = (apm.window ?? o.interval) * 1000;
   const version = e.version;
   const baselineVersions = new Set(state.baselineVersions ?? []);
-  const inScope = (r: SketchRow) => (apm.resource === undefined || r.resource === apm.resource) && (!e.primaryTag || r.primaryTag.split(',').includes(e.primaryTag));
+  const narrowedTo = primaryTagsOf(e.primaryTag);
+  const inScope = (r: SketchRow) => (apm.resource === undefined || r.resource === apm.resource) && narrowedTo.every((tag) => carriesPrimaryTag(r.primaryTag, tag));
   return {
     describe: () => ({
       source: 'apm',
