@@ -32,10 +32,12 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
   }
 
   test('a failed evaluation lists every point, the failing one with its value, baseline and limit; the gate page shows and edits the rule', async () => {
+    // Stamped just before now; each point reads the 600 s before the evaluation's start, so
+    // however long the machine takes to start it, all of this traffic is behind the point.
     const from = Date.now() - 50_000;
     await sendTraffic(s, { service: 'ui-metric', version: 'v1', resource: 'GET /cart', count: 1000, errors: 10, from, spreadMs: 40_000 });
     await sendTraffic(s, { service: 'ui-metric', version: 'v2', resource: 'GET /cart', count: 500, errors: 25, from, spreadMs: 40_000 });
-    const rule = { name: 'cart errors vs baseline', options: { metric: { apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 60 }, bound: '<= +50%' } } };
+    const rule = { name: 'cart errors vs baseline', options: { metric: { apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 600 }, bound: '<= +50%' } } };
     const created = await s.gql(CREATE_GATE, { input: { service: 'ui-metric', env: 'prod', rules: [rule] } });
     assert.equal(created.errors, undefined, JSON.stringify(created.errors));
     const gateId = created.data.createGate.id;
@@ -47,7 +49,7 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
     const card = page.getByTestId('rule-row').filter({ hasText: 'cart errors vs baseline' });
     assert.match((await card.getByTestId('rule-reason').textContent())!, /broke <= \+50% of the baseline/);
     const evidence = card.getByTestId('metric-evidence');
-    assert.match((await evidence.textContent())!, /APM error_rate of GET \/cart over 60 s for version v2, against v1; bound <= \+50% of the baseline; 1 of 1 point\(s\) measured, 1 outside/);
+    assert.match((await evidence.textContent())!, /APM error_rate of GET \/cart over 600 s for version v2, against v1; bound <= \+50% of the baseline; 1 of 1 point\(s\) measured, 1 outside/);
     const failing = evidence.locator('[data-testid="metric-point"][data-result="FAIL"]');
     assert.equal(await failing.count(), 1);
     assert.match(await failing.innerText(), /0\.05\s+0\.01\s+<= 0\.015\s+✗\s*FAIL\s+500 \/ 1,000/);
@@ -69,7 +71,7 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
     await page.getByRole('button', { name: 'Save rule' }).click();
     await page.getByTestId('gate-rule-options').filter({ hasText: 'bound <= +500%' }).waitFor();
     const stored = await s.gql('query($id: ID!) { gate(id: $id) { rules { options { ... on MetricRuleOptions { bound apm { metric resource window } } } } } }', { id: gateId });
-    assert.deepEqual(stored.data.gate.rules[0].options, { bound: '<= +500%', apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 60 } });
+    assert.deepEqual(stored.data.gate.rules[0].options, { bound: '<= +500%', apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 600 } });
     await page.context().close();
   });
 });

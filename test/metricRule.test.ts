@@ -417,6 +417,8 @@ describe('metric rules against the APM store', () => {
   after(() => s.stop());
 
   test('error rate against the baseline, an absolute latency bound, per resource; each point with its requests', async () => {
+    // Stamped just before now; each point reads the 600 s before the evaluation's start, so
+    // however long the machine takes to start it, all of this traffic is behind the point.
     const from = Date.now() - 50_000;
     const spread = 40_000;
     await sendTraffic(s, { service: 'shop', version: 'v1', resource: 'GET /cart', count: 1000, errors: 10, from, spreadMs: spread });
@@ -429,10 +431,10 @@ describe('metric rules against the APM store', () => {
       return (await s.gql(`query($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`, { id: r.data.evaluateGate.id })).data.evaluation;
     };
     const e = await evaluate([
-      metric('cart errors vs baseline', { apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 60 }, bound: '<= +50%' }, true),
-      metric('service errors vs baseline', { apm: { metric: 'ERROR_RATE', window: 60 }, bound: '<= +200%' }, true),
-      metric('latency', { apm: { metric: 'P99', window: 60 }, bound: '< 250' }, true),
-      metric('cart traffic', { apm: { metric: 'HITS', resource: 'GET /cart', window: 60, minRequests: 1 }, bound: '>= 1000' }, true),
+      metric('cart errors vs baseline', { apm: { metric: 'ERROR_RATE', resource: 'GET /cart', window: 600 }, bound: '<= +50%' }, true),
+      metric('service errors vs baseline', { apm: { metric: 'ERROR_RATE', window: 600 }, bound: '<= +200%' }, true),
+      metric('latency', { apm: { metric: 'P99', window: 600 }, bound: '< 250' }, true),
+      metric('cart traffic', { apm: { metric: 'HITS', resource: 'GET /cart', window: 600, minRequests: 1 }, bound: '>= 1000' }, true),
     ]);
     const byName = Object.fromEntries(e.rules.map((r: any) => [r.name, r]));
 
