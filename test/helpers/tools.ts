@@ -1,0 +1,38 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+
+/** The path of the first of these commands on PATH, or null. */
+export function which(...names: string[]): string | null {
+  for (const name of names) {
+    try {
+      return execFileSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim() || null;
+    } catch {}
+  }
+  return null;
+}
+
+/**
+ * Tests that need these programs (`a|b`: either) skip without them, unless TOLLGATE_REQUIRE_INTEGRATION=1 (as
+ * in CI), where a missing one fails the test instead. Returns a skip reason or false.
+ */
+export function skipWithout(...names: string[]): string | false {
+  const missing = names.filter((n) => !which(...n.split('|'))).map((n) => n.replaceAll('|', ' or '));
+  if (missing.length === 0) return false;
+  if (process.env.TOLLGATE_REQUIRE_INTEGRATION === '1') throw new Error(`TOLLGATE_REQUIRE_INTEGRATION=1 but not installed: ${missing.join(', ')}`);
+  return `not installed: ${missing.join(', ')}`;
+}
+
+/**
+ * A fresh self-signed certificate (P-256, two days) for these host names and 127.0.0.1, made by
+ * the openssl command; it is its own CA, so a client trusting it (`ca`, NODE_EXTRA_CA_CERTS) can verify it.
+ */
+export function selfSignedCert(dir: string, name: string, hosts: string[]): { certFile: string; keyFile: string } {
+  const certFile = join(dir, `${name}.crt`);
+  const keyFile = join(dir, `${name}.key`);
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', `/CN=${hosts[0]}`,
+    '-addext', `subjectAltName=${[...hosts.map((h) => `DNS:${h}`), 'IP:127.0.0.1'].join(',')}`,
+  ], { stdio: 'ignore' });
+  return { certFile, keyFile };
+}
