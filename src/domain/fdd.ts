@@ -68,8 +68,11 @@
  */
 
 /**
- * Rate ratios the mixture puts equal weight on: from half the smallest increase worth failing
- * for to ×10. Fewer, well-placed points cost less power (log of their number) than a wide prior.
+ * Rate ratios the mixture puts equal weight on, evenly spaced in log: from half the smallest
+ * increase worth failing for to ×8 (or 2 + minRelativeIncrease when that is larger). Fewer,
+ * well-placed points cost less power (log of their number) than a wide prior; a regression
+ * beyond ×8 still crosses fast on the ×8 point. Six points up to ×8 are what the decision
+ * benchmark (npm run bench:decisions) measured.
  */
 export function ratioGrid(minRelativeIncrease: number, points = 6, highest = 8): number[] {
   const lo = Math.log(1 + minRelativeIncrease / 2);
@@ -240,7 +243,12 @@ export function upperRate(events: number, hits: number): number {
   return upperMean / hits;
 }
 
-/** Grid of ratios for new error types: a type the baseline never showed can grow a lot. */
+/**
+ * Grid of ratios for new error types, ×3.4 to ×8000: a type the baseline never showed is
+ * tested against upperRate(0, baseline requests), a bound of a rate never seen, which a real
+ * new failure can exceed a thousandfold. Cubing a ×1.5–×20 grid keeps its points evenly spaced
+ * in log while spanning three orders of magnitude with ten of them.
+ */
 export const NEW_TYPE_GRID = ratioGrid(1, 10, 20).map((r) => r * r * r);
 
 /** A new error type is more than noise only past this many occurrences, whatever the e-value says. */
@@ -260,7 +268,11 @@ export function requestsNeeded(baselineRate: number, canaryShare: number, minRel
   // concurrent baseline the information per canary request shrinks with the canary's share.
   const perRequest = q1 * Math.log(q1 / baselineRate) - (q1 - baselineRate);
   const concurrentFactor = 1 - canaryShare;
-  const target = Math.log(1 / share) + 2 * Math.sqrt(Math.log(1 / share));
+  // The margin: a log-likelihood ratio's variance is about twice its mean for small effects,
+  // so near the threshold T its spread is about √(2T); a mean of T + 2√T lies about one spread
+  // past T, with room for the mixture's cost (at most log of the grid's size): about 80% power.
+  const threshold = Math.log(1 / share);
+  const target = threshold + 2 * Math.sqrt(threshold);
   return Math.ceil(target / (perRequest * Math.max(concurrentFactor, 0.05)));
 }
 

@@ -61,14 +61,16 @@ interface Test {
   keep: (row: { resource: string; primaryTag: string }) => boolean;
 }
 
-interface Arm {
+/** One side's requests and errors (the canary's or the baseline's) in a test. */
+interface RequestCounts {
   hits: number;
   errors: number;
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(x < 0.001 ? 3 : 2)}%`;
-const rate = (a: Arm) => (a.hits > 0 ? a.errors / a.hits : 0);
-const fmtE = (logE: number) => (logE > 50 ? `e^${logE.toFixed(0)}` : Number(Math.exp(logE).toPrecision(3)).toString());
+const rate = (a: RequestCounts) => (a.hits > 0 ? a.errors / a.hits : 0);
+/** An e-value for a reason, from its log: beyond e^50 the digits say nothing more. */
+const formatEValue = (logE: number) => (logE > 50 ? `e^${logE.toFixed(0)}` : Number(Math.exp(logE).toPrecision(3)).toString());
 
 function resourceAllowed(o: FddRuleOptions, resource: string): boolean {
   if (o.allowedResources) return o.allowedResources.includes(resource);
@@ -97,7 +99,12 @@ function trafficOf(rows: readonly BucketRow[], key: (r: BucketRow) => string | s
 
 const byTraffic = (rows: readonly BucketRow[], key: (r: BucketRow) => string | string[], o: FddRuleOptions): string[] => trafficOf(rows, key, o).map(([k]) => k);
 
-function grow(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
+/**
+ * The family at this check: at the first, the resources and tag values of the hour before
+ * (busiest first); then extended with those seen since, each keeping the slot (and so the
+ * share) it first got. Returns a copy; the rule's state keeps it.
+ */
+function extendFamily(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
   const f = family ?? (() => {
     const known = trafficOf(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
     const resources = known.map(([name]) => name);
@@ -115,14 +122,14 @@ function grow(family: Family | undefined, past: readonly BucketRow[], now: reado
 }
 
 /**
- * Shares of a budget, the same at every check: with names known at the start, they get 90% of
- * it (a deploy rarely brings new endpoints) and newcomers the rest, 1/(j(j+1)) each; without,
- * newcomers all of it. Known names split theirs half equally, half by their traffic in the hour
+ * Splits a budget into each test's share, the same at every check: with names known at the
+ * start, they get 90% of it (a deploy rarely brings new endpoints) and newcomers the rest,
+ * 1/(j(j+1)) each; without, newcomers all of it. Known names split theirs half equally, half by their traffic in the hour
  * before when it is known: a busy endpoint's regression hurts more users and its test needs
  * the budget to be fast, while the equal half keeps a quiet endpoint's test within about
  * log 2 nats of an equal split.
  */
-function shares(count: number, known: number, budget: number, traffic?: readonly number[]): number[] {
+function splitBudget(count: number, known: number, budget: number, traffic?: readonly number[]): number[] {
   const knownBudget = known > 0 ? budget * 0.9 : 0;
   const newBudget = budget - knownBudget;
   const total = traffic && traffic.length >= known ? traffic.slice(0, known).reduce((n, h) => n + h, 0) : 0;
@@ -139,11 +146,11 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
   const resourceBudget = budget * (hasTags ? 0.65 : 0.85);
   const listed = new Set(family.resources);
   const overflow = family.resources.length >= MAX_RESOURCES;
-  const resourceShares = shares(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget, family.knownTraffic);
+  const resourceShares = splitBudget(family.resources.length + (overflow ? 1 : 0), family.knownResources, resourceBudget, family.knownTraffic);
   const tests: Test[] = family.resources.map((name, i) => ({ scope: 'resource', name, share: resourceShares[i]!, keep: (r) => r.resource === name }));
   if (overflow) tests.push({ scope: 'resource', name: '(other resources)', share: resourceShares.at(-1)!, keep: (r) => !listed.has(r.resource) });
   if (hasTags) {
-    const tagShares = shares(family.tags.length, family.knownTags, budget * 0.2);
+    const tagShares = splitBudget(family.tags.length, family.knownTags, budget * 0.2);
     family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => carriesPrimaryTag(r.primaryTag, name) }));
   }
   tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.15, keep: () => true });
@@ -270,7 +277,7 @@ export type FddAssessment =
  */
 export function assessFdd(input: FddInput): FddAssessment {
   const { options: o, version, past, rows, final } = input;
-  const state: FddState = { family: grow(input.state.family, past, rows, o) };
+  const state: FddState = { family: extendFamily(input.state.family, past, rows, o) };
   const family = state.family!;
   const canary = rows.filter((r) => r.version === version);
   const baseline = rows.filter((r) => r.version !== version);
@@ -302,8 +309,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   let closest = { logE: Number.NEGATIVE_INFINITY, threshold: Number.POSITIVE_INFINITY };
   for (const test of tests) {
     const threshold = Math.log(1 / test.share);
-    const c: Arm = { hits: 0, errors: 0 };
-    const b: Arm = { hits: 0, errors: 0 };
+    const c: RequestCounts = { hits: 0, errors: 0 };
+    const b: RequestCounts = { hits: 0, errors: 0 };
     let logE: number;
     if (clustering) {
       const cells = pairedCells(rows, version, test.keep);
@@ -393,7 +400,7 @@ export function assessFdd(input: FddInput): FddAssessment {
         const fc = f.canary as { errorRate: number; errors: number; requests: number };
         const fb = f.baseline as { errorRate: number };
         const against = f.jointly ? `of ${Number((f.threshold as number).toPrecision(3))} needed alone, past the family's threshold with the other tests` : `≥ ${Number((f.threshold as number).toPrecision(3))}`;
-        return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${fmtE(Math.log(f.eValue as number))} ${against}`;
+        return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${formatEValue(Math.log(f.eValue as number))} ${against}`;
       }),
       ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
     ];
@@ -406,15 +413,17 @@ export function assessFdd(input: FddInput): FddAssessment {
     const reason =
       canaryHits === 0
         ? `Waiting for traffic of version ${version}; nothing significant so far.`
-        : `${canaryHits} requests of version ${version} so far, no significant increase (closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed).`;
+        : `${canaryHits} requests of version ${version} so far, no significant increase (closest test: e-value ${formatEValue(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed).`;
     return { status: 'in_progress', reason, evidence, state };
   }
 
   // ---- the window is over: enough traffic to have seen the increase we care about? ----
-  const cAgg: Arm = { hits: canaryHits, errors: canary.reduce((n, r) => n + r.errors, 0) };
+  const cAgg: RequestCounts = { hits: canaryHits, errors: canary.reduce((n, r) => n + r.errors, 0) };
   const bRows = concurrent ? baseline : past;
-  const bAgg: Arm = { hits: bRows.reduce((n, r) => n + r.hits, 0), errors: bRows.reduce((n, r) => n + r.errors, 0) };
+  const bAgg: RequestCounts = { hits: bRows.reduce((n, r) => n + r.hits, 0), errors: bRows.reduce((n, r) => n + r.errors, 0) };
   const canaryShare = concurrent && cAgg.hits + bAgg.hits > 0 ? cAgg.hits / (cAgg.hits + bAgg.hits) : 0;
+  // The baseline's rate counts at least one error: with none in N requests its rate is not
+  // known to be below about 1/N, and a rate of 0 would need infinitely many canary requests.
   const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
   const needed = requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare);
   let shortfall: string | null = null;
@@ -436,7 +445,7 @@ export function assessFdd(input: FddInput): FddAssessment {
   }
   return {
     status: 'pass',
-    reason: `No significant error-rate increase or new error type for version ${version} over ${canaryHits} requests (${tests.length} tests, alpha ${o.alpha}; closest test: e-value ${fmtE(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed). Baseline: ${baselineKind}.`,
+    reason: `No significant error-rate increase or new error type for version ${version} over ${canaryHits} requests (${tests.length} tests, alpha ${o.alpha}; closest test: e-value ${formatEValue(closest.logE)} of ${Number(Math.exp(closest.threshold).toPrecision(3))} needed). Baseline: ${baselineKind}.`,
     evidence,
     state,
   };
