@@ -15,10 +15,39 @@ export interface EngineOptions {
   sourceErrorLimit?: number;
   /** First retry delay after a source error; doubles each time. */
   retryBaseMs?: number;
-  /** Checks run in one turn of the event loop before yielding to requests (and its time budget). */
+  /**
+   * Checks run in one turn of the event loop before yielding to requests, and its time budget:
+   * the process's own elapsed time (performance.now), not the clock rules are judged by.
+   */
   sliceChecks?: number;
   sliceMs?: number;
+  /** Real timers by default; a unit test passes one it fires by hand (see `Scheduler`). */
+  scheduler?: Scheduler;
 }
+
+/**
+ * Where the engine's two timers come from: the wake-up for the earliest due check and the
+ * housekeeping interval. The engine reads the time only from `deps.now()`; a timer only says
+ * when to look again, so a test with a fixed clock fires them itself instead of sleeping.
+ */
+export interface Scheduler {
+  /** Calls `run` once after `ms` milliseconds; the returned function cancels it. */
+  after(ms: number, run: () => void): () => void;
+  /** Calls `run` every `ms` milliseconds, without keeping the process alive, until cancelled. */
+  every(ms: number, run: () => void): () => void;
+}
+
+export const realTimers: Scheduler = {
+  after(ms, run) {
+    const t = setTimeout(run, ms);
+    return () => clearTimeout(t);
+  },
+  every(ms, run) {
+    const t = setInterval(run, ms);
+    t.unref();
+    return () => clearInterval(t);
+  },
+};
 
 interface ActiveRule {
   id: string;
@@ -45,6 +74,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   const sliceChecks = options.sliceChecks ?? 200;
   const sliceMs = options.sliceMs ?? 8;
 
+  const scheduler = options.scheduler ?? realTimers;
   const queue = new TimerQueue();
   const active = new Map<string, ActiveRule>();
   /** Rules by the exact event keys they watch, and rules sharing one predicate. */
@@ -56,21 +86,22 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   const inFlight = new Map<string, Promise<void>>();
   const checkAgain = new Set<string>();
   const unsubscribe: Array<() => void> = [];
-  let timer: NodeJS.Timeout | undefined;
-  let housekeeping: NodeJS.Timeout | undefined;
+  let cancelTimer: (() => void) | undefined;
+  let cancelHousekeeping: (() => void) | undefined;
   let stopped = false;
 
   function rearm(): void {
-    clearTimeout(timer);
-    timer = undefined;
+    cancelTimer?.();
+    cancelTimer = undefined;
     const next = queue.peek();
     if (next === undefined || stopped) return;
     // setTimeout's limit is about 24.8 days; a later wake-up just re-arms.
-    timer = setTimeout(fire, Math.min(Math.max(0, next - Date.now()), 2 ** 31 - 1));
+    cancelTimer = scheduler.after(Math.min(Math.max(0, next - deps.now().getTime()), 2 ** 31 - 1), fire);
   }
 
+  /** Queues every check due by the clock; a timer firing early (or late) only looks again. */
   function fire(): void {
-    for (const id of queue.takeDue(Date.now())) enqueue(id);
+    for (const id of queue.takeDue(deps.now().getTime())) enqueue(id);
     rearm();
   }
 
@@ -189,7 +220,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     // The database itself failed (busy, disk full): nothing was recorded, so look again soon.
     log.error({ err, ruleEvaluationId: id }, 'rule check could not be recorded; retrying');
     if (!stopped && active.has(id)) {
-      queue.set(id, Date.now() + retryBaseMs);
+      queue.set(id, deps.now().getTime() + retryBaseMs);
       rearm();
     }
   }
@@ -293,7 +324,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
               evidence: found,
               consecutiveErrors: errors,
               lastError: message,
-              nextCheckAt: new Date(Date.now() + retryBaseMs * 2 ** (errors - 1)),
+              nextCheckAt: new Date(deps.now().getTime() + retryBaseMs * 2 ** (errors - 1)),
             };
     }
     if (unchanged(rule, update)) {
@@ -341,7 +372,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
    * evaluations at once held a starting server for seconds, /healthz included.
    */
   async function claim(atStart: boolean): Promise<void> {
-    const now = new Date();
+    const now = deps.now();
     renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
     const resume = new Set(claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart));
     for (const { evaluationId } of runningRulesOf(deps.db, nodeId).filter((r) => !active.has(r.id))) resume.add(evaluationId);
@@ -364,7 +395,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
 
   function claimInTurn(atStart: boolean): void {
     // A resumption still running keeps what it took: only the leases need renewing meanwhile.
-    if (claiming) return safely('renewing leases', () => renewLeases(deps.db, nodeId, new Date(Date.now() + leaseMs)));
+    if (claiming) return safely('renewing leases', () => renewLeases(deps.db, nodeId, new Date(deps.now().getTime() + leaseMs)));
     claiming = claim(atStart)
       .catch((err: unknown) => log.error({ err }, 'renewing leases or resuming evaluations failed; will try again'))
       .finally(() => {
@@ -408,13 +439,12 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       claimInTurn(true);
       safely('pruning history', prune);
       let ticks = 0;
-      housekeeping = setInterval(() => {
+      cancelHousekeeping = scheduler.every(leaseMs / 3, () => {
         claimInTurn(false);
         sweepSilentMonitors();
         // Retention once an hour is plenty.
         if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) safely('pruning history', prune);
-      }, leaseMs / 3);
-      housekeeping.unref();
+      });
     },
 
     /**
@@ -425,11 +455,23 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     async stop(): Promise<void> {
       stopped = true;
       due.clear();
-      clearTimeout(timer);
-      clearInterval(housekeeping);
+      cancelTimer?.();
+      cancelHousekeeping?.();
       for (const off of unsubscribe) off();
       await Promise.allSettled([...inFlight.values(), sweeping, claiming]);
       releaseLeases(deps.db, nodeId);
+    },
+
+    /**
+     * For tests: resolves once nothing is queued, checking, resuming or sweeping, so a test
+     * that moved its clock and fired a timer can read what the engine recorded.
+     */
+    async idle(): Promise<void> {
+      while (due.size > 0 || drainScheduled || inFlight.size > 0 || claiming || sweeping) {
+        await Promise.allSettled([...inFlight.values(), claiming, sweeping]);
+        await new Promise((resolve) => setImmediate(resolve));
+        if (stopped) return;
+      }
     },
 
     /** For tests and metrics. */

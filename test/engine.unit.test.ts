@@ -1,0 +1,294 @@
+// The engine on an in-memory database with a test clock and hand-fired timers: windows,
+// warmup, retries, leases and takeover, in milliseconds of real time. The end-to-end suites
+// (monitorRule, crash, resilience) check the same through a server.
+import assert from 'node:assert/strict';
+import { afterEach, describe, test } from 'node:test';
+import type { Db } from '../src/db/client.ts';
+import { LEASE_MS } from '../src/domain/evaluations.ts';
+import { createMonitor, recordSourceHealth, reportMonitorState } from '../src/domain/monitors.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import type { Deps } from '../src/domain/deps.ts';
+import { engineOn, memoryDb, recorded, T0, TestClock, trigger } from './helpers/engine.ts';
+
+const jit = (name: string, options: Record<string, unknown>) => ({ name, options: { monitor: options } });
+const running: Array<{ engine: { stop(): Promise<void> } }> = [];
+let db: Db;
+let clock: TestClock;
+
+/** An engine of node `nodeId` on the test's database, stopped after the test. */
+function node(nodeId = 'node-a', options = {}) {
+  const n = engineOn(db, clock, nodeId, options);
+  running.push(n);
+  return n;
+}
+
+async function started(nodeId = 'node-a', options = {}) {
+  const n = node(nodeId, options);
+  n.engine.start();
+  await n.engine.idle();
+  return n;
+}
+
+function monitor(deps: Deps, name: string, extra: Record<string, unknown> = {}): string {
+  return createMonitor(deps, SYSTEM, { name, type: 'external', tags: [`unit:${name}`], ...extra }).id;
+}
+const report = (deps: Deps, monitorId: string, state: 'ok' | 'warn' | 'alert' | 'no_data') => reportMonitorState(deps, SYSTEM, { monitorId, state, group: '*' } as never);
+
+function fresh(): void {
+  db = memoryDb();
+  clock = new TestClock();
+}
+fresh();
+afterEach(async () => {
+  for (const n of running.splice(0)) await n.engine.stop();
+  db.$client.close();
+  fresh();
+});
+
+describe('engine: windows and warmup', () => {
+  test('a rule is looked at when its window ends by the clock, and passes then', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'steady');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('steady', { query: 'unit:steady', duration: 60 })]);
+    await a.fire(); // the first look, at the window's start
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress');
+    assert.equal(a.timers.armedMs, 60_000, 'the wake-up is the window end, measured on the test clock');
+
+    clock.advance(59_999);
+    await a.fire(); // a timer firing early only looks again
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress');
+    assert.equal(a.timers.armedMs, 1);
+
+    clock.advance(1);
+    await a.fire();
+    const { evaluation, rules } = recorded(db, e.id);
+    assert.equal(rules[0]!.status, 'pass', rules[0]!.reason ?? undefined);
+    assert.equal(evaluation.status, 'pass');
+    assert.equal(evaluation.finishedAt?.getTime(), T0 + 60_000, 'finished at the test clock');
+    assert.equal(a.timers.armedMs, undefined, 'nothing left to wake up for');
+    assert.equal(a.engine.stats().activeRules, 0);
+  });
+
+  test('an ALERT inside the window fails the rule at once, without waiting for a timer', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'flaky');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('flaky', { query: 'unit:flaky', duration: 600 })]);
+    await a.fire();
+    clock.advance(10_000);
+    report(a.deps, id, 'alert');
+    await a.engine.idle();
+    const rule = recorded(db, e.id).rules[0]!;
+    assert.equal(rule.status, 'fail');
+    assert.match(rule.reason ?? '', /flaky/);
+    assert.equal(rule.finishedAt?.getTime(), T0 + 10_000);
+  });
+
+  test('warmup: an ALERT that ends before the window does not count; one inside it does', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'warm');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('warm', { query: 'unit:warm', warmup: 30, duration: 30 })]);
+    const rule = () => recorded(db, e.id).rules[0]!;
+    assert.equal(a.timers.armedMs, 30_000, 'first look at the window start');
+
+    clock.advance(5_000);
+    report(a.deps, id, 'alert');
+    await a.engine.idle();
+    clock.advance(5_000);
+    report(a.deps, id, 'ok');
+    await a.engine.idle();
+    assert.equal(rule().status, 'in_progress', 'an ALERT during warmup is not the window');
+
+    clock.advance(20_000);
+    await a.fire();
+    assert.equal(rule().status, 'in_progress');
+    assert.equal(rule().windowStartsAt.getTime(), T0 + 30_000);
+
+    clock.advance(10_000);
+    report(a.deps, id, 'alert');
+    await a.engine.idle();
+    assert.equal(rule().status, 'fail', rule().reason ?? undefined);
+  });
+
+  test('an ALERT shorter than any check still fails the rule', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'blip');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('blip', { query: 'unit:blip', duration: 60 })]);
+    await a.fire();
+    // Both transitions recorded before the engine runs a check.
+    clock.advance(1_000);
+    report(a.deps, id, 'alert');
+    report(a.deps, id, 'ok');
+    await a.engine.idle();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail');
+  });
+
+  test('a monitor silent past its noDataTimeframe goes NO_DATA at housekeeping, and the rule fails', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'quiet', { noDataTimeframe: 60 });
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('quiet', { query: 'unit:quiet', duration: 600 })]);
+    await a.fire();
+    clock.advance(30_000);
+    await a.housekeep();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'within its timeframe');
+    clock.advance(31_000);
+    await a.housekeep();
+    const rule = recorded(db, e.id).rules[0]!;
+    assert.equal(rule.status, 'fail');
+    assert.match(rule.reason ?? '', /NO_DATA/i);
+  });
+});
+
+describe('engine: retries', () => {
+  test('a failing source is retried with doubling delays on the clock, then onSourceError decides', async () => {
+    const a = await started('node-a', { sourceErrorLimit: 3, retryBaseMs: 1000 });
+    const id = monitor(a.deps, 'broken');
+    report(a.deps, id, 'ok');
+    recordSourceHealth(a.deps, id, 'connection refused');
+    const e = trigger(a.deps, [jit('broken', { query: 'unit:broken', duration: 600 })]);
+    const rule = () => recorded(db, e.id).rules[0]!;
+
+    await a.fire();
+    assert.equal(rule().consecutiveErrors, 1);
+    assert.match(rule().reason ?? '', /1 of 3 tries.*connection refused/);
+    assert.equal(rule().nextCheckAt?.getTime(), T0 + 1000);
+    assert.equal(a.timers.armedMs, 1000);
+
+    clock.advance(1000);
+    await a.fire();
+    assert.equal(rule().consecutiveErrors, 2);
+    assert.equal(rule().nextCheckAt?.getTime(), T0 + 1000 + 2000, 'the delay doubles');
+
+    clock.advance(2000);
+    await a.fire();
+    assert.equal(rule().status, 'fail');
+    assert.match(rule().reason ?? '', /failed 3 times in a row.*onSourceError policy makes the rule fail/);
+    assert.deepEqual((rule().evidence as { sourceErrors: number }).sourceErrors, 3);
+  });
+
+  test('onSourceError pass passes the rule; a source that recovers resets the count', async () => {
+    const a = await started('node-a', { sourceErrorLimit: 2, retryBaseMs: 1000 });
+    const flaky = monitor(a.deps, 'recovers');
+    const down = monitor(a.deps, 'down');
+    for (const m of [flaky, down]) {
+      report(a.deps, m, 'ok');
+      recordSourceHealth(a.deps, m, 'timeout');
+    }
+    const recovering = trigger(a.deps, [jit('recovers', { query: 'unit:recovers', duration: 60 })]);
+    const lenient = trigger(a.deps, [jit('down', { query: 'unit:down', duration: 60 })], { configuration: { onSourceError: 'pass', rules: [jit('down', { query: 'unit:down', duration: 60 })] } });
+    await a.fire();
+    recordSourceHealth(a.deps, flaky, null);
+    clock.advance(1000);
+    await a.fire();
+    const r = recorded(db, recovering.id).rules[0]!;
+    assert.equal(r.status, 'in_progress');
+    assert.equal(r.consecutiveErrors, 0);
+    assert.equal(r.lastError, null);
+    const l = recorded(db, lenient.id);
+    assert.equal(l.rules[0]!.status, 'pass', l.rules[0]!.reason ?? undefined);
+    assert.match(l.rules[0]!.reason ?? '', /makes the rule pass/);
+  });
+});
+
+describe('engine: leases and takeover', () => {
+  test('housekeeping renews the leases on the clock; stop hands them back', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'leased');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('leased', { query: 'unit:leased', duration: 3600 })]);
+    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-a');
+    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS);
+    assert.equal(a.timers.housekeepingMs, LEASE_MS / 3);
+
+    clock.advance(LEASE_MS / 3);
+    await a.housekeep();
+    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS / 3 + LEASE_MS);
+
+    await a.engine.stop();
+    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), 0);
+    assert.equal(a.timers.armedMs, undefined);
+    assert.equal(a.timers.housekeepingMs, undefined);
+  });
+
+  test('another node takes over once the lease expires, and judges what happened meanwhile', async () => {
+    const a = await started('node-a');
+    const id = monitor(a.deps, 'orphan');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('orphan', { query: 'unit:orphan', duration: 600 })]);
+    await a.fire();
+    // node-a dies here: it renews nothing from now on.
+
+    const b = await started('node-b');
+    assert.equal(b.engine.stats().activeRules, 0, 'a live lease is not taken');
+    clock.advance(LEASE_MS - 1);
+    await b.housekeep();
+    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-a', 'not before it expires');
+
+    // What happens while nobody drives the evaluation is recorded, and counts.
+    report(b.deps, id, 'alert');
+    clock.advance(2);
+    await b.housekeep();
+    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
+    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), clock.ms + LEASE_MS);
+    assert.equal(b.timers.armedMs, 0, 'looked at as soon as it is taken over');
+    await b.fire();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail');
+  });
+
+  test('a node taking over drives the window to its end on its own timer', async () => {
+    const a = await started('node-a');
+    const id = monitor(a.deps, 'handed');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('handed', { query: 'unit:handed', duration: 120 })]);
+    await a.fire();
+    await a.engine.stop(); // a clean shutdown hands the lease back at once
+
+    const b = await started('node-b');
+    const rule = () => recorded(db, e.id).rules[0]!;
+    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b', 'taken at start, without waiting for the lease');
+    assert.equal(b.engine.stats().activeRules, 1);
+    assert.equal(b.timers.armedMs, 0, 'looked at as soon as it is taken over');
+    await b.fire();
+    assert.equal(b.timers.armedMs, 120_000, 'then at the window end');
+    clock.advance(120_000);
+    await b.fire();
+    assert.equal(rule().status, 'pass', rule().reason ?? undefined);
+  });
+
+  test('a restarted node resumes its own evaluations at once, leased or not', async () => {
+    const first = await started('node-a');
+    const id = monitor(first.deps, 'mine');
+    report(first.deps, id, 'ok');
+    const e = trigger(first.deps, [jit('mine', { query: 'unit:mine', duration: 60 })]);
+    await first.fire();
+    // The same node id after a crash: its lease is still live, and it is its own.
+    const again = node('node-a');
+    again.engine.start();
+    await again.engine.idle();
+    assert.equal(again.engine.stats().activeRules, 1);
+    assert.equal(again.timers.armedMs, 0, 'looked at at once');
+    clock.advance(60_000);
+    await again.fire();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'pass');
+  });
+});
+
+describe('engine: retention', () => {
+  test('history past retention is pruned by the clock at start', async () => {
+    const a = await started();
+    const id = monitor(a.deps, 'old');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('old', { query: 'unit:old', duration: 0 })]);
+    await a.fire();
+    assert.equal(recorded(db, e.id).evaluation.status, 'pass');
+    await a.engine.stop();
+
+    clock.advance((a.deps.config.retentionDays + 1) * 86_400_000);
+    await started('node-a');
+    assert.equal(recorded(db, e.id).evaluation, undefined);
+  });
+});

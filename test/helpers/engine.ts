@@ -1,0 +1,142 @@
+// The engine and its runners without a server: an in-memory SQLite database, a clock the test
+// moves, and timers the test fires. Nothing here sleeps.
+import { testConfig } from '../../src/config.ts';
+import { type Db, openDb } from '../../src/db/client.ts';
+import { type EvaluationRow, getEvaluation, type RuleEvaluationRow, ruleEvaluationsOf } from '../../src/db/evaluations.ts';
+import type { Deps } from '../../src/domain/deps.ts';
+import { evaluateGate, evaluateGateInputSchema } from '../../src/domain/evaluations.ts';
+import { createEvents } from '../../src/domain/events.ts';
+import { SYSTEM } from '../../src/domain/principal.ts';
+import { createEngine, type EngineOptions, type Scheduler } from '../../src/engine/engine.ts';
+import { planWindow } from '../../src/engine/runners.ts';
+import { createLogger } from '../../src/log.ts';
+import { ingestRequests } from '../../src/sources/apmWriter.ts';
+import type { RequestSpan } from '../../src/sources/otlp.ts';
+
+/** A round start, on a bucket boundary and far from the machine's clock, so a read of the real time shows. */
+export const T0 = Date.UTC(2031, 0, 1);
+
+/** The time as the test sets it. */
+export class TestClock {
+  constructor(public ms = T0) {}
+  readonly now = (): Date => new Date(this.ms);
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+/**
+ * The engine's timers, fired by the test: `fire()` runs the wake-up the engine armed last (as
+ * if its delay had passed), `housekeep()` one round of lease renewal, takeover and NO_DATA sweep.
+ */
+export class ManualTimers implements Scheduler {
+  private timer: { ms: number; run: () => void } | undefined;
+  private readonly intervals = new Set<{ ms: number; run: () => void }>();
+
+  after(ms: number, run: () => void): () => void {
+    const t = { ms, run };
+    this.timer = t;
+    return () => {
+      if (this.timer === t) this.timer = undefined;
+    };
+  }
+
+  every(ms: number, run: () => void): () => void {
+    const t = { ms, run };
+    this.intervals.add(t);
+    return () => this.intervals.delete(t);
+  }
+
+  /** The delay of the armed wake-up, as the engine computed it from its clock; undefined when none. */
+  get armedMs(): number | undefined {
+    return this.timer?.ms;
+  }
+
+  /** The housekeeping period; undefined before start or after stop. */
+  get housekeepingMs(): number | undefined {
+    return [...this.intervals][0]?.ms;
+  }
+
+  fire(): void {
+    const t = this.timer;
+    this.timer = undefined;
+    t?.run();
+  }
+
+  housekeep(): void {
+    for (const t of [...this.intervals]) t.run();
+  }
+}
+
+export function memoryDb(): Db {
+  return openDb(':memory:');
+}
+
+/** What domain functions and the engine need, on `db`, as node `nodeId` (one process). */
+export function unitDeps(db: Db, clock: TestClock, nodeId = 'node-a'): Deps {
+  return {
+    db,
+    events: createEvents(),
+    log: createLogger('silent'),
+    // The default limits: a unit test starts a few evaluations.
+    config: testConfig({ logLevel: 'silent' }),
+    now: clock.now,
+    baseUrl: () => 'http://tollgate.test',
+    nodeId,
+    planWindow,
+  };
+}
+
+/** One process's engine on `db`: its own event bus, node id and timers, the test's clock. */
+export function engineOn(db: Db, clock: TestClock, nodeId = 'node-a', options: EngineOptions = {}) {
+  const deps = unitDeps(db, clock, nodeId);
+  const timers = new ManualTimers();
+  const engine = createEngine(deps, { retryBaseMs: 1000, ...options, scheduler: timers });
+  return {
+    deps,
+    timers,
+    engine,
+    /** Fires the armed wake-up and waits until every check it queued is recorded. */
+    async fire(): Promise<void> {
+      timers.fire();
+      await engine.idle();
+    },
+    /** One housekeeping round, waited for. */
+    async housekeep(): Promise<void> {
+      timers.housekeep();
+      await engine.idle();
+    },
+  };
+}
+
+/** Starts an evaluation as an admin key would, with just-in-time rules (`options` as in the API). */
+export function trigger(deps: Deps, rules: unknown[], extra: Record<string, unknown> = {}): EvaluationRow {
+  const input = evaluateGateInputSchema.parse({ service: 'checkout', env: 'prod', configuration: { rules }, ...extra });
+  return evaluateGate(deps, SYSTEM, input).evaluation;
+}
+
+/** The evaluation and its rules as recorded now. */
+export function recorded(db: Db, id: string): { evaluation: EvaluationRow; rules: RuleEvaluationRow[] } {
+  return { evaluation: getEvaluation(db, id)!, rules: ruleEvaluationsOf(db, [id]) };
+}
+
+/** Requests of one resource and version, spread evenly over [from, from + spreadMs), stored as OTLP ingestion stores them. */
+export async function ingest(deps: Deps, t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string }): Promise<void> {
+  const spans: RequestSpan[] = [];
+  for (let i = 0; i < t.count; i++) {
+    const failed = i < (t.errors ?? 0);
+    spans.push({
+      service: t.service ?? 'checkout',
+      env: t.env ?? 'prod',
+      version: t.version,
+      resource: t.resource,
+      primaryTag: '',
+      startMs: Math.floor(t.from + (i * t.spreadMs) / t.count),
+      durationMs: 3,
+      error: failed,
+      errorType: failed ? (t.errorType ?? 'error') : null,
+      errorMessage: failed ? 'boom' : null,
+    });
+  }
+  await ingestRequests(deps, spans);
+}
