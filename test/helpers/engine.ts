@@ -6,7 +6,7 @@ import { type EvaluationRow, getEvaluation, type RuleEvaluationRow, ruleEvaluati
 import type { Deps } from '../../src/domain/deps.ts';
 import { evaluateGate, evaluateGateInputSchema } from '../../src/domain/evaluations.ts';
 import { createEvents } from '../../src/domain/events.ts';
-import { SYSTEM } from '../../src/domain/principal.ts';
+import { type Principal, SYSTEM } from '../../src/domain/principal.ts';
 import { createEngine, type EngineOptions, type Scheduler } from '../../src/engine/engine.ts';
 import { planWindow } from '../../src/engine/runners.ts';
 import { createLogger } from '../../src/log.ts';
@@ -109,10 +109,10 @@ export function engineOn(db: Db, clock: TestClock, nodeId = 'node-a', options: E
   };
 }
 
-/** Starts an evaluation as an admin key would, with just-in-time rules (`options` as in the API). */
-export function trigger(deps: Deps, rules: unknown[], extra: Record<string, unknown> = {}): EvaluationRow {
+/** Starts an evaluation with just-in-time rules (`options` as in the API), by an admin key unless told. */
+export function trigger(deps: Deps, rules: unknown[], extra: Record<string, unknown> = {}, actor: Principal = SYSTEM): EvaluationRow {
   const input = evaluateGateInputSchema.parse({ service: 'checkout', env: 'prod', configuration: { rules }, ...extra });
-  return evaluateGate(deps, SYSTEM, input).evaluation;
+  return evaluateGate(deps, actor, input).evaluation;
 }
 
 /** The evaluation and its rules as recorded now. */
