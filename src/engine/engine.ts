@@ -37,7 +37,7 @@ export interface Scheduler {
   every(ms: number, run: () => void): () => void;
 }
 
-export const realTimers: Scheduler = {
+const realTimers: Scheduler = {
   after(ms, run) {
     const t = setTimeout(run, ms);
     return () => clearTimeout(t);
