@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +7,12 @@ import { after, test } from 'node:test';
 import { ADMIN_KEY, EVALUATION_FIELDS, jitMonitor, sleep } from './helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-crash-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+// A failed assertion must not leave a server behind: a live child keeps the test process (and CI) waiting.
+const children = new Set<ChildProcess>();
+after(() => {
+  for (const child of children) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
 
 /** A real `tollgate serve` process on the test's database; resolves once it listens. */
 async function serve() {
@@ -15,11 +20,14 @@ async function serve() {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TOLLGATE_DB: join(dir, 'crash.db'), TOLLGATE_BOOTSTRAP_KEY: ADMIN_KEY, TOLLGATE_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  for (let i = 0; i < 300 && !/listening on (http:\/\/\S+)/.test(stderr); i++) await sleep(50);
+  // Start-up takes seconds on a loaded machine (tsx compiles the tree): wait for the line or the exit.
+  for (let i = 0; i < 1200 && child.exitCode === null && !/listening on (http:\/\/\S+)/.test(stderr); i++) await sleep(50);
   const url = /listening on (http:\/\/\S+)/.exec(stderr)?.[1];
-  assert.ok(url, stderr);
+  assert.ok(url, `tollgate serve did not start (exit code ${child.exitCode}): ${stderr}`);
   const gql = async (query: string, variables?: Record<string, unknown>) => {
     const res = await fetch(`${url}/graphql`, {
       method: 'POST',
