@@ -7,7 +7,12 @@ import { after, test } from 'node:test';
 import { selfSignedCert, skipWithout } from './helpers.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tollgate-proc-'));
-after(() => rmSync(dir, { recursive: true, force: true }));
+// A failed assertion must not leave a server behind: a live child keeps the test process (and CI) waiting.
+const children = new Set<ChildProcess>();
+after(() => {
+  for (const child of children) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
 
 /** `tollgate serve` as a user runs it, in its own process. */
 function serve(env: Record<string, string>, args: string[] = []) {
@@ -15,11 +20,13 @@ function serve(env: Record<string, string>, args: string[] = []) {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', TOLLGATE_DB: join(dir, 'proc.db'), TOLLGATE_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.add(child);
+  child.once('exit', () => children.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const banner = async () => {
-    for (let i = 0; i < 200 && !/Admin API key[^\n]*\n?.*/s.test(stderr.split('Database:')[1] ?? ''); i++) {
+    for (let i = 0; i < 1200 && !/Admin API key[^\n]*\n?.*/s.test(stderr.split('Database:')[1] ?? ''); i++) {
       if (child.exitCode !== null) break;
       await new Promise((r) => setTimeout(r, 50));
     }
