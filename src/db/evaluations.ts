@@ -1,5 +1,6 @@
-import { and, asc, desc, eq, gt, gte, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { KeysetPage, Tx } from './client.ts';
+import { type EvaluationFilter, filterSql } from './evaluationFilter.ts';
 import { evaluations, ruleEvaluations, type RuleType } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';
@@ -10,24 +11,7 @@ export type NewEvaluationRow = typeof evaluations.$inferInsert;
 export type NewRuleEvaluationRow = typeof ruleEvaluations.$inferInsert;
 export type Status = EvaluationRow['status'];
 
-export interface EvaluationFilter {
-  service?: string[];
-  env?: string[];
-  identifier?: string[];
-  version?: string[];
-  status?: Status[];
-  dryRun?: boolean;
-  gateId?: string;
-  gateIds?: string[];
-  /** An evaluation matches when one of its rules has one of these types / names. */
-  ruleType?: RuleType[];
-  ruleName?: string[];
-  startedAfter?: Date;
-  startedBefore?: Date;
-  /** Environments the caller may see; null for all. */
-  envs?: readonly string[] | null;
-  evaluationIds?: string[];
-}
+export type { EvaluationFilter } from './evaluationFilter.ts';
 
 export function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): void {
   db.insert(evaluations).values(row).run();
@@ -109,29 +93,6 @@ export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvalua
       .returning()
       .prepare(),
   ).get({ ...values, id })!;
-}
-
-/** One of the evaluation's rules meets `condition` (read through the rules' evaluation index). */
-const hasRule = (condition: SQL) =>
-  sql`exists (select 1 from ${ruleEvaluations} where ${ruleEvaluations.evaluationId} = ${evaluations.id} and ${condition})`;
-
-function filterSql(filter: EvaluationFilter): SQL[] {
-  const where: SQL[] = [];
-  if (filter.service?.length) where.push(inList(evaluations.service, filter.service));
-  if (filter.env?.length) where.push(inList(evaluations.env, filter.env));
-  if (filter.identifier?.length) where.push(inList(evaluations.identifier, filter.identifier));
-  if (filter.version?.length) where.push(inList(evaluations.version, filter.version));
-  if (filter.status?.length) where.push(inList(evaluations.status, filter.status));
-  if (filter.dryRun !== undefined) where.push(eq(evaluations.dryRun, filter.dryRun));
-  if (filter.gateId !== undefined) where.push(eq(evaluations.gateId, filter.gateId));
-  if (filter.gateIds?.length) where.push(inList(evaluations.gateId, filter.gateIds));
-  if (filter.ruleType?.length) where.push(hasRule(inList(ruleEvaluations.type, filter.ruleType)));
-  if (filter.ruleName?.length) where.push(hasRule(inList(ruleEvaluations.name, filter.ruleName)));
-  if (filter.startedAfter) where.push(gte(evaluations.startedAt, filter.startedAfter));
-  if (filter.startedBefore) where.push(lt(evaluations.startedAt, filter.startedBefore));
-  if (filter.envs) where.push(inList(evaluations.env, filter.envs));
-  if (filter.evaluationIds) where.push(inList(evaluations.id, filter.evaluationIds));
-  return where;
 }
 
 /** How many evaluations the filter selects: one COUNT, the same conditions as a page. */

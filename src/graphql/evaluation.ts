@@ -3,6 +3,7 @@ import { Repeater } from '@repeaterjs/repeater';
 import DataLoader from 'dataloader';
 import type { GateRow } from '../db/gates.ts';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
+import { filterMatches } from '../db/evaluationFilter.ts';
 import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError } from '../domain/errors.ts';
@@ -30,7 +31,7 @@ import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
 import { assertUuid } from '../domain/ids.ts';
 import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
-import { canSeeEnv, type Principal, requireScope } from '../domain/principal.ts';
+import { type Principal, requireScope } from '../domain/principal.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
 import { builder } from './builder.ts';
@@ -445,21 +446,6 @@ export function toFilter(f: FilterArg): EvaluationFilterShape {
   };
 }
 
-function matchesFilter({ evaluation: e, rules }: EvaluationSnapshot, f: EvaluationFilterShape): boolean {
-  return (
-    (!f.gateIds?.length || (e.gateId !== null && f.gateIds.includes(e.gateId))) &&
-    (!f.ruleType?.length || rules.some((r) => f.ruleType!.includes(r.type))) &&
-    (!f.ruleName?.length || rules.some((r) => f.ruleName!.includes(r.name))) &&
-    (!f.service?.length || f.service.includes(e.service)) &&
-    (!f.env?.length || f.env.includes(e.env)) &&
-    (!f.identifier?.length || f.identifier.includes(e.identifier)) &&
-    (!f.version?.length || (e.version !== null && f.version.includes(e.version))) &&
-    (!f.status?.length || f.status.includes(e.status)) &&
-    (f.dryRun === undefined || e.dryRun === f.dryRun) &&
-    (f.gateId === undefined || e.gateId === f.gateId)
-  );
-}
-
 // ---- stats ----
 
 const StatusCount = builder.objectRef<{ status: EvaluationRow['status']; count: number }>('StatusCount').implement({
@@ -642,7 +628,7 @@ builder.subscriptionField('evaluationEvents', (t) =>
       requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
       const filter = toFilter(args.filter);
       return deps.events.subscribe('evaluation.changed', (snap) =>
-        canSeeEnv(principal, snap.evaluation.env) && matchesFilter(snap, filter) ? view(snap) : undefined,
+        filterMatches({ ...filter, envs: principal.envs }, snap) ? view(snap) : undefined,
       );
     },
     resolve: (e) => e,
