@@ -91,6 +91,29 @@ export function boundedFilterList<T>(values: T[] | undefined, field: string): T[
   return values;
 }
 
+/** The API's evaluation filter (GraphQL sends null for what is not asked). */
+export type EvaluationFilterInput = {
+  [K in Exclude<keyof EvaluationFilter, 'gateId' | 'gateIds' | 'envs' | 'evaluationIds'>]?: EvaluationFilter[K] | null;
+} & { gateId?: string | number | null; gateIds?: Array<string | number> | null };
+
+/** The API's filter checked (lists bounded, ids well formed), as queries and live streams take it. */
+export function checkEvaluationFilter(f: EvaluationFilterInput | null | undefined): EvaluationFilter {
+  return {
+    service: boundedFilterList(f?.service ?? undefined, 'filter.service'),
+    env: boundedFilterList(f?.env ?? undefined, 'filter.env'),
+    identifier: boundedFilterList(f?.identifier ?? undefined, 'filter.identifier'),
+    version: boundedFilterList(f?.version ?? undefined, 'filter.version'),
+    status: boundedFilterList(f?.status ?? undefined, 'filter.status'),
+    dryRun: f?.dryRun ?? undefined,
+    gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
+    gateIds: boundedFilterList(f?.gateIds ?? undefined, 'filter.gateIds')?.map((id, i) => assertUuid(String(id), `filter.gateIds[${i}]`)),
+    ruleType: boundedFilterList(f?.ruleType ?? undefined, 'filter.ruleType'),
+    ruleName: boundedFilterList(f?.ruleName ?? undefined, 'filter.ruleName'),
+    startedAfter: f?.startedAfter ?? undefined,
+    startedBefore: f?.startedBefore ?? undefined,
+  };
+}
+
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'evaluations:write'], 'read evaluations');
 
 export function loadSnapshot(deps: Deps, id: string): EvaluationSnapshot | null {

@@ -73,18 +73,43 @@ export function createEvents(target: EventTarget = new EventTarget()) {
       return () => target.removeEventListener(topic, listener);
     },
 
-    /** Events of a topic that pass `keep`, as an iterator that stops listening when returned. */
-    subscribe<T extends Topic, R = Topics[T]>(topic: T, keep: (payload: Topics[T]) => R | undefined = (p) => p as unknown as R): Repeater<R> {
+    /**
+     * Events of a topic that pass `keep` (mapped to what it returns), as an iterator that stops
+     * listening when returned. With `from`, the stream starts with the state `from.current()`
+     * reads right after listening began (both synchronously, so no change falls between; when
+     * there is none the stream ends at once), and ends after the value `from.last` accepts.
+     */
+    subscribe<T extends Topic, R = Topics[T]>(
+      topic: T,
+      keep: (payload: Topics[T]) => R | undefined = (p) => p as unknown as R,
+      from?: { current: () => R | undefined; last: (value: R) => boolean },
+    ): Repeater<R> {
       return new Repeater<R>(async (push, stop) => {
         let pending = 0;
-        const off = this.on(topic, (payload) => {
-          const value = keep(payload);
-          if (value === undefined) return;
+        const send = (value: R) => {
           if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
           void push(value).then(() => pending--, () => {});
+          if (from?.last(value)) stop();
+        };
+        const off = this.on(topic, (payload) => {
+          let value: R | undefined;
+          try {
+            value = keep(payload);
+          } catch (err) {
+            return stop(err); // this subscriber's stream fails, alone; the publisher and the others go on
+          }
+          if (value !== undefined) send(value);
         });
-        await stop;
-        off();
+        try {
+          if (from) {
+            const current = from.current();
+            if (current === undefined) stop();
+            else send(current);
+          }
+          await stop;
+        } finally {
+          off();
+        }
       });
     },
   };

@@ -27,7 +27,7 @@ import type { MonitorStateChange } from './events.ts';
 import { badInput, DomainError, notFound, parseInput } from './errors.ts';
 import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
-import { type Expr, groupTagsOf, type MatchableMonitor, matches, matchWork, mentions, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
+import { type Expr, groupTagsOf, type MatchableMonitor, matches, matchWork, mentions, MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 import { type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
 
@@ -403,6 +403,17 @@ export function groupsByMonitor(rows: readonly MonitorGroupRow[]): Map<string, M
 export function monitorMatches(expr: Expr, m: MonitorRow, groups: readonly MonitorGroupRow[]): boolean {
   const mm = matchable(m, groups);
   return matches(expr, mm, null) || groups.some((g) => matches(expr, mm, groupTagsOf(g.group)));
+}
+
+/** A monitor search as the caller gave it in `field`: null when empty, BAD_USER_INPUT naming the field when it does not parse. */
+export function parseMonitorSearch(query: string | null | undefined, field: string): Expr | null {
+  if (!query?.trim()) return null;
+  try {
+    return parseMonitorQuery(query);
+  } catch (err) {
+    if (err instanceof MonitorQueryError) throw badInput(field, `invalid monitor query: ${err.message}`);
+    throw err;
+  }
 }
 
 /**

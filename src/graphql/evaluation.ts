@@ -1,16 +1,13 @@
 import { createContextCache } from '@pothos/core';
-import { Repeater } from '@repeaterjs/repeater';
 import DataLoader from 'dataloader';
 import type { GateRow } from '../db/gates.ts';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
-import { filterMatches } from '../db/evaluationFilter.ts';
-import type { EvaluationFilter as EvaluationFilterShape, EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
-import type { Deps } from '../domain/deps.ts';
+import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import { DomainError } from '../domain/errors.ts';
-import { MAX_PENDING_EVENTS, SlowSubscriberError } from '../domain/events.ts';
 import {
   boundedFilterList,
   cancelEvaluation,
+  checkEvaluationFilter,
   countEvaluations,
   evaluateGate,
   evaluateGateInputSchema,
@@ -22,16 +19,14 @@ import {
   latestEvaluationsOf,
   listEvaluations,
   MAX_GATE_EVALUATIONS,
-  loadSnapshot,
   reported,
   rerunEvaluation,
   rulesOfEvaluations,
 } from '../domain/evaluations.ts';
 import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
-import { assertUuid } from '../domain/ids.ts';
 import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
-import { type Principal, requireScope } from '../domain/principal.ts';
+import { evaluationChanges, followEvaluation } from '../domain/live.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
 import { builder } from './builder.ts';
@@ -414,38 +409,6 @@ export const EvaluationFilter = builder.inputType('EvaluationFilter', {
   }),
 });
 
-type FilterArg = {
-  service?: string[] | null;
-  env?: string[] | null;
-  identifier?: string[] | null;
-  version?: string[] | null;
-  status?: EvaluationRow['status'][] | null;
-  dryRun?: boolean | null;
-  gateId?: string | number | null;
-  gateIds?: Array<string | number> | null;
-  ruleType?: RuleEvaluationRow['type'][] | null;
-  ruleName?: string[] | null;
-  startedAfter?: Date | null;
-  startedBefore?: Date | null;
-} | null | undefined;
-
-export function toFilter(f: FilterArg): EvaluationFilterShape {
-  return {
-    service: boundedFilterList(f?.service ?? undefined, 'filter.service'),
-    env: boundedFilterList(f?.env ?? undefined, 'filter.env'),
-    identifier: boundedFilterList(f?.identifier ?? undefined, 'filter.identifier'),
-    version: boundedFilterList(f?.version ?? undefined, 'filter.version'),
-    status: boundedFilterList(f?.status ?? undefined, 'filter.status'),
-    dryRun: f?.dryRun ?? undefined,
-    gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
-    gateIds: boundedFilterList(f?.gateIds ?? undefined, 'filter.gateIds')?.map((id, i) => assertUuid(String(id), `filter.gateIds[${i}]`)),
-    ruleType: boundedFilterList(f?.ruleType ?? undefined, 'filter.ruleType'),
-    ruleName: boundedFilterList(f?.ruleName ?? undefined, 'filter.ruleName'),
-    startedAfter: f?.startedAfter ?? undefined,
-    startedBefore: f?.startedBefore ?? undefined,
-  };
-}
-
 // ---- stats ----
 
 const StatusCount = builder.objectRef<{ status: EvaluationRow['status']; count: number }>('StatusCount').implement({
@@ -523,7 +486,7 @@ builder.queryField('evaluations', (t) =>
       description: 'Newest first.',
       args: { filter: t.arg({ type: EvaluationFilter }) },
       resolve: (_root, args, { deps, principal }) => {
-        const filter = toFilter(args.filter);
+        const filter = checkEvaluationFilter(args.filter);
         return withTotalCount(
           resolveCursorConnection<EvaluationView[]>({ args, toCursor: (e) => e.id }, ({ after, before, limit, inverted }): EvaluationView[] =>
             listEvaluations(deps, principal, filter, { after, before, limit, inverted }),
@@ -545,7 +508,7 @@ builder.queryField('evaluationStats', (t) =>
     resolve: (_root, args, { deps, principal }) => {
       const top = args.top ?? 10;
       if (top < 1 || top > 100) throw new DomainError('BAD_USER_INPUT', 'top: must be between 1 and 100', 'top');
-      return evaluationStats(deps, principal, toFilter(args.filter), top);
+      return evaluationStats(deps, principal, checkEvaluationFilter(args.filter), top);
     },
   }),
 );
@@ -579,34 +542,6 @@ builder.mutationField('rerunEvaluation', (t) =>
   }),
 );
 
-/**
- * The current state first, then every later committed change, until the evaluation finishes.
- * The bus is listened to before the state is read (both synchronously), so nothing falls in
- * between; revisions drop what the first answer already showed. A Repeater, so that a client
- * leaving stops it at once.
- */
-function followEvaluation(deps: Deps, principal: Principal, id: string): Repeater<EvaluationView> {
-  const evaluationId = assertUuid(id, 'id');
-  const exists = getEvaluation(deps, principal, evaluationId); // scope and environment, as a GraphQL error
-  if (!exists) throw new DomainError('NOT_FOUND', `evaluation ${id} does not exist`, 'id');
-  return new Repeater<EvaluationView>(async (push, stop) => {
-    let seen = 0;
-    let pending = 0;
-    const send = (snap: EvaluationSnapshot) => {
-      seen = snap.evaluation.revision;
-      if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
-      void push(view(snap)).then(() => pending--, () => {});
-      if (snap.evaluation.finishedAt) stop();
-    };
-    const off = deps.events.on('evaluation.changed', (snap) => {
-      if (snap.evaluation.id === evaluationId && snap.evaluation.revision > seen) send(snap);
-    });
-    send(loadSnapshot(deps, evaluationId)!);
-    await stop;
-    off();
-  });
-}
-
 builder.subscriptionField('evaluationUpdated', (t) =>
   t.field({
     type: Evaluation,
@@ -614,7 +549,7 @@ builder.subscriptionField('evaluationUpdated', (t) =>
     description: 'The evaluation now, then each change of it or one of its rules, in order, until it finishes.',
     args: { id: t.arg.id({ required: true }) },
     subscribe: (_root, { id }, { deps, principal }) => followEvaluation(deps, principal, String(id)),
-    resolve: (e) => e,
+    resolve: view,
   }),
 );
 
@@ -624,13 +559,7 @@ builder.subscriptionField('evaluationEvents', (t) =>
     authScopes: READ,
     description: 'Every change of every evaluation matching the filter (status: the real status after the change).',
     args: { filter: t.arg({ type: EvaluationFilter }) },
-    subscribe: (_root, args, { deps, principal }) => {
-      requireScope(principal, ['gates:read', 'evaluations:write'], 'read evaluations');
-      const filter = toFilter(args.filter);
-      return deps.events.subscribe('evaluation.changed', (snap) =>
-        filterMatches({ ...filter, envs: principal.envs }, snap) ? view(snap) : undefined,
-      );
-    },
-    resolve: (e) => e,
+    subscribe: (_root, args, { deps, principal }) => evaluationChanges(deps, principal, checkEvaluationFilter(args.filter)),
+    resolve: view,
   }),
 );

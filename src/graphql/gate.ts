@@ -8,7 +8,6 @@ import {
   checkGateFilter,
   countGates,
   createGateInputSchema,
-  gateMatches,
   deleteGate,
   getGate,
   getGateByKey,
@@ -18,7 +17,7 @@ import {
   updateGate,
   updateGateInputSchema,
 } from '../domain/gates.ts';
-import { canSeeEnv } from '../domain/principal.ts';
+import { gateChanges } from '../domain/live.ts';
 import { builder } from './builder.ts';
 import type { Context } from './context.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
@@ -229,10 +228,7 @@ builder.subscriptionField('gateEvents', (t) =>
     authScopes: { 'gates:read': true },
     description: 'Gates created, updated (including their rules) and deleted, for live configuration views.',
     args: { filter: t.arg({ type: GateFilter }) },
-    subscribe: (_root, args, { deps, principal }) => {
-      const filter = toGateFilter(args.filter);
-      return deps.events.subscribe('gate.events', (e) => (canSeeEnv(principal, e.gate.env) && gateMatches(e.gate, filter) ? e : undefined));
-    },
+    subscribe: (_root, args, { deps, principal }) => gateChanges(deps, principal, toGateFilter(args.filter)),
     resolve: (e) => e,
   }),
 );

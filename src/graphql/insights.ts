@@ -8,8 +8,9 @@ import {
   MAX_REASON_ROWS,
   type VerdictTime,
 } from '../domain/insights.ts';
+import { checkEvaluationFilter } from '../domain/evaluations.ts';
 import { builder } from './builder.ts';
-import { EvaluationFilter, GateFailures, RuleFailures, toFilter } from './evaluation.ts';
+import { EvaluationFilter, GateFailures, RuleFailures } from './evaluation.ts';
 import { RuleType } from './rule.ts';
 
 const READ = { 'gates:read': true, 'evaluations:write': true } as const;
@@ -49,7 +50,7 @@ builder.queryField('evaluationFacets', (t) =>
       filter: t.arg({ type: EvaluationFilter }),
       top: t.arg.int({ defaultValue: 20, description: 'Values per facet, 1–100.' }),
     },
-    resolve: (_root, args, { deps, principal }) => evaluationFacets(deps, principal, toFilter(args.filter), args.top ?? 20),
+    resolve: (_root, args, { deps, principal }) => evaluationFacets(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 20),
   }),
 );
 
@@ -111,6 +112,6 @@ builder.queryField('evaluationInsights', (t) =>
       filter: t.arg({ type: EvaluationFilter }),
       top: t.arg.int({ defaultValue: 10, description: 'Length of each list, 1–100.' }),
     },
-    resolve: (_root, args, { deps, principal }) => evaluationInsights(deps, principal, toFilter(args.filter), args.top ?? 10),
+    resolve: (_root, args, { deps, principal }) => evaluationInsights(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 10),
   }),
 );

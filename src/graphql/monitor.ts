@@ -1,9 +1,6 @@
 import { resolveArrayConnection } from '@pothos/plugin-relay';
 import { recentTransitions } from '../db/monitors.ts';
-import { DomainError } from '../domain/errors.ts';
-import { MonitorQueryError, parseMonitorQuery } from '../domain/monitorQuery.ts';
 import {
-  canSeeMonitor,
   createMonitor,
   createMonitorInputSchema,
   deleteMonitor,
@@ -14,17 +11,16 @@ import {
   type ApmDefinition,
   type MonitorDefinition,
   type MonitorStateChange,
+  parseMonitorSearch,
   reportMonitorState,
   reportMonitorStateInputSchema,
-  requireVisibleMonitor,
   searchMonitors,
-  transitionMatches,
   updateMonitor,
   updateMonitorInputSchema,
   worstState,
 } from '../domain/monitors.ts';
 import { checkMonitorFilter, filterMonitors } from '../domain/monitorFilter.ts';
-import { requireScope } from '../domain/principal.ts';
+import { monitorTransitions } from '../domain/live.ts';
 import { builder } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
@@ -199,16 +195,6 @@ const MonitorFilterInput = builder.inputType('MonitorFilter', {
   }),
 });
 
-function parseQueryArg(query: string | null | undefined, field: string) {
-  if (!query?.trim()) return null;
-  try {
-    return parseMonitorQuery(query);
-  } catch (err) {
-    if (err instanceof MonitorQueryError) throw new DomainError('BAD_USER_INPUT', `${field}: invalid monitor query: ${err.message}`, field);
-    throw err;
-  }
-}
-
 const READ = { 'gates:read': true, 'monitors:write': true } as const;
 
 builder.queryField('monitor', (t) =>
@@ -232,7 +218,7 @@ builder.queryField('monitors', (t) =>
         filter: t.arg({ type: MonitorFilterInput, description: 'Typed conditions, all of which must hold, beside the query.' }),
       },
       resolve: async (_root, args, { deps, principal }) => {
-        parseQueryArg(args.query, 'query');
+        parseMonitorSearch(args.query, 'query');
         const filter = checkMonitorFilter({
           states: args.filter?.states ?? undefined,
           types: args.filter?.types ?? undefined,
@@ -291,15 +277,7 @@ builder.subscriptionField('monitorStateChanged', (t) =>
     description:
       'Every transition of a monitor matching the query (all without one), or of the one monitor monitorId names (NOT_FOUND when the key cannot see it). Both given: that monitor while it matches the query.',
     args: { query: t.arg.string(), monitorId: t.arg.id() },
-    subscribe: (_root, args, { deps, principal }) => {
-      requireScope(principal, ['gates:read', 'monitors:write'], 'watch monitors');
-      const expr = parseQueryArg(args.query, 'query');
-      const only = args.monitorId == null ? null : requireVisibleMonitor(deps, principal, String(args.monitorId), 'monitorId').id;
-      // Visibility is asked again at every transition: a monitor retagged into another env falls silent.
-      return deps.events.subscribe('monitor.transition', (c) =>
-        (only === null || c.monitor.id === only) && canSeeMonitor(principal, c.monitor) && (!expr || transitionMatches(deps, expr, c)) ? c : undefined,
-      );
-    },
+    subscribe: (_root, args, { deps, principal }) => monitorTransitions(deps, principal, { query: args.query, monitorId: args.monitorId?.toString() }),
     resolve: (c) => c,
   }),
 );

@@ -1,0 +1,76 @@
+// Live streams as domain operations (src/domain/live.ts) on the event bus, called the way any
+// transport calls them; the GraphQL suites (evaluations, fanout, leaks, websocket) cover them
+// through graphql-ws.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { deleteFinishedBefore } from '../src/db/evaluations.ts';
+import { createEvents } from '../src/domain/events.ts';
+import { followEvaluation, monitorTransitions } from '../src/domain/live.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import { driver, jitMonitor, startServer, type TestServer } from './helpers.ts';
+
+describe('the event bus: a state, then its changes, until the last', () => {
+  test('the current state comes first, changes follow in order, and the stream ends after the last', async () => {
+    const events = createEvents();
+    let state = 1;
+    const stream = events.subscribe('config.changed', () => ++state, { current: () => state, last: (n) => n === 3 });
+    const first = stream.next(); // the stream starts: listening, then the state read
+    events.publish('config.changed', null);
+    events.publish('config.changed', null);
+    events.publish('config.changed', null); // after the last: not sent
+    const got = [(await first).value, (await stream.next()).value, (await stream.next()).value];
+    assert.deepEqual(got, [1, 2, 3]);
+    assert.deepEqual(await stream.next(), { done: true, value: undefined });
+    const calls = state;
+    events.publish('config.changed', null);
+    assert.equal(state, calls, 'an ended stream no longer listens');
+  });
+
+  test('without a current state the stream ends at once', async () => {
+    const events = createEvents();
+    const stream = events.subscribe('config.changed', () => 1, { current: () => undefined, last: () => false });
+    assert.deepEqual(await stream.next(), { done: true, value: undefined });
+  });
+
+  test("a filter that throws fails its own stream only; the publisher and other subscribers go on", async () => {
+    const events = createEvents();
+    const failing = events.subscribe('config.changed', () => {
+      throw new Error('the filter could not read');
+    });
+    const healthy = events.subscribe('config.changed', () => 'heard');
+    const failed = failing.next();
+    const heard = healthy.next();
+    events.publish('config.changed', null);
+    await assert.rejects(failed, /the filter could not read/);
+    assert.equal((await heard).value, 'heard');
+    await healthy.return();
+  });
+});
+
+describe('live operations', () => {
+  let s: TestServer;
+  let d: ReturnType<typeof driver>;
+  before(async () => {
+    s = await startServer();
+    d = driver(s);
+  });
+  after(() => s.stop());
+
+  test('following an evaluation removed before its stream starts ends the stream instead of failing', async () => {
+    const monitor = await d.monitor('live ok', ['live:gone']);
+    await d.report(monitor, 'OK');
+    const id = (await d.evaluate({ service: 'live-gone', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'live:gone' })] } })).data.evaluateGate.id;
+    await d.follow(id); // until it finishes
+    const stream = followEvaluation(s.app.deps, SYSTEM, id); // found now
+    assert.ok(deleteFinishedBefore(s.app.deps.db, new Date(Date.now() + 60_000)) >= 1); // retention removes it
+    assert.deepEqual(await stream.next(), { done: true, value: undefined });
+  });
+
+  test('a monitor search that does not parse is refused naming its field, as the monitors query refuses it', async () => {
+    assert.throws(() => monitorTransitions(s.app.deps, SYSTEM, { query: 'service:(' }), { code: 'BAD_USER_INPUT', field: 'query' });
+    const listed = await s.gql('{ monitors(query: "service:(") { totalCount } }');
+    const watched = await s.gql('subscription { monitorStateChanged(query: "service:(") { to } }');
+    assert.equal(listed.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.equal(watched.errors?.[0]?.message, listed.errors?.[0]?.message);
+  });
+});
