@@ -96,6 +96,9 @@ describe('metric rule options through the API', () => {
     ['both query and apm', { query: 'up', apm: { metric: 'ERROR_RATE' }, bound: '<= 1' }, 'apm', /not both/],
     ['unbalanced PromQL', { query: 'sum(up', bound: '<= 1' }, 'query', /invalid PromQL: the "\(" at character 4 is never closed/],
     ['an unknown placeholder', { query: 'up{v="{{canary}}"}', bound: '<= 1' }, 'query', /unknown placeholder/],
+    // Inside another string the escaping of the value does not hold: a version with ' or ` would end it and write PromQL.
+    ['a placeholder inside a single-quoted string', { query: `up{v='"{{version}}"'}`, bound: '<= 1' }, 'query', /\{\{version\}\} must be a whole label value in double quotes/],
+    ['a placeholder inside a raw string', { query: 'up{v=`"{{version}}"`}', bound: '<= 1' }, 'query', /\{\{version\}\} must be a whole label value in double quotes/],
     ['a relative bound without a version matcher or baselineQuery', { query: 'up', bound: '<= +10%' }, 'query', /match the version in the query/],
     ['baselineQuery with an absolute bound', { query: 'up', baselineQuery: 'up', bound: '<= 1' }, 'baselineQuery', /only read with a relative bound/],
     ['margin with an absolute bound', { query: 'up', bound: '<= 1', margin: 0.1 }, 'margin', /widens a relative bound/],

@@ -74,10 +74,16 @@ type Placeholder = (typeof PLACEHOLDERS)[number];
 export function promqlProblem(q: string): string | null {
   const stack: Array<{ char: string; at: number }> = [];
   const closing: Record<string, string> = { ')': '(', ']': '[', '}': '{' };
+  // Where a placeholder may be: a double-quoted string that is nothing else (the only place
+  // promqlString's escaping keeps the value inside the string), or a comment (inert there).
+  const wholeStrings = new Set<number>();
+  const comments: Array<[number, number]> = [];
   for (let i = 0; i < q.length; i++) {
     const c = q[i]!;
     if (c === '#') {
+      const start = i;
       while (i < q.length && q[i] !== '\n') i++;
+      comments.push([start, i]);
     } else if (c === '"' || c === "'" || c === '`') {
       const start = i;
       for (i++; i < q.length && q[i] !== c; i++) {
@@ -85,6 +91,7 @@ export function promqlProblem(q: string): string | null {
         else if (c !== '`' && q[i] === '\n') break;
       }
       if (q[i] !== c) return `the string opened at character ${start + 1} is not closed`;
+      if (c === '"' && /^"\{\{[^{}]*\}\}"$/.test(q.slice(start, i + 1))) wholeStrings.add(start);
     } else if (c === '(' || c === '[' || c === '{') {
       stack.push({ char: c, at: i });
     } else if (c in closing) {
@@ -98,7 +105,8 @@ export function promqlProblem(q: string): string | null {
   for (const m of q.matchAll(/\{\{([^{}]*)\}\}/g)) {
     const name = m[1]!;
     if (!(PLACEHOLDERS as readonly string[]).includes(name)) return `unknown placeholder "{{${name}}}": a query may use {{version}}, {{service}} and {{env}}`;
-    if (q[m.index - 1] !== '"' || q[m.index + m[0].length] !== '"') {
+    if (comments.some(([from, to]) => m.index > from && m.index < to)) continue;
+    if (!wholeStrings.has(m.index - 1)) {
       return `{{${name}}} must be a whole label value in double quotes, e.g. ${name}="{{${name}}}"`;
     }
   }
