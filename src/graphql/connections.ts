@@ -13,6 +13,7 @@ export async function withTotalCount<C extends object>(connection: C | Promise<C
 
 /** The connection-object options that add `totalCount`. */
 export const totalCountFields = {
+  // biome-ignore lint/suspicious/noExplicitAny: spread into three connections, each with its own Pothos field-builder type
   fields: (t: any) => ({
     totalCount: t.int({
       description: 'How many items the filter selects in all (not only this page), among those the caller may see.',

@@ -4,10 +4,25 @@
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { joinPrimaryTags } from '../db/apm.ts';
 
-const ExportTraceServiceRequest = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
-const ExportTraceServiceResponse = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse;
-const SpanMessage = (root as any).opentelemetry.proto.trace.v1.Span;
-const ResourceMessage = (root as any).opentelemetry.proto.resource.v1.Resource;
+/** The generated root is untyped JavaScript: the message classes used here, as far as they are used. */
+interface ProtoMessage {
+  decode(buf: Uint8Array): unknown;
+  encode(message: unknown): { finish(): Uint8Array };
+  fromObject(object: object): unknown;
+}
+type ProtoRoot = {
+  opentelemetry: {
+    proto: {
+      collector: { trace: { v1: { ExportTraceServiceRequest: ProtoMessage; ExportTraceServiceResponse: ProtoMessage } } };
+      trace: { v1: { Span: ProtoMessage } };
+      resource: { v1: { Resource: ProtoMessage } };
+    };
+  };
+};
+const { proto } = (root as unknown as ProtoRoot).opentelemetry;
+const { ExportTraceServiceRequest, ExportTraceServiceResponse } = proto.collector.trace.v1;
+const SpanMessage = proto.trace.v1.Span;
+const ResourceMessage = proto.resource.v1.Resource;
 
 export class OtlpDecodeError extends Error {
   override name = 'OtlpDecodeError';
@@ -383,7 +398,7 @@ export async function forEachRequestSpan(
           continue;
         }
         if (r.resource) await decodeInTurn(r.resource);
-        const ctx = resourceContext(r.resource ? decodeMessage(ResourceMessage, body, r.resource).attributes : []);
+        const ctx = resourceContext(r.resource ? decodeMessage<{ attributes?: KeyValue[] }>(ResourceMessage, body, r.resource).attributes : []);
         if (ctx.service === null) {
           rejected += r.spans.length;
           if (r.spans.length > 0) problems.add(NO_SERVICE);
@@ -396,7 +411,7 @@ export async function forEachRequestSpan(
             continue;
           }
           await decodeInTurn(range);
-          await handle(decodeMessage(SpanMessage, body, range), ctx as ResourceContext & { service: string });
+          await handle(decodeMessage<OtlpSpan>(SpanMessage, body, range), ctx as ResourceContext & { service: string });
         }
       }
     } else {
@@ -449,9 +464,9 @@ interface Range {
   end: number;
 }
 
-function decodeMessage(type: { decode(buf: Uint8Array): unknown }, body: Buffer, r: Range): any {
+function decodeMessage<T>(type: ProtoMessage, body: Buffer, r: Range): T {
   try {
-    return type.decode(body.subarray(r.start, r.end));
+    return type.decode(body.subarray(r.start, r.end)) as T;
   } catch (err) {
     throw new OtlpDecodeError(`body is not an OTLP ExportTraceServiceRequest in protobuf: ${(err as Error).message}`);
   }

@@ -75,7 +75,7 @@ export function prometheusClient(o: PrometheusOptions) {
     },
 
     async alertingRules(): Promise<AlertingRule[]> {
-      const data = await get<{ groups: Array<{ name: string; rules: Array<Record<string, any>> }> }>('/api/v1/rules?type=alert');
+      const data = await get<{ groups: Array<{ name: string; rules: ApiRule[] }> }>('/api/v1/rules?type=alert');
       return data.groups.flatMap((g) =>
         g.rules
           .filter((r) => r.type === 'alerting')
@@ -93,3 +93,13 @@ export function prometheusClient(o: PrometheusOptions) {
 }
 
 export type PrometheusClient = ReturnType<typeof prometheusClient>;
+
+/** A rule as /api/v1/rules answers it, as far as it is read (recording rules carry no state or alerts). */
+interface ApiRule {
+  type: string;
+  name?: unknown;
+  query?: unknown;
+  labels?: Record<string, string>;
+  state: AlertingRule['state'];
+  alerts?: AlertingRule['alerts'];
+}

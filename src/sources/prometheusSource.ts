@@ -7,7 +7,7 @@ import { normalizeGroup } from '../domain/monitorQuery.ts';
 import { createMonitor, MAX_GROUP_LENGTH, type MonitorRow, recordState, stateForValue } from '../domain/monitors.ts';
 import { SYSTEM } from '../domain/principal.ts';
 import { definitionOf, type MonitorSource, recordHealth, type SourceContext } from './monitorSource.ts';
-import type { PrometheusClient } from './prometheus.ts';
+import type { AlertingRule, PrometheusClient, Series } from './prometheus.ts';
 
 const groupOfLabels = (labels: Record<string, string>, drop: string[]) =>
   normalizeGroup(
@@ -24,7 +24,7 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
     async evaluate({ deps, log }: SourceContext, m: MonitorRow): Promise<void> {
       if (definitionOf(m).importedRule) return;
       if (!prometheus) return recordHealth(deps, m, 'TOLLGATE_PROMETHEUS_URL is not set');
-      let series;
+      let series: Series[];
       try {
         series = await prometheus.query(m.query);
       } catch (err) {
@@ -60,7 +60,7 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
     async sync({ deps, log }: SourceContext, monitors: readonly MonitorRow[]): Promise<void> {
       if (!prometheus) return;
       const imported = monitors.filter((m) => definitionOf(m).importedRule);
-      let rules;
+      let rules: AlertingRule[];
       try {
         rules = await prometheus.alertingRules();
       } catch (err) {
