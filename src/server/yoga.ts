@@ -44,7 +44,7 @@ export const GRAPHQL_PATH = '/graphql';
  * Expected failures keep their code and the field at fault; anything else is masked so that
  * internals never leak, and logged for the operator.
  */
-function maskError(deps: Deps) {
+function maskError() {
   return (error: unknown, message: string): Error => {
     const located = error instanceof GraphQLError ? error : undefined;
     const original = located ? located.originalError : error;
@@ -234,7 +234,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     // let a list variable of a million values hold the event loop for over a second).
     maxRequestBodySize: deps.config.wsMaxPayload,
     logging: yogaLogger(deps.log),
-    maskedErrors: { maskError: maskError(deps) },
+    maskedErrors: { maskError: maskError() },
     context: ({ request, principal, req }): Context => {
       if (principal) return { deps, principal };
       const result: AuthResult = request ? authenticateRequest(request, req?.socket.remoteAddress) : { ok: false, reason: 'no credentials' };
