@@ -10,12 +10,14 @@ export interface Location {
 const listeners = new Set<() => void>();
 const current = (): Location => ({ path: location.pathname.replace(/\/+$/, '') || '/', params: new URLSearchParams(location.search) });
 
-window.addEventListener('popstate', () => listeners.forEach((l) => l()));
+window.addEventListener('popstate', () => {
+  for (const l of listeners) l();
+});
 
 export function navigate(to: string, { replace = false } = {}): void {
   if (to === location.pathname + location.search) return;
   history[replace ? 'replaceState' : 'pushState'](null, '', to);
-  listeners.forEach((l) => l());
+  for (const l of listeners) l();
   if (!replace) window.scrollTo(0, 0);
 }
 
@@ -45,7 +47,7 @@ document.addEventListener('click', (event) => {
   const a = (event.target as Element | null)?.closest?.('a');
   if (!a || a.target || a.hasAttribute('download')) return;
   const href = a.getAttribute('href');
-  if (!href || !href.startsWith('/') || href.startsWith('//') || href.startsWith('/graphql') || href.startsWith('/assets/')) return;
+  if (!href?.startsWith('/') || href.startsWith('//') || href.startsWith('/graphql') || href.startsWith('/assets/')) return;
   event.preventDefault();
   navigate(href);
 });

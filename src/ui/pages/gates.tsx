@@ -446,8 +446,7 @@ function useLastEvaluations(ids: string[]) {
     ? `query LastEvaluations { ${ids.map((id, i) => `g${i}: evaluations(filter: { gateId: ${JSON.stringify(id)} }, first: 3) { edges { node { id status dryRun startedAt } } }`).join(' ')} }`
     : '{ __typename }';
   const r = useQuery<Record<string, { edges: Array<{ node: LastEvaluation }> }>>(query, {}, { skip: ids.length === 0 });
-  const out = new Map<string, LastEvaluation[]>();
-  if (r.data) ids.forEach((id, i) => out.set(id, r.data![`g${i}`]?.edges.map((e) => e.node) ?? []));
+  const out = new Map<string, LastEvaluation[]>(r.data ? ids.map((id, i) => [id, r.data![`g${i}`]?.edges.map((e) => e.node) ?? []]) : []);
   return { byGate: out, refetch: r.refetch };
 }
 
@@ -481,6 +480,7 @@ export function GatesPage({ who }: { who: Viewer }) {
       }
     >
       {creating && <CreateGate onCreated={(g) => navigate(`/gates/${g.id}`)} />}
+      {/* biome-ignore lint/a11y/useSemanticElements: a form is the search landmark; a <search> wrapper would add a box to lay out for nothing */}
       <form
         class="filters"
         role="search"

@@ -54,7 +54,7 @@ function DailyChart({ days }: { days: Day[] }) {
   const bar = Math.max(2, Math.min(40, slot * 0.7));
   const y = (v: number) => top + (height - bottom - top) * (1 - v / max);
   const ticks = [0, Math.round(max / 2), max];
-  const summary = all.map((d, i) => `${d}: ${SERIES.map(([s, l]) => `${counts.get(d)?.[s] ?? 0} ${l.toLowerCase()}`).join(', ')}`).filter((_, i) => totals[i]! > 0);
+  const summary = all.map((d) => `${d}: ${SERIES.map(([s, l]) => `${counts.get(d)?.[s] ?? 0} ${l.toLowerCase()}`).join(', ')}`).filter((_, i) => totals[i]! > 0);
   return (
     <figure class="card" data-testid="chart-by-day">
       <figcaption>

@@ -107,6 +107,7 @@ export function MonitorsPage() {
     <Page title="Monitors">
       <div class="explorer">
         <aside class="facets" aria-label="Filters">
+          {/* biome-ignore lint/a11y/useSemanticElements: a form is the search landmark; a <search> wrapper would add a box to lay out for nothing */}
           <form
             class="facet range"
             role="search"
