@@ -93,7 +93,7 @@ function assertWithinActor(actor: Principal, input: CreateApiKeyInput): void {
 
 /** A key is inside an actor's reach when it is limited to environments the actor has. */
 const withinReach = (actor: Principal, key: ApiKeyRow): boolean =>
-  actor.envs === null || (key.envs !== null && key.envs.every((e) => actor.envs!.includes(e)));
+  actor.envs === null || (key.envs?.every((e) => actor.envs!.includes(e)) ?? false);
 
 function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {

@@ -490,7 +490,7 @@ export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: R
   let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
   const snapshot = deps.db.transaction((tx) => {
     const rule = getRuleEvaluation(tx, ruleEvaluationId);
-    if (!rule || rule.status !== 'in_progress') return null;
+    if (rule?.status !== 'in_progress') return null;
     const e = getEvaluationRow(tx, rule.evaluationId);
     if (!e || e.finishedAt) return null;
     before = { evaluation: e, rule };

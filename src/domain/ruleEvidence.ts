@@ -51,8 +51,7 @@ type Trigger = Pick<EvaluationRow, 'triggerEnvs'>;
 /** Whether everything the trigger could see is visible to the reader too (then the rule is shown as it is). */
 export function seesAllOf(reader: Reader, evaluation: Trigger): boolean {
   if (reader.envs === null) return true;
-  const trigger = evaluation.triggerEnvs ?? null;
-  return trigger !== null && trigger.every((e) => reader.envs!.includes(e));
+  return evaluation.triggerEnvs?.every((e) => reader.envs!.includes(e)) ?? false;
 }
 
 /** Evidence recorded before entries carried their envs is shown to unlimited readers only. */

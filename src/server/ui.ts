@@ -186,7 +186,7 @@ export function sendAsset(req: IncomingMessage, res: ServerResponse, file: Asset
   const match = req.headers['if-none-match'];
   const tags = new Set(['*', tagOf(null), tagOf('br'), tagOf('gzip')]);
   const known = (tag: string) => tags.has(tag.replace(/^W\//, ''));
-  if (match && match.split(',').some((tag) => known(tag.trim()))) {
+  if (match?.split(',').some((tag) => known(tag.trim()))) {
     res.statusCode = 304;
     res.end();
     return;
