@@ -151,7 +151,7 @@ function testsOf(family: Family, primaryTag: string | null, budget: number): Tes
   if (overflow) tests.push({ scope: 'resource', name: '(other resources)', share: resourceShares.at(-1)!, keep: (r) => !listed.has(r.resource) });
   if (hasTags) {
     const tagShares = splitBudget(family.tags.length, family.knownTags, budget * 0.2);
-    family.tags.forEach((name, i) => tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => carriesPrimaryTag(r.primaryTag, name) }));
+    for (const [i, name] of family.tags.entries()) tests.push({ scope: 'primary_tag', name, share: tagShares[i]!, keep: (r) => carriesPrimaryTag(r.primaryTag, name) });
   }
   tests.push({ scope: 'aggregate', name: '(all resources)', share: budget * 0.15, keep: () => true });
   return tests;

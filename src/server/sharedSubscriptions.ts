@@ -114,7 +114,7 @@ export function createSharedSubscriptions({ log, keyWatch, metrics }: { log: Log
     const socket = member.socket;
     // Closing (revoked key, a limit, the client leaving): nothing more is written to it.
     if (socket.readyState !== socket.OPEN) return;
-    const message = member.prefix + (payload.named ? payload.json.replaceAll(NAME_TOKEN, member.nameJson) : payload.json) + '}';
+    const message = `${member.prefix}${payload.named ? payload.json.replaceAll(NAME_TOKEN, member.nameJson) : payload.json}}`;
     // More than MAX_PENDING_EVENTS messages of this size waiting in the socket's buffer (past what
     // the kernel took): this member is cut off alone, the group goes on without waiting for it.
     if (socket.bufferedAmount > MAX_PENDING_EVENTS * message.length) return endMember(member, new SlowSubscriberError());
