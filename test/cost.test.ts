@@ -368,16 +368,16 @@ describe('compiled queries answer as the standard executor does', () => {
 
   for (const c of corpus) {
     test(c.name, async () => {
-      const as = (s: TestServer, which: 'standard' | 'compiled') => (c.key ? keys[c.key]![which] : undefined);
+      const as = (which: 'standard' | 'compiled') => (c.key ? keys[c.key]![which] : undefined);
       const ask = async (server: TestServer, key: string | undefined) => {
         const res = await server.request('POST', '/graphql', { body: { query: c.query, variables: c.variables, operationName: c.operation }, ...(key && { key }) });
         return { ...res.json, status: res.status };
       };
-      const reference = await ask(standard, as(standard, 'standard'));
+      const reference = await ask(standard, as('standard'));
       // Compiled on the admin's two runs: the limited key below runs the compiled code.
       if (c.primeAsAdmin) for (let i = 0; i < 2; i++) await ask(compiled, undefined);
-      const first = await ask(compiled, as(compiled, 'compiled'));
-      const again = await ask(compiled, as(compiled, 'compiled'));
+      const first = await ask(compiled, as('compiled'));
+      const again = await ask(compiled, as('compiled'));
       assert.deepEqual(normalized(first), normalized(reference), 'first run (standard executor)');
       assert.deepEqual(normalized(again), normalized(reference), 'second run (compiled)');
       if (c.key === 'staging') assert.ok(!JSON.stringify(again).includes(PROD_MONITOR), 'the staging key sees no prod monitor');

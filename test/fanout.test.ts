@@ -44,7 +44,9 @@ function collect(client: Client, query: string, variables?: Record<string, unkno
   const errors: unknown[] = [];
   let completed = false;
   const waiters: Array<() => void> = [];
-  const wake = () => waiters.splice(0).forEach((w) => w());
+  const wake = () => {
+    for (const w of waiters.splice(0)) w();
+  };
   const dispose = client.subscribe<any>(
     { query, variables },
     {

@@ -67,11 +67,14 @@ type Rng = ReturnType<typeof prng>;
 // ---- hostile values ----
 
 const HUGE = 'x'.repeat(100_000);
+// biome-ignore format: a table of hostile strings, a few to a line
 const STRINGS = [
   '', ' ', 'prod', 'staging', 'checkout', 'default', 'v1.2.3', 'region:us-east-1', 'env:prod', 'env:staging',
   'name:*a*a*a*a*a*a*a*a*a*a*b*', '"unterminated', '(a OR (b AND', 'NOT NOT NOT', 'group:("a:b" OR "c:d")', 'id:', '*',
   'ünïcödé ✓ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 🚀', '\u202eevil', 'a\u0000b', '\ud800', '\\', "' OR 1=1 --", '%ZZ', '%E0%A4%A', '../../etc/passwd',
-  '<script>alert(1)</script>', '${jndi:ldap://x}', '\n\r\t', 'a'.repeat(301), 'b'.repeat(5000), HUGE,
+  '<script>alert(1)</script>',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a Log4Shell probe, meant literally
+  '${jndi:ldap://x}', '\n\r\t', 'a'.repeat(301), 'b'.repeat(5000), HUGE,
   '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff', 'not-a-uuid', '2026-01-31T12:00:00Z', 'tomorrow',
 ];
 const NUMBERS = [0, -1, 1, 2, 7200, 7201, -7200, 2 ** 31, -(2 ** 31) - 1, 1.5, 1e308, -1e308, Number.MAX_SAFE_INTEGER, 0.0001, 1e-320];
@@ -176,7 +179,7 @@ function protobufStatus(body: Buffer): { code?: number; message?: string } {
 
 const show = (v: Buffer | string | undefined, max = 600) => {
   if (v === undefined) return '';
-  const text = typeof v === 'string' ? v : /^[\x09\x0a\x0d\x20-\x7e]*$/.test(v.toString('latin1')) ? v.toString('latin1') : `base64:${v.toString('base64')}`;
+  const text = typeof v === 'string' ? v : /^[\t\n\r\x20-\x7e]*$/.test(v.toString('latin1')) ? v.toString('latin1') : `base64:${v.toString('base64')}`;
   return text.length > max ? `${text.slice(0, max)}… (${text.length} chars)` : text;
 };
 

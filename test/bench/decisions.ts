@@ -170,7 +170,7 @@ function threeResourceTable(): string {
     const results = METHODS.map(() => [] as Array<number | null>);
     for (let run = 0; run < cell.runs; run++) {
       const { past, window } = simulate(cell.scenario, 1_000_003 * run + Math.round(cell.scenario.canaryRate * 1000 + cell.scenario.effect * 100 + cell.scenario.newTypeShare * 1e5));
-      METHODS.forEach(([, method], m) => results[m]!.push(method(past, window)));
+      for (const [m, [, method]] of METHODS.entries()) results[m]!.push(method(past, window));
     }
     const cols = results.map((r) => {
       const failed = r.filter((x) => x !== null).length / r.length;
