@@ -6,6 +6,7 @@ type Row = [rules: Array<[Status, boolean]>, real: Status, reportedActive: Statu
 
 // Every combination the Datadog documentation describes, and the edge cases around them.
 // Each rule is [status, dryRun].
+// biome-ignore format: a truth table, one case a line
 const TABLE: Row[] = [
   [[['pass', false]], 'pass', 'pass', 'pass'],
   [[['fail', false]], 'fail', 'fail', 'pass'],
