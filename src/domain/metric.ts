@@ -113,7 +113,7 @@ export function promqlProblem(q: string): string | null {
   return null;
 }
 
-export const usesPlaceholder = (q: string | undefined, name: Placeholder) => q !== undefined && q.includes(`"{{${name}}}"`);
+export const usesPlaceholder = (q: string | undefined, name: Placeholder) => q?.includes(`"{{${name}}}"`) ?? false;
 
 /** Every `"{{version}}"` and the matcher before it (`label="{{version}}"`), for the derived baseline. */
 const VERSION_MATCHER = /([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"\{\{version\}\}"/g;

@@ -14,7 +14,7 @@ import { SourceError } from '../domain/errors.ts';
 import { type Bound, deriveBaseline, expandPlaceholders, holds, limitOf, measurementTimes, parseBound } from '../domain/metric.ts';
 import { type MetricEvidence, type MetricPoint, recordValue } from '../domain/metricEvidence.ts';
 import type { MetricRuleOptions } from '../domain/ruleOptions.ts';
-import { type PrometheusClient, prometheusClient, PromqlRejected } from '../sources/prometheus.ts';
+import { type PrometheusClient, prometheusClient, PromqlRejected, type Series } from '../sources/prometheus.ts';
 import { SETTLE_MS } from './fddRule.ts';
 import { type CheckResult, type RuleRunner } from './runner.ts';
 
@@ -54,7 +54,7 @@ function prometheusOf(config: Config): PrometheusClient {
 const seriesName = (labels: Record<string, string>) => `{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
 
 async function instant(client: PrometheusClient, expr: string, at: Date, what: string): Promise<Reading> {
-  let series;
+  let series: Series[];
   try {
     series = await client.query(expr, at);
   } catch (err) {
@@ -148,12 +148,12 @@ function judgePoint(t: number, r: { canary: Reading; baseline?: Reading }, bound
   return { ...base, ...withBaseline, limit, result: holds(bound.op, r.canary.value, limit) ? 'pass' : 'fail' };
 }
 
-const valueOf = (v: MetricPoint['value']) => (typeof v === 'number' ? fmt(v) : (v ?? '—'));
+const shownValue = (v: MetricPoint['value']) => (typeof v === 'number' ? fmt(v) : (v ?? '—'));
 
 function describePoint(p: MetricPoint): string {
   if (p.result === 'no_data') return `${p.at} no data (${p.note ?? 'nothing returned'})`;
-  const baseline = p.baseline !== undefined ? `, baseline ${valueOf(p.baseline)}` : '';
-  return `${p.at} ${valueOf(p.value)} against the limit ${fmt(p.limit)}${baseline}`;
+  const baseline = p.baseline !== undefined ? `, baseline ${shownValue(p.baseline)}` : '';
+  return `${p.at} ${shownValue(p.value)} against the limit ${fmt(p.limit)}${baseline}`;
 }
 
 const list = (points: readonly MetricPoint[]) => `${points.slice(0, 3).map(describePoint).join('; ')}${points.length > 3 ? ` and ${points.length - 3} more` : ''}`;
