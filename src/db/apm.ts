@@ -191,28 +191,6 @@ export function errorTypes(db: Tx, w: Window): ErrorTypeRow[] {
     .all();
 }
 
-export interface VersionRow {
-  version: string;
-  hits: number;
-  firstBucket: number;
-  lastBucket: number;
-}
-
-/** The versions of a service/env that had traffic in a window. */
-export function versionsSeen(db: Tx, w: Window): VersionRow[] {
-  return db
-    .select({
-      version: apmStats.version,
-      hits: sql<number>`sum(${apmStats.hits})`,
-      firstBucket: sql<number>`min(${apmStats.bucket})`,
-      lastBucket: sql<number>`max(${apmStats.bucket})`,
-    })
-    .from(apmStats)
-    .where(inWindow(w, apmStats))
-    .groupBy(apmStats.version)
-    .all();
-}
-
 export interface SketchRow extends CountRow {
   durations: Buffer;
 }

@@ -29,17 +29,6 @@ export function getEvaluation(db: Tx, id: string): EvaluationRow | undefined {
   ).get({ id });
 }
 
-export function getEvaluations(db: Tx, ids: readonly string[]): EvaluationRow[] {
-  if (ids.length === 0) return [];
-  return prepared(db, 'getEvaluations', () =>
-    db
-      .select()
-      .from(evaluations)
-      .where(inList(evaluations.id, { placeholder: 'ids' }))
-      .prepare(),
-  ).all({ ids: JSON.stringify(ids) });
-}
-
 /** Idempotency keys are unique per environment: another env's use of the same key is not found. */
 export function findByIdempotencyKey(db: Tx, env: string, key: string): EvaluationRow | undefined {
   return db

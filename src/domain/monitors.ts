@@ -109,7 +109,6 @@ export const createMonitorInputSchema = z.preprocess(
 );
 /** Imported alerting rules: the same fields and bounds, but Prometheus decides their state, not a threshold. */
 const importedMonitorInputSchema = z.preprocess(nullsAsUndefined, monitorFields);
-export type CreateMonitorInput = z.output<typeof createMonitorInputSchema>;
 
 export const updateMonitorInputSchema = z.preprocess(
   nullsAsUndefined,
@@ -123,7 +122,6 @@ export const updateMonitorInputSchema = z.preprocess(
     })
     .strict(),
 );
-export type UpdateMonitorInput = z.output<typeof updateMonitorInputSchema>;
 
 export const reportMonitorStateInputSchema = z.preprocess(
   nullsAsUndefined,
@@ -258,37 +256,12 @@ export const SEARCH_SLICE_STEPS = 1_000_000;
 /** Past this much matching a search is refused rather than run for seconds. */
 export const MAX_SEARCH_STEPS = 100_000_000;
 
-/**
- * The monitors a query selects, matched in slices that give the event loop back between them,
- * within a total budget: matching is linear, but a query of many leading wildcards over tens
- * of thousands of monitors still adds up. Past the budget the search is refused (BAD_USER_INPUT).
- */
-export async function filterMatching(
-  monitors: readonly MonitorRow[],
-  test: (m: MonitorRow) => boolean,
-  budget: { field: string; maxSteps?: number },
-): Promise<MonitorRow[]> {
-  const maxSteps = budget.maxSteps ?? MAX_SEARCH_STEPS;
-  const start = matchWork.steps;
-  let sliceStart = start;
-  const out: MonitorRow[] = [];
-  for (const m of monitors) {
-    if (test(m)) out.push(m);
-    if (matchWork.steps - sliceStart >= SEARCH_SLICE_STEPS) {
-      if (matchWork.steps - start > maxSteps) throw searchTooCostly(budget.field, monitors.length, maxSteps);
-      await new Promise((resolve) => setImmediate(resolve));
-      sliceStart = matchWork.steps;
-    }
-  }
-  return out;
-}
-
 /** What a monitor rule's selection may cost in one go (it runs inside a check): about 100 ms. */
 export const MAX_RULE_MATCH_STEPS = 20_000_000;
 
 /**
- * The same selection without yielding, for callers that must answer at once (a rule's check),
- * within `maxSteps`: past it, `tooCostly()` is thrown rather than holding the event loop.
+ * The monitors `test` selects, without yielding, for callers that must answer at once (a rule's
+ * check), within `maxSteps`: past it, `tooCostly()` is thrown rather than holding the event loop.
  */
 export function filterMatchingNow<T>(monitors: readonly T[], test: (m: T) => boolean, maxSteps: number, tooCostly: () => Error): T[] {
   const start = matchWork.steps;
@@ -309,8 +282,8 @@ export const SEARCH_PAGE_SIZE = 1000;
 
 /**
  * Monitors matching a search query (all of them without one), in creation order. The monitors
- * are read a page at a time with a turn of the event loop between pages, and matched within
- * the same step budget as filterMatching: 40,000 monitors read at once held the loop for
+ * are read a page at a time with a turn of the event loop between pages, and matched in slices
+ * of SEARCH_SLICE_STEPS within MAX_SEARCH_STEPS: 40,000 monitors read at once held the loop for
  * 250-570 ms. Groups are read only for the monitors whose match depends on them.
  */
 export async function searchMonitors(deps: Deps, actor: Principal, query: string | undefined): Promise<MonitorRow[]> {

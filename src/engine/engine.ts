@@ -479,8 +479,6 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   };
 }
 
-export type Engine = ReturnType<typeof createEngine>;
-
 /** True when recording the update would write what the row already holds, and it still runs. */
 function unchanged(rule: RuleEvaluationRow, u: RuleUpdate): boolean {
   return (

@@ -31,8 +31,6 @@ export interface AppOptions {
   now?: () => Date;
 }
 
-export type App = Awaited<ReturnType<typeof buildApp>>;
-
 /** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
 export const LISTEN_BACKLOG = 4096;
 

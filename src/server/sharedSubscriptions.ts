@@ -85,8 +85,6 @@ export interface SharedSubscriptionMetrics {
   executions: Counter;
 }
 
-export type SharedSubscriptions = ReturnType<typeof createSharedSubscriptions>;
-
 export function createSharedSubscriptions({ log, keyWatch, metrics }: { log: Logger; keyWatch: KeyWatch; metrics: SharedSubscriptionMetrics }) {
   const groups = new Map<string, Group>();
 

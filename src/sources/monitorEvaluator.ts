@@ -107,5 +107,3 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     },
   };
 }
-
-export type MonitorEvaluator = ReturnType<typeof createMonitorEvaluator>;

@@ -22,8 +22,6 @@ export const LIST_FACETS = [
   ['gate', 'Gate', 'gateIds'],
 ] as const;
 
-export type FacetParam = (typeof LIST_FACETS)[number][0];
-
 export interface TimeRange {
   startedAfter: string;
   startedBefore?: string;
