@@ -51,6 +51,64 @@ const origins = list.transform((entries, ctx) => {
 
 const sameOrigins = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((o) => b.includes(o));
 
+/**
+ * A host webhook rules may call: `api.example.com` (that name, any port), `*.example.com` (any
+ * name under it, not the name itself), either with `:port` to allow that port only; IP
+ * literals as `10.0.0.7` or `[fd00::7]:8080`. Names are compared as URLs normalize them
+ * (lower case, punycode, IPv4 in dotted form), so `HOOKS.Example.com.` and `hooks.example.com`
+ * are one entry.
+ */
+export interface AllowedHost {
+  host: string;
+  wildcard: boolean;
+  /** null: any port. */
+  port: number | null;
+}
+
+/** An entry of TOLLGATE_WEBHOOK_ALLOWED_HOSTS, or a sentence saying why it is not one. */
+export function parseAllowedHost(entry: string): AllowedHost | string {
+  const shape = 'is not a host such as hooks.example.com, *.example.com, 10.0.0.7:8080 or [fd00::7]:8080';
+  const m = /^(\*\.)?(\[[0-9A-Fa-f:.]+\]|[^:[\]/?#@\s*]+)(?::(\d{1,5}))?$/.exec(entry) ?? /^()([0-9A-Fa-f]*:[0-9A-Fa-f:.]+)()$/.exec(entry);
+  if (!m) return entry === '*' ? 'would allow every host: list the hosts webhooks may call (a wildcard covers the names under one domain, *.example.com)' : shape;
+  const wildcard = m[1] === '*.';
+  const literal = m[2]!.includes(':') && !m[2]!.startsWith('[') ? `[${m[2]}]` : m[2]!;
+  let host: string;
+  try {
+    host = new URL(`http://${literal}/`).hostname.replace(/\.$/, '');
+  } catch {
+    return shape;
+  }
+  if (!host) return shape;
+  if (wildcard && (host.startsWith('[') || !host.includes('.'))) return `is "*.${host}": a wildcard needs a domain of two labels at least (*.example.com)`;
+  const port = m[3] === undefined || m[3] === '' ? null : Number(m[3]);
+  if (port !== null && (port < 1 || port > 65535)) return `has port ${port}: ports are 1 to 65535`;
+  return { host, wildcard, port };
+}
+
+const allowedHosts = list.transform((entries, ctx) => {
+  const out: AllowedHost[] = [];
+  for (const entry of entries) {
+    const parsed = parseAllowedHost(entry);
+    if (typeof parsed === 'string') {
+      ctx.addIssue({ code: 'custom', message: `"${entry}" ${parsed}` });
+      return z.NEVER;
+    }
+    out.push(parsed);
+  }
+  return out;
+});
+
+/** 32 bytes (AES-256), as 64 hex digits or base64; the value itself is never echoed. */
+const secretKey = z.string().transform((v, ctx) => {
+  const text = v.trim();
+  const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : /^[A-Za-z0-9+/_-]{43}=?$/.test(text) ? Buffer.from(text, 'base64') : null;
+  if (!key || key.length !== 32) {
+    ctx.addIssue({ code: 'custom', message: 'must be 32 random bytes as 64 hex digits or base64 (e.g. the output of `openssl rand -base64 32`)' });
+    return z.NEVER;
+  }
+  return key;
+});
+
 export const configSchema = z
   .object({
     PORT: port.default(4000),
@@ -124,6 +182,10 @@ export const configSchema = z
     TOLLGATE_RATE_LIMIT_SOCKETS: limit.default(200),
     TOLLGATE_RATE_LIMIT_OPERATIONS: limit.default(2000),
     TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE: limit.default(30),
+    /** Hosts webhook rules may call; unset or empty, webhook rules are refused. */
+    TOLLGATE_WEBHOOK_ALLOWED_HOSTS: allowedHosts.optional(),
+    /** Encrypts secrets stored in rules (webhook header values). */
+    TOLLGATE_SECRET_KEY: secretKey.optional(),
     TOLLGATE_TRUSTED_PROXY_HOPS: z.coerce
       .number({ message: 'must be a number' })
       .int('must be a whole number')
@@ -213,6 +275,9 @@ export const configSchema = z
         authFailuresPerMinute: raw.TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE,
       } satisfies RateLimitConfig,
       trustedProxyHops: raw.TOLLGATE_TRUSTED_PROXY_HOPS,
+      webhookAllowedHosts: raw.TOLLGATE_WEBHOOK_ALLOWED_HOSTS ?? [],
+      /** AES-256-GCM key for secrets kept in rules; null: rules holding secrets are refused. */
+      secretKey: raw.TOLLGATE_SECRET_KEY ?? null,
     };
   });
 
@@ -309,7 +374,8 @@ export function loadConfig(
       result.error.issues.map((i) => {
         const name = String(i.path[0] ?? 'config');
         const given = merged[name];
-        return `${name}${given !== undefined && name !== 'TOLLGATE_BOOTSTRAP_KEY' ? ` (${JSON.stringify(given)})` : ''}: ${i.message}`;
+        const secret = name === 'TOLLGATE_BOOTSTRAP_KEY' || name === 'TOLLGATE_SECRET_KEY';
+        return `${name}${given !== undefined && !secret ? ` (${JSON.stringify(given)})` : ''}: ${i.message}`;
       }),
     );
   }
