@@ -301,3 +301,28 @@ export const apmErrors = sqliteTable(
     index('apm_errors_service_bucket_idx').on(t.service, t.env, t.bucket),
   ],
 );
+
+/**
+ * Ad-hoc freezes set through the API: while one is active in an environment (for one service or
+ * all), freeze rules of that environment fail. Ending one keeps it, with who ended it and when.
+ */
+export const freezes = sqliteTable(
+  'freezes',
+  {
+    id: text('id').primaryKey(),
+    env: text('env').notNull(),
+    /** null: every service of the environment. */
+    service: text('service'),
+    reason: text('reason').notNull(),
+    startsAt: integer('starts_at', { mode: 'timestamp_ms' }).notNull(),
+    /** Planned end; null: until ended. */
+    endsAt: integer('ends_at', { mode: 'timestamp_ms' }),
+    /** When it was lifted through the API (endFreeze). */
+    endedAt: integer('ended_at', { mode: 'timestamp_ms' }),
+    endedById: text('ended_by_id'),
+    endedByName: text('ended_by_name'),
+    endReason: text('end_reason'),
+    ...timestamps,
+  },
+  (t) => [index('freezes_env_idx').on(t.env, t.startsAt)],
+);

@@ -1,5 +1,6 @@
 import { Repeater } from '@repeaterjs/repeater';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
+import type { FreezeRow } from '../db/freezes.ts';
 import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { MonitorRow, MonitorStateValue } from '../db/monitors.ts';
 
@@ -41,6 +42,8 @@ export interface Topics {
   'apm.ingested': { service: string; env: string; at: Date };
   /** Every committed change of an evaluation or one of its rules. */
   'evaluation.changed': EvaluationSnapshot;
+  /** An ad-hoc freeze was set or lifted: freeze rules of its environment look again. */
+  'freeze.changed': FreezeRow;
 }
 
 type Topic = keyof Topics;

@@ -1,0 +1,61 @@
+import { and, desc, eq, gt, isNull, lt, lte, or, type SQL } from 'drizzle-orm';
+import type { Tx } from './gates.ts';
+import { inList } from './lists.ts';
+import { freezes } from './schema.ts';
+
+export type FreezeRow = typeof freezes.$inferSelect;
+export type NewFreezeRow = typeof freezes.$inferInsert;
+
+export interface FreezeFilter {
+  envIn?: readonly string[];
+  /** Active at `at`: started, not past its planned end, not ended. */
+  activeAt?: Date;
+  /** Environments the caller may see; null for all. */
+  envs?: readonly string[] | null;
+}
+
+/** Active at `at`: the one definition, for queries here and for rows in hand (`isActive`). */
+const activeSql = (at: Date): SQL =>
+  and(lte(freezes.startsAt, at), or(isNull(freezes.endsAt), gt(freezes.endsAt, at)), or(isNull(freezes.endedAt), gt(freezes.endedAt, at)))!;
+
+export const isFreezeActive = (f: Pick<FreezeRow, 'startsAt' | 'endsAt' | 'endedAt'>, at: Date): boolean =>
+  f.startsAt <= at && (f.endsAt === null || f.endsAt > at) && (f.endedAt === null || f.endedAt > at);
+
+export function getFreeze(db: Tx, id: string): FreezeRow | undefined {
+  return db.select().from(freezes).where(eq(freezes.id, id)).get();
+}
+
+/** Newest first; keyset on the id (UUIDv7, creation order). */
+export function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string; limit: number }): FreezeRow[] {
+  const where: SQL[] = [];
+  if (filter.envIn?.length) where.push(inList(freezes.env, filter.envIn));
+  if (filter.envs) where.push(inList(freezes.env, filter.envs));
+  if (filter.activeAt) where.push(activeSql(filter.activeAt));
+  if (page.after) where.push(lt(freezes.id, page.after));
+  return db
+    .select()
+    .from(freezes)
+    .where(and(...where))
+    .orderBy(desc(freezes.id))
+    .limit(page.limit)
+    .all();
+}
+
+/** The freezes of an environment active at `at`, for one service (those of every service included). */
+export function activeFreezesFor(db: Tx, env: string, service: string, at: Date): FreezeRow[] {
+  return db
+    .select()
+    .from(freezes)
+    .where(and(eq(freezes.env, env), or(isNull(freezes.service), eq(freezes.service, service)), activeSql(at)))
+    .orderBy(desc(freezes.id))
+    .limit(100)
+    .all();
+}
+
+export function insertFreeze(db: Tx, row: NewFreezeRow): FreezeRow {
+  return db.insert(freezes).values(row).returning().get();
+}
+
+export function updateFreezeRow(db: Tx, id: string, patch: Partial<NewFreezeRow>): FreezeRow {
+  return db.update(freezes).set(patch).where(eq(freezes.id, id)).returning().get()!;
+}
