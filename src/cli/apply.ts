@@ -13,7 +13,10 @@ export interface ServerFlags {
   apiKey?: string;
 }
 
-/** A file rule names its options by type at the top: `monitor: {…}`, `faultyDeploymentDetection: {…}` or `metric: {…}`. */
+/**
+ * A file rule names its options by type at the top: `monitor: {…}`, `faultyDeploymentDetection: {…}`,
+ * `metric: {…}`, `webhook: {…}` or `freeze: {…}`.
+ */
 const fileSchema = z.object({
   gates: z.array(z.record(z.string(), z.unknown()), { message: 'gates must be a list' }),
 });
@@ -24,7 +27,7 @@ interface ExistingRule {
   id: string;
   name: string;
   dryRun: boolean;
-  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC';
+  type: GraphqlRuleType;
   options: Record<string, unknown>;
 }
 interface ExistingGate {
@@ -38,6 +41,18 @@ interface ExistingGate {
 }
 
 class ApplyError extends Error {}
+
+/** Each rule type: its GraphQL enum value and the key naming its options in a file (and in RuleOptionsInput). */
+const TYPES = {
+  monitor: { graphql: 'MONITOR', key: 'monitor' },
+  faulty_deployment_detection: { graphql: 'FAULTY_DEPLOYMENT_DETECTION', key: 'faultyDeploymentDetection' },
+  metric: { graphql: 'METRIC', key: 'metric' },
+  webhook: { graphql: 'WEBHOOK', key: 'webhook' },
+  freeze: { graphql: 'FREEZE', key: 'freeze' },
+} as const;
+type GraphqlRuleType = (typeof TYPES)[keyof typeof TYPES]['graphql'];
+/** Options whose values are GraphQL enums: upper case in GraphQL, lower case in files. */
+const ENUM_OPTIONS = new Set(['onInsufficientData', 'metric', 'mode']);
 
 function client(flags: ServerFlags) {
   const key = flags.apiKey ?? process.env.TOLLGATE_API_KEY;
@@ -62,7 +77,9 @@ function client(flags: ServerFlags) {
 const OPTIONS = `options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
   ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
-  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData }
+  ... on WebhookRuleOptions { url headers { name } timeout retries mode interval duration }
+  ... on FreezeRuleOptions { calendars { name cron duration timeZone } adHoc incidentQuery duration } }`;
 
 async function existingGates(gql: ReturnType<typeof client>): Promise<ExistingGate[]> {
   const all: ExistingGate[] = [];
@@ -78,18 +95,43 @@ async function existingGates(gql: ReturnType<typeof client>): Promise<ExistingGa
   }
 }
 
-/** Stored options as the file would write them: nulls dropped, enums in lower case. */
+/**
+ * Options as the file would write them: nulls dropped (at every level), enums in lower case,
+ * a once webhook's interval and duration (0 on the server) left out, header values left out
+ * (the server never shows them, so only header names can be compared: a changed value alone
+ * is not seen as a change).
+ */
 function comparable(options: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(options)) {
-    if (k === '__typename' || v === null || v === undefined) continue;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v)) out[k] = comparable(v as Record<string, unknown>);
-    else out[k] = ENUM_OPTIONS.has(k) && typeof v === 'string' ? v.toLowerCase() : v;
+  const once = typeof options.mode === 'string' && options.mode.toLowerCase() === 'once';
+  for (const [name, v] of Object.entries(options)) {
+    if (name === '__typename' || v === null || v === undefined) continue;
+    if (once && (name === 'interval' || name === 'duration')) continue;
+    if (ENUM_OPTIONS.has(name) && typeof v === 'string') out[name] = v.toLowerCase();
+    else if (name === 'headers' && Array.isArray(v)) out[name] = v.map((h: { name: string }) => ({ name: h.name }));
+    else if (Array.isArray(v)) out[name] = v.map((x) => (x && typeof x === 'object' ? comparable(x as Record<string, unknown>) : x));
+    else if (typeof v === 'object') out[name] = comparable(v as Record<string, unknown>);
+    else out[name] = v;
   }
   return out;
 }
-/** Options whose values are GraphQL enums (upper case on the wire, lower case in the file). */
-const ENUM_OPTIONS = new Set(['onInsufficientData', 'metric']);
+
+/**
+ * `valueFromEnv: NAME` in a webhook header reads the value from the environment, so the file
+ * holds no secret. `where` names the line of a missing variable.
+ */
+function secretsFromEnv(rule: Record<string, unknown>, env: Record<string, string | undefined>, where: (path: PropertyKey[]) => string, path: PropertyKey[]): Record<string, unknown> {
+  const webhook = rule.webhook as { headers?: unknown } | undefined;
+  if (!webhook || typeof webhook !== 'object' || !Array.isArray(webhook.headers)) return rule;
+  const headers = webhook.headers.map((h: unknown, j: number) => {
+    if (!h || typeof h !== 'object' || !('valueFromEnv' in h)) return h;
+    const { valueFromEnv, ...rest } = h as { valueFromEnv: unknown };
+    const value = typeof valueFromEnv === 'string' ? env[valueFromEnv] : undefined;
+    if (value === undefined) throw new ApplyError(`${where([...path, 'webhook', 'headers', j, 'valueFromEnv'])}: valueFromEnv: ${typeof valueFromEnv === 'string' ? `${valueFromEnv} is not set in the environment` : 'must name an environment variable'}`);
+    return { ...rest, value };
+  });
+  return { ...rule, webhook: { ...webhook, headers } };
+}
 
 /**
  * `gates.yaml:4:5: Map keys must be unique.` and the lines around it with a caret: yaml's
@@ -104,7 +146,7 @@ function yamlProblem(path: string, error: YAMLError): string {
 }
 
 /** Reads and validates the file; every problem names its line. */
-export function readGatesFile(path: string): Desired[] {
+export function readGatesFile(path: string, env: Record<string, string | undefined> = process.env): Desired[] {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -133,9 +175,9 @@ export function readGatesFile(path: string): Desired[] {
   const seen = new Set<string>();
   return file.data.gates.map((raw, i) => {
     const rules = Array.isArray(raw.rules)
-      ? raw.rules.map((r: Record<string, unknown>) => {
+      ? raw.rules.map((r: Record<string, unknown>, j: number) => {
           const { name, dryRun, ...typed } = r ?? {};
-          return { name, dryRun, options: typed };
+          return { name, dryRun, options: secretsFromEnv(typed, env, where, ['gates', i, 'rules', j]) };
         })
       : raw.rules;
     const parsed = createGateInputSchema.safeParse({ ...raw, rules });
@@ -152,15 +194,21 @@ export function readGatesFile(path: string): Desired[] {
   });
 }
 
-const typeName = (t: string) => t.toUpperCase();
-function optionsInput(r: Desired['rules'][number]) {
-  const o = r.options;
-  if (o.type === 'monitor') return { monitor: o.options };
-  if (o.type === 'metric') return { metric: { ...o.options, ...(o.options.apm && { apm: { ...o.options.apm, metric: o.options.apm.metric.toUpperCase() } }) } };
-  return { faultyDeploymentDetection: { ...o.options, onInsufficientData: o.options.onInsufficientData.toUpperCase() } };
+const typeName = (t: keyof typeof TYPES) => TYPES[t].graphql;
+
+/** Enum options in upper case, as GraphQL takes them (a metric's apm.metric one level down). */
+function upperEnums(options: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, v] of Object.entries(options)) {
+    if (ENUM_OPTIONS.has(name) && typeof v === 'string') out[name] = v.toUpperCase();
+    else if (v !== null && typeof v === 'object' && !Array.isArray(v)) out[name] = upperEnums(v as Record<string, unknown>);
+    else out[name] = v;
+  }
+  return out;
 }
-/** The key a file rule names its options by. */
-const FILE_KEYS: Record<ExistingRule['type'], string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric' };
+
+/** The rule's options as RuleOptionsInput takes them. */
+const optionsInput = (r: Desired['rules'][number]) => ({ [TYPES[r.options.type].key]: upperEnums(r.options.options as Record<string, unknown>) });
 
 /** Runs a command; its expected failures print one line and exit 1. */
 async function reporting(run: () => Promise<number>): Promise<number> {
@@ -248,7 +296,7 @@ export function exportGates(flags: ServerFlags): Promise<number> {
         identifier: g.identifier,
         dryRun: g.dryRun,
         onSourceError: g.onSourceError.toLowerCase(),
-        rules: g.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, [FILE_KEYS[r.type]]: comparable(r.options) })),
+        rules: g.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, [Object.values(TYPES).find((t) => t.graphql === r.type)!.key]: comparable(r.options) })),
       })),
     };
     process.stdout.write(stringify(out));

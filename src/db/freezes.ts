@@ -1,5 +1,5 @@
 import { and, desc, eq, gt, isNull, lt, lte, or, type SQL } from 'drizzle-orm';
-import type { Tx } from './gates.ts';
+import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { freezes } from './schema.ts';
 

@@ -34,7 +34,7 @@ export const gates = sqliteTable(
  * follow it). A new type is added here, then gets its options (src/domain/ruleOptions.ts)
  * and its runner (src/engine/runners.ts).
  */
-export const RULE_TYPES = ['monitor', 'faulty_deployment_detection', 'metric'] as const;
+export const RULE_TYPES = ['monitor', 'faulty_deployment_detection', 'metric', 'webhook', 'freeze'] as const;
 export type RuleType = (typeof RULE_TYPES)[number];
 
 export const rules = sqliteTable(

@@ -30,6 +30,7 @@ import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './pri
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from './ruleOptions.ts';
+import { storedRuleOptions } from './ruleStorage.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
 export type { EvaluationSnapshot };
@@ -224,7 +225,13 @@ function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configur
       dryRun: input.configuration.dryRun,
       onSourceError: input.configuration.onSourceError,
       justInTime: true,
-      rules: input.configuration.rules.map((r) => ({ ruleId: null, name: r.name, type: r.options.type, dryRun: r.dryRun, options: r.options.options })),
+      rules: input.configuration.rules.map((r, i) => ({
+        ruleId: null,
+        name: r.name,
+        type: r.options.type,
+        dryRun: r.dryRun,
+        options: storedRuleOptions(deps, r.options, `input.configuration.rules[${i}].options`),
+      })),
     };
   }
   const key = `service ${input.service}, env ${input.env}, and identifier ${input.identifier}`;

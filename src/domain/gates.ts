@@ -28,6 +28,7 @@ import { assertUuid, newId } from './ids.ts';
 import { audit, stamp } from './stamp.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined, ruleOptionsInputSchema, type TypedRuleOptions } from './ruleOptions.ts';
+import { storedRuleOptions } from './ruleStorage.ts';
 
 // ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
 // with them (GraphQL through Pothos' validation plugin, REST and gates-as-code with
@@ -319,14 +320,15 @@ export function assertMetricRulesAllowed(
 }
 
 
-function ruleRow(gateId: string, input: RuleInput, actor: Principal, now: Date): NewRuleRow {
+/** `field` names the rule's options in errors (what only the server's configuration can refuse). */
+function ruleRow(deps: Deps, gateId: string, input: RuleInput, actor: Principal, now: Date, field: string): NewRuleRow {
   return {
     id: newId(),
     gateId,
     name: input.name,
     type: input.options.type,
     dryRun: input.dryRun,
-    options: input.options.options as Record<string, unknown>,
+    options: storedRuleOptions(deps, input.options, field),
     ...stamp(actor, now),
   };
 }
@@ -368,7 +370,7 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
       });
       const rules = insertRules(
         tx,
-        input.rules.map((r) => ruleRow(id, r, actor, now)),
+        input.rules.map((r, i) => ruleRow(deps, id, r, actor, now, `input.rules[${i}].options`)),
       );
       insertAudit(tx, [
         audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules }),
@@ -447,7 +449,7 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
       throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
     }
     if (existing.length >= 50) throw badInput('gateId', 'a gate holds at most 50 rules');
-    const [rule] = insertRules(tx, [ruleRow(gate.id, input, actor, now)]);
+    const [rule] = insertRules(tx, [ruleRow(deps, gate.id, input, actor, now, 'input.options')]);
     const gateRow = touchGate(tx, gate, actor, now);
     insertAudit(tx, [
       audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule),
@@ -478,7 +480,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
     const rule = updateRuleRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
       ...(input.dryRun !== undefined && { dryRun: input.dryRun }),
-      ...(input.options !== undefined && { options: input.options.options as Record<string, unknown> }),
+      ...(input.options !== undefined && { options: storedRuleOptions(deps, input.options, 'input.options', before) }),
       updatedAt: now,
       updatedById: actor.id,
       updatedByName: actor.name,

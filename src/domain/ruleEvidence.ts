@@ -3,6 +3,7 @@
 // about monitors of its own environments, and a reason that names nothing else.
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { EvaluationSnapshot } from './events.ts';
+import { describeFreezes, type FreezeEvidence } from './freezeEvidence.ts';
 import { monitorVisibleUnder, type MonitorStateValue } from './monitors.ts';
 import type { Principal } from './principal.ts';
 
@@ -81,8 +82,13 @@ export function ruleEvaluationFor<R extends RuleEvaluationRow>(reader: Reader, e
       // key for every environment (gates.ts), and putting it in this gate published its values
       // to the gate's readers, who already see the query in the rule's options.
       return rule;
+    case 'webhook':
+      // Its calls and answers are about the evaluation itself, which the reader can see.
+      return rule;
     case 'monitor':
       return monitorRuleFor(reader, rule);
+    case 'freeze':
+      return freezeRuleFor(reader, rule);
     default:
       // A rule type this view does not know: show the verdict only.
       return { ...rule, reason: `${VERDICT[rule.status]}.`, evidence: null, lastError: null };
@@ -108,6 +114,25 @@ function monitorRuleFor<R extends RuleEvaluationRow>(reader: Reader, rule: R): R
     ...(typeof evidence?.sourceErrors === 'number' && { sourceErrors: evidence.sourceErrors }),
   };
   return { ...rule, reason, evidence: shown as Record<string, unknown>, lastError: null };
+}
+
+/**
+ * Calendar windows and ad-hoc freezes are the evaluation's own environment's; incident freezes
+ * name monitors, and those outside the reader's environments leave the evidence and the reason.
+ */
+function freezeRuleFor<R extends RuleEvaluationRow>(reader: Reader, rule: R): R {
+  const evidence = (rule.evidence ?? null) as Partial<FreezeEvidence> | null;
+  const active = Array.isArray(evidence?.active) ? evidence.active : [];
+  const waitedFor = Array.isArray(evidence?.waitedFor) ? evidence.waitedFor : [];
+  const shown = (f: { kind: string; envs?: string[] }) => f.kind !== 'incident' || visible(reader, f.envs);
+  const shownActive = active.filter(shown);
+  const shownWaited = waitedFor.filter(shown);
+  // A source error's message may name an incident monitor; a rule that recorded nothing names none.
+  const withheld = shownActive.length < active.length || shownWaited.length < waitedFor.length || rule.lastError !== null;
+  if (!withheld) return rule;
+  const reason = shownActive.length > 0 ? `${VERDICT[rule.status]}: ${describeFreezes(shownActive)}; ${WITHHELD}` : `${VERDICT[rule.status]}; ${WITHHELD}`;
+  const view: FreezeEvidence = { active: shownActive, waitedFor: shownWaited };
+  return { ...rule, reason, evidence: view, lastError: null };
 }
 
 /** An evaluation with each of its rules as `reader` may see them. */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { canonicalTimeZone, cronProblem } from './freezeCalendar.ts';
 import { derivedBaselineProblem, formatBound, isRelativeBound, MAX_METRIC_POINTS, MAX_PROMQL_LENGTH, parseBound, pointCount, promqlProblem, usesPlaceholder } from './metric.ts';
 import { MAX_QUERY_LENGTH, MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 
@@ -136,6 +137,114 @@ const metricApmSchema = z.preprocess(
     .strict(),
 );
 
+// ---- webhook: an external HTTP check ----
+
+/** Headers Tollgate itself sets: they frame or route the request, so a rule may not replace them. */
+const RESERVED_HEADERS = new Set(['host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-authorization', 'proxy-connection']);
+
+const webhookUrlSchema = z
+  .string({ message: 'url is required' })
+  .trim()
+  .max(2048, 'url is at most 2048 characters')
+  .transform((text, ctx) => {
+    let url: URL;
+    try {
+      url = new URL(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `url "${text}" is not an absolute URL such as https://hooks.example.com/check` });
+      return z.NEVER;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: `url must be http or https, not ${url.protocol.replace(/:$/, '')}` });
+    // A secret in the URL would be shown to every reader of the rule: headers are kept sealed.
+    else if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'url must not hold a user name or password: send credentials in a header (headers are stored encrypted)' });
+    else if (url.hash) ctx.addIssue({ code: 'custom', message: 'url must not have a #fragment (it is never sent)' });
+    else return url.href;
+    return z.NEVER;
+  });
+
+export const webhookHeaderSchema = z
+  .object({
+    name: z
+      .string({ message: 'header name is required' })
+      .trim()
+      .min(1, 'header name must not be empty')
+      .max(100, 'header name is at most 100 characters')
+      .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, "header name may hold letters, digits and !#$%&'*+-.^_`|~ only")
+      .refine((n) => !RESERVED_HEADERS.has(n.toLowerCase()), { message: 'header is set by Tollgate itself (host, content-type, content-length, and the connection headers)' }),
+    /** Write-only: sealed when stored, never shown. Omitted on an update, the stored value stays. */
+    value: z
+      .string()
+      .max(4096, 'header value is at most 4096 characters')
+      .regex(/^[^\r\n\0]*$/, 'header value must not hold line breaks or NUL')
+      .optional(),
+  })
+  .strict();
+
+export const webhookRuleOptionsSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      url: webhookUrlSchema,
+      headers: z.array(z.preprocess(nullsAsUndefined, webhookHeaderSchema)).max(20, 'headers lists at most 20 headers').default([]),
+      timeout: z.number({ message: 'timeout must be a number of seconds' }).int('timeout must be a whole number of seconds').min(1, 'timeout must be between 1 and 60 seconds').max(60, 'timeout must be between 1 and 60 seconds').default(10),
+      retries: z.number({ message: 'retries must be a number' }).int('retries must be a whole number').min(0, 'retries must be between 0 and 5').max(5, 'retries must be between 0 and 5').default(2),
+      mode: z.enum(['once', 'poll'], { message: 'mode must be once or poll' }).default('once'),
+      interval: z.number({ message: 'interval must be a number of seconds' }).int('interval must be a whole number of seconds').min(5, 'interval must be between 5 and 3600 seconds').max(3600, 'interval must be between 5 and 3600 seconds').optional(),
+      duration: seconds('duration', MAX_WINDOW_SECONDS).optional(),
+    })
+    .strict()
+    .superRefine((o, ctx) => {
+      const seen = new Set<string>();
+      o.headers.forEach((h, i) => {
+        if (seen.has(h.name.toLowerCase())) ctx.addIssue({ code: 'custom', path: ['headers', i, 'name'], message: `header ${h.name} is given twice` });
+        seen.add(h.name.toLowerCase());
+      });
+      if (o.mode === 'poll' && !o.duration) ctx.addIssue({ code: 'custom', path: ['duration'], message: 'a poll webhook needs a duration (seconds to keep polling), 1 to 7200' });
+      if (o.mode === 'once') {
+        for (const key of ['interval', 'duration'] as const) {
+          if (o[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} applies to mode poll only` });
+        }
+      }
+    })
+    .transform((o) => (o.mode === 'poll' ? { ...o, interval: o.interval ?? 60 } : o)),
+);
+/** As given: header values in clear. Stored rules hold them sealed (see StoredWebhookHeader in webhooks.ts). */
+export type WebhookRuleOptions = z.output<typeof webhookRuleOptionsSchema>;
+
+// ---- freeze: fails while a freeze applies ----
+
+export const calendarWindowSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      name: z.string().trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters').optional(),
+      cron: z
+        .string({ message: 'cron is required' })
+        .trim()
+        .min(1, 'cron must not be empty')
+        .max(200, 'cron is at most 200 characters')
+        .superRefine((cron, ctx) => {
+          const problem = cronProblem(cron);
+          if (problem) ctx.addIssue({ code: 'custom', message: `cron "${cron}" ${problem.startsWith('has') || problem.startsWith('matches') ? problem : `is invalid: ${problem}`}` });
+        }),
+      duration: z
+        .number({ message: 'duration must be a number of seconds' })
+        .int('duration must be a whole number of seconds')
+        .min(60, 'duration must be between 60 seconds and 31 days (2678400)')
+        .max(31 * 86_400, 'duration must be between 60 seconds and 31 days (2678400)'),
+      timeZone: z
+        .string({ message: 'timeZone is required: an IANA zone such as Europe/Paris or UTC' })
+        .trim()
+        .transform((zone, ctx) => {
+          const canonical = canonicalTimeZone(zone);
+          if (canonical) return canonical;
+          ctx.addIssue({ code: 'custom', message: `timeZone "${zone}" is not an IANA time zone such as Europe/Paris, America/New_York or UTC` });
+          return z.NEVER;
+        }),
+    })
+    .strict(),
+);
+
 const count = (what: string, min: number) =>
   z.number({ message: `${what} must be a number` }).int(`${what} must be a whole number`).min(min, `${what} must be ${min} or more`).max(1000, `${what} must be at most 1000`);
 
@@ -199,15 +308,35 @@ export function whyMetricNeedsVersion(o: MetricRuleOptions): string | null {
   if (o.apm && isRelativeBound(o.bound)) return 'it compares the version with the others';
   return null;
 }
+export const freezeRuleOptionsSchema = z.preprocess(
+  nullsAsUndefined,
+  z
+    .object({
+      calendars: z.array(calendarWindowSchema).max(20, 'calendars lists at most 20 windows').default([]),
+      adHoc: z.boolean().default(true),
+      incidentQuery: monitorQuerySchema.optional(),
+      duration: seconds('duration', MAX_WINDOW_SECONDS).default(0),
+    })
+    .strict()
+    .superRefine((o, ctx) => {
+      if (o.calendars.length === 0 && !o.adHoc && o.incidentQuery === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['adHoc'], message: 'a freeze rule needs something to follow: calendars, adHoc or an incidentQuery' });
+      }
+    }),
+);
+export type FreezeRuleOptions = z.output<typeof freezeRuleOptionsSchema>;
 
 export type TypedRuleOptions =
   | { type: 'monitor'; options: MonitorRuleOptions }
   | { type: 'faulty_deployment_detection'; options: FddRuleOptions }
-  | { type: 'metric'; options: MetricRuleOptions };
+  | { type: 'metric'; options: MetricRuleOptions }
+  | { type: 'webhook'; options: WebhookRuleOptions }
+  | { type: 'freeze'; options: FreezeRuleOptions };
 
 /**
- * `{ monitor: {...} }`, `{ faultyDeploymentDetection: {...} }` or `{ metric: {...} }`: exactly one key, as the
- * GraphQL `@oneOf` input says. Parsed into the rule's type and its options.
+ * `{ monitor: {...} }`, `{ faultyDeploymentDetection: {...} }`, `{ metric: {...} }`,
+ * `{ webhook: {...} }` or `{ freeze: {...} }`: exactly one key, as the GraphQL `@oneOf` input
+ * says. Parsed into the rule's type and its options.
  */
 export const ruleOptionsInputSchema = z.preprocess(
   nullsAsUndefined,
@@ -216,6 +345,8 @@ export const ruleOptionsInputSchema = z.preprocess(
       monitor: monitorRuleOptionsSchema.optional(),
       faultyDeploymentDetection: fddRuleOptionsSchema.optional(),
       metric: metricRuleOptionsSchema.optional(),
+      webhook: webhookRuleOptionsSchema.optional(),
+      freeze: freezeRuleOptionsSchema.optional(),
     })
     .strict()
     .superRefine((o, ctx) => {
@@ -224,17 +355,17 @@ export const ruleOptionsInputSchema = z.preprocess(
         ctx.addIssue({
           code: 'custom',
           path: [],
-          message: 'give exactly one of monitor, faultyDeploymentDetection or metric',
+          message: 'give exactly one of monitor, faultyDeploymentDetection, metric, webhook or freeze',
         });
       }
     })
-    .transform((o): TypedRuleOptions =>
-      o.monitor !== undefined
-        ? { type: 'monitor', options: o.monitor }
-        : o.metric !== undefined
-          ? { type: 'metric', options: o.metric }
-          : { type: 'faulty_deployment_detection', options: o.faultyDeploymentDetection! },
-    ),
+    .transform((o): TypedRuleOptions => {
+      if (o.monitor !== undefined) return { type: 'monitor', options: o.monitor };
+      if (o.metric !== undefined) return { type: 'metric', options: o.metric };
+      if (o.webhook !== undefined) return { type: 'webhook', options: o.webhook };
+      if (o.freeze !== undefined) return { type: 'freeze', options: o.freeze };
+      return { type: 'faulty_deployment_detection', options: o.faultyDeploymentDetection! };
+    }),
 );
 
 /** The options of a faulty-deployment-detection rule given none. */

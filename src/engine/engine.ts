@@ -358,6 +358,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
   const onTransition = (c: MonitorStateChange) => wake({ kind: 'monitor.transition', monitor: c.monitor, group: c.group, at: c.at });
   const onIngested = (i: { service: string; env: string; at: Date }) => wake({ kind: 'apm.ingested', ...i });
+  const onFreeze = (f: { env: string; updatedAt: Date }) => wake({ kind: 'freeze.changed', env: f.env, at: f.updatedAt });
 
   /** Evaluations taken over and not yet loaded: a starting server resumes them in slices. */
   let resuming = 0;
@@ -435,6 +436,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         deps.events.on('evaluation.changed', guarded(track)),
         deps.events.on('monitor.transition', guarded(onTransition)),
         deps.events.on('apm.ingested', guarded(onIngested)),
+        deps.events.on('freeze.changed', guarded(onFreeze)),
       );
       claimInTurn(true);
       safely('pruning history', prune);

@@ -10,7 +10,7 @@ import { type CheckResult, monitorKey, type RuleRunner } from './runner.ts';
 /** Datadog's cap: a rule watching more monitors than this fails rather than guess. */
 export const MAX_MONITORS = 50;
 
-interface Selection {
+export interface Selection {
   monitors: MonitorRow[];
   /** The groups each monitor is judged on (all, or those the query or monitorIds name). */
   groups: Map<string, MonitorGroupRow[]>;
@@ -149,6 +149,12 @@ function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[]
   }
   return sel;
 }
+
+/**
+ * The monitors and groups a search query selects for a trigger, exactly as a monitor rule
+ * selects them (muted ones out, only what the trigger may see), from the same shared cache.
+ */
+export const selectByQuery = (deps: Deps, query: string, envs: readonly string[] | null): Selection => cachedSelect(deps, { query } as MonitorRuleOptions, envs);
 
 /** As the evidence records it; `envs` is what a reader must be able to see to be shown the group. */
 type FailingGroup = FailingGroupEvidence & { envs: string[] };

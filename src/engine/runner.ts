@@ -6,7 +6,8 @@ import type { RuleType } from '../db/schema.ts';
 /** Something that happened which may change a running rule's answer. */
 export type EngineEvent =
   | { kind: 'monitor.transition'; monitor: MonitorRow; group: string; at: Date }
-  | { kind: 'apm.ingested'; service: string; env: string; at: Date };
+  | { kind: 'apm.ingested'; service: string; env: string; at: Date }
+  | { kind: 'freeze.changed'; env: string; at: Date };
 
 export type CheckResult =
   | {
@@ -43,8 +44,16 @@ export type Watch = { keys: readonly string[] } | { shareKey: string; matches: (
 
 export const monitorKey = (monitorId: string) => `monitor:${monitorId}`;
 export const apmKey = (service: string, env: string) => `apm:${service}\u0000${env}`;
+export const freezeKey = (env: string) => `freeze:${env}`;
 
 /** The exact keys an event concerns. */
 export function eventKeys(event: EngineEvent): string[] {
-  return event.kind === 'monitor.transition' ? [monitorKey(event.monitor.id)] : [apmKey(event.service, event.env)];
+  switch (event.kind) {
+    case 'monitor.transition':
+      return [monitorKey(event.monitor.id)];
+    case 'apm.ingested':
+      return [apmKey(event.service, event.env)];
+    case 'freeze.changed':
+      return [freezeKey(event.env)];
+  }
 }

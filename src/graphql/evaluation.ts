@@ -27,6 +27,8 @@ import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
 import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
 import { evaluationChanges, followEvaluation } from '../domain/live.ts';
+import type { FreezeEntry, FreezeEvidence } from '../domain/freezeEvidence.ts';
+import type { WebhookCallEvidence, WebhookEvidence, WebhookTry } from '../engine/webhookRule.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
 import { builder } from './builder.ts';
@@ -221,6 +223,74 @@ const MetricRuleEvidence = builder.objectRef<MetricEvidenceView>('MetricRuleEvid
   }),
 });
 
+const WebhookAttempt = builder.objectRef<WebhookTry>('WebhookAttempt').implement({
+  description: 'One try of a call.',
+  fields: (t) => ({
+    at: t.field({ type: 'DateTime', resolve: (a) => new Date(a.at) }),
+    status: t.exposeInt('status', { nullable: true, description: 'The HTTP status; null when there was no answer.' }),
+    error: t.exposeString('error', { nullable: true, description: 'Why there was no answer (refused, timeout…).' }),
+    ms: t.exposeInt('ms'),
+  }),
+});
+
+const WebhookCall = builder.objectRef<WebhookCallEvidence>('WebhookCall').implement({
+  description: 'One call of a webhook rule (with its retries).',
+  fields: (t) => ({
+    call: t.exposeInt('call', { description: '1 for the first call.' }),
+    at: t.field({ type: 'DateTime', resolve: (c) => new Date(c.at) }),
+    passed: t.exposeBoolean('passed'),
+    status: t.exposeInt('status', { nullable: true, description: "The last try's HTTP status; null when it got no answer." }),
+    error: t.exposeString('error', { nullable: true }),
+    body: t.exposeString('body', { nullable: true, description: 'The first KB of the answer.' }),
+    bodyTruncated: t.boolean({ resolve: (c) => c.bodyTruncated === true }),
+    location: t.string({ nullable: true, description: "A redirect's target: redirects are not followed.", resolve: (c) => c.location ?? null }),
+    attempts: t.field({ type: [WebhookAttempt], resolve: (c) => (Array.isArray(c.tries) ? c.tries : []) }),
+  }),
+});
+
+const WebhookRuleEvidence = builder.objectRef<WebhookEvidence>('WebhookRuleEvidence').implement({
+  fields: (t) => ({
+    url: t.exposeString('url'),
+    passedCalls: t.int({ resolve: (e) => e.passedCalls ?? 0 }),
+    calls: t.field({ type: [WebhookCall], description: 'The latest calls, oldest first.', resolve: (e) => (Array.isArray(e.calls) ? e.calls : []) }),
+    refused: t.string({ nullable: true, description: 'Why the rule failed without calling.', resolve: (e) => e.refused ?? null }),
+  }),
+});
+
+const FreezeKind = builder.enumType('FreezeKind', {
+  values: {
+    CALENDAR: { value: 'calendar', description: "A window of the rule's calendars." },
+    AD_HOC: { value: 'ad_hoc', description: 'A freeze set through the API (createFreeze).' },
+    INCIDENT: { value: 'incident', description: 'A monitor matching the incidentQuery in ALERT.' },
+  } as const,
+});
+
+const FreezeFound = builder.objectRef<FreezeEntry>('FreezeFound').implement({
+  description: 'A freeze a freeze rule found.',
+  fields: (t) => ({
+    kind: t.field({ type: FreezeKind, resolve: (f) => f.kind }),
+    name: t.exposeString('name', { description: "A calendar window's name (or cron), an ad-hoc freeze's reason, an incident monitor's name." }),
+    startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (f) => (f.startedAt ? new Date(f.startedAt) : null) }),
+    endsAt: t.field({ type: 'DateTime', nullable: true, description: 'null: until lifted, or until the monitor recovers.', resolve: (f) => (f.endsAt ? new Date(f.endsAt) : null) }),
+    endsAtLeast: t.boolean({ description: 'Calendar windows chaining on: it ends at endsAt at the earliest.', resolve: (f) => f.endsAtLeast === true }),
+    cron: t.string({ nullable: true, resolve: (f) => f.cron ?? null }),
+    timeZone: t.string({ nullable: true, resolve: (f) => f.timeZone ?? null }),
+    freezeId: t.id({ nullable: true, resolve: (f) => f.freezeId ?? null }),
+    setBy: t.string({ nullable: true, description: 'The API key that set an ad-hoc freeze.', resolve: (f) => f.setBy ?? null }),
+    service: t.string({ nullable: true, resolve: (f) => f.service ?? null }),
+    monitorId: t.id({ nullable: true, resolve: (f) => f.monitorId ?? null }),
+    group: t.string({ nullable: true, resolve: (f) => f.group ?? null }),
+    url: t.string({ nullable: true, resolve: (f) => f.url ?? null }),
+  }),
+});
+
+const FreezeRuleEvidence = builder.objectRef<FreezeEvidence>('FreezeRuleEvidence').implement({
+  fields: (t) => ({
+    active: t.field({ type: [FreezeFound], description: 'Freezes in force at the latest check.', resolve: (e) => (Array.isArray(e.active) ? e.active : []) }),
+    waitedFor: t.field({ type: [FreezeFound], description: 'Freezes found earlier that were over by the latest check.', resolve: (e) => (Array.isArray(e.waitedFor) ? e.waitedFor : []) }),
+  }),
+});
+
 const RuleMonitorTransition = builder.objectRef<RuleTransition>('RuleMonitorTransition').implement({
   description: 'A state change of a monitor the rule matched, while the rule watched.',
   fields: (t) => ({
@@ -262,6 +332,19 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
       description: 'Structured evidence for metric rules (null for other types and before the first check).',
       // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
       resolve: (r) => (r.type === 'metric' ? readMetricEvidence(r.evidence) : null),
+    }),
+    webhookEvidence: t.field({
+      type: WebhookRuleEvidence,
+      nullable: true,
+      description: 'Structured evidence for webhook rules (null for other types and before the first call).',
+      resolve: (r) => (r.type === 'webhook' && r.evidence ? (r.evidence as WebhookEvidence) : null),
+    }),
+    freezeEvidence: t.field({
+      type: FreezeRuleEvidence,
+      nullable: true,
+      description: 'Structured evidence for freeze rules (null for other types and before the first check).',
+      // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
+      resolve: (r) => (r.type === 'freeze' && r.evidence ? (r.evidence as FreezeEvidence) : null),
     }),
     evidenceJson: t.field({ type: 'JSON', nullable: true, resolve: (r) => r.evidence ?? null }),
     monitorTransitions: t.field({

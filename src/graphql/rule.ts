@@ -9,6 +9,8 @@ import {
 import type { RuleRow } from '../db/gates.ts';
 import { RULE_TYPES, type RuleType as RuleTypeValue } from '../db/schema.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
+import { publicRuleOptions } from '../domain/ruleStorage.ts';
+import type { PublicWebhookOptions } from '../domain/webhooks.ts';
 import { builder } from './builder.ts';
 import { ApmMetric } from './monitor.ts';
 
@@ -17,6 +19,8 @@ const RULE_TYPE_DESCRIPTIONS: Record<RuleTypeValue, string> = {
   monitor: 'The states of a set of monitors over a window.',
   faulty_deployment_detection: "The new version's error rate and error types against the baseline's.",
   metric: 'A PromQL or APM metric against an absolute bound or the baseline.',
+  webhook: 'An external HTTP check: 2xx passes, anything else fails.',
+  freeze: 'Fails while a freeze applies: calendar windows, ad-hoc freezes, incidents.',
 };
 
 /** One GraphQL value per rule type, named in capitals (MONITOR for monitor). */
@@ -25,6 +29,13 @@ export const RuleType = builder.enumType('RuleType', {
     Uppercase<RuleTypeValue>,
     { value: RuleTypeValue; description: string }
   >,
+});
+
+const WebhookMode = builder.enumType('WebhookMode', {
+  values: {
+    ONCE: { value: 'once', description: 'One call (with its retries).' },
+    POLL: { value: 'poll', description: 'A call every interval until the window ends; passes only if every call passed.' },
+  } as const,
 });
 
 const InsufficientDataPolicy = builder.enumType('InsufficientDataPolicy', {
@@ -96,13 +107,69 @@ const MetricRuleOptionsRef = builder.objectRef<Typed<'metric'>>('MetricRuleOptio
   }),
 });
 
-export const RuleOptions = builder.unionType('RuleOptions', {
-  types: [MonitorRuleOptionsRef, FddRuleOptionsRef, MetricRuleOptionsRef],
-  resolveType: (value) => (value.type === 'monitor' ? MonitorRuleOptionsRef : value.type === 'metric' ? MetricRuleOptionsRef : FddRuleOptionsRef),
+const WebhookHeader = builder.objectRef<{ name: string }>('WebhookHeader').implement({
+  description: 'A header sent with each call. Its value is a secret: stored encrypted, never shown.',
+  fields: (t) => ({ name: t.exposeString('name') }),
 });
 
-/** Stored options are plain JSON; their rule's type says which shape they have. */
-export const typedOptions = (rule: Pick<RuleRow, 'type' | 'options'>) => ({ type: rule.type, options: rule.options }) as TypedRuleOptions;
+type PublicTyped<T extends TypedRuleOptions['type']> = T extends 'webhook' ? { type: 'webhook'; options: PublicWebhookOptions } : Typed<T>;
+
+const WebhookRuleOptionsRef = builder.objectRef<PublicTyped<'webhook'>>('WebhookRuleOptions').implement({
+  fields: (t) => ({
+    url: t.string({ description: 'Where the call is POSTed; its host is on TOLLGATE_WEBHOOK_ALLOWED_HOSTS.', resolve: ({ options }) => options.url }),
+    headers: t.field({ type: [WebhookHeader], description: 'Header names only: values are write-only.', resolve: ({ options }) => options.headers }),
+    timeout: t.int({ description: 'Seconds one try may take.', resolve: ({ options }) => options.timeout }),
+    retries: t.int({ description: 'Tries after the first when a call gets no definite answer (no answer, 408, 425, 429, 5xx).', resolve: ({ options }) => options.retries }),
+    mode: t.field({ type: WebhookMode, resolve: ({ options }) => options.mode }),
+    // Non-null and 0 in ONCE mode, so a client's fragments on several option types agree on the fields' types.
+    interval: t.int({ description: 'POLL: seconds between calls; 0 in ONCE mode.', resolve: ({ options }) => options.interval ?? 0 }),
+    duration: t.int({ description: 'POLL: seconds to keep calling; 0 in ONCE mode.', resolve: ({ options }) => options.duration ?? 0 }),
+  }),
+});
+
+const FreezeCalendar = builder
+  .objectRef<Typed<'freeze'>['options']['calendars'][number]>('FreezeCalendar')
+  .implement({
+    description: 'A recurring freeze window: opens at each time the cron expression names on the wall clock of timeZone, for duration seconds.',
+    fields: (t) => ({
+      name: t.exposeString('name', { nullable: true }),
+      cron: t.exposeString('cron', { description: 'Five fields (minute hour day-of-month month day-of-week) or an @alias.' }),
+      duration: t.exposeInt('duration', { description: 'Seconds of elapsed time each window lasts.' }),
+      timeZone: t.exposeString('timeZone', { description: 'IANA time zone, e.g. Europe/Paris.' }),
+    }),
+  });
+
+const FreezeRuleOptionsRef = builder.objectRef<Typed<'freeze'>>('FreezeRuleOptions').implement({
+  fields: (t) => ({
+    calendars: t.field({ type: [FreezeCalendar], resolve: ({ options }) => options.calendars }),
+    adHoc: t.boolean({ description: "Ad-hoc freezes of the evaluation's environment (createFreeze) apply.", resolve: ({ options }) => options.adHoc }),
+    incidentQuery: t.string({ nullable: true, description: 'Frozen while any monitor matching this query is ALERT.', resolve: ({ options }) => options.incidentQuery ?? null }),
+    duration: t.int({ description: 'Seconds the rule waits for a freeze to end; 0: checks once.', resolve: ({ options }) => options.duration }),
+  }),
+});
+
+export const RuleOptions = builder.unionType('RuleOptions', {
+  types: [MonitorRuleOptionsRef, FddRuleOptionsRef, MetricRuleOptionsRef, WebhookRuleOptionsRef, FreezeRuleOptionsRef],
+  resolveType: (value) => {
+    switch (value.type) {
+      case 'monitor':
+        return MonitorRuleOptionsRef;
+      case 'metric':
+        return MetricRuleOptionsRef;
+      case 'webhook':
+        return WebhookRuleOptionsRef;
+      case 'freeze':
+        return FreezeRuleOptionsRef;
+      default:
+        return FddRuleOptionsRef;
+    }
+  },
+});
+
+type PublicTypedRuleOptions = { [T in TypedRuleOptions['type']]: PublicTyped<T> }[TypedRuleOptions['type']];
+
+/** Stored options are plain JSON; their rule's type says which shape they have. Secrets stay out. */
+export const typedOptions = (rule: Pick<RuleRow, 'type' | 'options'>) => ({ type: rule.type, options: publicRuleOptions(rule) }) as PublicTypedRuleOptions;
 
 /** `Rule.gate` is added by gate.ts, which imports this module (one direction, no cycle). */
 export const Rule = builder.objectRef<RuleRow>('Rule');
@@ -184,12 +251,53 @@ const MetricRuleOptionsInput = builder.inputType('MetricRuleOptionsInput', {
   }),
 });
 
+const WebhookHeaderInput = builder.inputType('WebhookHeaderInput', {
+  fields: (t) => ({
+    name: t.string({ required: true, description: 'e.g. Authorization. Host, Content-Type, Content-Length and the connection headers are set by Tollgate.' }),
+    value: t.string({ description: 'Write-only: stored encrypted (TOLLGATE_SECRET_KEY), never shown. Omit it on an update to keep the stored value (same origin only).' }),
+  }),
+});
+
+const WebhookRuleOptionsInput = builder.inputType('WebhookRuleOptionsInput', {
+  description: 'POSTs the evaluation (evaluation, gate, service, env, version, rule) as JSON to url: 2xx passes, anything else fails.',
+  fields: (t) => ({
+    url: t.string({ required: true, description: 'http(s) URL whose host is on TOLLGATE_WEBHOOK_ALLOWED_HOSTS; no credentials in it (use a header).' }),
+    headers: t.field({ type: [WebhookHeaderInput], description: 'At most 20.' }),
+    timeout: t.int({ description: 'Seconds one try may take, 1–60. Default 10.' }),
+    retries: t.int({ description: 'Tries after the first when a call gets no definite answer, 0–5. Default 2.' }),
+    mode: t.field({ type: WebhookMode, description: 'Default ONCE.' }),
+    interval: t.int({ description: 'POLL only: seconds between calls, 5–3600. Default 60.' }),
+    duration: t.int({ description: 'POLL only (required): seconds to keep calling, 1–7200.' }),
+  }),
+});
+
+const FreezeCalendarInput = builder.inputType('FreezeCalendarInput', {
+  fields: (t) => ({
+    name: t.string({ description: 'Shown in the evidence; default: the cron expression.' }),
+    cron: t.string({ required: true, description: 'Five fields or an @alias, read on the wall clock of timeZone, e.g. `0 18 * * FRI`.' }),
+    duration: t.int({ required: true, description: 'Seconds of elapsed time each window lasts, 60 to 2678400 (31 days).' }),
+    timeZone: t.string({ required: true, description: 'IANA time zone, e.g. Europe/Paris or UTC.' }),
+  }),
+});
+
+const FreezeRuleOptionsInput = builder.inputType('FreezeRuleOptionsInput', {
+  description: 'Fails while a freeze applies. Give at least one source: calendars, adHoc (the default) or incidentQuery.',
+  fields: (t) => ({
+    calendars: t.field({ type: [FreezeCalendarInput], description: 'Recurring windows, at most 20.' }),
+    adHoc: t.boolean({ description: "Ad-hoc freezes of the evaluation's environment apply (createFreeze). Default true." }),
+    incidentQuery: t.string({ description: 'Monitor search query: frozen while any matching monitor is ALERT.' }),
+    duration: t.int({ description: 'Seconds to wait for a freeze to end before failing, 0–7200. Default 0: check once.' }),
+  }),
+});
+
 export const RuleOptionsInput = builder.inputType('RuleOptionsInput', {
   isOneOf: true,
   fields: (t) => ({
     monitor: t.field({ type: MonitorRuleOptionsInput }),
     faultyDeploymentDetection: t.field({ type: FddRuleOptionsInput }),
     metric: t.field({ type: MetricRuleOptionsInput }),
+    webhook: t.field({ type: WebhookRuleOptionsInput }),
+    freeze: t.field({ type: FreezeRuleOptionsInput }),
   }),
 });
 

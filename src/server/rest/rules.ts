@@ -8,6 +8,7 @@ import { DomainError, parseInput } from '../../domain/errors.ts';
 import { createRule, deleteRule, getGate, getRule, ruleInputSchema, rulesOf, updateRule, updateRuleInputSchema } from '../../domain/gates.ts';
 import type { Principal } from '../../domain/principal.ts';
 import { ruleOptionsInputSchema } from '../../domain/ruleOptions.ts';
+import { publicRuleOptions } from '../../domain/ruleStorage.ts';
 import { HttpError, isJsonObject } from '../http.ts';
 import { decode, decodeFields, encode, fieldSchema } from './codec.ts';
 import { attributesOf, type Route, route, uuidParam } from './request.ts';
@@ -22,6 +23,8 @@ const RULE_TYPES = {
   monitor: 'monitor',
   faulty_deployment_detection: 'faultyDeploymentDetection',
   metric: 'metric',
+  webhook: 'webhook',
+  freeze: 'freeze',
 } as const satisfies Record<RuleType, string>;
 
 const OPTIONS_SCHEMAS = new Map<string, z.ZodType>(
@@ -57,8 +60,8 @@ export function ruleFromWire(rule: unknown, where: string, jitIndex?: number): R
   };
 }
 
-/** A rule's options (as stored, or as evaluated) in the wire's names; unset options left out. */
-export const optionsToWire = (rule: Pick<RuleRow, 'type' | 'options'>): unknown => encode(OPTIONS_SCHEMAS.get(rule.type), rule.options);
+/** A rule's options (as stored, or as evaluated) in the wire's names; unset options and secrets left out. */
+export const optionsToWire = (rule: Pick<RuleRow, 'type' | 'options'>): unknown => encode(OPTIONS_SCHEMAS.get(rule.type), publicRuleOptions(rule));
 
 export function ruleAttributes(r: RuleRow) {
   return {
