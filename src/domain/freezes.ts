@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
 import { type FreezeRow, getFreeze as getFreezeRow, insertFreeze, isFreezeActive, listFreezes as listFreezeRows, updateFreezeRow } from '../db/freezes.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, notFound } from './errors.ts';
+import { badInput, conflict, notFound, parseInput } from './errors.ts';
 import { tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
@@ -32,10 +32,7 @@ export const createFreezeInputSchema = z.preprocess(
 );
 export type CreateFreezeInput = z.output<typeof createFreezeInputSchema>;
 
-export const endFreezeInputSchema = z.preprocess(
-  nullsAsUndefined,
-  z.object({ reason: z.string().trim().min(1, 'reason must not be empty').max(1000, 'reason is at most 1000 characters').optional() }).strict(),
-);
+const endReasonSchema = z.string().trim().min(1, 'must not be empty').max(1000, 'is at most 1000 characters').optional();
 
 export interface FreezeListFilter {
   envs?: string[];
@@ -94,6 +91,7 @@ export function createFreeze(deps: Deps, actor: Principal, input: CreateFreezeIn
 /** Lifts a freeze now (or cancels one not yet started). Ending an ended freeze is a conflict. */
 export function endFreeze(deps: Deps, actor: Principal, id: string, reason?: string): FreezeRow {
   requireScope(actor, 'gates:write', 'end freezes');
+  const why = parseInput(endReasonSchema, reason, 'reason');
   const now = deps.now();
   const freeze = deps.db.transaction((tx) => {
     const before = getFreezeRow(tx, assertUuid(id, 'id'));
@@ -104,7 +102,7 @@ export function endFreeze(deps: Deps, actor: Principal, id: string, reason?: str
       endedAt: now,
       endedById: actor.id,
       endedByName: actor.name,
-      endReason: reason ?? null,
+      endReason: why ?? null,
       updatedAt: now,
       updatedById: actor.id,
       updatedByName: actor.name,

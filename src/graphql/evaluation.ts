@@ -223,28 +223,25 @@ const MetricRuleEvidence = builder.objectRef<MetricEvidenceView>('MetricRuleEvid
   }),
 });
 
-const WebhookAttempt = builder.objectRef<WebhookTry>('WebhookAttempt').implement({
-  description: 'One try of a call.',
-  fields: (t) => ({
-    at: t.field({ type: 'DateTime', resolve: (a) => new Date(a.at) }),
-    status: t.exposeInt('status', { nullable: true, description: 'The HTTP status; null when there was no answer.' }),
-    error: t.exposeString('error', { nullable: true, description: 'Why there was no answer (refused, timeout…).' }),
-    ms: t.exposeInt('ms'),
-  }),
-});
+// Evidence lists stay shallow (scalars inside), so a page of evaluations with every evidence field stays within the query cost limit.
+const describeTry = (a: WebhookTry) => (a.status !== null ? `HTTP ${a.status}` : (a.error ?? 'no answer'));
 
 const WebhookCall = builder.objectRef<WebhookCallEvidence>('WebhookCall').implement({
-  description: 'One call of a webhook rule (with its retries).',
+  description: 'One call of a webhook rule, with its retries.',
   fields: (t) => ({
     call: t.exposeInt('call', { description: '1 for the first call.' }),
-    at: t.field({ type: 'DateTime', resolve: (c) => new Date(c.at) }),
+    at: t.field({ type: 'DateTime', description: 'When its first try started.', resolve: (c) => new Date(c.at) }),
     passed: t.exposeBoolean('passed'),
     status: t.exposeInt('status', { nullable: true, description: "The last try's HTTP status; null when it got no answer." }),
-    error: t.exposeString('error', { nullable: true }),
+    error: t.exposeString('error', { nullable: true, description: 'Why the last try got no answer (refused, timeout…).' }),
     body: t.exposeString('body', { nullable: true, description: 'The first KB of the answer.' }),
     bodyTruncated: t.boolean({ resolve: (c) => c.bodyTruncated === true }),
     location: t.string({ nullable: true, description: "A redirect's target: redirects are not followed.", resolve: (c) => c.location ?? null }),
-    attempts: t.field({ type: [WebhookAttempt], resolve: (c) => (Array.isArray(c.tries) ? c.tries : []) }),
+    attempts: t.int({ description: 'Tries made for this call.', resolve: (c) => (Array.isArray(c.tries) ? c.tries.length : 1) }),
+    earlierAttempts: t.stringList({
+      description: 'What each try before the last got, oldest first: "HTTP 503", "no answer within 10000 ms".',
+      resolve: (c) => (Array.isArray(c.tries) ? c.tries.slice(0, -1).map(describeTry) : []),
+    }),
   }),
 });
 
@@ -265,9 +262,10 @@ const FreezeKind = builder.enumType('FreezeKind', {
   } as const,
 });
 
-const FreezeFound = builder.objectRef<FreezeEntry>('FreezeFound').implement({
+const FreezeFound = builder.objectRef<FreezeEntry & { active: boolean }>('FreezeFound').implement({
   description: 'A freeze a freeze rule found.',
   fields: (t) => ({
+    active: t.exposeBoolean('active', { description: 'In force at the latest check; false: found at an earlier check and over since.' }),
     kind: t.field({ type: FreezeKind, resolve: (f) => f.kind }),
     name: t.exposeString('name', { description: "A calendar window's name (or cron), an ad-hoc freeze's reason, an incident monitor's name." }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (f) => (f.startedAt ? new Date(f.startedAt) : null) }),
@@ -286,8 +284,11 @@ const FreezeFound = builder.objectRef<FreezeEntry>('FreezeFound').implement({
 
 const FreezeRuleEvidence = builder.objectRef<FreezeEvidence>('FreezeRuleEvidence').implement({
   fields: (t) => ({
-    active: t.field({ type: [FreezeFound], description: 'Freezes in force at the latest check.', resolve: (e) => (Array.isArray(e.active) ? e.active : []) }),
-    waitedFor: t.field({ type: [FreezeFound], description: 'Freezes found earlier that were over by the latest check.', resolve: (e) => (Array.isArray(e.waitedFor) ? e.waitedFor : []) }),
+    freezes: t.field({
+      type: [FreezeFound],
+      description: 'The freezes in force at the latest check (active), then those found earlier and over since.',
+      resolve: (e) => [...(Array.isArray(e.active) ? e.active : []).map((f) => ({ ...f, active: true })), ...(Array.isArray(e.waitedFor) ? e.waitedFor : []).map((f) => ({ ...f, active: false }))],
+    }),
   }),
 });
 

@@ -6,6 +6,7 @@ import './apiKey.ts';
 import './monitor.ts';
 import './evaluation.ts';
 import './insights.ts';
+import './freeze.ts';
 
 builder.queryType({});
 builder.mutationType({});

@@ -184,6 +184,8 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
     ttlPerSchemaCoordinate: {
       Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, EvaluationFacets: 0, EvaluationInsights: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0,
       'Query.evaluations': 0, 'Query.evaluation': 0, 'Query.monitors': 0, 'Query.monitor': 0, 'Gate.lastEvaluations': 0,
+      // Whether a freeze is active changes with the clock, not only with writes.
+      Freeze: 0, 'Query.freezes': 0, 'Query.freeze': 0,
     },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
