@@ -199,7 +199,7 @@ describe('freeze rule', () => {
     const missing = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'freeze', options: { calendars: [{ cron: '0 18 * * FRI', duration: 3600 }] } } } } });
     assert.match(missing.json.errors[0].detail, /^options\.calendars\[0\]\.time_zone: time_zone is required/);
     const unknown = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } } });
-    assert.match(unknown.json.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection, webhook, freeze\)/);
+    assert.match(unknown.json.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection, metric, webhook or freeze\)/);
   });
 });
 

@@ -44,7 +44,7 @@ describe('REST wire codec', () => {
       dryRun: true,
       options: { faultyDeploymentDetection: { minRelativeIncrease: 0.2 } },
     });
-    assert.match(refusal(() => ruleFromWire({ type: 'moniyor' }, 'configuration.rules[0]', 0)), /^invalid configuration: invalid rule at index 0: invalid rule type: moniyor \(must be monitor, faulty_deployment_detection or metric\)$/);
+    assert.match(refusal(() => ruleFromWire({ type: 'moniyor' }, 'configuration.rules[0]', 0)), /^invalid configuration: invalid rule at index 0: invalid rule type: moniyor \(must be monitor, faulty_deployment_detection, metric, webhook or freeze\)$/);
     assert.equal(refusal(() => ruleFromWire({ type: 'monitor', options: 'x' }, 'data.attributes')), 'data.attributes.options: must be an object');
     assert.deepEqual(optionsToWire({ type: 'faulty_deployment_detection', options: { duration: 600, allowedResources: ['GET /a'], newErrorTypes: false, excludedResources: undefined } }), {
       duration: 600,
