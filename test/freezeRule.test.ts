@@ -203,6 +203,32 @@ describe('freeze rule', () => {
   });
 });
 
+describe('freezes over REST', () => {
+  test('set, list, read and lift a freeze; another environment\'s is not found; errors in wire names', async () => {
+    const ends = new Date(Date.now() + 3_600_000).toISOString();
+    const created = await s.request('POST', '/api/v2/deployment_freezes', { body: { data: { type: 'deployment_freeze', attributes: { env: 'rest-prod', service: 'checkout', reason: 'black friday', ends_at: ends } } } });
+    assert.equal(created.status, 200, created.text);
+    const id = created.json.data.id;
+    assert.deepEqual(
+      [created.json.data.type, created.json.data.attributes.env, created.json.data.attributes.service, created.json.data.attributes.ends_at, created.json.data.attributes.active, created.json.data.attributes.created_by.name],
+      ['deployment_freeze', 'rest-prod', 'checkout', ends, true, 'bootstrap'],
+    );
+    const listed = await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=true');
+    assert.deepEqual(listed.json.data.map((f: any) => f.id), [id]);
+    const stagingKey = await s.createKey(['gates:write'], ['rest-staging']);
+    assert.equal((await s.request('GET', `/api/v2/deployment_freezes/${id}`, { key: stagingKey })).status, 404);
+    assert.equal((await s.request('POST', `/api/v2/deployment_freezes/${id}/end`, { key: stagingKey })).status, 404);
+    assert.deepEqual((await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod', { key: stagingKey })).json.data, []);
+    const bad = await s.request('POST', '/api/v2/deployment_freezes', { body: { data: { attributes: { env: 'rest-prod', reason: 'x', ends_at: 'soon' } } } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.errors[0].detail, /^ends_at: ends_at must be an RFC 3339 date/);
+    const lifted = await s.request('POST', `/api/v2/deployment_freezes/${id}/end`, { body: { data: { attributes: { reason: 'sale over' } } } });
+    assert.equal(lifted.status, 200, lifted.text);
+    assert.deepEqual([lifted.json.data.attributes.active, lifted.json.data.attributes.end_reason, lifted.json.data.attributes.ended_by.name], [false, 'sale over', 'bootstrap']);
+    assert.equal((await s.request('POST', `/api/v2/deployment_freezes/${id}/end`)).status, 400, 'already ended: a conflict');
+  });
+});
+
 describe('freeze rule, calendar windows on the server clock', () => {
   // A server whose clock runs from a chosen instant: the engine and the rule read it through deps.now().
   let clocked: TestServer;

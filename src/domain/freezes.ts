@@ -50,16 +50,22 @@ export function getFreeze(deps: Deps, actor: Principal, id: string): FreezeRow |
   return freeze && canSeeEnv(actor, freeze.env) ? freeze : null;
 }
 
-/** Newest first. */
-export function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilter, page: { after?: string; first: number }): FreezeRow[] {
+/** A page size asked for: 1 to MAX_FREEZES_PAGE. */
+export function freezesPageSize(first: number): number {
+  if (!Number.isInteger(first) || first < 1 || first > MAX_FREEZES_PAGE) throw badInput('first', `must be between 1 and ${MAX_FREEZES_PAGE}, got ${first}`);
+  return first;
+}
+
+/** Newest first; `limit` rows at most (a page, or a page and one to know there is more). */
+export function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilter, page: { after?: string; limit: number }): FreezeRow[] {
   requireScope(actor, 'gates:read', 'read freezes');
-  if (!Number.isInteger(page.first) || page.first < 1 || page.first > MAX_FREEZES_PAGE) throw badInput('first', `must be between 1 and ${MAX_FREEZES_PAGE}, got ${page.first}`);
+  const limit = Math.max(1, Math.min(page.limit, MAX_FREEZES_PAGE + 1));
   if (page.after) assertUuid(page.after, 'after');
   if (filter.envs && filter.envs.length > 100) throw badInput('filter.envs', `lists at most 100 values, got ${filter.envs.length}`);
   const now = deps.now();
-  const rows = listFreezeRows(deps.db, { envIn: filter.envs, envs: actor.envs, activeAt: filter.active ? now : undefined }, { after: page.after, limit: filter.active === false ? page.first * 4 : page.first });
-  // Inactive ones are few among recent rows; a short page only means fewer matched.
-  return filter.active === false ? rows.filter((f) => !isFreezeActive(f, now)).slice(0, page.first) : rows;
+  const rows = listFreezeRows(deps.db, { envIn: filter.envs, envs: actor.envs, activeAt: filter.active ? now : undefined }, { after: page.after, limit: filter.active === false ? limit * 4 : limit });
+  // Inactive ones are most among recent rows; a short page only means fewer matched.
+  return filter.active === false ? rows.filter((f) => !isFreezeActive(f, now)).slice(0, limit) : rows;
 }
 
 // ---- writes: one transaction each, audit inside it, event after commit ----

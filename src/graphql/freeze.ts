@@ -1,4 +1,4 @@
-import { createFreeze, createFreezeInputSchema, endFreeze, type FreezeRow, getFreeze, isFreezeActive, listFreezes, MAX_FREEZES_PAGE } from '../domain/freezes.ts';
+import { createFreeze, createFreezeInputSchema, endFreeze, type FreezeRow, freezesPageSize, getFreeze, isFreezeActive, listFreezes, MAX_FREEZES_PAGE } from '../domain/freezes.ts';
 import { builder } from './builder.ts';
 
 export const Freeze = builder.objectRef<FreezeRow>('Freeze').implement({
@@ -58,7 +58,7 @@ builder.queryField('freezes', (t) =>
       after: t.arg.id({ description: 'The id of the last freeze of the previous page.' }),
     },
     resolve: (_root, { filter, first, after }, { deps, principal }) =>
-      listFreezes(deps, principal, { envs: filter?.envs ?? undefined, active: filter?.active ?? undefined }, { first: first ?? 50, after: after ? String(after) : undefined }),
+      listFreezes(deps, principal, { envs: filter?.envs ?? undefined, active: filter?.active ?? undefined }, { limit: freezesPageSize(first ?? 50), after: after ? String(after) : undefined }),
   }),
 );
 

@@ -5,11 +5,13 @@ import { secretFromAuthorization } from '../../domain/apiKeys.ts';
 import type { Deps } from '../../domain/deps.ts';
 import type { DomainError } from '../../domain/errors.ts';
 import { evaluateGateInputSchema } from '../../domain/evaluations.ts';
+import { createFreezeInputSchema } from '../../domain/freezes.ts';
 import { createGateInputSchema, ruleInputSchema, updateGateInputSchema, updateRuleInputSchema } from '../../domain/gates.ts';
 import { failureOf, sendFailure } from '../failures.ts';
 import { type Authenticate, decodePathSegment, HttpError, readBody, sendJson } from '../http.ts';
 import { wireWords } from './codec.ts';
 import { evaluationRoutes } from './evaluations.ts';
+import { freezeRoutes } from './freezes.ts';
 import { gateRoutes } from './gates.ts';
 import { historyRoutes } from './history.ts';
 import type { Handler, Route } from './request.ts';
@@ -36,10 +38,10 @@ function compile(routes: Route[]): Compiled[] {
 }
 
 // History first: /deployment_gates/{id} would otherwise read "evaluations" as an id.
-const ROUTES = compile([...historyRoutes, ...evaluationRoutes, ...gateRoutes, ...ruleRoutes]);
+const ROUTES = compile([...historyRoutes, ...evaluationRoutes, ...gateRoutes, ...ruleRoutes, ...freezeRoutes]);
 
 /** The domain's field names in a message, as the REST body spells them. */
-const wireText = wireWords(evaluateGateInputSchema, createGateInputSchema, updateGateInputSchema, ruleInputSchema, updateRuleInputSchema);
+const wireText = wireWords(evaluateGateInputSchema, createGateInputSchema, updateGateInputSchema, ruleInputSchema, updateRuleInputSchema, createFreezeInputSchema);
 const OPTIONS_LEVEL = new RegExp(`(^|\\.)options\\.(?:${OPTIONS_KEYS.join('|')})(?=\\.|\\[|$)`);
 
 /**
