@@ -92,6 +92,7 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
     ['monitors', () => '/monitors'],
     ['a monitor', () => `/monitors/${ids.monitor}`],
     ['insights', () => '/insights'],
+    ['freezes', () => '/freezes'],
   ] as const) {
     test(name, async () => {
       const page = await open(path(), true);

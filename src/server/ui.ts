@@ -18,7 +18,7 @@ export const UI_ENTRIES: Record<string, string> = {
 };
 
 /** Pages of the explorer: all answered with the same HTML shell, routed on the client. */
-const PAGE_ROUTES = [/^\/$/, /^\/evaluations\/?$/, /^\/evaluations\/[^/]+\/?$/, /^\/gates\/?$/, /^\/gates\/[^/]+\/?$/, /^\/monitors\/?$/, /^\/monitors\/[^/]+\/?$/, /^\/insights\/?$/];
+const PAGE_ROUTES = [/^\/$/, /^\/evaluations\/?$/, /^\/evaluations\/[^/]+\/?$/, /^\/gates\/?$/, /^\/gates\/[^/]+\/?$/, /^\/monitors\/?$/, /^\/monitors\/[^/]+\/?$/, /^\/insights\/?$/, /^\/freezes\/?$/];
 
 // connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3); 'ws: wss:' would let an
 // injected script carry the key to any host.

@@ -2,6 +2,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, type ConnectionState, connect, connection, session } from './api.ts';
 import { EvaluationPage } from './pages/evaluation.tsx';
 import { EvaluationsPage } from './pages/evaluations.tsx';
+import { FreezesPage } from './pages/freezes.tsx';
 import { GatePage, GatesPage } from './pages/gates.tsx';
 import { InsightsPage } from './pages/insights.tsx';
 import { MonitorPage, MonitorsPage } from './pages/monitors.tsx';
@@ -101,6 +102,7 @@ const NAV = [
   ['/insights', 'Insights'],
   ['/gates', 'Gates'],
   ['/monitors', 'Monitors'],
+  ['/freezes', 'Freezes'],
 ] as const;
 
 /** An id from the path; null for a malformed %-escape (decodeURIComponent would throw mid-render). */
@@ -121,6 +123,7 @@ function route(path: string, who: Viewer) {
   if (path === '/gates') return <GatesPage who={who} />;
   if ((m = /^\/gates\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <GatePage key={m[1]} id={id} who={who} />;
   if (path === '/monitors') return <MonitorsPage />;
+  if (path === '/freezes') return <FreezesPage who={who} />;
   if ((m = /^\/monitors\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <MonitorPage key={m[1]} id={id} />;
   return (
     <section class="page">

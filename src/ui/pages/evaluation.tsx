@@ -8,7 +8,9 @@ import { EvaluationStatusCell } from './evaluations.tsx';
 const RULE_OPTIONS = `options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
   ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
-  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData }
+  ... on WebhookRuleOptions { url headers { name } timeout retries mode interval duration }
+  ... on FreezeRuleOptions { calendars { name cron duration timeZone } adHoc incidentQuery duration } }`;
 
 const EVALUATION = `id service env identifier version primaryTag dryRun justInTime onSourceError status reportedStatus passedWithoutEvidence
   startedAt decidedAt finishedAt evaluationUrl rerunOf revision triggeredBy gateId
@@ -20,12 +22,14 @@ const EVALUATION = `id service env identifier version primaryTag dryRun justInTi
       faultyResources { scope name eValue threshold jointly canary { requests errors errorRate } baseline { requests errors errorRate } }
       newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } }
     metricEvidence { source query baselineQuery apmMetric resource window version baselineVersions bound margin failureLimit consecutiveSuccessLimit planned failures noData sourceErrors
-      points { at value text baseline limit result note requests baselineRequests } } }`;
+      points { at value text baseline limit result note requests baselineRequests } }
+    webhookEvidence { url passedCalls refused calls { call at passed status error body bodyTruncated location attempts earlierAttempts } }
+    freezeEvidence { freezes { active kind name startedAt endsAt endsAtLeast cron timeZone freezeId setBy service monitorId group url } } }`;
 
 const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
 
-type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' | 'MetricRuleOptions' } & Record<string, any>;
+type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' | 'MetricRuleOptions' | 'WebhookRuleOptions' | 'FreezeRuleOptions' } & Record<string, any>;
 
 interface RuleEvaluation {
   id: string;
@@ -48,6 +52,45 @@ interface RuleEvaluation {
   } | null;
   fddEvidence: any;
   metricEvidence: MetricEvidenceView | null;
+  webhookEvidence: WebhookEvidenceView | null;
+  freezeEvidence: { freezes: FreezeFound[] } | null;
+}
+
+interface WebhookCall {
+  call: number;
+  at: string;
+  passed: boolean;
+  status: number | null;
+  error: string | null;
+  body: string | null;
+  bodyTruncated: boolean;
+  location: string | null;
+  attempts: number;
+  earlierAttempts: string[];
+}
+
+interface WebhookEvidenceView {
+  url: string;
+  passedCalls: number;
+  refused: string | null;
+  calls: WebhookCall[];
+}
+
+interface FreezeFound {
+  active: boolean;
+  kind: 'CALENDAR' | 'AD_HOC' | 'INCIDENT';
+  name: string;
+  startedAt: string | null;
+  endsAt: string | null;
+  endsAtLeast: boolean;
+  cron: string | null;
+  timeZone: string | null;
+  freezeId: string | null;
+  setBy: string | null;
+  service: string | null;
+  monitorId: string | null;
+  group: string | null;
+  url: string | null;
 }
 
 interface MetricPoint {
@@ -113,10 +156,27 @@ const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replac
 const withoutNulls = (o: Record<string, any>): Record<string, unknown> =>
   Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== null && k !== '__typename').map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? withoutNulls(v) : v]));
 
+const INPUT_KEYS: Record<Options['__typename'], string> = {
+  MonitorRuleOptions: 'monitor',
+  FddRuleOptions: 'faultyDeploymentDetection',
+  MetricRuleOptions: 'metric',
+  WebhookRuleOptions: 'webhook',
+  FreezeRuleOptions: 'freeze',
+};
+
 /** RuleOptions (as evaluated) back to RuleOptionsInput, to trigger the same just-in-time rules again. */
 function optionsInput(o: Options): Record<string, unknown> {
-  const key = o.__typename === 'MonitorRuleOptions' ? 'monitor' : o.__typename === 'MetricRuleOptions' ? 'metric' : 'faultyDeploymentDetection';
-  return { [key]: withoutNulls(o) };
+  const clean = withoutNulls(o);
+  if (o.__typename === 'WebhookRuleOptions') {
+    // Header values are never shown: the line carries a placeholder to fill in.
+    clean.headers = (o.headers ?? []).map((h: { name: string }) => ({ name: h.name, value: '…' }));
+    if (o.mode === 'ONCE') {
+      delete clean.interval;
+      delete clean.duration;
+    }
+  }
+  if (o.__typename === 'FreezeRuleOptions') clean.calendars = (o.calendars ?? []).map(withoutNulls);
+  return { [INPUT_KEYS[o.__typename]]: clean };
 }
 
 function triggerInput(e: Evaluation): Record<string, unknown> {
@@ -441,22 +501,130 @@ function MetricEvidence({ ev, rule }: { ev: MetricEvidenceView | null; rule: Rul
   );
 }
 
+function WebhookEvidence({ ev }: { ev: WebhookEvidenceView | null }) {
+  if (!ev) return <p class="muted small">No call made yet.</p>;
+  return (
+    <div class="evidence" data-testid="webhook-evidence">
+      {ev.refused && <p class="small">Not called: {ev.refused}.</p>}
+      {ev.calls.length > 0 && (
+        <table class="compact">
+          <caption>
+            Calls to <code>{ev.url}</code> ({ev.passedCalls} passed)
+          </caption>
+          <thead>
+            <tr>
+              <th scope="col">Call</th>
+              <th scope="col">At</th>
+              <th scope="col">Answer</th>
+              <th scope="col">Tries</th>
+              <th scope="col">First KB of the answer</th>
+            </tr>
+          </thead>
+          <tbody>
+            {ev.calls.map((c) => (
+              <tr key={`${c.call}-${c.attempts}`} data-testid="webhook-call">
+                <td>{c.call}</td>
+                <td>
+                  <Time at={c.at} />
+                </td>
+                <td>
+                  <StatusBadge status={c.passed ? 'PASS' : 'FAIL'} /> {c.status !== null ? `HTTP ${c.status}` : c.error}
+                  {c.location && <div class="small muted">redirect to {c.location} (not followed)</div>}
+                </td>
+                <td>
+                  {c.attempts}
+                  {c.earlierAttempts.length > 0 && <div class="small muted">before: {c.earlierAttempts.join(', ')}</div>}
+                </td>
+                <td>{c.body ? <pre class="answer">{c.body}{c.bodyTruncated ? '…' : ''}</pre> : <span class="muted">—</span>}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
 function describeMetric(o: Options): string {
   const source = o.query ? `PromQL “${o.query}”` : `APM ${String(o.apm?.metric ?? '').toLowerCase()} of ${o.apm?.resource ?? 'the whole service'}`;
   const window = o.duration === 0 ? 'measured once' : `every ${o.interval} s for ${o.duration} s`;
   return `${source}; bound ${o.bound}${o.margin ? ` (margin ${o.margin})` : ''}; ${window}${o.warmup ? ` after ${o.warmup} s warmup` : ''}; failureLimit ${o.failureLimit}${o.consecutiveSuccessLimit ? `; ${o.consecutiveSuccessLimit} consecutive successes pass` : ''}${o.failOnNoData ? '; no data fails' : ''}`;
 }
 
-const RULE_TYPE_NAMES: Record<string, string> = { MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', METRIC: 'Metric' };
+const FREEZE_KINDS: Record<FreezeFound['kind'], string> = { CALENDAR: 'Calendar window', AD_HOC: 'Ad-hoc freeze', INCIDENT: 'Incident' };
+
+function FreezeEvidence({ ev }: { ev: { freezes: FreezeFound[] } | null }) {
+  if (!ev) return <p class="muted small">No evidence recorded yet.</p>;
+  if (ev.freezes.length === 0) return <p class="small" data-testid="freeze-evidence">No freeze applied.</p>;
+  return (
+    <div class="evidence" data-testid="freeze-evidence">
+      <table class="compact">
+        <caption>Freezes found</caption>
+        <thead>
+          <tr>
+            <th scope="col">Freeze</th>
+            <th scope="col">Since</th>
+            <th scope="col">Until</th>
+            <th scope="col">Now</th>
+          </tr>
+        </thead>
+        <tbody>
+          {ev.freezes.map((f, i) => (
+            <tr key={i} data-testid="freeze-row">
+              <td>
+                {FREEZE_KINDS[f.kind]}:{' '}
+                {f.kind === 'INCIDENT' && f.monitorId ? <a href={`/monitors/${f.monitorId}`}>{f.name}</a> : <strong>{f.name}</strong>}
+                {f.kind === 'CALENDAR' && <span class="small muted"> ({f.cron}, {f.timeZone})</span>}
+                {f.kind === 'AD_HOC' && <span class="small muted"> set by {f.setBy}{f.service ? ` for ${f.service}` : ''}</span>}
+                {f.kind === 'INCIDENT' && f.group && f.group !== '*' && <span class="small muted"> ({f.group})</span>}
+              </td>
+              <td>{f.startedAt ? <Time at={f.startedAt} /> : '—'}</td>
+              <td>
+                {f.endsAt ? (
+                  <>
+                    {f.endsAtLeast && 'at least '}
+                    <Time at={f.endsAt} />
+                  </>
+                ) : f.kind === 'INCIDENT' ? (
+                  'the monitor recovers'
+                ) : (
+                  'lifted'
+                )}
+              </td>
+              <td>{f.active ? <strong>in force</strong> : <span class="muted">over</span>}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+const hours = (s: number) => (s % 3600 === 0 ? `${s / 3600} h` : s % 60 === 0 ? `${s / 60} min` : `${s} s`);
 
 function describeOptions(o: Options): string {
   if (o.__typename === 'MetricRuleOptions') return describeMetric(o);
+  if (o.__typename === 'WebhookRuleOptions') {
+    const headers = o.headers?.length ? ` with ${o.headers.map((h: { name: string }) => h.name).join(', ')}` : '';
+    const calls = o.mode === 'POLL' ? `every ${o.interval} s for ${o.duration} s, every answer must pass` : 'once';
+    return `POST ${o.url}${headers}; ${calls}; timeout ${o.timeout} s, ${o.retries} retries`;
+  }
+  if (o.__typename === 'FreezeRuleOptions') {
+    const parts = [
+      ...(o.calendars ?? []).map((c: { name: string | null; cron: string; duration: number; timeZone: string }) => `${c.name ?? 'window'} (${c.cron}, ${c.timeZone}, ${hours(c.duration)})`),
+      ...(o.adHoc ? ['ad-hoc freezes'] : []),
+      ...(o.incidentQuery ? [`incidents of “${o.incidentQuery}”`] : []),
+    ];
+    return `${parts.join('; ')}; ${o.duration ? `waits up to ${o.duration} s for a freeze to end` : 'checked once'}`;
+  }
   if (o.__typename === 'MonitorRuleOptions') {
     const target = o.query ? `query “${o.query}”` : `monitors ${(o.monitorIds ?? []).map((m: { id: string }) => m.id).join(', ')}`;
     return `${target}; window ${o.duration} s${o.warmup ? ` after ${o.warmup} s warmup` : ''}${o.failOnNoData ? '; NO_DATA fails' : ''}${o.failOnNoGroupsFound ? '; no groups fails' : ''}`;
   }
   return `window ${o.duration} s; alpha ${o.alpha}; min. increase +${Math.round(o.minRelativeIncrease * 100)}%${o.newErrorTypes ? '; new error types' : ''}; too little traffic: ${o.onInsufficientData}`;
 }
+
+const RULE_TYPE_NAMES: Record<string, string> = { MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', METRIC: 'Metric', WEBHOOK: 'Webhook', FREEZE: 'Freeze' };
 
 function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Record<string, Transition[]> | undefined }) {
   return (
@@ -488,6 +656,10 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
           <MonitorEvidence rule={rule} transitions={transitions} />
         ) : rule.type === 'METRIC' ? (
           <MetricEvidence ev={rule.metricEvidence} rule={rule} />
+        ) : rule.type === 'WEBHOOK' ? (
+          <WebhookEvidence ev={rule.webhookEvidence} />
+        ) : rule.type === 'FREEZE' ? (
+          <FreezeEvidence ev={rule.freezeEvidence} />
         ) : (
           <FddEvidence ev={rule.fddEvidence} rule={rule} />
         )}

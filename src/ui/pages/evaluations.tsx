@@ -75,9 +75,9 @@ const FACETS_REFRESH_MS = 5000;
 
 const FIXED_VALUES: Record<string, string[]> = {
   status: ['IN_PROGRESS', 'PASS', 'FAIL', 'CANCELED'],
-  ruleType: ['MONITOR', 'FAULTY_DEPLOYMENT_DETECTION'],
+  ruleType: ['MONITOR', 'FAULTY_DEPLOYMENT_DETECTION', 'WEBHOOK', 'FREEZE'],
 };
-const VALUE_LABELS: Record<string, string> = { IN_PROGRESS: 'In progress', PASS: 'Pass', FAIL: 'Fail', CANCELED: 'Canceled', MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection' };
+const VALUE_LABELS: Record<string, string> = { IN_PROGRESS: 'In progress', PASS: 'Pass', FAIL: 'Fail', CANCELED: 'Canceled', MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', WEBHOOK: 'Webhook', FREEZE: 'Freeze' };
 
 /** Whether an evaluation (as an event carries it) belongs in the list the URL asks for. */
 function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {

@@ -8,7 +8,9 @@ import { EvaluationStatusCell } from './evaluations.tsx';
 const RULE_FIELDS = `id name type dryRun updatedAt updatedBy options { __typename
   ... on MonitorRuleOptions { query monitorIds { id groups } duration warmup failOnNoData failOnNoGroupsFound }
   ... on FddRuleOptions { duration excludedResources allowedResources alpha minRelativeIncrease newErrorTypes onInsufficientData }
-  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } }`;
+  ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData }
+  ... on WebhookRuleOptions { url headers { name } timeout retries mode interval duration }
+  ... on FreezeRuleOptions { calendars { name cron duration timeZone } adHoc incidentQuery duration } }`;
 const GATE_FIELDS = `id service env identifier dryRun onSourceError createdAt createdBy updatedAt updatedBy rules { ${RULE_FIELDS} }`;
 
 interface Rule {
@@ -44,9 +46,14 @@ const asError = (err: unknown) => (err instanceof ApiError ? err : new ApiError(
 
 // ---- rule form (create and edit), every input named by the API's field path ----
 
+type RuleTypeName = 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC' | 'WEBHOOK' | 'FREEZE';
+
+/** Each type's key in RuleOptionsInput (and in the API's field paths). */
+const OPTION_KEYS: Record<RuleTypeName, string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric', WEBHOOK: 'webhook', FREEZE: 'freeze' };
+
 interface RuleDraft {
   name: string;
-  type: 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC';
+  type: RuleTypeName;
   dryRun: boolean;
   query: string;
   duration: string;
@@ -70,6 +77,16 @@ interface RuleDraft {
   interval: string;
   failureLimit: string;
   consecutiveSuccessLimit: string;
+  url: string;
+  /** One header a line, `Name: value`; a bare `Name` keeps the stored value (values are never shown). */
+  headers: string;
+  timeout: string;
+  retries: string;
+  mode: string;
+  /** One calendar window a line: `cron | duration seconds | time zone | name`. */
+  calendars: string;
+  adHoc: boolean;
+  incidentQuery: string;
 }
 
 const blankRule = (): RuleDraft => ({
@@ -97,6 +114,14 @@ const blankRule = (): RuleDraft => ({
   interval: '',
   failureLimit: '',
   consecutiveSuccessLimit: '',
+  url: '',
+  headers: '',
+  timeout: '',
+  retries: '',
+  mode: 'ONCE',
+  calendars: '',
+  adHoc: true,
+  incidentQuery: '',
 });
 
 const text = (v: unknown) => (v === null || v === undefined ? '' : String(v));
@@ -126,14 +151,22 @@ function draftOf(rule: Rule): RuleDraft {
     minRequests: text(o.apm?.minRequests),
     bound: text(o.bound),
     margin: text(o.margin),
-    interval: text(o.interval),
+    // A once webhook reports interval and duration 0: the form leaves them empty.
+    interval: o.__typename === 'WebhookRuleOptions' && o.mode !== 'POLL' ? '' : text(o.interval),
     failureLimit: text(o.failureLimit),
     consecutiveSuccessLimit: text(o.consecutiveSuccessLimit),
+    url: o.url ?? '',
+    headers: (o.headers ?? []).map((h: { name: string }) => h.name).join('\n'),
+    timeout: o.timeout !== undefined ? String(o.timeout) : '',
+    retries: o.retries !== undefined ? String(o.retries) : '',
+    mode: o.mode ?? 'ONCE',
+    ...(o.__typename === 'WebhookRuleOptions' && o.mode !== 'POLL' && { duration: '' }),
+    calendars: (o.calendars ?? []).map((c: { name: string | null; cron: string; duration: number; timeZone: string }) => [c.cron, c.duration, c.timeZone, ...(c.name ? [c.name] : [])].join(' | ')).join('\n'),
+    adHoc: o.adHoc ?? true,
+    incidentQuery: o.incidentQuery ?? '',
   };
 }
 
-/** The RuleOptionsInput key of each rule type. */
-const OPTIONS_KEY: Record<RuleDraft['type'], string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric' };
 const orOmit = (s: string) => (s.trim() === '' ? undefined : s);
 
 function metricInput(d: RuleDraft): Record<string, unknown> {
@@ -154,31 +187,62 @@ function metricInput(d: RuleDraft): Record<string, unknown> {
   };
 }
 
+const lines = (text: string) => text.split('\n').map((l) => l.trim()).filter(Boolean);
+
+/** `Name: value` lines as headers; a line without a colon names a header whose stored value stays. */
+const headersOf = (text: string) =>
+  lines(text).map((line) => {
+    const colon = line.indexOf(':');
+    return colon < 0 ? { name: line } : { name: line.slice(0, colon).trim(), value: line.slice(colon + 1).trim() };
+  });
+
+/** `cron | duration | zone | name` lines as calendar windows (the API judges each part). */
+const calendarsOf = (text: string) =>
+  lines(text).map((line) => {
+    const [cron = '', duration = '', timeZone = '', name = ''] = line.split('|').map((p) => p.trim());
+    return { cron, duration: duration === '' ? undefined : Number(duration), timeZone, ...(name && { name }) };
+  });
+
 /** A number field as the API takes it: empty is "the default"; anything else is sent for the API to judge. */
 const numberOrOmit = (s: string) => (s.trim() === '' ? undefined : Number(s));
 
-function ruleInput(d: RuleDraft): Record<string, unknown> {
-  if (d.type === 'METRIC') return { name: d.name, dryRun: d.dryRun, options: { metric: metricInput(d) } };
-  const options =
-    d.type === 'MONITOR'
-      ? { monitor: { query: d.query, duration: numberOrOmit(d.duration), warmup: numberOrOmit(d.warmup), failOnNoData: d.failOnNoData, failOnNoGroupsFound: d.failOnNoGroupsFound } }
-      : {
-          faultyDeploymentDetection: {
+function optionsOf(d: RuleDraft): Record<string, unknown> {
+  switch (d.type) {
+    case 'MONITOR':
+      return { query: d.query, duration: numberOrOmit(d.duration), warmup: numberOrOmit(d.warmup), failOnNoData: d.failOnNoData, failOnNoGroupsFound: d.failOnNoGroupsFound };
+    case 'WEBHOOK':
+      return {
+        url: d.url,
+        headers: headersOf(d.headers),
+        timeout: numberOrOmit(d.timeout),
+        retries: numberOrOmit(d.retries),
+        mode: d.mode,
+        ...(d.mode === 'POLL' && { interval: numberOrOmit(d.interval), duration: numberOrOmit(d.duration) }),
+      };
+    case 'METRIC':
+      return metricInput(d);
+    case 'FREEZE':
+      return { calendars: calendarsOf(d.calendars), adHoc: d.adHoc, incidentQuery: d.incidentQuery.trim() || undefined, duration: numberOrOmit(d.duration) };
+    default:
+      return {
             duration: numberOrOmit(d.duration),
             alpha: numberOrOmit(d.alpha),
             minRelativeIncrease: numberOrOmit(d.minRelativeIncrease),
-            excludedResources: d.excludedResources.split('\n').map((s) => s.trim()).filter(Boolean),
+        excludedResources: lines(d.excludedResources),
             newErrorTypes: d.newErrorTypes,
             onInsufficientData: d.onInsufficientData,
-          },
         };
-  return { name: d.name, dryRun: d.dryRun, options };
+  }
+}
+
+function ruleInput(d: RuleDraft): Record<string, unknown> {
+  return { name: d.name, dryRun: d.dryRun, options: { [OPTION_KEYS[d.type]]: optionsOf(d) } };
 }
 
 /** A number the browser cannot parse is refused here, at its field, before the API is asked. */
 function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
   const errors: Record<string, string> = {};
-  const opt = `${prefix}.options.${OPTIONS_KEY[d.type]}`;
+  const opt = `${prefix}.options.${OPTION_KEYS[d.type]}`;
   const check = (value: string, field: string, integer: boolean) => {
     if (value.trim() === '') return;
     const n = Number(value);
@@ -189,7 +253,11 @@ function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
     for (const [value, field] of [[d.warmup, 'warmup'], [d.interval, 'interval'], [d.failureLimit, 'failureLimit'], [d.consecutiveSuccessLimit, 'consecutiveSuccessLimit'], [d.apmWindow, 'apm.window'], [d.minRequests, 'apm.minRequests']] as const) check(value, field, true);
     check(d.margin, 'margin', false);
   } else if (d.type === 'MONITOR') check(d.warmup, 'warmup', true);
-  else {
+  else if (d.type === 'WEBHOOK') {
+    check(d.timeout, 'timeout', true);
+    check(d.retries, 'retries', true);
+    check(d.interval, 'interval', true);
+  } else if (d.type === 'FAULTY_DEPLOYMENT_DETECTION') {
     check(d.alpha, 'alpha', false);
     check(d.minRelativeIncrease, 'minRelativeIncrease', false);
   }
@@ -261,8 +329,67 @@ function MetricFields({ d, set, opt, prefix, errors }: { d: RuleDraft; set: (d: 
   );
 }
 
+const DURATION_LABELS: Record<RuleTypeName, [string, string]> = {
+  MONITOR: ['Window (seconds)', '0 checks once; at most 7200'],
+  FAULTY_DEPLOYMENT_DETECTION: ['Window (seconds)', 'at most 7200; default 900'],
+  METRIC: ['Window (seconds)', '0 checks once; at most 7200'],
+  WEBHOOK: ['Keep polling for (seconds)', 'poll mode: 1–7200'],
+  FREEZE: ['Wait for a freeze to end (seconds)', '0 checks once; at most 7200'],
+};
+
+function WebhookFields({ d, set, prefix, opt, errors }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; opt: string; errors: Record<string, string> }) {
+  const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
+  return (
+    <>
+      <Field label="URL" name={`${opt}.url`} errors={errors} hint="its host must be on TOLLGATE_WEBHOOK_ALLOWED_HOSTS">
+        {(p) => <input {...p} type="url" value={d.url} onInput={text('url')} />}
+      </Field>
+      <Field label="Headers (Name: value, one a line)" name={`${opt}.headers`} errors={errors} hint="values are stored encrypted and never shown; a name alone keeps the stored value">
+        {(p) => <textarea {...p} rows={2} value={d.headers} onInput={text('headers')} />}
+      </Field>
+      <Field label="Timeout (seconds)" name={`${opt}.timeout`} errors={errors} hint="1–60; default 10">
+        {(p) => <input {...p} inputMode="numeric" value={d.timeout} onInput={text('timeout')} />}
+      </Field>
+      <Field label="Retries" name={`${opt}.retries`} errors={errors} hint="0–5; default 2 (no answer, 408, 425, 429, 5xx)">
+        {(p) => <input {...p} inputMode="numeric" value={d.retries} onInput={text('retries')} />}
+      </Field>
+      <Field label="Mode" name={`${opt}.mode`} errors={errors}>
+        {(p) => (
+          <select {...p} value={d.mode} onChange={text('mode')}>
+            <option value="ONCE">call once</option>
+            <option value="POLL">poll until the window ends</option>
+          </select>
+        )}
+      </Field>
+      {d.mode === 'POLL' && (
+        <Field label="Interval (seconds)" name={`${opt}.interval`} errors={errors} hint="5–3600; default 60">
+          {(p) => <input {...p} inputMode="numeric" value={d.interval} onInput={text('interval')} />}
+        </Field>
+      )}
+    </>
+  );
+}
+
+function FreezeFields({ d, set, prefix, opt, errors }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; opt: string; errors: Record<string, string> }) {
+  const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
+  return (
+    <>
+      <Field label="Calendar windows (cron | seconds | time zone | name, one a line)" name={`${opt}.calendars`} errors={errors} hint="e.g. 0 18 * * FRI | 223200 | Europe/Paris | weekend">
+        {(p) => <textarea {...p} rows={2} value={d.calendars} onInput={text('calendars')} />}
+      </Field>
+      <Field label="Incident query" name={`${opt}.incidentQuery`} errors={errors} hint="frozen while a matching monitor is ALERT, e.g. service:checkout">
+        {(p) => <input {...p} value={d.incidentQuery} onInput={text('incidentQuery')} />}
+      </Field>
+      <div class="inline-check">
+        <input type="checkbox" id={`${prefix}-adhoc`} checked={d.adHoc} onChange={(e) => set({ ...d, adHoc: (e.target as HTMLInputElement).checked })} />
+        <label for={`${prefix}-adhoc`}>Ad-hoc freezes of the environment apply</label>
+      </div>
+    </>
+  );
+}
+
 function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; errors: Record<string, string>; lockType?: boolean }) {
-  const opt = `${prefix}.options.${OPTIONS_KEY[d.type]}`;
+  const opt = `${prefix}.options.${OPTION_KEYS[d.type]}`;
   const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
   const check = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).checked });
   return (
@@ -276,6 +403,8 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
             <option value="MONITOR">Monitor</option>
             <option value="FAULTY_DEPLOYMENT_DETECTION">Faulty deployment detection</option>
             <option value="METRIC">Metric (PromQL or APM)</option>
+            <option value="WEBHOOK">Webhook</option>
+            <option value="FREEZE">Freeze</option>
           </select>
         )}
       </Field>
@@ -284,10 +413,14 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
           {(p) => <input {...p} value={d.query} onInput={text('query')} />}
         </Field>
       )}
-      <Field label="Window (seconds)" name={`${opt}.duration`} errors={errors} hint={d.type === 'FAULTY_DEPLOYMENT_DETECTION' ? 'at most 7200; default 900' : '0 checks once; at most 7200'}>
+      {d.type === 'WEBHOOK' && <WebhookFields d={d} set={set} prefix={prefix} opt={opt} errors={errors} />}
+      {d.type === 'FREEZE' && <FreezeFields d={d} set={set} prefix={prefix} opt={opt} errors={errors} />}
+      {(d.type !== 'WEBHOOK' || d.mode === 'POLL') && (
+        <Field label={DURATION_LABELS[d.type][0]} name={`${opt}.duration`} errors={errors} hint={DURATION_LABELS[d.type][1]}>
         {(p) => <input {...p} inputMode="numeric" value={d.duration} onInput={text('duration')} />}
       </Field>
-      {d.type === 'METRIC' ? (
+      )}
+      {d.type === 'WEBHOOK' || d.type === 'FREEZE' ? null : d.type === 'METRIC' ? (
         <MetricFields d={d} set={set} opt={opt} prefix={prefix} errors={errors} />
       ) : d.type === 'MONITOR' ? (
         <>
@@ -367,6 +500,26 @@ function useFieldForm() {
     }
   };
   return { errors, general, busy, submit };
+}
+
+/** One line about a stored rule's options. */
+function ruleSummary(o: Rule['options']): string {
+  switch (o.__typename) {
+    case 'MonitorRuleOptions':
+      return `${o.query ? `query “${o.query}”` : 'monitors by id'}; window ${o.duration} s${o.warmup ? `, warmup ${o.warmup} s` : ''}`;
+    case 'MetricRuleOptions':
+      return `${o.query ? `PromQL “${o.query}”` : `APM ${o.apm.metric.toLowerCase()} of ${o.apm.resource ?? 'the whole service'}`}; bound ${o.bound}; ${o.duration ? `every ${o.interval} s for ${o.duration} s` : 'measured once'}; failureLimit ${o.failureLimit}`;
+    case 'WebhookRuleOptions':
+      return `POST ${o.url}${o.headers.length ? ` with ${o.headers.map((h: { name: string }) => h.name).join(', ')}` : ''}; ${o.mode === 'POLL' ? `every ${o.interval} s for ${o.duration} s` : 'once'}`;
+    case 'FreezeRuleOptions':
+      return [
+        ...o.calendars.map((c: { name: string | null; cron: string; timeZone: string }) => `${c.name ?? c.cron} (${c.timeZone})`),
+        ...(o.adHoc ? ['ad-hoc freezes'] : []),
+        ...(o.incidentQuery ? [`incidents of “${o.incidentQuery}”`] : []),
+      ].join('; ') + (o.duration ? `; waits up to ${o.duration} s` : '; checked once');
+    default:
+      return `window ${o.duration} s; alpha ${o.alpha}; +${Math.round(o.minRelativeIncrease * 100)}%`;
+  }
 }
 
 // ---- list ----
@@ -751,11 +904,7 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
                     )}
                   </div>
                   <p class="small muted" data-testid="gate-rule-options">
-                    {r.options.__typename === 'MonitorRuleOptions'
-                      ? `${r.options.query ? `query “${r.options.query}”` : 'monitors by id'}; window ${r.options.duration} s${r.options.warmup ? `, warmup ${r.options.warmup} s` : ''}`
-                      : r.options.__typename === 'MetricRuleOptions'
-                        ? `${r.options.query ? `PromQL “${r.options.query}”` : `APM ${r.options.apm.metric.toLowerCase()} of ${r.options.apm.resource ?? 'the whole service'}`}; bound ${r.options.bound}; ${r.options.duration ? `every ${r.options.interval} s for ${r.options.duration} s` : 'measured once'}; failureLimit ${r.options.failureLimit}`
-                        : `window ${r.options.duration} s; alpha ${r.options.alpha}; +${Math.round(r.options.minRelativeIncrease * 100)}%`}
+                    {ruleSummary(r.options)}
                   </p>
                 </>
               )}
