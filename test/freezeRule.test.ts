@@ -226,6 +226,8 @@ describe('freezes over REST', () => {
     assert.equal(lifted.status, 200, lifted.text);
     assert.deepEqual([lifted.json.data.attributes.active, lifted.json.data.attributes.end_reason, lifted.json.data.attributes.ended_by.name], [false, 'sale over', 'bootstrap']);
     assert.equal((await s.request('POST', `/api/v2/deployment_freezes/${id}/end`)).status, 400, 'already ended: a conflict');
+    assert.deepEqual((await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=true')).json.data, []);
+    assert.deepEqual((await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=false')).json.data.map((f: any) => f.id), [id]);
   });
 });
 

@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, isNull, lt, lte, or, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull, lt, lte, not, or, type SQL } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { freezes } from './schema.ts';
@@ -8,8 +8,8 @@ export type NewFreezeRow = typeof freezes.$inferInsert;
 
 export interface FreezeFilter {
   envIn?: readonly string[];
-  /** Active at `at`: started, not past its planned end, not ended. */
-  activeAt?: Date;
+  /** Active at `at` (started, not past its planned end, not ended), or not. */
+  active?: { at: Date; is: boolean };
   /** Environments the caller may see; null for all. */
   envs?: readonly string[] | null;
 }
@@ -30,7 +30,7 @@ export function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string
   const where: SQL[] = [];
   if (filter.envIn?.length) where.push(inList(freezes.env, filter.envIn));
   if (filter.envs) where.push(inList(freezes.env, filter.envs));
-  if (filter.activeAt) where.push(activeSql(filter.activeAt));
+  if (filter.active) where.push(filter.active.is ? activeSql(filter.active.at) : not(activeSql(filter.active.at)));
   if (page.after) where.push(lt(freezes.id, page.after));
   return db
     .select()

@@ -62,10 +62,8 @@ export function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilt
   const limit = Math.max(1, Math.min(page.limit, MAX_FREEZES_PAGE + 1));
   if (page.after) assertUuid(page.after, 'after');
   if (filter.envs && filter.envs.length > 100) throw badInput('filter.envs', `lists at most 100 values, got ${filter.envs.length}`);
-  const now = deps.now();
-  const rows = listFreezeRows(deps.db, { envIn: filter.envs, envs: actor.envs, activeAt: filter.active ? now : undefined }, { after: page.after, limit: filter.active === false ? limit * 4 : limit });
-  // Inactive ones are most among recent rows; a short page only means fewer matched.
-  return filter.active === false ? rows.filter((f) => !isFreezeActive(f, now)).slice(0, limit) : rows;
+  const active = filter.active === undefined ? undefined : { at: deps.now(), is: filter.active };
+  return listFreezeRows(deps.db, { envIn: filter.envs, envs: actor.envs, active }, { after: page.after, limit });
 }
 
 // ---- writes: one transaction each, audit inside it, event after commit ----
