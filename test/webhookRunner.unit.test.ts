@@ -1,0 +1,103 @@
+// The webhook rule's runner at a test clock on an in-memory database, against a real local HTTP
+// server: its tries are scheduled through the recorded state, so a rule asked early (a restart
+// looks at every running rule at once) never calls before its time, and polls keep their times.
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, beforeEach, describe, test } from 'node:test';
+import { testConfig } from '../src/config.ts';
+import type { Db } from '../src/db/client.ts';
+import { getEvaluation, getRuleEvaluation } from '../src/db/evaluations.ts';
+import type { Deps } from '../src/domain/deps.ts';
+import { recordRuleUpdate } from '../src/domain/evaluations.ts';
+import type { CheckResult } from '../src/engine/runner.ts';
+import { webhookRunner } from '../src/engine/webhookRule.ts';
+import { memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+
+let hook: Server;
+let url: string;
+/** Status to answer each request with, in order; 200 once they run out. */
+let script: number[] = [];
+let calls = 0;
+before(async () => {
+  hook = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls++;
+      res.writeHead(script.shift() ?? 200).end('answer');
+    });
+  });
+  await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+});
+after(async () => {
+  hook.closeAllConnections();
+  await new Promise((resolve) => hook.close(resolve));
+});
+
+let db: Db;
+let clock: TestClock;
+let deps: Deps;
+beforeEach(() => {
+  db?.$client.close();
+  db = memoryDb();
+  clock = new TestClock();
+  deps = { ...unitDeps(db, clock), config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) };
+  script = [];
+  calls = 0;
+});
+
+/** A started rule; `check` asks its runner at the clock and records the answer, as the engine would. */
+function rule(options: Record<string, unknown>) {
+  const e = trigger(deps, [{ name: 'hook', options: { webhook: { url, ...options } } }]);
+  const id = recorded(db, e.id).rules[0]!.id;
+  return async (): Promise<CheckResult> => {
+    const result = await webhookRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() });
+    recordRuleUpdate(deps, id, { status: result.status, reason: result.reason, evidence: result.evidence, state: result.state, nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null, consecutiveErrors: 0, lastError: null });
+    return result;
+  };
+}
+
+const next = (r: CheckResult) => (r.status === 'in_progress' ? r.nextCheckAt.getTime() : null);
+
+describe('webhook runner', () => {
+  test('a retry is due after its backoff; asked before, the rule does not call', async () => {
+    script = [503, 503];
+    const check = rule({ retries: 2 });
+    const first = await check();
+    assert.equal(first.status, 'in_progress');
+    assert.equal(next(first), T0 + 1000, 'first retry after 1 s');
+    assert.equal(calls, 1);
+    const early = await check();
+    assert.equal(calls, 1, 'asked again at once (a restart): no call');
+    assert.equal(next(early), T0 + 1000);
+    clock.advance(1000);
+    const second = await check();
+    assert.equal(next(second), T0 + 1000 + 2000, 'then after 2 s');
+    clock.advance(2000);
+    const third = await check();
+    assert.equal(third.status, 'pass');
+    assert.equal(calls, 3);
+  });
+
+  test('poll: calls at the start and every interval, passing at the window end when all passed', async () => {
+    const check = rule({ mode: 'poll', interval: 30, duration: 70 });
+    const first = await check();
+    assert.equal(next(first), T0 + 30_000);
+    clock.advance(30_000);
+    assert.equal(next(await check()), T0 + 60_000);
+    clock.advance(30_000);
+    const third = await check();
+    assert.equal(next(third), T0 + 70_000, 'no call fits before the end: the end is awaited');
+    assert.match(third.reason, /All 3 calls answered 2xx; passing when the window ends/);
+    clock.advance(10_000);
+    const done = await check();
+    assert.equal(done.status, 'pass');
+    assert.equal(calls, 3);
+  });
+
+  test('the once window covers every try: tries × timeout plus the backoffs', () => {
+    const w = webhookRunner.plan({ url, headers: [], timeout: 10, retries: 2, mode: 'once' }, new Date(T0));
+    assert.equal(w.windowEndsAt.getTime() - T0, 3 * 10_000 + 1000 + 2000);
+  });
+});
