@@ -177,7 +177,7 @@ describe('metric rule options through the API', () => {
     assert.equal(unknown.status, 400);
     assert.equal(unknown.body.errors[0].detail, 'data.attributes.options.apm: unknown option "minRequests"');
     const badType = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } });
-    assert.match(badType.body.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection or metric\)/);
+    assert.match(badType.body.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection, metric, webhook or freeze\)/);
   });
 
   test('tollgate apply: metric rules are created, unchanged on a second run, exported and applied back as they are', async () => {
