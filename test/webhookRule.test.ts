@@ -7,6 +7,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { allowedEntryFor } from '../src/domain/webhooks.ts';
 import { callWebhook } from '../src/sources/webhook.ts';
 import { driver, startServer, type TestServer } from './helpers.ts';
 
@@ -267,6 +269,56 @@ describe('webhook rule', () => {
 });
 
 describe('webhook rule, configuration', () => {
+  test('TOLLGATE_WEBHOOK_ALLOWED_HOSTS: exact names, wildcards below a domain, ports, addresses; bad entries refused naming the variable', () => {
+    const allowed = loadConfig({ TOLLGATE_WEBHOOK_ALLOWED_HOSTS: 'Hooks.Example.com., *.ci.example.com, 10.0.0.7:8080, [fd00::7]' }).webhookAllowedHosts;
+    const admits = (url: string) => allowedEntryFor(allowed, new URL(url)) !== null;
+    assert.ok(admits('https://hooks.example.com/x'));
+    assert.ok(admits('https://hooks.example.com:9443/x'), 'no port in the entry: any port');
+    assert.ok(admits('https://a.b.ci.example.com/x'));
+    assert.ok(!admits('https://ci.example.com/x'), 'a wildcard is below the domain, not the domain');
+    assert.ok(!admits('https://evilci.example.com/x'));
+    assert.ok(admits('http://10.0.0.7:8080/x'));
+    assert.ok(!admits('http://10.0.0.7/x'), 'port 80 is not 8080');
+    assert.ok(admits('http://[fd00::7]:1234/x'));
+    assert.ok(!admits('http://hooks.example.com.evil.net/x'));
+    assert.deepEqual(loadConfig({}).webhookAllowedHosts, [], 'unset: none');
+    for (const bad of ['*', '*.com', 'https://hooks.example.com/path', 'a:99999']) {
+      assert.throws(() => loadConfig({ TOLLGATE_WEBHOOK_ALLOWED_HOSTS: bad }), (err: unknown) => err instanceof ConfigError && /TOLLGATE_WEBHOOK_ALLOWED_HOSTS/.test(err.message), bad);
+    }
+  });
+
+  test('TOLLGATE_SECRET_KEY: 32 bytes as hex or base64; anything else refused at start without echoing it', () => {
+    assert.equal(loadConfig({ TOLLGATE_SECRET_KEY: 'ab'.repeat(32) }).secretKey?.length, 32);
+    assert.equal(loadConfig({ TOLLGATE_SECRET_KEY: randomBytes(32).toString('base64') }).secretKey?.length, 32);
+    assert.equal(loadConfig({}).secretKey, null);
+    const short = 'too-short-a-key-to-seal-anything';
+    assert.throws(
+      () => loadConfig({ TOLLGATE_SECRET_KEY: short }),
+      (err: unknown) => err instanceof ConfigError && /TOLLGATE_SECRET_KEY: must be 32 random bytes/.test(err.message) && !err.message.includes(short),
+    );
+  });
+
+  test('a changed TOLLGATE_SECRET_KEY: stored header values do not open, and the rule fails without calling, naming the keys', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-webhook-'));
+    const first = await startServer({ webhookAllowedHosts: LOOPBACK, secretKey }, { dir });
+    const p = path((res) => res.writeHead(200).end('ok'));
+    let second: TestServer | undefined;
+    try {
+      const g = await first.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'rekeyed', env: 'prod', rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}${p}`, headers: [{ name: 'X-Token', value: 't' }] } } }] } });
+      assert.equal(g.errors, undefined, JSON.stringify(g.errors));
+      await first.stop();
+      second = await startServer({ webhookAllowedHosts: LOOPBACK, secretKey: randomBytes(32) }, { dir });
+      const ev = await driver(second).evaluate({ service: 'rekeyed', env: 'prod' });
+      const [final] = (await driver(second).follow(ev.data.evaluateGate.id)).slice(-1);
+      assert.equal(final.status, 'FAIL');
+      assert.match(final.rules[0].reason, /^Not called: the value of header X-Token cannot be opened: it was sealed with key [0-9a-f]{8} and TOLLGATE_SECRET_KEY is key [0-9a-f]{8}\.$/);
+      assert.equal(to(p).length, 0);
+    } finally {
+      await second?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('without TOLLGATE_SECRET_KEY headers are refused with the reason, and hooks without headers work', async () => {
     const bare = await startServer({ webhookAllowedHosts: LOOPBACK, secretKey: null });
     try {
