@@ -102,11 +102,11 @@ const allowedHosts = list.transform((entries, ctx) => {
 const secretKey = z.string().transform((v, ctx) => {
   const text = v.trim();
   const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : /^[A-Za-z0-9+/_-]{43}=?$/.test(text) ? Buffer.from(text, 'base64') : null;
-  if (!key || key.length !== 32) {
+  if (key?.length !== 32) {
     ctx.addIssue({ code: 'custom', message: 'must be 32 random bytes as 64 hex digits or base64 (e.g. the output of `openssl rand -base64 32`)' });
     return z.NEVER;
   }
-  return key;
+  return key as Buffer;
 });
 
 export const configSchema = z

@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { type Chromium, CHROMIUM, launchChromium } from './browser.ts';
+import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
 import { ADMIN_KEY, driver, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 const noBrowser = skipWithout(CHROMIUM);
@@ -47,7 +47,13 @@ describe('the explorer with webhook and freeze rules', { skip: noBrowser }, () =
   }
 
   test('a webhook rule made in the rule form: its options on the gate page, never its header value', async () => {
-    const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'ui-hook', env: 'prod', rules: [{ name: 'weekend', options: { freeze: { calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, timeZone: 'Europe/Paris' }] } } }] } });
+    const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: {
+        service: 'ui-hook',
+        env: 'prod',
+        rules: [{ name: 'weekend', options: { freeze: { calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, timeZone: 'Europe/Paris' }] } } }],
+      },
+    });
     const page = await signedIn(`/gates/${gate.data.createGate.id}`);
     await page.getByText(/weekend \(Europe\/Paris\); ad-hoc freezes; checked once/).waitFor();
     await page.getByRole('button', { name: 'Add a rule' }).click();
@@ -68,7 +74,11 @@ describe('the explorer with webhook and freeze rules', { skip: noBrowser }, () =
 
   test('a webhook failure shows its status and the answer; a freeze lifted from the Freezes page turns the evaluation PASS live', async () => {
     const d = driver(s);
-    const failed = await d.evaluate({ service: 'ui-hook', env: 'prod', configuration: { rules: [{ name: 'smoke', options: { webhook: { url: `${hookUrl}/fail`, retries: 0 } } }] } });
+    const failed = await d.evaluate({
+      service: 'ui-hook',
+      env: 'prod',
+      configuration: { rules: [{ name: 'smoke', options: { webhook: { url: `${hookUrl}/fail`, retries: 0 } } }] },
+    });
     await d.follow(failed.data.evaluateGate.id);
     const page = await signedIn(`/evaluations/${failed.data.evaluateGate.id}`);
     const call = page.getByTestId('webhook-call');
@@ -79,7 +89,10 @@ describe('the explorer with webhook and freeze rules', { skip: noBrowser }, () =
     assert.equal(freeze.errors, undefined, JSON.stringify(freeze.errors));
     const waiting = await d.evaluate({ service: 'ui-hook', env: 'ui-prod', configuration: { rules: [{ name: 'freeze', options: { freeze: { duration: 600 } } }] } });
     await page.goto(`${s.url}/evaluations/${waiting.data.evaluateGate.id}`);
-    await page.getByTestId('rule-reason').filter({ hasText: /^Frozen: freeze "release train 7"/ }).waitFor();
+    await page
+      .getByTestId('rule-reason')
+      .filter({ hasText: /^Frozen: freeze "release train 7"/ })
+      .waitFor();
     await page.getByText('Evidence', { exact: true }).click();
     const row = page.getByTestId('freeze-row');
     await row.waitFor();

@@ -70,7 +70,10 @@ describe('freeze rule', () => {
     const waiting = await frozen(s, id);
     assert.equal(waiting.status, 'IN_PROGRESS');
     assert.match(waiting.rules[0].reason, /^Frozen: freeze "release train 42" set by bootstrap until lifted; waiting until .* for it to end\.$/);
-    assert.deepEqual(waiting.rules[0].active.map((f: any) => [f.kind, f.freezeId, f.name, f.endsAt]), [['AD_HOC', freeze.id, 'release train 42', null]]);
+    assert.deepEqual(
+      waiting.rules[0].active.map((f: any) => [f.kind, f.freezeId, f.name, f.endsAt]),
+      [['AD_HOC', freeze.id, 'release train 42', null]],
+    );
 
     const lifted = await endFreeze(s, freeze.id, undefined, 'train left');
     assert.equal(lifted.errors, undefined, JSON.stringify(lifted.errors));
@@ -79,7 +82,10 @@ describe('freeze rule', () => {
     const final = await read(s, id);
     assert.equal(final.status, 'PASS', JSON.stringify(events.at(-1)));
     assert.match(final.rules[0].reason, /^No freeze applies at .* \(it waited for freeze "release train 42" set by bootstrap until lifted, over now\)\.$/);
-    assert.deepEqual(final.rules[0].waitedFor.map((f: any) => f.freezeId), [freeze.id]);
+    assert.deepEqual(
+      final.rules[0].waitedFor.map((f: any) => f.freezeId),
+      [freeze.id],
+    );
     // Both changes are in the audit log, by the key that made them.
     const db = new Database(s.dbPath, { readonly: true });
     try {
@@ -102,7 +108,10 @@ describe('freeze rule', () => {
     await d.follow(id, 15_000);
     const passed = await read(s, id);
     assert.equal(passed.status, 'PASS');
-    assert.deepEqual(passed.rules[0].waitedFor.map((f: any) => f.name), ['db migration']);
+    assert.deepEqual(
+      passed.rules[0].waitedFor.map((f: any) => f.name),
+      ['db migration'],
+    );
 
     await createFreeze(s, { env: 'planned2', reason: 'quarter end' });
     const once = await start(s, {}, { env: 'planned2' });
@@ -130,7 +139,10 @@ describe('freeze rule', () => {
     await d.follow(id, 10_000);
     const final = await read(s, id);
     assert.equal(final.status, 'PASS');
-    assert.deepEqual(final.rules[0].waitedFor.map((f: any) => [f.kind, f.monitorId]), [['INCIDENT', monitor]]);
+    assert.deepEqual(
+      final.rules[0].waitedFor.map((f: any) => [f.kind, f.monitorId]),
+      [['INCIDENT', monitor]],
+    );
   });
 
   test('a staging-limited key can neither see nor lift a prod freeze, nor set one', async () => {
@@ -139,12 +151,19 @@ describe('freeze rule', () => {
     const key = await s.createKey(['gates:write'], ['staging']);
     const listed = await must(s, `query { freezes(first: 100) { id env } }`, {}, key);
     assert.ok(listed.freezes.some((f: any) => f.id === staging.id));
-    assert.ok(listed.freezes.every((f: any) => f.env === 'staging'), JSON.stringify(listed));
+    assert.ok(
+      listed.freezes.every((f: any) => f.env === 'staging'),
+      JSON.stringify(listed),
+    );
     assert.equal((await must(s, `query($id: ID!) { freeze(id: $id) { id } }`, { id: prod.id }, key)).freeze, null);
     const lift = await endFreeze(s, prod.id, key);
     const missing = await endFreeze(s, '0190b3c4-0000-7000-8000-000000000000', key);
     assert.equal(lift.errors?.[0]?.extensions?.code, 'NOT_FOUND');
-    assert.equal(lift.errors![0]!.message.replace(prod.id, '<id>'), missing.errors![0]!.message.replace('0190b3c4-0000-7000-8000-000000000000', '<id>'), 'the same answer as for a freeze that does not exist');
+    assert.equal(
+      lift.errors![0]!.message.replace(prod.id, '<id>'),
+      missing.errors![0]!.message.replace('0190b3c4-0000-7000-8000-000000000000', '<id>'),
+      'the same answer as for a freeze that does not exist',
+    );
     const set = await createFreeze(s, { env: 'prod', reason: 'nope' }, key);
     assert.equal(set.errors?.[0]?.extensions?.code, 'FORBIDDEN');
     assert.equal((await must(s, `query($id: ID!) { freeze(id: $id) { active } }`, { id: prod.id })).freeze.active, true, 'still in force');
@@ -188,33 +207,66 @@ describe('freeze rule', () => {
     const gate = await s.request('POST', '/api/v2/deployment_gates', { body: { data: { type: 'deployment_gate', attributes: { service: 'rest-freeze', env: 'prod' } } } });
     const gateId = gate.json.data.id;
     const created = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, {
-      body: { data: { type: 'deployment_rule', attributes: { name: 'weekend', type: 'freeze', options: { calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, time_zone: 'europe/paris' }], ad_hoc: false } } } },
+      body: {
+        data: {
+          type: 'deployment_rule',
+          attributes: {
+            name: 'weekend',
+            type: 'freeze',
+            options: { calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, time_zone: 'europe/paris' }], ad_hoc: false },
+          },
+        },
+      },
     });
     assert.equal(created.status, 200, created.text);
-    assert.deepEqual(created.json.data.attributes.options, { calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, time_zone: 'Europe/Paris' }], ad_hoc: false, duration: 0 });
-    const bad = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'freeze', options: { calendars: [{ cron: '0 18 * * FRI', duration: 3600, time_zone: 'Nowhere' }] } } } } });
+    assert.deepEqual(created.json.data.attributes.options, {
+      calendars: [{ name: 'weekend', cron: '0 18 * * FRI', duration: 223200, time_zone: 'Europe/Paris' }],
+      ad_hoc: false,
+      duration: 0,
+    });
+    const bad = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, {
+      body: {
+        data: { type: 'deployment_rule', attributes: { name: 'x', type: 'freeze', options: { calendars: [{ cron: '0 18 * * FRI', duration: 3600, time_zone: 'Nowhere' }] } } },
+      },
+    });
     assert.equal(bad.status, 400);
     // The wire's own names, in the path and in the message.
     assert.match(bad.json.errors[0].detail, /^options\.calendars\[0\]\.time_zone: time_zone "Nowhere" is not an IANA time zone/);
-    const missing = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'freeze', options: { calendars: [{ cron: '0 18 * * FRI', duration: 3600 }] } } } } });
+    const missing = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, {
+      body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'freeze', options: { calendars: [{ cron: '0 18 * * FRI', duration: 3600 }] } } } },
+    });
     assert.match(missing.json.errors[0].detail, /^options\.calendars\[0\]\.time_zone: time_zone is required/);
-    const unknown = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } } });
+    const unknown = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, {
+      body: { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } },
+    });
     assert.match(unknown.json.errors[0].detail, /invalid rule type: metrics \(must be monitor, faulty_deployment_detection, metric, webhook or freeze\)/);
   });
 });
 
 describe('freezes over REST', () => {
-  test('set, list, read and lift a freeze; another environment\'s is not found; errors in wire names', async () => {
+  test("set, list, read and lift a freeze; another environment's is not found; errors in wire names", async () => {
     const ends = new Date(Date.now() + 3_600_000).toISOString();
-    const created = await s.request('POST', '/api/v2/deployment_freezes', { body: { data: { type: 'deployment_freeze', attributes: { env: 'rest-prod', service: 'checkout', reason: 'black friday', ends_at: ends } } } });
+    const created = await s.request('POST', '/api/v2/deployment_freezes', {
+      body: { data: { type: 'deployment_freeze', attributes: { env: 'rest-prod', service: 'checkout', reason: 'black friday', ends_at: ends } } },
+    });
     assert.equal(created.status, 200, created.text);
     const id = created.json.data.id;
     assert.deepEqual(
-      [created.json.data.type, created.json.data.attributes.env, created.json.data.attributes.service, created.json.data.attributes.ends_at, created.json.data.attributes.active, created.json.data.attributes.created_by.name],
+      [
+        created.json.data.type,
+        created.json.data.attributes.env,
+        created.json.data.attributes.service,
+        created.json.data.attributes.ends_at,
+        created.json.data.attributes.active,
+        created.json.data.attributes.created_by.name,
+      ],
       ['deployment_freeze', 'rest-prod', 'checkout', ends, true, 'bootstrap'],
     );
     const listed = await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=true');
-    assert.deepEqual(listed.json.data.map((f: any) => f.id), [id]);
+    assert.deepEqual(
+      listed.json.data.map((f: any) => f.id),
+      [id],
+    );
     const stagingKey = await s.createKey(['gates:write'], ['rest-staging']);
     assert.equal((await s.request('GET', `/api/v2/deployment_freezes/${id}`, { key: stagingKey })).status, 404);
     assert.equal((await s.request('POST', `/api/v2/deployment_freezes/${id}/end`, { key: stagingKey })).status, 404);
@@ -227,7 +279,10 @@ describe('freezes over REST', () => {
     assert.deepEqual([lifted.json.data.attributes.active, lifted.json.data.attributes.end_reason, lifted.json.data.attributes.ended_by.name], [false, 'sale over', 'bootstrap']);
     assert.equal((await s.request('POST', `/api/v2/deployment_freezes/${id}/end`)).status, 400, 'already ended: a conflict');
     assert.deepEqual((await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=true')).json.data, []);
-    assert.deepEqual((await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=false')).json.data.map((f: any) => f.id), [id]);
+    assert.deepEqual(
+      (await s.request('GET', '/api/v2/deployment_freezes?filter[env]=rest-prod&filter[active]=false')).json.data.map((f: any) => f.id),
+      [id],
+    );
   });
 });
 

@@ -5,8 +5,8 @@ import { beforeEach, describe, test } from 'node:test';
 import type { Db } from '../src/db/client.ts';
 import { getEvaluation, getRuleEvaluation } from '../src/db/evaluations.ts';
 import type { Deps } from '../src/domain/deps.ts';
-import type { FreezeEvidence } from '../src/domain/freezeEvidence.ts';
 import { recordRuleUpdate } from '../src/domain/evaluations.ts';
+import type { FreezeEvidence } from '../src/domain/freezeEvidence.ts';
 import { createFreeze, endFreeze } from '../src/domain/freezes.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { freezeRunner } from '../src/engine/freezeRule.ts';
@@ -33,7 +33,15 @@ function rule(options: Record<string, unknown>, extra: Record<string, unknown> =
   return {
     check: () => {
       const result = freezeRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() }) as CheckResult;
-      recordRuleUpdate(deps, id, { status: result.status, reason: result.reason, evidence: result.evidence, state: result.state, nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null, consecutiveErrors: 0, lastError: null });
+      recordRuleUpdate(deps, id, {
+        status: result.status,
+        reason: result.reason,
+        evidence: result.evidence,
+        state: result.state,
+        nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null,
+        consecutiveErrors: 0,
+        lastError: null,
+      });
       return result;
     },
   };
@@ -52,7 +60,10 @@ describe('freeze runner', () => {
     clock.advance(HOUR);
     const done = r.check();
     assert.equal(done.status, 'pass');
-    assert.deepEqual(freezes(done).waitedFor.map((f) => [f.kind, f.name, f.endsAt]), [['calendar', 'nightly', iso(T0 + HOUR)]]);
+    assert.deepEqual(
+      freezes(done).waitedFor.map((f) => [f.kind, f.name, f.endsAt]),
+      [['calendar', 'nightly', iso(T0 + HOUR)]],
+    );
   });
 
   test('a calendar window outlasting the wait fails at once; with no wait, any freeze fails at once', () => {
@@ -70,7 +81,10 @@ describe('freeze runner', () => {
     createFreeze(deps, SYSTEM, { env: 'prod', reason: 'whole env' });
     const frozen = rule({}).check();
     assert.equal(frozen.status, 'fail');
-    assert.deepEqual(freezes(frozen).active.map((f) => f.name), ['whole env']);
+    assert.deepEqual(
+      freezes(frozen).active.map((f) => f.name),
+      ['whole env'],
+    );
   });
 
   test('a planned end is when the rule looks again; past it, the rule passes', () => {

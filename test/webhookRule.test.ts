@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ConfigError, loadConfig } from '../src/config.ts';
@@ -97,7 +97,10 @@ describe('webhook rule', () => {
     assert.deepEqual(call!.body.gate, { id: null, identifier: 'default', justInTime: true });
     assert.deepEqual([call!.body.service, call!.body.env, call!.body.version], ['checkout', 'prod', 'v42']);
     assert.deepEqual(call!.body.rule, { name: 'smoke test', type: 'webhook', dryRun: false, mode: 'once' });
-    assert.deepEqual(rule.webhookEvidence.calls.map((c: any) => [c.status, c.passed, c.body]), [[200, true, 'all good']]);
+    assert.deepEqual(
+      rule.webhookEvidence.calls.map((c: any) => [c.status, c.passed, c.body]),
+      [[200, true, 'all good']],
+    );
   });
 
   test('anything else fails, with the status and the first KB of the answer as evidence; a 4xx is not retried', async () => {
@@ -128,11 +131,17 @@ describe('webhook rule', () => {
     const { evaluation, rule } = await run({ url: `${hookUrl}${p}`, retries: 2 });
     assert.equal(evaluation.status, 'PASS');
     assert.match(rule.reason, /answered HTTP 204 .*\(attempt 3 of 3\)/);
-    assert.deepEqual([rule.webhookEvidence.calls[0].attempts, rule.webhookEvidence.calls[0].earlierAttempts, rule.webhookEvidence.calls[0].status], [3, ['HTTP 503', 'HTTP 503'], 204]);
+    assert.deepEqual(
+      [rule.webhookEvidence.calls[0].attempts, rule.webhookEvidence.calls[0].earlierAttempts, rule.webhookEvidence.calls[0].status],
+      [3, ['HTTP 503', 'HTTP 503'], 204],
+    );
     const calls = to(p);
     assert.equal(calls.length, 3);
     assert.equal(new Set(calls.map((c) => c.headers['idempotency-key'])).size, 1);
-    assert.deepEqual(calls.map((c) => c.body.attempt), [1, 2, 3]);
+    assert.deepEqual(
+      calls.map((c) => c.body.attempt),
+      [1, 2, 3],
+    );
   });
 
   test('a webhook that never answers times out; once its retries are spent onSourceError decides', async () => {
@@ -142,7 +151,10 @@ describe('webhook rule', () => {
     assert.match(failing.rule.reason, /did not answer call 1 in 2 attempt\(s\) \(last: no answer within 1000 ms\); the gate's onSourceError policy makes the rule fail/);
     const [call] = failing.rule.webhookEvidence.calls;
     assert.deepEqual([call.attempts, call.earlierAttempts, call.error, call.status], [2, ['no answer within 1000 ms'], 'no answer within 1000 ms', null]);
-    const passing = await run({ url: `${hookUrl}${p}`, timeout: 1, retries: 0 }, { configuration: { onSourceError: 'PASS', rules: [{ name: 'smoke test', options: { webhook: { url: `${hookUrl}${p}`, timeout: 1, retries: 0 } } }] } });
+    const passing = await run(
+      { url: `${hookUrl}${p}`, timeout: 1, retries: 0 },
+      { configuration: { onSourceError: 'PASS', rules: [{ name: 'smoke test', options: { webhook: { url: `${hookUrl}${p}`, timeout: 1, retries: 0 } } }] } },
+    );
     assert.equal(passing.evaluation.status, 'PASS');
     assert.match(passing.rule.reason, /onSourceError policy makes the rule pass/);
   });
@@ -152,17 +164,23 @@ describe('webhook rule', () => {
     const passing = await run({ url: `${hookUrl}${ok}`, mode: 'POLL', interval: 5, duration: 5 });
     assert.equal(passing.evaluation.status, 'PASS');
     assert.match(passing.rule.reason, /All 2 calls answered 2xx/);
-    assert.deepEqual(to(ok).map((c) => c.body.call), [1, 2]);
+    assert.deepEqual(
+      to(ok).map((c) => c.body.call),
+      [1, 2],
+    );
     assert.deepEqual(passing.rule.options, { url: `${hookUrl}${ok}`, headers: [], timeout: 10, retries: 2, mode: 'POLL', interval: 5, duration: 5 });
 
     const second = path((res, i) => (i === 1 ? res.writeHead(200).end('ok') : res.writeHead(409).end('canary metrics degraded')));
     const failing = await run({ url: `${hookUrl}${second}`, mode: 'POLL', interval: 5, duration: 60 });
     assert.equal(failing.evaluation.status, 'FAIL');
     assert.match(failing.rule.reason, /answered HTTP 409 to call 2/);
-    assert.deepEqual(failing.rule.webhookEvidence.calls.map((c: any) => [c.call, c.passed, c.body]), [
-      [1, true, 'ok'],
-      [2, false, 'canary metrics degraded'],
-    ]);
+    assert.deepEqual(
+      failing.rule.webhookEvidence.calls.map((c: any) => [c.call, c.passed, c.body]),
+      [
+        [1, true, 'ok'],
+        [2, false, 'canary metrics degraded'],
+      ],
+    );
     assert.equal(to(second).length, 2, 'no call after the first failure');
   });
 
@@ -177,13 +195,18 @@ describe('webhook rule', () => {
 
     const created = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'allow', env: 'prod' } });
     const gateId = created.data.createGate.id;
-    const rule = await s.gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: gateId, i: { name: 'hook', options: { webhook: { url: outside } } } });
+    const rule = await s.gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', {
+      g: gateId,
+      i: { name: 'hook', options: { webhook: { url: outside } } },
+    });
     assert.equal(rule.errors?.[0]?.extensions?.field, 'input.options.webhook.url');
 
     const jit = await d.evaluate({ service: 'allow', env: 'prod', configuration: { rules: [{ name: 'hook', options: { webhook: { url: outside } } }] } });
     assert.equal(jit.errors?.[0]?.extensions?.field, 'input.configuration.rules[0].options.webhook.url');
 
-    const rest = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, { body: { data: { type: 'deployment_rule', attributes: { name: 'hook', type: 'webhook', options: { url: outside } } } } });
+    const rest = await s.request('POST', `/api/v2/deployment_gates/${gateId}/rules`, {
+      body: { data: { type: 'deployment_rule', attributes: { name: 'hook', type: 'webhook', options: { url: outside } } } },
+    });
     assert.equal(rest.status, 400);
     assert.match(rest.json.errors[0].detail, /^options\.url: host 10\.20\.30\.40:8080 is not on TOLLGATE_WEBHOOK_ALLOWED_HOSTS/);
     assert.equal(to('/hook').length, 0);
@@ -205,13 +228,19 @@ describe('webhook rule', () => {
     assert.equal(to(p)[0]!.headers['x-api-key'], secret, 'sent to the webhook');
 
     // An edit without the value keeps it (same origin); the webhook still receives it.
-    const kept = await s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: ruleId, i: { options: { webhook: { url: `${hookUrl}${p}?v=2`, headers: [{ name: 'X-Api-Key' }], retries: 1 } } } });
+    const kept = await s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', {
+      id: ruleId,
+      i: { options: { webhook: { url: `${hookUrl}${p}?v=2`, headers: [{ name: 'X-Api-Key' }], retries: 1 } } },
+    });
     assert.equal(kept.errors, undefined, JSON.stringify(kept.errors));
     const again = await d.evaluate({ service: 'secrets', env: 'prod' });
     await d.follow(again.data.evaluateGate.id);
     assert.equal(to(`${p}?v=2`)[0]!.headers['x-api-key'], secret);
     // ...but is never carried to another origin.
-    const moved = await s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: ruleId, i: { options: { webhook: { url: 'http://127.0.0.1:1/elsewhere', headers: [{ name: 'X-Api-Key' }] } } } });
+    const moved = await s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', {
+      id: ruleId,
+      i: { options: { webhook: { url: 'http://127.0.0.1:1/elsewhere', headers: [{ name: 'X-Api-Key' }] } } },
+    });
     assert.equal(moved.errors?.[0]?.extensions?.field, 'input.options.webhook.headers[0].value');
     assert.match(moved.errors![0]!.message, /another origin/);
 
@@ -246,7 +275,17 @@ describe('webhook rule', () => {
       [{ url: 'ftp://127.0.0.1/x' }, 'url', /url must be http or https/],
       [{ url: 'http://user:pw@127.0.0.1/x' }, 'url', /must not hold a user name or password/],
       [{ url: `${hookUrl}/x`, headers: [{ name: 'Host', value: 'a' }] }, 'headers[0].name', /set by Tollgate itself/],
-      [{ url: `${hookUrl}/x`, headers: [{ name: 'X-A', value: 'a' }, { name: 'x-a', value: 'b' }] }, 'headers[1].name', /given twice/],
+      [
+        {
+          url: `${hookUrl}/x`,
+          headers: [
+            { name: 'X-A', value: 'a' },
+            { name: 'x-a', value: 'b' },
+          ],
+        },
+        'headers[1].name',
+        /given twice/,
+      ],
       [{ url: `${hookUrl}/x`, headers: [{ name: 'X-A' }] }, 'headers[0].value', /is required for the new header X-A/],
     ];
     for (const [options, field, message] of cases) {
@@ -283,7 +322,11 @@ describe('webhook rule, configuration', () => {
     assert.ok(!admits('http://hooks.example.com.evil.net/x'));
     assert.deepEqual(loadConfig({}).webhookAllowedHosts, [], 'unset: none');
     for (const bad of ['*', '*.com', 'https://hooks.example.com/path', 'a:99999']) {
-      assert.throws(() => loadConfig({ TOLLGATE_WEBHOOK_ALLOWED_HOSTS: bad }), (err: unknown) => err instanceof ConfigError && /TOLLGATE_WEBHOOK_ALLOWED_HOSTS/.test(err.message), bad);
+      assert.throws(
+        () => loadConfig({ TOLLGATE_WEBHOOK_ALLOWED_HOSTS: bad }),
+        (err: unknown) => err instanceof ConfigError && /TOLLGATE_WEBHOOK_ALLOWED_HOSTS/.test(err.message),
+        bad,
+      );
     }
   });
 
@@ -304,14 +347,19 @@ describe('webhook rule, configuration', () => {
     const p = path((res) => res.writeHead(200).end('ok'));
     let second: TestServer | undefined;
     try {
-      const g = await first.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'rekeyed', env: 'prod', rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}${p}`, headers: [{ name: 'X-Token', value: 't' }] } } }] } });
+      const g = await first.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+        i: { service: 'rekeyed', env: 'prod', rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}${p}`, headers: [{ name: 'X-Token', value: 't' }] } } }] },
+      });
       assert.equal(g.errors, undefined, JSON.stringify(g.errors));
       await first.stop();
       second = await startServer({ webhookAllowedHosts: LOOPBACK, secretKey: randomBytes(32) }, { dir });
       const ev = await driver(second).evaluate({ service: 'rekeyed', env: 'prod' });
       const [final] = (await driver(second).follow(ev.data.evaluateGate.id)).slice(-1);
       assert.equal(final.status, 'FAIL');
-      assert.match(final.rules[0].reason, /^Not called: the value of header X-Token cannot be opened: it was sealed with key [0-9a-f]{8} and TOLLGATE_SECRET_KEY is key [0-9a-f]{8}\.$/);
+      assert.match(
+        final.rules[0].reason,
+        /^Not called: the value of header X-Token cannot be opened: it was sealed with key [0-9a-f]{8} and TOLLGATE_SECRET_KEY is key [0-9a-f]{8}\.$/,
+      );
       assert.equal(to(p).length, 0);
     } finally {
       await second?.stop();
@@ -322,7 +370,11 @@ describe('webhook rule, configuration', () => {
   test('without TOLLGATE_SECRET_KEY headers are refused with the reason, and hooks without headers work', async () => {
     const bare = await startServer({ webhookAllowedHosts: LOOPBACK, secretKey: null });
     try {
-      const r = await driver(bare).evaluate({ service: 'checkout', env: 'prod', configuration: { rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}/x`, headers: [{ name: 'Authorization', value: 'Bearer t' }] } } }] } });
+      const r = await driver(bare).evaluate({
+        service: 'checkout',
+        env: 'prod',
+        configuration: { rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}/x`, headers: [{ name: 'Authorization', value: 'Bearer t' }] } } }] },
+      });
       assert.equal(r.errors?.[0]?.extensions?.field, 'input.configuration.rules[0].options.webhook.headers[0].value');
       assert.match(r.errors![0]!.message, /TOLLGATE_SECRET_KEY is not set/);
       const plain = await driver(bare).evaluate({ service: 'checkout', env: 'prod', configuration: { rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}/x` } } }] } });
@@ -338,7 +390,9 @@ describe('webhook rule, configuration', () => {
     const p = path((res) => res.writeHead(200).end('ok'));
     let second: TestServer | undefined;
     try {
-      const g = await first.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'moved', env: 'prod', rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}${p}` } } }] } });
+      const g = await first.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+        i: { service: 'moved', env: 'prod', rules: [{ name: 'hook', options: { webhook: { url: `${hookUrl}${p}` } } }] },
+      });
       assert.equal(g.errors, undefined, JSON.stringify(g.errors));
       await first.stop();
       second = await startServer({ webhookAllowedHosts: [{ host: 'hooks.example.com', wildcard: false, port: null }], secretKey }, { dir });

@@ -53,7 +53,15 @@ function rule(options: Record<string, unknown>) {
   const id = recorded(db, e.id).rules[0]!.id;
   return async (): Promise<CheckResult> => {
     const result = await webhookRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() });
-    recordRuleUpdate(deps, id, { status: result.status, reason: result.reason, evidence: result.evidence, state: result.state, nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null, consecutiveErrors: 0, lastError: null });
+    recordRuleUpdate(deps, id, {
+      status: result.status,
+      reason: result.reason,
+      evidence: result.evidence,
+      state: result.state,
+      nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null,
+      consecutiveErrors: 0,
+      lastError: null,
+    });
     return result;
   };
 }

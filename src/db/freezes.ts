@@ -15,8 +15,7 @@ export interface FreezeFilter {
 }
 
 /** Active at `at`: the one definition, for queries here and for rows in hand (`isActive`). */
-const activeSql = (at: Date): SQL =>
-  and(lte(freezes.startsAt, at), or(isNull(freezes.endsAt), gt(freezes.endsAt, at)), or(isNull(freezes.endedAt), gt(freezes.endedAt, at)))!;
+const activeSql = (at: Date): SQL => and(lte(freezes.startsAt, at), or(isNull(freezes.endsAt), gt(freezes.endsAt, at)), or(isNull(freezes.endedAt), gt(freezes.endedAt, at)))!;
 
 export const isFreezeActive = (f: Pick<FreezeRow, 'startsAt' | 'endsAt' | 'endedAt'>, at: Date): boolean =>
   f.startsAt <= at && (f.endsAt === null || f.endsAt > at) && (f.endedAt === null || f.endedAt > at);

@@ -168,10 +168,19 @@ function occurrencesOn(c: Compiled, day: number): number[] {
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
 /** The local date and time of an instant in a zone, as the epoch ms of the same fields in UTC. */
-export function wallClock(zone: string, t: number): number {
+function wallClock(zone: string, t: number): number {
   let f = formatters.get(zone);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
+    f = new Intl.DateTimeFormat('en-US', {
+      timeZone: zone,
+      hourCycle: 'h23',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
     formatters.set(zone, f);
   }
   const p: Record<string, number> = {};
@@ -189,7 +198,7 @@ const offsetsNear = (zone: string, wall: number): readonly [number, number] => [
  * The instant a local date and time names in a zone: the earlier of two when the clocks pass it
  * twice, and for a time the clocks skip, the same distance past the jump as before it.
  */
-export function instantOf(zone: string, wall: number, near = offsetsNear(zone, wall)): number {
+function instantOf(zone: string, wall: number, near = offsetsNear(zone, wall)): number {
   const [before, after] = near;
   if (before === after) return wall - before;
   const valid = [wall - before, wall - after].filter((t) => wallClock(zone, t) === wall).sort((a, b) => a - b);

@@ -38,7 +38,7 @@ export type FreezeEvidence = {
 export const freezeKeyOf = (f: FreezeEntry) =>
   f.kind === 'calendar' ? `calendar:${f.cron}:${f.timeZone}:${f.startedAt}` : f.kind === 'ad_hoc' ? `ad_hoc:${f.freezeId}` : `incident:${f.monitorId}:${f.group}`;
 
-export function describeFreeze(f: FreezeEntry): string {
+function describeFreeze(f: FreezeEntry): string {
   switch (f.kind) {
     case 'calendar':
       return `calendar window "${f.name}" (${f.cron}, ${f.timeZone}) until ${f.endsAtLeast ? 'at least ' : ''}${f.endsAt}`;

@@ -4,13 +4,13 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
 import { type FreezeRow, getFreeze as getFreezeRow, insertFreeze, isFreezeActive, listFreezes as listFreezeRows, updateFreezeRow } from '../db/freezes.ts';
+import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound, parseInput } from './errors.ts';
 import { tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
-import { actorFields } from '../log.ts';
 import { audit, stamp } from './stamp.ts';
 
 export type { FreezeRow };

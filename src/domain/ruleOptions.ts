@@ -162,7 +162,7 @@ const webhookUrlSchema = z
     return z.NEVER;
   });
 
-export const webhookHeaderSchema = z
+const webhookHeaderSchema = z
   .object({
     name: z
       .string({ message: 'header name is required' })

@@ -1,5 +1,5 @@
-import type { Deps } from './deps.ts';
 import type { RuleType } from '../db/schema.ts';
+import type { Deps } from './deps.ts';
 import type { TypedRuleOptions } from './ruleOptions.ts';
 import { publicWebhookOptions, storedWebhookOptions } from './webhooks.ts';
 
@@ -8,7 +8,12 @@ import { publicWebhookOptions, storedWebhookOptions } from './webhooks.ts';
  * server's configuration) is checked here, and secrets are sealed. `field` names the options
  * in errors (`input.options`); `previous` is the stored rule an update replaces.
  */
-export function storedRuleOptions(deps: Deps, typed: TypedRuleOptions, field: string, previous?: { type: RuleType; options: Record<string, unknown> } | null): Record<string, unknown> {
+export function storedRuleOptions(
+  deps: Deps,
+  typed: TypedRuleOptions,
+  field: string,
+  previous?: { type: RuleType; options: Record<string, unknown> } | null,
+): Record<string, unknown> {
   switch (typed.type) {
     case 'webhook':
       return storedWebhookOptions(deps, typed.options, `${field}.webhook`, previous?.type === 'webhook' ? previous.options : null);

@@ -11,7 +11,7 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 
 /** A short public name for a key: which key sealed a secret, without saying anything of the key. */
-export function secretKeyId(key: Buffer): string {
+function secretKeyId(key: Buffer): string {
   return createHash('sha256').update('tollgate secret key id\0').update(key).digest('hex').slice(0, 8);
 }
 

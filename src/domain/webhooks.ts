@@ -55,7 +55,8 @@ export function storedWebhookOptions(deps: Deps, input: WebhookRuleOptions, fiel
     const where = `${field}.headers[${i}].value`;
     if (h.value !== undefined) {
       const key = deps.config.secretKey;
-      if (!key) throw badInput(where, 'header values are secrets stored encrypted, and TOLLGATE_SECRET_KEY is not set on this Tollgate: ask the operator to set it, or send no headers');
+      if (!key)
+        throw badInput(where, 'header values are secrets stored encrypted, and TOLLGATE_SECRET_KEY is not set on this Tollgate: ask the operator to set it, or send no headers');
       return { name: h.name, secret: sealSecret(key, h.value, secretContext(h.name, input.url)) };
     }
     const kept = before?.headers?.find((p) => p.name.toLowerCase() === h.name.toLowerCase());

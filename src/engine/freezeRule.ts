@@ -5,15 +5,16 @@
 // that finds none, and fails when the wait is over and one still applies (at once with
 // duration 0, or when a calendar window is known to outlast the wait: nobody can lift it).
 // Lifting a freeze or a monitor's recovery wakes the rule at once; a planned end, by timer.
+
+import type { EvaluationRow } from '../db/evaluations.ts';
 import { activeFreezesFor } from '../db/freezes.ts';
 import type { Deps } from '../domain/deps.ts';
+import { SourceError } from '../domain/errors.ts';
 import { calendarFreezeAt } from '../domain/freezeCalendar.ts';
 import { describeFreezes, type FreezeEntry, type FreezeEvidence, freezeKeyOf } from '../domain/freezeEvidence.ts';
 import { envsOf, monitorUrl } from '../domain/monitors.ts';
 import type { FreezeRuleOptions } from '../domain/ruleOptions.ts';
-import type { EvaluationRow } from '../db/evaluations.ts';
 import { monitorRunner, selectByQuery } from './monitorRule.ts';
-import { SourceError } from '../domain/errors.ts';
 import { type CheckResult, freezeKey, type RuleRunner } from './runner.ts';
 
 /** Incident groups named in the evidence at most; the rule's verdict needs one. */
@@ -34,7 +35,15 @@ function activeFreezes(deps: Deps, o: FreezeRuleOptions, e: EvaluationRow, now: 
   for (const w of o.calendars) {
     const open = calendarFreezeAt(w, now);
     if (open) {
-      out.push({ kind: 'calendar', name: w.name ?? w.cron, cron: w.cron, timeZone: w.timeZone, startedAt: iso(open.startedAt), endsAt: iso(open.endsAt), ...(open.endsAtLeast && { endsAtLeast: true }) });
+      out.push({
+        kind: 'calendar',
+        name: w.name ?? w.cron,
+        cron: w.cron,
+        timeZone: w.timeZone,
+        startedAt: iso(open.startedAt),
+        endsAt: iso(open.endsAt),
+        ...(open.endsAtLeast && { endsAtLeast: true }),
+      });
     }
   }
   if (o.adHoc) {

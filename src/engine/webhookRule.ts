@@ -6,12 +6,12 @@
 // them instead of starting over. A call that never got an answer is the source failing: the
 // gate's onSourceError decides.
 import type { Deps } from '../domain/deps.ts';
-import { SecretUnavailableError, hostRefusal, type StoredWebhookOptions, webhookHeaderValues } from '../domain/webhooks.ts';
+import { hostRefusal, SecretUnavailableError, type StoredWebhookOptions, webhookHeaderValues } from '../domain/webhooks.ts';
 import { callWebhook, type WebhookAnswer } from '../sources/webhook.ts';
 import type { CheckResult, RuleRunner } from './runner.ts';
 
 /** First retry after this long, doubling each time, at most RETRY_MAX_MS. */
-export const RETRY_BASE_MS = 1000;
+const RETRY_BASE_MS = 1000;
 const RETRY_MAX_MS = 30_000;
 /** Finished calls kept in the evidence (the failing one is always the last). */
 const MAX_CALLS_SHOWN = 10;
@@ -113,11 +113,18 @@ export const webhookRunner: RuleRunner = {
     const { rule, evaluation, now } = input;
     const o = rule.options as StoredWebhookOptions;
     const state: WebhookState = (rule.state as WebhookState | null) ?? { call: 1, tries: [], dueAt: iso(rule.windowStartsAt), passedCalls: 0, calls: [] };
-    const evidence = (extra: Partial<WebhookEvidence> = {}, calls = state.calls): WebhookEvidence => ({ url: o.url, mode: o.mode, passedCalls: state.passedCalls, calls, ...extra });
+    const evidence = (extra: Partial<WebhookEvidence> = {}, calls = state.calls): WebhookEvidence => ({
+      url: o.url,
+      mode: o.mode,
+      passedCalls: state.passedCalls,
+      calls,
+      ...extra,
+    });
     const dueAt = new Date(state.dueAt);
     // Woken early (a restart looks at every rule at once): a call is never made before its time.
     if (now < dueAt) return { status: 'in_progress', reason: rule.reason ?? 'Waiting for the first call.', evidence: rule.evidence ?? evidence(), state, nextCheckAt: dueAt };
-    if (state.allPassed) return { status: 'pass', reason: `All ${state.passedCalls} calls answered 2xx from ${iso(rule.windowStartsAt)} to ${iso(rule.windowEndsAt)}.`, evidence: evidence(), state };
+    if (state.allPassed)
+      return { status: 'pass', reason: `All ${state.passedCalls} calls answered 2xx from ${iso(rule.windowStartsAt)} to ${iso(rule.windowEndsAt)}.`, evidence: evidence(), state };
 
     // The list may have changed since the rule was stored: nothing is sent to a host it no longer holds.
     const refusal = hostRefusal(deps.config.webhookAllowedHosts, o.url);
@@ -190,9 +197,16 @@ export const webhookRunner: RuleRunner = {
     const nextCall = new Date(rule.windowStartsAt.getTime() + state.call * (o.interval ?? 60) * 1000);
     if (nextCall <= rule.windowEndsAt) {
       const due = nextCall > at ? nextCall : at;
-      return { status: 'in_progress', reason: `Call ${state.call} answered HTTP ${record.status}${tried}; next call at ${iso(due)}.`, evidence: shown, state: { ...done, dueAt: iso(due) }, nextCheckAt: due };
+      return {
+        status: 'in_progress',
+        reason: `Call ${state.call} answered HTTP ${record.status}${tried}; next call at ${iso(due)}.`,
+        evidence: shown,
+        state: { ...done, dueAt: iso(due) },
+        nextCheckAt: due,
+      };
     }
-    if (at >= rule.windowEndsAt) return { status: 'pass', reason: `All ${passedCalls} calls answered 2xx from ${iso(rule.windowStartsAt)} to ${iso(rule.windowEndsAt)}.`, evidence: shown, state: done };
+    if (at >= rule.windowEndsAt)
+      return { status: 'pass', reason: `All ${passedCalls} calls answered 2xx from ${iso(rule.windowStartsAt)} to ${iso(rule.windowEndsAt)}.`, evidence: shown, state: done };
     return {
       status: 'in_progress',
       reason: `All ${passedCalls} calls answered 2xx; passing when the window ends at ${iso(rule.windowEndsAt)}.`,
@@ -202,4 +216,3 @@ export const webhookRunner: RuleRunner = {
     };
   },
 };
-

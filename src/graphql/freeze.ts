@@ -1,8 +1,8 @@
 import { createFreeze, createFreezeInputSchema, endFreeze, type FreezeRow, freezesPageSize, getFreeze, isFreezeActive, listFreezes, MAX_FREEZES_PAGE } from '../domain/freezes.ts';
 import { builder } from './builder.ts';
 
-export const Freeze = builder.objectRef<FreezeRow>('Freeze').implement({
-  description: "An ad-hoc freeze: while active, freeze rules of its environment (and service) fail. Lifted with endFreeze.",
+const Freeze = builder.objectRef<FreezeRow>('Freeze').implement({
+  description: 'An ad-hoc freeze: while active, freeze rules of its environment (and service) fail. Lifted with endFreeze.',
   authScopes: { 'gates:read': true },
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -58,7 +58,12 @@ builder.queryField('freezes', (t) =>
       after: t.arg.id({ description: 'The id of the last freeze of the previous page.' }),
     },
     resolve: (_root, { filter, first, after }, { deps, principal }) =>
-      listFreezes(deps, principal, { envs: filter?.envs ?? undefined, active: filter?.active ?? undefined }, { limit: freezesPageSize(first ?? 50), after: after ? String(after) : undefined }),
+      listFreezes(
+        deps,
+        principal,
+        { envs: filter?.envs ?? undefined, active: filter?.active ?? undefined },
+        { limit: freezesPageSize(first ?? 50), after: after ? String(after) : undefined },
+      ),
   }),
 );
 

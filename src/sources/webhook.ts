@@ -10,7 +10,7 @@ import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 
 /** Bytes of the answer kept as evidence. */
-export const ANSWER_BYTES = 1024;
+const ANSWER_BYTES = 1024;
 
 export interface WebhookRequest {
   url: string;
@@ -21,12 +21,10 @@ export interface WebhookRequest {
   listedAddresses: readonly string[];
 }
 
-export type WebhookAnswer =
-  | { answered: true; status: number; body: string; truncated: boolean; location?: string; ms: number }
-  | { answered: false; error: string; ms: number };
+export type WebhookAnswer = { answered: true; status: number; body: string; truncated: boolean; location?: string; ms: number } | { answered: false; error: string; ms: number };
 
 /** Ranges a name may not lead to (an address listed as itself may). */
-export function forbiddenRange(address: string): string | null {
+function forbiddenRange(address: string): string | null {
   const v4 = isIP(address) === 4 ? address : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
   if (v4) {
     const [a, b] = v4.split('.').map(Number) as [number, number];
@@ -52,7 +50,9 @@ function guardedLookup(listed: readonly string[]): LookupFunction {
       for (const { address } of addresses) {
         const range = forbiddenRange(address);
         if (range && !listed.includes(address)) {
-          const refusal = Object.assign(new Error(`${hostname} resolves to ${address} (${range}), which a webhook may not reach by name; list that address itself to allow it`), { code: 'EADDRNOTALLOWED' });
+          const refusal = Object.assign(new Error(`${hostname} resolves to ${address} (${range}), which a webhook may not reach by name; list that address itself to allow it`), {
+            code: 'EADDRNOTALLOWED',
+          });
           return callback(refusal, '', 0);
         }
       }

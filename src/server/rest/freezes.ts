@@ -31,18 +31,33 @@ function freezeToWire(f: FreezeRow, now: Date) {
 
 export const freezeRoutes: Route[] = [
   route('POST', '/deployment_freezes', ({ deps, principal, body }) => {
-    const input = parseInput(createFreezeInputSchema, decodeFields(createFreezeInputSchema, attributesOf(body), ['env', 'service', 'reason', 'startsAt', 'endsAt'], 'data.attributes'));
+    const input = parseInput(
+      createFreezeInputSchema,
+      decodeFields(createFreezeInputSchema, attributesOf(body), ['env', 'service', 'reason', 'startsAt', 'endsAt'], 'data.attributes'),
+    );
     return { status: 200, body: { data: freezeToWire(createFreeze(deps, principal, input), deps.now()) } };
   }),
 
   route('GET', '/deployment_freezes', ({ deps, principal, url }) => {
     const page = readPage(url, { default: 50, max: MAX_FREEZES_PAGE });
-    const envs = url.searchParams.getAll('filter[env]').flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+    const envs = url.searchParams
+      .getAll('filter[env]')
+      .flatMap((v) => v.split(','))
+      .map((v) => v.trim())
+      .filter(Boolean);
     const active = url.searchParams.get('filter[active]');
-    const rows = listFreezes(deps, principal, { envs: envs.length > 0 ? envs : undefined, active: active === null ? undefined : active === 'true' }, { after: page.cursor, limit: page.size + 1 });
+    const rows = listFreezes(
+      deps,
+      principal,
+      { envs: envs.length > 0 ? envs : undefined, active: active === null ? undefined : active === 'true' },
+      { after: page.cursor, limit: page.size + 1 },
+    );
     const { items, next } = pageOf(rows, page);
     const now = deps.now();
-    return { status: 200, body: { data: items.map((f) => freezeToWire(f, now)), meta: { page: { cursor: page.cursor ?? null, size: page.size, ...(next && { next_cursor: next }) } } } };
+    return {
+      status: 200,
+      body: { data: items.map((f) => freezeToWire(f, now)), meta: { page: { cursor: page.cursor ?? null, size: page.size, ...(next && { next_cursor: next }) } } },
+    };
   }),
 
   route('GET', '/deployment_freezes/{id}', ({ deps, principal, params }) => {

@@ -337,7 +337,7 @@ const DURATION_LABELS: Record<RuleTypeName, [string, string]> = {
   FREEZE: ['Wait for a freeze to end (seconds)', '0 checks once; at most 7200'],
 };
 
-function WebhookFields({ d, set, prefix, opt, errors }: { d: RuleDraft; set: (d: RuleDraft) => void; prefix: string; opt: string; errors: Record<string, string> }) {
+function WebhookFields({ d, set, opt, errors }: { d: RuleDraft; set: (d: RuleDraft) => void; opt: string; errors: Record<string, string> }) {
   const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
   return (
     <>
@@ -413,7 +413,7 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
           {(p) => <input {...p} value={d.query} onInput={text('query')} />}
         </Field>
       )}
-      {d.type === 'WEBHOOK' && <WebhookFields d={d} set={set} prefix={prefix} opt={opt} errors={errors} />}
+      {d.type === 'WEBHOOK' && <WebhookFields d={d} set={set} opt={opt} errors={errors} />}
       {d.type === 'FREEZE' && <FreezeFields d={d} set={set} prefix={prefix} opt={opt} errors={errors} />}
       {(d.type !== 'WEBHOOK' || d.mode === 'POLL') && (
         <Field label={DURATION_LABELS[d.type][0]} name={`${opt}.duration`} errors={errors} hint={DURATION_LABELS[d.type][1]}>
