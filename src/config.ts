@@ -66,7 +66,7 @@ export interface AllowedHost {
 }
 
 /** An entry of TOLLGATE_WEBHOOK_ALLOWED_HOSTS, or a sentence saying why it is not one. */
-export function parseAllowedHost(entry: string): AllowedHost | string {
+function parseAllowedHost(entry: string): AllowedHost | string {
   const shape = 'is not a host such as hooks.example.com, *.example.com, 10.0.0.7:8080 or [fd00::7]:8080';
   const m = /^(\*\.)?(\[[0-9A-Fa-f:.]+\]|[^:[\]/?#@\s*]+)(?::(\d{1,5}))?$/.exec(entry) ?? /^()([0-9A-Fa-f]*:[0-9A-Fa-f:.]+)()$/.exec(entry);
   if (!m) return entry === '*' ? 'would allow every host: list the hosts webhooks may call (a wildcard covers the names under one domain, *.example.com)' : shape;

@@ -53,7 +53,7 @@ export interface ErrorDelta extends ApmKey {
 }
 
 /** Relative accuracy of latency sketches: p99 within 1% of the truth. */
-export const SKETCH_ACCURACY = 0.01;
+const SKETCH_ACCURACY = 0.01;
 export const newSketch = () => new DDSketch({ relativeAccuracy: SKETCH_ACCURACY });
 
 function statements(db: Tx) {

@@ -10,7 +10,7 @@ import { acquireServerLock, type ServerLock, StorageStartError } from './serverL
 
 export { StorageStartError } from './serverLock.ts';
 
-export const migrationsFolder = join(dirname(fileURLToPath(import.meta.url)), '../../drizzle/sqlite');
+const migrationsFolder = join(dirname(fileURLToPath(import.meta.url)), '../../drizzle/sqlite');
 
 export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Database };
 
@@ -67,7 +67,7 @@ export function expectedMigrationCount(): number {
 }
 
 /** For /readyz: the database answers and every shipped migration is applied. */
-export function checkReady(db: Db, expected: number): { ok: boolean; detail: string } {
+function checkReady(db: Db, expected: number): { ok: boolean; detail: string } {
   try {
     const row = db.$client.prepare('select count(*) as n from __drizzle_migrations').get() as { n: number };
     if (row.n < expected) return { ok: false, detail: `${row.n} of ${expected} migrations applied` };

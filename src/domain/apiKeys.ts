@@ -27,7 +27,7 @@ export function generateSecret(): string {
   return `tgk_${randomBytes(32).toString('base64url')}`;
 }
 
-export const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
+const hashSecret = (secret: string): string => createHash('sha256').update(secret).digest('hex');
 
 const prefixOf = (secret: string) => secret.slice(0, 10);
 
@@ -230,7 +230,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
  * How long a positive authentication is reused without looking at the database: a key revoked
  * by another process (`tollgate keys revoke`) is refused within this, on every transport.
  */
-export const AUTH_CACHE_MS = 1_000;
+const AUTH_CACHE_MS = 1_000;
 
 /** `Bearer <key>`, a bare key, or null. */
 export function secretFromAuthorization(header: string | null | undefined): string | null {

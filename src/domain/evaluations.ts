@@ -84,7 +84,7 @@ export type EvaluateGateInput = z.output<typeof evaluateGateInputSchema>;
 // ---- reads ----
 
 /** Values one filter list may hold: a longer list is a mistake or an attack, not a question. */
-export const MAX_FILTER_VALUES = 100;
+const MAX_FILTER_VALUES = 100;
 
 /** The list as given, refused when longer than MAX_FILTER_VALUES; `field` as the caller spells it. */
 export function boundedFilterList<T>(values: T[] | undefined, field: string): T[] | undefined {

@@ -136,7 +136,7 @@ export function logEConcurrent(buckets: readonly PairedBucket[], grid: readonly 
 const LANCZOS = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
 
 /** log Γ(z) for z > 0 (Lanczos, g = 7: about 15 significant digits). */
-export function logGamma(z: number): number {
+function logGamma(z: number): number {
   if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
   const w = z - 1;
   let a = LANCZOS[0]!;
@@ -198,8 +198,8 @@ export interface DispersionCell {
  * Prior of the within-bucket correlation: worth PRIOR_WEIGHT pairs of errors at PRIOR_RHO, so
  * that a few buckets cannot talk the test into trusting clustered errors as independent.
  */
-export const PRIOR_RHO = 0.1;
-export const PRIOR_WEIGHT = 40;
+const PRIOR_RHO = 0.1;
+const PRIOR_WEIGHT = 40;
 const MAX_RHO = 0.9;
 
 /**

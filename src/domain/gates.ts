@@ -42,7 +42,7 @@ export const tagValue = (what: string) =>
     .max(200, `${what} is at most 200 characters`)
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/, `${what} may hold letters, digits and _ . : / - only`);
 
-export const ruleNameSchema = z
+const ruleNameSchema = z
   .string({ message: 'name is required' })
   .trim()
   .min(1, 'name must not be empty')

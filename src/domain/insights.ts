@@ -23,10 +23,10 @@ import { type Principal, requireScope } from './principal.ts';
 import { ruleEvaluationFor, seesAllOf } from './ruleEvidence.ts';
 
 const DAY_MS = 24 * 60 * 60_000;
-export const MAX_RANGE_MS = 30 * DAY_MS;
-export const DEFAULT_RANGE_MS = 7 * DAY_MS;
+const MAX_RANGE_MS = 30 * DAY_MS;
+const DEFAULT_RANGE_MS = 7 * DAY_MS;
 /** Values a facet lists at most. */
-export const MAX_FACET_VALUES = 100;
+const MAX_FACET_VALUES = 100;
 
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'evaluations:write'], 'read evaluations');
 
@@ -34,7 +34,7 @@ const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'ev
  * The filter with a bounded time range: startedBefore defaults to now, startedAfter to 7 days
  * before it; more than 30 days is refused (the aggregates read every evaluation of the range).
  */
-export function boundedRange(filter: EvaluationFilter, now: Date): EvaluationFilter & { startedAfter: Date; startedBefore: Date } {
+function boundedRange(filter: EvaluationFilter, now: Date): EvaluationFilter & { startedAfter: Date; startedBefore: Date } {
   const startedBefore = filter.startedBefore ?? now;
   const startedAfter = filter.startedAfter ?? new Date(startedBefore.getTime() - DEFAULT_RANGE_MS);
   if (startedAfter.getTime() >= startedBefore.getTime()) throw badInput('filter.startedAfter', 'must be before filter.startedBefore');
@@ -44,12 +44,12 @@ export function boundedRange(filter: EvaluationFilter, now: Date): EvaluationFil
   return { ...filter, startedAfter, startedBefore };
 }
 
-export function boundedTop(top: number, field = 'top'): number {
+function boundedTop(top: number, field = 'top'): number {
   if (!Number.isInteger(top) || top < 1 || top > MAX_FACET_VALUES) throw badInput(field, `must be between 1 and ${MAX_FACET_VALUES}, got ${top}`);
   return top;
 }
 
-export const FACETS: readonly Facet[] = ['service', 'env', 'identifier', 'version', 'status', 'dryRun', 'gate', 'ruleType', 'ruleName'];
+const FACETS: readonly Facet[] = ['service', 'env', 'identifier', 'version', 'status', 'dryRun', 'gate', 'ruleType', 'ruleName'];
 
 /** The filter's own selection of a facet, left out when counting that facet's values. */
 const OWN: Record<Facet, ReadonlyArray<keyof EvaluationFilter>> = {

@@ -10,10 +10,10 @@ export interface KeyEnd {
 }
 
 /** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** How often keys holding open streams are looked up, for revocations made by another process (`tollgate keys revoke`). */
-export const REVOCATION_POLL_MS = 1_000;
+const REVOCATION_POLL_MS = 1_000;
 
 export type KeyWatch = ReturnType<typeof createKeyWatch>;
 

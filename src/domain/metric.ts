@@ -62,7 +62,7 @@ export function holds(op: Comparator, value: number, limit: number): boolean {
 // ---- PromQL ----
 
 export const MAX_PROMQL_LENGTH = 4000;
-export const PLACEHOLDERS = ['version', 'service', 'env'] as const;
+const PLACEHOLDERS = ['version', 'service', 'env'] as const;
 type Placeholder = (typeof PLACEHOLDERS)[number];
 
 /**
@@ -141,7 +141,7 @@ export function deriveBaseline(q: string): string {
 }
 
 /** A value inside a PromQL double-quoted string: backslashes, quotes and line ends escaped. */
-export function promqlString(value: string): string {
+function promqlString(value: string): string {
   return value.replace(/[\\"\n\r\t]/g, (c) => ({ '\\': '\\\\', '"': '\\"', '\n': '\\n', '\r': '\\r', '\t': '\\t' })[c]!);
 }
 

@@ -252,9 +252,9 @@ export function monitorGroups(deps: Deps, monitorIds: readonly string[]): Monito
 }
 
 /** Matching work (characters examined) between two turns of the event loop: about 10 ms. */
-export const SEARCH_SLICE_STEPS = 1_000_000;
+const SEARCH_SLICE_STEPS = 1_000_000;
 /** Past this much matching a search is refused rather than run for seconds. */
-export const MAX_SEARCH_STEPS = 100_000_000;
+const MAX_SEARCH_STEPS = 100_000_000;
 
 /** What a monitor rule's selection may cost in one go (it runs inside a check): about 100 ms. */
 export const MAX_RULE_MATCH_STEPS = 20_000_000;
@@ -273,7 +273,7 @@ export function filterMatchingNow<T>(monitors: readonly T[], test: (m: T) => boo
   return out;
 }
 
-export function searchTooCostly(field: string, monitorCount: number, maxSteps = MAX_SEARCH_STEPS): DomainError {
+function searchTooCostly(field: string, monitorCount: number, maxSteps = MAX_SEARCH_STEPS): DomainError {
   return badInput(field, `matching this query against ${monitorCount} monitors is too costly (over ${maxSteps} characters to examine): use fewer leading '*' wildcards or narrow it with exact tags`);
 }
 
@@ -517,7 +517,7 @@ function recordStateIn(tx: Tx, monitorId: string, group: string, state: MonitorS
 }
 
 /** Silent groups recorded per batch of a NO_DATA sweep: one transaction, a few ms. */
-export const SWEEP_BATCH = 500;
+const SWEEP_BATCH = 500;
 
 /**
  * A group of a monitor with a no-data timeframe that has not reported within it goes NO_DATA,

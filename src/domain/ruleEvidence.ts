@@ -35,7 +35,7 @@ export interface MonitorRuleEvidence {
 
 const STATE_NAME: Record<MonitorStateValue, string> = { ok: 'OK', warn: 'WARN', alert: 'ALERT', no_data: 'NO_DATA' };
 
-export function describeFailingGroup(f: Pick<FailingGroupEvidence, 'monitorName' | 'group' | 'state' | 'since'>): string {
+function describeFailingGroup(f: Pick<FailingGroupEvidence, 'monitorName' | 'group' | 'state' | 'since'>): string {
   return `"${f.monitorName}"${f.group === '*' ? '' : ` (${f.group})`} was ${STATE_NAME[f.state] ?? String(f.state).toUpperCase()} at ${f.since}`;
 }
 

@@ -9,10 +9,10 @@ import { MAX_QUERY_LENGTH, MonitorQueryError, normalizeGroup, parseMonitorQuery 
  * always shows every option it is evaluated with.
  */
 
-export const MAX_WINDOW_SECONDS = 7200;
+const MAX_WINDOW_SECONDS = 7200;
 
 /** A monitor search query that parses; the parser's message says where it does not. */
-export const monitorQuerySchema = z
+const monitorQuerySchema = z
   .string()
   .trim()
   .min(1, 'query must not be empty')
@@ -46,7 +46,7 @@ const resourceList = (what: string) =>
     .array(z.string().trim().min(1, `${what} entries must not be empty`).max(500, `${what} entries are at most 500 characters`))
     .max(1000, `${what} holds at most 1000 resources`);
 
-export const monitorIdSchema = z.object({
+const monitorIdSchema = z.object({
   id: z.string().trim().min(1, 'monitor id must not be empty'),
   // Stored group names are normalized (sorted tags); names given here are compared the same way.
   groups: z
@@ -122,7 +122,7 @@ const promqlSchema = (what: string) =>
       if (problem) ctx.addIssue({ code: 'custom', message: `invalid PromQL: ${problem}` });
     });
 
-export const APM_METRICS = ['error_rate', 'error_count', 'hits', 'p95', 'p99'] as const;
+const APM_METRICS = ['error_rate', 'error_count', 'hits', 'p95', 'p99'] as const;
 
 const metricApmSchema = z.preprocess(
   nullsAsUndefined,
@@ -213,7 +213,7 @@ export type WebhookRuleOptions = z.output<typeof webhookRuleOptionsSchema>;
 
 // ---- freeze: fails while a freeze applies ----
 
-export const calendarWindowSchema = z.preprocess(
+const calendarWindowSchema = z.preprocess(
   nullsAsUndefined,
   z
     .object({

@@ -13,7 +13,7 @@ const MINUTE_MS = 60_000;
  * No time frees a place in progress, only an evaluation finishing does; this is how soon
  * trying again is worth it (a rule checked once ends within seconds, a window in minutes).
  */
-export const IN_PROGRESS_RETRY_SECONDS = 30;
+const IN_PROGRESS_RETRY_SECONDS = 30;
 
 /**
  * Refuses (RATE_LIMITED) a new evaluation by `actor` past its evaluations running (in

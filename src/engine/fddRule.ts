@@ -20,8 +20,8 @@ import type { FddRuleOptions } from '../domain/ruleOptions.ts';
 import { apmKey, type CheckResult, type RuleRunner } from './runner.ts';
 
 /** The baseline's past: where a past baseline's rate and the known error types come from. */
-export const LOOKBACK_MS = 60 * 60_000;
-export const ERROR_TYPE_LOOKBACK_MS = 24 * 60 * 60_000;
+const LOOKBACK_MS = 60 * 60_000;
+const ERROR_TYPE_LOOKBACK_MS = 24 * 60 * 60_000;
 /** Exporters batch spans for a few seconds; a bucket is read once this long past its end. */
 export const SETTLE_MS = 5_000;
 /** How often the rule looks without new spans (buckets completing). */

@@ -2,7 +2,7 @@ import { type ApiKeyRow, createApiKey, createApiKeyInputSchema, listApiKeys, rev
 import { hasScope, type Principal, SCOPES } from '../domain/principal.ts';
 import { builder } from './builder.ts';
 
-export const ScopeEnum = builder.enumType('Scope', {
+const ScopeEnum = builder.enumType('Scope', {
   values: {
     GATES_READ: { value: 'gates:read', description: 'Read gates and rules.' },
     GATES_WRITE: { value: 'gates:write', description: 'Create, change and delete gates and rules (includes gates:read).' },

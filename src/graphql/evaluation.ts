@@ -45,7 +45,7 @@ const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, know
 
 const rulesLoader = childrenLoader((ctx, ids) => rulesOfEvaluations(ctx.deps, ids), (r: RuleEvaluationRow) => r.evaluationId);
 
-export const EvaluationStatus = builder.enumType('EvaluationStatus', {
+const EvaluationStatus = builder.enumType('EvaluationStatus', {
   values: {
     IN_PROGRESS: { value: 'in_progress' },
     PASS: { value: 'pass' },
@@ -305,7 +305,7 @@ const RuleMonitorTransition = builder.objectRef<RuleTransition>('RuleMonitorTran
   }),
 });
 
-export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').implement({
+const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').implement({
   fields: (t) => ({
     id: t.exposeID('id'),
     ruleId: t.exposeID('ruleId', { nullable: true, description: 'The stored rule; null for just-in-time rules.' }),
@@ -370,7 +370,7 @@ export const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluati
   }),
 });
 
-export const Evaluation = builder.objectRef<EvaluationView>('Evaluation');
+const Evaluation = builder.objectRef<EvaluationView>('Evaluation');
 
 Evaluation.implement({
   fields: (t) => ({

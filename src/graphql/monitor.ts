@@ -97,7 +97,7 @@ const MonitorTransition = builder
     }),
   });
 
-export const Monitor = builder.objectRef<MonitorRow>('Monitor');
+const Monitor = builder.objectRef<MonitorRow>('Monitor');
 
 Monitor.implement({
   fields: (t) => ({

@@ -290,7 +290,7 @@ const FreezeRuleOptionsInput = builder.inputType('FreezeRuleOptionsInput', {
   }),
 });
 
-export const RuleOptionsInput = builder.inputType('RuleOptionsInput', {
+const RuleOptionsInput = builder.inputType('RuleOptionsInput', {
   isOneOf: true,
   fields: (t) => ({
     monitor: t.field({ type: MonitorRuleOptionsInput }),

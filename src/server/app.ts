@@ -32,7 +32,7 @@ export interface AppOptions {
 }
 
 /** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
-export const LISTEN_BACKLOG = 4096;
+const LISTEN_BACKLOG = 4096;
 
 /**
  * Everything a Tollgate process runs, wired but not yet listening: `listen()` opens the port,

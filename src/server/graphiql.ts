@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts';
 import { type Asset, sendAsset } from './ui.ts';
 
 const ENTRY = join(dirname(fileURLToPath(import.meta.url)), '..', 'ui', 'graphiql', 'main.tsx');
-export const GRAPHIQL_ASSETS = '/assets/graphiql/';
+const GRAPHIQL_ASSETS = '/assets/graphiql/';
 
 /** Monaco's workers by the label Monaco asks for (MonacoEnvironment.getWorker in src/ui/graphiql/csp.ts). */
 const WORKERS: Record<string, string> = {
@@ -33,7 +33,7 @@ const WORKERS: Record<string, string> = {
  * - worker-src 'self': Monaco's workers are Tollgate's own hashed scripts (no blob:).
  * Script stays 'self' only: no inline script, no eval.
  */
-export function graphiqlCsp(nonce: string): string {
+function graphiqlCsp(nonce: string): string {
   return (
     `default-src 'self'; script-src 'self'; style-src 'self' 'nonce-${nonce}'; style-src-elem 'self' 'nonce-${nonce}'; ` +
     "style-src-attr 'unsafe-inline'; connect-src 'self'; " +
@@ -72,7 +72,7 @@ async function asset(path: string, type: string, body: Buffer): Promise<Asset> {
 const typeOf = (path: string) =>
   path.endsWith('.css') ? 'text/css; charset=utf-8' : path.endsWith('.js') ? 'text/javascript; charset=utf-8' : 'application/octet-stream';
 
-export async function buildGraphiql(): Promise<GraphiqlBuild> {
+async function buildGraphiql(): Promise<GraphiqlBuild> {
   const started = performance.now();
   const esbuild = await import('esbuild');
   const common = {
@@ -152,7 +152,7 @@ export async function buildGraphiql(): Promise<GraphiqlBuild> {
 
 // One build per process: every server in it serves the same sources.
 let building: Promise<GraphiqlBuild> | undefined;
-export function graphiqlBuild(): Promise<GraphiqlBuild> {
+function graphiqlBuild(): Promise<GraphiqlBuild> {
   building ??= buildGraphiql().catch((err) => {
     building = undefined; // the next page view tries again
     throw err;
@@ -163,7 +163,7 @@ export function graphiqlBuild(): Promise<GraphiqlBuild> {
 /** `<` escaped so that no value can close the data block. */
 const jsonForHtml = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u003c');
 
-export function graphiqlPage(build: GraphiqlBuild, nonce: string, introspection: boolean): string {
+function graphiqlPage(build: GraphiqlBuild, nonce: string, introspection: boolean): string {
   return (
     '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">' +
     '<title>GraphiQL · Tollgate</title><link rel="icon" href="data:,">' +
@@ -179,7 +179,7 @@ export function graphiqlPage(build: GraphiqlBuild, nonce: string, introspection:
  * Whether GraphiQL is served: in development; in production only with TOLLGATE_GRAPHIQL=on
  * (introspection stays off there, so GraphiQL runs operations without a schema to complete from).
  */
-export function graphiqlEnabled(config: Pick<Config, 'mode' | 'graphiql'>): boolean {
+function graphiqlEnabled(config: Pick<Config, 'mode' | 'graphiql'>): boolean {
   return config.graphiql ?? config.mode !== 'production';
 }
 

@@ -6,14 +6,14 @@ import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 
 /** What a client reads when its key ends an operation or a stream. */
-export const keyEndedError = (end: KeyEnd) =>
+const keyEndedError = (end: KeyEnd) =>
   new GraphQLError(end.message, { extensions: { code: 'UNAUTHENTICATED', reason: end.reason } });
 
 /**
  * The stream, until the key that opened it is revoked or expires: then one last result saying
  * why, and the end. Returning it (a client leaving) stops the watch and returns the source.
  */
-export function untilKeyEnds<T>(source: AsyncIterable<T>, keyWatch: KeyWatch, principal: Principal): AsyncIterableIterator<T | ExecutionResult> {
+function untilKeyEnds<T>(source: AsyncIterable<T>, keyWatch: KeyWatch, principal: Principal): AsyncIterableIterator<T | ExecutionResult> {
   return new Repeater<T | ExecutionResult>(async (push, stop) => {
     const iterator = source[Symbol.asyncIterator]();
     const unwatch = keyWatch.watch(principal, (end) => {

@@ -13,9 +13,9 @@ import { type ComplexityEstimatorArgs, getComplexity } from 'graphql-query-compl
  */
 export const MAX_QUERY_COST = 1_500_000;
 /** Pothos relay's default page size, which a connection without first/last gets. */
-export const DEFAULT_PAGE = 20;
+const DEFAULT_PAGE = 20;
 /** What a list of objects without first/last is assumed to hold. */
-export const LIST_ESTIMATE = 10;
+const LIST_ESTIMATE = 10;
 /**
  * Lists known to hold more than LIST_ESTIMATE with no argument to bound them: a PromQL
  * monitor has a group per series, with no cap.
@@ -51,7 +51,7 @@ function costOfField({ field, type, args, childComplexity }: ComplexityEstimator
 }
 
 /** The refusal, with what it cost and what it may cost: HTTP 400, and the same error over WebSocket. */
-export function tooCostly(cost: number | undefined, maxCost: number): GraphQLError {
+function tooCostly(cost: number | undefined, maxCost: number): GraphQLError {
   const found = cost === undefined ? 'too many fields to count' : `estimated cost ${cost}`;
   return new GraphQLError(
     `query too costly: ${found}, above the limit of ${maxCost}. Each field costs 1 per item it is resolved for; lists multiply by first/last (${DEFAULT_PAGE} for a connection without them, ${LIST_ESTIMATE} for other lists of objects): ask for smaller pages or fewer nested lists`,

@@ -90,7 +90,7 @@ function secretOf(surface: Surface, req: IncomingMessage, path: string): string 
 }
 
 /** Writes a 429 in the shape of the interface the client is talking to. */
-export function sendRefusal(res: ServerResponse, surface: Surface, refusal: Refusal): void {
+function sendRefusal(res: ServerResponse, surface: Surface, refusal: Refusal): void {
   const body =
     surface === 'graphql'
       ? { errors: [{ message: refusal.message, extensions: { code: 'RATE_LIMITED', retryAfter: refusal.retryAfterSeconds } }] }

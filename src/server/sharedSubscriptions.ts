@@ -30,7 +30,7 @@ const GROUP_PRINCIPAL_ID = 'shared-subscription';
 const NAME_TOKEN = `tollgate-key-name-${randomUUID()}`;
 
 /** What decides what a key may see: its effective scopes and its environments, not which key it is. */
-export function visibilityOf(principal: Principal): { key: string; scopes: Set<(typeof SCOPES)[number]>; envs: readonly string[] | null } {
+function visibilityOf(principal: Principal): { key: string; scopes: Set<(typeof SCOPES)[number]>; envs: readonly string[] | null } {
   const scopes = SCOPES.filter((s) => hasScope(principal, s));
   const envs = principal.envs === null ? null : [...new Set(principal.envs)].sort();
   return { key: JSON.stringify([scopes, envs]), scopes: new Set(scopes), envs };

@@ -13,7 +13,7 @@ const UI_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'ui');
  * The bundles the server builds: each entry gives `/assets/<name>-<hash>.js` and, when it imports
  * CSS, `/assets/<name>-<hash>.css`. GraphiQL's entry (src/ui/graphiql/) goes here too.
  */
-export const UI_ENTRIES: Record<string, string> = {
+const UI_ENTRIES: Record<string, string> = {
   main: join(UI_DIR, 'main.tsx'),
 };
 
@@ -62,7 +62,7 @@ function asset(path: string, type: string, body: Buffer, immutable: boolean): As
 const escapeHtml = (s: string) => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** The HTML shell of an entry: no inline script or style, so the CSP needs no exception. */
-export function shell(title: string, files: { js: string; css?: string }): string {
+function shell(title: string, files: { js: string; css?: string }): string {
   return (
     `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">` +
     `<title>${escapeHtml(title)}</title><link rel="icon" href="data:,">` +
@@ -129,7 +129,7 @@ export async function buildUi(entries: Record<string, string> = UI_ENTRIES): Pro
 
 // One build per process: every server in it serves the same sources.
 let building: Promise<UiBuild> | undefined;
-export function uiBuild(): Promise<UiBuild> {
+function uiBuild(): Promise<UiBuild> {
   building ??= buildUi().catch((err) => {
     building = undefined; // a later request tries again (e.g. after a source file is fixed)
     throw err;
@@ -138,7 +138,7 @@ export function uiBuild(): Promise<UiBuild> {
 }
 
 /** Security headers every HTML page of Tollgate carries. */
-export function setPageHeaders(res: ServerResponse): void {
+function setPageHeaders(res: ServerResponse): void {
   res.setHeader('Content-Security-Policy', UI_CSP);
   res.setHeader('X-Content-Type-Options', 'nosniff');
   res.setHeader('Referrer-Policy', 'no-referrer');

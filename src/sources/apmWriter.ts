@@ -5,7 +5,7 @@ import { APM_BUCKET_MS } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
 import type { RequestSpan } from './otlp.ts';
 
-export const bucketOf = (ms: number) => Math.floor(ms / APM_BUCKET_MS) * APM_BUCKET_MS;
+const bucketOf = (ms: number) => Math.floor(ms / APM_BUCKET_MS) * APM_BUCKET_MS;
 
 /**
  * Requests aggregated into the store's rows (one per service, env, version, resource,

@@ -335,7 +335,7 @@ const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
  * synchronous step (a span of 1.4 million attributes, 27 KB gzipped, held the event loop for
  * 0.9 s). Generous for real spans, exception stack traces included.
  */
-export const MAX_MESSAGE_BYTES = 256 * 1024;
+const MAX_MESSAGE_BYTES = 256 * 1024;
 /** Protobuf bytes decoded, or JSON bytes scanned or parsed, between two turns of the event loop (about 60 ms of decoding). */
 const SLICE_BYTES = 1024 * 1024;
 /**

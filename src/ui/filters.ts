@@ -8,7 +8,7 @@ export const RANGES = [
   ['custom', 'Custom…', 0],
 ] as const;
 
-export const MAX_RANGE_SECONDS = 30 * 86400;
+const MAX_RANGE_SECONDS = 30 * 86400;
 
 /** Facets kept in the URL as repeated parameters; the key is the API's EvaluationFilter field. */
 export const LIST_FACETS = [

@@ -63,7 +63,7 @@ export function ruleFromWire(rule: unknown, where: string, jitIndex?: number): R
 /** A rule's options (as stored, or as evaluated) in the wire's names; unset options and secrets left out. */
 export const optionsToWire = (rule: Pick<RuleRow, 'type' | 'options'>): unknown => encode(OPTIONS_SCHEMAS.get(rule.type), publicRuleOptions(rule));
 
-export function ruleAttributes(r: RuleRow) {
+function ruleAttributes(r: RuleRow) {
   return {
     gate_id: r.gateId,
     name: r.name,

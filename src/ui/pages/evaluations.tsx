@@ -5,7 +5,7 @@ import { Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, us
 import { evaluationFilter, LIST_FACETS, RANGES, timeRange, toggled, withParam } from '../filters.ts';
 import { navigate, useLocation } from '../router.ts';
 
-export const EVALUATION_ROW = `id service env identifier version status reportedStatus dryRun justInTime gateId startedAt finishedAt decidedAt revision
+const EVALUATION_ROW = `id service env identifier version status reportedStatus dryRun justInTime gateId startedAt finishedAt decidedAt revision
   rules { id name type status reason dryRun }`;
 
 export interface RuleRow {
