@@ -7,11 +7,7 @@ import { z } from 'zod';
  * Every setting Tollgate reads, from flags and environment variables. A bad value stops the
  * start with a message naming the variable, so a typo never runs with a silent default.
  */
-const port = z.coerce
-  .number({ message: 'must be a number' })
-  .int('must be a whole number')
-  .min(0, 'must be between 0 and 65535')
-  .max(65535, 'must be between 0 and 65535');
+const port = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be between 0 and 65535').max(65535, 'must be between 0 and 65535');
 
 const url = z.url({ message: 'must be an absolute http(s) URL', protocol: /^https?$/ });
 
@@ -20,13 +16,14 @@ const positiveInt = z.coerce.number({ message: 'must be a number' }).int('must b
 /** A rate limit: 0 means none. */
 const limit = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be 0 (no limit) or more');
 
-const bool = z
-  .enum(['1', '0', 'true', 'false', 'yes', 'no'], { message: 'must be true or false' })
-  .transform((v) => v === '1' || v === 'true' || v === 'yes');
+const bool = z.enum(['1', '0', 'true', 'false', 'yes', 'no'], { message: 'must be true or false' }).transform((v) => v === '1' || v === 'true' || v === 'yes');
 
-const list = z
-  .string()
-  .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean));
+const list = z.string().transform((v) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
 
 /** Browser origins (`https://host[:port]`, as browsers send them), or `*` for any. */
 const origins = list.transform((entries, ctx) => {
@@ -117,16 +114,11 @@ export const configSchema = z
     // normal: an acknowledged write survives a crash of the process; full: also a power loss (an fsync per write).
     TOLLGATE_DB_SYNCHRONOUS: z.enum(['normal', 'full'], { message: 'must be normal or full' }).default('normal'),
     DATABASE_URL: z.string().optional(),
-    TOLLGATE_MODE: z
-      .enum(['production', 'development'], { message: 'must be production or development' })
-      .optional(),
+    TOLLGATE_MODE: z.enum(['production', 'development'], { message: 'must be production or development' }).optional(),
     NODE_ENV: z.string().optional(),
     TOLLGATE_PUBLIC_URL: url.optional(),
     TOLLGATE_PROMETHEUS_URL: url.optional(),
-    TOLLGATE_BOOTSTRAP_KEY: z
-      .string()
-      .min(24, 'must be at least 24 characters: it grants admin rights')
-      .optional(),
+    TOLLGATE_BOOTSTRAP_KEY: z.string().min(24, 'must be at least 24 characters: it grants admin rights').optional(),
     TOLLGATE_LOG_LEVEL: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
         message: 'must be one of fatal, error, warn, info, debug, trace, silent',
@@ -155,7 +147,10 @@ export const configSchema = z
       .default('region=cloud.region')
       .transform((v, ctx) => {
         const tags = [];
-        for (const part of v.split(',').map((p) => p.trim()).filter(Boolean)) {
+        for (const part of v
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean)) {
           const m = /^([A-Za-z0-9_.-]+)=([A-Za-z0-9_.-]+)$/.exec(part) ?? /^()([A-Za-z0-9_.-]+)$/.exec(part);
           if (!m) {
             ctx.addIssue({ code: 'custom', message: `"${part}" is not tag=attribute (e.g. region=cloud.region)` });
@@ -167,11 +162,7 @@ export const configSchema = z
       }),
     TOLLGATE_NODE_ID: z.string().trim().min(1, 'must not be empty').max(200).optional(),
     TOLLGATE_SOURCE_ERROR_LIMIT: positiveInt.default(4),
-    TOLLGATE_RESPONSE_CACHE_TTL_MS: z.coerce
-      .number({ message: 'must be a number' })
-      .int('must be a whole number')
-      .min(0, 'must be 0 (off) or more')
-      .default(10_000),
+    TOLLGATE_RESPONSE_CACHE_TTL_MS: z.coerce.number({ message: 'must be a number' }).int('must be a whole number').min(0, 'must be 0 (off) or more').default(10_000),
     TOLLGATE_TLS_CERT: z.string().min(1, 'must not be empty').optional(),
     TOLLGATE_TLS_KEY: z.string().min(1, 'must not be empty').optional(),
     // Rate limits (0 turns one off); defaults far above what a pipeline or a dashboard does.
@@ -201,9 +192,7 @@ export const configSchema = z
         ctx.addIssue({
           code: 'custom',
           path: ['DATABASE_URL'],
-          message: /^postgres(ql)?:/.test(raw.DATABASE_URL)
-            ? 'PostgreSQL is not supported yet; use sqlite:<path> or TOLLGATE_DB'
-            : 'must be sqlite:<path> or file:<path>',
+          message: /^postgres(ql)?:/.test(raw.DATABASE_URL) ? 'PostgreSQL is not supported yet; use sqlite:<path> or TOLLGATE_DB' : 'must be sqlite:<path> or file:<path>',
         });
         return z.NEVER;
       }
@@ -233,8 +222,7 @@ export const configSchema = z
       });
       return z.NEVER;
     }
-    const mode =
-      raw.TOLLGATE_MODE ?? (raw.NODE_ENV === 'production' ? 'production' : 'development');
+    const mode = raw.TOLLGATE_MODE ?? (raw.NODE_ENV === 'production' ? 'production' : 'development');
     return {
       port: raw.PORT,
       host: raw.HOST,
@@ -358,10 +346,7 @@ export class ConfigError extends Error {
 }
 
 /** Flags win over environment variables; both are validated by the same schema. */
-export function loadConfig(
-  env: Record<string, string | undefined>,
-  flags: Record<string, string | undefined> = {},
-): Config {
+export function loadConfig(env: Record<string, string | undefined>, flags: Record<string, string | undefined> = {}): Config {
   const merged: Record<string, string | undefined> = {};
   for (const key of Object.keys(configSchema.in.shape)) {
     const value = flags[key] ?? env[key];

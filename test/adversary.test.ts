@@ -2,19 +2,19 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, rmSync, symlinkSync, unlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
-import { gzipSync } from 'node:zlib';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
-import { createLogger } from '../src/log.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { ADMIN_KEY, CREATE_GATE, monitorRule, sleep, wsOnce, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
+import { createLogger } from '../src/log.ts';
+import { ADMIN_KEY, CREATE_GATE, monitorRule, sleep, startServer, subscribeLive, type TestServer, UNREACHABLE_LIMITS, wsOnce } from './helpers.ts';
 
 let s: TestServer;
 before(async () => {
@@ -64,7 +64,7 @@ describe('a key limited to one env cannot act on a monitor another env relies on
   });
 });
 
-describe('a monitor rule tells its trigger nothing of other envs\' monitors', () => {
+describe("a monitor rule tells its trigger nothing of other envs' monitors", () => {
   test('a query too costly to match over prod monitors does not tell a staging trigger how many there are', async () => {
     // Each monitor holds ~19,000 characters of tags; 60 wildcard terms read them 60 times.
     const tags = (i: number) => ['env:prod', ...Array.from({ length: 98 }, (_, k) => `t${k}:${String(i).padEnd(190, 'y')}`)];
@@ -84,7 +84,7 @@ describe('a monitor rule tells its trigger nothing of other envs\' monitors', ()
       if (rule.status !== 'IN_PROGRESS' || rule.consecutiveSourceErrors > 0) break;
       await sleep(50);
     }
-    assert.doesNotMatch(rule.reason, new RegExp(`\\b(${total}|25) monitors`), rule.reason);    // Prod's monitors are not even examined for a staging trigger: no cost, so no source error.
+    assert.doesNotMatch(rule.reason, new RegExp(`\\b(${total}|25) monitors`), rule.reason); // Prod's monitors are not even examined for a staging trigger: no cost, so no source error.
     assert.equal(rule.consecutiveSourceErrors, 0, rule.reason);
     assert.equal(rule.status, 'FAIL');
     assert.match(rule.reason, /^No unmuted monitor matches/);
@@ -92,7 +92,7 @@ describe('a monitor rule tells its trigger nothing of other envs\' monitors', ()
 });
 
 describe('revocation', () => {
-  test('once the server has ended a key\'s streams for a revocation made by another process, its plain requests are refused too', async () => {
+  test("once the server has ended a key's streams for a revocation made by another process, its plain requests are refused too", async () => {
     const r = await s.gql('mutation { createApiKey(input: { name: "revoked-elsewhere", scopes: [GATES_READ] }) { secret key { id } } }');
     const { secret, key } = r.data.createApiKey;
     const ended = new Promise<number>((resolve) => {
@@ -109,7 +109,7 @@ describe('revocation', () => {
 });
 
 describe('rate limits hold however the path is spelled', () => {
-  test('GraphQL at //graphql, /./graphql or /x/graphql, REST at /./api/…, hooks at /./hooks/… share the key\'s request budget', async () => {
+  test("GraphQL at //graphql, /./graphql or /x/graphql, REST at /./api/…, hooks at /./hooks/… share the key's request budget", async () => {
     const limited = await startServer({ rateLimits: { ...UNREACHABLE_LIMITS, requestsPerSecond: 1 } });
     try {
       const key = await limited.createKey(['admin']);
@@ -164,7 +164,10 @@ describe('bodies are bounded before they are parsed', () => {
       Request.encode(
         Request.fromObject({
           resourceSpans: [
-            { resource: { attributes: [attr('service.name', 'huge-span'), attr('deployment.environment', 'prod')] }, scopeSpans: [{ spans: [span('GET /ok'), span('GET /huge', many)] }] },
+            {
+              resource: { attributes: [attr('service.name', 'huge-span'), attr('deployment.environment', 'prod')] },
+              scopeSpans: [{ spans: [span('GET /ok'), span('GET /huge', many)] }],
+            },
             { resource: { attributes: [attr('service.name', 'huge-resource'), attr('deployment.environment', 'prod'), ...many] }, scopeSpans: [{ spans: [span('GET /x')] }] },
           ],
         }),
@@ -191,12 +194,16 @@ describe('bodies are bounded before they are parsed', () => {
 function slowBodyRequest(base: string, path: string, headers: Record<string, string>, body: string, between: () => Promise<void>): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const bytes = Buffer.from(body);
-    const req = httpRequest(`${base}${path}`, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(bytes.length), ...headers } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode!, text }));
-    });
+    const req = httpRequest(
+      `${base}${path}`,
+      { method: 'POST', agent: false, headers: { 'content-type': 'application/json', 'content-length': String(bytes.length), ...headers } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, text }));
+      },
+    );
     req.on('error', reject);
     req.write(bytes.subarray(0, 3));
     void sleep(200)
@@ -205,7 +212,7 @@ function slowBodyRequest(base: string, path: string, headers: Record<string, str
   });
 }
 
-describe('a key revoked while its request\'s body is still arriving acts no more', () => {
+describe("a key revoked while its request's body is still arriving acts no more", () => {
   const newKey = async (name: string) => {
     const r = await s.gql('mutation($n: String!) { createApiKey(input: { name: $n, scopes: [ADMIN] }) { secret key { id } } }', { n: name });
     return r.data.createApiKey as { secret: string; key: { id: string } };
@@ -246,9 +253,12 @@ describe('a key revoked while its request\'s body is still arriving acts no more
     assert.ok(gate.data, JSON.stringify(gate));
     for (const path of ['/hooks/gate', '/hooks/flagger', '/hooks/alertmanager', '/v1/traces']) {
       const { secret, key } = await newKey(`slow-${path}`);
-      const body = path === '/hooks/alertmanager' ? { version: '4', alerts: [{ status: 'firing', labels: { alertname: 'AfterRevocation', env: 'prod' } }] }
-        : path === '/v1/traces' ? { resourceSpans: [] }
-        : { service: 'slow-hook', env: 'prod' };
+      const body =
+        path === '/hooks/alertmanager'
+          ? { version: '4', alerts: [{ status: 'firing', labels: { alertname: 'AfterRevocation', env: 'prod' } }] }
+          : path === '/v1/traces'
+            ? { resourceSpans: [] }
+            : { service: 'slow-hook', env: 'prod' };
       const r = await slowBodyRequest(s.url, path, { authorization: `Bearer ${secret}` }, JSON.stringify(body), revoke(key.id));
       assert.equal(r.status, 401, `${path}: ${r.status} ${r.text}`);
     }
@@ -265,7 +275,7 @@ function clientFrame(text: string): Buffer {
   return Buffer.concat([header, mask, payload.map((b, i) => b ^ mask[i % 4]!)]);
 }
 
-describe('a WebSocket closed for its key\'s revocation runs nothing more', () => {
+describe("a WebSocket closed for its key's revocation runs nothing more", () => {
   test('a client that never answers the close frame cannot start operations while the socket is closing', async () => {
     const made = await s.gql('mutation { createApiKey(input: { name: "lingering-socket", scopes: [ADMIN] }) { secret key { id } } }');
     const { secret, key } = made.data.createApiKey;
@@ -321,7 +331,10 @@ describe('a secret pasted where an id belongs stays out of the logs', () => {
       await logged.request('GET', `/api/v2/deployment_gates/${secret}`);
       const text = raw.join('');
       assert.ok(text.includes('operation refused'), 'the refusals were logged');
-      assert.ok(!text.includes(secret.slice(0, 11)), text.split('\n').find((l) => l.includes(secret.slice(0, 11))));
+      assert.ok(
+        !text.includes(secret.slice(0, 11)),
+        text.split('\n').find((l) => l.includes(secret.slice(0, 11))),
+      );
     } finally {
       await logged.stop();
     }
@@ -329,7 +342,7 @@ describe('a secret pasted where an id belongs stays out of the logs', () => {
 });
 
 describe('one server per database file, however the file is named', () => {
-  test('a lock file deleted under a running server (a stale-lock reflex) stops that server\'s writes before a second one can share the file', async () => {
+  test("a lock file deleted under a running server (a stale-lock reflex) stops that server's writes before a second one can share the file", async () => {
     const first = await startServer();
     try {
       const lockFiles = readdirSync(first.dir).filter((f) => f.includes('.lock'));
@@ -350,14 +363,17 @@ describe('one server per database file, however the file is named', () => {
     }
   });
 
-  test('a second server on a symlink to the first one\'s database file refuses to start', async () => {
+  test("a second server on a symlink to the first one's database file refuses to start", async () => {
     const elsewhere = mkdtempSync(join(tmpdir(), 'tollgate-link-'));
     try {
       const link = join(elsewhere, 'link.db');
       symlinkSync(s.dbPath, link);
       // SQLite follows the symlink: the same file, the same -wal, two servers driving them.
       let refusal: unknown;
-      await startServer({ dbPath: link }, { dir: elsewhere }).then((second) => second.stop(), (err) => (refusal = err));
+      await startServer({ dbPath: link }, { dir: elsewhere }).then(
+        (second) => second.stop(),
+        (err) => (refusal = err),
+      );
       assert.match(String(refusal), /another Tollgate server .* is using the database/);
     } finally {
       rmSync(elsewhere, { recursive: true, force: true });
@@ -365,7 +381,7 @@ describe('one server per database file, however the file is named', () => {
   });
 });
 
-describe('GraphQL parameters that are not JSON are the client\'s mistake', () => {
+describe("GraphQL parameters that are not JSON are the client's mistake", () => {
   test('variables or extensions that are not JSON, in a GET query string or a form body: 400 naming the parameter, not "Unexpected error."', async () => {
     const auth = { authorization: `Bearer ${ADMIN_KEY}` };
     const attempts: Array<[string, Promise<Response>]> = [];
@@ -373,7 +389,11 @@ describe('GraphQL parameters that are not JSON are the client\'s mistake', () =>
       attempts.push([`GET ${param}`, fetch(`${s.url}/graphql?query=%7B__typename%7D&${param}=%7B`, { headers: auth })]);
       attempts.push([
         `POST form ${param}`,
-        fetch(`${s.url}/graphql`, { method: 'POST', headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' }, body: `query=%7B__typename%7D&${param}=%7Bnot-json` }),
+        fetch(`${s.url}/graphql`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/x-www-form-urlencoded' },
+          body: `query=%7B__typename%7D&${param}=%7Bnot-json`,
+        }),
       ]);
     }
     for (const [what, pending] of attempts) {
@@ -417,11 +437,17 @@ describe('tollgate apply on a hostile gates file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-bomb-'));
     try {
       let text = 'a: &a [x, x, x, x, x, x, x, x, x]\n';
-      for (let i = 1; i < 9; i++) text += `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]\n`;
+      for (let i = 1; i < 9; i++)
+        text += `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9)
+          .fill(`*${String.fromCharCode(96 + i)}`)
+          .join(', ')}]\n`;
       text += 'gates: *i\n';
       const file = join(dir, 'gates.yaml');
       writeFileSync(file, text);
-      assert.throws(() => readGatesFile(file), (err: Error) => err.constructor.name === 'ApplyError' && err.message.startsWith(`${file}:`) && /alias/i.test(err.message));
+      assert.throws(
+        () => readGatesFile(file),
+        (err: Error) => err.constructor.name === 'ApplyError' && err.message.startsWith(`${file}:`) && /alias/i.test(err.message),
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

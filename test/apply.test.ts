@@ -70,9 +70,9 @@ describe('tollgate apply / export', () => {
 
   test('edits become updates, removed rules deletions, a changed type a recreation; --prune removes gates', async () => {
     const edited = GATES.replace('duration: 600', 'duration: 1200')
-      .replace(/      - name: new version errors\n.*\n/, '')
+      .replace(/ {6}- name: new version errors\n.*\n/, '')
       .replace('      - name: monitors\n        monitor: { query: "service:checkout env:staging" }', '      - name: monitors\n        faultyDeploymentDetection: {}');
-    const path = file('edited.yaml', edited.replace(/  - service: checkout\n    env: staging[\s\S]*$/, ''));
+    const path = file('edited.yaml', edited.replace(/ {2}- service: checkout\n {4}env: staging[\s\S]*$/, ''));
     const plan = await tollgate(['apply', '-f', path, '--prune', '--dry-run']);
     assert.equal(plan.code, 0, plan.stderr);
     assert.match(plan.stdout, /~ rule checkout\/prod\/default "checkout monitors"/);

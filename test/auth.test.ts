@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { type Scope, SCOPES } from '../src/domain/principal.ts';
+import { SCOPES, type Scope } from '../src/domain/principal.ts';
 import { CREATE_GATE, monitorRule, startServer, subscribeLive, subscribeQueue, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
@@ -47,29 +47,44 @@ const OPERATIONS: Operation[] = [
   { name: 'createGate', needs: 'gates:write', run: () => ({ query: CREATE_GATE, variables: { input: { service: `auth-new-${++seq}`, env: 'prod' } } }) },
   { name: 'updateGate', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { id } }', variables: { id: f.gate.id } }) },
   { name: 'deleteGate', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { deleteGate(id: $id) }', variables: { id: f.gate.id } }) },
-  { name: 'createRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!, $i: RuleInput!) { createRule(gateId: $id, input: $i) { id } }', variables: { id: f.gate.id, i: monitorRule('r2') } }) },
+  {
+    name: 'createRule',
+    needs: 'gates:write',
+    run: (f) => ({ query: 'mutation($id: ID!, $i: RuleInput!) { createRule(gateId: $id, input: $i) { id } }', variables: { id: f.gate.id, i: monitorRule('r2') } }),
+  },
   { name: 'updateRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { updateRule(id: $id, input: { dryRun: true }) { id } }', variables: { id: f.ruleId } }) },
   { name: 'deleteRule', needs: 'gates:write', run: (f) => ({ query: 'mutation($id: ID!) { deleteRule(id: $id) }', variables: { id: f.ruleId } }) },
   { name: 'evaluation', needs: ['gates:read', 'evaluations:write'], run: (f) => ({ query: 'query($id: ID!) { evaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
   { name: 'evaluations', needs: ['gates:read', 'evaluations:write'], run: () => ({ query: '{ evaluations(first: 1) { edges { node { id } } } }' }) },
   { name: 'evaluationStats', needs: ['gates:read', 'evaluations:write'], run: () => ({ query: '{ evaluationStats { total } }' }) },
-  { name: 'evaluateGate', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($s: String!) { evaluateGate(input: { service: $s, env: "prod" }) { id } }', variables: { s: f.gate.service } }) },
+  {
+    name: 'evaluateGate',
+    needs: 'evaluations:write',
+    run: (f) => ({ query: 'mutation($s: String!) { evaluateGate(input: { service: $s, env: "prod" }) { id } }', variables: { s: f.gate.service } }),
+  },
   { name: 'cancelEvaluation', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($id: ID!) { cancelEvaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
   { name: 'rerunEvaluation', needs: 'evaluations:write', run: (f) => ({ query: 'mutation($id: ID!) { rerunEvaluation(id: $id) { id } }', variables: { id: f.evaluationId } }) },
   { name: 'monitor', needs: ['gates:read', 'monitors:write'], run: (f) => ({ query: 'query($id: ID!) { monitor(id: $id) { id } }', variables: { id: f.monitorId } }) },
   { name: 'monitors', needs: ['gates:read', 'monitors:write'], run: () => ({ query: '{ monitors(first: 1, query: "auth:fixture") { edges { node { id } } } }' }) },
   { name: 'createMonitor', needs: 'monitors:write', run: () => ({ query: 'mutation { createMonitor(input: { name: "x", type: EXTERNAL }) { id } }' }) },
-  { name: 'updateMonitor', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { updateMonitor(id: $id, input: { muted: true }) { id } }', variables: { id: f.monitorId } }) },
+  {
+    name: 'updateMonitor',
+    needs: 'monitors:write',
+    run: (f) => ({ query: 'mutation($id: ID!) { updateMonitor(id: $id, input: { muted: true }) { id } }', variables: { id: f.monitorId } }),
+  },
   { name: 'deleteMonitor', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { deleteMonitor(id: $id) }', variables: { id: f.monitorId } }) },
-  { name: 'reportMonitorState', needs: 'monitors:write', run: (f) => ({ query: 'mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', variables: { id: f.monitorId } }) },
+  {
+    name: 'reportMonitorState',
+    needs: 'monitors:write',
+    run: (f) => ({ query: 'mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', variables: { id: f.monitorId } }),
+  },
   { name: 'apiKeys', needs: 'admin', run: () => ({ query: '{ apiKeys { id } }' }) },
   { name: 'createApiKey', needs: 'admin', run: () => ({ query: 'mutation { createApiKey(input: { name: "k", scopes: [INGEST] }) { secret } }' }) },
   { name: 'revokeApiKey', needs: 'admin', run: (f) => ({ query: 'mutation($id: ID!) { revokeApiKey(id: $id) { id } }', variables: { id: f.keyId } }) },
 ];
 
 /** What each scope grants: admin everything, gates:write also reads gates. */
-const grants = (scope: Scope, needs: Scope | Scope[]) =>
-  [needs].flat().some((need) => scope === 'admin' || scope === need || (need === 'gates:read' && scope === 'gates:write'));
+const grants = (scope: Scope, needs: Scope | Scope[]) => [needs].flat().some((need) => scope === 'admin' || scope === need || (need === 'gates:read' && scope === 'gates:write'));
 const scopeText = (needs: Scope | Scope[]) => [needs].flat().join(' or ');
 
 describe('authorization matrix: every operation × every scope', () => {
@@ -157,7 +172,12 @@ describe('authorization matrix: every operation × every scope', () => {
 });
 
 describe('authorization matrix: the other subscriptions × every scope (WebSocket)', () => {
-  const SUBSCRIPTIONS: Array<{ name: string; needs: Scope[]; query: (f: Awaited<ReturnType<typeof fixture>>) => string; poke: (f: Awaited<ReturnType<typeof fixture>>) => Promise<unknown> }> = [
+  const SUBSCRIPTIONS: Array<{
+    name: string;
+    needs: Scope[];
+    query: (f: Awaited<ReturnType<typeof fixture>>) => string;
+    poke: (f: Awaited<ReturnType<typeof fixture>>) => Promise<unknown>;
+  }> = [
     {
       name: 'evaluationUpdated',
       needs: ['gates:read', 'evaluations:write'],

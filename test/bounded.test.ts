@@ -6,12 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { listEvaluations } from '../src/db/evaluations.ts';
+import { allMonitors, groupsOf } from '../src/db/monitors.ts';
 import { monitorGroups, monitors } from '../src/db/schema.ts';
 import { evaluateGate, evaluateGateInputSchema } from '../src/domain/evaluations.ts';
 import { newId } from '../src/domain/ids.ts';
-import { allMonitors, groupsOf } from '../src/db/monitors.ts';
-import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors, sweepNoData } from '../src/domain/monitors.ts';
 import { parseMonitorQuery } from '../src/domain/monitorQuery.ts';
+import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors, sweepNoData } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
 
@@ -75,8 +75,8 @@ describe('one transition watched by thousands of evaluations', () => {
     assert.ok(decidedAtHealth < WATCHERS, `/healthz waited for ${decidedAtHealth} checks`);
 
     await until('every verdict', () => failed('by-id') + failed('by-query') === WATCHERS);
-    assert.equal(countRules('by-id', "r.reason like '%\"watched\" was ALERT%'"), WATCHERS / 2);
-    assert.equal(countRules('by-query', "r.reason like '%\"watched\" was ALERT%'"), WATCHERS / 2);
+    assert.equal(countRules('by-id', 'r.reason like \'%"watched" was ALERT%\''), WATCHERS / 2);
+    assert.equal(countRules('by-query', 'r.reason like \'%"watched" was ALERT%\''), WATCHERS / 2);
     assert.deepEqual(s.app.engine.stats().queuedChecks, 0);
   });
 
@@ -133,8 +133,12 @@ describe('many monitors and long lists', () => {
     const db = s.app.deps.db;
     db.transaction((tx) => {
       for (let i = 0; i < rows.length; i += 500) {
-        tx.insert(monitors).values(rows.slice(i, i + 500)).run();
-        tx.insert(monitorGroups).values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group: '*', state: 'ok' as const, since: now, lastReportedAt: now }))).run();
+        tx.insert(monitors)
+          .values(rows.slice(i, i + 500))
+          .run();
+        tx.insert(monitorGroups)
+          .values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group: '*', state: 'ok' as const, since: now, lastReportedAt: now })))
+          .run();
       }
     });
   });
@@ -157,7 +161,12 @@ describe('many monitors and long lists', () => {
       const all = allMonitors(deps.db);
       if (!query) return all.map((m) => m.id);
       const expr = parseMonitorQuery(query);
-      const groups = groupsByMonitor(groupsOf(deps.db, all.map((m) => m.id)));
+      const groups = groupsByMonitor(
+        groupsOf(
+          deps.db,
+          all.map((m) => m.id),
+        ),
+      );
       return all.filter((m) => monitorMatches(expr, m, groups.get(m.id) ?? [])).map((m) => m.id);
     };
     for (const query of ['', 'env:bulk', 'n:7*', 'status:alert', 'env:bulk -status:ok', 'group:"host:a" OR n:12', 'NOT (n:1* AND status:ok)', 'bulk-39999']) {
@@ -181,7 +190,10 @@ describe('many monitors and long lists', () => {
     const first = await s.gql(pageQuery);
     const second = await s.gql(pageQuery, { after: first.data.monitors.pageInfo.endCursor });
     const names = [...first.data.monitors.edges, ...second.data.monitors.edges].map((e: any) => e.node.name);
-    assert.deepEqual(names, some.slice(0, 4).map((m) => m.name));
+    assert.deepEqual(
+      names,
+      some.slice(0, 4).map((m) => m.name),
+    );
   });
 
   test('a monitor rule matching 40,000 monitors fails for matching too many, not by onSourceError', async () => {
@@ -214,7 +226,10 @@ describe('many monitors and long lists', () => {
     await sleep(50);
     const readAll = s.queries.filter((q) => /from "monitors"/.test(q) && !/ where /.test(q));
     assert.deepEqual(readAll, [], 'a statement read every monitor');
-    assert.ok(s.queries.some((q) => /from "monitors" where/.test(q)), 'the APM monitors were looked up');
+    assert.ok(
+      s.queries.some((q) => /from "monitors" where/.test(q)),
+      'the APM monitors were looked up',
+    );
   });
 
   test('a 40,000-value filter list is refused at the API, naming the field, and the store takes any length', async () => {
@@ -273,9 +288,13 @@ describe('thousands of monitors falling silent at once', () => {
     }));
     s.app.deps.db.transaction((tx) => {
       for (let i = 0; i < rows.length; i += 500) {
-        tx.insert(monitors).values(rows.slice(i, i + 500)).run();
+        tx.insert(monitors)
+          .values(rows.slice(i, i + 500))
+          .run();
         for (const group of ['host:a', 'host:b']) {
-          tx.insert(monitorGroups).values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group, state: 'ok' as const, since: lastHeard, lastReportedAt: lastHeard }))).run();
+          tx.insert(monitorGroups)
+            .values(rows.slice(i, i + 500).map((m) => ({ monitorId: m.id, group, state: 'ok' as const, since: lastHeard, lastReportedAt: lastHeard })))
+            .run();
         }
       }
     });
@@ -304,13 +323,18 @@ describe('thousands of monitors falling silent at once', () => {
     // Before, every silent group was recorded in one synchronous loop: no turn in between.
     assert.ok(turns >= 2, `the event loop turned ${turns} times while ${2 * SILENT} groups were recorded`);
     assert.equal(recorded, 2 * SILENT);
-    const noData = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'silent-%' and g.state = 'no_data'`).get() as { n: number };
+    const noData = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'silent-%' and g.state = 'no_data'`).get() as {
+      n: number;
+    };
     assert.equal(noData.n, 2 * SILENT);
     const one = await s.gql('query($q: String) { monitors(query: $q, first: 1) { edges { node { state groups { group state since message } } } } }', { q: 'silent-4999' });
-    assert.deepEqual(one.data.monitors.edges[0].node.groups.map((g: any) => [g.group, g.state, g.message]), [
-      ['host:a', 'NO_DATA', 'no report for more than 60 s'],
-      ['host:b', 'NO_DATA', 'no report for more than 60 s'],
-    ]);
+    assert.deepEqual(
+      one.data.monitors.edges[0].node.groups.map((g: any) => [g.group, g.state, g.message]),
+      [
+        ['host:a', 'NO_DATA', 'no report for more than 60 s'],
+        ['host:b', 'NO_DATA', 'no report for more than 60 s'],
+      ],
+    );
     assert.ok(Math.abs(Date.parse(one.data.monitors.edges[0].node.groups[0].since) - Date.now()) < 60_000, 'since is when the sweep ran');
     const transitions = db.prepare(`select count(*) as n from monitor_transitions where "to" = 'no_data'`).get() as { n: number };
     assert.equal(transitions.n, 2 * SILENT);
@@ -332,7 +356,12 @@ describe('a restart with thousands of evaluations in progress', () => {
       await driver(first).report(monitorId, 'OK');
       const deps = first.app.deps;
       for (let i = 0; i < RUNNING; i++) {
-        const input = evaluateGateInputSchema.parse({ service: 'resumed', env: 'prod', version: `v${i}`, configuration: { rules: [jitMonitor('watch', { monitorIds: [{ id: monitorId }], duration: 3600 })] } });
+        const input = evaluateGateInputSchema.parse({
+          service: 'resumed',
+          env: 'prod',
+          version: `v${i}`,
+          configuration: { rules: [jitMonitor('watch', { monitorIds: [{ id: monitorId }], duration: 3600 })] },
+        });
         evaluateGate(deps, SYSTEM, input);
         if (i % 200 === 199) await sleep(0);
       }
@@ -347,7 +376,6 @@ describe('a restart with thousands of evaluations in progress', () => {
       assert.equal(health.status, 200);
       // Before, every evaluation was loaded inside listen(), before any request could be answered.
       assert.ok(resumedAtHealth < RUNNING, `/healthz waited until ${resumedAtHealth} of ${RUNNING} rules were resumed`);
-
 
       // The monitor goes ALERT while they are being resumed: rules loaded before and after it both see it.
       await driver(s).report(monitorId, 'ALERT');
@@ -373,7 +401,11 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
   test('is applied in slices: /healthz answers while it runs, and every alert is recorded', async () => {
     let started = false;
     const off = s.app.deps.events.on('monitor.transition', () => (started = true));
-    const alerts = Array.from({ length: ALERTS }, (_, i) => ({ status: 'firing', labels: { alertname: `storm-${i}`, env: 'prod', instance: `i-${i}` }, annotations: { summary: `storm ${i}` } }));
+    const alerts = Array.from({ length: ALERTS }, (_, i) => ({
+      status: 'firing',
+      labels: { alertname: `storm-${i}`, env: 'prod', instance: `i-${i}` },
+      annotations: { summary: `storm ${i}` },
+    }));
     let answered = false;
     const notification = s.request('POST', '/hooks/alertmanager', { body: { version: '4', status: 'firing', alerts } }).finally(() => (answered = true));
     let healthDuring = 0;
@@ -390,7 +422,9 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
 
     const db = s.app.deps.db.$client;
     const monitorsMade = db.prepare(`select count(*) as n from monitors where name like 'storm-%'`).get() as { n: number };
-    const alerting = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'storm-%' and g.state = 'alert'`).get() as { n: number };
+    const alerting = db.prepare(`select count(*) as n from monitor_groups g join monitors m on m.id = g.monitor_id where m.name like 'storm-%' and g.state = 'alert'`).get() as {
+      n: number;
+    };
     assert.equal(monitorsMade.n, ALERTS);
     assert.equal(alerting.n, ALERTS);
 
@@ -401,11 +435,17 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
   });
 
   test('notifications wait their turn, a bounded number of them: beyond it 503 with Retry-After, and a resend is applied', async () => {
-    const notification = (n: number) => ({ version: '4', alerts: Array.from({ length: 2000 }, (_, i) => ({ status: 'firing', labels: { alertname: `queue-${n}-${i}`, env: 'prod' } })) });
+    const notification = (n: number) => ({
+      version: '4',
+      alerts: Array.from({ length: 2000 }, (_, i) => ({ status: 'firing', labels: { alertname: `queue-${n}-${i}`, env: 'prod' } })),
+    });
     const answers = await Promise.all(Array.from({ length: 12 }, (_, n) => s.request('POST', '/hooks/alertmanager', { body: notification(n) })));
     const busy = answers.flatMap((a, n) => (a.status === 503 ? [n] : []));
     assert.ok(busy.length > 0, `every one of 12 notifications of 2,000 alerts was taken at once: ${answers.map((a) => a.status)}`);
-    assert.ok(answers.every((a) => a.status === 200 || a.status === 503), JSON.stringify(answers.map((a) => a.status)));
+    assert.ok(
+      answers.every((a) => a.status === 200 || a.status === 503),
+      JSON.stringify(answers.map((a) => a.status)),
+    );
     assert.match(answers[busy[0]!]!.json.errors[0].detail, /waiting/);
     for (const n of busy) assert.equal((await s.request('POST', '/hooks/alertmanager', { body: notification(n) })).status, 200);
     const made = s.app.deps.db.$client.prepare(`select count(*) as n from monitors where name like 'queue-%'`).get() as { n: number };

@@ -61,11 +61,16 @@ describe('tollgate evaluate', () => {
   });
 
   test('--json prints the result on stdout; polling works without WebSocket', async () => {
-    const r = await cli(['--service', 'cli', '--env', 'prod', '--json', '--no-watch', '--config', config('json', [{ type: 'monitor', name: 'm', options: { query: 'cli:ok' } }])], { TOLLGATE_POLL_INTERVAL_MS: '200' });
+    const r = await cli(['--service', 'cli', '--env', 'prod', '--json', '--no-watch', '--config', config('json', [{ type: 'monitor', name: 'm', options: { query: 'cli:ok' } }])], {
+      TOLLGATE_POLL_INTERVAL_MS: '200',
+    });
     assert.equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     assert.equal(out.gate_status, 'pass');
-    assert.deepEqual(out.rules.map((x: any) => [x.name, x.status]), [['m', 'pass']]);
+    assert.deepEqual(
+      out.rules.map((x: any) => [x.name, x.status]),
+      [['m', 'pass']],
+    );
   });
 
   test('client errors exit 1; unreachable servers pass unless --fail-on-error', async () => {
@@ -111,7 +116,10 @@ describe('tollgate keys', () => {
     assert.equal((await s.gql('{ gates(first: 1) { edges { cursor } } }', undefined, secret)).status, 200);
     const listed = await run(['list']);
     assert.match(listed.stdout, /from-cli\tgates:read\tprod\tactive/);
-    const id = listed.stdout.split('\n').find((l) => l.includes('from-cli'))!.split('\t')[0]!;
+    const id = listed.stdout
+      .split('\n')
+      .find((l) => l.includes('from-cli'))!
+      .split('\t')[0]!;
     assert.equal((await run(['revoke', id])).code, 0);
     // Another process revoked it: this server notices within its 5 s authentication cache.
     let status = 200;

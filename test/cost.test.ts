@@ -2,8 +2,8 @@
 // an absurd query is refused with QUERY_TOO_COSTLY, its cost and the limit, over HTTP and WebSocket.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
 import Database from 'better-sqlite3';
+import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
 import { schema } from '../src/graphql/index.ts';
 import { queriesTakeOneOf } from '../src/server/compiledQueries.ts';
 import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
@@ -15,7 +15,11 @@ import { driver, startServer, type TestServer } from './helpers.ts';
  * the path (Rule.gate inside a gate).
  */
 function everyField(type: GraphQLNamedType, path: string[] = [], skip: string[] = []): string {
-  if (isUnionType(type)) return `__typename ${type.getTypes().map((t) => `... on ${t.name} { ${everyField(t, path, skip)} }`).join(' ')}`;
+  if (isUnionType(type))
+    return `__typename ${type
+      .getTypes()
+      .map((t) => `... on ${t.name} { ${everyField(t, path, skip)} }`)
+      .join(' ')}`;
   if (!isObjectType(type)) return '';
   const parts: string[] = [];
   for (const field of Object.values(type.getFields())) {
@@ -88,7 +92,9 @@ describe('query cost limit', () => {
   });
 
   test('GraphiQL-style introspection passes', async () => {
-    const r = await s.gql('{ __schema { types { name fields(includeDeprecated: true) { name args { name type { name kind ofType { name kind ofType { name kind } } } } type { name kind ofType { name kind ofType { name kind } } } } } } }');
+    const r = await s.gql(
+      '{ __schema { types { name fields(includeDeprecated: true) { name args { name type { name kind ofType { name kind ofType { name kind } } } } type { name kind ofType { name kind ofType { name kind } } } } } } }',
+    );
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
   });
 
@@ -190,15 +196,22 @@ describe('type scopes', () => {
   test("a type's scopes run with its fields: without them, each field is refused with the scope named", async () => {
     // Root fields refuse first, so this calls the type's field resolvers directly, as both executors do.
     const principal = { id: 'k', name: 'ci', scopes: new Set(['evaluations:write'] as const), envs: null };
-    for (const [typeName, fieldName] of [['Gate', 'service'], ['Rule', 'name'], ['ApiKey', 'name']] as const) {
+    for (const [typeName, fieldName] of [
+      ['Gate', 'service'],
+      ['Rule', 'name'],
+      ['ApiKey', 'name'],
+    ] as const) {
       const field = (schema.getType(typeName) as GraphQLObjectType).getFields()[fieldName]!;
       const info = { parentType: schema.getType(typeName), fieldName, path: { key: fieldName, prev: undefined } } as never;
       const row = { id: 'x', service: 'api', name: 'n' };
-      await assert.rejects(async () => field.resolve!(row, {}, { deps: {} as never, principal }, info), (err: GraphQLError) => {
-        assert.equal(err.extensions.code, 'FORBIDDEN', typeName);
-        assert.match(err.message, /API key "ci" lacks the (gates:read|admin) scope/);
-        return true;
-      });
+      await assert.rejects(
+        async () => field.resolve!(row, {}, { deps: {} as never, principal }, info),
+        (err: GraphQLError) => {
+          assert.equal(err.extensions.code, 'FORBIDDEN', typeName);
+          assert.match(err.message, /API key "ci" lacks the (gates:read|admin) scope/);
+          return true;
+        },
+      );
       const admin = { deps: {} as never, principal: { ...principal, scopes: new Set(['admin'] as const) } };
       assert.equal(await field.resolve!(row, {}, admin, info), row[fieldName], typeName);
     }
@@ -244,33 +257,53 @@ describe('gates and rules kept between reads', () => {
     await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'web', env: 'prod' } });
 
     let from = s.queries.length;
-    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+    assert.deepEqual(
+      (await rulesOf('api')).map((r: any) => r.name),
+      ['a'],
+    );
     assert.equal(rulesRead(from), 1);
     from = s.queries.length;
-    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+    assert.deepEqual(
+      (await rulesOf('api')).map((r: any) => r.name),
+      ['a'],
+    );
     assert.deepEqual(await rulesOf('web'), []);
     assert.equal(rulesRead(from), 0, 'kept: no statement');
     const gateRowsRead = s.queries.slice(from).filter((q) => /^select "id", "service"/i.test(q)).length;
     assert.equal(gateRowsRead, 0, 'kept: only the page of ids is read');
 
     const added = await must('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: gateId, i: { name: 'b', options: monitor('service:b') } });
-    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a', 'b']);
+    assert.deepEqual(
+      (await rulesOf('api')).map((r: any) => r.name),
+      ['a', 'b'],
+    );
 
-    await must('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: added.createRule.id, i: { name: 'b2', dryRun: true, options: monitor('service:b2') } });
+    await must('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', {
+      id: added.createRule.id,
+      i: { name: 'b2', dryRun: true, options: monitor('service:b2') },
+    });
     const updated = (await rulesOf('api')).find((r: any) => r.id === added.createRule.id);
     assert.deepEqual({ name: updated.name, dryRun: updated.dryRun, query: updated.options.query }, { name: 'b2', dryRun: true, query: 'service:b2' });
 
     await must('mutation($id: ID!) { deleteRule(id: $id) }', { id: added.createRule.id });
-    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['a']);
+    assert.deepEqual(
+      (await rulesOf('api')).map((r: any) => r.name),
+      ['a'],
+    );
 
     await must('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', { id: gateId, i: { dryRun: true } });
     assert.equal((await must(page)).gates.edges.find((e: any) => e.node.id === gateId).node.dryRun, true);
 
     await must('mutation($id: ID!) { deleteGate(id: $id) }', { id: gateId });
     assert.equal(await rulesOf('api'), undefined);
-    const again = await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', { i: { service: 'api', env: 'prod', rules: [{ name: 'z', options: monitor('service:z') }] } });
+    const again = await must('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: { service: 'api', env: 'prod', rules: [{ name: 'z', options: monitor('service:z') }] },
+    });
     assert.ok(again.createGate.id);
-    assert.deepEqual((await rulesOf('api')).map((r: any) => r.name), ['z']);
+    assert.deepEqual(
+      (await rulesOf('api')).map((r: any) => r.name),
+      ['z'],
+    );
   });
 });
 
@@ -289,7 +322,14 @@ describe('compiled queries answer as the standard executor does', () => {
     const staging = await d.monitor('staging-monitor', ['env:staging', 'service:api']);
     await d.report(staging, 'OK', 'host:stagebox');
     const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
-      i: { service: 'api', env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: 'service:api' } } }, { name: 'errors', options: { faultyDeploymentDetection: { duration: 600 } } }] },
+      i: {
+        service: 'api',
+        env: 'staging',
+        rules: [
+          { name: 'service monitors', options: { monitor: { query: 'service:api' } } },
+          { name: 'errors', options: { faultyDeploymentDetection: { duration: 600 } } },
+        ],
+      },
     });
     assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
     const started = await d.evaluate({ service: 'api', env: 'staging', version: 'v2' });
@@ -307,10 +347,7 @@ describe('compiled queries answer as the standard executor does', () => {
   }
 
   before(async () => {
-    [standard, compiled] = await Promise.all([
-      startServer({ compiledQueries: false, responseCacheTtlMs: 0 }),
-      startServer({ compiledQueries: true, responseCacheTtlMs: 0 }),
-    ]);
+    [standard, compiled] = await Promise.all([startServer({ compiledQueries: false, responseCacheTtlMs: 0 }), startServer({ compiledQueries: true, responseCacheTtlMs: 0 })]);
     const [a, b] = [await world(standard), await world(compiled)];
     for (const name of Object.keys(a) as (keyof typeof a)[]) keys[name] = { standard: a[name], compiled: b[name] };
   });
@@ -335,34 +372,93 @@ describe('compiled queries answer as the standard executor does', () => {
     { name: 'every field of a page of gates', query: `{ gates(first: 10) { ${PAGE} edges { cursor node { ${GATE} lastEvaluations { id status } } } } }` },
     { name: 'every field of a page of evaluations (evidence, FDD evidence, transitions)', query: `{ evaluations(first: 10) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }` },
     { name: 'the same page read by a staging key (per-reader evidence)', key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } }` },
-    { name: 'a gate through an evaluation, by a key without gates:read (null)', key: 'writer', query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } }' },
+    {
+      name: 'a gate through an evaluation, by a key without gates:read (null)',
+      key: 'writer',
+      query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } }',
+    },
     { name: 'a root field the key may not read (FORBIDDEN)', key: 'ingest', query: '{ gates(first: 5) { edges { node { id } } } }' },
     { name: 'a partial failure beside data', key: 'ingest', query: '{ viewer { name scopes } gates(first: 1) { totalCount } }' },
     { name: 'a bad argument (BAD_USER_INPUT)', query: '{ evaluation(id: "not-an-id") { id } }' },
     { name: 'a page size out of range', query: 'query($n: Int) { gates(first: $n) { edges { node { id } } } }', variables: { n: 1000 } },
-    { name: 'an id that does not exist (null)', query: '{ evaluation(id: "00000000-0000-7000-8000-000000000000") { id } gate(id: "00000000-0000-7000-8000-000000000000") { id } }' },
-    { name: 'variables, aliases, fragments, __typename', query: 'query($n: Int, $f: GateFilter) { a: gates(first: $n, filter: $f) { ...page } b: gates(last: 1) { ...page } } fragment page on GateConnection { __typename totalCount edges { node { __typename service rules { options { __typename ... on MonitorRuleOptions { query duration } ... on FddRuleOptions { alpha duration } } } } } }', variables: { n: 2, f: { envs: ['staging'] } } },
-    { name: 'a variable with a value its enum lacks', query: 'query($f: EvaluationFilter) { evaluations(filter: $f) { edges { cursor } } }', variables: { f: { status: ['PASSED'] } } },
+    {
+      name: 'an id that does not exist (null)',
+      query: '{ evaluation(id: "00000000-0000-7000-8000-000000000000") { id } gate(id: "00000000-0000-7000-8000-000000000000") { id } }',
+    },
+    {
+      name: 'variables, aliases, fragments, __typename',
+      query:
+        'query($n: Int, $f: GateFilter) { a: gates(first: $n, filter: $f) { ...page } b: gates(last: 1) { ...page } } fragment page on GateConnection { __typename totalCount edges { node { __typename service rules { options { __typename ... on MonitorRuleOptions { query duration } ... on FddRuleOptions { alpha duration } } } } } }',
+      variables: { n: 2, f: { envs: ['staging'] } },
+    },
+    {
+      name: 'a variable with a value its enum lacks',
+      query: 'query($f: EvaluationFilter) { evaluations(filter: $f) { edges { cursor } } }',
+      variables: { f: { status: ['PASSED'] } },
+    },
     { name: 'a required variable missing', query: 'query($id: ID!) { evaluation(id: $id) { id } }' },
     { name: 'a variable of the wrong type', query: 'query($n: Int) { gates(first: $n) { edges { cursor } } }', variables: { n: 'ten' } },
-    { name: '@include and @skip by variables', query: 'query($a: Boolean!, $b: Boolean!) { gates(first: 2) { edges { node { service @include(if: $a) env @skip(if: $b) } } } }', variables: { a: false, b: false } },
+    {
+      name: '@include and @skip by variables',
+      query: 'query($a: Boolean!, $b: Boolean!) { gates(first: 2) { edges { node { service @include(if: $a) env @skip(if: $b) } } } }',
+      variables: { a: false, b: false },
+    },
     { name: 'a document of two queries, the first named', query: 'query A { gates(first: 1) { edges { node { service } } } } query B { viewer { name } }', operation: 'A' },
     { name: 'the same document, the second named', query: 'query A { gates(first: 1) { edges { node { service } } } } query B { viewer { name } }', operation: 'B' },
-    { name: 'monitors with groups and transitions', query: '{ monitors(first: 10) { edges { node { name state tags groups { group state } transitions(last: 5) { from to group } } } } }' },
+    {
+      name: 'monitors with groups and transitions',
+      query: '{ monitors(first: 10) { edges { node { name state tags groups { group state } transitions(last: 5) { from to group } } } } }',
+    },
     { name: 'monitors as the staging key sees them', key: 'staging', query: '{ monitors(first: 10) { edges { node { name state } } } }' },
     { name: 'API keys (admin only) and the viewer', query: '{ apiKeys { name scopes envs revokedAt } viewer { name } }' },
     { name: 'API keys asked by a key without admin', key: 'staging', query: '{ apiKeys { name } }' },
     // Adversary (issue 12): a document compiled on an admin's runs, then run by a limited key.
-    { name: 'compiled for admin, then read by a staging key (per-reader evidence)', primeAsAdmin: true, key: 'staging', query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } monitors(first: 10) { edges { node { name } } } }` },
-    { name: 'compiled for admin, then read by a key without gates:read (FORBIDDEN, nulls)', primeAsAdmin: true, key: 'writer', query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } gates(first: 2) { edges { node { id } } } }' },
-    { name: 'compiled for admin, then read by a key without admin (apiKeys)', primeAsAdmin: true, key: 'staging', query: '{ viewer { name effectiveScopes envs } apiKeys { name } }' },
-    { name: 'literal @include/@skip on fragments and inline fragments', query: '{ gates(first: 2) { edges { node { ...a @include(if: false) ...b @skip(if: false) ... on Gate @include(if: true) { env } } } } } fragment a on Gate { service } fragment b on Gate { identifier rules { name } }' },
-    { name: 'a named fragment on the options union, __typename on both members', query: '{ gates(first: 5) { edges { node { rules { options { ...o } } } } } } fragment o on RuleOptions { __typename ... on FddRuleOptions { alpha excludedResources } ... on MonitorRuleOptions { query monitorIds { id } } }' },
-    { name: 'a variable default, a single value coerced to a list, a deprecated argument', query: 'query($n: Int = 3, $s: [EvaluationStatus!], $e: String = "staging") { evaluations(first: $n, filter: { status: $s }) { edges { node { status } } } gates(filter: { env: $e }) { edges { node { env } } } }', variables: { s: 'FAIL' } },
+    {
+      name: 'compiled for admin, then read by a staging key (per-reader evidence)',
+      primeAsAdmin: true,
+      key: 'staging',
+      query: `{ evaluations(first: 10) { edges { node { ${EVALUATION} } } } monitors(first: 10) { edges { node { name } } } }`,
+    },
+    {
+      name: 'compiled for admin, then read by a key without gates:read (FORBIDDEN, nulls)',
+      primeAsAdmin: true,
+      key: 'writer',
+      query: '{ evaluations(first: 5) { edges { node { service gate { service rules { name } } } } } gates(first: 2) { edges { node { id } } } }',
+    },
+    {
+      name: 'compiled for admin, then read by a key without admin (apiKeys)',
+      primeAsAdmin: true,
+      key: 'staging',
+      query: '{ viewer { name effectiveScopes envs } apiKeys { name } }',
+    },
+    {
+      name: 'literal @include/@skip on fragments and inline fragments',
+      query:
+        '{ gates(first: 2) { edges { node { ...a @include(if: false) ...b @skip(if: false) ... on Gate @include(if: true) { env } } } } } fragment a on Gate { service } fragment b on Gate { identifier rules { name } }',
+    },
+    {
+      name: 'a named fragment on the options union, __typename on both members',
+      query:
+        '{ gates(first: 5) { edges { node { rules { options { ...o } } } } } } fragment o on RuleOptions { __typename ... on FddRuleOptions { alpha excludedResources } ... on MonitorRuleOptions { query monitorIds { id } } }',
+    },
+    {
+      name: 'a variable default, a single value coerced to a list, a deprecated argument',
+      query:
+        'query($n: Int = 3, $s: [EvaluationStatus!], $e: String = "staging") { evaluations(first: $n, filter: { status: $s }) { edges { node { status } } } gates(filter: { env: $e }) { edges { node { env } } } }',
+      variables: { s: 'FAIL' },
+    },
     { name: 'an Int variable past 32 bits', query: 'query($n: Int) { gates(first: $n) { edges { cursor } } }', variables: { n: 2 ** 40 } },
     { name: 'an operationName the one-operation document lacks', query: 'query A { viewer { name } }', operation: 'B' },
-    { name: 'an input object variable with a field it lacks', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: ['staging'], colour: 'red' } } },
-    { name: '@include by a nullable variable given null (an error, not a skip)', query: 'query Q($x: Boolean = true) { viewer @include(if: $x) { name } gates(first: 1) @skip(if: $x) { totalCount } }', variables: { x: null } },
+    {
+      name: 'an input object variable with a field it lacks',
+      query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }',
+      variables: { f: { envs: ['staging'], colour: 'red' } },
+    },
+    {
+      name: '@include by a nullable variable given null (an error, not a skip)',
+      query: 'query Q($x: Boolean = true) { viewer @include(if: $x) { name } gates(first: 1) @skip(if: $x) { totalCount } }',
+      variables: { x: null },
+    },
     { name: 'null for a non-null list item inside a variable', query: 'query($f: GateFilter) { gates(filter: $f) { edges { cursor } } }', variables: { f: { envs: [null] } } },
   ];
 
@@ -391,32 +487,36 @@ describe('compiled queries answer as the standard executor does', () => {
     assert.ok(JSON.stringify(limited).includes('staging-monitor') && !JSON.stringify(limited).includes(PROD_MONITOR), JSON.stringify(limited));
   });
 
-  test(
-    // graphql-jit kept only the serializer's message: maskError took it for the client's mistake.
-    'a stored value the schema cannot serialize is an internal error compiled too, not the client’s mistake',
-    async () => {
-      // A group state written outside the domain (an older version, a hand edit): not one of MonitorState's values.
-      for (const server of [standard, compiled]) {
-        const monitor = await driver(server).monitor('corrupt-state', ['env:staging']);
-        const db = new Database(server.dbPath);
-        try {
-          db.prepare('insert into monitor_groups (monitor_id, "group", state, since, message, last_reported_at) values (?, ?, ?, ?, ?, ?)').run(monitor, 'host:corrupt', 'OK', Date.now(), null, Date.now());
-        } finally {
-          db.close();
-        }
+  test(// graphql-jit kept only the serializer's message: maskError took it for the client's mistake.
+  'a stored value the schema cannot serialize is an internal error compiled too, not the client’s mistake', async () => {
+    // A group state written outside the domain (an older version, a hand edit): not one of MonitorState's values.
+    for (const server of [standard, compiled]) {
+      const monitor = await driver(server).monitor('corrupt-state', ['env:staging']);
+      const db = new Database(server.dbPath);
+      try {
+        db.prepare('insert into monitor_groups (monitor_id, "group", state, since, message, last_reported_at) values (?, ?, ?, ?, ?, ?)').run(
+          monitor,
+          'host:corrupt',
+          'OK',
+          Date.now(),
+          null,
+          Date.now(),
+        );
+      } finally {
+        db.close();
       }
-      const query = '{ monitors(first: 100, query: "corrupt-state") { edges { node { name groups { group state } } } } }';
-      const ask = async (server: TestServer) => (await server.request('POST', '/graphql', { body: { query } })).json;
-      const reference = await ask(standard);
-      assert.equal(reference.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(reference));
-      await ask(compiled);
-      const again = await ask(compiled);
-      assert.equal(again.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(again));
-      assert.equal(again.errors?.[0]?.message, reference.errors[0].message);
-      assert.deepEqual(again.errors?.[0]?.path, reference.errors[0].path, 'the same error, where it occurred, not the whole request failing');
-      assert.ok(again.errors[0].path?.length > 0, JSON.stringify(again));
-    },
-  );
+    }
+    const query = '{ monitors(first: 100, query: "corrupt-state") { edges { node { name groups { group state } } } } }';
+    const ask = async (server: TestServer) => (await server.request('POST', '/graphql', { body: { query } })).json;
+    const reference = await ask(standard);
+    assert.equal(reference.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(reference));
+    await ask(compiled);
+    const again = await ask(compiled);
+    assert.equal(again.errors?.[0]?.extensions?.code, 'INTERNAL_SERVER_ERROR', JSON.stringify(again));
+    assert.equal(again.errors?.[0]?.message, reference.errors[0].message);
+    assert.deepEqual(again.errors?.[0]?.path, reference.errors[0].path, 'the same error, where it occurred, not the whole request failing');
+    assert.ok(again.errors[0].path?.length > 0, JSON.stringify(again));
+  });
 
   test("the schema's queries take no @oneOf input, so the compiled path is on", () => {
     assert.equal(queriesTakeOneOf(schema), false);

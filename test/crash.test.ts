@@ -45,25 +45,25 @@ test('kill -9 in the middle of windows loses nothing: after a restart every eval
   const first = await serve();
   const monitor = async (name: string) =>
     (await first.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', { i: { name, type: 'EXTERNAL', tags: [`crash:${name}`] } })).createMonitor.id;
-  const report = (id: string, state: string) => first.gql('mutation($id: ID!, $s: MonitorState!) { reportMonitorState(input: { monitorId: $id, state: $s }) { id } }', { id, s: state });
+  const report = (id: string, state: string) =>
+    first.gql('mutation($id: ID!, $s: MonitorState!) { reportMonitorState(input: { monitorId: $id, state: $s }) { id } }', { id, s: state });
   const flaky = await monitor('flaky');
   const steady = await monitor('steady');
   await report(flaky, 'OK');
   await report(steady, 'OK');
 
   const evaluate = async (name: string, rules: unknown[]) =>
-    (await first.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { ${EVALUATION_FIELDS} } }`, {
-      i: { service: name, env: 'prod', configuration: { rules } },
-    })).evaluateGate;
+    (
+      await first.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { ${EVALUATION_FIELDS} } }`, {
+        i: { service: name, env: 'prod', configuration: { rules } },
+      })
+    ).evaluateGate;
 
   // Windows of a few seconds that the crash interrupts.
   const alerted = await evaluate('alerted', [jitMonitor('flaky', { query: 'crash:flaky', duration: 4 })]);
   const quiet = await evaluate('quiet', [jitMonitor('steady', { query: 'crash:steady', duration: 3 })]);
   const warming = await evaluate('warming', [jitMonitor('steady later', { query: 'crash:steady', warmup: 2, duration: 2 })]);
-  const mixed = await evaluate('mixed', [
-    jitMonitor('steady', { query: 'crash:steady', duration: 3 }),
-    jitMonitor('flaky, dry run', { query: 'crash:flaky', duration: 3 }, true),
-  ]);
+  const mixed = await evaluate('mixed', [jitMonitor('steady', { query: 'crash:steady', duration: 3 }), jitMonitor('flaky, dry run', { query: 'crash:flaky', duration: 3 }, true)]);
   await sleep(300);
   await report(flaky, 'ALERT');
   await report(flaky, 'OK');
@@ -87,10 +87,13 @@ test('kill -9 in the middle of windows loses nothing: after a restart every eval
     assert.equal(finals.get('quiet').status, 'PASS');
     assert.equal(finals.get('warming').status, 'PASS');
     const mixedFinal = finals.get('mixed');
-    assert.deepEqual(mixedFinal.rules.map((r: any) => [r.status, r.dryRun]), [
-      ['PASS', false],
-      ['FAIL', true],
-    ]);
+    assert.deepEqual(
+      mixedFinal.rules.map((r: any) => [r.status, r.dryRun]),
+      [
+        ['PASS', false],
+        ['FAIL', true],
+      ],
+    );
     assert.equal(mixedFinal.status, 'PASS');
     // Nothing was passed early: each pass came at or after its window's end.
     for (const name of ['quiet', 'warming']) {

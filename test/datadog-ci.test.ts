@@ -9,8 +9,8 @@ import { createServer, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { readTls } from '../src/config.ts';
 import { CREATE_GATE, driver, selfSignedCert, skipWithout, startServer, type TestServer } from './helpers.ts';
 
@@ -122,7 +122,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     assert.match(out, /Evaluation mode: Dry run/);
   });
 
-  test('--config runs just-in-time rules with datadog-ci\'s file format (camelCase dryRun, snake_case options)', async () => {
+  test("--config runs just-in-time rules with datadog-ci's file format (camelCase dryRun, snake_case options)", async () => {
     const config = join(dir, 'gate-config.json');
     writeFileSync(
       config,
@@ -145,7 +145,20 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
 
   test('--identifier, --version and --apm-primary-tag reach the evaluation', async () => {
     await storedGate('ddci-args', 'team:ddci state:ok', { identifier: 'canary-20pct' });
-    const { code, out } = await gate(['--service', 'ddci-args', '--env', 'prod', '--identifier', 'canary-20pct', '--version', '2.0.1', '--apm-primary-tag', 'region:us-east-1', '--timeout', '50']);
+    const { code, out } = await gate([
+      '--service',
+      'ddci-args',
+      '--env',
+      'prod',
+      '--identifier',
+      'canary-20pct',
+      '--version',
+      '2.0.1',
+      '--apm-primary-tag',
+      'region:us-east-1',
+      '--timeout',
+      '50',
+    ]);
     assert.equal(code, 0, out);
     const r = await s.gql('{ evaluations(filter: { service: "ddci-args" }, first: 1) { edges { node { identifier version primaryTag status } } } }');
     assert.deepEqual(r.data.evaluations.edges[0].node, { identifier: 'canary-20pct', version: '2.0.1', primaryTag: 'region:us-east-1', status: 'PASS' });
@@ -161,7 +174,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     assert.match(strict.out, /Timeout reached/);
   });
 
-  test('a request Tollgate refuses (a faulty-deployment rule without --version) exits 1 with the server\'s reason', async () => {
+  test("a request Tollgate refuses (a faulty-deployment rule without --version) exits 1 with the server's reason", async () => {
     const config = join(dir, 'fdd-config.json');
     writeFileSync(config, JSON.stringify({ rules: [{ name: 'fdd', type: 'faulty_deployment_detection', options: { duration: 900 } }] }));
     const { code, out } = await gate(['--service', 'ddci-fdd', '--env', 'prod', '--config', config, '--timeout', '50']);

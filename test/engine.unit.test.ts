@@ -4,10 +4,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import type { Db } from '../src/db/client.ts';
+import type { Deps } from '../src/domain/deps.ts';
 import { LEASE_MS } from '../src/domain/evaluations.ts';
 import { createMonitor, recordSourceHealth, reportMonitorState } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import type { Deps } from '../src/domain/deps.ts';
 import { engineOn, memoryDb, recorded, T0, TestClock, trigger } from './helpers/engine.ts';
 
 const jit = (name: string, options: Record<string, unknown>) => ({ name, options: { monitor: options } });
@@ -179,7 +179,9 @@ describe('engine: retries', () => {
       recordSourceHealth(a.deps, m, 'timeout');
     }
     const recovering = trigger(a.deps, [jit('recovers', { query: 'unit:recovers', duration: 60 })]);
-    const lenient = trigger(a.deps, [jit('down', { query: 'unit:down', duration: 60 })], { configuration: { onSourceError: 'pass', rules: [jit('down', { query: 'unit:down', duration: 60 })] } });
+    const lenient = trigger(a.deps, [jit('down', { query: 'unit:down', duration: 60 })], {
+      configuration: { onSourceError: 'pass', rules: [jit('down', { query: 'unit:down', duration: 60 })] },
+    });
     await a.fire();
     recordSourceHealth(a.deps, flaky, null);
     clock.advance(1000);

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openDb } from '../src/db/client.ts';
-import { type EvaluationFilter, FILTER_FIELDS, filterMatches, type FilterSubject } from '../src/db/evaluationFilter.ts';
+import { type EvaluationFilter, FILTER_FIELDS, type FilterSubject, filterMatches } from '../src/db/evaluationFilter.ts';
 import { countEvaluations, type EvaluationRow, listEvaluations, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertGate } from '../src/db/gates.ts';
 import { evaluations, ruleEvaluations } from '../src/db/schema.ts';
@@ -36,7 +36,9 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
   const BASE = Date.UTC(2026, 0, 10, 12);
   const MINUTE = 60_000;
   const stamp = { createdAt: new Date(BASE), createdById: 'test', createdByName: 'test', updatedAt: new Date(BASE), updatedById: 'test', updatedByName: 'test' };
-  const gateIds = ['api', 'web', 'batch'].map((service) => insertGate(db, { id: newId(), service, env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', ...stamp }).id);
+  const gateIds = ['api', 'web', 'batch'].map(
+    (service) => insertGate(db, { id: newId(), service, env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', ...stamp }).id,
+  );
   const STATUSES = ['in_progress', 'pass', 'fail', 'canceled'] as const;
   const RULE_TYPES = ['monitor', 'faulty_deployment_detection'] as const;
 
@@ -82,7 +84,10 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
       .run();
   }
   const rows: EvaluationRow[] = listEvaluations(db, {}, { limit: 1000, inverted: false });
-  const rules = ruleEvaluationsOf(db, rows.map((e) => e.id));
+  const rules = ruleEvaluationsOf(
+    db,
+    rows.map((e) => e.id),
+  );
   // As live events carry them: each evaluation read back with its rules.
   const subjects: FilterSubject[] = rows.map((evaluation) => ({ evaluation, rules: rules.filter((r) => r.evaluationId === evaluation.id) }));
   const unknownId = newId();

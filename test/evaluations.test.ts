@@ -77,7 +77,10 @@ describe('evaluateGate', () => {
     const final = (await d.follow(r.data.evaluateGate.id)).at(-1);
     assert.equal(final.justInTime, true);
     assert.equal(final.gateId, null);
-    assert.deepEqual(final.rules.map((x: any) => [x.name, x.status]), [['inline', 'PASS']]);
+    assert.deepEqual(
+      final.rules.map((x: any) => [x.name, x.status]),
+      [['inline', 'PASS']],
+    );
   });
 
   test('the same idempotencyKey returns the first evaluation, not a second one', async () => {
@@ -124,8 +127,16 @@ describe('evaluateGate', () => {
     for (const [i, key] of requests) sequential.push(answer(await s.gql(EVALUATE, { i }, key)));
     assert.deepEqual(raced, sequential);
 
-    const rows = s.app.deps.db.$client.prepare('select id, service, env from evaluations where idempotency_key = ? order by env').all(idempotencyKey) as Array<{ id: string; service: string; env: string }>;
-    assert.deepEqual(rows.map((r) => r.env), ['prod', 'staging'], 'one evaluation per environment');
+    const rows = s.app.deps.db.$client.prepare('select id, service, env from evaluations where idempotency_key = ? order by env').all(idempotencyKey) as Array<{
+      id: string;
+      service: string;
+      env: string;
+    }>;
+    assert.deepEqual(
+      rows.map((r) => r.env),
+      ['prod', 'staging'],
+      'one evaluation per environment',
+    );
     const [prod, stagingRow] = rows;
     raced.forEach((a, i) => {
       const [input] = requests[i]!;
@@ -173,10 +184,13 @@ describe('dry run, decided and finished', () => {
       configuration: { rules: [jitMonitor('would fail', { query: bad }, true), jitMonitor('real', { query: good })] },
     });
     const final = (await d.follow(r.data.evaluateGate.id)).at(-1);
-    assert.deepEqual(final.rules.map((x: any) => [x.name, x.dryRun, x.status]), [
-      ['would fail', true, 'FAIL'],
-      ['real', false, 'PASS'],
-    ]);
+    assert.deepEqual(
+      final.rules.map((x: any) => [x.name, x.dryRun, x.status]),
+      [
+        ['would fail', true, 'FAIL'],
+        ['real', false, 'PASS'],
+      ],
+    );
     assert.equal(final.status, 'PASS');
   });
 
@@ -213,7 +227,11 @@ describe('subscriptions', () => {
     });
     const events = await d.follow(r.data.evaluateGate.id);
     const revisions = events.map((e) => e.revision);
-    assert.deepEqual(revisions, [...revisions].sort((x, y) => x - y), 'revisions only grow');
+    assert.deepEqual(
+      revisions,
+      [...revisions].sort((x, y) => x - y),
+      'revisions only grow',
+    );
     assert.equal(new Set(revisions).size, revisions.length, 'no snapshot twice');
     assert.equal(events.at(-1).status, 'PASS');
     const progression = events.map((e) => e.rules.map((x: any) => x.status).join('/'));
@@ -241,10 +259,10 @@ describe('subscriptions', () => {
     await d.evaluate({ service: 'stream-me', env: 'prod', configuration: { rules: [jitMonitor('m', { query: t })] } });
     const first = await sub.next();
     const second = await sub.next();
-    assert.deepEqual([first.data, second.data], [
-      { evaluationEvents: { service: 'stream-me', status: 'IN_PROGRESS' } },
-      { evaluationEvents: { service: 'stream-me', status: 'PASS' } },
-    ]);
+    assert.deepEqual(
+      [first.data, second.data],
+      [{ evaluationEvents: { service: 'stream-me', status: 'IN_PROGRESS' } }, { evaluationEvents: { service: 'stream-me', status: 'PASS' } }],
+    );
     sub.dispose();
   });
 
@@ -281,7 +299,10 @@ describe('cancel, rerun, history', () => {
     assert.notEqual(second.id, first.id);
     assert.equal(second.rerunOf, first.id);
     assert.deepEqual([second.service, second.version, second.primaryTag], ['rerun', 'v9', 'region:eu']);
-    assert.deepEqual(second.rules.map((x: any) => x.name), ['m']);
+    assert.deepEqual(
+      second.rules.map((x: any) => x.name),
+      ['m'],
+    );
     assert.equal((await d.follow(second.id)).at(-1).status, 'PASS');
   });
 
@@ -297,20 +318,34 @@ describe('cancel, rerun, history', () => {
       await d.follow(r.data.evaluateGate.id);
     }
     const list = await s.gql('{ evaluations(first: 3, filter: { service: ["hist"] }) { edges { node { id } } pageInfo { hasNextPage endCursor } } }');
-    assert.deepEqual(list.data.evaluations.edges.map((e: any) => e.node.id), ids.slice().reverse().slice(0, 3));
+    assert.deepEqual(
+      list.data.evaluations.edges.map((e: any) => e.node.id),
+      ids.slice().reverse().slice(0, 3),
+    );
     const next = await s.gql('query($a: String) { evaluations(first: 3, after: $a, filter: { service: ["hist"] }) { edges { node { id } } } }', {
       a: list.data.evaluations.pageInfo.endCursor,
     });
-    assert.deepEqual(next.data.evaluations.edges.map((e: any) => e.node.id), ids.slice().reverse().slice(3));
+    assert.deepEqual(
+      next.data.evaluations.edges.map((e: any) => e.node.id),
+      ids.slice().reverse().slice(3),
+    );
     const failed = await s.gql('{ evaluations(first: 10, filter: { service: ["hist"], status: [FAIL], version: ["v1", "v3"] }) { edges { node { version } } } }');
-    assert.deepEqual(failed.data.evaluations.edges.map((e: any) => e.node.version), ['v3', 'v1']);
+    assert.deepEqual(
+      failed.data.evaluations.edges.map((e: any) => e.node.version),
+      ['v3', 'v1'],
+    );
 
-    const stats = await s.gql('{ evaluationStats(filter: { service: ["hist"] }) { total byStatus { status count } byDay { day status count } mostFailingGates { service failures evaluations } mostFailingRules { name failures evaluations } } }');
+    const stats = await s.gql(
+      '{ evaluationStats(filter: { service: ["hist"] }) { total byStatus { status count } byDay { day status count } mostFailingGates { service failures evaluations } mostFailingRules { name failures evaluations } } }',
+    );
     const st = stats.data.evaluationStats;
     assert.equal(st.total, 5);
     assert.deepEqual(Object.fromEntries(st.byStatus.map((b: any) => [b.status, b.count])), { PASS: 2, FAIL: 3 });
     assert.deepEqual(st.mostFailingGates, [{ service: 'hist', failures: 3, evaluations: 5 }]);
     assert.deepEqual(st.mostFailingRules, [{ name: 'm', failures: 3, evaluations: 5 }]);
-    assert.equal(st.byDay.reduce((n: number, b: any) => n + b.count, 0), 5);
+    assert.equal(
+      st.byDay.reduce((n: number, b: any) => n + b.count, 0),
+      5,
+    );
   });
 });

@@ -31,7 +31,13 @@ async function violations(page: Page): Promise<Violation[]> {
 
 function describeViolations(list: Violation[]): string {
   return list
-    .map((v) => `${v.impact} ${v.id}: ${v.help}\n${v.nodes.slice(0, 5).map((n) => `    at ${JSON.stringify(n.target)}: ${n.failureSummary?.split('\n').slice(1, 3).join(' ').trim() ?? ''}`).join('\n')}`)
+    .map(
+      (v) =>
+        `${v.impact} ${v.id}: ${v.help}\n${v.nodes
+          .slice(0, 5)
+          .map((n) => `    at ${JSON.stringify(n.target)}: ${n.failureSummary?.split('\n').slice(1, 3).join(' ').trim() ?? ''}`)
+          .join('\n')}`,
+    )
     .join('\n');
 }
 

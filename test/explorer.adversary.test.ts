@@ -87,7 +87,9 @@ describe('the API as the explorer reads it', () => {
     // The cache skips results holding an Evaluation, but an empty list holds none: it was cached
     // 10 s, so the explorer's catch-up read, its refetch after a network drop and a gate's
     // lastEvaluations all missed an evaluation that had just started.
-    const gate = await s.gql('mutation { createGate(input: { service: "cache-empty", env: "prod", rules: [{ name: "quiet", options: { monitor: { query: "service:none", duration: 0 } } }] }) { id } }');
+    const gate = await s.gql(
+      'mutation { createGate(input: { service: "cache-empty", env: "prod", rules: [{ name: "quiet", options: { monitor: { query: "service:none", duration: 0 } } }] }) { id } }',
+    );
     assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
     const list = 'query($f: EvaluationFilter) { evaluations(filter: $f, first: 5) { totalCount edges { node { id } } } }';
     const last = 'query($id: ID!) { gate(id: $id) { lastEvaluations { id } } }';
@@ -171,7 +173,7 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
-  test('on a slow network, the live list\'s catch-up read of the previous filter stays out of the new one', async () => {
+  test("on a slow network, the live list's catch-up read of the previous filter stays out of the new one", async () => {
     for (const service of ['race-a', 'race-b']) {
       const r = await d.evaluate({ service, env: 'prod', configuration: { rules: [jitMonitor('quiet', { query: 'service:none', duration: 0 })] } });
       assert.equal(r.errors, undefined, JSON.stringify(r.errors));
@@ -194,7 +196,10 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     while (reads < 2) await page.waitForTimeout(100);
     await page.getByTestId('facet-service').getByLabel('race-a', { exact: true }).check();
     await page.waitForURL(/service=race-a/);
-    await page.getByTestId('evaluations-summary').filter({ hasText: /^1 evaluation$/ }).waitFor();
+    await page
+      .getByTestId('evaluations-summary')
+      .filter({ hasText: /^1 evaluation$/ })
+      .waitFor();
     release();
     await caughtUp;
     await page.waitForTimeout(500); // the stale answer's render, before the fix
@@ -215,7 +220,13 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     const { page } = await signedIn();
     await page.setViewportSize({ width: 1280, height: 900 });
-    const shown = { '/evaluations?service=wide': long, '/gates': rule, [`/evaluations/${r.data.evaluateGate.id}`]: long, [`/gates/${gate.data.createGate.id}`]: rule, '/insights': rule };
+    const shown = {
+      '/evaluations?service=wide': long,
+      '/gates': rule,
+      [`/evaluations/${r.data.evaluateGate.id}`]: long,
+      [`/gates/${gate.data.createGate.id}`]: rule,
+      '/insights': rule,
+    };
     for (const [path, text] of Object.entries(shown)) {
       await page.goto(`${s.url}${path}`);
       await page.getByText(text).first().waitFor();
@@ -247,7 +258,7 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
-  test('GraphiQL opened from the explorer\'s navigation is signed in with the same key', async () => {
+  test("GraphiQL opened from the explorer's navigation is signed in with the same key", async () => {
     const { page } = await signedIn();
     const [graphiql] = await Promise.all([page.waitForEvent('popup'), page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: 'GraphiQL' }).click()]);
     await graphiql.waitForLoadState();

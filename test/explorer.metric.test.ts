@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { type Chromium, CHROMIUM, launchChromium } from './browser.ts';
+import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, skipWithout, startServer, type TestServer } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
@@ -49,7 +49,10 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
     const card = page.getByTestId('rule-row').filter({ hasText: 'cart errors vs baseline' });
     assert.match((await card.getByTestId('rule-reason').textContent())!, /broke <= \+50% of the baseline/);
     const evidence = card.getByTestId('metric-evidence');
-    assert.match((await evidence.textContent())!, /APM error_rate of GET \/cart over 600 s for version v2, against v1; bound <= \+50% of the baseline; 1 of 1 point\(s\) measured, 1 outside/);
+    assert.match(
+      (await evidence.textContent())!,
+      /APM error_rate of GET \/cart over 600 s for version v2, against v1; bound <= \+50% of the baseline; 1 of 1 point\(s\) measured, 1 outside/,
+    );
     const failing = evidence.locator('[data-testid="metric-point"][data-result="FAIL"]');
     assert.equal(await failing.count(), 1);
     assert.match(await failing.innerText(), /0\.05\s+0\.01\s+<= 0\.015\s+✗\s*FAIL\s+500 \/ 1,000/);
@@ -66,7 +69,11 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
     assert.equal(await page.getByLabel('Resource (optional)').inputValue(), 'GET /cart');
     await bound.fill('<= 50%');
     await page.getByRole('button', { name: 'Save rule' }).click();
-    await page.locator('.field-invalid').filter({ hasText: 'Bound' }).getByText(/says its direction/).waitFor();
+    await page
+      .locator('.field-invalid')
+      .filter({ hasText: 'Bound' })
+      .getByText(/says its direction/)
+      .waitFor();
     await bound.fill('<= +500%');
     await page.getByRole('button', { name: 'Save rule' }).click();
     await page.getByTestId('gate-rule-options').filter({ hasText: 'bound <= +500%' }).waitFor();

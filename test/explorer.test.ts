@@ -85,7 +85,7 @@ describe('serving the explorer', () => {
     assert.equal((await fetch(`${s.url}/assets/main-NOSUCHHASH.js`)).status, 404);
   });
 
-  test('GraphQL, REST and unknown paths are not the explorer\'s', async () => {
+  test("GraphQL, REST and unknown paths are not the explorer's", async () => {
     const gql = await s.gql('{ __typename }');
     assert.equal(gql.data.__typename, 'Query');
     const json = await get(s, '/evaluations', { accept: 'application/json' });
@@ -185,7 +185,12 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
   test('an evaluationUrl of an in-progress evaluation turns FAIL without reload, with the failing rule and its reason', async () => {
     const monitor = await d.monitor('checkout errors', ['service:checkout', 'team:web']);
     await d.report(monitor, 'OK');
-    const e = await evaluate({ service: 'checkout', env: 'prod', version: 'v2', configuration: { rules: [jitMonitor('checkout monitors', { query: 'team:web', duration: 600 })] } });
+    const e = await evaluate({
+      service: 'checkout',
+      env: 'prod',
+      version: 'v2',
+      configuration: { rules: [jitMonitor('checkout monitors', { query: 'team:web', duration: 600 })] },
+    });
     assert.equal(e.status, 'IN_PROGRESS');
     const page = await signedIn(new URL(e.evaluationUrl).pathname);
     await page.getByTestId('verdict').getByTestId('evaluation-status').and(page.locator('[data-status="IN_PROGRESS"]')).waitFor();
@@ -203,13 +208,18 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
-  test('a failed canary\'s page: the faulty resource, the new error type with its count and sample, or a sentence saying none was new', async () => {
+  test("a failed canary's page: the faulty resource, the new error type with its count and sample, or a sentence saying none was new", async () => {
     /** `count` spans of `resource` in the 900 ms after `from`, the first `errors` failed with an exception of `errorType`. */
     const spans = (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) =>
       sendTraffic(s, { service, version, resource, count, errors, errorType, message: `${errorType}: provider said 502`, from, spreadMs: 900 });
 
     const canary = async (service: string, canaryType: string) => {
-      const ev = await evaluate({ service, env: 'prod', version: 'v2', configuration: { rules: [{ name: 'new version errors', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
+      const ev = await evaluate({
+        service,
+        env: 'prod',
+        version: 'v2',
+        configuration: { rules: [{ name: 'new version errors', options: { faultyDeploymentDetection: { duration: 600 } } }] },
+      });
       const from = Date.parse((await d.get(ev.id)).startedAt);
       await new Promise((r) => setTimeout(r, from + 1000 - Date.now()));
       // The baseline fails now and then with UpstreamError; the canary fails POST /pay 30% of the time.
@@ -223,7 +233,10 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     const page = await signedIn(`/evaluations/${withNewType}`);
     await page.locator('[data-testid="verdict"] [data-testid="evaluation-status"][data-status="FAIL"]').waitFor({ timeout: 30_000 });
     const evidence = page.getByTestId('fdd-evidence');
-    await evidence.getByRole('table', { name: 'Faulty resources' }).getByRole('row', { name: /POST \/pay/ }).waitFor();
+    await evidence
+      .getByRole('table', { name: 'Faulty resources' })
+      .getByRole('row', { name: /POST \/pay/ })
+      .waitFor();
     const newTypes = evidence.getByRole('table', { name: 'New error types' });
     const row = newTypes.getByRole('row', { name: /CardDeclinedPanic/ });
     await row.waitFor();
@@ -234,7 +247,10 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.getByTestId('fdd-evidence').getByRole('table', { name: 'Faulty resources' }).waitFor();
     // The canary's UpstreamError is the baseline's own: not new, and the page says so rather than nothing.
     assert.equal(await page.getByRole('table', { name: 'New error types' }).count(), 0);
-    await page.getByTestId('fdd-new-error-types').getByText(/No new error type/).waitFor();
+    await page
+      .getByTestId('fdd-new-error-types')
+      .getByText(/No new error type/)
+      .waitFor();
     await page.context().close();
   });
 
@@ -331,7 +347,7 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
-  test('creating a gate with a bad duration shows the API\'s error at that field', async () => {
+  test("creating a gate with a bad duration shows the API's error at that field", async () => {
     const page = await signedIn('/gates');
     await page.getByRole('button', { name: 'New gate' }).click();
     await page.getByLabel('Service').first().fill('form-svc');
@@ -451,8 +467,14 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     const page = await signedIn('/insights');
     await page.getByTestId('insights-totals').waitFor();
     await page.getByTestId('chart-by-day').locator('svg[role="img"]').waitFor();
-    await page.getByTestId('failing-gates').getByRole('link', { name: /insights-svc/ }).waitFor();
-    await page.getByTestId('failure-reasons').getByText(/insights monitor/).waitFor();
+    await page
+      .getByTestId('failing-gates')
+      .getByRole('link', { name: /insights-svc/ })
+      .waitFor();
+    await page
+      .getByTestId('failure-reasons')
+      .getByText(/insights monitor/)
+      .waitFor();
     await page.context().close();
   });
 
@@ -461,7 +483,10 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await d.report(alerting, 'ALERT');
     const flapping = await d.monitor('rate monitor b', ['rate:b']);
     await d.report(flapping, 'OK');
-    for (const [service, query] of [['rate-always', 'rate:a'], ['rate-third', 'rate:b']]) {
+    for (const [service, query] of [
+      ['rate-always', 'rate:a'],
+      ['rate-third', 'rate:b'],
+    ]) {
       const gate = await s.gql(CREATE_GATE, { input: { service, env: 'prod', rules: [monitorRule('rate rule', { query, duration: 0 })] } });
       assert.equal(gate.errors, undefined);
     }
@@ -500,18 +525,26 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.keyboard.press('Enter');
     await page.getByRole('heading', { name: 'Evaluations' }).waitFor();
     for (const path of ['/evaluations', '/insights', '/gates', '/monitors']) {
-      await page.getByRole('navigation', { name: 'Sections' }).getByRole('link', { name: path.slice(1), exact: false }).first().click();
+      await page
+        .getByRole('navigation', { name: 'Sections' })
+        .getByRole('link', { name: path.slice(1), exact: false })
+        .first()
+        .click();
       await page.waitForURL(`${s.url}${path}`);
       await page.locator('h1#page-title').waitFor();
     }
-    assert.equal(await page.evaluate('document.activeElement.id'), 'page-title', 'after a navigation focus is on the new page\'s heading');
+    assert.equal(await page.evaluate('document.activeElement.id'), 'page-title', "after a navigation focus is on the new page's heading");
     await page.reload();
     await page.locator('h1#page-title').waitFor();
     await page.keyboard.press('Tab');
     assert.equal(await page.evaluate('document.activeElement.textContent'), 'Skip to content');
     await page.keyboard.press('Enter');
     await page.keyboard.press('Tab');
-    assert.equal(await page.evaluate('document.activeElement.closest("header.top") === null && document.activeElement.closest("main") !== null'), true, 'the skip link leads past the header into the page');
+    assert.equal(
+      await page.evaluate('document.activeElement.closest("header.top") === null && document.activeElement.closest("main") !== null'),
+      true,
+      'the skip link leads past the header into the page',
+    );
     assert.deepEqual(errors, []);
     assert.deepEqual(foreign, []);
     await context.close();

@@ -82,7 +82,10 @@ describe('totalCount', () => {
     // Not selected, not counted.
     s.queries.length = 0;
     await must('{ evaluations(first: 1) { edges { node { id } } } gates(first: 1) { edges { node { id } } } }');
-    assert.deepEqual(s.queries.filter((x) => /count\(\*\)/.test(x)), []);
+    assert.deepEqual(
+      s.queries.filter((x) => /count\(\*\)/.test(x)),
+      [],
+    );
     await must('{ evaluations(first: 1) { totalCount } }');
     assert.equal(s.queries.filter((x) => /count\(\*\)/.test(x) && /from "evaluations"/.test(x)).length, 1);
   });
@@ -100,14 +103,23 @@ describe('Evaluation.rules(status:)', () => {
     assert.equal(e.status, 'FAIL');
     const q = `query($id: ID!, $st: [EvaluationStatus!]) { evaluation(id: $id) { rules(status: $st) { name status reason } } }`;
     const failing = (await must(q, { id: e.id, st: ['FAIL'] })).evaluation.rules;
-    assert.deepEqual(failing.map((r: any) => r.name), ['broken', 'also broken']);
+    assert.deepEqual(
+      failing.map((r: any) => r.name),
+      ['broken', 'also broken'],
+    );
     assert.match(failing[0].reason, /ALERT/);
-    assert.deepEqual((await must(q, { id: e.id, st: ['PASS', 'CANCELED'] })).evaluation.rules.map((r: any) => r.name), ['fine']);
+    assert.deepEqual(
+      (await must(q, { id: e.id, st: ['PASS', 'CANCELED'] })).evaluation.rules.map((r: any) => r.name),
+      ['fine'],
+    );
     assert.equal((await must(q, { id: e.id, st: [] })).evaluation.rules.length, 3);
     assert.equal((await must(q, { id: e.id })).evaluation.rules.length, 3);
     // A list page asks every row for its failing rules in one query.
     const page = await must(`{ evaluations(filter: { service: ["rules"] }, first: 5) { edges { node { rules(status: [FAIL]) { name } } } } }`);
-    assert.deepEqual(page.evaluations.edges[0].node.rules.map((r: any) => r.name), ['broken', 'also broken']);
+    assert.deepEqual(
+      page.evaluations.edges[0].node.rules.map((r: any) => r.name),
+      ['broken', 'also broken'],
+    );
     const long = await s.gql(q, { id: e.id, st: Array(101).fill('FAIL') });
     assert.equal(code(long), 'BAD_USER_INPUT');
     assert.equal(field(long), 'status');
@@ -130,7 +142,12 @@ describe('RuleEvaluation.fddEvidence', () => {
     newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } insufficientData requestsNeeded sourceErrors }`;
 
   test('a failing canary: the faulty resource with both sides’ counts and rates, its e-value against its threshold, the new error type with a sample', async () => {
-    const r = await d.evaluate({ service: 'typed-fdd', env: 'fdd-prod', version: 'v2', configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }] } });
+    const r = await d.evaluate({
+      service: 'typed-fdd',
+      env: 'fdd-prod',
+      version: 'v2',
+      configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }] },
+    });
     const ev = r.data.evaluateGate;
     const from = Date.parse(ev.startedAt);
     await new Promise((res) => setTimeout(res, from + 1000 - Date.now()));
@@ -191,14 +208,27 @@ describe('RuleEvaluation.fddEvidence', () => {
   test('evidence written by another version of the rule reads with what it has: missing or mistyped fields are null or empty', () => {
     assert.equal(readFddEvidence(null), null);
     assert.equal(readFddEvidence([1, 2]), null);
-    const old = readFddEvidence({ version: 'v2', faultyResources: [{ name: 'GET /a', canary: { requests: 10 } }, { scope: 'resource' }, 'junk'], newErrorTypes: [{ errorType: 'X', resources: ['a', 3] }], clustering: 'no' })!;
+    const old = readFddEvidence({
+      version: 'v2',
+      faultyResources: [{ name: 'GET /a', canary: { requests: 10 } }, { scope: 'resource' }, 'junk'],
+      newErrorTypes: [{ errorType: 'X', resources: ['a', 3] }],
+      clustering: 'no',
+    })!;
     assert.equal(old.version, 'v2');
     assert.equal(old.baseline, null);
     assert.deepEqual(old.baselineVersions, []);
     assert.equal(old.insufficientData, false);
     assert.equal(old.clustering, null);
     assert.deepEqual(old.faultyResources, [
-      { scope: null, name: 'GET /a', canary: { requests: 10, errors: null, errorRate: null }, baseline: { requests: null, errors: null, errorRate: null }, eValue: null, threshold: null, jointly: false },
+      {
+        scope: null,
+        name: 'GET /a',
+        canary: { requests: 10, errors: null, errorRate: null },
+        baseline: { requests: null, errors: null, errorRate: null },
+        eValue: null,
+        threshold: null,
+        jointly: false,
+      },
     ]);
     assert.deepEqual(old.newErrorTypes, [{ errorType: 'X', count: null, resources: ['a'], sampleMessage: null, eValue: null, threshold: null, jointly: false }]);
   });
@@ -226,7 +256,12 @@ describe('filters of one shape', () => {
   test('monitors(filter:) by state, type and muted beside the search string, counted within the key’s envs', async () => {
     const t = tag();
     const ids: Record<string, string> = {};
-    for (const [name, state, env] of [['a', 'ALERT', 'mf-prod'], ['b', 'OK', 'mf-prod'], ['c', 'WARN', 'mf-staging'], ['d', 'ALERT', 'mf-staging']] as const) {
+    for (const [name, state, env] of [
+      ['a', 'ALERT', 'mf-prod'],
+      ['b', 'OK', 'mf-prod'],
+      ['c', 'WARN', 'mf-staging'],
+      ['d', 'ALERT', 'mf-staging'],
+    ] as const) {
       ids[name] = await d.monitor(`mf ${name}`, [t, `env:${env}`], name === 'b' ? { muted: true } : {});
       await d.report(ids[name]!, state);
     }
@@ -253,20 +288,27 @@ describe('filters of one shape', () => {
   });
 
   test('GateFilter takes lists like EvaluationFilter; the single-valued fields still work, deprecated', async () => {
-    for (const [service, env] of [['gf-a', 'gf-prod'], ['gf-b', 'gf-prod'], ['gf-a', 'gf-staging'], ['gf-c', 'gf-dev']]) {
+    for (const [service, env] of [
+      ['gf-a', 'gf-prod'],
+      ['gf-b', 'gf-prod'],
+      ['gf-a', 'gf-staging'],
+      ['gf-c', 'gf-dev'],
+    ]) {
       const r = await s.gql(CREATE_GATE, { input: { service, env } });
       assert.equal(r.errors, undefined);
     }
     const q = `query($f: GateFilter) { gates(filter: $f, first: 50) { totalCount edges { node { service env } } } }`;
-    const keys = async (f: Record<string, unknown>, key?: string) =>
-      (await must(q, { f }, key)).gates.edges.map((e: any) => `${e.node.service}/${e.node.env}`);
+    const keys = async (f: Record<string, unknown>, key?: string) => (await must(q, { f }, key)).gates.edges.map((e: any) => `${e.node.service}/${e.node.env}`);
     assert.deepEqual(await keys({ services: ['gf-a', 'gf-b'] }), ['gf-a/gf-prod', 'gf-b/gf-prod', 'gf-a/gf-staging']);
     assert.deepEqual(await keys({ services: ['gf-a', 'gf-b', 'gf-c'], envs: ['gf-prod', 'gf-dev'] }), ['gf-a/gf-prod', 'gf-b/gf-prod', 'gf-c/gf-dev']);
     assert.deepEqual(await keys({ service: 'gf-a' }), ['gf-a/gf-prod', 'gf-a/gf-staging']);
     assert.deepEqual(await keys({ service: 'gf-a', envs: ['gf-staging', 'gf-dev'] }), ['gf-a/gf-staging']);
     // A document written against the old field, with a variable typed String, is still valid.
     const old = await must('query($e: String) { gates(filter: { env: $e }) { edges { node { service } } } }', { e: 'gf-dev' });
-    assert.deepEqual(old.gates.edges.map((e: any) => e.node.service), ['gf-c']);
+    assert.deepEqual(
+      old.gates.edges.map((e: any) => e.node.service),
+      ['gf-c'],
+    );
     const dev = await s.createKey(['gates:read'], ['gf-dev']);
     assert.deepEqual(await keys({ services: ['gf-a', 'gf-c'] }, dev), ['gf-c/gf-dev']);
     const long = await s.gql(q, { f: { envs: Array(101).fill('x') } });
@@ -289,7 +331,12 @@ describe('evaluation facets and rule filters', () => {
     const gate = (await must(CREATE_GATE, { input: { service: 'fc-web', env: 'fc-prod', rules: [monitorRule('stored', { query: okProd })] } })).createGate;
     await finished({ service: 'fc-web', env: 'fc-prod', version: 'v1' });
     await finished({ service: 'fc-web', env: 'fc-prod', version: 'v2', configuration: { rules: [jitMonitor('alerts', { query: badProd })] } });
-    await finished({ service: 'fc-api', env: 'fc-prod', version: 'v2', configuration: { dryRun: true, rules: [jitMonitor('alerts', { query: badProd }), jitMonitor('fine', { query: okProd })] } });
+    await finished({
+      service: 'fc-api',
+      env: 'fc-prod',
+      version: 'v2',
+      configuration: { dryRun: true, rules: [jitMonitor('alerts', { query: badProd }), jitMonitor('fine', { query: okProd })] },
+    });
     await finished({ service: 'fc-api', env: 'fc-staging', version: 'v3', configuration: { rules: [jitMonitor('fine', { query: okStaging })] } });
 
     const all = (await must(FACETS, { f: { service: ['fc-web', 'fc-api'] } })).evaluationFacets;
@@ -315,7 +362,10 @@ describe('evaluation facets and rule filters', () => {
       (await must('query($f: EvaluationFilter) { evaluations(filter: $f) { totalCount edges { node { service version } } } }', { f }, key)).evaluations;
     const alerts = await list({ service: ['fc-web', 'fc-api'], ruleName: ['alerts'] });
     assert.equal(alerts.totalCount, 2);
-    assert.deepEqual(alerts.edges.map((e: any) => `${e.node.service}@${e.node.version}`), ['fc-api@v2', 'fc-web@v2']);
+    assert.deepEqual(
+      alerts.edges.map((e: any) => `${e.node.service}@${e.node.version}`),
+      ['fc-api@v2', 'fc-web@v2'],
+    );
     assert.equal((await list({ service: ['fc-web', 'fc-api'], ruleType: ['FAULTY_DEPLOYMENT_DETECTION'] })).totalCount, 0);
     assert.equal((await list({ gateIds: [gate.id] })).totalCount, 1);
 
@@ -381,16 +431,33 @@ describe('insights', () => {
     const insights = (await must(INSIGHTS, { f: { service: ['ins-a'] } })).evaluationInsights;
     assert.deepEqual(
       insights.mostFailingGates.map((g: any) => [g.gateId, g.failures, g.evaluations]),
-      [[gate.id, 2, 2], [null, 1, 1]],
+      [
+        [gate.id, 2, 2],
+        [null, 1, 1],
+      ],
     );
     assert.deepEqual(
       insights.mostFailingRules.map((r: any) => [r.gateId, r.ruleId, r.name, r.type, r.failures]),
-      [[gate.id, gate.rules[0].id, 'stored alert', 'MONITOR', 2], [null, null, 'stored alert', 'MONITOR', 1]],
+      [
+        [gate.id, gate.rules[0].id, 'stored alert', 'MONITOR', 2],
+        [null, null, 'stored alert', 'MONITOR', 1],
+      ],
     );
-    const stats = (await must(`query($f: EvaluationFilter) { evaluationStats(filter: $f) {
-      mostFailingGates { gateId failures } mostFailingRules { gateId ruleId failures } } }`, { f: { service: ['ins-a'] } })).evaluationStats;
-    assert.deepEqual(stats.mostFailingGates, [{ gateId: gate.id, failures: 2 }, { gateId: null, failures: 1 }]);
-    assert.deepEqual(stats.mostFailingRules, [{ gateId: gate.id, ruleId: gate.rules[0].id, failures: 2 }, { gateId: null, ruleId: null, failures: 1 }]);
+    const stats = (
+      await must(
+        `query($f: EvaluationFilter) { evaluationStats(filter: $f) {
+      mostFailingGates { gateId failures } mostFailingRules { gateId ruleId failures } } }`,
+        { f: { service: ['ins-a'] } },
+      )
+    ).evaluationStats;
+    assert.deepEqual(stats.mostFailingGates, [
+      { gateId: gate.id, failures: 2 },
+      { gateId: null, failures: 1 },
+    ]);
+    assert.deepEqual(stats.mostFailingRules, [
+      { gateId: gate.id, ruleId: gate.rules[0].id, failures: 2 },
+      { gateId: null, ruleId: null, failures: 1 },
+    ]);
   });
 
   test('a stored rule is one row whatever it was called (its newest name); just-in-time rules are their name and type', async () => {
@@ -411,7 +478,9 @@ describe('insights', () => {
       [null, null, 'smoke', 'MONITOR', 1, 1],
     ];
     assert.deepEqual(rows((await must(INSIGHTS, { f: { service: ['ins-r'] } })).evaluationInsights), expected);
-    const stats = await must('query($f: EvaluationFilter) { evaluationStats(filter: $f) { mostFailingRules { gateId ruleId name type failures evaluations } } }', { f: { service: ['ins-r'] } });
+    const stats = await must('query($f: EvaluationFilter) { evaluationStats(filter: $f) { mostFailingRules { gateId ruleId name type failures evaluations } } }', {
+      f: { service: ['ins-r'] },
+    });
     assert.deepEqual(rows(stats.evaluationStats), expected);
   });
 
@@ -428,10 +497,20 @@ describe('insights', () => {
     const now = Date.now();
     const f = { service: ['ins-b'], startedAfter: new Date(now - 3 * 86400_000).toISOString(), startedBefore: new Date(now + 60_000).toISOString() };
     const i = (await must(INSIGHTS, { f })).evaluationInsights;
-    assert.equal(i.days.length, Math.ceil((Date.parse(f.startedBefore) - Date.UTC(...([new Date(f.startedAfter)].map((x) => [x.getUTCFullYear(), x.getUTCMonth(), x.getUTCDate()])[0] as [number, number, number]))) / 86400_000));
+    assert.equal(
+      i.days.length,
+      Math.ceil(
+        (Date.parse(f.startedBefore) - Date.UTC(...([new Date(f.startedAfter)].map((x) => [x.getUTCFullYear(), x.getUTCMonth(), x.getUTCDate()])[0] as [number, number, number]))) /
+          86400_000,
+      ),
+    );
     const today = i.days.find((x: any) => x.day === new Date().toISOString().slice(0, 10));
     assert.deepEqual(today, { day: today.day, pass: 1, fail: 3, canceled: 1, inProgress: 0, total: 5 });
-    assert.equal(i.days.reduce((n: number, x: any) => n + x.total, 0), 5, 'the other days are zeros');
+    assert.equal(
+      i.days.reduce((n: number, x: any) => n + x.total, 0),
+      5,
+      'the other days are zeros',
+    );
 
     assert.equal(i.timeToVerdict.decided, 4, 'pass and fail only');
     assert.ok(i.timeToVerdict.p50Seconds >= 0 && i.timeToVerdict.p50Seconds <= i.timeToVerdict.p90Seconds);
@@ -464,8 +543,14 @@ describe('insights', () => {
 
     const reader = await s.createKey(['gates:read'], ['ins-prod2']);
     const i = (await must(INSIGHTS, { f: { service: ['ins-c'] } }, reader)).evaluationInsights;
-    assert.equal(i.days.reduce((n: number, x: any) => n + x.total, 0), 1);
-    assert.deepEqual(i.mostFailingGates.map((g: any) => g.env), ['ins-prod2']);
+    assert.equal(
+      i.days.reduce((n: number, x: any) => n + x.total, 0),
+      1,
+    );
+    assert.deepEqual(
+      i.mostFailingGates.map((g: any) => g.env),
+      ['ins-prod2'],
+    );
     assert.equal(i.failureReasons.length, 1);
     assert.doesNotMatch(JSON.stringify(i.failureReasons), /secret-billing-monitor/);
     assert.match(i.failureReasons[0].sample, /outside your environments/);
@@ -491,7 +576,10 @@ describe('insights', () => {
       readableReason('Monitor "a" was ALERT at 2026-01-31T12:00:00.123Z; "b" (host:1) was NO_DATA at 2026-01-31T12:01:00.000Z and 2 more group(s).'),
       'Monitor "a" was ALERT; "b" (host:1) was NO_DATA and 2 more group(s).',
     );
-    assert.equal(readableReason('All 2 monitor(s), 3 group(s) were OK or WARN from 2026-01-31T12:00:00Z to 2026-01-31T12:05:00Z.'), 'All 2 monitor(s), 3 group(s) were OK or WARN.');
+    assert.equal(
+      readableReason('All 2 monitor(s), 3 group(s) were OK or WARN from 2026-01-31T12:00:00Z to 2026-01-31T12:05:00Z.'),
+      'All 2 monitor(s), 3 group(s) were OK or WARN.',
+    );
     assert.equal(readableReason('deploy frozen since 2026-01-31 12:00 by ops'), 'deploy frozen by ops');
     assert.equal(readableReason('stopped: 2026-01-31T12:00:00Z'), 'stopped: (a time)');
     assert.equal(readableReason('error rate of GET /cart rose from 1.00% to 9.80%'), 'error rate of GET /cart rose from 1.00% to 9.80%', 'numbers stay: only times go');
@@ -509,8 +597,14 @@ describe('Gate.lastEvaluations', () => {
     const q = `query($first: Int) { gates(filter: { services: ["le-a", "le-b"] }) { edges { node { id lastEvaluations(first: $first) { id version status } } } } }`;
     s.queries.length = 0;
     const gates = (await must(q, { first: 2 })).gates.edges.map((e: any) => e.node);
-    assert.deepEqual(gates.map((g: any) => g.id), [a.id, b.id]);
-    assert.deepEqual(gates[0].lastEvaluations.map((e: any) => e.id), [ids[2], ids[1]]);
+    assert.deepEqual(
+      gates.map((g: any) => g.id),
+      [a.id, b.id],
+    );
+    assert.deepEqual(
+      gates[0].lastEvaluations.map((e: any) => e.id),
+      [ids[2], ids[1]],
+    );
     assert.deepEqual(gates[1].lastEvaluations, []);
     assert.equal(s.queries.filter((x) => /from "evaluations"/.test(x)).length, 2, 'one indexed read per gate');
     assert.equal(field(await s.gql(q, { first: 21 })), 'first');
@@ -537,12 +631,25 @@ describe('RuleEvaluation.monitorTransitions', () => {
 
     const q = `query($id: ID!, $first: Int) { evaluation(id: $id) { rules { monitorTransitions(first: $first) { monitorId monitorName group from to at } } } }`;
     const all = (await must(q, { id: ev.id })).evaluation.rules[0].monitorTransitions;
-    assert.deepEqual(all.map((x: any) => [x.monitorName, x.from, x.to]), [['tr visible', 'OK', 'WARN'], ['tr hidden', 'OK', 'WARN'], ['tr visible', 'WARN', 'OK']]);
+    assert.deepEqual(
+      all.map((x: any) => [x.monitorName, x.from, x.to]),
+      [
+        ['tr visible', 'OK', 'WARN'],
+        ['tr hidden', 'OK', 'WARN'],
+        ['tr visible', 'WARN', 'OK'],
+      ],
+    );
     assert.deepEqual((await must(q, { id: ev.id, first: 1 })).evaluation.rules[0].monitorTransitions.length, 1);
 
     const reader = await s.createKey(['gates:read'], ['tr-prod']);
     const limited = (await must(q, { id: ev.id }, reader)).evaluation.rules[0].monitorTransitions;
-    assert.deepEqual(limited.map((x: any) => [x.monitorName, x.to]), [['tr visible', 'WARN'], ['tr visible', 'OK']]);
+    assert.deepEqual(
+      limited.map((x: any) => [x.monitorName, x.to]),
+      [
+        ['tr visible', 'WARN'],
+        ['tr visible', 'OK'],
+      ],
+    );
     assert.doesNotMatch(JSON.stringify(limited), new RegExp(hidden));
 
     assert.equal(field(await s.gql(q, { id: ev.id, first: 501 })), 'first');
@@ -552,7 +659,7 @@ describe('RuleEvaluation.monitorTransitions', () => {
 describe('monitorStateChanged(monitorId:)', () => {
   const WATCH = 'subscription($id: ID) { monitorStateChanged(monitorId: $id) { monitor { id name } to } }';
 
-  test('one monitor\'s transitions only; another env\'s monitor is not found for a key limited to its own env', async () => {
+  test("one monitor's transitions only; another env's monitor is not found for a key limited to its own env", async () => {
     const mine = await d.monitor('ms one', [tag(), 'env:ms-staging']);
     const neighbour = await d.monitor('ms neighbour', [tag(), 'env:ms-staging']);
     const prod = await d.monitor('ms prod', [tag(), 'env:ms-prod']);

@@ -35,7 +35,9 @@ async function untilRunning(groups: number, operations: number): Promise<void> {
     }
     await sleep(25);
   }
-  throw new Error(`the server runs ${await metric('tollgate_ws_shared_subscriptions')} shared subscriptions and ${await metric('tollgate_ws_operations')} operations, not ${groups} and ${operations}`);
+  throw new Error(
+    `the server runs ${await metric('tollgate_ws_shared_subscriptions')} shared subscriptions and ${await metric('tollgate_ws_operations')} operations, not ${groups} and ${operations}`,
+  );
 }
 
 /** Events of a subscription as they come, until `until` holds for the list. */
@@ -138,7 +140,9 @@ describe('shared subscriptions', () => {
     const monitor = await d.monitor('fan-revoke', ['service:fan-revoke', 'env:prod']);
     const operationsBefore = await metric('tollgate_ws_operations');
     const closes: number[] = [];
-    const doomedSubs = Array.from({ length: 20 }, () => collect(s.ws(doomed.secret, { on: { closed: (e) => closes.push((e as { code: number }).code) } }), WATCH, { q: 'service:fan-revoke' }));
+    const doomedSubs = Array.from({ length: 20 }, () =>
+      collect(s.ws(doomed.secret, { on: { closed: (e) => closes.push((e as { code: number }).code) } }), WATCH, { q: 'service:fan-revoke' }),
+    );
     const keptSubs = Array.from({ length: 20 }, () => collect(s.ws(kept.secret), WATCH, { q: 'service:fan-revoke' }));
     await untilRunning(1, operationsBefore + 40);
     await d.report(monitor, 'WARN');
@@ -187,7 +191,11 @@ describe('shared subscriptions', () => {
     }
     await Promise.all(fast.map((f) => f.until(() => f.values.length === EVENTS, 'every event to the fast subscribers', 60_000)));
     for (const f of fast) {
-      assert.deepEqual(f.values.map((v) => Number.parseInt(v.data.monitorStateChanged.message, 10)), Array.from({ length: EVENTS }, (_, i) => i), 'every event, in order');
+      assert.deepEqual(
+        f.values.map((v) => Number.parseInt(v.data.monitorStateChanged.message, 10)),
+        Array.from({ length: EVENTS }, (_, i) => i),
+        'every event, in order',
+      );
       assert.equal(f.errors.length, 0);
     }
     (slow as unknown as { _socket: { resume(): void } })._socket.resume();
@@ -226,7 +234,11 @@ describe('shared subscriptions', () => {
     const revisions = (sub: (typeof all)[number]) => sub.values.map((v) => v.data.evaluationUpdated.revision as number);
     const full = revisions(early[0]!);
     assert.equal(early[0]!.values.at(-1).data.evaluationUpdated.status, 'CANCELED');
-    assert.deepEqual([...full].sort((a, b) => a - b), full, 'in order');
+    assert.deepEqual(
+      [...full].sort((a, b) => a - b),
+      full,
+      'in order',
+    );
     assert.equal(new Set(full).size, full.length, 'each revision once');
     for (const sub of early) assert.deepEqual(revisions(sub), full);
     for (const sub of late) {

@@ -202,11 +202,19 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
     test('every transport answers UNAVAILABLE (503) with a clear message, /readyz is 503, and both recover once it is writable again', async () => {
       assert.equal((await server.gql(CREATE_GATE, gateInput('before'))).json.data.createGate.service, 'before');
       chmodSync(db, 0o444);
-      const ready = await waitFor('/readyz turns 503', () => server.call('GET', '/readyz'), (r) => r.status === 503);
+      const ready = await waitFor(
+        '/readyz turns 503',
+        () => server.call('GET', '/readyz'),
+        (r) => r.status === 503,
+      );
       assert.match(ready.text, /tollgate\.db.*(read-only|not writable)/);
 
       const read = await server.gql('{ gates(first: 5) { edges { node { service } } } }');
-      assert.deepEqual(read.json.data.gates.edges.map((e: any) => e.node.service), ['before'], 'reads go on');
+      assert.deepEqual(
+        read.json.data.gates.edges.map((e: any) => e.node.service),
+        ['before'],
+        'reads go on',
+      );
 
       const graphql = await server.gql(CREATE_GATE, gateInput('during'));
       assert.equal(graphql.status, 503);
@@ -223,13 +231,22 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
 
       const nowNs = `${BigInt(Date.now()) * 1_000_000n}`;
       const otlp = await server.call('POST', '/v1/traces', {
-        resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc' } }] }, scopeSpans: [{ spans: [{ name: 'GET /x', kind: 2, startTimeUnixNano: nowNs, endTimeUnixNano: nowNs }] }] }],
+        resourceSpans: [
+          {
+            resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc' } }] },
+            scopeSpans: [{ spans: [{ name: 'GET /x', kind: 2, startTimeUnixNano: nowNs, endTimeUnixNano: nowNs }] }],
+          },
+        ],
       });
       assert.equal(otlp.status, 503);
       assert.match(otlp.json.message, /storage/i);
 
       chmodSync(db, 0o644);
-      await waitFor('/readyz back to 200', () => server.call('GET', '/readyz'), (r) => r.status === 200);
+      await waitFor(
+        '/readyz back to 200',
+        () => server.call('GET', '/readyz'),
+        (r) => r.status === 200,
+      );
       assert.equal((await server.gql(CREATE_GATE, gateInput('after'))).json.data.createGate.service, 'after');
     });
   });
@@ -249,7 +266,11 @@ describe('storage that cannot be written', { skip: process.platform === 'win32' 
       assert.ok(existsSync(`${db}-wal`));
       unlinkSync(`${db}-wal`);
       await create('right-after'); // acknowledged or refused, both are honest; what matters is that an acknowledged one survives
-      const ready = await waitFor('/readyz turns 503', () => first.call('GET', '/readyz'), (r) => r.status === 503);
+      const ready = await waitFor(
+        '/readyz turns 503',
+        () => first.call('GET', '/readyz'),
+        (r) => r.status === 503,
+      );
       assert.match(ready.text, /-wal/);
       const refused = await create('later');
       assert.equal(refused.status, 503);
@@ -298,8 +319,7 @@ describe('requests the server cannot parse are 400s, not 500s', () => {
   });
   after(() => s.stop());
 
-  const post = (path: string, raw: string) =>
-    fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
+  const post = (path: string, raw: string) => fetch(`${s.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw });
 
   test('hook bodies that are JSON but not an object', async () => {
     for (const path of ['/hooks/flagger', '/hooks/gate', '/hooks/alertmanager']) {

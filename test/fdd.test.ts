@@ -49,7 +49,16 @@ async function sideBySide(service: string, from: number, canaryErrors: Record<st
   for (const resource of RESOURCES) {
     const baselineRequests = Math.max(2000, canaryRequests);
     await send({ service, version: 'v1', resource, count: baselineRequests, errors: baselineRequests / 100, errorType: 'TimeoutError', from, spreadMs });
-    await send({ service, version: 'v2', resource, count: canaryRequests, errors: canaryErrors[resource] ?? Math.round(canaryRequests / 100), errorType: 'TimeoutError', from, spreadMs });
+    await send({
+      service,
+      version: 'v2',
+      resource,
+      count: canaryRequests,
+      errors: canaryErrors[resource] ?? Math.round(canaryRequests / 100),
+      errorType: 'TimeoutError',
+      from,
+      spreadMs,
+    });
   }
 }
 
@@ -59,7 +68,17 @@ const PER_POD = 400;
  * Nine baseline pods' error-rate multipliers per 10-s bucket (each averaging 1 over the four
  * buckets): each pod has its bad and its quiet seconds, as real pods do.
  */
-const BASELINE_PODS = [[1, 1, 1, 1], [2, 0, 1, 1], [1, 1, 0, 2], [0, 2, 1, 1], [1, 1, 2, 0], [1, 0, 1, 2], [1, 2, 1, 0], [2, 1, 0, 1], [0, 1, 2, 1]];
+const BASELINE_PODS = [
+  [1, 1, 1, 1],
+  [2, 0, 1, 1],
+  [1, 1, 0, 2],
+  [0, 2, 1, 1],
+  [1, 1, 2, 0],
+  [1, 0, 1, 2],
+  [1, 2, 1, 0],
+  [2, 1, 0, 1],
+  [0, 1, 2, 1],
+];
 
 /**
  * Four buckets of a service on ten pods, each bucket sent as it begins (the rule reads a bucket
@@ -74,7 +93,18 @@ async function podsSideBySide(service: string, startedAt: number, canaryPod: num
     await sleep(from - Date.now());
     // Baseline first: a check between two sends then sees a bucket without the canary, never the reverse.
     for (const [i, pod] of BASELINE_PODS.entries()) {
-      for (const resource of RESOURCES) await send({ service, version: 'v1', resource, count: PER_POD, errors: Math.round(PER_POD * 0.01 * pod[b]!), errorType: 'TimeoutError', from: from + 500, spreadMs: 9000, pod: `${service}-v1-${i}` });
+      for (const resource of RESOURCES)
+        await send({
+          service,
+          version: 'v1',
+          resource,
+          count: PER_POD,
+          errors: Math.round(PER_POD * 0.01 * pod[b]!),
+          errorType: 'TimeoutError',
+          from: from + 500,
+          spreadMs: 9000,
+          pod: `${service}-v1-${i}`,
+        });
     }
     for (const resource of RESOURCES) {
       const errors = Math.round(PER_POD * 0.01 * canaryPod[b]! * (resource === 'POST /pay' ? payEffect : 1));
@@ -147,12 +177,25 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     const ev = await fdd('fdd-new', 'v2', { duration: 600 });
     const from = await pastWindowStart(ev);
     await sideBySide('fdd-new', from);
-    await send({ service: 'fdd-new', version: 'v2', resource: 'GET /cart', count: 30, errors: 30, errorType: 'NullPointerException', message: 'cart.items is null', from, spreadMs: 900 });
+    await send({
+      service: 'fdd-new',
+      version: 'v2',
+      resource: 'GET /cart',
+      count: 30,
+      errors: 30,
+      errorType: 'NullPointerException',
+      message: 'cart.items is null',
+      from,
+      spreadMs: 900,
+    });
     const final = (await d.follow(ev.id)).find((e) => e.status === 'FAIL');
     assert.ok(final);
     assert.match(final.rules[0].reason, /new error type NullPointerException \(30 times, e\.g\. "cart\.items is null"\) never seen in the baseline/);
     const evidence = await evidenceOf(ev.id);
-    assert.deepEqual(evidence.newErrorTypes.map((t: any) => [t.errorType, t.count, t.resources]), [['NullPointerException', 30, ['GET /cart']]]);
+    assert.deepEqual(
+      evidence.newErrorTypes.map((t: any) => [t.errorType, t.count, t.resources]),
+      [['NullPointerException', 30, ['GET /cart']]],
+    );
   });
 
   test('excluded resources are ignored', async () => {
@@ -183,10 +226,14 @@ describe('faulty deployment detection, end to end through OTLP', () => {
       const file = join(dir, 'gate.json');
       writeFileSync(file, JSON.stringify({ rules: [{ type: 'faulty_deployment_detection', name: 'fdd', options: { duration: 1 } }] }));
       const key = await s.createKey(['evaluations:write']);
-      const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--service', 'fdd-cli', '--env', 'prod', '--version', 'v2', '--config', file, '--json'], {
-        env: { ...process.env, TOLLGATE_API_KEY: key, TOLLGATE_URL: s.url },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child = spawn(
+        process.execPath,
+        ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--service', 'fdd-cli', '--env', 'prod', '--version', 'v2', '--config', file, '--json'],
+        {
+          env: { ...process.env, TOLLGATE_API_KEY: key, TOLLGATE_URL: s.url },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (c) => (stdout += c));
@@ -208,7 +255,10 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     await sideBySide('fdd-thin', Date.parse(ev.startedAt), {}, 100);
     const final = (await d.follow(ev.id, 20_000)).at(-1);
     assert.equal(final.status, 'PASS', 'onInsufficientData defaults to pass');
-    assert.match(final.rules[0].reason, /Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about \d+, so about \d+ more \(≈ \d+ min at the current/);
+    assert.match(
+      final.rules[0].reason,
+      /Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about \d+, so about \d+ more \(≈ \d+ min at the current/,
+    );
     // A pass for lack of data is told apart from a pass with evidence, in fields of their own.
     const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { status passedWithoutEvidence rules { status insufficientData } } }', { id: ev.id });
     assert.deepEqual(flags.data.evaluation, { status: 'PASS', passedWithoutEvidence: true, rules: [{ status: 'PASS', insufficientData: true }] });

@@ -56,7 +56,11 @@ describe('two primary tags', () => {
     const names = (await evidenceOf(ev.id)).faultyResources.filter((f: any) => f.scope === 'primary_tag').map((f: any) => f.name);
     assert.ok(names.includes('region:eu'), `region:eu is blamed: ${JSON.stringify(names)}`);
     assert.ok(!names.includes('region:us'), `region:us is not: ${JSON.stringify(names)}`);
-    assert.deepEqual(names.filter((n: string) => n.includes(',')), [], 'no test is a combination of tags');
+    assert.deepEqual(
+      names.filter((n: string) => n.includes(',')),
+      [],
+      'no test is a combination of tags',
+    );
   });
 
   test('an evaluation narrowed to primary tags reads every request carrying them', async () => {
@@ -72,8 +76,23 @@ describe('two primary tags', () => {
   });
 
   test('a value holding a comma or spaces stays one value, as an evaluation can name it', async () => {
-    await sendTraffic(s, { service: 'pt-comma', version: 'v1', resource: 'GET /cart', count: 1, from: Date.now(), spreadMs: 1, attributes: { 'cloud.region': 'eu', 'cloud.availability_zone': 'a, b' } }, ingestKey);
+    await sendTraffic(
+      s,
+      {
+        service: 'pt-comma',
+        version: 'v1',
+        resource: 'GET /cart',
+        count: 1,
+        from: Date.now(),
+        spreadMs: 1,
+        attributes: { 'cloud.region': 'eu', 'cloud.availability_zone': 'a, b' },
+      },
+      ingestKey,
+    );
     const rows = countsByResource(s.app.deps.db, { service: 'pt-comma', env: 'prod', from: 0, to: Date.now() + 60_000 });
-    assert.deepEqual(rows.map((r) => r.primaryTag), ['region:eu,zone:a_b']);
+    assert.deepEqual(
+      rows.map((r) => r.primaryTag),
+      ['region:eu,zone:a_b'],
+    );
   });
 });

@@ -83,7 +83,10 @@ describe('FDD runner: windows and the clock', () => {
     clock.advance(SETTLE_MS);
     const done = r.check();
     assert.equal(done.status, 'pass', done.reason);
-    assert.match(done.reason, /^No significant error-rate increase or new error type for version v2 over 12000 requests \(\d+ tests, alpha 0\.01; closest test: e-value [\d.e^]+ of [\d.]+ needed\)\. Baseline: concurrent traffic of other versions\.$/);
+    assert.match(
+      done.reason,
+      /^No significant error-rate increase or new error type for version v2 over 12000 requests \(\d+ tests, alpha 0\.01; closest test: e-value [\d.e^]+ of [\d.]+ needed\)\. Baseline: concurrent traffic of other versions\.$/,
+    );
     assert.equal(done.evidence.insufficientData, undefined);
   });
 });
@@ -96,7 +99,10 @@ describe('FDD runner: decisions', () => {
     const result = r.check();
     assert.equal(result.status, 'fail');
     assert.match(result.reason, /^Version v2: error rate of POST \/pay rose from 1\.00% \(baseline\) to 30\.00% \(120 of 400 requests\), e-value \S+ ≥ \S+/);
-    assert.deepEqual(result.evidence.faultyResources.filter((f: Evidence) => f.scope === 'resource').map((f: Evidence) => f.name), ['POST /pay']);
+    assert.deepEqual(
+      result.evidence.faultyResources.filter((f: Evidence) => f.scope === 'resource').map((f: Evidence) => f.name),
+      ['POST /pay'],
+    );
     assert.deepEqual(result.evidence.baselineVersions, ['v1']);
   });
 
@@ -108,7 +114,10 @@ describe('FDD runner: decisions', () => {
     const result = r.check();
     assert.equal(result.status, 'fail');
     assert.match(result.reason, /new error type NullPointerException \(30 times, e\.g\. "boom"\) never seen in the baseline/);
-    assert.deepEqual(result.evidence.newErrorTypes.map((t: Evidence) => [t.errorType, t.count, t.resources]), [['NullPointerException', 30, ['GET /cart']]]);
+    assert.deepEqual(
+      result.evidence.newErrorTypes.map((t: Evidence) => [t.errorType, t.count, t.resources]),
+      [['NullPointerException', 30, ['GET /cart']]],
+    );
   });
 
   test('an error type the baseline had over the last day is not new', async () => {
@@ -158,7 +167,10 @@ describe('FDD runner: decisions', () => {
     clock.advance(60_000 + SETTLE_MS);
     const result = r.check();
     assert.equal(result.status, 'pass');
-    assert.match(result.reason, /^Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about (\d+), so about \d+ more \(≈ \d+ min at the current 300\.0 requests\/min\); onInsufficientData makes the rule pass\.$/);
+    assert.match(
+      result.reason,
+      /^Not enough data: the canary served 300 requests; detecting a \+50% error-rate increase over a 1\.00% baseline needs about (\d+), so about \d+ more \(≈ \d+ min at the current 300\.0 requests\/min\); onInsufficientData makes the rule pass\.$/,
+    );
     assert.ok(result.evidence.requestsNeeded > 300);
   });
 

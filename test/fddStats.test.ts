@@ -71,7 +71,18 @@ function ruleFails(sc: ServiceScenario, runs: number, alpha: number, seed: numbe
     const rows: BucketRow[] = [];
     for (let i = 0; i < window.length; i++) {
       rows.push(...window[i]!.rows);
-      const result = assessFdd({ options: { ...FDD_DEFAULTS, alpha, newErrorTypes: false }, version: 'v2', primaryTag: null, state, past, rows, knownErrorTypes: new Set(), canaryErrorTypes: [], final: false, windowMinutes: 15 });
+      const result = assessFdd({
+        options: { ...FDD_DEFAULTS, alpha, newErrorTypes: false },
+        version: 'v2',
+        primaryTag: null,
+        state,
+        past,
+        rows,
+        knownErrorTypes: new Set(),
+        canaryErrorTypes: [],
+        final: false,
+        windowMinutes: 15,
+      });
       state = result.state;
       if (result.status === 'fail') {
         failed++;
@@ -134,7 +145,11 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
       for (let j = 0; j < y; j++) sum += Math.log((nu * (1 - p1) + j) / (nu * (1 - p0) + j));
       return sum;
     };
-    for (const [x, y, nu] of [[20, 45, 5], [3, 200, 0.5], [500, 4000, 30]] as const) {
+    for (const [x, y, nu] of [
+      [20, 45, 5],
+      [3, 200, 0.5],
+      [500, 4000, 30],
+    ] as const) {
       assert.ok(Math.abs(logShareRatio(x, y, 0.2, 0.1, nu) - product(x, y, 0.2, 0.1, nu)) < 1e-8, `x ${x}, y ${y}, ν ${nu}`);
     }
   });

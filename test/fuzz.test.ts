@@ -10,17 +10,15 @@
 // surface, TOLLGATE_FUZZ_REPLAY=<surface>:<index> sends only that one request (printed in full).
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { deflateSync, gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { deflateSync, gzipSync } from 'node:zlib';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import {
-  getNamedType,
-  getNullableType,
   type GraphQLArgument,
-  type GraphQLField,
-  type GraphQLInputType,
   GraphQLEnumType,
+  type GraphQLField,
   GraphQLInputObjectType,
+  type GraphQLInputType,
   GraphQLInterfaceType,
   GraphQLList,
   GraphQLNonNull,
@@ -28,6 +26,8 @@ import {
   type GraphQLOutputType,
   GraphQLScalarType,
   GraphQLUnionType,
+  getNamedType,
+  getNullableType,
 } from 'graphql';
 import { schema } from '../src/graphql/index.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, monitorRule, startServer, type TestServer } from './helpers.ts';
@@ -41,10 +41,16 @@ console.log(`fuzz: seed ${SEED}, ${RUNS} requests per surface (replay with TOLLG
 
 function prng(seed: number, surface: string) {
   let h = 1779033703 ^ surface.length;
-  for (const c of surface) h = Math.imul(h ^ c.charCodeAt(0), 3432918353), (h = (h << 13) | (h >>> 19));
-  let a = seed >>> 0, b = h >>> 0, c = 0x9e3779b9, d = 0x85ebca6b;
+  for (const c of surface) (h = Math.imul(h ^ c.charCodeAt(0), 3432918353)), (h = (h << 13) | (h >>> 19));
+  let a = seed >>> 0,
+    b = h >>> 0,
+    c = 0x9e3779b9,
+    d = 0x85ebca6b;
   const next = () => {
-    a |= 0; b |= 0; c |= 0; d |= 0;
+    a |= 0;
+    b |= 0;
+    c |= 0;
+    d |= 0;
     const t = (((a + b) | 0) + d) | 0;
     d = (d + 1) | 0;
     a = b ^ (b >>> 9);
@@ -81,13 +87,25 @@ const NUMBERS = [0, -1, 1, 2, 7200, 7201, -7200, 2 ** 31, -(2 ** 31) - 1, 1.5, 1
 
 function junk(rng: Rng, depth = 0): unknown {
   switch (rng.int(depth > 3 ? 4 : 7)) {
-    case 0: return null;
-    case 1: return rng.pick(STRINGS);
-    case 2: return rng.pick(NUMBERS);
-    case 3: return rng.chance(0.5);
-    case 4: return Array.from({ length: rng.int(4) }, () => junk(rng, depth + 1));
-    case 5: return Object.fromEntries(Array.from({ length: rng.int(4) }, () => [rng.pick(['a', 'name', 'env', 'data', 'type', '__proto__', 'constructor', rng.pick(STRINGS).slice(0, 20)]), junk(rng, depth + 1)]));
-    default: return nested(rng.int(2) === 0 ? 'array' : 'object', 20 + rng.int(200));
+    case 0:
+      return null;
+    case 1:
+      return rng.pick(STRINGS);
+    case 2:
+      return rng.pick(NUMBERS);
+    case 3:
+      return rng.chance(0.5);
+    case 4:
+      return Array.from({ length: rng.int(4) }, () => junk(rng, depth + 1));
+    case 5:
+      return Object.fromEntries(
+        Array.from({ length: rng.int(4) }, () => [
+          rng.pick(['a', 'name', 'env', 'data', 'type', '__proto__', 'constructor', rng.pick(STRINGS).slice(0, 20)]),
+          junk(rng, depth + 1),
+        ]),
+      );
+    default:
+      return nested(rng.int(2) === 0 ? 'array' : 'object', 20 + rng.int(200));
   }
 }
 
@@ -276,7 +294,10 @@ async function fuzz(s: TestServer, surface: Surface): Promise<void> {
       if (refused(c, r)) {
         const after = counts(s, surface.tables);
         const changed = Object.keys(before).filter((t) => before[t] !== after[t]);
-        if (changed.length > 0) problems.push(`refused (${r.status}${r.json?.errors ? `, ${show(JSON.stringify(r.json.errors), 200)}` : ''}) but wrote: ${changed.map((t) => `${t} ${before[t]}→${after[t]}`).join(', ')}`);
+        if (changed.length > 0)
+          problems.push(
+            `refused (${r.status}${r.json?.errors ? `, ${show(JSON.stringify(r.json.errors), 200)}` : ''}) but wrote: ${changed.map((t) => `${t} ${before[t]}→${after[t]}`).join(', ')}`,
+          );
       }
     }
     try {
@@ -324,11 +345,27 @@ async function world(s: TestServer): Promise<World> {
   const reader = await s.createKey(['gates:read']);
   const ingest = await s.createKey(['ingest']);
   const keys = (await s.gql('{ apiKeys { id } }')).data.apiKeys.map((k: { id: string }) => k.id);
-  return { gates, rules, monitors, evaluations: [e.data.evaluateGate.id], apiKeys: keys, keys: [ADMIN_KEY, ADMIN_KEY, ADMIN_KEY, staging, reader, ingest, null, 'tg_not-a-real-key', ''] };
+  return {
+    gates,
+    rules,
+    monitors,
+    evaluations: [e.data.evaluateGate.id],
+    apiKeys: keys,
+    keys: [ADMIN_KEY, ADMIN_KEY, ADMIN_KEY, staging, reader, ingest, null, 'tg_not-a-real-key', ''],
+  };
 }
 
 const anId = (rng: Rng, w: World) =>
-  rng.pick([...w.gates, ...w.rules, ...w.monitors, ...w.evaluations, ...w.apiKeys, rng.pick(STRINGS), '00000000-0000-4000-8000-000000000000', 'ZZZZZZZZ-0000-4000-8000-000000000000']);
+  rng.pick([
+    ...w.gates,
+    ...w.rules,
+    ...w.monitors,
+    ...w.evaluations,
+    ...w.apiKeys,
+    rng.pick(STRINGS),
+    '00000000-0000-4000-8000-000000000000',
+    'ZZZZZZZZ-0000-4000-8000-000000000000',
+  ]);
 
 function authHeaders(rng: Rng, w: World, style: 'bearer' | 'any' = 'any'): Record<string, string> {
   const key = rng.pick(w.keys);
@@ -377,13 +414,20 @@ function inputValue(rng: Rng, w: World, type: GraphQLInputType, depth: number): 
   }
   if (type instanceof GraphQLScalarType) {
     switch (type.name) {
-      case 'ID': return rng.chance(0.7) ? anId(rng, w) : rng.pick(STRINGS);
-      case 'String': return rng.chance(0.3) ? rng.pick(['prod', 'staging', 'checkout', 'env:prod', 'service:checkout', 'default']) : rng.pick(STRINGS);
-      case 'Int': return rng.chance(0.7) ? rng.pick([0, 1, 5, 20, 100, -1, 1000, 2 ** 31 - 1]) : rng.pick(NUMBERS);
-      case 'Float': return rng.pick(NUMBERS);
-      case 'Boolean': return rng.chance(0.9) ? rng.chance(0.5) : rng.pick(['true', 0, 1]);
-      case 'DateTime': return rng.pick(['2026-01-31T12:00:00Z', new Date().toISOString(), '0000-00-00', '', 'tomorrow', '275760-09-13T00:00:00.001Z', 1e15]);
-      default: return junk(rng);
+      case 'ID':
+        return rng.chance(0.7) ? anId(rng, w) : rng.pick(STRINGS);
+      case 'String':
+        return rng.chance(0.3) ? rng.pick(['prod', 'staging', 'checkout', 'env:prod', 'service:checkout', 'default']) : rng.pick(STRINGS);
+      case 'Int':
+        return rng.chance(0.7) ? rng.pick([0, 1, 5, 20, 100, -1, 1000, 2 ** 31 - 1]) : rng.pick(NUMBERS);
+      case 'Float':
+        return rng.pick(NUMBERS);
+      case 'Boolean':
+        return rng.chance(0.9) ? rng.chance(0.5) : rng.pick(['true', 0, 1]);
+      case 'DateTime':
+        return rng.pick(['2026-01-31T12:00:00Z', new Date().toISOString(), '0000-00-00', '', 'tomorrow', '275760-09-13T00:00:00.001Z', 1e15]);
+      default:
+        return junk(rng);
     }
   }
   return junk(rng);
@@ -398,7 +442,9 @@ function literal(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(literal).join(', ')}]`;
   const o = v as Record<string, unknown>;
   if (Object.keys(o).length === 1 && typeof o.enum === 'string') return /^[_A-Za-z][_0-9A-Za-z]*$/.test(o.enum) ? o.enum : gqlString(o.enum);
-  return `{${Object.entries(o).map(([k, x]) => `${/^[_A-Za-z][_0-9A-Za-z]*$/.test(k) ? k : 'bad'}: ${literal(x)}`).join(', ')}}`;
+  return `{${Object.entries(o)
+    .map(([k, x]) => `${/^[_A-Za-z][_0-9A-Za-z]*$/.test(k) ? k : 'bad'}: ${literal(x)}`)
+    .join(', ')}}`;
 }
 
 /** As a JSON variable value (enum markers become their names). */
@@ -417,12 +463,17 @@ function selection(rng: Rng, type: GraphQLOutputType, depth: number, maxDepth: n
   if (named instanceof GraphQLScalarType || named instanceof GraphQLEnumType) return '';
   if (named instanceof GraphQLUnionType || named instanceof GraphQLInterfaceType) {
     const possible = schema.getPossibleTypes(named);
-    return `{ __typename ${possible.filter(() => rng.chance(0.5)).map((t) => `... on ${t.name} ${selection(rng, t, depth, maxDepth) || '{ __typename }'}`).join(' ')} }`;
+    return `{ __typename ${possible
+      .filter(() => rng.chance(0.5))
+      .map((t) => `... on ${t.name} ${selection(rng, t, depth, maxDepth) || '{ __typename }'}`)
+      .join(' ')} }`;
   }
   const obj = named as GraphQLObjectType;
   const fields = Object.values(obj.getFields());
   const picked: string[] = [];
-  const leaves = fields.filter((f) => !(getNamedType(f.type) instanceof GraphQLObjectType || getNamedType(f.type) instanceof GraphQLInterfaceType || getNamedType(f.type) instanceof GraphQLUnionType));
+  const leaves = fields.filter(
+    (f) => !(getNamedType(f.type) instanceof GraphQLObjectType || getNamedType(f.type) instanceof GraphQLInterfaceType || getNamedType(f.type) instanceof GraphQLUnionType),
+  );
   const branches = fields.filter((f) => !leaves.includes(f));
   for (let k = 0, n = 1 + rng.int(4); k < n && leaves.length > 0; k++) picked.push(rng.pick(leaves).name);
   if (depth < maxDepth && branches.length > 0) {
@@ -444,9 +495,20 @@ function gqlCase(rng: Rng, w: World): Case {
   // Malformed envelopes: not JSON, wrong types, batches, GET.
   if (transport < 0.1) {
     const body = rng.pick([
-      '', 'null', '[]', '{', '"query"', '{"query": 1}', '{"query": null}', '{"query": "{ gates { totalCount } }", "variables": "x"}',
-      '{"query": "{ gates { totalCount } }", "variables": [1]}', '[{"query": "{ __typename }"}, {"query": "{ __typename }"}]',
-      `{"query": "${'{ a '.repeat(3000)}"}`, deepText(50_000), '{"query": "query { __typename }", "operationName": 5}', '{"query": "subscription { gateEvents { kind } }"}',
+      '',
+      'null',
+      '[]',
+      '{',
+      '"query"',
+      '{"query": 1}',
+      '{"query": null}',
+      '{"query": "{ gates { totalCount } }", "variables": "x"}',
+      '{"query": "{ gates { totalCount } }", "variables": [1]}',
+      '[{"query": "{ __typename }"}, {"query": "{ __typename }"}]',
+      `{"query": "${'{ a '.repeat(3000)}"}`,
+      deepText(50_000),
+      '{"query": "query { __typename }", "operationName": 5}',
+      '{"query": "subscription { gateEvents { kind } }"}',
     ]);
     const ct = rng.pick(['application/json', 'text/plain', 'application/x-www-form-urlencoded', 'application/graphql-response+json', 'multipart/form-data; boundary=x']);
     return { method: rng.pick(['POST', 'POST', 'PUT', 'PATCH']), path: '/graphql', headers: { ...headers, 'content-type': ct }, body, shape: 'graphql' };
@@ -476,7 +538,7 @@ function gqlCase(rng: Rng, w: World): Case {
         // Sometimes the variable is declared with a looser or wrong type.
         const declared = rng.chance(0.9) ? String(arg.type) : rng.pick(['String', 'Int', 'ID!', 'JSON', '[String!]!', String(getNullableType(arg.type))]);
         varDefs.push(`$${name}: ${declared}`);
-        if (!(rng.chance(0.03))) variables[name] = jsonValue(value);
+        if (!rng.chance(0.03)) variables[name] = jsonValue(value);
         args.push(`${arg.name}: $${name}`);
       } else args.push(`${arg.name}: ${literal(value)}`);
     }
@@ -503,14 +565,54 @@ function segment(rng: Rng, w: World): string {
   const r = rng.next();
   if (r < 0.5) return rng.pick([...w.gates, ...w.rules, ...w.evaluations]);
   if (r < 0.8) return rng.pick(BAD_SEGMENTS);
-  return encodeURIComponent(rng.pick(STRINGS).slice(0, 200).replace(/[\ud800-\udfff]/g, '?'));
+  return encodeURIComponent(
+    rng
+      .pick(STRINGS)
+      .slice(0, 200)
+      .replace(/[\ud800-\udfff]/g, '?'),
+  );
 }
 
 function queryString(rng: Rng): string {
   const params: string[] = [];
   for (let k = 0, n = rng.int(4); k < n; k++) {
-    const name = rng.pick(['page[size]', 'page[cursor]', 'filter[env]', 'filter[service]', 'filter[from]', 'filter[to]', 'filter[status]', 'filter[dry_run]', 'filter[gate_id]', 'filter[evaluation_id]', 'filter[gate_evaluation_id]', 'filter[type]', 'unknown', '%ZZ']);
-    const value = rng.pick(['-1', '0', '1', '100', '101', '1000', '1001', '1e9', '99999999999999999999', 'NaN', '1.5', '', 'abc', '%ZZ', '%E0%A4%A', 'prod,staging', '2026-01-01T00:00:00Z', '0', encodeURIComponent(HUGE.slice(0, 4000))]);
+    const name = rng.pick([
+      'page[size]',
+      'page[cursor]',
+      'filter[env]',
+      'filter[service]',
+      'filter[from]',
+      'filter[to]',
+      'filter[status]',
+      'filter[dry_run]',
+      'filter[gate_id]',
+      'filter[evaluation_id]',
+      'filter[gate_evaluation_id]',
+      'filter[type]',
+      'unknown',
+      '%ZZ',
+    ]);
+    const value = rng.pick([
+      '-1',
+      '0',
+      '1',
+      '100',
+      '101',
+      '1000',
+      '1001',
+      '1e9',
+      '99999999999999999999',
+      'NaN',
+      '1.5',
+      '',
+      'abc',
+      '%ZZ',
+      '%E0%A4%A',
+      'prod,staging',
+      '2026-01-01T00:00:00Z',
+      '0',
+      encodeURIComponent(HUGE.slice(0, 4000)),
+    ]);
     params.push(`${name.replace('[', '%5B').replace(']', '%5D')}=${value}`);
   }
   return params.length ? `?${params.join('&')}` : '';
@@ -518,13 +620,37 @@ function queryString(rng: Rng): string {
 
 function restBody(rng: Rng, kind: 'gate' | 'rule' | 'evaluation'): string | Buffer | undefined {
   const r = rng.next();
-  if (r < 0.15) return rng.pick(['', 'null', '[]', '{', '42', '"text"', '{"data": null}', '{"data": []}', '{"data": {"attributes": null}}', deepText(20_000), '\uFEFF{}', Buffer.from([0xff, 0xfe, 0x00]) as unknown as string]);
+  if (r < 0.15)
+    return rng.pick([
+      '',
+      'null',
+      '[]',
+      '{',
+      '42',
+      '"text"',
+      '{"data": null}',
+      '{"data": []}',
+      '{"data": {"attributes": null}}',
+      deepText(20_000),
+      '\uFEFF{}',
+      Buffer.from([0xff, 0xfe, 0x00]) as unknown as string,
+    ]);
   const attrs: Record<string, unknown> =
     kind === 'gate'
       ? { service: 'checkout', env: rng.pick(['prod', 'staging', 'qa']), identifier: rng.pick(['default', 'canary', '']), dry_run: rng.chance(0.5) }
       : kind === 'rule'
-        ? { name: `r${rng.int(1000)}`, type: rng.pick(['monitor', 'faulty_deployment_detection', 'bogus']), dry_run: false, options: rng.chance(0.5) ? { query: 'env:staging', duration: rng.pick([0, 60, -1, 99999]) } : { duration: 60, alpha: rng.pick([0.01, 2, -1]) } }
-        : { service: 'checkout', env: rng.pick(['prod', 'staging']), version: 'v1', ...(rng.chance(0.5) && { configuration: { rules: [{ type: 'monitor', name: 'm', options: { query: rng.pick(STRINGS).slice(0, 300) } }] } }) };
+        ? {
+            name: `r${rng.int(1000)}`,
+            type: rng.pick(['monitor', 'faulty_deployment_detection', 'bogus']),
+            dry_run: false,
+            options: rng.chance(0.5) ? { query: 'env:staging', duration: rng.pick([0, 60, -1, 99999]) } : { duration: 60, alpha: rng.pick([0.01, 2, -1]) },
+          }
+        : {
+            service: 'checkout',
+            env: rng.pick(['prod', 'staging']),
+            version: 'v1',
+            ...(rng.chance(0.5) && { configuration: { rules: [{ type: 'monitor', name: 'm', options: { query: rng.pick(STRINGS).slice(0, 300) } }] } }),
+          };
   // Damage: wrong types, nulls, unknown fields, huge values.
   for (let k = 0, n = rng.int(4); k < n; k++) {
     const key = rng.pick([...Object.keys(attrs), 'unknown_field', 'primary_tag', 'idempotency_key', 'on_source_error', 'configuration']);
@@ -561,16 +687,44 @@ function hookCase(rng: Rng, w: World): Case {
   const key = rng.pick(w.keys);
   const params: string[] = [];
   if (key !== null && rng.chance(0.5)) params.push(`key=${encodeURIComponent(key)}`);
-  for (const [name, values] of Object.entries({ service: ['checkout', '', '%ZZ', 'x'.repeat(2000)], env: ['prod', 'staging', '', '%E0%A4%A'], identifier: ['default', 'canary'], version: ['v1', 'v2', ''], run: ['1', '%FF'], primary_tag: ['region:eu', ''] })) {
+  for (const [name, values] of Object.entries({
+    service: ['checkout', '', '%ZZ', 'x'.repeat(2000)],
+    env: ['prod', 'staging', '', '%E0%A4%A'],
+    identifier: ['default', 'canary'],
+    version: ['v1', 'v2', ''],
+    run: ['1', '%FF'],
+    primary_tag: ['region:eu', ''],
+  })) {
     if (rng.chance(0.4)) params.push(`${name}=${rng.pick(values)}`);
   }
   const method = rng.pick(['GET', 'POST', 'POST', 'PUT']);
   let body: string | undefined;
   if (method !== 'GET') {
     const r = rng.next();
-    if (r < 0.4) body = rng.pick(['null', '[]', '42', '"x"', 'true', '{', '', deepText(30_000), deepObjectText(5000), '{"metadata": null}', '{"metadata": 5}', '{"metadata": []}', '{"checksum": {}}']);
+    if (r < 0.4)
+      body = rng.pick([
+        'null',
+        '[]',
+        '42',
+        '"x"',
+        'true',
+        '{',
+        '',
+        deepText(30_000),
+        deepObjectText(5000),
+        '{"metadata": null}',
+        '{"metadata": 5}',
+        '{"metadata": []}',
+        '{"checksum": {}}',
+      ]);
     else {
-      const flagger: Record<string, unknown> = { name: 'podinfo', namespace: 'test', phase: 'Progressing', checksum: rng.pick(['abc', 1, null, {}]), metadata: { service: 'checkout', env: rng.pick(['prod', 'staging']), version: rng.pick(['v1', 'v2']) } };
+      const flagger: Record<string, unknown> = {
+        name: 'podinfo',
+        namespace: 'test',
+        phase: 'Progressing',
+        checksum: rng.pick(['abc', 1, null, {}]),
+        metadata: { service: 'checkout', env: rng.pick(['prod', 'staging']), version: rng.pick(['v1', 'v2']) },
+      };
       for (let k = 0, n = rng.int(4); k < n; k++) {
         const metadata = flagger.metadata;
         const target = rng.chance(0.5) || !metadata || typeof metadata !== 'object' || Array.isArray(metadata) ? flagger : (metadata as Record<string, unknown>);
@@ -587,18 +741,49 @@ function alertmanagerCase(rng: Rng, w: World): Case {
   const headers: Record<string, string> = { 'content-type': 'application/json', ...authHeaders(rng, w, 'bearer') };
   const r = rng.next();
   let body: string | Buffer;
-  if (r < 0.25) body = rng.pick(['null', '[]', '42', '"x"', '{', '', '{"version": "4"}', '{"version": "4", "alerts": null}', '{"version": "4", "alerts": {}}', '{"version": 4, "alerts": []}', deepText(30_000), deepObjectText(3000)]);
+  if (r < 0.25)
+    body = rng.pick([
+      'null',
+      '[]',
+      '42',
+      '"x"',
+      '{',
+      '',
+      '{"version": "4"}',
+      '{"version": "4", "alerts": null}',
+      '{"version": "4", "alerts": {}}',
+      '{"version": 4, "alerts": []}',
+      deepText(30_000),
+      deepObjectText(3000),
+    ]);
   else {
     const alerts = Array.from({ length: rng.chance(0.05) ? 200 + rng.int(800) : 1 + rng.int(4) }, (_, k) => {
-      const labels: Record<string, unknown> = { alertname: rng.chance(0.9) ? `Fuzz${rng.int(20)}` : rng.pick(STRINGS), env: rng.pick(['prod', 'staging', 'qa', '']), instance: `i-${k}` };
+      const labels: Record<string, unknown> = {
+        alertname: rng.chance(0.9) ? `Fuzz${rng.int(20)}` : rng.pick(STRINGS),
+        env: rng.pick(['prod', 'staging', 'qa', '']),
+        instance: `i-${k}`,
+      };
       // Oversized and wrong-typed labels.
       if (rng.chance(0.1)) labels[rng.pick(['alertname', 'env', 'extra', 'a'.repeat(500)])] = rng.pick([HUGE, 'x'.repeat(301), 'y'.repeat(70_000)]);
       if (rng.chance(0.1)) labels[rng.pick(['alertname', 'env', 'severity'])] = junk(rng);
-      const alert: Record<string, unknown> = { status: rng.pick(['firing', 'firing', 'resolved', 'pending']), labels, annotations: { summary: rng.pick(STRINGS) }, startsAt: new Date().toISOString(), fingerprint: String(rng.int(1e6)) };
+      const alert: Record<string, unknown> = {
+        status: rng.pick(['firing', 'firing', 'resolved', 'pending']),
+        labels,
+        annotations: { summary: rng.pick(STRINGS) },
+        startsAt: new Date().toISOString(),
+        fingerprint: String(rng.int(1e6)),
+      };
       if (rng.chance(0.05)) alert[rng.pick(['labels', 'annotations', 'status', 'startsAt'])] = junk(rng);
       return alert;
     });
-    const payload: Record<string, unknown> = { version: rng.chance(0.95) ? '4' : rng.pick(['3', 4, null]), status: 'firing', receiver: 'tollgate', groupLabels: {}, commonLabels: {}, alerts };
+    const payload: Record<string, unknown> = {
+      version: rng.chance(0.95) ? '4' : rng.pick(['3', 4, null]),
+      status: 'firing',
+      receiver: 'tollgate',
+      groupLabels: {},
+      commonLabels: {},
+      alerts,
+    };
     body = JSON.stringify(payload);
   }
   if (rng.chance(0.1)) {
@@ -632,7 +817,13 @@ function validTraceRequest(rng: Rng) {
   return {
     resourceSpans: [
       {
-        resource: { attributes: [{ key: 'service.name', value: { stringValue: 'checkout' } }, { key: 'deployment.environment.name', value: { stringValue: rng.pick(['prod', 'staging']) } }, { key: 'service.version', value: { stringValue: 'v1' } }] },
+        resource: {
+          attributes: [
+            { key: 'service.name', value: { stringValue: 'checkout' } },
+            { key: 'deployment.environment.name', value: { stringValue: rng.pick(['prod', 'staging']) } },
+            { key: 'service.version', value: { stringValue: 'v1' } },
+          ],
+        },
         scopeSpans: [{ scope: { name: 'fuzz' }, spans }],
       },
     ],
@@ -641,7 +832,10 @@ function validTraceRequest(rng: Rng) {
 
 function protobufOf(json: ReturnType<typeof validTraceRequest>): Buffer {
   const withBytes = {
-    resourceSpans: json.resourceSpans.map((rs) => ({ ...rs, scopeSpans: rs.scopeSpans.map((ss) => ({ ...ss, spans: ss.spans.map((sp) => ({ ...sp, traceId: Buffer.from(sp.traceId, 'hex'), spanId: Buffer.from(sp.spanId, 'hex') })) })) })),
+    resourceSpans: json.resourceSpans.map((rs) => ({
+      ...rs,
+      scopeSpans: rs.scopeSpans.map((ss) => ({ ...ss, spans: ss.spans.map((sp) => ({ ...sp, traceId: Buffer.from(sp.traceId, 'hex'), spanId: Buffer.from(sp.spanId, 'hex') })) })),
+    })),
   };
   return Buffer.from(TraceRequest.encode(TraceRequest.fromObject(withBytes)).finish());
 }
@@ -663,11 +857,20 @@ function mutateBytes(rng: Rng, bytes: Buffer): Buffer {
   for (let k = 0, n = 1 + rng.int(4); k < n; k++) {
     const at = rng.int(Math.max(1, b.length));
     switch (rng.int(5)) {
-      case 0: b[at] = b[at]! ^ (1 << rng.int(8)); break;
-      case 1: b = Buffer.concat([b.subarray(0, at), Buffer.from([rng.int(256)]), b.subarray(at)]); break;
-      case 2: b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + rng.int(8))]); break;
-      case 3: b = b.subarray(0, at); break;
-      default: b[at] = rng.pick([0x00, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x1a]);
+      case 0:
+        b[at] = b[at]! ^ (1 << rng.int(8));
+        break;
+      case 1:
+        b = Buffer.concat([b.subarray(0, at), Buffer.from([rng.int(256)]), b.subarray(at)]);
+        break;
+      case 2:
+        b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1 + rng.int(8))]);
+        break;
+      case 3:
+        b = b.subarray(0, at);
+        break;
+      default:
+        b[at] = rng.pick([0x00, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x1a]);
     }
   }
   return b;
@@ -688,7 +891,18 @@ function otlpCase(rng: Rng, w: World): Case {
     body = mutateBytes(rng, protobufOf(valid));
   } else if (r < 0.9) {
     contentType = rng.pick(['application/json', 'application/x-protobuf']);
-    body = Buffer.from(rng.pick(['', 'null', '[]', '{"resourceSpans": 5}', '{"resourceSpans": [null]}', '{"resourceSpans": [{"scopeSpans": [{"spans": [null, 1, "x"]}]}]}', deepText(30_000), '\u0000\u0001\u0002']));
+    body = Buffer.from(
+      rng.pick([
+        '',
+        'null',
+        '[]',
+        '{"resourceSpans": 5}',
+        '{"resourceSpans": [null]}',
+        '{"resourceSpans": [{"scopeSpans": [{"spans": [null, 1, "x"]}]}]}',
+        deepText(30_000),
+        '\u0000\u0001\u0002',
+      ]),
+    );
   } else {
     contentType = rng.pick(['text/plain', '', 'application/json; charset=utf-16', 'application/grpc', 'multipart/form-data']);
     body = Buffer.from(JSON.stringify(valid));
@@ -759,7 +973,9 @@ describe('GraphQL errors the fuzzer found without a code', () => {
 
   test('a query over the cost limit: a code', async () => {
     // Lists multiply (test/cost.test.ts): 15 × 100 monitors × 500 transitions each.
-    const r = await s.gql(`{ ${Array.from({ length: 15 }, (_, i) => `a${i}: monitors(first: 100) { edges { node { groups { group } transitions(last: 500) { at from to group message } } } }`).join(' ')} }`);
+    const r = await s.gql(
+      `{ ${Array.from({ length: 15 }, (_, i) => `a${i}: monitors(first: 100) { edges { node { groups { group } transitions(last: 500) { at from to group message } } } }`).join(' ')} }`,
+    );
     assert.ok(r.errors?.length, JSON.stringify(r));
     assert.equal(r.errors![0]!.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
   });

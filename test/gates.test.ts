@@ -82,28 +82,46 @@ describe('gates and rules CRUD', () => {
       gates(filter: $f, first: $first, after: $after, last: $last, before: $before) {
         edges { cursor node { id env } } pageInfo { hasNextPage hasPreviousPage endCursor startCursor } } }`;
     const p1 = (await s.gql(page, { f: { service }, first: 2 })).data.gates;
-    assert.deepEqual(p1.edges.map((e: any) => e.node.id), ids.slice(0, 2));
+    assert.deepEqual(
+      p1.edges.map((e: any) => e.node.id),
+      ids.slice(0, 2),
+    );
     assert.equal(p1.pageInfo.hasNextPage, true);
     const p2 = (await s.gql(page, { f: { service }, first: 2, after: p1.pageInfo.endCursor })).data.gates;
-    assert.deepEqual(p2.edges.map((e: any) => e.node.id), ids.slice(2, 4));
+    assert.deepEqual(
+      p2.edges.map((e: any) => e.node.id),
+      ids.slice(2, 4),
+    );
     const p3 = (await s.gql(page, { f: { service }, first: 2, after: p2.pageInfo.endCursor })).data.gates;
-    assert.deepEqual(p3.edges.map((e: any) => e.node.id), ids.slice(4));
+    assert.deepEqual(
+      p3.edges.map((e: any) => e.node.id),
+      ids.slice(4),
+    );
     assert.equal(p3.pageInfo.hasNextPage, false);
     const back = (await s.gql(page, { f: { service }, last: 2, before: p3.pageInfo.startCursor })).data.gates;
-    assert.deepEqual(back.edges.map((e: any) => e.node.id), ids.slice(2, 4));
+    assert.deepEqual(
+      back.edges.map((e: any) => e.node.id),
+      ids.slice(2, 4),
+    );
     const dry = (await s.gql(page, { f: { service, dryRun: true }, first: 10 })).data.gates;
-    assert.deepEqual(dry.edges.map((e: any) => e.node.env), ['e3']);
+    assert.deepEqual(
+      dry.edges.map((e: any) => e.node.env),
+      ['e3'],
+    );
     const byEnv = (await s.gql(page, { f: { service, env: 'e5', identifier: 'default' }, first: 10 })).data.gates;
-    assert.deepEqual(byEnv.edges.map((e: any) => e.node.id), [ids[4]]);
+    assert.deepEqual(
+      byEnv.edges.map((e: any) => e.node.id),
+      [ids[4]],
+    );
     expectError(await s.gql(page, { f: { service }, first: 2, after: 'not-a-cursor' }), 'BAD_USER_INPUT', 'after');
   });
 
   test('updateGate changes dryRun and onSourceError, records who and when', async () => {
     const gate = await createGate({ service: svc(), env: 'prod' });
-    const r = await s.gql(
-      'mutation($id: ID!, $input: UpdateGateInput!) { updateGate(id: $id, input: $input) { id dryRun onSourceError updatedAt createdAt } }',
-      { id: gate.id, input: { dryRun: true, onSourceError: 'PASS', service: gate.service } },
-    );
+    const r = await s.gql('mutation($id: ID!, $input: UpdateGateInput!) { updateGate(id: $id, input: $input) { id dryRun onSourceError updatedAt createdAt } }', {
+      id: gate.id,
+      input: { dryRun: true, onSourceError: 'PASS', service: gate.service },
+    });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     assert.equal(r.data.updateGate.dryRun, true);
     assert.equal(r.data.updateGate.onSourceError, 'PASS');
@@ -178,10 +196,14 @@ describe('gates and rules CRUD', () => {
     const gate = await createGate({ service: svc(), env: 'prod', rules: [monitorRule('a')] });
     await s.gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { id } }', { id: gate.id });
     await s.gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: gate.id });
-    const rows = s.app.deps.db.$client
-      .prepare("select action, actor_name from audit_log where target_id = ? order by id")
-      .all(gate.id) as Array<{ action: string; actor_name: string }>;
-    assert.deepEqual(rows.map((r) => r.action), ['gate.created', 'gate.updated', 'gate.deleted']);
+    const rows = s.app.deps.db.$client.prepare('select action, actor_name from audit_log where target_id = ? order by id').all(gate.id) as Array<{
+      action: string;
+      actor_name: string;
+    }>;
+    assert.deepEqual(
+      rows.map((r) => r.action),
+      ['gate.created', 'gate.updated', 'gate.deleted'],
+    );
     assert.ok(rows.every((r) => r.actor_name === 'bootstrap'));
   });
 });
@@ -190,12 +212,42 @@ describe('validation: each failure names its field, and nothing is written', () 
   const cases: Array<[string, Record<string, unknown>, string, string, RegExp?]> = [
     ['empty service', { service: '', env: 'prod' }, 'BAD_USER_INPUT', 'input.service', /must not be empty/],
     ['blank env', { service: 'x', env: '   ' }, 'BAD_USER_INPUT', 'input.env', /must not be empty/],
-    ['duration above 7200', { service: 'x', env: 'prod', rules: [monitorRule('m', { duration: 7201 })] }, 'BAD_USER_INPUT', 'input.rules[0].options.monitor.duration', /between 0 and 7200/],
-    ['negative duration', { service: 'x', env: 'prod', rules: [fddRule('f', { duration: -1 })] }, 'BAD_USER_INPUT', 'input.rules[0].options.faultyDeploymentDetection.duration', /between 0 and 7200/],
+    [
+      'duration above 7200',
+      { service: 'x', env: 'prod', rules: [monitorRule('m', { duration: 7201 })] },
+      'BAD_USER_INPUT',
+      'input.rules[0].options.monitor.duration',
+      /between 0 and 7200/,
+    ],
+    [
+      'negative duration',
+      { service: 'x', env: 'prod', rules: [fddRule('f', { duration: -1 })] },
+      'BAD_USER_INPUT',
+      'input.rules[0].options.faultyDeploymentDetection.duration',
+      /between 0 and 7200/,
+    ],
     ['negative warmup', { service: 'x', env: 'prod', rules: [monitorRule('m', { warmup: -5 })] }, 'BAD_USER_INPUT', 'input.rules[0].options.monitor.warmup'],
-    ['excludedResources with allowedResources', { service: 'x', env: 'prod', rules: [fddRule('f', { excludedResources: ['a'], allowedResources: ['b'] })] }, 'BAD_USER_INPUT', 'input.rules[0].options.faultyDeploymentDetection.allowedResources', /not both/],
-    ['query with monitorIds', { service: 'x', env: 'prod', rules: [monitorRule('m', { monitorIds: [{ id: '1' }] })] }, 'BAD_USER_INPUT', 'input.rules[0].options.monitor.monitorIds', /not both/],
-    ['neither query nor monitorIds', { service: 'x', env: 'prod', rules: [{ name: 'm', options: { monitor: { duration: 5 } } }] }, 'BAD_USER_INPUT', 'input.rules[0].options.monitor.query', /needs a query or monitorIds/],
+    [
+      'excludedResources with allowedResources',
+      { service: 'x', env: 'prod', rules: [fddRule('f', { excludedResources: ['a'], allowedResources: ['b'] })] },
+      'BAD_USER_INPUT',
+      'input.rules[0].options.faultyDeploymentDetection.allowedResources',
+      /not both/,
+    ],
+    [
+      'query with monitorIds',
+      { service: 'x', env: 'prod', rules: [monitorRule('m', { monitorIds: [{ id: '1' }] })] },
+      'BAD_USER_INPUT',
+      'input.rules[0].options.monitor.monitorIds',
+      /not both/,
+    ],
+    [
+      'neither query nor monitorIds',
+      { service: 'x', env: 'prod', rules: [{ name: 'm', options: { monitor: { duration: 5 } } }] },
+      'BAD_USER_INPUT',
+      'input.rules[0].options.monitor.query',
+      /needs a query or monitorIds/,
+    ],
     ['duplicate rule names', { service: 'x', env: 'prod', rules: [monitorRule('m'), monitorRule('m')] }, 'BAD_USER_INPUT', 'input.rules[1].name', /duplicate rule name "m"/],
     ['empty rule name', { service: 'x', env: 'prod', rules: [monitorRule('')] }, 'BAD_USER_INPUT', 'input.rules[0].name'],
     ['alpha out of range', { service: 'x', env: 'prod', rules: [fddRule('f', { alpha: 0 })] }, 'BAD_USER_INPUT', 'input.rules[0].options.faultyDeploymentDetection.alpha'],

@@ -71,7 +71,10 @@ describe('GraphiQL', { skip }, () => {
 
     await page.getByLabel('API key').fill('tgk_not-a-key-of-this-server-000000');
     await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.getByRole('alert').filter({ hasText: /refused/ }).waitFor();
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /refused/ })
+      .waitFor();
 
     await page.getByLabel('API key').fill(stagingKey);
     await page.getByRole('button', { name: 'Sign in' }).click();
@@ -85,7 +88,11 @@ describe('GraphiQL', { skip }, () => {
     assert.doesNotMatch(text, /"prod"/, 'the staging key never sees prod');
 
     assert.deepEqual(attempted, [], 'no request left localhost');
-    assert.deepEqual(errors.filter((e) => /Content.Security.Policy|Refused to/i.test(e)), [], 'nothing was refused by the CSP');
+    assert.deepEqual(
+      errors.filter((e) => /Content.Security.Policy|Refused to/i.test(e)),
+      [],
+      'nothing was refused by the CSP',
+    );
     await context.close();
   });
 
@@ -114,7 +121,10 @@ describe('GraphiQL', { skip }, () => {
     assert.doesNotMatch(text, /v-prod/);
 
     assert.deepEqual(attempted, []);
-    assert.deepEqual(errors.filter((e) => /Content.Security.Policy|Refused to/i.test(e)), []);
+    assert.deepEqual(
+      errors.filter((e) => /Content.Security.Policy|Refused to/i.test(e)),
+      [],
+    );
     await context.close();
   });
 
@@ -124,7 +134,10 @@ describe('GraphiQL', { skip }, () => {
     const { context, page } = await chromium.page();
     await context.addInitScript((key) => sessionStorage.setItem('tollgate.apiKey', key), created.data.createApiKey.secret);
     await page.goto(`${s.url}/graphql`);
-    await page.getByRole('alert').filter({ hasText: /refused.*revoked/ }).waitFor();
+    await page
+      .getByRole('alert')
+      .filter({ hasText: /refused.*revoked/ })
+      .waitFor();
     await page.getByLabel('API key').waitFor();
     assert.equal(await page.evaluate(() => sessionStorage.getItem('tollgate.apiKey')), null, 'the dead key is dropped');
     await context.close();

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { testConfig } from '../src/config.ts';
 import { addBatch, newSketch } from '../src/db/apm.ts';
 import { openDb } from '../src/db/client.ts';
 import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
 import { apmErrors, apmStats, evaluations } from '../src/db/schema.ts';
-import { testConfig } from '../src/config.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { pruneHistory } from '../src/domain/housekeeping.ts';
@@ -39,8 +39,38 @@ function evaluation(d: Deps, startedDaysAgo: number, finishedDaysAgo: number | n
   const status = finishedAt ? 'pass' : 'in_progress';
   insertEvaluation(
     d.db,
-    { id, gateId: null, service: 'api', env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', status, justInTime: true, triggeredById: 'k', triggeredByName: 'k', startedAt, decidedAt: finishedAt, finishedAt },
-    [{ id: newId(), evaluationId: id, position: 0, name: 'r', type: 'monitor', dryRun: false, options: {}, status, startedAt, windowStartsAt: startedAt, windowEndsAt: startedAt, finishedAt }],
+    {
+      id,
+      gateId: null,
+      service: 'api',
+      env: 'prod',
+      identifier: 'default',
+      dryRun: false,
+      onSourceError: 'fail',
+      status,
+      justInTime: true,
+      triggeredById: 'k',
+      triggeredByName: 'k',
+      startedAt,
+      decidedAt: finishedAt,
+      finishedAt,
+    },
+    [
+      {
+        id: newId(),
+        evaluationId: id,
+        position: 0,
+        name: 'r',
+        type: 'monitor',
+        dryRun: false,
+        options: {},
+        status,
+        startedAt,
+        windowStartsAt: startedAt,
+        windowEndsAt: startedAt,
+        finishedAt,
+      },
+    ],
   );
   return id;
 }
@@ -63,10 +93,17 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   const pruned = pruneHistory(d);
 
   assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, horizon: daysAgo(90) });
-  const left = d.db.select({ id: evaluations.id }).from(evaluations).all().map((e) => e.id);
+  const left = d.db
+    .select({ id: evaluations.id })
+    .from(evaluations)
+    .all()
+    .map((e) => e.id);
   assert.deepEqual(left.sort(), [recent, running].sort());
   assert.equal(ruleEvaluationsOf(d.db, [old]).length, 0, 'rule evaluations go with their evaluation');
-  assert.deepEqual(transitionsAfter(d.db, [monitor.id], new Date(0)).map((t) => t.at), [daysAgo(89)]);
+  assert.deepEqual(
+    transitionsAfter(d.db, [monitor.id], new Date(0)).map((t) => t.at),
+    [daysAgo(89)],
+  );
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 

@@ -21,7 +21,10 @@ const jitRule = { type: 'monitor', name: 'watch', dry_run: true, options: { quer
 function gateCallEverywhere(params: Record<string, string>, key = writer, restExtra: Record<string, unknown> = {}) {
   const query = new URLSearchParams(params).toString();
   return {
-    rest: s.request('POST', '/api/v2/deployments/gates/evaluation', { key, body: { data: { type: 'deployment_gates_evaluation_request', attributes: { ...params, ...restExtra } } } }),
+    rest: s.request('POST', '/api/v2/deployments/gates/evaluation', {
+      key,
+      body: { data: { type: 'deployment_gates_evaluation_request', attributes: { ...params, ...restExtra } } },
+    }),
     flagger: s.request('POST', `/hooks/flagger?${query}`, { key }),
     argo: s.request('GET', `/hooks/gate?${query}`, { key }),
   };
@@ -76,7 +79,9 @@ describe('a domain error gets the same status on every HTTP surface', () => {
       body: { data: { attributes: { service: 'someone-else', env: 'prod', idempotency_key: 'hook:podinfo:prod:default:v9:', configuration: { rules: [jitRule] } } } },
     });
     assert.equal(taken.status, 202, taken.text);
-    const results = await answers(gateCallEverywhere({ service: 'podinfo', env: 'prod', version: 'v9' }, writer, { idempotency_key: 'hook:podinfo:prod:default:v9:', configuration: { rules: [jitRule] } }));
+    const results = await answers(
+      gateCallEverywhere({ service: 'podinfo', env: 'prod', version: 'v9' }, writer, { idempotency_key: 'hook:podinfo:prod:default:v9:', configuration: { rules: [jitRule] } }),
+    );
     assertSameFailure(results, 'CONFLICT', /already used for a different service or identifier/);
   });
 
@@ -89,13 +94,28 @@ describe('a domain error gets the same status on every HTTP surface', () => {
     try {
       const results = await answers({
         ...gateCallEverywhere({ service: 'during-outage', env: 'prod', version: 'v1' }),
-        alertmanager: s.request('POST', '/hooks/alertmanager', { key: writer, body: { version: '4', alerts: [{ status: 'firing', labels: { alertname: 'Outage', env: 'prod' } }] } }),
+        alertmanager: s.request('POST', '/hooks/alertmanager', {
+          key: writer,
+          body: { version: '4', alerts: [{ status: 'firing', labels: { alertname: 'Outage', env: 'prod' } }] },
+        }),
       });
       assertSameFailure(results, 'UNAVAILABLE', /storage is unavailable/);
       const now = `${BigInt(Date.now()) * 1_000_000n}`;
       const otlp = await s.request('POST', '/v1/traces', {
         key: writer,
-        body: { resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'svc' } }, { key: 'deployment.environment', value: { stringValue: 'prod' } }] }, scopeSpans: [{ spans: [{ name: 'GET /x', kind: 2, startTimeUnixNano: now, endTimeUnixNano: now }] }] }] },
+        body: {
+          resourceSpans: [
+            {
+              resource: {
+                attributes: [
+                  { key: 'service.name', value: { stringValue: 'svc' } },
+                  { key: 'deployment.environment', value: { stringValue: 'prod' } },
+                ],
+              },
+              scopeSpans: [{ spans: [{ name: 'GET /x', kind: 2, startTimeUnixNano: now, endTimeUnixNano: now }] }],
+            },
+          ],
+        },
       });
       assert.equal(otlp.status, STATUS_OF_CODE.UNAVAILABLE, otlp.text);
       assert.match(otlp.json.message, /storage is unavailable/);

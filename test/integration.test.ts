@@ -103,7 +103,11 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
         `    static_configs: [{ targets: ["127.0.0.1:${exporterPort}"] }]`,
       ].join('\n'),
     );
-    prometheus = run(prometheusBin!, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'prom-data')}`, `--web.listen-address=127.0.0.1:${promPort}`]);
+    prometheus = run(prometheusBin!, [
+      `--config.file=${join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(dir, 'prom-data')}`,
+      `--web.listen-address=127.0.0.1:${promPort}`,
+    ]);
     await waitFor('Prometheus to be ready', async () => (await fetch(`${promUrl}/-/ready`)).ok);
 
     s = await startServer({ prometheusUrl: promUrl, monitorIntervalMs: 500 });
@@ -145,10 +149,9 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
   };
 
   test('a PromQL monitor follows the series: OK, then ALERT', async () => {
-    const r = await s.gql(
-      'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }',
-      { i: { name: 'demo error ratio', type: 'PROMETHEUS', query: 'demo_errors_ratio', critical: 0.05, warning: 0.02, tags: ['source:promql-test', 'service:checkout'] } },
-    );
+    const r = await s.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', {
+      i: { name: 'demo error ratio', type: 'PROMETHEUS', query: 'demo_errors_ratio', critical: 0.05, warning: 0.02, tags: ['source:promql-test', 'service:checkout'] },
+    });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     const ok = await waitFor('the PromQL monitor to be OK', async () => ((await monitorState('source:promql-test'))?.state === 'OK' ? monitorState('source:promql-test') : null));
     const series = ok.groups.find((g: any) => g.group !== '*');
@@ -199,10 +202,17 @@ describe('real Prometheus and Alertmanager', { skip }, () => {
     const tags = (await s.gql('query($id: ID!) { monitor(id: $id) { tags importedFromRule } }', { id: m.id })).data.monitor;
     assert.ok(tags.tags.includes('team:payments'));
     assert.equal(tags.importedFromRule, 'demo/DemoErrorsHigh');
-    const ev = await d.evaluate({ service: 'checkout', env: 'prod', configuration: { rules: [jitMonitor('prometheus rule', { query: 'alertname:DemoErrorsHigh' }), jitMonitor('promql', { query: 'source:promql-test' })] } });
+    const ev = await d.evaluate({
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [jitMonitor('prometheus rule', { query: 'alertname:DemoErrorsHigh' }), jitMonitor('promql', { query: 'source:promql-test' })] },
+    });
     const final = (await d.follow(ev.data.evaluateGate.id)).at(-1);
     assert.equal(final.status, 'FAIL');
-    assert.deepEqual(final.rules.map((x: any) => x.status), ['FAIL', 'FAIL']);
+    assert.deepEqual(
+      final.rules.map((x: any) => x.status),
+      ['FAIL', 'FAIL'],
+    );
   });
 
   test('an alert posted to Alertmanager reaches Tollgate as ALERT, its resolution as OK', async () => {

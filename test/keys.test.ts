@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openDb } from '../src/db/client.ts';
+import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { createKeyWatch, type KeyEnd } from '../src/domain/keyWatch.ts';
-import { revokeApiKey } from '../src/domain/apiKeys.ts';
 import { type Principal, SYSTEM } from '../src/domain/principal.ts';
 import { CREATE_GATE, sleep, startServer, subscribeLive, type TestServer, wsOnce } from './helpers.ts';
 
@@ -116,7 +116,10 @@ describe('revocation and expiry end every open stream', () => {
     assert.equal(error?.extensions?.code, 'UNAUTHENTICATED', JSON.stringify(events));
     assert.match(error.message, /"sse-revoked" was revoked/);
     // Nothing published after the revocation reaches it.
-    assert.ok(events.every((e) => !e.data?.data), JSON.stringify(events));
+    assert.ok(
+      events.every((e) => !e.data?.data),
+      JSON.stringify(events),
+    );
     stream.close();
   });
 
@@ -167,7 +170,7 @@ describe('revocation and expiry end every open stream', () => {
     assert.match(again.reason, /has expired/);
   });
 
-  test('a key expiring beyond setTimeout\'s range keeps its streams', async () => {
+  test("a key expiring beyond setTimeout's range keeps its streams", async () => {
     // 2^31 ms is about 24.8 days; a naive timer fires at once for anything later.
     const key = await newKey({ name: 'long-lived', scopes: ['GATES_READ'], expiresAt: new Date(Date.now() + 40 * 86_400_000).toISOString() });
     const client = s.ws(key.secret);
@@ -212,7 +215,7 @@ describe('no key creates, sees or revokes keys beyond its own reach', () => {
     assert.equal(ok.errors, undefined);
   });
 
-  test('apiKeys lists only keys inside the actor\'s environments; others revoke as not found', async () => {
+  test("apiKeys lists only keys inside the actor's environments; others revoke as not found", async () => {
     const prod = await newKey({ name: 'prod-only', scopes: ['GATES_READ'], envs: ['prod'] });
     const both = await newKey({ name: 'staging-and-prod', scopes: ['GATES_READ'], envs: ['staging', 'prod'] });
     const unlimited = await newKey({ name: 'everywhere', scopes: ['GATES_READ'] });
@@ -223,7 +226,10 @@ describe('no key creates, sees or revokes keys beyond its own reach', () => {
     const ids = list.data.apiKeys.map((k: any) => k.id);
     assert.ok(ids.includes(inside.id) && ids.includes(staging.id));
     for (const outside of [prod, both, unlimited]) assert.ok(!ids.includes(outside.id), `${outside.id} must not be listed`);
-    assert.ok(list.data.apiKeys.every((k: any) => k.envs?.every((e: string) => e === 'staging')), JSON.stringify(list.data));
+    assert.ok(
+      list.data.apiKeys.every((k: any) => k.envs?.every((e: string) => e === 'staging')),
+      JSON.stringify(list.data),
+    );
 
     const revoke = 'mutation($id: ID!) { revokeApiKey(id: $id) { id revokedAt } }';
     const missing = await s.gql(revoke, { id: '00000000-0000-4000-8000-000000000000' }, staging.secret);
@@ -265,14 +271,17 @@ describe('the key watch leaves nothing behind', () => {
     events.publish('apiKey.revoked', { id: 'a' });
     events.publish('apiKey.revoked', { id: 'a' });
     await sleep(300);
-    assert.deepEqual(ends, [['a2', 'revoked'], ['b', 'expired']]);
+    assert.deepEqual(ends, [
+      ['a2', 'revoked'],
+      ['b', 'expired'],
+    ]);
     assert.equal(watch.size(), 1);
     c();
     assert.equal(watch.size(), 0);
     watch.close();
   });
 
-  test('an expiry beyond setTimeout\'s 2^31 ms does not fire early', async () => {
+  test("an expiry beyond setTimeout's 2^31 ms does not fire early", async () => {
     const watch = createKeyWatch(db, createEvents());
     let ended = false;
     const stop = watch.watch(principal('far', new Date(Date.now() + 30 * 86_400_000)), () => (ended = true));

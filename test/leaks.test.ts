@@ -106,7 +106,12 @@ describe('rules match only monitors the trigger may see', () => {
       jitMonitor('by-service', { query: `service:${w.service}` }),
       jitMonitor('by-env', { query: 'env:prod' }),
       jitMonitor('by-name', { query: `name:*xmon-${w.service.slice(4)}*` }),
-      jitMonitor('by-ids', { monitorIds: [{ id: prod, groups: [] }, { id: stagingMonitor, groups: [] }] }),
+      jitMonitor('by-ids', {
+        monitorIds: [
+          { id: prod, groups: [] },
+          { id: stagingMonitor, groups: [] },
+        ],
+      }),
       jitMonitor('by-prod-id', { monitorIds: [{ id: prod, groups: [] }] }),
     ];
     const started = await gqlAs(staging, EVALUATE, { i: { service: w.service, env: 'staging', configuration: { rules } } });
@@ -123,7 +128,10 @@ describe('rules match only monitors the trigger may see', () => {
 
     const byName = Object.fromEntries(views.query.rules.map((r: any) => [r.name, r]));
     assert.equal(byName['by-service'].status, 'PASS', byName['by-service'].reason);
-    assert.deepEqual(byName['by-service'].evidence.matchedMonitors.map((m: any) => m.name), [w.stagingName]);
+    assert.deepEqual(
+      byName['by-service'].evidence.matchedMonitors.map((m: any) => m.name),
+      [w.stagingName],
+    );
     assert.equal(byName['by-ids'].status, 'PASS', byName['by-ids'].reason);
     for (const name of ['by-env', 'by-name', 'by-prod-id']) {
       assert.equal(byName[name].status, 'FAIL');
@@ -132,7 +140,9 @@ describe('rules match only monitors the trigger may see', () => {
     }
     // A prod monitor's id behaves exactly as an id that does not exist.
     const ghost = randomUUID();
-    const other = await gqlAs(staging, EVALUATE, { i: { service: w.service, env: 'staging', configuration: { rules: [jitMonitor('by-prod-id', { monitorIds: [{ id: ghost, groups: [] }] })] } } });
+    const other = await gqlAs(staging, EVALUATE, {
+      i: { service: w.service, env: 'staging', configuration: { rules: [jitMonitor('by-prod-id', { monitorIds: [{ id: ghost, groups: [] }] })] } },
+    });
     const ghostRule = (await finished(staging, other.evaluateGate.id)).rules[0];
     assert.deepEqual({ ...byName['by-prod-id'], reason: byName['by-prod-id'].reason.replace(prod, 'X') }, { ...ghostRule, reason: ghostRule.reason.replace(ghost, 'X') });
   });
@@ -140,7 +150,9 @@ describe('rules match only monitors the trigger may see', () => {
   test('a stored staging gate evaluated by a staging key ignores the prod monitors its rule matches', async () => {
     const w = world();
     const { prod } = await monitors(w);
-    const gate = await s.gql(CREATE_GATE, { input: { service: w.service, env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: `service:${w.service}` } } }] } });
+    const gate = await s.gql(CREATE_GATE, {
+      input: { service: w.service, env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: `service:${w.service}` } } }] },
+    });
     assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
     const started = await gqlAs(staging, EVALUATE, { i: { service: w.service, env: 'staging' } });
     const views = await everyView(staging, started.evaluateGate.id);
@@ -160,7 +172,9 @@ describe('rules match only monitors the trigger may see', () => {
   test('a rerun matches what the rerunning key may see', async () => {
     const w = world();
     const { prod } = await monitors(w);
-    const started = await gqlAs(ADMIN_KEY, EVALUATE, { i: { service: w.service, env: 'staging', configuration: { rules: [jitMonitor('all', { query: `service:${w.service}` })] } } });
+    const started = await gqlAs(ADMIN_KEY, EVALUATE, {
+      i: { service: w.service, env: 'staging', configuration: { rules: [jitMonitor('all', { query: `service:${w.service}` })] } },
+    });
     assert.equal((await finished(ADMIN_KEY, started.evaluateGate.id)).status, 'FAIL', 'the unlimited trigger sees the prod ALERT');
     const rerun = await gqlAs(staging, 'mutation($id: ID!) { rerunEvaluation(id: $id) { id } }', { id: started.evaluateGate.id });
     const asAdmin = await finished(ADMIN_KEY, rerun.rerunEvaluation.id);
@@ -174,7 +188,9 @@ describe('evidence shown to a reader holds only what the reader may see', () => 
     const w = world();
     const { prod } = await monitors(w);
     const secrets = [w.prodName, prod, w.prodGroup];
-    const gate = await s.gql(CREATE_GATE, { input: { service: w.service, env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: `service:${w.service}` } } }] } });
+    const gate = await s.gql(CREATE_GATE, {
+      input: { service: w.service, env: 'staging', rules: [{ name: 'service monitors', options: { monitor: { query: `service:${w.service}` } } }] },
+    });
     assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
     const live = await events(staging, w.service);
     const started = await gqlAs(ADMIN_KEY, EVALUATE, { i: { service: w.service, env: 'staging' } });
@@ -184,7 +200,10 @@ describe('evidence shown to a reader holds only what the reader may see', () => 
     const full = await everyView(ADMIN_KEY, id);
     assert.equal(full.query.status, 'FAIL');
     assert.match(full.query.rules[0].reason, new RegExp(`"${w.prodName}" \\(${w.prodGroup}\\) was ALERT`));
-    assert.deepEqual(full.query.rules[0].evidence.failingGroups.map((g: any) => g.monitorId), [prod]);
+    assert.deepEqual(
+      full.query.rules[0].evidence.failingGroups.map((g: any) => g.monitorId),
+      [prod],
+    );
     assert.deepEqual(full.query.rules[0].evidence.matchedMonitors.map((m: any) => m.name).sort(), [w.prodName, w.stagingName].sort());
     assert.ok(JSON.stringify(full.rest).includes(w.prodName));
     assert.ok(JSON.stringify(full.history).includes(prod));
@@ -198,7 +217,10 @@ describe('evidence shown to a reader holds only what the reader may see', () => 
     assert.equal(limited.rest.data.attributes.gate_status, 'fail');
     const rule = limited.query.rules[0];
     assert.equal(rule.status, 'FAIL');
-    assert.deepEqual(rule.evidence.matchedMonitors.map((m: any) => m.name), [w.stagingName]);
+    assert.deepEqual(
+      rule.evidence.matchedMonitors.map((m: any) => m.name),
+      [w.stagingName],
+    );
     assert.deepEqual(rule.evidence.failingGroups, []);
     assert.deepEqual(rule.evidenceJson.failingGroups, []);
     // No count of what was withheld either: not "2 monitors", not "1 more".
@@ -230,23 +252,46 @@ describe('the reader view fails closed', () => {
   const stagingReader = { envs: ['staging'] };
 
   test("a source error naming another env's monitor is withheld, its verdict kept", () => {
-    const viewed = ruleEvaluationFor(stagingReader, { triggerEnvs: null }, rule(
-      { matchedMonitors: [{ id: 'm-prod', name: 'prod-db-latency', groups: 1, envs: ['prod'] }, { id: 'm-st', name: 'staging-ok', groups: 1, envs: ['staging'] }], failingGroups: [], sourceErrors: 4, lastError: 'monitor "prod-db-latency": timeout' },
-      'The data source failed 4 times in a row (last: monitor "prod-db-latency": timeout); the gate\'s onSourceError policy makes the rule fail.',
-      { lastError: 'monitor "prod-db-latency": timeout', consecutiveErrors: 4 },
-    ));
+    const viewed = ruleEvaluationFor(
+      stagingReader,
+      { triggerEnvs: null },
+      rule(
+        {
+          matchedMonitors: [
+            { id: 'm-prod', name: 'prod-db-latency', groups: 1, envs: ['prod'] },
+            { id: 'm-st', name: 'staging-ok', groups: 1, envs: ['staging'] },
+          ],
+          failingGroups: [],
+          sourceErrors: 4,
+          lastError: 'monitor "prod-db-latency": timeout',
+        },
+        'The data source failed 4 times in a row (last: monitor "prod-db-latency": timeout); the gate\'s onSourceError policy makes the rule fail.',
+        { lastError: 'monitor "prod-db-latency": timeout', consecutiveErrors: 4 },
+      ),
+    );
     assertNothingOf('the view', viewed, ['prod-db-latency', 'm-prod']);
     assert.equal(viewed.status, 'fail');
-    assert.deepEqual((viewed.evidence as any).matchedMonitors.map((m: any) => m.name), ['staging-ok']);
+    assert.deepEqual(
+      (viewed.evidence as any).matchedMonitors.map((m: any) => m.name),
+      ['staging-ok'],
+    );
   });
 
   test('evidence recorded before entries carried envs is shown to unlimited readers only', () => {
-    const old = rule({ matchedMonitors: [{ id: 'm1', name: 'old-monitor', groups: 1 }], failingGroups: [{ monitorId: 'm1', monitorName: 'old-monitor', group: '*', state: 'alert', since: 'x', url: 'u' }] }, 'Monitor "old-monitor" was ALERT at x.');
+    const old = rule(
+      {
+        matchedMonitors: [{ id: 'm1', name: 'old-monitor', groups: 1 }],
+        failingGroups: [{ monitorId: 'm1', monitorName: 'old-monitor', group: '*', state: 'alert', since: 'x', url: 'u' }],
+      },
+      'Monitor "old-monitor" was ALERT at x.',
+    );
     // Such rows were triggered before trigger_envs existed: null, as if by an unlimited key.
     assertNothingOf('a limited reader', ruleEvaluationFor(stagingReader, { triggerEnvs: null }, old), ['old-monitor', 'm1']);
     assert.equal(ruleEvaluationFor({ envs: null }, { triggerEnvs: null }, old), old);
     // An error recorded without the list of monitors cannot be vouched for either.
-    const bare = rule({ sourceErrors: 1, lastError: 'monitor "old-monitor": down' }, 'The data source failed (1 of 4 tries): monitor "old-monitor": down. Retrying.', { status: 'in_progress' });
+    const bare = rule({ sourceErrors: 1, lastError: 'monitor "old-monitor": down' }, 'The data source failed (1 of 4 tries): monitor "old-monitor": down. Retrying.', {
+      status: 'in_progress',
+    });
     assertNothingOf('a limited reader', ruleEvaluationFor(stagingReader, { triggerEnvs: null }, bare), ['old-monitor']);
   });
 
@@ -273,10 +318,12 @@ describe("another environment's ids answer as ids that do not exist", () => {
       assert.equal(forProd, forNothing, what);
       assert.doesNotMatch(forProd, /prod|FORBIDDEN|limited to/, what);
     };
-    const gql = (query: string, extra: Record<string, unknown> = {}) => async (id: string) => {
-      const r = await s.gql(query, { id, ...extra }, staging);
-      return { data: r.data, errors: r.errors?.map((e) => ({ message: e.message, code: e.extensions?.code, field: e.extensions?.field })) };
-    };
+    const gql =
+      (query: string, extra: Record<string, unknown> = {}) =>
+      async (id: string) => {
+        const r = await s.gql(query, { id, ...extra }, staging);
+        return { data: r.data, errors: r.errors?.map((e) => ({ message: e.message, code: e.extensions?.code, field: e.extensions?.field })) };
+      };
     const rest = (method: string, path: (id: string) => string, body?: unknown) => async (id: string) => {
       const r = await s.request(method, path(id), { key: staging, body });
       return { status: r.status, body: r.json };
@@ -290,24 +337,60 @@ describe("another environment's ids answer as ids that do not exist", () => {
     await same('cancelEvaluation', gql('mutation($id: ID!) { cancelEvaluation(id: $id) { id } }'), evaluationId);
     await same('rerunEvaluation', gql('mutation($id: ID!) { rerunEvaluation(id: $id) { id } }'), evaluationId);
     await same('evaluationUpdated', ws('subscription($id: ID!) { evaluationUpdated(id: $id) { id } }'), evaluationId);
-    await same('REST evaluation result', rest('GET', (id) => `/api/v2/deployments/gates/evaluation/${id}`), evaluationId);
+    await same(
+      'REST evaluation result',
+      rest('GET', (id) => `/api/v2/deployments/gates/evaluation/${id}`),
+      evaluationId,
+    );
 
     await same('gate', gql('query($id: ID!) { gate(id: $id) { id } }'), gateId);
     await same('updateGate', gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { id } }'), gateId);
     await same('deleteGate', gql('mutation($id: ID!) { deleteGate(id: $id) }'), gateId);
     await same('createRule', gql('mutation($id: ID!) { createRule(gateId: $id, input: { name: "x", options: { monitor: { query: "a" } } }) { id } }'), gateId);
-    await same('REST gate', rest('GET', (id) => `/api/v2/deployment_gates/${id}`), gateId);
-    await same('REST gate update', rest('PUT', (id) => `/api/v2/deployment_gates/${id}`, { data: { type: 'deployment_gate', attributes: { dry_run: true } } }), gateId);
-    await same('REST gate delete', rest('DELETE', (id) => `/api/v2/deployment_gates/${id}`), gateId);
-    await same('REST rules', rest('GET', (id) => `/api/v2/deployment_gates/${id}/rules`), gateId);
-    await same('REST rule create', rest('POST', (id) => `/api/v2/deployment_gates/${id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'monitor', options: { query: 'a' } } } }), gateId);
+    await same(
+      'REST gate',
+      rest('GET', (id) => `/api/v2/deployment_gates/${id}`),
+      gateId,
+    );
+    await same(
+      'REST gate update',
+      rest('PUT', (id) => `/api/v2/deployment_gates/${id}`, { data: { type: 'deployment_gate', attributes: { dry_run: true } } }),
+      gateId,
+    );
+    await same(
+      'REST gate delete',
+      rest('DELETE', (id) => `/api/v2/deployment_gates/${id}`),
+      gateId,
+    );
+    await same(
+      'REST rules',
+      rest('GET', (id) => `/api/v2/deployment_gates/${id}/rules`),
+      gateId,
+    );
+    await same(
+      'REST rule create',
+      rest('POST', (id) => `/api/v2/deployment_gates/${id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'monitor', options: { query: 'a' } } } }),
+      gateId,
+    );
 
     await same('rule', gql('query($id: ID!) { rule(id: $id) { id } }'), ruleId);
     await same('updateRule', gql('mutation($id: ID!) { updateRule(id: $id, input: { dryRun: true }) { id } }'), ruleId);
     await same('deleteRule', gql('mutation($id: ID!) { deleteRule(id: $id) }'), ruleId);
-    await same('REST rule', rest('GET', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`), ruleId);
-    await same('REST rule update', rest('PUT', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`, { data: { type: 'deployment_rule', attributes: { dry_run: true } } }), ruleId);
-    await same('REST rule delete', rest('DELETE', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`), ruleId);
+    await same(
+      'REST rule',
+      rest('GET', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`),
+      ruleId,
+    );
+    await same(
+      'REST rule update',
+      rest('PUT', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`, { data: { type: 'deployment_rule', attributes: { dry_run: true } } }),
+      ruleId,
+    );
+    await same(
+      'REST rule delete',
+      rest('DELETE', (id) => `/api/v2/deployment_gates/${gateId}/rules/${id}`),
+      ruleId,
+    );
 
     // Monitors the same, for a key that may write them.
     const monitorKey = await s.createKey(['monitors:write'], ['staging']);
@@ -339,7 +422,9 @@ describe("another environment's ids answer as ids that do not exist", () => {
 describe('monitors read only their own environments', () => {
   test("a staging key cannot make an APM monitor that measures prod's traffic", async () => {
     const key = await s.createKey(['monitors:write'], ['staging']);
-    const apm = (env: string) => ({ i: { name: `apm-${env}-${randomUUID()}`, type: 'APM', tags: ['env:staging'], critical: 0.05, apm: { metric: 'ERROR_RATE', service: 'checkout', env } } });
+    const apm = (env: string) => ({
+      i: { name: `apm-${env}-${randomUUID()}`, type: 'APM', tags: ['env:staging'], critical: 0.05, apm: { metric: 'ERROR_RATE', service: 'checkout', env } },
+    });
     const create = 'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }';
     const refused = await s.gql(create, apm('prod'), key);
     assert.equal(refused.errors?.[0]?.extensions?.code, 'FORBIDDEN', JSON.stringify(refused));
@@ -372,18 +457,32 @@ describe('idempotency keys', () => {
     const rules = [jitMonitor('r', { query: 'env:prod' })];
     const key = `deploy-${w.service}`;
     const prodEvaluation = await gqlAs(ADMIN_KEY, EVALUATE, { i: { service: w.service, env: 'prod', idempotencyKey: key, configuration: { rules } } });
-    const used = await s.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id env } }`, { i: { service: w.service, env: 'staging', idempotencyKey: key, configuration: { rules } } }, staging);
-    const fresh = await s.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id env } }`, { i: { service: w.service, env: 'staging', idempotencyKey: `${key}-never-used`, configuration: { rules } } }, staging);
+    const used = await s.gql(
+      `mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id env } }`,
+      { i: { service: w.service, env: 'staging', idempotencyKey: key, configuration: { rules } } },
+      staging,
+    );
+    const fresh = await s.gql(
+      `mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id env } }`,
+      { i: { service: w.service, env: 'staging', idempotencyKey: `${key}-never-used`, configuration: { rules } } },
+      staging,
+    );
     // Both start a staging evaluation of their own: the prod one is neither returned nor hinted at.
     assert.equal(used.errors, undefined, JSON.stringify(used.errors));
     assert.equal(fresh.errors, undefined, JSON.stringify(fresh.errors));
     assert.equal(used.data.evaluateGate.env, 'staging');
     assert.notEqual(used.data.evaluateGate.id, prodEvaluation.evaluateGate.id);
     // Within staging the key still answers the same request with the same evaluation.
-    const again = await s.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`, { i: { service: w.service, env: 'staging', idempotencyKey: key, configuration: { rules } } }, staging);
+    const again = await s.gql(
+      `mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`,
+      { i: { service: w.service, env: 'staging', idempotencyKey: key, configuration: { rules } } },
+      staging,
+    );
     assert.equal(again.data.evaluateGate.id, used.data.evaluateGate.id);
     // And in prod the first evaluation is still the key's.
-    const prodAgain = await gqlAs(ADMIN_KEY, `mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`, { i: { service: w.service, env: 'prod', idempotencyKey: key, configuration: { rules } } });
+    const prodAgain = await gqlAs(ADMIN_KEY, `mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`, {
+      i: { service: w.service, env: 'prod', idempotencyKey: key, configuration: { rules } },
+    });
     assert.equal(prodAgain.evaluateGate.id, prodEvaluation.evaluateGate.id);
     // Over REST the same.
     const viaRest = await s.request('POST', '/api/v2/deployments/gates/evaluation', {

@@ -32,7 +32,7 @@ describe('the event bus: a state, then its changes, until the last', () => {
     assert.deepEqual(await stream.next(), { done: true, value: undefined });
   });
 
-  test("a filter that throws fails its own stream only; the publisher and other subscribers go on", async () => {
+  test('a filter that throws fails its own stream only; the publisher and other subscribers go on', async () => {
     const events = createEvents();
     const failing = events.subscribe('config.changed', () => {
       throw new Error('the filter could not read');

@@ -13,8 +13,7 @@ import { deriveBaseline, derivedBaselineProblem, expandPlaceholders, formatBound
 import { CREATE_GATE, driver, skipWithout, sleep, startServer, type TestServer, which } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
-const RATIO = (sel: string) =>
-  `sum(rate(http_requests_total{service="{{service}}",${sel},code=~"5.."}[5s])) / sum(rate(http_requests_total{service="{{service}}",${sel}}[5s]))`;
+const RATIO = (sel: string) => `sum(rate(http_requests_total{service="{{service}}",${sel},code=~"5.."}[5s])) / sum(rate(http_requests_total{service="{{service}}",${sel}}[5s]))`;
 /** The error ratio of the evaluated version; its baseline is derived (every other version). */
 const CANARY_RATIO = RATIO('version="{{version}}"');
 
@@ -104,9 +103,19 @@ describe('metric rule options through the API', () => {
     ['margin with an absolute bound', { query: 'up', bound: '<= 1', margin: 0.1 }, 'margin', /widens a relative bound/],
     ['too many points', { query: 'up', bound: '<= 1', duration: 7200, interval: 10 }, 'interval', /721 points; a metric rule takes at most 241: use an interval of at least 30 s/],
     ['an interval under 10 s', { query: 'up', bound: '<= 1', interval: 5 }, 'interval', /between 10 and 3600/],
-    ['a failureLimit that can never be reached', { query: 'up', bound: '<= 1', duration: 60, interval: 30, failureLimit: 3 }, 'failureLimit', /every one of the window's 3 point\(s\): the rule could never fail/],
+    [
+      'a failureLimit that can never be reached',
+      { query: 'up', bound: '<= 1', duration: 60, interval: 30, failureLimit: 3 },
+      'failureLimit',
+      /every one of the window's 3 point\(s\): the rule could never fail/,
+    ],
     ['failureLimit -1 without consecutiveSuccessLimit', { query: 'up', bound: '<= 1', failureLimit: -1 }, 'failureLimit', /needs consecutiveSuccessLimit/],
-    ['an impossible consecutiveSuccessLimit', { query: 'up', bound: '<= 1', duration: 60, interval: 60, consecutiveSuccessLimit: 3 }, 'consecutiveSuccessLimit', /has 2 point\(s\)/],
+    [
+      'an impossible consecutiveSuccessLimit',
+      { query: 'up', bound: '<= 1', duration: 60, interval: 60, consecutiveSuccessLimit: 3 },
+      'consecutiveSuccessLimit',
+      /has 2 point\(s\)/,
+    ],
     ['an APM rule without its metric', { apm: { resource: 'GET /cart' }, bound: '<= 1' }, 'apm.metric', /metric must be error_rate/],
     ['an APM window out of range', { apm: { metric: 'P99', window: 5 }, bound: '<= 300' }, 'apm.window', /between 10 and 3600/],
   ];
@@ -115,7 +124,10 @@ describe('metric rule options through the API', () => {
   }
 
   test('defaults are stored and read back; an APM window defaults to the interval', async () => {
-    const r = await create([metric('p', { query: CANARY_RATIO, bound: '<=+10%' }), metric('a', { apm: { metric: 'P99', resource: 'GET /cart' }, bound: '< 250', interval: 30, duration: 300 })]);
+    const r = await create([
+      metric('p', { query: CANARY_RATIO, bound: '<=+10%' }),
+      metric('a', { apm: { metric: 'P99', resource: 'GET /cart' }, bound: '< 250', interval: 30, duration: 300 }),
+    ]);
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     const read = await s.gql(
       `query($id: ID!) { gate(id: $id) { rules { type options { __typename ... on MetricRuleOptions { query baselineQuery apm { metric resource window minRequests } bound margin duration warmup interval failureLimit consecutiveSuccessLimit failOnNoData } } } } }`,
@@ -124,7 +136,20 @@ describe('metric rule options through the API', () => {
     const [p, a] = read.data.gate.rules;
     assert.deepEqual(p, {
       type: 'METRIC',
-      options: { __typename: 'MetricRuleOptions', query: CANARY_RATIO, baselineQuery: null, apm: null, bound: '<= +10%', margin: null, duration: 0, warmup: 0, interval: 60, failureLimit: 0, consecutiveSuccessLimit: 0, failOnNoData: true },
+      options: {
+        __typename: 'MetricRuleOptions',
+        query: CANARY_RATIO,
+        baselineQuery: null,
+        apm: null,
+        bound: '<= +10%',
+        margin: null,
+        duration: 0,
+        warmup: 0,
+        interval: 60,
+        failureLimit: 0,
+        consecutiveSuccessLimit: 0,
+        failOnNoData: true,
+      },
     });
     assert.deepEqual(a.options.apm, { metric: 'P99', resource: 'GET /cart', window: 30, minRequests: 1 });
   });
@@ -137,18 +162,27 @@ describe('metric rule options through the API', () => {
 
     const byAdmin = await create([metric('p', { query: 'up', bound: '<= 1' })], 'staging');
     const ruleId = (await s.gql('query($id: ID!) { gate(id: $id) { rules { id } } }', { id: byAdmin.data.createGate.id })).data.gate.rules[0].id;
-    const update = (options: Record<string, unknown>) => s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: ruleId, i: { options: { metric: options } } }, envKey);
+    const update = (options: Record<string, unknown>) =>
+      s.gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: ruleId, i: { options: { metric: options } } }, envKey);
     assert.equal((await update({ query: 'up', bound: '<= 2' })).errors, undefined, 'the same query with another bound');
     expectError(await update({ query: 'up or vector(1)', bound: '<= 2' }), 'FORBIDDEN', 'input.options.metric.query');
 
-    const jit = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', { i: { service: 'x', env: 'staging', version: 'v2', configuration: { rules: [metric('p', { query: 'up', bound: '<= 1' })] } } }, await s.createKey(['evaluations:write'], ['staging']));
+    const jit = await s.gql(
+      'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }',
+      { i: { service: 'x', env: 'staging', version: 'v2', configuration: { rules: [metric('p', { query: 'up', bound: '<= 1' })] } } },
+      await s.createKey(['evaluations:write'], ['staging']),
+    );
     expectError(jit, 'FORBIDDEN', 'input.configuration.rules[0].options.metric.query');
   });
 
-  test('a rule that matches {{version}} or compares with the baseline needs the evaluation\'s version', async () => {
-    const r = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', { i: { service: 'x', env: 'prod', configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02' })] } } });
+  test("a rule that matches {{version}} or compares with the baseline needs the evaluation's version", async () => {
+    const r = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
+      i: { service: 'x', env: 'prod', configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02' })] } },
+    });
     expectError(r, 'BAD_USER_INPUT', 'input.version', /metric rule "ratio": its query matches \{\{version\}\}/);
-    const apm = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', { i: { service: 'x', env: 'prod', configuration: { rules: [metric('apm', { apm: { metric: 'ERROR_RATE' }, bound: '<= +10%' })] } } });
+    const apm = await s.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
+      i: { service: 'x', env: 'prod', configuration: { rules: [metric('apm', { apm: { metric: 'ERROR_RATE' }, bound: '<= +10%' })] } },
+    });
     expectError(apm, 'BAD_USER_INPUT', 'input.version', /compares the version with the others/);
   });
 
@@ -158,22 +192,39 @@ describe('metric rule options through the API', () => {
       return { status: r.status, body: r.json };
     };
     const gate = (await api('POST', '/api/v2/deployment_gates', { data: { type: 'deployment_gate', attributes: { service: 'rest-metric', env: 'prod' } } })).body.data;
-    const options = { apm: { metric: 'error_rate', resource: 'GET /cart', min_requests: 20 }, bound: '<=+25%', margin: 0.002, duration: 600, interval: 30, failure_limit: 2, consecutive_success_limit: 0, fail_on_no_data: false };
-    const rule = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'errors vs baseline', type: 'metric', options } } });
+    const options = {
+      apm: { metric: 'error_rate', resource: 'GET /cart', min_requests: 20 },
+      bound: '<=+25%',
+      margin: 0.002,
+      duration: 600,
+      interval: 30,
+      failure_limit: 2,
+      consecutive_success_limit: 0,
+      fail_on_no_data: false,
+    };
+    const rule = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, {
+      data: { type: 'deployment_rule', attributes: { name: 'errors vs baseline', type: 'metric', options } },
+    });
     assert.equal(rule.status, 200, JSON.stringify(rule.body));
     const expected = { ...options, apm: { ...options.apm, window: 30 }, bound: '<= +25%', warmup: 0 };
     assert.equal(rule.body.data.attributes.type, 'metric');
     assert.deepEqual(rule.body.data.attributes.options, expected);
     const read = await api('GET', `/api/v2/deployment_gates/${gate.id}/rules/${rule.body.data.id}`);
     assert.deepEqual(read.body.data.attributes.options, expected);
-    const promql = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'ratio', type: 'metric', options: { query: CANARY_RATIO, baseline_query: RATIO('track="stable"'), bound: '<= +10%' } } } });
+    const promql = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, {
+      data: { type: 'deployment_rule', attributes: { name: 'ratio', type: 'metric', options: { query: CANARY_RATIO, baseline_query: RATIO('track="stable"'), bound: '<= +10%' } } },
+    });
     assert.equal(promql.status, 200, JSON.stringify(promql.body));
     assert.equal(promql.body.data.attributes.options.baseline_query, RATIO('track="stable"'));
 
-    const bad = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { query: 'up', bound: '<= 1', failure_limit: -1 } } } });
+    const bad = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, {
+      data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { query: 'up', bound: '<= 1', failure_limit: -1 } } },
+    });
     assert.equal(bad.status, 400);
     assert.equal(bad.body.errors[0].detail, 'options.failure_limit: failure_limit -1 counts no failure, so the rule needs consecutive_success_limit (> 0) to decide');
-    const unknown = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { apm: { metric: 'hits', minRequests: 3 }, bound: '>= 1' } } } });
+    const unknown = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, {
+      data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metric', options: { apm: { metric: 'hits', minRequests: 3 }, bound: '>= 1' } } },
+    });
     assert.equal(unknown.status, 400);
     assert.equal(unknown.body.errors[0].detail, 'data.attributes.options.apm: unknown option "minRequests"');
     const badType = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, { data: { type: 'deployment_rule', attributes: { name: 'x', type: 'metrics', options: {} } } });
@@ -227,7 +278,10 @@ describe('metric rule options through the API', () => {
 
       // The file's own checks run before the server is asked (in process: a spawn costs seconds).
       const bad = file('bad.yaml', readFileSync(gates, 'utf8').replace('failureLimit: 1', 'failureLimit: 99'));
-      assert.throws(() => readGatesFile(bad), /bad\.yaml:\d+: gates\[0\]\.rules\[0\]\.metric\.failureLimit: failureLimit 99 tolerates a failure at every one of the window's 11 point\(s\)/);
+      assert.throws(
+        () => readGatesFile(bad),
+        /bad\.yaml:\d+: gates\[0\]\.rules\[0\]\.metric\.failureLimit: failureLimit 99 tolerates a failure at every one of the window's 11 point\(s\)/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -309,9 +363,18 @@ describe('metric rules against a real Prometheus', { skip: skipWithout('promethe
     const promUrl = `http://127.0.0.1:${promPort}`;
     writeFileSync(
       join(dir, 'prometheus.yml'),
-      ['global: { scrape_interval: 1s }', 'scrape_configs:', '  - job_name: demo', `    static_configs: [{ targets: ["127.0.0.1:${(exporter.address() as AddressInfo).port}"] }]`].join('\n'),
+      [
+        'global: { scrape_interval: 1s }',
+        'scrape_configs:',
+        '  - job_name: demo',
+        `    static_configs: [{ targets: ["127.0.0.1:${(exporter.address() as AddressInfo).port}"] }]`,
+      ].join('\n'),
     );
-    prometheus = spawn(which('prometheus')!, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`], { stdio: 'ignore' });
+    prometheus = spawn(
+      which('prometheus')!,
+      [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${promPort}`],
+      { stdio: 'ignore' },
+    );
     // Ready once the ratio of every service can be computed (two scrapes inside rate's 5 s).
     const ratio = encodeURIComponent(expandPlaceholders(CANARY_RATIO, { service: 'cart', version: 'v2' }));
     await waitFor('Prometheus to have two scrapes', async () => ((await (await fetch(`${promUrl}/api/v1/query?query=${ratio}`)).json()) as any).data?.result?.length === 1);
@@ -334,7 +397,12 @@ describe('metric rules against a real Prometheus', { skip: skipWithout('promethe
   }
 
   test('a canary whose error ratio is above the baseline by more than the bound fails at the first point', async () => {
-    const e = await run({ service: 'checkout', env: 'prod', version: 'v2', configuration: { rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +10%', duration: 60, interval: 30 })] } });
+    const e = await run({
+      service: 'checkout',
+      env: 'prod',
+      version: 'v2',
+      configuration: { rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +10%', duration: 60, interval: 30 })] },
+    });
     assert.equal(e.status, 'FAIL');
     const [rule] = e.rules;
     assert.match(rule.reason, /^1 of 1 point\(s\) broke <= \+10% of the baseline: \S+Z 0\.03 against the limit 0\.011, baseline 0\.01\.$/);
@@ -350,16 +418,25 @@ describe('metric rules against a real Prometheus', { skip: skipWithout('promethe
   });
 
   test('a canary within the bound passes at the end of the window, every point recorded', async () => {
-    const e = await run({ service: 'cart', env: 'prod', version: 'v2', configuration: { rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +10%', duration: 10, interval: 10 })] } });
+    const e = await run({
+      service: 'cart',
+      env: 'prod',
+      version: 'v2',
+      configuration: { rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +10%', duration: 10, interval: 10 })] },
+    });
     assert.equal(e.status, 'PASS', e.rules[0].reason);
     const ev = e.rules[0].metricEvidence;
-    assert.deepEqual(ev.points.map((p: any) => p.result), ['PASS', 'PASS']);
+    assert.deepEqual(
+      ev.points.map((p: any) => p.result),
+      ['PASS', 'PASS'],
+    );
     assert.equal(Date.parse(ev.points[1].at) - Date.parse(ev.points[0].at), 10_000);
     assert.match(e.rules[0].reason, /^All 2 point\(s\) from \S+ to \S+ were within <= \+10% of the baseline\.$/);
   });
 
   test('an absolute threshold: the baseline version passes, the canary fails', async () => {
-    const absolute = (version: string) => run({ service: 'checkout', env: 'prod', version, configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02' })] } });
+    const absolute = (version: string) =>
+      run({ service: 'checkout', env: 'prod', version, configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02' })] } });
     const [v1, v2] = await Promise.all([absolute('v1'), absolute('v2')]);
     assert.equal(v1.status, 'PASS', v1.rules[0].reason);
     assert.equal(v1.rules[0].metricEvidence.baselineQuery, null);
@@ -368,20 +445,27 @@ describe('metric rules against a real Prometheus', { skip: skipWithout('promethe
   });
 
   test('NaN (0/0 without traffic) is no data, never a pass, even when no-data points are skipped', async () => {
-    const idle = (failOnNoData: boolean) => run({ service: 'idle', env: 'prod', version: 'v2', configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02', failOnNoData })] } });
+    const idle = (failOnNoData: boolean) =>
+      run({ service: 'idle', env: 'prod', version: 'v2', configuration: { rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= 0.02', failOnNoData })] } });
     const [counted, skipped] = await Promise.all([idle(true), idle(false)]);
     assert.equal(counted.status, 'FAIL');
     assert.match(counted.rules[0].reason, /no data \(the query returned NaN\)/);
     assert.equal(skipped.status, 'FAIL');
     assert.match(skipped.rules[0].reason, /^None of the 1 point\(s\) had data \(the query returned NaN\): a rule that saw nothing fails\.$/);
-    assert.deepEqual(skipped.rules[0].metricEvidence.points.map((p: any) => [p.result, p.value, p.text]), [['NO_DATA', null, 'no data']]);
+    assert.deepEqual(
+      skipped.rules[0].metricEvidence.points.map((p: any) => [p.result, p.value, p.text]),
+      [['NO_DATA', null, 'no data']],
+    );
   });
 
   test('a query Prometheus refuses, or one giving several series, fails the rule at once (not onSourceError)', async () => {
     const e = await run({
       service: 'checkout',
       env: 'prod',
-      configuration: { onSourceError: 'PASS', rules: [metric('refused', { query: 'http_requests_total +', bound: '<= 1' }), metric('several', { query: 'http_requests_total', bound: '<= 1' })] },
+      configuration: {
+        onSourceError: 'PASS',
+        rules: [metric('refused', { query: 'http_requests_total +', bound: '<= 1' }), metric('several', { query: 'http_requests_total', bound: '<= 1' })],
+      },
     });
     const [refused, several] = e.rules;
     assert.equal(refused.status, 'FAIL');
@@ -391,17 +475,20 @@ describe('metric rules against a real Prometheus', { skip: skipWithout('promethe
   });
 
   test('a stored gate: evaluated like a just-in-time rule, the failing points in the evidence', async () => {
-    const created = await s.gql(CREATE_GATE, { input: { service: 'checkout', env: 'prod', rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +50%', margin: 0.001 })] } });
+    const created = await s.gql(CREATE_GATE, {
+      input: { service: 'checkout', env: 'prod', rules: [metric('errors vs baseline', { query: CANARY_RATIO, bound: '<= +50%', margin: 0.001 })] },
+    });
     assert.equal(created.errors, undefined, JSON.stringify(created.errors));
     const e = await run({ service: 'checkout', env: 'prod', version: 'v2' });
     assert.equal(e.status, 'FAIL');
     assert.match(e.rules[0].reason, /<= \+50% of the baseline \(margin 0\.001\): \S+ 0\.03 against the limit 0\.016, baseline 0\.01/);
   });
 
-  test('Prometheus down: retried, then the gate\'s onSourceError decides, saying so', async () => {
+  test("Prometheus down: retried, then the gate's onSourceError decides, saying so", async () => {
     prometheus.kill('SIGTERM');
     await new Promise((r) => prometheus.once('exit', r));
-    const policy = (onSourceError: string) => run({ service: 'cart', env: 'prod', version: 'v2', configuration: { onSourceError, rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= +10%' })] } }, 30_000);
+    const policy = (onSourceError: string) =>
+      run({ service: 'cart', env: 'prod', version: 'v2', configuration: { onSourceError, rules: [metric('ratio', { query: CANARY_RATIO, bound: '<= +10%' })] } }, 30_000);
     const [passed, failed] = await Promise.all([policy('PASS'), policy('FAIL')]);
     assert.equal(passed.rules[0].status, 'PASS');
     assert.match(passed.rules[0].reason, /data source failed 4 times in a row .*Prometheus at .* unreachable.*onSourceError policy makes the rule pass/);
@@ -428,7 +515,9 @@ describe('metric rules against the APM store', () => {
     await sendTraffic(s, { service: 'shop', version: 'v2', resource: 'GET /cart', count: 500, errors: 25, from, spreadMs: spread });
     await sendTraffic(s, { service: 'shop', version: 'v2', resource: 'GET /health', count: 500, from, spreadMs: spread });
     const evaluate = async (rules: unknown[]) => {
-      const r = await s.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`, { i: { service: 'shop', env: 'prod', version: 'v2', configuration: { rules } } });
+      const r = await s.gql(`mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }`, {
+        i: { service: 'shop', env: 'prod', version: 'v2', configuration: { rules } },
+      });
       assert.equal(r.errors, undefined, JSON.stringify(r.errors));
       await driver(s).follow(r.data.evaluateGate.id, 30_000);
       return (await s.gql(`query($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`, { id: r.data.evaluateGate.id })).data.evaluation;

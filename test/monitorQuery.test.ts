@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type MatchableMonitor, matches, MonitorQueryError, normalizeGroup, parseMonitorQuery } from '../src/domain/monitorQuery.ts';
+import { type MatchableMonitor, MonitorQueryError, matches, normalizeGroup, parseMonitorQuery } from '../src/domain/monitorQuery.ts';
 
 const monitor = (over: Partial<MatchableMonitor> = {}): MatchableMonitor => ({
   id: '0190a000-0000-7000-8000-000000000001',
@@ -115,11 +115,14 @@ describe('malformed queries are refused with their position', () => {
   ];
   for (const [q, message] of cases) {
     test(JSON.stringify(q), () => {
-      assert.throws(() => parseMonitorQuery(q), (err: unknown) => {
-        assert.ok(err instanceof MonitorQueryError, String(err));
-        assert.match(err.message, message);
-        return true;
-      });
+      assert.throws(
+        () => parseMonitorQuery(q),
+        (err: unknown) => {
+          assert.ok(err instanceof MonitorQueryError, String(err));
+          assert.match(err.message, message);
+          return true;
+        },
+      );
     });
   }
 });

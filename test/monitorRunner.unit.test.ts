@@ -4,12 +4,12 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 import type { Db } from '../src/db/client.ts';
 import { getEvaluation, getRuleEvaluation } from '../src/db/evaluations.ts';
+import type { MonitorStateValue } from '../src/db/schema.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createMonitor, getMonitor, recordSourceHealth, reportMonitorState, updateMonitor } from '../src/domain/monitors.ts';
 import { type Principal, SYSTEM } from '../src/domain/principal.ts';
-import type { MonitorStateValue } from '../src/db/schema.ts';
-import type { CheckResult } from '../src/engine/runner.ts';
 import { MAX_MONITORS, monitorRunner } from '../src/engine/monitorRule.ts';
+import type { CheckResult } from '../src/engine/runner.ts';
 import { memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
 
 let db: Db;
@@ -166,7 +166,10 @@ describe('monitor runner: what it watches', () => {
     const stagingKey: Principal = { id: 'k', name: 'staging deployer', scopes: new Set(['evaluations:write']), envs: ['staging'] };
     const r = rule({ query: 'unit:envs' }, stagingKey).check();
     assert.equal(r.status, 'pass', r.reason);
-    assert.deepEqual((r.evidence as { matchedMonitors: Array<{ id: string }> }).matchedMonitors.map((m) => m.id), [staging]);
+    assert.deepEqual(
+      (r.evidence as { matchedMonitors: Array<{ id: string }> }).matchedMonitors.map((m) => m.id),
+      [staging],
+    );
   });
 
   test('watches monitor ids by key and a query by one shared predicate', () => {

@@ -152,7 +152,10 @@ describe('server logs', () => {
     assert.ok(prefixes.includes(hookWrong.slice(0, 10)), JSON.stringify(prefixes));
     // A short wrong "key" is never logged whole either.
     assert.equal((await s.gql('{ gates(first: 1) { edges { cursor } } }', undefined, 'hunter2')).status, 401);
-    const short = logs.lines().filter((l) => l.msg === 'authentication failed').at(-1)!;
+    const short = logs
+      .lines()
+      .filter((l) => l.msg === 'authentication failed')
+      .at(-1)!;
     assert.ok(!String(short.keyPrefix ?? '').includes('hunter2'), JSON.stringify(short));
   });
 
@@ -173,9 +176,16 @@ describe('server logs', () => {
     const during = logs.raw.slice(before).map((l) => JSON.parse(l) as LogLine);
     const loud = during.filter((l) => l.level >= ERROR);
     assert.deepEqual(loud, [], 'client mistakes logged as errors');
-    assert.deepEqual(during.filter((l) => JSON.stringify(l).includes('"stack"')), [], 'client mistakes logged with a stack');
+    assert.deepEqual(
+      during.filter((l) => JSON.stringify(l).includes('"stack"')),
+      [],
+      'client mistakes logged with a stack',
+    );
     // Still visible to an operator who asks for it.
-    assert.ok(during.some((l) => l.msg === 'operation refused' && l.code === 'NOT_FOUND' && l.level < WARN), 'the refusal is logged below warn');
+    assert.ok(
+      during.some((l) => l.msg === 'operation refused' && l.code === 'NOT_FOUND' && l.level < WARN),
+      'the refusal is logged below warn',
+    );
   });
 
   test('an unexpected error is logged at error with its stack', async () => {
@@ -220,7 +230,10 @@ test('a data source that fails leaves a warning for the operator, not an error w
     assert.equal(warning.level, WARN);
     assert.match(warning.problem, /Prometheus at http:\/\/127\.0\.0\.1:\d+ is unreachable/);
     assert.equal(warning.evaluationId, r.data.evaluateGate.id);
-    assert.deepEqual(logs.lines().filter((l) => l.level >= ERROR), []);
+    assert.deepEqual(
+      logs.lines().filter((l) => l.level >= ERROR),
+      [],
+    );
   } finally {
     await s.stop();
   }
@@ -277,7 +290,22 @@ describe('tollgate CLI', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), pkg.version);
     // The subcommand's own --version is not swallowed by the program's.
-    const e = await tollgate(['evaluate', '--service', 'a', '--env', 'prod', '--version', 'v9', '--url', 'http://127.0.0.1:9', '--api-key', 'k', '--timeout', '1', '--fail-on-error']);
+    const e = await tollgate([
+      'evaluate',
+      '--service',
+      'a',
+      '--env',
+      'prod',
+      '--version',
+      'v9',
+      '--url',
+      'http://127.0.0.1:9',
+      '--api-key',
+      'k',
+      '--timeout',
+      '1',
+      '--fail-on-error',
+    ]);
     assert.match(e.stdout, /version v9/, e.stdout + e.stderr);
   });
 

@@ -140,7 +140,10 @@ describe('response cache', () => {
     const staging = await s.createKey(['gates:read'], ['staging']);
     await s.gql(LIST); // cached for the admin key
     const limited = await s.gql(LIST, undefined, staging);
-    assert.deepEqual(limited.data.gates.edges.map((e: any) => e.node.env), ['staging']);
+    assert.deepEqual(
+      limited.data.gates.edges.map((e: any) => e.node.env),
+      ['staging'],
+    );
   });
 
   test('a revoked key is refused even for a read that is cached for it', async () => {

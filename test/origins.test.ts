@@ -84,7 +84,7 @@ describe('CORS when no allow-list is set: same origin only', () => {
     assert.equal(pre.headers['access-control-allow-origin'], undefined);
   });
 
-  test('a browser WebSocket from a foreign origin is closed with 4403 and a reason; the server\'s own origin and non-browsers are let in', async () => {
+  test("a browser WebSocket from a foreign origin is closed with 4403 and a reason; the server's own origin and non-browsers are let in", async () => {
     const foreign = await openWs(s, EVIL);
     assert.deepEqual(foreign, { code: 4403, reason: 'Forbidden: origin not allowed' });
     assert.equal(await openWs(s, s.url), 'acknowledged');
@@ -128,7 +128,11 @@ describe('TOLLGATE_ALLOWED_ORIGINS', () => {
     assert.deepEqual(loadConfig({ TOLLGATE_ALLOWED_ORIGINS: '*' }).allowedOrigins, ['*']);
     assert.equal(loadConfig({}).allowedOrigins, null);
     for (const bad of ['https://ui.example/app', 'ftp://ui.example', 'ui.example']) {
-      assert.throws(() => loadConfig({ TOLLGATE_ALLOWED_ORIGINS: bad }), (err: unknown) => err instanceof ConfigError && /TOLLGATE_ALLOWED_ORIGINS/.test(err.message), bad);
+      assert.throws(
+        () => loadConfig({ TOLLGATE_ALLOWED_ORIGINS: bad }),
+        (err: unknown) => err instanceof ConfigError && /TOLLGATE_ALLOWED_ORIGINS/.test(err.message),
+        bad,
+      );
     }
   });
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { gzipSync } from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
@@ -84,7 +84,14 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
   const batch = (service: string | null, spans: unknown[]) => ({
     resourceSpans: [
       {
-        resource: { attributes: service ? [{ key: 'service.name', value: { stringValue: service } }, { key: 'deployment.environment', value: { stringValue: 'prod' } }] : [] },
+        resource: {
+          attributes: service
+            ? [
+                { key: 'service.name', value: { stringValue: service } },
+                { key: 'deployment.environment', value: { stringValue: 'prod' } },
+              ]
+            : [],
+        },
         scopeSpans: [{ spans }],
       },
     ],
@@ -148,10 +155,16 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
 
 describe('APM monitors', () => {
   test('an error-rate monitor over the APM store alerts when the new version fails', async () => {
-    const created = await s.gql(
-      'mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }',
-      { i: { name: 'pay errors', type: 'APM', critical: 0.2, warning: 0.1, tags: ['source:apm-test'], apm: { metric: 'ERROR_RATE', service: 'apm-mon', env: 'prod', window: 300, groupBy: ['RESOURCE'] } } },
-    );
+    const created = await s.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', {
+      i: {
+        name: 'pay errors',
+        type: 'APM',
+        critical: 0.2,
+        warning: 0.1,
+        tags: ['source:apm-test'],
+        apm: { metric: 'ERROR_RATE', service: 'apm-mon', env: 'prod', window: 300, groupBy: ['RESOURCE'] },
+      },
+    });
     assert.equal(created.errors, undefined, JSON.stringify(created.errors));
     const id = created.data.createMonitor.id;
     const provider = new BasicTracerProvider({
@@ -160,7 +173,10 @@ describe('APM monitors', () => {
     });
     const tracer = provider.getTracer('test');
     for (let i = 0; i < 10; i++) {
-      const span = tracer.startSpan('POST', { kind: SpanKind.SERVER, attributes: { 'http.request.method': 'POST', 'http.route': '/pay', 'http.response.status_code': i < 5 ? 503 : 200 } });
+      const span = tracer.startSpan('POST', {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': 'POST', 'http.route': '/pay', 'http.response.status_code': i < 5 ? 503 : 200 },
+      });
       if (i < 5) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
     }
@@ -173,7 +189,10 @@ describe('APM monitors', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(monitor.state, 'ALERT');
-    assert.deepEqual(monitor.groups.map((g: any) => [g.group, g.state]), [['resource:POST /pay', 'ALERT']]);
+    assert.deepEqual(
+      monitor.groups.map((g: any) => [g.group, g.state]),
+      [['resource:POST /pay', 'ALERT']],
+    );
     assert.match(monitor.groups[0].message, /error_rate 0.5 over 300 s/);
   });
 
@@ -192,10 +211,17 @@ describe('APM monitors', () => {
 describe('OTLP receiver: structures and times that are not requests', () => {
   const post = (body: unknown) =>
     fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
-  const resource = (spans: unknown, attributes: unknown = [{ key: 'service.name', value: { stringValue: 'odd' } }]) => ({ resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans }] }] });
+  const resource = (spans: unknown, attributes: unknown = [{ key: 'service.name', value: { stringValue: 'odd' } }]) => ({
+    resourceSpans: [{ resource: { attributes }, scopeSpans: [{ spans }] }],
+  });
 
   test('a structure that is not OTLP is a 400 naming it, not a 500', async () => {
-    for (const body of [resource([], 5), { resourceSpans: [{ scopeSpans: {} }] }, resource({}), resource([{ name: 'x', kind: 2, startTimeUnixNano: `${BigInt(Date.now()) * 1_000_000n}`, status: { code: 2 }, events: {} }])]) {
+    for (const body of [
+      resource([], 5),
+      { resourceSpans: [{ scopeSpans: {} }] },
+      resource({}),
+      resource([{ name: 'x', kind: 2, startTimeUnixNano: `${BigInt(Date.now()) * 1_000_000n}`, status: { code: 2 }, events: {} }]),
+    ]) {
       const r = await post(body);
       assert.equal(r.status, 400, JSON.stringify(body));
       assert.match(((await r.json()) as any).message, /not an OTLP trace request|must be/);
@@ -203,7 +229,12 @@ describe('OTLP receiver: structures and times that are not requests', () => {
   });
 
   test('spans from the far past or the future are rejected, not stored', async () => {
-    const at = (ms: number) => ({ name: 'GET /t', kind: 2, startTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n}`, endTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n + 1000n}` });
+    const at = (ms: number) => ({
+      name: 'GET /t',
+      kind: 2,
+      startTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n}`,
+      endTimeUnixNano: `${BigInt(Math.round(ms)) * 1_000_000n + 1000n}`,
+    });
     const r = await post(resource([at(Date.now() + 86_400_000), at(1), at(Date.now())]));
     assert.equal(r.status, 200);
     const answer = (await r.json()) as any;

@@ -7,9 +7,23 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from 'graphql-ws';
 import WebSocket from 'ws';
-import { type RateLimitConfig, ConfigError, loadConfig } from '../src/config.ts';
+import { ConfigError, loadConfig, type RateLimitConfig } from '../src/config.ts';
 import { clientAddress } from '../src/server/rateLimit.ts';
-import { ADMIN_KEY, CREATE_GATE, driver, type HttpResult, jitMonitor, monitorRule, sleep, startServer, subscribeLive, subscribeQueue, type TestServer, UNREACHABLE_LIMITS, wsOnce } from './helpers.ts';
+import {
+  ADMIN_KEY,
+  CREATE_GATE,
+  driver,
+  type HttpResult,
+  jitMonitor,
+  monitorRule,
+  sleep,
+  startServer,
+  subscribeLive,
+  subscribeQueue,
+  type TestServer,
+  UNREACHABLE_LIMITS,
+  wsOnce,
+} from './helpers.ts';
 
 const limits = (overrides: Partial<RateLimitConfig>): RateLimitConfig => ({ ...UNREACHABLE_LIMITS, ...overrides });
 
@@ -189,7 +203,13 @@ describe('WebSocket connections and operations per key', () => {
     const body = JSON.stringify({ query: 'subscription { gateEvents { kind } }' });
     const stream = () =>
       new Promise<{ status: number; json?: any; retryAfter?: string; close: () => void }>((resolve, reject) => {
-        const req = httpRequest({ hostname, port, path: '/graphql', method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${key}` } });
+        const req = httpRequest({
+          hostname,
+          port,
+          path: '/graphql',
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${key}` },
+        });
         req.on('response', (res) => {
           if (res.statusCode === 200) return resolve({ status: 200, close: () => req.destroy() });
           let text = '';
@@ -337,7 +357,11 @@ describe('evaluations in progress per key', () => {
       const sql = s.queries.find((q) => q.includes('triggered_by_id') && q.includes(needle));
       assert.ok(sql, `no query with ${needle}: ${s.queries.join('\n')}`);
       const params = Array((sql.match(/\?/g) ?? []).length).fill(1);
-      return s.app.deps.db.$client.prepare(`explain query plan ${sql}`).all(...params).map((r: any) => r.detail).join('; ');
+      return s.app.deps.db.$client
+        .prepare(`explain query plan ${sql}`)
+        .all(...params)
+        .map((r: any) => r.detail)
+        .join('; ');
     };
     assert.match(plan('is null'), /USING (COVERING )?INDEX evaluations_running_by_key_idx \(triggered_by_id=\?\)/);
     assert.match(plan('order by'), /USING COVERING INDEX evaluations_triggered_by_started_idx/);
@@ -345,7 +369,8 @@ describe('evaluations in progress per key', () => {
 
   test('evaluations decided at once whose dry-run rules keep watching still hold their place', async () => {
     const key = await s.createKey(['evaluations:write', 'gates:read']);
-    const dryRunOnly = (service: string) => s.gql(EVALUATE, { i: { service, env: 'prod', configuration: { rules: [jitMonitor('watch', { query: 'service:rl-watched', duration: 600 }, true)] } } }, key);
+    const dryRunOnly = (service: string) =>
+      s.gql(EVALUATE, { i: { service, env: 'prod', configuration: { rules: [jitMonitor('watch', { query: 'service:rl-watched', duration: 600 }, true)] } } }, key);
     assert.equal((await dryRunOnly('rl-dry-a')).data.evaluateGate.status, 'PASS');
     assert.equal((await dryRunOnly('rl-dry-b')).data.evaluateGate.status, 'PASS');
     const refused = await dryRunOnly('rl-dry-c');
@@ -392,7 +417,11 @@ describe('evaluation triggers per key per minute', () => {
 
   test('REST and the Flagger hook answer 429 with Retry-After; polling an evaluation the hook started still works', async () => {
     const key = await s.createKey(['evaluations:write', 'gates:read']);
-    const hook = (run: string) => s.request('POST', `/hooks/flagger?key=${key}`, { key: null, body: { name: 'podinfo', namespace: 'test', phase: 'Progressing', checksum: run, metadata: { service: 'rl-hooked', env: 'prod', version: 'v2' } } });
+    const hook = (run: string) =>
+      s.request('POST', `/hooks/flagger?key=${key}`, {
+        key: null,
+        body: { name: 'podinfo', namespace: 'test', phase: 'Progressing', checksum: run, metadata: { service: 'rl-hooked', env: 'prod', version: 'v2' } },
+      });
     assert.equal((await hook('r1')).status, 409);
     assert.equal((await s.request('POST', '/api/v2/deployments/gates/evaluation', { body: restTrigger('rl-rest', 0), key })).status, 202);
     const rest = await s.request('POST', '/api/v2/deployments/gates/evaluation', { body: restTrigger('rl-rest', 0), key });
@@ -449,9 +478,20 @@ describe('configuration', () => {
       authFailuresPerMinute: 30,
     });
     assert.equal(loadConfig({ TOLLGATE_RATE_LIMIT_SOCKETS: '0' }).rateLimits.sockets, 0);
-    for (const name of ['TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND', 'TOLLGATE_RATE_LIMIT_IN_PROGRESS', 'TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE', 'TOLLGATE_TRUSTED_PROXY_HOPS']) {
-      assert.throws(() => loadConfig({ [name]: '-1' }), (err: ConfigError) => err instanceof ConfigError && err.problems.some((p) => p.startsWith(`${name} ("-1")`)));
-      assert.throws(() => loadConfig({ [name]: 'lots' }), (err: ConfigError) => err.problems.some((p) => p.startsWith(name) && /number/.test(p)));
+    for (const name of [
+      'TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND',
+      'TOLLGATE_RATE_LIMIT_IN_PROGRESS',
+      'TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE',
+      'TOLLGATE_TRUSTED_PROXY_HOPS',
+    ]) {
+      assert.throws(
+        () => loadConfig({ [name]: '-1' }),
+        (err: ConfigError) => err instanceof ConfigError && err.problems.some((p) => p.startsWith(`${name} ("-1")`)),
+      );
+      assert.throws(
+        () => loadConfig({ [name]: 'lots' }),
+        (err: ConfigError) => err.problems.some((p) => p.startsWith(name) && /number/.test(p)),
+      );
     }
   });
 

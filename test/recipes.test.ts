@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { ADMIN_KEY, CREATE_GATE, driver, skipWithout, sleep, startServer, type TestServer } from './helpers.ts';
 
@@ -22,9 +22,7 @@ function codeBlock(lang: string, marker: string): string {
 /** Runs a script as a CI runner would; resolves with its exit code (-1 when killed) and output. */
 function run(file: string, args: string[], env: Record<string, string>): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { env, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: !err ? 0 : typeof err.code === 'number' ? err.code : -1, out: stdout + stderr }),
-    );
+    execFile(file, args, { env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: !err ? 0 : typeof err.code === 'number' ? err.code : -1, out: stdout + stderr }));
   });
 }
 
@@ -40,7 +38,9 @@ describe('integration recipes from docs/integrations.md', () => {
     d = driver(s);
     monitor = await d.monitor('checkout errors', ['service:checkout', 'env:prod']);
     await d.report(monitor, 'OK');
-    const r = await s.gql(CREATE_GATE, { input: { service: 'checkout', env: 'prod', rules: [{ name: 'checkout monitors', options: { monitor: { query: 'service:checkout env:prod', duration: 0 } } }] } });
+    const r = await s.gql(CREATE_GATE, {
+      input: { service: 'checkout', env: 'prod', rules: [{ name: 'checkout monitors', options: { monitor: { query: 'service:checkout env:prod', duration: 0 } } }] },
+    });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     bin = join(s.dir, 'bin');
     mkdirSync(bin);
@@ -111,7 +111,10 @@ describe('integration recipes from docs/integrations.md', () => {
 
       /** Argo's loop: measure every interval until a condition holds (the interval shortened here). */
       async function analysis(version: string) {
-        const url = local(web.url.replace(/\{\{args\.(\w+)\}\}/g, (_m: string, arg: string) => ({ service: 'checkout', env: 'prod', version })[arg]!), key);
+        const url = local(
+          web.url.replace(/\{\{args\.(\w+)\}\}/g, (_m: string, arg: string) => ({ service: 'checkout', env: 'prod', version })[arg]!),
+          key,
+        );
         const headers = Object.fromEntries(web.headers.map((h: { key: string; value: string }) => [h.key, h.value.replace('tgk_...', key)]));
         for (let i = 0; i < metric.count; i++) {
           const r = await fetch(url, { headers });
@@ -133,7 +136,9 @@ describe('integration recipes from docs/integrations.md', () => {
       const hook = parse(codeBlock('yaml', 'webhooks:')).analysis.webhooks[0];
       const { service, env, identifier } = hook.metadata;
       const podinfo = await d.monitor('podinfo errors', [`service:${service}`]);
-      const r = await s.gql(CREATE_GATE, { input: { service, env, identifier, rules: [{ name: 'podinfo monitors', options: { monitor: { query: `service:${service}`, duration: 0 } } }] } });
+      const r = await s.gql(CREATE_GATE, {
+        input: { service, env, identifier, rules: [{ name: 'podinfo monitors', options: { monitor: { query: `service:${service}`, duration: 0 } } }] },
+      });
       assert.equal(r.errors, undefined, JSON.stringify(r.errors));
       const url = local(hook.url, await s.createKey(['evaluations:write']));
       /** Flagger calls the hook each interval with the canary's name, phase and checksum. */
@@ -141,7 +146,11 @@ describe('integration recipes from docs/integrations.md', () => {
         let status = 0;
         for (let i = 0; i < 50 && (status === 0 || status === 409); i++) {
           if (status) await sleep(100);
-          const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: service, namespace: 'test', phase: 'Progressing', checksum, metadata: hook.metadata }) });
+          const res = await fetch(url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ name: service, namespace: 'test', phase: 'Progressing', checksum, metadata: hook.metadata }),
+          });
           status = res.status;
         }
         return status;
@@ -155,8 +164,7 @@ describe('integration recipes from docs/integrations.md', () => {
 
   describe('the generic curl script', { skip: skipWithout('curl') }, () => {
     const script = codeBlock('sh', '#!/bin/sh');
-    const gate = (service: string) =>
-      run('sh', ['-c', script, 'gate.sh', service, 'prod', '1.2.3'], { PATH: process.env.PATH!, TOLLGATE_URL: s.url, TOLLGATE_API_KEY: ADMIN_KEY });
+    const gate = (service: string) => run('sh', ['-c', script, 'gate.sh', service, 'prod', '1.2.3'], { PATH: process.env.PATH!, TOLLGATE_URL: s.url, TOLLGATE_API_KEY: ADMIN_KEY });
 
     test('exits 0 on pass and 1 on fail', async () => {
       await d.report(monitor, 'OK');

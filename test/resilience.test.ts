@@ -165,7 +165,10 @@ describe('environment limits on monitors', () => {
     const as = (q: string, v?: Record<string, unknown>) => s.gql(q, v, key);
 
     const list = await as('{ monitors(first: 50) { edges { node { id } } } }');
-    assert.deepEqual(list.data.monitors.edges.map((e: any) => e.node.id), [staging]);
+    assert.deepEqual(
+      list.data.monitors.edges.map((e: any) => e.node.id),
+      [staging],
+    );
     // Another env's monitor is answered as one that does not exist (test/leaks.test.ts compares them).
     assert.deepEqual((await as('query($id: ID!) { monitor(id: $id) { id } }', { id: prod })).data, { monitor: null });
     const report = await as('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', { id: prod });

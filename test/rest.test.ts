@@ -59,18 +59,24 @@ describe('Datadog-compatible REST API', () => {
   });
 
   test('errors have the documented status codes and details', async () => {
-    const missing = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { type: 'deployment_gates_evaluation_request', attributes: { service: 'non-existent-service-xyz', env: 'staging' } } });
+    const missing = await api('POST', '/api/v2/deployments/gates/evaluation', {
+      data: { type: 'deployment_gates_evaluation_request', attributes: { service: 'non-existent-service-xyz', env: 'staging' } },
+    });
     assert.equal(missing.status, 404);
     assert.equal(errorDetail(missing), 'no gate found for service non-existent-service-xyz, env staging, and identifier default');
     const noEnv = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'x', env: '' } } });
     assert.equal(noEnv.status, 400);
     assert.equal(errorDetail(noEnv), 'required env field is missing');
-    const badType = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'x', env: 'prod', configuration: { rules: [{ type: 'moniyor', name: 'm', options: {} }] } } } });
+    const badType = await api('POST', '/api/v2/deployments/gates/evaluation', {
+      data: { attributes: { service: 'x', env: 'prod', configuration: { rules: [{ type: 'moniyor', name: 'm', options: {} }] } } },
+    });
     assert.equal(badType.status, 400);
     assert.match(errorDetail(badType), /invalid configuration: invalid rule at index 0: invalid rule type: moniyor/);
     // Validation shared with GraphQL, told in the REST body's own paths and snake_case names.
     const jit = (options: Record<string, unknown>, type = 'faulty_deployment_detection') =>
-      api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'x', env: 'prod', version: '1', configuration: { rules: [{ type, name: 'r', options }] } } } });
+      api('POST', '/api/v2/deployments/gates/evaluation', {
+        data: { attributes: { service: 'x', env: 'prod', version: '1', configuration: { rules: [{ type, name: 'r', options }] } } },
+      });
     const both = await jit({ excluded_resources: ['a'], allowed_resources: ['b'] });
     assert.equal(both.status, 400);
     assert.equal(errorDetail(both), 'configuration.rules[0].options.allowed_resources: give either excluded_resources or allowed_resources, not both');
@@ -101,22 +107,33 @@ describe('Datadog-compatible REST API', () => {
     assert.equal(errorDetail(dup), 'Gate already exists with the given env, service and identifier');
 
     const rule = await api('POST', `/api/v2/deployment_gates/${gate.id}/rules`, {
-      data: { type: 'deployment_rule', attributes: { name: 'fdd', type: 'faulty_deployment_detection', dry_run: false, options: { duration: 1200, excluded_resources: ['GET /healthz'] } } },
+      data: {
+        type: 'deployment_rule',
+        attributes: { name: 'fdd', type: 'faulty_deployment_detection', dry_run: false, options: { duration: 1200, excluded_resources: ['GET /healthz'] } },
+      },
     });
     assert.equal(rule.status, 200, JSON.stringify(rule.body));
     assert.equal(rule.body.data.attributes.options.excluded_resources[0], 'GET /healthz');
     assert.equal(rule.body.data.attributes.options.duration, 1200);
     const list = await api('GET', `/api/v2/deployment_gates/${gate.id}/rules`);
     assert.equal(list.body.data.type, 'list_deployment_rules');
-    assert.deepEqual(list.body.data.attributes.rules.map((r: any) => r.name), ['fdd']);
-    const updated = await api('PUT', `/api/v2/deployment_gates/${gate.id}/rules/${rule.body.data.id}`, { data: { type: 'deployment_rule', attributes: { name: 'fdd2', dry_run: true, options: { duration: 600 } } } });
+    assert.deepEqual(
+      list.body.data.attributes.rules.map((r: any) => r.name),
+      ['fdd'],
+    );
+    const updated = await api('PUT', `/api/v2/deployment_gates/${gate.id}/rules/${rule.body.data.id}`, {
+      data: { type: 'deployment_rule', attributes: { name: 'fdd2', dry_run: true, options: { duration: 600 } } },
+    });
     assert.equal(updated.status, 200, JSON.stringify(updated.body));
     assert.deepEqual([updated.body.data.attributes.name, updated.body.data.attributes.dry_run, updated.body.data.attributes.options.duration], ['fdd2', true, 600]);
 
     const put = await api('PUT', `/api/v2/deployment_gates/${gate.id}`, { data: { type: 'deployment_gate', id: gate.id, attributes: { dry_run: false } } });
     assert.equal(put.body.data.attributes.dry_run, false);
     const page = await api('GET', '/api/v2/deployment_gates?filter[service]=rest-crud&page[size]=1');
-    assert.deepEqual(page.body.data.map((g: any) => g.id), [gate.id]);
+    assert.deepEqual(
+      page.body.data.map((g: any) => g.id),
+      [gate.id],
+    );
 
     const evaluation = await api('POST', '/api/v2/deployments/gates/evaluation', { data: { attributes: { service: 'rest-crud', env: 'prod' } } });
     assert.equal(evaluation.status, 400, 'the gate has a faulty_deployment_detection rule: version is required');
@@ -142,13 +159,19 @@ describe('evaluation history endpoints', () => {
     }
     const page1 = await api('GET', '/api/v2/deployment_gates/evaluations?filter[service]=rest-history&page[size]=2');
     assert.equal(page1.status, 200, JSON.stringify(page1.body));
-    assert.deepEqual(page1.body.data.map((e: any) => e.id), [ids[2], ids[1]]);
+    assert.deepEqual(
+      page1.body.data.map((e: any) => e.id),
+      [ids[2], ids[1]],
+    );
     assert.equal(page1.body.data[0].type, 'deployment_gate_evaluation');
     assert.equal(page1.body.data[0].attributes.status, 'fail');
     assert.equal(page1.body.data[0].attributes.gate_id, null);
     assert.equal(typeof page1.body.data[0].attributes.duration_seconds, 'number');
     const page2 = await api('GET', `/api/v2/deployment_gates/evaluations?filter[service]=rest-history&page[size]=2&page[cursor]=${page1.body.meta.page.next_cursor}`);
-    assert.deepEqual(page2.body.data.map((e: any) => e.id), [ids[0]]);
+    assert.deepEqual(
+      page2.body.data.map((e: any) => e.id),
+      [ids[0]],
+    );
     assert.equal(page2.body.meta.page.next_cursor, undefined);
     const failed = await api('GET', '/api/v2/deployment_gates/evaluations?filter[service]=rest-history&filter[status]=fail');
     assert.equal(failed.body.data.length, 2);
@@ -171,7 +194,13 @@ describe('evaluation history endpoints', () => {
     const ids: string[] = [];
     for (const names of [['canary', 'api', 'web'], ['api'], ['canary', 'api']]) {
       const r = await api('POST', '/api/v2/deployments/gates/evaluation', {
-        data: { attributes: { service: 'rest-rule-pages', env: 'prod', configuration: { rules: names.map((name) => ({ type: 'monitor', name, dry_run: true, options: { query: 'rest:ok' } })) } } },
+        data: {
+          attributes: {
+            service: 'rest-rule-pages',
+            env: 'prod',
+            configuration: { rules: names.map((name) => ({ type: 'monitor', name, dry_run: true, options: { query: 'rest:ok' } })) },
+          },
+        },
       });
       assert.equal(r.status, 202, JSON.stringify(r.body));
       ids.push(r.body.data.attributes.evaluation_id);
@@ -180,7 +209,10 @@ describe('evaluation history endpoints', () => {
       const pages: string[][] = [];
       let cursor: string | undefined;
       do {
-        const r = await api('GET', `/api/v2/deployment_gates/evaluations/rules?filter[service]=rest-rule-pages&page[size]=${size}${query}${cursor ? `&page[cursor]=${cursor}` : ''}`);
+        const r = await api(
+          'GET',
+          `/api/v2/deployment_gates/evaluations/rules?filter[service]=rest-rule-pages&page[size]=${size}${query}${cursor ? `&page[cursor]=${cursor}` : ''}`,
+        );
         assert.equal(r.status, 200, JSON.stringify(r.body));
         pages.push(r.body.data.map((rule: any) => `${ids.indexOf(rule.attributes.gate_evaluation_id)}:${rule.attributes.name}`));
         cursor = r.body.meta.page.next_cursor;
@@ -188,7 +220,11 @@ describe('evaluation history endpoints', () => {
       } while (cursor);
       return pages;
     };
-    assert.deepEqual(await walk('', 2), [['2:canary', '2:api'], ['1:api', '0:canary'], ['0:api', '0:web']]);
+    assert.deepEqual(await walk('', 2), [
+      ['2:canary', '2:api'],
+      ['1:api', '0:canary'],
+      ['0:api', '0:web'],
+    ]);
     assert.deepEqual(await walk('&filter[name]=canary', 1), [['2:canary'], ['0:canary']]);
     assert.deepEqual(await walk('&filter[name]=web', 5), [['0:web']]);
     assert.deepEqual(await walk('&filter[type]=faulty_deployment_detection', 5), [[]]);

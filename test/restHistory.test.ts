@@ -103,7 +103,11 @@ before(async () => {
     identifier: 'blue',
     version: 'v2',
     configuration: {
-      rules: [monitorRule('canary', 'hist:bad', true), monitorRule('api', 'hist:ok', false), { name: 'errors', type: 'faulty_deployment_detection', dry_run: true, options: { duration: 3600 } }],
+      rules: [
+        monitorRule('canary', 'hist:bad', true),
+        monitorRule('api', 'hist:ok', false),
+        { name: 'errors', type: 'faulty_deployment_detection', dry_run: true, options: { duration: 3600 } },
+      ],
     },
   });
   // Its FDD rule runs for an hour: wait for the verdict and the two monitor rules only.
@@ -207,8 +211,25 @@ describe('GET /deployment_gates/evaluations/rules: Datadog filters', () => {
     assert.equal(item.id, ruleEval['E1:canary']);
     const a = item.attributes;
     for (const key of [
-      'configuration', 'dry_run', 'gate_dry_run', 'duration_seconds', 'env', 'evaluation_id', 'gate_evaluation_id', 'gate_id', 'rule_id',
-      'failures', 'finished_at', 'identifier', 'name', 'reason', 'service', 'started_at', 'status', 'type', 'version',
+      'configuration',
+      'dry_run',
+      'gate_dry_run',
+      'duration_seconds',
+      'env',
+      'evaluation_id',
+      'gate_evaluation_id',
+      'gate_id',
+      'rule_id',
+      'failures',
+      'finished_at',
+      'identifier',
+      'name',
+      'reason',
+      'service',
+      'started_at',
+      'status',
+      'type',
+      'version',
     ]) {
       assert.ok(key in a, `attribute ${key}`);
     }
@@ -220,7 +241,10 @@ describe('GET /deployment_gates/evaluations/rules: Datadog filters', () => {
     assert.deepEqual(Object.keys(a.failures).sort(), ['faulty_apm_resources', 'monitors', 'narratives']);
     assert.equal(a.failures.monitors[0].state, 'ALERT');
     const jit = (await api('GET', `${RULES}?filter[evaluation_id]=${ruleEval['E2:errors']}`)).body.data[0].attributes;
-    assert.deepEqual([jit.gate_id, jit.rule_id, jit.status, jit.finished_at, jit.duration_seconds, jit.type], [null, null, 'in_progress', null, null, 'faulty_deployment_detection']);
+    assert.deepEqual(
+      [jit.gate_id, jit.rule_id, jit.status, jit.finished_at, jit.duration_seconds, jit.type],
+      [null, null, 'in_progress', null, null, 'faulty_deployment_detection'],
+    );
   });
 
   test('paged over what the filters keep: every page full, the last without next_cursor', async () => {
@@ -260,7 +284,7 @@ describe('GET /deployment_gates/evaluations/rules: Datadog filters', () => {
     await refused(`${RULES}?filter[service]=${Array.from({ length: 101 }, (_, i) => `s${i}`).join(',')}`, 'filter[service]');
   });
 
-  test('an env-limited key sees its envs only; another env\'s ids match nothing', async () => {
+  test("an env-limited key sees its envs only; another env's ids match nothing", async () => {
     assert.deepEqual(await rules('', prodKey), ['E2:canary', 'E2:api', 'E2:errors', 'E1:canary', 'E1:api']);
     assert.deepEqual(await rules('&filter[env]=staging', prodKey), []);
     assert.deepEqual(await rules(`&filter[gate_evaluation_id]=${ev.E4}`, prodKey), []);
@@ -306,7 +330,17 @@ describe('GET /deployment_gates/evaluations: Datadog filters', () => {
     const item = r.body.data[0];
     assert.equal(item.type, 'deployment_gate_evaluation');
     assert.deepEqual(Object.keys(item.attributes).sort(), [
-      'dry_run', 'duration_seconds', 'env', 'evaluation_id', 'finished_at', 'gate_id', 'identifier', 'service', 'started_at', 'status', 'version',
+      'dry_run',
+      'duration_seconds',
+      'env',
+      'evaluation_id',
+      'finished_at',
+      'gate_id',
+      'identifier',
+      'service',
+      'started_at',
+      'status',
+      'version',
     ]);
     assert.deepEqual([item.attributes.evaluation_id, item.attributes.gate_id, item.attributes.version, item.attributes.status], [ev.E0, null, '', 'pass']);
     const e1 = (await api('GET', `${GATES}?filter[evaluation_id]=${ev.E1}`)).body.data[0].attributes;
@@ -328,7 +362,7 @@ describe('GET /deployment_gates/evaluations: Datadog filters', () => {
     await refused(`${GATES}?page[cursor]=0190a000-0000-7000-8000-000000000000`, 'page[cursor]');
   });
 
-  test('an env-limited key sees its envs only; another env\'s ids match nothing', async () => {
+  test("an env-limited key sees its envs only; another env's ids match nothing", async () => {
     assert.deepEqual(await gates('', prodKey), ['E2', 'E1']);
     assert.deepEqual(await gates(`&filter[evaluation_id]=${ev.E4}`, prodKey), []);
     assert.deepEqual(await gates(`&filter[gate_id]=${gateIds.G2}`, prodKey), []);

@@ -15,7 +15,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { countsByResource } from '../src/db/apm.ts';
 import { allMonitors } from '../src/db/monitors.ts';
-import { MAX_PATTERN_LENGTH, MAX_QUERY_LENGTH, matches, matchWork, parseMonitorQuery, type MatchableMonitor } from '../src/domain/monitorQuery.ts';
+import { MAX_PATTERN_LENGTH, MAX_QUERY_LENGTH, type MatchableMonitor, matches, matchWork, parseMonitorQuery } from '../src/domain/monitorQuery.ts';
 import { createMonitor, MAX_MONITOR_NAME_LENGTH, searchMonitors } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { decodeTraceRequest, forEachRequestSpan, MAX_JSON_MESSAGE_BYTES, mapSpans, type RequestSpan } from '../src/sources/otlp.ts';
@@ -48,9 +48,18 @@ describe('monitors are validated on every path', () => {
     const body = (await res.json()) as { received: number; rejected: number; problems: string[] };
     assert.equal(body.received, 1);
     assert.equal(body.rejected, 2);
-    assert.ok(body.problems.some((p) => /alertname/.test(p) && /at most/.test(p)), body.problems.join('\n'));
-    assert.ok(body.problems.some((p) => /instance/.test(p) && /at most/.test(p)), body.problems.join('\n'));
-    assert.ok(body.problems.every((p) => p.length < 1000), 'problems never echo the label');
+    assert.ok(
+      body.problems.some((p) => /alertname/.test(p) && /at most/.test(p)),
+      body.problems.join('\n'),
+    );
+    assert.ok(
+      body.problems.some((p) => /instance/.test(p) && /at most/.test(p)),
+      body.problems.join('\n'),
+    );
+    assert.ok(
+      body.problems.every((p) => p.length < 1000),
+      'problems never echo the label',
+    );
     const monitors = allMonitors(s.app.deps.db);
     assert.ok(monitors.every((m) => m.name.length <= MAX_MONITOR_NAME_LENGTH && m.tags.every((t) => t.length <= 200)));
     assert.ok(monitors.some((m) => m.name === 'FineAlert'));
@@ -67,7 +76,8 @@ describe('monitors are validated on every path', () => {
       (err: any) => err.code === 'BAD_USER_INPUT' && /name/.test(err.message),
     );
     assert.throws(
-      () => createMonitor(s.app.deps, SYSTEM, { name: 'ok', type: 'external', tags: Array.from({ length: 101 }, (_, i) => `t:${i}`), query: '', muted: false, comparator: 'above' }),
+      () =>
+        createMonitor(s.app.deps, SYSTEM, { name: 'ok', type: 'external', tags: Array.from({ length: 101 }, (_, i) => `t:${i}`), query: '', muted: false, comparator: 'above' }),
       (err: any) => err.code === 'BAD_USER_INPUT' && /tags/.test(err.message),
     );
   });
@@ -80,7 +90,12 @@ describe('imported Prometheus alerting rules are validated too', () => {
     // Prometheus is outside Tollgate: a real HTTP server answering its rules API stands in.
     const prometheus = createServer((_req, res) => {
       res.setHeader('content-type', 'application/json');
-      res.end(JSON.stringify({ status: 'success', data: { groups: [{ name: 'g', rules: [rule(huge, {}), rule('LabelTooLong', { team: huge }), rule('InstanceDown', { severity: 'page' })] }] } }));
+      res.end(
+        JSON.stringify({
+          status: 'success',
+          data: { groups: [{ name: 'g', rules: [rule(huge, {}), rule('LabelTooLong', { team: huge }), rule('InstanceDown', { severity: 'page' })] }] },
+        }),
+      );
     });
     prometheus.listen(0, '127.0.0.1');
     await once(prometheus, 'listening');
@@ -128,7 +143,8 @@ describe('monitor search is bounded and linear', () => {
 
   test('a search over many monitors yields to the event loop and completes', async () => {
     const name = 'a'.repeat(MAX_MONITOR_NAME_LENGTH - 4);
-    for (let i = 0; i < 3000; i++) createMonitor(s.app.deps, SYSTEM, { name: `${name}${i}`, type: 'external', tags: ['suite:scan', `n:${i}`], query: '', muted: false, comparator: 'above' });
+    for (let i = 0; i < 3000; i++)
+      createMonitor(s.app.deps, SYSTEM, { name: `${name}${i}`, type: 'external', tags: ['suite:scan', `n:${i}`], query: '', muted: false, comparator: 'above' });
     const pattern = `${'*a'.repeat((MAX_PATTERN_LENGTH - 2) / 2)}b*`;
     let turns = 0;
     let ticking = true;
@@ -164,7 +180,19 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
         attributes: [{ key: 'http.response.status_code', value: { intValue: i % 100 === 0 ? 503 : 200 } }],
       });
     }
-    return { resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: service } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }] }, scopeSpans: [{ spans }] }] };
+    return {
+      resourceSpans: [
+        {
+          resource: {
+            attributes: [
+              { key: 'service.name', value: { stringValue: service } },
+              { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+            ],
+          },
+          scopeSpans: [{ spans }],
+        },
+      ],
+    };
   }
   const post = (server: TestServer, key: string, body: Buffer, contentType: string) =>
     fetch(`${server.url}/v1/traces`, {
@@ -241,8 +269,14 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
     assert.ok(answeredDuring >= 1, '/healthz answered while the request was processed');
     const rows = countsByResource(s.app.deps.db, { service: 'large', env: 'prod', from: 0, to: Date.now() + 3_600_000 });
     const requests = Array.from({ length: n }, (_, i) => i).filter((i) => i % 3 !== 2);
-    assert.equal(rows.reduce((sum, r) => sum + r.hits, 0), requests.length);
-    assert.equal(rows.reduce((sum, r) => sum + r.errors, 0), requests.filter((i) => i % 100 === 0).length);
+    assert.equal(
+      rows.reduce((sum, r) => sum + r.hits, 0),
+      requests.length,
+    );
+    assert.equal(
+      rows.reduce((sum, r) => sum + r.errors, 0),
+      requests.filter((i) => i % 100 === 0).length,
+    );
   });
 
   test('a malformed span deep in a large request stores none of it', async () => {
@@ -265,14 +299,30 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
 describe('OTLP JSON requests are parsed span by span, in slices', () => {
   const nanos = (ms = Date.now()) => String(BigInt(ms) * 1_000_000n);
   const attributes = (n: number, prefix = 'k') => Array.from({ length: n }, (_, i) => ({ key: `${prefix}${i}`, value: { stringValue: 'v' } }));
-  const service = (name: string) => [{ key: 'service.name', value: { stringValue: name } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }];
+  const service = (name: string) => [
+    { key: 'service.name', value: { stringValue: name } },
+    { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+  ];
   const request = (resourceAttributes: unknown[], spans: unknown[]) => ({ resourceSpans: [{ resource: { attributes: resourceAttributes }, scopeSpans: [{ spans }] }] });
-  const serverSpan = (name: string, attrs: unknown[] = [], i = 0) => ({ name, kind: 2, startTimeUnixNano: nanos(Date.now() - (i % 1000)), endTimeUnixNano: nanos(Date.now() - (i % 1000) + 5), attributes: attrs, status: { code: i % 100 === 0 ? 2 : 0 } });
+  const serverSpan = (name: string, attrs: unknown[] = [], i = 0) => ({
+    name,
+    kind: 2,
+    startTimeUnixNano: nanos(Date.now() - (i % 1000)),
+    endTimeUnixNano: nanos(Date.now() - (i % 1000) + 5),
+    attributes: attrs,
+    status: { code: i % 100 === 0 ? 2 : 0 },
+  });
   const options = { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }], earliest: Date.now() - 86_400_000, latest: Date.now() + 3_600_000, maxSpans: 50_000, slice: 2000 };
   /** The hostile bodies, each near the decompressed limit (32 MB): 600,000 attributes on one span, on the resource, and 50,000 spans. */
   const wideSpan = () => JSON.stringify(request(service('wide-span'), [serverSpan('GET /wide', attributes(600_000)), serverSpan('GET /fine')]));
   const wideResource = () => JSON.stringify(request([...service('wide-resource'), ...attributes(600_000)], [serverSpan('GET /a'), serverSpan('GET /b')]));
-  const bigBatch = () => JSON.stringify(request(service('json-batch'), Array.from({ length: 50_000 }, (_, i) => serverSpan(`GET /r${i % 20}`, attributes(7, 'http.x'), i))));
+  const bigBatch = () =>
+    JSON.stringify(
+      request(
+        service('json-batch'),
+        Array.from({ length: 50_000 }, (_, i) => serverSpan(`GET /r${i % 20}`, attributes(7, 'http.x'), i)),
+      ),
+    );
 
   /**
    * forEachRequestSpan over `json`, counting the turns the event loop took meanwhile and the
@@ -312,7 +362,10 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     inSlices(r);
     assert.equal(r.rejected, 1);
     assert.deepEqual(r.problems, [`a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected`]);
-    assert.deepEqual(r.spans.map((s) => s.resource), ['GET /fine']);
+    assert.deepEqual(
+      r.spans.map((s) => s.resource),
+      ['GET /fine'],
+    );
   });
 
   test('a resource of 600,000 attributes rejects its spans, the body never parsed in one piece', async () => {
@@ -335,7 +388,11 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
       const gz = gzipSync(json);
       let done = false;
       let answeredDuring = 0;
-      const res = fetch(`${s.url}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${ingest}` }, body: new Uint8Array(gz) }).then(async (r) => {
+      const res = fetch(`${s.url}/v1/traces`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip', authorization: `Bearer ${ingest}` },
+        body: new Uint8Array(gz),
+      }).then(async (r) => {
         const answer = { status: r.status, body: (await r.json()) as any };
         done = true;
         return answer;
@@ -352,7 +409,10 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     const span = await send(wideSpan());
     assert.equal(span.status, 200);
     assert.deepEqual(span.body, { partialSuccess: { rejectedSpans: '1', errorMessage: `a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected` } });
-    assert.deepEqual(window('wide-span').map((r) => [r.resource, r.hits]), [['GET /fine', 1]]);
+    assert.deepEqual(
+      window('wide-span').map((r) => [r.resource, r.hits]),
+      [['GET /fine', 1]],
+    );
     const resource = await send(wideResource());
     assert.deepEqual(resource.body, { partialSuccess: { rejectedSpans: '2', errorMessage: `a resource is over ${MAX_JSON_MESSAGE_BYTES} bytes: its spans were rejected` } });
     assert.deepEqual(window('wide-resource'), []);
@@ -361,8 +421,14 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     assert.deepEqual(batch.body, {});
     const rows = window('json-batch');
     assert.equal(rows.length, 20);
-    assert.equal(rows.reduce((sum, r) => sum + r.hits, 0), 50_000);
-    assert.equal(rows.reduce((sum, r) => sum + r.errors, 0), 500);
+    assert.equal(
+      rows.reduce((sum, r) => sum + r.hits, 0),
+      50_000,
+    );
+    assert.equal(
+      rows.reduce((sum, r) => sum + r.errors, 0),
+      500,
+    );
   });
 
   test('batches from the OpenTelemetry JSON exporter at the SDK limits (512 spans of 128 attributes) land exactly', async () => {
@@ -376,7 +442,10 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     const tracer = provider.getTracer('stalls');
     const extra = Object.fromEntries(Array.from({ length: 125 }, (_, i) => [`app.attribute.${i}`, `value ${i} `.repeat(4)]));
     for (let i = 0; i < 2048; i++) {
-      const span = tracer.startSpan('GET', { kind: SpanKind.SERVER, attributes: { ...extra, 'http.request.method': 'GET', 'http.route': `/items/${i % 4}`, 'http.response.status_code': i % 64 === 0 ? 503 : 200 } });
+      const span = tracer.startSpan('GET', {
+        kind: SpanKind.SERVER,
+        attributes: { ...extra, 'http.request.method': 'GET', 'http.route': `/items/${i % 4}`, 'http.response.status_code': i % 64 === 0 ? 503 : 200 },
+      });
       if (i % 64 === 0) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
     }

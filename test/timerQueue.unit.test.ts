@@ -45,7 +45,7 @@ describe('timer queue', () => {
   test('agrees with a sorted list over many random sets, reschedules and deletes', () => {
     // A fixed-seed generator: the same sequence on every run.
     let seed = 12345;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const q = new TimerQueue();
     const model = new Map<string, number>();
     let now = 0;
@@ -64,7 +64,10 @@ describe('timer queue', () => {
         const expected = [...model].filter(([, at]) => at <= now).sort((a, b) => a[1] - b[1]);
         const taken = q.takeDue(now);
         // Keys due at the same instant may come in any order among themselves.
-        assert.deepEqual(taken.map((k) => model.get(k)), expected.map(([, at]) => at));
+        assert.deepEqual(
+          taken.map((k) => model.get(k)),
+          expected.map(([, at]) => at),
+        );
         assert.deepEqual([...taken].sort(), expected.map(([k]) => k).sort());
         for (const k of taken) model.delete(k);
       }

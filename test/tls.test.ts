@@ -1,10 +1,10 @@
 // Tollgate serving HTTPS and WSS itself (TOLLGATE_TLS_CERT / TOLLGATE_TLS_KEY), with
 // certificates made by the openssl command.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, loadConfig, readTls, TlsFileError } from '../src/config.ts';
@@ -39,7 +39,10 @@ describe('TLS', { skip }, () => {
     const gql = await call('POST', '/graphql', { query: '{ apiKeys { name } }' });
     assert.deepEqual(gql.json.data.apiKeys, [{ name: 'bootstrap' }]);
     const triggered = await call('POST', '/api/v2/deployments/gates/evaluation', {
-      data: { type: 'deployment_gates_evaluation_request', attributes: { service: 'tls-svc', env: 'prod', configuration: { rules: [{ name: 'm', type: 'monitor', options: { query: 'service:tls-svc', duration: 0 } }] } } },
+      data: {
+        type: 'deployment_gates_evaluation_request',
+        attributes: { service: 'tls-svc', env: 'prod', configuration: { rules: [{ name: 'm', type: 'monitor', options: { query: 'service:tls-svc', duration: 0 } }] } },
+      },
     });
     assert.equal(triggered.status, 202, JSON.stringify(triggered.json));
     const id = triggered.json.data.attributes.evaluation_id;
@@ -69,10 +72,14 @@ describe('TLS', { skip }, () => {
     writeFileSync(caFile, ca);
     const rules = join(dir, 'rules.json');
     writeFileSync(rules, JSON.stringify({ rules: [{ name: 'cli monitors', type: 'monitor', options: { query: 'service:tls-cli', duration: 2 } }] }));
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--url', s.url, '--api-key', ADMIN_KEY, '--service', 'tls-cli', '--env', 'prod', '--config', rules], {
-      env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', 'src/cli/main.ts', 'evaluate', '--url', s.url, '--api-key', ADMIN_KEY, '--service', 'tls-cli', '--env', 'prod', '--config', rules],
+      {
+        env: { ...process.env, NODE_EXTRA_CA_CERTS: caFile },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let out = '';
     child.stdout.on('data', (c) => (out += c));
     child.stderr.on('data', (c) => (out += c));
@@ -96,7 +103,10 @@ describe('TLS', { skip }, () => {
     assert.notEqual(renewedCall.peer?.fingerprint256, before.fingerprint256);
 
     writeFileSync(files.certFile, 'not a certificate');
-    assert.throws(() => s.app.reloadTls(), (err: unknown) => err instanceof TlsFileError && err.variable === 'TOLLGATE_TLS_CERT');
+    assert.throws(
+      () => s.app.reloadTls(),
+      (err: unknown) => err instanceof TlsFileError && err.variable === 'TOLLGATE_TLS_CERT',
+    );
     const still = await call('GET', '/healthz', undefined, readFileSync(renewed.certFile));
     assert.equal(still.peer?.fingerprint256, fingerprint(renewed.certFile));
   });
@@ -115,7 +125,10 @@ describe('TLS', { skip }, () => {
     const other = selfSignedCert(dir, 'other', ['tollgate.test']);
     assert.match(refused({ TOLLGATE_TLS_CERT: good.certFile }), /TOLLGATE_TLS_KEY: must be set too/);
     assert.match(refused({ TOLLGATE_TLS_KEY: good.keyFile }), /TOLLGATE_TLS_CERT: must be set too/);
-    assert.match(refused({ TOLLGATE_TLS_CERT: join(dir, 'missing.crt'), TOLLGATE_TLS_KEY: good.keyFile }), /TOLLGATE_TLS_CERT \(".*missing\.crt"\): cannot read .*missing\.crt: ENOENT/);
+    assert.match(
+      refused({ TOLLGATE_TLS_CERT: join(dir, 'missing.crt'), TOLLGATE_TLS_KEY: good.keyFile }),
+      /TOLLGATE_TLS_CERT \(".*missing\.crt"\): cannot read .*missing\.crt: ENOENT/,
+    );
     assert.match(refused({ TOLLGATE_TLS_CERT: good.keyFile, TOLLGATE_TLS_KEY: good.keyFile }), /TOLLGATE_TLS_CERT .*is not a PEM certificate/);
     assert.match(refused({ TOLLGATE_TLS_CERT: good.certFile, TOLLGATE_TLS_KEY: other.keyFile }), /TOLLGATE_TLS_KEY .*other\.key is not the key of the certificate in .*good\.crt/);
     assert.match(refused({ TOLLGATE_TLS_CERT: good.certFile, TOLLGATE_TLS_KEY: good.certFile }), /TOLLGATE_TLS_KEY .*is not a PEM private key/);

@@ -40,7 +40,18 @@ export async function sendTraffic(s: TestServer, t: Traffic, key?: string): Prom
           { key: 'http.route', value: { stringValue: route } },
           { key: 'http.response.status_code', value: { intValue: failed ? 500 : 200 } },
         ],
-        events: failed && t.errorType ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: t.errorType } }, { key: 'exception.message', value: { stringValue: t.message ?? 'boom' } }] }] : [],
+        events:
+          failed && t.errorType
+            ? [
+                {
+                  name: 'exception',
+                  attributes: [
+                    { key: 'exception.type', value: { stringValue: t.errorType } },
+                    { key: 'exception.message', value: { stringValue: t.message ?? 'boom' } },
+                  ],
+                },
+              ]
+            : [],
         status: { code: failed ? 2 : 0 },
       });
     }

@@ -44,7 +44,19 @@ describe('dry-run truth table', () => {
   });
 
   test('the evaluation finishes only when every rule, dry run or not, has finished', () => {
-    assert.equal(allRulesFinished([{ status: 'fail', dryRun: false }, { status: 'in_progress', dryRun: true }]), false);
-    assert.equal(allRulesFinished([{ status: 'fail', dryRun: false }, { status: 'pass', dryRun: true }]), true);
+    assert.equal(
+      allRulesFinished([
+        { status: 'fail', dryRun: false },
+        { status: 'in_progress', dryRun: true },
+      ]),
+      false,
+    );
+    assert.equal(
+      allRulesFinished([
+        { status: 'fail', dryRun: false },
+        { status: 'pass', dryRun: true },
+      ]),
+      true,
+    );
   });
 });

@@ -120,14 +120,22 @@ function comparable(options: Record<string, unknown>): Record<string, unknown> {
  * `valueFromEnv: NAME` in a webhook header reads the value from the environment, so the file
  * holds no secret. `where` names the line of a missing variable.
  */
-function secretsFromEnv(rule: Record<string, unknown>, env: Record<string, string | undefined>, where: (path: PropertyKey[]) => string, path: PropertyKey[]): Record<string, unknown> {
+function secretsFromEnv(
+  rule: Record<string, unknown>,
+  env: Record<string, string | undefined>,
+  where: (path: PropertyKey[]) => string,
+  path: PropertyKey[],
+): Record<string, unknown> {
   const webhook = rule.webhook as { headers?: unknown } | undefined;
   if (!webhook || typeof webhook !== 'object' || !Array.isArray(webhook.headers)) return rule;
   const headers = webhook.headers.map((h: unknown, j: number) => {
     if (!h || typeof h !== 'object' || !('valueFromEnv' in h)) return h;
     const { valueFromEnv, ...rest } = h as { valueFromEnv: unknown };
     const value = typeof valueFromEnv === 'string' ? env[valueFromEnv] : undefined;
-    if (value === undefined) throw new ApplyError(`${where([...path, 'webhook', 'headers', j, 'valueFromEnv'])}: valueFromEnv: ${typeof valueFromEnv === 'string' ? `${valueFromEnv} is not set in the environment` : 'must name an environment variable'}`);
+    if (value === undefined)
+      throw new ApplyError(
+        `${where([...path, 'webhook', 'headers', j, 'valueFromEnv'])}: valueFromEnv: ${typeof valueFromEnv === 'string' ? `${valueFromEnv} is not set in the environment` : 'must name an environment variable'}`,
+      );
     return { ...rest, value };
   });
   return { ...rule, webhook: { ...webhook, headers } };
@@ -247,18 +255,26 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
       if (have.dryRun !== want.dryRun || have.onSourceError !== want.onSourceError.toUpperCase()) {
         plan.push({
           line: `~ gate ${keyOf(want)}: dryRun ${have.dryRun} → ${want.dryRun}, onSourceError ${have.onSourceError.toLowerCase()} → ${want.onSourceError}`,
-          run: () => gql('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', { id: have.id, i: { dryRun: want.dryRun, onSourceError: want.onSourceError.toUpperCase() } }),
+          run: () =>
+            gql('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', {
+              id: have.id,
+              i: { dryRun: want.dryRun, onSourceError: want.onSourceError.toUpperCase() },
+            }),
         });
       }
       const rules = new Map(have.rules.map((r) => [r.name, r]));
       for (const r of want.rules) {
         const old = rules.get(r.name);
         rules.delete(r.name);
-        const add = () => gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: have.id, i: { name: r.name, dryRun: r.dryRun, options: optionsInput(r) } });
+        const add = () =>
+          gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: have.id, i: { name: r.name, dryRun: r.dryRun, options: optionsInput(r) } });
         if (!old) {
           plan.push({ line: `+ rule ${keyOf(want)} "${r.name}"`, run: add });
         } else if (old.type !== typeName(r.options.type)) {
-          plan.push({ line: `± rule ${keyOf(want)} "${r.name}": type ${old.type.toLowerCase()} → ${r.options.type} (recreated)`, run: async () => (await gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: old.id }), add()) });
+          plan.push({
+            line: `± rule ${keyOf(want)} "${r.name}": type ${old.type.toLowerCase()} → ${r.options.type} (recreated)`,
+            run: async () => (await gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: old.id }), add()),
+          });
         } else if (old.dryRun !== r.dryRun || !isDeepStrictEqual(comparable(old.options), comparable(r.options.options))) {
           plan.push({
             line: `~ rule ${keyOf(want)} "${r.name}"`,
@@ -266,7 +282,8 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
           });
         }
       }
-      for (const extra of rules.values()) plan.push({ line: `- rule ${keyOf(want)} "${extra.name}"`, run: () => gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: extra.id }) });
+      for (const extra of rules.values())
+        plan.push({ line: `- rule ${keyOf(want)} "${extra.name}"`, run: () => gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: extra.id }) });
     }
     const wanted = new Set(desired.map(keyOf));
     for (const g of existing.filter((g) => !wanted.has(keyOf(g)))) {

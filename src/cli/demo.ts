@@ -4,8 +4,8 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateSecret } from '../domain/apiKeys.ts';
 import { testConfig } from '../config.ts';
+import { generateSecret } from '../domain/apiKeys.ts';
 import { buildApp } from '../server/app.ts';
 import { evaluate } from './evaluate.ts';
 
@@ -60,11 +60,27 @@ export async function demo(flags: DemoFlags): Promise<number> {
           { key: 'http.route', value: { stringValue: route } },
           { key: 'http.response.status_code', value: { intValue: failed ? 502 : 200 } },
         ],
-        events: failed ? [{ name: 'exception', attributes: [{ key: 'exception.type', value: { stringValue: 'UpstreamError' } }, { key: 'exception.message', value: { stringValue: 'payment provider returned 502' } }] }] : [],
+        events: failed
+          ? [
+              {
+                name: 'exception',
+                attributes: [
+                  { key: 'exception.type', value: { stringValue: 'UpstreamError' } },
+                  { key: 'exception.message', value: { stringValue: 'payment provider returned 502' } },
+                ],
+              },
+            ]
+          : [],
         status: { code: failed ? 2 : 0 },
       };
     });
-    const resource = { attributes: [{ key: 'service.name', value: { stringValue: 'demo-checkout' } }, { key: 'deployment.environment.name', value: { stringValue: 'demo' } }, { key: 'service.version', value: { stringValue: version } }] };
+    const resource = {
+      attributes: [
+        { key: 'service.name', value: { stringValue: 'demo-checkout' } },
+        { key: 'deployment.environment.name', value: { stringValue: 'demo' } },
+        { key: 'service.version', value: { stringValue: version } },
+      ],
+    };
     await fetch(`${url}/v1/traces`, { method: 'POST', headers: auth, body: JSON.stringify({ resourceSpans: [{ resource, scopeSpans: [{ spans }] }] }) });
   };
 
@@ -85,7 +101,8 @@ export async function demo(flags: DemoFlags): Promise<number> {
 
   try {
     console.log('\n1. A monitor for checkout (OK) and a gate with a monitor rule and a faulty-deployment-detection rule');
-    const monitor = (await gql('mutation { createMonitor(input: { name: "demo checkout 5xx", type: EXTERNAL, tags: ["service:demo-checkout", "env:demo"] }) { id } }')).createMonitor.id;
+    const monitor = (await gql('mutation { createMonitor(input: { name: "demo checkout 5xx", type: EXTERNAL, tags: ["service:demo-checkout", "env:demo"] }) { id } }'))
+      .createMonitor.id;
     await gql('mutation($id: ID!) { reportMonitorState(input: { monitorId: $id, state: OK }) { id } }', { id: monitor });
     await gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
       i: {

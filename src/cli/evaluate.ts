@@ -46,7 +46,9 @@ function unreachableWarnings(base: string, failOnError: boolean) {
       cause = code;
       if (warned) return;
       warned = true;
-      const then = failOnError ? 'this run will fail (--fail-on-error) if it stays unreachable' : 'without --fail-on-error this run will pass, without a verdict, when the retries or the timeout end';
+      const then = failOnError
+        ? 'this run will fail (--fail-on-error) if it stays unreachable'
+        : 'without --fail-on-error this run will pass, without a verdict, when the retries or the timeout end';
       process.stderr.write(`WARNING: Tollgate at ${base} is unreachable (${cause}); ${then}\n`);
     },
     /** A request got an answer: the server is back. */
@@ -115,7 +117,9 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
       };
     }
 
-    log(`Evaluating the gate for service ${flags.service}, env ${flags.env}${flags.identifier ? `, identifier ${flags.identifier}` : ''}${flags.version ? `, version ${flags.version}` : ''} (timeout ${timeout} s)`);
+    log(
+      `Evaluating the gate for service ${flags.service}, env ${flags.env}${flags.identifier ? `, identifier ${flags.identifier}` : ''}${flags.version ? `, version ${flags.version}` : ''} (timeout ${timeout} s)`,
+    );
     const headers = { 'content-type': 'application/json', 'DD-API-KEY': key };
     const request = async (method: string, path: string, body?: unknown) => {
       let res: Response;
@@ -168,8 +172,13 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
 
     if (flags.json) process.stdout.write(`${JSON.stringify({ evaluation_id: evaluationId, ...result }, null, 2)}\n`);
     log('');
-    log(`Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'}${result.passed_without_evidence ? ' WITHOUT EVIDENCE (a rule had too little data to decide)' : ''} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`);
-    for (const r of result.rules) log(`  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.insufficient_data ? ' (insufficient data)' : ''}${r.reason ? ` — ${r.reason}` : ''}`);
+    log(
+      `Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'}${result.passed_without_evidence ? ' WITHOUT EVIDENCE (a rule had too little data to decide)' : ''} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`,
+    );
+    for (const r of result.rules)
+      log(
+        `  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.insufficient_data ? ' (insufficient data)' : ''}${r.reason ? ` — ${r.reason}` : ''}`,
+      );
     log(`Details: ${result.evaluation_url}`);
     return result.gate_status === 'pass' ? 0 : 1;
   } catch (err) {
@@ -184,7 +193,13 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
 
 /** Follows the evaluation over graphql-ws; null if WebSockets fail, so the caller polls. */
 async function watch(base: string, key: string, id: string, deadline: number, log: (s: string) => void): Promise<Result | null | undefined> {
-  const client = createClient({ url: `${base.replace(/^http/, 'ws')}/graphql`, webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${key}` }, retryAttempts: 0, lazy: true });
+  const client = createClient({
+    url: `${base.replace(/^http/, 'ws')}/graphql`,
+    webSocketImpl: WebSocket,
+    connectionParams: { authorization: `Bearer ${key}` },
+    retryAttempts: 0,
+    lazy: true,
+  });
   const seen = new Map<string, string>();
   let lastDone = -1;
   let lastProgress = 0;
@@ -193,7 +208,10 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
       const timer = setTimeout(() => resolve(undefined), Math.max(0, deadline - Date.now()));
       let last: Result | null = null;
       client.subscribe<any>(
-        { query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt passedWithoutEvidence rules { name status reason dryRun windowEndsAt insufficientData } } }`, variables: { id } },
+        {
+          query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt passedWithoutEvidence rules { name status reason dryRun windowEndsAt insufficientData } } }`,
+          variables: { id },
+        },
         {
           next: ({ data, errors }) => {
             if (errors || !data) return;
@@ -218,7 +236,13 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
               dry_run: e.dryRun,
               evaluation_url: e.evaluationUrl,
               passed_without_evidence: e.passedWithoutEvidence,
-              rules: e.rules.map((r: any) => ({ name: r.name, status: r.status.toLowerCase(), reason: r.reason ?? undefined, dry_run: r.dryRun, insufficient_data: r.insufficientData })),
+              rules: e.rules.map((r: any) => ({
+                name: r.name,
+                status: r.status.toLowerCase(),
+                reason: r.reason ?? undefined,
+                dry_run: r.dryRun,
+                insufficient_data: r.insufficientData,
+              })),
             };
             // The deploy can go on as soon as the verdict is known.
             if (e.reportedStatus !== 'IN_PROGRESS') {

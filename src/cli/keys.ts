@@ -27,7 +27,9 @@ function localDeps(db?: string): Deps {
   // made there one the server has never heard of. Only an explicit --db may create one.
   if (!db && !existsSync(config.dbPath)) {
     const source = process.env.TOLLGATE_DB ? 'TOLLGATE_DB' : 'the default, relative to this directory';
-    console.error(`tollgate: no database at ${resolve(config.dbPath)} (${source}); run this where the server keeps its database, or name the file with --db <path> (which creates it if it does not exist)`);
+    console.error(
+      `tollgate: no database at ${resolve(config.dbPath)} (${source}); run this where the server keeps its database, or name the file with --db <path> (which creates it if it does not exist)`,
+    );
     process.exit(2);
   }
   let database: ReturnType<typeof openDb>;
@@ -69,7 +71,12 @@ function run(action: () => void): void {
 function asScope(text: string): string {
   const wanted = text.trim().toLowerCase();
   const scope = SCOPES.find((s) => s === wanted || s.replace(':', '_') === wanted);
-  if (!scope) throw new DomainError('BAD_USER_INPUT', `--scope ${text}: scopes must be among ${SCOPES.join(', ')} (or spelled as in GraphQL: ${SCOPES.map((s) => s.replace(':', '_').toUpperCase()).join(', ')})`, 'scope');
+  if (!scope)
+    throw new DomainError(
+      'BAD_USER_INPUT',
+      `--scope ${text}: scopes must be among ${SCOPES.join(', ')} (or spelled as in GraphQL: ${SCOPES.map((s) => s.replace(':', '_').toUpperCase()).join(', ')})`,
+      'scope',
+    );
   return scope;
 }
 

@@ -11,7 +11,7 @@ const { version } = JSON.parse(readFileSync(new URL('../../package.json', import
 const program = new Command()
   .name('tollgate')
   .description('Self-hosted deployment gates: may version V of a service go further in an environment?')
-  .version(version, '-V, --version', 'print Tollgate\'s version')
+  .version(version, '-V, --version', "print Tollgate's version")
   // Program options only before the command: `evaluate --version 1.2` is the deployed version.
   .enablePositionalOptions()
   .showHelpAfterError();
@@ -46,7 +46,7 @@ program
   .option('--prometheus-url <url>', 'Prometheus to query (env TOLLGATE_PROMETHEUS_URL)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env TOLLGATE_LOG_LEVEL)')
   .option('--tls-cert <file>', 'serve HTTPS/WSS with this PEM certificate chain (env TOLLGATE_TLS_CERT; SIGHUP reloads)')
-  .option('--tls-key <file>', 'the certificate\'s PEM private key (env TOLLGATE_TLS_KEY)')
+  .option('--tls-key <file>', "the certificate's PEM private key (env TOLLGATE_TLS_KEY)")
   .action(serve);
 
 program
@@ -88,20 +88,21 @@ const serverOptions = (command: Command, scope: string) =>
     .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
     .option('--api-key <key>', `API key with ${scope} (env TOLLGATE_API_KEY)`);
 
-serverOptions(program
-  .command('apply')
-  .description('Make the server’s gates match a YAML file (idempotent; rules matched by name)')
-  .addOption(required('-f, --file <gates.yaml>', 'the gates file'))
-  .option('--dry-run', 'print the changes without making them')
-  .option('--prune', 'also delete gates the file does not list'), 'gates:write')
-  .action(async (flags) => {
-    process.exitCode = await apply(flags);
-  });
+serverOptions(
+  program
+    .command('apply')
+    .description('Make the server’s gates match a YAML file (idempotent; rules matched by name)')
+    .addOption(required('-f, --file <gates.yaml>', 'the gates file'))
+    .option('--dry-run', 'print the changes without making them')
+    .option('--prune', 'also delete gates the file does not list'),
+  'gates:write',
+).action(async (flags) => {
+  process.exitCode = await apply(flags);
+});
 
-serverOptions(program.command('export').description('Print the server’s gates as a YAML file for apply'), 'gates:read')
-  .action(async (flags) => {
-    process.exitCode = await exportGates(flags);
-  });
+serverOptions(program.command('export').description('Print the server’s gates as a YAML file for apply'), 'gates:read').action(async (flags) => {
+  process.exitCode = await exportGates(flags);
+});
 
 program
   .command('demo')

@@ -79,19 +79,11 @@ export async function serve(flags: ServeFlags): Promise<void> {
   lines.push(`  Database: ${config.dbPath}`);
   if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
   if (app.bootstrapSecret && !config.bootstrapKey) {
-    lines.push(
-      '',
-      `  Admin API key (shown once, stored only as a hash):`,
-      `    ${app.bootstrapSecret}`,
-      `  Use it as "Authorization: Bearer <key>".`,
-    );
+    lines.push('', `  Admin API key (shown once, stored only as a hash):`, `    ${app.bootstrapSecret}`, `  Use it as "Authorization: Bearer <key>".`);
   } else if (config.bootstrapKey) {
     lines.push(`  Admin API key: the value of TOLLGATE_BOOTSTRAP_KEY`);
   } else {
-    lines.push(
-      `  Admin API key: printed on the first start with this database.`,
-      `  Lost it? Restart with TOLLGATE_BOOTSTRAP_KEY=<a secret of 24+ characters> to add one.`,
-    );
+    lines.push(`  Admin API key: printed on the first start with this database.`, `  Lost it? Restart with TOLLGATE_BOOTSTRAP_KEY=<a secret of 24+ characters> to add one.`);
   }
   console.error(lines.join('\n'));
 

@@ -1,7 +1,6 @@
 import { and, asc, eq, inArray, isNotNull, isNull, sql } from 'drizzle-orm';
-import type { Tx } from './client.ts';
+import type { Db, Tx } from './client.ts';
 import { apiKeys } from './schema.ts';
-import type { Db } from './client.ts';
 
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 
@@ -53,7 +52,11 @@ export function revokedAmong(db: Tx, ids: readonly string[]): string[] {
   const revoked: string[] = [];
   for (let i = 0; i < ids.length; i += 500) {
     const chunk = ids.slice(i, i + 500);
-    for (const row of db.select({ id: apiKeys.id }).from(apiKeys).where(and(inArray(apiKeys.id, chunk), isNotNull(apiKeys.revokedAt))).all()) {
+    for (const row of db
+      .select({ id: apiKeys.id })
+      .from(apiKeys)
+      .where(and(inArray(apiKeys.id, chunk), isNotNull(apiKeys.revokedAt)))
+      .all()) {
       revoked.push(row.id);
     }
   }

@@ -76,11 +76,31 @@ function statements(db: Tx) {
         .prepare(),
       insert: db
         .insert(apmStats)
-        .values({ service: p('service'), env: p('env'), version: p('version'), resource: p('resource'), primaryTag: p('primaryTag'), bucket: p('bucket'), hits: p('hits'), errors: p('errors'), durations: p('durations') })
+        .values({
+          service: p('service'),
+          env: p('env'),
+          version: p('version'),
+          resource: p('resource'),
+          primaryTag: p('primaryTag'),
+          bucket: p('bucket'),
+          hits: p('hits'),
+          errors: p('errors'),
+          durations: p('durations'),
+        })
         .prepare(),
       addError: db
         .insert(apmErrors)
-        .values({ service: p('service'), env: p('env'), version: p('version'), resource: p('resource'), primaryTag: p('primaryTag'), bucket: p('bucket'), errorType: p('errorType'), count: p('count'), sampleMessage: p('sampleMessage') })
+        .values({
+          service: p('service'),
+          env: p('env'),
+          version: p('version'),
+          resource: p('resource'),
+          primaryTag: p('primaryTag'),
+          bucket: p('bucket'),
+          errorType: p('errorType'),
+          count: p('count'),
+          sampleMessage: p('sampleMessage'),
+        })
         .onConflictDoUpdate({
           target: [apmErrors.service, apmErrors.env, apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType, apmErrors.bucket],
           set: { count: sql`${apmErrors.count} + excluded.count`, sampleMessage: sql`coalesce(${apmErrors.sampleMessage}, excluded.sample_message)` },
@@ -118,8 +138,7 @@ export interface Window {
   to: number;
 }
 
-const inWindow = (w: Window, t: typeof apmStats | typeof apmErrors): SQL =>
-  and(eq(t.service, w.service), eq(t.env, w.env), gte(t.bucket, w.from), lt(t.bucket, w.to))!;
+const inWindow = (w: Window, t: typeof apmStats | typeof apmErrors): SQL => and(eq(t.service, w.service), eq(t.env, w.env), gte(t.bucket, w.from), lt(t.bucket, w.to))!;
 
 export interface CountRow {
   version: string;

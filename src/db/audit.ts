@@ -1,5 +1,5 @@
-import { auditLog } from './schema.ts';
 import type { Tx } from './client.ts';
+import { auditLog } from './schema.ts';
 
 export type AuditEntry = typeof auditLog.$inferInsert;
 

@@ -50,9 +50,7 @@ export function openDb(path: string, options: OpenDbOptions = {}): Db {
   sqlite.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('foreign_keys = ON');
-  const logger: DrizzleLogger | undefined = options.onQuery
-    ? { logQuery: (query, params) => options.onQuery!(query, params) }
-    : undefined;
+  const logger: DrizzleLogger | undefined = options.onQuery ? { logQuery: (query, params) => options.onQuery!(query, params) } : undefined;
   const db = drizzle(sqlite, { schema, logger }) as Db;
   migrate(db, { migrationsFolder });
   return db;
@@ -105,7 +103,9 @@ export function openServerDb(path: string, options: OpenDbOptions & { log: Stora
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (err) {
-    throw new StorageStartError(`cannot create the directory ${dirname(path)} for the database (${(err as NodeJS.ErrnoException).code}): create it, or use another file (--db or TOLLGATE_DB)`);
+    throw new StorageStartError(
+      `cannot create the directory ${dirname(path)} for the database (${(err as NodeJS.ErrnoException).code}): create it, or use another file (--db or TOLLGATE_DB)`,
+    );
   }
   const unwritable = writeProblem(path);
   if (unwritable) throw new StorageStartError(`${unwritable}: Tollgate must write it. Fix the permissions, or use another file (--db or TOLLGATE_DB).`);

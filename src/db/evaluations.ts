@@ -1,9 +1,9 @@
 import { and, asc, desc, eq, gt, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { KeysetPage, Tx } from './client.ts';
 import { type EvaluationFilter, filterSql } from './evaluationFilter.ts';
-import { evaluations, ruleEvaluations, type RuleType } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';
+import { evaluations, type RuleType, ruleEvaluations } from './schema.ts';
 
 export type EvaluationRow = typeof evaluations.$inferSelect;
 export type RuleEvaluationRow = typeof ruleEvaluations.$inferSelect;
@@ -211,27 +211,26 @@ export interface EvaluationStatsRow {
   byStatus: Array<{ status: Status; count: number }>;
   byDay: Array<{ day: string; status: Status; count: number }>;
   failingGates: Array<{ gateId: string | null; service: string; env: string; identifier: string; failures: number; evaluations: number }>;
-  failingRules: Array<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>;
+  failingRules: Array<{
+    gateId: string | null;
+    ruleId: string | null;
+    service: string;
+    env: string;
+    identifier: string;
+    name: string;
+    type: string;
+    failures: number;
+    evaluations: number;
+  }>;
 }
 
 /** Aggregates for the explorer: real statuses (dry run ignored), grouped several ways. */
 export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): EvaluationStatsRow {
   const where = and(...filterSql(filter));
   const { failingGates, failingRules } = mostFailing(db, filter, limit);
-  const byStatus = db
-    .select({ status: evaluations.status, count: sql<number>`count(*)` })
-    .from(evaluations)
-    .where(where)
-    .groupBy(evaluations.status)
-    .all();
+  const byStatus = db.select({ status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(evaluations.status).all();
   const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
-  const byDay = db
-    .select({ day, status: evaluations.status, count: sql<number>`count(*)` })
-    .from(evaluations)
-    .where(where)
-    .groupBy(day, evaluations.status)
-    .orderBy(day)
-    .all();
+  const byDay = db.select({ day, status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(day, evaluations.status).orderBy(day).all();
   return {
     total: byStatus.reduce((n, r) => n + r.count, 0),
     byStatus,

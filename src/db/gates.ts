@@ -1,8 +1,8 @@
 import { and, asc, desc, eq, gt, lt, type SQL, sql } from 'drizzle-orm';
 import type { KeysetPage, Tx } from './client.ts';
+import { inList } from './lists.ts';
 import { prepared } from './prepared.ts';
 import { gates, rules } from './schema.ts';
-import { inList } from './lists.ts';
 
 export type GateRow = typeof gates.$inferSelect;
 export type RuleRow = typeof rules.$inferSelect;

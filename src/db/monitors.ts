@@ -1,8 +1,8 @@
 import { and, asc, eq, gt, gte, lt, lte, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
-import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
 import { inList, preparedSet } from './lists.ts';
 import { prepared } from './prepared.ts';
+import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
 
 export type MonitorRow = typeof monitors.$inferSelect;
 export type MonitorGroupRow = typeof monitorGroups.$inferSelect;

@@ -23,10 +23,7 @@ export const gates = sqliteTable(
     onSourceError: text('on_source_error', { enum: ['fail', 'pass'] }).notNull(),
     ...timestamps,
   },
-  (t) => [
-    uniqueIndex('gates_key_unique').on(t.service, t.env, t.identifier),
-    index('gates_env_idx').on(t.env),
-  ],
+  (t) => [uniqueIndex('gates_key_unique').on(t.service, t.env, t.identifier), index('gates_env_idx').on(t.env)],
 );
 
 /**
@@ -134,9 +131,7 @@ export const evaluations = sqliteTable(
     revision: integer('revision').notNull().default(1),
   },
   (t) => [
-    uniqueIndex('evaluations_env_idempotency_unique')
-      .on(t.env, t.idempotencyKey)
-      .where(sql`${t.idempotencyKey} is not null`),
+    uniqueIndex('evaluations_env_idempotency_unique').on(t.env, t.idempotencyKey).where(sql`${t.idempotencyKey} is not null`),
     index('evaluations_key_started_idx').on(t.service, t.env, t.identifier, t.startedAt),
     index('evaluations_status_idx').on(t.status),
     index('evaluations_started_idx').on(t.startedAt),
@@ -145,9 +140,7 @@ export const evaluations = sqliteTable(
     // The per-key limits (src/db/evaluationQuotas.ts): evaluations started in the last minute,
     // and those still running (partial: only the few unfinished are in it).
     index('evaluations_triggered_by_started_idx').on(t.triggeredById, t.startedAt),
-    index('evaluations_running_by_key_idx')
-      .on(t.triggeredById)
-      .where(sql`${t.finishedAt} is null`),
+    index('evaluations_running_by_key_idx').on(t.triggeredById).where(sql`${t.finishedAt} is null`),
   ],
 );
 
@@ -180,10 +173,7 @@ export const ruleEvaluations = sqliteTable(
     /** Runner-specific accumulated state (counts, seen transitions, e-values). */
     state: text('state', { mode: 'json' }).$type<Record<string, unknown>>(),
   },
-  (t) => [
-    index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position),
-    index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt),
-  ],
+  (t) => [index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position), index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt)],
 );
 
 export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;

@@ -1,24 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import {
-  type ApiKeyRow,
-  getApiKey,
-  hasActiveAdminKey,
-  insertApiKey,
-  listApiKeys as listApiKeyRows,
-  preparedKeyLookup,
-  revokeApiKeyRow,
-} from '../db/apiKeys.ts';
+import { type ApiKeyRow, getApiKey, hasActiveAdminKey, insertApiKey, listApiKeys as listApiKeyRows, preparedKeyLookup, revokeApiKeyRow } from '../db/apiKeys.ts';
 import { insertAudit } from '../db/audit.ts';
 import type { Db } from '../db/client.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import type { Events } from './events.ts';
 import { DomainError, notFound, storageFailure } from './errors.ts';
+import type { Events } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
-import { audit } from './stamp.ts';
 import { hasScope, type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
+import { audit } from './stamp.ts';
 
 export type { ApiKeyRow };
 
@@ -74,8 +66,7 @@ export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyIn
  * within its own, and a lifetime that ends no later than its own.
  */
 function assertWithinActor(actor: Principal, input: CreateApiKeyInput): void {
-  const refuse = (field: string, problem: string) =>
-    new DomainError('FORBIDDEN', `${field}: API key "${actor.name}" ${problem}`, field);
+  const refuse = (field: string, problem: string) => new DomainError('FORBIDDEN', `${field}: API key "${actor.name}" ${problem}`, field);
   const extra = input.scopes.filter((s) => !hasScope(actor, s));
   if (extra.length > 0) throw refuse('input.scopes', `lacks ${extra.join(', ')} and cannot grant it`);
   if (actor.envs !== null) {
@@ -92,8 +83,7 @@ function assertWithinActor(actor: Principal, input: CreateApiKeyInput): void {
 }
 
 /** A key is inside an actor's reach when it is limited to environments the actor has. */
-const withinReach = (actor: Principal, key: ApiKeyRow): boolean =>
-  actor.envs === null || (key.envs?.every((e) => actor.envs!.includes(e)) ?? false);
+const withinReach = (actor: Principal, key: ApiKeyRow): boolean => actor.envs === null || (key.envs?.every((e) => actor.envs!.includes(e)) ?? false);
 
 function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
   if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {
@@ -108,12 +98,7 @@ function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): C
   });
 }
 
-function insertKey(
-  db: Db,
-  actor: Principal,
-  now: Date,
-  k: { name: string; scopes: Scope[]; envs: string[] | null; expiresAt: Date | null; secret: string },
-): CreatedApiKey {
+function insertKey(db: Db, actor: Principal, now: Date, k: { name: string; scopes: Scope[]; envs: string[] | null; expiresAt: Date | null; secret: string }): CreatedApiKey {
   const key = db.transaction((tx) => {
     const row = insertApiKey(tx, {
       id: newId(),
@@ -127,9 +112,7 @@ function insertKey(
       expiresAt: k.expiresAt,
     });
     const { secretHash: _omit, ...safe } = row;
-    insertAudit(tx, [
-      audit(actor, now, 'api_key.created', { type: 'api_key', id: row.id }, null, safe),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'api_key.created', { type: 'api_key', id: row.id }, null, safe)]);
     return row;
   });
   return { key, secret: k.secret };
@@ -144,9 +127,7 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
     if (!before || !withinReach(actor, before)) throw notFound(`API key ${id} does not exist`, 'id');
     if (before.revokedAt) return before;
     const row = revokeApiKeyRow(tx, before.id, now);
-    insertAudit(tx, [
-      audit(actor, now, 'api_key.revoked', { type: 'api_key', id: row.id }, null, { revokedAt: now }),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'api_key.revoked', { type: 'api_key', id: row.id }, null, { revokedAt: now })]);
     return row;
   });
   deps.events.publish('config.changed', null);

@@ -79,13 +79,16 @@ export function storageFailure(err: unknown): StorageUnavailableError | undefine
     const code = (e as { code?: unknown }).code;
     if (typeof code !== 'string') continue;
     const known = STORAGE_FAILURES.find(([pattern]) => pattern.test(code));
-    if (known) return new StorageUnavailableError(`Tollgate's storage is unavailable (${code}: ${known[1]}): the request failed. Retry later; the operator sees the cause on /readyz.`, code);
+    if (known)
+      return new StorageUnavailableError(
+        `Tollgate's storage is unavailable (${code}: ${known[1]}): the request failed. Retry later; the operator sees the cause on /readyz.`,
+        code,
+      );
   }
   return undefined;
 }
 
-export const badInput = (field: string, message: string) =>
-  new DomainError('BAD_USER_INPUT', `${field}: ${message}`, field);
+export const badInput = (field: string, message: string) => new DomainError('BAD_USER_INPUT', `${field}: ${message}`, field);
 export const notFound = (message: string, field?: string) => new DomainError('NOT_FOUND', message, field);
 export const conflict = (message: string, field?: string) => new DomainError('CONFLICT', message, field);
 export const forbidden = (message: string) => new DomainError('FORBIDDEN', message);

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { KeysetPage } from '../db/client.ts';
 import {
   countEvaluations as countEvaluationRows,
   type EvaluationFilter,
@@ -18,7 +19,6 @@ import {
   updateEvaluationRow,
   updateRuleEvaluationRow,
 } from '../db/evaluations.ts';
-import type { KeysetPage } from '../db/client.ts';
 import { getGateByKey, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
@@ -28,9 +28,9 @@ import { assertMetricRulesAllowed, ruleInputSchema, sourceErrorPolicySchema, tag
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
-import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from './ruleOptions.ts';
 import { storedRuleOptions } from './ruleStorage.ts';
+import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
 export type { EvaluationSnapshot };
@@ -157,10 +157,19 @@ export function gateEvaluationsLimit(first: number): number {
 }
 
 /** The newest evaluations of each gate (gates the actor already sees), at most `limit` each. */
-export function latestEvaluationsOf(deps: Deps, actor: Principal, gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>, limit: number): EvaluationRow[] {
+export function latestEvaluationsOf(
+  deps: Deps,
+  actor: Principal,
+  gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>,
+  limit: number,
+): EvaluationRow[] {
   requireRead(actor);
   gateEvaluationsLimit(limit);
-  return latestEvaluationsOfGates(deps.db, gates.filter((g) => canSeeEnv(actor, g.env)), limit);
+  return latestEvaluationsOfGates(
+    deps.db,
+    gates.filter((g) => canSeeEnv(actor, g.env)),
+    limit,
+  );
 }
 
 export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {
@@ -279,7 +288,12 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
  * unique per env, and looked up in the request's env, which the actor may act on). The answer
  * is the evaluation as the actor may see it: another key of the env may have started it.
  */
-function sameRequest(deps: Deps, actor: Principal, existing: EvaluationRow, request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'> & { version?: string | null; primaryTag?: string | null }): EvaluationSnapshot {
+function sameRequest(
+  deps: Deps,
+  actor: Principal,
+  existing: EvaluationRow,
+  request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'> & { version?: string | null; primaryTag?: string | null },
+): EvaluationSnapshot {
   if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== request[key])) {
     throw conflict('idempotencyKey was already used for a different service or identifier', 'input.idempotencyKey');
   }

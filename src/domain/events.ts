@@ -91,7 +91,10 @@ export function createEvents(target: EventTarget = new EventTarget()) {
         let pending = 0;
         const send = (value: R) => {
           if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
-          void push(value).then(() => pending--, () => {});
+          void push(value).then(
+            () => pending--,
+            () => {},
+          );
           if (from?.last(value)) stop();
         };
         const off = this.on(topic, (payload) => {

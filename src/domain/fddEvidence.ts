@@ -83,13 +83,33 @@ export function readFddEvidence(evidence: unknown): FddEvidenceView | null {
       const name = str(f?.name);
       if (!f || name === null) return [];
       const scope = str(f.scope);
-      return [{ scope: scope && SCOPES.has(scope) ? (scope as FddFaultyView['scope']) : null, name, canary: arm(f.canary), baseline: arm(f.baseline), eValue: num(f.eValue), threshold: num(f.threshold), jointly: f.jointly === true }];
+      return [
+        {
+          scope: scope && SCOPES.has(scope) ? (scope as FddFaultyView['scope']) : null,
+          name,
+          canary: arm(f.canary),
+          baseline: arm(f.baseline),
+          eValue: num(f.eValue),
+          threshold: num(f.threshold),
+          jointly: f.jointly === true,
+        },
+      ];
     }),
     newErrorTypes: list(e.newErrorTypes).flatMap((v) => {
       const t = obj(v);
       const errorType = str(t?.errorType);
       if (!t || errorType === null) return [];
-      return [{ errorType, count: num(t.count), resources: strings(t.resources), sampleMessage: str(t.sampleMessage), eValue: num(t.eValue), threshold: num(t.threshold), jointly: t.jointly === true }];
+      return [
+        {
+          errorType,
+          count: num(t.count),
+          resources: strings(t.resources),
+          sampleMessage: str(t.sampleMessage),
+          eValue: num(t.eValue),
+          threshold: num(t.threshold),
+          jointly: t.jointly === true,
+        },
+      ];
     }),
     insufficientData: e.insufficientData === true,
     requestsNeeded: num(e.requestsNeeded),

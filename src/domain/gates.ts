@@ -2,18 +2,18 @@ import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
 import type { KeysetPage } from '../db/client.ts';
 import {
+  countGates as countGateRows,
   deleteGateRow,
   deleteRuleRow,
   type GateFilter,
   type GateRow,
+  getGateByKey as getGateByKeyRow,
   getGate as getGateRow,
   getGates as getGateRows,
-  getGateByKey as getGateByKeyRow,
   getRule as getRuleRow,
   insertGate,
   insertRules,
   listGateIds,
-  countGates as countGateRows,
   type NewRuleRow,
   type RuleRow,
   rulesOfGates,
@@ -25,10 +25,10 @@ import type { Deps } from './deps.ts';
 import { badInput, conflict, DomainError, notFound } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
-import { audit, stamp } from './stamp.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined, ruleOptionsInputSchema, type TypedRuleOptions } from './ruleOptions.ts';
 import { storedRuleOptions } from './ruleStorage.ts';
+import { audit, stamp } from './stamp.ts';
 
 // ---- input schemas: the one definition of a valid gate and rule. Every entry point parses
 // with them (GraphQL through Pothos' validation plugin, REST and gates-as-code with
@@ -42,11 +42,7 @@ export const tagValue = (what: string) =>
     .max(200, `${what} is at most 200 characters`)
     .regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]*$/, `${what} may hold letters, digits and _ . : / - only`);
 
-const ruleNameSchema = z
-  .string({ message: 'name is required' })
-  .trim()
-  .min(1, 'name must not be empty')
-  .max(200, 'name is at most 200 characters');
+const ruleNameSchema = z.string({ message: 'name is required' }).trim().min(1, 'name must not be empty').max(200, 'name is at most 200 characters');
 
 export const sourceErrorPolicySchema = z.enum(['fail', 'pass'], { message: 'onSourceError must be fail or pass' });
 
@@ -130,13 +126,7 @@ export function getGate(deps: Deps, actor: Principal, id: string): GateRow | nul
   return gate && canSeeEnv(actor, gate.env) ? gate : null;
 }
 
-export function getGateByKey(
-  deps: Deps,
-  actor: Principal,
-  service: string,
-  env: string,
-  identifier = 'default',
-): GateRow | null {
+export function getGateByKey(deps: Deps, actor: Principal, service: string, env: string, identifier = 'default'): GateRow | null {
   requireScope(actor, 'gates:read', 'read gates');
   assertEnvAllowed(actor, env);
   return getGateByKeyRow(deps.db, service, env, identifier) ?? null;
@@ -315,10 +305,13 @@ export function assertMetricRulesAllowed(
     const at = `${field(i)}.options.metric.query`;
     if (!deps.config.prometheusUrl) throw badInput(at, 'this Tollgate has no Prometheus to ask (TOLLGATE_PROMETHEUS_URL is not set)');
     if (actor.envs === null || (before && before.query === o.query && before.baselineQuery === o.baselineQuery)) return;
-    throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL query is not, so only a key for every environment may write one`, at);
+    throw new DomainError(
+      'FORBIDDEN',
+      `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL query is not, so only a key for every environment may write one`,
+      at,
+    );
   });
 }
-
 
 /** `field` names the rule's options in errors (what only the server's configuration can refuse). */
 function ruleRow(deps: Deps, gateId: string, input: RuleInput, actor: Principal, now: Date, field: string): NewRuleRow {
@@ -372,9 +365,7 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
         tx,
         input.rules.map((r, i) => ruleRow(deps, id, r, actor, now, `input.rules[${i}].options`)),
       );
-      insertAudit(tx, [
-        audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules }),
-      ]);
+      insertAudit(tx, [audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules })]);
       return { gate, rules };
     });
   } catch (err) {
@@ -388,10 +379,7 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
 }
 
 function duplicateGate(g: { service: string; env: string; identifier: string }): DomainError {
-  return conflict(
-    `a gate already exists for service ${g.service}, env ${g.env} and identifier ${g.identifier}`,
-    'input.identifier',
-  );
+  return conflict(`a gate already exists for service ${g.service}, env ${g.env} and identifier ${g.identifier}`, 'input.identifier');
 }
 
 export function updateGate(deps: Deps, actor: Principal, id: string, input: UpdateGateInput): GateRow {
@@ -411,9 +399,7 @@ export function updateGate(deps: Deps, actor: Principal, id: string, input: Upda
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [
-      audit(actor, now, 'gate.updated', { type: 'gate', id: gate.id }, before, gate),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'gate.updated', { type: 'gate', id: gate.id }, before, gate)]);
     return { gate, rules: rulesOfGates(tx, [gate.id]) };
   });
   publishGate(deps, 'updated', actor, result, now);
@@ -428,9 +414,7 @@ export function deleteGate(deps: Deps, actor: Principal, id: string): string {
     const gate = loadGateIn(tx, actor, id);
     const rules = rulesOfGates(tx, [gate.id]);
     deleteGateRow(tx, gate.id); // rules go with it (ON DELETE CASCADE)
-    insertAudit(tx, [
-      audit(actor, now, 'gate.deleted', { type: 'gate', id: gate.id }, { gate, rules }, null),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'gate.deleted', { type: 'gate', id: gate.id }, { gate, rules }, null)]);
     return { gate, rules };
   });
   publishGate(deps, 'deleted', actor, result, now);
@@ -451,9 +435,7 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
     if (existing.length >= 50) throw badInput('gateId', 'a gate holds at most 50 rules');
     const [rule] = insertRules(tx, [ruleRow(deps, gate.id, input, actor, now, 'input.options')]);
     const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [
-      audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule)]);
     return { rule: rule!, gate: { gate: gateRow, rules: [...existing, rule!] } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
@@ -467,10 +449,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
   const result = deps.db.transaction((tx) => {
     const { rule: before, gate } = loadRuleIn(tx, actor, id);
     if (input.options && input.options.type !== before.type) {
-      throw badInput(
-        'input.options',
-        `a rule's type cannot change (this rule is ${before.type}); delete it and create a ${input.options.type} rule`,
-      );
+      throw badInput('input.options', `a rule's type cannot change (this rule is ${before.type}); delete it and create a ${input.options.type} rule`);
     }
     if (input.options) assertMetricRulesAllowed(deps, actor, [{ options: input.options }], () => 'input', before.options);
     const siblings = rulesOfGates(tx, [gate.id]);
@@ -486,9 +465,7 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
       updatedByName: actor.name,
     });
     const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [
-      audit(actor, now, 'rule.updated', { type: 'rule', id: rule.id }, before, rule),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'rule.updated', { type: 'rule', id: rule.id }, before, rule)]);
     return { rule, gate: { gate: gateRow, rules: siblings.map((r) => (r.id === rule.id ? rule : r)) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
@@ -503,9 +480,7 @@ export function deleteRule(deps: Deps, actor: Principal, id: string): string {
     const { rule, gate } = loadRuleIn(tx, actor, id);
     deleteRuleRow(tx, rule.id);
     const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [
-      audit(actor, now, 'rule.deleted', { type: 'rule', id: rule.id }, rule, null),
-    ]);
+    insertAudit(tx, [audit(actor, now, 'rule.deleted', { type: 'rule', id: rule.id }, rule, null)]);
     return { rule, gate: { gate: gateRow, rules: rulesOfGates(tx, [gate.id]) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);

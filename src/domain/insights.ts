@@ -8,9 +8,9 @@ import {
   type EvaluationStatsRow,
   type Facet,
   type FacetValueRow,
+  type FailedRuleLine,
   facetValues,
   failedRulesPage,
-  type FailedRuleLine,
   getRuleEvaluations,
   mostFailing,
   type RuleEvaluationRow,
@@ -65,8 +65,7 @@ const OWN: Record<Facet, ReadonlyArray<keyof EvaluationFilter>> = {
 };
 
 /** Values as the API's filter takes them back: enum names for status and rule type. */
-const asFilterValue = (facet: Facet, v: FacetValueRow): FacetValueRow =>
-  facet === 'status' || facet === 'ruleType' ? { ...v, value: v.value.toUpperCase() } : v;
+const asFilterValue = (facet: Facet, v: FacetValueRow): FacetValueRow => (facet === 'status' || facet === 'ruleType' ? { ...v, value: v.value.toUpperCase() } : v);
 
 export interface Facets {
   startedAfter: Date;
@@ -211,7 +210,10 @@ async function failureReasons(deps: Deps, actor: Principal, filter: EvaluationFi
     const viewed = new Map<string, RuleEvaluationRow>();
     const needView = page.filter((l) => !seesAllOf(actor, l));
     if (needView.length > 0) {
-      for (const rule of getRuleEvaluations(deps.db, needView.map((l) => l.id))) {
+      for (const rule of getRuleEvaluations(
+        deps.db,
+        needView.map((l) => l.id),
+      )) {
         const line = needView.find((l) => l.id === rule.id)!;
         viewed.set(rule.id, ruleEvaluationFor(actor, line, rule));
       }

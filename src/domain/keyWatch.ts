@@ -50,10 +50,13 @@ export function createKeyWatch(db: Db, events: Events, now: () => Date = () => n
     const at = entry.principal.expiresAt;
     if (!at) return;
     const left = at.getTime() - now().getTime();
-    entry.timer = setTimeout(() => {
-      if (at.getTime() <= now().getTime()) end(entry.principal.id, expired(entry.principal));
-      else armExpiry(entry);
-    }, Math.min(Math.max(left, 0), MAX_TIMER_MS));
+    entry.timer = setTimeout(
+      () => {
+        if (at.getTime() <= now().getTime()) end(entry.principal.id, expired(entry.principal));
+        else armExpiry(entry);
+      },
+      Math.min(Math.max(left, 0), MAX_TIMER_MS),
+    );
     entry.timer.unref();
   }
 

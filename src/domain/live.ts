@@ -7,11 +7,12 @@
 // is derived from other environments (rule evidence) is withheld as in queries. Streams end
 // with their key: the transports watch it (server/keyStreams.ts, and per member in shared
 // subscriptions), since they hold the connection a revoked key must lose.
-import type { GateFilter } from '../db/gates.ts';
+
 import { type EvaluationFilter, filterMatches } from '../db/evaluationFilter.ts';
+import type { GateFilter } from '../db/gates.ts';
 import type { Deps } from './deps.ts';
-import { getEvaluation, loadSnapshot } from './evaluations.ts';
 import { notFound } from './errors.ts';
+import { getEvaluation, loadSnapshot } from './evaluations.ts';
 import type { EvaluationSnapshot, GateEvent, MonitorStateChange } from './events.ts';
 import { gateMatches } from './gates.ts';
 import { canSeeMonitor, parseMonitorSearch, requireVisibleMonitor, transitionMatches } from './monitors.ts';
@@ -35,18 +36,14 @@ export function followEvaluation(deps: Deps, reader: Principal, id: string): Asy
     shown = snap.evaluation.revision;
     return snapshotFor(reader, snap);
   };
-  return deps.events.subscribe(
-    'evaluation.changed',
-    (snap) => (snap.evaluation.id === evaluationId && snap.evaluation.revision > shown ? show(snap) : undefined),
-    {
-      // Read again when the stream starts: the one read above may be older by then. Gone (retention): the stream ends.
-      current: () => {
-        const snap = loadSnapshot(deps, evaluationId);
-        return snap ? show(snap) : undefined;
-      },
-      last: (snap) => snap.evaluation.finishedAt !== null,
+  return deps.events.subscribe('evaluation.changed', (snap) => (snap.evaluation.id === evaluationId && snap.evaluation.revision > shown ? show(snap) : undefined), {
+    // Read again when the stream starts: the one read above may be older by then. Gone (retention): the stream ends.
+    current: () => {
+      const snap = loadSnapshot(deps, evaluationId);
+      return snap ? show(snap) : undefined;
     },
-  );
+    last: (snap) => snap.evaluation.finishedAt !== null,
+  });
 }
 
 /** Every change of every evaluation the filter selects among those the reader may see, as the reader may see it. */
@@ -68,11 +65,7 @@ export function gateChanges(deps: Deps, reader: Principal, filter: GateFilter): 
  * it matches. Visibility is asked again at every transition: a monitor retagged into another
  * env falls silent.
  */
-export function monitorTransitions(
-  deps: Deps,
-  reader: Principal,
-  watch: { query?: string | null; monitorId?: string | null },
-): AsyncIterableIterator<MonitorStateChange> {
+export function monitorTransitions(deps: Deps, reader: Principal, watch: { query?: string | null; monitorId?: string | null }): AsyncIterableIterator<MonitorStateChange> {
   requireScope(reader, ['gates:read', 'monitors:write'], 'watch monitors');
   const search = parseMonitorSearch(watch.query, 'query');
   const only = watch.monitorId == null ? null : requireVisibleMonitor(deps, reader, watch.monitorId, 'monitorId').id;

@@ -31,7 +31,10 @@ export async function filterMonitors(deps: Deps, monitors: readonly MonitorRow[]
   for (let i = 0; i < kept.length; i += STATE_PAGE) {
     if (i > 0) await new Promise((resolve) => setImmediate(resolve));
     const page = kept.slice(i, i + STATE_PAGE);
-    const states = worstStatesOf(deps.db, page.map((m) => m.id));
+    const states = worstStatesOf(
+      deps.db,
+      page.map((m) => m.id),
+    );
     for (const m of page) {
       const state = states.get(m.id);
       if (state && wanted.has(state)) out.push(m);

@@ -40,9 +40,7 @@ export class MonitorQueryError extends Error {
   }
 }
 
-type Token =
-  | { t: 'lparen' | 'rparen' | 'minus' | 'colon'; pos: number }
-  | { t: 'word'; value: string; quoted: boolean; pos: number };
+type Token = { t: 'lparen' | 'rparen' | 'minus' | 'colon'; pos: number } | { t: 'word'; value: string; quoted: boolean; pos: number };
 
 const SPECIAL = new Set(['(', ')', ':', '"']);
 
@@ -434,7 +432,12 @@ export function mentions(expr: Expr, key: string): boolean {
 
 /** Group names are tag lists: "region:us-east-1,host:a" → ["region:us-east-1", "host:a"]. */
 export function groupTagsOf(group: string): string[] {
-  return group === '*' ? [] : group.split(',').map((s) => s.trim()).filter(Boolean);
+  return group === '*'
+    ? []
+    : group
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
 }
 
 /** A canonical group name: tags trimmed and sorted, "*" for a monitor without groups. */

@@ -9,13 +9,13 @@ import {
   groupsOf,
   insertMonitor,
   insertTransition,
+  type MonitorGroupRow,
+  type MonitorRow,
+  type MonitorStateValue,
   markNoData,
   monitorsPage,
   setSourceHealth,
   silentGroups,
-  type MonitorGroupRow,
-  type MonitorRow,
-  type MonitorStateValue,
   touchGroup,
   updateMonitorRow,
   upsertGroup,
@@ -23,13 +23,13 @@ import {
 import { MONITOR_STATES, MONITOR_TYPES } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import type { MonitorStateChange } from './events.ts';
 import { badInput, DomainError, notFound, parseInput } from './errors.ts';
+import type { MonitorStateChange } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
-import { audit, stamp } from './stamp.ts';
-import { type Expr, groupTagsOf, type MatchableMonitor, matches, matchWork, mentions, MonitorQueryError, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
+import { type Expr, groupTagsOf, type MatchableMonitor, MonitorQueryError, matches, matchWork, mentions, normalizeGroup, parseMonitorQuery } from './monitorQuery.ts';
 import { type Principal, requireScope } from './principal.ts';
 import { nullsAsUndefined } from './ruleOptions.ts';
+import { audit, stamp } from './stamp.ts';
 
 export type { MonitorGroupRow, MonitorRow, MonitorStateChange, MonitorStateValue };
 
@@ -64,7 +64,10 @@ export const apmDefinitionSchema = z.preprocess(
       version: z.string().trim().min(1).optional(),
       resource: z.string().trim().min(1).optional(),
       window: z.number().int().min(10, 'window is at least 10 seconds').max(86_400, 'window is at most 86400 seconds').default(300),
-      groupBy: z.array(z.enum(['resource', 'version', 'primary_tag'])).max(3, 'groupBy lists at most 3 dimensions').default([]),
+      groupBy: z
+        .array(z.enum(['resource', 'version', 'primary_tag']))
+        .max(3, 'groupBy lists at most 3 dimensions')
+        .default([]),
     })
     .strict(),
 );
@@ -87,7 +90,12 @@ const monitorFields = z
     query: z.string().max(4000, 'query is at most 4000 characters').default(''),
     muted: z.boolean().default(false),
     priority: z.number().int().min(1, 'priority is 1 (highest) to 5').max(5, 'priority is 1 (highest) to 5').optional(),
-    noDataTimeframe: z.number().int().min(60, 'noDataTimeframe is at least 60 seconds').max(86_400 * 7).optional(),
+    noDataTimeframe: z
+      .number()
+      .int()
+      .min(60, 'noDataTimeframe is at least 60 seconds')
+      .max(86_400 * 7)
+      .optional(),
     critical: z.number().finite().optional(),
     warning: z.number().finite().optional(),
     comparator: z.enum(['above', 'below']).default('above'),
@@ -101,9 +109,14 @@ export const createMonitorInputSchema = z.preprocess(
     if (m.type === 'prometheus' && m.query.trim() === '') ctx.addIssue({ code: 'custom', path: ['query'], message: 'a PROMETHEUS monitor needs its PromQL expression in query' });
     if (m.type === 'apm' && !m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'an APM monitor needs its apm definition' });
     if (m.type !== 'apm' && m.apm) ctx.addIssue({ code: 'custom', path: ['apm'], message: 'apm is only for APM monitors' });
-    if (m.type !== 'external' && m.critical === undefined) ctx.addIssue({ code: 'custom', path: ['critical'], message: `a ${m.type.toUpperCase()} monitor needs a critical threshold` });
+    if (m.type !== 'external' && m.critical === undefined)
+      ctx.addIssue({ code: 'custom', path: ['critical'], message: `a ${m.type.toUpperCase()} monitor needs a critical threshold` });
     if (m.critical !== undefined && m.warning !== undefined && (m.comparator === 'above' ? m.warning > m.critical : m.warning < m.critical)) {
-      ctx.addIssue({ code: 'custom', path: ['warning'], message: `warning must be on the OK side of critical (${m.comparator === 'above' ? 'at most' : 'at least'} ${m.critical})` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['warning'],
+        message: `warning must be on the OK side of critical (${m.comparator === 'above' ? 'at most' : 'at least'} ${m.critical})`,
+      });
     }
   }),
 );
@@ -204,7 +217,11 @@ function assertMonitorChangeable(actor: Principal, m: MonitorRow, id: string, fi
   assertMonitorVisible(actor, m, id, field);
   if (canChangeMonitor(actor, m)) return;
   const others = envsOf(m.tags).filter((e) => !actor.envs!.includes(e));
-  throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs!.join(', ')}; monitor ${id} is also in env ${others.join(', ')}, so only a key for those envs too may change it`, field);
+  throw new DomainError(
+    'FORBIDDEN',
+    `API key "${actor.name}" is limited to env ${actor.envs!.join(', ')}; monitor ${id} is also in env ${others.join(', ')}, so only a key for those envs too may change it`,
+    field,
+  );
 }
 
 /** A limited key may only create or retag monitors into its own environments. */
@@ -228,7 +245,11 @@ function assertApmEnvAllowed(actor: Principal, apm: { env: string } | undefined)
 /** PromQL can read any environment's series, so only keys for every environment may write it. */
 function assertPromqlAllowed(actor: Principal, field: string): void {
   if (actor.envs === null) return;
-  throw new DomainError('FORBIDDEN', `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL expression is not, so only a key for every environment may write one`, field);
+  throw new DomainError(
+    'FORBIDDEN',
+    `API key "${actor.name}" is limited to env ${actor.envs.join(', ')}; a PromQL expression is not, so only a key for every environment may write one`,
+    field,
+  );
 }
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
@@ -274,7 +295,10 @@ export function filterMatchingNow<T>(monitors: readonly T[], test: (m: T) => boo
 }
 
 function searchTooCostly(field: string, monitorCount: number, maxSteps = MAX_SEARCH_STEPS): DomainError {
-  return badInput(field, `matching this query against ${monitorCount} monitors is too costly (over ${maxSteps} characters to examine): use fewer leading '*' wildcards or narrow it with exact tags`);
+  return badInput(
+    field,
+    `matching this query against ${monitorCount} monitors is too costly (over ${maxSteps} characters to examine): use fewer leading '*' wildcards or narrow it with exact tags`,
+  );
 }
 
 /** Monitors a search reads per turn of the event loop (a page takes a few ms to read and map). */
@@ -315,7 +339,12 @@ export async function searchMonitors(deps: Deps, actor: Principal, query: string
         const turn = spent();
         if (turn) await turn;
       }
-      const groups = groupsByMonitor(groupsOf(deps.db, visible.filter((_, i) => known[i] === null).map((m) => m.id)));
+      const groups = groupsByMonitor(
+        groupsOf(
+          deps.db,
+          visible.filter((_, i) => known[i] === null).map((m) => m.id),
+        ),
+      );
       for (const [i, m] of visible.entries()) {
         if (known[i] === null) {
           known[i] = monitorMatches(expr, m, groups.get(m.id) ?? []);
@@ -502,7 +531,14 @@ export function recordState(deps: Deps, monitorId: string, group: string, state:
 }
 
 /** Records a group's state inside `tx`; the caller publishes the change once it has committed. Null for a missing monitor. */
-function recordStateIn(tx: Tx, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null, at: Date): { monitor: MonitorRow; change: MonitorStateChange | null } | null {
+function recordStateIn(
+  tx: Tx,
+  monitorId: string,
+  group: string,
+  state: MonitorStateValue,
+  rawMessage: string | null,
+  at: Date,
+): { monitor: MonitorRow; change: MonitorStateChange | null } | null {
   const message = rawMessage?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
   const m = getMonitorRow(tx, monitorId);
   if (!m) return null;

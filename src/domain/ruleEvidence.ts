@@ -4,7 +4,7 @@
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { EvaluationSnapshot } from './events.ts';
 import { describeFreezes, type FreezeEvidence } from './freezeEvidence.ts';
-import { monitorVisibleUnder, type MonitorStateValue } from './monitors.ts';
+import { type MonitorStateValue, monitorVisibleUnder } from './monitors.ts';
 import type { Principal } from './principal.ts';
 
 /** A monitor a monitor rule judged. `envs`: the monitor's environments when the check ran. */

@@ -42,17 +42,12 @@ const seconds = (what: string, max: number) =>
     .max(max, `${what} must be between 0 and ${max} seconds`);
 
 const resourceList = (what: string) =>
-  z
-    .array(z.string().trim().min(1, `${what} entries must not be empty`).max(500, `${what} entries are at most 500 characters`))
-    .max(1000, `${what} holds at most 1000 resources`);
+  z.array(z.string().trim().min(1, `${what} entries must not be empty`).max(500, `${what} entries are at most 500 characters`)).max(1000, `${what} holds at most 1000 resources`);
 
 const monitorIdSchema = z.object({
   id: z.string().trim().min(1, 'monitor id must not be empty'),
   // Stored group names are normalized (sorted tags); names given here are compared the same way.
-  groups: z
-    .array(z.string().trim().min(1, 'group names must not be empty').transform(normalizeGroup))
-    .max(100, 'groups lists at most 100 group names')
-    .default([]),
+  groups: z.array(z.string().trim().min(1, 'group names must not be empty').transform(normalizeGroup)).max(100, 'groups lists at most 100 group names').default([]),
 });
 
 export const monitorRuleOptionsSchema = z.preprocess(
@@ -84,16 +79,8 @@ export const fddRuleOptionsSchema = z.preprocess(
       duration: seconds('duration', MAX_WINDOW_SECONDS).default(900),
       excludedResources: resourceList('excludedResources').optional(),
       allowedResources: resourceList('allowedResources').optional(),
-      alpha: z
-        .number()
-        .gt(0, 'alpha must be greater than 0')
-        .max(0.2, 'alpha must be at most 0.2 (a 20% false-failure budget)')
-        .default(0.01),
-      minRelativeIncrease: z
-        .number()
-        .gt(0, 'minRelativeIncrease must be greater than 0')
-        .max(100, 'minRelativeIncrease must be at most 100 (+10000%)')
-        .default(0.5),
+      alpha: z.number().gt(0, 'alpha must be greater than 0').max(0.2, 'alpha must be at most 0.2 (a 20% false-failure budget)').default(0.01),
+      minRelativeIncrease: z.number().gt(0, 'minRelativeIncrease must be greater than 0').max(100, 'minRelativeIncrease must be at most 100 (+10000%)').default(0.5),
       newErrorTypes: z.boolean().default(true),
       onInsufficientData: z.enum(['pass', 'fail'], { message: 'onInsufficientData must be pass or fail' }).default('pass'),
     })
@@ -131,7 +118,12 @@ const metricApmSchema = z.preprocess(
       metric: z.enum(APM_METRICS, { message: 'metric must be error_rate, error_count, hits, p95 or p99' }),
       resource: z.string().trim().min(1, 'resource must not be empty').max(500, 'resource is at most 500 characters').optional(),
       /** Seconds of traffic behind each point; default: the rule's interval. */
-      window: z.number().int('window must be a whole number of seconds').min(10, 'window must be between 10 and 3600 seconds').max(3600, 'window must be between 10 and 3600 seconds').optional(),
+      window: z
+        .number()
+        .int('window must be a whole number of seconds')
+        .min(10, 'window must be between 10 and 3600 seconds')
+        .max(3600, 'window must be between 10 and 3600 seconds')
+        .optional(),
       minRequests: z.number().int('minRequests must be a whole number').min(1, 'minRequests must be at least 1').max(1_000_000_000).default(1),
     })
     .strict(),
@@ -140,7 +132,20 @@ const metricApmSchema = z.preprocess(
 // ---- webhook: an external HTTP check ----
 
 /** Headers Tollgate itself sets: they frame or route the request, so a rule may not replace them. */
-const RESERVED_HEADERS = new Set(['host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'expect', 'proxy-authorization', 'proxy-connection']);
+const RESERVED_HEADERS = new Set([
+  'host',
+  'content-length',
+  'content-type',
+  'transfer-encoding',
+  'connection',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'trailer',
+  'expect',
+  'proxy-authorization',
+  'proxy-connection',
+]);
 
 const webhookUrlSchema = z
   .string({ message: 'url is required' })
@@ -156,7 +161,8 @@ const webhookUrlSchema = z
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') ctx.addIssue({ code: 'custom', message: `url must be http or https, not ${url.protocol.replace(/:$/, '')}` });
     // A secret in the URL would be shown to every reader of the rule: headers are kept sealed.
-    else if (url.username || url.password) ctx.addIssue({ code: 'custom', message: 'url must not hold a user name or password: send credentials in a header (headers are stored encrypted)' });
+    else if (url.username || url.password)
+      ctx.addIssue({ code: 'custom', message: 'url must not hold a user name or password: send credentials in a header (headers are stored encrypted)' });
     else if (url.hash) ctx.addIssue({ code: 'custom', message: 'url must not have a #fragment (it is never sent)' });
     else return url.href;
     return z.NEVER;
@@ -186,10 +192,25 @@ export const webhookRuleOptionsSchema = z.preprocess(
     .object({
       url: webhookUrlSchema,
       headers: z.array(z.preprocess(nullsAsUndefined, webhookHeaderSchema)).max(20, 'headers lists at most 20 headers').default([]),
-      timeout: z.number({ message: 'timeout must be a number of seconds' }).int('timeout must be a whole number of seconds').min(1, 'timeout must be between 1 and 60 seconds').max(60, 'timeout must be between 1 and 60 seconds').default(10),
-      retries: z.number({ message: 'retries must be a number' }).int('retries must be a whole number').min(0, 'retries must be between 0 and 5').max(5, 'retries must be between 0 and 5').default(2),
+      timeout: z
+        .number({ message: 'timeout must be a number of seconds' })
+        .int('timeout must be a whole number of seconds')
+        .min(1, 'timeout must be between 1 and 60 seconds')
+        .max(60, 'timeout must be between 1 and 60 seconds')
+        .default(10),
+      retries: z
+        .number({ message: 'retries must be a number' })
+        .int('retries must be a whole number')
+        .min(0, 'retries must be between 0 and 5')
+        .max(5, 'retries must be between 0 and 5')
+        .default(2),
       mode: z.enum(['once', 'poll'], { message: 'mode must be once or poll' }).default('once'),
-      interval: z.number({ message: 'interval must be a number of seconds' }).int('interval must be a whole number of seconds').min(5, 'interval must be between 5 and 3600 seconds').max(3600, 'interval must be between 5 and 3600 seconds').optional(),
+      interval: z
+        .number({ message: 'interval must be a number of seconds' })
+        .int('interval must be a whole number of seconds')
+        .min(5, 'interval must be between 5 and 3600 seconds')
+        .max(3600, 'interval must be between 5 and 3600 seconds')
+        .optional(),
       duration: seconds('duration', MAX_WINDOW_SECONDS).optional(),
     })
     .strict()
@@ -225,7 +246,8 @@ const calendarWindowSchema = z.preprocess(
         .max(200, 'cron is at most 200 characters')
         .superRefine((cron, ctx) => {
           const problem = cronProblem(cron);
-          if (problem) ctx.addIssue({ code: 'custom', message: `cron "${cron}" ${problem.startsWith('has') || problem.startsWith('matches') ? problem : `is invalid: ${problem}`}` });
+          if (problem)
+            ctx.addIssue({ code: 'custom', message: `cron "${cron}" ${problem.startsWith('has') || problem.startsWith('matches') ? problem : `is invalid: ${problem}`}` });
         }),
       duration: z
         .number({ message: 'duration must be a number of seconds' })
@@ -246,7 +268,11 @@ const calendarWindowSchema = z.preprocess(
 );
 
 const count = (what: string, min: number) =>
-  z.number({ message: `${what} must be a number` }).int(`${what} must be a whole number`).min(min, `${what} must be ${min} or more`).max(1000, `${what} must be at most 1000`);
+  z
+    .number({ message: `${what} must be a number` })
+    .int(`${what} must be a whole number`)
+    .min(min, `${what} must be ${min} or more`)
+    .max(1000, `${what} must be at most 1000`);
 
 export const metricRuleOptionsSchema = z.preprocess(
   nullsAsUndefined,
@@ -280,7 +306,8 @@ export const metricRuleOptionsSchema = z.preprocess(
       const relative = isRelativeBound(o.bound);
       if (o.query !== undefined && o.apm !== undefined) issue('apm', 'give either query (PromQL) or apm, not both');
       else if (o.query === undefined && o.apm === undefined) issue('query', 'a metric rule needs a PromQL query or an apm metric');
-      if (o.baselineQuery !== undefined && o.query === undefined) issue('baselineQuery', 'baselineQuery goes with a PromQL query; an apm metric is compared with the other versions by itself');
+      if (o.baselineQuery !== undefined && o.query === undefined)
+        issue('baselineQuery', 'baselineQuery goes with a PromQL query; an apm metric is compared with the other versions by itself');
       else if (o.baselineQuery !== undefined && !relative) issue('baselineQuery', 'baselineQuery is only read with a relative bound such as "<= +10%"');
       if (o.margin !== undefined && !relative) issue('margin', 'margin widens a relative bound such as "<= +10%"; an absolute bound is already exact');
       if (relative && o.query !== undefined && o.baselineQuery === undefined) {
@@ -291,11 +318,17 @@ export const metricRuleOptionsSchema = z.preprocess(
       if (points > MAX_METRIC_POINTS) {
         let enough = o.interval;
         while (pointCount(o.duration, enough) > MAX_METRIC_POINTS) enough++;
-        issue('interval', `measuring ${o.duration} s every ${o.interval} s takes ${points} points; a metric rule takes at most ${MAX_METRIC_POINTS}: use an interval of at least ${enough} s`);
+        issue(
+          'interval',
+          `measuring ${o.duration} s every ${o.interval} s takes ${points} points; a metric rule takes at most ${MAX_METRIC_POINTS}: use an interval of at least ${enough} s`,
+        );
       }
-      if (o.failureLimit === -1 && o.consecutiveSuccessLimit === 0) issue('failureLimit', 'failureLimit -1 counts no failure, so the rule needs consecutiveSuccessLimit (> 0) to decide');
-      else if (o.failureLimit >= points) issue('failureLimit', `failureLimit ${o.failureLimit} tolerates a failure at every one of the window's ${points} point(s): the rule could never fail`);
-      if (o.consecutiveSuccessLimit > points) issue('consecutiveSuccessLimit', `the window has ${points} point(s); ${o.consecutiveSuccessLimit} consecutive successes can never happen`);
+      if (o.failureLimit === -1 && o.consecutiveSuccessLimit === 0)
+        issue('failureLimit', 'failureLimit -1 counts no failure, so the rule needs consecutiveSuccessLimit (> 0) to decide');
+      else if (o.failureLimit >= points)
+        issue('failureLimit', `failureLimit ${o.failureLimit} tolerates a failure at every one of the window's ${points} point(s): the rule could never fail`);
+      if (o.consecutiveSuccessLimit > points)
+        issue('consecutiveSuccessLimit', `the window has ${points} point(s); ${o.consecutiveSuccessLimit} consecutive successes can never happen`);
     })
     // Stored as evaluated: an APM point covers the interval unless told otherwise.
     .transform((o) => (o.apm ? { ...o, apm: { ...o.apm, window: o.apm.window ?? o.interval } } : o)),

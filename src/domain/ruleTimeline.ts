@@ -25,7 +25,10 @@ export function ruleTransitions(deps: Deps, reader: Principal, rule: RuleEvaluat
   if (rule.type !== 'monitor') return [];
   const matched = (rule.evidence as MonitorRuleEvidence | null)?.matchedMonitors;
   if (!Array.isArray(matched) || matched.length === 0) return [];
-  const monitors = getMonitors(deps.db, matched.map((m) => m.id).filter((id): id is string => typeof id === 'string')).filter((m) => canSeeMonitor(reader, m));
+  const monitors = getMonitors(
+    deps.db,
+    matched.map((m) => m.id).filter((id): id is string => typeof id === 'string'),
+  ).filter((m) => canSeeMonitor(reader, m));
   const names = new Map(monitors.map((m) => [m.id, m.name]));
   const end = rule.finishedAt && rule.finishedAt < rule.windowEndsAt ? rule.finishedAt : rule.windowEndsAt;
   return transitionsBetween(deps.db, [...names.keys()], rule.startedAt, end, first).map((t) => ({ ...t, monitorName: names.get(t.monitorId)! }));

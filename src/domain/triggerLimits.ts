@@ -2,8 +2,8 @@
 // (GraphQL evaluateGate and rerunEvaluation, REST, the Flagger and Argo hooks) has them, and
 // counted from the database so that a restart forgets nothing.
 import type { RateLimitConfig } from '../config.ts';
-import { countRunningBy, startsSince } from '../db/evaluationQuotas.ts';
 import type { Tx } from '../db/client.ts';
+import { countRunningBy, startsSince } from '../db/evaluationQuotas.ts';
 import { RateLimitedError } from './errors.ts';
 import type { Principal } from './principal.ts';
 
@@ -33,7 +33,10 @@ export function assertCanStartEvaluation(tx: Tx, limits: Pick<RateLimitConfig, '
     if (starts.length >= limits.triggersPerMinute) {
       const oldest = starts.at(-1)!;
       const retryAfter = Math.max(1, Math.ceil((oldest.getTime() + MINUTE_MS - now.getTime()) / 1000));
-      throw new RateLimitedError(`API key "${actor.name}" started ${limits.triggersPerMinute} evaluations in the last minute, its limit of ${limits.triggersPerMinute} evaluations per minute`, retryAfter);
+      throw new RateLimitedError(
+        `API key "${actor.name}" started ${limits.triggersPerMinute} evaluations in the last minute, its limit of ${limits.triggersPerMinute} evaluations per minute`,
+        retryAfter,
+      );
     }
   }
 }

@@ -1,7 +1,7 @@
-import { claimUnfinished, type EvaluationRow, getEvaluation, getRuleEvaluation, releaseLeases, renewLeases, type RuleEvaluationRow, runningRulesOf } from '../db/evaluations.ts';
+import { claimUnfinished, type EvaluationRow, getEvaluation, getRuleEvaluation, type RuleEvaluationRow, releaseLeases, renewLeases, runningRulesOf } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { SourceError, storageFailure } from '../domain/errors.ts';
-import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, recordRuleUpdate, type RuleUpdate } from '../domain/evaluations.ts';
+import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, type RuleUpdate, recordRuleUpdate } from '../domain/evaluations.ts';
 import { pruneHistory } from '../domain/housekeeping.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
 import { type CheckResult, type EngineEvent, eventKeys, type Watch } from './runner.ts';
@@ -304,7 +304,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       const message = err instanceof SourceError ? err.message : `internal error: ${(err as Error).message}`;
       const errors = rule.consecutiveErrors + 1;
       // A data source down is the operator's to know (no stack: it is not our bug); the rest is.
-      if (err instanceof SourceError) log.warn({ ruleEvaluationId: id, evaluationId: rule.evaluationId, errors, limit: errorLimit, problem: err.message }, 'rule check could not read its data source');
+      if (err instanceof SourceError)
+        log.warn({ ruleEvaluationId: id, evaluationId: rule.evaluationId, errors, limit: errorLimit, problem: err.message }, 'rule check could not read its data source');
       else log.error({ err, ruleEvaluationId: id }, 'rule check failed');
       // What the failed check had found (the monitors it judged), else what the last one did.
       const found = err instanceof SourceError && err.evidence ? err.evidence : rule.evidence;

@@ -105,19 +105,29 @@ const byTraffic = (rows: readonly BucketRow[], key: (r: BucketRow) => string | s
  * share) it first got. Returns a copy; the rule's state keeps it.
  */
 function extendFamily(family: Family | undefined, past: readonly BucketRow[], now: readonly BucketRow[], o: FddRuleOptions): Family {
-  const f = family ?? (() => {
-    const known = trafficOf(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
-    const resources = known.map(([name]) => name);
-    const tags = byTraffic(past, (r) => primaryTagsOf(r.primaryTag), o).slice(0, MAX_TAGS);
-    const withTags = tags.length > 0 || now.some((r) => r.primaryTag !== '');
-    return { resources, knownResources: resources.length, knownTraffic: known.map(([, hits]) => hits), tags, knownTags: tags.length, withTags, errorTypes: [] };
-  })();
+  const f =
+    family ??
+    (() => {
+      const known = trafficOf(past, (r) => r.resource, o).slice(0, MAX_RESOURCES);
+      const resources = known.map(([name]) => name);
+      const tags = byTraffic(past, (r) => primaryTagsOf(r.primaryTag), o).slice(0, MAX_TAGS);
+      const withTags = tags.length > 0 || now.some((r) => r.primaryTag !== '');
+      return { resources, knownResources: resources.length, knownTraffic: known.map(([, hits]) => hits), tags, knownTags: tags.length, withTags, errorTypes: [] };
+    })();
   const add = (list: string[], seen: string[], max: number) => {
     for (const name of seen) if (list.length < max && !list.includes(name)) list.push(name);
   };
   const next = { ...f, resources: [...f.resources], tags: [...f.tags], errorTypes: [...(f.errorTypes ?? [])] };
-  add(next.resources, byTraffic(now, (r) => r.resource, o), MAX_RESOURCES);
-  add(next.tags, byTraffic(now, (r) => primaryTagsOf(r.primaryTag), o), MAX_TAGS);
+  add(
+    next.resources,
+    byTraffic(now, (r) => r.resource, o),
+    MAX_RESOURCES,
+  );
+  add(
+    next.tags,
+    byTraffic(now, (r) => primaryTagsOf(r.primaryTag), o),
+    MAX_TAGS,
+  );
   return next;
 }
 
@@ -369,7 +379,14 @@ export function assessFdd(input: FddInput): FddAssessment {
       const typeThreshold = Math.log(((slot + 1) * (slot + 2)) / (o.alpha * 0.1));
       if (t.count < MIN_NEW_TYPE_COUNT || baselineRequests === 0) continue;
       const logE = logEAboveRate([{ hits: canaryHits, events: t.count }], upperRate(0, baselineRequests), NEW_TYPE_GRID);
-      const record = { errorType: type, count: t.count, resources: [...t.resources].sort(), sampleMessage: t.sample, eValue: Math.exp(Math.min(logE, 700)), threshold: Math.exp(typeThreshold) };
+      const record = {
+        errorType: type,
+        count: t.count,
+        resources: [...t.resources].sort(),
+        sampleMessage: t.sample,
+        eValue: Math.exp(Math.min(logE, 700)),
+        threshold: Math.exp(typeThreshold),
+      };
       weighted.push({ kind: 'type', record, logWeighted: logE - typeThreshold });
       if (logE >= typeThreshold) newTypes.push(record);
     }
@@ -399,10 +416,14 @@ export function assessFdd(input: FddInput): FddAssessment {
       ...faulty.slice(0, 2).map((f) => {
         const fc = f.canary as { errorRate: number; errors: number; requests: number };
         const fb = f.baseline as { errorRate: number };
-        const against = f.jointly ? `of ${Number((f.threshold as number).toPrecision(3))} needed alone, past the family's threshold with the other tests` : `≥ ${Number((f.threshold as number).toPrecision(3))}`;
+        const against = f.jointly
+          ? `of ${Number((f.threshold as number).toPrecision(3))} needed alone, past the family's threshold with the other tests`
+          : `≥ ${Number((f.threshold as number).toPrecision(3))}`;
         return `error rate of ${f.name} rose from ${pct(fb.errorRate)} (baseline) to ${pct(fc.errorRate)} (${fc.errors} of ${fc.requests} requests), e-value ${formatEValue(Math.log(f.eValue as number))} ${against}`;
       }),
-      ...newTypes.slice(0, 2).map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
+      ...newTypes
+        .slice(0, 2)
+        .map((t) => `new error type ${t.errorType} (${t.count} times${t.sampleMessage ? `, e.g. "${String(t.sampleMessage).slice(0, 80)}"` : ''}) never seen in the baseline`),
     ];
     const more = faulty.length + newTypes.length - parts.length;
     const text = `Version ${version}: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}. Baseline: ${baselineKind}.`;
@@ -470,8 +491,7 @@ export const fddRunner: RuleRunner = {
     const end = rule.windowEndsAt.getTime();
     const until = Math.min(now.getTime(), end);
     const narrowedTo = primaryTagsOf(evaluation.primaryTag);
-    const scoped = (r: { resource: string; primaryTag: string }) =>
-      resourceAllowed(o, r.resource) && narrowedTo.every((tag) => carriesPrimaryTag(r.primaryTag, tag));
+    const scoped = (r: { resource: string; primaryTag: string }) => resourceAllowed(o, r.resource) && narrowedTo.every((tag) => carriesPrimaryTag(r.primaryTag, tag));
     const w = { service: evaluation.service, env: evaluation.env };
     // Whole buckets: the one the window starts in belongs to the window.
     const firstBucket = Math.floor(start / APM_BUCKET_MS) * APM_BUCKET_MS;
@@ -483,7 +503,11 @@ export const fddRunner: RuleRunner = {
       past: bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }).filter((r) => r.version !== version && scoped(r)),
       rows: bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter(scoped),
       knownErrorTypes: o.newErrorTypes
-        ? new Set(errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 }).filter((e) => e.version !== version && scoped(e)).map((e) => e.errorType))
+        ? new Set(
+            errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 })
+              .filter((e) => e.version !== version && scoped(e))
+              .map((e) => e.errorType),
+          )
         : new Set(),
       canaryErrorTypes: o.newErrorTypes ? errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter((e) => e.version === version && scoped(e)) : [],
       final: now.getTime() >= end + SETTLE_MS,

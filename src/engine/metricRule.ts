@@ -14,9 +14,9 @@ import { SourceError } from '../domain/errors.ts';
 import { type Bound, deriveBaseline, expandPlaceholders, holds, limitOf, measurementTimes, parseBound } from '../domain/metric.ts';
 import { type MetricEvidence, type MetricPoint, recordValue } from '../domain/metricEvidence.ts';
 import type { MetricRuleOptions } from '../domain/ruleOptions.ts';
-import { type PrometheusClient, prometheusClient, PromqlRejected, type Series } from '../sources/prometheus.ts';
+import { type PrometheusClient, PromqlRejected, prometheusClient, type Series } from '../sources/prometheus.ts';
 import { SETTLE_MS } from './fddRule.ts';
-import { type CheckResult, type RuleRunner } from './runner.ts';
+import type { CheckResult, RuleRunner } from './runner.ts';
 
 /** Points one check measures at most (a resumed rule catches up over several checks). */
 const MAX_POINTS_PER_CHECK = 30;
@@ -51,7 +51,10 @@ function prometheusOf(config: Config): PrometheusClient {
   return client;
 }
 
-const seriesName = (labels: Record<string, string>) => `{${Object.entries(labels).map(([k, v]) => `${k}="${v}"`).join(',')}}`;
+const seriesName = (labels: Record<string, string>) =>
+  `{${Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .join(',')}}`;
 
 async function instant(client: PrometheusClient, expr: string, at: Date, what: string): Promise<Reading> {
   let series: Series[];
@@ -63,8 +66,13 @@ async function instant(client: PrometheusClient, expr: string, at: Date, what: s
   }
   if (series.length === 0) return { value: null, note: `the ${what} returned no series` };
   if (series.length > 1) {
-    const names = series.slice(0, 2).map((s) => seriesName(s.labels)).join(', ');
-    throw new Misconfigured(`the ${what} returned ${series.length} series (${names}${series.length > 2 ? ', …' : ''}); a metric rule judges one value: aggregate it, e.g. sum(…) or max(…)`);
+    const names = series
+      .slice(0, 2)
+      .map((s) => seriesName(s.labels))
+      .join(', ');
+    throw new Misconfigured(
+      `the ${what} returned ${series.length} series (${names}${series.length > 2 ? ', …' : ''}); a metric rule judges one value: aggregate it, e.g. sum(…) or max(…)`,
+    );
   }
   const value = series[0]!.value;
   // NaN is what 0/0 gives without traffic: no data, never a pass.
@@ -81,7 +89,10 @@ function prometheusSource(deps: Deps, o: MetricRuleOptions, e: EvaluationRow, re
     readyAt: (t) => t,
     async read(at) {
       const client = prometheusOf(deps.config);
-      const [canary, baseline] = await Promise.all([instant(client, query, at, 'query'), baselineQuery === undefined ? undefined : instant(client, baselineQuery, at, 'baseline query')]);
+      const [canary, baseline] = await Promise.all([
+        instant(client, query, at, 'query'),
+        baselineQuery === undefined ? undefined : instant(client, baselineQuery, at, 'baseline query'),
+      ]);
       return { canary, baseline };
     },
   };
@@ -186,7 +197,10 @@ function decide(points: readonly MetricPoint[], planned: number, o: MetricRuleOp
     return { status: 'fail', reason: `None of the ${points.length} point(s) had data (${points[0]!.note ?? 'nothing returned'}): a rule that saw nothing fails.` };
   }
   if (needed > 0) {
-    return { status: 'fail', reason: `The window ended without ${needed} consecutive point(s) within ${boundText} (the longest run was ${longest}): an inconclusive analysis fails.` };
+    return {
+      status: 'fail',
+      reason: `The window ended without ${needed} consecutive point(s) within ${boundText} (the longest run was ${longest}): an inconclusive analysis fails.`,
+    };
   }
   const within = points.filter((p) => p.result === 'pass').length;
   const head = broke.length === 0 && skipped === 0 ? `All ${points.length} point(s)` : `${within} of ${points.length} point(s)`;

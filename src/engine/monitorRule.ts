@@ -1,8 +1,18 @@
-import { allMonitors, getMonitors, groupsOf, monitorRowsGeneration, monitorsGeneration, transitionsAfter, type MonitorGroupRow, type MonitorRow } from '../db/monitors.ts';
+import { allMonitors, getMonitors, groupsOf, type MonitorGroupRow, type MonitorRow, monitorRowsGeneration, monitorsGeneration, transitionsAfter } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { SourceError } from '../domain/errors.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
-import { envsOf, filterMatchingNow, groupsByMonitor, MAX_RULE_MATCH_STEPS, matchable, monitorMatches, monitorUrl, monitorVisibleUnder, type MonitorStateValue } from '../domain/monitors.ts';
+import {
+  envsOf,
+  filterMatchingNow,
+  groupsByMonitor,
+  MAX_RULE_MATCH_STEPS,
+  type MonitorStateValue,
+  matchable,
+  monitorMatches,
+  monitorUrl,
+  monitorVisibleUnder,
+} from '../domain/monitors.ts';
 import { describeFailingGroups, type FailingGroupEvidence } from '../domain/ruleEvidence.ts';
 import type { MonitorRuleOptions } from '../domain/ruleOptions.ts';
 import { type CheckResult, monitorKey, type RuleRunner } from './runner.ts';
@@ -34,7 +44,12 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: read
   if (o.monitorIds) {
     const wanted = new Map(o.monitorIds.map((m) => [m.id, m.groups]));
     const monitors = getMonitors(deps.db, [...wanted.keys()]).filter((m) => !m.muted && visibleUnder(envs, m));
-    const all = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
+    const all = groupsByMonitor(
+      groupsOf(
+        deps.db,
+        monitors.map((m) => m.id),
+      ),
+    );
     const groups = new Map(
       monitors.map((m) => {
         const names = wanted.get(m.id) ?? [];
@@ -50,10 +65,20 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: read
     const monitors = ownAttributeMatches(deps, `${envsKey(envs)}|${o.query!}`, () =>
       filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length)),
     );
-    const groups = groupsByMonitor(groupsOf(deps.db, monitors.map((m) => m.id)));
+    const groups = groupsByMonitor(
+      groupsOf(
+        deps.db,
+        monitors.map((m) => m.id),
+      ),
+    );
     return { monitors, groups: new Map(monitors.map((m) => [m.id, groups.get(m.id) ?? []])) };
   }
-  const all = groupsByMonitor(groupsOf(deps.db, candidates.map((m) => m.id)));
+  const all = groupsByMonitor(
+    groupsOf(
+      deps.db,
+      candidates.map((m) => m.id),
+    ),
+  );
   const monitors = filterMatchingNow(candidates, (m) => monitorMatches(expr!, m, all.get(m.id) ?? []), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length));
   const restrict = mentions(expr!, 'group');
   const groups = new Map(
@@ -115,7 +140,7 @@ function unmutedMonitors(deps: Deps, envs: readonly string[] | null): MonitorRow
   const key = envsKey(envs);
   let rows = cache.unmuted.get(key);
   if (!rows) {
-    const all = (cache.unmuted.get('*') ?? allMonitors(deps.db).filter((m) => !m.muted));
+    const all = cache.unmuted.get('*') ?? allMonitors(deps.db).filter((m) => !m.muted);
     cache.unmuted.set('*', all);
     rows = envs === null ? all : all.filter((m) => visibleUnder(envs, m));
     if (cache.unmuted.size >= MAX_CACHED_SELECTIONS) cache.unmuted.clear();
@@ -166,7 +191,11 @@ const iso = (d: Date) => d.toISOString();
  * (read back through the transitions after it) and every state it entered up to `to`.
  */
 function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s: MonitorStateValue) => boolean): FailingGroup[] {
-  const transitions = transitionsAfter(deps.db, sel.monitors.map((m) => m.id), from);
+  const transitions = transitionsAfter(
+    deps.db,
+    sel.monitors.map((m) => m.id),
+    from,
+  );
   const failing: FailingGroup[] = [];
   for (const m of sel.monitors) {
     for (const g of sel.groups.get(m.id) ?? []) {

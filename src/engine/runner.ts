@@ -1,7 +1,7 @@
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { MonitorRow } from '../db/monitors.ts';
-import type { Deps, RuleWindow } from '../domain/deps.ts';
 import type { RuleType } from '../db/schema.ts';
+import type { Deps, RuleWindow } from '../domain/deps.ts';
 
 /** Something that happened which may change a running rule's answer. */
 export type EngineEvent =

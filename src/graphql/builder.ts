@@ -36,19 +36,13 @@ export const builder = new SchemaBuilder<{
     // check there would throw for every object. Compiled, the per-field checks cost less than
     // once per object does on the standard executor.
     authScopes: ({ principal }) =>
-      Object.fromEntries(
-        (['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [
-          s,
-          hasScope(principal, s),
-        ]),
-      ) as ScopeFlags,
+      Object.fromEntries((['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [s, hasScope(principal, s)])) as ScopeFlags,
     unauthorizedError: (_parent, context, info, result) => {
       const scopes = [...new Set(missingScopes(result.failure))];
       const what = scopes.length > 0 ? `the ${scopes.join(' or ')} scope` : 'permission';
-      return new GraphQLError(
-        `API key "${context.principal.name}" lacks ${what} required for ${info.parentType.name}.${info.fieldName}`,
-        { extensions: { code: 'FORBIDDEN', requiredScopes: scopes } },
-      );
+      return new GraphQLError(`API key "${context.principal.name}" lacks ${what} required for ${info.parentType.name}.${info.fieldName}`, {
+        extensions: { code: 'FORBIDDEN', requiredScopes: scopes },
+      });
     },
   },
   relay: {

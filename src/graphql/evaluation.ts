@@ -1,17 +1,17 @@
 import { createContextCache } from '@pothos/core';
-import DataLoader from 'dataloader';
-import type { GateRow } from '../db/gates.ts';
 import { resolveCursorConnection } from '@pothos/plugin-relay';
+import DataLoader from 'dataloader';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
+import type { GateRow } from '../db/gates.ts';
 import { DomainError } from '../domain/errors.ts';
 import {
   boundedFilterList,
   cancelEvaluation,
   checkEvaluationFilter,
   countEvaluations,
+  type EvaluationSnapshot,
   evaluateGate,
   evaluateGateInputSchema,
-  type EvaluationSnapshot,
   evaluationStats,
   evaluationUrl,
   gateEvaluationsLimit,
@@ -25,16 +25,16 @@ import {
 } from '../domain/evaluations.ts';
 import { decidedWithoutData, passedWithoutEvidence } from '../domain/fdd.ts';
 import { type FddArmView, type FddEvidenceView, type FddFaultyView, type FddNewErrorTypeView, readFddEvidence } from '../domain/fddEvidence.ts';
-import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
-import { evaluationChanges, followEvaluation } from '../domain/live.ts';
 import type { FreezeEntry, FreezeEvidence } from '../domain/freezeEvidence.ts';
-import type { WebhookCallEvidence, WebhookEvidence, WebhookTry } from '../engine/webhookRule.ts';
+import { evaluationChanges, followEvaluation } from '../domain/live.ts';
+import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } from '../domain/metricEvidence.ts';
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
+import type { WebhookCallEvidence, WebhookEvidence, WebhookTry } from '../engine/webhookRule.ts';
 import { builder } from './builder.ts';
+import { totalCountFields, withTotalCount } from './connections.ts';
 import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
-import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
 import { MonitorState } from './monitor.ts';
 import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
@@ -43,7 +43,10 @@ import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
 type EvaluationView = EvaluationRow & { knownRules?: RuleEvaluationRow[] };
 const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, knownRules: s.rules });
 
-const rulesLoader = childrenLoader((ctx, ids) => rulesOfEvaluations(ctx.deps, ids), (r: RuleEvaluationRow) => r.evaluationId);
+const rulesLoader = childrenLoader(
+  (ctx, ids) => rulesOfEvaluations(ctx.deps, ids),
+  (r: RuleEvaluationRow) => r.evaluationId,
+);
 
 const EvaluationStatus = builder.enumType('EvaluationStatus', {
   values: {
@@ -269,7 +272,12 @@ const FreezeFound = builder.objectRef<FreezeEntry & { active: boolean }>('Freeze
     kind: t.field({ type: FreezeKind, resolve: (f) => f.kind }),
     name: t.exposeString('name', { description: "A calendar window's name (or cron), an ad-hoc freeze's reason, an incident monitor's name." }),
     startedAt: t.field({ type: 'DateTime', nullable: true, resolve: (f) => (f.startedAt ? new Date(f.startedAt) : null) }),
-    endsAt: t.field({ type: 'DateTime', nullable: true, description: 'null: until lifted, or until the monitor recovers.', resolve: (f) => (f.endsAt ? new Date(f.endsAt) : null) }),
+    endsAt: t.field({
+      type: 'DateTime',
+      nullable: true,
+      description: 'null: until lifted, or until the monitor recovers.',
+      resolve: (f) => (f.endsAt ? new Date(f.endsAt) : null),
+    }),
     endsAtLeast: t.boolean({ description: 'Calendar windows chaining on: it ends at endsAt at the earliest.', resolve: (f) => f.endsAtLeast === true }),
     cron: t.string({ nullable: true, resolve: (f) => f.cron ?? null }),
     timeZone: t.string({ nullable: true, resolve: (f) => f.timeZone ?? null }),
@@ -287,7 +295,10 @@ const FreezeRuleEvidence = builder.objectRef<FreezeEvidence>('FreezeRuleEvidence
     freezes: t.field({
       type: [FreezeFound],
       description: 'The freezes in force at the latest check (active), then those found earlier and over since.',
-      resolve: (e) => [...(Array.isArray(e.active) ? e.active : []).map((f) => ({ ...f, active: true })), ...(Array.isArray(e.waitedFor) ? e.waitedFor : []).map((f) => ({ ...f, active: false }))],
+      resolve: (e) => [
+        ...(Array.isArray(e.active) ? e.active : []).map((f) => ({ ...f, active: true })),
+        ...(Array.isArray(e.waitedFor) ? e.waitedFor : []).map((f) => ({ ...f, active: false })),
+      ],
     }),
   }),
 });
@@ -351,7 +362,7 @@ const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').im
     monitorTransitions: t.field({
       type: [RuleMonitorTransition],
       description:
-        "Monitor rules: state changes of the monitors it matched from its start to the end of its window (or its finish), oldest first; only monitors the caller may see. Empty for other rule types.",
+        'Monitor rules: state changes of the monitors it matched from its start to the end of its window (or its finish), oldest first; only monitors the caller may see. Empty for other rule types.',
       args: { first: t.arg.int({ defaultValue: 100, description: `1–${MAX_RULE_TRANSITIONS}.` }) },
       // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
       resolve: (r, args, ctx) => ruleTransitions(ctx.deps, ctx.principal, r, args.first ?? 100),
@@ -379,7 +390,12 @@ Evaluation.implement({
       type: Gate,
       nullable: true,
       description: 'The stored gate evaluated; null for just-in-time evaluations or a deleted gate.',
-      resolve: (e, _args, ctx) => (e.gateId ? gateLoader(ctx).load(e.gateId).catch(() => null) : null),
+      resolve: (e, _args, ctx) =>
+        e.gateId
+          ? gateLoader(ctx)
+              .load(e.gateId)
+              .catch(() => null)
+          : null,
     }),
     gateId: t.exposeID('gateId', { nullable: true }),
     service: t.exposeString('service'),
@@ -406,7 +422,11 @@ Evaluation.implement({
     passedWithoutEvidence: t.boolean({
       description:
         'True when the verdict is PASS but at least one counted rule passed only for lack of data (its insufficientData is true): "passed, nothing was found", not "passed, checked and fine".',
-      resolve: async (e, _a, ctx) => passedWithoutEvidence(e, (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).map((r) => ruleEvaluationFor(ctx.principal, e, r))),
+      resolve: async (e, _a, ctx) =>
+        passedWithoutEvidence(
+          e,
+          (e.knownRules ?? (await rulesLoader(ctx).load(e.id))).map((r) => ruleEvaluationFor(ctx.principal, e, r)),
+        ),
     }),
     rules: t.field({
       type: [RuleEvaluation],
@@ -519,7 +539,9 @@ export const GateFailures = builder
     }),
   });
 export const RuleFailures = builder
-  .objectRef<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>('RuleFailures')
+  .objectRef<{ gateId: string | null; ruleId: string | null; service: string; env: string; identifier: string; name: string; type: string; failures: number; evaluations: number }>(
+    'RuleFailures',
+  )
   .implement({
     description: 'A rule: its stored id within its gate, or its name and type for just-in-time rules (gateId and ruleId null).',
     fields: (t) => ({

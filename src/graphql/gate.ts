@@ -4,23 +4,23 @@ import DataLoader from 'dataloader';
 import type { GateRow, RuleRow } from '../db/gates.ts';
 import type { GateEvent } from '../domain/events.ts';
 import {
-  createGate,
   checkGateFilter,
   countGates,
+  createGate,
   createGateInputSchema,
   deleteGate,
+  gatesByIds,
   getGate,
   getGateByKey,
   listGates,
-  gatesByIds,
   rulesOf,
   updateGate,
   updateGateInputSchema,
 } from '../domain/gates.ts';
 import { gateChanges } from '../domain/live.ts';
 import { builder } from './builder.ts';
-import type { Context } from './context.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
+import type { Context } from './context.ts';
 import { childrenLoader } from './loaders.ts';
 import { Rule, RuleInput } from './rule.ts';
 
@@ -28,7 +28,10 @@ import { Rule, RuleInput } from './rule.ts';
 type GateView = GateRow & { knownRules?: RuleRow[] };
 
 /** All rules of the gates on one page in a single statement, whatever the page size. */
-const rulesLoader = childrenLoader((ctx, ids) => rulesOf(ctx.deps, ids), (rule: RuleRow) => rule.gateId);
+const rulesLoader = childrenLoader(
+  (ctx, ids) => rulesOf(ctx.deps, ids),
+  (rule: RuleRow) => rule.gateId,
+);
 
 /** Gates by id, batched: a page of rules asking for their gates costs one statement. */
 export const gateLoader = createContextCache(
@@ -83,15 +86,18 @@ const GateFilter = builder.inputType('GateFilter', {
   }),
 });
 
-type GateFilterArg = {
-  services?: string[] | null;
-  envs?: string[] | null;
-  identifiers?: string[] | null;
-  dryRun?: boolean | null;
-  service?: string | null;
-  env?: string | null;
-  identifier?: string | null;
-} | null | undefined;
+type GateFilterArg =
+  | {
+      services?: string[] | null;
+      envs?: string[] | null;
+      identifiers?: string[] | null;
+      dryRun?: boolean | null;
+      service?: string | null;
+      env?: string | null;
+      identifier?: string | null;
+    }
+  | null
+  | undefined;
 
 function toGateFilter(f: GateFilterArg) {
   return checkGateFilter({
@@ -166,27 +172,30 @@ builder.queryField('gateByKey', (t) =>
       env: t.arg.string({ required: true }),
       identifier: t.arg.string({ defaultValue: 'default' }),
     },
-    resolve: (_root, args, { deps, principal }) =>
-      getGateByKey(deps, principal, args.service, args.env, args.identifier ?? 'default'),
+    resolve: (_root, args, { deps, principal }) => getGateByKey(deps, principal, args.service, args.env, args.identifier ?? 'default'),
   }),
 );
 
 builder.queryField('gates', (t) =>
-  t.connection({
-    type: Gate,
-    authScopes: { 'gates:read': true },
-    description: 'Gates in creation order.',
-    args: { filter: t.arg({ type: GateFilter }) },
-    resolve: (_root, args, { deps, principal }) => {
-      const filter = toGateFilter(args.filter);
-      return withTotalCount(
-        resolveCursorConnection<GateView[]>({ args, toCursor: (g) => g.id }, ({ after, before, limit, inverted }): GateView[] =>
-          listGates(deps, principal, filter, { after, before, limit, inverted }),
-        ),
-        () => countGates(deps, principal, filter),
-      );
+  t.connection(
+    {
+      type: Gate,
+      authScopes: { 'gates:read': true },
+      description: 'Gates in creation order.',
+      args: { filter: t.arg({ type: GateFilter }) },
+      resolve: (_root, args, { deps, principal }) => {
+        const filter = toGateFilter(args.filter);
+        return withTotalCount(
+          resolveCursorConnection<GateView[]>({ args, toCursor: (g) => g.id }, ({ after, before, limit, inverted }): GateView[] =>
+            listGates(deps, principal, filter, { after, before, limit, inverted }),
+          ),
+          () => countGates(deps, principal, filter),
+        );
+      },
     },
-  }, { name: 'GateConnection', ...totalCountFields }, { name: 'GateEdge' }),
+    { name: 'GateConnection', ...totalCountFields },
+    { name: 'GateEdge' },
+  ),
 );
 
 builder.mutationField('createGate', (t) =>

@@ -1,3 +1,4 @@
+import { checkEvaluationFilter } from '../domain/evaluations.ts';
 import {
   type DayCounts,
   evaluationFacets,
@@ -8,7 +9,6 @@ import {
   MAX_REASON_ROWS,
   type VerdictTime,
 } from '../domain/insights.ts';
-import { checkEvaluationFilter } from '../domain/evaluations.ts';
 import { builder } from './builder.ts';
 import { EvaluationFilter, GateFailures, RuleFailures } from './evaluation.ts';
 import { RuleType } from './rule.ts';

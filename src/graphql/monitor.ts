@@ -1,16 +1,18 @@
 import { resolveArrayConnection } from '@pothos/plugin-relay';
 import { recentTransitions } from '../db/monitors.ts';
+import { monitorTransitions } from '../domain/live.ts';
+import { checkMonitorFilter, filterMonitors } from '../domain/monitorFilter.ts';
 import {
+  type ApmDefinition,
   createMonitor,
   createMonitorInputSchema,
   deleteMonitor,
   getMonitor,
-  type MonitorGroupRow,
-  monitorGroups,
-  type MonitorRow,
-  type ApmDefinition,
   type MonitorDefinition,
+  type MonitorGroupRow,
+  type MonitorRow,
   type MonitorStateChange,
+  monitorGroups,
   parseMonitorSearch,
   reportMonitorState,
   reportMonitorStateInputSchema,
@@ -19,8 +21,6 @@ import {
   updateMonitorInputSchema,
   worstState,
 } from '../domain/monitors.ts';
-import { checkMonitorFilter, filterMonitors } from '../domain/monitorFilter.ts';
-import { monitorTransitions } from '../domain/live.ts';
 import { builder } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
@@ -32,7 +32,7 @@ export const MonitorState = builder.enumType('MonitorState', {
 const MonitorType = builder.enumType('MonitorType', {
   values: {
     EXTERNAL: { value: 'external', description: 'State pushed by reportMonitorState or the Alertmanager receiver.' },
-    APM: { value: 'apm', description: "Evaluated by Tollgate over its own APM store." },
+    APM: { value: 'apm', description: 'Evaluated by Tollgate over its own APM store.' },
     PROMETHEUS: { value: 'prometheus', description: 'A PromQL expression Tollgate evaluates.' },
   } as const,
 });
@@ -73,7 +73,10 @@ const ApmMonitorDefinitionInput = builder.inputType('ApmMonitorDefinitionInput',
   }),
 });
 
-const groupsLoader = childrenLoader((ctx, ids) => monitorGroups(ctx.deps, ids), (g: MonitorGroupRow) => g.monitorId);
+const groupsLoader = childrenLoader(
+  (ctx, ids) => monitorGroups(ctx.deps, ids),
+  (g: MonitorGroupRow) => g.monitorId,
+);
 
 const MonitorGroup = builder.objectRef<MonitorGroupRow>('MonitorGroup').implement({
   fields: (t) => ({

@@ -1,13 +1,6 @@
-import {
-  createRule,
-  deleteRule,
-  getRule,
-  ruleInputSchema,
-  updateRule,
-  updateRuleInputSchema,
-} from '../domain/gates.ts';
 import type { RuleRow } from '../db/gates.ts';
 import { RULE_TYPES, type RuleType as RuleTypeValue } from '../db/schema.ts';
+import { createRule, deleteRule, getRule, ruleInputSchema, updateRule, updateRuleInputSchema } from '../domain/gates.ts';
 import type { TypedRuleOptions } from '../domain/ruleOptions.ts';
 import { publicRuleOptions } from '../domain/ruleStorage.ts';
 import type { PublicWebhookOptions } from '../domain/webhooks.ts';
@@ -102,7 +95,10 @@ const MetricRuleOptionsRef = builder.objectRef<Typed<'metric'>>('MetricRuleOptio
     warmup: t.int({ description: 'Seconds to wait after the start before measuring.', resolve: ({ options }) => options.warmup }),
     interval: t.int({ description: 'Seconds between points.', resolve: ({ options }) => options.interval }),
     failureLimit: t.int({ description: 'Points allowed outside the bound; -1: none counted.', resolve: ({ options }) => options.failureLimit }),
-    consecutiveSuccessLimit: t.int({ description: 'Consecutive points within the bound that pass the rule early; 0: off.', resolve: ({ options }) => options.consecutiveSuccessLimit }),
+    consecutiveSuccessLimit: t.int({
+      description: 'Consecutive points within the bound that pass the rule early; 0: off.',
+      resolve: ({ options }) => options.consecutiveSuccessLimit,
+    }),
     failOnNoData: t.boolean({ description: 'A point without data counts as outside the bound.', resolve: ({ options }) => options.failOnNoData }),
   }),
 });
@@ -127,17 +123,15 @@ const WebhookRuleOptionsRef = builder.objectRef<PublicTyped<'webhook'>>('Webhook
   }),
 });
 
-const FreezeCalendar = builder
-  .objectRef<Typed<'freeze'>['options']['calendars'][number]>('FreezeCalendar')
-  .implement({
-    description: 'A recurring freeze window: opens at each time the cron expression names on the wall clock of timeZone, for duration seconds.',
-    fields: (t) => ({
-      name: t.exposeString('name', { nullable: true }),
-      cron: t.exposeString('cron', { description: 'Five fields (minute hour day-of-month month day-of-week) or an @alias.' }),
-      duration: t.exposeInt('duration', { description: 'Seconds of elapsed time each window lasts.' }),
-      timeZone: t.exposeString('timeZone', { description: 'IANA time zone, e.g. Europe/Paris.' }),
-    }),
-  });
+const FreezeCalendar = builder.objectRef<Typed<'freeze'>['options']['calendars'][number]>('FreezeCalendar').implement({
+  description: 'A recurring freeze window: opens at each time the cron expression names on the wall clock of timeZone, for duration seconds.',
+  fields: (t) => ({
+    name: t.exposeString('name', { nullable: true }),
+    cron: t.exposeString('cron', { description: 'Five fields (minute hour day-of-month month day-of-week) or an @alias.' }),
+    duration: t.exposeInt('duration', { description: 'Seconds of elapsed time each window lasts.' }),
+    timeZone: t.exposeString('timeZone', { description: 'IANA time zone, e.g. Europe/Paris.' }),
+  }),
+});
 
 const FreezeRuleOptionsRef = builder.objectRef<Typed<'freeze'>>('FreezeRuleOptions').implement({
   fields: (t) => ({

@@ -1,21 +1,21 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
 import { expectedMigrationCount, type OpenDbOptions, openServerDb } from '../db/client.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
-import { createKeyWatch } from '../domain/keyWatch.ts';
 import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
+import { createKeyWatch } from '../domain/keyWatch.ts';
 import { createEngine } from '../engine/engine.ts';
 import { planWindow } from '../engine/runners.ts';
+import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
 import { prometheusClient } from '../sources/prometheus.ts';
-import { createLogger, type Logger, secretPrefix } from '../log.ts';
-import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import { createGraphiql } from './graphiql.ts';
+import { alertmanagerHandler, flaggerHandler, gateHookHandler } from './hooks.ts';
 import { type Authenticate, requestUrl, sendJson } from './http.ts';
 import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
@@ -57,9 +57,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     planWindow,
   };
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
-  const prometheus = config.prometheusUrl
-    ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs })
-    : null;
+  const prometheus = config.prometheusUrl ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs }) : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
   const checkKey = createAuthenticator(db, now, deps.events);
   // Every transport authenticates through here, so each failure leaves one line: the key's
@@ -78,8 +76,16 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const gauges = {
     connections: new Gauge({ name: 'tollgate_ws_connections', help: 'Open authenticated WebSocket connections', registers: [registry] }),
     subscriptions: new Gauge({ name: 'tollgate_ws_operations', help: 'Operations running over WebSocket', registers: [registry] }),
-    sharedSubscriptions: new Gauge({ name: 'tollgate_ws_shared_subscriptions', help: 'Groups of identical WebSocket subscriptions (same operation, same visibility) running one execution each', registers: [registry] }),
-    sharedExecutions: new Counter({ name: 'tollgate_ws_shared_executions_total', help: 'Results executed by shared subscriptions: one per event per group, whatever its number of subscribers', registers: [registry] }),
+    sharedSubscriptions: new Gauge({
+      name: 'tollgate_ws_shared_subscriptions',
+      help: 'Groups of identical WebSocket subscriptions (same operation, same visibility) running one execution each',
+      registers: [registry],
+    }),
+    sharedExecutions: new Counter({
+      name: 'tollgate_ws_shared_executions_total',
+      help: 'Results executed by shared subscriptions: one per event per group, whatever its number of subscribers',
+      registers: [registry],
+    }),
   };
 
   // Revocation and expiry end every open stream of a key, on every transport.

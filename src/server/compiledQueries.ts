@@ -2,7 +2,6 @@ import { useGraphQlJit } from '@envelop/graphql-jit';
 import {
   type DocumentNode,
   GraphQLError,
-  type Source,
   type GraphQLInputType,
   type GraphQLNamedType,
   type GraphQLSchema,
@@ -14,6 +13,7 @@ import {
   isObjectType,
   isUnionType,
   Kind,
+  type Source,
   visit,
 } from 'graphql';
 import type { Plugin } from 'graphql-yoga';

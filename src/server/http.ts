@@ -102,12 +102,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * The caller of a plain HTTP endpoint: `Authorization: Bearer`, `DD-API-KEY`, or a `key`
  * query parameter (for senders such as Alertmanager that cannot always set headers).
  */
-export function requireCaller(
-  req: IncomingMessage,
-  url: URL,
-  authenticate: Authenticate,
-  scope: Scope,
-): Principal {
+export function requireCaller(req: IncomingMessage, url: URL, authenticate: Authenticate, scope: Scope): Principal {
   const header = req.headers.authorization ?? (req.headers['dd-api-key'] as string | undefined);
   const secret = secretFromAuthorization(header) ?? url.searchParams.get('key');
   const result = authenticate(secret, req.socket.remoteAddress);

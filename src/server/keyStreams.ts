@@ -6,8 +6,7 @@ import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 
 /** What a client reads when its key ends an operation or a stream. */
-const keyEndedError = (end: KeyEnd) =>
-  new GraphQLError(end.message, { extensions: { code: 'UNAUTHENTICATED', reason: end.reason } });
+const keyEndedError = (end: KeyEnd) => new GraphQLError(end.message, { extensions: { code: 'UNAUTHENTICATED', reason: end.reason } });
 
 /**
  * The stream, until the key that opened it is revoked or expires: then one last result saying
@@ -45,8 +44,7 @@ export function endStreamsWithTheirKey(keyWatch: KeyWatch): Plugin<Context> {
     const end = context.principal && keyWatch.ended(context.principal);
     if (end) setResult({ errors: [keyEndedError(end)] });
   };
-  const bound = <R>(context: Context, result: R) =>
-    isAsyncIterable(result) && context.principal ? untilKeyEnds(result, keyWatch, context.principal) : undefined;
+  const bound = <R>(context: Context, result: R) => (isAsyncIterable(result) && context.principal ? untilKeyEnds(result, keyWatch, context.principal) : undefined);
   return {
     onExecute: ({ args, setResultAndStopExecution }) => {
       refuseEnded(args.contextValue, setResultAndStopExecution);

@@ -31,7 +31,13 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       const mapped = await forEachRequestSpan(
         body,
         encoding,
-        { primaryTags: deps.config.primaryTags, earliest: now - deps.config.apmRetentionDays * 86_400_000, latest: now + 10 * 60_000, maxSpans: deps.config.otlpMaxSpans, slice: SLICE },
+        {
+          primaryTags: deps.config.primaryTags,
+          earliest: now - deps.config.apmRetentionDays * 86_400_000,
+          latest: now + 10 * 60_000,
+          maxSpans: deps.config.otlpMaxSpans,
+          slice: SLICE,
+        },
         (span) => {
           if (canSeeEnv(principal, span.env)) aggregate.add(span);
           else denied++;

@@ -1,7 +1,7 @@
 import type { DocumentNode, ExecutionArgs } from 'graphql';
 import { GraphQLError, getNamedType, getNullableType, isCompositeType, isListType } from 'graphql';
-import type { Plugin } from 'graphql-yoga';
 import { type ComplexityEstimatorArgs, getComplexity } from 'graphql-query-complexity';
+import type { Plugin } from 'graphql-yoga';
 
 /**
  * How much an operation may ask for, counted before it runs: every field selected costs 1 for

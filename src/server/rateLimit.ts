@@ -35,7 +35,10 @@ export function clientAddress(req: Pick<IncomingMessage, 'headers' | 'socket'>, 
   let address = req.socket.remoteAddress ?? 'unknown';
   if (trustedHops > 0) {
     const header = req.headers['x-forwarded-for'];
-    const forwarded = (Array.isArray(header) ? header.join(',') : (header ?? '')).split(',').map((s) => s.trim()).filter(Boolean);
+    const forwarded = (Array.isArray(header) ? header.join(',') : (header ?? ''))
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
     const chain = [...forwarded, address];
     address = chain[Math.max(0, chain.length - 1 - trustedHops)]!;
   }
@@ -50,7 +53,10 @@ function addressKey(address: string): string {
   const left = head ? head.split(':') : [];
   const right = tail ? tail.split(':') : [];
   const groups = tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
-  return `${groups.slice(0, 4).map((g) => g.toLowerCase().replace(/^0+(?=.)/, '')).join(':')}::/64`;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toLowerCase().replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
 }
 
 /** Where a request is going, which decides its budget and the shape of a refusal. */
@@ -158,7 +164,8 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
       return;
     }
     void failures.penalty(address).then((after) => {
-      if (after.consumedPoints === failures.points) log.warn({ address, limit: failures.points }, 'too many failed authentications: refusing this address for the rest of the minute');
+      if (after.consumedPoints === failures.points)
+        log.warn({ address, limit: failures.points }, 'too many failed authentications: refusing this address for the rest of the minute');
     });
   }
 

@@ -10,9 +10,7 @@ import type { AuthResult } from '../domain/apiKeys.ts';
  * before any operation is read. Once the body is in, the key is checked again (`fresh`): one
  * revoked or expired while the body was still arriving neither acts nor reads a cached response.
  */
-export function authenticateBeforeParsing(
-  authenticateRequest: (request: Request, client?: string, fresh?: boolean) => AuthResult,
-): Plugin {
+export function authenticateBeforeParsing(authenticateRequest: (request: Request, client?: string, fresh?: boolean) => AuthResult): Plugin {
   return {
     onRequestParse: ({ request, serverContext, endResponse, fetchAPI }) => {
       // Under node's HTTP server, yoga's server context carries node's request.
@@ -60,9 +58,11 @@ function resultWithoutSuggestions<R>(result: R, setResult: (r: R) => void): void
  * input fields while reading variables, so both places are covered, on every transport.
  */
 export const hideSuggestions: Plugin = {
-  onValidate: () => ({ result, setResult }) => {
-    if (result.length > 0) setResult(result.map(withoutSuggestion));
-  },
+  onValidate:
+    () =>
+    ({ result, setResult }) => {
+      if (result.length > 0) setResult(result.map(withoutSuggestion));
+    },
   onExecute: () => ({ onExecuteDone: ({ result, setResult }) => resultWithoutSuggestions(result, setResult) }),
   onSubscribe: () => ({ onSubscribeResult: ({ result, setResult }) => resultWithoutSuggestions(result, setResult) }),
 };

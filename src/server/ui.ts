@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { brotliCompressSync, constants as zlib, gzipSync } from 'node:zlib';
+import { brotliCompressSync, gzipSync, constants as zlib } from 'node:zlib';
 import type { Logger } from '../log.ts';
 
 const UI_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'ui');
@@ -18,7 +18,17 @@ const UI_ENTRIES: Record<string, string> = {
 };
 
 /** Pages of the explorer: all answered with the same HTML shell, routed on the client. */
-const PAGE_ROUTES = [/^\/$/, /^\/evaluations\/?$/, /^\/evaluations\/[^/]+\/?$/, /^\/gates\/?$/, /^\/gates\/[^/]+\/?$/, /^\/monitors\/?$/, /^\/monitors\/[^/]+\/?$/, /^\/insights\/?$/, /^\/freezes\/?$/];
+const PAGE_ROUTES = [
+  /^\/$/,
+  /^\/evaluations\/?$/,
+  /^\/evaluations\/[^/]+\/?$/,
+  /^\/gates\/?$/,
+  /^\/gates\/[^/]+\/?$/,
+  /^\/monitors\/?$/,
+  /^\/monitors\/[^/]+\/?$/,
+  /^\/insights\/?$/,
+  /^\/freezes\/?$/,
+];
 
 // connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3); 'ws: wss:' would let an
 // injected script carry the key to any host.

@@ -5,13 +5,13 @@ import { useServer } from 'graphql-ws/use/ws';
 import { isAsyncIterable } from 'graphql-yoga';
 import type { Counter, Gauge } from 'prom-client';
 import { WebSocketServer } from 'ws';
-import type { KeyWatch } from '../domain/keyWatch.ts';
 import { secretFromAuthorization } from '../domain/apiKeys.ts';
+import type { KeyWatch } from '../domain/keyWatch.ts';
 import type { Principal } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
-import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
 import type { OriginPolicy } from './origins.ts';
+import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
 import { createSharedSubscriptions, type ShareTicket } from './sharedSubscriptions.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
@@ -251,7 +251,9 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           const operation = getOperationAST(document, payload.operationName);
           if (!operation) {
             ctx.extra.operations?.delete(id);
-            return asErrors(payload.operationName ? `the document has no operation named "${payload.operationName}"` : 'the document has several operations: name one in operationName');
+            return asErrors(
+              payload.operationName ? `the document has no operation named "${payload.operationName}"` : 'the document has several operations: name one in operationName',
+            );
           }
           const principal = ctx.extra.principal!;
           const rootField = operation.operation === 'subscription' ? rootFieldOf(operation) : undefined;

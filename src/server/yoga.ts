@@ -15,10 +15,10 @@ import type { Principal } from '../domain/principal.ts';
 import type { Context } from '../graphql/context.ts';
 import { schema } from '../graphql/index.ts';
 import type { Logger } from '../log.ts';
+import { useCompiledQueries } from './compiledQueries.ts';
 import type { Authenticate } from './http.ts';
 import { endStreamsWithTheirKey } from './keyStreams.ts';
 import { useQueryCostLimit } from './queryCost.ts';
-import { useCompiledQueries } from './compiledQueries.ts';
 import { authenticateBeforeParsing, hideSuggestions } from './schemaExposure.ts';
 
 /** What a transport hands to the context factory: HTTP has a request, WebSocket a principal. */
@@ -137,7 +137,9 @@ const explainUnsupportedMediaType: Plugin = {
     if (response.status !== 415 || response.body !== null) return;
     const sent = (request.headers.get('content-type') ?? 'none').slice(0, 100);
     const message = `Content-Type ${sent} is not supported: send application/json, or GET with query parameters`;
-    setResponse(new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] }), { status: 415, headers: { 'content-type': 'application/json' } }));
+    setResponse(
+      new fetchAPI.Response(JSON.stringify({ errors: [{ message, extensions: { code: 'BAD_REQUEST' } }] }), { status: 415, headers: { 'content-type': 'application/json' } }),
+    );
   },
 };
 
@@ -182,10 +184,23 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
     // Live data is never cached: it changes with every check and every report. The fields that
     // list or find it too, since an empty list or a null holds no entity of its type.
     ttlPerSchemaCoordinate: {
-      Evaluation: 0, RuleEvaluation: 0, EvaluationStats: 0, EvaluationFacets: 0, EvaluationInsights: 0, Monitor: 0, MonitorGroup: 0, MonitorStateChange: 0,
-      'Query.evaluations': 0, 'Query.evaluation': 0, 'Query.monitors': 0, 'Query.monitor': 0, 'Gate.lastEvaluations': 0,
+      Evaluation: 0,
+      RuleEvaluation: 0,
+      EvaluationStats: 0,
+      EvaluationFacets: 0,
+      EvaluationInsights: 0,
+      Monitor: 0,
+      MonitorGroup: 0,
+      MonitorStateChange: 0,
+      'Query.evaluations': 0,
+      'Query.evaluation': 0,
+      'Query.monitors': 0,
+      'Query.monitor': 0,
+      'Gate.lastEvaluations': 0,
       // Whether a freeze is active changes with the clock, not only with writes.
-      Freeze: 0, 'Query.freezes': 0, 'Query.freeze': 0,
+      Freeze: 0,
+      'Query.freezes': 0,
+      'Query.freeze': 0,
     },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,

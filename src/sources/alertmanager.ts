@@ -3,9 +3,8 @@
 import { z } from 'zod';
 import { externalMonitorsTagged } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
-import { parseInput } from '../domain/errors.ts';
+import { DomainError, parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
-import { DomainError } from '../domain/errors.ts';
 import {
   canChangeMonitor,
   canSeeMonitor,
@@ -53,12 +52,15 @@ const alertnameKey = (alertname: string) => asTag('alertname', alertname).slice(
  */
 function labelProblem(alertname: string, rest: Record<string, string>, group: string): string | null {
   const name = JSON.stringify(alertname.length > 60 ? `${alertname.slice(0, 60)}…` : alertname);
-  if (alertname.length > MAX_MONITOR_NAME_LENGTH) return `alert ${name} refused: label alertname is over ${MAX_MONITOR_NAME_LENGTH} characters (a monitor name is at most ${MAX_MONITOR_NAME_LENGTH})`;
-  if (asTag('alertname', alertname).length > MAX_TAG_LENGTH) return `alert ${name} refused: label alertname is over ${MAX_TAG_LENGTH - 'alertname:'.length} characters (a tag is at most ${MAX_TAG_LENGTH})`;
+  if (alertname.length > MAX_MONITOR_NAME_LENGTH)
+    return `alert ${name} refused: label alertname is over ${MAX_MONITOR_NAME_LENGTH} characters (a monitor name is at most ${MAX_MONITOR_NAME_LENGTH})`;
+  if (asTag('alertname', alertname).length > MAX_TAG_LENGTH)
+    return `alert ${name} refused: label alertname is over ${MAX_TAG_LENGTH - 'alertname:'.length} characters (a tag is at most ${MAX_TAG_LENGTH})`;
   const keys = Object.keys(rest);
   if (keys.length > MAX_TAGS - 2) return `alert ${name} refused: it has ${keys.length + 1} labels, at most ${MAX_TAGS - 1} become tags`;
   const long = keys.find((k) => asTag(k, rest[k]!).length > MAX_TAG_LENGTH);
-  if (long !== undefined) return `alert ${name} refused: label ${JSON.stringify(long.slice(0, 60))} with its value is over ${MAX_TAG_LENGTH} characters (a tag is at most ${MAX_TAG_LENGTH})`;
+  if (long !== undefined)
+    return `alert ${name} refused: label ${JSON.stringify(long.slice(0, 60))} with its value is over ${MAX_TAG_LENGTH} characters (a tag is at most ${MAX_TAG_LENGTH})`;
   if (group.length > MAX_GROUP_LENGTH) return `alert ${name} refused: its labels make a group name over ${MAX_GROUP_LENGTH} characters`;
   return null;
 }

@@ -32,7 +32,18 @@ export class ApmAggregate {
       const errorKey = `${key}\u0000${type}`;
       const e = this.errors.get(errorKey);
       if (e) e.count++;
-      else this.errors.set(errorKey, { service: s.service, env: s.env, version: s.version, resource: s.resource, primaryTag: s.primaryTag, bucket, errorType: type, count: 1, sampleMessage: s.errorMessage });
+      else
+        this.errors.set(errorKey, {
+          service: s.service,
+          env: s.env,
+          version: s.version,
+          resource: s.resource,
+          primaryTag: s.primaryTag,
+          bucket,
+          errorType: type,
+          count: 1,
+          sampleMessage: s.errorMessage,
+        });
     }
   }
 

@@ -49,7 +49,11 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       const evaluating = sources[m.type].evaluate?.(ctx, m);
       if (evaluating) await evaluating;
     }
-    for (const type of evaluated) await sources[type].sync?.(ctx, monitors.filter((m) => m.type === type));
+    for (const type of evaluated)
+      await sources[type].sync?.(
+        ctx,
+        monitors.filter((m) => m.type === type),
+      );
   }
 
   function runRound(): Promise<void> {

@@ -191,7 +191,7 @@ function attrs(list: KeyValue[] | undefined): Map<string, string | number | bool
 }
 
 const kindOf = (k: OtlpSpan['kind']): number =>
-  typeof k === 'number' ? k : typeof k === 'string' ? ({ SPAN_KIND_SERVER: 2, SPAN_KIND_CONSUMER: 5 } as Record<string, number>)[k] ?? Number(k) : 0;
+  typeof k === 'number' ? k : typeof k === 'string' ? (({ SPAN_KIND_SERVER: 2, SPAN_KIND_CONSUMER: 5 } as Record<string, number>)[k] ?? Number(k)) : 0;
 const statusOf = (c: unknown): number => (typeof c === 'number' ? c : c === 'STATUS_CODE_ERROR' ? 2 : Number(c) || 0);
 
 export interface MappedBatch {

@@ -84,7 +84,12 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
         if (!m) {
           const tags = ['source:prometheus-rule', `alertname:${rule.name}`, ...Object.entries(rule.labels).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))];
           try {
-            m = createMonitor(deps, SYSTEM, { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' }, { group: rule.group, name: rule.name, labels: rule.labels });
+            m = createMonitor(
+              deps,
+              SYSTEM,
+              { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' },
+              { group: rule.group, name: rule.name, labels: rule.labels },
+            );
           } catch (err) {
             // A rule outside the monitor bounds (a huge name or label) is skipped, not stored huge.
             if (!(err instanceof DomainError)) throw err;

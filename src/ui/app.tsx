@@ -7,7 +7,7 @@ import { GatePage, GatesPage } from './pages/gates.tsx';
 import { InsightsPage } from './pages/insights.tsx';
 import { MonitorPage, MonitorsPage } from './pages/monitors.tsx';
 import { useLocation } from './router.ts';
-import { viewer, type Viewer } from './viewer.ts';
+import { type Viewer, viewer } from './viewer.ts';
 
 function SignIn({ message, onSignedIn }: { message: string | null; onSignedIn: (key: string, who: Viewer) => void }) {
   const [key, setKey] = useState('');
@@ -36,9 +36,7 @@ function SignIn({ message, onSignedIn }: { message: string | null; onSignedIn: (
   return (
     <main class="signin" id="main">
       <form onSubmit={submit} class="signin-form" aria-labelledby="signin-title">
-        <h1 id="signin-title">
-          Tollgate
-        </h1>
+        <h1 id="signin-title">Tollgate</h1>
         <p class="muted">Sign in with an API key. It is kept in this tab only and forgotten when the tab closes.</p>
         <label for="api-key">API key</label>
         <input

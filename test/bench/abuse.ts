@@ -43,7 +43,8 @@ async function post(base: string, path: string, body: string | Blob, headers: Re
   return { status: res.status, ms: performance.now() - started, json, limited };
 }
 
-const gql = (base: string, query: string, variables: Record<string, unknown> = {}, key: string | null = BENCH_KEY) => post(base, '/graphql', JSON.stringify({ query, variables }), {}, key);
+const gql = (base: string, query: string, variables: Record<string, unknown> = {}, key: string | null = BENCH_KEY) =>
+  post(base, '/graphql', JSON.stringify({ query, variables }), {}, key);
 
 /** A GraphQL call that must succeed; waits out rate limits (setup is not what is measured). */
 async function must(base: string, query: string, variables: Record<string, unknown> = {}, key = BENCH_KEY): Promise<any> {
@@ -154,7 +155,11 @@ async function wildcardSearch(base: string) {
     for (const query of [pattern, quoted, pattern]) answers.push(await gql(base, 'query($q: String) { monitors(query: $q, first: 50) { edges { node { id } } } }', { q: query }));
     return answers;
   });
-  record('200-char wildcard searches, long names', lag, `(a 4-MB name through Alertmanager: ${hugeAnswer.status}) searches took ${result.map((a) => fmt(a.ms)).join(', ')}; ${result.map((a) => a.json?.errors?.[0]?.extensions?.code ?? a.status).join(', ')}`);
+  record(
+    '200-char wildcard searches, long names',
+    lag,
+    `(a 4-MB name through Alertmanager: ${hugeAnswer.status}) searches took ${result.map((a) => fmt(a.ms)).join(', ')}; ${result.map((a) => a.json?.errors?.[0]?.extensions?.code ?? a.status).join(', ')}`,
+  );
 }
 
 async function watchers(base: string) {
@@ -165,7 +170,12 @@ async function watchers(base: string) {
   const started = performance.now();
   await lanes(WATCHERS, 8, async (i) => {
     const r = await gql(base, EVALUATE, {
-      i: { service: 'watched', env: 'prod', version: `v${i}`, configuration: { rules: [{ name: 'watch', options: { monitor: { monitorIds: [{ id: monitorId }], duration: 7200 } } }] } },
+      i: {
+        service: 'watched',
+        env: 'prod',
+        version: `v${i}`,
+        configuration: { rules: [{ name: 'watch', options: { monitor: { monitorIds: [{ id: monitorId }], duration: 7200 } } }] },
+      },
     });
     if (r.json?.data?.evaluateGate) created++;
     else refused++;
@@ -199,7 +209,11 @@ function alertmanagerPayload(count: number, offset: number) {
 async function alertmanager(base: string) {
   const body = alertmanagerPayload(ALERTS, 0);
   const { lag, result } = await measure(base, () => post(base, '/hooks/alertmanager', body, {}));
-  record(`Alertmanager notification, ${ALERTS} new alerts`, lag, `(${(body.length / 1e6).toFixed(1)} MB) answered ${result.status} in ${fmt(result.ms)}: ${JSON.stringify(result.json).slice(0, 160)}`);
+  record(
+    `Alertmanager notification, ${ALERTS} new alerts`,
+    lag,
+    `(${(body.length / 1e6).toFixed(1)} MB) answered ${result.status} in ${fmt(result.ms)}: ${JSON.stringify(result.json).slice(0, 160)}`,
+  );
 }
 
 function otlpBomb(): { gzipped: Buffer; spans: number; raw: number } {
@@ -221,7 +235,13 @@ function otlpBomb(): { gzipped: Buffer; spans: number; raw: number } {
       Request.fromObject({
         resourceSpans: [
           {
-            resource: { attributes: [{ key: 'service.name', value: { stringValue: 'bomb' } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }, { key: 'service.version', value: { stringValue: 'v1' } }] },
+            resource: {
+              attributes: [
+                { key: 'service.name', value: { stringValue: 'bomb' } },
+                { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+                { key: 'service.version', value: { stringValue: 'v1' } },
+              ],
+            },
             scopeSpans: [{ spans: list }],
           },
         ],
@@ -233,7 +253,9 @@ function otlpBomb(): { gzipped: Buffer; spans: number; raw: number } {
 
 async function otlp(base: string) {
   const bomb = otlpBomb();
-  const { lag, result } = await measure(base, () => post(base, '/v1/traces', new Blob([new Uint8Array(bomb.gzipped)]), { 'content-type': 'application/x-protobuf', 'content-encoding': 'gzip' }));
+  const { lag, result } = await measure(base, () =>
+    post(base, '/v1/traces', new Blob([new Uint8Array(bomb.gzipped)]), { 'content-type': 'application/x-protobuf', 'content-encoding': 'gzip' }),
+  );
   record(
     `OTLP: ${(bomb.gzipped.length / 1e6).toFixed(1)} MB gzipped, ${bomb.spans} spans`,
     lag,
@@ -276,16 +298,31 @@ async function triggerFlood(base: string) {
   const verdicts: number[] = [];
   const { lag } = await measure(base, async () => {
     const until = performance.now() + FLOOD_SECONDS * 1000;
-    const flood = lanes(Infinity, 16, async (i) => {
-      const r = await gql(base, EVALUATE, { i: { service: 'flood', env: 'prod', version: `v${i}`, configuration: { rules: [{ name: 'm', options: { monitor: { query: 'service:victim', duration: 60 } } }] } } }, attacker);
-      if (r.json?.data?.evaluateGate) counts.accepted++;
-      else if (r.limited) counts.limited++;
-      else counts.other++;
-    }, until);
+    const flood = lanes(
+      Infinity,
+      16,
+      async (i) => {
+        const r = await gql(
+          base,
+          EVALUATE,
+          { i: { service: 'flood', env: 'prod', version: `v${i}`, configuration: { rules: [{ name: 'm', options: { monitor: { query: 'service:victim', duration: 60 } } }] } } },
+          attacker,
+        );
+        if (r.json?.data?.evaluateGate) counts.accepted++;
+        else if (r.limited) counts.limited++;
+        else counts.other++;
+      },
+      until,
+    );
     const victimLane = (async () => {
       while (performance.now() < until) {
         const started = performance.now();
-        const r = await gql(base, EVALUATE, { i: { service: 'victim', env: 'prod', configuration: { rules: [{ name: 'm', options: { monitor: { query: 'service:victim' } } }] } } }, victim);
+        const r = await gql(
+          base,
+          EVALUATE,
+          { i: { service: 'victim', env: 'prod', configuration: { rules: [{ name: 'm', options: { monitor: { query: 'service:victim' } } }] } } },
+          victim,
+        );
         const id = r.json?.data?.evaluateGate?.id;
         if (!id) throw new Error(`the victim's evaluation was refused: ${JSON.stringify(r.json)}`);
         // Polled every 50 ms, within the victim's own request limit.
@@ -312,10 +349,15 @@ async function badKeyFlood(base: string) {
   const statuses = new Map<number, number>();
   const { lag } = await measure(base, async () => {
     const until = performance.now() + FLOOD_SECONDS * 1000;
-    await lanes(Infinity, 16, async () => {
-      const r = await gql(base, '{ __typename }', {}, `tgk_${Math.random().toString(36).slice(2)}${'x'.repeat(30)}`);
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-    }, until);
+    await lanes(
+      Infinity,
+      16,
+      async () => {
+        const r = await gql(base, '{ __typename }', {}, `tgk_${Math.random().toString(36).slice(2)}${'x'.repeat(30)}`);
+        statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+      },
+      until,
+    );
   });
   record(`bad-key flood (${FLOOD_SECONDS} s, 16 lanes)`, lag, `answers: ${[...statuses].map(([s, n]) => `${n}× ${s}`).join(', ')}`);
 }
@@ -324,7 +366,13 @@ async function badKeyFlood(base: string) {
 
 const only = process.env.BENCH_ATTACKS?.split(',');
 const wanted = (name: string) => !only || only.includes(name);
-const lifted = { TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND: '0', TOLLGATE_RATE_LIMIT_INGEST_PER_SECOND: '0', TOLLGATE_RATE_LIMIT_TRIGGERS_PER_MINUTE: '0', TOLLGATE_RATE_LIMIT_IN_PROGRESS: '0', TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE: '0' };
+const lifted = {
+  TOLLGATE_RATE_LIMIT_REQUESTS_PER_SECOND: '0',
+  TOLLGATE_RATE_LIMIT_INGEST_PER_SECOND: '0',
+  TOLLGATE_RATE_LIMIT_TRIGGERS_PER_MINUTE: '0',
+  TOLLGATE_RATE_LIMIT_IN_PROGRESS: '0',
+  TOLLGATE_RATE_LIMIT_AUTH_FAILURES_PER_MINUTE: '0',
+};
 
 console.log(`Event-loop lag under the attacks of issue 9 (target: max ≤ ${TARGET_MS} ms)`);
 let failed = false;

@@ -13,8 +13,8 @@
 import type { BucketRow } from '../../src/db/apm.ts';
 import { FDD_DEFAULTS } from '../../src/domain/ruleOptions.ts';
 import { assessFdd } from '../../src/engine/fddRule.ts';
-import { binomial, poisson, rng } from './fddSim.ts';
 import { serviceTable } from './fddService.ts';
+import { binomial, poisson, rng } from './fddSim.ts';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 200);
 const AA_RUNS = Number(process.env.BENCH_AA_RUNS ?? RUNS * 5);
@@ -150,7 +150,9 @@ interface Cell {
 
 const cells: Cell[] = [
   ...[1, 10, 100].map((rate) => ({ label: `A/A, ${rate} req/s`, scenario: { canaryRate: rate, effect: 1, newTypeShare: 0 }, runs: rate === 10 ? AA_RUNS : RUNS })),
-  ...[1.5, 2, 5].flatMap((effect) => [1, 10, 100].map((rate) => ({ label: `${effect}× on ${REGRESSED}, ${rate} req/s`, scenario: { canaryRate: rate, effect, newTypeShare: 0 }, runs: RUNS }))),
+  ...[1.5, 2, 5].flatMap((effect) =>
+    [1, 10, 100].map((rate) => ({ label: `${effect}× on ${REGRESSED}, ${rate} req/s`, scenario: { canaryRate: rate, effect, newTypeShare: 0 }, runs: RUNS })),
+  ),
   { label: 'new error type at 0.5%, 10 req/s', scenario: { canaryRate: 10, effect: 1, newTypeShare: 0.005 }, runs: RUNS },
 ];
 
@@ -169,7 +171,10 @@ function threeResourceTable(): string {
   for (const cell of cells) {
     const results = METHODS.map(() => [] as Array<number | null>);
     for (let run = 0; run < cell.runs; run++) {
-      const { past, window } = simulate(cell.scenario, 1_000_003 * run + Math.round(cell.scenario.canaryRate * 1000 + cell.scenario.effect * 100 + cell.scenario.newTypeShare * 1e5));
+      const { past, window } = simulate(
+        cell.scenario,
+        1_000_003 * run + Math.round(cell.scenario.canaryRate * 1000 + cell.scenario.effect * 100 + cell.scenario.newTypeShare * 1e5),
+      );
       for (const [m, [, method]] of METHODS.entries()) results[m]!.push(method(past, window));
     }
     const cols = results.map((r) => {

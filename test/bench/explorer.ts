@@ -19,7 +19,28 @@ const EVALUATIONS = Number(process.env.EXPLORER_EVALUATIONS ?? 100_000);
 const LOADS = Number(process.env.EXPLORER_LOADS ?? 7);
 const VERDICTS = Number(process.env.EXPLORER_VERDICTS ?? 200);
 
-const SERVICES = ['checkout', 'payments', 'search', 'catalog', 'cart', 'auth', 'profile', 'orders', 'shipping', 'billing', 'email', 'reviews', 'inventory', 'pricing', 'gateway', 'media', 'ads', 'reports', 'notify', 'recs'];
+const SERVICES = [
+  'checkout',
+  'payments',
+  'search',
+  'catalog',
+  'cart',
+  'auth',
+  'profile',
+  'orders',
+  'shipping',
+  'billing',
+  'email',
+  'reviews',
+  'inventory',
+  'pricing',
+  'gateway',
+  'media',
+  'ads',
+  'reports',
+  'notify',
+  'recs',
+];
 const ENVS = ['prod', 'prod', 'prod', 'staging', 'staging', 'dev'];
 
 /**
@@ -42,7 +63,7 @@ function fill(dbPath: string): number {
   const now = Date.now();
   const span = 7 * 86_400_000;
   let seed = 42;
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
   const uuid = (n: number, kind: number) => `00000000-0000-4000-8${kind}00-${n.toString(16).padStart(12, '0')}`;
   sqlite.transaction(() => {
     for (let i = 0; i < EVALUATIONS; i++) {
@@ -57,10 +78,24 @@ function fill(dbPath: string): number {
       insertEvaluation.run(id, service, env, `v1.${day}.${Math.floor(random() * 4)}`, random() < 0.1 ? 1 : 0, status, startedAt, finishedAt, finishedAt);
       const fdd = random() < 0.3;
       insertRule.run(
-        uuid(i, 2), id, 0, fdd ? 'new version errors' : `${service} monitors`, fdd ? 'faulty_deployment_detection' : 'monitor',
+        uuid(i, 2),
+        id,
+        0,
+        fdd ? 'new version errors' : `${service} monitors`,
+        fdd ? 'faulty_deployment_detection' : 'monitor',
         JSON.stringify(fdd ? { duration: 900 } : { query: `service:${service}`, duration: 600 }),
-        status, status === 'fail' ? (fdd ? `GET /api/${service}: error rate 4.1% against 0.3% before (e-value 212 ≥ 100)` : `monitor ${service} errors is ALERT in region:eu`) : status === 'canceled' ? 'canceled' : 'no monitor alerted in the window',
-        startedAt, startedAt, finishedAt, finishedAt,
+        status,
+        status === 'fail'
+          ? fdd
+            ? `GET /api/${service}: error rate 4.1% against 0.3% before (e-value 212 ≥ 100)`
+            : `monitor ${service} errors is ALERT in region:eu`
+          : status === 'canceled'
+            ? 'canceled'
+            : 'no monitor alerted in the window',
+        startedAt,
+        startedAt,
+        finishedAt,
+        finishedAt,
       );
     }
   })();
@@ -159,10 +194,19 @@ async function main() {
       }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-status'] });
     });
     const bareSeen = new Map<string, number>();
-    const bareClient: Client = createClient({ url: server.url.replace(/^http/, 'ws'), webSocketImpl: WebSocket, connectionParams: { authorization: `Bearer ${BENCH_KEY}` }, retryAttempts: 0 });
+    const bareClient: Client = createClient({
+      url: server.url.replace(/^http/, 'ws'),
+      webSocketImpl: WebSocket,
+      connectionParams: { authorization: `Bearer ${BENCH_KEY}` },
+      retryAttempts: 0,
+    });
     bareClient.subscribe<{ evaluationEvents: { id: string; status: string } }>(
       { query: 'subscription { evaluationEvents { id status reportedStatus service env version startedAt finishedAt } }' },
-      { next: (v) => v.data?.evaluationEvents.status === 'FAIL' && !bareSeen.has(v.data.evaluationEvents.id) && bareSeen.set(v.data.evaluationEvents.id, Date.now()), error: (e) => console.error(e), complete: () => {} },
+      {
+        next: (v) => v.data?.evaluationEvents.status === 'FAIL' && !bareSeen.has(v.data.evaluationEvents.id) && bareSeen.set(v.data.evaluationEvents.id, Date.now()),
+        error: (e) => console.error(e),
+        complete: () => {},
+      },
     );
     await sleep(300);
     const toDom: number[] = [];
@@ -170,11 +214,17 @@ async function main() {
     const decidedToDom: number[] = [];
     for (let i = 0; i < VERDICTS; i++) {
       const tag = `bench-verdict:${i}`;
-      const monitor = (await server.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', { i: { name: `verdict ${i}`, type: 'EXTERNAL', tags: [tag] } })).createMonitor.id;
+      const monitor = (await server.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', { i: { name: `verdict ${i}`, type: 'EXTERNAL', tags: [tag] } }))
+        .createMonitor.id;
       await server.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', { i: { monitorId: monitor, state: 'OK' } });
       const evaluation = (
         await server.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id status } }', {
-          i: { service: SERVICES[i % SERVICES.length], env: 'prod', version: `v-verdict-${i}`, configuration: { rules: [{ name: 'verdict', options: { monitor: { query: tag, duration: 600 } } }] } },
+          i: {
+            service: SERVICES[i % SERVICES.length],
+            env: 'prod',
+            version: `v-verdict-${i}`,
+            configuration: { rules: [{ name: 'verdict', options: { monitor: { query: tag, duration: 600 } } }] },
+          },
         })
       ).evaluateGate;
       // The new row is on the page before its verdict comes.

@@ -152,7 +152,9 @@ async function startBareWs(): Promise<{ url: string; pid: number; stop(): Promis
 function checkDescriptors(n: number): void {
   const soft = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim());
   if (Number.isFinite(soft) && soft < n + 1000) {
-    console.error(`fanout: ${n} sockets need at least ${n + 1000} file descriptors in this process and in the server's; ulimit -n is ${soft}. Raise it (ulimit -n ${n + 1000}, up to ulimit -Hn) and run again.`);
+    console.error(
+      `fanout: ${n} sockets need at least ${n + 1000} file descriptors in this process and in the server's; ulimit -n is ${soft}. Raise it (ulimit -n ${n + 1000}, up to ulimit -Hn) and run again.`,
+    );
     process.exit(2);
   }
 }
@@ -162,7 +164,9 @@ async function main() {
   const rounds = Number(process.env.BENCH_FANOUT_ROUNDS ?? 5);
   const variant = process.env.BENCH_FANOUT_VARIANT !== '0';
   checkDescriptors(Math.max(...sizes, variant ? 10_000 : 0));
-  console.log(`somaxconn ${execFileSync('cat', ['/proc/sys/net/core/somaxconn']).toString().trim()} (caps Tollgate's listen backlog of 4096), ulimit -n ${execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()}`);
+  console.log(
+    `somaxconn ${execFileSync('cat', ['/proc/sys/net/core/somaxconn']).toString().trim()} (caps Tollgate's listen backlog of 4096), ulimit -n ${execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()}`,
+  );
 
   const rows: string[] = [];
   for (const n of sizes) {
@@ -170,11 +174,21 @@ async function main() {
     const server = await startTollgate(UNREACHED_LIMITS);
     const base = server.url.replace(/\/graphql$/, '');
     const wsUrl = server.url.replace('http', 'ws');
-    const monitor = (await server.gql('mutation { createMonitor(input: { name: "fanout", type: EXTERNAL, tags: ["service:fanout", "env:prod"] }) { id } }')).createMonitor.id as string;
+    const monitor = (await server.gql('mutation { createMonitor(input: { name: "fanout", type: EXTERNAL, tags: ["service:fanout", "env:prod"] }) { id } }')).createMonitor
+      .id as string;
     const rssIdle = processUsage(server.child.pid!).rssBytes;
-    const subscribe = JSON.stringify({ id: '1', type: 'subscribe', payload: { query: 'subscription { monitorStateChanged(query: "service:fanout") { monitor { id name } group from to at message } }' } });
+    const subscribe = JSON.stringify({
+      id: '1',
+      type: 'subscribe',
+      payload: { query: 'subscription { monitorStateChanged(query: "service:fanout") { monitor { id name } group from to at message } }' },
+    });
     const t0Connect = performance.now();
-    const subs = await openSubscribers(wsUrl, n, () => BENCH_KEY, () => subscribe);
+    const subs = await openSubscribers(
+      wsUrl,
+      n,
+      () => BENCH_KEY,
+      () => subscribe,
+    );
     const connectMs = performance.now() - t0Connect;
     const connected = subs.filter((s) => s.acked).length;
     await untilOperations(base, connected);
@@ -184,7 +198,9 @@ async function main() {
     let missing = 0;
     for (let r = 0; r < rounds; r++) {
       const t0 = performance.now();
-      await server.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', { i: { monitorId: monitor, state: r % 2 === 0 ? 'ALERT' : 'OK', message: `round ${r}` } });
+      await server.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', {
+        i: { monitorId: monitor, state: r % 2 === 0 ? 'ALERT' : 'OK', message: `round ${r}` },
+      });
       const got = await deliveries(
         subs.filter((s) => s.acked),
         `fanout#round ${r}`,
@@ -203,7 +219,12 @@ async function main() {
 
     // Baseline: the same message to N plain ws sockets.
     const bare = await startBareWs();
-    const bareSubs = await openSubscribers(bare.url, n, () => BENCH_KEY, () => null);
+    const bareSubs = await openSubscribers(
+      bare.url,
+      n,
+      () => BENCH_KEY,
+      () => null,
+    );
     const bareConnected = bareSubs.filter((s) => s.acked).length;
     const bareLatencies: number[] = [];
     const bareRoundP99: number[] = [];
@@ -228,7 +249,7 @@ async function main() {
       `N=${n}: connected ${connected}/${n} in ${(connectMs / 1000).toFixed(1)} s, ${missing} deliveries missing, groups ${groups}; ` +
       `p50 ${fmt(t.p50)} p99 ${fmt(t.p99)} max ${fmt(t.max)}; bare ws (${bareConnected} connected) p50 ${fmt(b.p50)} p99 ${fmt(b.p99)} max ${fmt(b.max)}; ` +
       `p99 ${(t.p99 / b.p99).toFixed(2)}× bare; server RSS ${mib(rssIdle)} idle, ${mib(rssConnected)} connected ` +
-      `(${(((rssConnected - rssIdle) / Math.max(1, connected)) / 1024).toFixed(1)} KiB per idle subscriber), ${mib(rssAfter)} after; bare ws RSS ${mib(bareRss)}`;
+      `(${((rssConnected - rssIdle) / Math.max(1, connected) / 1024).toFixed(1)} KiB per idle subscriber), ${mib(rssAfter)} after; bare ws RSS ${mib(bareRss)}`;
     console.log(line);
     // On a shared machine one round can stall on another process: the median round says what a
     // typical event costs, the pooled p99 above what the worst of them did.
@@ -237,7 +258,9 @@ async function main() {
       `  p99 per round: Tollgate ${roundP99.map((v) => v.toFixed(0)).join(', ')} ms; bare ws ${bareRoundP99.map((v) => v.toFixed(0)).join(', ')} ms; ` +
         `median round p99 ${fmt(medianRound.tollgate)} vs ${fmt(medianRound.bare)} (${(medianRound.tollgate / medianRound.bare).toFixed(2)}×)`,
     );
-    rows.push(`| ${n.toLocaleString('en')} | ${connected.toLocaleString('en')} | ${t.p50.toFixed(0)} / ${t.p99.toFixed(0)} / ${t.max.toFixed(0)} ms | ${b.p50.toFixed(0)} / ${b.p99.toFixed(0)} / ${b.max.toFixed(0)} ms | ${(t.p99 / b.p99).toFixed(2)} × | ${mib(rssAfter)} (${(((rssConnected - rssIdle) / Math.max(1, connected)) / 1024).toFixed(1)} KiB/subscriber) |`);
+    rows.push(
+      `| ${n.toLocaleString('en')} | ${connected.toLocaleString('en')} | ${t.p50.toFixed(0)} / ${t.p99.toFixed(0)} / ${t.max.toFixed(0)} ms | ${b.p50.toFixed(0)} / ${b.p99.toFixed(0)} / ${b.max.toFixed(0)} ms | ${(t.p99 / b.p99).toFixed(2)} × | ${mib(rssAfter)} (${((rssConnected - rssIdle) / Math.max(1, connected) / 1024).toFixed(1)} KiB/subscriber) |`,
+    );
     if (n === 10_000) {
       const meets = (p99: number, bareP99: number) => connected === n && missing === 0 && p99 <= 1000 && p99 <= 3 * bareP99 && rssAfter <= 2 ** 30;
       console.log(
@@ -267,12 +290,19 @@ async function variantRun(rounds: number): Promise<void> {
     { secret: await key('prod+staging', ['prod', 'staging']), prod: true, staging: true },
   ];
   const create = async (name: string, env: string) =>
-    (await server.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', { i: { name, type: 'EXTERNAL', tags: ['service:fanout', `env:${env}`] } })).createMonitor.id as string;
+    (await server.gql('mutation($i: CreateMonitorInput!) { createMonitor(input: $i) { id } }', { i: { name, type: 'EXTERNAL', tags: ['service:fanout', `env:${env}`] } }))
+      .createMonitor.id as string;
   const monitors = { prod: await create('fanout-prod', 'prod'), staging: await create('fanout-staging', 'staging') };
   const keyOf = (i: number) => keys[i % keys.length]!;
   // 100 distinct filters, all matching both monitors: shared execution must not collapse when queries differ a little.
   const subscribeFor = (i: number) =>
-    JSON.stringify({ id: `s${i}`, type: 'subscribe', payload: { query: `subscription { monitorStateChanged(query: "service:fanout -team:t${Math.floor(i / keys.length) % 100}") { monitor { id name } group from to at message } }` } });
+    JSON.stringify({
+      id: `s${i}`,
+      type: 'subscribe',
+      payload: {
+        query: `subscription { monitorStateChanged(query: "service:fanout -team:t${Math.floor(i / keys.length) % 100}") { monitor { id name } group from to at message } }`,
+      },
+    });
   const subs = await openSubscribers(wsUrl, n, (i) => keyOf(i).secret, subscribeFor);
   const connected = subs.filter((s) => s.acked).length;
   await untilOperations(base, connected);
@@ -285,7 +315,9 @@ async function variantRun(rounds: number): Promise<void> {
       const expected = subs.filter((s, i) => s.acked && keyOf(i)[env]);
       for (const s of expected) expectedNexts.set(s, (expectedNexts.get(s) ?? 0) + 1);
       const t0 = performance.now();
-      await server.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', { i: { monitorId: monitors[env], state: r % 2 === 0 ? 'ALERT' : 'OK', message: `round ${r}` } });
+      await server.gql('mutation($i: ReportMonitorStateInput!) { reportMonitorState(input: $i) { id } }', {
+        i: { monitorId: monitors[env], state: r % 2 === 0 ? 'ALERT' : 'OK', message: `round ${r}` },
+      });
       const got = await deliveries(expected, `fanout-${env}#round ${r}`, t0);
       latencies.push(...got.latencies);
       missing += got.missing;

@@ -66,7 +66,7 @@ const oracle = ({ past, window }: SimRun, sc: ServiceScenario, threshold = Math.
   for (let i = 0; i < window.length; i++) {
     const b = window[i]!;
     if (sc.newTypeShare > 0) {
-      for (const r of b.rows) (r.version === 'v2' ? (canaryRequests += r.hits) : (baselineRequests += r.hits));
+      for (const r of b.rows) r.version === 'v2' ? (canaryRequests += r.hits) : (baselineRequests += r.hits);
       newType += b.newType;
       const q0 = upperRate(0, baselineRequests);
       const q1 = sc.newTypeShare;
@@ -117,11 +117,31 @@ export const SERVICE_CELLS: Cell[] = [
       })),
     ),
   ),
-  { label: 'A/A, 100 req/s, clustered (shape 2), incidents shared by both versions (5% of buckets at 10×)', scenario: { ...base, totalRate: 100, sharedBursts: true }, runs: AA_RUNS, aa: true },
+  {
+    label: 'A/A, 100 req/s, clustered (shape 2), incidents shared by both versions (5% of buckets at 10×)',
+    scenario: { ...base, totalRate: 100, sharedBursts: true },
+    runs: AA_RUNS,
+    aa: true,
+  },
   { label: 'A/A, 100 req/s, clustered (shape 2), canary ramping from 5% to 50% of traffic', scenario: { ...base, totalRate: 100, ramp: true }, runs: AA_RUNS, aa: true },
-  ...[20, 50, 100, 200].map((totalRate) => ({ label: `2× on POST /cart/items (11%, 1% errors), ${totalRate} req/s`, scenario: { ...base, totalRate, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false })),
-  { label: '2× on POST /cart/items (11%), 100 req/s, shape 0.5', scenario: { ...base, totalRate: 100, clusterShape: 0.5, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false },
-  { label: '2× on POST /cart/items (11%), 100 req/s, independent', scenario: { ...base, totalRate: 100, clusterShape: null, effect: { 'POST /cart/items': 2 } }, runs: RUNS, aa: false },
+  ...[20, 50, 100, 200].map((totalRate) => ({
+    label: `2× on POST /cart/items (11%, 1% errors), ${totalRate} req/s`,
+    scenario: { ...base, totalRate, effect: { 'POST /cart/items': 2 } },
+    runs: RUNS,
+    aa: false,
+  })),
+  {
+    label: '2× on POST /cart/items (11%), 100 req/s, shape 0.5',
+    scenario: { ...base, totalRate: 100, clusterShape: 0.5, effect: { 'POST /cart/items': 2 } },
+    runs: RUNS,
+    aa: false,
+  },
+  {
+    label: '2× on POST /cart/items (11%), 100 req/s, independent',
+    scenario: { ...base, totalRate: 100, clusterShape: null, effect: { 'POST /cart/items': 2 } },
+    runs: RUNS,
+    aa: false,
+  },
   { label: '2× on GET /products (32%, 0.5% errors), 100 req/s', scenario: { ...base, totalRate: 100, effect: { 'GET /products': 2 } }, runs: RUNS, aa: false },
   { label: '5× on POST /cart/items (11%), 100 req/s', scenario: { ...base, totalRate: 100, effect: { 'POST /cart/items': 5 } }, runs: RUNS, aa: false },
   { label: '3× on GET /products (32%), 100 req/s', scenario: { ...base, totalRate: 100, effect: { 'GET /products': 3 } }, runs: RUNS, aa: false },

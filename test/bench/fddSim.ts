@@ -43,7 +43,7 @@ export function binomial(n: number, p: number, u: () => number): number {
 /** Gamma(shape, scale 1/shape): mean 1, variance 1/shape (Marsaglia–Tsang; boosted below 1). */
 export function gammaMultiplier(shape: number, u: () => number): number {
   const draw = (k: number): number => {
-    if (k < 1) return draw(k + 1) * Math.pow(u() || 1e-12, 1 / k);
+    if (k < 1) return draw(k + 1) * (u() || 1e-12) ** (1 / k);
     const d = k - 1 / 3;
     const c = 1 / Math.sqrt(9 * d);
     for (;;) {

@@ -7,8 +7,9 @@
 // other work lowers one round of each rather than one server's whole figure; the ratio is the
 // median of the rounds'. Each server's CPU time per request (from /proc, user + system) is
 // printed too: less sensitive to other processes than requests per second.
-import { readFileSync } from 'node:fs';
+
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { BENCH_KEY, startBare, startTollgate, UNREACHED_LIMITS } from './lib.ts';
 

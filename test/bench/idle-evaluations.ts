@@ -25,7 +25,12 @@ try {
     await Promise.all(
       Array.from({ length: Math.min(100, COUNT - i) }, (_, j) =>
         loaded.gql('mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
-          i: { service: 'idle', env: 'bench', version: `v${i + j}`, configuration: { rules: [{ name: 'monitors', options: { monitor: { query: 'bench:idle', duration: 3600 } } }] } },
+          i: {
+            service: 'idle',
+            env: 'bench',
+            version: `v${i + j}`,
+            configuration: { rules: [{ name: 'monitors', options: { monitor: { query: 'bench:idle', duration: 3600 } } }] },
+          },
         }),
       ),
     );

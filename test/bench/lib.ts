@@ -15,7 +15,10 @@ export const BENCH_KEY = 'bench-admin-key-0123456789abcdefghij';
  * capacity benchmark measures, not a client's budget. The limiters still run, so their cost is in.
  */
 export const UNREACHED_LIMITS: Record<string, string> = Object.fromEntries(
-  ['REQUESTS_PER_SECOND', 'INGEST_PER_SECOND', 'TRIGGERS_PER_MINUTE', 'IN_PROGRESS', 'SOCKETS', 'OPERATIONS', 'AUTH_FAILURES_PER_MINUTE'].map((name) => [`TOLLGATE_RATE_LIMIT_${name}`, '1000000000']),
+  ['REQUESTS_PER_SECOND', 'INGEST_PER_SECOND', 'TRIGGERS_PER_MINUTE', 'IN_PROGRESS', 'SOCKETS', 'OPERATIONS', 'AUTH_FAILURES_PER_MINUTE'].map((name) => [
+    `TOLLGATE_RATE_LIMIT_${name}`,
+    '1000000000',
+  ]),
 );
 const here = dirname(fileURLToPath(import.meta.url));
 

@@ -36,7 +36,18 @@ function batch(seq: number) {
         { key: 'server.address', value: { stringValue: 'checkout.internal' } },
         { key: 'user_agent.original', value: { stringValue: 'Mozilla/5.0 (X11; Linux x86_64)' } },
       ],
-      events: failed ? [{ name: 'exception', timeUnixNano: String(start), attributes: [{ key: 'exception.type', value: { stringValue: 'UpstreamTimeout' } }, { key: 'exception.message', value: { stringValue: 'upstream timed out after 2s' } }] }] : [],
+      events: failed
+        ? [
+            {
+              name: 'exception',
+              timeUnixNano: String(start),
+              attributes: [
+                { key: 'exception.type', value: { stringValue: 'UpstreamTimeout' } },
+                { key: 'exception.message', value: { stringValue: 'upstream timed out after 2s' } },
+              ],
+            },
+          ]
+        : [],
       status: { code: failed ? 2 : 0 },
     });
   }
@@ -67,7 +78,10 @@ const bodies = {
         ...json,
         resourceSpans: json.resourceSpans.map((rs) => ({
           ...rs,
-          scopeSpans: rs.scopeSpans.map((ss) => ({ ...ss, spans: ss.spans.map((sp) => ({ ...sp, traceId: Buffer.from(sp.traceId, 'hex'), spanId: Buffer.from(sp.spanId, 'hex') })) })),
+          scopeSpans: rs.scopeSpans.map((ss) => ({
+            ...ss,
+            spans: ss.spans.map((sp) => ({ ...sp, traceId: Buffer.from(sp.traceId, 'hex'), spanId: Buffer.from(sp.spanId, 'hex') })),
+          })),
         })),
       }),
     ).finish(),

@@ -31,7 +31,19 @@ function body(n: number): Buffer {
       status: { code: i % 97 === 0 ? 2 : 0 },
     });
   }
-  const req = { resourceSpans: [{ resource: { attributes: [{ key: 'service.name', value: { stringValue: 'big' } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }] }, scopeSpans: [{ spans }] }] };
+  const req = {
+    resourceSpans: [
+      {
+        resource: {
+          attributes: [
+            { key: 'service.name', value: { stringValue: 'big' } },
+            { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+          ],
+        },
+        scopeSpans: [{ spans }],
+      },
+    ],
+  };
   return gzipSync(Buffer.from(Request.encode(Request.fromObject(req)).finish()));
 }
 
@@ -40,9 +52,21 @@ const kb = (pid: number, field: string) => Number(new RegExp(`${field}:\\s+(\\d+
 const attributes = (n: number) => Array.from({ length: n }, (_, i) => ({ key: `k${i}`, value: { stringValue: 'v' } }));
 const jsonSpan = (i: number, attrs: unknown[]) => {
   const start = BigInt(Date.now()) * 1_000_000n - BigInt(i % 1000) * 1_000_000n;
-  return { traceId: 'ab'.repeat(16), spanId: 'cd'.repeat(8), name: `GET /r${i % 50}`, kind: 2, startTimeUnixNano: String(start), endTimeUnixNano: String(start + 5_000_000n), attributes: attrs, status: { code: 0 } };
+  return {
+    traceId: 'ab'.repeat(16),
+    spanId: 'cd'.repeat(8),
+    name: `GET /r${i % 50}`,
+    kind: 2,
+    startTimeUnixNano: String(start),
+    endTimeUnixNano: String(start + 5_000_000n),
+    attributes: attrs,
+    status: { code: 0 },
+  };
 };
-const jsonService = [{ key: 'service.name', value: { stringValue: 'big' } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }];
+const jsonService = [
+  { key: 'service.name', value: { stringValue: 'big' } },
+  { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+];
 /** JSON bodies near the decompressed limit (4 × 8 MB): one span or one resource of 600,000 attributes, or 50,000 spans of 10 attributes. */
 function jsonBody(shape: 'span-attributes' | 'resource-attributes' | 'batch'): Buffer {
   const req =
@@ -50,7 +74,14 @@ function jsonBody(shape: 'span-attributes' | 'resource-attributes' | 'batch'): B
       ? { resourceSpans: [{ resource: { attributes: jsonService }, scopeSpans: [{ spans: [jsonSpan(0, attributes(600_000))] }] }] }
       : shape === 'resource-attributes'
         ? { resourceSpans: [{ resource: { attributes: [...jsonService, ...attributes(600_000)] }, scopeSpans: [{ spans: [jsonSpan(0, [])] }] }] }
-        : { resourceSpans: [{ resource: { attributes: jsonService }, scopeSpans: [{ spans: Array.from({ length: 50_000 }, (_, i) => jsonSpan(i, [...attributes(9), { key: 'http.route', value: { stringValue: `/r${i % 50}` } }])) }] }] };
+        : {
+            resourceSpans: [
+              {
+                resource: { attributes: jsonService },
+                scopeSpans: [{ spans: Array.from({ length: 50_000 }, (_, i) => jsonSpan(i, [...attributes(9), { key: 'http.route', value: { stringValue: `/r${i % 50}` } }])) }],
+              },
+            ],
+          };
   return gzipSync(Buffer.from(JSON.stringify(req)));
 }
 

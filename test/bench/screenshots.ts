@@ -33,13 +33,22 @@ async function traffic(s: TestServer, version: string, perSecond: number, payErr
       status: { code: failed ? 2 : 0 },
     };
   });
-  const resource = { attributes: [{ key: 'service.name', value: { stringValue: 'checkout' } }, { key: 'deployment.environment.name', value: { stringValue: 'prod' } }, { key: 'service.version', value: { stringValue: version } }] };
+  const resource = {
+    attributes: [
+      { key: 'service.name', value: { stringValue: 'checkout' } },
+      { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
+      { key: 'service.version', value: { stringValue: version } },
+    ],
+  };
   await s.request('POST', '/v1/traces', { body: { resourceSpans: [{ resource, scopeSpans: [{ spans }] }] } });
 }
 
 const exception = (e: { type: string; message: string }) => ({
   name: 'exception',
-  attributes: [{ key: 'exception.type', value: { stringValue: e.type } }, { key: 'exception.message', value: { stringValue: e.message } }],
+  attributes: [
+    { key: 'exception.type', value: { stringValue: e.type } },
+    { key: 'exception.message', value: { stringValue: e.message } },
+  ],
 });
 
 async function seed(s: TestServer): Promise<Record<string, string>> {
@@ -54,18 +63,34 @@ async function seed(s: TestServer): Promise<Record<string, string>> {
   const search = await d.monitor('search availability', ['service:search', 'env:staging', 'team:discovery']);
   const payments = await d.monitor('payments queue depth', ['service:payments', 'env:prod', 'team:payments']);
   for (const [id, state, group] of [
-    [errors, 'OK', undefined], [latency, 'OK', 'region:eu'], [latency, 'WARN', 'region:us'], [search, 'OK', undefined], [payments, 'OK', undefined],
-  ] as const) await d.report(id, state, group);
+    [errors, 'OK', undefined],
+    [latency, 'OK', 'region:eu'],
+    [latency, 'WARN', 'region:us'],
+    [search, 'OK', undefined],
+    [payments, 'OK', undefined],
+  ] as const)
+    await d.report(id, state, group);
 
-  const checkout = (await must(CREATE_GATE, {
-    input: { service: 'checkout', env: 'prod', rules: [monitorRule('checkout monitors', { query: 'service:checkout env:prod', duration: 8 }), fddRule('new version errors', { duration: 12, minRelativeIncrease: 1 })] },
-  })).createGate.id;
+  const checkout = (
+    await must(CREATE_GATE, {
+      input: {
+        service: 'checkout',
+        env: 'prod',
+        rules: [monitorRule('checkout monitors', { query: 'service:checkout env:prod', duration: 8 }), fddRule('new version errors', { duration: 12, minRelativeIncrease: 1 })],
+      },
+    })
+  ).createGate.id;
   await must(CREATE_GATE, { input: { service: 'search', env: 'staging', dryRun: true, rules: [monitorRule('search monitors', { query: 'service:search', duration: 5 })] } });
   await must(CREATE_GATE, { input: { service: 'payments', env: 'prod', rules: [monitorRule('payments monitors', { query: 'team:payments', duration: 5 })] } });
 
   // History: passes and failures across services, each decided in seconds.
   const history: string[] = [];
-  for (const [service, env, version] of [['payments', 'prod', 'v41'], ['search', 'staging', 'v12'], ['payments', 'prod', 'v42'], ['search', 'staging', 'v12.1']] as const) {
+  for (const [service, env, version] of [
+    ['payments', 'prod', 'v41'],
+    ['search', 'staging', 'v12'],
+    ['payments', 'prod', 'v42'],
+    ['search', 'staging', 'v12.1'],
+  ] as const) {
     history.push((await d.evaluate({ service, env, version })).data.evaluateGate.id);
   }
   await Promise.all(history.map((id) => d.follow(id, 30_000))); // their monitors stay OK: they pass
@@ -95,7 +120,9 @@ async function seed(s: TestServer): Promise<Record<string, string>> {
   await loop;
 
   // One still running when the pictures are taken.
-  const live = (await d.evaluate({ service: 'payments', env: 'prod', version: 'v44', configuration: { rules: [jitMonitor('payments monitors', { query: 'team:payments', duration: 3600 })] } })).data.evaluateGate.id;
+  const live = (
+    await d.evaluate({ service: 'payments', env: 'prod', version: 'v44', configuration: { rules: [jitMonitor('payments monitors', { query: 'team:payments', duration: 3600 })] } })
+  ).data.evaluateGate.id;
   return { checkout, fdd, monitorFail: payFail.data.evaluateGate.id, dryRun: failing.data.evaluateGate.id, live, monitor: latency };
 }
 
@@ -144,7 +171,11 @@ async function main() {
     await page.goto(`${s.url}/graphql`);
     await page.locator('.graphiql-query-editor .monaco-editor').first().waitFor();
     await page.getByRole('button', { name: /Execute query/ }).click();
-    await page.getByRole('menuitem').first().click().catch(() => {}); // two operations: run the first
+    await page
+      .getByRole('menuitem')
+      .first()
+      .click()
+      .catch(() => {}); // two operations: run the first
     await page.locator('.result-window .view-lines').filter({ hasText: 'evaluations' }).waitFor();
     await shoot(page, 'graphiql', false);
   } finally {

@@ -22,7 +22,14 @@ if (kind === 'bare') {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-'));
   // Settings from the environment (TOLLGATE_RESPONSE_CACHE_TTL_MS=0 measures without the cache;
   // TOLLGATE_BENCH_DB: a database the benchmark filled beforehand).
-  const config = { ...loadConfig(process.env), port: 0, host: '127.0.0.1', dbPath: process.env.TOLLGATE_BENCH_DB ?? join(dir, 'bench.db'), logLevel: 'warn' as const, mode: 'production' as const };
+  const config = {
+    ...loadConfig(process.env),
+    port: 0,
+    host: '127.0.0.1',
+    dbPath: process.env.TOLLGATE_BENCH_DB ?? join(dir, 'bench.db'),
+    logLevel: 'warn' as const,
+    mode: 'production' as const,
+  };
   const app = await buildApp(config);
   const { port } = await app.listen();
   console.log(JSON.stringify({ port }));
@@ -38,7 +45,11 @@ if (kind === 'bare') {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const encoding = encodingOf(req.headers['content-type'] ?? null)!;
-    const mapped = mapSpans(decodeTraceRequest(Buffer.concat(chunks), encoding), { primaryTags: [{ tag: 'region', attribute: 'cloud.region' }], earliest: Date.now() - 7 * 86_400_000, latest: Date.now() + 600_000 });
+    const mapped = mapSpans(decodeTraceRequest(Buffer.concat(chunks), encoding), {
+      primaryTags: [{ tag: 'region', attribute: 'cloud.region' }],
+      earliest: Date.now() - 7 * 86_400_000,
+      latest: Date.now() + 600_000,
+    });
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ spans: mapped.spans.length }));
   });

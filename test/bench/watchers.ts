@@ -133,10 +133,16 @@ async function alertmanager() {
   const body = (await res.json()) as unknown;
   const took = performance.now() - t0;
   const { worst, errors, serverMax } = await probe.stop();
-  console.log(`Alertmanager, ${ALERTS} new alerts: HTTP ${res.status} in ${fmt(took)}, server event-loop delay max ${fmt(serverMax)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}; ${JSON.stringify(body).slice(0, 120)}`);
+  console.log(
+    `Alertmanager, ${ALERTS} new alerts: HTTP ${res.status} in ${fmt(took)}, server event-loop delay max ${fmt(serverMax)}, worst /healthz ${fmt(worst)}, keep-alive errors ${errors}; ${JSON.stringify(body).slice(0, 120)}`,
+  );
   for (let made = ALERTS; made < MONITORS; made += 10_000) {
     const more = Array.from({ length: Math.min(10_000, MONITORS - made) }, (_, i) => ({ status: 'firing', labels: { alertname: `bench-more-${made + i}`, env: 'bench' } }));
-    await fetch(`${base}/hooks/alertmanager`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` }, body: JSON.stringify({ version: '4', alerts: more }) });
+    await fetch(`${base}/hooks/alertmanager`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` },
+      body: JSON.stringify({ version: '4', alerts: more }),
+    });
   }
 }
 
@@ -145,7 +151,7 @@ async function search() {
   const res = await fetch(server.url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_KEY}` },
-    body: JSON.stringify({ query: '{ monitors(query: \"env:bench\", first: 5) { edges { node { name } } } }' }),
+    body: JSON.stringify({ query: '{ monitors(query: "env:bench", first: 5) { edges { node { name } } } }' }),
   });
   const body = (await res.json()) as { data?: unknown; errors?: Array<{ message: string }> };
   console.log(`monitors(query:) over ${MONITORS}+ monitors: ${fmt(performance.now() - t0)}, ${body.errors ? `ERROR ${body.errors[0]!.message.slice(0, 100)}` : 'answered'}`);

@@ -121,7 +121,10 @@ export function recorded(db: Db, id: string): { evaluation: EvaluationRow; rules
 }
 
 /** Requests of one resource and version, spread evenly over [from, from + spreadMs), stored as OTLP ingestion stores them. */
-export async function ingest(deps: Deps, t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string }): Promise<void> {
+export async function ingest(
+  deps: Deps,
+  t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string },
+): Promise<void> {
   const spans: RequestSpan[] = [];
   for (let i = 0; i < t.count; i++) {
     const failed = i < (t.errors ?? 0);

@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type IncomingHttpHeaders, request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,10 +85,7 @@ function httpCall(url: string, method: string, headers: Record<string, string>, 
 }
 
 /** A real Tollgate on port 0 with its own SQLite file in a temporary directory. */
-export async function startServer(
-  overrides: Partial<Config> = {},
-  options: AppOptions & { dir?: string } = {},
-): Promise<TestServer> {
+export async function startServer(overrides: Partial<Config> = {}, options: AppOptions & { dir?: string } = {}): Promise<TestServer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tollgate-test-'));
   const dbPath = join(dir, 'tollgate.db');
   const queries: string[] = [];
@@ -136,10 +133,9 @@ export async function startServer(
       return client;
     },
     async createKey(scopes, envs) {
-      const r = await server.gql(
-        'mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }',
-        { input: { name: `key-${scopes.join('+')}`, scopes: scopes.map((x) => x.replace(':', '_').toUpperCase()), envs } },
-      );
+      const r = await server.gql('mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { secret } }', {
+        input: { name: `key-${scopes.join('+')}`, scopes: scopes.map((x) => x.replace(':', '_').toUpperCase()), envs },
+      });
       if (!r.data) throw new Error(JSON.stringify(r.errors));
       return r.data.createApiKey.secret;
     },

@@ -1,10 +1,10 @@
 // Evaluation history: /deployment_gates/evaluations and /deployment_gates/evaluations/rules.
 import type { EvaluationFilter, EvaluationRow, RuleEvaluationFilter, Status } from '../../db/evaluations.ts';
+import { RULE_TYPES } from '../../db/schema.ts';
 import type { Deps } from '../../domain/deps.ts';
 import { DomainError } from '../../domain/errors.ts';
 import { boundedFilterList, getEvaluation, listEvaluations, listRuleEvaluations } from '../../domain/evaluations.ts';
 import { decidedWithoutData } from '../../domain/fdd.ts';
-import { RULE_TYPES } from '../../db/schema.ts';
 import { HttpError } from '../http.ts';
 import { pageOf, readPage } from './page.ts';
 import { type Route, route, uuidParam } from './request.ts';

@@ -96,7 +96,10 @@ export const ruleRoutes: Route[] = [
     const gateId = uuidParam(params.gate_id!, 'gate_id');
     if (!getGate(deps, principal, gateId)) throw new HttpError(404, 'Gate does not exist');
     // Datadog's shape: one object for the gate, its rules as attributes (each with its id here).
-    return { status: 200, body: { data: { id: gateId, type: 'list_deployment_rules', attributes: { rules: rulesOf(deps, [gateId]).map((r) => ({ id: r.id, ...ruleAttributes(r) })) } } } };
+    return {
+      status: 200,
+      body: { data: { id: gateId, type: 'list_deployment_rules', attributes: { rules: rulesOf(deps, [gateId]).map((r) => ({ id: r.id, ...ruleAttributes(r) })) } } },
+    };
   }),
 
   route('GET', '/deployment_gates/{gate_id}/rules/{id}', ({ deps, principal, params }) => ({ status: 200, body: { data: ruleToWire(ruleOfGate(deps, principal, params)) } })),

@@ -8,7 +8,7 @@ import 'graphiql/style.css';
 import './graphiql.css';
 import { createGraphiQLFetcher } from '@graphiql/toolkit';
 import { GraphiQL } from 'graphiql';
-import { createClient, type Client } from 'graphql-ws';
+import { type Client, createClient } from 'graphql-ws';
 import { type FormEvent, useEffect, useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { pageConfig } from './page-config.ts';
@@ -127,10 +127,7 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: (reason?
     return createClient({ url, lazy: true, connectionParams: { authorization: `Bearer ${apiKey}` }, retryAttempts: 3 });
   }, [apiKey]);
   useEffect(() => () => void wsClient.dispose(), [wsClient]);
-  const fetcher = useMemo(
-    () => createGraphiQLFetcher({ url: GRAPHQL_PATH, headers: { authorization: `Bearer ${apiKey}` }, wsClient }),
-    [apiKey, wsClient],
-  );
+  const fetcher = useMemo(() => createGraphiQLFetcher({ url: GRAPHQL_PATH, headers: { authorization: `Bearer ${apiKey}` }, wsClient }), [apiKey, wsClient]);
   return (
     <div className="tg-layout">
       <header className="tg-bar">
@@ -138,9 +135,7 @@ function Playground({ apiKey, onSignOut }: { apiKey: string; onSignOut: (reason?
           Tollgate explorer
         </a>
         <h1 className="tg-title">GraphiQL</h1>
-        {!pageConfig.introspection && (
-          <span className="tg-note">Introspection is off in production: no schema, documentation or completion; operations still run.</span>
-        )}
+        {!pageConfig.introspection && <span className="tg-note">Introspection is off in production: no schema, documentation or completion; operations still run.</span>}
         <span className="tg-key" data-testid="signed-in-key">
           {name ? `Signed in as ${name}` : 'Signed in'}
         </span>

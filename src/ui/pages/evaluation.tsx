@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { ApiError, gql } from '../api.ts';
-import { CopyLine, Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { CopyLine, DryRunBadge, Duration, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
 import { navigate } from '../router.ts';
 import { can, type Viewer } from '../viewer.ts';
 import { EvaluationStatusCell } from './evaluations.tsx';
@@ -154,7 +154,11 @@ const shellQuote = (s: string) => (/^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replac
 
 /** Output options without their nulls (and __typename), as an input takes them. */
 const withoutNulls = (o: Record<string, any>): Record<string, unknown> =>
-  Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== null && k !== '__typename').map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? withoutNulls(v) : v]));
+  Object.fromEntries(
+    Object.entries(o)
+      .filter(([k, v]) => v !== null && k !== '__typename')
+      .map(([k, v]) => [k, v && typeof v === 'object' && !Array.isArray(v) ? withoutNulls(v) : v]),
+  );
 
 const INPUT_KEYS: Record<Options['__typename'], string> = {
   MonitorRuleOptions: 'monitor',
@@ -249,11 +253,17 @@ function Timeline({ e }: { e: Evaluation }) {
 }
 
 const pct = (x: unknown) => (typeof x === 'number' ? `${(x * 100).toFixed(x < 0.01 ? 3 : 2)}%` : '—');
-const num = (x: unknown) => (typeof x === 'number' ? (Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : x.toLocaleString(undefined, { maximumFractionDigits: 2 })) : '—');
+const num = (x: unknown) =>
+  typeof x === 'number' ? (Math.abs(x) >= 1e6 || (x !== 0 && Math.abs(x) < 1e-3) ? x.toExponential(2) : x.toLocaleString(undefined, { maximumFractionDigits: 2 })) : '—';
 
 /** A test's evidence against its threshold; one that failed with the family's joint evidence says so. */
 function Against({ test, ev }: { test: any; ev: any }) {
-  if (!test.jointly) return <>{num(test.eValue)} ≥ {num(test.threshold)}</>;
+  if (!test.jointly)
+    return (
+      <>
+        {num(test.eValue)} ≥ {num(test.threshold)}
+      </>
+    );
   return (
     <>
       {num(test.eValue)} of {num(test.threshold)} alone; with the other tests {num(ev.familyEValue)} ≥ {num(ev.familyThreshold)}
@@ -477,9 +487,7 @@ function MetricEvidence({ ev, rule }: { ev: MetricEvidenceView | null; rule: Rul
                   </td>
                   <td>{p.text}</td>
                   {relative && <td>{sig(p.baseline)}</td>}
-                  <td>
-                    {p.limit === null ? '—' : `${(ev.bound ?? '').split(' ')[0]} ${sig(p.limit)}`}
-                  </td>
+                  <td>{p.limit === null ? '—' : `${(ev.bound ?? '').split(' ')[0]} ${sig(p.limit)}`}</td>
                   <td>
                     <StatusBadge status={RESULT_STATUS[p.result]} />
                     {p.note && <span class="small muted"> {p.note}</span>}
@@ -535,7 +543,16 @@ function WebhookEvidence({ ev }: { ev: WebhookEvidenceView | null }) {
                   {c.attempts}
                   {c.earlierAttempts.length > 0 && <div class="small muted">before: {c.earlierAttempts.join(', ')}</div>}
                 </td>
-                <td>{c.body ? <pre class="answer">{c.body}{c.bodyTruncated ? '…' : ''}</pre> : <span class="muted">—</span>}</td>
+                <td>
+                  {c.body ? (
+                    <pre class="answer">
+                      {c.body}
+                      {c.bodyTruncated ? '…' : ''}
+                    </pre>
+                  ) : (
+                    <span class="muted">—</span>
+                  )}
+                </td>
               </tr>
             ))}
           </tbody>
@@ -555,7 +572,12 @@ const FREEZE_KINDS: Record<FreezeFound['kind'], string> = { CALENDAR: 'Calendar 
 
 function FreezeEvidence({ ev }: { ev: { freezes: FreezeFound[] } | null }) {
   if (!ev) return <p class="muted small">No evidence recorded yet.</p>;
-  if (ev.freezes.length === 0) return <p class="small" data-testid="freeze-evidence">No freeze applied.</p>;
+  if (ev.freezes.length === 0)
+    return (
+      <p class="small" data-testid="freeze-evidence">
+        No freeze applied.
+      </p>
+    );
   return (
     <div class="evidence" data-testid="freeze-evidence">
       <table class="compact">
@@ -572,10 +594,20 @@ function FreezeEvidence({ ev }: { ev: { freezes: FreezeFound[] } | null }) {
           {ev.freezes.map((f, i) => (
             <tr key={i} data-testid="freeze-row">
               <td>
-                {FREEZE_KINDS[f.kind]}:{' '}
-                {f.kind === 'INCIDENT' && f.monitorId ? <a href={`/monitors/${f.monitorId}`}>{f.name}</a> : <strong>{f.name}</strong>}
-                {f.kind === 'CALENDAR' && <span class="small muted"> ({f.cron}, {f.timeZone})</span>}
-                {f.kind === 'AD_HOC' && <span class="small muted"> set by {f.setBy}{f.service ? ` for ${f.service}` : ''}</span>}
+                {FREEZE_KINDS[f.kind]}: {f.kind === 'INCIDENT' && f.monitorId ? <a href={`/monitors/${f.monitorId}`}>{f.name}</a> : <strong>{f.name}</strong>}
+                {f.kind === 'CALENDAR' && (
+                  <span class="small muted">
+                    {' '}
+                    ({f.cron}, {f.timeZone})
+                  </span>
+                )}
+                {f.kind === 'AD_HOC' && (
+                  <span class="small muted">
+                    {' '}
+                    set by {f.setBy}
+                    {f.service ? ` for ${f.service}` : ''}
+                  </span>
+                )}
                 {f.kind === 'INCIDENT' && f.group && f.group !== '*' && <span class="small muted"> ({f.group})</span>}
               </td>
               <td>{f.startedAt ? <Time at={f.startedAt} /> : '—'}</td>
@@ -611,7 +643,9 @@ function describeOptions(o: Options): string {
   }
   if (o.__typename === 'FreezeRuleOptions') {
     const parts = [
-      ...(o.calendars ?? []).map((c: { name: string | null; cron: string; duration: number; timeZone: string }) => `${c.name ?? 'window'} (${c.cron}, ${c.timeZone}, ${hours(c.duration)})`),
+      ...(o.calendars ?? []).map(
+        (c: { name: string | null; cron: string; duration: number; timeZone: string }) => `${c.name ?? 'window'} (${c.cron}, ${c.timeZone}, ${hours(c.duration)})`,
+      ),
       ...(o.adHoc ? ['ad-hoc freezes'] : []),
       ...(o.incidentQuery ? [`incidents of “${o.incidentQuery}”`] : []),
     ];
@@ -624,7 +658,13 @@ function describeOptions(o: Options): string {
   return `window ${o.duration} s; alpha ${o.alpha}; min. increase +${Math.round(o.minRelativeIncrease * 100)}%${o.newErrorTypes ? '; new error types' : ''}; too little traffic: ${o.onInsufficientData}`;
 }
 
-const RULE_TYPE_NAMES: Record<string, string> = { MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', METRIC: 'Metric', WEBHOOK: 'Webhook', FREEZE: 'Freeze' };
+const RULE_TYPE_NAMES: Record<string, string> = {
+  MONITOR: 'Monitor',
+  FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection',
+  METRIC: 'Metric',
+  WEBHOOK: 'Webhook',
+  FREEZE: 'Freeze',
+};
 
 function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Record<string, Transition[]> | undefined }) {
   return (
@@ -671,8 +711,14 @@ function RuleCard({ rule, transitions }: { rule: RuleEvaluation; transitions: Re
 /** The transitions of the monitors the rules matched (one request, at most 20 monitors). */
 function useTransitions(e: Evaluation | undefined) {
   const ids = [...new Set((e?.rules ?? []).flatMap((r) => r.evidence?.matchedMonitors.map((m) => m.id) ?? []))].slice(0, 20);
-  const query = ids.length ? `query Transitions { ${ids.map((id, i) => `m${i}: monitor(id: ${JSON.stringify(id)}) { id transitions(last: 100) { at from to group message } }`).join(' ')} }` : '';
-  const result = useQuery<Record<string, { id: string; transitions: Transition[] } | null>>(query || '{ __typename }', { status: e?.status, finished: e?.finishedAt }, { skip: !query });
+  const query = ids.length
+    ? `query Transitions { ${ids.map((id, i) => `m${i}: monitor(id: ${JSON.stringify(id)}) { id transitions(last: 100) { at from to group message } }`).join(' ')} }`
+    : '';
+  const result = useQuery<Record<string, { id: string; transitions: Transition[] } | null>>(
+    query || '{ __typename }',
+    { status: e?.status, finished: e?.finishedAt },
+    { skip: !query },
+  );
   if (!query || !result.data) return undefined;
   const out: Record<string, Transition[]> = {};
   for (const m of Object.values(result.data)) if (m && typeof m === 'object' && 'id' in m) out[m.id] = m.transitions;
@@ -719,7 +765,10 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
     <Page
       title={
         <>
-          {e.service} <span class="muted">/ {e.env} / {e.identifier}</span>
+          {e.service}{' '}
+          <span class="muted">
+            / {e.env} / {e.identifier}
+          </span>
         </>
       }
       actions={

@@ -1,7 +1,7 @@
 import { Component } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { gql } from '../api.ts';
-import { Duration, DryRunBadge, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { DryRunBadge, Duration, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
 import { evaluationFilter, LIST_FACETS, RANGES, timeRange, toggled, withParam } from '../filters.ts';
 import { navigate, useLocation } from '../router.ts';
 
@@ -77,7 +77,16 @@ const FIXED_VALUES: Record<string, string[]> = {
   status: ['IN_PROGRESS', 'PASS', 'FAIL', 'CANCELED'],
   ruleType: ['MONITOR', 'FAULTY_DEPLOYMENT_DETECTION', 'WEBHOOK', 'FREEZE'],
 };
-const VALUE_LABELS: Record<string, string> = { IN_PROGRESS: 'In progress', PASS: 'Pass', FAIL: 'Fail', CANCELED: 'Canceled', MONITOR: 'Monitor', FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection', WEBHOOK: 'Webhook', FREEZE: 'Freeze' };
+const VALUE_LABELS: Record<string, string> = {
+  IN_PROGRESS: 'In progress',
+  PASS: 'Pass',
+  FAIL: 'Fail',
+  CANCELED: 'Canceled',
+  MONITOR: 'Monitor',
+  FAULTY_DEPLOYMENT_DETECTION: 'Faulty deployment detection',
+  WEBHOOK: 'Webhook',
+  FREEZE: 'Freeze',
+};
 
 /** Whether an evaluation (as an event carries it) belongs in the list the URL asks for. */
 function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {
@@ -167,7 +176,21 @@ class Row extends Component<{ e: EvaluationRow }> {
   }
 }
 
-function Facet({ param, label, values, counts, params, labels }: { param: string; label: string; values: string[]; counts: Map<string, number> | undefined; params: URLSearchParams; labels?: Record<string, string> }) {
+function Facet({
+  param,
+  label,
+  values,
+  counts,
+  params,
+  labels,
+}: {
+  param: string;
+  label: string;
+  values: string[];
+  counts: Map<string, number> | undefined;
+  params: URLSearchParams;
+  labels?: Record<string, string>;
+}) {
   const selected = params.getAll(param);
   const all = [...new Set([...values, ...selected])];
   return (
@@ -187,7 +210,9 @@ function Facet({ param, label, values, counts, params, labels }: { param: string
               aria-describedby={counts?.has(value) ? `${id}-count` : undefined}
             />
             {/* Own properties only: a service may be named "constructor" or "toString". */}
-            <label for={id}>{(labels && Object.hasOwn(labels, value) ? labels[value] : undefined) ?? (Object.hasOwn(VALUE_LABELS, value) ? VALUE_LABELS[value] : undefined) ?? value}</label>
+            <label for={id}>
+              {(labels && Object.hasOwn(labels, value) ? labels[value] : undefined) ?? (Object.hasOwn(VALUE_LABELS, value) ? VALUE_LABELS[value] : undefined) ?? value}
+            </label>
             {counts?.has(value) && (
               <span class="count" id={`${id}-count`} title="evaluations with the other filters applied">
                 {counts.get(value)}
@@ -228,9 +253,23 @@ function TimeRangePicker({ params, error }: { params: URLSearchParams; error?: {
           }}
         >
           <label for="range-from">From</label>
-          <input id="range-from" type="datetime-local" value={from} onInput={(e) => setFrom((e.target as HTMLInputElement).value)} aria-invalid={error?.field === 'from'} aria-describedby={error?.field === 'from' ? 'range-error' : undefined} />
+          <input
+            id="range-from"
+            type="datetime-local"
+            value={from}
+            onInput={(e) => setFrom((e.target as HTMLInputElement).value)}
+            aria-invalid={error?.field === 'from'}
+            aria-describedby={error?.field === 'from' ? 'range-error' : undefined}
+          />
           <label for="range-to">To (empty: now)</label>
-          <input id="range-to" type="datetime-local" value={to} onInput={(e) => setTo((e.target as HTMLInputElement).value)} aria-invalid={error?.field === 'to'} aria-describedby={error?.field === 'to' ? 'range-error' : undefined} />
+          <input
+            id="range-to"
+            type="datetime-local"
+            value={to}
+            onInput={(e) => setTo((e.target as HTMLInputElement).value)}
+            aria-invalid={error?.field === 'to'}
+            aria-describedby={error?.field === 'to' ? 'range-error' : undefined}
+          />
           {error && (
             <small id="range-error" class="field-error" role="alert">
               <span aria-hidden="true">⚠ </span>
@@ -401,7 +440,12 @@ export function EvaluationsPage() {
           <div class="live" data-testid="live-indicator" data-state={paused ? 'paused' : 'live'}>
             <span class={`dot ${paused ? 'dot-paused' : 'dot-live'}`} aria-hidden="true" />
             <span>{paused ? 'Paused' : 'Live'}</span>
-            <button type="button" class="small secondary" aria-pressed={paused} onClick={() => navigate(`/evaluations?${withParam(params, 'paused', paused ? null : '1').toString()}`, { replace: true })}>
+            <button
+              type="button"
+              class="small secondary"
+              aria-pressed={paused}
+              onClick={() => navigate(`/evaluations?${withParam(params, 'paused', paused ? null : '1').toString()}`, { replace: true })}
+            >
               {paused ? 'Resume' : 'Pause'}
             </button>
           </div>
@@ -412,7 +456,15 @@ export function EvaluationsPage() {
         <aside class="facets" aria-label="Filters">
           <TimeRangePicker params={params} error={range.error} />
           {LIST_FACETS.map(([param, label]) => (
-            <Facet key={param} param={param} label={label} values={facetValues[param] ?? []} counts={countsOf(param)} params={params} labels={param === 'gate' ? gateLabels : undefined} />
+            <Facet
+              key={param}
+              param={param}
+              label={label}
+              values={facetValues[param] ?? []}
+              counts={countsOf(param)}
+              params={params}
+              labels={param === 'gate' ? gateLabels : undefined}
+            />
           ))}
           <fieldset class="facet" data-testid="facet-dryRun">
             <legend>Gate dry run</legend>
@@ -422,7 +474,13 @@ export function EvaluationsPage() {
               ['false', 'Not dry run'],
             ].map(([value, label]) => (
               <div class="check" key={value}>
-                <input type="radio" name="dryRun" id={`dry-${value || 'any'}`} checked={dryRun === value} onChange={() => navigate(`/evaluations?${withParam(params, 'dryRun', value!).toString()}`)} />
+                <input
+                  type="radio"
+                  name="dryRun"
+                  id={`dry-${value || 'any'}`}
+                  checked={dryRun === value}
+                  onChange={() => navigate(`/evaluations?${withParam(params, 'dryRun', value!).toString()}`)}
+                />
                 <label for={`dry-${value || 'any'}`}>{label}</label>
               </div>
             ))}
@@ -435,7 +493,11 @@ export function EvaluationsPage() {
         </aside>
         <div class="results">
           <p class="summary" aria-live="polite" data-testid="evaluations-summary">
-            {list.loading && !list.data ? 'Loading…' : total !== null ? `${total} evaluation${total === 1 ? '' : 's'}${rows.length < total ? `, newest ${rows.length} shown` : ''}` : ''}
+            {list.loading && !list.data
+              ? 'Loading…'
+              : total !== null
+                ? `${total} evaluation${total === 1 ? '' : 's'}${rows.length < total ? `, newest ${rows.length} shown` : ''}`
+                : ''}
           </p>
           {paused && missed > 0 && (
             <p class="notice" role="status">

@@ -49,7 +49,13 @@ const asError = (err: unknown) => (err instanceof ApiError ? err : new ApiError(
 type RuleTypeName = 'MONITOR' | 'FAULTY_DEPLOYMENT_DETECTION' | 'METRIC' | 'WEBHOOK' | 'FREEZE';
 
 /** Each type's key in RuleOptionsInput (and in the API's field paths). */
-const OPTION_KEYS: Record<RuleTypeName, string> = { MONITOR: 'monitor', FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection', METRIC: 'metric', WEBHOOK: 'webhook', FREEZE: 'freeze' };
+const OPTION_KEYS: Record<RuleTypeName, string> = {
+  MONITOR: 'monitor',
+  FAULTY_DEPLOYMENT_DETECTION: 'faultyDeploymentDetection',
+  METRIC: 'metric',
+  WEBHOOK: 'webhook',
+  FREEZE: 'freeze',
+};
 
 interface RuleDraft {
   name: string;
@@ -161,7 +167,9 @@ function draftOf(rule: Rule): RuleDraft {
     retries: o.retries !== undefined ? String(o.retries) : '',
     mode: o.mode ?? 'ONCE',
     ...(o.__typename === 'WebhookRuleOptions' && o.mode !== 'POLL' && { duration: '' }),
-    calendars: (o.calendars ?? []).map((c: { name: string | null; cron: string; duration: number; timeZone: string }) => [c.cron, c.duration, c.timeZone, ...(c.name ? [c.name] : [])].join(' | ')).join('\n'),
+    calendars: (o.calendars ?? [])
+      .map((c: { name: string | null; cron: string; duration: number; timeZone: string }) => [c.cron, c.duration, c.timeZone, ...(c.name ? [c.name] : [])].join(' | '))
+      .join('\n'),
     adHoc: o.adHoc ?? true,
     incidentQuery: o.incidentQuery ?? '',
   };
@@ -187,7 +195,11 @@ function metricInput(d: RuleDraft): Record<string, unknown> {
   };
 }
 
-const lines = (text: string) => text.split('\n').map((l) => l.trim()).filter(Boolean);
+const lines = (text: string) =>
+  text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
 
 /** `Name: value` lines as headers; a line without a colon names a header whose stored value stays. */
 const headersOf = (text: string) =>
@@ -225,13 +237,13 @@ function optionsOf(d: RuleDraft): Record<string, unknown> {
       return { calendars: calendarsOf(d.calendars), adHoc: d.adHoc, incidentQuery: d.incidentQuery.trim() || undefined, duration: numberOrOmit(d.duration) };
     default:
       return {
-            duration: numberOrOmit(d.duration),
-            alpha: numberOrOmit(d.alpha),
-            minRelativeIncrease: numberOrOmit(d.minRelativeIncrease),
+        duration: numberOrOmit(d.duration),
+        alpha: numberOrOmit(d.alpha),
+        minRelativeIncrease: numberOrOmit(d.minRelativeIncrease),
         excludedResources: lines(d.excludedResources),
-            newErrorTypes: d.newErrorTypes,
-            onInsufficientData: d.onInsufficientData,
-        };
+        newErrorTypes: d.newErrorTypes,
+        onInsufficientData: d.onInsufficientData,
+      };
   }
 }
 
@@ -250,7 +262,15 @@ function localErrors(d: RuleDraft, prefix: string): Record<string, string> {
   };
   check(d.duration, 'duration', true);
   if (d.type === 'METRIC') {
-    for (const [value, field] of [[d.warmup, 'warmup'], [d.interval, 'interval'], [d.failureLimit, 'failureLimit'], [d.consecutiveSuccessLimit, 'consecutiveSuccessLimit'], [d.apmWindow, 'apm.window'], [d.minRequests, 'apm.minRequests']] as const) check(value, field, true);
+    for (const [value, field] of [
+      [d.warmup, 'warmup'],
+      [d.interval, 'interval'],
+      [d.failureLimit, 'failureLimit'],
+      [d.consecutiveSuccessLimit, 'consecutiveSuccessLimit'],
+      [d.apmWindow, 'apm.window'],
+      [d.minRequests, 'apm.minRequests'],
+    ] as const)
+      check(value, field, true);
     check(d.margin, 'margin', false);
   } else if (d.type === 'MONITOR') check(d.warmup, 'warmup', true);
   else if (d.type === 'WEBHOOK') {
@@ -344,7 +364,12 @@ function WebhookFields({ d, set, opt, errors }: { d: RuleDraft; set: (d: RuleDra
       <Field label="URL" name={`${opt}.url`} errors={errors} hint="its host must be on TOLLGATE_WEBHOOK_ALLOWED_HOSTS">
         {(p) => <input {...p} type="url" value={d.url} onInput={text('url')} />}
       </Field>
-      <Field label="Headers (Name: value, one a line)" name={`${opt}.headers`} errors={errors} hint="values are stored encrypted and never shown; a name alone keeps the stored value">
+      <Field
+        label="Headers (Name: value, one a line)"
+        name={`${opt}.headers`}
+        errors={errors}
+        hint="values are stored encrypted and never shown; a name alone keeps the stored value"
+      >
         {(p) => <textarea {...p} rows={2} value={d.headers} onInput={text('headers')} />}
       </Field>
       <Field label="Timeout (seconds)" name={`${opt}.timeout`} errors={errors} hint="1–60; default 10">
@@ -374,7 +399,12 @@ function FreezeFields({ d, set, prefix, opt, errors }: { d: RuleDraft; set: (d: 
   const text = (key: keyof RuleDraft) => (e: Event) => set({ ...d, [key]: (e.target as HTMLInputElement).value });
   return (
     <>
-      <Field label="Calendar windows (cron | seconds | time zone | name, one a line)" name={`${opt}.calendars`} errors={errors} hint="e.g. 0 18 * * FRI | 223200 | Europe/Paris | weekend">
+      <Field
+        label="Calendar windows (cron | seconds | time zone | name, one a line)"
+        name={`${opt}.calendars`}
+        errors={errors}
+        hint="e.g. 0 18 * * FRI | 223200 | Europe/Paris | weekend"
+      >
         {(p) => <textarea {...p} rows={2} value={d.calendars} onInput={text('calendars')} />}
       </Field>
       <Field label="Incident query" name={`${opt}.incidentQuery`} errors={errors} hint="frozen while a matching monitor is ALERT, e.g. service:checkout">
@@ -417,8 +447,8 @@ function RuleFields({ d, set, prefix, errors, lockType }: { d: RuleDraft; set: (
       {d.type === 'FREEZE' && <FreezeFields d={d} set={set} prefix={prefix} opt={opt} errors={errors} />}
       {(d.type !== 'WEBHOOK' || d.mode === 'POLL') && (
         <Field label={DURATION_LABELS[d.type][0]} name={`${opt}.duration`} errors={errors} hint={DURATION_LABELS[d.type][1]}>
-        {(p) => <input {...p} inputMode="numeric" value={d.duration} onInput={text('duration')} />}
-      </Field>
+          {(p) => <input {...p} inputMode="numeric" value={d.duration} onInput={text('duration')} />}
+        </Field>
       )}
       {d.type === 'WEBHOOK' || d.type === 'FREEZE' ? null : d.type === 'METRIC' ? (
         <MetricFields d={d} set={set} opt={opt} prefix={prefix} errors={errors} />
@@ -512,11 +542,13 @@ function ruleSummary(o: Rule['options']): string {
     case 'WebhookRuleOptions':
       return `POST ${o.url}${o.headers.length ? ` with ${o.headers.map((h: { name: string }) => h.name).join(', ')}` : ''}; ${o.mode === 'POLL' ? `every ${o.interval} s for ${o.duration} s` : 'once'}`;
     case 'FreezeRuleOptions':
-      return [
-        ...o.calendars.map((c: { name: string | null; cron: string; timeZone: string }) => `${c.name ?? c.cron} (${c.timeZone})`),
-        ...(o.adHoc ? ['ad-hoc freezes'] : []),
-        ...(o.incidentQuery ? [`incidents of “${o.incidentQuery}”`] : []),
-      ].join('; ') + (o.duration ? `; waits up to ${o.duration} s` : '; checked once');
+      return (
+        [
+          ...o.calendars.map((c: { name: string | null; cron: string; timeZone: string }) => `${c.name ?? c.cron} (${c.timeZone})`),
+          ...(o.adHoc ? ['ad-hoc freezes'] : []),
+          ...(o.incidentQuery ? [`incidents of “${o.incidentQuery}”`] : []),
+        ].join('; ') + (o.duration ? `; waits up to ${o.duration} s` : '; checked once')
+      );
     default:
       return `window ${o.duration} s; alpha ${o.alpha}; +${Math.round(o.minRelativeIncrease * 100)}%`;
   }
@@ -609,7 +641,11 @@ export function GatesPage({ who }: { who: Viewer }) {
   const env = params.get('env') ?? '';
   const after = params.get('after');
   const filter = { ...(service && { services: [service] }), ...(env && { envs: [env] }) };
-  const q = useQuery<{ gates: { totalCount: number; edges: Array<{ node: Gate }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } } }>(GATES, { filter, first: PAGE, after });
+  const q = useQuery<{ gates: { totalCount: number; edges: Array<{ node: Gate }>; pageInfo: { endCursor: string | null; hasNextPage: boolean } } }>(GATES, {
+    filter,
+    first: PAGE,
+    after,
+  });
   const gates = q.data?.gates.edges.map((e) => e.node) ?? [];
   const last = useLastEvaluations(gates.map((g) => g.id));
   const [creating, setCreating] = useState(false);
@@ -672,12 +708,24 @@ export function GatesPage({ who }: { who: Viewer }) {
                     {g.service} / {g.env} / {g.identifier}
                   </a>
                 </td>
-                <td>{g.dryRun ? <span class="badge badge-dry" data-testid="gate-dry-run">dry run</span> : <span class="small">enforced</span>}</td>
+                <td>
+                  {g.dryRun ? (
+                    <span class="badge badge-dry" data-testid="gate-dry-run">
+                      dry run
+                    </span>
+                  ) : (
+                    <span class="small">enforced</span>
+                  )}
+                </td>
                 <td>
                   <ul class="plain small">
                     {g.rules.map((r) => (
                       <li key={r.id}>
-                        {r.name} <span class="muted">({r.type === 'MONITOR' ? 'monitor' : r.type === 'METRIC' ? 'metric' : 'FDD'}{r.dryRun ? ', dry run' : ''})</span>
+                        {r.name}{' '}
+                        <span class="muted">
+                          ({r.type === 'MONITOR' ? 'monitor' : r.type === 'METRIC' ? 'metric' : 'FDD'}
+                          {r.dryRun ? ', dry run' : ''})
+                        </span>
                       </li>
                     ))}
                     {g.rules.length === 0 && <li class="muted">no rules</li>}
@@ -689,10 +737,7 @@ export function GatesPage({ who }: { who: Viewer }) {
                       <li key={e.id}>
                         <a href={`/evaluations/${e.id}`}>
                           <EvaluationStatusCell e={e} />
-                          <span class="visually-hidden">
-                            {' '}
-                            started {new Date(e.startedAt).toLocaleString()}
-                          </span>
+                          <span class="visually-hidden"> started {new Date(e.startedAt).toLocaleString()}</span>
                         </a>
                       </li>
                     ))}
@@ -834,7 +879,15 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
     <Page
       title={
         <>
-          {gate.service} <span class="muted">/ {gate.env} / {gate.identifier}</span> {gate.dryRun && <span class="badge badge-dry" data-testid="gate-dry-run">dry run</span>}
+          {gate.service}{' '}
+          <span class="muted">
+            / {gate.env} / {gate.identifier}
+          </span>{' '}
+          {gate.dryRun && (
+            <span class="badge badge-dry" data-testid="gate-dry-run">
+              dry run
+            </span>
+          )}
         </>
       }
       actions={

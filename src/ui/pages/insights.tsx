@@ -152,7 +152,11 @@ export function InsightsPage() {
       actions={
         <>
           <label for="insights-range">Time range</label>
-          <select id="insights-range" value={rangeKey === 'custom' ? '30d' : rangeKey} onChange={(e) => navigate(`/insights?${withParam(params, 'range', (e.target as HTMLSelectElement).value).toString()}`)}>
+          <select
+            id="insights-range"
+            value={rangeKey === 'custom' ? '30d' : rangeKey}
+            onChange={(e) => navigate(`/insights?${withParam(params, 'range', (e.target as HTMLSelectElement).value).toString()}`)}
+          >
             {RANGES.filter(([k]) => k !== 'custom').map(([k, l]) => (
               <option key={k} value={k}>
                 {l}
@@ -196,12 +200,22 @@ export function InsightsPage() {
             <Bars
               title="Most failing gates"
               testid="failing-gates"
-              rows={stats.mostFailingGates.map((g) => ({ label: `${g.service} / ${g.env} / ${g.identifier}`, value: g.failures, of: g.evaluations, href: g.gateId ? `/gates/${g.gateId}` : undefined }))}
+              rows={stats.mostFailingGates.map((g) => ({
+                label: `${g.service} / ${g.env} / ${g.identifier}`,
+                value: g.failures,
+                of: g.evaluations,
+                href: g.gateId ? `/gates/${g.gateId}` : undefined,
+              }))}
             />
             <Bars
               title="Most failing rules"
               testid="failing-rules"
-              rows={stats.mostFailingRules.map((r) => ({ label: `${r.name} (${r.service} / ${r.env})`, value: r.failures, of: r.evaluations, href: `/evaluations?${new URLSearchParams({ ruleName: r.name, service: r.service, env: r.env, status: 'FAIL' }).toString()}` }))}
+              rows={stats.mostFailingRules.map((r) => ({
+                label: `${r.name} (${r.service} / ${r.env})`,
+                value: r.failures,
+                of: r.evaluations,
+                href: `/evaluations?${new URLSearchParams({ ruleName: r.name, service: r.service, env: r.env, status: 'FAIL' }).toString()}`,
+              }))}
             />
           </div>
           <Bars
