@@ -9,34 +9,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ADMIN_KEY, driver, jitMonitor, skipWithout, sleep, startServer, type TestServer, which } from './helpers.ts';
+import { ADMIN_KEY, driver, freePort, jitMonitor, skipWithout, startServer, type TestServer, waitFor, which } from './helpers.ts';
 
 const skip = skipWithout('prometheus', 'prometheus-alertmanager|alertmanager');
 const prometheusBin = which('prometheus');
 const alertmanagerBin = which('prometheus-alertmanager', 'alertmanager');
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-}
 
 function run(bin: string, args: string[]): ChildProcess {
   const child = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readGatesFile } from '../src/cli/apply.ts';
 import { deriveBaseline, derivedBaselineProblem, expandPlaceholders, formatBound, limitOf, measurementTimes, parseBound, promqlProblem } from '../src/domain/metric.ts';
-import { CREATE_GATE, driver, skipWithout, sleep, startServer, type TestServer, which } from './helpers.ts';
+import { CREATE_GATE, driver, freePort, skipWithout, startServer, type TestServer, waitFor, which } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
 const RATIO = (sel: string) => `sum(rate(http_requests_total{service="{{service}}",${sel},code=~"5.."}[5s])) / sum(rate(http_requests_total{service="{{service}}",${sel}}[5s]))`;
@@ -299,29 +299,6 @@ describe('metric rule options through the API', () => {
 });
 
 // ---- against a real Prometheus ----
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const { port } = srv.address() as AddressInfo;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < until) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(250);
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-}
 
 /**
  * Request counters of each service and version, growing at fixed rates from the exporter's

@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 
 /** The path of the first of these commands on PATH, or null. */
@@ -53,4 +55,29 @@ export function selfSignedCert(dir: string, name: string, hosts: string[]): { ce
     { stdio: 'ignore' },
   );
   return { certFile, keyFile };
+}
+
+/** A TCP port free at the time of asking, for programs (Prometheus, Alertmanager) that need one named. */
+export async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const { port } = srv.address() as AddressInfo;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** Polls until probe answers something truthy (errors count as not yet), or fails naming what it waited for. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < until) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
