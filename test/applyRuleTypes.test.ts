@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startServer, type TestServer } from './helpers.ts';
+import { runTollgate, startServer, type TestServer } from './helpers.ts';
 
 let s: TestServer;
 let key: string;
@@ -19,18 +18,8 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function tollgate(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--url', s.url, '--api-key', key], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
+function tollgate(args: string[], env: Record<string, string> = {}) {
+  return runTollgate([...args, '--url', s.url, '--api-key', key], env);
 }
 
 function file(name: string, text: string) {

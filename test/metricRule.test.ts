@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { readGatesFile } from '../src/cli/apply.ts';
 import { deriveBaseline, derivedBaselineProblem, expandPlaceholders, formatBound, limitOf, measurementTimes, parseBound, promqlProblem } from '../src/domain/metric.ts';
-import { CREATE_GATE, driver, freePort, skipWithout, startServer, type TestServer, waitFor, which } from './helpers.ts';
+import { CREATE_GATE, driver, freePort, runTollgate, skipWithout, startServer, type TestServer, waitFor, which } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
 const RATIO = (sel: string) => `sum(rate(http_requests_total{service="{{service}}",${sel},code=~"5.."}[5s])) / sum(rate(http_requests_total{service="{{service}}",${sel}}[5s]))`;
@@ -234,15 +234,7 @@ describe('metric rule options through the API', () => {
   test('tollgate apply: metric rules are created, unchanged on a second run, exported and applied back as they are', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-metric-apply-'));
     const key = await s.createKey(['gates:write']);
-    const tollgate = (args: string[]) =>
-      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args, '--url', s.url, '--api-key', key], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout!.on('data', (c) => (stdout += c));
-        child.stderr!.on('data', (c) => (stderr += c));
-        child.once('exit', (code) => resolve({ code, stdout, stderr }));
-      });
+    const tollgate = (args: string[]) => runTollgate([...args, '--url', s.url, '--api-key', key]);
     const file = (name: string, text: string) => {
       writeFileSync(join(dir, name), text);
       return join(dir, name);
