@@ -5,13 +5,12 @@ import { beforeEach, describe, test } from 'node:test';
 import type { Db } from '../src/db/client.ts';
 import { getEvaluation, getRuleEvaluation } from '../src/db/evaluations.ts';
 import type { Deps } from '../src/domain/deps.ts';
-import { recordRuleUpdate } from '../src/domain/evaluations.ts';
 import type { FreezeEvidence } from '../src/domain/freezeEvidence.ts';
 import { createFreeze, endFreeze } from '../src/domain/freezes.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { freezeRunner } from '../src/engine/freezeRule.ts';
 import type { CheckResult } from '../src/engine/runner.ts';
-import { engineOn, memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+import { engineOn, memoryDb, recordCheck, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
 
 let db: Db;
 let clock: TestClock;
@@ -33,16 +32,7 @@ function rule(options: Record<string, unknown>, extra: Record<string, unknown> =
   return {
     check: () => {
       const result = freezeRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() }) as CheckResult;
-      recordRuleUpdate(deps, id, {
-        status: result.status,
-        reason: result.reason,
-        evidence: result.evidence,
-        state: result.state,
-        nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null,
-        consecutiveErrors: 0,
-        lastError: null,
-      });
-      return result;
+      return recordCheck(deps, id, result);
     },
   };
 }

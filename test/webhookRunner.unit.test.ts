@@ -9,10 +9,9 @@ import { testConfig } from '../src/config.ts';
 import type { Db } from '../src/db/client.ts';
 import { getEvaluation, getRuleEvaluation } from '../src/db/evaluations.ts';
 import type { Deps } from '../src/domain/deps.ts';
-import { recordRuleUpdate } from '../src/domain/evaluations.ts';
 import type { CheckResult } from '../src/engine/runner.ts';
 import { webhookRunner } from '../src/engine/webhookRule.ts';
-import { memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+import { memoryDb, recordCheck, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
 
 let hook: Server;
 let url: string;
@@ -53,16 +52,7 @@ function rule(options: Record<string, unknown>) {
   const id = recorded(db, e.id).rules[0]!.id;
   return async (): Promise<CheckResult> => {
     const result = await webhookRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() });
-    recordRuleUpdate(deps, id, {
-      status: result.status,
-      reason: result.reason,
-      evidence: result.evidence,
-      state: result.state,
-      nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null,
-      consecutiveErrors: 0,
-      lastError: null,
-    });
-    return result;
+    return recordCheck(deps, id, result);
   };
 }
 

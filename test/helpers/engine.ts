@@ -4,10 +4,11 @@ import { testConfig } from '../../src/config.ts';
 import { type Db, openDb } from '../../src/db/client.ts';
 import { type EvaluationRow, getEvaluation, type RuleEvaluationRow, ruleEvaluationsOf } from '../../src/db/evaluations.ts';
 import type { Deps } from '../../src/domain/deps.ts';
-import { evaluateGate, evaluateGateInputSchema } from '../../src/domain/evaluations.ts';
+import { evaluateGate, evaluateGateInputSchema, recordRuleUpdate } from '../../src/domain/evaluations.ts';
 import { createEvents } from '../../src/domain/events.ts';
 import { type Principal, SYSTEM } from '../../src/domain/principal.ts';
 import { createEngine, type EngineOptions, type Scheduler } from '../../src/engine/engine.ts';
+import type { CheckResult } from '../../src/engine/runner.ts';
 import { planWindow } from '../../src/engine/runners.ts';
 import { createLogger } from '../../src/log.ts';
 import { ingestRequests } from '../../src/sources/apmWriter.ts';
@@ -142,4 +143,18 @@ export async function ingest(
     });
   }
   await ingestRequests(deps, spans);
+}
+
+/** Records a runner's answer as the engine does after a check that did not throw. */
+export function recordCheck(deps: Deps, ruleId: string, result: CheckResult): CheckResult {
+  recordRuleUpdate(deps, ruleId, {
+    status: result.status,
+    reason: result.reason,
+    evidence: result.evidence,
+    state: result.state,
+    nextCheckAt: result.status === 'in_progress' ? result.nextCheckAt : null,
+    consecutiveErrors: 0,
+    lastError: null,
+  });
+  return result;
 }
