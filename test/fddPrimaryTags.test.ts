@@ -28,12 +28,16 @@ async function fdd(service: string, extra: { primaryTag?: string }, options: Rec
   return r.data.evaluateGate;
 }
 
-/** v1 and v2 side by side in two regions × two zones; v2 fails 30% of its requests in region eu, 1% elsewhere. */
+/**
+ * v1 and v2 side by side in two regions × two zones; v2 fails 30% of its requests in region eu, 1% elsewhere.
+ * Every span of a batch carries the same millisecond and each zone's v1 arrives before its v2, so a
+ * check that runs between two batches (the rule decides early) already sees the exact rates.
+ */
 async function regressedInEu(service: string, from: number) {
   for (const region of ['eu', 'us']) {
     for (const zone of ['a', 'b']) {
       const attributes = { 'cloud.region': region, 'cloud.availability_zone': zone };
-      const common = { service, resource: 'GET /cart', errorType: 'TimeoutError', from, spreadMs: 900, attributes };
+      const common = { service, resource: 'GET /cart', errorType: 'TimeoutError', from, spreadMs: 1, attributes };
       await sendTraffic(s, { ...common, version: 'v1', count: 2000, errors: 20 }, ingestKey);
       await sendTraffic(s, { ...common, version: 'v2', count: 400, errors: region === 'eu' ? 120 : 4 }, ingestKey);
     }
