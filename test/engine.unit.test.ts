@@ -241,6 +241,29 @@ describe('engine: leases and takeover', () => {
     assert.equal(recorded(db, e.id).rules[0]!.status, 'fail');
   });
 
+  test('a node whose lease was taken over stops checking the rules it still indexes', async () => {
+    const a = await started('node-a');
+    const id = monitor(a.deps, 'paused');
+    report(a.deps, id, 'ok');
+    const e = trigger(a.deps, [jit('paused', { query: 'unit:paused', duration: 600 })]);
+    await a.fire();
+    // node-a stalls (a long GC pause, a frozen VM) past its lease: it renews nothing, node-b takes over.
+    const b = await started('node-b');
+    clock.advance(LEASE_MS + 1);
+    await b.housekeep();
+    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
+
+    // node-a wakes up with the rule still in its index, hears an ALERT and finds its timer due:
+    // the rule is node-b's now.
+    report(a.deps, id, 'alert');
+    clock.advance(600_000);
+    await a.fire();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
+    assert.equal(a.engine.stats().activeRules, 0, 'and forgot the rule');
+    await b.fire();
+    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail', 'node-b judges it');
+  });
+
   test('a node taking over drives the window to its end on its own timer', async () => {
     const a = await started('node-a');
     const id = monitor(a.deps, 'handed');

@@ -257,7 +257,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     if (stopped) return;
     const rule = getRuleEvaluation(deps.db, id);
     const evaluation = rule && getEvaluation(deps.db, rule.evaluationId);
-    if (!rule || !evaluation || rule.status !== 'in_progress' || evaluation.finishedAt) {
+    // Another engine took the evaluation over (our lease lapsed): its checks are that engine's now.
+    if (!rule || !evaluation || rule.status !== 'in_progress' || evaluation.finishedAt || evaluation.leaseOwner !== nodeId) {
       untrack(id);
       return;
     }
