@@ -168,19 +168,6 @@ export function checkGateFilter(f: {
   };
 }
 
-/** The same filter applied to one gate (live events), exactly as the repository applies it. */
-export function gateMatches(g: Pick<GateRow, 'service' | 'env' | 'identifier' | 'dryRun'>, f: GateFilter): boolean {
-  return (
-    (f.service === undefined || g.service === f.service) &&
-    (f.env === undefined || g.env === f.env) &&
-    (f.identifier === undefined || g.identifier === f.identifier) &&
-    (f.dryRun === undefined || g.dryRun === f.dryRun) &&
-    (!f.serviceIn?.length || f.serviceIn.includes(g.service)) &&
-    (!f.envIn?.length || f.envIn.includes(g.env)) &&
-    (!f.identifierIn?.length || f.identifierIn.includes(g.identifier))
-  );
-}
-
 /** How many gates the filter selects among those the caller may see. */
 export function countGates(deps: Deps, actor: Principal, filter: GateFilter): number {
   requireScope(actor, 'gates:read', 'read gates');

@@ -9,12 +9,11 @@
 // subscriptions), since they hold the connection a revoked key must lose.
 
 import { type EvaluationFilter, filterMatches } from '../db/evaluationFilter.ts';
-import type { GateFilter } from '../db/gates.ts';
+import { type GateFilter, gateMatches } from '../db/gateFilter.ts';
 import type { Deps } from './deps.ts';
 import { notFound } from './errors.ts';
 import { getEvaluation, loadSnapshot } from './evaluations.ts';
 import type { EvaluationSnapshot, GateEvent, MonitorStateChange } from './events.ts';
-import { gateMatches } from './gates.ts';
 import { canSeeMonitor, parseMonitorSearch, requireVisibleMonitor, transitionMatches } from './monitors.ts';
 import { canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { snapshotFor } from './ruleEvidence.ts';
