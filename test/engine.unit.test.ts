@@ -2,13 +2,17 @@
 // warmup, retries, leases and takeover, in milliseconds of real time. The end-to-end suites
 // (monitorRule, crash, resilience) check the same through a server.
 import assert from 'node:assert/strict';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, test } from 'node:test';
+import { testConfig } from '../src/config.ts';
 import type { Db } from '../src/db/client.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { LEASE_MS } from '../src/domain/evaluations.ts';
 import { createMonitor, recordSourceHealth, reportMonitorState } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { engineOn, memoryDb, recorded, T0, TestClock, trigger } from './helpers/engine.ts';
+import { waitFor } from './helpers/tools.ts';
 
 const jit = (name: string, options: Record<string, unknown>) => ({ name, options: { monitor: options } });
 const running: Array<{ engine: { stop(): Promise<void> } }> = [];
@@ -299,6 +303,41 @@ describe('engine: leases and takeover', () => {
     clock.advance(60_000);
     await again.fire();
     assert.equal(recorded(db, e.id).rules[0]!.status, 'pass');
+  });
+});
+
+describe('engine: network checks wait in their own lane', () => {
+  test('webhook checks stuck on a silent endpoint hold up only webhook rules: a monitor ALERT is judged at once', async () => {
+    // An endpoint that reads every request and answers none until the test ends.
+    const held: ServerResponse[] = [];
+    const silent = createServer((req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/slow`;
+    try {
+      const a = await started();
+      Object.assign(a.deps, { config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) });
+      const hooks = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `hook-${i}`, options: { webhook: { url, timeout: 60, retries: 0 } } }));
+      trigger(a.deps, hooks(40), { service: 'hooks-a' });
+      trigger(a.deps, hooks(40), { service: 'hooks-b' });
+      a.timers.fire();
+      await waitFor('the webhook lane to fill', async () => held.length >= 64);
+
+      const id = monitor(a.deps, 'meanwhile');
+      report(a.deps, id, 'alert');
+      const e = trigger(a.deps, [jit('meanwhile', { query: 'unit:meanwhile', duration: 600 })]);
+      a.timers.fire();
+      const failed = await waitFor('the monitor rule to be judged while 64 webhook calls hang', async () => recorded(db, e.id).evaluation.status === 'fail');
+      assert.ok(failed);
+      assert.equal(held.length, 64, 'no more than 64 webhook calls at once');
+      assert.equal(a.engine.stats().queuedChecks, 16, 'the other webhook checks wait their turn');
+    } finally {
+      for (const res of held) res.end('late');
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });
 

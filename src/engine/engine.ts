@@ -4,6 +4,7 @@ import { SourceError, storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, type RuleUpdate, recordRuleUpdate } from '../domain/evaluations.ts';
 import { pruneHistory } from '../domain/housekeeping.ts';
 import { type MonitorStateChange, sweepNoData } from '../domain/monitors.ts';
+import { DueChecks } from './dueChecks.ts';
 import { type CheckResult, type EngineEvent, eventKeys, type Watch } from './runner.ts';
 import { runnerFor } from './runners.ts';
 import { TimerQueue } from './timerQueue.ts';
@@ -52,11 +53,15 @@ const realTimers: Scheduler = {
 interface ActiveRule {
   id: string;
   evaluationId: string;
+  type: RuleEvaluationRow['type'];
   watch?: Watch;
 }
 
-/** Checks of asynchronous runners (network sources) running at once; the rest wait their turn. */
-const MAX_ASYNC_CHECKS = 64;
+/**
+ * Checks of asynchronous runners (network sources) running at once, per rule type; the rest of
+ * that type wait their turn. Synchronous checks (monitor, FDD) never wait on them.
+ */
+const MAX_ASYNC_CHECKS_PER_TYPE = 64;
 
 /**
  * Drives the evaluations this process holds a lease on. Everything a rule needs to continue
@@ -80,10 +85,12 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   /** Rules by the exact event keys they watch, and rules sharing one predicate. */
   const byKey = new Map<string, Set<string>>();
   const shared = new Map<string, { matches: (event: EngineEvent) => boolean; rules: Set<string> }>();
-  /** Rules due a check, in arrival order; a rule asked for twice before its turn is checked once. */
-  const due = new Set<string>();
+  const due = new DueChecks();
   let drainScheduled = false;
   const inFlight = new Map<string, Promise<void>>();
+  /** Asynchronous checks running, per rule type (the lanes of `due`). */
+  const busy = new Map<string, number>();
+  const laneOpen = (lane: string) => (busy.get(lane) ?? 0) < MAX_ASYNC_CHECKS_PER_TYPE;
   const checkAgain = new Set<string>();
   const unsubscribe: Array<() => void> = [];
   let cancelTimer: (() => void) | undefined;
@@ -153,7 +160,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         continue;
       }
       if (!active.has(r.id)) {
-        const rule: ActiveRule = { id: r.id, evaluationId: e.id, watch: compileWatch(r.type, r.options, e, r.id) };
+        const rule: ActiveRule = { id: r.id, evaluationId: e.id, type: r.type, watch: compileWatch(r.type, r.options, e, r.id) };
         active.set(r.id, rule);
         index(rule);
       }
@@ -187,12 +194,12 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   /** Asks for a check of a rule; checks run later, a bounded slice per turn of the event loop. */
   function enqueue(id: string): void {
     if (stopped) return;
-    due.add(id);
+    due.add(id, active.get(id)?.type ?? 'unindexed');
     scheduleDrain();
   }
 
   function scheduleDrain(): void {
-    if (drainScheduled || stopped || due.size === 0 || inFlight.size >= MAX_ASYNC_CHECKS) return;
+    if (drainScheduled || stopped || !due.runnable(laneOpen)) return;
     drainScheduled = true;
     setImmediate(drain);
   }
@@ -207,9 +214,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
     if (stopped) return;
     const until = performance.now() + sliceMs;
     let n = 0;
-    for (const id of due) {
-      if (inFlight.size >= MAX_ASYNC_CHECKS && !inFlight.has(id)) break;
-      due.delete(id);
+    for (let id = due.take(laneOpen); id !== undefined; id = due.take(laneOpen)) {
       check(id);
       if (++n >= sliceChecks || performance.now() >= until) break;
     }
@@ -234,6 +239,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       checkAgain.add(id);
       return;
     }
+    const lane = active.get(id)?.type ?? 'unindexed';
     let pending: Promise<void> | undefined;
     try {
       pending = runCheck(id);
@@ -242,10 +248,12 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       return;
     }
     if (!pending) return;
+    busy.set(lane, (busy.get(lane) ?? 0) + 1);
     const run = pending
       .catch((err) => couldNotRecord(id, err))
       .finally(() => {
         inFlight.delete(id);
+        busy.set(lane, busy.get(lane)! - 1);
         if (checkAgain.delete(id)) enqueue(id);
         // A slice may have stopped at the async limit: go on with the rest.
         scheduleDrain();
