@@ -316,3 +316,49 @@ export const freezes = sqliteTable(
   },
   (t) => [index('freezes_env_idx').on(t.env, t.startsAt)],
 );
+
+export const BACKTEST_STATUSES = ['running', 'done', 'canceled', 'failed'] as const;
+export type BacktestStatus = (typeof BACKTEST_STATUSES)[number];
+
+/**
+ * A gate's rules replayed over past deploys found in the stored telemetry (src/engine/backtest.ts).
+ * The rules are snapshotted at the start, like an evaluation's; results and summary are JSON,
+ * bounded by the number of deploys a backtest may hold.
+ */
+export const backtests = sqliteTable(
+  'backtests',
+  {
+    id: text('id').primaryKey(),
+    /** The gate replayed, null for rules given inline (or once the gate is deleted). */
+    gateId: text('gate_id').references(() => gates.id, { onDelete: 'set null' }),
+    service: text('service').notNull(),
+    env: text('env').notNull(),
+    /** The gate's settings and rules as replayed. */
+    configuration: text('configuration', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),
+    from: integer('from', { mode: 'timestamp_ms' }).notNull(),
+    to: integer('to', { mode: 'timestamp_ms' }).notNull(),
+    status: text('status', { enum: BACKTEST_STATUSES }).notNull(),
+    /** Deploys replayed so far, of `total`. */
+    done: integer('done').notNull().default(0),
+    total: integer('total').notNull().default(0),
+    results: text('results', { mode: 'json' }).notNull().$type<Array<Record<string, unknown>>>(),
+    skippedRules: text('skipped_rules', { mode: 'json' }).notNull().$type<Array<{ name: string; type: string; why: string }>>(),
+    summary: text('summary', { mode: 'json' }).$type<Record<string, unknown>>(),
+    /** Why it failed, or who canceled it. */
+    error: text('error'),
+    /** The process running it; a restart fails what it was running. */
+    nodeId: text('node_id').notNull(),
+    /** The environments the starting key could see: rules match only monitors visible under them. */
+    triggerEnvs: text('trigger_envs', { mode: 'json' }).$type<string[]>(),
+    createdById: text('created_by_id').notNull(),
+    createdByName: text('created_by_name').notNull(),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+    finishedAt: integer('finished_at', { mode: 'timestamp_ms' }),
+    revision: integer('revision').notNull().default(1),
+  },
+  (t) => [
+    index('backtests_env_idx').on(t.env, t.id),
+    index('backtests_running_by_key_idx').on(t.createdById).where(sql`${t.status} = 'running'`),
+    index('backtests_gate_idx').on(t.gateId),
+  ],
+);

@@ -40,7 +40,7 @@ export const LEASE_MS = 30_000;
 
 // ---- input ----
 
-const configurationSchema = z.preprocess(
+export const configurationSchema = z.preprocess(
   nullsAsUndefined,
   z
     .object({

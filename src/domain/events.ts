@@ -1,4 +1,5 @@
 import { Repeater } from '@repeaterjs/repeater';
+import type { BacktestRow } from '../db/backtests.ts';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import type { FreezeRow } from '../db/freezes.ts';
 import type { GateRow, RuleRow } from '../db/gates.ts';
@@ -44,6 +45,8 @@ export interface Topics {
   'evaluation.changed': EvaluationSnapshot;
   /** An ad-hoc freeze was set or lifted: freeze rules of its environment look again. */
   'freeze.changed': FreezeRow;
+  /** A backtest started, progressed, ended or was canceled (the row as committed). */
+  'backtest.changed': BacktestRow;
 }
 
 type Topic = keyof Topics;

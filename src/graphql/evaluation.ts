@@ -475,7 +475,7 @@ builder.objectField(Gate, 'lastEvaluations', (t) =>
 
 // ---- inputs ----
 
-const EvaluationConfigurationInput = builder.inputType('EvaluationConfigurationInput', {
+export const EvaluationConfigurationInput = builder.inputType('EvaluationConfigurationInput', {
   description: 'Just-in-time rules: evaluated instead of any stored gate.',
   fields: (t) => ({
     dryRun: t.boolean({ description: 'Default false.' }),

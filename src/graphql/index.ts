@@ -7,6 +7,7 @@ import './monitor.ts';
 import './evaluation.ts';
 import './insights.ts';
 import './freeze.ts';
+import './backtest.ts';
 
 builder.queryType({});
 builder.mutationType({});

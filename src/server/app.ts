@@ -9,6 +9,7 @@ import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
 import { createEvents } from '../domain/events.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
+import { createBacktester } from '../engine/backtest.ts';
 import { createEngine } from '../engine/engine.ts';
 import { planWindow } from '../engine/runners.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
@@ -57,6 +58,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     planWindow,
   };
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
+  const backtester = createBacktester(deps);
   const prometheus = config.prometheusUrl ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs }) : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
   const checkKey = createAuthenticator(db, now, deps.events);
@@ -184,6 +186,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
       listenUrl = url;
       engine.start();
+      backtester.start();
       monitorEvaluator.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
     },
@@ -206,6 +209,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
         keyWatch.close();
         await monitorEvaluator.stop();
+        backtester.stop();
         // Lets running checks commit, hands leases back. Storage that broke down (a -wal or lock
         // file deleted) refuses that last write: the leases expire on their own, and the database
         // must still be closed and its lock released.

@@ -18,9 +18,9 @@ const DEFAULT_PAGE = 20;
 const LIST_ESTIMATE = 10;
 /**
  * Lists known to hold more than LIST_ESTIMATE with no argument to bound them: a PromQL
- * monitor has a group per series, with no cap.
+ * monitor has a group per series, with no cap; a backtest holds up to 100 deploys.
  */
-const LIST_ESTIMATES: Record<string, number> = { 'Monitor.groups': 1000 };
+const LIST_ESTIMATES: Record<string, number> = { 'Monitor.groups': 1000, 'Backtest.deploys': 100 };
 /**
  * Fields that cost far more than their selection: each runs grouped SQL over up to 30 days of
  * evaluations (hundreds of ms at 100,000), so a handful of aliases of them is the most one

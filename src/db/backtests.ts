@@ -1,0 +1,101 @@
+import { and, count, desc, eq, gte, lt, max, min, ne, type SQL, sql } from 'drizzle-orm';
+import type { Tx } from './client.ts';
+import { inList } from './lists.ts';
+import { apmStats, type BacktestStatus, backtests } from './schema.ts';
+
+export type BacktestRow = typeof backtests.$inferSelect;
+export type NewBacktestRow = typeof backtests.$inferInsert;
+
+export function insertBacktest(db: Tx, row: NewBacktestRow): BacktestRow {
+  return db.insert(backtests).values(row).returning().get();
+}
+
+export function getBacktest(db: Tx, id: string): BacktestRow | undefined {
+  return db.select().from(backtests).where(eq(backtests.id, id)).get();
+}
+
+/** Newest first; keyset on the id (UUIDv7, creation order). */
+export function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): BacktestRow[] {
+  const where: SQL[] = [];
+  if (filter.envs) where.push(inList(backtests.env, filter.envs));
+  if (filter.gateId) where.push(eq(backtests.gateId, filter.gateId));
+  if (page.after) where.push(lt(backtests.id, page.after));
+  return db
+    .select()
+    .from(backtests)
+    .where(and(...where))
+    .orderBy(desc(backtests.id))
+    .limit(page.limit)
+    .all();
+}
+
+/** Backtests of a key still running (the partial index holds only those). */
+export function countRunningBacktestsBy(db: Tx, createdById: string): number {
+  return db
+    .select({ n: count() })
+    .from(backtests)
+    .where(and(eq(backtests.createdById, createdById), eq(backtests.status, 'running')))
+    .get()!.n;
+}
+
+/**
+ * Changes a backtest only while it runs (a canceled one stays canceled whatever its job still
+ * writes); the row after the change, or undefined when it was no longer running.
+ */
+export function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBacktestRow>): BacktestRow | undefined {
+  return db
+    .update(backtests)
+    .set({ ...patch, revision: sql`${backtests.revision} + 1` })
+    .where(and(eq(backtests.id, id), eq(backtests.status, 'running')))
+    .returning()
+    .get();
+}
+
+/** At start: the jobs this process was running when it stopped are failed (they are not resumed). */
+export function failInterruptedBacktests(db: Tx, nodeId: string, at: Date): BacktestRow[] {
+  return db
+    .update(backtests)
+    .set({ status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: at, revision: sql`${backtests.revision} + 1` })
+    .where(and(eq(backtests.nodeId, nodeId), eq(backtests.status, 'running' satisfies BacktestStatus)))
+    .returning()
+    .all();
+}
+
+export interface VersionSpan {
+  version: string;
+  /** First and last bucket (ms) with requests of the version inside the window asked about. */
+  firstSeen: number;
+  lastSeen: number;
+}
+
+/**
+ * The versions with requests in [from, to) of a service/env, first seen first, at most `limit`
+ * (the service/env/bucket index bounds the scan to the window).
+ */
+export function versionsIn(db: Tx, w: { service: string; env: string; from: number; to: number }, limit: number): VersionSpan[] {
+  const first = min(apmStats.bucket);
+  return db
+    .select({ version: apmStats.version, firstSeen: sql<number>`${first}`, lastSeen: sql<number>`${max(apmStats.bucket)}` })
+    .from(apmStats)
+    .where(and(eq(apmStats.service, w.service), eq(apmStats.env, w.env), gte(apmStats.bucket, w.from), lt(apmStats.bucket, w.to), ne(apmStats.version, '')))
+    .groupBy(apmStats.version)
+    .orderBy(first, apmStats.version)
+    .limit(limit)
+    .all();
+}
+
+/** Whether the version served any request before `before` (ms): then it was deployed earlier. */
+export function seenBefore(db: Tx, w: { service: string; env: string; version: string }, before: number): boolean {
+  const row = db
+    .select({ bucket: apmStats.bucket })
+    .from(apmStats)
+    .where(and(eq(apmStats.service, w.service), eq(apmStats.env, w.env), eq(apmStats.version, w.version), lt(apmStats.bucket, before)))
+    .limit(1)
+    .get();
+  return row !== undefined;
+}
+
+/** Ends a running backtest as canceled; undefined when it was no longer running. */
+export function cancelBacktestRow(db: Tx, id: string, at: Date, byName: string): BacktestRow | undefined {
+  return updateRunningBacktest(db, id, { status: 'canceled', finishedAt: at, error: `canceled by ${byName}` });
+}

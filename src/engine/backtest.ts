@@ -1,0 +1,325 @@
+// Replays backtests (src/domain/backtests.ts) in the background. A job finds the deploys (versions
+// first seen in the window, one day of the APM store per step), then replays each one: every
+// rule that can be judged from stored data is planned as if the evaluation had started when the
+// version first appeared, and its runner's check() is asked again and again on a replayed clock
+// that follows the runner's own nextCheckAt, exactly as the engine's timer would have, until it
+// answers. The work runs in slices of a few milliseconds per turn of the event loop, so requests
+// are answered between them; progress is stored and published after each deploy.
+import { type BacktestRow, failInterruptedBacktests, seenBefore, updateRunningBacktest, type VersionSpan, versionsIn } from '../db/backtests.ts';
+import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
+import { APM_BUCKET_MS } from '../db/schema.ts';
+import {
+  type BacktestConfiguration,
+  type BacktestSummary,
+  type DeployResult,
+  MAX_BACKTEST_DEPLOYS,
+  MAX_REASON_LENGTH,
+  ROLLBACK_WITHIN_MS,
+  type RuleReplay,
+  whyNotReplayable,
+} from '../domain/backtests.ts';
+import type { Deps } from '../domain/deps.ts';
+import type { FailingGroupEvidence } from '../domain/ruleEvidence.ts';
+import { realStatus, reportedStatus } from '../domain/verdict.ts';
+import type { CheckResult } from './runner.ts';
+import { runnerFor } from './runners.ts';
+
+const DAY_MS = 86_400_000;
+/** Checks one rule of one deploy gets at most (an FDD rule of 31 days checks every 10 s). */
+const MAX_CHECKS_PER_RULE = 5000;
+/** Versions one day of the store may name; beyond it the day's others are not looked at. */
+const MAX_VERSIONS_PER_DAY = 1000;
+/** After a version stops, who serves in the next minutes tells a rollback from a roll forward. */
+const SUCCESSOR_WINDOW_MS = 10 * 60_000;
+
+/** One unit of work done; a Promise when a check answered asynchronously (the driver waits for it). */
+type Step = Promise<unknown> | undefined;
+
+export interface BacktesterOptions {
+  /** Time budget of one slice (performance.now), before yielding to the event loop. */
+  sliceMs?: number;
+}
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const clip = (s: string) => (s.length > MAX_REASON_LENGTH ? `${s.slice(0, MAX_REASON_LENGTH - 1)}…` : s);
+
+export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
+  const sliceMs = options.sliceMs ?? 8;
+  const log = deps.log.child({ component: 'backtest' });
+  /** Running jobs of this process: their cancel flags. */
+  const jobs = new Map<string, { canceled: boolean }>();
+  let off: (() => void) | undefined;
+  let stopped = false;
+
+  function publish(row: BacktestRow | undefined): void {
+    if (row) deps.events.publish('backtest.changed', row);
+  }
+
+  function begin(row: BacktestRow): void {
+    const job = { canceled: false };
+    jobs.set(row.id, job);
+    const it = work(row);
+    let resumeWith: unknown;
+    const slice = () => {
+      if (stopped || job.canceled) return void jobs.delete(row.id);
+      const until = performance.now() + sliceMs;
+      try {
+        for (;;) {
+          const next = it.next(resumeWith);
+          resumeWith = undefined;
+          if (next.done) return void jobs.delete(row.id);
+          if (next.value instanceof Promise) {
+            // An asynchronous check: go on when it answers (its outcome comes back through next()).
+            next.value.then(
+              (v) => ((resumeWith = { ok: v }), setImmediate(slice)),
+              (err) => ((resumeWith = { err }), setImmediate(slice)),
+            );
+            return;
+          }
+          if (stopped || job.canceled) return void jobs.delete(row.id);
+          if (performance.now() >= until) break;
+        }
+      } catch (err) {
+        jobs.delete(row.id);
+        log.error({ err, backtestId: row.id }, 'backtest failed');
+        publish(updateRunningBacktest(deps.db, row.id, { status: 'failed', error: clip(`replay failed: ${(err as Error).message}`), finishedAt: deps.now() }));
+        return;
+      }
+      setImmediate(slice);
+    };
+    setImmediate(slice);
+  }
+
+  /** The job, one step per yield. */
+  function* work(row: BacktestRow): Generator<Step, void, unknown> {
+    const config = row.configuration as unknown as BacktestConfiguration;
+    const w = { service: row.service, env: row.env };
+    // ---- the deploys: versions first seen inside [from, to) ----
+    const seen = new Map<string, VersionSpan>();
+    for (let day = row.from.getTime(); day < row.to.getTime(); day += DAY_MS) {
+      for (const v of versionsIn(deps.db, { ...w, from: day, to: Math.min(day + DAY_MS, row.to.getTime()) }, MAX_VERSIONS_PER_DAY)) {
+        if (!seen.has(v.version)) seen.set(v.version, v);
+      }
+      yield;
+    }
+    const deploys: VersionSpan[] = [];
+    let truncated = false;
+    for (const v of [...seen.values()].sort((a, b) => a.firstSeen - b.firstSeen || (a.version < b.version ? -1 : 1))) {
+      if (seenBefore(deps.db, { ...w, version: v.version }, row.from.getTime())) continue;
+      if (deploys.length >= MAX_BACKTEST_DEPLOYS) {
+        truncated = true;
+        break;
+      }
+      deploys.push(v);
+    }
+    let current = updateRunningBacktest(deps.db, row.id, { total: deploys.length });
+    if (!current) return;
+    publish(current);
+    yield;
+
+    // ---- each deploy, replayed ----
+    const results: DeployResult[] = [];
+    for (const d of deploys) {
+      results.push(yield* replayDeploy(row, config, d));
+      current = updateRunningBacktest(deps.db, row.id, { done: results.length, results: results as unknown as BacktestRow['results'] });
+      if (!current) return; // canceled meanwhile: what was replayed stays as it was
+      publish(current);
+      yield;
+    }
+    const failed = results.filter((r) => r.verdict === 'fail');
+    const summary: BacktestSummary = {
+      deploys: results.length,
+      failed: failed.length,
+      passed: results.filter((r) => r.verdict === 'pass').length,
+      undecided: results.filter((r) => r.verdict === 'undecided').length,
+      failedThenRolledBack: failed.filter((r) => r.rollback).length,
+      truncated,
+    };
+    current = updateRunningBacktest(deps.db, row.id, { status: 'done', summary: summary as unknown as Record<string, unknown>, finishedAt: deps.now() });
+    publish(current);
+    if (current) log.info({ backtestId: row.id, ...summary }, 'backtest done');
+  }
+
+  /** One deploy: its rules replayed one after the other, then the gate's verdict from theirs. */
+  function* replayDeploy(row: BacktestRow, config: BacktestConfiguration, d: VersionSpan): Generator<Step, DeployResult, unknown> {
+    const start = new Date(d.firstSeen);
+    const evaluation = {
+      id: `backtest-${row.id}`,
+      gateId: row.gateId,
+      service: row.service,
+      env: row.env,
+      identifier: 'backtest',
+      version: d.version,
+      primaryTag: null,
+      dryRun: config.dryRun,
+      onSourceError: config.onSourceError,
+      status: 'in_progress',
+      justInTime: row.gateId === null,
+      idempotencyKey: null,
+      rerunOf: null,
+      triggerEnvs: row.triggerEnvs,
+      triggeredById: row.createdById,
+      triggeredByName: row.createdByName,
+      startedAt: start,
+      decidedAt: null,
+      finishedAt: null,
+      leaseOwner: null,
+      leaseExpiresAt: null,
+      revision: 1,
+    } satisfies Partial<EvaluationRow> as EvaluationRow;
+    const rules: RuleReplay[] = [];
+    for (const [position, r] of config.rules.entries()) {
+      if (whyNotReplayable(r.type, r.options)) continue;
+      rules.push(yield* replayRule(evaluation, position, r));
+    }
+    const counted = rules.map((r) => ({ status: r.status, dryRun: r.dryRun }));
+    const real = realStatus(counted);
+    const reported = reportedStatus(real, config.dryRun);
+    // The deciding rule: the first counted rule to fail; else, all passing, the last to pass.
+    const byTime = (a: RuleReplay, b: RuleReplay) => Date.parse(a.at ?? '') - Date.parse(b.at ?? '');
+    const decider =
+      real === 'fail'
+        ? rules.filter((r) => !r.dryRun && r.status === 'fail').sort(byTime)[0]
+        : real === 'pass'
+          ? rules
+              .filter((r) => !r.dryRun)
+              .sort(byTime)
+              .at(-1)
+          : undefined;
+    const decidedAt = decider?.at ? Date.parse(decider.at) : null;
+    const verdict = (s: string) => (s === 'pass' || s === 'fail' ? s : 'undecided');
+    return {
+      version: d.version,
+      firstSeenAt: iso(d.firstSeen),
+      verdict: verdict(reported),
+      realVerdict: verdict(real),
+      decidingRule: decider?.name ?? null,
+      decidedAt: decidedAt === null ? null : iso(decidedAt),
+      timeToVerdictMs: decidedAt === null ? null : decidedAt - d.firstSeen,
+      reason: decider ? `${decider.name}: ${decider.reason}` : 'No rule reached an answer before the replay reached the present.',
+      rollback: rollbackAfter(row, d),
+      rules,
+    };
+  }
+
+  /**
+   * One rule on the replayed clock: planned at the deploy's start, checked at its first check
+   * time, then at each nextCheckAt it asks for, as the engine's timer would, until it answers or
+   * the replay reaches the present.
+   */
+  function* replayRule(evaluation: EvaluationRow, position: number, r: BacktestConfiguration['rules'][number]): Generator<Step, RuleReplay, unknown> {
+    const runner = runnerFor(r.type)!;
+    const start = evaluation.startedAt;
+    const window = runner.plan(r.options, start);
+    const rule = {
+      id: `${evaluation.id}-${position}`,
+      evaluationId: evaluation.id,
+      ruleId: null,
+      position,
+      name: r.name,
+      type: r.type,
+      dryRun: r.dryRun,
+      options: r.options,
+      status: 'in_progress',
+      reason: 'Starting.',
+      evidence: null,
+      startedAt: start,
+      ...window,
+      finishedAt: null,
+      consecutiveErrors: 0,
+      lastError: null,
+      state: null,
+    } satisfies Partial<RuleEvaluationRow> as RuleEvaluationRow;
+    const present = deps.now().getTime();
+    const base = { name: r.name, type: r.type, dryRun: r.dryRun };
+    let now = window.nextCheckAt;
+    let last = 'Not checked: its first check lies after the present.';
+    for (let n = 0; n < MAX_CHECKS_PER_RULE && now.getTime() <= present; n++) {
+      const at = now;
+      let result: CheckResult;
+      try {
+        const answer = runner.check({ ...deps, now: () => at }, { rule, evaluation, now: at });
+        if (answer instanceof Promise) {
+          const back = (yield answer) as { ok?: CheckResult; err?: unknown };
+          if (back.err) throw back.err;
+          result = back.ok!;
+        } else {
+          result = answer;
+        }
+      } catch (err) {
+        // The data is recorded, so an error would come back at every retry: the gate's policy decides now.
+        const status = evaluation.onSourceError;
+        return { ...base, status, reason: clip(`Could not be judged (${(err as Error).message}); onSourceError makes it ${status}.`), at: at.toISOString() };
+      }
+      if (result.status !== 'in_progress') {
+        return { ...base, status: result.status, reason: clip(result.reason), at: answeredAt(r.type, rule, result, at).toISOString() };
+      }
+      rule.state = result.state ?? rule.state;
+      rule.evidence = result.evidence ?? rule.evidence;
+      last = result.reason;
+      now = new Date(Math.max(result.nextCheckAt.getTime(), at.getTime() + 1));
+      yield;
+    }
+    return { ...base, status: 'in_progress', reason: clip(`Undecided when the replay stopped: ${last}`), at: null };
+  }
+
+  /**
+   * When the answer became known. A monitor rule counts every transition of its window whatever
+   * the check's clock (a live check runs after the event), so on a replayed clock it would fail
+   * at its first check: it fails when its first failing group turned bad instead.
+   */
+  function answeredAt(type: string, rule: RuleEvaluationRow, result: CheckResult, at: Date): Date {
+    if (type !== 'monitor' || result.status !== 'fail') return at;
+    const failing = ((result.evidence as { failingGroups?: FailingGroupEvidence[] }).failingGroups ?? []).map((g) => Date.parse(g.since)).filter(Number.isFinite);
+    if (failing.length === 0) return at;
+    return new Date(Math.min(at.getTime(), Math.max(rule.windowStartsAt.getTime(), Math.min(...failing))));
+  }
+
+  /**
+   * A rollback-looking event: the version served its last request within the hour after it
+   * appeared, and the versions serving right after were older ones (a newer version taking over
+   * is a roll forward, not a rollback). Unknown (null) while the hour is not over.
+   */
+  function rollbackAfter(row: BacktestRow, d: VersionSpan): DeployResult['rollback'] {
+    const w = { service: row.service, env: row.env };
+    const hourEnd = d.firstSeen + ROLLBACK_WITHIN_MS;
+    if (hourEnd > deps.now().getTime()) return null;
+    const mine = versionsIn(deps.db, { ...w, from: d.firstSeen, to: hourEnd + SUCCESSOR_WINDOW_MS }, MAX_VERSIONS_PER_DAY).find((v) => v.version === d.version);
+    if (!mine || mine.lastSeen >= hourEnd) return null;
+    const after = mine.lastSeen + APM_BUCKET_MS;
+    const older = versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20).filter(
+      (v) => v.version !== d.version && seenBefore(deps.db, { ...w, version: v.version }, d.firstSeen),
+    );
+    return older.length > 0 ? { at: iso(after), versions: older.map((v) => v.version) } : null;
+  }
+
+  return {
+    /** Fails the jobs this process was running when it stopped (they are not resumed), then listens. */
+    start(): void {
+      stopped = false;
+      for (const row of failInterruptedBacktests(deps.db, deps.nodeId, deps.now())) publish(row);
+      off = deps.events.on('backtest.changed', (row) => {
+        if (row.status !== 'running') {
+          const job = jobs.get(row.id);
+          if (job) job.canceled = true;
+          return;
+        }
+        if (row.nodeId === deps.nodeId && !jobs.has(row.id) && row.revision === 1 && !stopped) begin(row);
+      });
+    },
+
+    /** Stops every job; their rows are failed at the next start (or now, when the store still answers). */
+    stop(): void {
+      stopped = true;
+      off?.();
+      for (const id of jobs.keys()) {
+        try {
+          publish(updateRunningBacktest(deps.db, id, { status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: deps.now() }));
+        } catch (err) {
+          log.warn({ err, backtestId: id }, 'backtest left running on stop; the next start fails it');
+        }
+      }
+      jobs.clear();
+    },
+  };
+}
