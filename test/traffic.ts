@@ -10,6 +10,8 @@ export interface Traffic {
   count: number;
   /** The first `errors` of them fail (HTTP 500), with an exception of `errorType` when given. */
   errors?: number;
+  /** Instead of the first ones: every `errorsEvery`-th request fails, spread over the whole time. */
+  errorsEvery?: number;
   errorType?: string;
   message?: string;
   /** Spread evenly over [from, from + spreadMs). */
@@ -29,7 +31,7 @@ export async function sendTraffic(s: TestServer, t: Traffic, key?: string): Prom
     const spans = [];
     for (let i = offset; i < Math.min(t.count, offset + 4000); i++) {
       const start = BigInt(Math.floor(t.from + (i * t.spreadMs) / t.count)) * 1_000_000n;
-      const failed = i < (t.errors ?? 0);
+      const failed = t.errorsEvery ? i % t.errorsEvery === 0 : i < (t.errors ?? 0);
       spans.push({
         name: t.resource,
         kind: 2,
