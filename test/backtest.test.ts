@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
+import { CHROMIUM, launchChromium } from './browser.ts';
 import { sleep, subscribeQueue } from './helpers/live.ts';
-import { CREATE_GATE, fddRule, startServer, type TestServer } from './helpers.ts';
+import { ADMIN_KEY, CREATE_GATE, fddRule, skipWithout, startServer, type TestServer } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
 const MIN = 60_000;
@@ -231,6 +232,38 @@ describe('backtesting a gate over a day of deploys', () => {
       assert.equal(r.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT', JSON.stringify(r.errors));
       assert.equal(r.errors?.[0]?.extensions?.field, field, JSON.stringify(r.errors));
       assert.match(r.errors![0]!.message, message);
+    }
+  });
+
+  it('is started from the gate page and shown in the explorer, the bad deploy flagged', { skip: skipWithout(CHROMIUM) }, async () => {
+    const chromium = await launchChromium();
+    try {
+      const { page } = await chromium.page();
+      await page.goto(`${s.url}/gates/${gateId}`);
+      await page.getByLabel('API key').fill(ADMIN_KEY);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      // datetime-local takes the browser's local time, as the page shows it.
+      const local = (ms: number) => {
+        const d = new Date(ms);
+        const pad = (n: number) => String(n).padStart(2, '0');
+        return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+      };
+      await page.getByLabel('From').fill(local(day + HOUR));
+      await page.getByRole('button', { name: 'Backtest on past deploys' }).click();
+      await page.waitForURL(/\/backtests\/[^/]+$/);
+      const summary = page.getByTestId('backtest-summary');
+      await summary.waitFor({ timeout: 60_000 });
+      assert.match((await summary.textContent())!, /1 of 3 deploys would have failed; 1 of them were followed by a rollback-looking event/);
+      const rows = page.getByTestId('backtest-deploy');
+      assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => [tr.getAttribute('data-version'), tr.getAttribute('data-verdict')])), [
+        ['v2', 'PASS'],
+        ['v3', 'FAIL'],
+        ['v4', 'PASS'],
+      ]);
+      assert.match((await page.locator('[data-version="v3"]').textContent())!, /errors.*yes, to v2/);
+      assert.match((await page.getByTestId('backtest-skipped').textContent())!, /smoke test/);
+    } finally {
+      await chromium.close();
     }
   });
 });

@@ -28,6 +28,8 @@ const PAGE_ROUTES = [
   /^\/monitors\/[^/]+\/?$/,
   /^\/insights\/?$/,
   /^\/freezes\/?$/,
+  /^\/backtests\/?$/,
+  /^\/backtests\/[^/]+\/?$/,
 ];
 
 // connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3); 'ws: wss:' would let an

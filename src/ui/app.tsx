@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, type ConnectionState, connect, connection, session } from './api.ts';
+import { BacktestPage, BacktestsPage } from './pages/backtests.tsx';
 import { EvaluationPage } from './pages/evaluation.tsx';
 import { EvaluationsPage } from './pages/evaluations.tsx';
 import { FreezesPage } from './pages/freezes.tsx';
@@ -122,6 +123,8 @@ function route(path: string, who: Viewer) {
   if ((m = /^\/gates\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <GatePage key={m[1]} id={id} who={who} />;
   if (path === '/monitors') return <MonitorsPage />;
   if (path === '/freezes') return <FreezesPage who={who} />;
+  if (path === '/backtests') return <BacktestsPage />;
+  if ((m = /^\/backtests\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <BacktestPage key={m[1]} id={id} who={who} />;
   if ((m = /^\/monitors\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <MonitorPage key={m[1]} id={id} />;
   return (
     <section class="page">

@@ -3,6 +3,7 @@ import { ApiError, gql } from '../api.ts';
 import { ErrorNote, Field, Page, Time, useQuery, useSubscription } from '../components.tsx';
 import { navigate, useLocation, withParams } from '../router.ts';
 import { can, type Viewer } from '../viewer.ts';
+import { GateBacktests } from './backtests.tsx';
 import { EvaluationStatusCell } from './evaluations.tsx';
 
 const RULE_FIELDS = `id name type dryRun updatedAt updatedBy options { __typename
@@ -995,6 +996,7 @@ export function GatePage({ id, who }: { id: string; who: Viewer }) {
           {q.data?.evaluations.edges.length === 0 && <li class="muted">Not evaluated yet.</li>}
         </ul>
       </section>
+      <GateBacktests gateId={gate.id} who={who} />
     </Page>
   );
 }
