@@ -1,6 +1,9 @@
 // Backtesting a gate on a day of past deploys: real server, real OTLP ingestion of spans stamped
 // in the past, the replay running in the server's background job, progress over graphql-ws.
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
 import { CHROMIUM, launchChromium } from './browser.ts';
@@ -264,6 +267,49 @@ describe('backtesting a gate over a day of deploys', () => {
       assert.match((await page.getByTestId('backtest-skipped').textContent())!, /smoke test/);
     } finally {
       await chromium.close();
+    }
+  });
+});
+
+describe('a backtest running when the server stops', () => {
+  it('is failed, not resumed, and says so after the restart', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-backtest-'));
+    try {
+      const first = await startServer({}, { dir });
+      const start = Math.floor((Date.now() - 4 * HOUR) / MIN) * MIN;
+      for (const [version, at] of [
+        ['v1', start],
+        ['v2', start + HOUR],
+        ['v3', start + 2 * HOUR],
+      ] as const) {
+        await sendTraffic(first, { service: 'cart', env: 'prod', version, resource: 'GET /cart', count: 1200, errorsEvery: 20, from: at, spreadMs: HOUR });
+      }
+      const r = await first.gql(START, {
+        i: {
+          service: 'cart',
+          env: 'prod',
+          configuration: { rules: [fddRule('slow', { duration: 7200 })] },
+          from: new Date(start + MIN).toISOString(),
+          to: new Date().toISOString(),
+        },
+      });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+      const id = r.data.backtestGate.id;
+      await first.stop();
+
+      const second = await startServer({}, { dir });
+      try {
+        const b = (await second.gql(GET, { id })).data.backtest;
+        assert.equal(b.status, 'FAILED');
+        assert.match(b.error, /interrupted: the server stopped while it ran; start it again/);
+        // Nothing picks it up again: it stays as it ended.
+        await sleep(200);
+        assert.equal((await second.gql(GET, { id })).data.backtest.revision, b.revision);
+      } finally {
+        await second.stop();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
