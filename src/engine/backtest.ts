@@ -265,14 +265,16 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
 
   /**
    * When the answer became known. A monitor rule counts every transition of its window whatever
-   * the check's clock (a live check runs after the event), so on a replayed clock it would fail
-   * at its first check: it fails when its first failing group turned bad instead.
+   * the check's clock (a live check runs after the event), so on a replayed clock it fails at its
+   * first check, seeing transitions still ahead: its answer is dated when the first failing group
+   * turned bad instead, as a live rule woken by that transition would have answered.
    */
   function answeredAt(type: string, rule: RuleEvaluationRow, result: CheckResult, at: Date): Date {
     if (type !== 'monitor' || result.status !== 'fail') return at;
     const failing = ((result.evidence as { failingGroups?: FailingGroupEvidence[] }).failingGroups ?? []).map((g) => Date.parse(g.since)).filter(Number.isFinite);
     if (failing.length === 0) return at;
-    return new Date(Math.min(at.getTime(), Math.max(rule.windowStartsAt.getTime(), Math.min(...failing))));
+    // The first bad state inside the window (a group already bad at its start counts from the start).
+    return new Date(Math.min(rule.windowEndsAt.getTime(), Math.max(rule.windowStartsAt.getTime(), Math.min(...failing))));
   }
 
   /**

@@ -1,0 +1,97 @@
+// The backtester on an in-memory store and a test clock: monitor rules replayed from the recorded
+// transition history, and the per-key limit on running backtests.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { BacktestRow } from '../src/db/backtests.ts';
+import { type DeployResult, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
+import type { Deps } from '../src/domain/deps.ts';
+import { DomainError } from '../src/domain/errors.ts';
+import { createMonitor, reportMonitorState } from '../src/domain/monitors.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
+import { createBacktester } from '../src/engine/backtest.ts';
+import { ingest, memoryDb, T0, TestClock, unitDeps } from './helpers/engine.ts';
+
+const MIN = 60_000;
+const HOUR = 60 * MIN;
+
+/** Resolves with the backtest once it has ended. */
+function ended(deps: Deps, id: string): Promise<BacktestRow> {
+  return new Promise((resolve) => {
+    const off = deps.events.on('backtest.changed', (row) => {
+      if (row.id === id && row.status !== 'running') {
+        off();
+        resolve(row);
+      }
+    });
+  });
+}
+
+describe('backtester', () => {
+  it('replays a monitor rule from the transition history: the deploy fails when the monitor turned ALERT', async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    // v1 serves from T0; v2 appears at T0 + 1h (deploy A), v3 at T0 + 2h (deploy B).
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 2 * HOUR, spreadMs: HOUR });
+    const monitor = createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
+    const report = (at: number, state: 'ok' | 'alert') => {
+      clock.ms = at;
+      reportMonitorState(deps, SYSTEM, { monitorId: monitor, state, group: '*' } as never);
+    };
+    report(T0, 'ok');
+    // ALERT for three minutes, five minutes after v2 appeared; all quiet around v3.
+    report(T0 + HOUR + 5 * MIN, 'alert');
+    report(T0 + HOUR + 8 * MIN, 'ok');
+    clock.ms = T0 + 4 * HOUR;
+
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const row = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 4 * HOUR),
+    });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+
+    assert.equal(done.status, 'done');
+    const deploys = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      deploys.map((d) => [d.version, d.verdict]),
+      [
+        ['v2', 'fail'],
+        ['v3', 'pass'],
+      ],
+    );
+    // Failed when the monitor turned ALERT, not at the first check of the replayed clock.
+    assert.equal(deploys[0]!.decidedAt, new Date(T0 + HOUR + 5 * MIN).toISOString());
+    assert.equal(deploys[0]!.timeToVerdictMs, 5 * MIN);
+    assert.match(deploys[0]!.reason, /no alerts: Monitor "checkout errors" was ALERT/);
+    // A pass needs the whole window watched.
+    assert.equal(deploys[1]!.timeToVerdictMs, 15 * MIN);
+    // v2 kept serving past its hour: no rollback.
+    assert.equal(deploys[0]!.rollback, null);
+  });
+
+  it(`refuses a key's backtest past ${MAX_RUNNING_BACKTESTS_PER_KEY} running, as RATE_LIMITED`, async () => {
+    const clock = new TestClock(T0 + 2 * HOUR);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
+    const input = {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
+      from: new Date(T0),
+      to: new Date(T0 + HOUR),
+    };
+    // No backtester runs: they stay running.
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS_PER_KEY; i++) startBacktest(deps, SYSTEM, input);
+    assert.throws(
+      () => startBacktest(deps, SYSTEM, input),
+      (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /already has 2 backtests running/.test(err.message),
+    );
+  });
+});
