@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { testConfig } from '../src/config.ts';
 import { addBatch, newSketch } from '../src/db/apm.ts';
+import { insertBacktest } from '../src/db/backtests.ts';
 import { openDb } from '../src/db/client.ts';
 import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
-import { apmErrors, apmStats, evaluations } from '../src/db/schema.ts';
+import { apmErrors, apmStats, backtests, evaluations } from '../src/db/schema.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { pruneHistory } from '../src/domain/housekeeping.ts';
@@ -80,6 +81,29 @@ function apmBucket(d: Deps, bucketDaysAgo: number): void {
   addBatch(d.db, [{ ...key, hits: 1, errors: 1, durations: newSketch() }], [{ ...key, errorType: 'Boom', count: 1, sampleMessage: null }]);
 }
 
+/** A backtest created `createdDaysAgo` and ended `endedDaysAgo` (null: still running). */
+function backtest(d: Deps, createdDaysAgo: number, endedDaysAgo: number | null): string {
+  const id = newId();
+  insertBacktest(d.db, {
+    id,
+    gateId: null,
+    service: 'api',
+    env: 'prod',
+    configuration: {},
+    from: daysAgo(createdDaysAgo + 1),
+    to: daysAgo(createdDaysAgo),
+    status: endedDaysAgo === null ? 'running' : 'done',
+    results: [],
+    skippedRules: [],
+    nodeId: 'test',
+    createdById: 'k',
+    createdByName: 'k',
+    createdAt: daysAgo(createdDaysAgo),
+    finishedAt: endedDaysAgo === null ? null : daysAgo(endedDaysAgo),
+  });
+  return id;
+}
+
 test('pruneHistory deletes finished evaluations and transitions past retention, and APM buckets past APM retention; keeps the rest', () => {
   const d = deps();
   const old = evaluation(d, 100, 91);
@@ -89,10 +113,21 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   for (const days of [91, 89]) insertTransition(d.db, { id: newId(), monitorId: monitor.id, group: '*', from: null, to: 'ok', at: daysAgo(days), message: null });
   apmBucket(d, 8);
   apmBucket(d, 6);
+  backtest(d, 100, 91);
+  const keptBacktests = [backtest(d, 100, 89), backtest(d, 200, null)];
 
   const pruned = pruneHistory(d);
 
-  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, horizon: daysAgo(90) });
+  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, backtests: 1, horizon: daysAgo(90) });
+  assert.deepEqual(
+    d.db
+      .select({ id: backtests.id })
+      .from(backtests)
+      .all()
+      .map((b) => b.id)
+      .sort(),
+    keptBacktests.sort(),
+  );
   const left = d.db
     .select({ id: evaluations.id })
     .from(evaluations)
@@ -107,5 +142,5 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 
-  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
 });

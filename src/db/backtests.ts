@@ -99,3 +99,8 @@ export function seenBefore(db: Tx, w: { service: string; env: string; version: s
 export function cancelBacktestRow(db: Tx, id: string, at: Date, byName: string): BacktestRow | undefined {
   return updateRunningBacktest(db, id, { status: 'canceled', finishedAt: at, error: `canceled by ${byName}` });
 }
+
+/** Ended backtests whose end is before `horizon` go (retention); running ones stay. */
+export function deleteBacktestsFinishedBefore(db: Tx, horizon: Date): number {
+  return db.delete(backtests).where(lt(backtests.finishedAt, horizon)).run().changes;
+}

@@ -1,6 +1,7 @@
 // Housekeeping: history past its retention is deleted, so the database holds what anyone may
 // still ask about and no more. The engine's housekeeping timer runs it once an hour.
 import { pruneApm } from '../db/apm.ts';
+import { deleteBacktestsFinishedBefore } from '../db/backtests.ts';
 import { deleteFinishedBefore } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
 import type { Deps } from './deps.ts';
@@ -12,6 +13,8 @@ export interface Pruned {
   transitions: number;
   /** Rows of both APM tables. */
   apmRows: number;
+  /** Backtests that ended. */
+  backtests: number;
   /** Evaluations finished and transitions recorded before it went. */
   horizon: Date;
 }
@@ -19,7 +22,8 @@ export interface Pruned {
 /**
  * Deletes evaluations finished, and monitor transitions recorded, more than
  * TOLLGATE_RETENTION_DAYS ago (rule evaluations go with their evaluation), and APM buckets
- * older than TOLLGATE_APM_RETENTION_DAYS. Running evaluations are kept, however old.
+ * older than TOLLGATE_APM_RETENTION_DAYS; backtests ended before the same horizon as
+ * evaluations. Running evaluations (and backtests) are kept, however old.
  */
 export function pruneHistory(deps: Deps): Pruned {
   const now = deps.now().getTime();
@@ -27,5 +31,6 @@ export function pruneHistory(deps: Deps): Pruned {
   const evaluations = deleteFinishedBefore(deps.db, horizon);
   const transitions = deleteTransitionsBefore(deps.db, horizon);
   const apmRows = pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
-  return { evaluations, transitions, apmRows, horizon };
+  const backtests = deleteBacktestsFinishedBefore(deps.db, horizon);
+  return { evaluations, transitions, apmRows, backtests, horizon };
 }
