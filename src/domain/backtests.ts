@@ -156,7 +156,7 @@ const WITHHELD = 'monitors outside your environments are not shown.';
  * incidents) keep their verdict but lose their reason when the starting key could see
  * environments the reader cannot.
  */
-export function backtestFor(reader: Pick<Principal, 'envs'>, row: BacktestRow): BacktestRow {
+function backtestFor(reader: Pick<Principal, 'envs'>, row: BacktestRow): BacktestRow {
   if (seesAllOf(reader, row)) return row;
   const hide = (r: RuleReplay): RuleReplay => (r.type === 'monitor' || r.type === 'freeze' ? { ...r, reason: `The rule answered ${r.status}; ${WITHHELD}` } : r);
   const results = (row.results as unknown as DeployResult[]).map((d) => {
