@@ -30,7 +30,7 @@ export const MAX_RUNNING_BACKTESTS_PER_KEY = 2;
 /** A failed deploy whose version stopped serving within this long, older versions serving instead, looks rolled back. */
 export const ROLLBACK_WITHIN_MS = 60 * 60_000;
 /** A deploy's reason as stored, at most. */
-export const MAX_REASON_LENGTH = 1000;
+export const MAX_REASON_LENGTH = 500;
 export const MAX_BACKTESTS_PAGE = 100;
 
 // ---- what a backtest holds ----

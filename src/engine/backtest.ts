@@ -27,6 +27,8 @@ import { runnerFor } from './runners.ts';
 const DAY_MS = 86_400_000;
 /** Checks one rule of one deploy gets at most (an FDD rule of 31 days checks every 10 s). */
 const MAX_CHECKS_PER_RULE = 5000;
+/** Checks one backtest runs at most, all deploys and rules together (minutes of work). */
+const MAX_CHECKS_PER_BACKTEST = 200_000;
 /** Versions one day of the store may name; beyond it the day's others are not looked at. */
 const MAX_VERSIONS_PER_DAY = 1000;
 /** After a version stops, who serves in the next minutes tells a rollback from a roll forward. */
@@ -34,6 +36,15 @@ const SUCCESSOR_WINDOW_MS = 10 * 60_000;
 
 /** One unit of work done; a Promise when a check answered asynchronously (the driver waits for it). */
 type Step = Promise<unknown> | undefined;
+
+interface Job {
+  id: string;
+  canceled: boolean;
+  /** Waiting for an asynchronous check's answer. */
+  waiting: boolean;
+  it: Generator<Step, void, unknown>;
+  resumeWith: unknown;
+}
 
 export interface BacktesterOptions {
   /** Time budget of one slice (performance.now), before yielding to the event loop. */
@@ -46,8 +57,8 @@ const clip = (s: string) => (s.length > MAX_REASON_LENGTH ? `${s.slice(0, MAX_RE
 export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
   const sliceMs = options.sliceMs ?? 8;
   const log = deps.log.child({ component: 'backtest' });
-  /** Running jobs of this process: their cancel flags. */
-  const jobs = new Map<string, { canceled: boolean }>();
+  /** Running jobs of this process. */
+  const jobs = new Map<string, Job>();
   let off: (() => void) | undefined;
   let stopped = false;
 
@@ -55,43 +66,69 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     if (row) deps.events.publish('backtest.changed', row);
   }
 
-  function begin(row: BacktestRow): void {
-    const job = { canceled: false };
-    jobs.set(row.id, job);
-    const it = work(row);
-    let resumeWith: unknown;
-    const slice = () => {
-      if (stopped || job.canceled) return void jobs.delete(row.id);
-      const until = performance.now() + sliceMs;
-      try {
-        for (;;) {
-          const next = it.next(resumeWith);
-          resumeWith = undefined;
-          if (next.done) return void jobs.delete(row.id);
-          if (next.value instanceof Promise) {
-            // An asynchronous check: go on when it answers (its outcome comes back through next()).
-            next.value.then(
-              (v) => ((resumeWith = { ok: v }), setImmediate(slice)),
-              (err) => ((resumeWith = { err }), setImmediate(slice)),
-            );
-            return;
-          }
-          if (stopped || job.canceled) return void jobs.delete(row.id);
-          if (performance.now() >= until) break;
+  /**
+   * One driver for every job of the process: each turn of the event loop runs one slice of one
+   * job (round robin), so however many backtests run, a turn holds the loop for one slice.
+   */
+  let tickScheduled = false;
+  let turn = 0;
+
+  function schedule(): void {
+    if (tickScheduled || stopped) return;
+    if (![...jobs.values()].some((j) => !j.waiting)) return;
+    tickScheduled = true;
+    setImmediate(tick);
+  }
+
+  function tick(): void {
+    tickScheduled = false;
+    if (stopped) return;
+    const ready = [...jobs.values()].filter((j) => !j.waiting);
+    if (ready.length === 0) return;
+    const job = ready[turn++ % ready.length]!;
+    runSlice(job);
+    schedule();
+  }
+
+  function end(job: Job): void {
+    jobs.delete(job.id);
+  }
+
+  function runSlice(job: Job): void {
+    if (job.canceled) return end(job);
+    const until = performance.now() + sliceMs;
+    try {
+      for (;;) {
+        const next = job.it.next(job.resumeWith);
+        job.resumeWith = undefined;
+        if (next.done) return end(job);
+        if (next.value instanceof Promise) {
+          // An asynchronous check: the job waits, others go on; its outcome comes back through next().
+          job.waiting = true;
+          next.value.then(
+            (v) => ((job.resumeWith = { ok: v }), (job.waiting = false), schedule()),
+            (err) => ((job.resumeWith = { err }), (job.waiting = false), schedule()),
+          );
+          return;
         }
-      } catch (err) {
-        jobs.delete(row.id);
-        log.error({ err, backtestId: row.id }, 'backtest failed');
-        publish(updateRunningBacktest(deps.db, row.id, { status: 'failed', error: clip(`replay failed: ${(err as Error).message}`), finishedAt: deps.now() }));
-        return;
+        if (job.canceled) return end(job);
+        if (performance.now() >= until) return;
       }
-      setImmediate(slice);
-    };
-    setImmediate(slice);
+    } catch (err) {
+      end(job);
+      log.error({ err, backtestId: job.id }, 'backtest failed');
+      publish(updateRunningBacktest(deps.db, job.id, { status: 'failed', error: clip(`replay failed: ${(err as Error).message}`), finishedAt: deps.now() }));
+    }
+  }
+
+  function begin(row: BacktestRow): void {
+    jobs.set(row.id, { id: row.id, canceled: false, waiting: false, it: work(row), resumeWith: undefined });
+    schedule();
   }
 
   /** The job, one step per yield. */
   function* work(row: BacktestRow): Generator<Step, void, unknown> {
+    const budget = { checks: 0 };
     const config = row.configuration as unknown as BacktestConfiguration;
     const w = { service: row.service, env: row.env };
     // ---- the deploys: versions first seen inside [from, to) ----
@@ -120,7 +157,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     // ---- each deploy, replayed ----
     const results: DeployResult[] = [];
     for (const d of deploys) {
-      results.push(yield* replayDeploy(row, config, d));
+      results.push(yield* replayDeploy(row, config, d, budget));
       current = updateRunningBacktest(deps.db, row.id, { done: results.length, results: results as unknown as BacktestRow['results'] });
       if (!current) return; // canceled meanwhile: what was replayed stays as it was
       publish(current);
@@ -141,7 +178,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
   }
 
   /** One deploy: its rules replayed one after the other, then the gate's verdict from theirs. */
-  function* replayDeploy(row: BacktestRow, config: BacktestConfiguration, d: VersionSpan): Generator<Step, DeployResult, unknown> {
+  function* replayDeploy(row: BacktestRow, config: BacktestConfiguration, d: VersionSpan, budget: { checks: number }): Generator<Step, DeployResult, unknown> {
     const start = new Date(d.firstSeen);
     const evaluation = {
       id: `backtest-${row.id}`,
@@ -170,7 +207,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const rules: RuleReplay[] = [];
     for (const [position, r] of config.rules.entries()) {
       if (whyNotReplayable(r.type, r.options)) continue;
-      rules.push(yield* replayRule(evaluation, position, r));
+      rules.push(yield* replayRule(evaluation, position, r, budget));
     }
     const counted = rules.map((r) => ({ status: r.status, dryRun: r.dryRun }));
     const real = realStatus(counted);
@@ -207,7 +244,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
    * time, then at each nextCheckAt it asks for, as the engine's timer would, until it answers or
    * the replay reaches the present.
    */
-  function* replayRule(evaluation: EvaluationRow, position: number, r: BacktestConfiguration['rules'][number]): Generator<Step, RuleReplay, unknown> {
+  function* replayRule(evaluation: EvaluationRow, position: number, r: BacktestConfiguration['rules'][number], budget: { checks: number }): Generator<Step, RuleReplay, unknown> {
     const runner = runnerFor(r.type)!;
     const start = evaluation.startedAt;
     const window = runner.plan(r.options, start);
@@ -236,6 +273,9 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     let last = 'Not checked: its first check lies after the present.';
     for (let n = 0; n < MAX_CHECKS_PER_RULE && now.getTime() <= present; n++) {
       const at = now;
+      if (++budget.checks > MAX_CHECKS_PER_BACKTEST) {
+        throw new Error(`more than ${MAX_CHECKS_PER_BACKTEST} rule checks: replay a shorter window (from, to) or fewer rules`);
+      }
       let result: CheckResult;
       try {
         const answer = runner.check({ ...deps, now: () => at }, { rule, evaluation, now: at });
@@ -302,8 +342,10 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       for (const row of failInterruptedBacktests(deps.db, deps.nodeId, deps.now())) publish(row);
       off = deps.events.on('backtest.changed', (row) => {
         if (row.status !== 'running') {
+          // Canceled (or ended): its generator is dropped; a slice of it still running stops at its next step.
           const job = jobs.get(row.id);
           if (job) job.canceled = true;
+          jobs.delete(row.id);
           return;
         }
         if (row.nodeId === deps.nodeId && !jobs.has(row.id) && row.revision === 1 && !stopped) begin(row);
