@@ -3,11 +3,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BacktestRow } from '../src/db/backtests.ts';
-import { type DeployResult, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
+import { type DeployResult, getBacktest, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { DomainError } from '../src/domain/errors.ts';
+import { createFreeze, createFreezeInputSchema } from '../src/domain/freezes.ts';
 import { createMonitor, reportMonitorState } from '../src/domain/monitors.ts';
-import { SYSTEM } from '../src/domain/principal.ts';
+import { type Principal, SYSTEM } from '../src/domain/principal.ts';
 import { createBacktester } from '../src/engine/backtest.ts';
 import { ingest, memoryDb, T0, TestClock, unitDeps } from './helpers/engine.ts';
 
@@ -74,6 +75,58 @@ describe('backtester', () => {
     assert.equal(deploys[1]!.timeToVerdictMs, 15 * MIN);
     // v2 kept serving past its hour: no rollback.
     assert.equal(deploys[0]!.rollback, null);
+
+    // A key of prod only may see the backtest (its env), but the backtest was started by a key
+    // of every env: the monitor rule's verdict stays, the reason naming monitors does not.
+    const prodOnly: Principal = { id: 'p', name: 'prod reader', scopes: new Set(['gates:read']), envs: ['prod'] };
+    const seen = getBacktest(deps, prodOnly, row.id)!.results as unknown as DeployResult[];
+    assert.equal(seen[0]!.verdict, 'fail');
+    assert.doesNotMatch(JSON.stringify(seen), /checkout errors/);
+    assert.match(seen[0]!.reason, /monitors outside your environments are not shown/);
+    const staging: Principal = { ...prodOnly, envs: ['staging'] };
+    assert.equal(getBacktest(deps, staging, row.id), null);
+  });
+
+  it('replays freeze rules on the freezes as they were: a deploy during an ad-hoc freeze fails', async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 3 * HOUR, spreadMs: HOUR });
+    // Frozen from T0 + 50 min to T0 + 2 h: v2 came out during it, v3 after.
+    clock.ms = T0 + 50 * MIN;
+    createFreeze(deps, SYSTEM, createFreezeInputSchema.parse({ env: 'prod', reason: 'end-of-year freeze', endsAt: new Date(T0 + 2 * HOUR) }));
+    clock.ms = T0 + 5 * HOUR;
+
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const row = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: {
+        rules: [
+          { name: 'no freeze', options: { freeze: {} } },
+          { name: 'incidents', options: { freeze: { incidentQuery: 'service:checkout' } } },
+        ],
+      },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 5 * HOUR),
+    });
+    assert.deepEqual(
+      row.skippedRules.map((r) => r.name),
+      ['incidents'],
+    );
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const deploys = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      deploys.map((d) => [d.version, d.verdict, d.decidingRule]),
+      [
+        ['v2', 'fail', 'no freeze'],
+        ['v3', 'pass', 'no freeze'],
+      ],
+    );
+    assert.match(deploys[0]!.reason, /end-of-year freeze/);
   });
 
   it(`refuses a key's backtest past ${MAX_RUNNING_BACKTESTS_PER_KEY} running, as RATE_LIMITED`, async () => {
