@@ -99,6 +99,9 @@ describe('backtesting a gate over a day of deploys', () => {
     // The server runs in this process: its event loop's longest stall while the job runs (a figure, not asserted).
     const delay = monitorEventLoopDelay({ resolution: 1 });
     delay.enable();
+    // Every change the server publishes (it runs in this process), listened to before the start.
+    const published: Array<{ status: string; done: number; total: number; revision: number }> = [];
+    const off = s.app.deps.events.on('backtest.changed', (b) => published.push({ status: b.status, done: b.done, total: b.total, revision: b.revision }));
     const r = await s.gql(START, { i: { gateId, from: new Date(day + HOUR).toISOString(), to: new Date().toISOString() } });
     assert.equal(r.errors, undefined, JSON.stringify(r.errors));
     const started = r.data.backtestGate;
@@ -112,14 +115,29 @@ describe('backtesting a gate over a day of deploys', () => {
     const seen = await follow(s, started.id);
     delay.disable();
     t.diagnostic(`events seen: ${seen.length}; longest event-loop stall while replaying: ${(delay.max / 1e6).toFixed(1)} ms`);
+    off();
     const last = seen.at(-1);
     assert.equal(last.status, 'DONE', JSON.stringify(last));
-    // Progress only moves forward, one revision after another, and ends with every deploy replayed.
-    for (let i = 1; i < seen.length; i++) {
-      assert.ok(seen[i].revision > seen[i - 1].revision);
-      assert.ok(seen[i].progress.done >= seen[i - 1].progress.done);
-      assert.equal(seen[i].deploys.length, seen[i].progress.done);
-    }
+    // Published: the start, the deploys found, one change per deploy replayed, the end.
+    assert.deepEqual(
+      published.map((p) => [p.status, p.done, p.total]),
+      [
+        ['running', 0, 0],
+        ['running', 0, 3],
+        ['running', 1, 3],
+        ['running', 2, 3],
+        ['running', 3, 3],
+        ['done', 3, 3],
+      ],
+    );
+    // The subscriber is shown the state when it subscribed, then every later change in order,
+    // each with the deploys replayed so far, until the end.
+    const revisions = published.map((p) => p.revision);
+    assert.deepEqual(
+      seen.map((b) => b.revision),
+      revisions.slice(revisions.indexOf(seen[0].revision)),
+    );
+    for (const b of seen) assert.equal(b.deploys.length, b.progress.done);
     assert.deepEqual(last.progress, { done: 3, total: 3 });
 
     const byVersion = Object.fromEntries(last.deploys.map((d: any) => [d.version, d]));
