@@ -84,17 +84,6 @@ export function versionsIn(db: Tx, w: { service: string; env: string; from: numb
     .all();
 }
 
-/** Whether the version served any request before `before` (ms): then it was deployed earlier. */
-export function seenBefore(db: Tx, w: { service: string; env: string; version: string }, before: number): boolean {
-  const row = db
-    .select({ bucket: apmStats.bucket })
-    .from(apmStats)
-    .where(and(eq(apmStats.service, w.service), eq(apmStats.env, w.env), eq(apmStats.version, w.version), lt(apmStats.bucket, before)))
-    .limit(1)
-    .get();
-  return row !== undefined;
-}
-
 /** Ends a running backtest as canceled; undefined when it was no longer running. */
 export function cancelBacktestRow(db: Tx, id: string, at: Date, byName: string): BacktestRow | undefined {
   return updateRunningBacktest(db, id, { status: 'canceled', finishedAt: at, error: `canceled by ${byName}` });

@@ -1,11 +1,11 @@
 // Replays backtests (src/domain/backtests.ts) in the background. A job finds the deploys (versions
-// first seen in the window, one day of the APM store per step), then replays each one: every
+// first seen in the window, one hour of the APM store per step), then replays each one: every
 // rule that can be judged from stored data is planned as if the evaluation had started when the
 // version first appeared, and its runner's check() is asked again and again on a replayed clock
 // that follows the runner's own nextCheckAt, exactly as the engine's timer would have, until it
 // answers. The work runs in slices of a few milliseconds per turn of the event loop, so requests
 // are answered between them; progress is stored and published after each deploy.
-import { type BacktestRow, failInterruptedBacktests, seenBefore, updateRunningBacktest, type VersionSpan, versionsIn } from '../db/backtests.ts';
+import { type BacktestRow, failInterruptedBacktests, updateRunningBacktest, type VersionSpan, versionsIn } from '../db/backtests.ts';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import {
@@ -24,13 +24,18 @@ import { realStatus, reportedStatus } from '../domain/verdict.ts';
 import type { CheckResult } from './runner.ts';
 import { runnerFor } from './runners.ts';
 
-const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+/**
+ * A version seen this long before its first request in the window was deployed earlier (a
+ * version back after a longer absence is deployed anew). The store is read an hour per step.
+ */
+const DEPLOY_MEMORY_MS = 24 * HOUR_MS;
 /** Checks one rule of one deploy gets at most (an FDD rule of 31 days checks every 10 s). */
 const MAX_CHECKS_PER_RULE = 5000;
 /** Checks one backtest runs at most, all deploys and rules together (minutes of work). */
 const MAX_CHECKS_PER_BACKTEST = 200_000;
-/** Versions one day of the store may name; beyond it the day's others are not looked at. */
-const MAX_VERSIONS_PER_DAY = 1000;
+/** Versions one hour of the store may name; beyond it the hour's others are not looked at. */
+const MAX_VERSIONS_PER_HOUR = 1000;
 /** After a version stops, who serves in the next minutes tells a rollback from a roll forward. */
 const SUCCESSOR_WINDOW_MS = 10 * 60_000;
 
@@ -131,18 +136,22 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const budget = { checks: 0 };
     const config = row.configuration as unknown as BacktestConfiguration;
     const w = { service: row.service, env: row.env };
-    // ---- the deploys: versions first seen inside [from, to) ----
+    // ---- the deploys: versions first seen inside [from, to), not in the day before ----
+    // An hour of the store per step, oldest first, so each version keeps its earliest hour.
     const seen = new Map<string, VersionSpan>();
-    for (let day = row.from.getTime(); day < row.to.getTime(); day += DAY_MS) {
-      for (const v of versionsIn(deps.db, { ...w, from: day, to: Math.min(day + DAY_MS, row.to.getTime()) }, MAX_VERSIONS_PER_DAY)) {
-        if (!seen.has(v.version)) seen.set(v.version, v);
+    const end = row.to.getTime();
+    for (let hour = row.from.getTime() - DEPLOY_MEMORY_MS; hour < end; hour += HOUR_MS) {
+      for (const v of versionsIn(deps.db, { ...w, from: hour, to: Math.min(hour + HOUR_MS, end) }, MAX_VERSIONS_PER_HOUR)) {
+        const known = seen.get(v.version);
+        if (known) known.lastSeen = v.lastSeen;
+        else seen.set(v.version, { ...v });
       }
       yield;
     }
     const deploys: VersionSpan[] = [];
     let truncated = false;
     for (const v of [...seen.values()].sort((a, b) => a.firstSeen - b.firstSeen || (a.version < b.version ? -1 : 1))) {
-      if (seenBefore(deps.db, { ...w, version: v.version }, row.from.getTime())) continue;
+      if (v.firstSeen < row.from.getTime()) continue;
       if (deploys.length >= MAX_BACKTEST_DEPLOYS) {
         truncated = true;
         break;
@@ -157,7 +166,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     // ---- each deploy, replayed ----
     const results: DeployResult[] = [];
     for (const d of deploys) {
-      results.push(yield* replayDeploy(row, config, d, budget));
+      results.push(yield* replayDeploy(row, config, d, budget, seen));
       current = updateRunningBacktest(deps.db, row.id, { done: results.length, results: results as unknown as BacktestRow['results'] });
       if (!current) return; // canceled meanwhile: what was replayed stays as it was
       publish(current);
@@ -178,7 +187,13 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
   }
 
   /** One deploy: its rules replayed one after the other, then the gate's verdict from theirs. */
-  function* replayDeploy(row: BacktestRow, config: BacktestConfiguration, d: VersionSpan, budget: { checks: number }): Generator<Step, DeployResult, unknown> {
+  function* replayDeploy(
+    row: BacktestRow,
+    config: BacktestConfiguration,
+    d: VersionSpan,
+    budget: { checks: number },
+    seen: ReadonlyMap<string, VersionSpan>,
+  ): Generator<Step, DeployResult, unknown> {
     const start = new Date(d.firstSeen);
     const evaluation = {
       id: `backtest-${row.id}`,
@@ -225,6 +240,8 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
           : undefined;
     const decidedAt = decider?.at ? Date.parse(decider.at) : null;
     const verdict = (s: string) => (s === 'pass' || s === 'fail' ? s : 'undecided');
+    yield;
+    const rollback = rollbackAfter(row, d, seen);
     return {
       version: d.version,
       firstSeenAt: iso(d.firstSeen),
@@ -234,7 +251,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       decidedAt: decidedAt === null ? null : iso(decidedAt),
       timeToVerdictMs: decidedAt === null ? null : decidedAt - d.firstSeen,
       reason: decider ? `${decider.name}: ${decider.reason}` : 'No rule reached an answer before the replay reached the present.',
-      rollback: rollbackAfter(row, d),
+      rollback,
       rules,
     };
   }
@@ -322,15 +339,17 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
    * appeared, and the versions serving right after were older ones (a newer version taking over
    * is a roll forward, not a rollback). Unknown (null) while the hour is not over.
    */
-  function rollbackAfter(row: BacktestRow, d: VersionSpan): DeployResult['rollback'] {
+  function rollbackAfter(row: BacktestRow, d: VersionSpan, seen: ReadonlyMap<string, VersionSpan>): DeployResult['rollback'] {
     const w = { service: row.service, env: row.env };
     const hourEnd = d.firstSeen + ROLLBACK_WITHIN_MS;
     if (hourEnd > deps.now().getTime()) return null;
-    const mine = versionsIn(deps.db, { ...w, from: d.firstSeen, to: hourEnd + SUCCESSOR_WINDOW_MS }, MAX_VERSIONS_PER_DAY).find((v) => v.version === d.version);
+    const mine = versionsIn(deps.db, { ...w, from: d.firstSeen, to: hourEnd + SUCCESSOR_WINDOW_MS }, MAX_VERSIONS_PER_HOUR).find((v) => v.version === d.version);
     if (!mine || mine.lastSeen >= hourEnd) return null;
     const after = mine.lastSeen + APM_BUCKET_MS;
+    // Older: first seen before this deploy (discovery read from a day before the window; a
+    // version first seen after the window's end is newer).
     const older = versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20).filter(
-      (v) => v.version !== d.version && seenBefore(deps.db, { ...w, version: v.version }, d.firstSeen),
+      (v) => v.version !== d.version && (seen.get(v.version)?.firstSeen ?? Number.POSITIVE_INFINITY) < d.firstSeen,
     );
     return older.length > 0 ? { at: iso(after), versions: older.map((v) => v.version) } : null;
   }
