@@ -5,7 +5,18 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
-const all = ['gates-throughput.ts', 'evaluation-latency.ts', 'idle-evaluations.ts', 'otlp-ingest.ts', 'otlp-large.ts', 'abuse.ts', 'watchers.ts', 'explorer.ts', 'fanout.ts'];
+const all = [
+  'gates-throughput.ts',
+  'evaluation-latency.ts',
+  'idle-evaluations.ts',
+  'otlp-ingest.ts',
+  'otlp-large.ts',
+  'abuse.ts',
+  'watchers.ts',
+  'explorer.ts',
+  'fanout.ts',
+  'backtest.ts',
+];
 let failed = false;
 for (const file of only.length > 0 ? all.filter((f) => only.some((o) => f.includes(o))) : all) {
   console.log(`\n== ${file}`);
