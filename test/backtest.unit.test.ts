@@ -56,7 +56,24 @@ describe('backtester', () => {
       to: new Date(T0 + 4 * HOUR),
     });
     const done = await ended(deps, row.id);
+    // The same rule in a dry-run gate: it reports PASS, and the summary counts what it would have failed.
+    const dry = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { dryRun: true, rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 4 * HOUR),
+    });
+    const dryDone = await ended(deps, dry.id);
     backtester.stop();
+    assert.deepEqual(
+      (dryDone.results as unknown as DeployResult[]).map((d) => [d.version, d.verdict, d.realVerdict]),
+      [
+        ['v2', 'pass', 'fail'],
+        ['v3', 'pass', 'pass'],
+      ],
+    );
+    assert.equal((dryDone.summary as { failed: number }).failed, 1);
 
     assert.equal(done.status, 'done');
     const deploys = done.results as unknown as DeployResult[];

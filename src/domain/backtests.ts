@@ -83,6 +83,7 @@ export interface DeployResult {
   rules: RuleReplay[];
 }
 
+/** Counted on the real verdicts (a dry-run gate's failures count: that is what a backtest of it is for). */
 export interface BacktestSummary {
   deploys: number;
   failed: number;

@@ -172,12 +172,13 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       publish(current);
       yield;
     }
-    const failed = results.filter((r) => r.verdict === 'fail');
+    // Counted on the real verdicts: a dry-run gate is backtested to learn what it would have failed.
+    const failed = results.filter((r) => r.realVerdict === 'fail');
     const summary: BacktestSummary = {
       deploys: results.length,
       failed: failed.length,
-      passed: results.filter((r) => r.verdict === 'pass').length,
-      undecided: results.filter((r) => r.verdict === 'undecided').length,
+      passed: results.filter((r) => r.realVerdict === 'pass').length,
+      undecided: results.filter((r) => r.realVerdict === 'undecided').length,
       failedThenRolledBack: failed.filter((r) => r.rollback).length,
       truncated,
     };
@@ -250,10 +251,15 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       decidingRule: decider?.name ?? null,
       decidedAt: decidedAt === null ? null : iso(decidedAt),
       timeToVerdictMs: decidedAt === null ? null : decidedAt - d.firstSeen,
-      reason: decider ? `${decider.name}: ${decider.reason}` : 'No rule reached an answer before the replay reached the present.',
+      reason: decider ? `${decider.name}: ${decider.reason}` : undecidedReason(rules),
       rollback,
       rules,
     };
+  }
+
+  function undecidedReason(rules: readonly RuleReplay[]): string {
+    const open = rules.find((r) => !r.dryRun && r.status === 'in_progress');
+    return open ? `${open.name}: ${open.reason}` : 'No rule reached an answer before the replay reached the present.';
   }
 
   /**

@@ -86,6 +86,7 @@ const BacktestDeploy = builder.objectRef<DeployResult>('BacktestDeploy').impleme
 });
 
 const Summary = builder.objectRef<BacktestSummary>('BacktestSummary').implement({
+  description: "Counted on the deploys' real verdicts: a dry-run gate's failures count.",
   fields: (t) => ({
     deploys: t.exposeInt('deploys'),
     failed: t.exposeInt('failed'),

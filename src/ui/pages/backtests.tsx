@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { ApiError, gql } from '../api.ts';
-import { ErrorNote, Field, formatDuration, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { DryRunBadge, ErrorNote, Field, formatDuration, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
 import { navigate } from '../router.ts';
 import { can, type Viewer } from '../viewer.ts';
 
@@ -226,12 +226,15 @@ export function BacktestPage({ id, who }: { id: string; who: Viewer }) {
           </thead>
           <tbody>
             {b.deploys.map((d) => (
-              <tr key={d.version} data-testid="backtest-deploy" data-version={d.version} data-verdict={d.verdict} class={d.verdict === 'FAIL' ? 'rule-fail' : undefined}>
+              <tr key={d.version} data-testid="backtest-deploy" data-version={d.version} data-verdict={d.realVerdict} class={d.realVerdict === 'FAIL' ? 'rule-fail' : undefined}>
                 <th scope="row">{d.version}</th>
                 <td>
                   <Time at={d.firstSeenAt} />
                 </td>
-                <td>{d.verdict === 'UNDECIDED' ? <span class="muted">undecided</span> : <StatusBadge status={d.verdict} />}</td>
+                <td>
+                  {d.realVerdict === 'UNDECIDED' ? <span class="muted">undecided</span> : <StatusBadge status={d.realVerdict} />}
+                  {d.verdict !== d.realVerdict && <DryRunBadge status={d.realVerdict} />}
+                </td>
                 <td>{d.decidingRule ?? <span class="muted">—</span>}</td>
                 <td>{d.timeToVerdictSeconds === null ? <span class="muted">—</span> : formatDuration(d.timeToVerdictSeconds)}</td>
                 <td>{d.rollback ? `yes, to ${d.rollback.versions.join(', ')}` : <span class="muted">no</span>}</td>
