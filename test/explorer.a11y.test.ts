@@ -10,7 +10,9 @@ import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
 import { type Chromium, launchChromium } from './browser.ts';
+import { sleep } from './helpers/live.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, jitMonitor, monitorRule, skipWithout, startServer, type TestServer } from './helpers.ts';
+import { sendTraffic } from './traffic.ts';
 
 const skip = skipWithout('chromium');
 const AXE_SOURCE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -65,6 +67,19 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
     assert.equal(failed.errors, undefined, JSON.stringify(failed.errors));
     ids.evaluation = failed.data.evaluateGate.id;
     await d.evaluate({ service: 'payments', env: 'prod', version: 'v7', configuration: { rules: [jitMonitor('payments', { query: 'service:payments', duration: 600 })] } });
+    // A backtest of the gate over two deploys seen in the last hours (the monitor in ALERT fails them).
+    for (const [version, hoursAgo] of [
+      ['v1', 3],
+      ['v2', 1],
+    ] as const) {
+      await sendTraffic(s, { service: 'checkout', env: 'prod', version, resource: 'GET /cart', count: 60, from: Date.now() - hoursAgo * 3_600_000, spreadMs: 1_800_000 });
+    }
+    const backtest = await s.gql('mutation($i: BacktestGateInput!) { backtestGate(input: $i) { id } }', {
+      i: { gateId: ids.gate, from: new Date(Date.now() - 4 * 3_600_000).toISOString(), to: new Date().toISOString() },
+    });
+    assert.equal(backtest.errors, undefined, JSON.stringify(backtest.errors));
+    ids.backtest = backtest.data.backtestGate.id;
+    while ((await s.gql('query($id: ID!) { backtest(id: $id) { status } }', { id: ids.backtest })).data.backtest.status === 'RUNNING') await sleep(50);
   });
   after(async () => {
     await chromium?.close();
@@ -99,6 +114,8 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
     ['a monitor', () => `/monitors/${ids.monitor}`],
     ['insights', () => '/insights'],
     ['freezes', () => '/freezes'],
+    ['backtests', () => '/backtests'],
+    ['a backtest', () => `/backtests/${ids.backtest}`],
   ] as const) {
     test(name, async () => {
       const page = await open(path(), true);
