@@ -3,10 +3,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType } from 'graphql';
+import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType, parse } from 'graphql';
 import { schema } from '../src/graphql/index.ts';
 import { queriesTakeOneOf } from '../src/server/compiledQueries.ts';
-import { MAX_QUERY_COST } from '../src/server/queryCost.ts';
+import { estimateCost, MAX_QUERY_COST } from '../src/server/queryCost.ts';
 import { driver, startServer, type TestServer } from './helpers.ts';
 
 /**
@@ -38,6 +38,44 @@ const PAGE = 'totalCount pageInfo { hasNextPage hasPreviousPage startCursor endC
 
 /** Nested lists that multiply: 100 gates × 20 evaluations × their rules × 500 transitions. */
 const ABSURD = '{ gates(first: 100) { edges { node { lastEvaluations(first: 20) { rules { monitorTransitions(first: 500) { at group from to } } } } } } }';
+
+describe('what a query costs', () => {
+  const cost = (query: string) => estimateCost({ schema, document: parse(query) });
+  /** 100 evaluations × 10 rules (the estimate for a list without first), with this selection of each rule. */
+  const rules = (selection: string) => cost(`{ evaluations(first: 100) { edges { node { rules { id ${selection} } } } } }`);
+  const fdd = 'fddEvidence { version faultyResources { name canary { requests } } }';
+  const metric = 'metricEvidence { query points { at value } }';
+  const monitor = 'evidence { matchedMonitors { name } } monitorTransitions { at to }';
+
+  test("a rule's evidence of one type costs that type's: the other types' fields answer null and cost 1", () => {
+    const base = rules('');
+    const [f, m, mon] = [rules(fdd) - base, rules(metric) - base, rules(monitor) - base];
+    assert.ok(f > 1000 && m > 1000 && mon > 1000, `each kind costs more than its field: ${f} ${m} ${mon}`);
+    // The most expensive kind at its cost; each field of the other kinds at 1 per rule (1,000 rules).
+    assert.equal(rules(`${fdd} ${metric}`) - base, Math.max(f, m) + 1000);
+    assert.equal(rules(`${fdd} ${metric} ${monitor}`) - base, Math.max(f + 2000, m + 2000, mon + 2000));
+  });
+
+  test('aliases of one evidence field add up: each of them resolves', () => {
+    const base = rules('');
+    const one = rules(fdd) - base;
+    assert.equal(rules(`a: ${fdd} b: ${fdd}`) - base, 2 * one);
+  });
+
+  test("kinds are compared per rule, wherever the rules are selected (a fragment, a gate's evaluations)", () => {
+    const inline = rules(`${fdd} ${metric}`);
+    const spread = cost(`{ evaluations(first: 100) { edges { node { rules { id ...r } } } } } fragment r on RuleEvaluation { ${fdd} ${metric} }`);
+    assert.equal(spread, inline);
+    const nested = cost(`{ gates(first: 10) { edges { node { lastEvaluations(first: 10) { rules { ${fdd} ${metric} } } } } } }`);
+    const nestedFdd = cost(`{ gates(first: 10) { edges { node { lastEvaluations(first: 10) { rules { ${fdd} } } } } } }`);
+    assert.equal(nested, nestedFdd + 1000);
+  });
+
+  test('a page of 100 evaluations with every field leaves a third of the limit for fields to come', () => {
+    const c = cost(`{ evaluations(first: 100) { ${PAGE} edges { cursor node { ${EVALUATION} } } } }`);
+    assert.ok(c < MAX_QUERY_COST * (2 / 3), `cost ${c}`);
+  });
+});
 
 describe('query cost limit', () => {
   let s: TestServer;

@@ -32,10 +32,54 @@ const FIXED_COSTS: Record<string, number> = {
   'Query.evaluationStats': 200_000,
 };
 
-function costOfField({ field, type, args, childComplexity }: ComplexityEstimatorArgs): number {
+/**
+ * Fields of which only one kind resolves for a given object: a rule evaluation has one type,
+ * so only that type's evidence is an object and only a monitor rule has monitor transitions;
+ * the other kinds' fields answer null or [] (cost 1). An object selecting them costs its most
+ * expensive kind, not the sum of all kinds (which counted a page of 100 evaluations with every
+ * field as if each rule were of all five types at once).
+ */
+const ONE_KIND_OF: Record<string, Record<string, readonly string[]>> = {
+  RuleEvaluation: {
+    monitor: ['evidence', 'monitorTransitions'],
+    faulty_deployment_detection: ['fddEvidence'],
+    metric: ['metricEvidence'],
+    webhook: ['webhookEvidence'],
+    freeze: ['freezeEvidence'],
+  },
+};
+
+/**
+ * The costs of one-kind fields seen since the enclosing object's field was last weighed:
+ * getComplexity weighs a field's whole selection (depth first) before the field itself, so
+ * when a field returning RuleEvaluation is weighed, these are exactly its selection's.
+ */
+type Pending = Map<string, Map<string, number>>;
+
+/** What the one-kind fields of `typeName` counted beyond the most expensive kind (0 without any). */
+function excessOfKinds(typeName: string, pending: Pending): number {
+  const kinds = ONE_KIND_OF[typeName];
+  const seen = pending.get(typeName);
+  if (!kinds || !seen?.size) return 0;
+  pending.delete(typeName);
+  let all = 0;
+  for (const cost of seen.values()) all += cost;
+  let most = 0;
+  for (const fields of Object.values(kinds)) {
+    // This kind's fields at their cost, every other kind's at 1 (null or empty).
+    let kind = 0;
+    for (const [name, cost] of seen) kind += fields.includes(name) ? cost : 1;
+    most = Math.max(most, kind);
+  }
+  return all - most;
+}
+
+function costOfField({ field, type, args, childComplexity: selected, context }: ComplexityEstimatorArgs): number {
   // Introspection is answered from the schema in memory, bounded by depth and tokens; in
   // production it is off. GraphiQL's own introspection query must never be refused.
   if (field.name === '__schema' || field.name === '__type') return 0;
+  const pending = (context as { pending: Pending }).pending;
+  const childComplexity = selected - excessOfKinds(getNamedType(field.type).name, pending);
   const coordinate = `${type.name}.${field.name}`;
   const fixed = FIXED_COSTS[coordinate];
   if (fixed !== undefined) return fixed + childComplexity;
@@ -47,7 +91,27 @@ function costOfField({ field, type, args, childComplexity }: ComplexityEstimator
   else if (isConnection) items = DEFAULT_PAGE;
   // A connection's edges are its page, already counted at the connection.
   else if (isListType(returned) && isCompositeType(getNamedType(returned)) && !type.name.endsWith('Connection')) items = LIST_ESTIMATES[coordinate] ?? LIST_ESTIMATE;
-  return 1 + Math.max(0, items) * childComplexity;
+  const cost = 1 + Math.max(0, items) * childComplexity;
+  const kinds = ONE_KIND_OF[type.name];
+  if (kinds && Object.values(kinds).some((fields) => fields.includes(field.name))) {
+    // Aliases of one field add up (each resolves); kinds are compared once the object is weighed.
+    const seen = pending.get(type.name) ?? new Map<string, number>();
+    seen.set(field.name, (seen.get(field.name) ?? 0) + cost);
+    pending.set(type.name, seen);
+  }
+  return cost;
+}
+
+/** The cost of an operation as the limit weighs it (throws what getComplexity throws). */
+export function estimateCost(args: Pick<ExecutionArgs, 'schema' | 'document' | 'variableValues' | 'operationName'>): number {
+  return getComplexity({
+    schema: args.schema,
+    query: args.document,
+    variables: (args.variableValues ?? {}) as Record<string, unknown>,
+    operationName: args.operationName ?? undefined,
+    estimators: [costOfField],
+    context: { pending: new Map() },
+  });
 }
 
 /** The refusal, with what it cost and what it may cost: HTTP 400, and the same error over WebSocket. */
@@ -66,13 +130,7 @@ function tooCostly(cost: number | undefined, maxCost: number): GraphQLError {
  */
 function operationCost(args: ExecutionArgs, maxCost: number): number | undefined {
   try {
-    return getComplexity({
-      schema: args.schema,
-      query: args.document,
-      variables: (args.variableValues ?? {}) as Record<string, unknown>,
-      operationName: args.operationName ?? undefined,
-      estimators: [costOfField],
-    });
+    return estimateCost(args);
   } catch (err) {
     if (err instanceof GraphQLError && /maximum allowed number of nodes/.test(err.message)) throw tooCostly(undefined, maxCost);
     return undefined;
