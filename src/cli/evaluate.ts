@@ -72,6 +72,8 @@ interface Result {
   /** The verdict is pass but a counted rule passed only for lack of data (absent from older servers). */
   passed_without_evidence?: boolean;
   rules: Array<{ name: string; status: string; reason?: string; dry_run: boolean; insufficient_data?: boolean }>;
+  /** A person's verdict in place of the gate's (gate_status is then its verdict); absent when nobody overrode it. */
+  override?: { verdict: string; reason: string; at: string; by: { id: string; name: string }; replaced: string };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -175,6 +177,8 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
     log(
       `Gate ${result.gate_status === 'pass' ? 'PASSED' : 'FAILED'}${result.passed_without_evidence ? ' WITHOUT EVIDENCE (a rule had too little data to decide)' : ''} (evaluation mode: ${result.dry_run ? 'Dry run' : 'Active'})`,
     );
+    const o = result.override;
+    if (o) log(`Overridden to ${o.verdict.toUpperCase()} by ${o.by.name} at ${o.at} (the gate said ${o.replaced.toUpperCase()}): ${o.reason}`);
     for (const r of result.rules)
       log(
         `  ${r.status.toUpperCase().padEnd(11)} ${r.name}${r.dry_run ? ' (dry run)' : ''}${r.insufficient_data ? ' (insufficient data)' : ''}${r.reason ? ` — ${r.reason}` : ''}`,
@@ -209,7 +213,7 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
       let last: Result | null = null;
       client.subscribe<any>(
         {
-          query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt passedWithoutEvidence rules { name status reason dryRun windowEndsAt insufficientData } } }`,
+          query: `subscription($id: ID!) { evaluationUpdated(id: $id) { reportedStatus dryRun evaluationUrl finishedAt passedWithoutEvidence override { verdict reason at by { id name } replaced } rules { name status reason dryRun windowEndsAt insufficientData } } }`,
           variables: { id },
         },
         {
@@ -236,6 +240,9 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
               dry_run: e.dryRun,
               evaluation_url: e.evaluationUrl,
               passed_without_evidence: e.passedWithoutEvidence,
+              ...(e.override && {
+                override: { ...e.override, verdict: e.override.verdict.toLowerCase(), replaced: e.override.replaced.toLowerCase(), at: new Date(e.override.at).toISOString() },
+              }),
               rules: e.rules.map((r: any) => ({
                 name: r.name,
                 status: r.status.toLowerCase(),

@@ -75,7 +75,9 @@ keys
   .command('create')
   .description('Create a key and print its secret (once)')
   .addOption(required('--name <name>', 'what the key is for'))
-  .addOption(required('--scope <scope>', 'gates:read, gates:write, evaluations:write, monitors:write, ingest or admin; GATES_READ… works too (repeatable)', collect))
+  .addOption(
+    required('--scope <scope>', 'gates:read, gates:write, evaluations:write, evaluations:override, monitors:write, ingest or admin; GATES_READ… works too (repeatable)', collect),
+  )
   .option('--env <env>', 'limit the key to this environment (repeatable)', collect)
   .option('--db <path>', 'SQLite file (default TOLLGATE_DB or ./data/tollgate.db)')
   .action(keysCreate);

@@ -2,7 +2,7 @@
 // the test an evaluation held in memory (a live event) must pass. Queries (lists, counts,
 // stats, facets, insights) take `filterSql`, live streams take `filterMatches`, so the two
 // cannot answer differently; test/evaluationFilter.test.ts holds them to the same answers.
-import { eq, gte, lt, type SQL, sql } from 'drizzle-orm';
+import { eq, gte, isNotNull, isNull, lt, type SQL, sql } from 'drizzle-orm';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { inList } from './lists.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
@@ -15,7 +15,10 @@ export interface EvaluationFilter {
   env?: string[];
   identifier?: string[];
   version?: string[];
+  /** The real status (dry run and override ignored). */
   status?: Evaluation['status'][];
+  /** true: evaluations a person overrode; false: the others. */
+  overridden?: boolean;
   dryRun?: boolean;
   gateId?: string;
   gateIds?: string[];
@@ -75,6 +78,12 @@ function anyRule(column: SQLiteColumn, read: (r: FilterSubject['rules'][number])
   };
 }
 
+const overridden: Field<boolean> = {
+  asks: always,
+  sql: (value) => (value ? isNotNull(evaluations.overrideStatus) : isNull(evaluations.overrideStatus)),
+  matches: (value, { evaluation }) => (evaluation.overrideStatus !== null) === value,
+};
+
 const startedFrom: Field<Date> = {
   asks: always,
   sql: (at) => gte(evaluations.startedAt, at),
@@ -94,6 +103,7 @@ const FIELDS: { [K in keyof EvaluationFilter]-?: Field<NonNullable<EvaluationFil
   identifier: oneOf(evaluations.identifier, (e) => e.identifier),
   version: oneOf(evaluations.version, (e) => e.version),
   status: oneOf(evaluations.status, (e) => e.status),
+  overridden,
   dryRun: equals(evaluations.dryRun, (e) => e.dryRun),
   gateId: equals(evaluations.gateId, (e) => e.gateId),
   gateIds: oneOf(evaluations.gateId, (e) => e.gateId),

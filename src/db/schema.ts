@@ -129,6 +129,17 @@ export const evaluations = sqliteTable(
     leaseExpiresAt: integer('lease_expires_at', { mode: 'timestamp_ms' }),
     /** Bumped by every change, so a subscriber can tell an event it has seen from a new one. */
     revision: integer('revision').notNull().default(1),
+    /**
+     * A person's verdict in place of the gate's (overrideEvaluation): what the deploy is told
+     * from then on; null: not overridden. The real status and evidence stay as they were.
+     */
+    overrideStatus: text('override_status', { enum: ['pass', 'fail'] }),
+    overrideReason: text('override_reason'),
+    overriddenAt: integer('overridden_at', { mode: 'timestamp_ms' }),
+    overriddenById: text('overridden_by_id'),
+    overriddenByName: text('overridden_by_name'),
+    /** The reported status the (latest) override replaced. */
+    overrideReplaced: text('override_replaced', { enum: ['in_progress', 'pass', 'fail', 'canceled'] }),
   },
   (t) => [
     uniqueIndex('evaluations_env_idempotency_unique').on(t.env, t.idempotencyKey).where(sql`${t.idempotencyKey} is not null`),

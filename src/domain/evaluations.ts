@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { insertAudit } from '../db/audit.ts';
 import type { KeysetPage } from '../db/client.ts';
 import {
   countEvaluations as countEvaluationRows,
@@ -30,6 +31,7 @@ import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './pri
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from './ruleOptions.ts';
 import { storedRuleOptions } from './ruleStorage.ts';
+import { audit } from './stamp.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
 import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
 
@@ -105,6 +107,7 @@ export function checkEvaluationFilter(f: EvaluationFilterInput | null | undefine
     identifier: boundedFilterList(f?.identifier ?? undefined, 'filter.identifier'),
     version: boundedFilterList(f?.version ?? undefined, 'filter.version'),
     status: boundedFilterList(f?.status ?? undefined, 'filter.status'),
+    overridden: f?.overridden ?? undefined,
     dryRun: f?.dryRun ?? undefined,
     gateId: f?.gateId != null ? assertUuid(String(f.gateId), 'filter.gateId') : undefined,
     gateIds: boundedFilterList(f?.gateIds ?? undefined, 'filter.gateIds')?.map((id, i) => assertUuid(String(id), `filter.gateIds[${i}]`)),
@@ -205,7 +208,12 @@ export function evaluationUrl(deps: Deps, id: string): string {
   return `${deps.baseUrl()}/evaluations/${id}`;
 }
 
-export const reported = (e: Pick<EvaluationRow, 'status' | 'dryRun'>) => reportedStatus(e.status, e.dryRun);
+/**
+ * What the deploy acts on: a person's override when there is one, else the verdict (a decided
+ * dry-run gate reports pass). REST's gate_status, the hooks, `tollgate evaluate` and GraphQL's
+ * reportedStatus all read it; `status` stays the real verdict.
+ */
+export const reported = (e: Pick<EvaluationRow, 'status' | 'dryRun' | 'overrideStatus'>) => e.overrideStatus ?? reportedStatus(e.status, e.dryRun);
 
 // ---- trigger ----
 
@@ -495,6 +503,118 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
   deps.events.publish('evaluation.changed', snapshot);
   logOutcome(deps, before!, snapshot, null, actor);
   return snapshotFor(actor, snapshot);
+}
+
+// ---- overrides ----
+
+/** The longest reason an override may give: a sentence or a paragraph, not a document. */
+export const MAX_OVERRIDE_REASON = 1000;
+
+export const overrideInputSchema = z.object({
+  verdict: z.enum(['pass', 'fail'], { message: 'verdict must be PASS or FAIL' }),
+  reason: z
+    .string({ message: 'reason is required' })
+    .trim()
+    .min(1, 'reason must say why the verdict is overridden')
+    .max(MAX_OVERRIDE_REASON, `reason is at most ${MAX_OVERRIDE_REASON} characters`),
+});
+export type OverrideInput = z.input<typeof overrideInputSchema>;
+
+/**
+ * A person's verdict in place of the gate's: from now on the deploy is told `verdict`
+ * (reported(), everywhere), while the real status and every rule's evidence stay. An
+ * evaluation still running ends here: its running rules are canceled as cancelEvaluation
+ * does, an undecided real status becomes `canceled`. Overriding again replaces the override
+ * (the audit log keeps each one, with what it replaced). One transaction, then published.
+ */
+export function overrideEvaluation(deps: Deps, actor: Principal, id: string, input: OverrideInput): EvaluationSnapshot {
+  requireScope(actor, 'evaluations:override', 'override evaluations');
+  assertUuid(id, 'id');
+  const parsed = overrideInputSchema.safeParse(input);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw badInput(`input.${issue.path.join('.') || 'verdict'}`, issue.message);
+  }
+  const { verdict, reason } = parsed.data;
+  const now = deps.now();
+  let before: EvaluationRow | undefined;
+  const snapshot = deps.db.transaction((tx) => {
+    const e = getEvaluationRow(tx, id);
+    if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
+    before = e;
+    const ending = !e.finishedAt;
+    if (ending) {
+      for (const r of ruleEvaluationsOf(tx, [e.id]).filter((r) => r.status === 'in_progress')) {
+        updateRuleEvaluationRow(tx, r.id, {
+          status: 'canceled',
+          reason: `Ended by ${actor.name}'s override (${verdict}).`,
+          finishedAt: now,
+          nextCheckAt: null,
+        });
+      }
+    }
+    const evaluation = updateEvaluationRow(tx, e.id, {
+      ...(ending && { status: e.status === 'in_progress' ? 'canceled' : e.status, decidedAt: e.decidedAt ?? now, finishedAt: now }),
+      overrideStatus: verdict,
+      overrideReason: reason,
+      overriddenAt: now,
+      overriddenById: actor.id,
+      overriddenByName: actor.name,
+      overrideReplaced: reported(e),
+    });
+    insertAudit(tx, [audit(actor, now, 'evaluation.overridden', { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
+    return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+  });
+  deps.events.publish('evaluation.changed', snapshot);
+  const e = snapshot.evaluation;
+  deps.log.info(
+    {
+      evaluationId: e.id,
+      service: e.service,
+      env: e.env,
+      status: e.status,
+      reportedStatus: verdict,
+      replaced: e.overrideReplaced,
+      overriddenById: actor.id,
+      overriddenByName: actor.name,
+    },
+    'evaluation overridden',
+  );
+  logOutcome(deps, before!, snapshot, null);
+  return snapshotFor(actor, snapshot);
+}
+
+export interface OverrideView {
+  verdict: 'pass' | 'fail';
+  reason: string;
+  at: Date;
+  by: { id: string; name: string };
+  /** The reported status it replaced. */
+  replaced: EvaluationRow['status'];
+}
+
+/** The evaluation's override as every transport shows it; null when not overridden. */
+export function overrideOfEvaluation(e: EvaluationRow): OverrideView | null {
+  if (!e.overrideStatus) return null;
+  return {
+    verdict: e.overrideStatus,
+    reason: e.overrideReason ?? '',
+    at: e.overriddenAt ?? e.startedAt,
+    by: { id: e.overriddenById ?? '', name: e.overriddenByName ?? '' },
+    replaced: e.overrideReplaced ?? e.status,
+  };
+}
+
+/** What the audit log keeps of an evaluation around an override. */
+function overrideOf(e: EvaluationRow) {
+  return {
+    status: e.status,
+    reportedStatus: reported(e),
+    finishedAt: e.finishedAt,
+    override: e.overrideStatus
+      ? { verdict: e.overrideStatus, reason: e.overrideReason, at: e.overriddenAt, byId: e.overriddenById, byName: e.overriddenByName, replaced: e.overrideReplaced }
+      : null,
+  };
 }
 
 // ---- the engine's writes ----

@@ -1,6 +1,6 @@
 import { forbidden } from './errors.ts';
 
-export const SCOPES = ['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const;
+export const SCOPES = ['gates:read', 'gates:write', 'evaluations:write', 'evaluations:override', 'monitors:write', 'ingest', 'admin'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** Who is calling: an API key with its scopes and, optionally, the environments it may touch. */

@@ -7,6 +7,10 @@ const ScopeEnum = builder.enumType('Scope', {
     GATES_READ: { value: 'gates:read', description: 'Read gates and rules.' },
     GATES_WRITE: { value: 'gates:write', description: 'Create, change and delete gates and rules (includes gates:read).' },
     EVALUATIONS_WRITE: { value: 'evaluations:write', description: 'Trigger, cancel and rerun evaluations.' },
+    EVALUATIONS_OVERRIDE: {
+      value: 'evaluations:override',
+      description: "Override an evaluation's verdict (overrideEvaluation), with a reason; not implied by evaluations:write.",
+    },
     MONITORS_WRITE: { value: 'monitors:write', description: 'Manage monitors and report their state.' },
     INGEST: { value: 'ingest', description: 'Send telemetry (OTLP, Alertmanager).' },
     ADMIN: { value: 'admin', description: 'Everything, including API keys.' },

@@ -4,7 +4,7 @@ import ScopeAuthPlugin, { type AuthFailure } from '@pothos/plugin-scope-auth';
 import ValidationPlugin from '@pothos/plugin-validation';
 import { GraphQLError } from 'graphql';
 import { fieldPath } from '../domain/errors.ts';
-import { hasScope, type Scope } from '../domain/principal.ts';
+import { hasScope, SCOPES, type Scope } from '../domain/principal.ts';
 import type { Context } from './context.ts';
 
 type ScopeFlags = { [K in Scope]: boolean };
@@ -35,8 +35,7 @@ export const builder = new SchemaBuilder<{
     // queries (src/server/compiledQueries.ts), calls isTypeOf without the context, so a type's
     // check there would throw for every object. Compiled, the per-field checks cost less than
     // once per object does on the standard executor.
-    authScopes: ({ principal }) =>
-      Object.fromEntries((['gates:read', 'gates:write', 'evaluations:write', 'monitors:write', 'ingest', 'admin'] as const).map((s) => [s, hasScope(principal, s)])) as ScopeFlags,
+    authScopes: ({ principal }) => Object.fromEntries(SCOPES.map((s) => [s, hasScope(principal, s)])) as ScopeFlags,
     unauthorizedError: (_parent, context, info, result) => {
       const scopes = [...new Set(missingScopes(result.failure))];
       const what = scopes.length > 0 ? `the ${scopes.join(' or ')} scope` : 'permission';

@@ -19,6 +19,9 @@ import {
   latestEvaluationsOf,
   listEvaluations,
   MAX_GATE_EVALUATIONS,
+  type OverrideView,
+  overrideEvaluation,
+  overrideOfEvaluation,
   reported,
   rerunEvaluation,
   rulesOfEvaluations,
@@ -381,6 +384,30 @@ const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').im
   }),
 });
 
+const OverrideVerdict = builder.enumType('OverrideVerdict', {
+  values: { PASS: { value: 'pass' }, FAIL: { value: 'fail' } } as const,
+});
+
+const Actor = builder.objectRef<{ id: string; name: string }>('Actor').implement({
+  description: 'An API key as a change recorded it (its name then).',
+  fields: (t) => ({ id: t.exposeID('id'), name: t.exposeString('name') }),
+});
+
+const EvaluationOverride = builder.objectRef<OverrideView>('EvaluationOverride').implement({
+  description: "A person's verdict in place of the gate's: what the deploy is told. The real status and evidence stay.",
+  fields: (t) => ({
+    verdict: t.field({ type: OverrideVerdict, resolve: (o) => o.verdict }),
+    reason: t.exposeString('reason'),
+    at: t.expose('at', { type: 'DateTime' }),
+    by: t.field({ type: Actor, description: 'The API key that overrode it.', resolve: (o) => o.by }),
+    replaced: t.field({
+      type: EvaluationStatus,
+      description: 'The reported status it replaced (an earlier override, when overridden again).',
+      resolve: (o) => o.replaced,
+    }),
+  }),
+});
+
 const Evaluation = builder.objectRef<EvaluationView>('Evaluation');
 
 Evaluation.implement({
@@ -406,11 +433,17 @@ Evaluation.implement({
     dryRun: t.exposeBoolean('dryRun'),
     onSourceError: t.field({ type: SourceErrorPolicy, resolve: (e) => e.onSourceError }),
     justInTime: t.exposeBoolean('justInTime'),
-    status: t.field({ type: EvaluationStatus, description: 'The real verdict, dry run ignored.', resolve: (e) => e.status }),
+    status: t.field({ type: EvaluationStatus, description: 'The real verdict, dry run and override ignored.', resolve: (e) => e.status }),
     reportedStatus: t.field({
       type: EvaluationStatus,
-      description: 'What the deploy acts on: PASS for a decided dry-run gate, else the real status.',
+      description: "What the deploy acts on: the override's verdict when overridden, else PASS for a decided dry-run gate, else the real status.",
       resolve: (e) => reported(e),
+    }),
+    override: t.field({
+      type: EvaluationOverride,
+      nullable: true,
+      description: 'Who overrode the verdict, when, why and what it replaced; null when nobody did.',
+      resolve: (e) => overrideOfEvaluation(e),
     }),
     startedAt: t.expose('startedAt', { type: 'DateTime' }),
     decidedAt: t.expose('decidedAt', { type: 'DateTime', nullable: true, description: 'When the verdict became known.' }),
@@ -502,7 +535,8 @@ export const EvaluationFilter = builder.inputType('EvaluationFilter', {
     env: t.stringList(),
     identifier: t.stringList(),
     version: t.stringList(),
-    status: t.field({ type: [EvaluationStatus] }),
+    status: t.field({ type: [EvaluationStatus], description: 'The real status (dry run and override ignored); see overridden.' }),
+    overridden: t.boolean({ description: 'true: only overridden evaluations; false: only those not overridden.' }),
     dryRun: t.boolean(),
     gateId: t.id({ deprecationReason: 'Use gateIds, a list.' }),
     gateIds: t.idList(),
@@ -645,6 +679,21 @@ builder.mutationField('rerunEvaluation', (t) =>
     description: 'A new evaluation with the same inputs and rule snapshot.',
     args: { id: t.arg.id({ required: true }) },
     resolve: (_root, { id }, { deps, principal }) => view(rerunEvaluation(deps, principal, String(id))),
+  }),
+);
+
+builder.mutationField('overrideEvaluation', (t) =>
+  t.field({
+    type: Evaluation,
+    authScopes: { 'evaluations:override': true },
+    description:
+      'Replaces the verdict the deploy is told (reportedStatus, REST gate_status, hooks) with `verdict`, giving a reason; the real status and evidence stay. A running evaluation ends (its running rules are canceled). Overriding again replaces the override; the audit log keeps each.',
+    args: {
+      id: t.arg.id({ required: true }),
+      verdict: t.arg({ type: OverrideVerdict, required: true }),
+      reason: t.arg.string({ required: true, description: 'Why: 1–1000 characters.' }),
+    },
+    resolve: (_root, { id, verdict, reason }, { deps, principal }) => view(overrideEvaluation(deps, principal, String(id), { verdict, reason })),
   }),
 );
 

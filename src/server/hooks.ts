@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { parseInput } from '../domain/errors.ts';
-import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, reported } from '../domain/evaluations.ts';
+import { type EvaluationSnapshot, evaluateGate, evaluateGateInputSchema, evaluationUrl, overrideOfEvaluation, reported } from '../domain/evaluations.ts';
 import type { Principal } from '../domain/principal.ts';
 import { receiveAlertmanager } from '../sources/alertmanager.ts';
 import { failureOf, sendFailure } from './failures.ts';
@@ -44,6 +44,8 @@ function gateCall(deps: Deps, principal: Principal, params: Record<string, unkno
 function verdictBody(deps: Deps, snap: EvaluationSnapshot) {
   return {
     status: reported(snap.evaluation),
+    /** Who overrode the verdict, when, why and what it replaced; null when nobody did. */
+    override: overrideOfEvaluation(snap.evaluation),
     evaluation_id: snap.evaluation.id,
     evaluation_url: evaluationUrl(deps, snap.evaluation.id),
     rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason, dry_run: r.dryRun })),

@@ -1,6 +1,7 @@
 // Evaluations: trigger (/deployments/gates/evaluation) and result (…/evaluation/{id}).
+import type { EvaluationRow } from '../../db/evaluations.ts';
 import { DomainError, parseInput } from '../../domain/errors.ts';
-import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, reported } from '../../domain/evaluations.ts';
+import { evaluateGate, evaluateGateInputSchema, evaluationUrl, getEvaluation, overrideOfEvaluation, reported } from '../../domain/evaluations.ts';
 import { decidedWithoutData, passedWithoutEvidence } from '../../domain/fdd.ts';
 import { HttpError, isJsonObject } from '../http.ts';
 import { decodeFields, fieldSchema } from './codec.ts';
@@ -8,6 +9,15 @@ import { attributesOf, type Route, route, uuidParam } from './request.ts';
 import { ruleFromWire } from './rules.ts';
 
 const configurationSchema = fieldSchema(evaluateGateInputSchema, 'configuration')!;
+
+/**
+ * `override` (verdict, reason, at, by { id, name }, replaced) when a person overrode the
+ * verdict; absent otherwise, so an evaluation nobody overrode answers in Datadog's shape.
+ */
+export function overrideAttribute(e: EvaluationRow) {
+  const o = overrideOfEvaluation(e);
+  return o ? { override: { verdict: o.verdict, reason: o.reason, at: o.at.toISOString(), by: o.by, replaced: o.replaced } } : {};
+}
 
 export const evaluationRoutes: Route[] = [
   route('POST', '/deployments/gates/evaluation', ({ deps, principal, body }) => {
@@ -49,7 +59,9 @@ export const evaluationRoutes: Route[] = [
             evaluation_id: id,
             evaluation_url: evaluationUrl(deps, id),
             gate_id: e.gateId,
+            // Overridden: gate_status is the override's verdict, and `override` says who, when, why.
             gate_status: reported(e),
+            ...overrideAttribute(e),
             passed_without_evidence: passedWithoutEvidence(e, snap.rules),
             rules: snap.rules.map((r) => ({ name: r.name, status: r.status, reason: r.reason ?? undefined, dry_run: r.dryRun, insufficient_data: decidedWithoutData(r) })),
           },

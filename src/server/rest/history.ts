@@ -6,6 +6,7 @@ import { DomainError } from '../../domain/errors.ts';
 import { boundedFilterList, getEvaluation, listEvaluations, listRuleEvaluations } from '../../domain/evaluations.ts';
 import { decidedWithoutData } from '../../domain/fdd.ts';
 import { HttpError } from '../http.ts';
+import { overrideAttribute } from './evaluations.ts';
 import { pageOf, readPage } from './page.ts';
 import { type Route, route, uuidParam } from './request.ts';
 import { optionsToWire } from './rules.ts';
@@ -121,6 +122,7 @@ function evaluationAttributes(e: EvaluationRow) {
     started_at: e.startedAt.toISOString(),
     status: e.status,
     version: e.version ?? '',
+    ...overrideAttribute(e),
   };
 }
 
