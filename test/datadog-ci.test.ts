@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { readTls } from '../src/config.ts';
-import { CREATE_GATE, driver, selfSignedCert, skipWithout, startServer, type TestServer } from './helpers.ts';
+import { CREATE_GATE, driver, selfSignedCert, skipWithout, startServer, type TestServer, waitFor } from './helpers.ts';
 
 const SITE = 'tollgate.test';
 /** The package's own bin, as `npx datadog-ci` runs it. */
@@ -26,6 +26,13 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
   let certFile: string;
   /** Every host:port the CLI asked the proxy for. */
   const tunnels: string[] = [];
+  /** While held, what the CLI sends waits at the proxy (in order), so nothing it asks reaches Tollgate. */
+  let held = false;
+  const waiting: Array<() => void> = [];
+  const release = () => {
+    held = false;
+    for (const send of waiting.splice(0)) send();
+  };
   let apiKey: string;
   let okMonitor: string;
   let alertMonitor: string;
@@ -44,7 +51,8 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
         client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         upstream.write(head);
         upstream.pipe(client);
-        client.pipe(upstream);
+        client.on('data', (chunk) => (held ? waiting.push(() => upstream.write(chunk)) : upstream.write(chunk)));
+        client.on('end', () => (held ? waiting.push(() => upstream.end()) : upstream.end()));
       });
       upstream.on('error', () => client.destroy());
       client.on('error', () => upstream.destroy());
@@ -57,6 +65,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     await d.report(alertMonitor, 'ALERT');
   });
   after(async () => {
+    release();
     proxy?.closeAllConnections();
     await new Promise((r) => proxy?.close(r));
     await s?.stop();
@@ -162,6 +171,32 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     assert.equal(code, 0, out);
     const r = await s.gql('{ evaluations(filter: { service: "ddci-args" }, first: 1) { edges { node { identifier version primaryTag status } } } }');
     assert.deepEqual(r.data.evaluations.edges[0].node, { identifier: 'canary-20pct', version: '2.0.1', primaryTag: 'region:us-east-1', status: 'PASS' });
+  });
+
+  test('a gate that failed and was overridden to PASS before the next poll exits 0: gate_status is the override, the rule still FAIL', async () => {
+    const flaky = await d.monitor('checkout flaky', ['team:ddci', 'state:flip']);
+    await d.report(flaky, 'OK');
+    await storedGate('ddci-override', 'team:ddci state:flip', { duration: 600 });
+    const run = gate(['--service', 'ddci-override', '--env', 'prod', '--timeout', '50']);
+    const evaluation = async () =>
+      (await s.gql('{ evaluations(filter: { service: "ddci-override" }, first: 1) { edges { node { id status } } } }')).data.evaluations.edges[0]?.node;
+    const { id } = await waitFor('datadog-ci to start an evaluation', evaluation);
+    // Its polls wait at the proxy while the gate fails and a person overrides it.
+    held = true;
+    await d.report(flaky, 'ALERT');
+    await waitFor('the evaluation to fail', async () => (await evaluation())?.status === 'FAIL');
+    const manager = await s.gql('mutation { createApiKey(input: { name: "release-manager", scopes: [EVALUATIONS_OVERRIDE] }) { secret } }');
+    const overridden = await s.gql(
+      'mutation($id: ID!) { overrideEvaluation(id: $id, verdict: PASS, reason: "known flaky monitor") { reportedStatus } }',
+      { id },
+      manager.data.createApiKey.secret,
+    );
+    assert.equal(overridden.errors, undefined, JSON.stringify(overridden.errors));
+    release();
+    const { code, out } = await run;
+    assert.equal(code, 0, out);
+    assert.match(out, /Gate evaluation passed/);
+    assert.match(out, /Rule: checkout monitors[\s\S]*Status: FAIL/);
   });
 
   test('a verdict later than --timeout passes by default and fails with --fail-on-error', async () => {
