@@ -8,7 +8,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { driver, jitMonitor, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
+import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
+import { driver, jitMonitor, skipWithout, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
 
 const OVERRIDE = `mutation($id: ID!, $verdict: OverrideVerdict!, $reason: String!) {
   overrideEvaluation(id: $id, verdict: $verdict, reason: $reason) {
@@ -264,6 +265,62 @@ describe('overriding an evaluation', () => {
     const yes = (await s.gql(q, { o: true })).data.evaluations.edges.map((x: any) => x.node.service);
     const no = (await s.gql(q, { o: false })).data.evaluations.edges.map((x: any) => x.node.service);
     assert.deepEqual([yes, no], [['ovr-pushed'], ['ovr-no-scope']]);
+  });
+
+  describe('in the explorer', { skip: skipWithout(CHROMIUM === '/usr/bin/chromium' ? 'chromium' : CHROMIUM) }, () => {
+    let chromium: Chromium;
+    before(async () => {
+      chromium = await launchChromium();
+    });
+    after(() => chromium?.close());
+
+    async function signedIn(path: string, key: string) {
+      const { page } = await chromium.page();
+      await page.goto(`${s.url}${path}`);
+      await page.getByLabel('API key').fill(key);
+      await page.getByRole('button', { name: 'Sign in' }).click();
+      await page.getByRole('button', { name: 'Sign out' }).waitFor();
+      return page;
+    }
+
+    test('a key with the scope overrides from the evaluation page; the override is shown there and marked in the list', async () => {
+      const id = await failed('ovr-ui');
+      const page = await signedIn(`/evaluations/${id}`, keys['release-manager']!.secret);
+      await page.getByTestId('verdict').getByTestId('evaluation-status').and(page.locator('[data-status="FAIL"]')).waitFor();
+      await page.getByRole('button', { name: 'Override…' }).click();
+      const form = page.getByTestId('override-form');
+      // The gate failed: the form offers PASS first, and wants a reason.
+      assert.equal(await form.getByLabel('Pass: let the deploy through').isChecked(), true);
+      await form.getByRole('button', { name: 'Override to PASS' }).click();
+      await form.getByText('reason must say why').waitFor();
+      await form.getByLabel('Reason').fill('payment provider outage, INC-42');
+      await form.getByRole('button', { name: 'Override to PASS' }).click();
+
+      const note = page.getByTestId('override');
+      await note.waitFor();
+      assert.equal(await note.getByTestId('override-by').textContent(), 'release-manager');
+      assert.equal(await note.getByTestId('override-reason').textContent(), 'payment provider outage, INC-42');
+      assert.equal(await note.getByTestId('override-replaced').textContent(), 'FAIL');
+      assert.equal(await page.getByTestId('override-form').count(), 0, 'the form closes');
+      const verdict = page.getByTestId('verdict');
+      assert.equal(await verdict.getByTestId('evaluation-status').getAttribute('data-status'), 'FAIL', 'the real status is still shown');
+      assert.equal(await verdict.getByTestId('override-badge').getAttribute('data-verdict'), 'PASS');
+      assert.equal((await s.gql(READ, { id })).data.evaluation.reportedStatus, 'PASS');
+
+      await page.goto(`${s.url}/evaluations`);
+      const row = page.locator('tr').filter({ hasText: 'ovr-ui' });
+      await row.getByTestId('override-badge').waitFor();
+      assert.equal(await row.getByTestId('override-badge').getAttribute('data-verdict'), 'PASS');
+      await page.context().close();
+    });
+
+    test('a key without the scope gets no Override action', async () => {
+      const id = await failed('ovr-ui-no-scope');
+      const page = await signedIn(`/evaluations/${id}`, keys.ci!.secret);
+      await page.getByRole('button', { name: 'Rerun' }).waitFor();
+      assert.equal(await page.getByRole('button', { name: 'Override…' }).count(), 0);
+      await page.context().close();
+    });
   });
 
   describe('tollgate evaluate', () => {

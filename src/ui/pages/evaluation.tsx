@@ -1,6 +1,6 @@
 import { useState } from 'preact/hooks';
 import { ApiError, gql } from '../api.ts';
-import { CopyLine, DryRunBadge, Duration, ErrorNote, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
+import { CopyLine, DryRunBadge, Duration, ErrorNote, Field, Page, StatusBadge, Time, useQuery, useSubscription } from '../components.tsx';
 import { navigate } from '../router.ts';
 import { can, type Viewer } from '../viewer.ts';
 import { EvaluationStatusCell } from './evaluations.tsx';
@@ -14,6 +14,7 @@ const RULE_OPTIONS = `options { __typename
 
 const EVALUATION = `id service env identifier version primaryTag dryRun justInTime onSourceError status reportedStatus passedWithoutEvidence
   startedAt decidedAt finishedAt evaluationUrl rerunOf revision triggeredBy gateId
+  override { verdict reason at by { id name } replaced }
   gate { id service env identifier dryRun }
   rules { id ruleId name type dryRun status reason insufficientData consecutiveSourceErrors startedAt windowStartsAt windowEndsAt finishedAt
     ${RULE_OPTIONS}
@@ -147,6 +148,7 @@ interface Evaluation {
   triggeredBy: string;
   gateId: string | null;
   gate: { id: string; service: string; env: string; identifier: string; dryRun: boolean } | null;
+  override: { verdict: string; reason: string; at: string; by: { id: string; name: string }; replaced: string } | null;
   rules: RuleEvaluation[];
 }
 
@@ -725,11 +727,86 @@ function useTransitions(e: Evaluation | undefined) {
   return out;
 }
 
+/** Who overrode the verdict, when, why and what it replaced: above everything else the verdict says. */
+function OverrideNote({ o }: { o: NonNullable<Evaluation['override']> }) {
+  return (
+    <div class="override-note" role="note" data-testid="override">
+      <strong>
+        Overridden to <StatusBadge status={o.verdict} /> by <span data-testid="override-by">{o.by.name}</span>
+      </strong>{' '}
+      <Time at={o.at} />: callers are told {o.verdict}, where the gate said <span data-testid="override-replaced">{o.replaced}</span>. The real status and every rule's evidence are
+      kept below.
+      <blockquote data-testid="override-reason">{o.reason}</blockquote>
+    </div>
+  );
+}
+
+/** The override form: a verdict and the reason, which the API requires (1–1000 characters). */
+function OverrideForm({ e, onDone, onCancel }: { e: Evaluation; onDone: (next: Evaluation) => void; onCancel: () => void }) {
+  const [verdict, setVerdict] = useState(e.reportedStatus === 'PASS' ? 'FAIL' : 'PASS');
+  const [reason, setReason] = useState('');
+  const [errors, setErrors] = useState<Record<string, string>>({});
+  const [general, setGeneral] = useState<ApiError | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (ev: Event) => {
+    ev.preventDefault();
+    setErrors({});
+    setGeneral(null);
+    if (!reason.trim()) return setErrors({ 'input.reason': 'reason must say why the verdict is overridden' });
+    setBusy(true);
+    try {
+      const d = await gql<{ overrideEvaluation: Evaluation }>(
+        `mutation OverrideEvaluation($id: ID!, $verdict: OverrideVerdict!, $reason: String!) { overrideEvaluation(id: $id, verdict: $verdict, reason: $reason) { ${EVALUATION} } }`,
+        { id: e.id, verdict, reason },
+      );
+      onDone(d.overrideEvaluation);
+    } catch (err) {
+      const error = err instanceof ApiError ? err : new ApiError([{ message: String(err) }]);
+      const fields = error.fieldErrors();
+      setErrors(fields);
+      if (!fields['input.reason']) setGeneral(error);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="card" onSubmit={submit} aria-labelledby="override-title" noValidate data-testid="override-form">
+      <h2 id="override-title">Override the verdict</h2>
+      <p class="small muted">
+        Callers (CI, hooks, datadog-ci) are told your verdict instead of the gate's{e.finishedAt ? '' : ', and the evaluation stops now'}. The real status and evidence stay, and
+        the override is audited.
+      </p>
+      <fieldset class="group">
+        <legend>Verdict</legend>
+        {(['PASS', 'FAIL'] as const).map((v) => (
+          <label key={v} class="inline-check">
+            <input type="radio" name="verdict" value={v} checked={verdict === v} onChange={() => setVerdict(v)} />{' '}
+            {v === 'PASS' ? 'Pass: let the deploy through' : 'Fail: stop the deploy'}
+          </label>
+        ))}
+      </fieldset>
+      <Field label="Reason" name="input.reason" errors={errors} hint="why; shown with the evaluation and in the audit log">
+        {(p) => <textarea {...p} rows={3} maxLength={1000} value={reason} onInput={(x) => setReason((x.target as HTMLTextAreaElement).value)} />}
+      </Field>
+      <ErrorNote error={general} />
+      <div class="form-actions">
+        <button type="submit" disabled={busy}>
+          Override to {verdict}
+        </button>
+        <button type="button" class="secondary" onClick={onCancel}>
+          Cancel
+        </button>
+      </div>
+    </form>
+  );
+}
+
 export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
   const q = useQuery<{ evaluation: Evaluation | null }>(QUERY, { id });
   const [live, setLive] = useState<Evaluation | null>(null);
   const [actionError, setActionError] = useState<ApiError | null>(null);
   const [busy, setBusy] = useState(false);
+  const [overriding, setOverriding] = useState(false);
   const fetched = q.data?.evaluation ?? null;
   // The newer of the two: a refetch after a reconnection, or the last live snapshot.
   const e = live && live.id === id && live.revision >= (fetched?.revision ?? -1) ? live : fetched;
@@ -761,6 +838,7 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
       </Page>
     );
   const writer = can(who, 'EVALUATIONS_WRITE');
+  const overrider = can(who, 'EVALUATIONS_OVERRIDE');
   return (
     <Page
       title={
@@ -772,22 +850,39 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
         </>
       }
       actions={
-        writer && (
+        (writer || overrider) && (
           <>
-            {e.status === 'IN_PROGRESS' && (
+            {overrider && !overriding && (
+              <button type="button" class="secondary" onClick={() => setOverriding(true)}>
+                Override…
+              </button>
+            )}
+            {writer && e.status === 'IN_PROGRESS' && (
               <button type="button" class="secondary" disabled={busy} onClick={() => act('cancelEvaluation')}>
                 Cancel
               </button>
             )}
-            <button type="button" class="secondary" disabled={busy} onClick={() => act('rerunEvaluation')}>
-              Rerun
-            </button>
+            {writer && (
+              <button type="button" class="secondary" disabled={busy} onClick={() => act('rerunEvaluation')}>
+                Rerun
+              </button>
+            )}
           </>
         )
       }
     >
       <ErrorNote error={actionError} />
       <ErrorNote error={liveError && `Live updates stopped: ${liveError.message}`} />
+      {overriding && (
+        <OverrideForm
+          e={e}
+          onCancel={() => setOverriding(false)}
+          onDone={(next) => {
+            setOverriding(false);
+            setLive(next);
+          }}
+        />
+      )}
       <section class="verdict card" aria-labelledby="verdict-title" data-testid="verdict">
         <h2 id="verdict-title" class="visually-hidden">
           Verdict
@@ -800,7 +895,8 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
             </span>
           )}
         </div>
-        {e.dryRun && <p class="small">Dry run: callers were told {e.reportedStatus}. The real status is shown.</p>}
+        {e.override && <OverrideNote o={e.override} />}
+        {e.dryRun && !e.override && <p class="small">Dry run: callers were told {e.reportedStatus}. The real status is shown.</p>}
         {e.passedWithoutEvidence && <p class="small">Passed without evidence: at least one rule found no data to judge.</p>}
         <dl class="facts">
           <dt>Version</dt>

@@ -6,6 +6,7 @@ import { evaluationFilter, LIST_FACETS, RANGES, timeRange, toggled, withParam } 
 import { navigate, useLocation } from '../router.ts';
 
 const EVALUATION_ROW = `id service env identifier version status reportedStatus dryRun justInTime gateId startedAt finishedAt decidedAt revision
+  override { verdict by { name } }
   rules { id name type status reason dryRun }`;
 
 export interface RuleRow {
@@ -31,6 +32,8 @@ export interface EvaluationRow {
   finishedAt: string | null;
   decidedAt: string | null;
   revision: number;
+  /** A person's verdict in place of the gate's; null when nobody overrode it. */
+  override: { verdict: string; by: { name: string } } | null;
   rules: RuleRow[];
 }
 
@@ -105,10 +108,20 @@ function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {
   return e.startedAt >= (filter.startedAfter as string);
 }
 
-export function EvaluationStatusCell({ e }: { e: Pick<EvaluationRow, 'status' | 'dryRun'> }) {
+export function EvaluationStatusCell({ e }: { e: Pick<EvaluationRow, 'status' | 'dryRun' | 'override'> }) {
   return (
     <span class="status-cell">
       <StatusBadge status={e.status} testid="evaluation-status" />
+      {e.override && (
+        <span
+          class="badge badge-override"
+          data-testid="override-badge"
+          data-verdict={e.override.verdict}
+          title={`Overridden by ${e.override.by.name}: callers are told ${e.override.verdict}`}
+        >
+          overridden · {e.override.verdict}
+        </span>
+      )}
       {e.dryRun && e.status !== 'PASS' && e.status !== 'IN_PROGRESS' && <DryRunBadge status={e.status} />}
       {e.dryRun && (e.status === 'PASS' || e.status === 'IN_PROGRESS') && (
         <span class="badge badge-dry" data-testid="dry-run-badge">

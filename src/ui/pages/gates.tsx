@@ -41,6 +41,7 @@ interface LastEvaluation {
   status: string;
   dryRun: boolean;
   startedAt: string;
+  override: { verdict: string; by: { name: string } } | null;
 }
 
 const asError = (err: unknown) => (err instanceof ApiError ? err : new ApiError([{ message: String(err) }]));
@@ -629,7 +630,7 @@ const PAGE = 20;
 /** The last evaluations of each listed gate, in one request (aliases; at most 20 gates a page). */
 function useLastEvaluations(ids: string[]) {
   const query = ids.length
-    ? `query LastEvaluations { ${ids.map((id, i) => `g${i}: evaluations(filter: { gateId: ${JSON.stringify(id)} }, first: 3) { edges { node { id status dryRun startedAt } } }`).join(' ')} }`
+    ? `query LastEvaluations { ${ids.map((id, i) => `g${i}: evaluations(filter: { gateId: ${JSON.stringify(id)} }, first: 3) { edges { node { id status dryRun startedAt override { verdict by { name } } } } }`).join(' ')} }`
     : '{ __typename }';
   const r = useQuery<Record<string, { edges: Array<{ node: LastEvaluation }> }>>(query, {}, { skip: ids.length === 0 });
   const out = new Map<string, LastEvaluation[]>(r.data ? ids.map((id, i) => [id, r.data![`g${i}`]?.edges.map((e) => e.node) ?? []]) : []);
@@ -837,7 +838,7 @@ function GateSettings({ gate, onSaved }: { gate: Gate; onSaved: () => void }) {
 
 export function GatePage({ id, who }: { id: string; who: Viewer }) {
   const q = useQuery<{ gate: Gate | null; evaluations: { edges: Array<{ node: LastEvaluation & { version: string | null; finishedAt: string | null } }> } }>(
-    `query Gate($id: ID!) { gate(id: $id) { ${GATE_FIELDS} } evaluations(filter: { gateId: $id }, first: 10) { edges { node { id status dryRun startedAt finishedAt version } } } }`,
+    `query Gate($id: ID!) { gate(id: $id) { ${GATE_FIELDS} } evaluations(filter: { gateId: $id }, first: 10) { edges { node { id status dryRun startedAt finishedAt version override { verdict by { name } } } } } }`,
     { id },
   );
   const [editing, setEditing] = useState<string | null>(null);
