@@ -66,6 +66,10 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
     const failed = await d.evaluate({ service: 'checkout', env: 'prod', version: 'v1' });
     assert.equal(failed.errors, undefined, JSON.stringify(failed.errors));
     ids.evaluation = failed.data.evaluateGate.id;
+    const overridden = await d.evaluate({ service: 'checkout', env: 'prod', version: 'v2' });
+    ids.overridden = overridden.data.evaluateGate.id;
+    const o = await s.gql('mutation($id: ID!) { overrideEvaluation(id: $id, verdict: PASS, reason: "known outage") { id } }', { id: ids.overridden });
+    assert.equal(o.errors, undefined, JSON.stringify(o.errors));
     await d.evaluate({ service: 'payments', env: 'prod', version: 'v7', configuration: { rules: [jitMonitor('payments', { query: 'service:payments', duration: 600 })] } });
     // A backtest of the gate over two deploys seen in the last hours (the monitor in ALERT fails them).
     for (const [version, hoursAgo] of [
@@ -99,6 +103,20 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
   test('the sign-in page', async () => {
     const page = await open('/evaluations', false);
     await page.getByLabel('API key').waitFor();
+    const found = await violations(page);
+    assert.equal(found.length, 0, describeViolations(found));
+    await page.context().close();
+  });
+
+  test('an overridden evaluation, with the override form open', async () => {
+    const page = await open(`/evaluations/${ids.overridden}`, true);
+    await page.getByTestId('override').waitFor();
+    await page.getByRole('button', { name: 'Override…' }).click();
+    await page
+      .getByTestId('override-form')
+      .getByRole('button', { name: /Override to/ })
+      .click();
+    await page.getByText('reason must say why').waitFor();
     const found = await violations(page);
     assert.equal(found.length, 0, describeViolations(found));
     await page.context().close();
