@@ -259,6 +259,31 @@ describe('overriding an evaluation', () => {
     assert.equal((await s.gql(READ, { id })).data.evaluation.override, null, 'nothing changed');
   });
 
+  test('the Flagger hook answers the override: the same call that got 412 for the failed canary gets 200 once overridden', async () => {
+    const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: { service: 'ovr-hook', env: 'prod', rules: [{ name: 'checkout monitors', options: { monitor: { query: 'ovr:bad', duration: 0 } } }] },
+    });
+    assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
+    const flagger = () =>
+      s.request('POST', '/hooks/flagger', {
+        key: keys.ci!.secret,
+        body: { name: 'ovr-hook', namespace: 'test', phase: 'Progressing', checksum: 'rev-1', metadata: { service: 'ovr-hook', env: 'prod', version: 'v2' } },
+      });
+    const first = await waitFor('Flagger to be told the canary failed', async () => {
+      const r = await flagger();
+      return r.status !== 409 && r;
+    });
+    assert.equal(first.status, 412, first.text);
+    assert.equal(first.json.override, null);
+    const id = first.json.evaluation_id;
+    const r = await override(keys['release-manager']!.secret, id, 'PASS', 'canary errors are the load test, not the release');
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const again = await flagger();
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.json.evaluation_id, id, 'the same evaluation, read again');
+    assert.deepEqual([again.json.status, again.json.override.verdict, again.json.override.by.name, again.json.rules[0].status], ['pass', 'pass', 'release-manager', 'fail']);
+  });
+
   test('the evaluations filter selects overridden evaluations (overridden: true) or the others', async () => {
     const q =
       'query($o: Boolean) { evaluations(first: 100, filter: { service: ["ovr-pushed", "ovr-no-scope"], overridden: $o }) { edges { node { service override { verdict } } } } }';
