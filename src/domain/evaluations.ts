@@ -23,7 +23,7 @@ import {
 import { getGateByKey, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, notFound } from './errors.ts';
+import { badInput, conflict, notFound, parseInput } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
 import { assertMetricRulesAllowed, ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
@@ -508,9 +508,9 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
 // ---- overrides ----
 
 /** The longest reason an override may give: a sentence or a paragraph, not a document. */
-export const MAX_OVERRIDE_REASON = 1000;
+const MAX_OVERRIDE_REASON = 1000;
 
-export const overrideInputSchema = z.object({
+const overrideInputSchema = z.object({
   verdict: z.enum(['pass', 'fail'], { message: 'verdict must be PASS or FAIL' }),
   reason: z
     .string({ message: 'reason is required' })
@@ -530,12 +530,7 @@ export type OverrideInput = z.input<typeof overrideInputSchema>;
 export function overrideEvaluation(deps: Deps, actor: Principal, id: string, input: OverrideInput): EvaluationSnapshot {
   requireScope(actor, 'evaluations:override', 'override evaluations');
   assertUuid(id, 'id');
-  const parsed = overrideInputSchema.safeParse(input);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    throw badInput(`input.${issue.path.join('.') || 'verdict'}`, issue.message);
-  }
-  const { verdict, reason } = parsed.data;
+  const { verdict, reason } = parseInput(overrideInputSchema, input, 'input');
   const now = deps.now();
   let before: EvaluationRow | undefined;
   const snapshot = deps.db.transaction((tx) => {
