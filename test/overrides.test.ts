@@ -309,6 +309,7 @@ describe('overriding an evaluation', () => {
     }
 
     test('a key with the scope overrides from the evaluation page; the override is shown there and marked in the list', async () => {
+      await failed('ovr-ui-plain');
       const id = await failed('ovr-ui');
       const page = await signedIn(`/evaluations/${id}`, keys['release-manager']!.secret);
       await page.getByTestId('verdict').getByTestId('evaluation-status').and(page.locator('[data-status="FAIL"]')).waitFor();
@@ -336,6 +337,17 @@ describe('overriding an evaluation', () => {
       const row = page.locator('tr').filter({ hasText: 'ovr-ui' });
       await row.getByTestId('override-badge').waitFor();
       assert.equal(await row.getByTestId('override-badge').getAttribute('data-verdict'), 'PASS');
+      // The Overridden facet: only overridden evaluations, then only the others.
+      const rows = page.locator('tbody tr');
+      await page.getByTestId('facet-overridden').getByLabel('Overridden', { exact: true }).check();
+      await page.waitForURL(/overridden=true/);
+      await page.locator('tbody tr', { hasText: 'ovr-ui-plain' }).waitFor({ state: 'detached' });
+      const overridden = await rows.count();
+      assert.ok(overridden > 0);
+      assert.equal(await rows.getByTestId('override-badge').count(), overridden, 'every row is overridden');
+      await page.getByTestId('facet-overridden').getByLabel('Not overridden').check();
+      await page.locator('tbody tr', { hasText: 'ovr-ui-plain' }).first().waitFor();
+      assert.equal(await rows.getByTestId('override-badge').count(), 0, 'no row is overridden');
       await page.context().close();
     });
 

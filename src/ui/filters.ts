@@ -55,8 +55,10 @@ export function evaluationFilter(params: URLSearchParams, range: TimeRange): Rec
     const values = params.getAll(param).filter(Boolean);
     if (values.length) filter[field] = values;
   }
-  const dryRun = params.get('dryRun');
-  if (dryRun === 'true' || dryRun === 'false') filter.dryRun = dryRun === 'true';
+  for (const field of ['dryRun', 'overridden']) {
+    const value = params.get(field);
+    if (value === 'true' || value === 'false') filter[field] = value === 'true';
+  }
   return filter;
 }
 

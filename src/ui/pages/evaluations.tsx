@@ -99,6 +99,7 @@ function matches(e: EvaluationRow, filter: Record<string, unknown>): boolean {
   };
   if (!inList('service', e.service) || !inList('env', e.env) || !inList('identifier', e.identifier) || !inList('version', e.version) || !inList('status', e.status)) return false;
   if (filter.dryRun !== undefined && filter.dryRun !== e.dryRun) return false;
+  if (filter.overridden !== undefined && filter.overridden !== (e.override !== null)) return false;
   if (!inList('gateIds', e.gateId)) return false;
   const ruleTypes = filter.ruleType as string[] | undefined;
   if (ruleTypes && !e.rules.some((r) => ruleTypes.includes(r.type))) return false;
@@ -187,6 +188,32 @@ class Row extends Component<{ e: EvaluationRow }> {
       </tr>
     );
   }
+}
+
+/** A yes/no filter as radio buttons (Any, yes, no), kept in the URL as `param`. */
+function YesNoFacet({ param, id, legend, yes, no, params }: { param: string; id: string; legend: string; yes: string; no: string; params: URLSearchParams }) {
+  const current = params.get(param) ?? '';
+  return (
+    <fieldset class="facet" data-testid={`facet-${param}`}>
+      <legend>{legend}</legend>
+      {[
+        ['', 'Any'],
+        ['true', yes],
+        ['false', no],
+      ].map(([value, label]) => (
+        <div class="check" key={value}>
+          <input
+            type="radio"
+            name={param}
+            id={`${id}-${value || 'any'}`}
+            checked={current === value}
+            onChange={() => navigate(`/evaluations?${withParam(params, param, value!).toString()}`)}
+          />
+          <label for={`${id}-${value || 'any'}`}>{label}</label>
+        </div>
+      ))}
+    </fieldset>
+  );
 }
 
 function Facet({
@@ -442,7 +469,6 @@ export function EvaluationsPage() {
     ruleName: seen('ruleName', (r) => r.rules.map((x) => x.name)),
     gate: seen('gate', (r) => r.gateId),
   };
-  const dryRun = params.get('dryRun') ?? '';
   const activeFilters = [...params.keys()].filter((k) => k !== 'paused').length > 0;
 
   return (
@@ -479,25 +505,8 @@ export function EvaluationsPage() {
               labels={param === 'gate' ? gateLabels : undefined}
             />
           ))}
-          <fieldset class="facet" data-testid="facet-dryRun">
-            <legend>Gate dry run</legend>
-            {[
-              ['', 'Any'],
-              ['true', 'Dry run'],
-              ['false', 'Not dry run'],
-            ].map(([value, label]) => (
-              <div class="check" key={value}>
-                <input
-                  type="radio"
-                  name="dryRun"
-                  id={`dry-${value || 'any'}`}
-                  checked={dryRun === value}
-                  onChange={() => navigate(`/evaluations?${withParam(params, 'dryRun', value!).toString()}`)}
-                />
-                <label for={`dry-${value || 'any'}`}>{label}</label>
-              </div>
-            ))}
-          </fieldset>
+          <YesNoFacet param="dryRun" id="dry" legend="Gate dry run" yes="Dry run" no="Not dry run" params={params} />
+          <YesNoFacet param="overridden" id="overridden" legend="Overridden" yes="Overridden" no="Not overridden" params={params} />
           {activeFilters && (
             <a class="clear" href="/evaluations">
               Clear all filters
