@@ -388,8 +388,8 @@ const OverrideVerdict = builder.enumType('OverrideVerdict', {
   values: { PASS: { value: 'pass' }, FAIL: { value: 'fail' } } as const,
 });
 
-const Actor = builder.objectRef<{ id: string; name: string }>('Actor').implement({
-  description: 'An API key as a change recorded it (its name then).',
+const OverrideActor = builder.objectRef<{ id: string; name: string }>('OverrideActor').implement({
+  description: 'The API key that overrode an evaluation, as recorded then (its name may have changed since).',
   fields: (t) => ({ id: t.exposeID('id'), name: t.exposeString('name') }),
 });
 
@@ -399,7 +399,7 @@ const EvaluationOverride = builder.objectRef<OverrideView>('EvaluationOverride')
     verdict: t.field({ type: OverrideVerdict, resolve: (o) => o.verdict }),
     reason: t.exposeString('reason'),
     at: t.expose('at', { type: 'DateTime' }),
-    by: t.field({ type: Actor, description: 'The API key that overrode it.', resolve: (o) => o.by }),
+    by: t.field({ type: OverrideActor, description: 'The API key that overrode it.', resolve: (o) => o.by }),
     replaced: t.field({
       type: EvaluationStatus,
       description: 'The reported status it replaced (an earlier override, when overridden again).',
