@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
-import { driver, jitMonitor, skipWithout, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
+import { driver, jitMonitor, runTollgate, skipWithout, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
 
 const OVERRIDE = `mutation($id: ID!, $verdict: OverrideVerdict!, $reason: String!) {
   overrideEvaluation(id: $id, verdict: $verdict, reason: $reason) {
@@ -358,6 +358,27 @@ describe('overriding an evaluation', () => {
       assert.equal(await page.getByRole('button', { name: 'Override…' }).count(), 0);
       await page.context().close();
     });
+  });
+
+  test('tollgate override: overrides from a terminal, and says why it could not', async () => {
+    const id = await failed('ovr-cli-override');
+    const run = (key: string, args: string[]) => runTollgate(['override', id, ...args], { TOLLGATE_URL: s.url, TOLLGATE_API_KEY: key });
+    const refused = await run(keys.ci!.secret, ['--verdict', 'pass', '--reason', 'let me through']);
+    assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+    assert.match(refused.stderr, /lacks the evaluations:override scope/);
+    const blank = await run(keys['release-manager']!.secret, ['--verdict', 'pass', '--reason', ' ']);
+    assert.equal(blank.code, 1);
+    assert.match(blank.stderr, /input\.reason: reason must say why/);
+    const badVerdict = await run(keys['release-manager']!.secret, ['--verdict', 'maybe', '--reason', 'why not']);
+    assert.equal(badVerdict.code, 1);
+    assert.match(badVerdict.stderr, /--verdict must be pass or fail, not maybe/);
+    assert.equal((await s.gql(READ, { id })).data.evaluation.override, null, 'nothing changed so far');
+    const ok = await run(keys['release-manager']!.secret, ['--verdict', 'pass', '--reason', 'known outage (INC-42)']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /Overridden to PASS by release-manager \(the gate said FAIL\): callers are now told PASS\./);
+    assert.match(ok.stdout, new RegExp(`Details: .*/evaluations/${id}`));
+    const e = (await s.gql(READ, { id })).data.evaluation;
+    assert.deepEqual([e.reportedStatus, e.override.reason], ['PASS', 'known outage (INC-42)']);
   });
 
   describe('tollgate evaluate', () => {

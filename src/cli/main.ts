@@ -4,6 +4,7 @@ import { apply, exportGates } from './apply.ts';
 import { demo } from './demo.ts';
 import { evaluate } from './evaluate.ts';
 import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
+import { override } from './override.ts';
 import { serve } from './serve.ts';
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -67,6 +68,17 @@ program
   .option('--no-watch', 'poll instead of following the evaluation over WebSocket')
   .action(async (flags) => {
     process.exitCode = await evaluate({ ...flags, primaryTag: flags.primaryTag ?? flags.apmPrimaryTag });
+  });
+
+program
+  .command('override <evaluation-id>')
+  .description("Replace an evaluation's verdict with yours (callers are told it; the real status and evidence stay), giving a reason")
+  .addOption(required('--verdict <verdict>', 'pass or fail'))
+  .addOption(required('--reason <reason>', 'why, 1–1000 characters (shown with the evaluation and in the audit log)'))
+  .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
+  .option('--api-key <key>', 'API key with evaluations:override (env TOLLGATE_API_KEY)')
+  .action(async (id: string, flags) => {
+    process.exitCode = await override(id, flags);
   });
 
 const keys = program.command('keys').description('Manage API keys directly on the database file (TOLLGATE_DB or --db)');
