@@ -319,13 +319,17 @@ describe('overriding an evaluation', () => {
       assert.equal(await form.getByLabel('Pass: let the deploy through').isChecked(), true);
       await form.getByRole('button', { name: 'Override to PASS' }).click();
       await form.getByText('reason must say why').waitFor();
-      await form.getByLabel('Reason').fill('payment provider outage, INC-42');
+      // Markup in a reason is text: shown as typed, never run.
+      const reason = 'payment provider outage, INC-42 <img src=x onerror="window.pwned=1">';
+      await form.getByLabel('Reason').fill(reason);
       await form.getByRole('button', { name: 'Override to PASS' }).click();
 
       const note = page.getByTestId('override');
       await note.waitFor();
       assert.equal(await note.getByTestId('override-by').textContent(), 'release-manager');
-      assert.equal(await note.getByTestId('override-reason').textContent(), 'payment provider outage, INC-42');
+      assert.equal(await note.getByTestId('override-reason').textContent(), reason);
+      assert.equal(await note.locator('img').count(), 0);
+      assert.equal(await page.evaluate('window.pwned'), undefined);
       assert.equal(await note.getByTestId('override-replaced').textContent(), 'FAIL');
       assert.equal(await page.getByTestId('override-form').count(), 0, 'the form closes');
       const verdict = page.getByTestId('verdict');
