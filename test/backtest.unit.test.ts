@@ -165,3 +165,71 @@ describe('backtester', () => {
     );
   });
 });
+
+describe('backtester, what it shows and sees', () => {
+  it("hides an undecided monitor rule's reason from a reader who cannot see every env of the starting key", async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
+    // The query matches a monitor of prod and one of staging; the starting key sees both.
+    createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never);
+    createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never);
+    clock.ms = T0 + 2.5 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    // A window of two hours: still open at the present, so the deploy is undecided on the monitor rule.
+    const row = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 7200 } } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 2.5 * HOUR),
+    });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const all = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      all.map((d) => [d.version, d.verdict]),
+      [['v2', 'undecided']],
+    );
+    assert.match(all[0]!.reason, /2 monitor\(s\)/);
+    const prodOnly: Principal = { id: 'p', name: 'prod reader', scopes: new Set(['gates:read']), envs: ['prod'] };
+    const seen = getBacktest(deps, prodOnly, row.id)!.results as unknown as DeployResult[];
+    assert.equal(seen[0]!.verdict, 'undecided');
+    assert.doesNotMatch(JSON.stringify(seen), /monitor\(s\)/);
+    assert.match(seen[0]!.reason, /monitors outside your environments are not shown/);
+  });
+
+  it('replays a monitor rule on the monitors the starting key could see only', async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR, env: 'staging' });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR, env: 'staging' });
+    const prod = createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
+    const staging = createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never).id;
+    reportMonitorState(deps, SYSTEM, { monitorId: staging, state: 'ok', group: '*' } as never);
+    reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'ok', group: '*' } as never);
+    clock.ms = T0 + HOUR + 5 * MIN;
+    reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'alert', group: '*' } as never);
+    clock.ms = T0 + 3 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const stagingKey: Principal = { id: 's', name: 'staging key', scopes: new Set(['evaluations:write', 'gates:read']), envs: ['staging'] };
+    const row = startBacktest(deps, stagingKey, {
+      service: 'checkout',
+      env: 'staging',
+      configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 3 * HOUR),
+    });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const deploys = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      deploys.map((d) => [d.version, d.verdict]),
+      [['v2', 'pass']],
+    );
+    assert.doesNotMatch(JSON.stringify(done), /checkout prod|2 monitor/);
+  });
+});

@@ -162,9 +162,11 @@ function backtestFor(reader: Pick<Principal, 'envs'>, row: BacktestRow): Backtes
   const hide = (r: RuleReplay): RuleReplay => (r.type === 'monitor' || r.type === 'freeze' ? { ...r, reason: `The rule answered ${r.status}; ${WITHHELD}` } : r);
   const results = (row.results as unknown as DeployResult[]).map((d) => {
     const rules = d.rules.map(hide);
-    const decider = d.rules.find((r) => r.name === d.decidingRule);
-    const hidden = decider && (decider.type === 'monitor' || decider.type === 'freeze');
-    return { ...d, rules, reason: hidden ? `Decided by the rule "${decider.name}"; ${WITHHELD}` : d.reason };
+    // The deploy's reason is the deciding rule's, or (undecided) the first counted rule still open's.
+    const source = d.decidingRule !== null ? d.rules.find((r) => r.name === d.decidingRule) : d.rules.find((r) => !r.dryRun && r.status === 'in_progress');
+    const hidden = source && (source.type === 'monitor' || source.type === 'freeze');
+    const why = d.decidingRule !== null ? 'Decided by' : 'Still waiting on';
+    return { ...d, rules, reason: hidden ? `${why} the rule "${source.name}"; ${WITHHELD}` : d.reason };
   });
   return { ...row, results: results as unknown as BacktestRow['results'] };
 }
