@@ -233,3 +233,36 @@ describe('backtester, what it shows and sees', () => {
     assert.doesNotMatch(JSON.stringify(done), /checkout prod|2 monitor/);
   });
 });
+
+describe('backtester, what a deploy is', () => {
+  it('counts a version back after more than a day without requests as deployed anew, whatever the window starts at', async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    // v1 serves throughout; v2 serves 30 min from T0 + 1 h, then again from T0 + 31 h (30 h later);
+    // v3 appears at T0 + 3 h, is gone 20 min later, and is back at T0 + 4 h (one deploy).
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 40 * 60, from: T0, spreadMs: 40 * HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 300, from: T0 + HOUR, spreadMs: 30 * MIN });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 200, from: T0 + 3 * HOUR, spreadMs: 20 * MIN });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 200, from: T0 + 4 * HOUR, spreadMs: 20 * MIN });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + 31 * HOUR, spreadMs: HOUR });
+    clock.ms = T0 + 40 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const run = async (from: number) => {
+      const row = startBacktest(deps, SYSTEM, {
+        service: 'checkout',
+        env: 'prod',
+        configuration: { rules: [{ name: 'no freeze', options: { freeze: {} } }] },
+        from: new Date(from),
+        to: new Date(T0 + 40 * HOUR),
+      });
+      return ((await ended(deps, row.id)).results as unknown as DeployResult[]).map((d) => [d.version, d.firstSeenAt]);
+    };
+    const whole = await run(T0 + 30 * MIN);
+    const late = await run(T0 + 30 * HOUR);
+    backtester.stop();
+    const redeploy = ['v2', new Date(T0 + 31 * HOUR).toISOString()];
+    assert.deepEqual(whole, [['v2', new Date(T0 + HOUR).toISOString()], ['v3', new Date(T0 + 3 * HOUR).toISOString()], redeploy]);
+    assert.deepEqual(late, [redeploy]);
+  });
+});

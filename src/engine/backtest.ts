@@ -136,21 +136,31 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const budget = { checks: 0 };
     const config = row.configuration as unknown as BacktestConfiguration;
     const w = { service: row.service, env: row.env };
-    // ---- the deploys: versions first seen inside [from, to), not in the day before ----
-    // An hour of the store per step, oldest first, so each version keeps its earliest hour.
+    // ---- the deploys: versions appearing inside [from, to), new or back after a day without requests ----
+    // An hour of the store per step, oldest first. `seen`: each version's earliest appearance
+    // (what "older" means to a rollback); `appearances`: every start of a version serving after
+    // more than DEPLOY_MEMORY_MS without, so a deploy does not depend on where the window starts.
     const seen = new Map<string, VersionSpan>();
+    const latest = new Map<string, VersionSpan>();
+    const appearances: VersionSpan[] = [];
     const end = row.to.getTime();
     for (let hour = row.from.getTime() - DEPLOY_MEMORY_MS; hour < end; hour += HOUR_MS) {
       for (const v of versionsIn(deps.db, { ...w, from: hour, to: Math.min(hour + HOUR_MS, end) }, MAX_VERSIONS_PER_HOUR)) {
-        const known = seen.get(v.version);
-        if (known) known.lastSeen = v.lastSeen;
-        else seen.set(v.version, { ...v });
+        const last = latest.get(v.version);
+        if (last && v.firstSeen - last.lastSeen <= DEPLOY_MEMORY_MS) {
+          last.lastSeen = v.lastSeen;
+          continue;
+        }
+        const appearance = { ...v };
+        latest.set(v.version, appearance);
+        appearances.push(appearance);
+        if (!seen.has(v.version)) seen.set(v.version, appearance);
       }
       yield;
     }
     const deploys: VersionSpan[] = [];
     let truncated = false;
-    for (const v of [...seen.values()].sort((a, b) => a.firstSeen - b.firstSeen || (a.version < b.version ? -1 : 1))) {
+    for (const v of appearances.sort((a, b) => a.firstSeen - b.firstSeen || (a.version < b.version ? -1 : 1))) {
       if (v.firstSeen < row.from.getTime()) continue;
       if (deploys.length >= MAX_BACKTEST_DEPLOYS) {
         truncated = true;

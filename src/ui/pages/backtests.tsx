@@ -226,7 +226,13 @@ export function BacktestPage({ id, who }: { id: string; who: Viewer }) {
           </thead>
           <tbody>
             {b.deploys.map((d) => (
-              <tr key={d.version} data-testid="backtest-deploy" data-version={d.version} data-verdict={d.realVerdict} class={d.realVerdict === 'FAIL' ? 'rule-fail' : undefined}>
+              <tr
+                key={`${d.version}@${d.firstSeenAt}`}
+                data-testid="backtest-deploy"
+                data-version={d.version}
+                data-verdict={d.realVerdict}
+                class={d.realVerdict === 'FAIL' ? 'rule-fail' : undefined}
+              >
                 <th scope="row">{d.version}</th>
                 <td>
                   <Time at={d.firstSeenAt} />
