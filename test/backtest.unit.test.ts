@@ -266,3 +266,37 @@ describe('backtester, what a deploy is', () => {
     assert.deepEqual(late, [redeploy]);
   });
 });
+
+describe('backtester, rollbacks', () => {
+  it('takes a newer version replacing a short-lived one for a roll forward, even while an older one keeps serving', async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    // v1 serves throughout (canaries beside it). v2 serves 20 min from T0 + 1 h, v3 replaces it
+    // (a roll forward); v4 serves 20 min from T0 + 3 h, nothing newer after it (a rollback to v1, v3).
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 6 * 60, from: T0, spreadMs: 6 * HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 120, from: T0 + HOUR, spreadMs: 20 * MIN });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 300, from: T0 + HOUR + 20 * MIN, spreadMs: 5 * HOUR });
+    await ingest(deps, { version: 'v4', resource: 'GET /a', count: 120, from: T0 + 3 * HOUR, spreadMs: 20 * MIN });
+    clock.ms = T0 + 6 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const row = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'no freeze', options: { freeze: {} } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 6 * HOUR),
+    });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const deploys = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      deploys.map((d) => [d.version, d.rollback?.versions ?? null]),
+      [
+        ['v2', null],
+        ['v3', null],
+        ['v4', ['v1', 'v3']],
+      ],
+    );
+  });
+});

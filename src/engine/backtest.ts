@@ -363,11 +363,12 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     if (!mine || mine.lastSeen >= hourEnd) return null;
     const after = mine.lastSeen + APM_BUCKET_MS;
     // Older: first seen before this deploy (discovery read from a day before the window; a
-    // version first seen after the window's end is newer).
-    const older = versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20).filter(
-      (v) => v.version !== d.version && (seen.get(v.version)?.firstSeen ?? Number.POSITIVE_INFINITY) < d.firstSeen,
-    );
-    return older.length > 0 ? { at: iso(after), versions: older.map((v) => v.version) } : null;
+    // version first seen after the window's end is newer). Any newer one serving makes it a roll
+    // forward, even while an older one keeps serving beside the canaries.
+    const successors = versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20).filter((v) => v.version !== d.version);
+    const isOlder = (v: VersionSpan) => (seen.get(v.version)?.firstSeen ?? Number.POSITIVE_INFINITY) < d.firstSeen;
+    if (successors.length === 0 || !successors.every(isOlder)) return null;
+    return { at: iso(after), versions: successors.map((v) => v.version) };
   }
 
   return {
