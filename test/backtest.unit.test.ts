@@ -10,7 +10,7 @@ import { createFreeze, createFreezeInputSchema } from '../src/domain/freezes.ts'
 import { createMonitor, reportMonitorState } from '../src/domain/monitors.ts';
 import { type Principal, SYSTEM } from '../src/domain/principal.ts';
 import { createBacktester } from '../src/engine/backtest.ts';
-import { ingest, memoryDb, T0, TestClock, unitDeps } from './helpers/engine.ts';
+import { engineOn, ingest, memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -298,5 +298,47 @@ describe('backtester, rollbacks', () => {
         ['v4', ['v1', 'v3']],
       ],
     );
+  });
+});
+
+describe('backtester against the live engine', () => {
+  it('reaches the verdict, deciding rule and time a live evaluation reached on the same data', async () => {
+    const clock = new TestClock(T0);
+    const db = memoryDb();
+    const live = engineOn(db, clock);
+    const deps = live.deps;
+    // v1 serves three hours, 2% errors; v2 (one request in three fails) canaries beside it from T0 + 1 h.
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 3 * 3600, errors: 3 * 72, from: T0, spreadMs: 3 * HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 900, errors: 300, from: T0 + HOUR, spreadMs: 15 * MIN });
+    const monitor = createMonitor(deps, SYSTEM, { name: 'checkout latency', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
+    reportMonitorState(deps, SYSTEM, { monitorId: monitor, state: 'ok', group: '*' } as never);
+    const rules = [
+      { name: 'errors', options: { faultyDeploymentDetection: { duration: 900, minRelativeIncrease: 1 } } },
+      { name: 'latency', options: { monitor: { query: 'service:checkout', duration: 600 } } },
+    ];
+    // Live: evaluated when v2 appeared, the engine's timers fired on the test clock until it ends.
+    clock.ms = T0 + HOUR;
+    live.engine.start();
+    await live.engine.idle();
+    const e = trigger(deps, rules, { version: 'v2' });
+    for (let i = 0; i < 1000 && recorded(db, e.id).evaluation.status === 'in_progress'; i++) {
+      clock.advance(live.timers.armedMs ?? 10_000);
+      await live.fire();
+    }
+    await live.engine.stop();
+    const { evaluation, rules: liveRules } = recorded(db, e.id);
+    assert.equal(evaluation.status, 'fail');
+    const liveDecider = liveRules.filter((r) => r.status === 'fail').sort((a, b) => a.finishedAt!.getTime() - b.finishedAt!.getTime())[0]!;
+
+    clock.ms = T0 + 3 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const row = startBacktest(deps, SYSTEM, { service: 'checkout', env: 'prod', configuration: { rules }, from: new Date(T0 + 30 * MIN), to: new Date(T0 + 3 * HOUR) });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const [d] = done.results as unknown as DeployResult[];
+    assert.deepEqual([d!.version, d!.verdict, d!.decidingRule], ['v2', 'fail', liveDecider.name]);
+    assert.equal(d!.decidedAt, liveDecider.finishedAt!.toISOString());
+    assert.equal(d!.timeToVerdictMs, liveDecider.finishedAt!.getTime() - evaluation.startedAt.getTime());
   });
 });
