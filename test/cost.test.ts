@@ -179,6 +179,13 @@ describe('query cost limit', () => {
     assert.equal(manyInsights.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(manyInsights));
   });
 
+  test("a backtest's deploys and each one's rules cost what they may hold (100 deploys of up to 50 rules)", async () => {
+    const one = 'backtests(first: 100) { deploys { rules { name type dryRun status reason decidedAt } } }';
+    const r = await s.gql(`{ ${one} }`);
+    assert.equal(r.errors?.[0]?.extensions?.code, 'QUERY_TOO_COSTLY', JSON.stringify(r));
+    assert.equal((await s.gql('{ backtests(first: 100) { id status summary { deploys failed } deploys { version verdict reason } } }')).errors, undefined);
+  });
+
   test('over WebSocket the same refusal, with its code, cost and limit, and the socket stays usable', async () => {
     const client = s.ws();
     try {

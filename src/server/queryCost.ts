@@ -18,9 +18,10 @@ const DEFAULT_PAGE = 20;
 const LIST_ESTIMATE = 10;
 /**
  * Lists known to hold more than LIST_ESTIMATE with no argument to bound them: a PromQL
- * monitor has a group per series, with no cap; a backtest holds up to 100 deploys.
+ * monitor has a group per series, with no cap; a backtest holds up to 100 deploys, each with
+ * up to 50 rules (a configuration's limit).
  */
-const LIST_ESTIMATES: Record<string, number> = { 'Monitor.groups': 1000, 'Backtest.deploys': 100 };
+const LIST_ESTIMATES: Record<string, number> = { 'Monitor.groups': 1000, 'Backtest.deploys': 100, 'BacktestDeploy.rules': 50 };
 /**
  * Fields that cost far more than their selection: each runs grouped SQL over up to 30 days of
  * evaluations (hundreds of ms at 100,000), so a handful of aliases of them is the most one
