@@ -342,3 +342,46 @@ describe('backtester against the live engine', () => {
     assert.equal(d!.timeToVerdictMs, liveDecider.finishedAt!.getTime() - evaluation.startedAt.getTime());
   });
 });
+
+describe('backtester, monitor history', () => {
+  it("reads a group's state at a past window from the transitions around it, not from the whole history since", async () => {
+    const clock = new TestClock(T0);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
+    await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
+    await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 3 * HOUR, spreadMs: HOUR });
+    const id = createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
+    const report = (at: number, state: 'ok' | 'alert', group: string) => {
+      clock.ms = at;
+      reportMonitorState(deps, SYSTEM, { monitorId: id, state, group } as never);
+    };
+    // host:a: ALERT from before v2 until after its window (no transition inside it), then flapping
+    // on; host:b: OK throughout, its ALERT only after v3's window.
+    report(T0, 'ok', 'host:b');
+    report(T0 + 50 * MIN, 'alert', 'host:a');
+    report(T0 + 2 * HOUR, 'ok', 'host:a');
+    for (let t = T0 + 4 * HOUR; t < T0 + 6 * HOUR; t += 10 * MIN) report(t, t % (20 * MIN) === 0 ? 'alert' : 'ok', 'host:a');
+    report(T0 + 3 * HOUR + 20 * MIN, 'alert', 'host:b');
+    clock.ms = T0 + 6 * HOUR;
+    const backtester = createBacktester(deps);
+    backtester.start();
+    const row = startBacktest(deps, SYSTEM, {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
+      from: new Date(T0 + 30 * MIN),
+      to: new Date(T0 + 6 * HOUR),
+    });
+    const done = await ended(deps, row.id);
+    backtester.stop();
+    const deploys = done.results as unknown as DeployResult[];
+    assert.deepEqual(
+      deploys.map((d) => [d.version, d.verdict, d.decidedAt]),
+      [
+        ['v2', 'fail', new Date(T0 + HOUR).toISOString()],
+        ['v3', 'pass', new Date(T0 + 3 * HOUR + 15 * MIN).toISOString()],
+      ],
+    );
+    assert.match(deploys[0]!.reason, /host:a/);
+  });
+});

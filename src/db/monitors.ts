@@ -149,6 +149,48 @@ export function transitionsAfter(db: Tx, monitorIds: readonly string[], after: D
   ).all({ ids: JSON.stringify(monitorIds), after: after.getTime() });
 }
 
+/**
+ * Transitions of these monitors in (after, until], oldest first. Bounded by `until`: a window
+ * in the past (a backtest) does not read the history since.
+ */
+export function transitionsWithin(db: Tx, monitorIds: readonly string[], after: Date, until: Date): TransitionRow[] {
+  if (monitorIds.length === 0) return [];
+  return prepared(db, 'transitionsWithin', () =>
+    db
+      .select()
+      .from(monitorTransitions)
+      // Placeholders skip the column's encoder: the bounds are bound as epoch milliseconds.
+      .where(
+        and(
+          inList(monitorTransitions.monitorId, { placeholder: 'ids' }),
+          gt(monitorTransitions.at, sql.placeholder('after')),
+          lte(monitorTransitions.at, sql.placeholder('until')),
+        ),
+      )
+      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+      .prepare(),
+  ).all({ ids: JSON.stringify(monitorIds), after: after.getTime(), until: until.getTime() });
+}
+
+/** A group's first transition strictly after `after` (the monitor/at index, then its group). */
+export function firstTransitionAfter(db: Tx, monitorId: string, group: string, after: Date): TransitionRow | undefined {
+  return prepared(db, 'firstTransitionAfter', () =>
+    db
+      .select()
+      .from(monitorTransitions)
+      .where(
+        and(
+          eq(monitorTransitions.monitorId, sql.placeholder('monitorId')),
+          gt(monitorTransitions.at, sql.placeholder('after')),
+          eq(monitorTransitions.group, sql.placeholder('group')),
+        ),
+      )
+      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+      .limit(1)
+      .prepare(),
+  ).get({ monitorId, group, after: after.getTime() });
+}
+
 export function recentTransitions(db: Tx, monitorId: string, limit: number): TransitionRow[] {
   return db
     .select()

@@ -1,4 +1,14 @@
-import { allMonitors, getMonitors, groupsOf, type MonitorGroupRow, type MonitorRow, monitorRowsGeneration, monitorsGeneration, transitionsAfter } from '../db/monitors.ts';
+import {
+  allMonitors,
+  firstTransitionAfter,
+  getMonitors,
+  groupsOf,
+  type MonitorGroupRow,
+  type MonitorRow,
+  monitorRowsGeneration,
+  monitorsGeneration,
+  transitionsWithin,
+} from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { SourceError } from '../domain/errors.ts';
 import { type Expr, groupTagsOf, matches, mentions, parseMonitorQuery } from '../domain/monitorQuery.ts';
@@ -188,18 +198,25 @@ const iso = (d: Date) => d.toISOString();
 
 /**
  * Every group that was in a failing state at any instant of [from, to]: its state at `from`
- * (read back through the transitions after it) and every state it entered up to `to`.
+ * (read back through the transitions after it) and every state it entered up to `to`. Only the
+ * window's transitions are read, and for a group with none in it that changed since (its `since`
+ * is later), its first one after: a window days back (a backtest) does not read days of history.
  */
 function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s: MonitorStateValue) => boolean): FailingGroup[] {
-  const transitions = transitionsAfter(
+  const transitions = transitionsWithin(
     deps.db,
     sel.monitors.map((m) => m.id),
     from,
+    to,
   );
   const failing: FailingGroup[] = [];
   for (const m of sel.monitors) {
     for (const g of sel.groups.get(m.id) ?? []) {
-      const after = transitions.filter((t) => t.monitorId === m.id && t.group === g.group);
+      let after = transitions.filter((t) => t.monitorId === m.id && t.group === g.group);
+      if (after.length === 0 && g.since > to) {
+        const next = firstTransitionAfter(deps.db, m.id, g.group, to);
+        if (next) after = [next];
+      }
       // The state at `from`: the first later transition's origin, or the current state.
       const atFrom = after.length > 0 ? after[0]!.from : g.state;
       // Since when: the group's own record when nothing changed after `from`, else the window's start.
