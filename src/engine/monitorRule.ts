@@ -209,10 +209,18 @@ function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s
     from,
     to,
   );
+  // Grouped once: filtering the window's transitions per group was groups × transitions.
+  const byGroup = new Map<string, typeof transitions>();
+  for (const t of transitions) {
+    const key = `${t.monitorId}\u0000${t.group}`;
+    const list = byGroup.get(key);
+    if (list) list.push(t);
+    else byGroup.set(key, [t]);
+  }
   const failing: FailingGroup[] = [];
   for (const m of sel.monitors) {
     for (const g of sel.groups.get(m.id) ?? []) {
-      let after = transitions.filter((t) => t.monitorId === m.id && t.group === g.group);
+      let after = byGroup.get(`${m.id}\u0000${g.group}`) ?? [];
       if (after.length === 0 && g.since > to) {
         const next = firstTransitionAfter(deps.db, m.id, g.group, to);
         if (next) after = [next];
