@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BacktestRow } from '../src/db/backtests.ts';
-import { type DeployResult, getBacktest, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
+import { type DeployResult, getBacktest, MAX_RUNNING_BACKTESTS, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { DomainError } from '../src/domain/errors.ts';
 import { createFreeze, createFreezeInputSchema } from '../src/domain/freezes.ts';
@@ -162,6 +162,28 @@ describe('backtester', () => {
     assert.throws(
       () => startBacktest(deps, SYSTEM, input),
       (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /already has 2 backtests running/.test(err.message),
+    );
+  });
+});
+
+describe('backtests, the server-wide limit', () => {
+  it(`refuses any key's backtest past ${MAX_RUNNING_BACKTESTS} running on the server, naming no other key`, async () => {
+    const clock = new TestClock(T0 + 2 * HOUR);
+    const deps = unitDeps(memoryDb(), clock);
+    await ingest(deps, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
+    const input = {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
+      from: new Date(T0),
+      to: new Date(T0 + HOUR),
+    };
+    const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
+    // No backtester runs: they stay running. Each key stays within its own limit.
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) startBacktest(deps, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input);
+    assert.throws(
+      () => startBacktest(deps, key(99), input),
+      (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /as many backtests as it allows at once \(8\)/.test(err.message) && !/team/.test(err.message),
     );
   });
 });

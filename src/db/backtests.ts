@@ -38,6 +38,11 @@ export function countRunningBacktestsBy(db: Tx, createdById: string): number {
     .get()!.n;
 }
 
+/** Backtests running on the whole server, every key's. */
+export function countRunningBacktests(db: Tx): number {
+  return db.select({ n: count() }).from(backtests).where(eq(backtests.status, 'running')).get()!.n;
+}
+
 /**
  * Changes a backtest only while it runs (a canceled one stays canceled whatever its job still
  * writes); the row after the change, or undefined when it was no longer running.

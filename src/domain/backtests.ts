@@ -3,7 +3,15 @@
 // authorizes, records and reads them; the replay itself runs in the engine (src/engine/backtest.ts),
 // which hears a new backtest on the event bus, as it hears a new evaluation.
 import { z } from 'zod';
-import { type BacktestRow, cancelBacktestRow, countRunningBacktestsBy, getBacktest as getBacktestRow, insertBacktest, listBacktests as listBacktestRows } from '../db/backtests.ts';
+import {
+  type BacktestRow,
+  cancelBacktestRow,
+  countRunningBacktests,
+  countRunningBacktestsBy,
+  getBacktest as getBacktestRow,
+  insertBacktest,
+  listBacktests as listBacktestRows,
+} from '../db/backtests.ts';
 import { getGate as getGateRow, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
@@ -27,6 +35,8 @@ export const MAX_BACKTEST_WINDOW_DAYS = 7;
 const DAY_MS = 86_400_000;
 /** Backtests one API key may have running at once. */
 export const MAX_RUNNING_BACKTESTS_PER_KEY = 2;
+/** Backtests running at once over all keys: replays share the event loop with live evaluations. */
+export const MAX_RUNNING_BACKTESTS = 8;
 /** A failed deploy whose version stopped serving within this long, older versions serving instead, looks rolled back. */
 export const ROLLBACK_WITHIN_MS = 60 * 60_000;
 /** A deploy's reason as stored, at most. */
@@ -278,6 +288,10 @@ export function startBacktest(deps: Deps, actor: Principal, raw: unknown): Backt
   const row = deps.db.transaction((tx) => {
     if (countRunningBacktestsBy(tx, actor.id) >= MAX_RUNNING_BACKTESTS_PER_KEY) {
       throw new RateLimitedError(`API key "${actor.name}" already has ${MAX_RUNNING_BACKTESTS_PER_KEY} backtests running, its limit: wait for one to end, or cancel one`, 30);
+    }
+    // Says nothing of whose they are: other keys' backtests may be in environments this key cannot see.
+    if (countRunningBacktests(tx) >= MAX_RUNNING_BACKTESTS) {
+      throw new RateLimitedError(`Tollgate is running as many backtests as it allows at once (${MAX_RUNNING_BACKTESTS}): try again when one has ended`, 60);
     }
     return insertBacktest(tx, {
       id: newId(),
