@@ -168,6 +168,13 @@ describe('backtesting a gate over a day of deploys', () => {
     // Stored: read back later, as the explorer does.
     const again = await s.gql(GET, { id: started.id });
     assert.deepEqual(again.data.backtest.summary, last.summary);
+    // A list reads no results unless its query asks for the deploys; then it shows the same.
+    const listed = await s.gql(`query { backtests(first: 20) { ${BACKTEST_FIELDS} } }`);
+    assert.equal(listed.errors, undefined, JSON.stringify(listed.errors));
+    assert.deepEqual(
+      listed.data.backtests.find((b: any) => b.id === started.id),
+      again.data.backtest,
+    );
   });
 
   it('stops when canceled, keeping what it replayed', async () => {

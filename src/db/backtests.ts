@@ -1,4 +1,4 @@
-import { and, count, desc, eq, gte, lt, max, min, ne, type SQL, sql } from 'drizzle-orm';
+import { and, count, desc, eq, getTableColumns, gte, lt, max, min, ne, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { apmStats, type BacktestStatus, backtests } from './schema.ts';
@@ -14,14 +14,18 @@ export function getBacktest(db: Tx, id: string): BacktestRow | undefined {
   return db.select().from(backtests).where(eq(backtests.id, id)).get();
 }
 
-/** Newest first; keyset on the id (UUIDv7, creation order). */
-export function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): BacktestRow[] {
+/** A backtest without its per-deploy results (they can be megabytes; a list seldom shows them). */
+export type BacktestListRow = Omit<BacktestRow, 'results'>;
+const { results: _results, ...listColumns } = getTableColumns(backtests);
+
+/** Newest first; keyset on the id (UUIDv7, creation order). Results are left out: see BacktestListRow. */
+export function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): BacktestListRow[] {
   const where: SQL[] = [];
   if (filter.envs) where.push(inList(backtests.env, filter.envs));
   if (filter.gateId) where.push(eq(backtests.gateId, filter.gateId));
   if (page.after) where.push(lt(backtests.id, page.after));
   return db
-    .select()
+    .select(listColumns)
     .from(backtests)
     .where(and(...where))
     .orderBy(desc(backtests.id))

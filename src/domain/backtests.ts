@@ -4,6 +4,7 @@
 // which hears a new backtest on the event bus, as it hears a new evaluation.
 import { z } from 'zod';
 import {
+  type BacktestListRow,
   type BacktestRow,
   cancelBacktestRow,
   countRunningBacktests,
@@ -167,8 +168,11 @@ const WITHHELD = 'monitors outside your environments are not shown.';
  * incidents) keep their verdict but lose their reason when the starting key could see
  * environments the reader cannot.
  */
-function backtestFor(reader: Pick<Principal, 'envs'>, row: BacktestRow): BacktestRow {
-  if (seesAllOf(reader, row)) return row;
+/** A backtest as a reader sees it; a listed one comes without its results (they load when asked). */
+export type BacktestView = BacktestListRow & { results?: BacktestRow['results'] };
+
+function backtestFor<R extends BacktestView>(reader: Pick<Principal, 'envs'>, row: R): R {
+  if (seesAllOf(reader, row) || !row.results) return row;
   const hide = (r: RuleReplay): RuleReplay => (r.type === 'monitor' || r.type === 'freeze' ? { ...r, reason: `The rule answered ${r.status}; ${WITHHELD}` } : r);
   const results = (row.results as unknown as DeployResult[]).map((d) => {
     const rules = d.rules.map(hide);
@@ -192,8 +196,13 @@ export function backtestsPageSize(first: number): number {
   return first;
 }
 
+/** A backtest's per-deploy results as the reader may see them ([] for one it cannot see). */
+export function backtestResults(deps: Deps, actor: Principal, backtest: BacktestView): DeployResult[] {
+  return ((backtest.results ? backtest : getBacktest(deps, actor, backtest.id))?.results ?? []) as unknown as DeployResult[];
+}
+
 /** Newest first, of the environments the caller may see (and of one gate when asked). */
-export function listBacktests(deps: Deps, actor: Principal, filter: { gateId?: string }, page: { after?: string; limit: number }): BacktestRow[] {
+export function listBacktests(deps: Deps, actor: Principal, filter: { gateId?: string }, page: { after?: string; limit: number }): BacktestView[] {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   if (filter.gateId) assertUuid(filter.gateId, 'gateId');

@@ -1,6 +1,7 @@
 import {
-  type BacktestRow,
   type BacktestSummary,
+  type BacktestView,
+  backtestResults,
   backtestsPageSize,
   cancelBacktest,
   type DeployResult,
@@ -104,7 +105,7 @@ const Progress = builder.objectRef<{ done: number; total: number }>('BacktestPro
   }),
 });
 
-const Backtest = builder.objectRef<BacktestRow>('Backtest').implement({
+const Backtest = builder.objectRef<BacktestView>('Backtest').implement({
   description: "A gate's rules replayed over the deploys found in the stored telemetry.",
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -116,7 +117,11 @@ const Backtest = builder.objectRef<BacktestRow>('Backtest').implement({
     status: t.field({ type: BacktestStatus, resolve: (b) => b.status }),
     progress: t.field({ type: Progress, resolve: (b) => ({ done: b.done, total: b.total }) }),
     skippedRules: t.field({ type: [SkippedRuleType], resolve: (b) => b.skippedRules as SkippedRule[] }),
-    deploys: t.field({ type: [BacktestDeploy], description: 'In the order they appeared; filled in as the replay goes.', resolve: (b) => b.results as unknown as DeployResult[] }),
+    deploys: t.field({
+      type: [BacktestDeploy],
+      description: 'In the order they appeared; filled in as the replay goes.',
+      resolve: (b, _args, { deps, principal }) => backtestResults(deps, principal, b),
+    }),
     summary: t.field({ type: Summary, nullable: true, description: 'Once done.', resolve: (b) => (b.summary as BacktestSummary | null) ?? null }),
     error: t.exposeString('error', { nullable: true, description: 'Why it failed, or who canceled it.' }),
     createdBy: t.exposeString('createdByName'),
