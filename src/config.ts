@@ -177,6 +177,9 @@ export const configSchema = z
     TOLLGATE_WEBHOOK_ALLOWED_HOSTS: allowedHosts.optional(),
     /** Encrypts secrets stored in rules (webhook header values). */
     TOLLGATE_SECRET_KEY: secretKey.optional(),
+    /** Notifications: the first retry's delay (doubling each time) and the attempts before a delivery fails. */
+    TOLLGATE_NOTIFICATION_RETRY_BASE_MS: positiveInt.default(5000),
+    TOLLGATE_NOTIFICATION_MAX_ATTEMPTS: positiveInt.default(8),
     TOLLGATE_TRUSTED_PROXY_HOPS: z.coerce
       .number({ message: 'must be a number' })
       .int('must be a whole number')
@@ -266,6 +269,7 @@ export const configSchema = z
       webhookAllowedHosts: raw.TOLLGATE_WEBHOOK_ALLOWED_HOSTS ?? [],
       /** AES-256-GCM key for secrets kept in rules; null: rules holding secrets are refused. */
       secretKey: raw.TOLLGATE_SECRET_KEY ?? null,
+      notifications: { retryBaseMs: raw.TOLLGATE_NOTIFICATION_RETRY_BASE_MS, maxAttempts: raw.TOLLGATE_NOTIFICATION_MAX_ATTEMPTS },
     };
   });
 

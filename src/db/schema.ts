@@ -373,3 +373,85 @@ export const backtests = sqliteTable(
     index('backtests_gate_idx').on(t.gateId),
   ],
 );
+
+/** What a notification subscription can be told of (src/domain/notifications.ts). */
+export const NOTIFICATION_EVENTS = ['fail', 'recovered', 'override', 'source_error'] as const;
+export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
+/** How a channel's messages are shaped: a signed JSON webhook, or a Slack incoming webhook. */
+export const CHANNEL_TYPES = ['webhook', 'slack'] as const;
+export type ChannelType = (typeof CHANNEL_TYPES)[number];
+export const DELIVERY_STATUSES = ['pending', 'delivering', 'delivered', 'failed'] as const;
+export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
+
+/**
+ * Where notifications go. A channel serves the environments it lists: only keys that may see
+ * all of them see (and change) it, and its subscriptions stay within them.
+ */
+export const notificationChannels = sqliteTable('notification_channels', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  type: text('type', { enum: CHANNEL_TYPES }).notNull(),
+  /** On TOLLGATE_WEBHOOK_ALLOWED_HOSTS when stored, checked again before every delivery. */
+  url: text('url').notNull(),
+  /** The HMAC signing secret of a webhook channel, sealed (src/domain/secrets.ts); null for Slack. */
+  secret: text('secret'),
+  envs: text('envs', { mode: 'json' }).notNull().$type<string[]>(),
+  ...timestamps,
+});
+
+/** Which events of which evaluations a channel is told of: one gate, or a service/env query. */
+export const notificationSubscriptions = sqliteTable(
+  'notification_subscriptions',
+  {
+    id: text('id').primaryKey(),
+    channelId: text('channel_id')
+      .notNull()
+      .references(() => notificationChannels.id, { onDelete: 'cascade' }),
+    /** Only this gate's evaluations; null: every evaluation matching service and env. */
+    gateId: text('gate_id').references(() => gates.id, { onDelete: 'cascade' }),
+    /** null: every service of env. */
+    service: text('service'),
+    env: text('env').notNull(),
+    events: text('events', { mode: 'json' }).notNull().$type<NotificationEvent[]>(),
+    ...timestamps,
+  },
+  (t) => [index('notification_subscriptions_env_idx').on(t.env), index('notification_subscriptions_channel_idx').on(t.channelId)],
+);
+
+/**
+ * The durable outbox: one row per subscription and event, written in the transaction of the
+ * change that caused it. event_key is unique, so one event is never queued twice; a worker
+ * claims a row (status delivering, attempts + 1) before it sends.
+ */
+export const notificationOutbox = sqliteTable(
+  'notification_outbox',
+  {
+    id: text('id').primaryKey(),
+    eventKey: text('event_key').notNull(),
+    event: text('event').notNull(),
+    channelId: text('channel_id')
+      .notNull()
+      .references(() => notificationChannels.id, { onDelete: 'cascade' }),
+    subscriptionId: text('subscription_id'),
+    evaluationId: text('evaluation_id'),
+    env: text('env').notNull(),
+    /** What the message says, as it stood when the event happened. */
+    payload: text('payload', { mode: 'json' }).notNull().$type<Record<string, unknown>>(),
+    status: text('status', { enum: DELIVERY_STATUSES }).notNull(),
+    attempts: integer('attempts').notNull().default(0),
+    nextAttemptAt: integer('next_attempt_at', { mode: 'timestamp_ms' }).notNull(),
+    /** Who holds a row being delivered, and until when (a crashed sender's claim runs out). */
+    claimedBy: text('claimed_by'),
+    claimExpiresAt: integer('claim_expires_at', { mode: 'timestamp_ms' }),
+    lastStatus: integer('last_status'),
+    lastError: text('last_error'),
+    deliveredAt: integer('delivered_at', { mode: 'timestamp_ms' }),
+    createdAt: integer('created_at', { mode: 'timestamp_ms' }).notNull(),
+  },
+  (t) => [
+    uniqueIndex('notification_outbox_event_key_unique').on(t.eventKey),
+    index('notification_outbox_due_idx').on(t.status, t.nextAttemptAt),
+    index('notification_outbox_env_idx').on(t.env, t.id),
+    index('notification_outbox_channel_idx').on(t.channelId, t.id),
+  ],
+);

@@ -27,6 +27,7 @@ import { badInput, conflict, notFound, parseInput } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
 import { assertMetricRulesAllowed, ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
+import { queueNotifications } from './notifications.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { ruleEvaluationFor, snapshotFor } from './ruleEvidence.ts';
 import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from './ruleOptions.ts';
@@ -484,6 +485,7 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
   requireScope(actor, 'evaluations:write', 'cancel evaluations');
   const now = deps.now();
   let before: EvaluationRow | undefined;
+  let queued = 0;
   const snapshot = deps.db.transaction((tx) => {
     const e = getEvaluationRow(tx, assertUuid(id, 'id'));
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
@@ -498,9 +500,12 @@ export function cancelEvaluation(deps: Deps, actor: Principal, id: string): Eval
       decidedAt: e.decidedAt ?? now,
       finishedAt: now,
     });
-    return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+    const after = { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+    queued = queueNotifications(tx, deps, e, after);
+    return after;
   });
   deps.events.publish('evaluation.changed', snapshot);
+  if (queued) deps.events.publish('notification.queued', null);
   logOutcome(deps, before!, snapshot, null, actor);
   return snapshotFor(actor, snapshot);
 }
@@ -624,6 +629,7 @@ export type RuleUpdate = Pick<NewRuleEvaluationRow, 'status' | 'reason' | 'evide
 export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate): EvaluationSnapshot | null {
   const now = deps.now();
   let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
+  let queued = 0;
   const snapshot = deps.db.transaction((tx) => {
     const rule = getRuleEvaluation(tx, ruleEvaluationId);
     if (rule?.status !== 'in_progress') return null;
@@ -639,9 +645,12 @@ export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: R
       decidedAt: e.decidedAt ?? (status !== 'in_progress' ? now : null),
       finishedAt: allRulesFinished(rules) ? now : null,
     });
-    return { evaluation, rules };
+    const after = { evaluation, rules };
+    queued = queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError });
+    return after;
   });
   if (snapshot) deps.events.publish('evaluation.changed', snapshot);
+  if (queued) deps.events.publish('notification.queued', null);
   if (snapshot && before) logOutcome(deps, before.evaluation, snapshot, before.rule);
   return snapshot;
 }

@@ -47,6 +47,8 @@ export interface Topics {
   'freeze.changed': FreezeRow;
   /** A backtest started, progressed, ended or was canceled (the row as committed). */
   'backtest.changed': BacktestRow;
+  /** Rows were added to the notification outbox: the notifier looks at once. */
+  'notification.queued': null;
 }
 
 type Topic = keyof Topics;

@@ -147,7 +147,7 @@ const RESERVED_HEADERS = new Set([
   'proxy-connection',
 ]);
 
-const webhookUrlSchema = z
+export const webhookUrlSchema = z
   .string({ message: 'url is required' })
   .trim()
   .max(2048, 'url is at most 2048 characters')

@@ -37,6 +37,20 @@ export function hostRefusal(allowed: readonly AllowedHost[], url: string): strin
   return `host ${parsed.host} is not on TOLLGATE_WEBHOOK_ALLOWED_HOSTS: ask the operator to allow it`;
 }
 
+/**
+ * Addresses the allow-list names as themselves (or by the name localhost): reachable whatever
+ * their range. Webhook rules and notification channels both send through this.
+ */
+export function listedAddresses(allowed: readonly AllowedHost[]): string[] {
+  const out: string[] = [];
+  for (const a of allowed) {
+    if (a.wildcard) continue;
+    if (a.host === 'localhost') out.push('127.0.0.1', '::1');
+    else if (/^[\d.]+$/.test(a.host) || a.host.startsWith('[')) out.push(a.host.replace(/^\[|\]$/g, ''));
+  }
+  return out;
+}
+
 /** A secret opens only for the header it was sealed for, sent to the origin it was sealed for. */
 const secretContext = (name: string, url: string) => `webhook-header\u0000${name.toLowerCase()}\u0000${new URL(url).origin}`;
 

@@ -6,7 +6,7 @@
 // them instead of starting over. A call that never got an answer is the source failing: the
 // gate's onSourceError decides.
 import type { Deps } from '../domain/deps.ts';
-import { hostRefusal, SecretUnavailableError, type StoredWebhookOptions, webhookHeaderValues } from '../domain/webhooks.ts';
+import { hostRefusal, listedAddresses, SecretUnavailableError, type StoredWebhookOptions, webhookHeaderValues } from '../domain/webhooks.ts';
 import { callWebhook, type WebhookAnswer } from '../sources/webhook.ts';
 import type { CheckResult, RuleRunner } from './runner.ts';
 
@@ -89,17 +89,6 @@ function payload(deps: Deps, input: Parameters<RuleRunner['check']>[1], o: Store
   });
 }
 
-/** Addresses the allow-list names as themselves (or by the name localhost): reachable whatever their range. */
-function listedAddresses(deps: Deps): string[] {
-  const out: string[] = [];
-  for (const a of deps.config.webhookAllowedHosts) {
-    if (a.wildcard) continue;
-    if (a.host === 'localhost') out.push('127.0.0.1', '::1');
-    else if (/^[\d.]+$/.test(a.host) || a.host.startsWith('[')) out.push(a.host.replace(/^\[|\]$/g, ''));
-  }
-  return out;
-}
-
 export const webhookRunner: RuleRunner = {
   type: 'webhook',
 
@@ -143,7 +132,7 @@ export const webhookRunner: RuleRunner = {
       headers: { ...headers, 'idempotency-key': `${rule.id}:${state.call}` },
       body: payload(deps, input, o, state.call, attempt),
       timeoutMs: o.timeout * 1000,
-      listedAddresses: listedAddresses(deps),
+      listedAddresses: listedAddresses(deps.config.webhookAllowedHosts),
     });
     const at = deps.now();
     const tries = [...state.tries, { at: iso(at), status: answer.answered ? answer.status : null, error: answer.answered ? null : answer.error, ms: answer.ms }];

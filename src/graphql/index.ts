@@ -8,6 +8,7 @@ import './evaluation.ts';
 import './insights.ts';
 import './freeze.ts';
 import './backtest.ts';
+import './notification.ts';
 
 builder.queryType({});
 builder.mutationType({});

@@ -11,6 +11,7 @@ import { createEvents } from '../domain/events.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
 import { createBacktester } from '../engine/backtest.ts';
 import { createEngine } from '../engine/engine.ts';
+import { createNotifier } from '../engine/notifier.ts';
 import { planWindow } from '../engine/runners.ts';
 import { createLogger, type Logger, secretPrefix } from '../log.ts';
 import { createMonitorEvaluator } from '../sources/monitorEvaluator.ts';
@@ -59,6 +60,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   };
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
   const backtester = createBacktester(deps);
+  const notifier = createNotifier(deps);
   const prometheus = config.prometheusUrl ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs }) : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
   const checkKey = createAuthenticator(db, now, deps.events);
@@ -159,6 +161,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     deps,
     engine,
     monitorEvaluator,
+    notifier,
     server,
     /** Set when this start created an admin key: its secret, to print once. */
     bootstrapSecret: bootstrap.created ? bootstrap.secret : undefined,
@@ -188,6 +191,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       engine.start();
       backtester.start();
       monitorEvaluator.start();
+      notifier.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
     },
 
@@ -210,6 +214,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         keyWatch.close();
         await monitorEvaluator.stop();
         backtester.stop();
+        // Sends under way finish and are settled; nothing new is claimed.
+        await notifier.stop();
         // Lets running checks commit, hands leases back. Storage that broke down (a -wal or lock
         // file deleted) refuses that last write: the leases expire on their own, and the database
         // must still be closed and its lock released.

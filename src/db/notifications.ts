@@ -1,0 +1,222 @@
+// Notification channels, subscriptions and the outbox. Visibility by environment is part of
+// every read: a channel is visible to a key that may see every env it lists; a subscription
+// and a delivery when their env is visible and so is their channel.
+import { and, asc, desc, eq, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import type { Tx } from './client.ts';
+import { inList } from './lists.ts';
+import { evaluations, notificationChannels, notificationOutbox, notificationSubscriptions } from './schema.ts';
+
+export type ChannelRow = typeof notificationChannels.$inferSelect;
+export type NewChannelRow = typeof notificationChannels.$inferInsert;
+export type SubscriptionRow = typeof notificationSubscriptions.$inferSelect;
+export type NewSubscriptionRow = typeof notificationSubscriptions.$inferInsert;
+export type OutboxRow = typeof notificationOutbox.$inferSelect;
+export type NewOutboxRow = typeof notificationOutbox.$inferInsert;
+
+/** Every env the channel lists is among `envs` (null: the caller sees every env). */
+const channelWithin = (envs: readonly string[] | null): SQL | undefined =>
+  envs === null ? undefined : sql`not exists (select 1 from json_each(${notificationChannels.envs}) where value not in (select value from json_each(${JSON.stringify(envs)})))`;
+
+/** The same, for the channel of another table's row. */
+const channelOfWithin = (channelId: SQL | typeof notificationOutbox.channelId | typeof notificationSubscriptions.channelId, envs: readonly string[] | null): SQL | undefined =>
+  envs === null
+    ? undefined
+    : sql`not exists (select 1 from ${notificationChannels}, json_each(${notificationChannels.envs}) where ${notificationChannels.id} = ${channelId} and value not in (select value from json_each(${JSON.stringify(envs)})))`;
+
+export function getChannel(db: Tx, id: string): ChannelRow | undefined {
+  return db.select().from(notificationChannels).where(eq(notificationChannels.id, id)).get();
+}
+
+export function listChannels(db: Tx, envs: readonly string[] | null, page: { after?: string; limit: number }): ChannelRow[] {
+  return db
+    .select()
+    .from(notificationChannels)
+    .where(and(channelWithin(envs), page.after ? lt(notificationChannels.id, page.after) : undefined))
+    .orderBy(desc(notificationChannels.id))
+    .limit(page.limit)
+    .all();
+}
+
+export function countChannels(db: Tx): number {
+  return db.select({ n: sql<number>`count(*)` }).from(notificationChannels).get()!.n;
+}
+
+export function insertChannel(db: Tx, row: NewChannelRow): ChannelRow {
+  return db.insert(notificationChannels).values(row).returning().get();
+}
+
+export function updateChannelRow(db: Tx, id: string, patch: Partial<NewChannelRow>): ChannelRow {
+  return db.update(notificationChannels).set(patch).where(eq(notificationChannels.id, id)).returning().get()!;
+}
+
+export function deleteChannelRow(db: Tx, id: string): void {
+  db.delete(notificationChannels).where(eq(notificationChannels.id, id)).run();
+}
+
+export function getSubscription(db: Tx, id: string): SubscriptionRow | undefined {
+  return db.select().from(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).get();
+}
+
+export function listSubscriptions(db: Tx, envs: readonly string[] | null, filter: { channelId?: string }, page: { after?: string; limit: number }): SubscriptionRow[] {
+  return db
+    .select()
+    .from(notificationSubscriptions)
+    .where(
+      and(
+        envs === null ? undefined : inList(notificationSubscriptions.env, envs),
+        channelOfWithin(notificationSubscriptions.channelId, envs),
+        filter.channelId ? eq(notificationSubscriptions.channelId, filter.channelId) : undefined,
+        page.after ? lt(notificationSubscriptions.id, page.after) : undefined,
+      ),
+    )
+    .orderBy(desc(notificationSubscriptions.id))
+    .limit(page.limit)
+    .all();
+}
+
+export function countSubscriptionsOfEnv(db: Tx, env: string): number {
+  return db.select({ n: sql<number>`count(*)` }).from(notificationSubscriptions).where(eq(notificationSubscriptions.env, env)).get()!.n;
+}
+
+/** Subscriptions of a channel reaching outside `envs` (a channel cannot shrink under them). */
+export function subscriptionEnvsOf(db: Tx, channelId: string): string[] {
+  const rows = db
+    .select({ env: notificationSubscriptions.env })
+    .from(notificationSubscriptions)
+    .where(eq(notificationSubscriptions.channelId, channelId))
+    .groupBy(notificationSubscriptions.env)
+    .all();
+  return rows.map((r) => r.env);
+}
+
+export function insertSubscription(db: Tx, row: NewSubscriptionRow): SubscriptionRow {
+  return db.insert(notificationSubscriptions).values(row).returning().get();
+}
+
+export function updateSubscriptionRow(db: Tx, id: string, patch: Partial<NewSubscriptionRow>): SubscriptionRow {
+  return db.update(notificationSubscriptions).set(patch).where(eq(notificationSubscriptions.id, id)).returning().get()!;
+}
+
+export function deleteSubscriptionRow(db: Tx, id: string): void {
+  db.delete(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).run();
+}
+
+/** Subscriptions an evaluation of (gate, service, env) matches; bounded by the per-env cap. */
+export function matchingSubscriptions(db: Tx, e: { gateId: string | null; service: string; env: string }, limit: number): SubscriptionRow[] {
+  return db
+    .select()
+    .from(notificationSubscriptions)
+    .where(
+      and(
+        eq(notificationSubscriptions.env, e.env),
+        e.gateId ? or(isNull(notificationSubscriptions.gateId), eq(notificationSubscriptions.gateId, e.gateId)) : isNull(notificationSubscriptions.gateId),
+        or(isNull(notificationSubscriptions.service), eq(notificationSubscriptions.service, e.service)),
+      ),
+    )
+    .orderBy(asc(notificationSubscriptions.id))
+    .limit(limit)
+    .all();
+}
+
+/**
+ * The last evaluation of the same service, env and identifier started before `before` that
+ * reached a verdict (pass or fail): what a pass "recovers" from.
+ */
+export function previousVerdict(db: Tx, e: { id: string; service: string; env: string; identifier: string; startedAt: Date }) {
+  return db
+    .select()
+    .from(evaluations)
+    .where(
+      and(
+        eq(evaluations.service, e.service),
+        eq(evaluations.env, e.env),
+        eq(evaluations.identifier, e.identifier),
+        lt(evaluations.startedAt, e.startedAt),
+        inList(evaluations.status, ['pass', 'fail']),
+      ),
+    )
+    .orderBy(desc(evaluations.startedAt))
+    .limit(1)
+    .get();
+}
+
+/** Queues rows; an event already queued (same event_key) is left as it is. */
+export function insertOutbox(db: Tx, rows: NewOutboxRow[]): void {
+  if (rows.length > 0) db.insert(notificationOutbox).values(rows).onConflictDoNothing({ target: notificationOutbox.eventKey }).run();
+}
+
+export interface DeliveryFilter {
+  status?: readonly string[];
+  channelId?: string;
+  evaluationId?: string;
+}
+
+export function listDeliveries(db: Tx, envs: readonly string[] | null, filter: DeliveryFilter, page: { after?: string; limit: number }): OutboxRow[] {
+  return db
+    .select()
+    .from(notificationOutbox)
+    .where(
+      and(
+        envs === null ? undefined : inList(notificationOutbox.env, envs),
+        channelOfWithin(notificationOutbox.channelId, envs),
+        filter.status?.length ? inList(notificationOutbox.status, filter.status) : undefined,
+        filter.channelId ? eq(notificationOutbox.channelId, filter.channelId) : undefined,
+        filter.evaluationId ? eq(notificationOutbox.evaluationId, filter.evaluationId) : undefined,
+        page.after ? lt(notificationOutbox.id, page.after) : undefined,
+      ),
+    )
+    .orderBy(desc(notificationOutbox.id))
+    .limit(page.limit)
+    .all();
+}
+
+export function getDelivery(db: Tx, id: string): OutboxRow | undefined {
+  return db.select().from(notificationOutbox).where(eq(notificationOutbox.id, id)).get();
+}
+
+/**
+ * Claims up to `limit` rows due at `now` in one statement: pending rows whose time has come,
+ * and rows a sender claimed and never settled (it crashed) once its claim ran out. Each gets
+ * status delivering, this node's claim and one more attempt, so no other sender takes it.
+ */
+export function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number): OutboxRow[] {
+  const due = db
+    .select({ id: notificationOutbox.id })
+    .from(notificationOutbox)
+    .where(
+      or(
+        and(eq(notificationOutbox.status, 'pending'), lte(notificationOutbox.nextAttemptAt, now)),
+        and(eq(notificationOutbox.status, 'delivering'), lte(notificationOutbox.claimExpiresAt, now)),
+      ),
+    )
+    .orderBy(asc(notificationOutbox.nextAttemptAt))
+    .limit(limit);
+  return db
+    .update(notificationOutbox)
+    .set({ status: 'delivering', claimedBy: nodeId, claimExpiresAt: new Date(now.getTime() + claimMs), attempts: sql`${notificationOutbox.attempts} + 1` })
+    .where(sql`${notificationOutbox.id} in ${due}`)
+    .returning()
+    .all();
+}
+
+/** Settles a claimed row; false when the claim was no longer ours (it ran out and another took it). */
+export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number, patch: Partial<NewOutboxRow>): boolean {
+  const r = db
+    .update(notificationOutbox)
+    .set({ ...patch, claimedBy: null, claimExpiresAt: null })
+    .where(and(eq(notificationOutbox.id, id), eq(notificationOutbox.status, 'delivering'), eq(notificationOutbox.claimedBy, nodeId), eq(notificationOutbox.attempts, attempts)))
+    .run();
+  return r.changes > 0;
+}
+
+/** When the next row falls due (pending, or a claim running out), or null when none waits. */
+export function nextDueAt(db: Tx): Date | null {
+  const row = db
+    .select({
+      at: sql<number | null>`min(case when ${notificationOutbox.status} = 'pending' then ${notificationOutbox.nextAttemptAt} else ${notificationOutbox.claimExpiresAt} end)`,
+    })
+    .from(notificationOutbox)
+    .where(inList(notificationOutbox.status, ['pending', 'delivering']))
+    .get();
+  return row?.at == null ? null : new Date(row.at);
+}

@@ -1,0 +1,130 @@
+// Delivers the notification outbox. Each turn claims a slice of due rows in one statement
+// (status delivering, attempts + 1, this node's claim), sends them a few at a time through the
+// same guarded POST as webhook rules (allow-list checked again, no redirects, no internal
+// addresses by name), and settles each: delivered, pending again after a backoff, or failed
+// after the last attempt. A row is claimed before it is sent, so two senders never send it;
+// a sender that dies between sending and settling leaves a claim that runs out, and the row
+// is sent again with the same X-Tollgate-Event-Id so the receiver can drop the repeat.
+import type { Deps } from '../domain/deps.ts';
+import {
+  channelRefusal,
+  channelSecret,
+  claimDeliveries,
+  type Delivery,
+  type NotificationPayload,
+  nextDeliveryDueAt,
+  SecretUnavailableError,
+  settleDelivery,
+  signNotification,
+  slackBody,
+  webhookBody,
+} from '../domain/notifications.ts';
+import { listedAddresses } from '../domain/webhooks.ts';
+import { callWebhook } from '../sources/webhook.ts';
+
+export interface NotifierOptions {
+  /** Rows claimed per turn, and sent at once. */
+  slice?: number;
+  /** Per request: connecting, sending, the status line. */
+  timeoutMs?: number;
+  /** How long a claim holds: longer than any send. */
+  claimMs?: number;
+  /** The longest sleep between looks (claims of crashed senders run out without an event). */
+  idleMs?: number;
+}
+
+export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
+  const slice = options.slice ?? 16;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const claimMs = options.claimMs ?? timeoutMs * 3;
+  const idleMs = options.idleMs ?? 30_000;
+  const log = deps.log.child({ component: 'notifier' });
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = true;
+  let off: (() => void) | undefined;
+
+  /** Sends one claimed row and settles it; never throws. */
+  async function deliver({ row, channel }: Delivery): Promise<void> {
+    const settle = (outcome: Parameters<typeof settleDelivery>[2]) => {
+      if (!settleDelivery(deps, row, outcome)) log.warn({ deliveryId: row.id }, 'delivery settled by another sender (claim ran out)');
+    };
+    if (!channel) return void settle({ ok: false, status: null, error: 'the channel was deleted', final: true });
+    const refusal = channelRefusal(deps, channel);
+    if (refusal) return void settle({ ok: false, status: null, error: refusal, final: true });
+    const payload = row.payload as unknown as NotificationPayload;
+    const body = channel.type === 'slack' ? slackBody(payload) : webhookBody(row, payload);
+    const timestamp = String(Math.floor(deps.now().getTime() / 1000));
+    const headers: Record<string, string> = { 'x-tollgate-event-id': row.id, 'x-tollgate-event': row.event, 'x-tollgate-attempt': String(row.attempts) };
+    if (channel.type === 'webhook') {
+      try {
+        headers['x-tollgate-timestamp'] = timestamp;
+        headers['x-tollgate-signature'] = signNotification(channelSecret(deps, channel), timestamp, body);
+      } catch (err) {
+        if (!(err instanceof SecretUnavailableError)) throw err;
+        return void settle({ ok: false, status: null, error: `the signing secret cannot be opened: ${err.message}`, final: true });
+      }
+    }
+    const answer = await callWebhook({ url: channel.url, headers, body, timeoutMs, listedAddresses: listedAddresses(deps.config.webhookAllowedHosts) });
+    const ok = answer.answered && answer.status >= 200 && answer.status < 300;
+    const error = answer.answered ? (ok ? null : `HTTP ${answer.status}${answer.body ? `: ${answer.body.slice(0, 200)}` : ''}`) : answer.error;
+    settle({ ok, status: answer.answered ? answer.status : null, error });
+    if (ok) log.info({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts }, 'notification delivered');
+    else log.warn({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts, error }, 'notification not delivered');
+  }
+
+  /** Claims and sends slices until nothing is due, then sleeps until the next due row. */
+  async function drain(): Promise<void> {
+    do {
+      again = false;
+      for (;;) {
+        if (stopped) return;
+        const claimed = claimDeliveries(deps, slice, claimMs);
+        if (claimed.length === 0) break;
+        await Promise.all(claimed.map((d) => deliver(d).catch((err) => log.error({ err, deliveryId: d.row.id }, 'notification delivery crashed'))));
+      }
+    } while (again && !stopped);
+    arm();
+  }
+
+  function arm(): void {
+    if (stopped) return;
+    clearTimeout(timer);
+    const next = nextDeliveryDueAt(deps);
+    const wait = next ? Math.max(0, next.getTime() - deps.now().getTime()) : idleMs;
+    timer = setTimeout(kick, Math.min(wait, idleMs));
+    timer.unref();
+  }
+
+  function kick(): void {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    running = drain()
+      .catch((err) => {
+        log.error({ err }, 'notifier turn failed');
+        arm();
+      })
+      .finally(() => {
+        running = undefined;
+      });
+  }
+
+  return {
+    start(): void {
+      stopped = false;
+      off = deps.events.on('notification.queued', () => setImmediate(kick));
+      kick();
+    },
+    /** Stops claiming; sends under way finish (or time out) and are settled first. */
+    async stop(): Promise<void> {
+      stopped = true;
+      off?.();
+      clearTimeout(timer);
+      await running;
+    },
+  };
+}
