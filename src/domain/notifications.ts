@@ -210,6 +210,12 @@ function assertEnvsAllowed(actor: Principal, envs: readonly string[]): void {
   for (const env of envs) assertEnvAllowed(actor, env);
 }
 
+/** After a write commits: cached reads drop what they hold, and the operator gets a line. */
+function changed(deps: Deps, actor: Principal, what: string, fields: Record<string, unknown>): void {
+  deps.events.publish('config.changed', null);
+  deps.log.info({ ...fields, ...actorFields(actor) }, what);
+}
+
 export function createChannel(deps: Deps, actor: Principal, input: CreateChannelInput): ChannelRow {
   requireWrite(actor, 'create notification channels');
   assertEnvsAllowed(actor, input.envs);
@@ -232,7 +238,7 @@ export function createChannel(deps: Deps, actor: Principal, input: CreateChannel
     insertAudit(tx, [audit(actor, now, 'notification_channel.created', { type: 'notification_channel', id }, null, auditedChannel(row))]);
     return row;
   });
-  deps.log.info({ channelId: id, type: channel.type, ...actorFields(actor) }, 'notification channel created');
+  changed(deps, actor, 'notification channel created', { channelId: id, type: channel.type });
   return channel;
 }
 
@@ -241,7 +247,7 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
   if (input.envs) assertEnvsAllowed(actor, input.envs);
   if (input.url) assertUrlAllowed(deps, input.url);
   const now = deps.now();
-  return deps.db.transaction((tx) => {
+  const channel = deps.db.transaction((tx) => {
     const before = visibleChannel({ db: tx }, actor, id);
     if (before.type === 'slack' && input.secret) throw badInput('input.secret', 'a slack channel takes no secret');
     const url = input.url ?? before.url;
@@ -266,6 +272,8 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
     insertAudit(tx, [audit(actor, now, 'notification_channel.updated', { type: 'notification_channel', id: row.id }, auditedChannel(before), auditedChannel(row))]);
     return row;
   });
+  changed(deps, actor, 'notification channel updated', { channelId: channel.id });
+  return channel;
 }
 
 /** Deletes the channel, its subscriptions and its deliveries. Returns the id. */
@@ -277,6 +285,7 @@ export function deleteChannel(deps: Deps, actor: Principal, id: string): string 
     deleteChannelRow(tx, before.id);
     insertAudit(tx, [audit(actor, now, 'notification_channel.deleted', { type: 'notification_channel', id: before.id }, auditedChannel(before), null)]);
   });
+  changed(deps, actor, 'notification channel deleted', { channelId: id });
   return id;
 }
 
@@ -284,7 +293,7 @@ export function createSubscription(deps: Deps, actor: Principal, input: CreateSu
   requireWrite(actor, 'create notification subscriptions');
   assertEnvAllowed(actor, input.env);
   const now = deps.now();
-  return deps.db.transaction((tx) => {
+  const subscription = deps.db.transaction((tx) => {
     const channel = visibleChannel({ db: tx }, actor, input.channelId, 'input.channelId');
     if (!channel.envs.includes(input.env)) throw badInput('input.env', `${input.env} is not one of the channel's environments (${channel.envs.join(', ')})`);
     let gateId: string | null = null;
@@ -302,6 +311,8 @@ export function createSubscription(deps: Deps, actor: Principal, input: CreateSu
     insertAudit(tx, [audit(actor, now, 'notification_subscription.created', { type: 'notification_subscription', id: row.id }, null, row)]);
     return row;
   });
+  changed(deps, actor, 'notification subscription created', { subscriptionId: subscription.id, env: subscription.env });
+  return subscription;
 }
 
 function visibleSubscription(tx: Tx, actor: Principal, id: string): SubscriptionRow {
@@ -315,12 +326,14 @@ function visibleSubscription(tx: Tx, actor: Principal, id: string): Subscription
 export function updateSubscription(deps: Deps, actor: Principal, id: string, input: z.output<typeof updateSubscriptionInputSchema>): SubscriptionRow {
   requireWrite(actor, 'change notification subscriptions');
   const now = deps.now();
-  return deps.db.transaction((tx) => {
+  const subscription = deps.db.transaction((tx) => {
     const before = visibleSubscription(tx, actor, id);
     const row = updateSubscriptionRow(tx, before.id, { events: input.events, updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
     insertAudit(tx, [audit(actor, now, 'notification_subscription.updated', { type: 'notification_subscription', id: row.id }, before, row)]);
     return row;
   });
+  changed(deps, actor, 'notification subscription updated', { subscriptionId: subscription.id });
+  return subscription;
 }
 
 export function deleteSubscription(deps: Deps, actor: Principal, id: string): string {
@@ -331,6 +344,7 @@ export function deleteSubscription(deps: Deps, actor: Principal, id: string): st
     deleteSubscriptionRow(tx, before.id);
     insertAudit(tx, [audit(actor, now, 'notification_subscription.deleted', { type: 'notification_subscription', id: before.id }, before, null)]);
   });
+  changed(deps, actor, 'notification subscription deleted', { subscriptionId: id });
   return id;
 }
 

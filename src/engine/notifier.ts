@@ -110,6 +110,8 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
       })
       .finally(() => {
         running = undefined;
+        // Asked again after the turn's last look (a timer or an event in between): look now.
+        if (again) kick();
       });
   }
 

@@ -201,6 +201,10 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
       Freeze: 0,
       'Query.freezes': 0,
       'Query.freeze': 0,
+      // Deliveries change with every attempt the notifier makes.
+      NotificationDelivery: 0,
+      'Query.notificationDeliveries': 0,
+      'Query.notificationDelivery': 0,
     },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,

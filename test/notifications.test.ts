@@ -1,0 +1,343 @@
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Config } from '../src/config.ts';
+import { startServer, type TestServer, waitFor } from './helpers.ts';
+
+// Notifications end to end: a real Tollgate, a real local HTTP receiver, evaluations failed
+// and passed by freeze rules (an ad-hoc freeze fails one at once; none passes it at once).
+
+interface Received {
+  path: string;
+  headers: IncomingMessage['headers'];
+  raw: string;
+  /** What the receiver answered. */
+  status: number;
+}
+
+let receiver: Server;
+let base: string;
+const received: Received[] = [];
+/** Per path: the status to answer the n-th request with (1-based). */
+const answers = new Map<string, (n: number) => number>();
+
+const secretKey = randomBytes(32);
+const SETTINGS: Partial<Config> = {
+  webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }],
+  secretKey,
+  notifications: { retryBaseMs: 50, maxAttempts: 5 },
+};
+let s: TestServer;
+
+before(async () => {
+  receiver = createServer((req, res: ServerResponse) => {
+    let raw = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => (raw += c));
+    req.on('end', () => {
+      // Answered by the hook its first segment names (a Slack URL carries more after it).
+      const path = `/${(req.url ?? '/').split('/')[1]}`;
+      const n = received.filter((r) => r.path === path).length + 1;
+      const status = answers.get(path)?.(n) ?? 404;
+      received.push({ path, headers: req.headers, raw, status });
+      res.writeHead(status).end(status === 200 ? 'ok' : 'try later');
+    });
+  });
+  await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}`;
+  s = await startServer(SETTINGS);
+});
+
+after(async () => {
+  await s.stop();
+  receiver.closeAllConnections();
+  await new Promise((resolve) => receiver.close(resolve));
+});
+
+let paths = 0;
+function hook(answer: (n: number) => number = () => 200): string {
+  const p = `/hook-${++paths}`;
+  answers.set(p, answer);
+  return p;
+}
+const to = (p: string) => received.filter((r) => r.path === p);
+
+async function must(server: TestServer, query: string, variables?: Record<string, unknown>, key?: string) {
+  const r = await server.gql(query, variables, key);
+  assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+  return r.data;
+}
+
+const CHANNEL = 'id name type url envs hasSecret';
+const DELIVERY = 'id event status attempts lastStatus lastError deliveredAt env evaluationId payload channel { id }';
+
+async function channel(server: TestServer, input: Record<string, unknown>, key?: string): Promise<string> {
+  const d = await must(server, `mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { ${CHANNEL} } }`, { i: input }, key);
+  return d.createNotificationChannel.id;
+}
+
+async function subscribe(server: TestServer, input: Record<string, unknown>, key?: string): Promise<string> {
+  const d = await must(server, `mutation($i: CreateNotificationSubscriptionInput!) { createNotificationSubscription(input: $i) { id } }`, { i: input }, key);
+  return d.createNotificationSubscription.id;
+}
+
+async function freeze(server: TestServer, service: string, env = 'prod'): Promise<string> {
+  const d = await must(server, 'mutation($i: CreateFreezeInput!) { createFreeze(input: $i) { id } }', { i: { env, service, reason: 'release train 42' } });
+  return d.createFreeze.id;
+}
+
+/** A just-in-time evaluation with one freeze rule, followed to its verdict. */
+async function evaluate(server: TestServer, service: string, env = 'prod', version = 'v7'): Promise<{ id: string; status: string }> {
+  const d = await must(server, 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
+    i: { service, env, version, configuration: { rules: [{ name: 'no freeze', options: { freeze: {} } }] } },
+  });
+  const id = d.evaluateGate.id as string;
+  return waitFor(`evaluation ${id} decided`, async () => {
+    const e = (await must(server, 'query($id: ID!) { evaluation(id: $id) { id status reportedStatus } }', { id })).evaluation;
+    return e.reportedStatus !== 'IN_PROGRESS' && { id, status: e.reportedStatus as string };
+  });
+}
+
+async function deliveries(server: TestServer, filter: Record<string, unknown>, key?: string): Promise<any[]> {
+  return (await must(server, `query($f: NotificationDeliveryFilter) { notificationDeliveries(filter: $f) { ${DELIVERY} } }`, { f: filter }, key)).notificationDeliveries;
+}
+
+/** The deliveries of an evaluation once every one has settled (delivered or failed). */
+function settled(server: TestServer, evaluationId: string, count = 1): Promise<any[]> {
+  return waitFor(`deliveries of ${evaluationId} settled`, async () => {
+    const all = await deliveries(server, { evaluationId });
+    return all.length === count && all.every((d) => d.status === 'DELIVERED' || d.status === 'FAILED') && all;
+  });
+}
+
+/** The receiver's own check, written from the docs: HMAC-SHA256 of "<timestamp>.<raw body>". */
+function signatureValid(secret: string, r: Received): boolean {
+  const ts = String(r.headers['x-tollgate-timestamp']);
+  const want = Buffer.from(`sha256=${createHmac('sha256', secret).update(`${ts}.${r.raw}`).digest('hex')}`);
+  const got = Buffer.from(String(r.headers['x-tollgate-signature']));
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+describe('notifications', () => {
+  test('a failed evaluation reaches a webhook signed with the channel secret; a pass after it is a recovery; Slack gets {text, blocks}', async () => {
+    const secret = 'whsec-0123456789abcdef';
+    const p = hook();
+    const slackPath = hook();
+    const ch = await channel(s, { name: 'deploy alerts', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret });
+    const slack = await channel(s, { name: 'slack', type: 'SLACK', url: `${base}${slackPath}/T000/B000/XXXX`, envs: ['prod'] });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'checkout', events: ['FAIL', 'RECOVERED'] });
+    await subscribe(s, { channelId: slack, env: 'prod', service: 'checkout', events: ['FAIL'] });
+    // Another service's evaluation is none of this subscription's business.
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'billing', events: ['FAIL'] });
+
+    const frozen = await freeze(s, 'checkout');
+    const failed = await evaluate(s, 'checkout');
+    assert.equal(failed.status, 'FAIL');
+    const [sent, toSlack] = await settled(s, failed.id, 2).then((all) => [all.find((d) => d.channel.id === ch), all.find((d) => d.channel.id === slack)]);
+    assert.equal(sent.status, 'DELIVERED');
+    assert.equal(sent.attempts, 1);
+    assert.equal(sent.event, 'fail');
+    assert.equal(toSlack.status, 'DELIVERED');
+
+    const [r] = to(p);
+    assert.ok(r, 'the receiver got the notification');
+    assert.equal(to(p).length, 1);
+    assert.ok(signatureValid(secret, r), 'the signature verifies with the channel secret');
+    assert.equal(signatureValid('another secret entirely', r), false);
+    assert.equal(r.headers['x-tollgate-event-id'], sent.id);
+    assert.equal(r.headers['x-tollgate-event'], 'fail');
+    const body = JSON.parse(r.raw);
+    assert.equal(body.id, sent.id);
+    assert.equal(body.type, 'tollgate.fail');
+    assert.match(body.text, /^Gate checkout\/prod version v7 failed$/);
+    assert.equal(body.evaluation.id, failed.id);
+    assert.equal(body.evaluation.url, `${s.url}/evaluations/${failed.id}`);
+    assert.deepEqual([body.evaluation.service, body.evaluation.env, body.evaluation.version, body.evaluation.status], ['checkout', 'prod', 'v7', 'fail']);
+    assert.equal(body.failingRules.length, 1);
+    assert.equal(body.failingRules[0].name, 'no freeze');
+    assert.match(body.failingRules[0].reason, /release train 42/);
+
+    const [slackReq] = to(slackPath);
+    const slackBody = JSON.parse(slackReq!.raw);
+    assert.match(slackBody.text, /^Gate checkout\/prod version v7 failed: http/);
+    assert.ok(Array.isArray(slackBody.blocks) && slackBody.blocks.length >= 2);
+    assert.match(JSON.stringify(slackBody.blocks), /release train 42/);
+    assert.equal(slackReq!.headers['x-tollgate-signature'], undefined);
+
+    // Lifted: the next evaluation passes, and the webhook hears of the recovery.
+    await must(s, 'mutation($id: ID!) { endFreeze(id: $id) { id } }', { id: frozen });
+    const passed = await evaluate(s, 'checkout', 'prod', 'v8');
+    assert.equal(passed.status, 'PASS');
+    const [recovered] = await settled(s, passed.id);
+    assert.equal(recovered.event, 'recovered');
+    assert.equal(recovered.status, 'DELIVERED');
+    const again = JSON.parse(to(p)[1]!.raw);
+    assert.equal(again.recoveredFrom.id, failed.id);
+    assert.ok(signatureValid(secret, to(p)[1]!));
+  });
+
+  test('a receiver that fails twice then succeeds gets the event once, on the third attempt', async () => {
+    const p = hook((n) => (n <= 2 ? 503 : 200));
+    const ch = await channel(s, { name: 'flaky', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'flaky-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'payments', events: ['FAIL'] });
+    await freeze(s, 'payments');
+    const e = await evaluate(s, 'payments');
+    const [d] = await settled(s, e.id);
+    assert.equal(d.status, 'DELIVERED');
+    assert.equal(d.attempts, 3);
+    assert.equal(d.lastStatus, 200);
+    assert.deepEqual(
+      to(p).map((r) => r.status),
+      [503, 503, 200],
+    );
+    assert.equal(new Set(to(p).map((r) => r.headers['x-tollgate-event-id'])).size, 1, 'every attempt carries the same event id');
+    assert.deepEqual(
+      to(p).map((r) => r.headers['x-tollgate-attempt']),
+      ['1', '2', '3'],
+    );
+  });
+
+  test('a restart between the change and the delivery: delivered exactly once by the next server', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-notify-'));
+    let up = false;
+    const p = hook(() => (up ? 200 : 503));
+    let first: TestServer | undefined = await startServer(SETTINGS, { dir });
+    let second: TestServer | undefined;
+    try {
+      const ch = await channel(first, { name: 'restart', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'restart-secret-0123456789' });
+      await subscribe(first, { channelId: ch, env: 'prod', service: 'search', events: ['FAIL'] });
+      await freeze(first, 'search');
+      const e = await evaluate(first, 'search');
+      // The receiver is down: the first attempt fails and the row waits for its retry.
+      await waitFor('a failed first attempt', async () => {
+        const [d] = await deliveries(first!, { evaluationId: e.id });
+        return d && d.attempts >= 1 && d.status === 'PENDING' && d;
+      });
+      await first.stop();
+      first = undefined;
+      const downAttempts = to(p).length;
+      up = true;
+      second = await startServer(SETTINGS, { dir });
+      const [d] = await settled(second, e.id);
+      assert.equal(d.status, 'DELIVERED');
+      assert.equal(d.attempts, downAttempts + 1);
+      const ok = to(p).filter((r) => r.status === 200);
+      assert.equal(ok.length, 1, 'delivered once');
+      assert.equal(new Set(to(p).map((r) => r.headers['x-tollgate-event-id'])).size, 1);
+      assert.equal((await deliveries(second, { evaluationId: e.id })).length, 1, 'one outbox row for the event');
+    } finally {
+      await first?.stop();
+      await second?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a host off the allow-list is refused, naming the field; so is a webhook channel without a secret', async () => {
+    const off = await s.gql(`mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }`, {
+      i: { name: 'elsewhere', type: 'WEBHOOK', url: 'https://hooks.example.com/x', envs: ['prod'], secret: 'elsewhere-secret-0123' },
+    });
+    assert.equal(off.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');
+    assert.match(off.errors![0]!.message, /^input\.url: host hooks\.example\.com is not on TOLLGATE_WEBHOOK_ALLOWED_HOSTS/);
+    // localhost is the same machine, but not what the allow-list names.
+    const byName = await s.gql(`mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }`, {
+      i: { name: 'by name', type: 'SLACK', url: `${base.replace('127.0.0.1', 'localhost')}/x`, envs: ['prod'] },
+    });
+    assert.match(byName.errors![0]!.message, /^input\.url: host localhost:\d+ is not on TOLLGATE_WEBHOOK_ALLOWED_HOSTS/);
+    const noSecret = await s.gql(`mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }`, {
+      i: { name: 'unsigned', type: 'WEBHOOK', url: `${base}/x`, envs: ['prod'] },
+    });
+    assert.match(noSecret.errors![0]!.message, /^input\.secret: is required for a webhook channel/);
+    const noEvents = await s.gql(`mutation($i: CreateNotificationSubscriptionInput!) { createNotificationSubscription(input: $i) { id } }`, {
+      i: { channelId: '00000000-0000-7000-8000-000000000000', env: 'prod', events: [] },
+    });
+    assert.match(noEvents.errors![0]!.message, /^input\.events: events must list at least one event/);
+  });
+
+  test('a key limited to staging sees nothing of prod: channels, subscriptions, deliveries, ids', async () => {
+    const p = hook();
+    const prodChannel = await channel(s, { name: 'prod only', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'prod-secret-0123456789' });
+    const both = await channel(s, { name: 'both envs', type: 'SLACK', url: `${base}${p}/both`, envs: ['staging', 'prod'] });
+    const prodSub = await subscribe(s, { channelId: prodChannel, env: 'prod', service: 'cart', events: ['FAIL'] });
+    await subscribe(s, { channelId: both, env: 'staging', service: 'cart', events: ['FAIL'] });
+    await freeze(s, 'cart');
+    const e = await evaluate(s, 'cart');
+    const [prodDelivery] = await settled(s, e.id);
+
+    const staging = await s.createKey(['gates:write'], ['staging']);
+    const mine = await channel(s, { name: 'staging', type: 'WEBHOOK', url: `${base}${p}/staging`, envs: ['staging'], secret: 'staging-secret-012345' }, staging);
+    const mySub = await subscribe(s, { channelId: mine, env: 'staging', events: ['FAIL', 'RECOVERED'] }, staging);
+
+    const seen = await must(
+      s,
+      `{ notificationChannels(first: 100) { id envs } notificationSubscriptions(first: 100) { id env channel { id } }
+         notificationDeliveries(first: 100) { id env } }`,
+      undefined,
+      staging,
+    );
+    assert.deepEqual(
+      seen.notificationChannels.map((c: any) => c.id),
+      [mine],
+    );
+    assert.deepEqual(
+      seen.notificationSubscriptions.map((x: any) => x.id),
+      [mySub],
+    );
+    assert.deepEqual(seen.notificationDeliveries, []);
+
+    const byId = await must(
+      s,
+      'query($c: ID!, $b: ID!, $d: ID!) { c: notificationChannel(id: $c) { id } b: notificationChannel(id: $b) { id } d: notificationDelivery(id: $d) { id } }',
+      { c: prodChannel, b: both, d: prodDelivery.id },
+      staging,
+    );
+    assert.deepEqual(byId, { c: null, b: null, d: null });
+    const filtered = await deliveries(s, { channelId: prodChannel }, staging);
+    assert.deepEqual(filtered, []);
+
+    // Another env's channel or subscription answers exactly like one that does not exist.
+    const missing = '00000000-0000-7000-8000-000000000000';
+    for (const [id, kind] of [
+      [prodChannel, 'channel'],
+      [missing, 'channel'],
+    ] as const) {
+      const r = await s.gql('mutation($id: ID!) { deleteNotificationChannel(id: $id) }', { id }, staging);
+      assert.equal(r.errors?.[0]?.extensions?.code, 'NOT_FOUND');
+      assert.equal(r.errors![0]!.message, `notification ${kind} ${id} does not exist`);
+    }
+    const sub = await s.gql('mutation($id: ID!) { deleteNotificationSubscription(id: $id) }', { id: prodSub }, staging);
+    assert.equal(sub.errors![0]!.message, `notification subscription ${prodSub} does not exist`);
+    const onProd = await s.gql(
+      `mutation($i: CreateNotificationSubscriptionInput!) { createNotificationSubscription(input: $i) { id } }`,
+      { i: { channelId: both, env: 'staging', events: ['FAIL'] } },
+      staging,
+    );
+    assert.equal(onProd.errors![0]!.message, `notification channel ${both} does not exist`);
+    const test = await s.gql('mutation($id: ID!) { sendTestNotification(channelId: $id) { id } }', { id: prodChannel }, staging);
+    assert.equal(test.errors![0]!.extensions!.code, 'NOT_FOUND');
+    const wide = await s.gql(
+      `mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }`,
+      { i: { name: 'x', type: 'SLACK', url: `${base}/x`, envs: ['staging', 'prod'] } },
+      staging,
+    );
+    assert.equal(wide.errors![0]!.extensions!.code, 'FORBIDDEN');
+    assert.doesNotMatch(JSON.stringify([wide, onProd, sub]), /cart|prod only|both envs/);
+  });
+
+  test('a test notification to a channel is delivered and listed', async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'test me', type: 'WEBHOOK', url: `${base}${p}`, envs: ['dev'], secret: 'dev-secret-0123456789' });
+    const d = await must(s, 'mutation($id: ID!) { sendTestNotification(channelId: $id) { id status } }', { id: ch });
+    const done = await waitFor('test delivered', async () => {
+      const [x] = await deliveries(s, { channelId: ch });
+      return x?.status === 'DELIVERED' && x;
+    });
+    assert.equal(done.id, d.sendTestNotification.id);
+    assert.equal(to(p).length, 1);
+    assert.equal(JSON.parse(to(p)[0]!.raw).type, 'tollgate.test');
+  });
+});
