@@ -134,6 +134,7 @@ describe('accessibility of the explorer (axe-core)', { skip }, () => {
     ['freezes', () => '/freezes'],
     ['backtests', () => '/backtests'],
     ['a backtest', () => `/backtests/${ids.backtest}`],
+    ['notifications', () => '/notifications'],
   ] as const) {
     test(name, async () => {
       const page = await open(path(), true);

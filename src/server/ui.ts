@@ -30,6 +30,7 @@ const PAGE_ROUTES = [
   /^\/freezes\/?$/,
   /^\/backtests\/?$/,
   /^\/backtests\/[^/]+\/?$/,
+  /^\/notifications\/?$/,
 ];
 
 // connect-src 'self' covers the page's own ws:/wss: origin (CSP Level 3); 'ws: wss:' would let an

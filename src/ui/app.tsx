@@ -7,6 +7,7 @@ import { FreezesPage } from './pages/freezes.tsx';
 import { GatePage, GatesPage } from './pages/gates.tsx';
 import { InsightsPage } from './pages/insights.tsx';
 import { MonitorPage, MonitorsPage } from './pages/monitors.tsx';
+import { NotificationsPage } from './pages/notifications.tsx';
 import { useLocation } from './router.ts';
 import { type Viewer, viewer } from './viewer.ts';
 
@@ -102,6 +103,7 @@ const NAV = [
   ['/gates', 'Gates'],
   ['/monitors', 'Monitors'],
   ['/freezes', 'Freezes'],
+  ['/notifications', 'Notifications'],
 ] as const;
 
 /** An id from the path; null for a malformed %-escape (decodeURIComponent would throw mid-render). */
@@ -125,6 +127,7 @@ function route(path: string, who: Viewer) {
   if (path === '/freezes') return <FreezesPage who={who} />;
   if (path === '/backtests') return <BacktestsPage />;
   if ((m = /^\/backtests\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <BacktestPage key={m[1]} id={id} who={who} />;
+  if (path === '/notifications') return <NotificationsPage who={who} />;
   if ((m = /^\/monitors\/([^/]+)$/.exec(path)) && (id = pathId(m[1]!)) !== null) return <MonitorPage key={m[1]} id={id} />;
   return (
     <section class="page">
