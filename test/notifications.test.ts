@@ -328,6 +328,62 @@ describe('notifications', () => {
     assert.doesNotMatch(JSON.stringify([wide, onProd, sub]), /cart|prod only|both envs/);
   });
 
+  test('a webhook rule whose host does not answer: one source_error notification naming the rule and the error', async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'sources', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'sources-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'inventory', events: ['SOURCE_ERROR'] });
+    // A port nothing listens on (the receiver's, closed): no answer is the source failing.
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    const d = await must(s, 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
+      i: {
+        service: 'inventory',
+        env: 'prod',
+        version: 'v3',
+        configuration: { rules: [{ name: 'smoke test', options: { webhook: { url: `http://127.0.0.1:${port}/smoke`, retries: 1, timeout: 1 } } }] },
+      },
+    });
+    const [sent] = await settled(s, d.evaluateGate.id);
+    assert.equal(sent.event, 'source_error');
+    assert.equal(sent.status, 'DELIVERED');
+    const body = JSON.parse(to(p)[0]!.raw);
+    assert.equal(body.sourceError.rule, 'smoke test');
+    assert.match(body.sourceError.error, /ECONNREFUSED/);
+    assert.match(body.text, /^Gate inventory\/prod version v3 hit a source error$/);
+    assert.equal(to(p).length, 1, 'one message for the rule, however many tries');
+  });
+
+  test("a gate's subscription hears only that gate's evaluations", async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'one gate', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'gate-secret-0123456789' });
+    const mk = async (identifier: string) =>
+      (
+        await must(s, 'mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+          i: { service: 'ledger', env: 'prod', identifier, rules: [{ name: 'no freeze', options: { freeze: {} } }] },
+        })
+      ).createGate.id as string;
+    const watched = await mk('api');
+    await mk('worker');
+    await subscribe(s, { channelId: ch, gateId: watched, env: 'prod', events: ['FAIL'] });
+    const wrongEnv = await s.gql(`mutation($i: CreateNotificationSubscriptionInput!) { createNotificationSubscription(input: $i) { id } }`, {
+      i: { channelId: ch, gateId: watched, env: 'staging', events: ['FAIL'] },
+    });
+    assert.match(wrongEnv.errors![0]!.message, /^input\.env: /);
+    await freeze(s, 'ledger');
+    const ids: string[] = [];
+    for (const identifier of ['worker', 'api']) {
+      const r = await must(s, 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', { i: { service: 'ledger', env: 'prod', identifier, version: 'v1' } });
+      ids.push(r.evaluateGate.id);
+    }
+    const [sent] = await settled(s, ids[1]!);
+    assert.equal(sent.status, 'DELIVERED');
+    assert.deepEqual(await deliveries(s, { evaluationId: ids[0] }), []);
+    assert.equal(to(p).length, 1);
+    assert.equal(JSON.parse(to(p)[0]!.raw).evaluation.identifier, 'api');
+  });
+
   test('a test notification to a channel is delivered and listed', async () => {
     const p = hook();
     const ch = await channel(s, { name: 'test me', type: 'WEBHOOK', url: `${base}${p}`, envs: ['dev'], secret: 'dev-secret-0123456789' });

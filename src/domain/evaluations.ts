@@ -646,7 +646,7 @@ export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: R
       finishedAt: allRulesFinished(rules) ? now : null,
     });
     const after = { evaluation, rules };
-    queued = queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError });
+    queued = queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError, evidence: update.evidence });
     return after;
   });
   if (snapshot) deps.events.publish('evaluation.changed', snapshot);

@@ -459,11 +459,26 @@ function payloadFor(deps: Deps, event: NotificationEvent, after: EvaluationSnaps
   };
 }
 
-/** A rule's change, for source errors: the rule before and the update written. */
+/** A rule's change, for source errors: the rule before and what the update wrote. */
 export interface RuleChange {
   before: RuleEvaluationRow;
   consecutiveErrors?: number;
   lastError?: string | null;
+  evidence?: Record<string, unknown> | null;
+}
+
+/**
+ * The source error a rule's change records, or undefined: the engine counts failed checks in
+ * consecutiveErrors; a runner that retries by itself (the webhook rule) reports them in its
+ * evidence (`sourceErrors`, `lastError`) when its policy decides.
+ */
+function sourceErrorOf(c: RuleChange): { error: string | null } | undefined {
+  if ((c.consecutiveErrors ?? 0) > 0) return c.before.consecutiveErrors === 0 ? { error: c.lastError ?? null } : undefined;
+  const errorsIn = (evidence: unknown) => {
+    const ev = evidence as { sourceErrors?: unknown; lastError?: unknown } | null | undefined;
+    return typeof ev?.sourceErrors === 'number' && ev.sourceErrors > 0 ? { error: typeof ev.lastError === 'string' ? ev.lastError : null } : undefined;
+  };
+  return errorsIn(c.before.evidence) ? undefined : errorsIn(c.evidence);
 }
 
 /**
@@ -483,11 +498,13 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const afterOverride = (e as OverrideFields).overriddenAt?.getTime() ?? null;
   if (afterOverride !== null && afterOverride !== beforeOverride) events.push({ event: 'override', key: `override:${afterOverride}` });
   if (is === 'fail' && was !== 'fail') events.push({ event: 'fail', key: 'fail' });
-  if (rule && (rule.consecutiveErrors ?? 0) > 0 && rule.before.consecutiveErrors === 0) {
+  // Once per rule evaluation (its key): the first error; the retries after it say nothing new.
+  const sourceError = rule && sourceErrorOf(rule);
+  if (rule && sourceError) {
     events.push({
       event: 'source_error',
       key: `source_error:${rule.before.id}`,
-      extra: { sourceError: { rule: rule.before.name, error: clip(rule.lastError ?? null, MAX_REASON_CHARS) } },
+      extra: { sourceError: { rule: rule.before.name, error: clip(sourceError.error, MAX_REASON_CHARS) } },
     });
   }
   // Recovered is a pass after a fail: the previous verdict is read only when this one is a pass.
