@@ -7,7 +7,7 @@
 // Who sees what: a channel lists the environments it serves, and only a key that may see all
 // of them sees or changes it. A subscription or a delivery is seen when its env is visible and
 // so is its channel. Anything else answers exactly like an id that does not exist.
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
 import type { Tx } from '../db/client.ts';
@@ -56,11 +56,11 @@ import { reportedStatus } from './verdict.ts';
 import { hostRefusal } from './webhooks.ts';
 
 export type { ChannelRow, OutboxRow, SubscriptionRow };
-export { CHANNEL_TYPES, DELIVERY_STATUSES, NOTIFICATION_EVENTS };
+export { DELIVERY_STATUSES };
 
 /** Bounds: channels in all, subscriptions per environment (every change of its evaluations reads them). */
-export const MAX_CHANNELS = 200;
-export const MAX_SUBSCRIPTIONS_PER_ENV = 200;
+const MAX_CHANNELS = 200;
+const MAX_SUBSCRIPTIONS_PER_ENV = 200;
 export const MAX_PAGE = 100;
 /** Failing rules a message names, and the characters kept of each reason. */
 const MAX_RULES_IN_MESSAGE = 10;
@@ -120,7 +120,7 @@ export const updateSubscriptionInputSchema = z.preprocess(nullsAsUndefined, z.ob
 
 // ---- visibility ----
 
-export const canSeeChannel = (actor: Principal, c: Pick<ChannelRow, 'envs'>) => actor.envs === null || c.envs.every((e) => actor.envs!.includes(e));
+const canSeeChannel = (actor: Principal, c: Pick<ChannelRow, 'envs'>) => actor.envs === null || c.envs.every((e) => actor.envs!.includes(e));
 
 const noChannel = (id: string, field = 'id') => notFound(`notification channel ${id} does not exist`, field);
 const noSubscription = (id: string) => notFound(`notification subscription ${id} does not exist`, 'id');
@@ -129,7 +129,7 @@ const requireRead = (actor: Principal) => requireScope(actor, 'gates:read', 'rea
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'gates:write', action);
 
 /** A page size asked for: 1 to MAX_PAGE. */
-export function notificationPageSize(first: number): number {
+function notificationPageSize(first: number): number {
   if (!Number.isInteger(first) || first < 1 || first > MAX_PAGE) throw badInput('first', `must be between 1 and ${MAX_PAGE}, got ${first}`);
   return first;
 }
@@ -561,7 +561,7 @@ export function nextDeliveryDueAt(deps: Deps): Date | null {
 }
 
 /** Delay before the attempt after `attempts` failed ones: base × 2^(attempts-1), at most an hour. */
-export const retryDelayMs = (baseMs: number, attempts: number) => Math.min(baseMs * 2 ** (attempts - 1), 3_600_000);
+const retryDelayMs = (baseMs: number, attempts: number) => Math.min(baseMs * 2 ** (attempts - 1), 3_600_000);
 
 /**
  * Records how an attempt went: delivered, or back to pending with its next time, or failed
@@ -598,17 +598,10 @@ export function signNotification(secret: string, timestamp: string, body: string
   return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
 }
 
-/** A receiver's check, constant-time (also what the docs show). */
-export function verifyNotification(secret: string, timestamp: string, body: string, signature: string): boolean {
-  const want = Buffer.from(signNotification(secret, timestamp, body));
-  const got = Buffer.from(signature);
-  return want.length === got.length && timingSafeEqual(want, got);
-}
-
 const STATUS_WORDS: Record<string, string> = { fail: 'failed', recovered: 'passed again', override: 'was overridden', source_error: 'hit a source error', test: 'test' };
 
 /** One line naming the gate, service/env/version and what happened. */
-export function headline(p: NotificationPayload): string {
+function headline(p: NotificationPayload): string {
   if (!p.evaluation) return p.text ?? 'Tollgate notification';
   const e = p.evaluation;
   const gate = `${e.service}/${e.env}${e.identifier !== 'default' ? ` (${e.identifier})` : ''}`;
