@@ -6,13 +6,15 @@ import { insertBacktest } from '../src/db/backtests.ts';
 import { openDb } from '../src/db/client.ts';
 import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
-import { apmErrors, apmStats, backtests, evaluations } from '../src/db/schema.ts';
+import { insertChannel, insertOutbox } from '../src/db/notifications.ts';
+import { apmErrors, apmStats, backtests, evaluations, notificationOutbox } from '../src/db/schema.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { pruneHistory } from '../src/domain/housekeeping.ts';
 import { newId } from '../src/domain/ids.ts';
 import { createMonitor } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
+import { stamp } from '../src/domain/stamp.ts';
 import { createLogger } from '../src/log.ts';
 
 const DAY = 86_400_000;
@@ -118,7 +120,7 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
 
   const pruned = pruneHistory(d);
 
-  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, backtests: 1, horizon: daysAgo(90) });
+  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, backtests: 1, notifications: 0, horizon: daysAgo(90) });
   assert.deepEqual(
     d.db
       .select({ id: backtests.id })
@@ -142,5 +144,27 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 
-  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+});
+
+test('pruneHistory deletes notification deliveries settled past retention; a pending one stays however old', () => {
+  const d = deps();
+  const channel = insertChannel(d.db, { id: newId(), name: 'c', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...stamp(SYSTEM, NOW) });
+  const row = (status: 'delivered' | 'failed' | 'pending', days: number) => {
+    const id = newId();
+    insertOutbox(d.db, [{ id, eventKey: id, event: 'test', channelId: channel.id, env: 'prod', payload: {}, status, nextAttemptAt: daysAgo(days), createdAt: daysAgo(days) }]);
+    return id;
+  };
+  row('delivered', 91);
+  row('failed', 91);
+  const pending = row('pending', 91);
+  const recent = row('delivered', 89);
+
+  assert.equal(pruneHistory(d).notifications, 2);
+  const left = d.db
+    .select({ id: notificationOutbox.id })
+    .from(notificationOutbox)
+    .all()
+    .map((r) => r.id);
+  assert.deepEqual(left.sort(), [pending, recent].sort());
 });

@@ -209,6 +209,14 @@ export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number
   return r.changes > 0;
 }
 
+/** Deletes deliveries settled (delivered or failed) and queued before `before`; the count. */
+export function deleteSettledBefore(db: Tx, before: Date): number {
+  return db
+    .delete(notificationOutbox)
+    .where(and(inList(notificationOutbox.status, ['delivered', 'failed']), lt(notificationOutbox.createdAt, before)))
+    .run().changes;
+}
+
 /** When the next row falls due (pending, or a claim running out), or null when none waits. */
 export function nextDueAt(db: Tx): Date | null {
   const row = db

@@ -4,6 +4,7 @@ import { pruneApm } from '../db/apm.ts';
 import { deleteBacktestsFinishedBefore } from '../db/backtests.ts';
 import { deleteFinishedBefore } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
+import { deleteSettledBefore } from '../db/notifications.ts';
 import type { Deps } from './deps.ts';
 
 const DAY_MS = 86_400_000;
@@ -15,6 +16,8 @@ export interface Pruned {
   apmRows: number;
   /** Backtests that ended. */
   backtests: number;
+  /** Notification deliveries settled (delivered or failed). */
+  notifications: number;
   /** Evaluations finished and transitions recorded before it went. */
   horizon: Date;
 }
@@ -22,8 +25,9 @@ export interface Pruned {
 /**
  * Deletes evaluations finished, and monitor transitions recorded, more than
  * TOLLGATE_RETENTION_DAYS ago (rule evaluations go with their evaluation), and APM buckets
- * older than TOLLGATE_APM_RETENTION_DAYS; backtests ended before the same horizon as
- * evaluations. Running evaluations (and backtests) are kept, however old.
+ * older than TOLLGATE_APM_RETENTION_DAYS; backtests ended, and notification deliveries
+ * delivered or failed, before the same horizon as evaluations. Running evaluations (and
+ * backtests) and pending deliveries are kept, however old.
  */
 export function pruneHistory(deps: Deps): Pruned {
   const now = deps.now().getTime();
@@ -32,5 +36,6 @@ export function pruneHistory(deps: Deps): Pruned {
   const transitions = deleteTransitionsBefore(deps.db, horizon);
   const apmRows = pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
   const backtests = deleteBacktestsFinishedBefore(deps.db, horizon);
-  return { evaluations, transitions, apmRows, backtests, horizon };
+  const notifications = deleteSettledBefore(deps.db, horizon);
+  return { evaluations, transitions, apmRows, backtests, notifications, horizon };
 }

@@ -507,16 +507,18 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
       extra: { sourceError: { rule: rule.before.name, error: clip(sourceError.error, MAX_REASON_CHARS) } },
     });
   }
-  // Recovered is a pass after a fail: the previous verdict is read only when this one is a pass.
-  if (is === 'pass' && was !== 'pass') {
+  const maybeRecovered = is === 'pass' && was !== 'pass';
+  // Most changes cause no event: they read nothing more.
+  if (events.length === 0 && !maybeRecovered) return 0;
+  const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
+  if (subscriptions.length === 0) return 0;
+  // Recovered is a pass after a fail: the previous verdict is read only when someone asks.
+  if (maybeRecovered && subscriptions.some((s) => s.events.includes('recovered'))) {
     const previous = previousVerdict(tx, e);
     if (previous && reportedOf(previous) === 'fail') {
       events.push({ event: 'recovered', key: 'recovered', extra: { recoveredFrom: { id: previous.id, url: `${deps.baseUrl()}/evaluations/${previous.id}` } } });
     }
   }
-  if (events.length === 0) return 0;
-  const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
-  if (subscriptions.length === 0) return 0;
   const now = deps.now();
   const rows: NewOutboxRow[] = [];
   for (const ev of events) {
