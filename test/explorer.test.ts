@@ -27,7 +27,18 @@ describe('serving the explorer', () => {
   after(() => s.stop());
 
   test('every page route answers the same HTML shell with the CSP, no-cache and an ETag', async () => {
-    const pages = ['/', '/evaluations', '/evaluations/0b9c2f4e-5b6a-4c1e-9d2a-2f1e0c3b4a5d', '/gates', '/gates/abc', '/monitors', '/monitors/abc', '/insights', '/freezes', '/notifications'];
+    const pages = [
+      '/',
+      '/evaluations',
+      '/evaluations/0b9c2f4e-5b6a-4c1e-9d2a-2f1e0c3b4a5d',
+      '/gates',
+      '/gates/abc',
+      '/monitors',
+      '/monitors/abc',
+      '/insights',
+      '/freezes',
+      '/notifications',
+    ];
     const bodies = new Set<string>();
     for (const path of pages) {
       const res = await get(s, path, { accept: 'text/html' });
