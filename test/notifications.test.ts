@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Config } from '../src/config.ts';
-import { startServer, type TestServer, waitFor } from './helpers.ts';
+import { CHROMIUM, launchChromium } from './browser.ts';
+import { ADMIN_KEY, skipWithout, startServer, type TestServer, waitFor } from './helpers.ts';
 
 // Notifications end to end: a real Tollgate, a real local HTTP receiver, evaluations failed
 // and passed by freeze rules (an ad-hoc freeze fails one at once; none passes it at once).
@@ -395,5 +396,47 @@ describe('notifications', () => {
     assert.equal(done.id, d.sendTestNotification.id);
     assert.equal(to(p).length, 1);
     assert.equal(JSON.parse(to(p)[0]!.raw).type, 'tollgate.test');
+  });
+
+  test('the explorer lists channels, subscriptions and deliveries (a staging key only its own), and sends a test', { skip: skipWithout(CHROMIUM) }, async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'explorer channel', type: 'SLACK', url: `${base}${p}/T1/B1/secretpath`, envs: ['qa'] });
+    await subscribe(s, { channelId: ch, env: 'qa', service: 'portal', events: ['FAIL', 'OVERRIDE'] });
+    const staging = await s.createKey(['gates:read'], ['staging']);
+    const chromium = await launchChromium();
+    try {
+      const open = async (key: string) => {
+        const { page } = await chromium.page();
+        await page.goto(`${s.url}/notifications`);
+        await page.getByLabel('API key').fill(key);
+        await page.getByRole('button', { name: 'Sign in' }).click();
+        await page.getByRole('heading', { name: 'Notifications' }).waitFor();
+        return page;
+      };
+      const page = await open(ADMIN_KEY);
+      const row = page.getByTestId('notification-channel').filter({ hasText: 'explorer channel' });
+      await row.waitFor();
+      assert.match(await row.innerText(), new RegExp(`${base.replace(/[.]/g, '[.]')}/…`));
+      assert.doesNotMatch(await page.content(), /secretpath/);
+      await page.getByTestId('notification-subscription').filter({ hasText: 'portal' }).filter({ hasText: 'fail, override' }).waitFor();
+      await page.getByRole('button', { name: 'Send a test notification to explorer channel' }).click();
+      await page.getByRole('status').filter({ hasText: 'A test notification to explorer channel is queued.' }).waitFor();
+      await waitFor('the test delivered', async () => (await deliveries(s, { channelId: ch }))[0]?.status === 'DELIVERED');
+      assert.equal(to(p).length, 1);
+      await page.getByRole('button', { name: 'Refresh' }).click();
+      await page.locator('[data-testid="notification-delivery"][data-status="DELIVERED"]').filter({ hasText: 'explorer channel' }).first().waitFor();
+      await page.context().close();
+
+      const limited = await open(staging);
+      // Loaded: a row (or the empty table's note) in each table.
+      for (const table of ['notification-channels', 'notification-subscriptions', 'notification-deliveries'])
+        await limited.getByTestId(table).locator('tbody tr').first().waitFor();
+      const shown = await limited.locator('main').innerText();
+      assert.doesNotMatch(shown, /explorer channel|portal|\bqa\b|\bprod\b/);
+      assert.equal(await limited.getByTestId('notification-delivery').count(), 0);
+      await limited.context().close();
+    } finally {
+      await chromium.close();
+    }
   });
 });
