@@ -485,9 +485,10 @@ function sourceErrorOf(c: RuleChange): { error: string | null } | undefined {
  * Queues the notifications a change of an evaluation causes, in the caller's transaction:
  * `fail` when the reported status became fail; `recovered` when it became pass and the
  * previous verdict of the same service/env/identifier was a fail; `override` when an override
- * was set or replaced; `source_error` on a rule's first source error. One row per matching
- * subscription and event; a row already queued for the same event is left alone. Returns how
- * many events it considered (0: nothing to wake the notifier for).
+ * was set or replaced (alone: the status it sets is not also a fail or a recovery);
+ * `source_error` on a rule's first source error. One row per matching subscription and
+ * event; a row already queued for the same event is left alone. Returns how many rows it
+ * queued (0: nothing to wake the notifier for).
  */
 export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, after: EvaluationSnapshot, rule?: RuleChange): number {
   const e = after.evaluation;
@@ -496,8 +497,10 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const events: Array<{ event: NotificationEvent; key: string; extra?: Partial<NotificationPayload> }> = [];
   const beforeOverride = (before as OverrideFields).overriddenAt?.getTime() ?? null;
   const afterOverride = (e as OverrideFields).overriddenAt?.getTime() ?? null;
-  if (afterOverride !== null && afterOverride !== beforeOverride) events.push({ event: 'override', key: `override:${afterOverride}` });
-  if (is === 'fail' && was !== 'fail') events.push({ event: 'fail', key: 'fail' });
+  // An override is its own event: the status it sets is not also a fail or a recovery.
+  const overridden = afterOverride !== null && afterOverride !== beforeOverride;
+  if (overridden) events.push({ event: 'override', key: `override:${afterOverride}` });
+  if (!overridden && is === 'fail' && was !== 'fail') events.push({ event: 'fail', key: 'fail' });
   // Once per rule evaluation (its key): the first error; the retries after it say nothing new.
   const sourceError = rule && sourceErrorOf(rule);
   if (rule && sourceError) {
@@ -507,7 +510,7 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
       extra: { sourceError: { rule: rule.before.name, error: clip(sourceError.error, MAX_REASON_CHARS) } },
     });
   }
-  const maybeRecovered = is === 'pass' && was !== 'pass';
+  const maybeRecovered = !overridden && is === 'pass' && was !== 'pass';
   // Most changes cause no event: they read nothing more.
   if (events.length === 0 && !maybeRecovered) return 0;
   const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
