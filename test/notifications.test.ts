@@ -203,6 +203,35 @@ describe('notifications', () => {
     );
   });
 
+  test('a receiver that never succeeds: FAILED after the last attempt, with its answer', async () => {
+    const p = hook(() => 500);
+    const ch = await channel(s, { name: 'down', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'down-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'mailer', events: ['FAIL'] });
+    await freeze(s, 'mailer');
+    const e = await evaluate(s, 'mailer');
+    const [d] = await settled(s, e.id);
+    assert.equal(d.status, 'FAILED');
+    assert.equal(d.attempts, 5, 'TOLLGATE_NOTIFICATION_MAX_ATTEMPTS');
+    assert.equal(d.lastStatus, 500);
+    assert.match(d.lastError, /^HTTP 500: try later$/);
+    assert.equal(to(p).length, 5);
+  });
+
+  test('a channel moved to another origin needs its secret again; envs cannot drop one its subscriptions use', async () => {
+    const ch = await channel(s, { name: 'moving', type: 'WEBHOOK', url: `${base}/moving`, envs: ['prod', 'staging'], secret: 'moving-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'staging', events: ['FAIL'] });
+    const update = (input: Record<string, unknown>) =>
+      s.gql(`mutation($id: ID!, $i: UpdateNotificationChannelInput!) { updateNotificationChannel(id: $id, input: $i) { ${CHANNEL} } }`, { id: ch, i: input });
+    const moved = await update({ url: 'http://127.0.0.1:1/elsewhere' });
+    assert.match(moved.errors![0]!.message, /^input\.secret: give the secret again/);
+    const shrunk = await update({ envs: ['prod'] });
+    assert.equal(shrunk.errors![0]!.extensions!.code, 'CONFLICT');
+    assert.match(shrunk.errors![0]!.message, /subscriptions in env staging/);
+    const renamed = await update({ name: 'moved', url: `${base}/moved` });
+    assert.equal(renamed.errors, undefined);
+    assert.deepEqual([renamed.data.updateNotificationChannel.name, renamed.data.updateNotificationChannel.hasSecret], ['moved', true]);
+  });
+
   test('a restart between the change and the delivery: delivered exactly once by the next server', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-notify-'));
     let up = false;
