@@ -101,11 +101,19 @@ export function deleteSubscriptionRow(db: Tx, id: string): void {
   db.delete(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).run();
 }
 
-/** Subscriptions an evaluation of (gate, service, env) matches; bounded by the per-env cap. */
-export function matchingSubscriptions(db: Tx, e: { gateId: string | null; service: string; env: string }, limit: number): SubscriptionRow[] {
+/**
+ * Subscriptions an evaluation of (gate, service, env) matches, each with its channel's
+ * environments (what its messages may tell); bounded by the per-env cap.
+ */
+export function matchingSubscriptions(
+  db: Tx,
+  e: { gateId: string | null; service: string; env: string },
+  limit: number,
+): Array<{ subscription: SubscriptionRow; channelEnvs: string[] }> {
   return db
-    .select()
+    .select({ subscription: notificationSubscriptions, channelEnvs: notificationChannels.envs })
     .from(notificationSubscriptions)
+    .innerJoin(notificationChannels, eq(notificationChannels.id, notificationSubscriptions.channelId))
     .where(
       and(
         eq(notificationSubscriptions.env, e.env),

@@ -49,6 +49,7 @@ import type { EvaluationSnapshot } from './events.ts';
 import { tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
+import { ruleEvaluationFor } from './ruleEvidence.ts';
 import { nullsAsUndefined, webhookUrlSchema } from './ruleOptions.ts';
 import { openSecret, SecretUnavailableError, sealSecret } from './secrets.ts';
 import { audit, stamp } from './stamp.ts';
@@ -419,8 +420,21 @@ const reportedOf = (e: EvaluationRow) => (e as OverrideFields).overrideStatus ??
 
 const clip = (s: string | null, n: number) => (s && s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
-function payloadFor(deps: Deps, event: NotificationEvent, after: EvaluationSnapshot, now: Date, extra: Partial<NotificationPayload>): NotificationPayload {
+/**
+ * The message of one event, as a reader of the channel's environments may see it: a rule's
+ * reason or source error naming a monitor outside them is withheld, as the API withholds it
+ * from a key limited to those environments (src/domain/ruleEvidence.ts).
+ */
+function payloadFor(
+  deps: Deps,
+  event: NotificationEvent,
+  after: EvaluationSnapshot,
+  now: Date,
+  reader: { envs: readonly string[] },
+  extra: Partial<NotificationPayload>,
+): NotificationPayload {
   const e = after.evaluation;
+  const rules = after.rules.map((r) => ruleEvaluationFor(reader, e, r));
   const o = e as OverrideFields;
   return {
     event,
@@ -440,7 +454,7 @@ function payloadFor(deps: Deps, event: NotificationEvent, after: EvaluationSnaps
       startedAt: e.startedAt.toISOString(),
       decidedAt: e.decidedAt?.toISOString() ?? null,
     },
-    failingRules: after.rules
+    failingRules: rules
       .filter((r) => r.status === 'fail' && !r.dryRun)
       .slice(0, MAX_RULES_IN_MESSAGE)
       .map((r) => ({ name: r.name, type: r.type, reason: clip(r.reason, MAX_REASON_CHARS) })),
@@ -481,6 +495,16 @@ function sourceErrorOf(c: RuleChange): { error: string | null } | undefined {
   return errorsIn(c.before.evidence) ? undefined : errorsIn(c.evidence);
 }
 
+/** A source error's message as a reader of the channel's envs may see it (it may name a monitor). */
+function sourceErrorSeenBy(reader: { envs: readonly string[] }, after: EvaluationSnapshot, ruleId: string, error: string | null): string | null {
+  const rule = after.rules.find((r) => r.id === ruleId);
+  if (!rule) return error;
+  const seen = ruleEvaluationFor(reader, after.evaluation, rule);
+  if (seen === rule) return error;
+  const shown = (seen.evidence as { lastError?: unknown } | null)?.lastError;
+  return seen.lastError ?? (typeof shown === 'string' ? shown : null);
+}
+
 /**
  * Queues the notifications a change of an evaluation causes, in the caller's transaction:
  * `fail` when the reported status became fail; `recovered` when it became pass and the
@@ -494,7 +518,7 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const e = after.evaluation;
   const was = reportedOf(before);
   const is = reportedOf(e);
-  const events: Array<{ event: NotificationEvent; key: string; extra?: Partial<NotificationPayload> }> = [];
+  const events: Array<{ event: NotificationEvent; key: string; extra?: (reader: { envs: readonly string[] }) => Partial<NotificationPayload> }> = [];
   const beforeOverride = (before as OverrideFields).overriddenAt?.getTime() ?? null;
   const afterOverride = (e as OverrideFields).overriddenAt?.getTime() ?? null;
   // An override is its own event: the status it sets is not also a fail or a recovery.
@@ -507,7 +531,7 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
     events.push({
       event: 'source_error',
       key: `source_error:${rule.before.id}`,
-      extra: { sourceError: { rule: rule.before.name, error: clip(sourceError.error, MAX_REASON_CHARS) } },
+      extra: (reader) => ({ sourceError: { rule: rule.before.name, error: clip(sourceErrorSeenBy(reader, after, rule.before.id, sourceError.error), MAX_REASON_CHARS) } }),
     });
   }
   const maybeRecovered = !overridden && is === 'pass' && was !== 'pass';
@@ -516,18 +540,24 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
   if (subscriptions.length === 0) return 0;
   // Recovered is a pass after a fail: the previous verdict is read only when someone asks.
-  if (maybeRecovered && subscriptions.some((s) => s.events.includes('recovered'))) {
+  if (maybeRecovered && subscriptions.some(({ subscription: s }) => s.events.includes('recovered'))) {
     const previous = previousVerdict(tx, e);
     if (previous && reportedOf(previous) === 'fail') {
-      events.push({ event: 'recovered', key: 'recovered', extra: { recoveredFrom: { id: previous.id, url: `${deps.baseUrl()}/evaluations/${previous.id}` } } });
+      const recoveredFrom = { id: previous.id, url: `${deps.baseUrl()}/evaluations/${previous.id}` };
+      events.push({ event: 'recovered', key: 'recovered', extra: () => ({ recoveredFrom }) });
     }
   }
   const now = deps.now();
   const rows: NewOutboxRow[] = [];
   for (const ev of events) {
-    const payload = payloadFor(deps, ev.event, after, now, ev.extra ?? {});
-    for (const s of subscriptions) {
+    // One message per set of channel environments that hears it.
+    const payloads = new Map<string, NotificationPayload>();
+    for (const { subscription: s, channelEnvs } of subscriptions) {
       if (!s.events.includes(ev.event)) continue;
+      const reader = { envs: channelEnvs };
+      const seenBy = JSON.stringify([...channelEnvs].sort());
+      let payload = payloads.get(seenBy);
+      if (!payload) payloads.set(seenBy, (payload = payloadFor(deps, ev.event, after, now, reader, ev.extra?.(reader) ?? {})));
       rows.push({
         id: newId(),
         eventKey: `${s.id}:${e.id}:${ev.key}`,
