@@ -26,6 +26,8 @@ let base: string;
 const received: Received[] = [];
 /** Per path: the status to answer the n-th request with (1-based). */
 const answers = new Map<string, (n: number) => number>();
+/** Requests to paths answered 0: held unanswered until the test answers them. */
+const held: ServerResponse[] = [];
 
 const secretKey = randomBytes(32);
 const SETTINGS: Partial<Config> = {
@@ -46,7 +48,8 @@ before(async () => {
       const n = received.filter((r) => r.path === path).length + 1;
       const status = answers.get(path)?.(n) ?? 404;
       received.push({ path, headers: req.headers, raw, status });
-      res.writeHead(status).end(status === 200 ? 'ok' : 'try later');
+      if (status === 0) held.push(res);
+      else res.writeHead(status).end(status === 200 ? 'ok' : 'try later');
     });
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
@@ -230,6 +233,32 @@ describe('notifications', () => {
     const renamed = await update({ name: 'moved', url: `${base}/moved` });
     assert.equal(renamed.errors, undefined);
     assert.deepEqual([renamed.data.updateNotificationChannel.name, renamed.data.updateNotificationChannel.hasSecret], ['moved', true]);
+  });
+
+  test('a receiver that never answers holds two senders: another channel is delivered meanwhile', async () => {
+    let silent = true;
+    const quiet = hook(() => (silent ? 0 : 200));
+    const loud = hook();
+    const a = await channel(s, { name: 'silent', type: 'WEBHOOK', url: `${base}${quiet}`, envs: ['prod'], secret: 'silent-secret-0123456789' });
+    const b = await channel(s, { name: 'loud', type: 'WEBHOOK', url: `${base}${loud}`, envs: ['prod'], secret: 'loud-secret-0123456789' });
+    await subscribe(s, { channelId: a, env: 'prod', service: 'quiet', events: ['FAIL'] });
+    await subscribe(s, { channelId: b, env: 'prod', service: 'loud', events: ['FAIL'] });
+    await freeze(s, 'quiet');
+    await freeze(s, 'loud');
+    // More deliveries to the silent channel than the notifier sends at once (16).
+    for (let i = 0; i < 18; i++) await evaluate(s, 'quiet', 'prod', `v${i}`);
+    await waitFor('the silent receiver holding two requests', async () => held.length === 2);
+    const e = await evaluate(s, 'loud');
+    const [sent] = await settled(s, e.id);
+    assert.equal(sent.status, 'DELIVERED');
+    const waiting = await deliveries(s, { channelId: a, status: ['PENDING', 'DELIVERING'] });
+    assert.equal(waiting.length, 18, 'none of the silent channel settled yet');
+    assert.equal(waiting.filter((d) => d.status === 'DELIVERING').length, 2);
+    assert.equal(to(quiet).length, 2);
+    silent = false;
+    for (const res of held.splice(0)) res.writeHead(200).end('ok');
+    await waitFor('every delivery to the silent channel', async () => (await deliveries(s, { channelId: a, status: ['DELIVERED'] })).length === 18);
+    assert.equal(to(quiet).length, 18, 'each sent once');
   });
 
   test('a restart between the change and the delivery: delivered exactly once by the next server', async () => {

@@ -585,9 +585,12 @@ export interface Delivery {
   channel: ChannelRow | undefined;
 }
 
-/** Claims up to `limit` due rows for this node (see claimDue): each is ours until settled or `claimMs` passes. */
-export function claimDeliveries(deps: Deps, limit: number, claimMs: number): Delivery[] {
-  const rows = claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit);
+/**
+ * Claims up to `limit` due rows for this node (see claimDue), at most `perChannel` of one
+ * channel and none of `busy` ones: each is ours until settled or `claimMs` passes.
+ */
+export function claimDeliveries(deps: Deps, limit: number, claimMs: number, perChannel: number, busy: readonly string[]): Delivery[] {
+  const rows = claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit, perChannel, busy);
   return rows.map((row) => ({ row, channel: getChannelRow(deps.db, row.channelId) }));
 }
 

@@ -23,8 +23,10 @@ import { listedAddresses } from '../domain/webhooks.ts';
 import { callWebhook } from '../sources/webhook.ts';
 
 export interface NotifierOptions {
-  /** Rows claimed per turn, and sent at once. */
-  slice?: number;
+  /** Deliveries under way at once. */
+  concurrency?: number;
+  /** Of those, at most this many to one channel (a silent receiver holds no more). */
+  perChannel?: number;
   /** Per request: connecting, sending, the status line. */
   timeoutMs?: number;
   /** How long a claim holds: longer than any send. */
@@ -34,16 +36,18 @@ export interface NotifierOptions {
 }
 
 export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
-  const slice = options.slice ?? 16;
+  const concurrency = options.concurrency ?? 16;
+  const perChannel = options.perChannel ?? 2;
   const timeoutMs = options.timeoutMs ?? 10_000;
   const claimMs = options.claimMs ?? timeoutMs * 3;
   const idleMs = options.idleMs ?? 30_000;
   const log = deps.log.child({ component: 'notifier' });
   let timer: NodeJS.Timeout | undefined;
-  let running: Promise<void> | undefined;
-  let again = false;
   let stopped = true;
   let off: (() => void) | undefined;
+  /** Sends under way, and how many per channel. */
+  const inFlight = new Set<Promise<void>>();
+  const byChannel = new Map<string, number>();
 
   /** Sends one claimed row and settles it; never throws. */
   async function deliver({ row, channel }: Delivery): Promise<void> {
@@ -74,59 +78,70 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     else log.warn({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts, error }, 'notification not delivered');
   }
 
-  /** Claims and sends slices until nothing is due, then sleeps until the next due row. */
-  async function drain(): Promise<void> {
-    do {
-      again = false;
-      for (;;) {
-        if (stopped) return;
-        const claimed = claimDeliveries(deps, slice, claimMs);
-        if (claimed.length === 0) break;
-        await Promise.all(claimed.map((d) => deliver(d).catch((err) => log.error({ err, deliveryId: d.row.id }, 'notification delivery crashed'))));
+  /**
+   * Fills the free slots with due rows (one claim statement), each sent on its own: a slot
+   * freed looks again at once. With nothing more to claim, sleeps until the next row falls due.
+   */
+  function pump(): void {
+    if (stopped) return;
+    const free = concurrency - inFlight.size;
+    if (free > 0) {
+      let claimed: Delivery[];
+      try {
+        const busy = [...byChannel].filter(([, n]) => n >= perChannel).map(([id]) => id);
+        claimed = claimDeliveries(deps, free, claimMs, perChannel, busy);
+      } catch (err) {
+        log.error({ err }, 'notifier could not claim deliveries');
+        claimed = [];
       }
-    } while (again && !stopped);
+      for (const d of claimed) start(d);
+    }
     arm();
   }
 
+  function start(d: Delivery): void {
+    const channelId = d.row.channelId;
+    byChannel.set(channelId, (byChannel.get(channelId) ?? 0) + 1);
+    const sending: Promise<void> = deliver(d)
+      .catch((err) => log.error({ err, deliveryId: d.row.id }, 'notification delivery crashed'))
+      .finally(() => {
+        inFlight.delete(sending);
+        const n = (byChannel.get(channelId) ?? 1) - 1;
+        if (n > 0) byChannel.set(channelId, n);
+        else byChannel.delete(channelId);
+        setImmediate(pump);
+      });
+    inFlight.add(sending);
+  }
+
+  /** Wakes up when the next row falls due (a pending retry, or a claim running out). */
   function arm(): void {
     if (stopped) return;
     clearTimeout(timer);
-    const next = nextDeliveryDueAt(deps);
-    const wait = next ? Math.max(0, next.getTime() - deps.now().getTime()) : idleMs;
-    timer = setTimeout(kick, Math.min(wait, idleMs));
-    timer.unref();
-  }
-
-  function kick(): void {
-    if (stopped) return;
-    if (running) {
-      again = true;
-      return;
+    let wait = idleMs;
+    try {
+      const next = nextDeliveryDueAt(deps);
+      if (next) wait = Math.min(idleMs, Math.max(0, next.getTime() - deps.now().getTime()));
+    } catch (err) {
+      log.error({ err }, 'notifier could not read the next due delivery');
     }
-    running = drain()
-      .catch((err) => {
-        log.error({ err }, 'notifier turn failed');
-        arm();
-      })
-      .finally(() => {
-        running = undefined;
-        // Asked again after the turn's last look (a timer or an event in between): look now.
-        if (again) kick();
-      });
+    // Rows due now but not claimable (their channel busy, or no free slot) wait for a slot to free.
+    timer = setTimeout(pump, Math.max(wait, inFlight.size > 0 ? 1000 : 0));
+    timer.unref();
   }
 
   return {
     start(): void {
       stopped = false;
-      off = deps.events.on('notification.queued', () => setImmediate(kick));
-      kick();
+      off = deps.events.on('notification.queued', () => setImmediate(pump));
+      pump();
     },
     /** Stops claiming; sends under way finish (or time out) and are settled first. */
     async stop(): Promise<void> {
       stopped = true;
       off?.();
       clearTimeout(timer);
-      await running;
+      await Promise.all(inFlight);
     },
   };
 }
