@@ -436,7 +436,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
 
   function prune(): void {
     const { evaluations, transitions, apmRows, backtests, notifications, horizon } = pruneHistory(deps);
-    if (evaluations + transitions + apmRows + backtests + notifications > 0) log.info({ evaluations, transitions, apmRows, backtests, notifications, horizon }, 'pruned history past retention');
+    if (evaluations + transitions + apmRows + backtests + notifications > 0)
+      log.info({ evaluations, transitions, apmRows, backtests, notifications, horizon }, 'pruned history past retention');
   }
 
   return {
