@@ -185,6 +185,44 @@ describe('notifications', () => {
     assert.ok(signatureValid(secret, to(p)[1]!));
   });
 
+  test('an override is notified once, as itself (who, why, what it replaced), and a re-override again; it is not also a recovery', async () => {
+    const p = hook();
+    const secret = 'override-secret-0123456789';
+    const ch = await channel(s, { name: 'overrides', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'refunds', events: ['FAIL', 'RECOVERED', 'OVERRIDE'] });
+    await freeze(s, 'refunds');
+    // A failed evaluation before it, so a pass would read as a recovery.
+    await evaluate(s, 'refunds', 'prod', 'v1');
+    const e = await evaluate(s, 'refunds', 'prod', 'v2');
+    await settled(s, e.id);
+    const override = (verdict: string, reason: string) =>
+      must(s, 'mutation($id: ID!, $v: OverrideVerdict!, $r: String!) { overrideEvaluation(id: $id, verdict: $v, reason: $r) { id reportedStatus } }', {
+        id: e.id,
+        v: verdict,
+        r: reason,
+      });
+    assert.equal((await override('PASS', 'known flaky check, rollout approved by SRE')).overrideEvaluation.reportedStatus, 'PASS');
+    const all = await settled(s, e.id, 2);
+    assert.deepEqual(all.map((d) => d.event).sort(), ['fail', 'override']);
+    const sent = to(p).filter((r) => JSON.parse(r.raw).evaluation.id === e.id);
+    const msg = JSON.parse(sent[1]!.raw);
+    assert.ok(signatureValid(secret, sent[1]!));
+    assert.equal(msg.type, 'tollgate.override');
+    assert.equal(msg.text, 'Gate refunds/prod version v2 overridden to PASS');
+    assert.deepEqual(
+      { verdict: msg.override.verdict, reason: msg.override.reason, by: msg.override.by, replaced: msg.override.replaced },
+      { verdict: 'pass', reason: 'known flaky check, rollout approved by SRE', by: 'bootstrap', replaced: 'fail' },
+    );
+    assert.equal(msg.evaluation.status, 'pass');
+    assert.equal(msg.evaluation.realStatus, 'fail');
+    // Overriding again is another event.
+    await override('FAIL', 'SRE changed their mind');
+    const three = await settled(s, e.id, 3);
+    assert.deepEqual(three.map((d) => d.event).sort(), ['fail', 'override', 'override']);
+    const last = JSON.parse(to(p).filter((r) => JSON.parse(r.raw).evaluation.id === e.id)[2]!.raw);
+    assert.deepEqual([last.override.verdict, last.override.replaced, last.evaluation.status], ['fail', 'pass', 'fail']);
+  });
+
   test('a receiver that fails twice then succeeds gets the event once, on the third attempt', async () => {
     const p = hook((n) => (n <= 2 ? 503 : 200));
     const ch = await channel(s, { name: 'flaky', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'flaky-secret-0123456789' });

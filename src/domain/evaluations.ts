@@ -538,6 +538,7 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
   const { verdict, reason } = parseInput(overrideInputSchema, input, 'input');
   const now = deps.now();
   let before: EvaluationRow | undefined;
+  let queued = 0;
   const snapshot = deps.db.transaction((tx) => {
     const e = getEvaluationRow(tx, id);
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
@@ -563,9 +564,12 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
       overrideReplaced: reported(e),
     });
     insertAudit(tx, [audit(actor, now, 'evaluation.overridden', { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
-    return { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+    const after = { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
+    queued = queueNotifications(tx, deps, e, after);
+    return after;
   });
   deps.events.publish('evaluation.changed', snapshot);
+  if (queued) deps.events.publish('notification.queued', null);
   const e = snapshot.evaluation;
   deps.log.info(
     {

@@ -406,17 +406,8 @@ export interface NotificationPayload {
   recoveredFrom?: { id: string; url: string };
 }
 
-/** An override as the overrides part records it (columns on evaluations), when present. */
-interface OverrideFields {
-  overrideStatus?: string | null;
-  overrideReason?: string | null;
-  overriddenAt?: Date | null;
-  overriddenByName?: string | null;
-  overrideReplaced?: string | null;
-}
-
-/** The status a deploy acts on: the override if any, else the dry-run math. */
-const reportedOf = (e: EvaluationRow) => (e as OverrideFields).overrideStatus ?? reportedStatus(e.status, e.dryRun);
+/** The status a deploy acts on: the override if any, else the dry-run math (reported() of evaluations.ts, which imports this module). */
+const reportedOf = (e: EvaluationRow) => e.overrideStatus ?? reportedStatus(e.status, e.dryRun);
 
 const clip = (s: string | null, n: number) => (s && s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
@@ -435,7 +426,6 @@ function payloadFor(
 ): NotificationPayload {
   const e = after.evaluation;
   const rules = after.rules.map((r) => ruleEvaluationFor(reader, e, r));
-  const o = e as OverrideFields;
   return {
     event,
     at: now.toISOString(),
@@ -458,14 +448,14 @@ function payloadFor(
       .filter((r) => r.status === 'fail' && !r.dryRun)
       .slice(0, MAX_RULES_IN_MESSAGE)
       .map((r) => ({ name: r.name, type: r.type, reason: clip(r.reason, MAX_REASON_CHARS) })),
-    ...(o.overrideStatus
+    ...(e.overrideStatus
       ? {
           override: {
-            verdict: o.overrideStatus,
-            reason: clip(o.overrideReason ?? null, MAX_REASON_CHARS),
-            by: o.overriddenByName ?? null,
-            at: o.overriddenAt?.toISOString() ?? null,
-            replaced: o.overrideReplaced ?? null,
+            verdict: e.overrideStatus,
+            reason: clip(e.overrideReason, MAX_REASON_CHARS),
+            by: e.overriddenByName,
+            at: e.overriddenAt?.toISOString() ?? null,
+            replaced: e.overrideReplaced,
           },
         }
       : {}),
@@ -519,8 +509,8 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const was = reportedOf(before);
   const is = reportedOf(e);
   const events: Array<{ event: NotificationEvent; key: string; extra?: (reader: { envs: readonly string[] }) => Partial<NotificationPayload> }> = [];
-  const beforeOverride = (before as OverrideFields).overriddenAt?.getTime() ?? null;
-  const afterOverride = (e as OverrideFields).overriddenAt?.getTime() ?? null;
+  const beforeOverride = before.overriddenAt?.getTime() ?? null;
+  const afterOverride = e.overriddenAt?.getTime() ?? null;
   // An override is its own event: the status it sets is not also a fail or a recovery.
   const overridden = afterOverride !== null && afterOverride !== beforeOverride;
   if (overridden) events.push({ event: 'override', key: `override:${afterOverride}` });
