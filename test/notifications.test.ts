@@ -334,6 +334,28 @@ describe('notifications', () => {
     }
   });
 
+  test('a host taken off the allow-list after the channel was saved: the delivery fails unsent, saying why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-notify-'));
+    const p = hook();
+    let server: TestServer | undefined = await startServer(SETTINGS, { dir });
+    try {
+      const ch = await channel(server, { name: 'delisted', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'delisted-secret-0123456789' });
+      await subscribe(server, { channelId: ch, env: 'prod', service: 'delisted', events: ['FAIL'] });
+      await freeze(server, 'delisted');
+      await server.stop();
+      server = await startServer({ ...SETTINGS, webhookAllowedHosts: [{ host: 'hooks.example.com', wildcard: false, port: null }] }, { dir });
+      const e = await evaluate(server, 'delisted');
+      const [d] = await settled(server, e.id);
+      assert.equal(d.status, 'FAILED');
+      assert.equal(d.attempts, 1, 'not retried: no retry can change the answer');
+      assert.match(d.lastError, /^host 127\.0\.0\.1:\d+ is not on TOLLGATE_WEBHOOK_ALLOWED_HOSTS/);
+      assert.equal(to(p).length, 0, 'nothing sent');
+    } finally {
+      await server?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a host off the allow-list is refused, naming the field; so is a webhook channel without a secret', async () => {
     const off = await s.gql(`mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }`, {
       i: { name: 'elsewhere', type: 'WEBHOOK', url: 'https://hooks.example.com/x', envs: ['prod'], secret: 'elsewhere-secret-0123' },
