@@ -542,6 +542,22 @@ describe('notifications', () => {
     assert.equal(JSON.parse(to(p)[0]!.raw).type, 'tollgate.test');
   });
 
+  test('a channel takes at most three test messages waiting at once', async () => {
+    let holding = true;
+    const p = hook(() => (holding ? 0 : 200));
+    const ch = await channel(s, { name: 'tested', type: 'WEBHOOK', url: `${base}${p}`, envs: ['dev'], secret: 'tested-secret-0123456789' });
+    const send = () => s.gql('mutation($id: ID!) { sendTestNotification(channelId: $id) { id } }', { id: ch });
+    for (let i = 0; i < 3; i++) assert.equal((await send()).errors, undefined);
+    const fourth = await send();
+    assert.equal(fourth.errors?.[0]?.extensions?.code, 'CONFLICT');
+    assert.match(fourth.errors![0]!.message, /already has 3 test messages waiting/);
+    holding = false;
+    await waitFor('the held requests', async () => held.length === 2);
+    for (const res of held.splice(0)) res.writeHead(200).end('ok');
+    await waitFor('the three delivered', async () => (await deliveries(s, { channelId: ch, status: ['DELIVERED'] })).length === 3);
+    assert.equal((await send()).errors, undefined, 'settled tests leave room');
+  });
+
   test('the explorer lists channels, subscriptions and deliveries (a staging key only its own), and sends a test', { skip: skipWithout(CHROMIUM) }, async () => {
     const p = hook();
     const ch = await channel(s, { name: 'explorer channel', type: 'SLACK', url: `${base}${p}/T1/B1/secretpath`, envs: ['qa'] });

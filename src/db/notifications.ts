@@ -214,6 +214,15 @@ export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number
   return r.changes > 0;
 }
 
+/** Test messages of a channel not yet settled. */
+export function unsettledTests(db: Tx, channelId: string): number {
+  return db
+    .select({ n: sql<number>`count(*)` })
+    .from(notificationOutbox)
+    .where(and(eq(notificationOutbox.channelId, channelId), eq(notificationOutbox.event, 'test'), inList(notificationOutbox.status, ['pending', 'delivering'])))
+    .get()!.n;
+}
+
 /** Deletes deliveries settled (delivered or failed) and queued before `before`; the count. */
 export function deleteSettledBefore(db: Tx, before: Date): number {
   return db

@@ -38,6 +38,7 @@ import {
   type SubscriptionRow,
   settleClaim,
   subscriptionEnvsOf,
+  unsettledTests,
   updateChannelRow,
   updateSubscriptionRow,
 } from '../db/notifications.ts';
@@ -63,6 +64,8 @@ export { DELIVERY_STATUSES };
 const MAX_CHANNELS = 200;
 const MAX_SUBSCRIPTIONS_PER_ENV = 200;
 export const MAX_PAGE = 100;
+/** Test messages one channel may have waiting: tests are for a person checking a channel, not a load. */
+const MAX_UNSETTLED_TESTS = 3;
 /** Failing rules a message names, and the characters kept of each reason. */
 const MAX_RULES_IN_MESSAGE = 10;
 const MAX_REASON_CHARS = 500;
@@ -355,6 +358,9 @@ export function sendTestNotification(deps: Deps, actor: Principal, channelId: st
   const now = deps.now();
   const row = deps.db.transaction((tx) => {
     const channel = visibleChannel({ db: tx }, actor, channelId, 'channelId');
+    if (unsettledTests(tx, channel.id) >= MAX_UNSETTLED_TESTS) {
+      throw conflict(`channel ${channelId} already has ${MAX_UNSETTLED_TESTS} test messages waiting to be delivered: see notificationDeliveries`, 'channelId');
+    }
     const id = newId();
     const payload: NotificationPayload = { event: 'test', at: now.toISOString(), text: `Test notification from Tollgate, sent by ${actor.name}.` };
     insertOutbox(tx, [
