@@ -84,19 +84,26 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
    */
   function pump(): void {
     if (stopped) return;
+    // A read first: the claim (a write) only when something is due.
+    let next: Date | null = null;
+    try {
+      next = nextDeliveryDueAt(deps);
+    } catch (err) {
+      log.error({ err }, 'notifier could not read the next due delivery');
+    }
     const free = concurrency - inFlight.size;
-    if (free > 0) {
-      let claimed: Delivery[];
+    if (free > 0 && next && next <= deps.now()) {
       try {
         const busy = [...byChannel].filter(([, n]) => n >= perChannel).map(([id]) => id);
-        claimed = claimDeliveries(deps, free, claimMs, perChannel, busy);
+        for (const d of claimDeliveries(deps, free, claimMs, perChannel, busy)) start(d);
+        next = nextDeliveryDueAt(deps);
       } catch (err) {
         log.error({ err }, 'notifier could not claim deliveries');
-        claimed = [];
+        // Not at once again (a read-only database would refuse every claim): in a second.
+        next = new Date(deps.now().getTime() + 1000);
       }
-      for (const d of claimed) start(d);
     }
-    arm();
+    arm(next);
   }
 
   function start(d: Delivery): void {
@@ -114,17 +121,11 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     inFlight.add(sending);
   }
 
-  /** Wakes up when the next row falls due (a pending retry, or a claim running out). */
-  function arm(): void {
+  /** Wakes up when the next row falls due (a pending retry, or a claim running out), at the latest after idleMs. */
+  function arm(next: Date | null): void {
     if (stopped) return;
     clearTimeout(timer);
-    let wait = idleMs;
-    try {
-      const next = nextDeliveryDueAt(deps);
-      if (next) wait = Math.min(idleMs, Math.max(0, next.getTime() - deps.now().getTime()));
-    } catch (err) {
-      log.error({ err }, 'notifier could not read the next due delivery');
-    }
+    const wait = next ? Math.min(idleMs, Math.max(0, next.getTime() - deps.now().getTime())) : idleMs;
     // Rows due now but not claimable (their channel busy, or no free slot) wait for a slot to free.
     timer = setTimeout(pump, Math.max(wait, inFlight.size > 0 ? 1000 : 0));
     timer.unref();
