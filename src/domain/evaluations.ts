@@ -34,7 +34,7 @@ import { type MetricRuleOptions, nullsAsUndefined, whyMetricNeedsVersion } from 
 import { storedRuleOptions } from './ruleStorage.ts';
 import { audit } from './stamp.ts';
 import { assertCanStartEvaluation } from './triggerLimits.ts';
-import { allRulesFinished, realStatus, reportedStatus } from './verdict.ts';
+import { allRulesFinished, realStatus, reported } from './verdict.ts';
 
 export type { EvaluationSnapshot };
 
@@ -209,12 +209,9 @@ export function evaluationUrl(deps: Deps, id: string): string {
   return `${deps.baseUrl()}/evaluations/${id}`;
 }
 
-/**
- * What the deploy acts on: a person's override when there is one, else the verdict (a decided
- * dry-run gate reports pass). REST's gate_status, the hooks, `tollgate evaluate` and GraphQL's
- * reportedStatus all read it; `status` stays the real verdict.
- */
-export const reported = (e: Pick<EvaluationRow, 'status' | 'dryRun' | 'overrideStatus'>) => e.overrideStatus ?? reportedStatus(e.status, e.dryRun);
+// What the deploy acts on (src/domain/verdict.ts): REST's gate_status, the hooks, `tollgate
+// evaluate`, notifications and GraphQL's reportedStatus all read it; `status` stays the real verdict.
+export { reported };
 
 // ---- trigger ----
 

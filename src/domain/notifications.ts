@@ -54,7 +54,7 @@ import { ruleEvaluationFor } from './ruleEvidence.ts';
 import { nullsAsUndefined, webhookUrlSchema } from './ruleOptions.ts';
 import { openSecret, SecretUnavailableError, sealSecret } from './secrets.ts';
 import { audit, stamp } from './stamp.ts';
-import { reportedStatus } from './verdict.ts';
+import { reported } from './verdict.ts';
 import { hostRefusal } from './webhooks.ts';
 
 export type { ChannelRow, OutboxRow, SubscriptionRow };
@@ -413,7 +413,6 @@ export interface NotificationPayload {
 }
 
 /** The status a deploy acts on: the override if any, else the dry-run math (reported() of evaluations.ts, which imports this module). */
-const reportedOf = (e: EvaluationRow) => e.overrideStatus ?? reportedStatus(e.status, e.dryRun);
 
 const clip = (s: string | null, n: number) => (s && s.length > n ? `${s.slice(0, n - 1)}…` : s);
 
@@ -438,7 +437,7 @@ function payloadFor(
     evaluation: {
       id: e.id,
       url: `${deps.baseUrl()}/evaluations/${e.id}`,
-      status: reportedOf(e),
+      status: reported(e),
       realStatus: e.status,
       service: e.service,
       env: e.env,
@@ -512,8 +511,8 @@ function sourceErrorSeenBy(reader: { envs: readonly string[] }, after: Evaluatio
  */
 export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, after: EvaluationSnapshot, rule?: RuleChange): number {
   const e = after.evaluation;
-  const was = reportedOf(before);
-  const is = reportedOf(e);
+  const was = reported(before);
+  const is = reported(e);
   const events: Array<{ event: NotificationEvent; key: string; extra?: (reader: { envs: readonly string[] }) => Partial<NotificationPayload> }> = [];
   const beforeOverride = before.overriddenAt?.getTime() ?? null;
   const afterOverride = e.overriddenAt?.getTime() ?? null;
@@ -538,7 +537,7 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   // Recovered is a pass after a fail: the previous verdict is read only when someone asks.
   if (maybeRecovered && subscriptions.some(({ subscription: s }) => s.events.includes('recovered'))) {
     const previous = previousVerdict(tx, e);
-    if (previous && reportedOf(previous) === 'fail') {
+    if (previous && reported(previous) === 'fail') {
       const recoveredFrom = { id: previous.id, url: `${deps.baseUrl()}/evaluations/${previous.id}` };
       events.push({ event: 'recovered', key: 'recovered', extra: () => ({ recoveredFrom }) });
     }

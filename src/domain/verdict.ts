@@ -26,6 +26,11 @@ export function reportedStatus(status: Status, gateDryRun: boolean): Status {
   return gateDryRun ? 'pass' : status;
 }
 
+/** What a deploy is told: a person's override when there is one, else the dry-run math. */
+export function reported(e: { status: Status; dryRun: boolean; overrideStatus: 'pass' | 'fail' | null }): Status {
+  return e.overrideStatus ?? reportedStatus(e.status, e.dryRun);
+}
+
 /** Every rule has reached its own end (rules keep running after the verdict). */
 export function allRulesFinished(rules: readonly RuleOutcome[]): boolean {
   return rules.every((r) => r.status !== 'in_progress');
