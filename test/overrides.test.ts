@@ -10,6 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
 import { driver, jitMonitor, runTollgate, skipWithout, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
+import { sendTraffic } from './traffic.ts';
 
 const OVERRIDE = `mutation($id: ID!, $verdict: OverrideVerdict!, $reason: String!) {
   overrideEvaluation(id: $id, verdict: $verdict, reason: $reason) {
@@ -282,6 +283,40 @@ describe('overriding an evaluation', () => {
     assert.equal(again.status, 200, again.text);
     assert.equal(again.json.evaluation_id, id, 'the same evaluation, read again');
     assert.deepEqual([again.json.status, again.json.override.verdict, again.json.override.by.name, again.json.rules[0].status], ['pass', 'pass', 'release-manager', 'fail']);
+  });
+
+  test('an overridden evaluation is not "passed without evidence": the verdict is the override, not the lack of data', async () => {
+    // A pipeline may hold a deploy that passed for lack of data; once a person has overridden
+    // the verdict, that flag must not contradict or outlast it (REST, GraphQL, tollgate evaluate).
+    const ingest = await s.createKey(['ingest']);
+    await sendTraffic(s, { service: 'ovr-nodata', version: 'v1', resource: 'GET /cart', count: 100, from: Date.now() - 60_000, spreadMs: 30_000 }, ingest);
+    const flags = `query($id: ID!) { evaluation(id: $id) { status reportedStatus passedWithoutEvidence } }`;
+    const ids: string[] = [];
+    for (const _ of [1, 2]) {
+      const r = await d.evaluate({
+        service: 'ovr-nodata',
+        env: 'prod',
+        version: 'v9',
+        configuration: { rules: [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 1, onInsufficientData: 'PASS' } } }] },
+      });
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+      ids.push(r.data.evaluateGate.id);
+    }
+    for (const id of ids) {
+      await waitFor('the rule to pass for lack of data', async () => (await s.gql(flags, { id })).data.evaluation.status === 'PASS');
+      assert.deepEqual((await s.gql(flags, { id })).data.evaluation, { status: 'PASS', reportedStatus: 'PASS', passedWithoutEvidence: true });
+    }
+    const manager = keys['release-manager']!.secret;
+    assert.equal((await override(manager, ids[0]!, 'PASS', 'v9 serves no traffic yet by design; I vouch for it')).errors, undefined);
+    assert.equal((await override(manager, ids[1]!, 'FAIL', 'no traffic means nobody tried it: not this way')).errors, undefined);
+    for (const [id, verdict] of [
+      [ids[0]!, 'PASS'],
+      [ids[1]!, 'FAIL'],
+    ]) {
+      assert.deepEqual((await s.gql(flags, { id })).data.evaluation, { status: 'PASS', reportedStatus: verdict, passedWithoutEvidence: false });
+      const rest = await s.request('GET', `/api/v2/deployments/gates/evaluation/${id}`, { key: keys.ci!.secret });
+      assert.deepEqual([rest.json.data.attributes.gate_status, rest.json.data.attributes.passed_without_evidence], [verdict!.toLowerCase(), false]);
+    }
   });
 
   test('the evaluations filter selects overridden evaluations (overridden: true) or the others', async () => {

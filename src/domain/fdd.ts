@@ -292,8 +292,13 @@ export function decidedWithoutData(rule: { status: string; evidence?: unknown })
 /**
  * Whether an evaluation passed while at least one rule it counts (not a dry run) passed only
  * for lack of data: "passed, but nothing was checked there", which a pipeline may treat
- * differently from a pass with evidence.
+ * differently from a pass with evidence. Never once overridden: the verdict is then a
+ * person's, and the flag must neither contradict it (FAIL) nor hold back what they let through.
  */
-export function passedWithoutEvidence(evaluation: { status: string }, rules: ReadonlyArray<{ status: string; dryRun: boolean; evidence?: unknown }>): boolean {
+export function passedWithoutEvidence(
+  evaluation: { status: string; overrideStatus?: string | null },
+  rules: ReadonlyArray<{ status: string; dryRun: boolean; evidence?: unknown }>,
+): boolean {
+  if (evaluation.overrideStatus) return false;
   return evaluation.status === 'pass' && rules.some((r) => !r.dryRun && r.status === 'pass' && decidedWithoutData(r));
 }

@@ -454,7 +454,7 @@ Evaluation.implement({
     revision: t.exposeInt('revision', { description: 'Grows with every change; orders the snapshots of one evaluation.' }),
     passedWithoutEvidence: t.boolean({
       description:
-        'True when the verdict is PASS but at least one counted rule passed only for lack of data (its insufficientData is true): "passed, nothing was found", not "passed, checked and fine".',
+        'True when the verdict is PASS but at least one counted rule passed only for lack of data (its insufficientData is true): "passed, nothing was found", not "passed, checked and fine". False once overridden: the verdict is then the override.',
       resolve: async (e, _a, ctx) =>
         passedWithoutEvidence(
           e,
