@@ -390,6 +390,20 @@ describe('overriding an evaluation', () => {
       await page.context().close();
     });
 
+    test("a page open on a finished evaluation shows someone else's override as it happens", async () => {
+      const id = await failed('ovr-ui-watching');
+      const page = await signedIn(`/evaluations/${id}`, keys.ci!.secret);
+      await page.getByTestId('verdict').getByTestId('evaluation-status').and(page.locator('[data-status="FAIL"]')).waitFor();
+      assert.equal(await page.getByTestId('override').count(), 0);
+      // Another person, elsewhere: the page is not reloaded.
+      assert.equal((await override(keys['release-manager']!.secret, id, 'PASS', 'known outage (INC-77)')).errors, undefined);
+      const note = page.getByTestId('override');
+      await note.waitFor();
+      assert.equal(await note.getByTestId('override-reason').textContent(), 'known outage (INC-77)');
+      assert.equal(await page.getByTestId('verdict').getByTestId('override-badge').getAttribute('data-verdict'), 'PASS');
+      await page.context().close();
+    });
+
     test('a key without the scope gets no Override action', async () => {
       const id = await failed('ovr-ui-no-scope');
       const page = await signedIn(`/evaluations/${id}`, keys.ci!.secret);

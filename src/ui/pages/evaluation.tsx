@@ -29,6 +29,11 @@ const EVALUATION = `id service env identifier version primaryTag dryRun justInTi
 
 const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} } }`;
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
+/**
+ * A finished evaluation still changes when someone overrides it, and evaluationUpdated has ended
+ * by then: the changes of its gate's evaluations, narrowed to this one on arrival.
+ */
+const LATER = `subscription EvaluationLater($filter: EvaluationFilter) { evaluationEvents(filter: $filter) { ${EVALUATION} } }`;
 
 type Options = { __typename: 'MonitorRuleOptions' | 'FddRuleOptions' | 'MetricRuleOptions' | 'WebhookRuleOptions' | 'FreezeRuleOptions' } & Record<string, any>;
 
@@ -811,6 +816,15 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
   // The newer of the two: a refetch after a reconnection, or the last live snapshot.
   const e = live && live.id === id && live.revision >= (fetched?.revision ?? -1) ? live : fetched;
   const liveError = useSubscription<{ evaluationUpdated: Evaluation }>(LIVE, { id }, (d) => setLive(d.evaluationUpdated), { skip: !fetched || !!fetched.finishedAt });
+  const sameGate = fetched && { service: [fetched.service], env: [fetched.env], identifier: [fetched.identifier], ...(fetched.version ? { version: [fetched.version] } : {}) };
+  const laterError = useSubscription<{ evaluationEvents: Evaluation }>(
+    LATER,
+    { filter: sameGate },
+    (d) => {
+      if (d.evaluationEvents.id === id) setLive(d.evaluationEvents);
+    },
+    { skip: !e?.finishedAt },
+  );
   const transitions = useTransitions(e ?? undefined);
 
   const act = async (mutation: 'cancelEvaluation' | 'rerunEvaluation') => {
@@ -872,7 +886,7 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
       }
     >
       <ErrorNote error={actionError} />
-      <ErrorNote error={liveError && `Live updates stopped: ${liveError.message}`} />
+      <ErrorNote error={(liveError ?? laterError) && `Live updates stopped: ${(liveError ?? laterError)!.message}`} />
       {overriding && (
         <OverrideForm
           e={e}
