@@ -184,7 +184,12 @@ export const ruleEvaluations = sqliteTable(
     /** Runner-specific accumulated state (counts, seen transitions, e-values). */
     state: text('state', { mode: 'json' }).$type<Record<string, unknown>>(),
   },
-  (t) => [index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position), index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt)],
+  (t) => [
+    index('rule_evaluations_evaluation_idx').on(t.evaluationId, t.position),
+    index('rule_evaluations_due_idx').on(t.status, t.nextCheckAt),
+    // A stored rule's history (REST filter[rule_id]) reads its own rows, not the window's.
+    index('rule_evaluations_rule_idx').on(t.ruleId),
+  ],
 );
 
 export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;

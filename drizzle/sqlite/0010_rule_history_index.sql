@@ -1,0 +1,1 @@
+CREATE INDEX `rule_evaluations_rule_idx` ON `rule_evaluations` (`rule_id`);
