@@ -273,6 +273,27 @@ describe('notifications', () => {
     assert.deepEqual([renamed.data.updateNotificationChannel.name, renamed.data.updateNotificationChannel.hasSecret], ['moved', true]);
   });
 
+  test('a channel narrowed to staging neither sends nor shows what was queued for its wider audience (its staging key could point it anywhere)', async () => {
+    const p = hook((n) => (n === 1 ? 0 : 200));
+    const ch = await channel(s, { name: 'narrowed', type: 'WEBHOOK', url: `${base}${p}`, envs: ['staging', 'prod'], secret: 'narrowed-secret-0123456789' });
+    const sub = await subscribe(s, { channelId: ch, env: 'prod', service: 'narrowed', events: ['FAIL'] });
+    await freeze(s, 'narrowed');
+    const e = await evaluate(s, 'narrowed');
+    await waitFor('the first attempt held by the receiver', async () => to(p).length === 1);
+    await must(s, 'mutation($id: ID!) { deleteNotificationSubscription(id: $id) }', { id: sub });
+    await must(s, `mutation($id: ID!, $i: UpdateNotificationChannelInput!) { updateNotificationChannel(id: $id, input: $i) { id } }`, { id: ch, i: { envs: ['staging'] } });
+    // The prod message (written for readers of staging and prod) is no longer this channel's to send or show.
+    assert.deepEqual(await deliveries(s, { channelId: ch }), []);
+    const staging = await s.createKey(['gates:read'], ['staging']);
+    assert.deepEqual(await deliveries(s, { channelId: ch }, staging), []);
+    // The held attempt fails; nothing is retried to the (now staging-only) channel.
+    const heldRes = held.pop()!;
+    heldRes.writeHead(500).end('try later');
+    await must(s, 'mutation($id: ID!) { sendTestNotification(channelId: $id) { id } }', { id: ch });
+    await waitFor('the test message delivered', async () => to(p).some((r) => r.headers['x-tollgate-event'] === 'test'));
+    assert.equal(to(p).filter((r) => r.raw.includes(e.id)).length, 1, 'the prod event was not sent again');
+  });
+
   test('a receiver that never answers holds two senders: another channel is delivered meanwhile', async () => {
     let silent = true;
     const quiet = hook(() => (silent ? 0 : 200));

@@ -214,6 +214,11 @@ export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number
   return r.changes > 0;
 }
 
+/** Deletes every delivery of a channel (settled or not); the count. */
+export function deleteDeliveriesOfChannel(db: Tx, channelId: string): number {
+  return db.delete(notificationOutbox).where(eq(notificationOutbox.channelId, channelId)).run().changes;
+}
+
 /** Test messages of a channel not yet settled. */
 export function unsettledTests(db: Tx, channelId: string): number {
   return db

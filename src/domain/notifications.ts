@@ -20,6 +20,7 @@ import {
   countSubscriptionsOfEnv,
   type DeliveryFilter,
   deleteChannelRow,
+  deleteDeliveriesOfChannel,
   deleteSubscriptionRow,
   getChannel as getChannelRow,
   getDelivery as getDeliveryRow,
@@ -263,6 +264,9 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
     if (input.envs) {
       const outside = subscriptionEnvsOf(tx, before.id).filter((e) => !input.envs!.includes(e));
       if (outside.length > 0) throw conflict(`the channel has subscriptions in env ${outside.join(', ')}: delete them first, or keep the env`, 'input.envs');
+      // Its messages were written for readers of every env it served, and its pending ones
+      // would go wherever a key of the narrower envs now points it: they go with the env.
+      if (before.envs.some((e) => !input.envs!.includes(e))) deleteDeliveriesOfChannel(tx, before.id);
     }
     const row = updateChannelRow(tx, before.id, {
       name: input.name ?? before.name,
