@@ -579,6 +579,21 @@ describe('notifications', () => {
     assert.equal((await send()).errors, undefined, 'settled tests leave room');
   });
 
+  test("a key limited to one env fills only that env's channel slots: prod can still add one, and the refusal counts nothing of other envs", async () => {
+    const qa = await s.createKey(['gates:write'], ['qa']);
+    for (let i = 0; i < 200; i++) await channel(s, { name: `qa ${i}`, type: 'SLACK', url: `${base}/qa/${i}`, envs: ['qa'] }, qa);
+    const full = await s.gql(
+      'mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }',
+      {
+        i: { name: 'one more', type: 'SLACK', url: `${base}/qa/more`, envs: ['qa'] },
+      },
+      qa,
+    );
+    assert.equal(full.errors?.[0]?.extensions?.code, 'CONFLICT');
+    assert.match(full.errors![0]!.message, /env qa holds at most 200 notification channels/);
+    await channel(s, { name: 'prod after qa filled up', type: 'SLACK', url: `${base}/prod-after`, envs: ['prod'] });
+  });
+
   test('the explorer lists channels, subscriptions and deliveries (a staging key only its own), and sends a test', { skip: skipWithout(CHROMIUM) }, async () => {
     const p = hook();
     const ch = await channel(s, { name: 'explorer channel', type: 'SLACK', url: `${base}${p}/T1/B1/secretpath`, envs: ['qa'] });

@@ -37,8 +37,13 @@ export function listChannels(db: Tx, envs: readonly string[] | null, page: { aft
     .all();
 }
 
-export function countChannels(db: Tx): number {
-  return db.select({ n: sql<number>`count(*)` }).from(notificationChannels).get()!.n;
+/** Channels serving `env` that a reader of `envs` sees (null: every one). */
+export function countChannelsOfEnv(db: Tx, env: string, envs: readonly string[] | null): number {
+  return db
+    .select({ n: sql<number>`count(*)` })
+    .from(notificationChannels)
+    .where(and(sql`exists (select 1 from json_each(${notificationChannels.envs}) where value = ${env})`, channelWithin(envs)))
+    .get()!.n;
 }
 
 export function insertChannel(db: Tx, row: NewChannelRow): ChannelRow {

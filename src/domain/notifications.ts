@@ -16,7 +16,7 @@ import { getGate } from '../db/gates.ts';
 import {
   type ChannelRow,
   claimDue,
-  countChannels,
+  countChannelsOfEnv,
   countSubscriptionsOfEnv,
   type DeliveryFilter,
   deleteChannelRow,
@@ -61,8 +61,12 @@ import { hostRefusal } from './webhooks.ts';
 export type { ChannelRow, OutboxRow, SubscriptionRow };
 export { DELIVERY_STATUSES };
 
-/** Bounds: channels in all, subscriptions per environment (every change of its evaluations reads them). */
-const MAX_CHANNELS = 200;
+/**
+ * Bounds: channels per environment, counted among those the key sees (so a key of one env
+ * fills only its own slots, and a refusal counts nothing it may not see); subscriptions per
+ * environment (every change of its evaluations reads them).
+ */
+const MAX_CHANNELS_PER_ENV = 200;
 const MAX_SUBSCRIPTIONS_PER_ENV = 200;
 export const MAX_PAGE = 100;
 /** Test messages one channel may have waiting: tests are for a person checking a channel, not a load. */
@@ -211,6 +215,12 @@ function assertUrlAllowed(deps: Deps, url: string): void {
   if (refusal) throw badInput('input.url', refusal);
 }
 
+function assertChannelRoom(tx: Tx, actor: Principal, envs: readonly string[]): void {
+  for (const env of envs) {
+    if (countChannelsOfEnv(tx, env, actor.envs) >= MAX_CHANNELS_PER_ENV) throw conflict(`env ${env} holds at most ${MAX_CHANNELS_PER_ENV} notification channels`, 'input.envs');
+  }
+}
+
 function assertEnvsAllowed(actor: Principal, envs: readonly string[]): void {
   for (const env of envs) assertEnvAllowed(actor, env);
 }
@@ -230,7 +240,7 @@ export function createChannel(deps: Deps, actor: Principal, input: CreateChannel
   const now = deps.now();
   const id = newId();
   const channel = deps.db.transaction((tx) => {
-    if (countChannels(tx) >= MAX_CHANNELS) throw conflict(`this Tollgate holds at most ${MAX_CHANNELS} notification channels`, 'input');
+    assertChannelRoom(tx, actor, input.envs);
     const row = insertChannel(tx, {
       id,
       name: input.name,
@@ -262,6 +272,11 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
       throw badInput('input.secret', 'give the secret again: the url now points to another origin, and a stored secret is never sent to another host');
     }
     if (input.envs) {
+      assertChannelRoom(
+        tx,
+        actor,
+        input.envs.filter((e) => !before.envs.includes(e)),
+      );
       const outside = subscriptionEnvsOf(tx, before.id).filter((e) => !input.envs!.includes(e));
       if (outside.length > 0) throw conflict(`the channel has subscriptions in env ${outside.join(', ')}: delete them first, or keep the env`, 'input.envs');
       // Its messages were written for readers of every env it served, and its pending ones
