@@ -23,9 +23,19 @@ export interface WebhookRequest {
 
 export type WebhookAnswer = { answered: true; status: number; body: string; truncated: boolean; location?: string; ms: number } | { answered: false; error: string; ms: number };
 
+/** The IPv4 address an IPv6 one carries (mapped, compatible or NAT64 64:ff9b::/96), or undefined. */
+function embeddedV4(address: string): string | undefined {
+  const m = /^(?:::ffff:|::|64:ff9b::)(?:(\d+\.\d+\.\d+\.\d+)|([0-9a-f]{1,4}):([0-9a-f]{1,4}))$/i.exec(address);
+  if (!m) return undefined;
+  if (m[1]) return m[1];
+  const hi = Number.parseInt(m[2]!, 16);
+  const lo = Number.parseInt(m[3]!, 16);
+  return [hi >> 8, hi & 255, lo >> 8, lo & 255].join('.');
+}
+
 /** Ranges a name may not lead to (an address listed as itself may). */
-function forbiddenRange(address: string): string | null {
-  const v4 = isIP(address) === 4 ? address : /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+export function forbiddenRange(address: string): string | null {
+  const v4 = isIP(address) === 4 ? address : embeddedV4(address);
   if (v4) {
     const [a, b] = v4.split('.').map(Number) as [number, number];
     if (a === 127) return 'loopback';
@@ -37,6 +47,8 @@ function forbiddenRange(address: string): string | null {
   const v6 = address.toLowerCase();
   if (v6 === '::1') return 'loopback';
   if (v6 === '::') return 'unspecified';
+  // The cloud's instance metadata service over IPv6 (EC2 Nitro), like 169.254.169.254.
+  if (v6 === 'fd00:ec2::254') return 'link-local';
   if (/^fe[89ab]/.test(v6)) return 'link-local';
   if (v6.startsWith('ff')) return 'multicast';
   return null;
