@@ -191,16 +191,17 @@ export function getDelivery(db: Tx, id: string): OutboxRow | undefined {
  * Claims up to `limit` rows due at `now` in one statement: pending rows whose time has come,
  * and rows a sender claimed and never settled (it crashed) once its claim ran out. Each gets
  * status delivering, this node's claim and one more attempt, so no other sender takes it.
- * At most `perChannel` rows of one channel, none of the `busy` channels: a channel that does
- * not answer holds a few senders, not all of them.
+ * At most `perChannel` rows of one channel, counting its sends under way (`inFlight`): a
+ * channel that does not answer holds a few senders, not all of them.
  */
-export function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, busy: readonly string[]): OutboxRow[] {
+export function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, inFlight: ReadonlyMap<string, number>): OutboxRow[] {
   const o = notificationOutbox;
   const isDue = or(and(eq(o.status, 'pending'), lte(o.nextAttemptAt, now)), and(eq(o.status, 'delivering'), lte(o.claimExpiresAt, now)));
   const ranked = sql`select ${o.id} as id, ${o.channelId} as channel, ${o.nextAttemptAt} as due_at,
     row_number() over (partition by ${o.channelId} order by ${o.nextAttemptAt}, ${o.id}) as rn
     from ${o} where ${isDue}`;
-  const due = sql`select id from (${ranked}) where rn <= ${perChannel} and channel not in (select value from json_each(${JSON.stringify(busy)})) order by due_at limit ${limit}`;
+  const sending = JSON.stringify(Object.fromEntries(inFlight));
+  const due = sql`select id from (${ranked}) where rn + coalesce((select value from json_each(${sending}) where key = channel), 0) <= ${perChannel} order by due_at limit ${limit}`;
   return db
     .update(o)
     .set({ status: 'delivering', claimedBy: nodeId, claimExpiresAt: new Date(now.getTime() + claimMs), attempts: sql`${o.attempts} + 1` })

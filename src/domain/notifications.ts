@@ -601,10 +601,10 @@ export interface Delivery {
 
 /**
  * Claims up to `limit` due rows for this node (see claimDue), at most `perChannel` of one
- * channel and none of `busy` ones: each is ours until settled or `claimMs` passes.
+ * channel with its sends under way (`inFlight`): each is ours until settled or `claimMs` passes.
  */
-export function claimDeliveries(deps: Deps, limit: number, claimMs: number, perChannel: number, busy: readonly string[]): Delivery[] {
-  const rows = claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit, perChannel, busy);
+export function claimDeliveries(deps: Deps, limit: number, claimMs: number, perChannel: number, inFlight: ReadonlyMap<string, number>): Delivery[] {
+  const rows = claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit, perChannel, inFlight);
   return rows.map((row) => ({ row, channel: getChannelRow(deps.db, row.channelId) }));
 }
 

@@ -94,8 +94,7 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     const free = concurrency - inFlight.size;
     if (free > 0 && next && next <= deps.now()) {
       try {
-        const busy = [...byChannel].filter(([, n]) => n >= perChannel).map(([id]) => id);
-        for (const d of claimDeliveries(deps, free, claimMs, perChannel, busy)) start(d);
+        for (const d of claimDeliveries(deps, free, claimMs, perChannel, byChannel)) start(d);
         next = nextDeliveryDueAt(deps);
       } catch (err) {
         log.error({ err }, 'notifier could not claim deliveries');
