@@ -223,6 +223,29 @@ describe('notifications', () => {
     assert.deepEqual([last.override.verdict, last.override.replaced, last.evaluation.status], ['fail', 'pass', 'fail']);
   });
 
+  test('a dry-run evaluation whose rules fail is neither a fail nor a recovery, though it reports pass after a fail', async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'dry runs', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'dryrun-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'dryrec', events: ['FAIL', 'RECOVERED'] });
+    await freeze(s, 'dryrec');
+    const failed = await evaluate(s, 'dryrec', 'prod', 'v1');
+    assert.deepEqual(
+      (await settled(s, failed.id)).map((d) => d.event),
+      ['fail'],
+    );
+    const d = await must(s, 'mutation($i: EvaluateGateInput!) { evaluateGate(input: $i) { id } }', {
+      i: { service: 'dryrec', env: 'prod', version: 'v2', configuration: { dryRun: true, rules: [{ name: 'no freeze', options: { freeze: {} } }] } },
+    });
+    const id = d.evaluateGate.id as string;
+    const e = await waitFor('the dry run decided', async () => {
+      const r = (await must(s, 'query($id: ID!) { evaluation(id: $id) { status reportedStatus } }', { id })).evaluation;
+      return r.status !== 'IN_PROGRESS' && r;
+    });
+    assert.deepEqual([e.status, e.reportedStatus], ['FAIL', 'PASS']);
+    // Queued in the transaction that decided it: none.
+    assert.deepEqual(await deliveries(s, { evaluationId: id }), []);
+  });
+
   test('a receiver that fails twice then succeeds gets the event once, on the third attempt', async () => {
     const p = hook((n) => (n <= 2 ? 503 : 200));
     const ch = await channel(s, { name: 'flaky', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'flaky-secret-0123456789' });

@@ -548,7 +548,8 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
       extra: (reader) => ({ sourceError: { rule: rule.before.name, error: clip(sourceErrorSeenBy(reader, after, rule.before.id, sourceError.error), MAX_REASON_CHARS) } }),
     });
   }
-  const maybeRecovered = !overridden && is === 'pass' && was !== 'pass';
+  // A real pass: a dry-run gate reports pass over failed rules, which recovers from nothing.
+  const maybeRecovered = !overridden && is === 'pass' && was !== 'pass' && e.status === 'pass';
   // Most changes cause no event: they read nothing more.
   if (events.length === 0 && !maybeRecovered) return 0;
   const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
