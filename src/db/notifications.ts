@@ -1,7 +1,7 @@
 // Notification channels, subscriptions and the outbox. Visibility by environment is part of
 // every read: a channel is visible to a key that may see every env it lists; a subscription
 // and a delivery when their env is visible and so is their channel.
-import { and, asc, desc, eq, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { evaluations, notificationChannels, notificationOutbox, notificationSubscriptions } from './schema.ts';
@@ -196,18 +196,28 @@ export function getDelivery(db: Tx, id: string): OutboxRow | undefined {
  */
 export function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, inFlight: ReadonlyMap<string, number>): OutboxRow[] {
   const o = notificationOutbox;
-  const isDue = or(and(eq(o.status, 'pending'), lte(o.nextAttemptAt, now)), and(eq(o.status, 'delivering'), lte(o.claimExpiresAt, now)));
-  const ranked = sql`select ${o.id} as id, ${o.channelId} as channel, ${o.nextAttemptAt} as due_at,
-    row_number() over (partition by ${o.channelId} order by ${o.nextAttemptAt}, ${o.id}) as rn
-    from ${o} where ${isDue}`;
   const sending = JSON.stringify(Object.fromEntries(inFlight));
-  const due = sql`select id from (${ranked}) where rn + coalesce((select value from json_each(${sending}) where key = channel), 0) <= ${perChannel} order by due_at limit ${limit}`;
+  const due = sql`select id from (${claimCandidates(now, perChannel)}) where rn + coalesce((select value from json_each(${sending}) where key = channel), 0) <= ${perChannel} order by due_at limit ${limit}`;
   return db
     .update(o)
     .set({ status: 'delivering', claimedBy: nodeId, claimExpiresAt: new Date(now.getTime() + claimMs), attempts: sql`${o.attempts} + 1` })
     .where(sql`${o.id} in (${due})`)
     .returning()
     .all();
+}
+
+/**
+ * The rows a claim chooses from (id, channel, due_at, ranked within their channel as rn): the
+ * `perChannel` earliest due rows of each channel, each read through the channel's due index,
+ * so a claim costs channels × perChannel rows however many thousands wait.
+ */
+export function claimCandidates(now: Date, perChannel: number): SQL {
+  const at = now.getTime();
+  const firstDue = (status: 'pending' | 'delivering', column: 'next_attempt_at' | 'claim_expires_at') =>
+    sql`select y.id from notification_outbox y where y.channel_id = c.id and y.status = ${status} and y.${sql.raw(column)} <= ${at} order by y.${sql.raw(column)}, y.id limit ${perChannel}`;
+  return sql`select x.id as id, x.channel_id as channel, x.next_attempt_at as due_at,
+    row_number() over (partition by x.channel_id order by x.next_attempt_at, x.id) as rn
+    from notification_channels c join notification_outbox x on x.id in (${firstDue('pending', 'next_attempt_at')}) or x.id in (${firstDue('delivering', 'claim_expires_at')})`;
 }
 
 /** Settles a claimed row; false when the claim was no longer ours (it ran out and another took it). */
@@ -242,14 +252,24 @@ export function deleteSettledBefore(db: Tx, before: Date): number {
     .run().changes;
 }
 
-/** When the next row falls due (pending, or a claim running out), or null when none waits. */
+/**
+ * When the next row falls due (pending, or a claim running out), or null when none waits:
+ * two minimums, the first read off the due index's end (a flood of pending rows costs nothing).
+ */
 export function nextDueAt(db: Tx): Date | null {
-  const row = db
-    .select({
-      at: sql<number | null>`min(case when ${notificationOutbox.status} = 'pending' then ${notificationOutbox.nextAttemptAt} else ${notificationOutbox.claimExpiresAt} end)`,
-    })
-    .from(notificationOutbox)
-    .where(inList(notificationOutbox.status, ['pending', 'delivering']))
-    .get();
-  return row?.at == null ? null : new Date(row.at);
+  const o = notificationOutbox;
+  const pending =
+    db
+      .select({ at: sql<number | null>`min(${o.nextAttemptAt})` })
+      .from(o)
+      .where(eq(o.status, 'pending'))
+      .get()?.at ?? null;
+  const claimed =
+    db
+      .select({ at: sql<number | null>`min(${o.claimExpiresAt})` })
+      .from(o)
+      .where(eq(o.status, 'delivering'))
+      .get()?.at ?? null;
+  const at = pending === null ? claimed : claimed === null ? pending : Math.min(pending, claimed);
+  return at === null ? null : new Date(at);
 }

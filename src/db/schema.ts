@@ -458,5 +458,7 @@ export const notificationOutbox = sqliteTable(
     index('notification_outbox_due_idx').on(t.status, t.nextAttemptAt),
     index('notification_outbox_env_idx').on(t.env, t.id),
     index('notification_outbox_channel_idx').on(t.channelId, t.id),
+    /** A claim's reads: the first due rows of each channel. */
+    index('notification_outbox_channel_due_idx').on(t.channelId, t.status, t.nextAttemptAt, t.id),
   ],
 );

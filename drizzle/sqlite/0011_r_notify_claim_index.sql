@@ -1,0 +1,1 @@
+CREATE INDEX `notification_outbox_channel_due_idx` ON `notification_outbox` (`channel_id`,`status`,`next_attempt_at`,`id`);
