@@ -296,20 +296,20 @@ describe('notifications', () => {
     assert.deepEqual([renamed.data.updateNotificationChannel.name, renamed.data.updateNotificationChannel.hasSecret], ['moved', true]);
   });
 
-  test('a channel narrowed to staging neither sends nor shows what was queued for its wider audience (its staging key could point it anywhere)', async () => {
+  test('a channel narrowed to sandbox neither sends nor shows what was queued for its wider audience (a sandbox key could now point it anywhere)', async () => {
     const p = hook((n) => (n === 1 ? 0 : 200));
-    const ch = await channel(s, { name: 'narrowed', type: 'WEBHOOK', url: `${base}${p}`, envs: ['staging', 'prod'], secret: 'narrowed-secret-0123456789' });
+    const ch = await channel(s, { name: 'narrowed', type: 'WEBHOOK', url: `${base}${p}`, envs: ['sandbox', 'prod'], secret: 'narrowed-secret-0123456789' });
     const sub = await subscribe(s, { channelId: ch, env: 'prod', service: 'narrowed', events: ['FAIL'] });
     await freeze(s, 'narrowed');
     const e = await evaluate(s, 'narrowed');
     await waitFor('the first attempt held by the receiver', async () => to(p).length === 1);
     await must(s, 'mutation($id: ID!) { deleteNotificationSubscription(id: $id) }', { id: sub });
-    await must(s, `mutation($id: ID!, $i: UpdateNotificationChannelInput!) { updateNotificationChannel(id: $id, input: $i) { id } }`, { id: ch, i: { envs: ['staging'] } });
-    // The prod message (written for readers of staging and prod) is no longer this channel's to send or show.
+    await must(s, `mutation($id: ID!, $i: UpdateNotificationChannelInput!) { updateNotificationChannel(id: $id, input: $i) { id } }`, { id: ch, i: { envs: ['sandbox'] } });
+    // The prod message (written for readers of sandbox and prod) is no longer this channel's to send or show.
     assert.deepEqual(await deliveries(s, { channelId: ch }), []);
-    const staging = await s.createKey(['gates:read'], ['staging']);
-    assert.deepEqual(await deliveries(s, { channelId: ch }, staging), []);
-    // The held attempt fails; nothing is retried to the (now staging-only) channel.
+    const sandbox = await s.createKey(['gates:read'], ['sandbox']);
+    assert.deepEqual(await deliveries(s, { channelId: ch }, sandbox), []);
+    // The held attempt fails; nothing is retried to the (now sandbox-only) channel.
     const heldRes = held.pop()!;
     heldRes.writeHead(500).end('try later');
     await must(s, 'mutation($id: ID!) { sendTestNotification(channelId: $id) { id } }', { id: ch });
@@ -603,18 +603,18 @@ describe('notifications', () => {
   });
 
   test("a key limited to one env fills only that env's channel slots: prod can still add one, and the refusal counts nothing of other envs", async () => {
-    const qa = await s.createKey(['gates:write'], ['qa']);
-    for (let i = 0; i < 200; i++) await channel(s, { name: `qa ${i}`, type: 'SLACK', url: `${base}/qa/${i}`, envs: ['qa'] }, qa);
+    const capped = await s.createKey(['gates:write'], ['capped']);
+    for (let i = 0; i < 200; i++) await channel(s, { name: `capped ${i}`, type: 'SLACK', url: `${base}/capped/${i}`, envs: ['capped'] }, capped);
     const full = await s.gql(
       'mutation($i: CreateNotificationChannelInput!) { createNotificationChannel(input: $i) { id } }',
       {
-        i: { name: 'one more', type: 'SLACK', url: `${base}/qa/more`, envs: ['qa'] },
+        i: { name: 'one more', type: 'SLACK', url: `${base}/capped/more`, envs: ['capped'] },
       },
-      qa,
+      capped,
     );
     assert.equal(full.errors?.[0]?.extensions?.code, 'CONFLICT');
-    assert.match(full.errors![0]!.message, /env qa holds at most 200 notification channels/);
-    await channel(s, { name: 'prod after qa filled up', type: 'SLACK', url: `${base}/prod-after`, envs: ['prod'] });
+    assert.match(full.errors![0]!.message, /env capped holds at most 200 notification channels/);
+    await channel(s, { name: 'prod after capped filled up', type: 'SLACK', url: `${base}/prod-after`, envs: ['prod'] });
   });
 
   test('the explorer lists channels, subscriptions and deliveries (a staging key only its own), and sends a test', { skip: skipWithout(CHROMIUM) }, async () => {
