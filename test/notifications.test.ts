@@ -246,6 +246,24 @@ describe('notifications', () => {
     assert.deepEqual(await deliveries(s, { evaluationId: id }), []);
   });
 
+  test('a pass after a running evaluation overridden to FAIL (its real status canceled) is a recovery from that verdict', async () => {
+    const p = hook();
+    const ch = await channel(s, { name: 'recoveries', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'recover-secret-0123456789' });
+    await subscribe(s, { channelId: ch, env: 'prod', service: 'ovrrec', events: ['RECOVERED'] });
+    const d = driver(s);
+    await d.report(await d.monitor('ovrrec healthy', ['ovrrec:ok']), 'OK');
+    const run = await d.evaluate({ service: 'ovrrec', env: 'prod', version: 'v1', configuration: { rules: [jitMonitor('healthy', { query: 'ovrrec:ok', duration: 3600 })] } });
+    const running = run.data.evaluateGate.id as string;
+    const blocked = await must(s, 'mutation($id: ID!) { overrideEvaluation(id: $id, verdict: FAIL, reason: "hold the train") { status reportedStatus } }', { id: running });
+    assert.deepEqual([blocked.overrideEvaluation.status, blocked.overrideEvaluation.reportedStatus], ['CANCELED', 'FAIL']);
+    const next = await d.evaluate({ service: 'ovrrec', env: 'prod', version: 'v2', configuration: { rules: [jitMonitor('healthy', { query: 'ovrrec:ok' })] } });
+    const id = next.data.evaluateGate.id as string;
+    await waitFor('the next evaluation passed', async () => (await d.get(id)).status === 'PASS');
+    const [sent] = await settled(s, id);
+    assert.equal(sent.event, 'recovered');
+    assert.equal(sent.payload.recoveredFrom.id, running);
+  });
+
   test('a receiver that fails twice then succeeds gets the event once, on the third attempt', async () => {
     const p = hook((n) => (n <= 2 ? 503 : 200));
     const ch = await channel(s, { name: 'flaky', type: 'WEBHOOK', url: `${base}${p}`, envs: ['prod'], secret: 'flaky-secret-0123456789' });

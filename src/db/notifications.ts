@@ -1,7 +1,7 @@
 // Notification channels, subscriptions and the outbox. Visibility by environment is part of
 // every read: a channel is visible to a key that may see every env it lists; a subscription
 // and a delivery when their env is visible and so is their channel.
-import { and, asc, desc, eq, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNotNull, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { evaluations, notificationChannels, notificationOutbox, notificationSubscriptions } from './schema.ts';
@@ -133,7 +133,7 @@ export function matchingSubscriptions(
 
 /**
  * The last evaluation of the same service, env and identifier started before `before` that
- * reached a verdict (pass or fail): what a pass "recovers" from.
+ * reached a verdict (pass or fail, or an override): what a pass "recovers" from.
  */
 export function previousVerdict(db: Tx, e: { id: string; service: string; env: string; identifier: string; startedAt: Date }) {
   return db
@@ -145,7 +145,8 @@ export function previousVerdict(db: Tx, e: { id: string; service: string; env: s
         eq(evaluations.env, e.env),
         eq(evaluations.identifier, e.identifier),
         lt(evaluations.startedAt, e.startedAt),
-        inList(evaluations.status, ['pass', 'fail']),
+        // An override is a verdict too (one that ended a running evaluation leaves it canceled).
+        or(inList(evaluations.status, ['pass', 'fail']), isNotNull(evaluations.overrideStatus)),
       ),
     )
     .orderBy(desc(evaluations.startedAt))
