@@ -27,6 +27,18 @@ function ended(deps: Deps, id: string): Promise<BacktestRow> {
   });
 }
 
+/** One backtest run to its end by a backtester of its own; the ended row. */
+async function backtest(deps: Deps, actor: Principal, input: Parameters<typeof startBacktest>[2]): Promise<BacktestRow> {
+  const backtester = createBacktester(deps);
+  backtester.start();
+  try {
+    const row = startBacktest(deps, actor, input);
+    return await ended(deps, row.id);
+  } finally {
+    backtester.stop();
+  }
+}
+
 describe('backtester', () => {
   it('replays a monitor rule from the transition history: the deploy fails when the monitor turned ALERT', async () => {
     const clock = new TestClock(T0);
@@ -198,18 +210,14 @@ describe('backtester, what it shows and sees', () => {
     createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never);
     createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never);
     clock.ms = T0 + 2.5 * HOUR;
-    const backtester = createBacktester(deps);
-    backtester.start();
     // A window of two hours: still open at the present, so the deploy is undecided on the monitor rule.
-    const row = startBacktest(deps, SYSTEM, {
+    const done = await backtest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 7200 } } }] },
       from: new Date(T0 + 30 * MIN),
       to: new Date(T0 + 2.5 * HOUR),
     });
-    const done = await ended(deps, row.id);
-    backtester.stop();
     const all = done.results as unknown as DeployResult[];
     assert.deepEqual(
       all.map((d) => [d.version, d.verdict]),
@@ -217,7 +225,7 @@ describe('backtester, what it shows and sees', () => {
     );
     assert.match(all[0]!.reason, /2 monitor\(s\)/);
     const prodOnly: Principal = { id: 'p', name: 'prod reader', scopes: new Set(['gates:read']), envs: ['prod'] };
-    const seen = getBacktest(deps, prodOnly, row.id)!.results as unknown as DeployResult[];
+    const seen = getBacktest(deps, prodOnly, done.id)!.results as unknown as DeployResult[];
     assert.equal(seen[0]!.verdict, 'undecided');
     assert.doesNotMatch(JSON.stringify(seen), /monitor\(s\)/);
     assert.match(seen[0]!.reason, /monitors outside your environments are not shown/);
@@ -300,17 +308,13 @@ describe('backtester, rollbacks', () => {
     await ingest(deps, { version: 'v3', resource: 'GET /a', count: 300, from: T0 + HOUR + 20 * MIN, spreadMs: 5 * HOUR });
     await ingest(deps, { version: 'v4', resource: 'GET /a', count: 120, from: T0 + 3 * HOUR, spreadMs: 20 * MIN });
     clock.ms = T0 + 6 * HOUR;
-    const backtester = createBacktester(deps);
-    backtester.start();
-    const row = startBacktest(deps, SYSTEM, {
+    const done = await backtest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: { rules: [{ name: 'no freeze', options: { freeze: {} } }] },
       from: new Date(T0 + 30 * MIN),
       to: new Date(T0 + 6 * HOUR),
     });
-    const done = await ended(deps, row.id);
-    backtester.stop();
     const deploys = done.results as unknown as DeployResult[];
     assert.deepEqual(
       deploys.map((d) => [d.version, d.rollback?.versions ?? null]),
@@ -353,11 +357,7 @@ describe('backtester against the live engine', () => {
     const liveDecider = liveRules.filter((r) => r.status === 'fail').sort((a, b) => a.finishedAt!.getTime() - b.finishedAt!.getTime())[0]!;
 
     clock.ms = T0 + 3 * HOUR;
-    const backtester = createBacktester(deps);
-    backtester.start();
-    const row = startBacktest(deps, SYSTEM, { service: 'checkout', env: 'prod', configuration: { rules }, from: new Date(T0 + 30 * MIN), to: new Date(T0 + 3 * HOUR) });
-    const done = await ended(deps, row.id);
-    backtester.stop();
+    const done = await backtest(deps, SYSTEM, { service: 'checkout', env: 'prod', configuration: { rules }, from: new Date(T0 + 30 * MIN), to: new Date(T0 + 3 * HOUR) });
     const [d] = done.results as unknown as DeployResult[];
     assert.deepEqual([d!.version, d!.verdict, d!.decidingRule], ['v2', 'fail', liveDecider.name]);
     assert.equal(d!.decidedAt, liveDecider.finishedAt!.toISOString());
@@ -385,17 +385,13 @@ describe('backtester, monitor history', () => {
     for (let t = T0 + 4 * HOUR; t < T0 + 6 * HOUR; t += 10 * MIN) report(t, t % (20 * MIN) === 0 ? 'alert' : 'ok', 'host:a');
     report(T0 + 3 * HOUR + 20 * MIN, 'alert', 'host:b');
     clock.ms = T0 + 6 * HOUR;
-    const backtester = createBacktester(deps);
-    backtester.start();
-    const row = startBacktest(deps, SYSTEM, {
+    const done = await backtest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
       from: new Date(T0 + 30 * MIN),
       to: new Date(T0 + 6 * HOUR),
     });
-    const done = await ended(deps, row.id);
-    backtester.stop();
     const deploys = done.results as unknown as DeployResult[];
     assert.deepEqual(
       deploys.map((d) => [d.version, d.verdict, d.decidedAt]),
