@@ -179,6 +179,31 @@ describe('overriding an evaluation', () => {
     }
   });
 
+  test('the evaluation shows every override, oldest first; one evaluation takes at most 20', async () => {
+    const id = await failed('ovr-history');
+    const manager = keys['release-manager']!.secret;
+    assert.equal((await override(manager, id, 'PASS', 'known outage')).errors, undefined);
+    assert.equal((await override(manager, id, 'FAIL', 'not the outage after all')).errors, undefined);
+    const history = 'query($id: ID!) { evaluation(id: $id) { override { reason } overrides { verdict reason replaced by { name } } } }';
+    const e = (await s.gql(history, { id })).data.evaluation;
+    assert.deepEqual(e.overrides, [
+      { verdict: 'PASS', reason: 'known outage', replaced: 'FAIL', by: { name: 'release-manager' } },
+      { verdict: 'FAIL', reason: 'not the outage after all', replaced: 'PASS', by: { name: 'release-manager' } },
+    ]);
+    assert.equal(e.override.reason, e.overrides.at(-1).reason, 'the last is the one in force');
+    // Not overridden: an empty history, read without a query of the audit log.
+    const plain = await failed('ovr-history-plain');
+    assert.deepEqual((await s.gql(history, { id: plain })).data.evaluation.overrides, []);
+
+    for (let i = 3; i <= 20; i++) assert.equal((await override(manager, id, i % 2 ? 'PASS' : 'FAIL', `flip ${i}`)).errors, undefined);
+    const refused = await override(manager, id, 'PASS', 'one more');
+    assert.equal(refused.errors?.[0]?.extensions?.code, 'CONFLICT', JSON.stringify(refused.errors));
+    assert.match(refused.errors[0].message, /overridden 20 times/);
+    const after = (await s.gql(history, { id })).data.evaluation;
+    assert.equal(after.overrides.length, 20);
+    assert.equal(after.override.reason, 'flip 20', 'the refused one changed nothing');
+  });
+
   test('a running evaluation ends with the override: running rules canceled, decided and finished now', async () => {
     const id = await evaluation('ovr-running', 'ovr:ok', { duration: 3600 });
     const client = s.ws();
@@ -401,6 +426,13 @@ describe('overriding an evaluation', () => {
       await note.waitFor();
       assert.equal(await note.getByTestId('override-reason').textContent(), 'known outage (INC-77)');
       assert.equal(await page.getByTestId('verdict').getByTestId('override-badge').getAttribute('data-verdict'), 'PASS');
+      assert.equal(await page.getByTestId('override-history').count(), 0, 'no earlier override yet');
+      // Overridden again: the note shows the one in force, the earlier one in its history.
+      assert.equal((await override(keys['release-manager']!.secret, id, 'FAIL', 'INC-77 is over; this release is at fault')).errors, undefined);
+      await note.getByTestId('override-reason').getByText('INC-77 is over; this release is at fault').waitFor();
+      const history = page.getByTestId('override-history');
+      await history.getByText('1 earlier override').click();
+      await history.getByText('known outage (INC-77)').waitFor();
       await page.context().close();
     });
 

@@ -1,9 +1,32 @@
+import { and, asc, count, eq } from 'drizzle-orm';
 import type { Tx } from './client.ts';
+import { inList } from './lists.ts';
 import { auditLog } from './schema.ts';
 
 export type AuditEntry = typeof auditLog.$inferInsert;
+export type AuditRow = typeof auditLog.$inferSelect;
 
 /** Written inside the transaction of the change it describes, so neither exists without the other. */
 export function insertAudit(db: Tx, entries: AuditEntry[]): void {
   if (entries.length > 0) db.insert(auditLog).values(entries).run();
+}
+
+/** The entries of one action on these targets, oldest first (the target index). */
+export function auditEntriesOf(db: Tx, targetType: string, targetIds: readonly string[], action: string): AuditRow[] {
+  if (targetIds.length === 0) return [];
+  return db
+    .select()
+    .from(auditLog)
+    .where(and(eq(auditLog.targetType, targetType), inList(auditLog.targetId, targetIds), eq(auditLog.action, action)))
+    .orderBy(asc(auditLog.at), asc(auditLog.id))
+    .all();
+}
+
+/** How many entries of one action a target has. */
+export function countAuditEntries(db: Tx, targetType: string, targetId: string, action: string): number {
+  return db
+    .select({ n: count() })
+    .from(auditLog)
+    .where(and(eq(auditLog.targetType, targetType), eq(auditLog.targetId, targetId), eq(auditLog.action, action)))
+    .get()!.n;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { insertAudit } from '../db/audit.ts';
+import { auditEntriesOf, countAuditEntries, insertAudit } from '../db/audit.ts';
 import type { KeysetPage } from '../db/client.ts';
 import {
   countEvaluations as countEvaluationRows,
@@ -539,6 +539,10 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
   const snapshot = deps.db.transaction((tx) => {
     const e = getEvaluationRow(tx, id);
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
+    // Each override stays in the evaluation's history (and in every read of it): a bounded list.
+    if (countAuditEntries(tx, 'evaluation', e.id, OVERRIDDEN) >= MAX_OVERRIDES_PER_EVALUATION) {
+      throw conflict(`evaluation ${id} has been overridden ${MAX_OVERRIDES_PER_EVALUATION} times, the most one evaluation keeps: rerun it instead`, 'id');
+    }
     before = e;
     const ending = !e.finishedAt;
     if (ending) {
@@ -560,7 +564,7 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
       overriddenByName: actor.name,
       overrideReplaced: reported(e),
     });
-    insertAudit(tx, [audit(actor, now, 'evaluation.overridden', { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
+    insertAudit(tx, [audit(actor, now, OVERRIDDEN, { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
     const after = { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
     queued = queueNotifications(tx, deps, e, after);
     return after;
@@ -604,6 +608,30 @@ export function overrideOfEvaluation(e: EvaluationRow): OverrideView | null {
     by: { id: e.overriddenById ?? '', name: e.overriddenByName ?? '' },
     replaced: e.overrideReplaced ?? e.status,
   };
+}
+
+/** Overrides one evaluation may receive; each is kept and shown in its history. */
+export const MAX_OVERRIDES_PER_EVALUATION = 20;
+const OVERRIDDEN = 'evaluation.overridden';
+
+/**
+ * Every override of these evaluations, oldest first (the last is the one in force), from the
+ * audit log: overriding again replaces the evaluation's override but not its history. The
+ * caller has already read the evaluations, so may see them.
+ */
+export function overridesOfEvaluations(deps: Deps, ids: readonly string[]): Array<{ evaluationId: string; override: OverrideView }> {
+  return auditEntriesOf(deps.db, 'evaluation', ids, OVERRIDDEN).flatMap((entry) => {
+    const o = (entry.after as ReturnType<typeof overrideOf> | null)?.override;
+    if (!o) return [];
+    const override: OverrideView = {
+      verdict: o.verdict,
+      reason: o.reason ?? '',
+      at: new Date(o.at ?? entry.at),
+      by: { id: o.byId ?? entry.actorId, name: o.byName ?? entry.actorName },
+      replaced: o.replaced ?? 'in_progress',
+    };
+    return [{ evaluationId: entry.targetId, override }];
+  });
 }
 
 /** What the audit log keeps of an evaluation around an override. */

@@ -19,9 +19,11 @@ import {
   latestEvaluationsOf,
   listEvaluations,
   MAX_GATE_EVALUATIONS,
+  MAX_OVERRIDES_PER_EVALUATION,
   type OverrideView,
   overrideEvaluation,
   overrideOfEvaluation,
+  overridesOfEvaluations,
   reported,
   rerunEvaluation,
   rulesOfEvaluations,
@@ -49,6 +51,11 @@ const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, know
 const rulesLoader = childrenLoader(
   (ctx, ids) => rulesOfEvaluations(ctx.deps, ids),
   (r: RuleEvaluationRow) => r.evaluationId,
+);
+
+const overridesLoader = childrenLoader(
+  (ctx, ids) => overridesOfEvaluations(ctx.deps, ids),
+  (o: { evaluationId: string }) => o.evaluationId,
 );
 
 const EvaluationStatus = builder.enumType('EvaluationStatus', {
@@ -444,6 +451,13 @@ Evaluation.implement({
       nullable: true,
       description: 'Who overrode the verdict, when, why and what it replaced; null when nobody did.',
       resolve: (e) => overrideOfEvaluation(e),
+    }),
+    overrides: t.field({
+      type: [EvaluationOverride],
+      description: `Every override of the evaluation, oldest first; the last is \`override\`. At most ${MAX_OVERRIDES_PER_EVALUATION}.`,
+      // A subscription's context (and its loader) lives as long as the subscription: what it
+      // loaded for an earlier event of this evaluation is dropped, or a new override would be missed.
+      resolve: async (e, _args, ctx) => (e.overrideStatus ? (await overridesLoader(ctx).clear(e.id).load(e.id)).map((o) => o.override) : []),
     }),
     startedAt: t.expose('startedAt', { type: 'DateTime' }),
     decidedAt: t.expose('decidedAt', { type: 'DateTime', nullable: true, description: 'When the verdict became known.' }),

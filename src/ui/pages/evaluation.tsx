@@ -15,6 +15,7 @@ const RULE_OPTIONS = `options { __typename
 const EVALUATION = `id service env identifier version primaryTag dryRun justInTime onSourceError status reportedStatus passedWithoutEvidence
   startedAt decidedAt finishedAt evaluationUrl rerunOf revision triggeredBy gateId
   override { verdict reason at by { id name } replaced }
+  overrides { verdict reason at by { id name } replaced }
   gate { id service env identifier dryRun }
   rules { id ruleId name type dryRun status reason insufficientData consecutiveSourceErrors startedAt windowStartsAt windowEndsAt finishedAt
     ${RULE_OPTIONS}
@@ -131,6 +132,8 @@ interface MetricEvidenceView {
   points: MetricPoint[];
 }
 
+type Override = { verdict: string; reason: string; at: string; by: { id: string; name: string }; replaced: string };
+
 interface Evaluation {
   id: string;
   service: string;
@@ -153,7 +156,8 @@ interface Evaluation {
   triggeredBy: string;
   gateId: string | null;
   gate: { id: string; service: string; env: string; identifier: string; dryRun: boolean } | null;
-  override: { verdict: string; reason: string; at: string; by: { id: string; name: string }; replaced: string } | null;
+  override: Override | null;
+  overrides: Override[];
   rules: RuleEvaluation[];
 }
 
@@ -733,7 +737,7 @@ function useTransitions(e: Evaluation | undefined) {
 }
 
 /** Who overrode the verdict, when, why and what it replaced: above everything else the verdict says. */
-function OverrideNote({ o }: { o: NonNullable<Evaluation['override']> }) {
+function OverrideNote({ o, earlier }: { o: Override; earlier: Override[] }) {
   return (
     <div class="override-note" role="note" data-testid="override">
       <strong>
@@ -742,6 +746,20 @@ function OverrideNote({ o }: { o: NonNullable<Evaluation['override']> }) {
       <Time at={o.at} />: callers are told {o.verdict}, where the gate said <span data-testid="override-replaced">{o.replaced}</span>. The real status and every rule's evidence are
       kept below.
       <blockquote data-testid="override-reason">{o.reason}</blockquote>
+      {earlier.length > 0 && (
+        <details data-testid="override-history">
+          <summary>
+            {earlier.length} earlier override{earlier.length === 1 ? '' : 's'}
+          </summary>
+          <ol>
+            {earlier.map((x) => (
+              <li key={x.at}>
+                <StatusBadge status={x.verdict} /> by {x.by.name} <Time at={x.at} /> (replaced {x.replaced}): {x.reason}
+              </li>
+            ))}
+          </ol>
+        </details>
+      )}
     </div>
   );
 }
@@ -909,7 +927,7 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
             </span>
           )}
         </div>
-        {e.override && <OverrideNote o={e.override} />}
+        {e.override && <OverrideNote o={e.override} earlier={(e.overrides ?? []).slice(0, -1).reverse()} />}
         {e.dryRun && !e.override && <p class="small">Dry run: callers were told {e.reportedStatus}. The real status is shown.</p>}
         {e.passedWithoutEvidence && <p class="small">Passed without evidence: at least one rule found no data to judge.</p>}
         <dl class="facts">
