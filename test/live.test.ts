@@ -7,7 +7,7 @@ import { deleteFinishedBefore } from '../src/db/evaluations.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { followEvaluation, monitorTransitions } from '../src/domain/live.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
-import { driver, jitMonitor, startServer, type TestServer } from './helpers.ts';
+import { CREATE_GATE, driver, jitMonitor, monitorRule, startServer, subscribeQueue, type TestServer } from './helpers.ts';
 
 describe('the event bus: a state, then its changes, until the last', () => {
   test('the current state comes first, changes follow in order, and the stream ends after the last', async () => {
@@ -64,6 +64,27 @@ describe('live operations', () => {
     const stream = followEvaluation(s.app.deps, SYSTEM, id); // found now
     assert.ok(deleteFinishedBefore(s.app.deps.db, new Date(Date.now() + 60_000)) >= 1); // retention removes it
     assert.deepEqual(await stream.next(), { done: true, value: undefined });
+  });
+
+  test('each pushed event reads what it shows anew: a gate edited while its evaluation is followed shows the edit with the next revision', async () => {
+    const monitor = await d.monitor('live gate edit', ['live:gate-edit']);
+    await d.report(monitor, 'OK');
+    const created = await s.gql(CREATE_GATE, { input: { service: 'live-gate-edit', env: 'prod', rules: [monitorRule('m', { query: 'live:gate-edit', duration: 600 })] } });
+    assert.equal(created.errors, undefined, JSON.stringify(created.errors));
+    const gateId = created.data.createGate.id;
+    const id = (await d.evaluate({ service: 'live-gate-edit', env: 'prod' })).data.evaluateGate.id;
+    const q = subscribeQueue(s.ws(), 'subscription($id: ID!) { evaluationUpdated(id: $id) { revision status gate { dryRun } } }', { id });
+    try {
+      const first = await q.next();
+      assert.deepEqual([first.data?.evaluationUpdated.status, first.data?.evaluationUpdated.gate.dryRun], ['IN_PROGRESS', false]);
+      const edited = await s.gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { dryRun } }', { id: gateId });
+      assert.equal(edited.errors, undefined, JSON.stringify(edited.errors));
+      await d.report(monitor, 'ALERT');
+      const failed = await q.next(10_000);
+      assert.deepEqual([failed.data?.evaluationUpdated.status, failed.data?.evaluationUpdated.gate.dryRun], ['FAIL', true]);
+    } finally {
+      q.dispose();
+    }
   });
 
   test('a monitor search that does not parse is refused naming its field, as the monitors query refuses it', async () => {

@@ -40,7 +40,7 @@ import { builder } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
-import { childrenLoader } from './loaders.ts';
+import { BATCH_ONLY, childrenLoader } from './loaders.ts';
 import { MonitorState } from './monitor.ts';
 import { RuleInput, RuleOptions, RuleType, typedOptions } from './rule.ts';
 
@@ -455,9 +455,7 @@ Evaluation.implement({
     overrides: t.field({
       type: [EvaluationOverride],
       description: `Every override of the evaluation, oldest first; the last is \`override\`. At most ${MAX_OVERRIDES_PER_EVALUATION}.`,
-      // A subscription's context (and its loader) lives as long as the subscription: what it
-      // loaded for an earlier event of this evaluation is dropped, or a new override would be missed.
-      resolve: async (e, _args, ctx) => (e.overrideStatus ? (await overridesLoader(ctx).clear(e.id).load(e.id)).map((o) => o.override) : []),
+      resolve: async (e, _args, ctx) => (e.overrideStatus ? (await overridesLoader(ctx).load(e.id)).map((o) => o.override) : []),
     }),
     startedAt: t.expose('startedAt', { type: 'DateTime' }),
     decidedAt: t.expose('decidedAt', { type: 'DateTime', nullable: true, description: 'When the verdict became known.' }),
@@ -502,8 +500,7 @@ const lastEvaluationsLoader = createContextCache((ctx: Context) => {
           const rows = latestEvaluationsOf(ctx.deps, ctx.principal, gates, limit);
           return gates.map((g) => rows.filter((e) => e.gateId === g.id));
         },
-        // Batches only: a subscription's context outlives one event (gateEvents), and a cached list would go stale.
-        { cacheKeyFn: (g) => g.id, cache: false },
+        { ...BATCH_ONLY, cacheKeyFn: (g) => g.id },
       );
       byLimit.set(limit, loader);
     }

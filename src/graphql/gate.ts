@@ -21,7 +21,7 @@ import { gateChanges } from '../domain/live.ts';
 import { builder } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import type { Context } from './context.ts';
-import { childrenLoader } from './loaders.ts';
+import { BATCH_ONLY, childrenLoader } from './loaders.ts';
 import { Rule, RuleInput } from './rule.ts';
 
 /** A gate, possibly with its rules already in hand (events carry them). */
@@ -39,7 +39,7 @@ export const gateLoader = createContextCache(
     new DataLoader<string, GateView>(async (ids) => {
       const byId = new Map(gatesByIds(ctx.deps, ctx.principal, ids).map((g) => [g.id, g]));
       return ids.map((id) => byId.get(id) ?? new Error(`gate ${id} does not exist`));
-    }),
+    }, BATCH_ONLY),
 );
 
 export const SourceErrorPolicy = builder.enumType('SourceErrorPolicy', {

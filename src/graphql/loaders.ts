@@ -3,6 +3,13 @@ import DataLoader from 'dataloader';
 import type { Context } from './context.ts';
 
 /**
+ * Loaders batch and never cache: a subscription's context, and so its loaders, lives as long as
+ * the subscription, and a value cached for one event would be pushed again, stale, with the next
+ * (a gate edited, an evaluation overridden again). A key asked twice in one batch is read twice.
+ */
+export const BATCH_ONLY = { cache: false } as const;
+
+/**
  * A per-operation loader of "the children of each parent" from one batched read: one
  * statement for a whole page of parents, each getting its children in the read's order.
  */
@@ -17,6 +24,6 @@ export function childrenLoader<T>(load: (ctx: Context, parentIds: readonly strin
           else byParent.set(parentOf(child), [child]);
         }
         return ids.map((id) => byParent.get(id) ?? []);
-      }),
+      }, BATCH_ONLY),
   );
 }
