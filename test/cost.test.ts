@@ -568,3 +568,31 @@ describe('compiled queries answer as the standard executor does', () => {
     assert.ok(schema.getMutationType() && queriesTakeOneOf(new GraphQLSchema({ query: schema.getMutationType()! })), 'mutations do take one: the check finds it');
   });
 });
+
+describe('a gate asked for by many parents in one page', () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer();
+  });
+  after(() => s?.stop());
+
+  test("each evaluation's gate lists its own `first` last evaluations, read once for the page", async () => {
+    // Loaders batch without a cache, so 3 evaluations of one gate put it in the batch 3 times:
+    // each copy was read (a statement per parent) and every copy's rows went to each parent.
+    const gate = await s.gql(
+      'mutation { createGate(input: { service: "dup-batch", env: "prod", rules: [{ name: "quiet", options: { monitor: { query: "service:none", duration: 0 } } }] }) { id } }',
+    );
+    assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
+    for (let i = 0; i < 3; i++) {
+      const r = await s.gql('mutation { evaluateGate(input: { service: "dup-batch", env: "prod" }) { id } }');
+      assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    }
+    const from = s.queries.length;
+    const r = await s.gql('{ evaluations(filter: { service: ["dup-batch"] }, first: 3) { edges { node { gate { lastEvaluations(first: 2) { id } } } } } }');
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const lists = r.data.evaluations.edges.map((e: any) => e.node.gate.lastEvaluations.length);
+    assert.deepEqual(lists, [2, 2, 2]);
+    const lastReads = s.queries.slice(from).filter((q) => /from "evaluations" where .*"gate_id" = \?.*limit/i.test(q)).length;
+    assert.equal(lastReads, 1, 'one read for the one gate');
+  });
+});

@@ -497,7 +497,10 @@ const lastEvaluationsLoader = createContextCache((ctx: Context) => {
     if (!loader) {
       loader = new DataLoader<GateRow, EvaluationRow[], string>(
         async (gates) => {
-          const rows = latestEvaluationsOf(ctx.deps, ctx.principal, gates, limit);
+          // Without a cache a gate comes once per parent asking (a page of its evaluations):
+          // read it once, or each copy's rows would be read again and handed to every copy.
+          const unique = [...new Map(gates.map((g) => [g.id, g])).values()];
+          const rows = latestEvaluationsOf(ctx.deps, ctx.principal, unique, limit);
           return gates.map((g) => rows.filter((e) => e.gateId === g.id));
         },
         { ...BATCH_ONLY, cacheKeyFn: (g) => g.id },
