@@ -341,6 +341,41 @@ describe('engine: network checks wait in their own lane', () => {
   });
 });
 
+describe('engine: a lease lost during a network check', () => {
+  test('a webhook answer arriving after another node took the evaluation over is not recorded', async () => {
+    // The lease is read before the call; a call may hang for its whole timeout, long enough for
+    // the lease to lapse and another node to take the evaluation and start its own calls.
+    const held: ServerResponse[] = [];
+    const hook = createServer((req, res) => {
+      req.resume();
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/check`;
+    try {
+      const a = await started('node-a');
+      Object.assign(a.deps, { config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) });
+      const e = trigger(a.deps, [{ name: 'hook', options: { webhook: { url, timeout: 60, retries: 0 } } }], { service: 'lapsed' });
+      a.timers.fire();
+      await waitFor("node-a's call to reach the endpoint", async () => held.length === 1);
+
+      const b = await started('node-b');
+      clock.advance(LEASE_MS + 1);
+      await b.housekeep();
+      assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
+
+      // node-a's call answers now: the rule is node-b's, whose own call decides it.
+      held[0]!.writeHead(200).end('ok');
+      await a.engine.idle();
+      assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
+    } finally {
+      for (const res of held) if (!res.writableEnded) res.end('late');
+      hook.closeAllConnections();
+      await new Promise((resolve) => hook.close(resolve));
+    }
+  });
+});
+
 describe('engine: retention', () => {
   test('history past retention is pruned by the clock at start', async () => {
     const a = await started();

@@ -653,9 +653,10 @@ export type RuleUpdate = Pick<NewRuleEvaluationRow, 'status' | 'reason' | 'evide
 /**
  * Records where a rule stands and recomputes its evaluation (the dry-run math), in one
  * transaction, then publishes the result. Returns null when the rule was no longer running
- * (canceled, or finished by a concurrent check).
+ * (canceled, or finished by a concurrent check), or, given `owner`, when that node no longer
+ * holds the evaluation's lease (another node took it over while the check ran).
  */
-export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate): EvaluationSnapshot | null {
+export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate, owner?: string): EvaluationSnapshot | null {
   const now = deps.now();
   let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
   let queued = 0;
@@ -663,7 +664,7 @@ export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: R
     const rule = getRuleEvaluation(tx, ruleEvaluationId);
     if (rule?.status !== 'in_progress') return null;
     const e = getEvaluationRow(tx, rule.evaluationId);
-    if (!e || e.finishedAt) return null;
+    if (!e || e.finishedAt || (owner !== undefined && e.leaseOwner !== owner)) return null;
     before = { evaluation: e, rule };
     const done = update.status !== 'in_progress';
     updateRuleEvaluationRow(tx, rule.id, { ...update, finishedAt: done ? now : null, nextCheckAt: done ? null : update.nextCheckAt });

@@ -344,7 +344,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       rearm();
       return;
     }
-    const snapshot = recordRuleUpdate(deps, id, update);
+    // Checked again as it is written: an asynchronous check may have outlived our lease.
+    const snapshot = recordRuleUpdate(deps, id, update, nodeId);
     if (snapshot) track(snapshot);
     else untrack(id);
   }
