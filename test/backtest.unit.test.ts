@@ -200,6 +200,36 @@ describe('backtests, the server-wide limit', () => {
   });
 });
 
+describe('backtests left running by a process that died', () => {
+  it('are failed at the next start even when the server comes back under another node id (a new container hostname)', async () => {
+    // One server per store (the server lock): whatever was running when the last one died is
+    // interrupted. Failing only this node id's left the rest running forever, holding the
+    // server-wide limit: a store with 8 such rows refused every backtest of every key.
+    const clock = new TestClock(T0 + 2 * HOUR);
+    const db = memoryDb();
+    const before = unitDeps(db, clock, 'old-host');
+    await ingest(before, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
+    const input = {
+      service: 'checkout',
+      env: 'prod',
+      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
+      from: new Date(T0),
+      to: new Date(T0 + HOUR),
+    };
+    const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
+    const left = Array.from({ length: MAX_RUNNING_BACKTESTS }, (_, i) => startBacktest(before, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input));
+
+    const after = unitDeps(db, clock, 'new-host');
+    const row = await backtest(after, key(99), input);
+    assert.equal(row.status, 'done');
+    for (const b of left) {
+      const now = getBacktest(after, SYSTEM, b.id)!;
+      assert.equal(now.status, 'failed');
+      assert.match(now.error ?? '', /interrupted/);
+    }
+  });
+});
+
 describe('backtester, what it shows and sees', () => {
   it("hides an undecided monitor rule's reason from a reader who cannot see every env of the starting key", async () => {
     const clock = new TestClock(T0);

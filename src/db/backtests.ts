@@ -60,12 +60,17 @@ export function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBack
     .get();
 }
 
-/** At start: the jobs this process was running when it stopped are failed (they are not resumed). */
-export function failInterruptedBacktests(db: Tx, nodeId: string, at: Date): BacktestRow[] {
+/**
+ * At start: the jobs left running are failed (they are not resumed). Every one, whatever node id
+ * ran it: one server holds a store (src/db/serverLock.ts), so none runs elsewhere, and a server
+ * back under another id (a new container's hostname) would otherwise leave them running for
+ * good, counted against the running limits. Several servers per store would need a lease here.
+ */
+export function failInterruptedBacktests(db: Tx, at: Date): BacktestRow[] {
   return db
     .update(backtests)
     .set({ status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: at, revision: sql`${backtests.revision} + 1` })
-    .where(and(eq(backtests.nodeId, nodeId), eq(backtests.status, 'running' satisfies BacktestStatus)))
+    .where(eq(backtests.status, 'running' satisfies BacktestStatus))
     .returning()
     .all();
 }

@@ -372,10 +372,10 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
   }
 
   return {
-    /** Fails the jobs this process was running when it stopped (they are not resumed), then listens. */
+    /** Fails the jobs left running when the last server stopped (they are not resumed), then listens. */
     start(): void {
       stopped = false;
-      for (const row of failInterruptedBacktests(deps.db, deps.nodeId, deps.now())) publish(row);
+      for (const row of failInterruptedBacktests(deps.db, deps.now())) publish(row);
       off = deps.events.on('backtest.changed', (row) => {
         if (row.status !== 'running') {
           // Canceled (or ended): its generator is dropped; a slice of it still running stops at its next step.
