@@ -32,7 +32,7 @@ const QUERY = `query Evaluation($id: ID!) { evaluation(id: $id) { ${EVALUATION} 
 const LIVE = `subscription EvaluationUpdated($id: ID!) { evaluationUpdated(id: $id) { ${EVALUATION} } }`;
 /**
  * A finished evaluation still changes when someone overrides it, and evaluationUpdated has ended
- * by then: the changes of its gate's evaluations, narrowed to this one on arrival.
+ * by then: the overrides of its gate's evaluations, narrowed to this one on arrival.
  */
 const LATER = `subscription EvaluationLater($filter: EvaluationFilter) { evaluationEvents(filter: $filter) { ${EVALUATION} } }`;
 
@@ -834,7 +834,13 @@ export function EvaluationPage({ id, who }: { id: string; who: Viewer }) {
   // The newer of the two: a refetch after a reconnection, or the last live snapshot.
   const e = live && live.id === id && live.revision >= (fetched?.revision ?? -1) ? live : fetched;
   const liveError = useSubscription<{ evaluationUpdated: Evaluation }>(LIVE, { id }, (d) => setLive(d.evaluationUpdated), { skip: !fetched || !!fetched.finishedAt });
-  const sameGate = fetched && { service: [fetched.service], env: [fetched.env], identifier: [fetched.identifier], ...(fetched.version ? { version: [fetched.version] } : {}) };
+  const sameGate = fetched && {
+    service: [fetched.service],
+    env: [fetched.env],
+    identifier: [fetched.identifier],
+    ...(fetched.version ? { version: [fetched.version] } : {}),
+    overridden: true,
+  };
   const laterError = useSubscription<{ evaluationEvents: Evaluation }>(
     LATER,
     { filter: sameGate },
