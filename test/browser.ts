@@ -49,3 +49,14 @@ export function collectErrors(page: Page): string[] {
   page.on('pageerror', (error) => errors.push(String(error)));
   return errors;
 }
+
+/** A fresh tab (its own storage) opened at `url` and signed in with `key`; its uncaught errors are printed. */
+export async function signedInPage(chromium: Chromium, url: string, key: string): Promise<Page> {
+  const { page } = await chromium.page();
+  page.on('pageerror', (err) => console.error('page error:', err));
+  await page.goto(url);
+  await page.getByLabel('API key').fill(key);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign out' }).waitFor();
+  return page;
+}

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
+import { CHROMIUM, type Chromium, launchChromium, signedInPage } from './browser.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, skipWithout, startServer, type TestServer } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
@@ -21,15 +21,7 @@ describe('metric rules in the explorer', { skip: skipWithout(CHROMIUM === '/usr/
     await s?.stop();
   });
 
-  async function signedIn(path: string): Promise<Page> {
-    const { page } = await chromium.page();
-    page.on('pageerror', (err) => console.error('page error:', err));
-    await page.goto(`${s.url}${path}`);
-    await page.getByLabel('API key').fill(ADMIN_KEY);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.getByRole('button', { name: 'Sign out' }).waitFor();
-    return page;
-  }
+  const signedIn = (path: string): Promise<Page> => signedInPage(chromium, `${s.url}${path}`, ADMIN_KEY);
 
   test('a failed evaluation lists every point, the failing one with its value, baseline and limit; the gate page shows and edits the rule', async () => {
     // Stamped just before now; each point reads the 600 s before the evaluation's start, so

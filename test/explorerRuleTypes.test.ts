@@ -7,7 +7,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Page } from 'playwright-core';
-import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
+import { CHROMIUM, type Chromium, launchChromium, signedInPage } from './browser.ts';
 import { ADMIN_KEY, driver, skipWithout, startServer, type TestServer } from './helpers.ts';
 
 const noBrowser = skipWithout(CHROMIUM);
@@ -36,15 +36,7 @@ describe('the explorer with webhook and freeze rules', { skip: noBrowser }, () =
     await new Promise((resolve) => hook?.close(resolve));
   });
 
-  async function signedIn(path: string): Promise<Page> {
-    const { page } = await chromium.page();
-    page.on('pageerror', (err) => console.error('page error:', err));
-    await page.goto(`${s.url}${path}`);
-    await page.getByLabel('API key').fill(ADMIN_KEY);
-    await page.getByRole('button', { name: 'Sign in' }).click();
-    await page.getByRole('button', { name: 'Sign out' }).waitFor();
-    return page;
-  }
+  const signedIn = (path: string): Promise<Page> => signedInPage(chromium, `${s.url}${path}`, ADMIN_KEY);
 
   test('a webhook rule made in the rule form: its options on the gate page, never its header value', async () => {
     const gate = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {

@@ -8,7 +8,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { CHROMIUM, type Chromium, launchChromium } from './browser.ts';
+import { CHROMIUM, type Chromium, launchChromium, signedInPage } from './browser.ts';
 import { driver, jitMonitor, runTollgate, skipWithout, startServer, subscribeLive, type TestServer, waitFor } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
@@ -359,14 +359,7 @@ describe('overriding an evaluation', () => {
     });
     after(() => chromium?.close());
 
-    async function signedIn(path: string, key: string) {
-      const { page } = await chromium.page();
-      await page.goto(`${s.url}${path}`);
-      await page.getByLabel('API key').fill(key);
-      await page.getByRole('button', { name: 'Sign in' }).click();
-      await page.getByRole('button', { name: 'Sign out' }).waitFor();
-      return page;
-    }
+    const signedIn = (path: string, key: string) => signedInPage(chromium, `${s.url}${path}`, key);
 
     test('a key with the scope overrides from the evaluation page; the override is shown there and marked in the list', async () => {
       await failed('ovr-ui-plain');
