@@ -101,7 +101,7 @@ describe('revocation', () => {
     });
     await sleep(300);
     assert.equal((await s.gql('{ gates { edges { node { id } } } }', {}, secret)).status, 200);
-    revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
+    await revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
     assert.equal(await ended, 4403);
     const after = await s.gql('{ gates { edges { node { id } } } }', {}, secret);
     assert.equal(after.status, 401, JSON.stringify(after));
@@ -122,7 +122,7 @@ describe('rate limits hold however the path is spelled', () => {
       ];
       for (const [path, body] of spellings) {
         // Sent together: even spread over three one-second windows, at most 3 of 12 fit a budget of 1.
-        const answers = await Promise.all(Array.from({ length: 12 }, () => rawRequest(limited.url, body ? 'POST' : 'GET', path, key, body)));
+        const answers = await Promise.all(Array.from({ length: 12 }, async () => rawRequest(limited.url, body ? 'POST' : 'GET', path, key, body)));
         const statuses = answers.map((a) => a.status);
         assert.ok(statuses.filter((st) => st === 429).length >= 6, `${path}: ${statuses.join(' ')}`);
       }

@@ -17,7 +17,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function tollgate(args: string[]) {
+async function tollgate(args: string[]) {
   return runTollgate([...args, '--url', s.url, '--api-key', key]);
 }
 

@@ -18,7 +18,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function tollgate(args: string[], env: Record<string, string> = {}) {
+async function tollgate(args: string[], env: Record<string, string> = {}) {
   return runTollgate([...args, '--url', s.url, '--api-key', key], env);
 }
 

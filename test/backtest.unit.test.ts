@@ -30,12 +30,12 @@ function ended(deps: Deps, id: string): Promise<BacktestRow> {
 /** One backtest run to its end by a backtester of its own; the ended row. */
 async function backtest(deps: Deps, actor: Principal, input: Parameters<typeof startBacktest>[2]): Promise<BacktestRow> {
   const backtester = createBacktester(deps);
-  backtester.start();
+  await backtester.start();
   try {
-    const row = startBacktest(deps, actor, input);
+    const row = await startBacktest(deps, actor, input);
     return await ended(deps, row.id);
   } finally {
-    backtester.stop();
+    await backtester.stop();
   }
 }
 
@@ -47,20 +47,20 @@ describe('backtester', () => {
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
     await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 2 * HOUR, spreadMs: HOUR });
-    const monitor = createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
-    const report = (at: number, state: 'ok' | 'alert') => {
+    const monitor = (await createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never)).id;
+    const report = async (at: number, state: 'ok' | 'alert') => {
       clock.ms = at;
-      reportMonitorState(deps, SYSTEM, { monitorId: monitor, state, group: '*' } as never);
+      await reportMonitorState(deps, SYSTEM, { monitorId: monitor, state, group: '*' } as never);
     };
-    report(T0, 'ok');
+    await report(T0, 'ok');
     // ALERT for three minutes, five minutes after v2 appeared; all quiet around v3.
-    report(T0 + HOUR + 5 * MIN, 'alert');
-    report(T0 + HOUR + 8 * MIN, 'ok');
+    await report(T0 + HOUR + 5 * MIN, 'alert');
+    await report(T0 + HOUR + 8 * MIN, 'ok');
     clock.ms = T0 + 4 * HOUR;
 
     const backtester = createBacktester(deps);
-    backtester.start();
-    const row = startBacktest(deps, SYSTEM, {
+    await backtester.start();
+    const row = await startBacktest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
@@ -69,7 +69,7 @@ describe('backtester', () => {
     });
     const done = await ended(deps, row.id);
     // The same rule in a dry-run gate: it reports PASS, and the summary counts what it would have failed.
-    const dry = startBacktest(deps, SYSTEM, {
+    const dry = await startBacktest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: { dryRun: true, rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
@@ -77,7 +77,7 @@ describe('backtester', () => {
       to: new Date(T0 + 4 * HOUR),
     });
     const dryDone = await ended(deps, dry.id);
-    backtester.stop();
+    await backtester.stop();
     assert.deepEqual(
       (dryDone.results as unknown as DeployResult[]).map((d) => [d.version, d.verdict, d.realVerdict]),
       [
@@ -108,12 +108,12 @@ describe('backtester', () => {
     // A key of prod only may see the backtest (its env), but the backtest was started by a key
     // of every env: the monitor rule's verdict stays, the reason naming monitors does not.
     const prodOnly: Principal = { id: 'p', name: 'prod reader', scopes: new Set(['gates:read']), envs: ['prod'] };
-    const seen = getBacktest(deps, prodOnly, row.id)!.results as unknown as DeployResult[];
+    const seen = (await getBacktest(deps, prodOnly, row.id))!.results as unknown as DeployResult[];
     assert.equal(seen[0]!.verdict, 'fail');
     assert.doesNotMatch(JSON.stringify(seen), /checkout errors/);
     assert.match(seen[0]!.reason, /monitors outside your environments are not shown/);
     const staging: Principal = { ...prodOnly, envs: ['staging'] };
-    assert.equal(getBacktest(deps, staging, row.id), null);
+    assert.equal(await getBacktest(deps, staging, row.id), null);
   });
 
   it('replays freeze rules on the freezes as they were: a deploy during an ad-hoc freeze fails', async () => {
@@ -124,12 +124,12 @@ describe('backtester', () => {
     await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 3 * HOUR, spreadMs: HOUR });
     // Frozen from T0 + 50 min to T0 + 2 h: v2 came out during it, v3 after.
     clock.ms = T0 + 50 * MIN;
-    createFreeze(deps, SYSTEM, createFreezeInputSchema.parse({ env: 'prod', reason: 'end-of-year freeze', endsAt: new Date(T0 + 2 * HOUR) }));
+    await createFreeze(deps, SYSTEM, createFreezeInputSchema.parse({ env: 'prod', reason: 'end-of-year freeze', endsAt: new Date(T0 + 2 * HOUR) }));
     clock.ms = T0 + 5 * HOUR;
 
     const backtester = createBacktester(deps);
-    backtester.start();
-    const row = startBacktest(deps, SYSTEM, {
+    await backtester.start();
+    const row = await startBacktest(deps, SYSTEM, {
       service: 'checkout',
       env: 'prod',
       configuration: {
@@ -146,7 +146,7 @@ describe('backtester', () => {
       ['incidents'],
     );
     const done = await ended(deps, row.id);
-    backtester.stop();
+    await backtester.stop();
     const deploys = done.results as unknown as DeployResult[];
     assert.deepEqual(
       deploys.map((d) => [d.version, d.verdict, d.decidingRule]),
@@ -170,9 +170,9 @@ describe('backtester', () => {
       to: new Date(T0 + HOUR),
     };
     // No backtester runs: they stay running.
-    for (let i = 0; i < MAX_RUNNING_BACKTESTS_PER_KEY; i++) startBacktest(deps, SYSTEM, input);
-    assert.throws(
-      () => startBacktest(deps, SYSTEM, input),
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS_PER_KEY; i++) await startBacktest(deps, SYSTEM, input);
+    await assert.rejects(
+      async () => startBacktest(deps, SYSTEM, input),
       (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /already has 2 backtests running/.test(err.message),
     );
   });
@@ -192,9 +192,9 @@ describe('backtests, the server-wide limit', () => {
     };
     const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
     // No backtester runs: they stay running. Each key stays within its own limit.
-    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) startBacktest(deps, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input);
-    assert.throws(
-      () => startBacktest(deps, key(99), input),
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) await startBacktest(deps, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input);
+    await assert.rejects(
+      async () => startBacktest(deps, key(99), input),
       (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /as many backtests as it allows at once \(8\)/.test(err.message) && !/team/.test(err.message),
     );
   });
@@ -217,13 +217,14 @@ describe('backtests left running by a process that died', () => {
       to: new Date(T0 + HOUR),
     };
     const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
-    const left = Array.from({ length: MAX_RUNNING_BACKTESTS }, (_, i) => startBacktest(before, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input));
+    const left = [];
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) left.push(await startBacktest(before, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input));
 
     const after = unitDeps(db, clock, 'new-host');
     const row = await backtest(after, key(99), input);
     assert.equal(row.status, 'done');
     for (const b of left) {
-      const now = getBacktest(after, SYSTEM, b.id)!;
+      const now = (await getBacktest(after, SYSTEM, b.id))!;
       assert.equal(now.status, 'failed');
       assert.match(now.error ?? '', /interrupted/);
     }
@@ -237,8 +238,8 @@ describe('backtester, what it shows and sees', () => {
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
     // The query matches a monitor of prod and one of staging; the starting key sees both.
-    createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never);
-    createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never);
+    await createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never);
+    await createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never);
     clock.ms = T0 + 2.5 * HOUR;
     // A window of two hours: still open at the present, so the deploy is undecided on the monitor rule.
     const done = await backtest(deps, SYSTEM, {
@@ -255,7 +256,7 @@ describe('backtester, what it shows and sees', () => {
     );
     assert.match(all[0]!.reason, /2 monitor\(s\)/);
     const prodOnly: Principal = { id: 'p', name: 'prod reader', scopes: new Set(['gates:read']), envs: ['prod'] };
-    const seen = getBacktest(deps, prodOnly, done.id)!.results as unknown as DeployResult[];
+    const seen = (await getBacktest(deps, prodOnly, done.id))!.results as unknown as DeployResult[];
     assert.equal(seen[0]!.verdict, 'undecided');
     assert.doesNotMatch(JSON.stringify(seen), /monitor\(s\)/);
     assert.match(seen[0]!.reason, /monitors outside your environments are not shown/);
@@ -266,17 +267,17 @@ describe('backtester, what it shows and sees', () => {
     const deps = unitDeps(memoryDb(), clock);
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR, env: 'staging' });
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR, env: 'staging' });
-    const prod = createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
-    const staging = createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never).id;
-    reportMonitorState(deps, SYSTEM, { monitorId: staging, state: 'ok', group: '*' } as never);
-    reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'ok', group: '*' } as never);
+    const prod = (await createMonitor(deps, SYSTEM, { name: 'checkout prod', type: 'external', tags: ['service:checkout', 'env:prod'] } as never)).id;
+    const staging = (await createMonitor(deps, SYSTEM, { name: 'checkout staging', type: 'external', tags: ['service:checkout', 'env:staging'] } as never)).id;
+    await reportMonitorState(deps, SYSTEM, { monitorId: staging, state: 'ok', group: '*' } as never);
+    await reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'ok', group: '*' } as never);
     clock.ms = T0 + HOUR + 5 * MIN;
-    reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'alert', group: '*' } as never);
+    await reportMonitorState(deps, SYSTEM, { monitorId: prod, state: 'alert', group: '*' } as never);
     clock.ms = T0 + 3 * HOUR;
     const backtester = createBacktester(deps);
-    backtester.start();
+    await backtester.start();
     const stagingKey: Principal = { id: 's', name: 'staging key', scopes: new Set(['evaluations:write', 'gates:read']), envs: ['staging'] };
-    const row = startBacktest(deps, stagingKey, {
+    const row = await startBacktest(deps, stagingKey, {
       service: 'checkout',
       env: 'staging',
       configuration: { rules: [{ name: 'no alerts', options: { monitor: { query: 'service:checkout', duration: 900 } } }] },
@@ -284,7 +285,7 @@ describe('backtester, what it shows and sees', () => {
       to: new Date(T0 + 3 * HOUR),
     });
     const done = await ended(deps, row.id);
-    backtester.stop();
+    await backtester.stop();
     const deploys = done.results as unknown as DeployResult[];
     assert.deepEqual(
       deploys.map((d) => [d.version, d.verdict]),
@@ -307,9 +308,9 @@ describe('backtester, what a deploy is', () => {
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + 31 * HOUR, spreadMs: HOUR });
     clock.ms = T0 + 40 * HOUR;
     const backtester = createBacktester(deps);
-    backtester.start();
+    await backtester.start();
     const run = async (from: number) => {
-      const row = startBacktest(deps, SYSTEM, {
+      const row = await startBacktest(deps, SYSTEM, {
         service: 'checkout',
         env: 'prod',
         configuration: { rules: [{ name: 'no freeze', options: { freeze: {} } }] },
@@ -320,7 +321,7 @@ describe('backtester, what a deploy is', () => {
     };
     const whole = await run(T0 + 30 * MIN);
     const late = await run(T0 + 30 * HOUR);
-    backtester.stop();
+    await backtester.stop();
     const redeploy = ['v2', new Date(T0 + 31 * HOUR).toISOString()];
     assert.deepEqual(whole, [['v2', new Date(T0 + HOUR).toISOString()], ['v3', new Date(T0 + 3 * HOUR).toISOString()], redeploy]);
     assert.deepEqual(late, [redeploy]);
@@ -366,8 +367,8 @@ describe('backtester against the live engine', () => {
     // v1 serves three hours, 2% errors; v2 (one request in three fails) canaries beside it from T0 + 1 h.
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 3 * 3600, errors: 3 * 72, from: T0, spreadMs: 3 * HOUR });
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 900, errors: 300, from: T0 + HOUR, spreadMs: 15 * MIN });
-    const monitor = createMonitor(deps, SYSTEM, { name: 'checkout latency', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
-    reportMonitorState(deps, SYSTEM, { monitorId: monitor, state: 'ok', group: '*' } as never);
+    const monitor = (await createMonitor(deps, SYSTEM, { name: 'checkout latency', type: 'external', tags: ['service:checkout', 'env:prod'] } as never)).id;
+    await reportMonitorState(deps, SYSTEM, { monitorId: monitor, state: 'ok', group: '*' } as never);
     const rules = [
       { name: 'errors', options: { faultyDeploymentDetection: { duration: 900, minRelativeIncrease: 1 } } },
       { name: 'latency', options: { monitor: { query: 'service:checkout', duration: 600 } } },
@@ -376,13 +377,13 @@ describe('backtester against the live engine', () => {
     clock.ms = T0 + HOUR;
     live.engine.start();
     await live.engine.idle();
-    const e = trigger(deps, rules, { version: 'v2' });
-    for (let i = 0; i < 1000 && recorded(db, e.id).evaluation.status === 'in_progress'; i++) {
+    const e = await trigger(deps, rules, { version: 'v2' });
+    for (let i = 0; i < 1000 && (await recorded(db, e.id)).evaluation.status === 'in_progress'; i++) {
       clock.advance(live.timers.armedMs ?? 10_000);
       await live.fire();
     }
     await live.engine.stop();
-    const { evaluation, rules: liveRules } = recorded(db, e.id);
+    const { evaluation, rules: liveRules } = await recorded(db, e.id);
     assert.equal(evaluation.status, 'fail');
     const liveDecider = liveRules.filter((r) => r.status === 'fail').sort((a, b) => a.finishedAt!.getTime() - b.finishedAt!.getTime())[0]!;
 
@@ -402,18 +403,18 @@ describe('backtester, monitor history', () => {
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 600, from: T0, spreadMs: HOUR });
     await ingest(deps, { version: 'v2', resource: 'GET /a', count: 600, from: T0 + HOUR, spreadMs: HOUR });
     await ingest(deps, { version: 'v3', resource: 'GET /a', count: 600, from: T0 + 3 * HOUR, spreadMs: HOUR });
-    const id = createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never).id;
-    const report = (at: number, state: 'ok' | 'alert', group: string) => {
+    const id = (await createMonitor(deps, SYSTEM, { name: 'checkout errors', type: 'external', tags: ['service:checkout', 'env:prod'] } as never)).id;
+    const report = async (at: number, state: 'ok' | 'alert', group: string) => {
       clock.ms = at;
-      reportMonitorState(deps, SYSTEM, { monitorId: id, state, group } as never);
+      await reportMonitorState(deps, SYSTEM, { monitorId: id, state, group } as never);
     };
     // host:a: ALERT from before v2 until after its window (no transition inside it), then flapping
     // on; host:b: OK throughout, its ALERT only after v3's window.
-    report(T0, 'ok', 'host:b');
-    report(T0 + 50 * MIN, 'alert', 'host:a');
-    report(T0 + 2 * HOUR, 'ok', 'host:a');
-    for (let t = T0 + 4 * HOUR; t < T0 + 6 * HOUR; t += 10 * MIN) report(t, t % (20 * MIN) === 0 ? 'alert' : 'ok', 'host:a');
-    report(T0 + 3 * HOUR + 20 * MIN, 'alert', 'host:b');
+    await report(T0, 'ok', 'host:b');
+    await report(T0 + 50 * MIN, 'alert', 'host:a');
+    await report(T0 + 2 * HOUR, 'ok', 'host:a');
+    for (let t = T0 + 4 * HOUR; t < T0 + 6 * HOUR; t += 10 * MIN) await report(t, t % (20 * MIN) === 0 ? 'alert' : 'ok', 'host:a');
+    await report(T0 + 3 * HOUR + 20 * MIN, 'alert', 'host:b');
     clock.ms = T0 + 6 * HOUR;
     const done = await backtest(deps, SYSTEM, {
       service: 'checkout',

@@ -43,7 +43,7 @@ describe('one transition watched by thousands of evaluations', () => {
     const ids: string[] = [];
     for (let i = 0; i < count; i++) {
       const input = evaluateGateInputSchema.parse({ service, env: 'prod', version: `v${i}`, configuration: { rules: [jitMonitor('watch', { ...monitor, duration: 3600 })] } });
-      ids.push(evaluateGate(deps, SYSTEM, input).evaluation.id);
+      ids.push((await evaluateGate(deps, SYSTEM, input)).evaluation.id);
       if (i % 200 === 199) await sleep(0);
     }
     await until('first checks', () => countRules(service, "reason like 'Watching%'") === count);
@@ -87,20 +87,20 @@ describe('one transition watched by thousands of evaluations', () => {
     const ids = await watchers('flaps', count, { monitorIds: [{ id: monitorId }] });
     const revisions = () => s.app.deps.db.$client.prepare(`select sum(revision) as n from evaluations where service = 'flaps'`).get() as { n: number };
     const before = revisions().n;
-    const report = (state: string) => reportMonitorState(s.app.deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId, state }));
+    const report = async (state: string) => reportMonitorState(s.app.deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId, state }));
 
     // Two transitions in one turn of the event loop: each wakes every rule, each rule is checked once.
     s.queries.length = 0;
-    report('warn');
-    report('ok');
+    await report('warn');
+    await report('ok');
     await until('the checks', () => s.app.engine.stats().queuedChecks === 0);
     const checks = s.queries.filter((q) => /^select .* from "rule_evaluations" where "rule_evaluations"."id" = \?$/.test(q)).length;
     assert.equal(checks, count, 'one check per rule');
     assert.equal(revisions().n, before, 'WARN and back to OK changes no rule: nothing written, nothing published');
 
     // ALERT and back to OK before any check runs: the recorded transition still fails every rule.
-    report('alert');
-    report('ok');
+    await report('alert');
+    await report('ok');
     await until('every verdict', () => failed('flaps') === count);
     const one = await d.get(ids[0]!);
     assert.match(one.rules[0].reason, /"flapping" was ALERT/);
@@ -154,15 +154,15 @@ describe('many monitors and long lists', () => {
 
   test('a search reads the monitors a page per turn of the event loop, and selects what reading them all at once did', async () => {
     const deps = s.app.deps;
-    const some = allMonitors(deps.db).filter((_, i) => i % 997 === 0);
-    for (const m of some) reportMonitorState(deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId: m.id, group: 'host:a', state: 'alert' }));
+    const some = (await allMonitors(deps.db)).filter((_, i) => i % 997 === 0);
+    for (const m of some) await reportMonitorState(deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId: m.id, group: 'host:a', state: 'alert' }));
     // What the search found when it read every monitor and every group in one go.
-    const readAtOnce = (query: string) => {
-      const all = allMonitors(deps.db);
+    const readAtOnce = async (query: string) => {
+      const all = await allMonitors(deps.db);
       if (!query) return all.map((m) => m.id);
       const expr = parseMonitorQuery(query);
       const groups = groupsByMonitor(
-        groupsOf(
+        await groupsOf(
           deps.db,
           all.map((m) => m.id),
         ),
@@ -171,7 +171,7 @@ describe('many monitors and long lists', () => {
     };
     for (const query of ['', 'env:bulk', 'n:7*', 'status:alert', 'env:bulk -status:ok', 'group:"host:a" OR n:12', 'NOT (n:1* AND status:ok)', 'bulk-39999']) {
       const found = (await searchMonitors(deps, SYSTEM, query || undefined)).map((m) => m.id);
-      assert.deepEqual(found, readAtOnce(query), `search ${JSON.stringify(query)}`);
+      assert.deepEqual(found, await readAtOnce(query), `search ${JSON.stringify(query)}`);
     }
 
     let turns = 0;
@@ -260,7 +260,7 @@ describe('many monitors and long lists', () => {
     assert.match(key.errors![0]!.message, /envs.*at most 100/);
 
     // Below the API, lists are one bound parameter whatever their length.
-    assert.deepEqual(listEvaluations(s.app.deps.db, { service: values }, { limit: 1, inverted: false }), []);
+    assert.deepEqual(await listEvaluations(s.app.deps.db, { service: values }, { limit: 1, inverted: false }), []);
   });
 });
 
@@ -362,7 +362,7 @@ describe('a restart with thousands of evaluations in progress', () => {
           version: `v${i}`,
           configuration: { rules: [jitMonitor('watch', { monitorIds: [{ id: monitorId }], duration: 3600 })] },
         });
-        evaluateGate(deps, SYSTEM, input);
+        await evaluateGate(deps, SYSTEM, input);
         if (i % 200 === 199) await sleep(0);
       }
     } finally {
@@ -439,7 +439,7 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
       version: '4',
       alerts: Array.from({ length: 2000 }, (_, i) => ({ status: 'firing', labels: { alertname: `queue-${n}-${i}`, env: 'prod' } })),
     });
-    const answers = await Promise.all(Array.from({ length: 12 }, (_, n) => s.request('POST', '/hooks/alertmanager', { body: notification(n) })));
+    const answers = await Promise.all(Array.from({ length: 12 }, async (_, n) => s.request('POST', '/hooks/alertmanager', { body: notification(n) })));
     const busy = answers.flatMap((a, n) => (a.status === 503 ? [n] : []));
     assert.ok(busy.length > 0, `every one of 12 notifications of 2,000 alerts was taken at once: ${answers.map((a) => a.status)}`);
     assert.ok(

@@ -33,10 +33,10 @@ async function started(nodeId = 'node-a', options = {}) {
   return n;
 }
 
-function monitor(deps: Deps, name: string, extra: Record<string, unknown> = {}): string {
-  return createMonitor(deps, SYSTEM, { name, type: 'external', tags: [`unit:${name}`], ...extra }).id;
+async function monitor(deps: Deps, name: string, extra: Record<string, unknown> = {}): Promise<string> {
+  return (await createMonitor(deps, SYSTEM, { name, type: 'external', tags: [`unit:${name}`], ...extra })).id;
 }
-const report = (deps: Deps, monitorId: string, state: 'ok' | 'warn' | 'alert' | 'no_data') => reportMonitorState(deps, SYSTEM, { monitorId, state, group: '*' } as never);
+const report = async (deps: Deps, monitorId: string, state: 'ok' | 'warn' | 'alert' | 'no_data') => reportMonitorState(deps, SYSTEM, { monitorId, state, group: '*' } as never);
 
 function fresh(): void {
   db = memoryDb();
@@ -52,21 +52,21 @@ afterEach(async () => {
 describe('engine: windows and warmup', () => {
   test('a rule is looked at when its window ends by the clock, and passes then', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'steady');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('steady', { query: 'unit:steady', duration: 60 })]);
+    const id = await monitor(a.deps, 'steady');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('steady', { query: 'unit:steady', duration: 60 })]);
     await a.fire(); // the first look, at the window's start
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'in_progress');
     assert.equal(a.timers.armedMs, 60_000, 'the wake-up is the window end, measured on the test clock');
 
     clock.advance(59_999);
     await a.fire(); // a timer firing early only looks again
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'in_progress');
     assert.equal(a.timers.armedMs, 1);
 
     clock.advance(1);
     await a.fire();
-    const { evaluation, rules } = recorded(db, e.id);
+    const { evaluation, rules } = await recorded(db, e.id);
     assert.equal(rules[0]!.status, 'pass', rules[0]!.reason ?? undefined);
     assert.equal(evaluation.status, 'pass');
     assert.equal(evaluation.finishedAt?.getTime(), T0 + 60_000, 'finished at the test clock');
@@ -76,14 +76,14 @@ describe('engine: windows and warmup', () => {
 
   test('an ALERT inside the window fails the rule at once, without waiting for a timer', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'flaky');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('flaky', { query: 'unit:flaky', duration: 600 })]);
+    const id = await monitor(a.deps, 'flaky');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('flaky', { query: 'unit:flaky', duration: 600 })]);
     await a.fire();
     clock.advance(10_000);
-    report(a.deps, id, 'alert');
+    await report(a.deps, id, 'alert');
     await a.engine.idle();
-    const rule = recorded(db, e.id).rules[0]!;
+    const rule = (await recorded(db, e.id)).rules[0]!;
     assert.equal(rule.status, 'fail');
     assert.match(rule.reason ?? '', /flaky/);
     assert.equal(rule.finishedAt?.getTime(), T0 + 10_000);
@@ -91,57 +91,57 @@ describe('engine: windows and warmup', () => {
 
   test('warmup: an ALERT that ends before the window does not count; one inside it does', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'warm');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('warm', { query: 'unit:warm', warmup: 30, duration: 30 })]);
-    const rule = () => recorded(db, e.id).rules[0]!;
+    const id = await monitor(a.deps, 'warm');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('warm', { query: 'unit:warm', warmup: 30, duration: 30 })]);
+    const rule = async () => (await recorded(db, e.id)).rules[0]!;
     assert.equal(a.timers.armedMs, 30_000, 'first look at the window start');
 
     clock.advance(5_000);
-    report(a.deps, id, 'alert');
+    await report(a.deps, id, 'alert');
     await a.engine.idle();
     clock.advance(5_000);
-    report(a.deps, id, 'ok');
+    await report(a.deps, id, 'ok');
     await a.engine.idle();
-    assert.equal(rule().status, 'in_progress', 'an ALERT during warmup is not the window');
+    assert.equal((await rule()).status, 'in_progress', 'an ALERT during warmup is not the window');
 
     clock.advance(20_000);
     await a.fire();
-    assert.equal(rule().status, 'in_progress');
-    assert.equal(rule().windowStartsAt.getTime(), T0 + 30_000);
+    assert.equal((await rule()).status, 'in_progress');
+    assert.equal((await rule()).windowStartsAt.getTime(), T0 + 30_000);
 
     clock.advance(10_000);
-    report(a.deps, id, 'alert');
+    await report(a.deps, id, 'alert');
     await a.engine.idle();
-    assert.equal(rule().status, 'fail', rule().reason ?? undefined);
+    assert.equal((await rule()).status, 'fail', (await rule()).reason ?? undefined);
   });
 
   test('an ALERT shorter than any check still fails the rule', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'blip');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('blip', { query: 'unit:blip', duration: 60 })]);
+    const id = await monitor(a.deps, 'blip');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('blip', { query: 'unit:blip', duration: 60 })]);
     await a.fire();
     // Both transitions recorded before the engine runs a check.
     clock.advance(1_000);
-    report(a.deps, id, 'alert');
-    report(a.deps, id, 'ok');
+    await report(a.deps, id, 'alert');
+    await report(a.deps, id, 'ok');
     await a.engine.idle();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'fail');
   });
 
   test('a monitor silent past its noDataTimeframe goes NO_DATA at housekeeping, and the rule fails', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'quiet', { noDataTimeframe: 60 });
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('quiet', { query: 'unit:quiet', duration: 600 })]);
+    const id = await monitor(a.deps, 'quiet', { noDataTimeframe: 60 });
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('quiet', { query: 'unit:quiet', duration: 600 })]);
     await a.fire();
     clock.advance(30_000);
     await a.housekeep();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'within its timeframe');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'in_progress', 'within its timeframe');
     clock.advance(31_000);
     await a.housekeep();
-    const rule = recorded(db, e.id).rules[0]!;
+    const rule = (await recorded(db, e.id)).rules[0]!;
     assert.equal(rule.status, 'fail');
     assert.match(rule.reason ?? '', /NO_DATA/i);
   });
@@ -150,51 +150,51 @@ describe('engine: windows and warmup', () => {
 describe('engine: retries', () => {
   test('a failing source is retried with doubling delays on the clock, then onSourceError decides', async () => {
     const a = await started('node-a', { sourceErrorLimit: 3, retryBaseMs: 1000 });
-    const id = monitor(a.deps, 'broken');
-    report(a.deps, id, 'ok');
-    recordSourceHealth(a.deps, id, 'connection refused');
-    const e = trigger(a.deps, [jit('broken', { query: 'unit:broken', duration: 600 })]);
-    const rule = () => recorded(db, e.id).rules[0]!;
+    const id = await monitor(a.deps, 'broken');
+    await report(a.deps, id, 'ok');
+    await recordSourceHealth(a.deps, id, 'connection refused');
+    const e = await trigger(a.deps, [jit('broken', { query: 'unit:broken', duration: 600 })]);
+    const rule = async () => (await recorded(db, e.id)).rules[0]!;
 
     await a.fire();
-    assert.equal(rule().consecutiveErrors, 1);
-    assert.match(rule().reason ?? '', /1 of 3 tries.*connection refused/);
-    assert.equal(rule().nextCheckAt?.getTime(), T0 + 1000);
+    assert.equal((await rule()).consecutiveErrors, 1);
+    assert.match((await rule()).reason ?? '', /1 of 3 tries.*connection refused/);
+    assert.equal((await rule()).nextCheckAt?.getTime(), T0 + 1000);
     assert.equal(a.timers.armedMs, 1000);
 
     clock.advance(1000);
     await a.fire();
-    assert.equal(rule().consecutiveErrors, 2);
-    assert.equal(rule().nextCheckAt?.getTime(), T0 + 1000 + 2000, 'the delay doubles');
+    assert.equal((await rule()).consecutiveErrors, 2);
+    assert.equal((await rule()).nextCheckAt?.getTime(), T0 + 1000 + 2000, 'the delay doubles');
 
     clock.advance(2000);
     await a.fire();
-    assert.equal(rule().status, 'fail');
-    assert.match(rule().reason ?? '', /failed 3 times in a row.*onSourceError policy makes the rule fail/);
-    assert.deepEqual((rule().evidence as { sourceErrors: number }).sourceErrors, 3);
+    assert.equal((await rule()).status, 'fail');
+    assert.match((await rule()).reason ?? '', /failed 3 times in a row.*onSourceError policy makes the rule fail/);
+    assert.deepEqual(((await rule()).evidence as { sourceErrors: number }).sourceErrors, 3);
   });
 
   test('onSourceError pass passes the rule; a source that recovers resets the count', async () => {
     const a = await started('node-a', { sourceErrorLimit: 2, retryBaseMs: 1000 });
-    const flaky = monitor(a.deps, 'recovers');
-    const down = monitor(a.deps, 'down');
+    const flaky = await monitor(a.deps, 'recovers');
+    const down = await monitor(a.deps, 'down');
     for (const m of [flaky, down]) {
-      report(a.deps, m, 'ok');
-      recordSourceHealth(a.deps, m, 'timeout');
+      await report(a.deps, m, 'ok');
+      await recordSourceHealth(a.deps, m, 'timeout');
     }
-    const recovering = trigger(a.deps, [jit('recovers', { query: 'unit:recovers', duration: 60 })]);
-    const lenient = trigger(a.deps, [jit('down', { query: 'unit:down', duration: 60 })], {
+    const recovering = await trigger(a.deps, [jit('recovers', { query: 'unit:recovers', duration: 60 })]);
+    const lenient = await trigger(a.deps, [jit('down', { query: 'unit:down', duration: 60 })], {
       configuration: { onSourceError: 'pass', rules: [jit('down', { query: 'unit:down', duration: 60 })] },
     });
     await a.fire();
-    recordSourceHealth(a.deps, flaky, null);
+    await recordSourceHealth(a.deps, flaky, null);
     clock.advance(1000);
     await a.fire();
-    const r = recorded(db, recovering.id).rules[0]!;
+    const r = (await recorded(db, recovering.id)).rules[0]!;
     assert.equal(r.status, 'in_progress');
     assert.equal(r.consecutiveErrors, 0);
     assert.equal(r.lastError, null);
-    const l = recorded(db, lenient.id);
+    const l = await recorded(db, lenient.id);
     assert.equal(l.rules[0]!.status, 'pass', l.rules[0]!.reason ?? undefined);
     assert.match(l.rules[0]!.reason ?? '', /makes the rule pass/);
   });
@@ -203,28 +203,28 @@ describe('engine: retries', () => {
 describe('engine: leases and takeover', () => {
   test('housekeeping renews the leases on the clock; stop hands them back', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'leased');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('leased', { query: 'unit:leased', duration: 3600 })]);
-    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-a');
-    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS);
+    const id = await monitor(a.deps, 'leased');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('leased', { query: 'unit:leased', duration: 3600 })]);
+    assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-a');
+    assert.equal((await recorded(db, e.id)).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS);
     assert.equal(a.timers.housekeepingMs, LEASE_MS / 3);
 
     clock.advance(LEASE_MS / 3);
     await a.housekeep();
-    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS / 3 + LEASE_MS);
+    assert.equal((await recorded(db, e.id)).evaluation.leaseExpiresAt?.getTime(), T0 + LEASE_MS / 3 + LEASE_MS);
 
     await a.engine.stop();
-    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), 0);
+    assert.equal((await recorded(db, e.id)).evaluation.leaseExpiresAt?.getTime(), 0);
     assert.equal(a.timers.armedMs, undefined);
     assert.equal(a.timers.housekeepingMs, undefined);
   });
 
   test('another node takes over once the lease expires, and judges what happened meanwhile', async () => {
     const a = await started('node-a');
-    const id = monitor(a.deps, 'orphan');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('orphan', { query: 'unit:orphan', duration: 600 })]);
+    const id = await monitor(a.deps, 'orphan');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('orphan', { query: 'unit:orphan', duration: 600 })]);
     await a.fire();
     // node-a dies here: it renews nothing from now on.
 
@@ -232,67 +232,67 @@ describe('engine: leases and takeover', () => {
     assert.equal(b.engine.stats().activeRules, 0, 'a live lease is not taken');
     clock.advance(LEASE_MS - 1);
     await b.housekeep();
-    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-a', 'not before it expires');
+    assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-a', 'not before it expires');
 
     // What happens while nobody drives the evaluation is recorded, and counts.
-    report(b.deps, id, 'alert');
+    await report(b.deps, id, 'alert');
     clock.advance(2);
     await b.housekeep();
-    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
-    assert.equal(recorded(db, e.id).evaluation.leaseExpiresAt?.getTime(), clock.ms + LEASE_MS);
+    assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-b');
+    assert.equal((await recorded(db, e.id)).evaluation.leaseExpiresAt?.getTime(), clock.ms + LEASE_MS);
     assert.equal(b.timers.armedMs, 0, 'looked at as soon as it is taken over');
     await b.fire();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'fail');
   });
 
   test('a node whose lease was taken over stops checking the rules it still indexes', async () => {
     const a = await started('node-a');
-    const id = monitor(a.deps, 'paused');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('paused', { query: 'unit:paused', duration: 600 })]);
+    const id = await monitor(a.deps, 'paused');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('paused', { query: 'unit:paused', duration: 600 })]);
     await a.fire();
     // node-a stalls (a long GC pause, a frozen VM) past its lease: it renews nothing, node-b takes over.
     const b = await started('node-b');
     clock.advance(LEASE_MS + 1);
     await b.housekeep();
-    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
+    assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-b');
 
     // node-a wakes up with the rule still in its index, hears an ALERT and finds its timer due:
     // the rule is node-b's now.
-    report(a.deps, id, 'alert');
+    await report(a.deps, id, 'alert');
     clock.advance(600_000);
     await a.fire();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
     assert.equal(a.engine.stats().activeRules, 0, 'and forgot the rule');
     await b.fire();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'fail', 'node-b judges it');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'fail', 'node-b judges it');
   });
 
   test('a node taking over drives the window to its end on its own timer', async () => {
     const a = await started('node-a');
-    const id = monitor(a.deps, 'handed');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('handed', { query: 'unit:handed', duration: 120 })]);
+    const id = await monitor(a.deps, 'handed');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('handed', { query: 'unit:handed', duration: 120 })]);
     await a.fire();
     await a.engine.stop(); // a clean shutdown hands the lease back at once
 
     const b = await started('node-b');
-    const rule = () => recorded(db, e.id).rules[0]!;
-    assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b', 'taken at start, without waiting for the lease');
+    const rule = async () => (await recorded(db, e.id)).rules[0]!;
+    assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-b', 'taken at start, without waiting for the lease');
     assert.equal(b.engine.stats().activeRules, 1);
     assert.equal(b.timers.armedMs, 0, 'looked at as soon as it is taken over');
     await b.fire();
     assert.equal(b.timers.armedMs, 120_000, 'then at the window end');
     clock.advance(120_000);
     await b.fire();
-    assert.equal(rule().status, 'pass', rule().reason ?? undefined);
+    assert.equal((await rule()).status, 'pass', (await rule()).reason ?? undefined);
   });
 
   test('a restarted node resumes its own evaluations at once, leased or not', async () => {
     const first = await started('node-a');
-    const id = monitor(first.deps, 'mine');
-    report(first.deps, id, 'ok');
-    const e = trigger(first.deps, [jit('mine', { query: 'unit:mine', duration: 60 })]);
+    const id = await monitor(first.deps, 'mine');
+    await report(first.deps, id, 'ok');
+    const e = await trigger(first.deps, [jit('mine', { query: 'unit:mine', duration: 60 })]);
     await first.fire();
     // The same node id after a crash: its lease is still live, and it is its own.
     const again = node('node-a');
@@ -302,7 +302,7 @@ describe('engine: leases and takeover', () => {
     assert.equal(again.timers.armedMs, 0, 'looked at at once');
     clock.advance(60_000);
     await again.fire();
-    assert.equal(recorded(db, e.id).rules[0]!.status, 'pass');
+    assert.equal((await recorded(db, e.id)).rules[0]!.status, 'pass');
   });
 });
 
@@ -320,16 +320,16 @@ describe('engine: network checks wait in their own lane', () => {
       const a = await started();
       Object.assign(a.deps, { config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) });
       const hooks = (n: number) => Array.from({ length: n }, (_, i) => ({ name: `hook-${i}`, options: { webhook: { url, timeout: 60, retries: 0 } } }));
-      trigger(a.deps, hooks(40), { service: 'hooks-a' });
-      trigger(a.deps, hooks(40), { service: 'hooks-b' });
+      await trigger(a.deps, hooks(40), { service: 'hooks-a' });
+      await trigger(a.deps, hooks(40), { service: 'hooks-b' });
       a.timers.fire();
       await waitFor('the webhook lane to fill', async () => held.length >= 64);
 
-      const id = monitor(a.deps, 'meanwhile');
-      report(a.deps, id, 'alert');
-      const e = trigger(a.deps, [jit('meanwhile', { query: 'unit:meanwhile', duration: 600 })]);
+      const id = await monitor(a.deps, 'meanwhile');
+      await report(a.deps, id, 'alert');
+      const e = await trigger(a.deps, [jit('meanwhile', { query: 'unit:meanwhile', duration: 600 })]);
       a.timers.fire();
-      const failed = await waitFor('the monitor rule to be judged while 64 webhook calls hang', async () => recorded(db, e.id).evaluation.status === 'fail');
+      const failed = await waitFor('the monitor rule to be judged while 64 webhook calls hang', async () => (await recorded(db, e.id)).evaluation.status === 'fail');
       assert.ok(failed);
       assert.equal(held.length, 64, 'no more than 64 webhook calls at once');
       assert.equal(a.engine.stats().queuedChecks, 16, 'the other webhook checks wait their turn');
@@ -355,19 +355,19 @@ describe('engine: a lease lost during a network check', () => {
     try {
       const a = await started('node-a');
       Object.assign(a.deps, { config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) });
-      const e = trigger(a.deps, [{ name: 'hook', options: { webhook: { url, timeout: 60, retries: 0 } } }], { service: 'lapsed' });
+      const e = await trigger(a.deps, [{ name: 'hook', options: { webhook: { url, timeout: 60, retries: 0 } } }], { service: 'lapsed' });
       a.timers.fire();
       await waitFor("node-a's call to reach the endpoint", async () => held.length === 1);
 
       const b = await started('node-b');
       clock.advance(LEASE_MS + 1);
       await b.housekeep();
-      assert.equal(recorded(db, e.id).evaluation.leaseOwner, 'node-b');
+      assert.equal((await recorded(db, e.id)).evaluation.leaseOwner, 'node-b');
 
       // node-a's call answers now: the rule is node-b's, whose own call decides it.
       held[0]!.writeHead(200).end('ok');
       await a.engine.idle();
-      assert.equal(recorded(db, e.id).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
+      assert.equal((await recorded(db, e.id)).rules[0]!.status, 'in_progress', 'node-a recorded nothing');
     } finally {
       for (const res of held) if (!res.writableEnded) res.end('late');
       hook.closeAllConnections();
@@ -379,15 +379,15 @@ describe('engine: a lease lost during a network check', () => {
 describe('engine: retention', () => {
   test('history past retention is pruned by the clock at start', async () => {
     const a = await started();
-    const id = monitor(a.deps, 'old');
-    report(a.deps, id, 'ok');
-    const e = trigger(a.deps, [jit('old', { query: 'unit:old', duration: 0 })]);
+    const id = await monitor(a.deps, 'old');
+    await report(a.deps, id, 'ok');
+    const e = await trigger(a.deps, [jit('old', { query: 'unit:old', duration: 0 })]);
     await a.fire();
-    assert.equal(recorded(db, e.id).evaluation.status, 'pass');
+    assert.equal((await recorded(db, e.id)).evaluation.status, 'pass');
     await a.engine.stop();
 
     clock.advance((a.deps.config.retentionDays + 1) * 86_400_000);
     await started('node-a');
-    assert.equal(recorded(db, e.id).evaluation, undefined);
+    assert.equal((await recorded(db, e.id)).evaluation, undefined);
   });
 });

@@ -23,7 +23,7 @@ function random(seed: number) {
   };
 }
 
-describe('one evaluation filter: the SQL of queries and the predicate of live events agree', () => {
+describe('one evaluation filter: the SQL of queries and the predicate of live events agree', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-filter-'));
   const db = openDb(join(dir, 'filter.db'));
   after(() => {
@@ -36,9 +36,10 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
   const BASE = Date.UTC(2026, 0, 10, 12);
   const MINUTE = 60_000;
   const stamp = { createdAt: new Date(BASE), createdById: 'test', createdByName: 'test', updatedAt: new Date(BASE), updatedById: 'test', updatedByName: 'test' };
-  const gateIds = ['api', 'web', 'batch'].map(
-    (service) => insertGate(db, { id: newId(), service, env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', ...stamp }).id,
-  );
+  const gateIds: string[] = [];
+  for (const service of ['api', 'web', 'batch']) {
+    gateIds.push((await insertGate(db, { id: newId(), service, env: 'prod', identifier: 'default', dryRun: false, onSourceError: 'fail', ...stamp })).id);
+  }
   const STATUSES = ['in_progress', 'pass', 'fail', 'canceled'] as const;
   const RULE_TYPES = ['monitor', 'faulty_deployment_detection'] as const;
 
@@ -90,8 +91,8 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
       )
       .run();
   }
-  const rows: EvaluationRow[] = listEvaluations(db, {}, { limit: 1000, inverted: false });
-  const rules = ruleEvaluationsOf(
+  const rows: EvaluationRow[] = await listEvaluations(db, {}, { limit: 1000, inverted: false });
+  const rules = await ruleEvaluationsOf(
     db,
     rows.map((e) => e.id),
   );
@@ -119,12 +120,12 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
     evaluationIds: [[], [rows[0]!.id], rows.slice(10, 40).map((e) => e.id), [unknownId]],
   };
 
-  function agree(filter: EvaluationFilter): string[] {
-    const bySql = listEvaluations(db, filter, { limit: 1000, inverted: false }).map((e) => e.id);
+  async function agree(filter: EvaluationFilter): Promise<string[]> {
+    const bySql = (await listEvaluations(db, filter, { limit: 1000, inverted: false })).map((e) => e.id);
     const inMemory = subjects.filter((s) => filterMatches(filter, s)).map((s) => s.evaluation.id);
     const described = JSON.stringify(filter);
     assert.deepEqual(bySql, inMemory, `SQL and predicate disagree on ${described}`);
-    assert.equal(countEvaluations(db, filter), inMemory.length, `the count disagrees on ${described}`);
+    assert.equal(await countEvaluations(db, filter), inMemory.length, `the count disagrees on ${described}`);
     return inMemory;
   }
 
@@ -132,11 +133,11 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
     assert.deepEqual(Object.keys(SAMPLES).sort(), [...FILTER_FIELDS].sort());
   });
 
-  test('each field alone, on each of its samples', () => {
+  test('each field alone, on each of its samples', async () => {
     for (const field of FILTER_FIELDS) {
       let narrows = false;
       for (const value of SAMPLES[field]) {
-        const selected = agree({ [field]: value });
+        const selected = await agree({ [field]: value });
         if (selected.length > 0 && selected.length < rows.length) narrows = true;
       }
       // The samples must also be able to tell the two apart: some select part of the set, not all or none.
@@ -144,19 +145,19 @@ describe('one evaluation filter: the SQL of queries and the predicate of live ev
     }
   });
 
-  test('bounds on what a caller may see hold even when empty: no environments, no evaluations', () => {
-    assert.deepEqual(agree({ envs: [] }), []);
-    assert.deepEqual(agree({ evaluationIds: [] }), []);
-    assert.equal(agree({ envs: null }).length, rows.length);
+  test('bounds on what a caller may see hold even when empty: no environments, no evaluations', async () => {
+    assert.deepEqual(await agree({ envs: [] }), []);
+    assert.deepEqual(await agree({ evaluationIds: [] }), []);
+    assert.equal((await agree({ envs: null })).length, rows.length);
   });
 
-  test('fields together: 400 seeded combinations of two to six fields', () => {
+  test('fields together: 400 seeded combinations of two to six fields', async () => {
     let nonEmpty = 0;
     for (let i = 0; i < 400; i++) {
       const fields = [...FILTER_FIELDS].sort(() => next() - 0.5).slice(0, 2 + Math.floor(next() * 5));
       const filter: Record<string, unknown> = {};
       for (const field of fields) filter[field] = pick(SAMPLES[field] as unknown[]);
-      if (agree(filter as EvaluationFilter).length > 0) nonEmpty++;
+      if ((await agree(filter as EvaluationFilter)).length > 0) nonEmpty++;
     }
     assert.ok(nonEmpty > 50, `only ${nonEmpty} combinations selected anything`);
   });

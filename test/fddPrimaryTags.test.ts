@@ -93,7 +93,7 @@ describe('two primary tags', () => {
       },
       ingestKey,
     );
-    const rows = countsByResource(s.app.deps.db, { service: 'pt-comma', env: 'prod', from: 0, to: Date.now() + 60_000 });
+    const rows = await countsByResource(s.app.deps.db, { service: 'pt-comma', env: 'prod', from: 0, to: Date.now() + 60_000 });
     assert.deepEqual(
       rows.map((r) => r.primaryTag),
       ['region:eu,zone:a_b'],

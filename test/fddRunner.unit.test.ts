@@ -24,15 +24,15 @@ const RESOURCES = ['GET /cart', 'POST /pay', 'GET /search'];
 type Evidence = Record<string, any>;
 
 /** A started rule; `check()` asks the runner at the clock, carrying its state from check to check as the engine does. */
-function fdd(options: Record<string, unknown>, version = 'v2') {
-  const e = trigger(deps, [{ name: 'fdd', options: { faultyDeploymentDetection: options } }], { version });
-  const id = recorded(db, e.id).rules[0]!.id;
+async function fdd(options: Record<string, unknown>, version = 'v2') {
+  const e = await trigger(deps, [{ name: 'fdd', options: { faultyDeploymentDetection: options } }], { version });
+  const id = (await recorded(db, e.id)).rules[0]!.id;
   let state: Record<string, unknown> | null = null;
   return {
-    row: () => getRuleEvaluation(db, id)!,
-    check(): CheckResult & { evidence: Evidence } {
-      const rule = { ...getRuleEvaluation(db, id)!, ...(state && { state }) };
-      const result = fddRunner.check(deps, { rule, evaluation: getEvaluation(db, e.id)!, now: clock.now() }) as CheckResult & { evidence: Evidence };
+    row: async () => (await getRuleEvaluation(db, id))!,
+    async check(): Promise<CheckResult & { evidence: Evidence }> {
+      const rule = { ...(await getRuleEvaluation(db, id))!, ...(state && { state }) };
+      const result = (await fddRunner.check(deps, { rule, evaluation: (await getEvaluation(db, e.id))!, now: clock.now() })) as CheckResult & { evidence: Evidence };
       state = result.state ?? state;
       return result;
     },
@@ -53,35 +53,35 @@ describe('FDD runner: windows and the clock', () => {
     assert.equal(fddRunner.plan({ duration: 3 }, new Date(T0)).nextCheckAt.getTime(), T0 + 3_000);
   });
 
-  test('without traffic it waits, looking again every bucket and last when the window has settled', () => {
-    const r = fdd({ duration: 60 });
+  test('without traffic it waits, looking again every bucket and last when the window has settled', async () => {
+    const r = await fdd({ duration: 60 });
     clock.advance(10_000);
-    const waiting = r.check();
+    const waiting = await r.check();
     assert.equal(waiting.status, 'in_progress');
     assert.equal(waiting.reason, 'Waiting for traffic of version v2; nothing significant so far.');
     assert.equal(waiting.status === 'in_progress' && waiting.nextCheckAt.getTime(), T0 + 20_000);
     clock.advance(45_000);
-    const last = r.check();
+    const last = await r.check();
     assert.equal(last.status === 'in_progress' && last.nextCheckAt.getTime(), T0 + 60_000 + SETTLE_MS, 'the last look waits for late spans');
   });
 
   test('reads only the buckets the clock has reached', async () => {
-    const r = fdd({ duration: 60 });
+    const r = await fdd({ duration: 60 });
     await sideBySide(T0, 5_000);
     await sideBySide(T0 + 30_000, 5_000); // stamped ahead of the clock
     clock.advance(15_000);
-    assert.equal(r.check().evidence.canaryRequests, 1200);
+    assert.equal((await r.check()).evidence.canaryRequests, 1200);
     clock.advance(20_000);
-    assert.equal(r.check().evidence.canaryRequests, 2400);
+    assert.equal((await r.check()).evidence.canaryRequests, 2400);
   });
 
   test('a window that ended is decided only once it has settled', async () => {
-    const r = fdd({ duration: 10, minRelativeIncrease: 1 });
+    const r = await fdd({ duration: 10, minRelativeIncrease: 1 });
     await sideBySide(T0, 9_000, {}, 4000, 4000);
     clock.advance(10_000);
-    assert.equal(r.check().status, 'in_progress', 'spans of the last seconds may still come');
+    assert.equal((await r.check()).status, 'in_progress', 'spans of the last seconds may still come');
     clock.advance(SETTLE_MS);
-    const done = r.check();
+    const done = await r.check();
     assert.equal(done.status, 'pass', done.reason);
     assert.match(
       done.reason,
@@ -93,10 +93,10 @@ describe('FDD runner: windows and the clock', () => {
 
 describe('FDD runner: decisions', () => {
   test('an endpoint whose error rate rose fails at the first look, naming it and nothing else', async () => {
-    const r = fdd({ duration: 600 });
+    const r = await fdd({ duration: 600 });
     await sideBySide(T0, 900, { 'POST /pay': 120 });
     clock.advance(1_000);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.status, 'fail');
     assert.match(result.reason, /^Version v2: error rate of POST \/pay rose from 1\.00% \(baseline\) to 30\.00% \(120 of 400 requests\), e-value \S+ ≥ \S+/);
     assert.deepEqual(
@@ -107,11 +107,11 @@ describe('FDD runner: decisions', () => {
   });
 
   test('a new error type fails, with its count and a sample message', async () => {
-    const r = fdd({ duration: 600 });
+    const r = await fdd({ duration: 600 });
     await sideBySide(T0, 900);
     await ingest(deps, { version: 'v2', resource: 'GET /cart', count: 30, errors: 30, errorType: 'NullPointerException', from: T0, spreadMs: 900 });
     clock.advance(1_000);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.status, 'fail');
     assert.match(result.reason, /new error type NullPointerException \(30 times, e\.g\. "boom"\) never seen in the baseline/);
     assert.deepEqual(
@@ -121,51 +121,51 @@ describe('FDD runner: decisions', () => {
   });
 
   test('an error type the baseline had over the last day is not new', async () => {
-    const r = fdd({ duration: 600 });
+    const r = await fdd({ duration: 600 });
     await ingest(deps, { version: 'v1', resource: 'GET /cart', count: 10, errors: 1, errorType: 'NullPointerException', from: T0 - 3 * 3_600_000, spreadMs: 1000 });
     await sideBySide(T0, 900);
     await ingest(deps, { version: 'v2', resource: 'GET /cart', count: 30, errors: 30, errorType: 'NullPointerException', from: T0, spreadMs: 900 });
     clock.advance(1_000);
-    assert.deepEqual(r.check().evidence.newErrorTypes, []);
+    assert.deepEqual((await r.check()).evidence.newErrorTypes, []);
   });
 
   test('excluded resources are not read at all', async () => {
-    const r = fdd({ duration: 600, excludedResources: ['GET /healthz'] });
+    const r = await fdd({ duration: 600, excludedResources: ['GET /healthz'] });
     await sideBySide(T0, 900);
     await ingest(deps, { version: 'v1', resource: 'GET /healthz', count: 500, from: T0, spreadMs: 900 });
     await ingest(deps, { version: 'v2', resource: 'GET /healthz', count: 500, errors: 400, errorType: 'HealthcheckDown', from: T0, spreadMs: 900 });
     clock.advance(1_000);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.status, 'in_progress', result.reason);
     assert.equal(result.evidence.canaryRequests, 1200);
   });
 
   test('without concurrent baseline traffic the hour before is the baseline', async () => {
-    const r = fdd({ duration: 600 });
+    const r = await fdd({ duration: 600 });
     for (const resource of RESOURCES) await ingest(deps, { version: 'v1', resource, count: 2000, errors: 20, from: T0 - 1_800_000, spreadMs: 600_000 });
     for (const resource of RESOURCES) await ingest(deps, { version: 'v2', resource, count: 400, errors: resource === 'POST /pay' ? 120 : 4, from: T0, spreadMs: 900 });
     clock.advance(1_000);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.evidence.baseline, 'lookback');
     assert.equal(result.status, 'fail');
     assert.match(result.reason, /POST \/pay.*Baseline: the hour before the evaluation started\.$/);
   });
 
   test('a version without traffic resolves by onInsufficientData, saying why', async () => {
-    const r = fdd({ duration: 30, onInsufficientData: 'fail' }, 'v9');
+    const r = await fdd({ duration: 30, onInsufficientData: 'fail' }, 'v9');
     await ingest(deps, { version: 'v1', resource: 'GET /cart', count: 100, from: T0, spreadMs: 20_000 });
     clock.advance(30_000 + SETTLE_MS);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.status, 'fail');
     assert.equal(result.reason, 'Not enough data: version v9 received no traffic during the window; onInsufficientData makes the rule fail.');
     assert.equal(result.evidence.insufficientData, true);
   });
 
   test('too little canary traffic says how much more it needed, at the current rate', async () => {
-    const r = fdd({ duration: 60, minRelativeIncrease: 0.5 });
+    const r = await fdd({ duration: 60, minRelativeIncrease: 0.5 });
     await sideBySide(T0, 50_000, {}, 100, 2000);
     clock.advance(60_000 + SETTLE_MS);
-    const result = r.check();
+    const result = await r.check();
     assert.equal(result.status, 'pass');
     assert.match(
       result.reason,
@@ -175,15 +175,15 @@ describe('FDD runner: decisions', () => {
   });
 
   test('resources keep the slot they were first given from check to check', async () => {
-    const r = fdd({ duration: 600 });
+    const r = await fdd({ duration: 600 });
     await sideBySide(T0, 900);
     clock.advance(1_000);
-    const first = r.check();
+    const first = await r.check();
     const names = (first.state as { family: { resources: string[] } }).family.resources;
     await ingest(deps, { version: 'v2', resource: 'GET /new', count: 50, from: T0 + 10_000, spreadMs: 900 });
     await ingest(deps, { version: 'v1', resource: 'GET /aaa', count: 5000, from: T0 + 10_000, spreadMs: 900 });
     clock.advance(11_000);
-    const second = (r.check().state as { family: { resources: string[] } }).family.resources;
+    const second = ((await r.check()).state as { family: { resources: string[] } }).family.resources;
     assert.deepEqual(second.slice(0, names.length), names, 'the earlier ones first, in their order');
     assert.deepEqual(second.slice(names.length).sort(), ['GET /aaa', 'GET /new']);
   });
@@ -202,7 +202,7 @@ describe('FDD runner through the engine', () => {
     const a = engineOn(db, clock);
     a.engine.start();
     await a.engine.idle();
-    const e = trigger(a.deps, [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }], { version: 'v2' });
+    const e = await trigger(a.deps, [{ name: 'fdd', options: { faultyDeploymentDetection: { duration: 600 } } }], { version: 'v2' });
     assert.equal(a.timers.armedMs, 10_000);
     clock.advance(1_000);
     // Stored on the engine's own bus, as OTLP ingestion does.
@@ -211,7 +211,7 @@ describe('FDD runner through the engine', () => {
       await ingest(a.deps, { version: 'v2', resource, count: 400, errors: resource === 'POST /pay' ? 120 : 4, from: T0, spreadMs: 900 });
     }
     await a.engine.idle();
-    const rule = recorded(db, e.id).rules[0]!;
+    const rule = (await recorded(db, e.id)).rules[0]!;
     assert.equal(rule.status, 'fail', rule.reason ?? undefined);
     assert.equal(rule.finishedAt?.getTime(), T0 + 1_000);
     await a.engine.stop();

@@ -26,12 +26,12 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const HOUR = 3_600_000;
 
 /** A started rule; `check` asks its runner where it stands at the clock and records the answer, as the engine would. */
-function rule(options: Record<string, unknown>, extra: Record<string, unknown> = {}) {
-  const e = trigger(deps, [{ name: 'freeze', options: { freeze: options } }], extra);
-  const id = recorded(db, e.id).rules[0]!.id;
+async function rule(options: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  const e = await trigger(deps, [{ name: 'freeze', options: { freeze: options } }], extra);
+  const id = (await recorded(db, e.id)).rules[0]!.id;
   return {
-    check: () => {
-      const result = freezeRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() }) as CheckResult;
+    check: async () => {
+      const result = (await freezeRunner.check(deps, { rule: (await getRuleEvaluation(db, id))!, evaluation: (await getEvaluation(db, e.id))!, now: clock.now() })) as CheckResult;
       return recordCheck(deps, id, result);
     },
   };
@@ -41,14 +41,14 @@ const freezes = (r: CheckResult) => r.evidence as unknown as FreezeEvidence;
 
 describe('freeze runner', () => {
   // T0 is 2031-01-01T00:00Z, a Wednesday.
-  test('a calendar window ending inside the wait: waits for its end (by timer), then passes', () => {
-    const r = rule({ adHoc: false, duration: 7200, calendars: [{ name: 'nightly', cron: '0 0 * * *', duration: 3600, timeZone: 'UTC' }] });
-    const waiting = r.check();
+  test('a calendar window ending inside the wait: waits for its end (by timer), then passes', async () => {
+    const r = await rule({ adHoc: false, duration: 7200, calendars: [{ name: 'nightly', cron: '0 0 * * *', duration: 3600, timeZone: 'UTC' }] });
+    const waiting = await r.check();
     assert.equal(waiting.status, 'in_progress');
     assert.equal(waiting.reason, `Frozen: calendar window "nightly" (0 0 * * *, UTC) until ${iso(T0 + HOUR)}; waiting until ${iso(T0 + 2 * HOUR)} for it to end.`);
     assert.equal(waiting.status === 'in_progress' && waiting.nextCheckAt.getTime(), T0 + HOUR, 'looked at again when the window closes');
     clock.advance(HOUR);
-    const done = r.check();
+    const done = await r.check();
     assert.equal(done.status, 'pass');
     assert.deepEqual(
       freezes(done).waitedFor.map((f) => [f.kind, f.name, f.endsAt]),
@@ -56,20 +56,20 @@ describe('freeze runner', () => {
     );
   });
 
-  test('a calendar window outlasting the wait fails at once; with no wait, any freeze fails at once', () => {
+  test('a calendar window outlasting the wait fails at once; with no wait, any freeze fails at once', async () => {
     const calendars = [{ name: 'nightly', cron: '0 0 * * *', duration: 3600, timeZone: 'UTC' }];
-    const outlasting = rule({ adHoc: false, duration: 600, calendars }).check();
+    const outlasting = await (await rule({ adHoc: false, duration: 600, calendars })).check();
     assert.equal(outlasting.status, 'fail');
     assert.match(outlasting.reason, /, past the end of the rule's wait at /);
-    assert.equal(rule({ adHoc: false, calendars }).check().status, 'fail');
+    assert.equal((await (await rule({ adHoc: false, calendars })).check()).status, 'fail');
   });
 
-  test("ad-hoc freezes: its environment's (for every service or this one) apply, not another's", () => {
-    createFreeze(deps, SYSTEM, { env: 'staging', reason: 'other env' });
-    createFreeze(deps, SYSTEM, { env: 'prod', service: 'payments', reason: 'other service' });
-    assert.equal(rule({}).check().status, 'pass');
-    createFreeze(deps, SYSTEM, { env: 'prod', reason: 'whole env' });
-    const frozen = rule({}).check();
+  test("ad-hoc freezes: its environment's (for every service or this one) apply, not another's", async () => {
+    await createFreeze(deps, SYSTEM, { env: 'staging', reason: 'other env' });
+    await createFreeze(deps, SYSTEM, { env: 'prod', service: 'payments', reason: 'other service' });
+    assert.equal((await (await rule({})).check()).status, 'pass');
+    await createFreeze(deps, SYSTEM, { env: 'prod', reason: 'whole env' });
+    const frozen = await (await rule({})).check();
     assert.equal(frozen.status, 'fail');
     assert.deepEqual(
       freezes(frozen).active.map((f) => f.name),
@@ -77,27 +77,27 @@ describe('freeze runner', () => {
     );
   });
 
-  test('a planned end is when the rule looks again; past it, the rule passes', () => {
-    createFreeze(deps, SYSTEM, { env: 'prod', service: 'checkout', reason: 'migration', endsAt: new Date(T0 + 5 * 60_000) });
-    const r = rule({ duration: 3600 });
-    const waiting = r.check();
+  test('a planned end is when the rule looks again; past it, the rule passes', async () => {
+    await createFreeze(deps, SYSTEM, { env: 'prod', service: 'checkout', reason: 'migration', endsAt: new Date(T0 + 5 * 60_000) });
+    const r = await rule({ duration: 3600 });
+    const waiting = await r.check();
     assert.equal(waiting.status === 'in_progress' && waiting.nextCheckAt.getTime(), T0 + 5 * 60_000);
     clock.advance(5 * 60_000);
-    assert.equal(r.check().status, 'pass');
+    assert.equal((await r.check()).status, 'pass');
   });
 
   test('the engine: lifting a freeze wakes the waiting rule at once, no timer fired', async () => {
     const node = engineOn(db, clock);
     node.engine.start();
     try {
-      const freeze = createFreeze(node.deps, SYSTEM, { env: 'prod', reason: 'release train' });
-      const e = trigger(node.deps, [{ name: 'freeze', options: { freeze: { duration: 3600 } } }]);
+      const freeze = await createFreeze(node.deps, SYSTEM, { env: 'prod', reason: 'release train' });
+      const e = await trigger(node.deps, [{ name: 'freeze', options: { freeze: { duration: 3600 } } }]);
       await node.fire();
-      assert.match(recorded(db, e.id).rules[0]!.reason!, /^Frozen: freeze "release train"/);
+      assert.match((await recorded(db, e.id)).rules[0]!.reason!, /^Frozen: freeze "release train"/);
       clock.advance(60_000);
-      endFreeze(node.deps, SYSTEM, freeze.id);
+      await endFreeze(node.deps, SYSTEM, freeze.id);
       await node.engine.idle();
-      const after = recorded(db, e.id);
+      const after = await recorded(db, e.id);
       assert.equal(after.evaluation.status, 'pass');
       assert.equal(after.rules[0]!.finishedAt?.getTime(), T0 + 60_000, 'decided at the lift, not at the end of the wait');
     } finally {

@@ -11,7 +11,7 @@ import { GATE_FILTER_FIELDS, type GateFilter, gateMatches } from '../src/db/gate
 import { countGates, type GateRow, insertGate, listGateIds } from '../src/db/gates.ts';
 import { newId } from '../src/domain/ids.ts';
 
-describe('one gate filter: list, count and live predicate agree', () => {
+describe('one gate filter: list, count and live predicate agree', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-gatefilter-'));
   const db = openDb(join(dir, 'gates.db'));
   after(() => {
@@ -27,7 +27,7 @@ describe('one gate filter: list, count and live predicate agree', () => {
     for (const env of ['prod', 'staging', 'dev'])
       for (const identifier of ['default', 'pre-deploy'])
         for (const dryRun of [false, true])
-          rows.push(insertGate(db, { id: newId(), service, env, identifier: dryRun ? `${identifier}-dry` : identifier, dryRun, onSourceError: 'fail', ...stamp }));
+          rows.push(await insertGate(db, { id: newId(), service, env, identifier: dryRun ? `${identifier}-dry` : identifier, dryRun, onSourceError: 'fail', ...stamp }));
   rows.sort((a, b) => (a.id < b.id ? -1 : 1));
 
   const SAMPLES: { [K in keyof GateFilter]-?: Array<GateFilter[K]> } = {
@@ -41,12 +41,12 @@ describe('one gate filter: list, count and live predicate agree', () => {
     envs: [null, [], ['prod'], ['prod', 'dev']],
   };
 
-  function agree(filter: GateFilter): string[] {
+  async function agree(filter: GateFilter): Promise<string[]> {
     const described = JSON.stringify(filter);
     const inMemory = rows.filter((g) => gateMatches(g, filter)).map((g) => g.id);
-    assert.deepEqual(listGateIds(db, filter, { limit: 1000, inverted: false }), inMemory, `the list disagrees on ${described}`);
-    assert.deepEqual(listGateIds(db, filter, { limit: 1000, inverted: true }), [...inMemory].reverse(), `the inverted list disagrees on ${described}`);
-    assert.equal(countGates(db, filter), inMemory.length, `the count disagrees on ${described}`);
+    assert.deepEqual(await listGateIds(db, filter, { limit: 1000, inverted: false }), inMemory, `the list disagrees on ${described}`);
+    assert.deepEqual(await listGateIds(db, filter, { limit: 1000, inverted: true }), [...inMemory].reverse(), `the inverted list disagrees on ${described}`);
+    assert.equal(await countGates(db, filter), inMemory.length, `the count disagrees on ${described}`);
     return inMemory;
   }
 
@@ -54,23 +54,23 @@ describe('one gate filter: list, count and live predicate agree', () => {
     assert.deepEqual(Object.keys(SAMPLES).sort(), [...GATE_FILTER_FIELDS].sort());
   });
 
-  test('each field alone, on each of its samples, and the samples narrow the set', () => {
+  test('each field alone, on each of its samples, and the samples narrow the set', async () => {
     for (const field of GATE_FILTER_FIELDS) {
       let narrows = false;
       for (const value of SAMPLES[field]) {
-        const selected = agree({ [field]: value });
+        const selected = await agree({ [field]: value });
         if (selected.length > 0 && selected.length < rows.length) narrows = true;
       }
       assert.ok(narrows, `no sample of ${field} selects part of the gates`);
     }
   });
 
-  test('a bound on what the caller may see holds even when empty', () => {
-    assert.deepEqual(agree({ envs: [] }), []);
-    assert.deepEqual(agree({ envs: [], serviceIn: ['api'] }), []);
+  test('a bound on what the caller may see holds even when empty', async () => {
+    assert.deepEqual(await agree({ envs: [] }), []);
+    assert.deepEqual(await agree({ envs: [], serviceIn: ['api'] }), []);
   });
 
-  test('combinations of fields, and pages of the prepared statement', () => {
+  test('combinations of fields, and pages of the prepared statement', async () => {
     let seed = 7;
     const next = () => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
@@ -84,12 +84,12 @@ describe('one gate filter: list, count and live predicate agree', () => {
           Object.assign(filter, { [field]: samples[Math.floor(next() * samples.length)] });
         }
       }
-      const all = agree(filter);
+      const all = await agree(filter);
       // Walk the same selection a page of 3 at a time, forwards.
       const walked: string[] = [];
       let cursor: string | undefined;
       for (;;) {
-        const page = listGateIds(db, filter, { limit: 3, inverted: false, after: cursor });
+        const page = await listGateIds(db, filter, { limit: 3, inverted: false, after: cursor });
         walked.push(...page);
         if (page.length < 3) break;
         cursor = page.at(-1);

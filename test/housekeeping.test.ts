@@ -35,12 +35,12 @@ function deps(): Deps {
 }
 
 /** An evaluation with one rule, started `startedDaysAgo` and finished `finishedDaysAgo` (null: still running). */
-function evaluation(d: Deps, startedDaysAgo: number, finishedDaysAgo: number | null): string {
+async function evaluation(d: Deps, startedDaysAgo: number, finishedDaysAgo: number | null): Promise<string> {
   const id = newId();
   const startedAt = daysAgo(startedDaysAgo);
   const finishedAt = finishedDaysAgo === null ? null : daysAgo(finishedDaysAgo);
   const status = finishedAt ? 'pass' : 'in_progress';
-  insertEvaluation(
+  await insertEvaluation(
     d.db,
     {
       id,
@@ -78,15 +78,15 @@ function evaluation(d: Deps, startedDaysAgo: number, finishedDaysAgo: number | n
   return id;
 }
 
-function apmBucket(d: Deps, bucketDaysAgo: number): void {
+async function apmBucket(d: Deps, bucketDaysAgo: number): Promise<void> {
   const key = { service: 'api', env: 'prod', version: '1', resource: 'GET /', primaryTag: '', bucket: daysAgo(bucketDaysAgo).getTime() };
-  addBatch(d.db, [{ ...key, hits: 1, errors: 1, durations: newSketch() }], [{ ...key, errorType: 'Boom', count: 1, sampleMessage: null }]);
+  await addBatch(d.db, [{ ...key, hits: 1, errors: 1, durations: newSketch() }], [{ ...key, errorType: 'Boom', count: 1, sampleMessage: null }]);
 }
 
 /** A backtest created `createdDaysAgo` and ended `endedDaysAgo` (null: still running). */
-function backtest(d: Deps, createdDaysAgo: number, endedDaysAgo: number | null): string {
+async function backtest(d: Deps, createdDaysAgo: number, endedDaysAgo: number | null): Promise<string> {
   const id = newId();
-  insertBacktest(d.db, {
+  await insertBacktest(d.db, {
     id,
     gateId: null,
     service: 'api',
@@ -106,19 +106,19 @@ function backtest(d: Deps, createdDaysAgo: number, endedDaysAgo: number | null):
   return id;
 }
 
-test('pruneHistory deletes finished evaluations and transitions past retention, and APM buckets past APM retention; keeps the rest', () => {
+test('pruneHistory deletes finished evaluations and transitions past retention, and APM buckets past APM retention; keeps the rest', async () => {
   const d = deps();
-  const old = evaluation(d, 100, 91);
-  const recent = evaluation(d, 100, 89);
-  const running = evaluation(d, 200, null);
-  const monitor = createMonitor(d, SYSTEM, { name: 'm', type: 'external', tags: [], query: '', muted: false, comparator: 'above' });
-  for (const days of [91, 89]) insertTransition(d.db, { id: newId(), monitorId: monitor.id, group: '*', from: null, to: 'ok', at: daysAgo(days), message: null });
-  apmBucket(d, 8);
-  apmBucket(d, 6);
-  backtest(d, 100, 91);
-  const keptBacktests = [backtest(d, 100, 89), backtest(d, 200, null)];
+  const old = await evaluation(d, 100, 91);
+  const recent = await evaluation(d, 100, 89);
+  const running = await evaluation(d, 200, null);
+  const monitor = await createMonitor(d, SYSTEM, { name: 'm', type: 'external', tags: [], query: '', muted: false, comparator: 'above' });
+  for (const days of [91, 89]) await insertTransition(d.db, { id: newId(), monitorId: monitor.id, group: '*', from: null, to: 'ok', at: daysAgo(days), message: null });
+  await apmBucket(d, 8);
+  await apmBucket(d, 6);
+  await backtest(d, 100, 91);
+  const keptBacktests = [await backtest(d, 100, 89), await backtest(d, 200, null)];
 
-  const pruned = pruneHistory(d);
+  const pruned = await pruneHistory(d);
 
   assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, backtests: 1, notifications: 0, horizon: daysAgo(90) });
   assert.deepEqual(
@@ -136,31 +136,33 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
     .all()
     .map((e) => e.id);
   assert.deepEqual(left.sort(), [recent, running].sort());
-  assert.equal(ruleEvaluationsOf(d.db, [old]).length, 0, 'rule evaluations go with their evaluation');
+  assert.equal((await ruleEvaluationsOf(d.db, [old])).length, 0, 'rule evaluations go with their evaluation');
   assert.deepEqual(
-    transitionsAfter(d.db, [monitor.id], new Date(0)).map((t) => t.at),
+    (await transitionsAfter(d.db, [monitor.id], new Date(0))).map((t) => t.at),
     [daysAgo(89)],
   );
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 
-  assert.deepEqual(pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+  assert.deepEqual(await pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
 });
 
-test('pruneHistory deletes notification deliveries settled past retention; a pending one stays however old', () => {
+test('pruneHistory deletes notification deliveries settled past retention; a pending one stays however old', async () => {
   const d = deps();
-  const channel = insertChannel(d.db, { id: newId(), name: 'c', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...stamp(SYSTEM, NOW) });
-  const row = (status: 'delivered' | 'failed' | 'pending', days: number) => {
+  const channel = await insertChannel(d.db, { id: newId(), name: 'c', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...stamp(SYSTEM, NOW) });
+  const row = async (status: 'delivered' | 'failed' | 'pending', days: number) => {
     const id = newId();
-    insertOutbox(d.db, [{ id, eventKey: id, event: 'test', channelId: channel.id, env: 'prod', payload: {}, status, nextAttemptAt: daysAgo(days), createdAt: daysAgo(days) }]);
+    await insertOutbox(d.db, [
+      { id, eventKey: id, event: 'test', channelId: channel.id, env: 'prod', payload: {}, status, nextAttemptAt: daysAgo(days), createdAt: daysAgo(days) },
+    ]);
     return id;
   };
-  row('delivered', 91);
-  row('failed', 91);
-  const pending = row('pending', 91);
-  const recent = row('delivered', 89);
+  await row('delivered', 91);
+  await row('failed', 91);
+  const pending = await row('pending', 91);
+  const recent = await row('delivered', 89);
 
-  assert.equal(pruneHistory(d).notifications, 2);
+  assert.equal((await pruneHistory(d)).notifications, 2);
   const left = d.db
     .select({ id: notificationOutbox.id })
     .from(notificationOutbox)

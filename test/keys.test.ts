@@ -132,7 +132,7 @@ describe('revocation and expiry end every open stream', () => {
     });
     await sleep(300);
     // Another process shares the database file but not this server's event bus.
-    revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
+    await revokeApiKey({ ...s.app.deps, events: createEvents() }, SYSTEM, key.id);
     const error = endingError(await stream.rest(10_000));
     assert.equal(error?.extensions?.code, 'UNAUTHENTICATED');
     assert.match(error.message, /"cli-revoked" was revoked/);

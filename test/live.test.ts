@@ -61,8 +61,8 @@ describe('live operations', () => {
     await d.report(monitor, 'OK');
     const id = (await d.evaluate({ service: 'live-gone', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'live:gone' })] } })).data.evaluateGate.id;
     await d.follow(id); // until it finishes
-    const stream = followEvaluation(s.app.deps, SYSTEM, id); // found now
-    assert.ok(deleteFinishedBefore(s.app.deps.db, new Date(Date.now() + 60_000)) >= 1); // retention removes it
+    const stream = await followEvaluation(s.app.deps, SYSTEM, id); // found now
+    assert.ok((await deleteFinishedBefore(s.app.deps.db, new Date(Date.now() + 60_000))) >= 1); // retention removes it
     assert.deepEqual(await stream.next(), { done: true, value: undefined });
   });
 
@@ -88,7 +88,7 @@ describe('live operations', () => {
   });
 
   test('a monitor search that does not parse is refused naming its field, as the monitors query refuses it', async () => {
-    assert.throws(() => monitorTransitions(s.app.deps, SYSTEM, { query: 'service:(' }), { code: 'BAD_USER_INPUT', field: 'query' });
+    await assert.rejects(async () => monitorTransitions(s.app.deps, SYSTEM, { query: 'service:(' }), { code: 'BAD_USER_INPUT', field: 'query' });
     const listed = await s.gql('{ monitors(query: "service:(") { totalCount } }');
     const watched = await s.gql('subscription { monitorStateChanged(query: "service:(") { to } }');
     assert.equal(listed.errors?.[0]?.extensions?.code, 'BAD_USER_INPUT');

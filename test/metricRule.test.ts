@@ -234,7 +234,7 @@ describe('metric rule options through the API', () => {
   test('tollgate apply: metric rules are created, unchanged on a second run, exported and applied back as they are', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-metric-apply-'));
     const key = await s.createKey(['gates:write']);
-    const tollgate = (args: string[]) => runTollgate([...args, '--url', s.url, '--api-key', key]);
+    const tollgate = async (args: string[]) => runTollgate([...args, '--url', s.url, '--api-key', key]);
     const file = (name: string, text: string) => {
       writeFileSync(join(dir, name), text);
       return join(dir, name);

@@ -5,11 +5,11 @@ import { sql } from 'drizzle-orm';
 import { claimCandidates, claimDue, insertChannel, insertOutbox, nextDueAt } from '../src/db/notifications.ts';
 import { memoryDb, T0 } from './helpers/engine.ts';
 
-test('a channel with one send under way gets one more claimed, not perChannel more', () => {
+test('a channel with one send under way gets one more claimed, not perChannel more', async () => {
   const db = memoryDb();
   const now = new Date(T0);
   const who = { createdAt: now, createdById: 'k', createdByName: 'k', updatedAt: now, updatedById: 'k', updatedByName: 'k' };
-  insertChannel(db, { id: 'c1', name: 'slow', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...who });
+  await insertChannel(db, { id: 'c1', name: 'slow', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...who });
   const row = (i: number) => ({
     id: `r${i}`,
     eventKey: `k${i}`,
@@ -21,11 +21,11 @@ test('a channel with one send under way gets one more claimed, not perChannel mo
     nextAttemptAt: now,
     createdAt: now,
   });
-  insertOutbox(db, [row(1), row(2), row(3)]);
+  await insertOutbox(db, [row(1), row(2), row(3)]);
   // r1 is being sent (one in flight); r2 and r3 fall due.
-  assert.equal(claimDue(db, 'n', now, 30_000, 1, 2, new Map()).length, 1);
-  assert.equal(claimDue(db, 'n', now, 30_000, 16, 2, new Map([['c1', 1]])).length, 1, 'two in flight at most');
-  assert.equal(claimDue(db, 'n', now, 30_000, 16, 2, new Map([['c1', 2]])).length, 0);
+  assert.equal((await claimDue(db, 'n', now, 30_000, 1, 2, new Map())).length, 1);
+  assert.equal((await claimDue(db, 'n', now, 30_000, 16, 2, new Map([['c1', 1]]))).length, 1, 'two in flight at most');
+  assert.equal((await claimDue(db, 'n', now, 30_000, 16, 2, new Map([['c1', 2]]))).length, 0);
 });
 
 test('a claim reads a few due rows of each channel through an index, never every due row (a flood of thousands drains without a sort of all of them per send)', () => {
@@ -37,12 +37,12 @@ test('a claim reads a few due rows of each channel through an index, never every
   for (const d of reads) assert.match(d, /^SEARCH (y .*\(channel_id=\? AND status=\?|x .*\(id=\?\)$)/, plan.join('\n'));
 });
 
-test('the next due time is the earliest pending attempt or running-out claim', () => {
+test('the next due time is the earliest pending attempt or running-out claim', async () => {
   const db = memoryDb();
   const now = new Date(T0);
   const who = { createdAt: now, createdById: 'k', createdByName: 'k', updatedAt: now, updatedById: 'k', updatedByName: 'k' };
-  insertChannel(db, { id: 'c1', name: 'c', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...who });
-  assert.equal(nextDueAt(db), null);
+  await insertChannel(db, { id: 'c1', name: 'c', type: 'slack', url: 'https://hooks.example.com/x', secret: null, envs: ['prod'], ...who });
+  assert.equal(await nextDueAt(db), null);
   const row = (i: number, at: number) => ({
     id: `r${i}`,
     eventKey: `k${i}`,
@@ -54,8 +54,8 @@ test('the next due time is the earliest pending attempt or running-out claim', (
     nextAttemptAt: new Date(at),
     createdAt: now,
   });
-  insertOutbox(db, [row(1, T0 + 5000), row(2, T0 + 1000)]);
-  assert.equal(nextDueAt(db)?.getTime(), T0 + 1000);
-  claimDue(db, 'n', new Date(T0 + 1000), 500, 1, 2, new Map());
-  assert.equal(nextDueAt(db)?.getTime(), T0 + 1500, 'the claim of r2 runs out before r1 is due');
+  await insertOutbox(db, [row(1, T0 + 5000), row(2, T0 + 1000)]);
+  assert.equal((await nextDueAt(db))?.getTime(), T0 + 1000);
+  await claimDue(db, 'n', new Date(T0 + 1000), 500, 1, 2, new Map());
+  assert.equal((await nextDueAt(db))?.getTime(), T0 + 1500, 'the claim of r2 runs out before r1 is due');
 });

@@ -89,7 +89,7 @@ describe('query limits apply to both transports', () => {
   const tokens = `{ gates(first: 1) { edges { ${'cursor '.repeat(2100)} } } }`;
 
   for (const transport of ['http', 'ws'] as const) {
-    const run = (query: string) => (transport === 'http' ? s.gql(query) : wsOnce(s.ws(), query));
+    const run = async (query: string) => (transport === 'http' ? s.gql(query) : await wsOnce(s.ws(), query));
     test(`${transport}: too many aliases, too many tokens are refused`, async () => {
       const a = await run(aliases);
       assert.match(a.errors?.[0]?.message ?? '', /aliases/i);

@@ -49,7 +49,7 @@ describe('OTLP/HTTP from the OpenTelemetry JS SDK', () => {
     test(`${encoding}: requests land by resource, version and error type`, async () => {
       const service = `otel-${encoding}`;
       await emit(new Exporter({ url: `${s.url}/v1/traces`, headers: { authorization: `Bearer ${key}` } }), service, 'v2.1');
-      const counts = countsByResource(s.app.deps.db, window(service)).sort((a, b) => (a.resource < b.resource ? -1 : 1));
+      const counts = (await countsByResource(s.app.deps.db, window(service))).sort((a, b) => (a.resource < b.resource ? -1 : 1));
       assert.deepEqual(
         counts.map((c) => [c.version, c.resource, c.primaryTag, c.hits, c.errors]),
         [
@@ -58,7 +58,7 @@ describe('OTLP/HTTP from the OpenTelemetry JS SDK', () => {
           ['v2.1', 'orders process', 'region:eu-west-1', 1, 0],
         ],
       );
-      const types = errorTypes(s.app.deps.db, window(service));
+      const types = await errorTypes(s.app.deps.db, window(service));
       assert.deepEqual(
         types.map((t) => [t.resource, t.errorType, t.count, t.sampleMessage]),
         [['POST /pay', 'PaymentGatewayError', 1, 'card declined by upstream']],
@@ -133,15 +133,15 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     const answer = (await r.json()) as any;
     assert.equal(answer.partialSuccess.rejectedSpans, '2');
     assert.match(answer.partialSuccess.errorMessage, /service.name/);
-    assert.equal(countsByResource(s.app.deps.db, window('kept-service'))[0]?.hits, 1);
+    assert.equal((await countsByResource(s.app.deps.db, window('kept-service')))[0]?.hits, 1);
   });
 
   test('backfilled spans land in the past, where they happened', async () => {
     const past = Date.now() - 3_600_000;
     const old = span('GET /old', { startTimeUnixNano: String(BigInt(past) * 1_000_000n), endTimeUnixNano: String(BigInt(past + 1) * 1_000_000n) });
     assert.equal((await post(JSON.stringify(batch('backfill', [old])))).status, 200);
-    assert.equal(countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: past - 10_000, to: past + 10_000 })[0]?.hits, 1);
-    assert.equal(countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: Date.now() - 60_000, to: Date.now() + 60_000 }).length, 0);
+    assert.equal((await countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: past - 10_000, to: past + 10_000 }))[0]?.hits, 1);
+    assert.equal((await countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: Date.now() - 60_000, to: Date.now() + 60_000 })).length, 0);
   });
 
   test('a key limited to staging cannot ingest prod spans', async () => {
@@ -149,7 +149,7 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     const r = await post(JSON.stringify(batch('limited', [span('GET /x')])), {}, staging);
     assert.equal(r.status, 200);
     assert.equal(((await r.json()) as any).partialSuccess.rejectedSpans, '1');
-    assert.equal(countsByResource(s.app.deps.db, window('limited')).length, 0);
+    assert.equal((await countsByResource(s.app.deps.db, window('limited'))).length, 0);
   });
 });
 
@@ -240,6 +240,6 @@ describe('OTLP receiver: structures and times that are not requests', () => {
     const answer = (await r.json()) as any;
     assert.equal(answer.partialSuccess.rejectedSpans, '2');
     assert.match(answer.partialSuccess.errorMessage, /outside the retention period or in the future/);
-    assert.equal(countsByResource(s.app.deps.db, { service: 'odd', env: '', from: 0, to: Number.MAX_SAFE_INTEGER })[0]?.hits, 1);
+    assert.equal((await countsByResource(s.app.deps.db, { service: 'odd', env: '', from: 0, to: Number.MAX_SAFE_INTEGER }))[0]?.hits, 1);
   });
 });

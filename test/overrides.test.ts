@@ -290,7 +290,7 @@ describe('overriding an evaluation', () => {
       i: { service: 'ovr-hook', env: 'prod', rules: [{ name: 'checkout monitors', options: { monitor: { query: 'ovr:bad', duration: 0 } } }] },
     });
     assert.equal(gate.errors, undefined, JSON.stringify(gate.errors));
-    const flagger = () =>
+    const flagger = async () =>
       s.request('POST', '/hooks/flagger', {
         key: keys.ci!.secret,
         body: { name: 'ovr-hook', namespace: 'test', phase: 'Progressing', checksum: 'rev-1', metadata: { service: 'ovr-hook', env: 'prod', version: 'v2' } },
@@ -357,7 +357,7 @@ describe('overriding an evaluation', () => {
     before(async () => {
       chromium = await launchChromium();
     });
-    after(() => chromium?.close());
+    after(async () => chromium?.close());
 
     const signedIn = (path: string, key: string) => signedInPage(chromium, `${s.url}${path}`, key);
 
@@ -440,7 +440,7 @@ describe('overriding an evaluation', () => {
 
   test('tollgate override: overrides from a terminal, and says why it could not', async () => {
     const id = await failed('ovr-cli-override');
-    const run = (key: string, args: string[]) => runTollgate(['override', id, ...args], { TOLLGATE_URL: s.url, TOLLGATE_API_KEY: key });
+    const run = async (key: string, args: string[]) => runTollgate(['override', id, ...args], { TOLLGATE_URL: s.url, TOLLGATE_API_KEY: key });
     const refused = await run(keys.ci!.secret, ['--verdict', 'pass', '--reason', 'let me through']);
     assert.equal(refused.code, 1, refused.stdout + refused.stderr);
     assert.match(refused.stderr, /lacks the evaluations:override scope/);

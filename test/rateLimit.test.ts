@@ -69,7 +69,7 @@ describe('requests per key per second', () => {
   test('GraphQL over HTTP answers 429 with Retry-After and RATE_LIMITED, and another key is unaffected', async () => {
     const key = await newKey(['gates:read']);
     const other = await newKey(['gates:read']);
-    const refused = await until429(() => s.request('POST', '/graphql', { body: { query: '{ gates(first: 1) { edges { cursor } } }' }, key }));
+    const refused = await until429(async () => s.request('POST', '/graphql', { body: { query: '{ gates(first: 1) { edges { cursor } } }' }, key }));
     const retryAfter = assertRetryAfter(refused, 1);
     assert.equal(refused.json.errors[0].extensions.code, 'RATE_LIMITED');
     assert.equal(refused.json.errors[0].extensions.retryAfter, retryAfter);
@@ -80,7 +80,7 @@ describe('requests per key per second', () => {
 
   test('REST answers 429 in its own error shape', async () => {
     const key = await newKey(['gates:read']);
-    const refused = await until429(() => s.request('GET', '/api/v2/deployment_gates', { key }));
+    const refused = await until429(async () => s.request('GET', '/api/v2/deployment_gates', { key }));
     assertRetryAfter(refused, 1);
     assert.equal(refused.json.errors[0].status, '429');
     assert.equal(refused.json.errors[0].title, 'Too Many Requests');
@@ -89,7 +89,7 @@ describe('requests per key per second', () => {
 
   test('the gate hooks answer 429', async () => {
     const key = await newKey(['evaluations:write']);
-    const refused = await until429(() => s.request('GET', `/hooks/gate?service=rl-hook&env=prod&version=v1&key=${key}`, { key: null }));
+    const refused = await until429(async () => s.request('GET', `/hooks/gate?service=rl-hook&env=prod&version=v1&key=${key}`, { key: null }));
     assertRetryAfter(refused, 1);
     assert.equal(refused.json.errors[0].status, '429');
   });
@@ -122,10 +122,10 @@ describe('requests per key per second', () => {
   test('OTLP ingestion answers 429 in the OTLP shape, from a budget of its own', async () => {
     const key = await newKey(['ingest', 'gates:read']);
     // Exhaust the key's request budget: ingestion still goes through.
-    await until429(() => s.request('POST', '/graphql', { body: { query: '{ gates(first: 1) { edges { cursor } } }' }, key }));
+    await until429(async () => s.request('POST', '/graphql', { body: { query: '{ gates(first: 1) { edges { cursor } } }' }, key }));
     const accepted = await s.request('POST', '/v1/traces', { body: ingestBody, key });
     assert.equal(accepted.status, 200, accepted.text);
-    const refused = await until429(() => s.request('POST', '/v1/traces', { body: ingestBody, key }));
+    const refused = await until429(async () => s.request('POST', '/v1/traces', { body: ingestBody, key }));
     assertRetryAfter(refused, 1);
     assert.equal(refused.json.code, 429);
     assert.match(refused.json.message, /per second/);
@@ -138,7 +138,7 @@ describe('requests per key per second', () => {
     client.on('closed', () => (closed = true));
     let refused: any;
     for (let burst = 0; burst < 100 && !refused; burst++) {
-      const results = await Promise.all(Array.from({ length: 6 }, () => wsOnce(client, '{ gates(first: 1) { edges { cursor } } }')));
+      const results = await Promise.all(Array.from({ length: 6 }, async () => wsOnce(client, '{ gates(first: 1) { edges { cursor } } }')));
       refused = results.flatMap((r) => r.errors ?? []).find((e: any) => e.extensions?.code === 'RATE_LIMITED');
     }
     assert.ok(refused, 'never refused');
@@ -417,7 +417,7 @@ describe('evaluation triggers per key per minute', () => {
 
   test('REST and the Flagger hook answer 429 with Retry-After; polling an evaluation the hook started still works', async () => {
     const key = await s.createKey(['evaluations:write', 'gates:read']);
-    const hook = (run: string) =>
+    const hook = async (run: string) =>
       s.request('POST', `/hooks/flagger?key=${key}`, {
         key: null,
         body: { name: 'podinfo', namespace: 'test', phase: 'Progressing', checksum: run, metadata: { service: 'rl-hooked', env: 'prod', version: 'v2' } },

@@ -164,7 +164,8 @@ describe('integration recipes from docs/integrations.md', () => {
 
   describe('the generic curl script', { skip: skipWithout('curl') }, () => {
     const script = codeBlock('sh', '#!/bin/sh');
-    const gate = (service: string) => run('sh', ['-c', script, 'gate.sh', service, 'prod', '1.2.3'], { PATH: process.env.PATH!, TOLLGATE_URL: s.url, TOLLGATE_API_KEY: ADMIN_KEY });
+    const gate = async (service: string) =>
+      run('sh', ['-c', script, 'gate.sh', service, 'prod', '1.2.3'], { PATH: process.env.PATH!, TOLLGATE_URL: s.url, TOLLGATE_API_KEY: ADMIN_KEY });
 
     test('exits 0 on pass and 1 on fail', async () => {
       await d.report(monitor, 'OK');

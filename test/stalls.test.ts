@@ -60,7 +60,7 @@ describe('monitors are validated on every path', () => {
       body.problems.every((p) => p.length < 1000),
       'problems never echo the label',
     );
-    const monitors = allMonitors(s.app.deps.db);
+    const monitors = await allMonitors(s.app.deps.db);
     assert.ok(monitors.every((m) => m.name.length <= MAX_MONITOR_NAME_LENGTH && m.tags.every((t) => t.length <= 200)));
     assert.ok(monitors.some((m) => m.name === 'FineAlert'));
     assert.ok(!monitors.some((m) => m.name === 'HugeInstance'), 'a refused alert creates no monitor');
@@ -70,13 +70,13 @@ describe('monitors are validated on every path', () => {
     assert.ok(group.message.length <= 4000, 'a long summary is cut, not stored whole');
   });
 
-  test('createMonitor refuses what the domain refuses, whoever calls it', () => {
-    assert.throws(
-      () => createMonitor(s.app.deps, SYSTEM, { name: 'n'.repeat(MAX_MONITOR_NAME_LENGTH + 1), type: 'external', tags: [], query: '', muted: false, comparator: 'above' }),
+  test('createMonitor refuses what the domain refuses, whoever calls it', async () => {
+    await assert.rejects(
+      async () => createMonitor(s.app.deps, SYSTEM, { name: 'n'.repeat(MAX_MONITOR_NAME_LENGTH + 1), type: 'external', tags: [], query: '', muted: false, comparator: 'above' }),
       (err: any) => err.code === 'BAD_USER_INPUT' && /name/.test(err.message),
     );
-    assert.throws(
-      () =>
+    await assert.rejects(
+      async () =>
         createMonitor(s.app.deps, SYSTEM, { name: 'ok', type: 'external', tags: Array.from({ length: 101 }, (_, i) => `t:${i}`), query: '', muted: false, comparator: 'above' }),
       (err: any) => err.code === 'BAD_USER_INPUT' && /tags/.test(err.message),
     );
@@ -102,7 +102,7 @@ describe('imported Prometheus alerting rules are validated too', () => {
     const p = await startServer({ prometheusUrl: `http://127.0.0.1:${(prometheus.address() as AddressInfo).port}`, monitorIntervalMs: 3_600_000 });
     try {
       await p.app.monitorEvaluator.evaluateNow();
-      const names = allMonitors(p.app.deps.db).map((m) => m.name);
+      const names = (await allMonitors(p.app.deps.db)).map((m) => m.name);
       assert.deepEqual(names, ['InstanceDown']);
     } finally {
       await p.stop();
@@ -144,7 +144,7 @@ describe('monitor search is bounded and linear', () => {
   test('a search over many monitors yields to the event loop and completes', async () => {
     const name = 'a'.repeat(MAX_MONITOR_NAME_LENGTH - 4);
     for (let i = 0; i < 3000; i++)
-      createMonitor(s.app.deps, SYSTEM, { name: `${name}${i}`, type: 'external', tags: ['suite:scan', `n:${i}`], query: '', muted: false, comparator: 'above' });
+      await createMonitor(s.app.deps, SYSTEM, { name: `${name}${i}`, type: 'external', tags: ['suite:scan', `n:${i}`], query: '', muted: false, comparator: 'above' });
     const pattern = `${'*a'.repeat((MAX_PATTERN_LENGTH - 2) / 2)}b*`;
     let turns = 0;
     let ticking = true;
@@ -215,7 +215,7 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
       const json = await post(small, k, Buffer.from(JSON.stringify(traces('over-json', 1001))), 'application/json');
       assert.equal(json.status, 413);
       assert.match(((await json.json()) as any).message, /more than the 1000 spans/);
-      assert.deepEqual(countsByResource(small.app.deps.db, { service: 'over-pb', env: 'prod', from: 0, to: Date.now() + 3_600_000 }), []);
+      assert.deepEqual(await countsByResource(small.app.deps.db, { service: 'over-pb', env: 'prod', from: 0, to: Date.now() + 3_600_000 }), []);
       const fits = await post(small, k, protobuf(traces('fits', 1000)), 'application/x-protobuf');
       assert.equal(fits.status, 200);
     } finally {
@@ -267,7 +267,7 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
     }
     assert.equal((await res).status, 200);
     assert.ok(answeredDuring >= 1, '/healthz answered while the request was processed');
-    const rows = countsByResource(s.app.deps.db, { service: 'large', env: 'prod', from: 0, to: Date.now() + 3_600_000 });
+    const rows = await countsByResource(s.app.deps.db, { service: 'large', env: 'prod', from: 0, to: Date.now() + 3_600_000 });
     const requests = Array.from({ length: n }, (_, i) => i).filter((i) => i % 3 !== 2);
     assert.equal(
       rows.reduce((sum, r) => sum + r.hits, 0),
@@ -292,7 +292,7 @@ describe('OTLP requests are bounded in spans and processed in slices', () => {
     const r = await post(s, ingest, torn, 'application/x-protobuf');
     assert.equal(r.status, 400);
     assert.match(Buffer.from(await r.arrayBuffer()).toString('utf8'), /not an OTLP ExportTraceServiceRequest/);
-    assert.deepEqual(countsByResource(s.app.deps.db, { service: 'torn', env: 'prod', from: 0, to: Date.now() + 3_600_000 }), []);
+    assert.deepEqual(await countsByResource(s.app.deps.db, { service: 'torn', env: 'prod', from: 0, to: Date.now() + 3_600_000 }), []);
   });
 });
 
@@ -405,21 +405,21 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
       assert.ok(answeredDuring >= 1, '/healthz answered while the request was processed');
       return res;
     };
-    const window = (service: string) => countsByResource(s.app.deps.db, { service, env: 'prod', from: 0, to: Date.now() + 3_600_000 });
+    const window = async (service: string) => countsByResource(s.app.deps.db, { service, env: 'prod', from: 0, to: Date.now() + 3_600_000 });
     const span = await send(wideSpan());
     assert.equal(span.status, 200);
     assert.deepEqual(span.body, { partialSuccess: { rejectedSpans: '1', errorMessage: `a span is over ${MAX_JSON_MESSAGE_BYTES} bytes: it was rejected` } });
     assert.deepEqual(
-      window('wide-span').map((r) => [r.resource, r.hits]),
+      (await window('wide-span')).map((r) => [r.resource, r.hits]),
       [['GET /fine', 1]],
     );
     const resource = await send(wideResource());
     assert.deepEqual(resource.body, { partialSuccess: { rejectedSpans: '2', errorMessage: `a resource is over ${MAX_JSON_MESSAGE_BYTES} bytes: its spans were rejected` } });
-    assert.deepEqual(window('wide-resource'), []);
+    assert.deepEqual(await window('wide-resource'), []);
     const batch = await send(bigBatch());
     assert.equal(batch.status, 200);
     assert.deepEqual(batch.body, {});
-    const rows = window('json-batch');
+    const rows = await window('json-batch');
     assert.equal(rows.length, 20);
     assert.equal(
       rows.reduce((sum, r) => sum + r.hits, 0),
@@ -459,7 +459,9 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
     }
     await exporter.shutdown();
     await provider.shutdown();
-    const rows = countsByResource(s.app.deps.db, { service: 'sdk-batch', env: 'prod', from: 0, to: Date.now() + 3_600_000 }).sort((a, b) => (a.resource < b.resource ? -1 : 1));
+    const rows = (await countsByResource(s.app.deps.db, { service: 'sdk-batch', env: 'prod', from: 0, to: Date.now() + 3_600_000 })).sort((a, b) =>
+      a.resource < b.resource ? -1 : 1,
+    );
     assert.deepEqual(
       rows.map((r) => [r.resource, r.primaryTag, r.hits, r.errors]),
       [0, 1, 2, 3].map((k) => [`GET /items/${k}`, 'region:eu-west-1', 512, k === 0 ? 32 : 0]),

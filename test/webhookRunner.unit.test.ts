@@ -47,11 +47,11 @@ beforeEach(() => {
 });
 
 /** A started rule; `check` asks its runner at the clock and records the answer, as the engine would. */
-function rule(options: Record<string, unknown>) {
-  const e = trigger(deps, [{ name: 'hook', options: { webhook: { url, ...options } } }]);
-  const id = recorded(db, e.id).rules[0]!.id;
+async function rule(options: Record<string, unknown>) {
+  const e = await trigger(deps, [{ name: 'hook', options: { webhook: { url, ...options } } }]);
+  const id = (await recorded(db, e.id)).rules[0]!.id;
   return async (): Promise<CheckResult> => {
-    const result = await webhookRunner.check(deps, { rule: getRuleEvaluation(db, id)!, evaluation: getEvaluation(db, e.id)!, now: clock.now() });
+    const result = await webhookRunner.check(deps, { rule: (await getRuleEvaluation(db, id))!, evaluation: (await getEvaluation(db, e.id))!, now: clock.now() });
     return recordCheck(deps, id, result);
   };
 }
@@ -61,7 +61,7 @@ const next = (r: CheckResult) => (r.status === 'in_progress' ? r.nextCheckAt.get
 describe('webhook runner', () => {
   test('a retry is due after its backoff; asked before, the rule does not call', async () => {
     script = [503, 503];
-    const check = rule({ retries: 2 });
+    const check = await rule({ retries: 2 });
     const first = await check();
     assert.equal(first.status, 'in_progress');
     assert.equal(next(first), T0 + 1000, 'first retry after 1 s');
@@ -79,7 +79,7 @@ describe('webhook runner', () => {
   });
 
   test('poll: calls at the start and every interval, passing at the window end when all passed', async () => {
-    const check = rule({ mode: 'poll', interval: 30, duration: 70 });
+    const check = await rule({ mode: 'poll', interval: 30, duration: 70 });
     const first = await check();
     assert.equal(next(first), T0 + 30_000);
     clock.advance(30_000);

@@ -231,7 +231,7 @@ async function reporting(run: () => Promise<number>): Promise<number> {
   }
 }
 
-export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; prune?: boolean }): Promise<number> {
+export async function apply(flags: ServerFlags & { file: string; dryRun?: boolean; prune?: boolean }): Promise<number> {
   return reporting(async () => {
     const desired = readGatesFile(flags.file);
     const gql = client(flags);
@@ -245,7 +245,7 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
       if (!have) {
         plan.push({
           line: `+ gate ${keyOf(want)} with ${want.rules.length} rule(s)`,
-          run: () =>
+          run: async () =>
             gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
               i: { ...want, onSourceError: want.onSourceError.toUpperCase(), rules: want.rules.map((r) => ({ name: r.name, dryRun: r.dryRun, options: optionsInput(r) })) },
             }),
@@ -255,7 +255,7 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
       if (have.dryRun !== want.dryRun || have.onSourceError !== want.onSourceError.toUpperCase()) {
         plan.push({
           line: `~ gate ${keyOf(want)}: dryRun ${have.dryRun} → ${want.dryRun}, onSourceError ${have.onSourceError.toLowerCase()} → ${want.onSourceError}`,
-          run: () =>
+          run: async () =>
             gql('mutation($id: ID!, $i: UpdateGateInput!) { updateGate(id: $id, input: $i) { id } }', {
               id: have.id,
               i: { dryRun: want.dryRun, onSourceError: want.onSourceError.toUpperCase() },
@@ -266,28 +266,29 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
       for (const r of want.rules) {
         const old = rules.get(r.name);
         rules.delete(r.name);
-        const add = () =>
+        const add = async () =>
           gql('mutation($g: ID!, $i: RuleInput!) { createRule(gateId: $g, input: $i) { id } }', { g: have.id, i: { name: r.name, dryRun: r.dryRun, options: optionsInput(r) } });
         if (!old) {
           plan.push({ line: `+ rule ${keyOf(want)} "${r.name}"`, run: add });
         } else if (old.type !== typeName(r.options.type)) {
           plan.push({
             line: `± rule ${keyOf(want)} "${r.name}": type ${old.type.toLowerCase()} → ${r.options.type} (recreated)`,
-            run: async () => (await gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: old.id }), add()),
+            run: async () => (await gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: old.id }), await add()),
           });
         } else if (old.dryRun !== r.dryRun || !isDeepStrictEqual(comparable(old.options), comparable(r.options.options))) {
           plan.push({
             line: `~ rule ${keyOf(want)} "${r.name}"`,
-            run: () => gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: old.id, i: { dryRun: r.dryRun, options: optionsInput(r) } }),
+            run: async () =>
+              gql('mutation($id: ID!, $i: UpdateRuleInput!) { updateRule(id: $id, input: $i) { id } }', { id: old.id, i: { dryRun: r.dryRun, options: optionsInput(r) } }),
           });
         }
       }
       for (const extra of rules.values())
-        plan.push({ line: `- rule ${keyOf(want)} "${extra.name}"`, run: () => gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: extra.id }) });
+        plan.push({ line: `- rule ${keyOf(want)} "${extra.name}"`, run: async () => gql('mutation($id: ID!) { deleteRule(id: $id) }', { id: extra.id }) });
     }
     const wanted = new Set(desired.map(keyOf));
     for (const g of existing.filter((g) => !wanted.has(keyOf(g)))) {
-      if (flags.prune) plan.push({ line: `- gate ${keyOf(g)}`, run: () => gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: g.id }) });
+      if (flags.prune) plan.push({ line: `- gate ${keyOf(g)}`, run: async () => gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: g.id }) });
     }
 
     if (plan.length === 0) {
@@ -303,7 +304,7 @@ export function apply(flags: ServerFlags & { file: string; dryRun?: boolean; pru
   });
 }
 
-export function exportGates(flags: ServerFlags): Promise<number> {
+export async function exportGates(flags: ServerFlags): Promise<number> {
   return reporting(async () => {
     const gates = await existingGates(client(flags));
     const out = {

@@ -29,7 +29,7 @@ export async function demo(flags: DemoFlags): Promise<number> {
     key = generateSecret();
     const app = await buildApp(testConfig({ port: 0, host: '127.0.0.1', dbPath: join(dir, 'demo.db'), bootstrapKey: key, logLevel: 'warn' }));
     url = (await app.listen()).url;
-    stop = () => app.stop();
+    stop = async () => app.stop();
     console.log(`Started a throwaway Tollgate at ${url} (data in ${dir})`);
   }
   if (!key) {

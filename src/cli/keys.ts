@@ -54,9 +54,9 @@ function localDeps(db?: string): Deps {
   };
 }
 
-function run(action: () => void): void {
+async function run(action: () => Promise<void>): Promise<void> {
   try {
-    action();
+    await action();
   } catch (err) {
     if (err instanceof DomainError) {
       console.error(`tollgate: ${err.message}`);
@@ -80,29 +80,29 @@ function asScope(text: string): string {
   return scope;
 }
 
-export function keysCreate(flags: { name: string; scope: string[]; env?: string[]; db?: string }): void {
+export async function keysCreate(flags: { name: string; scope: string[]; env?: string[]; db?: string }): Promise<void> {
   const deps = localDeps(flags.db);
-  run(() => {
+  await run(async () => {
     const input = parseInput(createApiKeyInputSchema, { name: flags.name, scopes: flags.scope.map(asScope), envs: flags.env }, 'key');
-    const { key, secret } = createApiKey(deps, SYSTEM, input);
+    const { key, secret } = await createApiKey(deps, SYSTEM, input);
     console.log(secret);
     console.error(`created API key ${key.id} "${key.name}" (${key.scopes.join(', ')}${key.envs ? `; envs ${key.envs.join(', ')}` : ''}); the secret above is shown once`);
   });
   deps.db.$client.close();
 }
 
-export function keysList(flags: { db?: string }): void {
+export async function keysList(flags: { db?: string }): Promise<void> {
   const deps = localDeps(flags.db);
-  for (const k of listApiKeys(deps, SYSTEM)) {
+  for (const k of await listApiKeys(deps, SYSTEM)) {
     console.log([k.id, k.prefix, k.name, k.scopes.join(','), k.envs?.join(',') ?? '*', k.revokedAt ? `revoked ${k.revokedAt.toISOString()}` : 'active'].join('\t'));
   }
   deps.db.$client.close();
 }
 
-export function keysRevoke(id: string, flags: { db?: string }): void {
+export async function keysRevoke(id: string, flags: { db?: string }): Promise<void> {
   const deps = localDeps(flags.db);
-  run(() => {
-    const key = revokeApiKey(deps, SYSTEM, id);
+  await run(async () => {
+    const key = await revokeApiKey(deps, SYSTEM, id);
     console.error(`revoked API key ${key.id} "${key.name}"`);
   });
   deps.db.$client.close();

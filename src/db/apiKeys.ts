@@ -4,23 +4,23 @@ import { apiKeys } from './schema.ts';
 
 export type ApiKeyRow = typeof apiKeys.$inferSelect;
 
-export function insertApiKey(db: Tx, row: typeof apiKeys.$inferInsert): ApiKeyRow {
+export async function insertApiKey(db: Tx, row: typeof apiKeys.$inferInsert): Promise<ApiKeyRow> {
   return db.insert(apiKeys).values(row).returning().get();
 }
 
-export function getApiKey(db: Tx, id: string): ApiKeyRow | undefined {
+export async function getApiKey(db: Tx, id: string): Promise<ApiKeyRow | undefined> {
   return db.select().from(apiKeys).where(eq(apiKeys.id, id)).get();
 }
 
-export function listApiKeys(db: Tx): ApiKeyRow[] {
+export async function listApiKeys(db: Tx): Promise<ApiKeyRow[]> {
   return db.select().from(apiKeys).orderBy(asc(apiKeys.id)).all();
 }
 
-export function revokeApiKeyRow(db: Tx, id: string, at: Date): ApiKeyRow {
+export async function revokeApiKeyRow(db: Tx, id: string, at: Date): Promise<ApiKeyRow> {
   return db.update(apiKeys).set({ revokedAt: at }).where(eq(apiKeys.id, id)).returning().get()!;
 }
 
-export function hasActiveAdminKey(db: Tx): boolean {
+export async function hasActiveAdminKey(db: Tx): Promise<boolean> {
   return db
     .select({ id: apiKeys.id, scopes: apiKeys.scopes })
     .from(apiKeys)
@@ -48,7 +48,7 @@ export function preparedKeyLookup(db: Db) {
 }
 
 /** Of these key ids, the ones revoked (a bounded list: the keys that hold open streams). */
-export function revokedAmong(db: Tx, ids: readonly string[]): string[] {
+export async function revokedAmong(db: Tx, ids: readonly string[]): Promise<string[]> {
   const revoked: string[] = [];
   for (let i = 0; i < ids.length; i += 500) {
     const chunk = ids.slice(i, i + 500);

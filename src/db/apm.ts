@@ -114,7 +114,7 @@ function statements(db: Tx) {
  * Adds a batch to the store: counts add up, sketches merge, the first sample message of an
  * error type is kept. Call inside a transaction, with the root handle (prepared statements).
  */
-export function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): void {
+export async function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): Promise<void> {
   const st = statements(db);
   for (const { durations, ...s } of stats) {
     const existing = st.find.get(s);
@@ -149,7 +149,7 @@ export interface CountRow {
 }
 
 /** Hits and errors per version, resource and primary-tag value over a window. */
-export function countsByResource(db: Tx, w: Window): CountRow[] {
+export async function countsByResource(db: Tx, w: Window): Promise<CountRow[]> {
   return db
     .select({
       version: apmStats.version,
@@ -169,7 +169,7 @@ export interface BucketRow extends CountRow {
 }
 
 /** Hits and errors per bucket, version, resource and primary-tag value (sequential tests). */
-export function bucketCounts(db: Tx, w: Window): BucketRow[] {
+export async function bucketCounts(db: Tx, w: Window): Promise<BucketRow[]> {
   return db
     .select({
       bucket: apmStats.bucket,
@@ -194,7 +194,7 @@ export interface ErrorTypeRow {
 }
 
 /** Error types seen per version (and resource) over a window, with a sample message. */
-export function errorTypes(db: Tx, w: Window): ErrorTypeRow[] {
+export async function errorTypes(db: Tx, w: Window): Promise<ErrorTypeRow[]> {
   return db
     .select({
       version: apmErrors.version,
@@ -215,7 +215,7 @@ export interface SketchRow extends CountRow {
 }
 
 /** Every stored row of a window, sketches included, for metrics that need latency. */
-export function statsRows(db: Tx, w: Window): SketchRow[] {
+export async function statsRows(db: Tx, w: Window): Promise<SketchRow[]> {
   return db
     .select({
       version: apmStats.version,
@@ -231,7 +231,7 @@ export function statsRows(db: Tx, w: Window): SketchRow[] {
 }
 
 /** Buckets older than the horizon go (both tables). */
-export function pruneApm(db: Tx, before: number): number {
+export async function pruneApm(db: Tx, before: number): Promise<number> {
   const stats = db.delete(apmStats).where(lt(apmStats.bucket, before)).run().changes;
   return stats + db.delete(apmErrors).where(lt(apmErrors.bucket, before)).run().changes;
 }

@@ -7,12 +7,12 @@ export type AuditEntry = typeof auditLog.$inferInsert;
 export type AuditRow = typeof auditLog.$inferSelect;
 
 /** Written inside the transaction of the change it describes, so neither exists without the other. */
-export function insertAudit(db: Tx, entries: AuditEntry[]): void {
+export async function insertAudit(db: Tx, entries: AuditEntry[]): Promise<void> {
   if (entries.length > 0) db.insert(auditLog).values(entries).run();
 }
 
 /** The entries of one action on these targets, oldest first (the target index). */
-export function auditEntriesOf(db: Tx, targetType: string, targetIds: readonly string[], action: string): AuditRow[] {
+export async function auditEntriesOf(db: Tx, targetType: string, targetIds: readonly string[], action: string): Promise<AuditRow[]> {
   if (targetIds.length === 0) return [];
   return db
     .select()
@@ -23,7 +23,7 @@ export function auditEntriesOf(db: Tx, targetType: string, targetIds: readonly s
 }
 
 /** How many entries of one action a target has. */
-export function countAuditEntries(db: Tx, targetType: string, targetId: string, action: string): number {
+export async function countAuditEntries(db: Tx, targetType: string, targetId: string, action: string): Promise<number> {
   return db
     .select({ n: count() })
     .from(auditLog)

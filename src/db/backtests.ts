@@ -6,11 +6,11 @@ import { apmStats, type BacktestStatus, backtests } from './schema.ts';
 export type BacktestRow = typeof backtests.$inferSelect;
 export type NewBacktestRow = typeof backtests.$inferInsert;
 
-export function insertBacktest(db: Tx, row: NewBacktestRow): BacktestRow {
+export async function insertBacktest(db: Tx, row: NewBacktestRow): Promise<BacktestRow> {
   return db.insert(backtests).values(row).returning().get();
 }
 
-export function getBacktest(db: Tx, id: string): BacktestRow | undefined {
+export async function getBacktest(db: Tx, id: string): Promise<BacktestRow | undefined> {
   return db.select().from(backtests).where(eq(backtests.id, id)).get();
 }
 
@@ -19,7 +19,7 @@ export type BacktestListRow = Omit<BacktestRow, 'results'>;
 const { results: _results, ...listColumns } = getTableColumns(backtests);
 
 /** Newest first; keyset on the id (UUIDv7, creation order). Results are left out: see BacktestListRow. */
-export function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): BacktestListRow[] {
+export async function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): Promise<BacktestListRow[]> {
   const where: SQL[] = [];
   if (filter.envs) where.push(inList(backtests.env, filter.envs));
   if (filter.gateId) where.push(eq(backtests.gateId, filter.gateId));
@@ -34,7 +34,7 @@ export function listBacktests(db: Tx, filter: { envs: readonly string[] | null; 
 }
 
 /** Backtests of a key still running (the partial index holds only those). */
-export function countRunningBacktestsBy(db: Tx, createdById: string): number {
+export async function countRunningBacktestsBy(db: Tx, createdById: string): Promise<number> {
   return db
     .select({ n: count() })
     .from(backtests)
@@ -43,7 +43,7 @@ export function countRunningBacktestsBy(db: Tx, createdById: string): number {
 }
 
 /** Backtests running on the whole server, every key's. */
-export function countRunningBacktests(db: Tx): number {
+export async function countRunningBacktests(db: Tx): Promise<number> {
   return db.select({ n: count() }).from(backtests).where(eq(backtests.status, 'running')).get()!.n;
 }
 
@@ -51,7 +51,7 @@ export function countRunningBacktests(db: Tx): number {
  * Changes a backtest only while it runs (a canceled one stays canceled whatever its job still
  * writes); the row after the change, or undefined when it was no longer running.
  */
-export function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBacktestRow>): BacktestRow | undefined {
+export async function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBacktestRow>): Promise<BacktestRow | undefined> {
   return db
     .update(backtests)
     .set({ ...patch, revision: sql`${backtests.revision} + 1` })
@@ -66,7 +66,7 @@ export function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBack
  * back under another id (a new container's hostname) would otherwise leave them running for
  * good, counted against the running limits. Several servers per store would need a lease here.
  */
-export function failInterruptedBacktests(db: Tx, at: Date): BacktestRow[] {
+export async function failInterruptedBacktests(db: Tx, at: Date): Promise<BacktestRow[]> {
   return db
     .update(backtests)
     .set({ status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: at, revision: sql`${backtests.revision} + 1` })
@@ -86,7 +86,7 @@ export interface VersionSpan {
  * The versions with requests in [from, to) of a service/env, first seen first, at most `limit`
  * (the service/env/bucket index bounds the scan to the window).
  */
-export function versionsIn(db: Tx, w: { service: string; env: string; from: number; to: number }, limit: number): VersionSpan[] {
+export async function versionsIn(db: Tx, w: { service: string; env: string; from: number; to: number }, limit: number): Promise<VersionSpan[]> {
   const first = min(apmStats.bucket);
   return db
     .select({ version: apmStats.version, firstSeen: sql<number>`${first}`, lastSeen: sql<number>`${max(apmStats.bucket)}` })
@@ -99,11 +99,11 @@ export function versionsIn(db: Tx, w: { service: string; env: string; from: numb
 }
 
 /** Ends a running backtest as canceled; undefined when it was no longer running. */
-export function cancelBacktestRow(db: Tx, id: string, at: Date, byName: string): BacktestRow | undefined {
+export async function cancelBacktestRow(db: Tx, id: string, at: Date, byName: string): Promise<BacktestRow | undefined> {
   return updateRunningBacktest(db, id, { status: 'canceled', finishedAt: at, error: `canceled by ${byName}` });
 }
 
 /** Ended backtests whose end is before `horizon` go (retention); running ones stay. */
-export function deleteBacktestsFinishedBefore(db: Tx, horizon: Date): number {
+export async function deleteBacktestsFinishedBefore(db: Tx, horizon: Date): Promise<number> {
   return db.delete(backtests).where(lt(backtests.finishedAt, horizon)).run().changes;
 }

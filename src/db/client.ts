@@ -17,6 +17,57 @@ export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Data
 /** A drizzle handle or a transaction on it: repository functions work inside either. */
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
+const IN_TRANSACTION = Symbol('tollgate.inTransaction');
+/** Per connection: the end of the transaction queue (better-sqlite3 has one connection, so one transaction at a time). */
+const queues = new WeakMap<object, Promise<void>>();
+let savepoints = 0;
+
+/**
+ * Runs `work` in one transaction: committed when it resolves, rolled back when it throws.
+ * Called with a transaction handle, `work` joins it (a savepoint, so its own failure undoes only
+ * its part, as nested better-sqlite3 transactions did).
+ *
+ * On SQLite the one connection is shared by every request, so transactions queue: `work` starts
+ * when the previous one has ended, and must await only the database (a network call inside
+ * would hold every writer). Reads outside a transaction may see a running transaction's
+ * writes; nothing writes outside one.
+ */
+export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Promise<T> {
+  const client = (db as Db).$client;
+  if ((db as { [IN_TRANSACTION]?: boolean })[IN_TRANSACTION]) {
+    const name = `sp${++savepoints}`;
+    client.exec(`SAVEPOINT ${name}`);
+    try {
+      const result = await work(db);
+      client.exec(`RELEASE ${name}`);
+      return result;
+    } catch (err) {
+      if (client.inTransaction) client.exec(`ROLLBACK TO ${name}; RELEASE ${name}`);
+      throw err;
+    }
+  }
+  const previous = queues.get(client) ?? Promise.resolve();
+  let release!: () => void;
+  const done = new Promise<void>((resolve) => (release = resolve));
+  queues.set(client, done);
+  await previous;
+  try {
+    const tx = Object.create(db, { [IN_TRANSACTION]: { value: true } }) as Tx;
+    client.exec('BEGIN IMMEDIATE');
+    try {
+      const result = await work(tx);
+      client.exec('COMMIT');
+      return result;
+    } catch (err) {
+      if (client.inTransaction) client.exec('ROLLBACK');
+      throw err;
+    }
+  } finally {
+    if (queues.get(client) === done) queues.delete(client);
+    release();
+  }
+}
+
 /** Keyset page over UUIDv7 ids: `after`/`before` are ids, `inverted` reads backwards. */
 export interface KeysetPage {
   after?: string;

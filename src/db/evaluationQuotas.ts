@@ -10,7 +10,7 @@ import { evaluations } from './schema.ts';
  * (index evaluations_running_by_key_idx): in progress, or decided with rules still watching
  * (dry-run rules run their whole window; a gate of dry-run rules only is decided at once).
  */
-export function countRunningBy(db: Tx, keyId: string, atMost: number): number {
+export async function countRunningBy(db: Tx, keyId: string, atMost: number): Promise<number> {
   const rows = db
     .select({ one: sql`1` })
     .from(evaluations)
@@ -24,7 +24,7 @@ export function countRunningBy(db: Tx, keyId: string, atMost: number): number {
  * When the key's evaluations started after `since`, newest first, at most `atMost` of them
  * (index evaluations_triggered_by_started_idx).
  */
-export function startsSince(db: Tx, keyId: string, since: Date, atMost: number): Date[] {
+export async function startsSince(db: Tx, keyId: string, since: Date, atMost: number): Promise<Date[]> {
   return db
     .select({ startedAt: evaluations.startedAt })
     .from(evaluations)

@@ -13,13 +13,13 @@ export type Status = EvaluationRow['status'];
 
 export type { EvaluationFilter } from './evaluationFilter.ts';
 
-export function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): void {
+export async function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): Promise<void> {
   db.insert(evaluations).values(row).run();
   db.insert(ruleEvaluations).values(rules).run();
 }
 
 // The engine reads and writes these for every check: prepared once per connection.
-export function getEvaluation(db: Tx, id: string): EvaluationRow | undefined {
+export async function getEvaluation(db: Tx, id: string): Promise<EvaluationRow | undefined> {
   return prepared(db, 'getEvaluation', () =>
     db
       .select()
@@ -30,7 +30,7 @@ export function getEvaluation(db: Tx, id: string): EvaluationRow | undefined {
 }
 
 /** Idempotency keys are unique per environment: another env's use of the same key is not found. */
-export function findByIdempotencyKey(db: Tx, env: string, key: string): EvaluationRow | undefined {
+export async function findByIdempotencyKey(db: Tx, env: string, key: string): Promise<EvaluationRow | undefined> {
   return db
     .select()
     .from(evaluations)
@@ -38,7 +38,7 @@ export function findByIdempotencyKey(db: Tx, env: string, key: string): Evaluati
     .get();
 }
 
-export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): RuleEvaluationRow[] {
+export async function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): Promise<RuleEvaluationRow[]> {
   if (evaluationIds.length === 0) return [];
   return prepared(db, 'ruleEvaluationsOf', () =>
     db
@@ -50,7 +50,7 @@ export function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): Rul
   ).all({ ids: JSON.stringify(evaluationIds) });
 }
 
-export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undefined {
+export async function getRuleEvaluation(db: Tx, id: string): Promise<RuleEvaluationRow | undefined> {
   return prepared(db, 'getRuleEvaluation', () =>
     db
       .select()
@@ -61,7 +61,7 @@ export function getRuleEvaluation(db: Tx, id: string): RuleEvaluationRow | undef
 }
 
 /** Prepared per set of columns patched (the engine always patches the same few). */
-export function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRuleEvaluationRow>): void {
+export async function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRuleEvaluationRow>): Promise<void> {
   const { signature, set, values } = preparedSet(patch);
   prepared(db, `updateRuleEvaluation:${signature}`, () =>
     db
@@ -72,7 +72,7 @@ export function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRu
   ).run({ ...values, id });
 }
 
-export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvaluationRow>): EvaluationRow {
+export async function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvaluationRow>): Promise<EvaluationRow> {
   const { signature, set, values } = preparedSet(patch);
   return prepared(db, `updateEvaluation:${signature}`, () =>
     db
@@ -85,7 +85,7 @@ export function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvalua
 }
 
 /** How many evaluations the filter selects: one COUNT, the same conditions as a page. */
-export function countEvaluations(db: Tx, filter: EvaluationFilter): number {
+export async function countEvaluations(db: Tx, filter: EvaluationFilter): Promise<number> {
   return db
     .select({ n: sql<number>`count(*)` })
     .from(evaluations)
@@ -94,7 +94,7 @@ export function countEvaluations(db: Tx, filter: EvaluationFilter): number {
 }
 
 /** Newest first: `after` moves to older evaluations (ids are time-ordered). */
-export function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
+export async function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPage): Promise<EvaluationRow[]> {
   const where = filterSql(filter);
   if (page.after) where.push(lt(evaluations.id, page.after));
   if (page.before) where.push(gt(evaluations.id, page.before));
@@ -136,12 +136,12 @@ function ruleFilterSql(rules: RuleEvaluationFilter): SQL[] {
  * Rule evaluations with their evaluation, of the evaluations `filter` selects: newest evaluation
  * first, each one's rules in order. `after` is where the previous page ended.
  */
-export function listRuleEvaluations(
+export async function listRuleEvaluations(
   db: Tx,
   filter: EvaluationFilter,
   rules: RuleEvaluationFilter,
   page: { after?: { evaluationId: string; position: number }; limit: number },
-): Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }> {
+): Promise<Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }>> {
   const where = [...filterSql(filter), ...ruleFilterSql(rules)];
   const after = page.after;
   if (after) {
@@ -161,7 +161,7 @@ export function listRuleEvaluations(
  * Takes over unfinished evaluations nobody drives: unowned, or with an expired lease. With
  * `includeOwn` (at start) also those already leased to this node, left by its previous life.
  */
-export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date, includeOwn: boolean): string[] {
+export async function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Date, includeOwn: boolean): Promise<string[]> {
   const orphaned = or(isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now));
   const notOurs = or(isNull(evaluations.leaseOwner), ne(evaluations.leaseOwner, owner));
   const claimable = and(isNull(evaluations.finishedAt), includeOwn ? or(eq(evaluations.leaseOwner, owner), orphaned) : and(notOurs, orphaned));
@@ -175,7 +175,7 @@ export function claimUnfinished(db: Tx, owner: string, now: Date, leaseUntil: Da
 }
 
 /** Running rules of the evaluations this node drives (to find any the scheduler lost). */
-export function runningRulesOf(db: Tx, owner: string): Array<{ id: string; evaluationId: string }> {
+export async function runningRulesOf(db: Tx, owner: string): Promise<Array<{ id: string; evaluationId: string }>> {
   return db
     .select({ id: ruleEvaluations.id, evaluationId: ruleEvaluations.evaluationId })
     .from(ruleEvaluations)
@@ -184,14 +184,14 @@ export function runningRulesOf(db: Tx, owner: string): Array<{ id: string; evalu
     .all();
 }
 
-export function renewLeases(db: Tx, owner: string, leaseUntil: Date): void {
+export async function renewLeases(db: Tx, owner: string, leaseUntil: Date): Promise<void> {
   db.update(evaluations)
     .set({ leaseExpiresAt: leaseUntil })
     .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
     .run();
 }
 
-export function releaseLeases(db: Tx, owner: string): void {
+export async function releaseLeases(db: Tx, owner: string): Promise<void> {
   db.update(evaluations)
     .set({ leaseExpiresAt: new Date(0) })
     .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
@@ -199,7 +199,7 @@ export function releaseLeases(db: Tx, owner: string): void {
 }
 
 /** Finished evaluations older than the retention horizon go, their rule evaluations with them. */
-export function deleteFinishedBefore(db: Tx, horizon: Date): number {
+export async function deleteFinishedBefore(db: Tx, horizon: Date): Promise<number> {
   return db
     .delete(evaluations)
     .where(and(lte(evaluations.finishedAt, horizon)))
@@ -225,9 +225,9 @@ export interface EvaluationStatsRow {
 }
 
 /** Aggregates for the explorer: real statuses (dry run ignored), grouped several ways. */
-export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): EvaluationStatsRow {
+export async function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): Promise<EvaluationStatsRow> {
   const where = and(...filterSql(filter));
-  const { failingGates, failingRules } = mostFailing(db, filter, limit);
+  const { failingGates, failingRules } = await mostFailing(db, filter, limit);
   const byStatus = db.select({ status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(evaluations.status).all();
   const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
   const byDay = db.select({ day, status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(day, evaluations.status).orderBy(day).all();
@@ -246,7 +246,7 @@ export function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number)
  * no id); a rule is its stored id within its gate (named as in its newest evaluation: a rule
  * may be renamed), or its name and type for just-in-time rules.
  */
-export function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Pick<EvaluationStatsRow, 'failingGates' | 'failingRules'> {
+export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Promise<Pick<EvaluationStatsRow, 'failingGates' | 'failingRules'>> {
   const where = and(...filterSql(filter));
   const failures = sql<number>`sum(case when ${evaluations.status} = 'fail' then 1 else 0 end)`;
   const failingGates = db
@@ -323,7 +323,7 @@ const FACET_COLUMNS = {
  * The values of one facet with how many evaluations each selects, most first, at most `limit`.
  * `filter` should leave out the facet's own selection, so that every value stays offered.
  */
-export function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limit: number): FacetValueRow[] {
+export async function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limit: number): Promise<FacetValueRow[]> {
   const where = and(...filterSql(filter));
   const n = sql<number>`count(*)`;
   if (facet === 'gate') {
@@ -364,7 +364,7 @@ export function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limi
 }
 
 /** Evaluations per UTC day and real status. */
-export function countsByDay(db: Tx, filter: EvaluationFilter): Array<{ day: string; status: Status; count: number }> {
+export async function countsByDay(db: Tx, filter: EvaluationFilter): Promise<Array<{ day: string; status: Status; count: number }>> {
   const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
   return db
     .select({ day, status: evaluations.status, count: sql<number>`count(*)` })
@@ -388,7 +388,7 @@ export interface FailedRuleLine {
  * Failed rules of the filtered evaluations, newest evaluation first, `limit` at a time: the
  * light columns only (no evidence); `after` is the last line of the previous page.
  */
-export function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<FailedRuleLine, 'evaluationId' | 'position'> | null, limit: number): FailedRuleLine[] {
+export async function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<FailedRuleLine, 'evaluationId' | 'position'> | null, limit: number): Promise<FailedRuleLine[]> {
   const where = [...filterSql(filter), eq(ruleEvaluations.status, 'fail')];
   if (after) {
     where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
@@ -410,7 +410,7 @@ export function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<Fa
     .all();
 }
 
-export function getRuleEvaluations(db: Tx, ids: readonly string[]): RuleEvaluationRow[] {
+export async function getRuleEvaluations(db: Tx, ids: readonly string[]): Promise<RuleEvaluationRow[]> {
   if (ids.length === 0) return [];
   return db.select().from(ruleEvaluations).where(inList(ruleEvaluations.id, ids)).all();
 }
@@ -419,7 +419,7 @@ export function getRuleEvaluations(db: Tx, ids: readonly string[]): RuleEvaluati
  * Nearest-rank percentiles of decidedAt − startedAt (ms) over the decided (pass or fail)
  * evaluations of the filter, from one sort: ranks ⌈p·n⌉ in integer arithmetic (p to 0.001).
  */
-export function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonly number[]): { count: number; byPercent: Map<number, number>; max: number | null } {
+export async function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonly number[]): Promise<{ count: number; byPercent: Map<number, number>; max: number | null }> {
   const where = and(...filterSql(filter), inList(evaluations.status, ['pass', 'fail']), isNotNull(evaluations.decidedAt));
   const ms = sql<number>`(${evaluations.decidedAt} - ${evaluations.startedAt})`;
   const ranked = db
@@ -442,7 +442,11 @@ export function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonl
  * The newest `limit` evaluations of each gate, one indexed read per gate: a gate's evaluations
  * share its key, so the key's (service, env, identifier, startedAt) index walks back from now.
  */
-export function latestEvaluationsOfGates(db: Tx, gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>, limit: number): EvaluationRow[] {
+export async function latestEvaluationsOfGates(
+  db: Tx,
+  gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>,
+  limit: number,
+): Promise<EvaluationRow[]> {
   return gates.flatMap((g) =>
     db
       .select()

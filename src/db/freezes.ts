@@ -20,12 +20,12 @@ const activeSql = (at: Date): SQL => and(lte(freezes.startsAt, at), or(isNull(fr
 export const isFreezeActive = (f: Pick<FreezeRow, 'startsAt' | 'endsAt' | 'endedAt'>, at: Date): boolean =>
   f.startsAt <= at && (f.endsAt === null || f.endsAt > at) && (f.endedAt === null || f.endedAt > at);
 
-export function getFreeze(db: Tx, id: string): FreezeRow | undefined {
+export async function getFreeze(db: Tx, id: string): Promise<FreezeRow | undefined> {
   return db.select().from(freezes).where(eq(freezes.id, id)).get();
 }
 
 /** Newest first; keyset on the id (UUIDv7, creation order). */
-export function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string; limit: number }): FreezeRow[] {
+export async function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string; limit: number }): Promise<FreezeRow[]> {
   const where: SQL[] = [];
   if (filter.envIn?.length) where.push(inList(freezes.env, filter.envIn));
   if (filter.envs) where.push(inList(freezes.env, filter.envs));
@@ -41,7 +41,7 @@ export function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string
 }
 
 /** The freezes of an environment active at `at`, for one service (those of every service included). */
-export function activeFreezesFor(db: Tx, env: string, service: string, at: Date): FreezeRow[] {
+export async function activeFreezesFor(db: Tx, env: string, service: string, at: Date): Promise<FreezeRow[]> {
   return db
     .select()
     .from(freezes)
@@ -51,10 +51,10 @@ export function activeFreezesFor(db: Tx, env: string, service: string, at: Date)
     .all();
 }
 
-export function insertFreeze(db: Tx, row: NewFreezeRow): FreezeRow {
+export async function insertFreeze(db: Tx, row: NewFreezeRow): Promise<FreezeRow> {
   return db.insert(freezes).values(row).returning().get();
 }
 
-export function updateFreezeRow(db: Tx, id: string, patch: Partial<NewFreezeRow>): FreezeRow {
+export async function updateFreezeRow(db: Tx, id: string, patch: Partial<NewFreezeRow>): Promise<FreezeRow> {
   return db.update(freezes).set(patch).where(eq(freezes.id, id)).returning().get()!;
 }

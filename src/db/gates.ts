@@ -12,16 +12,16 @@ export type NewRuleRow = typeof rules.$inferInsert;
 
 export type { GateFilter } from './gateFilter.ts';
 
-export function getGate(db: Tx, id: string): GateRow | undefined {
+export async function getGate(db: Tx, id: string): Promise<GateRow | undefined> {
   return db.select().from(gates).where(eq(gates.id, id)).get();
 }
 
-export function getGates(db: Tx, ids: readonly string[]): GateRow[] {
+export async function getGates(db: Tx, ids: readonly string[]): Promise<GateRow[]> {
   if (ids.length === 0) return [];
   return db.select().from(gates).where(inList(gates.id, ids)).all();
 }
 
-export function getGateByKey(db: Tx, service: string, env: string, identifier: string): GateRow | undefined {
+export async function getGateByKey(db: Tx, service: string, env: string, identifier: string): Promise<GateRow | undefined> {
   return db
     .select()
     .from(gates)
@@ -30,7 +30,7 @@ export function getGateByKey(db: Tx, service: string, env: string, identifier: s
 }
 
 /** How many gates the filter selects: one COUNT, the same conditions as a page. */
-export function countGates(db: Tx, filter: GateFilter): number {
+export async function countGates(db: Tx, filter: GateFilter): Promise<number> {
   return db
     .select({ n: sql<number>`count(*)` })
     .from(gates)
@@ -43,7 +43,7 @@ export function countGates(db: Tx, filter: GateFilter): number {
  * prepared once per combination of the conditions given (values are parameters): building and
  * preparing the SQL again was a tenth of a page read.
  */
-export function listGateIds(db: Tx, filter: GateFilter, page: KeysetPage): string[] {
+export async function listGateIds(db: Tx, filter: GateFilter, page: KeysetPage): Promise<string[]> {
   const where = preparedGateFilter(filter);
   const after = page.after || undefined;
   const before = page.before || undefined;
@@ -61,7 +61,7 @@ export function listGateIds(db: Tx, filter: GateFilter, page: KeysetPage): strin
 }
 
 /** The rules of many gates in one statement, whatever their number, in creation order. */
-export function rulesOfGates(db: Tx, gateIds: readonly string[]): RuleRow[] {
+export async function rulesOfGates(db: Tx, gateIds: readonly string[]): Promise<RuleRow[]> {
   if (gateIds.length === 0) return [];
   const stmt = prepared(db, 'rulesOfGates', () =>
     db
@@ -75,31 +75,31 @@ export function rulesOfGates(db: Tx, gateIds: readonly string[]): RuleRow[] {
   return stmt.all({ ids: JSON.stringify(gateIds) });
 }
 
-export function getRule(db: Tx, id: string): RuleRow | undefined {
+export async function getRule(db: Tx, id: string): Promise<RuleRow | undefined> {
   return db.select().from(rules).where(eq(rules.id, id)).get();
 }
 
-export function insertGate(db: Tx, row: NewGateRow): GateRow {
+export async function insertGate(db: Tx, row: NewGateRow): Promise<GateRow> {
   return db.insert(gates).values(row).returning().get();
 }
 
-export function insertRules(db: Tx, rows: NewRuleRow[]): RuleRow[] {
+export async function insertRules(db: Tx, rows: NewRuleRow[]): Promise<RuleRow[]> {
   if (rows.length === 0) return [];
   return db.insert(rules).values(rows).returning().all();
 }
 
-export function updateGateRow(db: Tx, id: string, patch: Partial<NewGateRow>): GateRow {
+export async function updateGateRow(db: Tx, id: string, patch: Partial<NewGateRow>): Promise<GateRow> {
   return db.update(gates).set(patch).where(eq(gates.id, id)).returning().get()!;
 }
 
-export function deleteGateRow(db: Tx, id: string): void {
+export async function deleteGateRow(db: Tx, id: string): Promise<void> {
   db.delete(gates).where(eq(gates.id, id)).run();
 }
 
-export function updateRuleRow(db: Tx, id: string, patch: Partial<NewRuleRow>): RuleRow {
+export async function updateRuleRow(db: Tx, id: string, patch: Partial<NewRuleRow>): Promise<RuleRow> {
   return db.update(rules).set(patch).where(eq(rules.id, id)).returning().get()!;
 }
 
-export function deleteRuleRow(db: Tx, id: string): void {
+export async function deleteRuleRow(db: Tx, id: string): Promise<void> {
   db.delete(rules).where(eq(rules.id, id)).run();
 }

@@ -24,12 +24,12 @@ const rowsChanged = () => {
   generation++;
 };
 
-export function getMonitor(db: Tx, id: string): MonitorRow | undefined {
+export async function getMonitor(db: Tx, id: string): Promise<MonitorRow | undefined> {
   return db.select().from(monitors).where(eq(monitors.id, id)).get();
 }
 
 // Rules read these on every check: prepared once per connection, any number of ids.
-export function getMonitors(db: Tx, ids: readonly string[]): MonitorRow[] {
+export async function getMonitors(db: Tx, ids: readonly string[]): Promise<MonitorRow[]> {
   if (ids.length === 0) return [];
   return prepared(db, 'getMonitors', () =>
     db
@@ -44,7 +44,7 @@ export function getMonitors(db: Tx, ids: readonly string[]): MonitorRow[] {
  * External monitors carrying any of these tags, oldest first: one statement for any number of
  * tags, so a receiver looks up the monitors a notification names without reading them all.
  */
-export function externalMonitorsTagged(db: Tx, tags: readonly string[]): MonitorRow[] {
+export async function externalMonitorsTagged(db: Tx, tags: readonly string[]): Promise<MonitorRow[]> {
   if (tags.length === 0) return [];
   return db
     .select()
@@ -55,12 +55,12 @@ export function externalMonitorsTagged(db: Tx, tags: readonly string[]): Monitor
 }
 
 /** Monitors of these types, in creation order: the evaluator's own, without the pushed ones. */
-export function monitorsOfType(db: Tx, types: readonly MonitorRow['type'][]): MonitorRow[] {
+export async function monitorsOfType(db: Tx, types: readonly MonitorRow['type'][]): Promise<MonitorRow[]> {
   return db.select().from(monitors).where(inList(monitors.type, types)).orderBy(asc(monitors.id)).all();
 }
 
 /** Every monitor: queries in the monitor search language are matched in memory. */
-export function allMonitors(db: Tx): MonitorRow[] {
+export async function allMonitors(db: Tx): Promise<MonitorRow[]> {
   return db.select().from(monitors).orderBy(asc(monitors.id)).all();
 }
 
@@ -68,7 +68,7 @@ export function allMonitors(db: Tx): MonitorRow[] {
  * Up to `limit` monitors after `afterId` (from the first without it), in creation order: a
  * search reads every monitor a page per turn of the event loop, not 40,000 rows in one go.
  */
-export function monitorsPage(db: Tx, afterId: string | null, limit: number): MonitorRow[] {
+export async function monitorsPage(db: Tx, afterId: string | null, limit: number): Promise<MonitorRow[]> {
   return db
     .select()
     .from(monitors)
@@ -78,22 +78,22 @@ export function monitorsPage(db: Tx, afterId: string | null, limit: number): Mon
     .all();
 }
 
-export function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): MonitorRow {
+export async function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): Promise<MonitorRow> {
   rowsChanged();
   return db.insert(monitors).values(row).returning().get();
 }
 
-export function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): MonitorRow {
+export async function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): Promise<MonitorRow> {
   rowsChanged();
   return db.update(monitors).set(patch).where(eq(monitors.id, id)).returning().get()!;
 }
 
-export function deleteMonitorRow(db: Tx, id: string): void {
+export async function deleteMonitorRow(db: Tx, id: string): Promise<void> {
   rowsChanged();
   db.delete(monitors).where(eq(monitors.id, id)).run();
 }
 
-export function groupsOf(db: Tx, monitorIds: readonly string[]): MonitorGroupRow[] {
+export async function groupsOf(db: Tx, monitorIds: readonly string[]): Promise<MonitorGroupRow[]> {
   if (monitorIds.length === 0) return [];
   return prepared(db, 'groupsOf', () =>
     db
@@ -105,7 +105,7 @@ export function groupsOf(db: Tx, monitorIds: readonly string[]): MonitorGroupRow
   ).all({ ids: JSON.stringify(monitorIds) });
 }
 
-export function getGroup(db: Tx, monitorId: string, group: string): MonitorGroupRow | undefined {
+export async function getGroup(db: Tx, monitorId: string, group: string): Promise<MonitorGroupRow | undefined> {
   return db
     .select()
     .from(monitorGroups)
@@ -113,7 +113,7 @@ export function getGroup(db: Tx, monitorId: string, group: string): MonitorGroup
     .get();
 }
 
-export function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): void {
+export async function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): Promise<void> {
   generation++;
   db.insert(monitorGroups)
     .values(row)
@@ -124,19 +124,19 @@ export function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): voi
     .run();
 }
 
-export function touchGroup(db: Tx, monitorId: string, group: string, at: Date, message: string | null): void {
+export async function touchGroup(db: Tx, monitorId: string, group: string, at: Date, message: string | null): Promise<void> {
   db.update(monitorGroups)
     .set({ lastReportedAt: at, message })
     .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
     .run();
 }
 
-export function insertTransition(db: Tx, row: typeof monitorTransitions.$inferInsert): TransitionRow {
+export async function insertTransition(db: Tx, row: typeof monitorTransitions.$inferInsert): Promise<TransitionRow> {
   return db.insert(monitorTransitions).values(row).returning().get();
 }
 
 /** Transitions of these monitors strictly after `after`, oldest first. */
-export function transitionsAfter(db: Tx, monitorIds: readonly string[], after: Date): TransitionRow[] {
+export async function transitionsAfter(db: Tx, monitorIds: readonly string[], after: Date): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
   return prepared(db, 'transitionsAfter', () =>
     db
@@ -153,7 +153,7 @@ export function transitionsAfter(db: Tx, monitorIds: readonly string[], after: D
  * Transitions of these monitors in (after, until], oldest first. Bounded by `until`: a window
  * in the past (a backtest) does not read the history since.
  */
-export function transitionsWithin(db: Tx, monitorIds: readonly string[], after: Date, until: Date): TransitionRow[] {
+export async function transitionsWithin(db: Tx, monitorIds: readonly string[], after: Date, until: Date): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
   return prepared(db, 'transitionsWithin', () =>
     db
@@ -173,7 +173,7 @@ export function transitionsWithin(db: Tx, monitorIds: readonly string[], after: 
 }
 
 /** A group's first transition strictly after `after` (the monitor/at index, then its group). */
-export function firstTransitionAfter(db: Tx, monitorId: string, group: string, after: Date): TransitionRow | undefined {
+export async function firstTransitionAfter(db: Tx, monitorId: string, group: string, after: Date): Promise<TransitionRow | undefined> {
   return prepared(db, 'firstTransitionAfter', () =>
     db
       .select()
@@ -191,7 +191,7 @@ export function firstTransitionAfter(db: Tx, monitorId: string, group: string, a
   ).get({ monitorId, group, after: after.getTime() });
 }
 
-export function recentTransitions(db: Tx, monitorId: string, limit: number): TransitionRow[] {
+export async function recentTransitions(db: Tx, monitorId: string, limit: number): Promise<TransitionRow[]> {
   return db
     .select()
     .from(monitorTransitions)
@@ -201,7 +201,7 @@ export function recentTransitions(db: Tx, monitorId: string, limit: number): Tra
     .all();
 }
 
-export function setSourceHealth(db: Tx, monitorId: string, error: string | null): void {
+export async function setSourceHealth(db: Tx, monitorId: string, error: string | null): Promise<void> {
   rowsChanged();
   db.update(monitors)
     .set(error === null ? { sourceErrors: 0, lastSourceError: null } : { sourceErrors: sql`${monitors.sourceErrors} + 1`, lastSourceError: error })
@@ -214,7 +214,11 @@ export function setSourceHealth(db: Tx, monitorId: string, error: string | null)
  * one would, with the statements prepared once and the transitions inserted a hundred per
  * statement: a sweep records thousands of groups.
  */
-export function markNoData(db: Tx, rows: ReadonlyArray<{ id: string; monitorId: string; group: string; from: MonitorStateValue; message: string }>, at: Date): TransitionRow[] {
+export async function markNoData(
+  db: Tx,
+  rows: ReadonlyArray<{ id: string; monitorId: string; group: string; from: MonitorStateValue; message: string }>,
+  at: Date,
+): Promise<TransitionRow[]> {
   if (rows.length === 0) return [];
   generation++;
   const patch = (message: string) => ({ state: 'no_data' as const, since: at, lastReportedAt: at, message });
@@ -238,11 +242,11 @@ export function markNoData(db: Tx, rows: ReadonlyArray<{ id: string; monitorId: 
  * Groups of monitors with a no-data timeframe whose last report is older than it, at most
  * `limit` of them after `after` in (monitor, group) order, so a sweep goes through them in pages.
  */
-export function silentGroups(
+export async function silentGroups(
   db: Tx,
   now: Date,
   page: { after?: { monitorId: string; group: string }; limit?: number } = {},
-): Array<{ monitorId: string; group: string; state: MonitorStateValue; timeframe: number }> {
+): Promise<Array<{ monitorId: string; group: string; state: MonitorStateValue; timeframe: number }>> {
   const query = db
     .select({ monitorId: monitorGroups.monitorId, group: monitorGroups.group, state: monitorGroups.state, timeframe: sql<number>`${monitors.noDataTimeframe}` })
     .from(monitorGroups)
@@ -260,7 +264,7 @@ export function silentGroups(
 }
 
 /** Transitions older than the retention horizon; running windows never reach that far back. */
-export function deleteTransitionsBefore(db: Tx, horizon: Date): number {
+export async function deleteTransitionsBefore(db: Tx, horizon: Date): Promise<number> {
   return db.delete(monitorTransitions).where(lt(monitorTransitions.at, horizon)).run().changes;
 }
 
@@ -270,7 +274,7 @@ const SEVERITY_SQL = sql<number>`max(case ${monitorGroups.state} when 'alert' th
 const BY_SEVERITY: MonitorStateValue[] = ['ok', 'warn', 'no_data', 'alert'];
 
 /** Each monitor's worst group state, one aggregate row per monitor (none for a monitor no group reported). */
-export function worstStatesOf(db: Tx, monitorIds: readonly string[]): Map<string, MonitorStateValue> {
+export async function worstStatesOf(db: Tx, monitorIds: readonly string[]): Promise<Map<string, MonitorStateValue>> {
   if (monitorIds.length === 0) return new Map();
   const rows = db
     .select({ monitorId: monitorGroups.monitorId, severity: SEVERITY_SQL })
@@ -282,7 +286,7 @@ export function worstStatesOf(db: Tx, monitorIds: readonly string[]): Map<string
 }
 
 /** Transitions of these monitors within [from, to], oldest first, at most `limit`. */
-export function transitionsBetween(db: Tx, monitorIds: readonly string[], from: Date, to: Date, limit: number): TransitionRow[] {
+export async function transitionsBetween(db: Tx, monitorIds: readonly string[], from: Date, to: Date, limit: number): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
   return db
     .select()

@@ -23,11 +23,11 @@ const channelOfWithin = (channelId: SQL | typeof notificationOutbox.channelId | 
     ? undefined
     : sql`not exists (select 1 from ${notificationChannels}, json_each(${notificationChannels.envs}) where ${notificationChannels.id} = ${channelId} and value not in (select value from json_each(${JSON.stringify(envs)})))`;
 
-export function getChannel(db: Tx, id: string): ChannelRow | undefined {
+export async function getChannel(db: Tx, id: string): Promise<ChannelRow | undefined> {
   return db.select().from(notificationChannels).where(eq(notificationChannels.id, id)).get();
 }
 
-export function listChannels(db: Tx, envs: readonly string[] | null, page: { after?: string; limit: number }): ChannelRow[] {
+export async function listChannels(db: Tx, envs: readonly string[] | null, page: { after?: string; limit: number }): Promise<ChannelRow[]> {
   return db
     .select()
     .from(notificationChannels)
@@ -38,7 +38,7 @@ export function listChannels(db: Tx, envs: readonly string[] | null, page: { aft
 }
 
 /** Channels serving `env` that a reader of `envs` sees (null: every one). */
-export function countChannelsOfEnv(db: Tx, env: string, envs: readonly string[] | null): number {
+export async function countChannelsOfEnv(db: Tx, env: string, envs: readonly string[] | null): Promise<number> {
   return db
     .select({ n: sql<number>`count(*)` })
     .from(notificationChannels)
@@ -46,23 +46,28 @@ export function countChannelsOfEnv(db: Tx, env: string, envs: readonly string[] 
     .get()!.n;
 }
 
-export function insertChannel(db: Tx, row: NewChannelRow): ChannelRow {
+export async function insertChannel(db: Tx, row: NewChannelRow): Promise<ChannelRow> {
   return db.insert(notificationChannels).values(row).returning().get();
 }
 
-export function updateChannelRow(db: Tx, id: string, patch: Partial<NewChannelRow>): ChannelRow {
+export async function updateChannelRow(db: Tx, id: string, patch: Partial<NewChannelRow>): Promise<ChannelRow> {
   return db.update(notificationChannels).set(patch).where(eq(notificationChannels.id, id)).returning().get()!;
 }
 
-export function deleteChannelRow(db: Tx, id: string): void {
+export async function deleteChannelRow(db: Tx, id: string): Promise<void> {
   db.delete(notificationChannels).where(eq(notificationChannels.id, id)).run();
 }
 
-export function getSubscription(db: Tx, id: string): SubscriptionRow | undefined {
+export async function getSubscription(db: Tx, id: string): Promise<SubscriptionRow | undefined> {
   return db.select().from(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).get();
 }
 
-export function listSubscriptions(db: Tx, envs: readonly string[] | null, filter: { channelId?: string }, page: { after?: string; limit: number }): SubscriptionRow[] {
+export async function listSubscriptions(
+  db: Tx,
+  envs: readonly string[] | null,
+  filter: { channelId?: string },
+  page: { after?: string; limit: number },
+): Promise<SubscriptionRow[]> {
   return db
     .select()
     .from(notificationSubscriptions)
@@ -79,12 +84,12 @@ export function listSubscriptions(db: Tx, envs: readonly string[] | null, filter
     .all();
 }
 
-export function countSubscriptionsOfEnv(db: Tx, env: string): number {
+export async function countSubscriptionsOfEnv(db: Tx, env: string): Promise<number> {
   return db.select({ n: sql<number>`count(*)` }).from(notificationSubscriptions).where(eq(notificationSubscriptions.env, env)).get()!.n;
 }
 
 /** Subscriptions of a channel reaching outside `envs` (a channel cannot shrink under them). */
-export function subscriptionEnvsOf(db: Tx, channelId: string): string[] {
+export async function subscriptionEnvsOf(db: Tx, channelId: string): Promise<string[]> {
   const rows = db
     .select({ env: notificationSubscriptions.env })
     .from(notificationSubscriptions)
@@ -94,15 +99,15 @@ export function subscriptionEnvsOf(db: Tx, channelId: string): string[] {
   return rows.map((r) => r.env);
 }
 
-export function insertSubscription(db: Tx, row: NewSubscriptionRow): SubscriptionRow {
+export async function insertSubscription(db: Tx, row: NewSubscriptionRow): Promise<SubscriptionRow> {
   return db.insert(notificationSubscriptions).values(row).returning().get();
 }
 
-export function updateSubscriptionRow(db: Tx, id: string, patch: Partial<NewSubscriptionRow>): SubscriptionRow {
+export async function updateSubscriptionRow(db: Tx, id: string, patch: Partial<NewSubscriptionRow>): Promise<SubscriptionRow> {
   return db.update(notificationSubscriptions).set(patch).where(eq(notificationSubscriptions.id, id)).returning().get()!;
 }
 
-export function deleteSubscriptionRow(db: Tx, id: string): void {
+export async function deleteSubscriptionRow(db: Tx, id: string): Promise<void> {
   db.delete(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).run();
 }
 
@@ -110,11 +115,11 @@ export function deleteSubscriptionRow(db: Tx, id: string): void {
  * Subscriptions an evaluation of (gate, service, env) matches, each with its channel's
  * environments (what its messages may tell); bounded by the per-env cap.
  */
-export function matchingSubscriptions(
+export async function matchingSubscriptions(
   db: Tx,
   e: { gateId: string | null; service: string; env: string },
   limit: number,
-): Array<{ subscription: SubscriptionRow; channelEnvs: string[] }> {
+): Promise<Array<{ subscription: SubscriptionRow; channelEnvs: string[] }>> {
   return db
     .select({ subscription: notificationSubscriptions, channelEnvs: notificationChannels.envs })
     .from(notificationSubscriptions)
@@ -135,7 +140,7 @@ export function matchingSubscriptions(
  * The last evaluation of the same service, env and identifier started before `before` that
  * reached a verdict (pass or fail, or an override): what a pass "recovers" from.
  */
-export function previousVerdict(db: Tx, e: { id: string; service: string; env: string; identifier: string; startedAt: Date }) {
+export async function previousVerdict(db: Tx, e: { id: string; service: string; env: string; identifier: string; startedAt: Date }) {
   return db
     .select()
     .from(evaluations)
@@ -155,7 +160,7 @@ export function previousVerdict(db: Tx, e: { id: string; service: string; env: s
 }
 
 /** Queues rows; an event already queued (same event_key) is left as it is. */
-export function insertOutbox(db: Tx, rows: NewOutboxRow[]): void {
+export async function insertOutbox(db: Tx, rows: NewOutboxRow[]): Promise<void> {
   if (rows.length > 0) db.insert(notificationOutbox).values(rows).onConflictDoNothing({ target: notificationOutbox.eventKey }).run();
 }
 
@@ -165,7 +170,7 @@ export interface DeliveryFilter {
   evaluationId?: string;
 }
 
-export function listDeliveries(db: Tx, envs: readonly string[] | null, filter: DeliveryFilter, page: { after?: string; limit: number }): OutboxRow[] {
+export async function listDeliveries(db: Tx, envs: readonly string[] | null, filter: DeliveryFilter, page: { after?: string; limit: number }): Promise<OutboxRow[]> {
   return db
     .select()
     .from(notificationOutbox)
@@ -184,7 +189,7 @@ export function listDeliveries(db: Tx, envs: readonly string[] | null, filter: D
     .all();
 }
 
-export function getDelivery(db: Tx, id: string): OutboxRow | undefined {
+export async function getDelivery(db: Tx, id: string): Promise<OutboxRow | undefined> {
   return db.select().from(notificationOutbox).where(eq(notificationOutbox.id, id)).get();
 }
 
@@ -195,7 +200,7 @@ export function getDelivery(db: Tx, id: string): OutboxRow | undefined {
  * At most `perChannel` rows of one channel, counting its sends under way (`inFlight`): a
  * channel that does not answer holds a few senders, not all of them.
  */
-export function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, inFlight: ReadonlyMap<string, number>): OutboxRow[] {
+export async function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, inFlight: ReadonlyMap<string, number>): Promise<OutboxRow[]> {
   const o = notificationOutbox;
   const sending = JSON.stringify(Object.fromEntries(inFlight));
   const due = sql`select id from (${claimCandidates(now, perChannel)}) where rn + coalesce((select value from json_each(${sending}) where key = channel), 0) <= ${perChannel} order by due_at limit ${limit}`;
@@ -222,7 +227,7 @@ export function claimCandidates(now: Date, perChannel: number): SQL {
 }
 
 /** Settles a claimed row; false when the claim was no longer ours (it ran out and another took it). */
-export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number, patch: Partial<NewOutboxRow>): boolean {
+export async function settleClaim(db: Tx, id: string, nodeId: string, attempts: number, patch: Partial<NewOutboxRow>): Promise<boolean> {
   const r = db
     .update(notificationOutbox)
     .set({ ...patch, claimedBy: null, claimExpiresAt: null })
@@ -232,12 +237,12 @@ export function settleClaim(db: Tx, id: string, nodeId: string, attempts: number
 }
 
 /** Deletes every delivery of a channel (settled or not); the count. */
-export function deleteDeliveriesOfChannel(db: Tx, channelId: string): number {
+export async function deleteDeliveriesOfChannel(db: Tx, channelId: string): Promise<number> {
   return db.delete(notificationOutbox).where(eq(notificationOutbox.channelId, channelId)).run().changes;
 }
 
 /** Test messages of a channel not yet settled. */
-export function unsettledTests(db: Tx, channelId: string): number {
+export async function unsettledTests(db: Tx, channelId: string): Promise<number> {
   return db
     .select({ n: sql<number>`count(*)` })
     .from(notificationOutbox)
@@ -246,7 +251,7 @@ export function unsettledTests(db: Tx, channelId: string): number {
 }
 
 /** Deletes deliveries settled (delivered or failed) and queued before `before`; the count. */
-export function deleteSettledBefore(db: Tx, before: Date): number {
+export async function deleteSettledBefore(db: Tx, before: Date): Promise<number> {
   return db
     .delete(notificationOutbox)
     .where(and(inList(notificationOutbox.status, ['delivered', 'failed']), lt(notificationOutbox.createdAt, before)))
@@ -257,7 +262,7 @@ export function deleteSettledBefore(db: Tx, before: Date): number {
  * When the next row falls due (pending, or a claim running out), or null when none waits:
  * two minimums, the first read off the due index's end (a flood of pending rows costs nothing).
  */
-export function nextDueAt(db: Tx): Date | null {
+export async function nextDueAt(db: Tx): Promise<Date | null> {
   const o = notificationOutbox;
   const pending =
     db

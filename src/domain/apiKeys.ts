@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { type ApiKeyRow, getApiKey, hasActiveAdminKey, insertApiKey, listApiKeys as listApiKeyRows, preparedKeyLookup, revokeApiKeyRow } from '../db/apiKeys.ts';
 import { insertAudit } from '../db/audit.ts';
-import type { Db } from '../db/client.ts';
+import { type Db, transaction } from '../db/client.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import { DomainError, notFound, storageFailure } from './errors.ts';
@@ -51,10 +51,10 @@ export interface CreatedApiKey {
 
 const requireAdmin = (actor: Principal, action: string) => requireScope(actor, 'admin', action);
 
-export function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
+export async function createApiKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): Promise<CreatedApiKey> {
   requireAdmin(actor, 'create API keys');
   assertWithinActor(actor, input);
-  const created = insertNewKey(deps, actor, input);
+  const created = await insertNewKey(deps, actor, input);
   deps.events.publish('config.changed', null);
   const { key } = created;
   deps.log.info({ keyId: key.id, name: key.name, prefix: key.prefix, scopes: key.scopes, envs: key.envs, expiresAt: key.expiresAt, ...actorFields(actor) }, 'API key created');
@@ -85,7 +85,7 @@ function assertWithinActor(actor: Principal, input: CreateApiKeyInput): void {
 /** A key is inside an actor's reach when it is limited to environments the actor has. */
 const withinReach = (actor: Principal, key: ApiKeyRow): boolean => actor.envs === null || (key.envs?.every((e) => actor.envs!.includes(e)) ?? false);
 
-function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): CreatedApiKey {
+async function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): Promise<CreatedApiKey> {
   if (input.expiresAt && input.expiresAt.getTime() <= deps.now().getTime()) {
     throw new DomainError('BAD_USER_INPUT', 'input.expiresAt: must be in the future', 'input.expiresAt');
   }
@@ -98,9 +98,14 @@ function insertNewKey(deps: Deps, actor: Principal, input: CreateApiKeyInput): C
   });
 }
 
-function insertKey(db: Db, actor: Principal, now: Date, k: { name: string; scopes: Scope[]; envs: string[] | null; expiresAt: Date | null; secret: string }): CreatedApiKey {
-  const key = db.transaction((tx) => {
-    const row = insertApiKey(tx, {
+async function insertKey(
+  db: Db,
+  actor: Principal,
+  now: Date,
+  k: { name: string; scopes: Scope[]; envs: string[] | null; expiresAt: Date | null; secret: string },
+): Promise<CreatedApiKey> {
+  const key = await transaction(db, async (tx) => {
+    const row = await insertApiKey(tx, {
       id: newId(),
       name: k.name,
       secretHash: hashSecret(k.secret),
@@ -112,22 +117,22 @@ function insertKey(db: Db, actor: Principal, now: Date, k: { name: string; scope
       expiresAt: k.expiresAt,
     });
     const { secretHash: _omit, ...safe } = row;
-    insertAudit(tx, [audit(actor, now, 'api_key.created', { type: 'api_key', id: row.id }, null, safe)]);
+    await insertAudit(tx, [audit(actor, now, 'api_key.created', { type: 'api_key', id: row.id }, null, safe)]);
     return row;
   });
   return { key, secret: k.secret };
 }
 
-export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRow {
+export async function revokeApiKey(deps: Deps, actor: Principal, id: string): Promise<ApiKeyRow> {
   requireAdmin(actor, 'revoke API keys');
   const now = deps.now();
-  const revoked = deps.db.transaction((tx) => {
-    const before = getApiKey(tx, assertUuid(id, 'id'));
+  const revoked = await transaction(deps.db, async (tx) => {
+    const before = await getApiKey(tx, assertUuid(id, 'id'));
     // Keys beyond the actor's environments answer as missing: their existence is not its business.
     if (!before || !withinReach(actor, before)) throw notFound(`API key ${id} does not exist`, 'id');
     if (before.revokedAt) return before;
-    const row = revokeApiKeyRow(tx, before.id, now);
-    insertAudit(tx, [audit(actor, now, 'api_key.revoked', { type: 'api_key', id: row.id }, null, { revokedAt: now })]);
+    const row = await revokeApiKeyRow(tx, before.id, now);
+    await insertAudit(tx, [audit(actor, now, 'api_key.revoked', { type: 'api_key', id: row.id }, null, { revokedAt: now })]);
     return row;
   });
   deps.events.publish('config.changed', null);
@@ -136,24 +141,24 @@ export function revokeApiKey(deps: Deps, actor: Principal, id: string): ApiKeyRo
   return revoked;
 }
 
-export function listApiKeys(deps: Deps, actor: Principal): ApiKeyRow[] {
+export async function listApiKeys(deps: Deps, actor: Principal): Promise<ApiKeyRow[]> {
   requireAdmin(actor, 'list API keys');
-  return listApiKeyRows(deps.db).filter((k) => withinReach(actor, k));
+  return (await listApiKeyRows(deps.db)).filter((k) => withinReach(actor, k));
 }
 
 /**
  * On start: make the configured bootstrap key exist, or, when no admin key exists at all
  * (a first start), create one and return its secret so it can be printed once.
  */
-export function ensureBootstrapKey(db: Db, now: Date, configured: string | undefined): { created: boolean; secret?: string } {
+export async function ensureBootstrapKey(db: Db, now: Date, configured: string | undefined): Promise<{ created: boolean; secret?: string }> {
   if (configured) {
     if (preparedKeyLookup(db).find(hashSecret(configured))) return { created: false };
-    insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
+    await insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
     return { created: true, secret: configured };
   }
-  if (hasActiveAdminKey(db)) return { created: false };
+  if (await hasActiveAdminKey(db)) return { created: false };
   const secret = generateSecret();
-  insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret });
+  await insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret });
   return { created: true, secret };
 }
 

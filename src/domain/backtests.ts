@@ -2,6 +2,7 @@
 // telemetry, as if each had been evaluated when its version first appeared. This module validates,
 // authorizes, records and reads them; the replay itself runs in the engine (src/engine/backtest.ts),
 // which hears a new backtest on the event bus, as it hears a new evaluation.
+
 import { z } from 'zod';
 import {
   type BacktestListRow,
@@ -13,6 +14,7 @@ import {
   insertBacktest,
   listBacktests as listBacktestRows,
 } from '../db/backtests.ts';
+import { transaction } from '../db/client.ts';
 import { getGate as getGateRow, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
@@ -185,9 +187,9 @@ function backtestFor<R extends BacktestView>(reader: Pick<Principal, 'envs'>, ro
   return { ...row, results: results as unknown as BacktestRow['results'] };
 }
 
-export function getBacktest(deps: Deps, actor: Principal, id: string): BacktestRow | null {
+export async function getBacktest(deps: Deps, actor: Principal, id: string): Promise<BacktestRow | null> {
   requireRead(actor);
-  const row = getBacktestRow(deps.db, assertUuid(id, 'id'));
+  const row = await getBacktestRow(deps.db, assertUuid(id, 'id'));
   return row && canSeeEnv(actor, row.env) ? backtestFor(actor, row) : null;
 }
 
@@ -197,25 +199,25 @@ export function backtestsPageSize(first: number): number {
 }
 
 /** A backtest's per-deploy results as the reader may see them ([] for one it cannot see). */
-export function backtestResults(deps: Deps, actor: Principal, backtest: BacktestView): DeployResult[] {
-  return ((backtest.results ? backtest : getBacktest(deps, actor, backtest.id))?.results ?? []) as unknown as DeployResult[];
+export async function backtestResults(deps: Deps, actor: Principal, backtest: BacktestView): Promise<DeployResult[]> {
+  return ((backtest.results ? backtest : await getBacktest(deps, actor, backtest.id))?.results ?? []) as unknown as DeployResult[];
 }
 
 /** Newest first, of the environments the caller may see (and of one gate when asked). */
-export function listBacktests(deps: Deps, actor: Principal, filter: { gateId?: string }, page: { after?: string; limit: number }): BacktestView[] {
+export async function listBacktests(deps: Deps, actor: Principal, filter: { gateId?: string }, page: { after?: string; limit: number }): Promise<BacktestView[]> {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   if (filter.gateId) assertUuid(filter.gateId, 'gateId');
   const limit = Math.max(1, Math.min(page.limit, MAX_BACKTESTS_PAGE + 1));
-  return listBacktestRows(deps.db, { envs: actor.envs, gateId: filter.gateId }, { after: page.after, limit }).map((r) => backtestFor(actor, r));
+  return (await listBacktestRows(deps.db, { envs: actor.envs, gateId: filter.gateId }, { after: page.after, limit })).map((r) => backtestFor(actor, r));
 }
 
 /**
  * The backtest now, then each change (progress, results, the end) until it ends. NOT_FOUND, at
  * once, for one the reader cannot see.
  */
-export function followBacktest(deps: Deps, actor: Principal, id: string): AsyncIterableIterator<BacktestRow> {
-  const found = getBacktest(deps, actor, id);
+export async function followBacktest(deps: Deps, actor: Principal, id: string): Promise<AsyncIterableIterator<BacktestRow>> {
+  const found = await getBacktest(deps, actor, id);
   if (!found) throw notFound(`backtest ${id} does not exist`, 'id');
   let shown = 0;
   const show = (row: BacktestRow) => {
@@ -223,8 +225,8 @@ export function followBacktest(deps: Deps, actor: Principal, id: string): AsyncI
     return backtestFor(actor, row);
   };
   return deps.events.subscribe('backtest.changed', (row) => (row.id === found.id && row.revision > shown ? show(row) : undefined), {
-    current: () => {
-      const row = getBacktestRow(deps.db, found.id);
+    current: async () => {
+      const row = await getBacktestRow(deps.db, found.id);
       return row ? show(row) : undefined;
     },
     last: (row) => row.status !== 'running',
@@ -234,11 +236,15 @@ export function followBacktest(deps: Deps, actor: Principal, id: string): AsyncI
 // ---- writes ----
 
 /** The rules to replay: the stored gate's (as the caller may see it) or those given. */
-function configurationOf(deps: Deps, actor: Principal, input: BacktestGateInput): { gateId: string | null; service: string; env: string; configuration: BacktestConfiguration } {
+async function configurationOf(
+  deps: Deps,
+  actor: Principal,
+  input: BacktestGateInput,
+): Promise<{ gateId: string | null; service: string; env: string; configuration: BacktestConfiguration }> {
   if (input.gateId) {
-    const gate = getGateRow(deps.db, assertUuid(input.gateId, 'input.gateId'));
+    const gate = await getGateRow(deps.db, assertUuid(input.gateId, 'input.gateId'));
     if (!gate || !canSeeEnv(actor, gate.env)) throw notFound(`gate ${input.gateId} does not exist`, 'input.gateId');
-    const rules = rulesOfGates(deps.db, [gate.id]);
+    const rules = await rulesOfGates(deps.db, [gate.id]);
     if (rules.length === 0) throw badInput('input.gateId', 'the gate has no rules to replay');
     return {
       gateId: gate.id,
@@ -274,14 +280,14 @@ function configurationOf(deps: Deps, actor: Principal, input: BacktestGateInput)
  * Records a running backtest and publishes it: the engine's backtester replays it in the
  * background. Returns at once. Refused (RATE_LIMITED) past MAX_RUNNING_BACKTESTS_PER_KEY.
  */
-export function startBacktest(deps: Deps, actor: Principal, raw: unknown): BacktestRow {
+export async function startBacktest(deps: Deps, actor: Principal, raw: unknown): Promise<BacktestRow> {
   requireScope(actor, 'evaluations:write', 'start backtests');
   const input = parseInput(backtestGateInputSchema, raw, 'input');
   const now = deps.now();
   const earliest = now.getTime() - deps.config.apmRetentionDays * DAY_MS;
   if (input.to.getTime() <= earliest) throw badInput('input.to', `is before the APM store's retention (${deps.config.apmRetentionDays} days): nothing is kept that far back`);
   if (input.from > now) throw badInput('input.from', 'is in the future: no deploy has been seen there yet');
-  const { gateId, service, env, configuration } = configurationOf(deps, actor, input);
+  const { gateId, service, env, configuration } = await configurationOf(deps, actor, input);
   const skipped: SkippedRule[] = [];
   for (const r of configuration.rules) {
     const why = whyNotReplayable(r.type, r.options);
@@ -294,12 +300,12 @@ export function startBacktest(deps: Deps, actor: Principal, raw: unknown): Backt
       `no rule that counts toward the verdict can be judged from stored data (${skipped.map((s) => `${s.name}: ${s.type}`).join(', ') || 'only dry-run rules'})`,
     );
   }
-  const row = deps.db.transaction((tx) => {
-    if (countRunningBacktestsBy(tx, actor.id) >= MAX_RUNNING_BACKTESTS_PER_KEY) {
+  const row = await transaction(deps.db, async (tx) => {
+    if ((await countRunningBacktestsBy(tx, actor.id)) >= MAX_RUNNING_BACKTESTS_PER_KEY) {
       throw new RateLimitedError(`API key "${actor.name}" already has ${MAX_RUNNING_BACKTESTS_PER_KEY} backtests running, its limit: wait for one to end, or cancel one`, 30);
     }
     // Says nothing of whose they are: other keys' backtests may be in environments this key cannot see.
-    if (countRunningBacktests(tx) >= MAX_RUNNING_BACKTESTS) {
+    if ((await countRunningBacktests(tx)) >= MAX_RUNNING_BACKTESTS) {
       throw new RateLimitedError(`Tollgate is running as many backtests as it allows at once (${MAX_RUNNING_BACKTESTS}): try again when one has ended`, 60);
     }
     return insertBacktest(tx, {
@@ -326,14 +332,14 @@ export function startBacktest(deps: Deps, actor: Principal, raw: unknown): Backt
 }
 
 /** Stops a running backtest; what it replayed so far stays. CONFLICT when it already ended. */
-export function cancelBacktest(deps: Deps, actor: Principal, id: string): BacktestRow {
+export async function cancelBacktest(deps: Deps, actor: Principal, id: string): Promise<BacktestRow> {
   requireScope(actor, 'evaluations:write', 'cancel backtests');
   const now = deps.now();
-  const row = deps.db.transaction((tx) => {
-    const before = getBacktestRow(tx, assertUuid(id, 'id'));
+  const row = await transaction(deps.db, async (tx) => {
+    const before = await getBacktestRow(tx, assertUuid(id, 'id'));
     if (!before || !canSeeEnv(actor, before.env)) throw notFound(`backtest ${id} does not exist`, 'id');
     if (before.status !== 'running') throw conflict(`backtest ${id} already ended (${before.status})`, 'id');
-    return cancelBacktestRow(tx, before.id, now, actor.name)!;
+    return (await cancelBacktestRow(tx, before.id, now, actor.name))!;
   });
   deps.log.info({ backtestId: row.id, ...actorFields(actor) }, 'backtest canceled');
   deps.events.publish('backtest.changed', row);

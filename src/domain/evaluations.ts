@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { auditEntriesOf, countAuditEntries, insertAudit } from '../db/audit.ts';
-import type { KeysetPage } from '../db/client.ts';
+import { type KeysetPage, transaction } from '../db/client.ts';
 import {
   countEvaluations as countEvaluationRows,
   type EvaluationFilter,
@@ -121,25 +121,25 @@ export function checkEvaluationFilter(f: EvaluationFilterInput | null | undefine
 
 const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'evaluations:write'], 'read evaluations');
 
-export function loadSnapshot(deps: Deps, id: string): EvaluationSnapshot | null {
-  const evaluation = getEvaluationRow(deps.db, id);
-  return evaluation ? { evaluation, rules: ruleEvaluationsOf(deps.db, [id]) } : null;
+export async function loadSnapshot(deps: Deps, id: string): Promise<EvaluationSnapshot | null> {
+  const evaluation = await getEvaluationRow(deps.db, id);
+  return evaluation ? { evaluation, rules: await ruleEvaluationsOf(deps.db, [id]) } : null;
 }
 
 /**
  * The evaluation as `actor` may see it; null when it does not exist or is in an environment
  * the actor cannot see (the two are the same answer, so ids of other envs reveal nothing).
  */
-export function getEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot | null {
+export async function getEvaluation(deps: Deps, actor: Principal, id: string): Promise<EvaluationSnapshot | null> {
   requireRead(actor);
-  const snap = loadSnapshot(deps, assertUuid(id, 'id'));
+  const snap = await loadSnapshot(deps, assertUuid(id, 'id'));
   return snap && canSeeEnv(actor, snap.evaluation.env) ? snapshotFor(actor, snap) : null;
 }
 
 /** What an id the actor may not see answers, word for word the answer for an id that does not exist. */
 const noEvaluation = (id: string) => notFound(`evaluation ${id} does not exist`, 'id');
 
-export function listEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, page: KeysetPage): EvaluationRow[] {
+export async function listEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, page: KeysetPage): Promise<EvaluationRow[]> {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
@@ -147,7 +147,7 @@ export function listEvaluations(deps: Deps, actor: Principal, filter: Evaluation
 }
 
 /** How many evaluations the filter selects among those the actor may see. */
-export function countEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter): number {
+export async function countEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter): Promise<number> {
   requireRead(actor);
   return countEvaluationRows(deps.db, { ...filter, envs: actor.envs });
 }
@@ -161,12 +161,12 @@ export function gateEvaluationsLimit(first: number): number {
 }
 
 /** The newest evaluations of each gate (gates the actor already sees), at most `limit` each. */
-export function latestEvaluationsOf(
+export async function latestEvaluationsOf(
   deps: Deps,
   actor: Principal,
   gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>,
   limit: number,
-): EvaluationRow[] {
+): Promise<EvaluationRow[]> {
   requireRead(actor);
   gateEvaluationsLimit(limit);
   return latestEvaluationsOfGates(
@@ -176,7 +176,7 @@ export function latestEvaluationsOf(
   );
 }
 
-export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEvaluationRow[] {
+export async function rulesOfEvaluations(deps: Deps, ids: readonly string[]): Promise<RuleEvaluationRow[]> {
   return ruleEvaluationsOf(deps.db, ids);
 }
 
@@ -185,22 +185,22 @@ export function rulesOfEvaluations(deps: Deps, ids: readonly string[]): RuleEval
  * evaluation first, a page counting rules. `page.after` is the previous page's last rule
  * evaluation; one the actor cannot see continues nothing.
  */
-export function listRuleEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, rules: RuleEvaluationFilter, page: { after?: string; limit: number }) {
+export async function listRuleEvaluations(deps: Deps, actor: Principal, filter: EvaluationFilter, rules: RuleEvaluationFilter, page: { after?: string; limit: number }) {
   requireRead(actor);
   let after: { evaluationId: string; position: number } | undefined;
   if (page.after) {
-    const last = getRuleEvaluation(deps.db, assertUuid(page.after, 'after'));
-    const evaluation = last && getEvaluationRow(deps.db, last.evaluationId);
+    const last = await getRuleEvaluation(deps.db, assertUuid(page.after, 'after'));
+    const evaluation = last && (await getEvaluationRow(deps.db, last.evaluationId));
     if (!last || !evaluation || !canSeeEnv(actor, evaluation.env)) throw badInput('after', 'is not a rule evaluation a list can continue from');
     after = { evaluationId: last.evaluationId, position: last.position };
   }
-  return listRuleEvaluationRows(deps.db, { ...filter, envs: actor.envs }, rules, { after, limit: page.limit }).map(({ evaluation, rule }) => ({
+  return (await listRuleEvaluationRows(deps.db, { ...filter, envs: actor.envs }, rules, { after, limit: page.limit })).map(({ evaluation, rule }) => ({
     evaluation,
     rule: ruleEvaluationFor(actor, evaluation, rule),
   }));
 }
 
-export function evaluationStats(deps: Deps, actor: Principal, filter: EvaluationFilter, limit = 10) {
+export async function evaluationStats(deps: Deps, actor: Principal, filter: EvaluationFilter, limit = 10) {
   requireRead(actor);
   return evaluationStatsRows(deps.db, { ...filter, envs: actor.envs }, limit);
 }
@@ -233,7 +233,7 @@ interface Configuration {
 }
 
 /** Just-in-time rules win over a stored gate; without them the stored gate must exist and have rules. */
-function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configuration {
+async function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Promise<Configuration> {
   if (input.configuration) {
     return {
       gateId: null,
@@ -250,9 +250,9 @@ function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configur
     };
   }
   const key = `service ${input.service}, env ${input.env}, and identifier ${input.identifier}`;
-  const gate = getGateByKey(deps.db, input.service, input.env, input.identifier);
+  const gate = await getGateByKey(deps.db, input.service, input.env, input.identifier);
   if (!gate) throw notFound(`no gate found for ${key}`, 'input');
-  const rules = rulesOfGates(deps.db, [gate.id]);
+  const rules = await rulesOfGates(deps.db, [gate.id]);
   if (rules.length === 0) throw notFound(`the gate for ${key} has no rules to evaluate`, 'input');
   return {
     gateId: gate.id,
@@ -268,15 +268,15 @@ function configurationToEvaluate(deps: Deps, input: EvaluateGateInput): Configur
  * evaluations in one transaction, then publishes it (the engine schedules what it hears).
  * Returns at once; the verdict comes later.
  */
-export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateInput): EvaluationSnapshot {
+export async function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateInput): Promise<EvaluationSnapshot> {
   requireScope(actor, 'evaluations:write', 'trigger evaluations');
   assertEnvAllowed(actor, input.env);
   if (input.configuration) assertMetricRulesAllowed(deps, actor, input.configuration.rules, (i) => `input.configuration.rules[${i}]`);
   if (input.idempotencyKey) {
-    const existing = findByIdempotencyKey(deps.db, input.env, input.idempotencyKey);
+    const existing = await findByIdempotencyKey(deps.db, input.env, input.idempotencyKey);
     if (existing) return sameRequest(deps, actor, existing, input);
   }
-  const configuration = configurationToEvaluate(deps, input);
+  const configuration = await configurationToEvaluate(deps, input);
   return startEvaluation(deps, actor, {
     service: input.service,
     env: input.env,
@@ -294,12 +294,12 @@ export function evaluateGate(deps: Deps, actor: Principal, input: EvaluateGateIn
  * unique per env, and looked up in the request's env, which the actor may act on). The answer
  * is the evaluation as the actor may see it: another key of the env may have started it.
  */
-function sameRequest(
+async function sameRequest(
   deps: Deps,
   actor: Principal,
   existing: EvaluationRow,
   request: Pick<EvaluateGateInput, 'service' | 'env' | 'identifier'> & { version?: string | null; primaryTag?: string | null },
-): EvaluationSnapshot {
+): Promise<EvaluationSnapshot> {
   if ((['service', 'env', 'identifier'] as const).some((key) => existing[key] !== request[key])) {
     throw conflict('idempotencyKey was already used for a different service or identifier', 'input.idempotencyKey');
   }
@@ -308,7 +308,7 @@ function sameRequest(
   if (existing.version !== (request.version ?? null) || existing.primaryTag !== (request.primaryTag ?? null)) {
     throw conflict('idempotencyKey was already used for a different version or primaryTag', 'input.idempotencyKey');
   }
-  return snapshotFor(actor, loadSnapshot(deps, existing.id)!);
+  return snapshotFor(actor, (await loadSnapshot(deps, existing.id))!);
 }
 
 interface StartRequest extends Configuration {
@@ -325,7 +325,7 @@ interface StartRequest extends Configuration {
  * Creates the evaluation and a rule evaluation per rule (its window planned), leased to this
  * process, in one transaction, then publishes it: the engine starts checking what it hears.
  */
-function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): EvaluationSnapshot {
+async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): Promise<EvaluationSnapshot> {
   const field = req.justInTime ? 'input.configuration.rules' : 'input';
   if (!req.version && req.rules.some((r) => r.type === 'faulty_deployment_detection')) {
     throw badInput('input.version', 'version is required to evaluate a faulty_deployment_detection rule');
@@ -362,9 +362,9 @@ function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): Evalu
   });
   const initialStatus = realStatus(rules.map((r) => ({ status: 'in_progress', dryRun: r.dryRun ?? false })));
   // Counted and inserted in one synchronous run: no other trigger of this process comes between.
-  assertCanStartEvaluation(deps.db, deps.config.rateLimits, actor, now);
+  await assertCanStartEvaluation(deps.db, deps.config.rateLimits, actor, now);
   try {
-    deps.db.transaction((tx) =>
+    await transaction(deps.db, async (tx) =>
       insertEvaluation(
         tx,
         {
@@ -400,12 +400,12 @@ function startEvaluation(deps: Deps, actor: Principal, req: StartRequest): Evalu
     // checks as when it had been found first.
     const e = err as { code?: string };
     if (req.idempotencyKey && e.code === 'SQLITE_CONSTRAINT_UNIQUE') {
-      const existing = findByIdempotencyKey(deps.db, req.env, req.idempotencyKey);
+      const existing = await findByIdempotencyKey(deps.db, req.env, req.idempotencyKey);
       if (existing) return sameRequest(deps, actor, existing, req);
     }
     throw err;
   }
-  const snapshot = loadSnapshot(deps, id)!;
+  const snapshot = (await loadSnapshot(deps, id))!;
   deps.events.publish('evaluation.changed', snapshot);
   logStarted(deps, snapshot);
   logOutcome(deps, { decidedAt: null, finishedAt: null }, snapshot, null);
@@ -453,9 +453,9 @@ function logOutcome(
 }
 
 /** A new evaluation with the same inputs and the same rule snapshot as an earlier one. */
-export function rerunEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
+export async function rerunEvaluation(deps: Deps, actor: Principal, id: string): Promise<EvaluationSnapshot> {
   requireScope(actor, 'evaluations:write', 'rerun evaluations');
-  const old = loadSnapshot(deps, assertUuid(id, 'id'));
+  const old = await loadSnapshot(deps, assertUuid(id, 'id'));
   if (!old || !canSeeEnv(actor, old.evaluation.env)) throw noEvaluation(id);
   const e = old.evaluation;
   return startEvaluation(deps, actor, {
@@ -478,27 +478,27 @@ export function rerunEvaluation(deps: Deps, actor: Principal, id: string): Evalu
  * Stops the rules still running. An undecided evaluation becomes `canceled`; a decided one
  * keeps its verdict and only stops the rules that were still watching.
  */
-export function cancelEvaluation(deps: Deps, actor: Principal, id: string): EvaluationSnapshot {
+export async function cancelEvaluation(deps: Deps, actor: Principal, id: string): Promise<EvaluationSnapshot> {
   requireScope(actor, 'evaluations:write', 'cancel evaluations');
   const now = deps.now();
   let before: EvaluationRow | undefined;
   let queued = 0;
-  const snapshot = deps.db.transaction((tx) => {
-    const e = getEvaluationRow(tx, assertUuid(id, 'id'));
+  const snapshot = await transaction(deps.db, async (tx) => {
+    const e = await getEvaluationRow(tx, assertUuid(id, 'id'));
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
     if (e.finishedAt) throw conflict(`evaluation ${id} has already finished (${e.status})`, 'id');
     before = e;
-    const rules = ruleEvaluationsOf(tx, [e.id]);
+    const rules = await ruleEvaluationsOf(tx, [e.id]);
     for (const r of rules.filter((r) => r.status === 'in_progress')) {
-      updateRuleEvaluationRow(tx, r.id, { status: 'canceled', reason: `Canceled by ${actor.name}.`, finishedAt: now, nextCheckAt: null });
+      await updateRuleEvaluationRow(tx, r.id, { status: 'canceled', reason: `Canceled by ${actor.name}.`, finishedAt: now, nextCheckAt: null });
     }
-    const evaluation = updateEvaluationRow(tx, e.id, {
+    const evaluation = await updateEvaluationRow(tx, e.id, {
       status: e.status === 'in_progress' ? 'canceled' : e.status,
       decidedAt: e.decidedAt ?? now,
       finishedAt: now,
     });
-    const after = { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
-    queued = queueNotifications(tx, deps, e, after);
+    const after = { evaluation, rules: await ruleEvaluationsOf(tx, [e.id]) };
+    queued = await queueNotifications(tx, deps, e, after);
     return after;
   });
   deps.events.publish('evaluation.changed', snapshot);
@@ -529,25 +529,25 @@ export type OverrideInput = z.input<typeof overrideInputSchema>;
  * does, an undecided real status becomes `canceled`. Overriding again replaces the override
  * (the audit log keeps each one, with what it replaced). One transaction, then published.
  */
-export function overrideEvaluation(deps: Deps, actor: Principal, id: string, input: OverrideInput): EvaluationSnapshot {
+export async function overrideEvaluation(deps: Deps, actor: Principal, id: string, input: OverrideInput): Promise<EvaluationSnapshot> {
   requireScope(actor, 'evaluations:override', 'override evaluations');
   assertUuid(id, 'id');
   const { verdict, reason } = parseInput(overrideInputSchema, input, 'input');
   const now = deps.now();
   let before: EvaluationRow | undefined;
   let queued = 0;
-  const snapshot = deps.db.transaction((tx) => {
-    const e = getEvaluationRow(tx, id);
+  const snapshot = await transaction(deps.db, async (tx) => {
+    const e = await getEvaluationRow(tx, id);
     if (!e || !canSeeEnv(actor, e.env)) throw noEvaluation(id);
     // Each override stays in the evaluation's history (and in every read of it): a bounded list.
-    if (countAuditEntries(tx, 'evaluation', e.id, OVERRIDDEN) >= MAX_OVERRIDES_PER_EVALUATION) {
+    if ((await countAuditEntries(tx, 'evaluation', e.id, OVERRIDDEN)) >= MAX_OVERRIDES_PER_EVALUATION) {
       throw conflict(`evaluation ${id} has been overridden ${MAX_OVERRIDES_PER_EVALUATION} times, the most one evaluation keeps: rerun it instead`, 'id');
     }
     before = e;
     const ending = !e.finishedAt;
     if (ending) {
-      for (const r of ruleEvaluationsOf(tx, [e.id]).filter((r) => r.status === 'in_progress')) {
-        updateRuleEvaluationRow(tx, r.id, {
+      for (const r of (await ruleEvaluationsOf(tx, [e.id])).filter((r) => r.status === 'in_progress')) {
+        await updateRuleEvaluationRow(tx, r.id, {
           status: 'canceled',
           reason: `Ended by ${actor.name}'s override (${verdict}).`,
           finishedAt: now,
@@ -555,7 +555,7 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
         });
       }
     }
-    const evaluation = updateEvaluationRow(tx, e.id, {
+    const evaluation = await updateEvaluationRow(tx, e.id, {
       ...(ending && { status: e.status === 'in_progress' ? 'canceled' : e.status, decidedAt: e.decidedAt ?? now, finishedAt: now }),
       overrideStatus: verdict,
       overrideReason: reason,
@@ -564,9 +564,9 @@ export function overrideEvaluation(deps: Deps, actor: Principal, id: string, inp
       overriddenByName: actor.name,
       overrideReplaced: reported(e),
     });
-    insertAudit(tx, [audit(actor, now, OVERRIDDEN, { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
-    const after = { evaluation, rules: ruleEvaluationsOf(tx, [e.id]) };
-    queued = queueNotifications(tx, deps, e, after);
+    await insertAudit(tx, [audit(actor, now, OVERRIDDEN, { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
+    const after = { evaluation, rules: await ruleEvaluationsOf(tx, [e.id]) };
+    queued = await queueNotifications(tx, deps, e, after);
     return after;
   });
   deps.events.publish('evaluation.changed', snapshot);
@@ -619,8 +619,8 @@ const OVERRIDDEN = 'evaluation.overridden';
  * audit log: overriding again replaces the evaluation's override but not its history. The
  * caller has already read the evaluations, so may see them.
  */
-export function overridesOfEvaluations(deps: Deps, ids: readonly string[]): Array<{ evaluationId: string; override: OverrideView }> {
-  return auditEntriesOf(deps.db, 'evaluation', ids, OVERRIDDEN).flatMap((entry) => {
+export async function overridesOfEvaluations(deps: Deps, ids: readonly string[]): Promise<Array<{ evaluationId: string; override: OverrideView }>> {
+  return (await auditEntriesOf(deps.db, 'evaluation', ids, OVERRIDDEN)).flatMap((entry) => {
     const o = (entry.after as ReturnType<typeof overrideOf> | null)?.override;
     if (!o) return [];
     const override: OverrideView = {
@@ -656,27 +656,27 @@ export type RuleUpdate = Pick<NewRuleEvaluationRow, 'status' | 'reason' | 'evide
  * (canceled, or finished by a concurrent check), or, given `owner`, when that node no longer
  * holds the evaluation's lease (another node took it over while the check ran).
  */
-export function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate, owner?: string): EvaluationSnapshot | null {
+export async function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, update: RuleUpdate, owner?: string): Promise<EvaluationSnapshot | null> {
   const now = deps.now();
   let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
   let queued = 0;
-  const snapshot = deps.db.transaction((tx) => {
-    const rule = getRuleEvaluation(tx, ruleEvaluationId);
+  const snapshot = await transaction(deps.db, async (tx) => {
+    const rule = await getRuleEvaluation(tx, ruleEvaluationId);
     if (rule?.status !== 'in_progress') return null;
-    const e = getEvaluationRow(tx, rule.evaluationId);
+    const e = await getEvaluationRow(tx, rule.evaluationId);
     if (!e || e.finishedAt || (owner !== undefined && e.leaseOwner !== owner)) return null;
     before = { evaluation: e, rule };
     const done = update.status !== 'in_progress';
-    updateRuleEvaluationRow(tx, rule.id, { ...update, finishedAt: done ? now : null, nextCheckAt: done ? null : update.nextCheckAt });
-    const rules = ruleEvaluationsOf(tx, [e.id]);
+    await updateRuleEvaluationRow(tx, rule.id, { ...update, finishedAt: done ? now : null, nextCheckAt: done ? null : update.nextCheckAt });
+    const rules = await ruleEvaluationsOf(tx, [e.id]);
     const status = realStatus(rules);
-    const evaluation = updateEvaluationRow(tx, e.id, {
+    const evaluation = await updateEvaluationRow(tx, e.id, {
       status,
       decidedAt: e.decidedAt ?? (status !== 'in_progress' ? now : null),
       finishedAt: allRulesFinished(rules) ? now : null,
     });
     const after = { evaluation, rules };
-    queued = queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError, evidence: update.evidence });
+    queued = await queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError, evidence: update.evidence });
     return after;
   });
   if (snapshot) deps.events.publish('evaluation.changed', snapshot);

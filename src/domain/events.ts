@@ -84,17 +84,21 @@ export function createEvents(target: EventTarget = new EventTarget()) {
     /**
      * Events of a topic that pass `keep` (mapped to what it returns), as an iterator that stops
      * listening when returned. With `from`, the stream starts with the state `from.current()`
-     * reads right after listening began (both synchronously, so no change falls between; when
-     * there is none the stream ends at once), and ends after the value `from.last` accepts.
+     * reads after listening began (events arriving meanwhile wait behind it, so none falls
+     * between; when there is none the stream ends at once), and ends after the value
+     * `from.last` accepts. `keep` and `current` may be async (they may read the store): events
+     * still come out in the order they were published.
      */
     subscribe<T extends Topic, R = Topics[T]>(
       topic: T,
-      keep: (payload: Topics[T]) => R | undefined = (p) => p as unknown as R,
-      from?: { current: () => R | undefined; last: (value: R) => boolean },
+      keep: (payload: Topics[T]) => R | undefined | Promise<R | undefined> = (p) => p as unknown as R,
+      from?: { current: () => R | undefined | Promise<R | undefined>; last: (value: R) => boolean },
     ): Repeater<R> {
       return new Repeater<R>(async (push, stop) => {
         let pending = 0;
+        let ended = false;
         const send = (value: R) => {
+          if (ended) return;
           if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
           void push(value).then(
             () => pending--,
@@ -102,23 +106,52 @@ export function createEvents(target: EventTarget = new EventTarget()) {
           );
           if (from?.last(value)) stop();
         };
-        const off = this.on(topic, (payload) => {
-          let value: R | undefined;
+        const fail = (err: unknown) => stop(err); // this subscriber's stream fails, alone; the publisher and the others go on
+        const process = (payload: Topics[T]): Promise<void> | undefined => {
+          let value: R | undefined | Promise<R | undefined>;
           try {
             value = keep(payload);
           } catch (err) {
-            return stop(err); // this subscriber's stream fails, alone; the publisher and the others go on
+            fail(err);
+            return undefined;
           }
+          if (value instanceof Promise) return value.then((v) => (v === undefined ? undefined : send(v)), fail);
           if (value !== undefined) send(value);
+          return undefined;
+        };
+        // Async work (a `keep` or `current` that reads) runs one at a time, in arrival order.
+        let busy: Promise<void> | undefined;
+        let waiting = 0;
+        const after = (work: Promise<void> | undefined) => {
+          if (!work) return;
+          const mine = (busy = work.then(() => {
+            if (busy === mine) busy = undefined;
+          }));
+        };
+        const off = this.on(topic, (payload) => {
+          if (ended) return;
+          if (!busy) return after(process(payload));
+          if (++waiting > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
+          after(
+            busy.then(() => {
+              waiting--;
+              return ended ? undefined : process(payload);
+            }),
+          );
         });
         try {
           if (from) {
-            const current = from.current();
-            if (current === undefined) stop();
-            else send(current);
+            after(
+              (async () => {
+                const current = await from.current();
+                if (current === undefined) stop();
+                else send(current);
+              })().catch(fail),
+            );
           }
           await stop;
         } finally {
+          ended = true;
           off();
         }
       });

@@ -1,8 +1,10 @@
 // Ad-hoc freezes: set and lifted through the API, one environment each (and optionally one
 // service), under the same rules as gates: a key sees and changes only its environments' freezes.
 // Every change is audited and published, so freeze rules waiting on it look again at once.
+
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
+import { transaction } from '../db/client.ts';
 import { type FreezeRow, getFreeze as getFreezeRow, insertFreeze, isFreezeActive, listFreezes as listFreezeRows, updateFreezeRow } from '../db/freezes.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
@@ -44,9 +46,9 @@ export const MAX_FREEZES_PAGE = 100;
 
 // ---- reads: a freeze of an environment the caller cannot see does not exist for it ----
 
-export function getFreeze(deps: Deps, actor: Principal, id: string): FreezeRow | null {
+export async function getFreeze(deps: Deps, actor: Principal, id: string): Promise<FreezeRow | null> {
   requireScope(actor, 'gates:read', 'read freezes');
-  const freeze = getFreezeRow(deps.db, assertUuid(id, 'id'));
+  const freeze = await getFreezeRow(deps.db, assertUuid(id, 'id'));
   return freeze && canSeeEnv(actor, freeze.env) ? freeze : null;
 }
 
@@ -57,7 +59,7 @@ export function freezesPageSize(first: number): number {
 }
 
 /** Newest first; `limit` rows at most (a page, or a page and one to know there is more). */
-export function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilter, page: { after?: string; limit: number }): FreezeRow[] {
+export async function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilter, page: { after?: string; limit: number }): Promise<FreezeRow[]> {
   requireScope(actor, 'gates:read', 'read freezes');
   const limit = Math.max(1, Math.min(page.limit, MAX_FREEZES_PAGE + 1));
   if (page.after) assertUuid(page.after, 'after');
@@ -68,15 +70,15 @@ export function listFreezes(deps: Deps, actor: Principal, filter: FreezeListFilt
 
 // ---- writes: one transaction each, audit inside it, event after commit ----
 
-export function createFreeze(deps: Deps, actor: Principal, input: CreateFreezeInput): FreezeRow {
+export async function createFreeze(deps: Deps, actor: Principal, input: CreateFreezeInput): Promise<FreezeRow> {
   requireScope(actor, 'gates:write', 'create freezes');
   assertEnvAllowed(actor, input.env);
   const now = deps.now();
   const startsAt = input.startsAt ?? now;
   if (input.endsAt && input.endsAt <= startsAt) throw badInput('input.endsAt', `must be after startsAt (${startsAt.toISOString()})`);
   if (input.endsAt && input.endsAt <= now) throw badInput('input.endsAt', 'is in the past: a freeze that already ended stops nothing');
-  const freeze = deps.db.transaction((tx) => {
-    const row = insertFreeze(tx, {
+  const freeze = await transaction(deps.db, async (tx) => {
+    const row = await insertFreeze(tx, {
       id: newId(),
       env: input.env,
       service: input.service ?? null,
@@ -85,7 +87,7 @@ export function createFreeze(deps: Deps, actor: Principal, input: CreateFreezeIn
       endsAt: input.endsAt ?? null,
       ...stamp(actor, now),
     });
-    insertAudit(tx, [audit(actor, now, 'freeze.created', { type: 'freeze', id: row.id }, null, row)]);
+    await insertAudit(tx, [audit(actor, now, 'freeze.created', { type: 'freeze', id: row.id }, null, row)]);
     return row;
   });
   published(deps, actor, 'freeze created', freeze);
@@ -93,16 +95,16 @@ export function createFreeze(deps: Deps, actor: Principal, input: CreateFreezeIn
 }
 
 /** Lifts a freeze now (or cancels one not yet started). Ending an ended freeze is a conflict. */
-export function endFreeze(deps: Deps, actor: Principal, id: string, reason?: string): FreezeRow {
+export async function endFreeze(deps: Deps, actor: Principal, id: string, reason?: string): Promise<FreezeRow> {
   requireScope(actor, 'gates:write', 'end freezes');
   const why = parseInput(endReasonSchema, reason, 'reason');
   const now = deps.now();
-  const freeze = deps.db.transaction((tx) => {
-    const before = getFreezeRow(tx, assertUuid(id, 'id'));
+  const freeze = await transaction(deps.db, async (tx) => {
+    const before = await getFreezeRow(tx, assertUuid(id, 'id'));
     if (!before || !canSeeEnv(actor, before.env)) throw notFound(`freeze ${id} does not exist`, 'id');
     const over = before.endedAt ?? (before.endsAt && before.endsAt <= now ? before.endsAt : null);
     if (over) throw conflict(`freeze ${id} already ended at ${over.toISOString()}`, 'id');
-    const row = updateFreezeRow(tx, before.id, {
+    const row = await updateFreezeRow(tx, before.id, {
       endedAt: now,
       endedById: actor.id,
       endedByName: actor.name,
@@ -111,7 +113,7 @@ export function endFreeze(deps: Deps, actor: Principal, id: string, reason?: str
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [audit(actor, now, 'freeze.ended', { type: 'freeze', id: row.id }, before, row)]);
+    await insertAudit(tx, [audit(actor, now, 'freeze.ended', { type: 'freeze', id: row.id }, before, row)]);
     return row;
   });
   published(deps, actor, 'freeze ended', freeze);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
-import type { KeysetPage } from '../db/client.ts';
+import { type KeysetPage, transaction } from '../db/client.ts';
 import {
   countGates as countGateRows,
   deleteGateRow,
@@ -120,24 +120,24 @@ export interface GateWithRules {
 // ---- reads ----
 
 /** Null for a gate of an environment the actor cannot see, exactly as for one that does not exist. */
-export function getGate(deps: Deps, actor: Principal, id: string): GateRow | null {
+export async function getGate(deps: Deps, actor: Principal, id: string): Promise<GateRow | null> {
   requireScope(actor, 'gates:read', 'read gates');
-  const gate = getGateRow(deps.db, assertUuid(id, 'id'));
+  const gate = await getGateRow(deps.db, assertUuid(id, 'id'));
   return gate && canSeeEnv(actor, gate.env) ? gate : null;
 }
 
-export function getGateByKey(deps: Deps, actor: Principal, service: string, env: string, identifier = 'default'): GateRow | null {
+export async function getGateByKey(deps: Deps, actor: Principal, service: string, env: string, identifier = 'default'): Promise<GateRow | null> {
   requireScope(actor, 'gates:read', 'read gates');
   assertEnvAllowed(actor, env);
-  return getGateByKeyRow(deps.db, service, env, identifier) ?? null;
+  return (await getGateByKeyRow(deps.db, service, env, identifier)) ?? null;
 }
 
-export function listGates(deps: Deps, actor: Principal, filter: GateFilter, page: KeysetPage): GateRow[] {
+export async function listGates(deps: Deps, actor: Principal, filter: GateFilter, page: KeysetPage): Promise<GateRow[]> {
   requireScope(actor, 'gates:read', 'read gates');
   if (page.after) assertUuid(page.after, 'after');
   if (page.before) assertUuid(page.before, 'before');
   // The page's ids from the database (its filters and order), the rows as kept between reads.
-  return keptGates(deps, listGateIds(deps.db, { ...filter, envs: actor.envs }, page));
+  return keptGates(deps, await listGateIds(deps.db, { ...filter, envs: actor.envs }, page));
 }
 
 /** Values a gate filter list may hold, as EvaluationFilter's (not imported: evaluations.ts imports this module). */
@@ -169,15 +169,15 @@ export function checkGateFilter(f: {
 }
 
 /** How many gates the filter selects among those the caller may see. */
-export function countGates(deps: Deps, actor: Principal, filter: GateFilter): number {
+export async function countGates(deps: Deps, actor: Principal, filter: GateFilter): Promise<number> {
   requireScope(actor, 'gates:read', 'read gates');
   return countGateRows(deps.db, { ...filter, envs: actor.envs });
 }
 
 /** Batched for loaders: one statement for any number of gates. Only gates the caller may see. */
-export function gatesByIds(deps: Deps, actor: Principal, ids: readonly string[]): GateRow[] {
+export async function gatesByIds(deps: Deps, actor: Principal, ids: readonly string[]): Promise<GateRow[]> {
   requireScope(actor, 'gates:read', 'read gates');
-  return getGateRows(deps.db, ids).filter((g) => canSeeEnv(actor, g.env));
+  return (await getGateRows(deps.db, ids)).filter((g) => canSeeEnv(actor, g.env));
 }
 
 /**
@@ -230,24 +230,24 @@ function deepFreeze<T>(value: T): T {
 }
 
 /** Gates by id, read once and kept until a configuration change, as their rules (below). */
-function keptGates(deps: Deps, ids: readonly string[]): GateRow[] {
+async function keptGates(deps: Deps, ids: readonly string[]): Promise<GateRow[]> {
   const k = kept(deps);
   const missing = ids.filter((id) => !k.gates.has(id));
   if (missing.length > 0) {
     if (k.gates.size + missing.length > MAX_GATES_KEPT) k.gates.clear();
-    for (const gate of getGateRows(deps.db, missing)) k.gates.set(gate.id, deepFreeze(gate));
+    for (const gate of await getGateRows(deps.db, missing)) k.gates.set(gate.id, deepFreeze(gate));
   }
   return ids.flatMap((id) => k.gates.get(id) ?? []);
 }
 
 /** Batched for loaders: at most one statement for any number of gates, none when all are kept. */
-export function rulesOf(deps: Deps, gateIds: readonly string[]): RuleRow[] {
+export async function rulesOf(deps: Deps, gateIds: readonly string[]): Promise<RuleRow[]> {
   const k = kept(deps);
   const missing = [...new Set(gateIds.filter((id) => !k.rules.has(id)))];
   if (missing.length === 0) return gateIds.flatMap((id) => k.rules.get(id) ?? []);
   const read = new Map<string, RuleRow[]>(missing.map((id) => [id, []]));
   let weight = 0;
-  for (const rule of rulesOfGates(deps.db, missing)) {
+  for (const rule of await rulesOfGates(deps.db, missing)) {
     read.get(rule.gateId)?.push(deepFreeze(rule));
     weight += ruleWeight(rule);
   }
@@ -263,11 +263,11 @@ export function rulesOf(deps: Deps, gateIds: readonly string[]): RuleRow[] {
   return gateIds.flatMap((id) => k.rules.get(id) ?? read.get(id) ?? []);
 }
 
-export function getRule(deps: Deps, actor: Principal, id: string): RuleRow | null {
+export async function getRule(deps: Deps, actor: Principal, id: string): Promise<RuleRow | null> {
   requireScope(actor, 'gates:read', 'read rules');
-  const rule = getRuleRow(deps.db, assertUuid(id, 'id'));
+  const rule = await getRuleRow(deps.db, assertUuid(id, 'id'));
   if (!rule) return null;
-  const gate = getGateRow(deps.db, rule.gateId);
+  const gate = await getGateRow(deps.db, rule.gateId);
   return gate && canSeeEnv(actor, gate.env) ? rule : null;
 }
 
@@ -329,7 +329,7 @@ function isUniqueViolation(err: unknown, index: string): boolean {
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' && (e.message ?? '').includes(index);
 }
 
-export function createGate(deps: Deps, actor: Principal, input: CreateGateInput): GateWithRules {
+export async function createGate(deps: Deps, actor: Principal, input: CreateGateInput): Promise<GateWithRules> {
   requireScope(actor, 'gates:write', 'create gates');
   assertEnvAllowed(actor, input.env);
   assertMetricRulesAllowed(deps, actor, input.rules, (i) => `input.rules[${i}]`);
@@ -337,9 +337,9 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
   const id = newId();
   let result: GateWithRules;
   try {
-    result = deps.db.transaction((tx) => {
-      if (getGateByKeyRow(tx, input.service, input.env, input.identifier)) throw duplicateGate(input);
-      const gate = insertGate(tx, {
+    result = await transaction(deps.db, async (tx) => {
+      if (await getGateByKeyRow(tx, input.service, input.env, input.identifier)) throw duplicateGate(input);
+      const gate = await insertGate(tx, {
         id,
         service: input.service,
         env: input.env,
@@ -348,11 +348,11 @@ export function createGate(deps: Deps, actor: Principal, input: CreateGateInput)
         onSourceError: input.onSourceError,
         ...stamp(actor, now),
       });
-      const rules = insertRules(
+      const rules = await insertRules(
         tx,
         input.rules.map((r, i) => ruleRow(deps, id, r, actor, now, `input.rules[${i}].options`)),
       );
-      insertAudit(tx, [audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules })]);
+      await insertAudit(tx, [audit(actor, now, 'gate.created', { type: 'gate', id }, null, { gate, rules })]);
       return { gate, rules };
     });
   } catch (err) {
@@ -369,39 +369,39 @@ function duplicateGate(g: { service: string; env: string; identifier: string }):
   return conflict(`a gate already exists for service ${g.service}, env ${g.env} and identifier ${g.identifier}`, 'input.identifier');
 }
 
-export function updateGate(deps: Deps, actor: Principal, id: string, input: UpdateGateInput): GateRow {
+export async function updateGate(deps: Deps, actor: Principal, id: string, input: UpdateGateInput): Promise<GateRow> {
   requireScope(actor, 'gates:write', 'update gates');
   const now = deps.now();
-  const result = deps.db.transaction((tx) => {
-    const before = loadGateIn(tx, actor, id);
+  const result = await transaction(deps.db, async (tx) => {
+    const before = await loadGateIn(tx, actor, id);
     for (const key of ['service', 'env', 'identifier'] as const) {
       if (input[key] !== undefined && input[key] !== before[key]) {
         throw badInput(`input.${key}`, `${key} cannot change after creation (it is ${before[key]}); create a new gate instead`);
       }
     }
-    const gate = updateGateRow(tx, before.id, {
+    const gate = await updateGateRow(tx, before.id, {
       ...(input.dryRun !== undefined && { dryRun: input.dryRun }),
       ...(input.onSourceError !== undefined && { onSourceError: input.onSourceError }),
       updatedAt: now,
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [audit(actor, now, 'gate.updated', { type: 'gate', id: gate.id }, before, gate)]);
-    return { gate, rules: rulesOfGates(tx, [gate.id]) };
+    await insertAudit(tx, [audit(actor, now, 'gate.updated', { type: 'gate', id: gate.id }, before, gate)]);
+    return { gate, rules: await rulesOfGates(tx, [gate.id]) };
   });
   publishGate(deps, 'updated', actor, result, now);
   logChange(deps, 'gate updated', actor, result.gate, { dryRun: result.gate.dryRun, onSourceError: result.gate.onSourceError });
   return result.gate;
 }
 
-export function deleteGate(deps: Deps, actor: Principal, id: string): string {
+export async function deleteGate(deps: Deps, actor: Principal, id: string): Promise<string> {
   requireScope(actor, 'gates:write', 'delete gates');
   const now = deps.now();
-  const result = deps.db.transaction((tx) => {
-    const gate = loadGateIn(tx, actor, id);
-    const rules = rulesOfGates(tx, [gate.id]);
-    deleteGateRow(tx, gate.id); // rules go with it (ON DELETE CASCADE)
-    insertAudit(tx, [audit(actor, now, 'gate.deleted', { type: 'gate', id: gate.id }, { gate, rules }, null)]);
+  const result = await transaction(deps.db, async (tx) => {
+    const gate = await loadGateIn(tx, actor, id);
+    const rules = await rulesOfGates(tx, [gate.id]);
+    await deleteGateRow(tx, gate.id); // rules go with it (ON DELETE CASCADE)
+    await insertAudit(tx, [audit(actor, now, 'gate.deleted', { type: 'gate', id: gate.id }, { gate, rules }, null)]);
     return { gate, rules };
   });
   publishGate(deps, 'deleted', actor, result, now);
@@ -409,20 +409,20 @@ export function deleteGate(deps: Deps, actor: Principal, id: string): string {
   return result.gate.id;
 }
 
-export function createRule(deps: Deps, actor: Principal, gateId: string, input: RuleInput): RuleRow {
+export async function createRule(deps: Deps, actor: Principal, gateId: string, input: RuleInput): Promise<RuleRow> {
   requireScope(actor, 'gates:write', 'create rules');
   const now = deps.now();
-  const result = deps.db.transaction((tx) => {
-    const gate = loadGateIn(tx, actor, gateId, 'gateId');
+  const result = await transaction(deps.db, async (tx) => {
+    const gate = await loadGateIn(tx, actor, gateId, 'gateId');
     assertMetricRulesAllowed(deps, actor, [input], () => 'input');
-    const existing = rulesOfGates(tx, [gate.id]);
+    const existing = await rulesOfGates(tx, [gate.id]);
     if (existing.some((r) => r.name === input.name)) {
       throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
     }
     if (existing.length >= 50) throw badInput('gateId', 'a gate holds at most 50 rules');
-    const [rule] = insertRules(tx, [ruleRow(deps, gate.id, input, actor, now, 'input.options')]);
-    const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule)]);
+    const [rule] = await insertRules(tx, [ruleRow(deps, gate.id, input, actor, now, 'input.options')]);
+    const gateRow = await touchGate(tx, gate, actor, now);
+    await insertAudit(tx, [audit(actor, now, 'rule.created', { type: 'rule', id: rule!.id }, null, rule)]);
     return { rule: rule!, gate: { gate: gateRow, rules: [...existing, rule!] } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
@@ -430,20 +430,20 @@ export function createRule(deps: Deps, actor: Principal, gateId: string, input: 
   return result.rule;
 }
 
-export function updateRule(deps: Deps, actor: Principal, id: string, input: UpdateRuleInput): RuleRow {
+export async function updateRule(deps: Deps, actor: Principal, id: string, input: UpdateRuleInput): Promise<RuleRow> {
   requireScope(actor, 'gates:write', 'update rules');
   const now = deps.now();
-  const result = deps.db.transaction((tx) => {
-    const { rule: before, gate } = loadRuleIn(tx, actor, id);
+  const result = await transaction(deps.db, async (tx) => {
+    const { rule: before, gate } = await loadRuleIn(tx, actor, id);
     if (input.options && input.options.type !== before.type) {
       throw badInput('input.options', `a rule's type cannot change (this rule is ${before.type}); delete it and create a ${input.options.type} rule`);
     }
     if (input.options) assertMetricRulesAllowed(deps, actor, [{ options: input.options }], () => 'input', before.options);
-    const siblings = rulesOfGates(tx, [gate.id]);
+    const siblings = await rulesOfGates(tx, [gate.id]);
     if (input.name !== undefined && siblings.some((r) => r.id !== before.id && r.name === input.name)) {
       throw conflict(`gate ${gate.id} already has a rule named "${input.name}"`, 'input.name');
     }
-    const rule = updateRuleRow(tx, before.id, {
+    const rule = await updateRuleRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
       ...(input.dryRun !== undefined && { dryRun: input.dryRun }),
       ...(input.options !== undefined && { options: storedRuleOptions(deps, input.options, 'input.options', before) }),
@@ -451,8 +451,8 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [audit(actor, now, 'rule.updated', { type: 'rule', id: rule.id }, before, rule)]);
+    const gateRow = await touchGate(tx, gate, actor, now);
+    await insertAudit(tx, [audit(actor, now, 'rule.updated', { type: 'rule', id: rule.id }, before, rule)]);
     return { rule, gate: { gate: gateRow, rules: siblings.map((r) => (r.id === rule.id ? rule : r)) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
@@ -460,15 +460,15 @@ export function updateRule(deps: Deps, actor: Principal, id: string, input: Upda
   return result.rule;
 }
 
-export function deleteRule(deps: Deps, actor: Principal, id: string): string {
+export async function deleteRule(deps: Deps, actor: Principal, id: string): Promise<string> {
   requireScope(actor, 'gates:write', 'delete rules');
   const now = deps.now();
-  const result = deps.db.transaction((tx) => {
-    const { rule, gate } = loadRuleIn(tx, actor, id);
-    deleteRuleRow(tx, rule.id);
-    const gateRow = touchGate(tx, gate, actor, now);
-    insertAudit(tx, [audit(actor, now, 'rule.deleted', { type: 'rule', id: rule.id }, rule, null)]);
-    return { rule, gate: { gate: gateRow, rules: rulesOfGates(tx, [gate.id]) } };
+  const result = await transaction(deps.db, async (tx) => {
+    const { rule, gate } = await loadRuleIn(tx, actor, id);
+    await deleteRuleRow(tx, rule.id);
+    const gateRow = await touchGate(tx, gate, actor, now);
+    await insertAudit(tx, [audit(actor, now, 'rule.deleted', { type: 'rule', id: rule.id }, rule, null)]);
+    return { rule, gate: { gate: gateRow, rules: await rulesOfGates(tx, [gate.id]) } };
   });
   publishGate(deps, 'updated', actor, result.gate, now);
   logChange(deps, 'rule deleted', actor, result.gate.gate, { ruleId: result.rule.id, rule: result.rule.name });
@@ -476,21 +476,21 @@ export function deleteRule(deps: Deps, actor: Principal, id: string): string {
 }
 
 // A rule change is a change of its gate: updated_at/by move and gateEvents say "updated".
-function touchGate(tx: Parameters<typeof updateGateRow>[0], gate: GateRow, actor: Principal, now: Date): GateRow {
+async function touchGate(tx: Parameters<typeof updateGateRow>[0], gate: GateRow, actor: Principal, now: Date): Promise<GateRow> {
   return updateGateRow(tx, gate.id, { updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
 }
 
 /** A gate of an environment the actor cannot see is not found, in the same words as a missing one. */
-function loadGateIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string, field = 'id'): GateRow {
-  const gate = getGateRow(tx, assertUuid(id, field));
+async function loadGateIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string, field = 'id'): Promise<GateRow> {
+  const gate = await getGateRow(tx, assertUuid(id, field));
   if (!gate || !canSeeEnv(actor, gate.env)) throw notFound(`gate ${id} does not exist`, field);
   return gate;
 }
 
 /** The same for a rule: its gate's environment decides, and the answer names the rule, never the gate. */
-function loadRuleIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string): { rule: RuleRow; gate: GateRow } {
-  const rule = getRuleRow(tx, assertUuid(id, 'id'));
-  const gate = rule && getGateRow(tx, rule.gateId);
+async function loadRuleIn(tx: Parameters<typeof getGateRow>[0], actor: Principal, id: string): Promise<{ rule: RuleRow; gate: GateRow }> {
+  const rule = await getRuleRow(tx, assertUuid(id, 'id'));
+  const gate = rule && (await getGateRow(tx, rule.gateId));
   if (!rule || !gate || !canSeeEnv(actor, gate.env)) throw notFound(`rule ${id} does not exist`, 'id');
   return { rule, gate };
 }

@@ -29,13 +29,13 @@ export interface Pruned {
  * delivered or failed, before the same horizon as evaluations. Running evaluations (and
  * backtests) and pending deliveries are kept, however old.
  */
-export function pruneHistory(deps: Deps): Pruned {
+export async function pruneHistory(deps: Deps): Promise<Pruned> {
   const now = deps.now().getTime();
   const horizon = new Date(now - deps.config.retentionDays * DAY_MS);
-  const evaluations = deleteFinishedBefore(deps.db, horizon);
-  const transitions = deleteTransitionsBefore(deps.db, horizon);
-  const apmRows = pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
-  const backtests = deleteBacktestsFinishedBefore(deps.db, horizon);
-  const notifications = deleteSettledBefore(deps.db, horizon);
+  const evaluations = await deleteFinishedBefore(deps.db, horizon);
+  const transitions = await deleteTransitionsBefore(deps.db, horizon);
+  const apmRows = await pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
+  const backtests = await deleteBacktestsFinishedBefore(deps.db, horizon);
+  const notifications = await deleteSettledBefore(deps.db, horizon);
   return { evaluations, transitions, apmRows, backtests, notifications, horizon };
 }

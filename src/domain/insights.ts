@@ -87,7 +87,7 @@ export async function evaluationFacets(deps: Deps, actor: Principal, filter: Eva
   for (const facet of FACETS) {
     const others: EvaluationFilter = { ...ranged };
     for (const key of OWN[facet]) delete others[key];
-    values[facet] = facetValues(deps.db, facet, others, limit).map((v) => asFilterValue(facet, v));
+    values[facet] = (await facetValues(deps.db, facet, others, limit)).map((v) => asFilterValue(facet, v));
     await new Promise((resolve) => setImmediate(resolve));
   }
   return { startedAfter: ranged.startedAfter, startedBefore: ranged.startedBefore, values };
@@ -206,11 +206,11 @@ async function failureReasons(deps: Deps, actor: Principal, filter: EvaluationFi
   let after: FailedRuleLine | null = null;
   let complete = true;
   for (;;) {
-    const page = failedRulesPage(deps.db, filter, after, Math.min(REASON_PAGE, MAX_REASON_ROWS - read));
+    const page = await failedRulesPage(deps.db, filter, after, Math.min(REASON_PAGE, MAX_REASON_ROWS - read));
     const viewed = new Map<string, RuleEvaluationRow>();
     const needView = page.filter((l) => !seesAllOf(actor, l));
     if (needView.length > 0) {
-      for (const rule of getRuleEvaluations(
+      for (const rule of await getRuleEvaluations(
         deps.db,
         needView.map((l) => l.id),
       )) {
@@ -228,7 +228,7 @@ async function failureReasons(deps: Deps, actor: Principal, filter: EvaluationFi
     }
     read += page.length;
     if (page.length === 0 || read >= MAX_REASON_ROWS) {
-      complete = page.length === 0 || failedRulesPage(deps.db, filter, page.at(-1)!, 1).length === 0;
+      complete = page.length === 0 || (await failedRulesPage(deps.db, filter, page.at(-1)!, 1)).length === 0;
       break;
     }
     after = page.at(-1)!;
@@ -247,11 +247,11 @@ export async function evaluationInsights(deps: Deps, actor: Principal, filter: E
   requireRead(actor);
   const ranged = { ...boundedRange(filter, deps.now()), envs: actor.envs };
   const limit = boundedTop(top);
-  const days = fillDays(countsByDay(deps.db, ranged), ranged.startedAfter, ranged.startedBefore);
+  const days = fillDays(await countsByDay(deps.db, ranged), ranged.startedAfter, ranged.startedBefore);
   await nextTurn();
-  const { failingGates, failingRules } = mostFailing(deps.db, ranged, limit);
+  const { failingGates, failingRules } = await mostFailing(deps.db, ranged, limit);
   await nextTurn();
-  const times = verdictTimes(deps.db, ranged, [0.5, 0.9, 0.95]);
+  const times = await verdictTimes(deps.db, ranged, [0.5, 0.9, 0.95]);
   await nextTurn();
   const reasons = await failureReasons(deps, actor, ranged, limit);
   return {

@@ -65,10 +65,10 @@ export function createKeyWatch(db: Db, events: Events, now: () => Date = () => n
     poll = undefined;
   }
 
-  function checkRevocations(): void {
+  async function checkRevocations(): Promise<void> {
     let ids: string[];
     try {
-      ids = revokedAmong(db, [...watched.keys()]);
+      ids = await revokedAmong(db, [...watched.keys()]);
     } catch {
       return; // the database is unavailable: try again at the next tick
     }

@@ -26,8 +26,8 @@ const readEvaluations = (reader: Principal) => requireScope(reader, ['gates:read
  * see. Revisions already shown (the first state may be newer than an event still in flight)
  * are not repeated.
  */
-export function followEvaluation(deps: Deps, reader: Principal, id: string): AsyncIterableIterator<EvaluationSnapshot> {
-  const found = getEvaluation(deps, reader, id); // scope, id and environment
+export async function followEvaluation(deps: Deps, reader: Principal, id: string): Promise<AsyncIterableIterator<EvaluationSnapshot>> {
+  const found = await getEvaluation(deps, reader, id); // scope, id and environment
   if (!found) throw notFound(`evaluation ${id} does not exist`, 'id');
   const evaluationId = found.evaluation.id;
   let shown = 0;
@@ -37,8 +37,8 @@ export function followEvaluation(deps: Deps, reader: Principal, id: string): Asy
   };
   return deps.events.subscribe('evaluation.changed', (snap) => (snap.evaluation.id === evaluationId && snap.evaluation.revision > shown ? show(snap) : undefined), {
     // Read again when the stream starts: the one read above may be older by then. Gone (retention): the stream ends.
-    current: () => {
-      const snap = loadSnapshot(deps, evaluationId);
+    current: async () => {
+      const snap = await loadSnapshot(deps, evaluationId);
       return snap ? show(snap) : undefined;
     },
     last: (snap) => snap.evaluation.finishedAt !== null,
@@ -64,11 +64,15 @@ export function gateChanges(deps: Deps, reader: Principal, filter: GateFilter): 
  * it matches. Visibility is asked again at every transition: a monitor retagged into another
  * env falls silent.
  */
-export function monitorTransitions(deps: Deps, reader: Principal, watch: { query?: string | null; monitorId?: string | null }): AsyncIterableIterator<MonitorStateChange> {
+export async function monitorTransitions(
+  deps: Deps,
+  reader: Principal,
+  watch: { query?: string | null; monitorId?: string | null },
+): Promise<AsyncIterableIterator<MonitorStateChange>> {
   requireScope(reader, ['gates:read', 'monitors:write'], 'watch monitors');
   const search = parseMonitorSearch(watch.query, 'query');
-  const only = watch.monitorId == null ? null : requireVisibleMonitor(deps, reader, watch.monitorId, 'monitorId').id;
-  return deps.events.subscribe('monitor.transition', (c) =>
-    (only === null || c.monitor.id === only) && canSeeMonitor(reader, c.monitor) && (!search || transitionMatches(deps, search, c)) ? c : undefined,
+  const only = watch.monitorId == null ? null : (await requireVisibleMonitor(deps, reader, watch.monitorId, 'monitorId')).id;
+  return deps.events.subscribe('monitor.transition', async (c) =>
+    (only === null || c.monitor.id === only) && canSeeMonitor(reader, c.monitor) && (!search || (await transitionMatches(deps, search, c))) ? c : undefined,
   );
 }

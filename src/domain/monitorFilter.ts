@@ -31,7 +31,7 @@ export async function filterMonitors(deps: Deps, monitors: readonly MonitorRow[]
   for (let i = 0; i < kept.length; i += STATE_PAGE) {
     if (i > 0) await new Promise((resolve) => setImmediate(resolve));
     const page = kept.slice(i, i + STATE_PAGE);
-    const states = worstStatesOf(
+    const states = await worstStatesOf(
       deps.db,
       page.map((m) => m.id),
     );

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
-import type { Tx } from '../db/client.ts';
+import { type Tx, transaction } from '../db/client.ts';
 import {
   deleteMonitorRow,
   getGroup,
@@ -254,21 +254,21 @@ function assertPromqlAllowed(actor: Principal, field: string): void {
 const requireWrite = (actor: Principal, action: string) => requireScope(actor, 'monitors:write', action);
 
 /** A monitor to watch by id: NOT_FOUND (naming `field`) when it does not exist or is another env's. */
-export function requireVisibleMonitor(deps: Deps, actor: Principal, id: string, field: string): MonitorRow {
+export async function requireVisibleMonitor(deps: Deps, actor: Principal, id: string, field: string): Promise<MonitorRow> {
   requireRead(actor);
-  const m = getMonitorRow(deps.db, assertUuid(id, field));
+  const m = await getMonitorRow(deps.db, assertUuid(id, field));
   if (!m) throw notFound(`monitor ${id} does not exist`, field);
   assertMonitorVisible(actor, m, id, field);
   return m;
 }
 
-export function getMonitor(deps: Deps, actor: Principal, id: string): MonitorRow | null {
+export async function getMonitor(deps: Deps, actor: Principal, id: string): Promise<MonitorRow | null> {
   requireRead(actor);
-  const m = getMonitorRow(deps.db, assertUuid(id, 'id'));
+  const m = await getMonitorRow(deps.db, assertUuid(id, 'id'));
   return m && canSeeMonitor(actor, m) ? m : null;
 }
 
-export function monitorGroups(deps: Deps, monitorIds: readonly string[]): MonitorGroupRow[] {
+export async function monitorGroups(deps: Deps, monitorIds: readonly string[]): Promise<MonitorGroupRow[]> {
   return groupsOf(deps.db, monitorIds);
 }
 
@@ -328,7 +328,7 @@ export async function searchMonitors(deps: Deps, actor: Principal, query: string
   };
   const out: MonitorRow[] = [];
   for (let after: string | null = null; ; ) {
-    const page = monitorsPage(deps.db, after, SEARCH_PAGE_SIZE);
+    const page = await monitorsPage(deps.db, after, SEARCH_PAGE_SIZE);
     const visible = page.filter((m) => canSeeMonitor(actor, m));
     seen += visible.length;
     if (expr === null) out.push(...visible);
@@ -340,7 +340,7 @@ export async function searchMonitors(deps: Deps, actor: Principal, query: string
         if (turn) await turn;
       }
       const groups = groupsByMonitor(
-        groupsOf(
+        await groupsOf(
           deps.db,
           visible.filter((_, i) => known[i] === null).map((m) => m.id),
         ),
@@ -423,8 +423,8 @@ export function parseMonitorSearch(query: string | null | undefined, field: stri
  * that moved. Two matches per transition, however many groups the monitor has (a status term
  * reads the others' states, not their names).
  */
-export function transitionMatches(deps: Deps, expr: Expr, change: Pick<MonitorStateChange, 'monitor' | 'group'>): boolean {
-  const mm = matchable(change.monitor, mentions(expr, 'status') ? groupsOf(deps.db, [change.monitor.id]) : []);
+export async function transitionMatches(deps: Deps, expr: Expr, change: Pick<MonitorStateChange, 'monitor' | 'group'>): Promise<boolean> {
+  const mm = matchable(change.monitor, mentions(expr, 'status') ? await groupsOf(deps.db, [change.monitor.id]) : []);
   return matches(expr, mm, null) || matches(expr, mm, groupTagsOf(change.group));
 }
 
@@ -434,15 +434,20 @@ export function transitionMatches(deps: Deps, expr: Expr, change: Pick<MonitorSt
  * Creates a monitor. The input is validated here, whoever calls (GraphQL validates it first
  * for its error paths, the sources do not): no path stores a monitor outside the bounds.
  */
-export function createMonitor(deps: Deps, actor: Principal, raw: z.input<typeof createMonitorInputSchema>, imported?: MonitorDefinition['importedRule']): MonitorRow {
+export async function createMonitor(
+  deps: Deps,
+  actor: Principal,
+  raw: z.input<typeof createMonitorInputSchema>,
+  imported?: MonitorDefinition['importedRule'],
+): Promise<MonitorRow> {
   requireWrite(actor, 'create monitors');
   const input = parseInput(imported ? importedMonitorInputSchema : createMonitorInputSchema, raw, 'input');
   assertTagsAllowed(actor, input.tags);
   assertApmEnvAllowed(actor, input.apm);
   if (input.type === 'prometheus') assertPromqlAllowed(actor, 'input.type');
   const now = deps.now();
-  const row = deps.db.transaction((tx) => {
-    const m = insertMonitor(tx, {
+  const row = await transaction(deps.db, async (tx) => {
+    const m = await insertMonitor(tx, {
       id: newId(),
       name: input.name,
       type: input.type,
@@ -456,7 +461,7 @@ export function createMonitor(deps: Deps, actor: Principal, raw: z.input<typeof 
       definition: { comparator: input.comparator, ...(input.apm && { apm: input.apm }), ...(imported && { importedRule: imported }) } satisfies MonitorDefinition,
       ...stamp(actor, now),
     });
-    insertAudit(tx, [audit(actor, now, 'monitor.created', { type: 'monitor', id: m.id }, null, m)]);
+    await insertAudit(tx, [audit(actor, now, 'monitor.created', { type: 'monitor', id: m.id }, null, m)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
@@ -464,17 +469,17 @@ export function createMonitor(deps: Deps, actor: Principal, raw: z.input<typeof 
   return row;
 }
 
-export function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.input<typeof updateMonitorInputSchema>): MonitorRow {
+export async function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.input<typeof updateMonitorInputSchema>): Promise<MonitorRow> {
   requireWrite(actor, 'update monitors');
   const input = parseInput(updateMonitorInputSchema, raw, 'input');
   const now = deps.now();
-  const row = deps.db.transaction((tx) => {
-    const before = getMonitorRow(tx, assertUuid(id, 'id'));
+  const row = await transaction(deps.db, async (tx) => {
+    const before = await getMonitorRow(tx, assertUuid(id, 'id'));
     if (!before) throw notFound(`monitor ${id} does not exist`, 'id');
     assertMonitorChangeable(actor, before, id, 'id');
     if (input.tags !== undefined) assertTagsAllowed(actor, input.tags);
     if (input.query !== undefined && before.type === 'prometheus') assertPromqlAllowed(actor, 'input.query');
-    const m = updateMonitorRow(tx, before.id, {
+    const m = await updateMonitorRow(tx, before.id, {
       ...(input.name !== undefined && { name: input.name }),
       ...(input.tags !== undefined && { tags: input.tags }),
       ...(input.query !== undefined && { query: input.query }),
@@ -484,22 +489,22 @@ export function updateMonitor(deps: Deps, actor: Principal, id: string, raw: z.i
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [audit(actor, now, 'monitor.updated', { type: 'monitor', id: m.id }, before, m)]);
+    await insertAudit(tx, [audit(actor, now, 'monitor.updated', { type: 'monitor', id: m.id }, before, m)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
   return row;
 }
 
-export function deleteMonitor(deps: Deps, actor: Principal, id: string): string {
+export async function deleteMonitor(deps: Deps, actor: Principal, id: string): Promise<string> {
   requireWrite(actor, 'delete monitors');
   const now = deps.now();
-  const row = deps.db.transaction((tx) => {
-    const m = getMonitorRow(tx, assertUuid(id, 'id'));
+  const row = await transaction(deps.db, async (tx) => {
+    const m = await getMonitorRow(tx, assertUuid(id, 'id'));
     if (!m) throw notFound(`monitor ${id} does not exist`, 'id');
     assertMonitorChangeable(actor, m, id, 'id');
-    deleteMonitorRow(tx, m.id);
-    insertAudit(tx, [audit(actor, now, 'monitor.deleted', { type: 'monitor', id: m.id }, m, null)]);
+    await deleteMonitorRow(tx, m.id);
+    await insertAudit(tx, [audit(actor, now, 'monitor.deleted', { type: 'monitor', id: m.id }, m, null)]);
     return m;
   });
   deps.events.publish('monitor.changed', row);
@@ -511,44 +516,44 @@ export function deleteMonitor(deps: Deps, actor: Principal, id: string): string 
  * Records a group's state. A change of state is a transition, kept forever (until retention)
  * so windows can be judged after the fact; the same state again only refreshes the report time.
  */
-export function reportMonitorState(deps: Deps, actor: Principal, input: ReportMonitorStateInput): MonitorRow {
+export async function reportMonitorState(deps: Deps, actor: Principal, input: ReportMonitorStateInput): Promise<MonitorRow> {
   requireWrite(actor, 'report monitor states');
-  const m = getMonitorRow(deps.db, input.monitorId);
+  const m = await getMonitorRow(deps.db, input.monitorId);
   if (!m) throw notFound(`monitor ${input.monitorId} does not exist`, 'input.monitorId');
   assertMonitorChangeable(actor, m, input.monitorId, 'input.monitorId');
   return recordState(deps, m.id, normalizeGroup(input.group), input.state, input.message ?? null);
 }
 
 /** The same, for Tollgate's own sources (evaluated monitors, the Alertmanager receiver). */
-export function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null): MonitorRow {
+export async function recordState(deps: Deps, monitorId: string, group: string, state: MonitorStateValue, rawMessage: string | null): Promise<MonitorRow> {
   // Sources build groups from labels they do not control: the same bound as reported ones.
   if (group.length > MAX_GROUP_LENGTH) throw badInput('group', `group is at most ${MAX_GROUP_LENGTH} characters`);
   const at = deps.now();
-  const recorded = deps.db.transaction((tx) => recordStateIn(tx, monitorId, group, state, rawMessage, at));
+  const recorded = await transaction(deps.db, async (tx) => recordStateIn(tx, monitorId, group, state, rawMessage, at));
   if (!recorded) throw notFound(`monitor ${monitorId} does not exist`, 'input.monitorId');
   if (recorded.change) deps.events.publish('monitor.transition', recorded.change);
   return recorded.monitor;
 }
 
 /** Records a group's state inside `tx`; the caller publishes the change once it has committed. Null for a missing monitor. */
-function recordStateIn(
+async function recordStateIn(
   tx: Tx,
   monitorId: string,
   group: string,
   state: MonitorStateValue,
   rawMessage: string | null,
   at: Date,
-): { monitor: MonitorRow; change: MonitorStateChange | null } | null {
+): Promise<{ monitor: MonitorRow; change: MonitorStateChange | null } | null> {
   const message = rawMessage?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
-  const m = getMonitorRow(tx, monitorId);
+  const m = await getMonitorRow(tx, monitorId);
   if (!m) return null;
-  const current = getGroup(tx, m.id, group);
+  const current = await getGroup(tx, m.id, group);
   if (current && current.state === state) {
-    touchGroup(tx, m.id, group, at, message);
+    await touchGroup(tx, m.id, group, at, message);
     return { monitor: m, change: null };
   }
-  insertTransition(tx, { id: newId(), monitorId: m.id, group, from: current?.state ?? null, to: state, at, message });
-  upsertGroup(tx, { monitorId: m.id, group, state, since: at, message, lastReportedAt: at });
+  await insertTransition(tx, { id: newId(), monitorId: m.id, group, from: current?.state ?? null, to: state, at, message });
+  await upsertGroup(tx, { monitorId: m.id, group, state, since: at, message, lastReportedAt: at });
   return { monitor: m, change: { monitor: m, group, from: current?.state ?? null, to: state, at, message } };
 }
 
@@ -567,13 +572,15 @@ export async function sweepNoData(deps: Deps, stopped: () => boolean = () => fal
   let recorded = 0;
   let after: { monitorId: string; group: string } | undefined;
   while (!stopped()) {
-    const changes = deps.db.transaction((tx) => {
-      const silent = silentGroups(tx, now, { after, limit: SWEEP_BATCH });
+    const changes = await transaction(deps.db, async (tx) => {
+      const silent = await silentGroups(tx, now, { after, limit: SWEEP_BATCH });
       if (silent.length === 0) return null;
       after = silent.at(-1);
-      const byId = new Map(getMonitors(tx, [...new Set(silent.map((g) => g.monitorId))]).map((m) => [m.id, m]));
+      const byId = new Map((await getMonitors(tx, [...new Set(silent.map((g) => g.monitorId))])).map((m) => [m.id, m]));
       const rows = silent.map((g) => ({ id: newId(), monitorId: g.monitorId, group: g.group, from: g.state, message: `no report for more than ${g.timeframe} s` }));
-      return markNoData(tx, rows, now).map((t): MonitorStateChange => ({ monitor: byId.get(t.monitorId)!, group: t.group, from: t.from, to: t.to, at: t.at, message: t.message }));
+      return (await markNoData(tx, rows, now)).map(
+        (t): MonitorStateChange => ({ monitor: byId.get(t.monitorId)!, group: t.group, from: t.from, to: t.to, at: t.at, message: t.message }),
+      );
     });
     if (changes === null) break;
     recorded += changes.length;
@@ -598,6 +605,6 @@ export function stateForValue(m: Pick<MonitorRow, 'critical' | 'warning' | 'defi
 }
 
 /** A source answered (0) or failed (its message): rules read this as the monitor's health. */
-export function recordSourceHealth(deps: Deps, monitorId: string, error: string | null): void {
-  deps.db.transaction((tx) => setSourceHealth(tx, monitorId, error));
+export async function recordSourceHealth(deps: Deps, monitorId: string, error: string | null): Promise<void> {
+  await transaction(deps.db, async (tx) => setSourceHealth(tx, monitorId, error));
 }

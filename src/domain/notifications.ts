@@ -10,7 +10,7 @@
 import { createHmac } from 'node:crypto';
 import { z } from 'zod';
 import { insertAudit } from '../db/audit.ts';
-import type { Tx } from '../db/client.ts';
+import { type Tx, transaction } from '../db/client.ts';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import { getGate } from '../db/gates.ts';
 import {
@@ -143,40 +143,40 @@ function notificationPageSize(first: number): number {
   return first;
 }
 
-function visibleChannel(deps: Deps | { db: Tx }, actor: Principal, id: string, field = 'id'): ChannelRow {
-  const c = getChannelRow(deps.db, assertUuid(id, field));
+async function visibleChannel(deps: Deps | { db: Tx }, actor: Principal, id: string, field = 'id'): Promise<ChannelRow> {
+  const c = await getChannelRow(deps.db, assertUuid(id, field));
   if (!c || !canSeeChannel(actor, c)) throw noChannel(id, field);
   return c;
 }
 
 // ---- reads ----
 
-export function getChannel(deps: Deps, actor: Principal, id: string): ChannelRow | null {
+export async function getChannel(deps: Deps, actor: Principal, id: string): Promise<ChannelRow | null> {
   requireRead(actor);
-  const c = getChannelRow(deps.db, assertUuid(id, 'id'));
+  const c = await getChannelRow(deps.db, assertUuid(id, 'id'));
   return c && canSeeChannel(actor, c) ? c : null;
 }
 
-export function listChannels(deps: Deps, actor: Principal, page: { after?: string; first: number }): ChannelRow[] {
+export async function listChannels(deps: Deps, actor: Principal, page: { after?: string; first: number }): Promise<ChannelRow[]> {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   return listChannelRows(deps.db, actor.envs, { after: page.after, limit: notificationPageSize(page.first) });
 }
 
 /** The channel of a subscription or delivery the actor sees (so the channel is visible too). */
-export function channelOf(deps: Deps, actor: Principal, channelId: string): ChannelRow | null {
-  const c = getChannelRow(deps.db, channelId);
+export async function channelOf(deps: Deps, actor: Principal, channelId: string): Promise<ChannelRow | null> {
+  const c = await getChannelRow(deps.db, channelId);
   return c && canSeeChannel(actor, c) ? c : null;
 }
 
-export function listSubscriptions(deps: Deps, actor: Principal, filter: { channelId?: string }, page: { after?: string; first: number }): SubscriptionRow[] {
+export async function listSubscriptions(deps: Deps, actor: Principal, filter: { channelId?: string }, page: { after?: string; first: number }): Promise<SubscriptionRow[]> {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   if (filter.channelId) assertUuid(filter.channelId, 'channelId');
   return listSubscriptionRows(deps.db, actor.envs, filter, { after: page.after, limit: notificationPageSize(page.first) });
 }
 
-export function listDeliveries(deps: Deps, actor: Principal, filter: DeliveryFilter, page: { after?: string; first: number }): OutboxRow[] {
+export async function listDeliveries(deps: Deps, actor: Principal, filter: DeliveryFilter, page: { after?: string; first: number }): Promise<OutboxRow[]> {
   requireRead(actor);
   if (page.after) assertUuid(page.after, 'after');
   if (filter.channelId) assertUuid(filter.channelId, 'filter.channelId');
@@ -185,10 +185,10 @@ export function listDeliveries(deps: Deps, actor: Principal, filter: DeliveryFil
   return listDeliveryRows(deps.db, actor.envs, filter, { after: page.after, limit: notificationPageSize(page.first) });
 }
 
-export function getDelivery(deps: Deps, actor: Principal, id: string): OutboxRow | null {
+export async function getDelivery(deps: Deps, actor: Principal, id: string): Promise<OutboxRow | null> {
   requireRead(actor);
-  const d = getDeliveryRow(deps.db, assertUuid(id, 'id'));
-  return d && canSeeEnv(actor, d.env) && channelOf(deps, actor, d.channelId) ? d : null;
+  const d = await getDeliveryRow(deps.db, assertUuid(id, 'id'));
+  return d && canSeeEnv(actor, d.env) && (await channelOf(deps, actor, d.channelId)) ? d : null;
 }
 
 /** What readers see of a channel's URL: a Slack webhook's path is its secret. */
@@ -215,9 +215,10 @@ function assertUrlAllowed(deps: Deps, url: string): void {
   if (refusal) throw badInput('input.url', refusal);
 }
 
-function assertChannelRoom(tx: Tx, actor: Principal, envs: readonly string[]): void {
+async function assertChannelRoom(tx: Tx, actor: Principal, envs: readonly string[]): Promise<void> {
   for (const env of envs) {
-    if (countChannelsOfEnv(tx, env, actor.envs) >= MAX_CHANNELS_PER_ENV) throw conflict(`env ${env} holds at most ${MAX_CHANNELS_PER_ENV} notification channels`, 'input.envs');
+    if ((await countChannelsOfEnv(tx, env, actor.envs)) >= MAX_CHANNELS_PER_ENV)
+      throw conflict(`env ${env} holds at most ${MAX_CHANNELS_PER_ENV} notification channels`, 'input.envs');
   }
 }
 
@@ -231,7 +232,7 @@ function changed(deps: Deps, actor: Principal, what: string, fields: Record<stri
   deps.log.info({ ...fields, ...actorFields(actor) }, what);
 }
 
-export function createChannel(deps: Deps, actor: Principal, input: CreateChannelInput): ChannelRow {
+export async function createChannel(deps: Deps, actor: Principal, input: CreateChannelInput): Promise<ChannelRow> {
   requireWrite(actor, 'create notification channels');
   assertEnvsAllowed(actor, input.envs);
   assertUrlAllowed(deps, input.url);
@@ -239,9 +240,9 @@ export function createChannel(deps: Deps, actor: Principal, input: CreateChannel
   if (input.type === 'slack' && input.secret) throw badInput('input.secret', 'a slack channel takes no secret: Slack does not verify signatures of incoming webhooks');
   const now = deps.now();
   const id = newId();
-  const channel = deps.db.transaction((tx) => {
-    assertChannelRoom(tx, actor, input.envs);
-    const row = insertChannel(tx, {
+  const channel = await transaction(deps.db, async (tx) => {
+    await assertChannelRoom(tx, actor, input.envs);
+    const row = await insertChannel(tx, {
       id,
       name: input.name,
       type: input.type,
@@ -250,20 +251,20 @@ export function createChannel(deps: Deps, actor: Principal, input: CreateChannel
       envs: input.envs,
       ...stamp(actor, now),
     });
-    insertAudit(tx, [audit(actor, now, 'notification_channel.created', { type: 'notification_channel', id }, null, auditedChannel(row))]);
+    await insertAudit(tx, [audit(actor, now, 'notification_channel.created', { type: 'notification_channel', id }, null, auditedChannel(row))]);
     return row;
   });
   changed(deps, actor, 'notification channel created', { channelId: id, type: channel.type });
   return channel;
 }
 
-export function updateChannel(deps: Deps, actor: Principal, id: string, input: UpdateChannelInput): ChannelRow {
+export async function updateChannel(deps: Deps, actor: Principal, id: string, input: UpdateChannelInput): Promise<ChannelRow> {
   requireWrite(actor, 'change notification channels');
   if (input.envs) assertEnvsAllowed(actor, input.envs);
   if (input.url) assertUrlAllowed(deps, input.url);
   const now = deps.now();
-  const channel = deps.db.transaction((tx) => {
-    const before = visibleChannel({ db: tx }, actor, id);
+  const channel = await transaction(deps.db, async (tx) => {
+    const before = await visibleChannel({ db: tx }, actor, id);
     if (before.type === 'slack' && input.secret) throw badInput('input.secret', 'a slack channel takes no secret');
     const url = input.url ?? before.url;
     let secret = before.secret;
@@ -272,18 +273,18 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
       throw badInput('input.secret', 'give the secret again: the url now points to another origin, and a stored secret is never sent to another host');
     }
     if (input.envs) {
-      assertChannelRoom(
+      await assertChannelRoom(
         tx,
         actor,
         input.envs.filter((e) => !before.envs.includes(e)),
       );
-      const outside = subscriptionEnvsOf(tx, before.id).filter((e) => !input.envs!.includes(e));
+      const outside = (await subscriptionEnvsOf(tx, before.id)).filter((e) => !input.envs!.includes(e));
       if (outside.length > 0) throw conflict(`the channel has subscriptions in env ${outside.join(', ')}: delete them first, or keep the env`, 'input.envs');
       // Its messages were written for readers of every env it served, and its pending ones
       // would go wherever a key of the narrower envs now points it: they go with the env.
-      if (before.envs.some((e) => !input.envs!.includes(e))) deleteDeliveriesOfChannel(tx, before.id);
+      if (before.envs.some((e) => !input.envs!.includes(e))) await deleteDeliveriesOfChannel(tx, before.id);
     }
-    const row = updateChannelRow(tx, before.id, {
+    const row = await updateChannelRow(tx, before.id, {
       name: input.name ?? before.name,
       url,
       secret,
@@ -292,7 +293,7 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
       updatedById: actor.id,
       updatedByName: actor.name,
     });
-    insertAudit(tx, [audit(actor, now, 'notification_channel.updated', { type: 'notification_channel', id: row.id }, auditedChannel(before), auditedChannel(row))]);
+    await insertAudit(tx, [audit(actor, now, 'notification_channel.updated', { type: 'notification_channel', id: row.id }, auditedChannel(before), auditedChannel(row))]);
     return row;
   });
   changed(deps, actor, 'notification channel updated', { channelId: channel.id });
@@ -300,89 +301,97 @@ export function updateChannel(deps: Deps, actor: Principal, id: string, input: U
 }
 
 /** Deletes the channel, its subscriptions and its deliveries. Returns the id. */
-export function deleteChannel(deps: Deps, actor: Principal, id: string): string {
+export async function deleteChannel(deps: Deps, actor: Principal, id: string): Promise<string> {
   requireWrite(actor, 'delete notification channels');
   const now = deps.now();
-  deps.db.transaction((tx) => {
-    const before = visibleChannel({ db: tx }, actor, id);
-    deleteChannelRow(tx, before.id);
-    insertAudit(tx, [audit(actor, now, 'notification_channel.deleted', { type: 'notification_channel', id: before.id }, auditedChannel(before), null)]);
+  await transaction(deps.db, async (tx) => {
+    const before = await visibleChannel({ db: tx }, actor, id);
+    await deleteChannelRow(tx, before.id);
+    await insertAudit(tx, [audit(actor, now, 'notification_channel.deleted', { type: 'notification_channel', id: before.id }, auditedChannel(before), null)]);
   });
   changed(deps, actor, 'notification channel deleted', { channelId: id });
   return id;
 }
 
-export function createSubscription(deps: Deps, actor: Principal, input: CreateSubscriptionInput): SubscriptionRow {
+export async function createSubscription(deps: Deps, actor: Principal, input: CreateSubscriptionInput): Promise<SubscriptionRow> {
   requireWrite(actor, 'create notification subscriptions');
   assertEnvAllowed(actor, input.env);
   const now = deps.now();
-  const subscription = deps.db.transaction((tx) => {
-    const channel = visibleChannel({ db: tx }, actor, input.channelId, 'input.channelId');
+  const subscription = await transaction(deps.db, async (tx) => {
+    const channel = await visibleChannel({ db: tx }, actor, input.channelId, 'input.channelId');
     if (!channel.envs.includes(input.env)) throw badInput('input.env', `${input.env} is not one of the channel's environments (${channel.envs.join(', ')})`);
     let gateId: string | null = null;
     if (input.gateId) {
-      const gate = getGate(tx, assertUuid(input.gateId, 'input.gateId'));
+      const gate = await getGate(tx, assertUuid(input.gateId, 'input.gateId'));
       if (!gate || !canSeeEnv(actor, gate.env)) throw notFound(`gate ${input.gateId} does not exist`, 'input.gateId');
       if (gate.env !== input.env) throw badInput('input.env', `must be the gate's env (${gate.env})`);
       if (input.service && input.service !== gate.service) throw badInput('input.service', `must be the gate's service (${gate.service}) or omitted`);
       gateId = gate.id;
     }
-    if (countSubscriptionsOfEnv(tx, input.env) >= MAX_SUBSCRIPTIONS_PER_ENV) {
+    if ((await countSubscriptionsOfEnv(tx, input.env)) >= MAX_SUBSCRIPTIONS_PER_ENV) {
       throw conflict(`env ${input.env} holds at most ${MAX_SUBSCRIPTIONS_PER_ENV} notification subscriptions`, 'input.env');
     }
-    const row = insertSubscription(tx, { id: newId(), channelId: channel.id, gateId, service: input.service ?? null, env: input.env, events: input.events, ...stamp(actor, now) });
-    insertAudit(tx, [audit(actor, now, 'notification_subscription.created', { type: 'notification_subscription', id: row.id }, null, row)]);
+    const row = await insertSubscription(tx, {
+      id: newId(),
+      channelId: channel.id,
+      gateId,
+      service: input.service ?? null,
+      env: input.env,
+      events: input.events,
+      ...stamp(actor, now),
+    });
+    await insertAudit(tx, [audit(actor, now, 'notification_subscription.created', { type: 'notification_subscription', id: row.id }, null, row)]);
     return row;
   });
   changed(deps, actor, 'notification subscription created', { subscriptionId: subscription.id, env: subscription.env });
   return subscription;
 }
 
-function visibleSubscription(tx: Tx, actor: Principal, id: string): SubscriptionRow {
-  const s = getSubscriptionRow(tx, assertUuid(id, 'id'));
+async function visibleSubscription(tx: Tx, actor: Principal, id: string): Promise<SubscriptionRow> {
+  const s = await getSubscriptionRow(tx, assertUuid(id, 'id'));
   if (!s || !canSeeEnv(actor, s.env)) throw noSubscription(id);
-  const c = getChannelRow(tx, s.channelId);
+  const c = await getChannelRow(tx, s.channelId);
   if (!c || !canSeeChannel(actor, c)) throw noSubscription(id);
   return s;
 }
 
-export function updateSubscription(deps: Deps, actor: Principal, id: string, input: z.output<typeof updateSubscriptionInputSchema>): SubscriptionRow {
+export async function updateSubscription(deps: Deps, actor: Principal, id: string, input: z.output<typeof updateSubscriptionInputSchema>): Promise<SubscriptionRow> {
   requireWrite(actor, 'change notification subscriptions');
   const now = deps.now();
-  const subscription = deps.db.transaction((tx) => {
-    const before = visibleSubscription(tx, actor, id);
-    const row = updateSubscriptionRow(tx, before.id, { events: input.events, updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
-    insertAudit(tx, [audit(actor, now, 'notification_subscription.updated', { type: 'notification_subscription', id: row.id }, before, row)]);
+  const subscription = await transaction(deps.db, async (tx) => {
+    const before = await visibleSubscription(tx, actor, id);
+    const row = await updateSubscriptionRow(tx, before.id, { events: input.events, updatedAt: now, updatedById: actor.id, updatedByName: actor.name });
+    await insertAudit(tx, [audit(actor, now, 'notification_subscription.updated', { type: 'notification_subscription', id: row.id }, before, row)]);
     return row;
   });
   changed(deps, actor, 'notification subscription updated', { subscriptionId: subscription.id });
   return subscription;
 }
 
-export function deleteSubscription(deps: Deps, actor: Principal, id: string): string {
+export async function deleteSubscription(deps: Deps, actor: Principal, id: string): Promise<string> {
   requireWrite(actor, 'delete notification subscriptions');
   const now = deps.now();
-  deps.db.transaction((tx) => {
-    const before = visibleSubscription(tx, actor, id);
-    deleteSubscriptionRow(tx, before.id);
-    insertAudit(tx, [audit(actor, now, 'notification_subscription.deleted', { type: 'notification_subscription', id: before.id }, before, null)]);
+  await transaction(deps.db, async (tx) => {
+    const before = await visibleSubscription(tx, actor, id);
+    await deleteSubscriptionRow(tx, before.id);
+    await insertAudit(tx, [audit(actor, now, 'notification_subscription.deleted', { type: 'notification_subscription', id: before.id }, before, null)]);
   });
   changed(deps, actor, 'notification subscription deleted', { subscriptionId: id });
   return id;
 }
 
 /** Queues a test message to one channel (for one of its envs), delivered like any other. */
-export function sendTestNotification(deps: Deps, actor: Principal, channelId: string): OutboxRow {
+export async function sendTestNotification(deps: Deps, actor: Principal, channelId: string): Promise<OutboxRow> {
   requireWrite(actor, 'send test notifications');
   const now = deps.now();
-  const row = deps.db.transaction((tx) => {
-    const channel = visibleChannel({ db: tx }, actor, channelId, 'channelId');
-    if (unsettledTests(tx, channel.id) >= MAX_UNSETTLED_TESTS) {
+  const row = await transaction(deps.db, async (tx) => {
+    const channel = await visibleChannel({ db: tx }, actor, channelId, 'channelId');
+    if ((await unsettledTests(tx, channel.id)) >= MAX_UNSETTLED_TESTS) {
       throw conflict(`channel ${channelId} already has ${MAX_UNSETTLED_TESTS} test messages waiting to be delivered: see notificationDeliveries`, 'channelId');
     }
     const id = newId();
     const payload: NotificationPayload = { event: 'test', at: now.toISOString(), text: `Test notification from Tollgate, sent by ${actor.name}.` };
-    insertOutbox(tx, [
+    await insertOutbox(tx, [
       {
         id,
         eventKey: `test:${id}`,
@@ -397,7 +406,7 @@ export function sendTestNotification(deps: Deps, actor: Principal, channelId: st
         createdAt: now,
       },
     ]);
-    return getDeliveryRow(tx, id)!;
+    return (await getDeliveryRow(tx, id))!;
   });
   deps.events.publish('notification.queued', null);
   return row;
@@ -528,7 +537,7 @@ function sourceErrorSeenBy(reader: { envs: readonly string[] }, after: Evaluatio
  * event; a row already queued for the same event is left alone. Returns how many rows it
  * queued (0: nothing to wake the notifier for).
  */
-export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, after: EvaluationSnapshot, rule?: RuleChange): number {
+export async function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, after: EvaluationSnapshot, rule?: RuleChange): Promise<number> {
   const e = after.evaluation;
   const was = reported(before);
   const is = reported(e);
@@ -552,11 +561,11 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
   const maybeRecovered = !overridden && is === 'pass' && was !== 'pass' && e.status === 'pass';
   // Most changes cause no event: they read nothing more.
   if (events.length === 0 && !maybeRecovered) return 0;
-  const subscriptions = matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
+  const subscriptions = await matchingSubscriptions(tx, e, MAX_SUBSCRIPTIONS_PER_ENV);
   if (subscriptions.length === 0) return 0;
   // Recovered is a pass after a fail: the previous verdict is read only when someone asks.
   if (maybeRecovered && subscriptions.some(({ subscription: s }) => s.events.includes('recovered'))) {
-    const previous = previousVerdict(tx, e);
+    const previous = await previousVerdict(tx, e);
     if (previous && reported(previous) === 'fail') {
       const recoveredFrom = { id: previous.id, url: `${deps.baseUrl()}/evaluations/${previous.id}` };
       events.push({ event: 'recovered', key: 'recovered', extra: () => ({ recoveredFrom }) });
@@ -588,7 +597,7 @@ export function queueNotifications(tx: Tx, deps: Deps, before: EvaluationRow, af
       });
     }
   }
-  insertOutbox(tx, rows);
+  await insertOutbox(tx, rows);
   return rows.length;
 }
 
@@ -604,12 +613,14 @@ export interface Delivery {
  * Claims up to `limit` due rows for this node (see claimDue), at most `perChannel` of one
  * channel with its sends under way (`inFlight`): each is ours until settled or `claimMs` passes.
  */
-export function claimDeliveries(deps: Deps, limit: number, claimMs: number, perChannel: number, inFlight: ReadonlyMap<string, number>): Delivery[] {
-  const rows = claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit, perChannel, inFlight);
-  return rows.map((row) => ({ row, channel: getChannelRow(deps.db, row.channelId) }));
+export async function claimDeliveries(deps: Deps, limit: number, claimMs: number, perChannel: number, inFlight: ReadonlyMap<string, number>): Promise<Delivery[]> {
+  const rows = await claimDue(deps.db, deps.nodeId, deps.now(), claimMs, limit, perChannel, inFlight);
+  const deliveries: Delivery[] = [];
+  for (const row of rows) deliveries.push({ row, channel: await getChannelRow(deps.db, row.channelId) });
+  return deliveries;
 }
 
-export function nextDeliveryDueAt(deps: Deps): Date | null {
+export async function nextDeliveryDueAt(deps: Deps): Promise<Date | null> {
   return nextDueAt(deps.db);
 }
 
@@ -621,7 +632,7 @@ const retryDelayMs = (baseMs: number, attempts: number) => Math.min(baseMs * 2 *
  * after the last attempt (or at once, for a refusal no retry can change). False when the
  * claim was no longer this node's.
  */
-export function settleDelivery(deps: Deps, row: OutboxRow, outcome: { ok: boolean; status: number | null; error: string | null; final?: boolean }): boolean {
+export async function settleDelivery(deps: Deps, row: OutboxRow, outcome: { ok: boolean; status: number | null; error: string | null; final?: boolean }): Promise<boolean> {
   const now = deps.now();
   const { retryBaseMs, maxAttempts } = deps.config.notifications;
   const error = clip(outcome.error, 1000);

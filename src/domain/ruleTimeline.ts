@@ -20,16 +20,18 @@ export interface RuleTransition extends TransitionRow {
  * window's end (or its finish, when earlier), oldest first, at most `first`. `rule` must be the rule as the reader
  * sees it (Evaluation.rules), so that withheld monitors are not even looked up.
  */
-export function ruleTransitions(deps: Deps, reader: Principal, rule: RuleEvaluationRow, first: number): RuleTransition[] {
+export async function ruleTransitions(deps: Deps, reader: Principal, rule: RuleEvaluationRow, first: number): Promise<RuleTransition[]> {
   if (!Number.isInteger(first) || first < 1 || first > MAX_RULE_TRANSITIONS) throw badInput('first', `must be between 1 and ${MAX_RULE_TRANSITIONS}, got ${first}`);
   if (rule.type !== 'monitor') return [];
   const matched = (rule.evidence as MonitorRuleEvidence | null)?.matchedMonitors;
   if (!Array.isArray(matched) || matched.length === 0) return [];
-  const monitors = getMonitors(
-    deps.db,
-    matched.map((m) => m.id).filter((id): id is string => typeof id === 'string'),
+  const monitors = (
+    await getMonitors(
+      deps.db,
+      matched.map((m) => m.id).filter((id): id is string => typeof id === 'string'),
+    )
   ).filter((m) => canSeeMonitor(reader, m));
   const names = new Map(monitors.map((m) => [m.id, m.name]));
   const end = rule.finishedAt && rule.finishedAt < rule.windowEndsAt ? rule.finishedAt : rule.windowEndsAt;
-  return transitionsBetween(deps.db, [...names.keys()], rule.startedAt, end, first).map((t) => ({ ...t, monitorName: names.get(t.monitorId)! }));
+  return (await transitionsBetween(deps.db, [...names.keys()], rule.startedAt, end, first)).map((t) => ({ ...t, monitorName: names.get(t.monitorId)! }));
 }

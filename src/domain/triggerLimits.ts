@@ -21,15 +21,15 @@ const IN_PROGRESS_RETRY_SECONDS = 30;
  * evaluations started in the last minute (a sliding window: the oldest of them says when a
  * place frees). Run inside the transaction that creates the evaluation.
  */
-export function assertCanStartEvaluation(tx: Tx, limits: Pick<RateLimitConfig, 'inProgress' | 'triggersPerMinute'>, actor: Principal, now: Date): void {
-  if (limits.inProgress > 0 && countRunningBy(tx, actor.id, limits.inProgress) >= limits.inProgress) {
+export async function assertCanStartEvaluation(tx: Tx, limits: Pick<RateLimitConfig, 'inProgress' | 'triggersPerMinute'>, actor: Principal, now: Date): Promise<void> {
+  if (limits.inProgress > 0 && (await countRunningBy(tx, actor.id, limits.inProgress)) >= limits.inProgress) {
     throw new RateLimitedError(
       `API key "${actor.name}" already has ${limits.inProgress} evaluations in progress (or with dry-run rules still watching), its limit: wait for one to finish, or cancel one`,
       IN_PROGRESS_RETRY_SECONDS,
     );
   }
   if (limits.triggersPerMinute > 0) {
-    const starts = startsSince(tx, actor.id, new Date(now.getTime() - MINUTE_MS), limits.triggersPerMinute);
+    const starts = await startsSince(tx, actor.id, new Date(now.getTime() - MINUTE_MS), limits.triggersPerMinute);
     if (starts.length >= limits.triggersPerMinute) {
       const oldest = starts.at(-1)!;
       const retryAfter = Math.max(1, Math.ceil((oldest.getTime() + MINUTE_MS - now.getTime()) / 1000));

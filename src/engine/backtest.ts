@@ -42,6 +42,13 @@ const SUCCESSOR_WINDOW_MS = 10 * 60_000;
 /** One unit of work done; a Promise when a check answered asynchronously (the driver waits for it). */
 type Step = Promise<unknown> | undefined;
 
+/** Inside a job: the value of a read or write of the store (the job yields it and is resumed with its outcome). */
+function* wait<T>(pending: Promise<T>): Generator<Step, T, unknown> {
+  const back = (yield pending) as { ok?: T; err?: unknown };
+  if ('err' in back) throw back.err;
+  return back.ok as T;
+}
+
 interface Job {
   id: string;
   canceled: boolean;
@@ -122,7 +129,10 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     } catch (err) {
       end(job);
       log.error({ err, backtestId: job.id }, 'backtest failed');
-      publish(updateRunningBacktest(deps.db, job.id, { status: 'failed', error: clip(`replay failed: ${(err as Error).message}`), finishedAt: deps.now() }));
+      updateRunningBacktest(deps.db, job.id, { status: 'failed', error: clip(`replay failed: ${(err as Error).message}`), finishedAt: deps.now() }).then(
+        publish,
+        (failed: unknown) => log.error({ err: failed, backtestId: job.id }, 'could not record the failure of a backtest'),
+      );
     }
   }
 
@@ -145,7 +155,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const appearances: VersionSpan[] = [];
     const end = row.to.getTime();
     for (let hour = row.from.getTime() - DEPLOY_MEMORY_MS; hour < end; hour += HOUR_MS) {
-      for (const v of versionsIn(deps.db, { ...w, from: hour, to: Math.min(hour + HOUR_MS, end) }, MAX_VERSIONS_PER_HOUR)) {
+      for (const v of yield* wait(versionsIn(deps.db, { ...w, from: hour, to: Math.min(hour + HOUR_MS, end) }, MAX_VERSIONS_PER_HOUR))) {
         const last = latest.get(v.version);
         if (last && v.firstSeen - last.lastSeen <= DEPLOY_MEMORY_MS) {
           last.lastSeen = v.lastSeen;
@@ -168,7 +178,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       }
       deploys.push(v);
     }
-    let current = updateRunningBacktest(deps.db, row.id, { total: deploys.length });
+    let current = yield* wait(updateRunningBacktest(deps.db, row.id, { total: deploys.length }));
     if (!current) return;
     publish(current);
     yield;
@@ -177,7 +187,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const results: DeployResult[] = [];
     for (const d of deploys) {
       results.push(yield* replayDeploy(row, config, d, budget, seen));
-      current = updateRunningBacktest(deps.db, row.id, { done: results.length, results: results as unknown as BacktestRow['results'] });
+      current = yield* wait(updateRunningBacktest(deps.db, row.id, { done: results.length, results: results as unknown as BacktestRow['results'] }));
       if (!current) return; // canceled meanwhile: what was replayed stays as it was
       publish(current);
       yield;
@@ -192,7 +202,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       failedThenRolledBack: failed.filter((r) => r.rollback).length,
       truncated,
     };
-    current = updateRunningBacktest(deps.db, row.id, { status: 'done', summary: summary as unknown as Record<string, unknown>, finishedAt: deps.now() });
+    current = yield* wait(updateRunningBacktest(deps.db, row.id, { status: 'done', summary: summary as unknown as Record<string, unknown>, finishedAt: deps.now() }));
     publish(current);
     if (current) log.info({ backtestId: row.id, ...summary }, 'backtest done');
   }
@@ -252,7 +262,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     const decidedAt = decider?.at ? Date.parse(decider.at) : null;
     const verdict = (s: string) => (s === 'pass' || s === 'fail' ? s : 'undecided');
     yield;
-    const rollback = rollbackAfter(row, d, seen);
+    const rollback = yield* wait(rollbackAfter(row, d, seen));
     return {
       version: d.version,
       firstSeenAt: iso(d.firstSeen),
@@ -355,17 +365,17 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
    * appeared, and the versions serving right after were older ones (a newer version taking over
    * is a roll forward, not a rollback). Unknown (null) while the hour is not over.
    */
-  function rollbackAfter(row: BacktestRow, d: VersionSpan, seen: ReadonlyMap<string, VersionSpan>): DeployResult['rollback'] {
+  async function rollbackAfter(row: BacktestRow, d: VersionSpan, seen: ReadonlyMap<string, VersionSpan>): Promise<DeployResult['rollback']> {
     const w = { service: row.service, env: row.env };
     const hourEnd = d.firstSeen + ROLLBACK_WITHIN_MS;
     if (hourEnd > deps.now().getTime()) return null;
-    const mine = versionsIn(deps.db, { ...w, from: d.firstSeen, to: hourEnd + SUCCESSOR_WINDOW_MS }, MAX_VERSIONS_PER_HOUR).find((v) => v.version === d.version);
+    const mine = (await versionsIn(deps.db, { ...w, from: d.firstSeen, to: hourEnd + SUCCESSOR_WINDOW_MS }, MAX_VERSIONS_PER_HOUR)).find((v) => v.version === d.version);
     if (!mine || mine.lastSeen >= hourEnd) return null;
     const after = mine.lastSeen + APM_BUCKET_MS;
     // Older: first seen before this deploy (discovery read from a day before the window; a
     // version first seen after the window's end is newer). Any newer one serving makes it a roll
     // forward, even while an older one keeps serving beside the canaries.
-    const successors = versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20).filter((v) => v.version !== d.version);
+    const successors = (await versionsIn(deps.db, { ...w, from: after, to: after + SUCCESSOR_WINDOW_MS }, 20)).filter((v) => v.version !== d.version);
     const isOlder = (v: VersionSpan) => (seen.get(v.version)?.firstSeen ?? Number.POSITIVE_INFINITY) < d.firstSeen;
     if (successors.length === 0 || !successors.every(isOlder)) return null;
     return { at: iso(after), versions: successors.map((v) => v.version) };
@@ -373,9 +383,9 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
 
   return {
     /** Fails the jobs left running when the last server stopped (they are not resumed), then listens. */
-    start(): void {
+    async start(): Promise<void> {
       stopped = false;
-      for (const row of failInterruptedBacktests(deps.db, deps.now())) publish(row);
+      for (const row of await failInterruptedBacktests(deps.db, deps.now())) publish(row);
       off = deps.events.on('backtest.changed', (row) => {
         if (row.status !== 'running') {
           // Canceled (or ended): its generator is dropped; a slice of it still running stops at its next step.
@@ -389,12 +399,12 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     },
 
     /** Stops every job; their rows are failed at the next start (or now, when the store still answers). */
-    stop(): void {
+    async stop(): Promise<void> {
       stopped = true;
       off?.();
       for (const id of jobs.keys()) {
         try {
-          publish(updateRunningBacktest(deps.db, id, { status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: deps.now() }));
+          publish(await updateRunningBacktest(deps.db, id, { status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: deps.now() }));
         } catch (err) {
           log.warn({ err, backtestId: id }, 'backtest left running on stop; the next start fails it');
         }

@@ -231,8 +231,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   /**
-   * One check of one rule. A synchronous runner's check completes here, in this slice; an
-   * asynchronous one is tracked, and a check asked for while it runs is run again right after.
+   * Starts one check of one rule, tracked in its type's lane until it is recorded (the store
+   * is asynchronous, so every check is); a check asked for while it runs is run again right after.
    */
   function check(id: string): void {
     if (inFlight.has(id)) {
@@ -240,56 +240,41 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       return;
     }
     const lane = active.get(id)?.type ?? 'unindexed';
-    let pending: Promise<void> | undefined;
-    try {
-      pending = runCheck(id);
-    } catch (err) {
-      couldNotRecord(id, err);
-      return;
-    }
-    if (!pending) return;
     busy.set(lane, (busy.get(lane) ?? 0) + 1);
-    const run = pending
+    const run = runCheck(id)
       .catch((err) => couldNotRecord(id, err))
       .finally(() => {
         inFlight.delete(id);
         busy.set(lane, busy.get(lane)! - 1);
         if (checkAgain.delete(id)) enqueue(id);
-        // A slice may have stopped at the async limit: go on with the rest.
+        // A slice may have stopped at the lane's limit: go on with the rest.
         scheduleDrain();
       });
     inFlight.set(id, run);
   }
 
-  function runCheck(id: string): Promise<void> | undefined {
+  async function runCheck(id: string): Promise<void> {
     if (stopped) return;
-    const rule = getRuleEvaluation(deps.db, id);
-    const evaluation = rule && getEvaluation(deps.db, rule.evaluationId);
+    const rule = await getRuleEvaluation(deps.db, id);
+    const evaluation = rule && (await getEvaluation(deps.db, rule.evaluationId));
     // Another engine took the evaluation over (our lease lapsed): its checks are that engine's now.
     if (!rule || !evaluation || rule.status !== 'in_progress' || evaluation.finishedAt || evaluation.leaseOwner !== nodeId) {
       untrack(id);
       return;
     }
-    const runner = runnerFor(rule.type);
-    let result: CheckResult | Promise<CheckResult>;
+    let result: CheckResult;
     try {
+      const runner = runnerFor(rule.type);
       if (!runner) throw new Error(`no runner for ${rule.type} rules`);
-      result = runner.check(deps, { rule, evaluation, now: deps.now() });
+      result = await runner.check(deps, { rule, evaluation, now: deps.now() });
     } catch (err) {
-      record(rule, evaluation, { error: err });
+      await record(rule, evaluation, { error: err });
       return;
     }
-    if (!(result instanceof Promise)) {
-      record(rule, evaluation, { result });
-      return;
-    }
-    return result.then(
-      (r) => record(rule, evaluation, { result: r }),
-      (err: unknown) => record(rule, evaluation, { error: err }),
-    );
+    await record(rule, evaluation, { result });
   }
 
-  function record(rule: RuleEvaluationRow, evaluation: EvaluationRow, outcome: { result: CheckResult } | { error: unknown }): void {
+  async function record(rule: RuleEvaluationRow, evaluation: EvaluationRow, outcome: { result: CheckResult } | { error: unknown }): Promise<void> {
     if (stopped) return;
     const id = rule.id;
     let update: RuleUpdate;
@@ -345,7 +330,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       return;
     }
     // Checked again as it is written: an asynchronous check may have outlived our lease.
-    const snapshot = recordRuleUpdate(deps, id, update, nodeId);
+    const snapshot = await recordRuleUpdate(deps, id, update, nodeId);
     if (snapshot) track(snapshot);
     else untrack(id);
   }
@@ -385,9 +370,9 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
    */
   async function claim(atStart: boolean): Promise<void> {
     const now = deps.now();
-    renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
-    const resume = new Set(claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart));
-    for (const { evaluationId } of runningRulesOf(deps.db, nodeId).filter((r) => !active.has(r.id))) resume.add(evaluationId);
+    await renewLeases(deps.db, nodeId, new Date(now.getTime() + leaseMs));
+    const resume = new Set(await claimUnfinished(deps.db, nodeId, now, new Date(now.getTime() + leaseMs), atStart));
+    for (const { evaluationId } of (await runningRulesOf(deps.db, nodeId)).filter((r) => !active.has(r.id))) resume.add(evaluationId);
     resuming = resume.size;
     let until = performance.now() + sliceMs;
     for (const id of resume) {
@@ -396,7 +381,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
         until = performance.now() + sliceMs;
       }
       if (stopped) return;
-      const snapshot = loadSnapshot(deps, id);
+      const snapshot = await loadSnapshot(deps, id);
       resuming--;
       if (!snapshot) continue;
       // Look at every resumed rule now: its answer depends only on what was recorded.
@@ -416,12 +401,10 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       });
   }
 
-  function safely(what: string, run: () => void): void {
-    try {
-      run();
-    } catch (err) {
-      log.error({ err }, `${what} failed; will try again`);
-    }
+  function safely(what: string, run: () => unknown): void {
+    Promise.resolve()
+      .then(run)
+      .catch((err: unknown) => log.error({ err }, `${what} failed; will try again`));
   }
 
   /** One sweep at a time: a sweep of many silent groups runs in batches across several turns. */
@@ -435,8 +418,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       .finally(() => (sweeping = undefined));
   }
 
-  function prune(): void {
-    const { evaluations, transitions, apmRows, backtests, notifications, horizon } = pruneHistory(deps);
+  async function prune(): Promise<void> {
+    const { evaluations, transitions, apmRows, backtests, notifications, horizon } = await pruneHistory(deps);
     if (evaluations + transitions + apmRows + backtests + notifications > 0)
       log.info({ evaluations, transitions, apmRows, backtests, notifications, horizon }, 'pruned history past retention');
   }
@@ -473,7 +456,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       cancelHousekeeping?.();
       for (const off of unsubscribe) off();
       await Promise.allSettled([...inFlight.values(), sweeping, claiming]);
-      releaseLeases(deps.db, nodeId);
+      await releaseLeases(deps.db, nodeId);
     },
 
     /**

@@ -484,7 +484,7 @@ export const fddRunner: RuleRunner = {
     };
   },
 
-  check(deps, { rule, evaluation, now }): CheckResult {
+  async check(deps, { rule, evaluation, now }): Promise<CheckResult> {
     const o = rule.options as FddRuleOptions;
     const version = evaluation.version ?? '';
     const start = rule.windowStartsAt.getTime();
@@ -500,16 +500,16 @@ export const fddRunner: RuleRunner = {
       version,
       primaryTag: evaluation.primaryTag,
       state: (rule.state ?? {}) as FddState,
-      past: bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }).filter((r) => r.version !== version && scoped(r)),
-      rows: bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter(scoped),
+      past: (await bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket })).filter((r) => r.version !== version && scoped(r)),
+      rows: (await bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 })).filter(scoped),
       knownErrorTypes: o.newErrorTypes
         ? new Set(
-            errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 })
+            (await errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 }))
               .filter((e) => e.version !== version && scoped(e))
               .map((e) => e.errorType),
           )
         : new Set(),
-      canaryErrorTypes: o.newErrorTypes ? errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 }).filter((e) => e.version === version && scoped(e)) : [],
+      canaryErrorTypes: o.newErrorTypes ? (await errorTypes(deps.db, { ...w, from: firstBucket, to: until + 1 })).filter((e) => e.version === version && scoped(e)) : [],
       final: now.getTime() >= end + SETTLE_MS,
       windowMinutes: (end - start) / 60_000,
     });

@@ -30,7 +30,7 @@ type FreezeState = {
 const iso = (d: Date) => d.toISOString();
 
 /** The freezes in force at `now` for this evaluation. */
-function activeFreezes(deps: Deps, o: FreezeRuleOptions, e: EvaluationRow, now: Date): FreezeEntry[] {
+async function activeFreezes(deps: Deps, o: FreezeRuleOptions, e: EvaluationRow, now: Date): Promise<FreezeEntry[]> {
   const out: FreezeEntry[] = [];
   for (const w of o.calendars) {
     const open = calendarFreezeAt(w, now);
@@ -47,17 +47,17 @@ function activeFreezes(deps: Deps, o: FreezeRuleOptions, e: EvaluationRow, now: 
     }
   }
   if (o.adHoc) {
-    for (const f of activeFreezesFor(deps.db, e.env, e.service, now)) {
+    for (const f of await activeFreezesFor(deps.db, e.env, e.service, now)) {
       out.push({ kind: 'ad_hoc', name: f.reason, freezeId: f.id, setBy: f.createdByName, service: f.service, startedAt: iso(f.startsAt), endsAt: f.endsAt ? iso(f.endsAt) : null });
     }
   }
-  if (o.incidentQuery) out.push(...incidents(deps, o.incidentQuery, e));
+  if (o.incidentQuery) out.push(...(await incidents(deps, o.incidentQuery, e)));
   return out;
 }
 
 /** Groups in ALERT among the monitors the query matches, as the trigger may see them. */
-function incidents(deps: Deps, query: string, e: EvaluationRow): FreezeEntry[] {
-  const sel = selectByQuery(deps, query, e.triggerEnvs ?? null);
+async function incidents(deps: Deps, query: string, e: EvaluationRow): Promise<FreezeEntry[]> {
+  const sel = await selectByQuery(deps, query, e.triggerEnvs ?? null);
   // A monitor whose own source fails cannot say there is no incident: retried, then the policy.
   const broken = sel.monitors.find((m) => m.sourceErrors > 0);
   if (broken) throw new SourceError(`monitor "${broken.name}" of the incident query: ${broken.lastSourceError ?? 'its data source is failing'}`);
@@ -85,9 +85,9 @@ export const freezeRunner: RuleRunner = {
     return { windowStartsAt: start, windowEndsAt: new Date(start.getTime() + o.duration * 1000), nextCheckAt: start };
   },
 
-  check(deps, { rule, evaluation, now }): CheckResult {
+  async check(deps, { rule, evaluation, now }): Promise<CheckResult> {
     const o = rule.options as FreezeRuleOptions;
-    const active = activeFreezes(deps, o, evaluation, now);
+    const active = await activeFreezes(deps, o, evaluation, now);
     const before = ((rule.state as FreezeState | null)?.seen ?? []).filter((f) => !active.some((a) => freezeKeyOf(a) === freezeKeyOf(f)));
     const state: FreezeState = { seen: [...before, ...active].slice(-MAX_WAITED) };
     const evidence: FreezeEvidence = { active, waitedFor: before };

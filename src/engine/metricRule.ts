@@ -129,9 +129,9 @@ function apmSource(deps: Deps, o: MetricRuleOptions, e: EvaluationRow, relative:
     }),
     // A point reads the buckets that start in [t − window, t); the last one ends at or after t.
     readyAt: (t) => Math.ceil(t / APM_BUCKET_MS) * APM_BUCKET_MS + SETTLE_MS,
-    read(at) {
+    async read(at) {
       const t = at.getTime();
-      const rows = statsRows(deps.db, { service: e.service, env: e.env, from: t - windowMs, to: t }).filter(inScope);
+      const rows = (await statsRows(deps.db, { service: e.service, env: e.env, from: t - windowMs, to: t })).filter(inScope);
       // Without a version an absolute bound judges the whole service (a pre-deploy check).
       const canary = apmValue(apm.metric, version === null ? rows : rows.filter((r) => r.version === version), apm.minRequests);
       if (!relative) return { canary };

@@ -50,12 +50,12 @@ const tooCostly = (_count: number) => () =>
  * rule never reaches further than the key that started it. A monitor outside them is as if it
  * did not exist, so a query or monitorIds naming it match nothing of it, and it costs nothing.
  */
-function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: readonly string[] | null): Selection {
+async function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: readonly string[] | null): Promise<Selection> {
   if (o.monitorIds) {
     const wanted = new Map(o.monitorIds.map((m) => [m.id, m.groups]));
-    const monitors = getMonitors(deps.db, [...wanted.keys()]).filter((m) => !m.muted && visibleUnder(envs, m));
+    const monitors = (await getMonitors(deps.db, [...wanted.keys()])).filter((m) => !m.muted && visibleUnder(envs, m));
     const all = groupsByMonitor(
-      groupsOf(
+      await groupsOf(
         deps.db,
         monitors.map((m) => m.id),
       ),
@@ -69,14 +69,14 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: read
     );
     return { monitors, groups };
   }
-  const candidates = unmutedMonitors(deps, envs);
+  const candidates = await unmutedMonitors(deps, envs);
   if (!mentions(expr!, 'group') && !mentions(expr!, 'status')) {
     // The common case: the monitor's own attributes decide, so only matches need their groups.
     const monitors = ownAttributeMatches(deps, `${envsKey(envs)}|${o.query!}`, () =>
       filterMatchingNow(candidates, (m) => matches(expr!, matchable(m, []), null), MAX_RULE_MATCH_STEPS, tooCostly(candidates.length)),
     );
     const groups = groupsByMonitor(
-      groupsOf(
+      await groupsOf(
         deps.db,
         monitors.map((m) => m.id),
       ),
@@ -84,7 +84,7 @@ function select(deps: Deps, o: MonitorRuleOptions, expr: Expr | null, envs: read
     return { monitors, groups: new Map(monitors.map((m) => [m.id, groups.get(m.id) ?? []])) };
   }
   const all = groupsByMonitor(
-    groupsOf(
+    await groupsOf(
       deps.db,
       candidates.map((m) => m.id),
     ),
@@ -145,12 +145,12 @@ function currentRows(deps: Deps): RowsCache {
 const envsKey = (envs: readonly string[] | null) => (envs === null ? '*' : JSON.stringify([...envs].sort()));
 const visibleUnder = (envs: readonly string[] | null, m: MonitorRow) => envs === null || monitorVisibleUnder(envs, envsOf(m.tags));
 
-function unmutedMonitors(deps: Deps, envs: readonly string[] | null): MonitorRow[] {
+async function unmutedMonitors(deps: Deps, envs: readonly string[] | null): Promise<MonitorRow[]> {
   const cache = currentRows(deps);
   const key = envsKey(envs);
   let rows = cache.unmuted.get(key);
   if (!rows) {
-    const all = cache.unmuted.get('*') ?? allMonitors(deps.db).filter((m) => !m.muted);
+    const all = cache.unmuted.get('*') ?? (await allMonitors(deps.db)).filter((m) => !m.muted);
     cache.unmuted.set('*', all);
     rows = envs === null ? all : all.filter((m) => visibleUnder(envs, m));
     if (cache.unmuted.size >= MAX_CACHED_SELECTIONS) cache.unmuted.clear();
@@ -171,12 +171,12 @@ function ownAttributeMatches(deps: Deps, query: string, match: () => MonitorRow[
 }
 
 /** Shared by every rule with the same options and the same trigger environments. */
-function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[] | null): Selection {
+async function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[] | null): Promise<Selection> {
   const cache = currentCache(deps);
   const key = `${envsKey(envs)}|${o.monitorIds ? `ids:${JSON.stringify(o.monitorIds)}` : `query:${o.query}`}`;
   let sel = cache.byKey.get(key);
   if (!sel) {
-    sel = select(deps, o, o.query ? parseMonitorQuery(o.query) : null, envs);
+    sel = await select(deps, o, o.query ? parseMonitorQuery(o.query) : null, envs);
     // select() may have started the cache over (it reads through it); store in the current one.
     const now = currentCache(deps);
     if (now.byKey.size >= MAX_CACHED_SELECTIONS) now.byKey.clear();
@@ -189,7 +189,7 @@ function cachedSelect(deps: Deps, o: MonitorRuleOptions, envs: readonly string[]
  * The monitors and groups a search query selects for a trigger, exactly as a monitor rule
  * selects them (muted ones out, only what the trigger may see), from the same shared cache.
  */
-export const selectByQuery = (deps: Deps, query: string, envs: readonly string[] | null): Selection => cachedSelect(deps, { query } as MonitorRuleOptions, envs);
+export const selectByQuery = async (deps: Deps, query: string, envs: readonly string[] | null): Promise<Selection> => cachedSelect(deps, { query } as MonitorRuleOptions, envs);
 
 /** As the evidence records it; `envs` is what a reader must be able to see to be shown the group. */
 type FailingGroup = FailingGroupEvidence & { envs: string[] };
@@ -202,8 +202,8 @@ const iso = (d: Date) => d.toISOString();
  * window's transitions are read, and for a group with none in it that changed since (its `since`
  * is later), its first one after: a window days back (a backtest) does not read days of history.
  */
-function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s: MonitorStateValue) => boolean): FailingGroup[] {
-  const transitions = transitionsWithin(
+async function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s: MonitorStateValue) => boolean): Promise<FailingGroup[]> {
+  const transitions = await transitionsWithin(
     deps.db,
     sel.monitors.map((m) => m.id),
     from,
@@ -222,7 +222,7 @@ function failingGroups(deps: Deps, sel: Selection, from: Date, to: Date, bad: (s
     for (const g of sel.groups.get(m.id) ?? []) {
       let after = byGroup.get(`${m.id}\u0000${g.group}`) ?? [];
       if (after.length === 0 && g.since > to) {
-        const next = firstTransitionAfter(deps.db, m.id, g.group, to);
+        const next = await firstTransitionAfter(deps.db, m.id, g.group, to);
         if (next) after = [next];
       }
       // The state at `from`: the first later transition's origin, or the current state.
@@ -251,12 +251,12 @@ export const monitorRunner: RuleRunner = {
     return { windowStartsAt, windowEndsAt: new Date(windowStartsAt.getTime() + o.duration * 1000), nextCheckAt: windowStartsAt };
   },
 
-  check(deps, { rule, evaluation, now }): CheckResult {
+  async check(deps, { rule, evaluation, now }): Promise<CheckResult> {
     const o = rule.options as MonitorRuleOptions;
     if (now < rule.windowStartsAt) {
       return { status: 'in_progress', reason: `Warming up until ${iso(rule.windowStartsAt)}.`, nextCheckAt: rule.windowStartsAt };
     }
-    const sel = cachedSelect(deps, o, evaluation.triggerEnvs ?? null);
+    const sel = await cachedSelect(deps, o, evaluation.triggerEnvs ?? null);
     const what = o.query ? `the query \`${o.query}\`` : `the monitor ids ${o.monitorIds!.map((m) => m.id).join(', ')}`;
     // A monitor whose own source is failing cannot vouch for its groups: retry, then policy.
     const broken = sel.monitors.find((m) => m.sourceErrors > 0);
@@ -286,7 +286,7 @@ export const monitorRunner: RuleRunner = {
     // reading): once recorded, it has happened.
     const until = rule.windowEndsAt;
     const bad = (s: MonitorStateValue) => s === 'alert' || (s === 'no_data' && o.failOnNoData);
-    const failing = failingGroups(deps, sel, rule.windowStartsAt, until, bad);
+    const failing = await failingGroups(deps, sel, rule.windowStartsAt, until, bad);
     if (failing.length > 0) {
       return { status: 'fail', reason: `${describeFailingGroups(failing)}.`, evidence: { ...evidence, failingGroups: failing } };
     }

@@ -51,8 +51,8 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
 
   /** Sends one claimed row and settles it; never throws. */
   async function deliver({ row, channel }: Delivery): Promise<void> {
-    const settle = (outcome: Parameters<typeof settleDelivery>[2]) => {
-      if (!settleDelivery(deps, row, outcome)) log.warn({ deliveryId: row.id }, 'delivery settled by another sender (claim ran out)');
+    const settle = async (outcome: Parameters<typeof settleDelivery>[2]) => {
+      if (!(await settleDelivery(deps, row, outcome))) log.warn({ deliveryId: row.id }, 'delivery settled by another sender (claim ran out)');
     };
     if (!channel) return void settle({ ok: false, status: null, error: 'the channel was deleted', final: true });
     const refusal = channelRefusal(deps, channel);
@@ -73,7 +73,7 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     const answer = await callWebhook({ url: channel.url, headers, body, timeoutMs, listedAddresses: listedAddresses(deps.config.webhookAllowedHosts) });
     const ok = answer.answered && answer.status >= 200 && answer.status < 300;
     const error = answer.answered ? (ok ? null : `HTTP ${answer.status}${answer.body ? `: ${answer.body.slice(0, 200)}` : ''}`) : answer.error;
-    settle({ ok, status: answer.answered ? answer.status : null, error });
+    await settle({ ok, status: answer.answered ? answer.status : null, error });
     if (ok) log.info({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts }, 'notification delivered');
     else log.warn({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts, error }, 'notification not delivered');
   }
@@ -82,20 +82,20 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
    * Fills the free slots with due rows (one claim statement), each sent on its own: a slot
    * freed looks again at once. With nothing more to claim, sleeps until the next row falls due.
    */
-  function pump(): void {
+  async function pump(): Promise<void> {
     if (stopped) return;
     // A read first: the claim (a write) only when something is due.
     let next: Date | null = null;
     try {
-      next = nextDeliveryDueAt(deps);
+      next = await nextDeliveryDueAt(deps);
     } catch (err) {
       log.error({ err }, 'notifier could not read the next due delivery');
     }
     const free = concurrency - inFlight.size;
     if (free > 0 && next && next <= deps.now()) {
       try {
-        for (const d of claimDeliveries(deps, free, claimMs, perChannel, byChannel)) start(d);
-        next = nextDeliveryDueAt(deps);
+        for (const d of await claimDeliveries(deps, free, claimMs, perChannel, byChannel)) start(d);
+        next = await nextDeliveryDueAt(deps);
       } catch (err) {
         log.error({ err }, 'notifier could not claim deliveries');
         // Not at once again (a read-only database would refuse every claim): in a second.

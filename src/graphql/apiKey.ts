@@ -54,7 +54,7 @@ builder.queryField('apiKeys', (t) =>
   t.field({
     type: [ApiKey],
     authScopes: { admin: true },
-    resolve: (_root, _args, { deps, principal }) => listApiKeys(deps, principal),
+    resolve: async (_root, _args, { deps, principal }) => listApiKeys(deps, principal),
   }),
 );
 
@@ -63,7 +63,7 @@ builder.mutationField('createApiKey', (t) =>
     type: CreatedApiKey,
     authScopes: { admin: true },
     args: { input: t.arg({ type: CreateApiKeyInput, required: true }).validate(createApiKeyInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => createApiKey(deps, principal, input),
+    resolve: async (_root, { input }, { deps, principal }) => createApiKey(deps, principal, input),
   }),
 );
 
@@ -72,7 +72,7 @@ builder.mutationField('revokeApiKey', (t) =>
     type: ApiKey,
     authScopes: { admin: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => revokeApiKey(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => revokeApiKey(deps, principal, String(id)),
   }),
 );
 

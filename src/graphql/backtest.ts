@@ -120,7 +120,7 @@ const Backtest = builder.objectRef<BacktestView>('Backtest').implement({
     deploys: t.field({
       type: [BacktestDeploy],
       description: 'In the order they appeared; filled in as the replay goes.',
-      resolve: (b, _args, { deps, principal }) => backtestResults(deps, principal, b),
+      resolve: async (b, _args, { deps, principal }) => backtestResults(deps, principal, b),
     }),
     summary: t.field({ type: Summary, nullable: true, description: 'Once done.', resolve: (b) => (b.summary as BacktestSummary | null) ?? null }),
     error: t.exposeString('error', { nullable: true, description: 'Why it failed, or who canceled it.' }),
@@ -149,7 +149,7 @@ builder.queryField('backtest', (t) =>
     nullable: true,
     authScopes: READ,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => getBacktest(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => getBacktest(deps, principal, String(id)),
   }),
 );
 
@@ -163,7 +163,7 @@ builder.queryField('backtests', (t) =>
       first: t.arg.int({ defaultValue: 20, description: `1–${MAX_BACKTESTS_PAGE}.` }),
       after: t.arg.id({ description: 'The id of the last backtest of the previous page.' }),
     },
-    resolve: (_root, { gateId, first, after }, { deps, principal }) =>
+    resolve: async (_root, { gateId, first, after }, { deps, principal }) =>
       listBacktests(deps, principal, { gateId: gateId ? String(gateId) : undefined }, { limit: backtestsPageSize(first ?? 20), after: after ? String(after) : undefined }),
   }),
 );
@@ -174,7 +174,7 @@ builder.mutationField('backtestGate', (t) =>
     description: `Replays a gate's rules over the deploys seen in [from, to) in the background (at most ${MAX_BACKTEST_DEPLOYS} deploys); follow it with backtestProgress.`,
     authScopes: { 'evaluations:write': true },
     args: { input: t.arg({ type: BacktestGateInput, required: true }) },
-    resolve: (_root, { input }, { deps, principal }) => startBacktest(deps, principal, { ...input, gateId: input.gateId == null ? input.gateId : String(input.gateId) }),
+    resolve: async (_root, { input }, { deps, principal }) => startBacktest(deps, principal, { ...input, gateId: input.gateId == null ? input.gateId : String(input.gateId) }),
   }),
 );
 
@@ -184,7 +184,7 @@ builder.mutationField('cancelBacktest', (t) =>
     description: 'Stops a running backtest; the deploys replayed so far stay.',
     authScopes: { 'evaluations:write': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => cancelBacktest(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => cancelBacktest(deps, principal, String(id)),
   }),
 );
 
@@ -194,7 +194,7 @@ builder.subscriptionField('backtestProgress', (t) =>
     authScopes: READ,
     description: 'The backtest now, then after each deploy replayed, until it ends.',
     args: { id: t.arg.id({ required: true }) },
-    subscribe: (_root, { id }, { deps, principal }) => followBacktest(deps, principal, String(id)),
+    subscribe: async (_root, { id }, { deps, principal }) => followBacktest(deps, principal, String(id)),
     resolve: (b) => b,
   }),
 );

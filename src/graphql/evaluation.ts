@@ -49,12 +49,12 @@ type EvaluationView = EvaluationRow & { knownRules?: RuleEvaluationRow[] };
 const view = (s: EvaluationSnapshot): EvaluationView => ({ ...s.evaluation, knownRules: s.rules });
 
 const rulesLoader = childrenLoader(
-  (ctx, ids) => rulesOfEvaluations(ctx.deps, ids),
+  async (ctx, ids) => rulesOfEvaluations(ctx.deps, ids),
   (r: RuleEvaluationRow) => r.evaluationId,
 );
 
 const overridesLoader = childrenLoader(
-  (ctx, ids) => overridesOfEvaluations(ctx.deps, ids),
+  async (ctx, ids) => overridesOfEvaluations(ctx.deps, ids),
   (o: { evaluationId: string }) => o.evaluationId,
 );
 
@@ -375,7 +375,7 @@ const RuleEvaluation = builder.objectRef<RuleEvaluationRow>('RuleEvaluation').im
         'Monitor rules: state changes of the monitors it matched from its start to the end of its window (or its finish), oldest first; only monitors the caller may see. Empty for other rule types.',
       args: { first: t.arg.int({ defaultValue: 100, description: `1–${MAX_RULE_TRANSITIONS}.` }) },
       // r is the rule as the reader may see it (Evaluation.rules applies the per-reader view).
-      resolve: (r, args, ctx) => ruleTransitions(ctx.deps, ctx.principal, r, args.first ?? 100),
+      resolve: async (r, args, ctx) => ruleTransitions(ctx.deps, ctx.principal, r, args.first ?? 100),
     }),
     insufficientData: t.boolean({
       description:
@@ -500,7 +500,7 @@ const lastEvaluationsLoader = createContextCache((ctx: Context) => {
           // Without a cache a gate comes once per parent asking (a page of its evaluations):
           // read it once, or each copy's rows would be read again and handed to every copy.
           const unique = [...new Map(gates.map((g) => [g.id, g])).values()];
-          const rows = latestEvaluationsOf(ctx.deps, ctx.principal, unique, limit);
+          const rows = await latestEvaluationsOf(ctx.deps, ctx.principal, unique, limit);
           return gates.map((g) => rows.filter((e) => e.gateId === g.id));
         },
         { ...BATCH_ONLY, cacheKeyFn: (g) => g.id },
@@ -604,7 +604,7 @@ export const RuleFailures = builder
       evaluations: t.exposeInt('evaluations'),
     }),
   });
-const EvaluationStats = builder.objectRef<ReturnType<typeof evaluationStats>>('EvaluationStats').implement({
+const EvaluationStats = builder.objectRef<Awaited<ReturnType<typeof evaluationStats>>>('EvaluationStats').implement({
   description: 'Real statuses (dry run ignored) over the filtered evaluations.',
   fields: (t) => ({
     total: t.exposeInt('total'),
@@ -625,8 +625,8 @@ builder.queryField('evaluation', (t) =>
     nullable: true,
     authScopes: READ,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => {
-      const snap = getEvaluation(deps, principal, String(id));
+    resolve: async (_root, { id }, { deps, principal }) => {
+      const snap = await getEvaluation(deps, principal, String(id));
       return snap ? view(snap) : null;
     },
   }),
@@ -639,13 +639,14 @@ builder.queryField('evaluations', (t) =>
       authScopes: READ,
       description: 'Newest first.',
       args: { filter: t.arg({ type: EvaluationFilter }) },
-      resolve: (_root, args, { deps, principal }) => {
+      resolve: async (_root, args, { deps, principal }) => {
         const filter = checkEvaluationFilter(args.filter);
         return withTotalCount(
-          resolveCursorConnection<EvaluationView[]>({ args, toCursor: (e) => e.id }, ({ after, before, limit, inverted }): EvaluationView[] =>
-            listEvaluations(deps, principal, filter, { after, before, limit, inverted }),
+          resolveCursorConnection<Promise<EvaluationView[]>>(
+            { args, toCursor: (e) => e.id },
+            async ({ after, before, limit, inverted }): Promise<EvaluationView[]> => listEvaluations(deps, principal, filter, { after, before, limit, inverted }),
           ),
-          () => countEvaluations(deps, principal, filter),
+          async () => countEvaluations(deps, principal, filter),
         );
       },
     },
@@ -659,7 +660,7 @@ builder.queryField('evaluationStats', (t) =>
     type: EvaluationStats,
     authScopes: READ,
     args: { filter: t.arg({ type: EvaluationFilter }), top: t.arg.int({ defaultValue: 10, description: 'Length of the most-failing lists (1–100).' }) },
-    resolve: (_root, args, { deps, principal }) => {
+    resolve: async (_root, args, { deps, principal }) => {
       const top = args.top ?? 10;
       if (top < 1 || top > 100) throw new DomainError('BAD_USER_INPUT', 'top: must be between 1 and 100', 'top');
       return evaluationStats(deps, principal, checkEvaluationFilter(args.filter), top);
@@ -673,7 +674,7 @@ builder.mutationField('evaluateGate', (t) =>
     authScopes: { 'evaluations:write': true },
     description: 'Starts an evaluation and returns it at once (IN_PROGRESS); follow it with evaluationUpdated.',
     args: { input: t.arg({ type: EvaluateGateInput, required: true }).validate(evaluateGateInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => view(evaluateGate(deps, principal, input)),
+    resolve: async (_root, { input }, { deps, principal }) => view(await evaluateGate(deps, principal, input)),
   }),
 );
 
@@ -682,7 +683,7 @@ builder.mutationField('cancelEvaluation', (t) =>
     type: Evaluation,
     authScopes: { 'evaluations:write': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => view(cancelEvaluation(deps, principal, String(id))),
+    resolve: async (_root, { id }, { deps, principal }) => view(await cancelEvaluation(deps, principal, String(id))),
   }),
 );
 
@@ -692,7 +693,7 @@ builder.mutationField('rerunEvaluation', (t) =>
     authScopes: { 'evaluations:write': true },
     description: 'A new evaluation with the same inputs and rule snapshot.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => view(rerunEvaluation(deps, principal, String(id))),
+    resolve: async (_root, { id }, { deps, principal }) => view(await rerunEvaluation(deps, principal, String(id))),
   }),
 );
 
@@ -707,7 +708,7 @@ builder.mutationField('overrideEvaluation', (t) =>
       verdict: t.arg({ type: OverrideVerdict, required: true }),
       reason: t.arg.string({ required: true, description: 'Why: 1–1000 characters.' }),
     },
-    resolve: (_root, { id, verdict, reason }, { deps, principal }) => view(overrideEvaluation(deps, principal, String(id), { verdict, reason })),
+    resolve: async (_root, { id, verdict, reason }, { deps, principal }) => view(await overrideEvaluation(deps, principal, String(id), { verdict, reason })),
   }),
 );
 
@@ -717,7 +718,7 @@ builder.subscriptionField('evaluationUpdated', (t) =>
     authScopes: READ,
     description: 'The evaluation now, then each change of it or one of its rules, in order, until it finishes.',
     args: { id: t.arg.id({ required: true }) },
-    subscribe: (_root, { id }, { deps, principal }) => followEvaluation(deps, principal, String(id)),
+    subscribe: async (_root, { id }, { deps, principal }) => followEvaluation(deps, principal, String(id)),
     resolve: view,
   }),
 );

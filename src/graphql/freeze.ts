@@ -43,7 +43,7 @@ builder.queryField('freeze', (t) =>
     nullable: true,
     authScopes: { 'gates:read': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => getFreeze(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => getFreeze(deps, principal, String(id)),
   }),
 );
 
@@ -57,7 +57,7 @@ builder.queryField('freezes', (t) =>
       first: t.arg.int({ defaultValue: 50, description: `1–${MAX_FREEZES_PAGE}.` }),
       after: t.arg.id({ description: 'The id of the last freeze of the previous page.' }),
     },
-    resolve: (_root, { filter, first, after }, { deps, principal }) =>
+    resolve: async (_root, { filter, first, after }, { deps, principal }) =>
       listFreezes(
         deps,
         principal,
@@ -73,7 +73,7 @@ builder.mutationField('createFreeze', (t) =>
     description: 'Stops deploys: freeze rules of env (and service) fail while it is active. Audited.',
     authScopes: { 'gates:write': true },
     args: { input: t.arg({ type: CreateFreezeInput, required: true }).validate(createFreezeInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => createFreeze(deps, principal, input),
+    resolve: async (_root, { input }, { deps, principal }) => createFreeze(deps, principal, input),
   }),
 );
 
@@ -86,6 +86,6 @@ builder.mutationField('endFreeze', (t) =>
       id: t.arg.id({ required: true }),
       reason: t.arg.string({ description: 'Why it ends, kept with it (at most 1000 characters).' }),
     },
-    resolve: (_root, { id, reason }, { deps, principal }) => endFreeze(deps, principal, String(id), reason ?? undefined),
+    resolve: async (_root, { id, reason }, { deps, principal }) => endFreeze(deps, principal, String(id), reason ?? undefined),
   }),
 );

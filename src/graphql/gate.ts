@@ -29,7 +29,7 @@ type GateView = GateRow & { knownRules?: RuleRow[] };
 
 /** All rules of the gates on one page in a single statement, whatever the page size. */
 const rulesLoader = childrenLoader(
-  (ctx, ids) => rulesOf(ctx.deps, ids),
+  async (ctx, ids) => rulesOf(ctx.deps, ids),
   (rule: RuleRow) => rule.gateId,
 );
 
@@ -37,7 +37,7 @@ const rulesLoader = childrenLoader(
 export const gateLoader = createContextCache(
   (ctx: Context) =>
     new DataLoader<string, GateView>(async (ids) => {
-      const byId = new Map(gatesByIds(ctx.deps, ctx.principal, ids).map((g) => [g.id, g]));
+      const byId = new Map((await gatesByIds(ctx.deps, ctx.principal, ids)).map((g) => [g.id, g]));
       return ids.map((id) => byId.get(id) ?? new Error(`gate ${id} does not exist`));
     }, BATCH_ONLY),
 );
@@ -158,7 +158,7 @@ builder.queryField('gate', (t) =>
     nullable: true,
     authScopes: { 'gates:read': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => getGate(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => getGate(deps, principal, String(id)),
   }),
 );
 
@@ -172,7 +172,7 @@ builder.queryField('gateByKey', (t) =>
       env: t.arg.string({ required: true }),
       identifier: t.arg.string({ defaultValue: 'default' }),
     },
-    resolve: (_root, args, { deps, principal }) => getGateByKey(deps, principal, args.service, args.env, args.identifier ?? 'default'),
+    resolve: async (_root, args, { deps, principal }) => getGateByKey(deps, principal, args.service, args.env, args.identifier ?? 'default'),
   }),
 );
 
@@ -183,13 +183,14 @@ builder.queryField('gates', (t) =>
       authScopes: { 'gates:read': true },
       description: 'Gates in creation order.',
       args: { filter: t.arg({ type: GateFilter }) },
-      resolve: (_root, args, { deps, principal }) => {
+      resolve: async (_root, args, { deps, principal }) => {
         const filter = toGateFilter(args.filter);
         return withTotalCount(
-          resolveCursorConnection<GateView[]>({ args, toCursor: (g) => g.id }, ({ after, before, limit, inverted }): GateView[] =>
-            listGates(deps, principal, filter, { after, before, limit, inverted }),
+          resolveCursorConnection<Promise<GateView[]>>(
+            { args, toCursor: (g) => g.id },
+            async ({ after, before, limit, inverted }): Promise<GateView[]> => listGates(deps, principal, filter, { after, before, limit, inverted }),
           ),
-          () => countGates(deps, principal, filter),
+          async () => countGates(deps, principal, filter),
         );
       },
     },
@@ -203,8 +204,8 @@ builder.mutationField('createGate', (t) =>
     type: Gate,
     authScopes: { 'gates:write': true },
     args: { input: t.arg({ type: CreateGateInput, required: true }).validate(createGateInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => {
-      const { gate, rules } = createGate(deps, principal, input);
+    resolve: async (_root, { input }, { deps, principal }) => {
+      const { gate, rules } = await createGate(deps, principal, input);
       return { ...gate, knownRules: rules };
     },
   }),
@@ -218,7 +219,7 @@ builder.mutationField('updateGate', (t) =>
       id: t.arg.id({ required: true }),
       input: t.arg({ type: UpdateGateInput, required: true }).validate(updateGateInputSchema),
     },
-    resolve: (_root, { id, input }, { deps, principal }) => updateGate(deps, principal, String(id), input),
+    resolve: async (_root, { id, input }, { deps, principal }) => updateGate(deps, principal, String(id), input),
   }),
 );
 
@@ -227,7 +228,7 @@ builder.mutationField('deleteGate', (t) =>
     authScopes: { 'gates:write': true },
     description: 'Deletes the gate with its rules and returns its id.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => deleteGate(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => deleteGate(deps, principal, String(id)),
   }),
 );
 

@@ -50,7 +50,7 @@ builder.queryField('evaluationFacets', (t) =>
       filter: t.arg({ type: EvaluationFilter }),
       top: t.arg.int({ defaultValue: 20, description: 'Values per facet, 1–100.' }),
     },
-    resolve: (_root, args, { deps, principal }) => evaluationFacets(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 20),
+    resolve: async (_root, args, { deps, principal }) => evaluationFacets(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 20),
   }),
 );
 
@@ -112,6 +112,6 @@ builder.queryField('evaluationInsights', (t) =>
       filter: t.arg({ type: EvaluationFilter }),
       top: t.arg.int({ defaultValue: 10, description: 'Length of each list, 1–100.' }),
     },
-    resolve: (_root, args, { deps, principal }) => evaluationInsights(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 10),
+    resolve: async (_root, args, { deps, principal }) => evaluationInsights(deps, principal, checkEvaluationFilter(args.filter), args.top ?? 10),
   }),
 );

@@ -13,12 +13,12 @@ export const BATCH_ONLY = { cache: false } as const;
  * A per-operation loader of "the children of each parent" from one batched read: one
  * statement for a whole page of parents, each getting its children in the read's order.
  */
-export function childrenLoader<T>(load: (ctx: Context, parentIds: readonly string[]) => T[], parentOf: (child: T) => string) {
+export function childrenLoader<T>(load: (ctx: Context, parentIds: readonly string[]) => T[] | Promise<T[]>, parentOf: (child: T) => string) {
   return createContextCache(
     (ctx: Context) =>
       new DataLoader<string, T[]>(async (ids) => {
         const byParent = new Map<string, T[]>();
-        for (const child of load(ctx, ids)) {
+        for (const child of await load(ctx, ids)) {
           const list = byParent.get(parentOf(child));
           if (list) list.push(child);
           else byParent.set(parentOf(child), [child]);

@@ -74,7 +74,7 @@ const ApmMonitorDefinitionInput = builder.inputType('ApmMonitorDefinitionInput',
 });
 
 const groupsLoader = childrenLoader(
-  (ctx, ids) => monitorGroups(ctx.deps, ids),
+  async (ctx, ids) => monitorGroups(ctx.deps, ids),
   (g: MonitorGroupRow) => g.monitorId,
 );
 
@@ -137,7 +137,7 @@ Monitor.implement({
       type: [MonitorTransition],
       description: 'Newest first.',
       args: { last: t.arg.int({ defaultValue: 20 }) },
-      resolve: (m, args, ctx) => recentTransitions(ctx.deps.db, m.id, Math.min(Math.max(args.last ?? 20, 1), 500)),
+      resolve: async (m, args, ctx) => recentTransitions(ctx.deps.db, m.id, Math.min(Math.max(args.last ?? 20, 1), 500)),
     }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
@@ -206,7 +206,7 @@ builder.queryField('monitor', (t) =>
     nullable: true,
     authScopes: READ,
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => getMonitor(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => getMonitor(deps, principal, String(id)),
   }),
 );
 
@@ -242,7 +242,7 @@ builder.mutationField('createMonitor', (t) =>
     type: Monitor,
     authScopes: { 'monitors:write': true },
     args: { input: t.arg({ type: CreateMonitorInput, required: true }).validate(createMonitorInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => createMonitor(deps, principal, input),
+    resolve: async (_root, { input }, { deps, principal }) => createMonitor(deps, principal, input),
   }),
 );
 
@@ -251,7 +251,7 @@ builder.mutationField('updateMonitor', (t) =>
     type: Monitor,
     authScopes: { 'monitors:write': true },
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateMonitorInput, required: true }).validate(updateMonitorInputSchema) },
-    resolve: (_root, { id, input }, { deps, principal }) => updateMonitor(deps, principal, String(id), input),
+    resolve: async (_root, { id, input }, { deps, principal }) => updateMonitor(deps, principal, String(id), input),
   }),
 );
 
@@ -259,7 +259,7 @@ builder.mutationField('deleteMonitor', (t) =>
   t.id({
     authScopes: { 'monitors:write': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => deleteMonitor(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => deleteMonitor(deps, principal, String(id)),
   }),
 );
 
@@ -269,7 +269,7 @@ builder.mutationField('reportMonitorState', (t) =>
     authScopes: { 'monitors:write': true },
     description: 'Sets the state of a group; a change is recorded as a transition and re-checks the rules watching it at once.',
     args: { input: t.arg({ type: ReportMonitorStateInput, required: true }).validate(reportMonitorStateInputSchema) },
-    resolve: (_root, { input }, { deps, principal }) => reportMonitorState(deps, principal, input),
+    resolve: async (_root, { input }, { deps, principal }) => reportMonitorState(deps, principal, input),
   }),
 );
 
@@ -280,7 +280,7 @@ builder.subscriptionField('monitorStateChanged', (t) =>
     description:
       'Every transition of a monitor matching the query (all without one), or of the one monitor monitorId names (NOT_FOUND when the key cannot see it). Both given: that monitor while it matches the query.',
     args: { query: t.arg.string(), monitorId: t.arg.id() },
-    subscribe: (_root, args, { deps, principal }) => monitorTransitions(deps, principal, { query: args.query, monitorId: args.monitorId?.toString() }),
+    subscribe: async (_root, args, { deps, principal }) => monitorTransitions(deps, principal, { query: args.query, monitorId: args.monitorId?.toString() }),
     resolve: (c) => c,
   }),
 );

@@ -68,7 +68,7 @@ const NotificationSubscription = builder.objectRef<SubscriptionRow>('Notificatio
   authScopes: { 'gates:read': true },
   fields: (t) => ({
     id: t.exposeID('id'),
-    channel: t.field({ type: NotificationChannel, nullable: true, resolve: (s, _a, { deps, principal }) => channelOf(deps, principal, s.channelId) }),
+    channel: t.field({ type: NotificationChannel, nullable: true, resolve: async (s, _a, { deps, principal }) => channelOf(deps, principal, s.channelId) }),
     gateId: t.exposeID('gateId', { nullable: true, description: "Only this gate's evaluations; null: a query by service and env." }),
     service: t.exposeString('service', { nullable: true, description: 'null: every service of env.' }),
     env: t.exposeString('env'),
@@ -99,7 +99,7 @@ const NotificationDelivery = builder.objectRef<OutboxRow>('NotificationDelivery'
     env: t.exposeString('env'),
     evaluationId: t.exposeID('evaluationId', { nullable: true }),
     subscriptionId: t.exposeID('subscriptionId', { nullable: true }),
-    channel: t.field({ type: NotificationChannel, nullable: true, resolve: (d, _a, { deps, principal }) => channelOf(deps, principal, d.channelId) }),
+    channel: t.field({ type: NotificationChannel, nullable: true, resolve: async (d, _a, { deps, principal }) => channelOf(deps, principal, d.channelId) }),
     payload: t.field({ type: 'JSON', description: 'What the message says, as it stood when the event happened.', resolve: (d) => d.payload }),
   }),
 });
@@ -154,7 +154,7 @@ builder.queryField('notificationChannels', (t) =>
       first: t.arg.int({ defaultValue: 50, description: `1–${MAX_PAGE}.` }),
       after: t.arg.id({ description: 'The id of the last item of the previous page (newest first).' }),
     },
-    resolve: (_r, { first, after }, { deps, principal }) => listChannels(deps, principal, { first: first ?? 50, after: after ? String(after) : undefined }),
+    resolve: async (_r, { first, after }, { deps, principal }) => listChannels(deps, principal, { first: first ?? 50, after: after ? String(after) : undefined }),
   }),
 );
 
@@ -164,7 +164,7 @@ builder.queryField('notificationChannel', (t) =>
     nullable: true,
     authScopes: { 'gates:read': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, { id }, { deps, principal }) => getChannel(deps, principal, String(id)),
+    resolve: async (_r, { id }, { deps, principal }) => getChannel(deps, principal, String(id)),
   }),
 );
 
@@ -178,7 +178,7 @@ builder.queryField('notificationSubscriptions', (t) =>
       first: t.arg.int({ defaultValue: 50, description: `1–${MAX_PAGE}.` }),
       after: t.arg.id({ description: 'The id of the last item of the previous page (newest first).' }),
     },
-    resolve: (_r, { channelId, first, after }, { deps, principal }) =>
+    resolve: async (_r, { channelId, first, after }, { deps, principal }) =>
       listSubscriptions(deps, principal, { channelId: channelId ? String(channelId) : undefined }, { first: first ?? 50, after: after ? String(after) : undefined }),
   }),
 );
@@ -193,7 +193,7 @@ builder.queryField('notificationDeliveries', (t) =>
       first: t.arg.int({ defaultValue: 50, description: `1–${MAX_PAGE}.` }),
       after: t.arg.id({ description: 'The id of the last item of the previous page (newest first).' }),
     },
-    resolve: (_r, { filter, first, after }, { deps, principal }) =>
+    resolve: async (_r, { filter, first, after }, { deps, principal }) =>
       listDeliveries(
         deps,
         principal,
@@ -213,7 +213,7 @@ builder.queryField('notificationDelivery', (t) =>
     nullable: true,
     authScopes: { 'gates:read': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, { id }, { deps, principal }) => getDelivery(deps, principal, String(id)),
+    resolve: async (_r, { id }, { deps, principal }) => getDelivery(deps, principal, String(id)),
   }),
 );
 
@@ -223,7 +223,7 @@ builder.mutationField('createNotificationChannel', (t) =>
     description: 'A channel serving the given environments. Audited.',
     authScopes: { 'gates:write': true },
     args: { input: t.arg({ type: CreateNotificationChannelInput, required: true }).validate(createChannelInputSchema) },
-    resolve: (_r, { input }, { deps, principal }) => createChannel(deps, principal, input),
+    resolve: async (_r, { input }, { deps, principal }) => createChannel(deps, principal, input),
   }),
 );
 
@@ -233,7 +233,7 @@ builder.mutationField('updateNotificationChannel', (t) =>
     description: 'Changes what is given. Audited.',
     authScopes: { 'gates:write': true },
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateNotificationChannelInput, required: true }).validate(updateChannelInputSchema) },
-    resolve: (_r, { id, input }, { deps, principal }) => updateChannel(deps, principal, String(id), input),
+    resolve: async (_r, { id, input }, { deps, principal }) => updateChannel(deps, principal, String(id), input),
   }),
 );
 
@@ -242,7 +242,7 @@ builder.mutationField('deleteNotificationChannel', (t) =>
     description: 'Deletes the channel with its subscriptions and deliveries; returns its id. Audited.',
     authScopes: { 'gates:write': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, { id }, { deps, principal }) => deleteChannel(deps, principal, String(id)),
+    resolve: async (_r, { id }, { deps, principal }) => deleteChannel(deps, principal, String(id)),
   }),
 );
 
@@ -251,7 +251,7 @@ builder.mutationField('createNotificationSubscription', (t) =>
     type: NotificationSubscription,
     authScopes: { 'gates:write': true },
     args: { input: t.arg({ type: CreateNotificationSubscriptionInput, required: true }).validate(createSubscriptionInputSchema) },
-    resolve: (_r, { input }, { deps, principal }) => createSubscription(deps, principal, input),
+    resolve: async (_r, { input }, { deps, principal }) => createSubscription(deps, principal, input),
   }),
 );
 
@@ -260,7 +260,7 @@ builder.mutationField('updateNotificationSubscription', (t) =>
     type: NotificationSubscription,
     authScopes: { 'gates:write': true },
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateNotificationSubscriptionInput, required: true }).validate(updateSubscriptionInputSchema) },
-    resolve: (_r, { id, input }, { deps, principal }) => updateSubscription(deps, principal, String(id), input),
+    resolve: async (_r, { id, input }, { deps, principal }) => updateSubscription(deps, principal, String(id), input),
   }),
 );
 
@@ -268,7 +268,7 @@ builder.mutationField('deleteNotificationSubscription', (t) =>
   t.id({
     authScopes: { 'gates:write': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, { id }, { deps, principal }) => deleteSubscription(deps, principal, String(id)),
+    resolve: async (_r, { id }, { deps, principal }) => deleteSubscription(deps, principal, String(id)),
   }),
 );
 
@@ -278,6 +278,6 @@ builder.mutationField('sendTestNotification', (t) =>
     description: 'Queues a test message to the channel, delivered (and retried) like any other.',
     authScopes: { 'gates:write': true },
     args: { channelId: t.arg.id({ required: true }) },
-    resolve: (_r, { channelId }, { deps, principal }) => sendTestNotification(deps, principal, String(channelId)),
+    resolve: async (_r, { channelId }, { deps, principal }) => sendTestNotification(deps, principal, String(channelId)),
   }),
 );

@@ -320,7 +320,7 @@ builder.queryField('rule', (t) =>
     nullable: true,
     authScopes: { 'gates:read': true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => getRule(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => getRule(deps, principal, String(id)),
   }),
 );
 
@@ -332,7 +332,7 @@ builder.mutationField('createRule', (t) =>
       gateId: t.arg.id({ required: true }),
       input: t.arg({ type: RuleInput, required: true }).validate(ruleInputSchema),
     },
-    resolve: (_root, { gateId, input }, { deps, principal }) => createRule(deps, principal, String(gateId), input),
+    resolve: async (_root, { gateId, input }, { deps, principal }) => createRule(deps, principal, String(gateId), input),
   }),
 );
 
@@ -344,7 +344,7 @@ builder.mutationField('updateRule', (t) =>
       id: t.arg.id({ required: true }),
       input: t.arg({ type: UpdateRuleInput, required: true }).validate(updateRuleInputSchema),
     },
-    resolve: (_root, { id, input }, { deps, principal }) => updateRule(deps, principal, String(id), input),
+    resolve: async (_root, { id, input }, { deps, principal }) => updateRule(deps, principal, String(id), input),
   }),
 );
 
@@ -353,6 +353,6 @@ builder.mutationField('deleteRule', (t) =>
     authScopes: { 'gates:write': true },
     description: 'Deletes the rule and returns its id.',
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_root, { id }, { deps, principal }) => deleteRule(deps, principal, String(id)),
+    resolve: async (_root, { id }, { deps, principal }) => deleteRule(deps, principal, String(id)),
   }),
 );

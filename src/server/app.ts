@@ -71,7 +71,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     if (!result.ok) log.warn({ keyPrefix: secretPrefix(secret), client, reason: result.reason }, 'authentication failed');
     return result;
   };
-  const bootstrap = ensureBootstrapKey(db, now(), config.bootstrapKey);
+  const bootstrap = await ensureBootstrapKey(db, now(), config.bootstrapKey);
   // Checks keys silently: the handler that answers a failure also logs it.
   const rateLimits = createRateLimits(config, checkKey, log);
 
@@ -189,7 +189,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
       const url = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
       listenUrl = url;
       engine.start();
-      backtester.start();
+      await backtester.start();
       monitorEvaluator.start();
       notifier.start();
       return { url, graphqlUrl: `${url}${GRAPHQL_PATH}`, port };
@@ -207,13 +207,13 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     },
 
     /** Idempotent; resolves when every socket is closed and the database is closed. */
-    stop(): Promise<void> {
+    async stop(): Promise<void> {
       stopping ??= (async () => {
         server.close();
         await ws.close(); // tells WebSocket clients 1001 "going away" and ends their operations
         keyWatch.close();
         await monitorEvaluator.stop();
-        backtester.stop();
+        await backtester.stop();
         // Sends under way finish and are settled; nothing new is claimed.
         await notifier.stop();
         // Lets running checks commit, hands leases back. Storage that broke down (a -wal or lock

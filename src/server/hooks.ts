@@ -30,7 +30,7 @@ export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | 
  * the evaluation, later calls read it. Parameters come from the query string or a JSON body
  * (Flagger puts them under `metadata`).
  */
-function gateCall(deps: Deps, principal: Principal, params: Record<string, unknown>): EvaluationSnapshot {
+async function gateCall(deps: Deps, principal: Principal, params: Record<string, unknown>): Promise<EvaluationSnapshot> {
   const str = (v: unknown) => (typeof v === 'string' && v !== '' ? v : undefined);
   const service = str(params.service);
   const env = str(params.env);
@@ -79,7 +79,7 @@ export function flaggerHandler(deps: Deps, authenticate: (secret: string | null)
       requireCaller(req, url, authenticate, 'evaluations:write');
       const params = await hookParams(req, url);
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      const snap = gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params);
+      const snap = await gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params);
       const body = verdictBody(deps, snap);
       sendJson(res, body.status === 'pass' ? 200 : body.status === 'in_progress' ? 409 : 412, body);
     } catch (err) {
@@ -96,7 +96,7 @@ export function gateHookHandler(deps: Deps, authenticate: (secret: string | null
       requireCaller(req, url, authenticate, 'evaluations:write');
       const params = await hookParams(req, url);
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      sendJson(res, 200, verdictBody(deps, gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params)));
+      sendJson(res, 200, verdictBody(deps, await gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params)));
     } catch (err) {
       sendFailure(res, failureOf(err, deps.log, 'gate hook'));
     }

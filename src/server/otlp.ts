@@ -45,7 +45,7 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       );
       const problems = [...mapped.problems];
       if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
-      aggregate.store(deps);
+      await aggregate.store(deps);
       const out = encodeTraceResponse(encoding, mapped.rejected + denied, problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);

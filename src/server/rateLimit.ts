@@ -203,7 +203,7 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     recordAuthentication,
 
     /** One WebSocket operation (query, mutation or subscription) of a key, from its request budget. */
-    takeOperation: (keyId: string) => take(requests, keyId, 'requests'),
+    takeOperation: async (keyId: string) => take(requests, keyId, 'requests'),
 
     /**
      * Before an HTTP request reaches its handler: refuses it (answering 429 in the interface's

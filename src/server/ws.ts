@@ -154,9 +154,9 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
     {
       // The enveloped execute/subscribe travel on rootValue from onSubscribe below. A throw
       // here would close the whole socket, so it becomes that operation's error instead.
-      execute: (args) => guard(log, () => (args.rootValue as OperationRoot).execute(args)),
+      execute: async (args) => guard(log, () => (args.rootValue as OperationRoot).execute(args)),
       // A subscription joins the group of its identical ones, or runs alone when it cannot.
-      subscribe: (args) =>
+      subscribe: async (args) =>
         guard(log, async () => {
           const root = args.rootValue as OperationRoot;
           const result = (root.share && (await shared.join(root.share))) || (await root.subscribe(args));

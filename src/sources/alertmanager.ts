@@ -1,6 +1,8 @@
 // The Alertmanager webhook receiver (payload version 4): each alert is a group of a monitor
 // named after its alertname; firing is ALERT, resolved is OK.
+
 import { z } from 'zod';
+import { transaction } from '../db/client.ts';
 import { externalMonitorsTagged } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
@@ -100,7 +102,7 @@ export async function receiveAlertmanager(deps: Deps, principal: Principal, raw:
   const payload = parseInput(alertmanagerPayloadSchema, raw);
   if (waiting >= MAX_WAITING) throw new ReceiverBusyError();
   waiting++;
-  const turn = previous.then(() => receiveInSlices(deps, principal, payload)).finally(() => waiting--);
+  const turn = previous.then(async () => receiveInSlices(deps, principal, payload)).finally(() => waiting--);
   previous = turn.catch(() => {});
   return turn;
 }
@@ -109,7 +111,7 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
   // Pushed monitors only: imported Prometheus rules keep their own state.
   const byAlertname = new Map<string, MonitorRow>();
   const named = new Set(payload.alerts.map((a) => asTag('alertname', a.labels.alertname ?? '')));
-  for (const m of externalMonitorsTagged(deps.db, [...named])) {
+  for (const m of await externalMonitorsTagged(deps.db, [...named])) {
     // Only monitors this key may report on: another env's monitor of the same alertname is as
     // if it did not exist (refusing the alert would tell the key it exists), and the alert
     // gets a monitor of its own env.
@@ -123,7 +125,7 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
   while (cursor.next < payload.alerts.length) {
     if (cursor.next > 0) await new Promise((resolve) => setImmediate(resolve));
     const deadline = performance.now() + SLICE_MS;
-    inOneTransaction(deps, (deps) => receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received));
+    await inOneTransaction(deps, async (deps) => receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received));
   }
   return { received: received.count, rejected: payload.alerts.length - received.count, problems: [...problems] };
 }
@@ -133,16 +135,16 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
  * holding the events they publish until it commits and dropping them if it rolls back: events
  * are published after commit, as everywhere.
  */
-function inOneTransaction<T>(deps: Deps, apply: (deps: Deps) => T): T {
+async function inOneTransaction<T>(deps: Deps, apply: (deps: Deps) => T): Promise<T> {
   const held: Array<() => void> = [];
   const events: Deps['events'] = { ...deps.events, publish: (topic, payload) => void held.push(() => deps.events.publish(topic, payload)) };
-  const result = deps.db.transaction(() => apply({ ...deps, events }));
+  const result = await transaction(deps.db, async () => apply({ ...deps, events }));
   for (const publish of held) publish();
   return result;
 }
 
 /** Applies alerts from `cursor.next` on, at least one, until the deadline or the last alert. */
-function receiveSlice(
+async function receiveSlice(
   deps: Deps,
   principal: Principal,
   alerts: AlertmanagerPayload['alerts'],
@@ -151,7 +153,7 @@ function receiveSlice(
   byAlertname: Map<string, MonitorRow>,
   problems: Set<string>,
   received: { count: number },
-): void {
+): Promise<void> {
   for (const first = cursor.next; cursor.next < alerts.length && (cursor.next === first || performance.now() < deadline); cursor.next++) {
     const alert = alerts[cursor.next]!;
     const { alertname, ...rest } = alert.labels as Record<string, string> & { alertname: string };
@@ -174,7 +176,7 @@ function receiveSlice(
         continue;
       }
       try {
-        monitor = createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' });
+        monitor = await createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' });
       } catch (err) {
         // The monitor schema has the last word; labelProblem only words its reasons better.
         if (!(err instanceof DomainError)) throw err;
@@ -185,7 +187,7 @@ function receiveSlice(
     }
     // Annotations are free text, not identity: a long summary is cut rather than refused.
     const message = (alert.annotations?.summary ?? alert.annotations?.description ?? null)?.slice(0, MAX_STATE_MESSAGE_LENGTH) ?? null;
-    recordState(deps, monitor.id, group, alert.status === 'firing' ? 'alert' : 'ok', message);
+    await recordState(deps, monitor.id, group, alert.status === 'firing' ? 'alert' : 'ok', message);
     received.count++;
   }
 }

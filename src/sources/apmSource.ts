@@ -10,11 +10,11 @@ import { definitionOf, type MonitorSource, type SourceContext } from './monitorS
 
 export const apmSource: MonitorSource = {
   /** An APM monitor: its metric over its window from the APM store, per group. */
-  evaluate({ deps }: SourceContext, m: MonitorRow): void {
+  async evaluate({ deps }: SourceContext, m: MonitorRow): Promise<void> {
     const def = definitionOf(m).apm;
     if (!def) return;
     const now = deps.now().getTime();
-    const rows = statsRows(deps.db, { service: def.service, env: def.env, from: now - def.window * 1000, to: now + 1 }).filter(
+    const rows = (await statsRows(deps.db, { service: def.service, env: def.env, from: now - def.window * 1000, to: now + 1 })).filter(
       (r) => (def.version === undefined || r.version === def.version) && (def.resource === undefined || r.resource === def.resource),
     );
     const groups = new Map<string, { hits: number; errors: number; sketch: DDSketch | null; rows: typeof rows }>();
@@ -28,8 +28,8 @@ export const apmSource: MonitorSource = {
       groups.set(group, acc);
     }
     // A group that served nothing over the whole window has no data.
-    for (const g of groupsOf(deps.db, [m.id])) {
-      if (!groups.has(g.group) && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', `no requests over ${def.window} s`);
+    for (const g of await groupsOf(deps.db, [m.id])) {
+      if (!groups.has(g.group) && g.state !== 'no_data') await recordState(deps, m.id, g.group, 'no_data', `no requests over ${def.window} s`);
     }
     for (const [group, acc] of groups) {
       if (acc.hits === 0) continue;
@@ -42,7 +42,7 @@ export const apmSource: MonitorSource = {
         for (const r of acc.rows.slice(1)) sketch.merge(DDSketch.fromProto(r.durations));
         value = sketch.getValueAtQuantile(def.metric === 'p95' ? 0.95 : 0.99);
       }
-      recordState(deps, m.id, group, stateForValue(m, value), `${def.metric} ${Number(value.toPrecision(6))} over ${def.window} s`);
+      await recordState(deps, m.id, group, stateForValue(m, value), `${def.metric} ${Number(value.toPrecision(6))} over ${def.window} s`);
     }
   },
 

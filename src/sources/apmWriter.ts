@@ -1,6 +1,8 @@
 // The APM store's write side: requests aggregated into buckets by their own start time and
 // written in one transaction per batch; the engine hears which services changed.
+
 import { addBatch, type ErrorDelta, newSketch, type StatDelta } from '../db/apm.ts';
+import { transaction } from '../db/client.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
 import type { RequestSpan } from './otlp.ts';
@@ -51,10 +53,10 @@ export class ApmAggregate {
    * Stores everything in one transaction (all or nothing: an exporter's retry after a
    * failure never counts a span twice) and tells the engine which services changed.
    */
-  store(deps: Deps): Array<{ service: string; env: string }> {
+  async store(deps: Deps): Promise<Array<{ service: string; env: string }>> {
     if (this.stats.size === 0) return [];
     // The root handle inside the transaction: same connection, and its prepared statements.
-    deps.db.transaction(() => addBatch(deps.db, [...this.stats.values()], [...this.errors.values()]));
+    await transaction(deps.db, async () => addBatch(deps.db, [...this.stats.values()], [...this.errors.values()]));
     const touched = new Map<string, { service: string; env: string }>();
     for (const s of this.stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
     for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });

@@ -41,7 +41,7 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
   const spansKey = (s: { service: string; env: string }) => `${s.service}\u0000${s.env}`;
 
   async function evaluateAll(): Promise<void> {
-    const monitors = monitorsOfType(deps.db, evaluated);
+    const monitors = await monitorsOfType(deps.db, evaluated);
     const breathe = slicer();
     for (const m of monitors) {
       await breathe();
@@ -74,7 +74,7 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     const keys = new Set(pending);
     pending.clear();
     const breathe = slicer();
-    for (const m of monitorsOfType(deps.db, readingSpans)) {
+    for (const m of await monitorsOfType(deps.db, readingSpans)) {
       const source = sources[m.type];
       const reads = source.readsSpansOf?.(m);
       if (!reads || !keys.has(spansKey(reads))) continue;

@@ -39,7 +39,7 @@ export type MonitorSources = Record<MonitorType, MonitorSource>;
 export const definitionOf = (m: MonitorRow) => (m.definition ?? {}) as MonitorDefinition;
 
 /** A source answered (null) or failed (its message): rules read this as the monitor's health. */
-export function recordHealth(deps: Deps, m: MonitorRow, error: string | null): void {
+export async function recordHealth(deps: Deps, m: MonitorRow, error: string | null): Promise<void> {
   // Written only when it changes something: a healthy source answering again writes nothing.
-  if (error !== null || m.sourceErrors > 0) recordSourceHealth(deps, m.id, error);
+  if (error !== null || m.sourceErrors > 0) await recordSourceHealth(deps, m.id, error);
 }

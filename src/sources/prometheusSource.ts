@@ -31,11 +31,12 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
         if (!(err instanceof SourceError)) throw err;
         return recordHealth(deps, m, err.message);
       }
-      recordHealth(deps, m, null);
+      await recordHealth(deps, m, null);
       if (series.length === 0) {
         // No series at all: the monitor as a whole, and every group it had, has no data.
-        recordState(deps, m.id, '*', 'no_data', 'the query returned no series');
-        for (const g of groupsOf(deps.db, [m.id])) if (g.group !== '*' && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', 'the query returned no series');
+        await recordState(deps, m.id, '*', 'no_data', 'the query returned no series');
+        for (const g of await groupsOf(deps.db, [m.id]))
+          if (g.group !== '*' && g.state !== 'no_data') await recordState(deps, m.id, g.group, 'no_data', 'the query returned no series');
         return;
       }
       const seen = new Set<string>();
@@ -46,13 +47,13 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
           continue;
         }
         seen.add(group);
-        recordState(deps, m.id, group, stateForValue(m, s.value), Number.isNaN(s.value) ? 'the query returned NaN (no data, e.g. 0/0 with no traffic)' : `value ${s.value}`);
+        await recordState(deps, m.id, group, stateForValue(m, s.value), Number.isNaN(s.value) ? 'the query returned NaN (no data, e.g. 0/0 with no traffic)' : `value ${s.value}`);
       }
       // The monitor as a whole has data again; a series that vanished has none.
-      for (const g of groupsOf(deps.db, [m.id])) {
+      for (const g of await groupsOf(deps.db, [m.id])) {
         if (seen.has(g.group)) continue;
-        if (g.group === '*' && g.state !== 'ok') recordState(deps, m.id, '*', 'ok', 'the query returns series again');
-        else if (g.group !== '*' && g.state !== 'no_data') recordState(deps, m.id, g.group, 'no_data', 'the query no longer returns this series');
+        if (g.group === '*' && g.state !== 'ok') await recordState(deps, m.id, '*', 'ok', 'the query returns series again');
+        else if (g.group !== '*' && g.state !== 'no_data') await recordState(deps, m.id, g.group, 'no_data', 'the query no longer returns this series');
       }
     },
 
@@ -65,7 +66,7 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
         rules = await prometheus.alertingRules();
       } catch (err) {
         if (!(err instanceof SourceError)) throw err;
-        for (const m of imported) recordHealth(deps, m, err.message);
+        for (const m of imported) await recordHealth(deps, m, err.message);
         return;
       }
       // A rule is its group, name and labels: two rules may share a name with other labels.
@@ -84,7 +85,7 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
         if (!m) {
           const tags = ['source:prometheus-rule', `alertname:${rule.name}`, ...Object.entries(rule.labels).map(([k, v]) => `${k}:${v}`.replace(/[\s,]+/g, '_'))];
           try {
-            m = createMonitor(
+            m = await createMonitor(
               deps,
               SYSTEM,
               { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' },
@@ -98,23 +99,23 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
           }
           byRule.set(key, m);
         }
-        recordHealth(deps, m, null);
+        await recordHealth(deps, m, null);
         const seen = new Set<string>();
         for (const alert of rule.alerts) {
           if (alert.state === 'inactive') continue;
           const group = groupOfLabels(alert.labels, ['alertname', ...Object.keys(rule.labels)]);
           if (group.length > MAX_GROUP_LENGTH) continue;
           seen.add(group);
-          recordState(deps, m.id, group, alert.state === 'firing' ? 'alert' : 'warn', alert.value !== undefined ? `value ${alert.value}` : null);
+          await recordState(deps, m.id, group, alert.state === 'firing' ? 'alert' : 'warn', alert.value !== undefined ? `value ${alert.value}` : null);
         }
-        const known = groupsOf(deps.db, [m.id]);
-        for (const g of known) if (!seen.has(g.group) && g.state !== 'ok') recordState(deps, m.id, g.group, 'ok', 'the alert is no longer active');
-        if (known.length === 0 && seen.size === 0) recordState(deps, m.id, '*', 'ok', 'inactive');
+        const known = await groupsOf(deps.db, [m.id]);
+        for (const g of known) if (!seen.has(g.group) && g.state !== 'ok') await recordState(deps, m.id, g.group, 'ok', 'the alert is no longer active');
+        if (known.length === 0 && seen.size === 0) await recordState(deps, m.id, '*', 'ok', 'inactive');
       }
       // A rule removed from Prometheus can no longer fire: its monitor's groups go back to OK.
       for (const [key, m] of byRule) {
         if (present.has(key)) continue;
-        for (const g of groupsOf(deps.db, [m.id])) if (g.state !== 'ok') recordState(deps, m.id, g.group, 'ok', 'the alerting rule is no longer in Prometheus');
+        for (const g of await groupsOf(deps.db, [m.id])) if (g.state !== 'ok') await recordState(deps, m.id, g.group, 'ok', 'the alerting rule is no longer in Prometheus');
       }
     },
   };

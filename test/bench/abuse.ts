@@ -93,7 +93,7 @@ async function measure<T>(base: string, attack: () => Promise<T>): Promise<{ lag
   await serverLag(base); // reads and resets
   const probes: number[] = [];
   let stop = false;
-  const prober = (async () => {
+  const prober = await (async () => {
     while (!stop) {
       const started = performance.now();
       try {
@@ -314,7 +314,7 @@ async function triggerFlood(base: string) {
       },
       until,
     );
-    const victimLane = (async () => {
+    const victimLane = await (async () => {
       while (performance.now() < until) {
         const started = performance.now();
         const r = await gql(

@@ -69,7 +69,7 @@ async function measure<T>(work: () => Promise<T>) {
   await serverLag();
   const probes: number[] = [];
   let stop = false;
-  const prober = (async () => {
+  const prober = await (async () => {
     while (!stop) {
       const started = performance.now();
       await (await fetch(`${base}/healthz`)).arrayBuffer();

@@ -32,7 +32,7 @@ async function serverLag(): Promise<number> {
 }
 
 /** /healthz in a loop over one keep-alive connection: worst latency and resets while it runs. */
-function probeHealth() {
+async function probeHealth() {
   const lag = serverLag(); // resets the server's histogram
   const agent = new Agent({ keepAlive: true, maxSockets: 1 });
   let worst = 0;
@@ -56,7 +56,7 @@ function probeHealth() {
       });
       req.end();
     });
-  const loop = (async () => {
+  const loop = await (async () => {
     while (!stopped) {
       await once();
       await sleep(5);
@@ -98,7 +98,7 @@ async function watchers() {
   await sleep(2000); // the first checks settle
 
   for (const state of ['WARN', 'ALERT'] as const) {
-    const probe = probeHealth();
+    const probe = await probeHealth();
     await sleep(100);
     const t0 = performance.now();
     await server.gql('mutation($id: ID!, $s: MonitorState!) { reportMonitorState(input: { monitorId: $id, state: $s }) { id } }', { id, s: state });
@@ -122,7 +122,7 @@ async function watchers() {
 
 async function alertmanager() {
   const alerts = Array.from({ length: ALERTS }, (_, i) => ({ status: 'firing', labels: { alertname: `bench-alert-${i}`, env: 'bench', instance: `i${i}` } }));
-  const probe = probeHealth();
+  const probe = await probeHealth();
   await sleep(100);
   const t0 = performance.now();
   const res = await fetch(`${base}/hooks/alertmanager`, {

@@ -111,14 +111,14 @@ export function engineOn(db: Db, clock: TestClock, nodeId = 'node-a', options: E
 }
 
 /** Starts an evaluation with just-in-time rules (`options` as in the API), by an admin key unless told. */
-export function trigger(deps: Deps, rules: unknown[], extra: Record<string, unknown> = {}, actor: Principal = SYSTEM): EvaluationRow {
+export async function trigger(deps: Deps, rules: unknown[], extra: Record<string, unknown> = {}, actor: Principal = SYSTEM): Promise<EvaluationRow> {
   const input = evaluateGateInputSchema.parse({ service: 'checkout', env: 'prod', configuration: { rules }, ...extra });
-  return evaluateGate(deps, actor, input).evaluation;
+  return (await evaluateGate(deps, actor, input)).evaluation;
 }
 
 /** The evaluation and its rules as recorded now. */
-export function recorded(db: Db, id: string): { evaluation: EvaluationRow; rules: RuleEvaluationRow[] } {
-  return { evaluation: getEvaluation(db, id)!, rules: ruleEvaluationsOf(db, [id]) };
+export async function recorded(db: Db, id: string): Promise<{ evaluation: EvaluationRow; rules: RuleEvaluationRow[] }> {
+  return { evaluation: (await getEvaluation(db, id))!, rules: await ruleEvaluationsOf(db, [id]) };
 }
 
 /** Requests of one resource and version, spread evenly over [from, from + spreadMs), stored as OTLP ingestion stores them. */
@@ -146,8 +146,8 @@ export async function ingest(
 }
 
 /** Records a runner's answer as the engine does after a check that did not throw. */
-export function recordCheck(deps: Deps, ruleId: string, result: CheckResult): CheckResult {
-  recordRuleUpdate(deps, ruleId, {
+export async function recordCheck(deps: Deps, ruleId: string, result: CheckResult): Promise<CheckResult> {
+  await recordRuleUpdate(deps, ruleId, {
     status: result.status,
     reason: result.reason,
     evidence: result.evidence,

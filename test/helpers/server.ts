@@ -116,7 +116,7 @@ export async function startServer(overrides: Partial<Config> = {}, options: AppO
       const res = await server.request('POST', '/graphql', { body: { query, variables }, key });
       return { ...(res.json as GqlResponse), status: res.status };
     },
-    request(method, path, { body, key = ADMIN_KEY, trust = ca } = {}) {
+    async request(method, path, { body, key = ADMIN_KEY, trust = ca } = {}) {
       const headers: Record<string, string> = { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) };
       return httpCall(`${url}${path}`, method, headers, body === undefined ? undefined : JSON.stringify(body), trust);
     },

@@ -20,7 +20,7 @@ export function overrideAttribute(e: EvaluationRow) {
 }
 
 export const evaluationRoutes: Route[] = [
-  route('POST', '/deployments/gates/evaluation', ({ deps, principal, body }) => {
+  route('POST', '/deployments/gates/evaluation', async ({ deps, principal, body }) => {
     const a = attributesOf(body);
     if (a.env === '' || a.env === undefined) throw new DomainError('BAD_USER_INPUT', 'required env field is missing', 'env');
     const configuration = a.configuration;
@@ -38,14 +38,14 @@ export const evaluationRoutes: Route[] = [
           }
         : undefined,
     });
-    const id = evaluateGate(deps, principal, input).evaluation.id;
+    const id = (await evaluateGate(deps, principal, input)).evaluation.id;
     return { status: 202, body: { data: { id, type: 'deployment_gates_evaluation_response', attributes: { evaluation_id: id } } } };
   }),
 
-  route('GET', '/deployments/gates/evaluation/{id}', ({ deps, principal, params }) => {
+  route('GET', '/deployments/gates/evaluation/{id}', async ({ deps, principal, params }) => {
     const id = uuidParam(params.id!);
     // Null for another env's evaluation as for none; the rules as the caller may see them.
-    const snap = getEvaluation(deps, principal, id);
+    const snap = await getEvaluation(deps, principal, id);
     if (!snap) throw new HttpError(404, `gate evaluation with id ${id} not found`);
     const e = snap.evaluation;
     return {

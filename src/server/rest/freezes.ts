@@ -30,15 +30,15 @@ function freezeToWire(f: FreezeRow, now: Date) {
 }
 
 export const freezeRoutes: Route[] = [
-  route('POST', '/deployment_freezes', ({ deps, principal, body }) => {
+  route('POST', '/deployment_freezes', async ({ deps, principal, body }) => {
     const input = parseInput(
       createFreezeInputSchema,
       decodeFields(createFreezeInputSchema, attributesOf(body), ['env', 'service', 'reason', 'startsAt', 'endsAt'], 'data.attributes'),
     );
-    return { status: 200, body: { data: freezeToWire(createFreeze(deps, principal, input), deps.now()) } };
+    return { status: 200, body: { data: freezeToWire(await createFreeze(deps, principal, input), deps.now()) } };
   }),
 
-  route('GET', '/deployment_freezes', ({ deps, principal, url }) => {
+  route('GET', '/deployment_freezes', async ({ deps, principal, url }) => {
     const page = readPage(url, { default: 50, max: MAX_FREEZES_PAGE });
     const envs = url.searchParams
       .getAll('filter[env]')
@@ -46,7 +46,7 @@ export const freezeRoutes: Route[] = [
       .map((v) => v.trim())
       .filter(Boolean);
     const active = url.searchParams.get('filter[active]');
-    const rows = listFreezes(
+    const rows = await listFreezes(
       deps,
       principal,
       { envs: envs.length > 0 ? envs : undefined, active: active === null ? undefined : active === 'true' },
@@ -60,16 +60,16 @@ export const freezeRoutes: Route[] = [
     };
   }),
 
-  route('GET', '/deployment_freezes/{id}', ({ deps, principal, params }) => {
-    const freeze = getFreeze(deps, principal, uuidParam(params.id!));
+  route('GET', '/deployment_freezes/{id}', async ({ deps, principal, params }) => {
+    const freeze = await getFreeze(deps, principal, uuidParam(params.id!));
     if (!freeze) throw new HttpError(404, 'Freeze does not exist');
     return { status: 200, body: { data: freezeToWire(freeze, deps.now()) } };
   }),
 
-  route('POST', '/deployment_freezes/{id}/end', ({ deps, principal, params, body }) => {
+  route('POST', '/deployment_freezes/{id}/end', async ({ deps, principal, params, body }) => {
     // The body is optional: {"data": {"attributes": {"reason": "…"}}}.
     const reason = isJsonObject(body) ? attributesOf(body).reason : undefined;
     if (reason !== undefined && reason !== null && typeof reason !== 'string') throw new HttpError(400, 'data.attributes.reason: must be a string');
-    return { status: 200, body: { data: freezeToWire(endFreeze(deps, principal, uuidParam(params.id!), reason ?? undefined), deps.now()) } };
+    return { status: 200, body: { data: freezeToWire(await endFreeze(deps, principal, uuidParam(params.id!), reason ?? undefined), deps.now()) } };
   }),
 ];

@@ -26,19 +26,19 @@ function gateToWire(g: GateRow) {
 }
 
 export const gateRoutes: Route[] = [
-  route('POST', '/deployment_gates', ({ deps, principal, body }) => {
+  route('POST', '/deployment_gates', async ({ deps, principal, body }) => {
     const a = attributesOf(body);
     if (a.env === '') throw new DomainError('BAD_USER_INPUT', 'attribute "env" is required', 'env');
     const input = parseInput(createGateInputSchema, decodeFields(createGateInputSchema, a, ['service', 'env', 'identifier', 'dryRun'], 'data.attributes'));
     try {
-      return { status: 200, body: { data: gateToWire(createGate(deps, principal, input).gate) } };
+      return { status: 200, body: { data: gateToWire((await createGate(deps, principal, input)).gate) } };
     } catch (err) {
       if (err instanceof DomainError && err.code === 'CONFLICT') throw new HttpError(400, 'Gate already exists with the given env, service and identifier');
       throw err;
     }
   }),
 
-  route('GET', '/deployment_gates', ({ deps, principal, url }) => {
+  route('GET', '/deployment_gates', async ({ deps, principal, url }) => {
     const page = readPage(url, { default: 50, max: 1000 });
     const dryRun = url.searchParams.get('filter[dry_run]');
     const filter = {
@@ -47,23 +47,23 @@ export const gateRoutes: Route[] = [
       identifier: url.searchParams.get('filter[identifier]') ?? undefined,
       dryRun: dryRun === null ? undefined : dryRun === 'true',
     };
-    const { items, next } = pageOf(listGates(deps, principal, filter, { after: page.cursor, limit: page.size + 1, inverted: false }), page);
+    const { items, next } = pageOf(await listGates(deps, principal, filter, { after: page.cursor, limit: page.size + 1, inverted: false }), page);
     return { status: 200, body: { data: items.map(gateToWire), meta: { page: { cursor: page.cursor ?? null, size: page.size, ...(next && { next_cursor: next }) } } } };
   }),
 
-  route('GET', '/deployment_gates/{id}', ({ deps, principal, params }) => {
-    const gate = getGate(deps, principal, uuidParam(params.id!));
+  route('GET', '/deployment_gates/{id}', async ({ deps, principal, params }) => {
+    const gate = await getGate(deps, principal, uuidParam(params.id!));
     if (!gate) throw new HttpError(404, 'Gate does not exist');
     return { status: 200, body: { data: gateToWire(gate) } };
   }),
 
-  route('PUT', '/deployment_gates/{id}', ({ deps, principal, params, body }) => {
+  route('PUT', '/deployment_gates/{id}', async ({ deps, principal, params, body }) => {
     const input = parseInput(updateGateInputSchema, decodeFields(updateGateInputSchema, attributesOf(body), ['dryRun', 'service', 'env', 'identifier'], 'data.attributes'));
-    return { status: 200, body: { data: gateToWire(updateGate(deps, principal, uuidParam(params.id!), input)) } };
+    return { status: 200, body: { data: gateToWire(await updateGate(deps, principal, uuidParam(params.id!), input)) } };
   }),
 
-  route('DELETE', '/deployment_gates/{id}', ({ deps, principal, params }) => {
-    deleteGate(deps, principal, uuidParam(params.id!));
+  route('DELETE', '/deployment_gates/{id}', async ({ deps, principal, params }) => {
+    await deleteGate(deps, principal, uuidParam(params.id!));
     return { status: 204 };
   }),
 ];

@@ -127,7 +127,7 @@ function evaluationAttributes(e: EvaluationRow) {
 }
 
 export const historyRoutes: Route[] = [
-  route('GET', '/deployment_gates/evaluations', ({ deps, principal, url }) => {
+  route('GET', '/deployment_gates/evaluations', async ({ deps, principal, url }) => {
     const f = filters(url, GATE_FILTERS);
     const filter: EvaluationFilter = {
       ...gateFilter(deps, f),
@@ -137,8 +137,8 @@ export const historyRoutes: Route[] = [
     };
     const page = readPage(url, { default: 20, max: 100 });
     // A cursor is an evaluation the caller sees: another env's answers as one that never was.
-    if (page.cursor && !getEvaluation(deps, principal, page.cursor)) throw new HttpError(400, 'page[cursor] is invalid');
-    const { items, next } = pageOf(listEvaluations(deps, principal, filter, { after: page.cursor, limit: page.size + 1, inverted: false }), page);
+    if (page.cursor && !(await getEvaluation(deps, principal, page.cursor))) throw new HttpError(400, 'page[cursor] is invalid');
+    const { items, next } = pageOf(await listEvaluations(deps, principal, filter, { after: page.cursor, limit: page.size + 1, inverted: false }), page);
     return {
       status: 200,
       body: { data: items.map((e) => ({ id: e.id, type: 'deployment_gate_evaluation', attributes: evaluationAttributes(e) })), meta: { page: next ? { next_cursor: next } : {} } },
@@ -146,7 +146,7 @@ export const historyRoutes: Route[] = [
   }),
 
   // Paged by rule evaluation (the cursor is the last one shown), so a page is full up to the last.
-  route('GET', '/deployment_gates/evaluations/rules', ({ deps, principal, url }) => {
+  route('GET', '/deployment_gates/evaluations/rules', async ({ deps, principal, url }) => {
     // Here status, dry_run and evaluation_id are the rule's; the gate's have their own names.
     const f = filters(url, RULE_FILTERS);
     const filter: EvaluationFilter = { ...gateFilter(deps, f), dryRun: f.bool('gate_dry_run'), evaluationIds: ids(f.uuid('gate_evaluation_id')) };
@@ -159,9 +159,9 @@ export const historyRoutes: Route[] = [
       dryRun: f.bool('dry_run'),
     };
     const page = readPage(url, { default: 20, max: 100 });
-    let rows: ReturnType<typeof listRuleEvaluations>;
+    let rows: Awaited<ReturnType<typeof listRuleEvaluations>>;
     try {
-      rows = listRuleEvaluations(deps, principal, filter, rules, { after: page.cursor, limit: page.size + 1 });
+      rows = await listRuleEvaluations(deps, principal, filter, rules, { after: page.cursor, limit: page.size + 1 });
     } catch (err) {
       if (err instanceof DomainError && err.field === 'after') throw new HttpError(400, 'page[cursor] is invalid');
       throw err;

@@ -14,7 +14,7 @@ export interface RestRequest {
   url: URL;
 }
 
-export type Handler = (req: RestRequest) => { status: number; body?: unknown };
+export type Handler = (req: RestRequest) => { status: number; body?: unknown } | Promise<{ status: number; body?: unknown }>;
 
 export interface Route {
   method: 'GET' | 'POST' | 'PUT' | 'DELETE';

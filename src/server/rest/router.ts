@@ -81,7 +81,7 @@ export function restHandler(deps: Deps, authenticate: Authenticate) {
       }
       const values = match.pattern.exec(url.pathname)!.slice(1).map(decodePathSegment);
       const params = Object.fromEntries(match.names.map((name, i) => [name, values[i]!]));
-      const out = match.handle({ deps, principal: auth.principal, params, body, url });
+      const out = await match.handle({ deps, principal: auth.principal, params, body, url });
       if (out.status === 204) {
         res.writeHead(204);
         res.end();

@@ -79,42 +79,45 @@ function ruleAttributes(r: RuleRow) {
 
 const ruleToWire = (r: RuleRow) => ({ id: r.id, type: 'deployment_rule', attributes: ruleAttributes(r) });
 
-function ruleOfGate(deps: Deps, principal: Principal, params: Record<string, string>): RuleRow {
+async function ruleOfGate(deps: Deps, principal: Principal, params: Record<string, string>): Promise<RuleRow> {
   const gateId = uuidParam(params.gate_id!, 'gate_id');
-  const rule = getRule(deps, principal, uuidParam(params.id!));
+  const rule = await getRule(deps, principal, uuidParam(params.id!));
   if (!rule || rule.gateId !== gateId) throw new HttpError(404, 'Rule does not exist');
   return rule;
 }
 
 export const ruleRoutes: Route[] = [
-  route('POST', '/deployment_gates/{gate_id}/rules', ({ deps, principal, params, body }) => {
+  route('POST', '/deployment_gates/{gate_id}/rules', async ({ deps, principal, params, body }) => {
     const input = parseInput(ruleInputSchema, ruleFromWire(attributesOf(body), 'data.attributes'));
-    return { status: 200, body: { data: ruleToWire(createRule(deps, principal, uuidParam(params.gate_id!, 'gate_id'), input)) } };
+    return { status: 200, body: { data: ruleToWire(await createRule(deps, principal, uuidParam(params.gate_id!, 'gate_id'), input)) } };
   }),
 
-  route('GET', '/deployment_gates/{gate_id}/rules', ({ deps, principal, params }) => {
+  route('GET', '/deployment_gates/{gate_id}/rules', async ({ deps, principal, params }) => {
     const gateId = uuidParam(params.gate_id!, 'gate_id');
-    if (!getGate(deps, principal, gateId)) throw new HttpError(404, 'Gate does not exist');
+    if (!(await getGate(deps, principal, gateId))) throw new HttpError(404, 'Gate does not exist');
     // Datadog's shape: one object for the gate, its rules as attributes (each with its id here).
     return {
       status: 200,
-      body: { data: { id: gateId, type: 'list_deployment_rules', attributes: { rules: rulesOf(deps, [gateId]).map((r) => ({ id: r.id, ...ruleAttributes(r) })) } } },
+      body: { data: { id: gateId, type: 'list_deployment_rules', attributes: { rules: (await rulesOf(deps, [gateId])).map((r) => ({ id: r.id, ...ruleAttributes(r) })) } } },
     };
   }),
 
-  route('GET', '/deployment_gates/{gate_id}/rules/{id}', ({ deps, principal, params }) => ({ status: 200, body: { data: ruleToWire(ruleOfGate(deps, principal, params)) } })),
+  route('GET', '/deployment_gates/{gate_id}/rules/{id}', async ({ deps, principal, params }) => ({
+    status: 200,
+    body: { data: ruleToWire(await ruleOfGate(deps, principal, params)) },
+  })),
 
-  route('PUT', '/deployment_gates/{gate_id}/rules/{id}', ({ deps, principal, params, body }) => {
-    const rule = ruleOfGate(deps, principal, params);
+  route('PUT', '/deployment_gates/{gate_id}/rules/{id}', async ({ deps, principal, params, body }) => {
+    const rule = await ruleOfGate(deps, principal, params);
     const a = attributesOf(body);
     // The type cannot change: options are read as the stored rule's type unless the body names one.
     const options = a.options === undefined ? undefined : (ruleFromWire({ type: a.type ?? rule.type, options: a.options }, 'data.attributes').options as unknown);
     const input = parseInput(updateRuleInputSchema, { ...decodeFields(updateRuleInputSchema, a, ['name', 'dryRun'], 'data.attributes'), options });
-    return { status: 200, body: { data: ruleToWire(updateRule(deps, principal, rule.id, input)) } };
+    return { status: 200, body: { data: ruleToWire(await updateRule(deps, principal, rule.id, input)) } };
   }),
 
-  route('DELETE', '/deployment_gates/{gate_id}/rules/{id}', ({ deps, principal, params }) => {
-    deleteRule(deps, principal, ruleOfGate(deps, principal, params).id);
+  route('DELETE', '/deployment_gates/{gate_id}/rules/{id}', async ({ deps, principal, params }) => {
+    await deleteRule(deps, principal, (await ruleOfGate(deps, principal, params)).id);
     return { status: 204 };
   }),
 ];
