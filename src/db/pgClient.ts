@@ -1,0 +1,107 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Logger as DrizzleLogger } from 'drizzle-orm/logger';
+import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import { migrate } from 'drizzle-orm/node-postgres/migrator';
+import pg from 'pg';
+import * as schema from './pgSchema.ts';
+
+const migrationsFolder = join(dirname(fileURLToPath(import.meta.url)), '../../drizzle/pg');
+
+/**
+ * The key of the session-level advisory lock one Tollgate holds while it migrates a database:
+ * instances started together migrate once, the others wait, then find nothing to do. Any
+ * constant will do as long as it never changes ("tollgate" in ASCII).
+ */
+const MIGRATION_LOCK_KEY = '8390043843661231205';
+
+export type PgDb = NodePgDatabase<typeof schema> & { $client: pg.Pool };
+
+/** What a log line needs; the server passes its pino logger. */
+interface PgLog {
+  error(obj: object, msg: string): void;
+}
+
+export interface OpenPgDbOptions {
+  /** Called with every SQL statement drizzle runs (tests count them). */
+  onQuery?: (sql: string, params: unknown[]) => void;
+  /** Connections the pool may open; node-postgres's default (10) when absent. */
+  poolSize?: number;
+  /** Where a connection's failure outside a query (PostgreSQL restarted, a network cut) is told. */
+  log?: PgLog;
+}
+
+export interface PgStore {
+  db: PgDb;
+  pool: pg.Pool;
+  /** For /readyz: the database answers and every shipped migration is applied. */
+  ready(): Promise<{ ok: boolean; detail: string }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to PostgreSQL (DATABASE_URL) and applies pending migrations under an advisory lock,
+ * then hands out the pool through drizzle with the PostgreSQL tables.
+ */
+export async function openPgDb(url: string, options: OpenPgDbOptions = {}): Promise<PgStore> {
+  // A server must not wait forever on a database it cannot reach: it fails to start instead.
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 10_000 });
+  // An idle connection dropped by the server (a restart, an admin's terminate) emits 'error' on
+  // the pool; unhandled, that would end the process. The pool discards the client and opens a new one when needed.
+  pool.on('error', (err) => options.log?.error({ err }, 'a PostgreSQL connection failed while idle; the pool replaces it'));
+  try {
+    await migrateLocked(pool, options.log);
+  } catch (err) {
+    await pool.end();
+    throw err;
+  }
+  const logger: DrizzleLogger | undefined = options.onQuery ? { logQuery: (query, params) => options.onQuery!(query, params) } : undefined;
+  const db = drizzle(pool, { schema, logger }) as PgDb;
+  const expected = expectedPgMigrationCount();
+  return { db, pool, ready: () => checkPgReady(pool, expected), close: () => pool.end() };
+}
+
+/** Runs drizzle's migrator on one connection that holds the migration lock for the whole run. */
+async function migrateLocked(pool: pg.Pool, log: PgLog | undefined): Promise<void> {
+  const client = await pool.connect();
+  // A checked-out client is not the pool's to watch: its failures between queries are ours.
+  const onError = (err: Error) => log?.error({ err }, 'the PostgreSQL connection migrating the database failed');
+  client.on('error', onError);
+  let broken: Error | undefined;
+  try {
+    await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+    try {
+      await migrate(drizzle(client, { schema }), { migrationsFolder });
+    } finally {
+      await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
+    }
+  } catch (err) {
+    // Closing the connection releases a lock the unlock could not.
+    broken = err as Error;
+    throw err;
+  } finally {
+    client.off('error', onError);
+    client.release(broken);
+  }
+}
+
+/** Number of migrations shipped with this build. */
+export function expectedPgMigrationCount(): number {
+  const journal = JSON.parse(readFileSync(join(migrationsFolder, 'meta/_journal.json'), 'utf8')) as { entries: unknown[] };
+  return journal.entries.length;
+}
+
+/** Where drizzle's PostgreSQL migrator records applied migrations (its default schema and table). */
+const MIGRATIONS_TABLE = 'drizzle.__drizzle_migrations';
+
+async function checkPgReady(pool: pg.Pool, expected: number): Promise<{ ok: boolean; detail: string }> {
+  try {
+    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from ${MIGRATIONS_TABLE}`);
+    const n = rows[0]!.n;
+    if (n < expected) return { ok: false, detail: `${n} of ${expected} migrations applied` };
+    return { ok: true, detail: `${n} migrations applied` };
+  } catch (err) {
+    return { ok: false, detail: `database unreachable: ${(err as Error).message}` };
+  }
+}
