@@ -169,7 +169,8 @@ describe('rows read back the same from either store', { skip: noPg }, () => {
   test('a gate, a rule and an APM bucket: Dates, booleans, JSON, numbers and Buffers alike', async (t) => {
     const url = await withPgDatabase(t);
     const store = await openPgDb(url);
-    const sqlite = openDb(':memory:');
+    // awaited: the same line whether openDb returns the handle or a promise of it.
+    const sqlite = await openDb(':memory:');
     try {
       const at = new Date('2026-03-04T05:06:07.089Z');
       const who = { createdAt: at, createdById: 'u1', createdByName: 'Ann', updatedAt: at, updatedById: 'u1', updatedByName: 'Ann' };
