@@ -63,6 +63,20 @@ describe('PostgreSQL migrations', { skip: noPg }, () => {
     assert.equal(await appliedMigrations(url), expectedPgMigrationCount());
   });
 
+  test('a migration that fails rejects the start and leaves no lock held', async (t) => {
+    const url = await withPgDatabase(t);
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    try {
+      await client.query('create table gates (id text)');
+      await assert.rejects(openPgDb(url), (err: Error) => /already exists/.test(String(err.cause)));
+      const { rows } = await client.query<{ n: number }>("select count(*)::int as n from pg_locks where locktype = 'advisory' and pid <> pg_backend_pid()");
+      assert.equal(rows[0]!.n, 0);
+    } finally {
+      await client.end();
+    }
+  });
+
   test('an idle connection killed by the server is logged, not fatal, and replaced', async (t) => {
     const url = await withPgDatabase(t);
     const errors: unknown[] = [];

@@ -71,13 +71,10 @@ async function migrateLocked(pool: pg.Pool, log: PgLog | undefined): Promise<voi
   let broken: Error | undefined;
   try {
     await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
-    try {
-      await migrate(drizzle(client, { schema }), { migrationsFolder });
-    } finally {
-      await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
-    }
+    await migrate(drizzle(client, { schema }), { migrationsFolder });
+    await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]);
   } catch (err) {
-    // Closing the connection releases a lock the unlock could not.
+    // The connection is closed rather than returned, which releases the lock whatever step failed.
     broken = err as Error;
     throw err;
   } finally {
