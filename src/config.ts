@@ -11,6 +11,11 @@ const port = z.coerce.number({ message: 'must be a number' }).int('must be a who
 
 const url = z.url({ message: 'must be an absolute http(s) URL', protocol: /^https?$/ });
 
+/** A Redis server: scheme and host at least (`redis:x` parses as a URL with no host). */
+const redisUrl = z
+  .string()
+  .refine((v) => URL.canParse(v) && /^rediss?:$/i.test(new URL(v).protocol) && new URL(v).hostname !== '', 'must be a redis:// or rediss:// (TLS) URL, such as redis://redis:6379');
+
 const positiveInt = z.coerce.number({ message: 'must be a number' }).int('must be a whole number').positive('must be positive');
 
 /** A rate limit: 0 means none. */
@@ -118,6 +123,8 @@ export const configSchema = z
     NODE_ENV: z.string().optional(),
     TOLLGATE_PUBLIC_URL: url.optional(),
     TOLLGATE_PROMETHEUS_URL: url.optional(),
+    /** Events between Tollgate processes sharing one database (src/server/redisEvents.ts); unset: one process. */
+    TOLLGATE_REDIS_URL: redisUrl.optional(),
     TOLLGATE_BOOTSTRAP_KEY: z.string().min(24, 'must be at least 24 characters: it grants admin rights').optional(),
     TOLLGATE_LOG_LEVEL: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
@@ -234,6 +241,7 @@ export const configSchema = z
       mode,
       publicUrl: raw.TOLLGATE_PUBLIC_URL?.replace(/\/+$/, ''),
       prometheusUrl: raw.TOLLGATE_PROMETHEUS_URL,
+      redisUrl: raw.TOLLGATE_REDIS_URL,
       bootstrapKey: raw.TOLLGATE_BOOTSTRAP_KEY,
       logLevel: raw.TOLLGATE_LOG_LEVEL,
       /** Browser origins allowed over HTTP (CORS) and WebSocket; null: the server's own origin only. */
@@ -363,7 +371,8 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
       result.error.issues.map((i) => {
         const name = String(i.path[0] ?? 'config');
         const given = merged[name];
-        const secret = name === 'TOLLGATE_BOOTSTRAP_KEY' || name === 'TOLLGATE_SECRET_KEY';
+        // A Redis URL may carry a password (redis://:password@host).
+        const secret = name === 'TOLLGATE_BOOTSTRAP_KEY' || name === 'TOLLGATE_SECRET_KEY' || name === 'TOLLGATE_REDIS_URL';
         return `${name}${given !== undefined && !secret ? ` (${JSON.stringify(given)})` : ''}: ${i.message}`;
       }),
     );
