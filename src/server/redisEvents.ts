@@ -1,0 +1,276 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import type { Logger } from '../log.ts';
+
+/**
+ * The event bus shared by several Tollgate processes through Redis pub/sub. The target it
+ * returns is handed to createEvents (src/domain/events.ts): dispatching an event calls this
+ * process's listeners at once, as a plain EventTarget does, then publishes it; events other
+ * processes publish are dispatched here as they arrive. Local delivery never waits for Redis,
+ * so a Redis outage cuts processes off from each other, never from their own events.
+ *
+ * One channel per prefix (`<prefix>:events`), not one per topic: every process listens to
+ * every topic (engine, caches, subscriptions), so per-topic channels would save nothing, and
+ * one channel keeps a process's events in the order it published them whatever their topic.
+ */
+export interface RedisEventTargetOptions {
+  url: string;
+  /** Processes with the same prefix share events; another prefix is another bus. */
+  channelPrefix?: string;
+  log: Logger;
+  /** Names this process in logs and Redis CLIENT LIST; messages are told apart by a random origin. */
+  nodeId: string;
+  /** Publishes waiting for Redis's answer before more are dropped (a stalled Redis holds them all). */
+  maxPending?: number;
+}
+
+export interface RedisEventStats {
+  /** Sent to Redis and acknowledged. */
+  published: number;
+  /** Refused: Redis unreachable or in error. */
+  failed: number;
+  /** Not even tried: maxPending publishes were already waiting, or the target was closed. */
+  dropped: number;
+  /** Sent, not yet answered. */
+  pending: number;
+  /** Received from other processes and dispatched here. */
+  received: number;
+  /** Confirmed subscriptions so far (one per connection of the subscriber). */
+  subscriptions: number;
+}
+
+interface Message {
+  origin: string;
+  node: string;
+  topic: string;
+  detail: unknown;
+}
+
+/**
+ * JSON with tagged values for what JSON alone loses: rows hold Dates, and a Buffer or typed
+ * array would come back as a plain object. A plain object that itself has the tag key is
+ * tagged too (as its entries), so no payload can be mistaken for a tagged value.
+ */
+const TAG = '$tg';
+
+function replacer(this: Record<string, unknown>, key: string, value: unknown): unknown {
+  const original = this[key]; // before toJSON: a Date has already become a string in `value`
+  if (original instanceof Date) return { [TAG]: 'Date', v: Number.isNaN(original.getTime()) ? null : original.toISOString() };
+  if (Buffer.isBuffer(original)) return { [TAG]: 'Buffer', v: original.toString('base64') };
+  if (original instanceof Uint8Array) return { [TAG]: 'Uint8Array', v: Buffer.from(original.buffer, original.byteOffset, original.byteLength).toString('base64') };
+  if (typeof original === 'bigint') return { [TAG]: 'BigInt', v: original.toString() };
+  if (typeof original === 'number' && !Number.isFinite(original)) return { [TAG]: 'Number', v: String(original) };
+  if (original !== null && typeof original === 'object' && !Array.isArray(original) && Object.hasOwn(original, TAG)) {
+    return { [TAG]: 'Object', v: Object.entries(original) };
+  }
+  return value;
+}
+
+function reviver(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, TAG)) return value;
+  const { [TAG]: tag, v } = value as { [TAG]: string; v: unknown };
+  switch (tag) {
+    case 'Date':
+      return new Date(v === null ? Number.NaN : (v as string));
+    case 'Buffer':
+      return Buffer.from(v as string, 'base64');
+    case 'Uint8Array':
+      return new Uint8Array(Buffer.from(v as string, 'base64'));
+    case 'BigInt':
+      return BigInt(v as string);
+    case 'Number':
+      return Number(v);
+    case 'Object':
+      return Object.fromEntries(v as [string, unknown][]);
+    default:
+      return value;
+  }
+}
+
+/** An event's payload as text for another process; undefined object fields are left out, as JSON does. */
+export const serialize = (value: unknown): string => JSON.stringify(value, replacer);
+
+export const deserialize = (text: string): unknown => JSON.parse(text, reviver);
+
+/** A name Redis accepts for CLIENT SETNAME (no spaces), so a node id with any characters works. */
+const clientName = (nodeId: string, role: string) => `tollgate:${nodeId.replace(/[^\w.:-]/g, '_').slice(0, 100)}:${role}`;
+
+/** Where the URL points, without its credentials, for logs. */
+function redisAddress(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}`;
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, nodeId, maxPending = 10_000 }: RedisEventTargetOptions) {
+  const channel = `${channelPrefix}:events`;
+  const origin = randomUUID();
+  const logFields = { redis: redisAddress(url), channel };
+  const stats: Omit<RedisEventStats, 'pending'> = { published: 0, failed: 0, dropped: 0, received: 0, subscriptions: 0 };
+  let pending = 0;
+  let closed = false;
+  let subscribed = false;
+  /** Publishes refused since the last one that went through; logged once per outage. */
+  let unshared = 0;
+
+  const common = { lazyConnect: false, enableReadyCheck: true } as const;
+  // Publishing fails at once while Redis is unreachable rather than queueing (an outage must
+  // not grow memory), and a publish in flight when the connection drops is failed, not resent late.
+  const publisher = new Redis(url, {
+    ...common,
+    connectionName: clientName(nodeId, 'pub'),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    autoResendUnfulfilledCommands: false,
+  });
+  // Subscribes itself at each 'ready' (see below), so ioredis's own resubscription is off and
+  // nothing waits in its offline queue.
+  const subscriber = new Redis(url, {
+    ...common,
+    connectionName: clientName(nodeId, 'sub'),
+    enableOfflineQueue: false,
+    autoResubscribe: false,
+  });
+
+  /** Says once when a connection goes down, once when it is back, never per retry or per event. */
+  const watch = (conn: Redis, role: 'publish' | 'subscribe') => {
+    let state: 'starting' | 'up' | 'down' = 'starting';
+    let lastError: string | undefined;
+    conn.on('error', (err: Error) => {
+      lastError = err.message;
+      if (state === 'starting' && !closed) {
+        state = 'down';
+        log.warn({ ...logFields, role, err: lastError }, 'redis unreachable: events reach this process only until it answers');
+      }
+    });
+    conn.on('ready', () => {
+      if (state === 'down') log.info({ ...logFields, role }, 'redis is back: events are shared with other processes again');
+      else log.info({ ...logFields, role }, 'redis connected');
+      state = 'up';
+    });
+    conn.on('close', () => {
+      if (role === 'subscribe') subscribed = false;
+      if (state !== 'up' || closed) return;
+      state = 'down';
+      log.warn({ ...logFields, role, err: lastError }, 'redis connection lost: events reach this process only until it is back');
+    });
+  };
+  watch(publisher, 'publish');
+  watch(subscriber, 'subscribe');
+
+  subscriber.on('ready', () => {
+    subscriber.subscribe(channel).then(
+      () => {
+        subscribed = true;
+        stats.subscriptions++;
+      },
+      () => {}, // the connection dropped again: the next 'ready' subscribes
+    );
+  });
+
+  const failed = (err: Error) => {
+    stats.failed++;
+    if (unshared++ === 0 && !closed) log.warn({ ...logFields, err: err.message }, 'events are not reaching other processes (redis publish failed)');
+  };
+  const succeeded = () => {
+    stats.published++;
+    if (unshared > 0) log.info({ ...logFields, unshared }, 'events reach other processes again; those published meanwhile did not');
+    unshared = 0;
+  };
+
+  const publish = (topic: string, detail: unknown) => {
+    if (closed || pending >= maxPending) {
+      stats.dropped++;
+      if (!closed && unshared++ === 0) log.warn({ ...logFields, maxPending }, 'events are not reaching other processes (redis is not answering publishes)');
+      return;
+    }
+    let text: string;
+    try {
+      text = serialize({ origin, node: nodeId, topic, detail } satisfies Message);
+    } catch (err) {
+      // A payload JSON cannot hold (a cycle): a bug of the publisher, reported without failing it.
+      stats.failed++;
+      log.error({ ...logFields, topic, err: (err as Error).message }, 'event not shared with other processes: its payload cannot be serialized');
+      return;
+    }
+    pending++;
+    publisher.publish(channel, text).then(
+      () => {
+        pending--;
+        succeeded();
+      },
+      (err: Error) => {
+        pending--;
+        failed(err);
+      },
+    );
+  };
+
+  class SharedEventTarget extends EventTarget {
+    override dispatchEvent(event: Event): boolean {
+      const result = super.dispatchEvent(event);
+      publish(event.type, (event as CustomEvent).detail);
+      return result;
+    }
+
+    /** An event another process published: this process's listeners only. */
+    dispatchLocally(event: Event): void {
+      super.dispatchEvent(event);
+    }
+  }
+  const target = new SharedEventTarget();
+
+  let badMessageLogged = false;
+  subscriber.on('message', (from: string, text: string) => {
+    if (from !== channel) return;
+    let message: Message;
+    try {
+      message = deserialize(text) as Message;
+      if (typeof message?.topic !== 'string' || typeof message.origin !== 'string') throw new Error('not a Tollgate event');
+    } catch (err) {
+      // Something else publishes on our channel: say so once rather than per message.
+      if (!badMessageLogged) log.warn({ ...logFields, err: (err as Error).message }, 'ignored a message on the events channel that is not a Tollgate event');
+      badMessageLogged = true;
+      return;
+    }
+    if (message.origin === origin) return; // our own, already dispatched when published
+    stats.received++;
+    target.dispatchLocally(new CustomEvent(message.topic, { detail: message.detail }));
+  });
+
+  const shut = async (conn: Redis) => {
+    if (conn.status === 'end') return;
+    const ended = new Promise<void>((resolve) => conn.once('end', resolve));
+    // 'reconnecting' holds no socket, only a timer that disconnect() clears; it never emits 'end' then.
+    const hasSocket = conn.status !== 'reconnecting' && conn.status !== 'wait' && conn.status !== 'close';
+    if (conn.status === 'ready') await conn.quit().catch(() => conn.disconnect());
+    else conn.disconnect();
+    if (hasSocket) await ended;
+  };
+
+  return {
+    target: target as EventTarget,
+
+    /** For /readyz to report: whether events reach other processes and theirs reach this one. */
+    ready(): { ok: boolean; detail: string } {
+      const pub = publisher.status === 'ready';
+      const sub = subscriber.status === 'ready' && subscribed;
+      if (pub && sub) return { ok: true, detail: `redis ${logFields.redis}: publishing and subscribed to ${channel}` };
+      const down = [pub ? null : `publisher ${publisher.status}`, sub ? null : `subscriber ${subscriber.status === 'ready' ? 'subscribing' : subscriber.status}`];
+      return { ok: false, detail: `redis ${logFields.redis}: ${down.filter(Boolean).join(', ')}; events reach this process only` };
+    },
+
+    stats(): RedisEventStats {
+      return { ...stats, pending };
+    },
+
+    /** Quits both connections; events dispatched afterwards reach this process's listeners only. */
+    async close(): Promise<void> {
+      closed = true;
+      await Promise.all([shut(publisher), shut(subscriber)]);
+    },
+  };
+}

@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, it, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
+import { ConfigError, loadConfig } from '../src/config.ts';
+import { createEvents, type Topics } from '../src/domain/events.ts';
+import { createLogger } from '../src/log.ts';
+import { createRedisEventTarget, deserialize, serialize } from '../src/server/redisEvents.ts';
+import { REDIS_URL, redisChannelPrefix, skipWithoutRedis } from './helpers/redis.ts';
+import { freePort, waitFor } from './helpers/tools.ts';
+
+/** A logger whose lines the test reads. */
+function capturedLog() {
+  const lines: { level: number; msg: string; role?: string }[] = [];
+  return { log: createLogger('info', { write: (line: string) => void lines.push(JSON.parse(line)) }), lines };
+}
+
+/** A target on the test Redis, wrapped as the server wraps it, closed after the test. */
+function instance(t: TestContext, prefix: string, options: { url?: string; maxPending?: number } = {}) {
+  const { log, lines } = capturedLog();
+  const nodeId = `node-${randomUUID()}`;
+  const shared = createRedisEventTarget({ url: options.url ?? REDIS_URL, channelPrefix: prefix, log, nodeId, maxPending: options.maxPending });
+  t.after(() => shared.close());
+  return { ...shared, events: createEvents(shared.target), lines, nodeId };
+}
+
+/** Resolves with the first `count` payloads of a topic. */
+function collect<T extends keyof Topics>(events: ReturnType<typeof createEvents>, topic: T, count = 1): { got: Topics[T][]; done: Promise<Topics[T][]> } {
+  const got: Topics[T][] = [];
+  const done = new Promise<Topics[T][]>((resolve) => {
+    const off = events.on(topic, (p) => {
+      got.push(p);
+      if (got.length === count) {
+        off();
+        resolve(got);
+      }
+    });
+  });
+  return { got, done };
+}
+
+const subscribed = (...targets: { ready(): { ok: boolean } }[]) => waitFor('redis subscriptions', async () => targets.every((x) => x.ready().ok));
+
+/** An evaluation.changed payload as the domain publishes it: Dates, nulls, JSON columns. */
+function evaluationSnapshot(): Topics['evaluation.changed'] {
+  const startedAt = new Date('2026-03-01T10:00:00.123Z');
+  return {
+    evaluation: {
+      id: 'ev_1',
+      gateId: null,
+      service: 'checkout',
+      env: 'prod',
+      identifier: 'default',
+      version: '1.2.3',
+      status: 'pass',
+      dryRun: false,
+      triggerEnvs: ['prod', 'staging'],
+      startedAt,
+      decidedAt: new Date(startedAt.getTime() + 60_000),
+      finishedAt: null,
+      revision: 3,
+    },
+    rules: [
+      {
+        id: 'rev_1',
+        evaluationId: 'ev_1',
+        name: 'no alerts',
+        status: 'pass',
+        evidence: { checks: [{ at: new Date('2026-03-01T10:00:30Z'), value: 0.5 }], note: null },
+        startedAt,
+        finishedAt: new Date(startedAt.getTime() + 30_000),
+      },
+    ],
+  } as unknown as Topics['evaluation.changed'];
+}
+
+describe('events between processes through Redis', () => {
+  it('carries an evaluation change from A to B with its Dates, and A hears its own event once', async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const prefix = redisChannelPrefix();
+    const a = instance(t, prefix);
+    const b = instance(t, prefix);
+    await subscribed(a, b);
+    const onA = collect(a.events, 'evaluation.changed', 2);
+    const onB = collect(b.events, 'evaluation.changed');
+    const sent = evaluationSnapshot();
+    a.events.publish('evaluation.changed', sent);
+    assert.equal(onA.got.length, 1, 'A hears its own event at once, without waiting for Redis');
+    const [received] = await onB.done;
+    assert.ok(received!.evaluation.startedAt instanceof Date);
+    assert.ok(received!.evaluation.decidedAt instanceof Date);
+    assert.deepEqual(received, sent);
+    assert.notEqual(received, sent, 'a copy, not the publisher object');
+
+    // B answers after it heard A's event, so Redis delivers A's own echo (if it were not ignored) before B's answer.
+    const answer = collect(a.events, 'config.changed');
+    b.events.publish('config.changed', null);
+    assert.deepEqual(await answer.done, [null]);
+    assert.equal(onA.got.length, 1, 'A did not hear its own event again through Redis');
+    assert.equal(a.stats().received, 1);
+  });
+
+  it('keeps the order of 200 events, and another prefix hears none of them', async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const prefix = redisChannelPrefix();
+    const other = redisChannelPrefix();
+    const a = instance(t, prefix);
+    const b = instance(t, prefix);
+    const c = instance(t, other);
+    const d = instance(t, other);
+    await subscribed(a, b, c, d);
+    const heardByC: string[] = [];
+    c.target.addEventListener('apm.ingested', () => heardByC.push('apm.ingested'));
+    c.target.addEventListener('config.changed', () => heardByC.push('config.changed'));
+    const onB = collect(b.events, 'apm.ingested', 200);
+    const at = new Date('2026-03-01T00:00:00Z');
+    for (let i = 0; i < 200; i++) a.events.publish('apm.ingested', { service: `svc-${i}`, env: 'prod', at: new Date(at.getTime() + i) });
+    const received = await onB.done;
+    assert.deepEqual(
+      received.map((p) => p.service),
+      Array.from({ length: 200 }, (_, i) => `svc-${i}`),
+    );
+    assert.deepEqual(
+      received.map((p) => p.at.getTime()),
+      Array.from({ length: 200 }, (_, i) => at.getTime() + i),
+    );
+    // Redis has handled A's 200 publishes; D's marker comes after them, so were C on A's
+    // channel it would hear them before the marker.
+    const marker = collect(c.events, 'config.changed');
+    d.events.publish('config.changed', null);
+    await marker.done;
+    assert.deepEqual(heardByC, ['config.changed']);
+  });
+
+  it('subscribes again after its connection to Redis is cut, and says so in the log', async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const prefix = redisChannelPrefix();
+    const a = instance(t, prefix);
+    const b = instance(t, prefix);
+    await subscribed(a, b);
+    const admin = new Redis(REDIS_URL);
+    t.after(() => admin.quit());
+    const clients = (await admin.client('LIST')) as string;
+    const line = clients.split('\n').find((l) => l.includes(` name=tollgate:${b.nodeId}:sub `));
+    assert.ok(line, `B's subscriber connection is named in CLIENT LIST:\n${clients}`);
+    const id = /\bid=(\d+)/.exec(line)![1]!;
+    await admin.client('KILL', 'ID', id);
+    await waitFor('B subscribed again', async () => b.stats().subscriptions === 2 && b.ready().ok);
+
+    const onB = collect(b.events, 'apiKey.revoked');
+    a.events.publish('apiKey.revoked', { id: 'key_1' });
+    assert.deepEqual(await onB.done, [{ id: 'key_1' }]);
+    const messages = b.lines.filter((l) => l.role === 'subscribe').map((l) => l.msg);
+    assert.deepEqual(messages, [
+      'redis connected',
+      'redis connection lost: events reach this process only until it is back',
+      'redis is back: events are shared with other processes again',
+    ]);
+  });
+
+  it('delivers locally, without throwing or queueing, when Redis is unreachable', async (t) => {
+    const port = await freePort(); // nothing listens there
+    const down = instance(t, redisChannelPrefix(), { url: `redis://127.0.0.1:${port}`, maxPending: 100 });
+    const local = collect(down.events, 'apm.ingested', 1000);
+    for (let i = 0; i < 1000; i++) down.events.publish('apm.ingested', { service: `svc-${i}`, env: 'prod', at: new Date() });
+    assert.equal(local.got.length, 1000, 'every event reached the local listener synchronously');
+    assert.ok(down.stats().pending <= 100, `at most maxPending publishes wait: ${down.stats().pending}`);
+    await waitFor('publishes refused', async () => down.stats().pending === 0);
+    const stats = down.stats();
+    assert.equal(stats.failed + stats.dropped, 1000);
+    assert.equal(stats.published, 0);
+    await waitFor('connection errors seen', async () => down.lines.some((l) => l.msg.startsWith('redis unreachable')));
+    const ready = down.ready();
+    assert.equal(ready.ok, false);
+    assert.match(ready.detail, /events reach this process only/);
+    assert.doesNotMatch(ready.detail, /undefined/);
+    const unshared = down.lines.filter((l) => l.msg.startsWith('events are not reaching other processes'));
+    assert.equal(unshared.length, 1, 'one warning for the outage, not one per event');
+    await down.close();
+    assert.equal(down.ready().ok, false);
+    down.events.publish('config.changed', null); // after close: local only, no throw
+  });
+
+  it('closes while it has never connected', async (t) => {
+    const port = await freePort();
+    const down = instance(t, redisChannelPrefix(), { url: `redis://127.0.0.1:${port}` });
+    await down.close();
+    await down.close(); // twice is fine
+  });
+});
+
+describe('event payloads as text', () => {
+  it('round-trips Dates, bytes, nulls, nested values and objects that look like tags', () => {
+    const value = {
+      at: new Date('2026-03-01T10:00:00.123Z'),
+      nothing: null,
+      bytes: Buffer.from([0, 1, 2, 255]),
+      typed: new Uint8Array([9, 8, 7]),
+      big: 12345678901234567890n,
+      inf: Number.POSITIVE_INFINITY,
+      nested: [{ when: [new Date(0)], deep: { list: [1, 'two', null, true] } }],
+      lookalike: { $tg: 'Date', v: '2026-01-01T00:00:00Z' },
+    };
+    const back = deserialize(serialize(value)) as typeof value;
+    assert.deepEqual(back, value);
+    assert.ok(back.at instanceof Date && back.nested[0]!.when[0] instanceof Date);
+    assert.ok(Buffer.isBuffer(back.bytes));
+    assert.ok(back.typed instanceof Uint8Array && !Buffer.isBuffer(back.typed));
+    assert.equal(typeof back.lookalike.v, 'string');
+    const invalid = deserialize(serialize({ invalid: new Date(Number.NaN) })) as { invalid: Date };
+    assert.ok(invalid.invalid instanceof Date && Number.isNaN(invalid.invalid.getTime()), 'an invalid Date stays one');
+  });
+});
+
+describe('TOLLGATE_REDIS_URL', () => {
+  it('takes redis:// and rediss:// URLs', () => {
+    assert.equal(loadConfig({}).redisUrl, undefined);
+    assert.equal(loadConfig({ TOLLGATE_REDIS_URL: 'redis://redis:6379' }).redisUrl, 'redis://redis:6379');
+    assert.equal(loadConfig({ TOLLGATE_REDIS_URL: 'rediss://:secret@redis.internal:6380/0' }).redisUrl, 'rediss://:secret@redis.internal:6380/0');
+  });
+
+  it('refuses anything else at start, naming the variable and not echoing a password', () => {
+    for (const bad of ['http://:hunter2@redis:6379', 'redis:6379', 'localhost:6379', 'redis://']) {
+      assert.throws(
+        () => loadConfig({ TOLLGATE_REDIS_URL: bad }),
+        (err: unknown) => err instanceof ConfigError && /TOLLGATE_REDIS_URL: must be a redis:\/\/ or rediss:\/\//.test(err.message) && !err.message.includes('hunter2'),
+        bad,
+      );
+    }
+  });
+});
