@@ -132,6 +132,20 @@ describe('events between processes through Redis', () => {
     assert.deepEqual(heardByC, ['config.changed']);
   });
 
+  it('shares events published right after start, before its connection is up', async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const prefix = redisChannelPrefix();
+    const b = instance(t, prefix);
+    await subscribed(b);
+    const onB = collect(b.events, 'notification.queued');
+    const a = instance(t, prefix);
+    a.events.publish('notification.queued', null);
+    assert.notEqual(a.ready().ok, true, 'published before A connected');
+    await waitFor("A's publish answered", async () => a.stats().published + a.stats().failed === 1);
+    assert.equal(a.stats().published, 1, 'sent once connected, not refused');
+    assert.deepEqual(await onB.done, [null]);
+  });
+
   it('subscribes again after its connection to Redis is cut, and says so in the log', async (t) => {
     if (await skipWithoutRedis(t)) return;
     const prefix = redisChannelPrefix();
@@ -158,7 +172,7 @@ describe('events between processes through Redis', () => {
     ]);
   });
 
-  it('delivers locally, without throwing or queueing, when Redis is unreachable', async (t) => {
+  it('delivers locally when Redis is unreachable, without throwing, holding at most maxPending publishes', async (t) => {
     const port = await freePort(); // nothing listens there
     const down = instance(t, redisChannelPrefix(), { url: `redis://127.0.0.1:${port}`, maxPending: 100 });
     const local = collect(down.events, 'apm.ingested', 1000);

@@ -20,7 +20,7 @@ export interface RedisEventTargetOptions {
   log: Logger;
   /** Names this process in logs and Redis CLIENT LIST; messages are told apart by a random origin. */
   nodeId: string;
-  /** Publishes waiting for Redis's answer before more are dropped (a stalled Redis holds them all). */
+  /** Publishes waiting for a connection or an answer before more are dropped (an outage or a stalled Redis holds them all). */
   maxPending?: number;
 }
 
@@ -116,20 +116,18 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   /** Publishes refused since the last one that went through; logged once per outage. */
   let unshared = 0;
 
-  const common = { lazyConnect: false, enableReadyCheck: true } as const;
-  // Publishing fails at once while Redis is unreachable rather than queueing (an outage must
-  // not grow memory), and a publish in flight when the connection drops is failed, not resent late.
+  // A publish waits for a connection being made (so events of the first moments after start
+  // are shared) but fails at the first attempt that does not connect, rather than piling up
+  // through an outage; `pending` counts those waiting too, so maxPending bounds the memory.
+  // A publish in flight when the connection drops fails rather than being sent again late.
   const publisher = new Redis(url, {
-    ...common,
     connectionName: clientName(nodeId, 'pub'),
-    enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
   });
   // Subscribes itself at each 'ready' (see below), so ioredis's own resubscription is off and
   // nothing waits in its offline queue.
   const subscriber = new Redis(url, {
-    ...common,
     connectionName: clientName(nodeId, 'sub'),
     enableOfflineQueue: false,
     autoResubscribe: false,
