@@ -148,6 +148,7 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       if (state === 'down') log.info({ ...logFields, role }, 'redis is back: events are shared with other processes again');
       else log.info({ ...logFields, role }, 'redis connected');
       state = 'up';
+      lastError = undefined;
     });
     conn.on('close', () => {
       if (role === 'subscribe') subscribed = false;
