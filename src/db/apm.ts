@@ -1,7 +1,8 @@
 import { DDSketch } from '@datadog/sketches-js';
 import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
-import { prepared } from './prepared.ts';
+import { changed } from './dialect.ts';
+import { firstRow, prepared, runStatement } from './prepared.ts';
 import { apmErrors, apmStats } from './schema.ts';
 
 export interface ApmKey {
@@ -117,16 +118,16 @@ function statements(db: Tx) {
 export async function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): Promise<void> {
   const st = statements(db);
   for (const { durations, ...s } of stats) {
-    const existing = st.find.get(s);
+    const existing = await firstRow(st.find, s);
     if (existing) {
       const merged = DDSketch.fromProto(existing.durations);
       merged.merge(durations);
-      st.add.run({ ...s, durations: Buffer.from(merged.toProto()) });
+      await runStatement(st.add, { ...s, durations: Buffer.from(merged.toProto()) });
     } else {
-      st.insert.run({ ...s, durations: Buffer.from(durations.toProto()) });
+      await runStatement(st.insert, { ...s, durations: Buffer.from(durations.toProto()) });
     }
   }
-  for (const e of errors) st.addError.run({ ...e });
+  for (const e of errors) await runStatement(st.addError, { ...e });
 }
 
 export interface Window {
@@ -150,7 +151,7 @@ export interface CountRow {
 
 /** Hits and errors per version, resource and primary-tag value over a window. */
 export async function countsByResource(db: Tx, w: Window): Promise<CountRow[]> {
-  return db
+  return await db
     .select({
       version: apmStats.version,
       resource: apmStats.resource,
@@ -160,8 +161,7 @@ export async function countsByResource(db: Tx, w: Window): Promise<CountRow[]> {
     })
     .from(apmStats)
     .where(inWindow(w, apmStats))
-    .groupBy(apmStats.version, apmStats.resource, apmStats.primaryTag)
-    .all();
+    .groupBy(apmStats.version, apmStats.resource, apmStats.primaryTag);
 }
 
 export interface BucketRow extends CountRow {
@@ -170,7 +170,7 @@ export interface BucketRow extends CountRow {
 
 /** Hits and errors per bucket, version, resource and primary-tag value (sequential tests). */
 export async function bucketCounts(db: Tx, w: Window): Promise<BucketRow[]> {
-  return db
+  return await db
     .select({
       bucket: apmStats.bucket,
       version: apmStats.version,
@@ -180,8 +180,7 @@ export async function bucketCounts(db: Tx, w: Window): Promise<BucketRow[]> {
       errors: apmStats.errors,
     })
     .from(apmStats)
-    .where(inWindow(w, apmStats))
-    .all();
+    .where(inWindow(w, apmStats));
 }
 
 export interface ErrorTypeRow {
@@ -195,7 +194,7 @@ export interface ErrorTypeRow {
 
 /** Error types seen per version (and resource) over a window, with a sample message. */
 export async function errorTypes(db: Tx, w: Window): Promise<ErrorTypeRow[]> {
-  return db
+  return await db
     .select({
       version: apmErrors.version,
       resource: apmErrors.resource,
@@ -206,8 +205,7 @@ export async function errorTypes(db: Tx, w: Window): Promise<ErrorTypeRow[]> {
     })
     .from(apmErrors)
     .where(inWindow(w, apmErrors))
-    .groupBy(apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType)
-    .all();
+    .groupBy(apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType);
 }
 
 export interface SketchRow extends CountRow {
@@ -216,7 +214,7 @@ export interface SketchRow extends CountRow {
 
 /** Every stored row of a window, sketches included, for metrics that need latency. */
 export async function statsRows(db: Tx, w: Window): Promise<SketchRow[]> {
-  return db
+  return await db
     .select({
       version: apmStats.version,
       resource: apmStats.resource,
@@ -226,12 +224,11 @@ export async function statsRows(db: Tx, w: Window): Promise<SketchRow[]> {
       durations: apmStats.durations,
     })
     .from(apmStats)
-    .where(inWindow(w, apmStats))
-    .all();
+    .where(inWindow(w, apmStats));
 }
 
 /** Buckets older than the horizon go (both tables). */
 export async function pruneApm(db: Tx, before: number): Promise<number> {
-  const stats = db.delete(apmStats).where(lt(apmStats.bucket, before)).run().changes;
-  return stats + db.delete(apmErrors).where(lt(apmErrors.bucket, before)).run().changes;
+  const stats = changed(await db.delete(apmStats).where(lt(apmStats.bucket, before)));
+  return stats + changed(await db.delete(apmErrors).where(lt(apmErrors.bucket, before)));
 }

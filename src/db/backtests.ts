@@ -1,5 +1,6 @@
 import { and, count, desc, eq, getTableColumns, gte, lt, max, min, ne, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
+import { changed } from './dialect.ts';
 import { inList } from './lists.ts';
 import { apmStats, type BacktestStatus, backtests } from './schema.ts';
 
@@ -7,11 +8,11 @@ export type BacktestRow = typeof backtests.$inferSelect;
 export type NewBacktestRow = typeof backtests.$inferInsert;
 
 export async function insertBacktest(db: Tx, row: NewBacktestRow): Promise<BacktestRow> {
-  return db.insert(backtests).values(row).returning().get();
+  return (await db.insert(backtests).values(row).returning())[0]!;
 }
 
 export async function getBacktest(db: Tx, id: string): Promise<BacktestRow | undefined> {
-  return db.select().from(backtests).where(eq(backtests.id, id)).get();
+  return (await db.select().from(backtests).where(eq(backtests.id, id)))[0];
 }
 
 /** A backtest without its per-deploy results (they can be megabytes; a list seldom shows them). */
@@ -21,30 +22,30 @@ const { results: _results, ...listColumns } = getTableColumns(backtests);
 /** Newest first; keyset on the id (UUIDv7, creation order). Results are left out: see BacktestListRow. */
 export async function listBacktests(db: Tx, filter: { envs: readonly string[] | null; gateId?: string }, page: { after?: string; limit: number }): Promise<BacktestListRow[]> {
   const where: SQL[] = [];
-  if (filter.envs) where.push(inList(backtests.env, filter.envs));
+  if (filter.envs) where.push(inList(db, backtests.env, filter.envs));
   if (filter.gateId) where.push(eq(backtests.gateId, filter.gateId));
   if (page.after) where.push(lt(backtests.id, page.after));
-  return db
+  return await db
     .select(listColumns)
     .from(backtests)
     .where(and(...where))
     .orderBy(desc(backtests.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 /** Backtests of a key still running (the partial index holds only those). */
 export async function countRunningBacktestsBy(db: Tx, createdById: string): Promise<number> {
-  return db
-    .select({ n: count() })
-    .from(backtests)
-    .where(and(eq(backtests.createdById, createdById), eq(backtests.status, 'running')))
-    .get()!.n;
+  return (
+    await db
+      .select({ n: count() })
+      .from(backtests)
+      .where(and(eq(backtests.createdById, createdById), eq(backtests.status, 'running')))
+  )[0]!.n;
 }
 
 /** Backtests running on the whole server, every key's. */
 export async function countRunningBacktests(db: Tx): Promise<number> {
-  return db.select({ n: count() }).from(backtests).where(eq(backtests.status, 'running')).get()!.n;
+  return (await db.select({ n: count() }).from(backtests).where(eq(backtests.status, 'running')))[0]!.n;
 }
 
 /**
@@ -52,12 +53,13 @@ export async function countRunningBacktests(db: Tx): Promise<number> {
  * writes); the row after the change, or undefined when it was no longer running.
  */
 export async function updateRunningBacktest(db: Tx, id: string, patch: Partial<NewBacktestRow>): Promise<BacktestRow | undefined> {
-  return db
-    .update(backtests)
-    .set({ ...patch, revision: sql`${backtests.revision} + 1` })
-    .where(and(eq(backtests.id, id), eq(backtests.status, 'running')))
-    .returning()
-    .get();
+  return (
+    await db
+      .update(backtests)
+      .set({ ...patch, revision: sql`${backtests.revision} + 1` })
+      .where(and(eq(backtests.id, id), eq(backtests.status, 'running')))
+      .returning()
+  )[0];
 }
 
 /**
@@ -67,12 +69,11 @@ export async function updateRunningBacktest(db: Tx, id: string, patch: Partial<N
  * good, counted against the running limits. Several servers per store would need a lease here.
  */
 export async function failInterruptedBacktests(db: Tx, at: Date): Promise<BacktestRow[]> {
-  return db
+  return await db
     .update(backtests)
     .set({ status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: at, revision: sql`${backtests.revision} + 1` })
     .where(eq(backtests.status, 'running' satisfies BacktestStatus))
-    .returning()
-    .all();
+    .returning();
 }
 
 export interface VersionSpan {
@@ -88,14 +89,13 @@ export interface VersionSpan {
  */
 export async function versionsIn(db: Tx, w: { service: string; env: string; from: number; to: number }, limit: number): Promise<VersionSpan[]> {
   const first = min(apmStats.bucket);
-  return db
+  return await db
     .select({ version: apmStats.version, firstSeen: sql<number>`${first}`, lastSeen: sql<number>`${max(apmStats.bucket)}` })
     .from(apmStats)
     .where(and(eq(apmStats.service, w.service), eq(apmStats.env, w.env), gte(apmStats.bucket, w.from), lt(apmStats.bucket, w.to), ne(apmStats.version, '')))
     .groupBy(apmStats.version)
     .orderBy(first, apmStats.version)
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 /** Ends a running backtest as canceled; undefined when it was no longer running. */
@@ -105,5 +105,5 @@ export async function cancelBacktestRow(db: Tx, id: string, at: Date, byName: st
 
 /** Ended backtests whose end is before `horizon` go (retention); running ones stay. */
 export async function deleteBacktestsFinishedBefore(db: Tx, horizon: Date): Promise<number> {
-  return db.delete(backtests).where(lt(backtests.finishedAt, horizon)).run().changes;
+  return changed(await db.delete(backtests).where(lt(backtests.finishedAt, horizon)));
 }

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -5,6 +6,7 @@ import Database from 'better-sqlite3';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger';
+import { dialectOf } from './dialect.ts';
 import * as schema from './schema.ts';
 import { acquireServerLock, type ServerLock, StorageStartError } from './serverLock.ts';
 
@@ -17,53 +19,70 @@ export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Data
 /** A drizzle handle or a transaction on it: repository functions work inside either. */
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
-const IN_TRANSACTION = Symbol('tollgate.inTransaction');
-/** Per connection: the end of the transaction queue (better-sqlite3 has one connection, so one transaction at a time). */
+/** The transaction each connection (SQLite's one, PostgreSQL's pool) runs in the current async context. */
+const openTransactions = new AsyncLocalStorage<ReadonlyMap<object, { tx: Tx; open: boolean }>>();
+/** Per SQLite connection: the end of the transaction queue (one connection, so one transaction at a time). */
 const queues = new WeakMap<object, Promise<void>>();
 let savepoints = 0;
 
 /**
  * Runs `work` in one transaction: committed when it resolves, rolled back when it throws.
- * Called with a transaction handle, `work` joins it (a savepoint, so its own failure undoes only
- * its part, as nested better-sqlite3 transactions did).
+ * Called inside another transaction on the same store (given its handle, or the root handle
+ * from code running inside it), `work` joins it as a savepoint: its own failure undoes only its
+ * part, as nested better-sqlite3 transactions did.
  *
- * On SQLite the one connection is shared by every request, so transactions queue: `work` starts
+ * SQLite has one connection shared by every request, so its transactions queue: `work` starts
  * when the previous one has ended, and must await only the database (a network call inside
  * would hold every writer). Reads outside a transaction may see a running transaction's
  * writes; nothing writes outside one.
  */
 export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Promise<T> {
-  const client = (db as Db).$client;
-  if ((db as { [IN_TRANSACTION]?: boolean })[IN_TRANSACTION]) {
-    const name = `sp${++savepoints}`;
-    client.exec(`SAVEPOINT ${name}`);
+  const client = (db as Db).$client as object;
+  // Timers and callbacks started inside a transaction keep its context after it ended: only an open one is joined.
+  const found = openTransactions.getStore()?.get(client);
+  const outer = found?.open ? found.tx : undefined;
+  const inside = async (tx: Tx) => {
+    const entry = { tx, open: true };
     try {
-      const result = await work(db);
-      client.exec(`RELEASE ${name}`);
+      return await openTransactions.run(new Map(openTransactions.getStore()).set(client, entry), () => work(tx));
+    } finally {
+      entry.open = false;
+    }
+  };
+  if (dialectOf(db) === 'pg') {
+    const pg = (outer ?? db) as unknown as { transaction<R>(run: (tx: Tx) => Promise<R>): Promise<R> };
+    return pg.transaction((tx) => inside(tx));
+  }
+  const sqlite = (db as Db).$client;
+  if (outer) {
+    const name = `sp${++savepoints}`;
+    sqlite.exec(`SAVEPOINT ${name}`);
+    try {
+      const result = await work(outer);
+      sqlite.exec(`RELEASE ${name}`);
       return result;
     } catch (err) {
-      if (client.inTransaction) client.exec(`ROLLBACK TO ${name}; RELEASE ${name}`);
+      if (sqlite.inTransaction) sqlite.exec(`ROLLBACK TO ${name}; RELEASE ${name}`);
       throw err;
     }
   }
-  const previous = queues.get(client) ?? Promise.resolve();
+  const previous = queues.get(sqlite) ?? Promise.resolve();
   let release!: () => void;
   const done = new Promise<void>((resolve) => (release = resolve));
-  queues.set(client, done);
+  queues.set(sqlite, done);
   await previous;
   try {
-    const tx = Object.create(db, { [IN_TRANSACTION]: { value: true } }) as Tx;
-    client.exec('BEGIN IMMEDIATE');
+    sqlite.exec('BEGIN IMMEDIATE');
     try {
-      const result = await work(tx);
-      client.exec('COMMIT');
+      const result = await inside(db);
+      sqlite.exec('COMMIT');
       return result;
     } catch (err) {
-      if (client.inTransaction) client.exec('ROLLBACK');
+      if (sqlite.inTransaction) sqlite.exec('ROLLBACK');
       throw err;
     }
   } finally {
-    if (queues.get(client) === done) queues.delete(client);
+    if (queues.get(sqlite) === done) queues.delete(sqlite);
     release();
   }
 }

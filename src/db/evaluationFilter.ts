@@ -4,6 +4,7 @@
 // cannot answer differently; test/evaluationFilter.test.ts holds them to the same answers.
 import { eq, gte, isNotNull, isNull, lt, type SQL, sql } from 'drizzle-orm';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
+import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { evaluations, ruleEvaluations } from './schema.ts';
 
@@ -43,7 +44,7 @@ export interface FilterSubject {
 interface Field<V> {
   /** Whether a value that is there asks anything: an empty search list does not. */
   asks(value: V): boolean;
-  sql(value: V): SQL;
+  sql(db: Tx, value: V): SQL;
   matches(value: V, subject: FilterSubject): boolean;
 }
 
@@ -54,7 +55,7 @@ const always = () => true;
 function oneOf<T extends string>(column: SQLiteColumn, read: (e: Evaluation) => T | null, asks: (values: readonly T[]) => boolean = nonEmpty): Field<readonly T[]> {
   return {
     asks,
-    sql: (values) => inList(column, values),
+    sql: (db, values) => inList(db, column, values),
     matches: (values, { evaluation }) => {
       const value = read(evaluation);
       return value !== null && values.includes(value);
@@ -66,33 +67,33 @@ function oneOf<T extends string>(column: SQLiteColumn, read: (e: Evaluation) => 
 const within = <T extends string>(column: SQLiteColumn, read: (e: Evaluation) => T) => oneOf(column, read, always);
 
 function equals<T extends string | boolean>(column: SQLiteColumn, read: (e: Evaluation) => T | null): Field<T> {
-  return { asks: always, sql: (value) => eq(column, value), matches: (value, { evaluation }) => read(evaluation) === value };
+  return { asks: always, sql: (_db, value) => eq(column, value), matches: (value, { evaluation }) => read(evaluation) === value };
 }
 
 /** One of the evaluation's rules has one of the values (read through the rules' evaluation index). */
 function anyRule(column: SQLiteColumn, read: (r: FilterSubject['rules'][number]) => string): Field<readonly string[]> {
   return {
     asks: nonEmpty,
-    sql: (values) => sql`exists (select 1 from ${ruleEvaluations} where ${ruleEvaluations.evaluationId} = ${evaluations.id} and ${inList(column, values)})`,
+    sql: (db, values) => sql`exists (select 1 from ${ruleEvaluations} where ${ruleEvaluations.evaluationId} = ${evaluations.id} and ${inList(db, column, values)})`,
     matches: (values, { rules }) => rules.some((r) => values.includes(read(r))),
   };
 }
 
 const overridden: Field<boolean> = {
   asks: always,
-  sql: (value) => (value ? isNotNull(evaluations.overrideStatus) : isNull(evaluations.overrideStatus)),
+  sql: (_db, value) => (value ? isNotNull(evaluations.overrideStatus) : isNull(evaluations.overrideStatus)),
   matches: (value, { evaluation }) => (evaluation.overrideStatus !== null) === value,
 };
 
 const startedFrom: Field<Date> = {
   asks: always,
-  sql: (at) => gte(evaluations.startedAt, at),
+  sql: (_db, at) => gte(evaluations.startedAt, at),
   matches: (at, { evaluation }) => evaluation.startedAt.getTime() >= at.getTime(),
 };
 
 const startedUntil: Field<Date> = {
   asks: always,
-  sql: (at) => lt(evaluations.startedAt, at),
+  sql: (_db, at) => lt(evaluations.startedAt, at),
   matches: (at, { evaluation }) => evaluation.startedAt.getTime() < at.getTime(),
 };
 
@@ -130,8 +131,8 @@ function asked(filter: EvaluationFilter): Array<[Field<unknown>, unknown]> {
 }
 
 /** The conditions a query adds for the filter (all must hold). */
-export function filterSql(filter: EvaluationFilter): SQL[] {
-  return asked(filter).map(([field, value]) => field.sql(value));
+export function filterSql(db: Tx, filter: EvaluationFilter): SQL[] {
+  return asked(filter).map(([field, value]) => field.sql(db, value));
 }
 
 /** Whether an evaluation held in memory is one the filter's query would select. */

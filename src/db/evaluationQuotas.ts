@@ -11,12 +11,11 @@ import { evaluations } from './schema.ts';
  * (dry-run rules run their whole window; a gate of dry-run rules only is decided at once).
  */
 export async function countRunningBy(db: Tx, keyId: string, atMost: number): Promise<number> {
-  const rows = db
+  const rows = await db
     .select({ one: sql`1` })
     .from(evaluations)
     .where(and(eq(evaluations.triggeredById, keyId), isNull(evaluations.finishedAt)))
-    .limit(atMost)
-    .all();
+    .limit(atMost);
   return rows.length;
 }
 
@@ -25,12 +24,12 @@ export async function countRunningBy(db: Tx, keyId: string, atMost: number): Pro
  * (index evaluations_triggered_by_started_idx).
  */
 export async function startsSince(db: Tx, keyId: string, since: Date, atMost: number): Promise<Date[]> {
-  return db
-    .select({ startedAt: evaluations.startedAt })
-    .from(evaluations)
-    .where(and(eq(evaluations.triggeredById, keyId), gt(evaluations.startedAt, since)))
-    .orderBy(desc(evaluations.startedAt))
-    .limit(atMost)
-    .all()
-    .map((r) => r.startedAt);
+  return (
+    await db
+      .select({ startedAt: evaluations.startedAt })
+      .from(evaluations)
+      .where(and(eq(evaluations.triggeredById, keyId), gt(evaluations.startedAt, since)))
+      .orderBy(desc(evaluations.startedAt))
+      .limit(atMost)
+  ).map((r) => r.startedAt);
 }

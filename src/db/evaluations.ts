@@ -1,8 +1,9 @@
 import { and, asc, desc, eq, gt, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { KeysetPage, Tx } from './client.ts';
+import { changed, utcDay } from './dialect.ts';
 import { type EvaluationFilter, filterSql } from './evaluationFilter.ts';
 import { inList, preparedSet } from './lists.ts';
-import { prepared } from './prepared.ts';
+import { allRows, firstRow, prepared, runStatement } from './prepared.ts';
 import { evaluations, type RuleType, ruleEvaluations } from './schema.ts';
 
 export type EvaluationRow = typeof evaluations.$inferSelect;
@@ -14,97 +15,113 @@ export type Status = EvaluationRow['status'];
 export type { EvaluationFilter } from './evaluationFilter.ts';
 
 export async function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): Promise<void> {
-  db.insert(evaluations).values(row).run();
-  db.insert(ruleEvaluations).values(rules).run();
+  await db.insert(evaluations).values(row);
+  await db.insert(ruleEvaluations).values(rules);
 }
 
 // The engine reads and writes these for every check: prepared once per connection.
 export async function getEvaluation(db: Tx, id: string): Promise<EvaluationRow | undefined> {
-  return prepared(db, 'getEvaluation', () =>
-    db
-      .select()
-      .from(evaluations)
-      .where(eq(evaluations.id, sql.placeholder('id')))
-      .prepare(),
-  ).get({ id });
+  return await firstRow(
+    prepared(db, 'getEvaluation', () =>
+      db
+        .select()
+        .from(evaluations)
+        .where(eq(evaluations.id, sql.placeholder('id')))
+        .prepare(),
+    ),
+    { id },
+  );
 }
 
 /** Idempotency keys are unique per environment: another env's use of the same key is not found. */
 export async function findByIdempotencyKey(db: Tx, env: string, key: string): Promise<EvaluationRow | undefined> {
-  return db
-    .select()
-    .from(evaluations)
-    .where(and(eq(evaluations.env, env), eq(evaluations.idempotencyKey, key)))
-    .get();
+  return (
+    await db
+      .select()
+      .from(evaluations)
+      .where(and(eq(evaluations.env, env), eq(evaluations.idempotencyKey, key)))
+  )[0];
 }
 
 export async function ruleEvaluationsOf(db: Tx, evaluationIds: readonly string[]): Promise<RuleEvaluationRow[]> {
   if (evaluationIds.length === 0) return [];
-  return prepared(db, 'ruleEvaluationsOf', () =>
-    db
-      .select()
-      .from(ruleEvaluations)
-      .where(inList(ruleEvaluations.evaluationId, { placeholder: 'ids' }))
-      .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
-      .prepare(),
-  ).all({ ids: JSON.stringify(evaluationIds) });
+  return await allRows(
+    prepared(db, 'ruleEvaluationsOf', () =>
+      db
+        .select()
+        .from(ruleEvaluations)
+        .where(inList(db, ruleEvaluations.evaluationId, { placeholder: 'ids' }))
+        .orderBy(asc(ruleEvaluations.evaluationId), asc(ruleEvaluations.position))
+        .prepare(),
+    ),
+    { ids: JSON.stringify(evaluationIds) },
+  );
 }
 
 export async function getRuleEvaluation(db: Tx, id: string): Promise<RuleEvaluationRow | undefined> {
-  return prepared(db, 'getRuleEvaluation', () =>
-    db
-      .select()
-      .from(ruleEvaluations)
-      .where(eq(ruleEvaluations.id, sql.placeholder('id')))
-      .prepare(),
-  ).get({ id });
+  return await firstRow(
+    prepared(db, 'getRuleEvaluation', () =>
+      db
+        .select()
+        .from(ruleEvaluations)
+        .where(eq(ruleEvaluations.id, sql.placeholder('id')))
+        .prepare(),
+    ),
+    { id },
+  );
 }
 
 /** Prepared per set of columns patched (the engine always patches the same few). */
 export async function updateRuleEvaluationRow(db: Tx, id: string, patch: Partial<NewRuleEvaluationRow>): Promise<void> {
   const { signature, set, values } = preparedSet(patch);
-  prepared(db, `updateRuleEvaluation:${signature}`, () =>
-    db
-      .update(ruleEvaluations)
-      .set(set as Partial<NewRuleEvaluationRow>)
-      .where(eq(ruleEvaluations.id, sql.placeholder('id')))
-      .prepare(),
-  ).run({ ...values, id });
+  await runStatement(
+    prepared(db, `updateRuleEvaluation:${signature}`, () =>
+      db
+        .update(ruleEvaluations)
+        .set(set as Partial<NewRuleEvaluationRow>)
+        .where(eq(ruleEvaluations.id, sql.placeholder('id')))
+        .prepare(),
+    ),
+    { ...values, id },
+  );
 }
 
 export async function updateEvaluationRow(db: Tx, id: string, patch: Partial<NewEvaluationRow>): Promise<EvaluationRow> {
   const { signature, set, values } = preparedSet(patch);
-  return prepared(db, `updateEvaluation:${signature}`, () =>
-    db
-      .update(evaluations)
-      .set({ ...(set as Partial<NewEvaluationRow>), revision: sql`${evaluations.revision} + 1` })
-      .where(eq(evaluations.id, sql.placeholder('id')))
-      .returning()
-      .prepare(),
-  ).get({ ...values, id })!;
+  return (await firstRow(
+    prepared(db, `updateEvaluation:${signature}`, () =>
+      db
+        .update(evaluations)
+        .set({ ...(set as Partial<NewEvaluationRow>), revision: sql`${evaluations.revision} + 1` })
+        .where(eq(evaluations.id, sql.placeholder('id')))
+        .returning()
+        .prepare(),
+    ),
+    { ...values, id },
+  ))!;
 }
 
 /** How many evaluations the filter selects: one COUNT, the same conditions as a page. */
 export async function countEvaluations(db: Tx, filter: EvaluationFilter): Promise<number> {
-  return db
-    .select({ n: sql<number>`count(*)` })
-    .from(evaluations)
-    .where(and(...filterSql(filter)))
-    .get()!.n;
+  return (
+    await db
+      .select({ n: sql<number>`count(*)` })
+      .from(evaluations)
+      .where(and(...filterSql(db, filter)))
+  )[0]!.n;
 }
 
 /** Newest first: `after` moves to older evaluations (ids are time-ordered). */
 export async function listEvaluations(db: Tx, filter: EvaluationFilter, page: KeysetPage): Promise<EvaluationRow[]> {
-  const where = filterSql(filter);
+  const where = filterSql(db, filter);
   if (page.after) where.push(lt(evaluations.id, page.after));
   if (page.before) where.push(gt(evaluations.id, page.before));
-  return db
+  return await db
     .select()
     .from(evaluations)
     .where(and(...where))
     .orderBy(page.inverted ? asc(evaluations.id) : desc(evaluations.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 /** Conditions on the rule evaluations themselves (their evaluation's are an EvaluationFilter). */
@@ -121,13 +138,13 @@ export interface RuleEvaluationFilter {
   dryRun?: boolean;
 }
 
-function ruleFilterSql(rules: RuleEvaluationFilter): SQL[] {
+function ruleFilterSql(db: Tx, rules: RuleEvaluationFilter): SQL[] {
   const where: SQL[] = [];
-  if (rules.ids) where.push(inList(ruleEvaluations.id, rules.ids));
-  if (rules.ruleIds) where.push(inList(ruleEvaluations.ruleId, rules.ruleIds));
-  if (rules.type?.length) where.push(inList(ruleEvaluations.type, rules.type));
-  if (rules.name?.length) where.push(inList(ruleEvaluations.name, rules.name));
-  if (rules.status?.length) where.push(inList(ruleEvaluations.status, rules.status));
+  if (rules.ids) where.push(inList(db, ruleEvaluations.id, rules.ids));
+  if (rules.ruleIds) where.push(inList(db, ruleEvaluations.ruleId, rules.ruleIds));
+  if (rules.type?.length) where.push(inList(db, ruleEvaluations.type, rules.type));
+  if (rules.name?.length) where.push(inList(db, ruleEvaluations.name, rules.name));
+  if (rules.status?.length) where.push(inList(db, ruleEvaluations.status, rules.status));
   if (rules.dryRun !== undefined) where.push(eq(ruleEvaluations.dryRun, rules.dryRun));
   return where;
 }
@@ -142,19 +159,18 @@ export async function listRuleEvaluations(
   rules: RuleEvaluationFilter,
   page: { after?: { evaluationId: string; position: number }; limit: number },
 ): Promise<Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }>> {
-  const where = [...filterSql(filter), ...ruleFilterSql(rules)];
+  const where = [...filterSql(db, filter), ...ruleFilterSql(db, rules)];
   const after = page.after;
   if (after) {
     where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
   }
-  return db
+  return (await db
     .select({ evaluation: evaluations, rule: ruleEvaluations })
     .from(ruleEvaluations)
     .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
     .where(and(...where))
     .orderBy(desc(evaluations.id), asc(ruleEvaluations.position))
-    .limit(page.limit)
-    .all() as Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }>;
+    .limit(page.limit)) as Array<{ evaluation: EvaluationRow; rule: RuleEvaluationRow }>;
 }
 
 /**
@@ -165,45 +181,35 @@ export async function claimUnfinished(db: Tx, owner: string, now: Date, leaseUnt
   const orphaned = or(isNull(evaluations.leaseOwner), lt(evaluations.leaseExpiresAt, now));
   const notOurs = or(isNull(evaluations.leaseOwner), ne(evaluations.leaseOwner, owner));
   const claimable = and(isNull(evaluations.finishedAt), includeOwn ? or(eq(evaluations.leaseOwner, owner), orphaned) : and(notOurs, orphaned));
-  return db
-    .update(evaluations)
-    .set({ leaseOwner: owner, leaseExpiresAt: leaseUntil })
-    .where(claimable)
-    .returning({ id: evaluations.id })
-    .all()
-    .map((r) => r.id);
+  return (await db.update(evaluations).set({ leaseOwner: owner, leaseExpiresAt: leaseUntil }).where(claimable).returning({ id: evaluations.id })).map((r) => r.id);
 }
 
 /** Running rules of the evaluations this node drives (to find any the scheduler lost). */
 export async function runningRulesOf(db: Tx, owner: string): Promise<Array<{ id: string; evaluationId: string }>> {
-  return db
+  return await db
     .select({ id: ruleEvaluations.id, evaluationId: ruleEvaluations.evaluationId })
     .from(ruleEvaluations)
     .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
-    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt), eq(ruleEvaluations.status, 'in_progress')))
-    .all();
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt), eq(ruleEvaluations.status, 'in_progress')));
 }
 
 export async function renewLeases(db: Tx, owner: string, leaseUntil: Date): Promise<void> {
-  db.update(evaluations)
+  await db
+    .update(evaluations)
     .set({ leaseExpiresAt: leaseUntil })
-    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
-    .run();
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)));
 }
 
 export async function releaseLeases(db: Tx, owner: string): Promise<void> {
-  db.update(evaluations)
+  await db
+    .update(evaluations)
     .set({ leaseExpiresAt: new Date(0) })
-    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)))
-    .run();
+    .where(and(eq(evaluations.leaseOwner, owner), isNull(evaluations.finishedAt)));
 }
 
 /** Finished evaluations older than the retention horizon go, their rule evaluations with them. */
 export async function deleteFinishedBefore(db: Tx, horizon: Date): Promise<number> {
-  return db
-    .delete(evaluations)
-    .where(and(lte(evaluations.finishedAt, horizon)))
-    .run().changes;
+  return changed(await db.delete(evaluations).where(and(lte(evaluations.finishedAt, horizon))));
 }
 
 export interface EvaluationStatsRow {
@@ -226,11 +232,11 @@ export interface EvaluationStatsRow {
 
 /** Aggregates for the explorer: real statuses (dry run ignored), grouped several ways. */
 export async function evaluationStats(db: Tx, filter: EvaluationFilter, limit: number): Promise<EvaluationStatsRow> {
-  const where = and(...filterSql(filter));
+  const where = and(...filterSql(db, filter));
   const { failingGates, failingRules } = await mostFailing(db, filter, limit);
-  const byStatus = db.select({ status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(evaluations.status).all();
-  const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
-  const byDay = db.select({ day, status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(day, evaluations.status).orderBy(day).all();
+  const byStatus = await db.select({ status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(evaluations.status);
+  const day = utcDay(db, evaluations.startedAt);
+  const byDay = await db.select({ day, status: evaluations.status, count: sql<number>`count(*)` }).from(evaluations).where(where).groupBy(day, evaluations.status).orderBy(day);
   return {
     total: byStatus.reduce((n, r) => n + r.count, 0),
     byStatus,
@@ -247,9 +253,9 @@ export async function evaluationStats(db: Tx, filter: EvaluationFilter, limit: n
  * may be renamed), or its name and type for just-in-time rules.
  */
 export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: number): Promise<Pick<EvaluationStatsRow, 'failingGates' | 'failingRules'>> {
-  const where = and(...filterSql(filter));
+  const where = and(...filterSql(db, filter));
   const failures = sql<number>`sum(case when ${evaluations.status} = 'fail' then 1 else 0 end)`;
-  const failingGates = db
+  const failingGates = await db
     .select({
       gateId: evaluations.gateId,
       service: evaluations.service,
@@ -263,40 +269,39 @@ export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: numbe
     .groupBy(evaluations.gateId, evaluations.service, evaluations.env, evaluations.identifier)
     .having(sql`${failures} > 0`)
     .orderBy(desc(failures), asc(evaluations.service), asc(evaluations.env), asc(evaluations.identifier), asc(evaluations.gateId))
-    .limit(limit)
-    .all();
+    .limit(limit);
   const ruleFailures = sql<number>`sum(case when ${ruleEvaluations.status} = 'fail' then 1 else 0 end)`;
-  const failingRules = db
-    .select({
-      gateId: evaluations.gateId,
-      ruleId: ruleEvaluations.ruleId,
-      service: evaluations.service,
-      env: evaluations.env,
-      identifier: evaluations.identifier,
-      // With max() the only min/max aggregate, SQLite takes this bare column from the newest row.
-      name: ruleEvaluations.name,
-      newest: sql<number>`max(${evaluations.startedAt})`,
-      type: ruleEvaluations.type,
-      failures: ruleFailures,
-      evaluations: sql<number>`count(*)`,
-    })
-    .from(ruleEvaluations)
-    .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
-    .where(where)
-    .groupBy(
-      evaluations.gateId,
-      ruleEvaluations.ruleId,
-      sql`case when ${ruleEvaluations.ruleId} is null then ${ruleEvaluations.name} end`,
-      ruleEvaluations.type,
-      evaluations.service,
-      evaluations.env,
-      evaluations.identifier,
-    )
-    .having(sql`${ruleFailures} > 0`)
-    .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
-    .limit(limit)
-    .all()
-    .map(({ newest: _, ...rule }) => rule);
+  const failingRules = (
+    await db
+      .select({
+        gateId: evaluations.gateId,
+        ruleId: ruleEvaluations.ruleId,
+        service: evaluations.service,
+        env: evaluations.env,
+        identifier: evaluations.identifier,
+        // With max() the only min/max aggregate, SQLite takes this bare column from the newest row.
+        name: ruleEvaluations.name,
+        newest: sql<number>`max(${evaluations.startedAt})`,
+        type: ruleEvaluations.type,
+        failures: ruleFailures,
+        evaluations: sql<number>`count(*)`,
+      })
+      .from(ruleEvaluations)
+      .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
+      .where(where)
+      .groupBy(
+        evaluations.gateId,
+        ruleEvaluations.ruleId,
+        sql`case when ${ruleEvaluations.ruleId} is null then ${ruleEvaluations.name} end`,
+        ruleEvaluations.type,
+        evaluations.service,
+        evaluations.env,
+        evaluations.identifier,
+      )
+      .having(sql`${ruleFailures} > 0`)
+      .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
+      .limit(limit)
+  ).map(({ newest: _, ...rule }) => rule);
   return { failingGates, failingRules };
 }
 
@@ -324,55 +329,53 @@ const FACET_COLUMNS = {
  * `filter` should leave out the facet's own selection, so that every value stays offered.
  */
 export async function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter, limit: number): Promise<FacetValueRow[]> {
-  const where = and(...filterSql(filter));
+  const where = and(...filterSql(db, filter));
   const n = sql<number>`count(*)`;
   if (facet === 'gate') {
-    return db
-      .select({ value: evaluations.gateId, count: n, service: evaluations.service, env: evaluations.env, identifier: evaluations.identifier })
-      .from(evaluations)
-      .where(and(where, isNotNull(evaluations.gateId)))
-      .groupBy(evaluations.gateId)
-      .orderBy(desc(n), asc(evaluations.gateId))
-      .limit(limit)
-      .all()
-      .map((r) => ({ value: r.value!, count: r.count, label: `${r.service}/${r.env}/${r.identifier}` }));
+    return (
+      await db
+        .select({ value: evaluations.gateId, count: n, service: evaluations.service, env: evaluations.env, identifier: evaluations.identifier })
+        .from(evaluations)
+        .where(and(where, isNotNull(evaluations.gateId)))
+        .groupBy(evaluations.gateId)
+        .orderBy(desc(n), asc(evaluations.gateId))
+        .limit(limit)
+    ).map((r) => ({ value: r.value!, count: r.count, label: `${r.service}/${r.env}/${r.identifier}` }));
   }
   if (facet === 'ruleType' || facet === 'ruleName') {
     const column = facet === 'ruleType' ? ruleEvaluations.type : ruleEvaluations.name;
     // Evaluations, not rules: two rules of one type count their evaluation once.
     const evaluationsCounted = sql<number>`count(distinct ${ruleEvaluations.evaluationId})`;
-    return db
+    return await db
       .select({ value: column, count: evaluationsCounted })
       .from(ruleEvaluations)
       .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
       .where(where)
       .groupBy(column)
       .orderBy(desc(evaluationsCounted), asc(column))
-      .limit(limit)
-      .all();
+      .limit(limit);
   }
   const column = FACET_COLUMNS[facet];
-  return db
-    .select({ value: column, count: n })
-    .from(evaluations)
-    .where(and(where, isNotNull(column)))
-    .groupBy(column)
-    .orderBy(desc(n), asc(column))
-    .limit(limit)
-    .all()
-    .map((r) => ({ value: String(r.value), count: r.count }));
+  return (
+    await db
+      .select({ value: column, count: n })
+      .from(evaluations)
+      .where(and(where, isNotNull(column)))
+      .groupBy(column)
+      .orderBy(desc(n), asc(column))
+      .limit(limit)
+  ).map((r) => ({ value: String(r.value), count: r.count }));
 }
 
 /** Evaluations per UTC day and real status. */
 export async function countsByDay(db: Tx, filter: EvaluationFilter): Promise<Array<{ day: string; status: Status; count: number }>> {
-  const day = sql<string>`strftime('%Y-%m-%d', ${evaluations.startedAt} / 1000, 'unixepoch')`;
-  return db
+  const day = utcDay(db, evaluations.startedAt);
+  return await db
     .select({ day, status: evaluations.status, count: sql<number>`count(*)` })
     .from(evaluations)
-    .where(and(...filterSql(filter)))
+    .where(and(...filterSql(db, filter)))
     .groupBy(day, evaluations.status)
-    .orderBy(day)
-    .all();
+    .orderBy(day);
 }
 
 export interface FailedRuleLine {
@@ -389,11 +392,11 @@ export interface FailedRuleLine {
  * light columns only (no evidence); `after` is the last line of the previous page.
  */
 export async function failedRulesPage(db: Tx, filter: EvaluationFilter, after: Pick<FailedRuleLine, 'evaluationId' | 'position'> | null, limit: number): Promise<FailedRuleLine[]> {
-  const where = [...filterSql(filter), eq(ruleEvaluations.status, 'fail')];
+  const where = [...filterSql(db, filter), eq(ruleEvaluations.status, 'fail')];
   if (after) {
     where.push(or(lt(evaluations.id, after.evaluationId), and(eq(evaluations.id, after.evaluationId), gt(ruleEvaluations.position, after.position)))!);
   }
-  return db
+  return await db
     .select({
       id: ruleEvaluations.id,
       evaluationId: ruleEvaluations.evaluationId,
@@ -406,13 +409,15 @@ export async function failedRulesPage(db: Tx, filter: EvaluationFilter, after: P
     .innerJoin(evaluations, eq(ruleEvaluations.evaluationId, evaluations.id))
     .where(and(...where))
     .orderBy(desc(evaluations.id), asc(ruleEvaluations.position))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 export async function getRuleEvaluations(db: Tx, ids: readonly string[]): Promise<RuleEvaluationRow[]> {
   if (ids.length === 0) return [];
-  return db.select().from(ruleEvaluations).where(inList(ruleEvaluations.id, ids)).all();
+  return await db
+    .select()
+    .from(ruleEvaluations)
+    .where(inList(db, ruleEvaluations.id, ids));
 }
 
 /**
@@ -420,7 +425,7 @@ export async function getRuleEvaluations(db: Tx, ids: readonly string[]): Promis
  * evaluations of the filter, from one sort: ranks ⌈p·n⌉ in integer arithmetic (p to 0.001).
  */
 export async function verdictTimes(db: Tx, filter: EvaluationFilter, percents: readonly number[]): Promise<{ count: number; byPercent: Map<number, number>; max: number | null }> {
-  const where = and(...filterSql(filter), inList(evaluations.status, ['pass', 'fail']), isNotNull(evaluations.decidedAt));
+  const where = and(...filterSql(db, filter), inList(db, evaluations.status, ['pass', 'fail']), isNotNull(evaluations.decidedAt));
   const ms = sql<number>`(${evaluations.decidedAt} - ${evaluations.startedAt})`;
   const ranked = db
     .select({ ms: ms.as('ms'), rn: sql<number>`row_number() over (order by ${ms})`.as('rn'), n: sql<number>`count(*) over ()`.as('n') })
@@ -431,7 +436,7 @@ export async function verdictTimes(db: Tx, filter: EvaluationFilter, percents: r
     [...percents.map((p) => sql`${ranked.rn} = max(1, (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000)`), sql`${ranked.rn} = ${ranked.n}`],
     sql` or `,
   );
-  const rows = db.select({ ms: ranked.ms, rn: ranked.rn, n: ranked.n }).from(ranked).where(wanted).all();
+  const rows = await db.select({ ms: ranked.ms, rn: ranked.rn, n: ranked.n }).from(ranked).where(wanted);
   const count = rows[0]?.n ?? 0;
   const at = new Map(rows.map((r) => [r.rn, r.ms]));
   const byPercent = new Map(percents.map((p) => [p, at.get(Math.max(1, Math.ceil((Math.round(p * 1000) * count) / 1000)))!] as [number, number]));
@@ -447,13 +452,16 @@ export async function latestEvaluationsOfGates(
   gates: ReadonlyArray<{ id: string; service: string; env: string; identifier: string }>,
   limit: number,
 ): Promise<EvaluationRow[]> {
-  return gates.flatMap((g) =>
-    db
-      .select()
-      .from(evaluations)
-      .where(and(eq(evaluations.service, g.service), eq(evaluations.env, g.env), eq(evaluations.identifier, g.identifier), eq(evaluations.gateId, g.id)))
-      .orderBy(desc(evaluations.startedAt), desc(evaluations.id))
-      .limit(limit)
-      .all(),
-  );
+  const rows: EvaluationRow[] = [];
+  for (const g of gates) {
+    rows.push(
+      ...(await db
+        .select()
+        .from(evaluations)
+        .where(and(eq(evaluations.service, g.service), eq(evaluations.env, g.env), eq(evaluations.identifier, g.identifier), eq(evaluations.gateId, g.id)))
+        .orderBy(desc(evaluations.startedAt), desc(evaluations.id))
+        .limit(limit)),
+    );
+  }
+  return rows;
 }

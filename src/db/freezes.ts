@@ -21,40 +21,38 @@ export const isFreezeActive = (f: Pick<FreezeRow, 'startsAt' | 'endsAt' | 'ended
   f.startsAt <= at && (f.endsAt === null || f.endsAt > at) && (f.endedAt === null || f.endedAt > at);
 
 export async function getFreeze(db: Tx, id: string): Promise<FreezeRow | undefined> {
-  return db.select().from(freezes).where(eq(freezes.id, id)).get();
+  return (await db.select().from(freezes).where(eq(freezes.id, id)))[0];
 }
 
 /** Newest first; keyset on the id (UUIDv7, creation order). */
 export async function listFreezes(db: Tx, filter: FreezeFilter, page: { after?: string; limit: number }): Promise<FreezeRow[]> {
   const where: SQL[] = [];
-  if (filter.envIn?.length) where.push(inList(freezes.env, filter.envIn));
-  if (filter.envs) where.push(inList(freezes.env, filter.envs));
+  if (filter.envIn?.length) where.push(inList(db, freezes.env, filter.envIn));
+  if (filter.envs) where.push(inList(db, freezes.env, filter.envs));
   if (filter.active) where.push(filter.active.is ? activeSql(filter.active.at) : not(activeSql(filter.active.at)));
   if (page.after) where.push(lt(freezes.id, page.after));
-  return db
+  return await db
     .select()
     .from(freezes)
     .where(and(...where))
     .orderBy(desc(freezes.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 /** The freezes of an environment active at `at`, for one service (those of every service included). */
 export async function activeFreezesFor(db: Tx, env: string, service: string, at: Date): Promise<FreezeRow[]> {
-  return db
+  return await db
     .select()
     .from(freezes)
     .where(and(eq(freezes.env, env), or(isNull(freezes.service), eq(freezes.service, service)), activeSql(at)))
     .orderBy(desc(freezes.id))
-    .limit(100)
-    .all();
+    .limit(100);
 }
 
 export async function insertFreeze(db: Tx, row: NewFreezeRow): Promise<FreezeRow> {
-  return db.insert(freezes).values(row).returning().get();
+  return (await db.insert(freezes).values(row).returning())[0]!;
 }
 
 export async function updateFreezeRow(db: Tx, id: string, patch: Partial<NewFreezeRow>): Promise<FreezeRow> {
-  return db.update(freezes).set(patch).where(eq(freezes.id, id)).returning().get()!;
+  return (await db.update(freezes).set(patch).where(eq(freezes.id, id)).returning())[0]!;
 }

@@ -4,6 +4,7 @@
 // answer differently; test/gateFilter.test.ts holds them to the same answers.
 import { eq, type SQL, sql } from 'drizzle-orm';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
+import type { Tx } from './client.ts';
 import { inList } from './lists.ts';
 import { gates } from './schema.ts';
 
@@ -26,7 +27,7 @@ interface Field<V> {
   /** Whether a value that is there asks anything: an empty search list does not. */
   asks(value: V): boolean;
   /** The condition, on the value itself or on a placeholder of that name. */
-  sql(value: V | { placeholder: string }): SQL;
+  sql(db: Tx, value: V | { placeholder: string }): SQL;
   /** What a prepared statement binds to the placeholder. */
   bind(value: V): unknown;
   matches(value: V, gate: Gate): boolean;
@@ -35,7 +36,7 @@ interface Field<V> {
 function equals<T extends string | boolean>(column: SQLiteColumn, read: (g: Gate) => T): Field<T> {
   return {
     asks: () => true,
-    sql: (value) => eq(column, typeof value === 'object' ? sql.placeholder(value.placeholder) : value),
+    sql: (_db, value) => eq(column, typeof value === 'object' ? sql.placeholder(value.placeholder) : value),
     // A placeholder is bound as given: a boolean column stores 1 and 0.
     bind: (value) => (typeof value === 'boolean' ? Number(value) : value),
     matches: (value, gate) => read(gate) === value,
@@ -46,7 +47,7 @@ function equals<T extends string | boolean>(column: SQLiteColumn, read: (g: Gate
 function oneOf(column: SQLiteColumn, read: (g: Gate) => string, always = false): Field<readonly string[]> {
   return {
     asks: (values) => always || values.length > 0,
-    sql: (values) => inList(column, values),
+    sql: (db, values) => inList(db, column, values),
     bind: (values) => JSON.stringify(values),
     matches: (values, gate) => values.includes(read(gate)),
   };
@@ -78,19 +79,19 @@ function asked(filter: GateFilter): Array<[keyof GateFilter, Field<unknown>, unk
 }
 
 /** The conditions a query adds for the filter (all must hold). */
-export function gateFilterSql(filter: GateFilter): SQL[] {
-  return asked(filter).map(([, field, value]) => field.sql(value));
+export function gateFilterSql(db: Tx, filter: GateFilter): SQL[] {
+  return asked(filter).map(([, field, value]) => field.sql(db, value));
 }
 
 /**
  * The same conditions for a statement prepared once per combination of fields: its name part,
  * the conditions on placeholders named after the fields, and the values to bind.
  */
-export function preparedGateFilter(filter: GateFilter): { signature: string; conditions: () => SQL[]; values: Record<string, unknown> } {
+export function preparedGateFilter(filter: GateFilter): { signature: string; conditions: (db: Tx) => SQL[]; values: Record<string, unknown> } {
   const fields = asked(filter);
   return {
     signature: fields.map(([key]) => key).join(','),
-    conditions: () => fields.map(([key, field]) => field.sql({ placeholder: key })),
+    conditions: (db) => fields.map(([key, field]) => field.sql(db, { placeholder: key })),
     values: Object.fromEntries(fields.map(([key, field, value]) => [key, field.bind(value)])),
   };
 }

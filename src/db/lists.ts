@@ -1,5 +1,7 @@
 import { is, SQL, sql } from 'drizzle-orm';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
+import type { Tx } from './client.ts';
+import { dialectOf } from './dialect.ts';
 
 /**
  * `column IN (values)` with the whole list bound as one JSON parameter. An IN list of bound
@@ -8,9 +10,9 @@ import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
  * one statement, one variable, any length. Give a placeholder's name instead of the values
  * for a prepared statement, and bind `JSON.stringify(values)` to it.
  */
-export function inList(column: SQLiteColumn | SQL, values: readonly (string | number)[] | { placeholder: string }): SQL {
+export function inList(db: Tx, column: SQLiteColumn | SQL, values: readonly string[] | { placeholder: string }): SQL {
   const param = 'placeholder' in values ? sql.placeholder(values.placeholder) : JSON.stringify(values);
-  return sql`${column} in (select value from json_each(${param}))`;
+  return dialectOf(db) === 'pg' ? sql`${column} in (select jsonb_array_elements_text(${param}::jsonb))` : sql`${column} in (select value from json_each(${param}))`;
 }
 
 /**

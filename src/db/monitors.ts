@@ -1,7 +1,8 @@
 import { and, asc, eq, gt, gte, lt, lte, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
+import { changed, jsonArrayElements } from './dialect.ts';
 import { inList, preparedSet } from './lists.ts';
-import { prepared } from './prepared.ts';
+import { allRows, firstRow, prepared, runStatement } from './prepared.ts';
 import { type MonitorStateValue, monitorGroups, monitors, monitorTransitions } from './schema.ts';
 
 export type MonitorRow = typeof monitors.$inferSelect;
@@ -25,19 +26,22 @@ const rowsChanged = () => {
 };
 
 export async function getMonitor(db: Tx, id: string): Promise<MonitorRow | undefined> {
-  return db.select().from(monitors).where(eq(monitors.id, id)).get();
+  return (await db.select().from(monitors).where(eq(monitors.id, id)))[0];
 }
 
 // Rules read these on every check: prepared once per connection, any number of ids.
 export async function getMonitors(db: Tx, ids: readonly string[]): Promise<MonitorRow[]> {
   if (ids.length === 0) return [];
-  return prepared(db, 'getMonitors', () =>
-    db
-      .select()
-      .from(monitors)
-      .where(inList(monitors.id, { placeholder: 'ids' }))
-      .prepare(),
-  ).all({ ids: JSON.stringify(ids) });
+  return await allRows(
+    prepared(db, 'getMonitors', () =>
+      db
+        .select()
+        .from(monitors)
+        .where(inList(db, monitors.id, { placeholder: 'ids' }))
+        .prepare(),
+    ),
+    { ids: JSON.stringify(ids) },
+  );
 }
 
 /**
@@ -46,22 +50,25 @@ export async function getMonitors(db: Tx, ids: readonly string[]): Promise<Monit
  */
 export async function externalMonitorsTagged(db: Tx, tags: readonly string[]): Promise<MonitorRow[]> {
   if (tags.length === 0) return [];
-  return db
+  return await db
     .select()
     .from(monitors)
-    .where(and(eq(monitors.type, 'external'), sql`exists (select 1 from json_each(${monitors.tags}) as t where ${inList(sql`t.value`, tags)})`))
-    .orderBy(asc(monitors.id))
-    .all();
+    .where(and(eq(monitors.type, 'external'), sql`exists (select 1 from ${jsonArrayElements(db, monitors.tags)} where ${inList(db, sql`j.value`, tags)})`))
+    .orderBy(asc(monitors.id));
 }
 
 /** Monitors of these types, in creation order: the evaluator's own, without the pushed ones. */
 export async function monitorsOfType(db: Tx, types: readonly MonitorRow['type'][]): Promise<MonitorRow[]> {
-  return db.select().from(monitors).where(inList(monitors.type, types)).orderBy(asc(monitors.id)).all();
+  return await db
+    .select()
+    .from(monitors)
+    .where(inList(db, monitors.type, types))
+    .orderBy(asc(monitors.id));
 }
 
 /** Every monitor: queries in the monitor search language are matched in memory. */
 export async function allMonitors(db: Tx): Promise<MonitorRow[]> {
-  return db.select().from(monitors).orderBy(asc(monitors.id)).all();
+  return await db.select().from(monitors).orderBy(asc(monitors.id));
 }
 
 /**
@@ -69,84 +76,90 @@ export async function allMonitors(db: Tx): Promise<MonitorRow[]> {
  * search reads every monitor a page per turn of the event loop, not 40,000 rows in one go.
  */
 export async function monitorsPage(db: Tx, afterId: string | null, limit: number): Promise<MonitorRow[]> {
-  return db
+  return await db
     .select()
     .from(monitors)
     .where(afterId === null ? undefined : gt(monitors.id, afterId))
     .orderBy(asc(monitors.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 export async function insertMonitor(db: Tx, row: typeof monitors.$inferInsert): Promise<MonitorRow> {
   rowsChanged();
-  return db.insert(monitors).values(row).returning().get();
+  return (await db.insert(monitors).values(row).returning())[0]!;
 }
 
 export async function updateMonitorRow(db: Tx, id: string, patch: Partial<typeof monitors.$inferInsert>): Promise<MonitorRow> {
   rowsChanged();
-  return db.update(monitors).set(patch).where(eq(monitors.id, id)).returning().get()!;
+  return (await db.update(monitors).set(patch).where(eq(monitors.id, id)).returning())[0]!;
 }
 
 export async function deleteMonitorRow(db: Tx, id: string): Promise<void> {
   rowsChanged();
-  db.delete(monitors).where(eq(monitors.id, id)).run();
+  await db.delete(monitors).where(eq(monitors.id, id));
 }
 
 export async function groupsOf(db: Tx, monitorIds: readonly string[]): Promise<MonitorGroupRow[]> {
   if (monitorIds.length === 0) return [];
-  return prepared(db, 'groupsOf', () =>
-    db
-      .select()
-      .from(monitorGroups)
-      .where(inList(monitorGroups.monitorId, { placeholder: 'ids' }))
-      .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group))
-      .prepare(),
-  ).all({ ids: JSON.stringify(monitorIds) });
+  return await allRows(
+    prepared(db, 'groupsOf', () =>
+      db
+        .select()
+        .from(monitorGroups)
+        .where(inList(db, monitorGroups.monitorId, { placeholder: 'ids' }))
+        .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group))
+        .prepare(),
+    ),
+    { ids: JSON.stringify(monitorIds) },
+  );
 }
 
 export async function getGroup(db: Tx, monitorId: string, group: string): Promise<MonitorGroupRow | undefined> {
-  return db
-    .select()
-    .from(monitorGroups)
-    .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
-    .get();
+  return (
+    await db
+      .select()
+      .from(monitorGroups)
+      .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
+  )[0];
 }
 
 export async function upsertGroup(db: Tx, row: typeof monitorGroups.$inferInsert): Promise<void> {
   generation++;
-  db.insert(monitorGroups)
+  await db
+    .insert(monitorGroups)
     .values(row)
     .onConflictDoUpdate({
       target: [monitorGroups.monitorId, monitorGroups.group],
       set: { state: row.state, since: row.since, message: row.message, lastReportedAt: row.lastReportedAt },
-    })
-    .run();
+    });
 }
 
 export async function touchGroup(db: Tx, monitorId: string, group: string, at: Date, message: string | null): Promise<void> {
-  db.update(monitorGroups)
+  await db
+    .update(monitorGroups)
     .set({ lastReportedAt: at, message })
-    .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)))
-    .run();
+    .where(and(eq(monitorGroups.monitorId, monitorId), eq(monitorGroups.group, group)));
 }
 
 export async function insertTransition(db: Tx, row: typeof monitorTransitions.$inferInsert): Promise<TransitionRow> {
-  return db.insert(monitorTransitions).values(row).returning().get();
+  return (await db.insert(monitorTransitions).values(row).returning())[0]!;
 }
 
 /** Transitions of these monitors strictly after `after`, oldest first. */
 export async function transitionsAfter(db: Tx, monitorIds: readonly string[], after: Date): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
-  return prepared(db, 'transitionsAfter', () =>
-    db
-      .select()
-      .from(monitorTransitions)
-      // A placeholder skips the column's encoder: `after` is bound as epoch milliseconds.
-      .where(and(inList(monitorTransitions.monitorId, { placeholder: 'ids' }), gt(monitorTransitions.at, sql.placeholder('after'))))
-      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
-      .prepare(),
-  ).all({ ids: JSON.stringify(monitorIds), after: after.getTime() });
+  return await allRows(
+    prepared(db, 'transitionsAfter', () =>
+      db
+        .select()
+        .from(monitorTransitions)
+        // A placeholder skips the column's encoder: `after` is bound as epoch milliseconds.
+        .where(and(inList(db, monitorTransitions.monitorId, { placeholder: 'ids' }), gt(monitorTransitions.at, sql.placeholder('after'))))
+        .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+        .prepare(),
+    ),
+    { ids: JSON.stringify(monitorIds), after: after.getTime() },
+  );
 }
 
 /**
@@ -155,58 +168,63 @@ export async function transitionsAfter(db: Tx, monitorIds: readonly string[], af
  */
 export async function transitionsWithin(db: Tx, monitorIds: readonly string[], after: Date, until: Date): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
-  return prepared(db, 'transitionsWithin', () =>
-    db
-      .select()
-      .from(monitorTransitions)
-      // Placeholders skip the column's encoder: the bounds are bound as epoch milliseconds.
-      .where(
-        and(
-          inList(monitorTransitions.monitorId, { placeholder: 'ids' }),
-          gt(monitorTransitions.at, sql.placeholder('after')),
-          lte(monitorTransitions.at, sql.placeholder('until')),
-        ),
-      )
-      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
-      .prepare(),
-  ).all({ ids: JSON.stringify(monitorIds), after: after.getTime(), until: until.getTime() });
+  return await allRows(
+    prepared(db, 'transitionsWithin', () =>
+      db
+        .select()
+        .from(monitorTransitions)
+        // Placeholders skip the column's encoder: the bounds are bound as epoch milliseconds.
+        .where(
+          and(
+            inList(db, monitorTransitions.monitorId, { placeholder: 'ids' }),
+            gt(monitorTransitions.at, sql.placeholder('after')),
+            lte(monitorTransitions.at, sql.placeholder('until')),
+          ),
+        )
+        .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+        .prepare(),
+    ),
+    { ids: JSON.stringify(monitorIds), after: after.getTime(), until: until.getTime() },
+  );
 }
 
 /** A group's first transition strictly after `after` (the monitor/at index, then its group). */
 export async function firstTransitionAfter(db: Tx, monitorId: string, group: string, after: Date): Promise<TransitionRow | undefined> {
-  return prepared(db, 'firstTransitionAfter', () =>
-    db
-      .select()
-      .from(monitorTransitions)
-      .where(
-        and(
-          eq(monitorTransitions.monitorId, sql.placeholder('monitorId')),
-          gt(monitorTransitions.at, sql.placeholder('after')),
-          eq(monitorTransitions.group, sql.placeholder('group')),
-        ),
-      )
-      .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
-      .limit(1)
-      .prepare(),
-  ).get({ monitorId, group, after: after.getTime() });
+  return await firstRow(
+    prepared(db, 'firstTransitionAfter', () =>
+      db
+        .select()
+        .from(monitorTransitions)
+        .where(
+          and(
+            eq(monitorTransitions.monitorId, sql.placeholder('monitorId')),
+            gt(monitorTransitions.at, sql.placeholder('after')),
+            eq(monitorTransitions.group, sql.placeholder('group')),
+          ),
+        )
+        .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
+        .limit(1)
+        .prepare(),
+    ),
+    { monitorId, group, after: after.getTime() },
+  );
 }
 
 export async function recentTransitions(db: Tx, monitorId: string, limit: number): Promise<TransitionRow[]> {
-  return db
+  return await db
     .select()
     .from(monitorTransitions)
     .where(eq(monitorTransitions.monitorId, monitorId))
     .orderBy(sql`${monitorTransitions.at} desc`, sql`${monitorTransitions.id} desc`)
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 export async function setSourceHealth(db: Tx, monitorId: string, error: string | null): Promise<void> {
   rowsChanged();
-  db.update(monitors)
+  await db
+    .update(monitors)
     .set(error === null ? { sourceErrors: 0, lastSourceError: null } : { sourceErrors: sql`${monitors.sourceErrors} + 1`, lastSourceError: error })
-    .where(eq(monitors.id, monitorId))
-    .run();
+    .where(eq(monitors.id, monitorId));
 }
 
 /**
@@ -229,11 +247,11 @@ export async function markNoData(
       .where(and(eq(monitorGroups.monitorId, sql.placeholder('monitorId')), eq(monitorGroups.group, sql.placeholder('group'))))
       .prepare(),
   );
-  for (const r of rows) update.run({ ...patch(r.message), monitorId: r.monitorId, group: r.group });
+  for (const r of rows) await runStatement(update, { ...patch(r.message), monitorId: r.monitorId, group: r.group });
   const transitions: TransitionRow[] = [];
   for (let i = 0; i < rows.length; i += 100) {
     const chunk = rows.slice(i, i + 100).map((r) => ({ id: r.id, monitorId: r.monitorId, group: r.group, from: r.from, to: 'no_data' as const, at, message: r.message }));
-    transitions.push(...db.insert(monitorTransitions).values(chunk).returning().all());
+    transitions.push(...(await db.insert(monitorTransitions).values(chunk).returning()));
   }
   return transitions;
 }
@@ -260,12 +278,12 @@ export async function silentGroups(
       ),
     )
     .orderBy(asc(monitorGroups.monitorId), asc(monitorGroups.group));
-  return page.limit === undefined ? query.all() : query.limit(page.limit).all();
+  return await (page.limit === undefined ? query : query.limit(page.limit));
 }
 
 /** Transitions older than the retention horizon; running windows never reach that far back. */
 export async function deleteTransitionsBefore(db: Tx, horizon: Date): Promise<number> {
-  return db.delete(monitorTransitions).where(lt(monitorTransitions.at, horizon)).run().changes;
+  return changed(await db.delete(monitorTransitions).where(lt(monitorTransitions.at, horizon)));
 }
 
 export type { MonitorStateValue };
@@ -276,23 +294,21 @@ const BY_SEVERITY: MonitorStateValue[] = ['ok', 'warn', 'no_data', 'alert'];
 /** Each monitor's worst group state, one aggregate row per monitor (none for a monitor no group reported). */
 export async function worstStatesOf(db: Tx, monitorIds: readonly string[]): Promise<Map<string, MonitorStateValue>> {
   if (monitorIds.length === 0) return new Map();
-  const rows = db
+  const rows = await db
     .select({ monitorId: monitorGroups.monitorId, severity: SEVERITY_SQL })
     .from(monitorGroups)
-    .where(inList(monitorGroups.monitorId, monitorIds))
-    .groupBy(monitorGroups.monitorId)
-    .all();
+    .where(inList(db, monitorGroups.monitorId, monitorIds))
+    .groupBy(monitorGroups.monitorId);
   return new Map(rows.map((r) => [r.monitorId, BY_SEVERITY[r.severity]!]));
 }
 
 /** Transitions of these monitors within [from, to], oldest first, at most `limit`. */
 export async function transitionsBetween(db: Tx, monitorIds: readonly string[], from: Date, to: Date, limit: number): Promise<TransitionRow[]> {
   if (monitorIds.length === 0) return [];
-  return db
+  return await db
     .select()
     .from(monitorTransitions)
-    .where(and(inList(monitorTransitions.monitorId, monitorIds), gte(monitorTransitions.at, from), lte(monitorTransitions.at, to)))
+    .where(and(inList(db, monitorTransitions.monitorId, monitorIds), gte(monitorTransitions.at, from), lte(monitorTransitions.at, to)))
     .orderBy(asc(monitorTransitions.at), asc(monitorTransitions.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }

@@ -1,8 +1,10 @@
 // Notification channels, subscriptions and the outbox. Visibility by environment is part of
 // every read: a channel is visible to a key that may see every env it lists; a subscription
 // and a delivery when their env is visible and so is their channel.
+
 import { and, asc, desc, eq, isNotNull, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
+import { changed, jsonArrayElements, jsonObjectNumber } from './dialect.ts';
 import { inList } from './lists.ts';
 import { evaluations, notificationChannels, notificationOutbox, notificationSubscriptions } from './schema.ts';
 
@@ -14,52 +16,56 @@ export type OutboxRow = typeof notificationOutbox.$inferSelect;
 export type NewOutboxRow = typeof notificationOutbox.$inferInsert;
 
 /** Every env the channel lists is among `envs` (null: the caller sees every env). */
-const channelWithin = (envs: readonly string[] | null): SQL | undefined =>
-  envs === null ? undefined : sql`not exists (select 1 from json_each(${notificationChannels.envs}) where value not in (select value from json_each(${JSON.stringify(envs)})))`;
+const channelWithin = (db: Tx, envs: readonly string[] | null): SQL | undefined =>
+  envs === null ? undefined : sql`not exists (select 1 from ${jsonArrayElements(db, notificationChannels.envs)} where not ${inList(db, sql`j.value`, envs)})`;
 
 /** The same, for the channel of another table's row. */
-const channelOfWithin = (channelId: SQL | typeof notificationOutbox.channelId | typeof notificationSubscriptions.channelId, envs: readonly string[] | null): SQL | undefined =>
+const channelOfWithin = (
+  db: Tx,
+  channelId: SQL | typeof notificationOutbox.channelId | typeof notificationSubscriptions.channelId,
+  envs: readonly string[] | null,
+): SQL | undefined =>
   envs === null
     ? undefined
-    : sql`not exists (select 1 from ${notificationChannels}, json_each(${notificationChannels.envs}) where ${notificationChannels.id} = ${channelId} and value not in (select value from json_each(${JSON.stringify(envs)})))`;
+    : sql`not exists (select 1 from ${notificationChannels}, ${jsonArrayElements(db, notificationChannels.envs)} where ${notificationChannels.id} = ${channelId} and not ${inList(db, sql`j.value`, envs)})`;
 
 export async function getChannel(db: Tx, id: string): Promise<ChannelRow | undefined> {
-  return db.select().from(notificationChannels).where(eq(notificationChannels.id, id)).get();
+  return (await db.select().from(notificationChannels).where(eq(notificationChannels.id, id)))[0];
 }
 
 export async function listChannels(db: Tx, envs: readonly string[] | null, page: { after?: string; limit: number }): Promise<ChannelRow[]> {
-  return db
+  return await db
     .select()
     .from(notificationChannels)
-    .where(and(channelWithin(envs), page.after ? lt(notificationChannels.id, page.after) : undefined))
+    .where(and(channelWithin(db, envs), page.after ? lt(notificationChannels.id, page.after) : undefined))
     .orderBy(desc(notificationChannels.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 /** Channels serving `env` that a reader of `envs` sees (null: every one). */
 export async function countChannelsOfEnv(db: Tx, env: string, envs: readonly string[] | null): Promise<number> {
-  return db
-    .select({ n: sql<number>`count(*)` })
-    .from(notificationChannels)
-    .where(and(sql`exists (select 1 from json_each(${notificationChannels.envs}) where value = ${env})`, channelWithin(envs)))
-    .get()!.n;
+  return (
+    await db
+      .select({ n: sql<number>`count(*)` })
+      .from(notificationChannels)
+      .where(and(sql`exists (select 1 from ${jsonArrayElements(db, notificationChannels.envs)} where j.value = ${env})`, channelWithin(db, envs)))
+  )[0]!.n;
 }
 
 export async function insertChannel(db: Tx, row: NewChannelRow): Promise<ChannelRow> {
-  return db.insert(notificationChannels).values(row).returning().get();
+  return (await db.insert(notificationChannels).values(row).returning())[0]!;
 }
 
 export async function updateChannelRow(db: Tx, id: string, patch: Partial<NewChannelRow>): Promise<ChannelRow> {
-  return db.update(notificationChannels).set(patch).where(eq(notificationChannels.id, id)).returning().get()!;
+  return (await db.update(notificationChannels).set(patch).where(eq(notificationChannels.id, id)).returning())[0]!;
 }
 
 export async function deleteChannelRow(db: Tx, id: string): Promise<void> {
-  db.delete(notificationChannels).where(eq(notificationChannels.id, id)).run();
+  await db.delete(notificationChannels).where(eq(notificationChannels.id, id));
 }
 
 export async function getSubscription(db: Tx, id: string): Promise<SubscriptionRow | undefined> {
-  return db.select().from(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).get();
+  return (await db.select().from(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)))[0];
 }
 
 export async function listSubscriptions(
@@ -68,47 +74,45 @@ export async function listSubscriptions(
   filter: { channelId?: string },
   page: { after?: string; limit: number },
 ): Promise<SubscriptionRow[]> {
-  return db
+  return await db
     .select()
     .from(notificationSubscriptions)
     .where(
       and(
-        envs === null ? undefined : inList(notificationSubscriptions.env, envs),
-        channelOfWithin(notificationSubscriptions.channelId, envs),
+        envs === null ? undefined : inList(db, notificationSubscriptions.env, envs),
+        channelOfWithin(db, notificationSubscriptions.channelId, envs),
         filter.channelId ? eq(notificationSubscriptions.channelId, filter.channelId) : undefined,
         page.after ? lt(notificationSubscriptions.id, page.after) : undefined,
       ),
     )
     .orderBy(desc(notificationSubscriptions.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 export async function countSubscriptionsOfEnv(db: Tx, env: string): Promise<number> {
-  return db.select({ n: sql<number>`count(*)` }).from(notificationSubscriptions).where(eq(notificationSubscriptions.env, env)).get()!.n;
+  return (await db.select({ n: sql<number>`count(*)` }).from(notificationSubscriptions).where(eq(notificationSubscriptions.env, env)))[0]!.n;
 }
 
 /** Subscriptions of a channel reaching outside `envs` (a channel cannot shrink under them). */
 export async function subscriptionEnvsOf(db: Tx, channelId: string): Promise<string[]> {
-  const rows = db
+  const rows = await db
     .select({ env: notificationSubscriptions.env })
     .from(notificationSubscriptions)
     .where(eq(notificationSubscriptions.channelId, channelId))
-    .groupBy(notificationSubscriptions.env)
-    .all();
+    .groupBy(notificationSubscriptions.env);
   return rows.map((r) => r.env);
 }
 
 export async function insertSubscription(db: Tx, row: NewSubscriptionRow): Promise<SubscriptionRow> {
-  return db.insert(notificationSubscriptions).values(row).returning().get();
+  return (await db.insert(notificationSubscriptions).values(row).returning())[0]!;
 }
 
 export async function updateSubscriptionRow(db: Tx, id: string, patch: Partial<NewSubscriptionRow>): Promise<SubscriptionRow> {
-  return db.update(notificationSubscriptions).set(patch).where(eq(notificationSubscriptions.id, id)).returning().get()!;
+  return (await db.update(notificationSubscriptions).set(patch).where(eq(notificationSubscriptions.id, id)).returning())[0]!;
 }
 
 export async function deleteSubscriptionRow(db: Tx, id: string): Promise<void> {
-  db.delete(notificationSubscriptions).where(eq(notificationSubscriptions.id, id)).run();
+  await db.delete(notificationSubscriptions).where(eq(notificationSubscriptions.id, id));
 }
 
 /**
@@ -120,7 +124,7 @@ export async function matchingSubscriptions(
   e: { gateId: string | null; service: string; env: string },
   limit: number,
 ): Promise<Array<{ subscription: SubscriptionRow; channelEnvs: string[] }>> {
-  return db
+  return await db
     .select({ subscription: notificationSubscriptions, channelEnvs: notificationChannels.envs })
     .from(notificationSubscriptions)
     .innerJoin(notificationChannels, eq(notificationChannels.id, notificationSubscriptions.channelId))
@@ -132,8 +136,7 @@ export async function matchingSubscriptions(
       ),
     )
     .orderBy(asc(notificationSubscriptions.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }
 
 /**
@@ -141,27 +144,28 @@ export async function matchingSubscriptions(
  * reached a verdict (pass or fail, or an override): what a pass "recovers" from.
  */
 export async function previousVerdict(db: Tx, e: { id: string; service: string; env: string; identifier: string; startedAt: Date }) {
-  return db
-    .select()
-    .from(evaluations)
-    .where(
-      and(
-        eq(evaluations.service, e.service),
-        eq(evaluations.env, e.env),
-        eq(evaluations.identifier, e.identifier),
-        lt(evaluations.startedAt, e.startedAt),
-        // An override is a verdict too (one that ended a running evaluation leaves it canceled).
-        or(inList(evaluations.status, ['pass', 'fail']), isNotNull(evaluations.overrideStatus)),
-      ),
-    )
-    .orderBy(desc(evaluations.startedAt))
-    .limit(1)
-    .get();
+  return (
+    await db
+      .select()
+      .from(evaluations)
+      .where(
+        and(
+          eq(evaluations.service, e.service),
+          eq(evaluations.env, e.env),
+          eq(evaluations.identifier, e.identifier),
+          lt(evaluations.startedAt, e.startedAt),
+          // An override is a verdict too (one that ended a running evaluation leaves it canceled).
+          or(inList(db, evaluations.status, ['pass', 'fail']), isNotNull(evaluations.overrideStatus)),
+        ),
+      )
+      .orderBy(desc(evaluations.startedAt))
+      .limit(1)
+  )[0];
 }
 
 /** Queues rows; an event already queued (same event_key) is left as it is. */
 export async function insertOutbox(db: Tx, rows: NewOutboxRow[]): Promise<void> {
-  if (rows.length > 0) db.insert(notificationOutbox).values(rows).onConflictDoNothing({ target: notificationOutbox.eventKey }).run();
+  if (rows.length > 0) await db.insert(notificationOutbox).values(rows).onConflictDoNothing({ target: notificationOutbox.eventKey });
 }
 
 export interface DeliveryFilter {
@@ -171,26 +175,25 @@ export interface DeliveryFilter {
 }
 
 export async function listDeliveries(db: Tx, envs: readonly string[] | null, filter: DeliveryFilter, page: { after?: string; limit: number }): Promise<OutboxRow[]> {
-  return db
+  return await db
     .select()
     .from(notificationOutbox)
     .where(
       and(
-        envs === null ? undefined : inList(notificationOutbox.env, envs),
-        channelOfWithin(notificationOutbox.channelId, envs),
-        filter.status?.length ? inList(notificationOutbox.status, filter.status) : undefined,
+        envs === null ? undefined : inList(db, notificationOutbox.env, envs),
+        channelOfWithin(db, notificationOutbox.channelId, envs),
+        filter.status?.length ? inList(db, notificationOutbox.status, filter.status) : undefined,
         filter.channelId ? eq(notificationOutbox.channelId, filter.channelId) : undefined,
         filter.evaluationId ? eq(notificationOutbox.evaluationId, filter.evaluationId) : undefined,
         page.after ? lt(notificationOutbox.id, page.after) : undefined,
       ),
     )
     .orderBy(desc(notificationOutbox.id))
-    .limit(page.limit)
-    .all();
+    .limit(page.limit);
 }
 
 export async function getDelivery(db: Tx, id: string): Promise<OutboxRow | undefined> {
-  return db.select().from(notificationOutbox).where(eq(notificationOutbox.id, id)).get();
+  return (await db.select().from(notificationOutbox).where(eq(notificationOutbox.id, id)))[0];
 }
 
 /**
@@ -203,13 +206,12 @@ export async function getDelivery(db: Tx, id: string): Promise<OutboxRow | undef
 export async function claimDue(db: Tx, nodeId: string, now: Date, claimMs: number, limit: number, perChannel: number, inFlight: ReadonlyMap<string, number>): Promise<OutboxRow[]> {
   const o = notificationOutbox;
   const sending = JSON.stringify(Object.fromEntries(inFlight));
-  const due = sql`select id from (${claimCandidates(now, perChannel)}) where rn + coalesce((select value from json_each(${sending}) where key = channel), 0) <= ${perChannel} order by due_at limit ${limit}`;
-  return db
+  const due = sql`select id from (${claimCandidates(now, perChannel)}) as candidates where rn + coalesce(${jsonObjectNumber(db, sending, sql`channel`)}, 0) <= ${perChannel} order by due_at limit ${limit}`;
+  return await db
     .update(o)
     .set({ status: 'delivering', claimedBy: nodeId, claimExpiresAt: new Date(now.getTime() + claimMs), attempts: sql`${o.attempts} + 1` })
     .where(sql`${o.id} in (${due})`)
-    .returning()
-    .all();
+    .returning();
 }
 
 /**
@@ -228,34 +230,31 @@ export function claimCandidates(now: Date, perChannel: number): SQL {
 
 /** Settles a claimed row; false when the claim was no longer ours (it ran out and another took it). */
 export async function settleClaim(db: Tx, id: string, nodeId: string, attempts: number, patch: Partial<NewOutboxRow>): Promise<boolean> {
-  const r = db
+  const r = await db
     .update(notificationOutbox)
     .set({ ...patch, claimedBy: null, claimExpiresAt: null })
-    .where(and(eq(notificationOutbox.id, id), eq(notificationOutbox.status, 'delivering'), eq(notificationOutbox.claimedBy, nodeId), eq(notificationOutbox.attempts, attempts)))
-    .run();
-  return r.changes > 0;
+    .where(and(eq(notificationOutbox.id, id), eq(notificationOutbox.status, 'delivering'), eq(notificationOutbox.claimedBy, nodeId), eq(notificationOutbox.attempts, attempts)));
+  return changed(r) > 0;
 }
 
 /** Deletes every delivery of a channel (settled or not); the count. */
 export async function deleteDeliveriesOfChannel(db: Tx, channelId: string): Promise<number> {
-  return db.delete(notificationOutbox).where(eq(notificationOutbox.channelId, channelId)).run().changes;
+  return changed(await db.delete(notificationOutbox).where(eq(notificationOutbox.channelId, channelId)));
 }
 
 /** Test messages of a channel not yet settled. */
 export async function unsettledTests(db: Tx, channelId: string): Promise<number> {
-  return db
-    .select({ n: sql<number>`count(*)` })
-    .from(notificationOutbox)
-    .where(and(eq(notificationOutbox.channelId, channelId), eq(notificationOutbox.event, 'test'), inList(notificationOutbox.status, ['pending', 'delivering'])))
-    .get()!.n;
+  return (
+    await db
+      .select({ n: sql<number>`count(*)` })
+      .from(notificationOutbox)
+      .where(and(eq(notificationOutbox.channelId, channelId), eq(notificationOutbox.event, 'test'), inList(db, notificationOutbox.status, ['pending', 'delivering'])))
+  )[0]!.n;
 }
 
 /** Deletes deliveries settled (delivered or failed) and queued before `before`; the count. */
 export async function deleteSettledBefore(db: Tx, before: Date): Promise<number> {
-  return db
-    .delete(notificationOutbox)
-    .where(and(inList(notificationOutbox.status, ['delivered', 'failed']), lt(notificationOutbox.createdAt, before)))
-    .run().changes;
+  return changed(await db.delete(notificationOutbox).where(and(inList(db, notificationOutbox.status, ['delivered', 'failed']), lt(notificationOutbox.createdAt, before))));
 }
 
 /**
@@ -265,17 +264,19 @@ export async function deleteSettledBefore(db: Tx, before: Date): Promise<number>
 export async function nextDueAt(db: Tx): Promise<Date | null> {
   const o = notificationOutbox;
   const pending =
-    db
-      .select({ at: sql<number | null>`min(${o.nextAttemptAt})` })
-      .from(o)
-      .where(eq(o.status, 'pending'))
-      .get()?.at ?? null;
+    (
+      await db
+        .select({ at: sql<number | null>`min(${o.nextAttemptAt})` })
+        .from(o)
+        .where(eq(o.status, 'pending'))
+    )[0]?.at ?? null;
   const claimed =
-    db
-      .select({ at: sql<number | null>`min(${o.claimExpiresAt})` })
-      .from(o)
-      .where(eq(o.status, 'delivering'))
-      .get()?.at ?? null;
+    (
+      await db
+        .select({ at: sql<number | null>`min(${o.claimExpiresAt})` })
+        .from(o)
+        .where(eq(o.status, 'delivering'))
+    )[0]?.at ?? null;
   const at = pending === null ? claimed : claimed === null ? pending : Math.min(pending, claimed);
   return at === null ? null : new Date(at);
 }

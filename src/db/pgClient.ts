@@ -59,7 +59,7 @@ export async function openPgDb(url: string, options: OpenPgDbOptions = {}): Prom
   const logger: DrizzleLogger | undefined = options.onQuery ? { logQuery: (query, params) => options.onQuery!(query, params) } : undefined;
   const db = drizzle(pool, { schema, logger }) as PgDb;
   const expected = expectedPgMigrationCount();
-  return { db, pool, ready: () => checkPgReady(pool, expected), close: () => pool.end() };
+  return { db, pool, ready: async () => checkPgReady(pool, expected), close: () => pool.end() };
 }
 
 /** Runs drizzle's migrator on one connection that holds the migration lock for the whole run. */

@@ -152,7 +152,7 @@ export async function listApiKeys(deps: Deps, actor: Principal): Promise<ApiKeyR
  */
 export async function ensureBootstrapKey(db: Db, now: Date, configured: string | undefined): Promise<{ created: boolean; secret?: string }> {
   if (configured) {
-    if (preparedKeyLookup(db).find(hashSecret(configured))) return { created: false };
+    if (await preparedKeyLookup(db).find(hashSecret(configured))) return { created: false };
     await insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
     return { created: true, secret: configured };
   }
@@ -175,12 +175,12 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
   // revoked or changed in this process is forgotten at once; in other processes within AUTH_CACHE_MS.
   const recent = new Map<string, { result: AuthResult; until: number }>();
   events?.on('config.changed', () => recent.clear());
-  return (secret: string | null | undefined): AuthResult => {
+  return async (secret: string | null | undefined): Promise<AuthResult> => {
     if (!secret) return { ok: false, reason: 'missing API key: send "Authorization: Bearer <key>"' };
     const t0 = now().getTime();
     const hit = recent.get(secret);
     if (hit && hit.until > t0) return hit.result;
-    const result = check(secret);
+    const result = await check(secret);
     if (recent.size > 10_000) recent.clear();
     if (result.ok) recent.set(secret, { result, until: Math.min(t0 + AUTH_CACHE_MS, expiryOf(result)) });
     return result;
@@ -190,8 +190,8 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
     return result.ok && result.principal.expiresAt ? result.principal.expiresAt.getTime() : Number.POSITIVE_INFINITY;
   }
 
-  function check(secret: string): AuthResult {
-    const row = lookup.find(hashSecret(secret));
+  async function check(secret: string): Promise<AuthResult> {
+    const row = await lookup.find(hashSecret(secret));
     if (!row) return { ok: false, reason: 'invalid API key' };
     const t = now();
     if (row.revokedAt) return { ok: false, reason: `API key "${row.name}" was revoked` };
@@ -200,7 +200,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
       lastTouched.set(row.id, t.getTime());
       // Last use is a hint: storage that cannot be written must not refuse reads.
       try {
-        lookup.touch(row.id, t);
+        await lookup.touch(row.id, t);
       } catch (err) {
         if (!storageFailure(err)) throw err;
       }

@@ -392,7 +392,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
 
   function claimInTurn(atStart: boolean): void {
     // A resumption still running keeps what it took: only the leases need renewing meanwhile.
-    if (claiming) return safely('renewing leases', () => renewLeases(deps.db, nodeId, new Date(deps.now().getTime() + leaseMs)));
+    if (claiming) return safely('renewing leases', async () => renewLeases(deps.db, nodeId, new Date(deps.now().getTime() + leaseMs)));
     claiming = claim(atStart)
       .catch((err: unknown) => log.error({ err }, 'renewing leases or resuming evaluations failed; will try again'))
       .finally(() => {

@@ -66,8 +66,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const checkKey = createAuthenticator(db, now, deps.events);
   // Every transport authenticates through here, so each failure leaves one line: the key's
   // first characters and the caller's address, never the key.
-  const authenticate: Authenticate = (secret, client) => {
-    const result = checkKey(secret);
+  const authenticate: Authenticate = async (secret, client) => {
+    const result = await checkKey(secret);
     if (!result.ok) log.warn({ keyPrefix: secretPrefix(secret), client, reason: result.reason }, 'authentication failed');
     return result;
   };

@@ -9,14 +9,14 @@ import { receiveAlertmanager } from '../sources/alertmanager.ts';
 import { failureOf, sendFailure } from './failures.ts';
 import { HttpError, isJsonObject, jsonKind, parseJsonObject, readBody, requireCaller, sendJson } from './http.ts';
 
-export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+export function alertmanagerHandler(deps: Deps, authenticate: (secret: string | null) => Promise<AuthResult>) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
-      requireCaller(req, url, authenticate, 'ingest');
+      await requireCaller(req, url, authenticate, 'ingest');
       const json = parseJsonObject(await readBody(req, 4 * 1024 * 1024));
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      const principal = requireCaller(req, url, authenticate, 'ingest');
+      const principal = await requireCaller(req, url, authenticate, 'ingest');
       sendJson(res, 200, await receiveAlertmanager(deps, principal, json));
     } catch (err) {
       sendFailure(res, failureOf(err, deps.log, 'Alertmanager hook'));
@@ -72,14 +72,14 @@ async function hookParams(req: IncomingMessage, url: URL): Promise<Record<string
  * Flagger webhooks (pre-rollout, rollout, confirm-promotion): 200 once the gate has passed,
  * 409 while it is evaluating, 412 when it failed, so Flagger holds or rolls back.
  */
-export function flaggerHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+export function flaggerHandler(deps: Deps, authenticate: (secret: string | null) => Promise<AuthResult>) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
-      requireCaller(req, url, authenticate, 'evaluations:write');
+      await requireCaller(req, url, authenticate, 'evaluations:write');
       const params = await hookParams(req, url);
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      const snap = await gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params);
+      const snap = await gateCall(deps, await requireCaller(req, url, authenticate, 'evaluations:write'), params);
       const body = verdictBody(deps, snap);
       sendJson(res, body.status === 'pass' ? 200 : body.status === 'in_progress' ? 409 : 412, body);
     } catch (err) {
@@ -89,14 +89,14 @@ export function flaggerHandler(deps: Deps, authenticate: (secret: string | null)
 }
 
 /** The same call answering 200 with the status in the body, for Argo Rollouts' web metrics. */
-export function gateHookHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+export function gateHookHandler(deps: Deps, authenticate: (secret: string | null) => Promise<AuthResult>) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     try {
       if (req.method !== 'POST' && req.method !== 'GET') throw new HttpError(405, 'use POST or GET');
-      requireCaller(req, url, authenticate, 'evaluations:write');
+      await requireCaller(req, url, authenticate, 'evaluations:write');
       const params = await hookParams(req, url);
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      sendJson(res, 200, verdictBody(deps, await gateCall(deps, requireCaller(req, url, authenticate, 'evaluations:write'), params)));
+      sendJson(res, 200, verdictBody(deps, await gateCall(deps, await requireCaller(req, url, authenticate, 'evaluations:write'), params)));
     } catch (err) {
       sendFailure(res, failureOf(err, deps.log, 'gate hook'));
     }

@@ -12,7 +12,7 @@ const inflateAsync = promisify(inflate);
  * Checks a presented secret. `client` is the caller's address, for the log line an
  * authentication failure leaves (see buildApp).
  */
-export type Authenticate = (secret: string | null, client?: string) => AuthResult;
+export type Authenticate = (secret: string | null, client?: string) => Promise<AuthResult>;
 
 export class HttpError extends Error {
   constructor(
@@ -102,10 +102,10 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
  * The caller of a plain HTTP endpoint: `Authorization: Bearer`, `DD-API-KEY`, or a `key`
  * query parameter (for senders such as Alertmanager that cannot always set headers).
  */
-export function requireCaller(req: IncomingMessage, url: URL, authenticate: Authenticate, scope: Scope): Principal {
+export async function requireCaller(req: IncomingMessage, url: URL, authenticate: Authenticate, scope: Scope): Promise<Principal> {
   const header = req.headers.authorization ?? (req.headers['dd-api-key'] as string | undefined);
   const secret = secretFromAuthorization(header) ?? url.searchParams.get('key');
-  const result = authenticate(secret, req.socket.remoteAddress);
+  const result = await authenticate(secret, req.socket.remoteAddress);
   if (!result.ok) throw new HttpError(401, result.reason);
   if (!hasScope(result.principal, scope)) throw new HttpError(403, `API key "${result.principal.name}" lacks the ${scope} scope`);
   return result.principal;

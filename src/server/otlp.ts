@@ -11,17 +11,17 @@ import { HttpError, readBody, requireCaller } from './http.ts';
 /** Spans decoded, mapped and aggregated between two turns of the event loop. */
 const SLICE = 2000;
 
-export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | null) => AuthResult) {
+export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | null) => Promise<AuthResult>) {
   return async (req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> => {
     let encoding: OtlpEncoding | null = null;
     try {
       if (req.method !== 'POST') throw new HttpError(405, 'use POST');
       encoding = encodingOf(req.headers['content-type'] ?? null);
-      requireCaller(req, url, authenticate, 'ingest');
+      await requireCaller(req, url, authenticate, 'ingest');
       if (!encoding) throw new HttpError(415, `Content-Type must be application/json or application/x-protobuf, not ${req.headers['content-type'] ?? 'none'}`);
       const body = await readBody(req, deps.config.otlpMaxBytes);
       // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-      const principal = requireCaller(req, url, authenticate, 'ingest');
+      const principal = await requireCaller(req, url, authenticate, 'ingest');
       const now = deps.now().getTime();
       // Decoded, mapped and aggregated in slices (the event loop breathes between them),
       // written in one transaction once the whole request is read: all or nothing, so an

@@ -122,7 +122,7 @@ const KNOWN_GOOD_MAX = 10_000;
  * its window, so memory follows the keys and addresses active in the last window, and the same
  * API has a Redis backend for when several Tollgate processes share the work.
  */
-export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedProxyHops'>, checkKey: (secret: string | null) => AuthResult, log: Logger) {
+export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedProxyHops'>, checkKey: (secret: string | null) => Promise<AuthResult>, log: Logger) {
   const limits = config.rateLimits;
   const perSecond = (points: number) => (points > 0 ? new RateLimiterMemory({ points, duration: 1 }) : null);
   const requests = perSecond(limits.requestsPerSecond);
@@ -231,7 +231,7 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     const address = clientAddress(req, config.trustedProxyHops);
     const blocked = await refusedAddress(secret, address);
     if (blocked) return refuse(res, surface, blocked);
-    const auth = checkKey(secret);
+    const auth = await checkKey(secret);
     recordAuthentication(secret, address, auth);
     if (!auth.ok) return true;
     const ingestion = surface === 'otlp' || surface === 'alertmanager';

@@ -172,7 +172,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           ctx.extra.socket.close(WS_RATE_LIMITED, closeReason(`${blocked.message} (in ${blocked.retryAfterSeconds} s)`));
           return false;
         }
-        const result = authenticate(secret, ctx.extra.request.socket.remoteAddress);
+        const result = await authenticate(secret, ctx.extra.request.socket.remoteAddress);
         rateLimits.recordAuthentication(secret, address, result);
         if (!result.ok) {
           // Close with our reason first; graphql-ws then has nothing left to close.

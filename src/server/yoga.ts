@@ -172,7 +172,7 @@ const disableIntrospection: Plugin = {
  * (every configuration write publishes an event). The key is checked on every request,
  * cached or not, so a revoked key is refused at once.
  */
-function responseCache(deps: Deps, authenticateRequest: (request: Request, client?: string) => AuthResult) {
+function responseCache(deps: Deps, authenticateRequest: (request: Request, client?: string) => Promise<AuthResult>) {
   const cache = createInMemoryCache();
   // Every configuration change starts a new generation of cache keys. Invalidating by type
   // is not enough: a cached empty list holds no entity of the type it would now contain.
@@ -208,8 +208,8 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
     },
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
-    session: (request: Request, context?: ServerContext) => {
-      const auth = authenticateRequest(request, context?.req?.socket.remoteAddress);
+    session: async (request: Request, context?: ServerContext) => {
+      const auth = await authenticateRequest(request, context?.req?.socket.remoteAddress);
       // Unauthenticated requests get no cache entry; the context factory refuses them.
       return auth.ok ? auth.principal.id : 'unauthenticated';
     },
@@ -225,8 +225,8 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
 export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch }: YogaOptions) {
   const production = deps.config.mode === 'production';
   // Once before the body is read and once after (`fresh`): the response cache and the context factory both need the caller.
-  const authByRequest = new WeakMap<Request, AuthResult>();
-  const authenticateRequest = (request: Request, client?: string, fresh = false): AuthResult => {
+  const authByRequest = new WeakMap<Request, Promise<AuthResult>>();
+  const authenticateRequest = (request: Request, client?: string, fresh = false): Promise<AuthResult> => {
     let result = fresh ? undefined : authByRequest.get(request);
     if (!result) authByRequest.set(request, (result = authenticate(secretFromAuthorization(request.headers.get('authorization')), client)));
     return result;
@@ -256,9 +256,9 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     maxRequestBodySize: deps.config.wsMaxPayload,
     logging: yogaLogger(deps.log),
     maskedErrors: { maskError: maskError() },
-    context: ({ request, principal, req }): Context => {
+    context: async ({ request, principal, req }): Promise<Context> => {
       if (principal) return { deps, principal };
-      const result: AuthResult = request ? authenticateRequest(request, req?.socket.remoteAddress) : { ok: false, reason: 'no credentials' };
+      const result: AuthResult = request ? await authenticateRequest(request, req?.socket.remoteAddress) : { ok: false, reason: 'no credentials' };
       if (!result.ok) {
         throw new GraphQLError(result.reason, {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },

@@ -138,7 +138,7 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
 async function inOneTransaction<T>(deps: Deps, apply: (deps: Deps) => T): Promise<T> {
   const held: Array<() => void> = [];
   const events: Deps['events'] = { ...deps.events, publish: (topic, payload) => void held.push(() => deps.events.publish(topic, payload)) };
-  const result = await transaction(deps.db, async () => apply({ ...deps, events }));
+  const result = await transaction(deps.db, async (tx) => apply({ ...deps, db: tx as Deps['db'], events }));
   for (const publish of held) publish();
   return result;
 }

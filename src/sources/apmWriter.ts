@@ -56,7 +56,7 @@ export class ApmAggregate {
   async store(deps: Deps): Promise<Array<{ service: string; env: string }>> {
     if (this.stats.size === 0) return [];
     // The root handle inside the transaction: same connection, and its prepared statements.
-    await transaction(deps.db, async () => addBatch(deps.db, [...this.stats.values()], [...this.errors.values()]));
+    await transaction(deps.db, async (tx) => addBatch(tx, [...this.stats.values()], [...this.errors.values()]));
     const touched = new Map<string, { service: string; env: string }>();
     for (const s of this.stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
     for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });

@@ -65,13 +65,13 @@ export function restHandler(deps: Deps, authenticate: Authenticate) {
       const match = matching.find((r) => r.method === req.method);
       if (!match) throw new HttpError(405, `use ${matching.map((r) => r.method).join(' or ')}`);
       const header = (req.headers['dd-api-key'] as string | undefined) ?? req.headers.authorization;
-      let auth = authenticate(secretFromAuthorization(header), req.socket.remoteAddress);
+      let auth = await authenticate(secretFromAuthorization(header), req.socket.remoteAddress);
       if (!auth.ok) throw new HttpError(401, auth.reason);
       let body: unknown;
       if (req.method === 'POST' || req.method === 'PUT') {
         const raw = await readBody(req, 1024 * 1024);
         // Again once the body is in: a key revoked or expired while it was arriving acts no more.
-        auth = authenticate(secretFromAuthorization(header), req.socket.remoteAddress);
+        auth = await authenticate(secretFromAuthorization(header), req.socket.remoteAddress);
         if (!auth.ok) throw new HttpError(401, auth.reason);
         try {
           body = JSON.parse(raw.toString('utf8') || 'null');
