@@ -4,12 +4,12 @@ import { cpSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, test } from 'node:test';
-import { getTableColumns, is, type SQL } from 'drizzle-orm';
+import { eq, getTableColumns, gte, is, isNull, lt, type SQL, sql } from 'drizzle-orm';
 import { PgDialect, PgTable, getTableConfig as pgTableConfig } from 'drizzle-orm/pg-core';
 import { SQLiteSyncDialect, SQLiteTable, getTableConfig as sqliteTableConfig } from 'drizzle-orm/sqlite-core';
 import pg from 'pg';
-import { openDb } from '../src/db/client.ts';
-import { expectedPgMigrationCount, openPgDb } from '../src/db/pgClient.ts';
+import { type Db, openDb } from '../src/db/client.ts';
+import { expectedPgMigrationCount, openPgDb, storePoolOptions } from '../src/db/pgClient.ts';
 import * as pgSchema from '../src/db/pgSchema.ts';
 import * as sqliteSchema from '../src/db/schema.ts';
 import { createPgDatabase, skipWithoutPg, withPgDatabase } from './helpers/pg.ts';
@@ -115,11 +115,13 @@ test('the PostgreSQL migrations match pgSchema.ts (run npm run db:generate)', ()
   }
 });
 
-// The column types each SQLite type is mirrored with: the same JS values either side.
+// The column types each SQLite type is mirrored with: ones the SQLite column's encoder and decoder
+// work with (the queries run the SQLite tables on PostgreSQL), given the pool's parsers.
 const PG_TYPE_OF: Record<string, string[]> = {
   SQLiteText: ['PgText'],
   SQLiteTextJson: ['PgJsonb'],
-  SQLiteTimestamp: ['PgTimestamp'],
+  // Epoch milliseconds both ways, as SQLite stores them.
+  SQLiteTimestamp: ['PgBigInt53'],
   SQLiteBoolean: ['PgBoolean'],
   SQLiteInteger: ['PgInteger', 'PgBigInt53'],
   SQLiteReal: ['PgDoublePrecision'],
@@ -180,61 +182,176 @@ function tableName(column: { name: string }): string {
   return is(table, PgTable) ? pgTableConfig(table).name : sqliteTableConfig(table as SQLiteTable).name;
 }
 
-describe('rows read back the same from either store', { skip: noPg }, () => {
-  test('a gate, a rule and an APM bucket: Dates, booleans, JSON, numbers and Buffers alike', async (t) => {
+describe('the SQLite tables queried on PostgreSQL read back as on SQLite', { skip: noPg }, () => {
+  const at = new Date('2026-03-04T05:06:07.089Z');
+  const later = new Date('2026-03-04T05:16:07.001Z');
+  const who = { createdAt: at, createdById: 'u1', createdByName: 'Ann', updatedAt: later, updatedById: 'u2', updatedByName: 'Bob' };
+  const gate = { id: '0190a000-0000-7000-8000-000000000001', service: 'api', env: 'prod', identifier: 'default', dryRun: true, onSourceError: 'fail' as const, ...who };
+  const liveGate = { ...gate, id: '0190a000-0000-7000-8000-000000000002', identifier: 'live', dryRun: false, onSourceError: 'pass' as const };
+  const rule = {
+    id: '0190a000-0000-7000-8000-000000000003',
+    gateId: gate.id,
+    name: 'errors',
+    type: 'monitor' as const,
+    dryRun: false,
+    options: { query: 'tag:a', duration: 60, nested: { list: [1, 'two', null], flag: false }, text: 'quote " and \\ backslash' },
+    ...who,
+  };
+  const evaluation = {
+    id: '0190a000-0000-7000-8000-000000000004',
+    gateId: gate.id,
+    service: 'api',
+    env: 'prod',
+    identifier: 'default',
+    version: 'v1',
+    primaryTag: null,
+    dryRun: true,
+    onSourceError: 'fail' as const,
+    status: 'in_progress' as const,
+    justInTime: false,
+    idempotencyKey: 'deploy-1',
+    rerunOf: null,
+    triggerEnvs: ['prod', 'staging'],
+    triggeredById: 'k1',
+    triggeredByName: 'ci',
+    startedAt: at,
+    decidedAt: null,
+    finishedAt: null,
+    leaseOwner: 'node-1',
+    // Long expired: the lease comparison below finds it.
+    leaseExpiresAt: new Date('2001-01-01T00:00:00.000Z'),
+    revision: 7,
+    overrideStatus: null,
+    overrideReason: null,
+    overriddenAt: null,
+    overriddenById: null,
+    overriddenByName: null,
+    overrideReplaced: null,
+  };
+  const finished = {
+    ...evaluation,
+    id: '0190a000-0000-7000-8000-000000000005',
+    gateId: null,
+    idempotencyKey: null,
+    status: 'pass' as const,
+    triggerEnvs: null,
+    decidedAt: later,
+    finishedAt: later,
+    leaseOwner: null,
+    // Far ahead: not expired.
+    leaseExpiresAt: new Date('2999-01-01T00:00:00.000Z'),
+    overrideStatus: 'fail' as const,
+    overrideReason: 'by hand',
+    overriddenAt: later,
+    overriddenById: 'u2',
+    overriddenByName: 'Bob',
+    overrideReplaced: 'pass' as const,
+  };
+  const apmKey = { service: 'api', env: 'prod', version: '', resource: 'GET /', primaryTag: '', bucket: at.getTime() };
+  const buckets = [
+    { ...apmKey, hits: 3_000_000_000, errors: 2, durations: Buffer.from([0, 1, 2, 255]) },
+    { ...apmKey, bucket: at.getTime() + sqliteSchema.APM_BUCKET_MS, hits: 5, errors: 0, durations: Buffer.alloc(0) },
+  ];
+
+  /** The same writes and reads, through the SQLite table objects, on either store. */
+  async function exercise(db: Db) {
+    const { gates, rules, evaluations, apmStats, apmErrors } = sqliteSchema;
+    await db.insert(gates).values([gate, liveGate]);
+    await db.insert(rules).values(rule);
+    await db.insert(evaluations).values([evaluation, finished]);
+    await db.insert(apmStats).values(buckets);
+    // Counted per flush: the second adds to the first, keeping its own message.
+    const upsert = (count: number, sampleMessage: string) =>
+      db
+        .insert(apmErrors)
+        .values({ ...apmKey, errorType: 'Timeout', count, sampleMessage })
+        .onConflictDoUpdate({
+          target: [apmErrors.service, apmErrors.env, apmErrors.version, apmErrors.resource, apmErrors.primaryTag, apmErrors.errorType, apmErrors.bucket],
+          set: { count: sql`${apmErrors.count} + excluded.count`, sampleMessage: sql`excluded.sample_message` },
+        })
+        .returning({ count: apmErrors.count });
+    const upserts = [await upsert(2_500_000_000, 'first'), await upsert(3, 'second')];
+    const totals = await db
+      .select({ n: sql<number>`count(*)`, hits: sql<number>`sum(${apmStats.hits})`, errors: sql<number>`sum(${apmStats.errors})` })
+      .from(apmStats)
+      .where(eq(apmStats.service, 'api'));
+    return {
+      gates: await db.select().from(gates).orderBy(gates.id),
+      rules: await db.select().from(rules),
+      evaluations: await db.select().from(evaluations).orderBy(evaluations.id),
+      apmStats: await db.select().from(apmStats).orderBy(apmStats.bucket),
+      apmErrors: await db.select().from(apmErrors),
+      upserts,
+      totals,
+      dryRunGates: await db.select({ id: gates.id }).from(gates).where(eq(gates.dryRun, true)),
+      liveGates: await db.select({ id: gates.id }).from(gates).where(eq(gates.dryRun, false)),
+      expiredLeases: await db.select({ id: evaluations.id }).from(evaluations).where(lt(evaluations.leaseExpiresAt, new Date())),
+      startedSince: await db.select({ id: evaluations.id }).from(evaluations).where(gte(evaluations.startedAt, at)),
+      everyEnv: await db.select({ id: evaluations.id }).from(evaluations).where(isNull(evaluations.triggerEnvs)),
+    };
+  }
+
+  test('a gate, a rule, evaluations and APM rows: Dates, booleans, JSON, numbers and Buffers alike', async (t) => {
     const url = await withPgDatabase(t);
     const store = await openPgDb(url);
     // awaited: the same line whether openDb returns the handle or a promise of it.
     const sqlite = await openDb(':memory:');
     try {
-      const at = new Date('2026-03-04T05:06:07.089Z');
-      const who = { createdAt: at, createdById: 'u1', createdByName: 'Ann', updatedAt: at, updatedById: 'u1', updatedByName: 'Ann' };
-      const gate = { id: '0190a000-0000-7000-8000-000000000001', service: 'api', env: 'prod', identifier: 'default', dryRun: true, onSourceError: 'fail' as const, ...who };
-      const rule = {
-        id: '0190a000-0000-7000-8000-000000000002',
-        gateId: gate.id,
-        name: 'errors',
-        type: 'monitor' as const,
-        dryRun: false,
-        options: { query: 'tag:a', duration: 60, nested: { list: [1, 'two', null], flag: false } },
-        ...who,
-      };
-      const bucket = {
-        service: 'api',
-        env: 'prod',
-        version: '',
-        resource: 'GET /',
-        primaryTag: '',
-        bucket: at.getTime(),
-        hits: 3_000_000_000,
-        errors: 2,
-        durations: Buffer.from([0, 1, 2, 255]),
-      };
-      await store.db.insert(pgSchema.gates).values(gate);
-      await store.db.insert(pgSchema.rules).values(rule);
-      await store.db.insert(pgSchema.apmStats).values(bucket);
-      await sqlite.insert(sqliteSchema.gates).values(gate);
-      await sqlite.insert(sqliteSchema.rules).values(rule);
-      await sqlite.insert(sqliteSchema.apmStats).values(bucket);
-
-      const fromPg = {
-        gates: await store.db.select().from(pgSchema.gates),
-        rules: await store.db.select().from(pgSchema.rules),
-        apm: await store.db.select().from(pgSchema.apmStats),
-      };
-      const fromSqlite = {
-        gates: await sqlite.select().from(sqliteSchema.gates),
-        rules: await sqlite.select().from(sqliteSchema.rules),
-        apm: await sqlite.select().from(sqliteSchema.apmStats),
-      };
+      // What the repository code does: the PostgreSQL drizzle handle, given the SQLite tables.
+      const fromPg = await exercise(store.db as unknown as Db);
+      const fromSqlite = await exercise(sqlite);
       assert.deepStrictEqual(fromPg, fromSqlite);
-      assert.deepStrictEqual(fromPg.gates, [gate]);
+
+      // And both are right, not merely alike.
+      assert.deepStrictEqual(fromPg.gates, [gate, liveGate]);
       assert.deepStrictEqual(fromPg.rules, [rule]);
-      assert.ok(fromPg.gates[0]!.createdAt instanceof Date);
-      assert.equal(typeof fromPg.apm[0]!.bucket, 'number');
-      assert.ok(Buffer.isBuffer(fromPg.apm[0]!.durations));
+      assert.deepStrictEqual(fromPg.evaluations, [evaluation, finished]);
+      assert.deepStrictEqual(fromPg.apmStats, buckets);
+      assert.ok(Buffer.isBuffer(fromPg.apmStats[0]!.durations));
+      assert.deepStrictEqual(fromPg.apmErrors, [{ ...apmKey, errorType: 'Timeout', count: 2_500_000_003, sampleMessage: 'second' }]);
+      assert.deepStrictEqual(fromPg.upserts, [[{ count: 2_500_000_000 }], [{ count: 2_500_000_003 }]]);
+      assert.deepStrictEqual(fromPg.totals, [{ n: 2, hits: 3_000_000_005, errors: 2 }]);
+      assert.deepStrictEqual(fromPg.dryRunGates, [{ id: gate.id }]);
+      assert.deepStrictEqual(fromPg.liveGates, [{ id: liveGate.id }]);
+      assert.deepStrictEqual(fromPg.expiredLeases, [{ id: evaluation.id }]);
+      assert.deepStrictEqual(fromPg.startedSince, [{ id: evaluation.id }, { id: finished.id }]);
+      assert.deepStrictEqual(fromPg.everyEnv, [{ id: finished.id }]);
+
+      // The columns hold the types pgSchema.ts declares, not text that happens to read back.
+      const { rows } = await store.pool.query(
+        "select pg_typeof(created_at)::text as created, pg_typeof(dry_run)::text as dry_run from gates union all select pg_typeof(options)::text, '' from rules",
+      );
+      assert.deepStrictEqual(rows, [
+        { created: 'bigint', dry_run: 'boolean' },
+        { created: 'bigint', dry_run: 'boolean' },
+        { created: 'jsonb', dry_run: '' },
+      ]);
+      const stored = await store.pool.query("select (options->'nested'->'list'->>1) as two, created_at from rules");
+      assert.deepStrictEqual(stored.rows, [{ two: 'two', created_at: at.getTime() }]);
     } finally {
       sqlite.$client.close();
+      await store.close();
+    }
+  });
+
+  test("the store's parsers are its pool's own: another client in the process still gets node-postgres's", async (t) => {
+    const url = await withPgDatabase(t);
+    const store = await openPgDb(url);
+    const other = new pg.Client({ connectionString: url });
+    await other.connect();
+    try {
+      const query = `select 9007199254740991::int8 as big, 12.5::numeric as dec, '{"a": [1]}'::jsonb as doc, '[2]'::json as arr`;
+      assert.deepStrictEqual((await store.pool.query(query)).rows, [{ big: 9007199254740991, dec: 12.5, doc: '{"a": [1]}', arr: '[2]' }]);
+      assert.deepStrictEqual((await other.query(query)).rows, [{ big: '9007199254740991', dec: '12.5', doc: { a: [1] }, arr: [2] }]);
+      // A pool built with the store's options reads as the store's does.
+      const pool = new pg.Pool({ connectionString: url, ...storePoolOptions() });
+      try {
+        assert.deepStrictEqual((await pool.query(query)).rows, (await store.pool.query(query)).rows);
+      } finally {
+        await pool.end();
+      }
+    } finally {
+      await other.end();
       await store.close();
     }
   });

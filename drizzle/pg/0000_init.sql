@@ -5,11 +5,11 @@ CREATE TABLE "api_keys" (
 	"prefix" text NOT NULL,
 	"scopes" jsonb NOT NULL,
 	"envs" jsonb,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text,
-	"expires_at" timestamp (3) with time zone,
-	"last_used_at" timestamp (3) with time zone,
-	"revoked_at" timestamp (3) with time zone
+	"expires_at" bigint,
+	"last_used_at" bigint,
+	"revoked_at" bigint
 );
 --> statement-breakpoint
 CREATE TABLE "apm_errors" (
@@ -40,7 +40,7 @@ CREATE TABLE "apm_stats" (
 --> statement-breakpoint
 CREATE TABLE "audit_log" (
 	"id" text PRIMARY KEY NOT NULL,
-	"at" timestamp (3) with time zone NOT NULL,
+	"at" bigint NOT NULL,
 	"actor_id" text NOT NULL,
 	"actor_name" text NOT NULL,
 	"action" text NOT NULL,
@@ -56,8 +56,8 @@ CREATE TABLE "backtests" (
 	"service" text NOT NULL,
 	"env" text NOT NULL,
 	"configuration" jsonb NOT NULL,
-	"from" timestamp (3) with time zone NOT NULL,
-	"to" timestamp (3) with time zone NOT NULL,
+	"from" bigint NOT NULL,
+	"to" bigint NOT NULL,
 	"status" text NOT NULL,
 	"done" integer DEFAULT 0 NOT NULL,
 	"total" integer DEFAULT 0 NOT NULL,
@@ -69,8 +69,8 @@ CREATE TABLE "backtests" (
 	"trigger_envs" jsonb,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"created_at" timestamp (3) with time zone NOT NULL,
-	"finished_at" timestamp (3) with time zone,
+	"created_at" bigint NOT NULL,
+	"finished_at" bigint,
 	"revision" integer DEFAULT 1 NOT NULL
 );
 --> statement-breakpoint
@@ -91,15 +91,15 @@ CREATE TABLE "evaluations" (
 	"trigger_envs" jsonb,
 	"triggered_by_id" text NOT NULL,
 	"triggered_by_name" text NOT NULL,
-	"started_at" timestamp (3) with time zone NOT NULL,
-	"decided_at" timestamp (3) with time zone,
-	"finished_at" timestamp (3) with time zone,
+	"started_at" bigint NOT NULL,
+	"decided_at" bigint,
+	"finished_at" bigint,
 	"lease_owner" text,
-	"lease_expires_at" timestamp (3) with time zone,
+	"lease_expires_at" bigint,
 	"revision" integer DEFAULT 1 NOT NULL,
 	"override_status" text,
 	"override_reason" text,
-	"overridden_at" timestamp (3) with time zone,
+	"overridden_at" bigint,
 	"overridden_by_id" text,
 	"overridden_by_name" text,
 	"override_replaced" text
@@ -110,16 +110,16 @@ CREATE TABLE "freezes" (
 	"env" text NOT NULL,
 	"service" text,
 	"reason" text NOT NULL,
-	"starts_at" timestamp (3) with time zone NOT NULL,
-	"ends_at" timestamp (3) with time zone,
-	"ended_at" timestamp (3) with time zone,
+	"starts_at" bigint NOT NULL,
+	"ends_at" bigint,
+	"ended_at" bigint,
 	"ended_by_id" text,
 	"ended_by_name" text,
 	"end_reason" text,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );
@@ -131,10 +131,10 @@ CREATE TABLE "gates" (
 	"identifier" text NOT NULL,
 	"dry_run" boolean NOT NULL,
 	"on_source_error" text NOT NULL,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );
@@ -143,9 +143,9 @@ CREATE TABLE "monitor_groups" (
 	"monitor_id" text NOT NULL,
 	"group" text NOT NULL,
 	"state" text NOT NULL,
-	"since" timestamp (3) with time zone NOT NULL,
+	"since" bigint NOT NULL,
 	"message" text,
-	"last_reported_at" timestamp (3) with time zone NOT NULL,
+	"last_reported_at" bigint NOT NULL,
 	CONSTRAINT "monitor_groups_monitor_id_group_pk" PRIMARY KEY("monitor_id","group")
 );
 --> statement-breakpoint
@@ -155,7 +155,7 @@ CREATE TABLE "monitor_transitions" (
 	"group" text NOT NULL,
 	"from" text,
 	"to" text NOT NULL,
-	"at" timestamp (3) with time zone NOT NULL,
+	"at" bigint NOT NULL,
 	"message" text
 );
 --> statement-breakpoint
@@ -173,10 +173,10 @@ CREATE TABLE "monitors" (
 	"no_data_timeframe" integer,
 	"source_errors" integer DEFAULT 0 NOT NULL,
 	"last_source_error" text,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );
@@ -188,10 +188,10 @@ CREATE TABLE "notification_channels" (
 	"url" text NOT NULL,
 	"secret" text,
 	"envs" jsonb NOT NULL,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );
@@ -207,13 +207,13 @@ CREATE TABLE "notification_outbox" (
 	"payload" jsonb NOT NULL,
 	"status" text NOT NULL,
 	"attempts" integer DEFAULT 0 NOT NULL,
-	"next_attempt_at" timestamp (3) with time zone NOT NULL,
+	"next_attempt_at" bigint NOT NULL,
 	"claimed_by" text,
-	"claim_expires_at" timestamp (3) with time zone,
+	"claim_expires_at" bigint,
 	"last_status" integer,
 	"last_error" text,
-	"delivered_at" timestamp (3) with time zone,
-	"created_at" timestamp (3) with time zone NOT NULL
+	"delivered_at" bigint,
+	"created_at" bigint NOT NULL
 );
 --> statement-breakpoint
 CREATE TABLE "notification_subscriptions" (
@@ -223,10 +223,10 @@ CREATE TABLE "notification_subscriptions" (
 	"service" text,
 	"env" text NOT NULL,
 	"events" jsonb NOT NULL,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );
@@ -243,11 +243,11 @@ CREATE TABLE "rule_evaluations" (
 	"status" text NOT NULL,
 	"reason" text,
 	"evidence" jsonb,
-	"started_at" timestamp (3) with time zone NOT NULL,
-	"window_starts_at" timestamp (3) with time zone NOT NULL,
-	"window_ends_at" timestamp (3) with time zone NOT NULL,
-	"finished_at" timestamp (3) with time zone,
-	"next_check_at" timestamp (3) with time zone,
+	"started_at" bigint NOT NULL,
+	"window_starts_at" bigint NOT NULL,
+	"window_ends_at" bigint NOT NULL,
+	"finished_at" bigint,
+	"next_check_at" bigint,
 	"consecutive_errors" integer DEFAULT 0 NOT NULL,
 	"last_error" text,
 	"state" jsonb
@@ -260,10 +260,10 @@ CREATE TABLE "rules" (
 	"type" text NOT NULL,
 	"dry_run" boolean NOT NULL,
 	"options" jsonb NOT NULL,
-	"created_at" timestamp (3) with time zone NOT NULL,
+	"created_at" bigint NOT NULL,
 	"created_by_id" text NOT NULL,
 	"created_by_name" text NOT NULL,
-	"updated_at" timestamp (3) with time zone NOT NULL,
+	"updated_at" bigint NOT NULL,
 	"updated_by_id" text NOT NULL,
 	"updated_by_name" text NOT NULL
 );

@@ -18,6 +18,46 @@ const MIGRATION_LOCK_KEY = '8390043843661231205';
 
 export type PgDb = NodePgDatabase<typeof schema> & { $client: pg.Pool };
 
+/**
+ * The parsers that differ from node-postgres's, by type oid (text format). The queries run the
+ * SQLite table objects (pgSchema.ts), whose decoders expect what better-sqlite3 gives: numbers
+ * for integers (int8 comes as a string otherwise; epoch ms and counts stay far below 2^53) and
+ * JSON as text, which they parse themselves.
+ */
+const STORE_PARSERS: Partial<Record<number, (text: string) => unknown>> = {
+  20: Number, // int8: timestamps, buckets, counts, count(*)
+  1700: Number, // numeric: sum() of int8
+  114: (text) => text, // json
+  3802: (text) => text, // jsonb
+};
+
+/** The store's parsers in front of another set (node-postgres's by default). */
+function storeTypes(fallback: pg.CustomTypesConfig = pg.types): pg.CustomTypesConfig {
+  const getTypeParser = (oid: number, format?: string) => ((format ?? 'text') === 'text' && STORE_PARSERS[oid]) || fallback.getTypeParser(oid, format as 'text');
+  return { getTypeParser: getTypeParser as pg.CustomTypesConfig['getTypeParser'] };
+}
+
+/** The parsers a pool of the store uses (for Pool's `types`); never set globally, other pools may share the process. */
+const PG_TYPES = storeTypes();
+
+/**
+ * drizzle gives each of its queries parsers of its own (timestamps left as text) that fall back
+ * to node-postgres's global ones, not the pool's: this client puts the store's in front of them.
+ */
+class StoreClient extends pg.Client {
+  // biome-ignore lint/suspicious/noExplicitAny: the same arguments as every overload of pg.Client#query
+  override query(...args: any[]): any {
+    const config = args[0];
+    if (config && typeof config === 'object' && config.types && typeof config.submit !== 'function') args[0] = { ...config, types: storeTypes(config.types) };
+    return Reflect.apply(super.query, this, args);
+  }
+}
+
+/** Options for a pg.Pool whose rows read as the SQLite table objects expect. */
+export function storePoolOptions(): Pick<pg.PoolConfig, 'types' | 'Client'> {
+  return { types: PG_TYPES, Client: StoreClient };
+}
+
 /** What a log line needs; the server passes its pino logger. */
 interface PgLog {
   error(obj: object, msg: string): void;
@@ -42,11 +82,12 @@ export interface PgStore {
 
 /**
  * Connects to PostgreSQL (DATABASE_URL) and applies pending migrations under an advisory lock,
- * then hands out the pool through drizzle with the PostgreSQL tables.
+ * then hands out the pool through drizzle. Queries use the SQLite table objects (src/db/schema.ts)
+ * on it: the pool's parsers make their values read back as from SQLite.
  */
 export async function openPgDb(url: string, options: OpenPgDbOptions = {}): Promise<PgStore> {
   // A server must not wait forever on a database it cannot reach: it fails to start instead.
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 10_000 });
+  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 10_000, ...storePoolOptions() });
   // An idle connection dropped by the server (a restart, an admin's terminate) emits 'error' on
   // the pool; unhandled, that would end the process. The pool discards the client and opens a new one when needed.
   pool.on('error', (err) => options.log?.error({ err }, 'a PostgreSQL connection failed while idle; the pool replaces it'));

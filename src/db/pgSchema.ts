@@ -1,13 +1,17 @@
 import { sql } from 'drizzle-orm';
-import { bigint, boolean, customType, doublePrecision, foreignKey, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigint, boolean, customType, doublePrecision, foreignKey, index, integer, jsonb, pgTable, primaryKey, text, uniqueIndex } from 'drizzle-orm/pg-core';
 import * as sqlite from './schema.ts';
 
-// The PostgreSQL store's tables: a mirror of ./schema.ts (the SQLite tables), column for column,
-// so the same query code reads rows of the same shape from either (test/pgStore.test.ts checks
-// names, nullability, keys and indexes). A change to one is made to both, with a migration each
-// (npm run db:generate). Types map as: integer timestamp_ms -> timestamptz(3) (a Date either way),
-// integer boolean -> boolean, JSON text -> jsonb, epoch-ms and summed counts -> bigint read as a
-// number, real -> double precision, blob -> bytea (a Buffer), enums stay text with the same lists.
+// The PostgreSQL store's tables: a mirror of ./schema.ts (the SQLite tables), column for column.
+// These define the PostgreSQL database (its migrations); the queries run the SQLite table objects
+// on both stores, so their encoders and decoders meet PostgreSQL's values, and each type here is
+// one they work with, given the pool's parsers (pgClient.ts): integer timestamp_ms -> bigint of
+// epoch ms (a number both ways, turned into a Date by the SQLite column), integer boolean ->
+// boolean (takes 1/0, read back as true/false), JSON text -> jsonb (read back as its text),
+// epoch-ms and summed counts -> bigint read as a number, real -> double precision, blob -> bytea
+// (a Buffer), enums stay text with the same lists. test/pgStore.test.ts checks the mirror (names,
+// types, nullability, keys, indexes) and the round trip. A change to one is made to both, with a
+// migration each (npm run db:generate).
 
 // The enums and constants are the SQLite schema's, so both modules export the same names.
 export {
@@ -28,8 +32,11 @@ export {
   type RuleType,
 } from './schema.ts';
 
-/** An instant to the millisecond, like SQLite's integer timestamp_ms: read and written as a Date. */
-const instant = (name: string) => timestamp(name, { withTimezone: true, mode: 'date', precision: 3 });
+/**
+ * An instant as epoch milliseconds, like SQLite's integer timestamp_ms: the SQLite column sends
+ * getTime() and makes a Date of the number it gets back.
+ */
+const instant = (name: string) => bigint(name, { mode: 'number' });
 
 /** Epoch milliseconds and counts that may pass 2^31: int8, read as a JS number (exact to 2^53). */
 const bigNumber = (name: string) => bigint(name, { mode: 'number' });
