@@ -4,6 +4,7 @@ import { apply, exportGates } from './apply.ts';
 import { demo } from './demo.ts';
 import { evaluate } from './evaluate.ts';
 import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
+import { migrateStore } from './migrate.ts';
 import { override } from './override.ts';
 import { serve } from './serve.ts';
 
@@ -128,6 +129,20 @@ program
     process.exitCode = await demo(flags);
   });
 
-program.command('migrate').description('Apply pending database migrations and exit').option('--db <path>', 'SQLite file').action(migrate);
+program
+  .command('migrate')
+  .description('Apply pending database migrations and exit; with --from and --to, copy a SQLite database into an empty PostgreSQL one')
+  .option('--db <path>', 'SQLite file')
+  .option('--from <sqlite:path>', 'the SQLite database to copy, as sqlite:<path> (stop its server first)')
+  .option('--to <url>', 'the empty PostgreSQL database to copy it into, postgres://…')
+  .action(async (flags: { db?: string; from?: string; to?: string }) => {
+    if (flags.from === undefined && flags.to === undefined) return migrate(flags);
+    if (flags.db !== undefined) {
+      console.error('tollgate: migrate --db applies migrations; --from and --to copy a database: use one or the other');
+      process.exitCode = 2;
+      return;
+    }
+    process.exitCode = await migrateStore(flags);
+  });
 
 await program.parseAsync(process.argv);
