@@ -196,14 +196,13 @@ export const configSchema = z
   })
   .transform((raw, ctx) => {
     let dbPath = raw.TOLLGATE_DB;
-    if (raw.DATABASE_URL) {
+    let postgresUrl: string | undefined;
+    if (raw.DATABASE_URL && /^postgres(ql)?:\/\//.test(raw.DATABASE_URL)) postgresUrl = raw.DATABASE_URL;
+    else if (raw.DATABASE_URL) {
       const m = /^(?:sqlite|file):(?:\/\/)?(.+)$/.exec(raw.DATABASE_URL);
       if (!m) {
-        ctx.addIssue({
-          code: 'custom',
-          path: ['DATABASE_URL'],
-          message: /^postgres(ql)?:/.test(raw.DATABASE_URL) ? 'PostgreSQL is not supported yet; use sqlite:<path> or TOLLGATE_DB' : 'must be sqlite:<path> or file:<path>',
-        });
+        // The value may hold a password: never echoed.
+        ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'must be postgres://…, sqlite:<path> or file:<path>' });
         return z.NEVER;
       }
       dbPath = m[1]!;
@@ -237,6 +236,8 @@ export const configSchema = z
       port: raw.PORT,
       host: raw.HOST,
       dbPath,
+      /** PostgreSQL instead of the SQLite file: several instances share it (docs/scale-out.md). */
+      postgresUrl,
       dbSynchronous: raw.TOLLGATE_DB_SYNCHRONOUS,
       mode,
       publicUrl: raw.TOLLGATE_PUBLIC_URL?.replace(/\/+$/, ''),
@@ -254,7 +255,9 @@ export const configSchema = z
       retentionDays: raw.TOLLGATE_RETENTION_DAYS,
       shutdownTimeoutMs: raw.TOLLGATE_SHUTDOWN_TIMEOUT_MS,
       responseCacheTtlMs: raw.TOLLGATE_RESPONSE_CACHE_TTL_MS,
-      nodeId: raw.TOLLGATE_NODE_ID ?? hostname(),
+      // On a shared PostgreSQL every process needs its own lease name; a SQLite server keeps its
+      // host's, so a restart resumes its own evaluations at once.
+      nodeId: raw.TOLLGATE_NODE_ID ?? (postgresUrl ? `${hostname()}-${process.pid}` : hostname()),
       otlpMaxBytes: raw.TOLLGATE_OTLP_MAX_BYTES,
       otlpMaxSpans: raw.TOLLGATE_OTLP_MAX_SPANS,
       prometheusToken: raw.TOLLGATE_PROMETHEUS_TOKEN,

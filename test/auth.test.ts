@@ -238,7 +238,7 @@ describe('authentication', () => {
 
   test('secrets are stored hashed, never in clear', async () => {
     const secret = await s.createKey(['gates:read']);
-    const rows = s.app.deps.db.$client.prepare('select * from api_keys').all();
+    const rows = (await s.sql('select * from api_keys'));
     assert.ok(!JSON.stringify(rows).includes(secret));
     assert.ok(!JSON.stringify(rows).includes(secret.slice(12)));
   });

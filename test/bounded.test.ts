@@ -85,8 +85,8 @@ describe('one transition watched by thousands of evaluations', () => {
     const monitorId = await d.monitor('flapping', ['team:flapping', 'env:prod']);
     await d.report(monitorId, 'OK');
     const ids = await watchers('flaps', count, { monitorIds: [{ id: monitorId }] });
-    const revisions = () => s.app.deps.db.$client.prepare(`select sum(revision) as n from evaluations where service = 'flaps'`).get() as { n: number };
-    const before = revisions().n;
+    const revisions = async () => (await s.sql<{ n: number }>(`select sum(revision) as n from evaluations where service = 'flaps'`))[0]!;
+    const before = (await revisions()).n;
     const report = async (state: string) => reportMonitorState(s.app.deps, SYSTEM, reportMonitorStateInputSchema.parse({ monitorId, state }));
 
     // Two transitions in one turn of the event loop: each wakes every rule, each rule is checked once.
@@ -96,7 +96,7 @@ describe('one transition watched by thousands of evaluations', () => {
     await until('the checks', () => s.app.engine.stats().queuedChecks === 0);
     const checks = s.queries.filter((q) => /^select .* from "rule_evaluations" where "rule_evaluations"."id" = \?$/.test(q)).length;
     assert.equal(checks, count, 'one check per rule');
-    assert.equal(revisions().n, before, 'WARN and back to OK changes no rule: nothing written, nothing published');
+    assert.equal((await revisions()).n, before, 'WARN and back to OK changes no rule: nothing written, nothing published');
 
     // ALERT and back to OK before any check runs: the recorded transition still fails every rule.
     await report('alert');
@@ -379,8 +379,8 @@ describe('a restart with thousands of evaluations in progress', () => {
 
       // The monitor goes ALERT while they are being resumed: rules loaded before and after it both see it.
       await driver(s).report(monitorId, 'ALERT');
-      const failed = () => (s.app.deps.db.$client.prepare(`select count(*) as n from evaluations where service = 'resumed' and status = 'fail'`).get() as { n: number }).n;
-      await until('every verdict', () => failed() === RUNNING);
+      const failed = async () => ((await s.sql<{ n: number }>(`select count(*) as n from evaluations where service = 'resumed' and status = 'fail'`))[0]!).n;
+      await until('every verdict', async () => (await failed()) === RUNNING);
       assert.equal(s.app.engine.stats().activeRules, 0);
     } finally {
       await s.stop();
@@ -448,7 +448,7 @@ describe('an Alertmanager notification with 10,000 new alerts', () => {
     );
     assert.match(answers[busy[0]!]!.json.errors[0].detail, /waiting/);
     for (const n of busy) assert.equal((await s.request('POST', '/hooks/alertmanager', { body: notification(n) })).status, 200);
-    const made = s.app.deps.db.$client.prepare(`select count(*) as n from monitors where name like 'queue-%'`).get() as { n: number };
+    const made = (await s.sql<{ n: number }>(`select count(*) as n from monitors where name like 'queue-%'`))[0]!;
     assert.equal(made.n, 12 * 2000);
   });
 });

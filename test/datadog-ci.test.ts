@@ -177,7 +177,7 @@ describe('the real datadog-ci CLI against Tollgate', { skip: skipWithout('openss
     const flaky = await d.monitor('checkout flaky', ['team:ddci', 'state:flip']);
     await d.report(flaky, 'OK');
     await storedGate('ddci-override', 'team:ddci state:flip', { duration: 600 });
-    const run = await gate(['--service', 'ddci-override', '--env', 'prod', '--timeout', '50']);
+    const run = gate(['--service', 'ddci-override', '--env', 'prod', '--timeout', '50']);
     const evaluation = async () =>
       (await s.gql('{ evaluations(filter: { service: "ddci-override" }, first: 1) { edges { node { id status } } } }')).data.evaluations.edges[0]?.node;
     const { id } = await waitFor('datadog-ci to start an evaluation', evaluation);

@@ -90,7 +90,7 @@ describe('evaluateGate', () => {
     const a = (await d.evaluate(input)).data.evaluateGate;
     const b = (await d.evaluate(input)).data.evaluateGate;
     assert.equal(b.id, a.id);
-    const count = s.app.deps.db.$client.prepare('select count(*) as n from evaluations where idempotency_key = ?').get(input.idempotencyKey) as { n: number };
+    const count = (await s.sql<{ n: number }>('select count(*) as n from evaluations where idempotency_key = ?', input.idempotencyKey))[0]!;
     assert.equal(count.n, 1);
     const other = await d.evaluate({ ...input, service: 'other' });
     assert.equal(code(other), 'CONFLICT');
@@ -127,7 +127,7 @@ describe('evaluateGate', () => {
     for (const [i, key] of requests) sequential.push(answer(await s.gql(EVALUATE, { i }, key)));
     assert.deepEqual(raced, sequential);
 
-    const rows = s.app.deps.db.$client.prepare('select id, service, env from evaluations where idempotency_key = ? order by env').all(idempotencyKey) as Array<{
+    const rows = (await s.sql('select id, service, env from evaluations where idempotency_key = ? order by env', idempotencyKey)) as Array<{
       id: string;
       service: string;
       env: string;

@@ -187,7 +187,7 @@ describe('gates and rules CRUD', () => {
     for (const rule of gate.rules) {
       assert.equal((await s.gql('query($id: ID!) { rule(id: $id) { id } }', { id: rule.id })).data.rule, null);
     }
-    const count = s.app.deps.db.$client.prepare('select count(*) as n from rules where gate_id = ?').get(gate.id) as { n: number };
+    const count = (await s.sql<{ n: number }>('select count(*) as n from rules where gate_id = ?', gate.id))[0]!;
     assert.equal(count.n, 0);
     expectError(await s.gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: gate.id }), 'NOT_FOUND', 'id');
   });
@@ -196,7 +196,7 @@ describe('gates and rules CRUD', () => {
     const gate = await createGate({ service: svc(), env: 'prod', rules: [monitorRule('a')] });
     await s.gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { id } }', { id: gate.id });
     await s.gql('mutation($id: ID!) { deleteGate(id: $id) }', { id: gate.id });
-    const rows = s.app.deps.db.$client.prepare('select action, actor_name from audit_log where target_id = ? order by id').all(gate.id) as Array<{
+    const rows = (await s.sql('select action, actor_name from audit_log where target_id = ? order by id', gate.id)) as Array<{
       action: string;
       actor_name: string;
     }>;
@@ -254,10 +254,10 @@ describe('validation: each failure names its field, and nothing is written', () 
   ];
   for (const [name, input, code, field, message] of cases) {
     test(name, async () => {
-      const before = s.app.deps.db.$client.prepare('select (select count(*) from gates) g, (select count(*) from rules) r').get();
+      const before = (await s.sql('select (select count(*) from gates) g, (select count(*) from rules) r'))[0];
       const r = await s.gql(CREATE_GATE, { input });
       expectError(r, code, field, message);
-      const after = s.app.deps.db.$client.prepare('select (select count(*) from gates) g, (select count(*) from rules) r').get();
+      const after = (await s.sql('select (select count(*) from gates) g, (select count(*) from rules) r'))[0];
       assert.deepEqual(after, before);
     });
   }

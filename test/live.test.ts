@@ -80,7 +80,9 @@ describe('live operations', () => {
       const edited = await s.gql('mutation($id: ID!) { updateGate(id: $id, input: { dryRun: true }) { dryRun } }', { id: gateId });
       assert.equal(edited.errors, undefined, JSON.stringify(edited.errors));
       await d.report(monitor, 'ALERT');
-      const failed = await q.next(10_000);
+      // A check recorded before the edit may come first (each is a revision): the verdict is what shows the edit.
+      let failed = await q.next(10_000);
+      while (failed.data?.evaluationUpdated.status === 'IN_PROGRESS') failed = await q.next(10_000);
       assert.deepEqual([failed.data?.evaluationUpdated.status, failed.data?.evaluationUpdated.gate.dryRun], ['FAIL', true]);
     } finally {
       q.dispose();

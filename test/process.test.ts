@@ -49,11 +49,14 @@ test('a bad setting stops the start with a message naming it', async () => {
     ['TOLLGATE_PUBLIC_URL', 'not a url', /TOLLGATE_PUBLIC_URL .*absolute http\(s\) URL/],
     ['TOLLGATE_LOG_LEVEL', 'loud', /TOLLGATE_LOG_LEVEL .*must be one of/],
     ['TOLLGATE_BOOTSTRAP_KEY', 'short', /TOLLGATE_BOOTSTRAP_KEY: must be at least 24 characters/],
-    ['DATABASE_URL', 'postgres://x', /DATABASE_URL .*PostgreSQL is not supported yet/],
+    ['DATABASE_URL', 'mysql://db/tollgate', /DATABASE_URL: must be postgres:\/\/…, sqlite:<path> or file:<path>/],
+    // Port 1 answers nothing: the start fails at once, naming the server and not the password.
+    ['DATABASE_URL', 'postgres://tollgate:s3cret@127.0.0.1:1/tollgate', /DATABASE_URL: cannot use PostgreSQL at 127\.0\.0\.1:1\/tollgate \(ECONNREFUSED/],
   ] as const) {
     const p = serve({ [name]: value });
     assert.equal(await p.exited, 2, `${name}=${value} should refuse to start`);
     assert.match(p.stderr(), message);
+    assert.doesNotMatch(p.stderr(), /s3cret/, 'a password in DATABASE_URL is never printed');
   }
   const flag = serve({}, ['--port', 'nope']);
   assert.equal(await flag.exited, 2);

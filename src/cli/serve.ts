@@ -71,12 +71,14 @@ export async function serve(flags: ServeFlags): Promise<void> {
     process.exit(2);
   }
   const { url, graphqlUrl } = listening;
-  log.info({ url: graphqlUrl, db: config.dbPath, mode: config.mode }, 'tollgate listening');
+  const database = config.postgresUrl ? `PostgreSQL ${withoutPassword(config.postgresUrl)}` : config.dbPath;
+  log.info({ url: graphqlUrl, db: database, nodeId: config.nodeId, events: config.redisUrl ? 'redis' : 'in-process', mode: config.mode }, 'tollgate listening');
 
   // Human-readable lines on stderr, so stdout stays pure JSON logs.
   const lines = [`Tollgate listening on ${url}`, `  Explorer: ${url}/ (in a browser; sign in with an API key)`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
   if (config.graphiql ?? config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
-  lines.push(`  Database: ${config.dbPath}`);
+  lines.push(`  Database: ${database}`);
+  if (config.redisUrl) lines.push(`  Events between instances: Redis ${withoutPassword(config.redisUrl)} (this instance: ${config.nodeId})`);
   if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
   if (app.bootstrapSecret && !config.bootstrapKey) {
     lines.push('', `  Admin API key (shown once, stored only as a hash):`, `    ${app.bootstrapSecret}`, `  Use it as "Authorization: Bearer <key>".`);
@@ -117,4 +119,15 @@ export async function serve(flags: ServeFlags): Promise<void> {
   }
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
+}
+
+/** A connection URL as it may be printed: the password never is. */
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
 }

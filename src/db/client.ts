@@ -19,6 +19,16 @@ export type Db = BetterSQLite3Database<typeof schema> & { $client: Database.Data
 /** A drizzle handle or a transaction on it: repository functions work inside either. */
 export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
+const PG_ATTEMPTS = 8;
+
+/** A transaction PostgreSQL refused for a concurrent one (serialization failure, deadlock): run again, it sees what committed. */
+function retryable(err: unknown): boolean {
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.code === '40001' || e.code === '40P01') return true;
+  }
+  return false;
+}
+
 /** The transaction each connection (SQLite's one, PostgreSQL's pool) runs in the current async context. */
 const openTransactions = new AsyncLocalStorage<ReadonlyMap<object, { tx: Tx; open: boolean }>>();
 /** Per SQLite connection: the end of the transaction queue (one connection, so one transaction at a time). */
@@ -50,8 +60,18 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Prom
     }
   };
   if (dialectOf(db) === 'pg') {
-    const pg = (outer ?? db) as unknown as { transaction<R>(run: (tx: Tx) => Promise<R>): Promise<R> };
-    return pg.transaction((tx) => inside(tx));
+    type PgHandle = { transaction<R>(run: (tx: Tx) => Promise<R>, config?: { isolationLevel: 'serializable' }): Promise<R> };
+    if (outer) return (outer as unknown as PgHandle).transaction((tx) => inside(tx));
+    // Serializable, as SQLite's one writer at a time is: a read-modify-write racing another
+    // instance's (a cancel and the engine's verdict) fails and runs again on what committed.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'serializable' });
+      } catch (err) {
+        if (attempt >= PG_ATTEMPTS || !retryable(err)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
+      }
+    }
   }
   const sqlite = (db as Db).$client;
   if (outer) {

@@ -1,6 +1,6 @@
 // The few places where SQLite and PostgreSQL need different SQL. Everything else is the same
 // drizzle query on both: PostgreSQL runs the SQLite table objects (src/db/pgClient.ts says how).
-import { is, type SQL, sql } from 'drizzle-orm';
+import { is, type SQL, type SQLWrapper, sql } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 
 /** A drizzle handle or transaction of either store. */
@@ -20,6 +20,14 @@ export function jsonArrayElements(db: Tx, json: unknown): SQL {
 /** The number a JSON object (a bound JSON string) holds under `key`, or null. */
 export function jsonObjectNumber(db: Tx, json: string, key: SQL): SQL<number | null> {
   return dialectOf(db) === 'pg' ? sql<number | null>`(${json}::jsonb ->> ${key})::int` : sql<number | null>`(select value from json_each(${json}) where key = ${key})`;
+}
+
+/**
+ * In a query grouped with `max(by)` selected: `column` of the group's row holding that max.
+ * SQLite takes a bare column from that row when max() is the only min/max aggregate.
+ */
+export function ofNewest(db: Tx, column: SQLWrapper, by: SQLWrapper): SQLWrapper {
+  return dialectOf(db) === 'pg' ? sql<string>`(array_agg(${column} order by ${by} desc))[1]` : column;
 }
 
 /** The UTC day (YYYY-MM-DD) of an epoch-milliseconds column. */

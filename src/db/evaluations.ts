@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, gt, isNotNull, isNull, lt, lte, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { KeysetPage, Tx } from './client.ts';
-import { changed, utcDay } from './dialect.ts';
+import { changed, ofNewest, utcDay } from './dialect.ts';
 import { type EvaluationFilter, filterSql } from './evaluationFilter.ts';
 import { inList, preparedSet } from './lists.ts';
 import { allRows, firstRow, prepared, runStatement } from './prepared.ts';
@@ -279,8 +279,7 @@ export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: numbe
         service: evaluations.service,
         env: evaluations.env,
         identifier: evaluations.identifier,
-        // With max() the only min/max aggregate, SQLite takes this bare column from the newest row.
-        name: ruleEvaluations.name,
+        name: ofNewest(db, ruleEvaluations.name, evaluations.startedAt) as typeof ruleEvaluations.name,
         newest: sql<number>`max(${evaluations.startedAt})`,
         type: ruleEvaluations.type,
         failures: ruleFailures,
@@ -299,7 +298,7 @@ export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: numbe
         evaluations.identifier,
       )
       .having(sql`${ruleFailures} > 0`)
-      .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ruleEvaluations.name), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
+      .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ofNewest(db, ruleEvaluations.name, evaluations.startedAt)), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
       .limit(limit)
   ).map(({ newest: _, ...rule }) => rule);
   return { failingGates, failingRules };
@@ -433,7 +432,7 @@ export async function verdictTimes(db: Tx, filter: EvaluationFilter, percents: r
     .where(where)
     .as('ranked');
   const wanted = sql.join(
-    [...percents.map((p) => sql`${ranked.rn} = max(1, (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000)`), sql`${ranked.rn} = ${ranked.n}`],
+    [...percents.map((p) => sql`${ranked.rn} = (case when ${ranked.n} * ${sql.raw(String(Math.round(p * 1000)))} < 1000 then 1 else (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000 end)`), sql`${ranked.rn} = ${ranked.n}`],
     sql` or `,
   );
   const rows = await db.select({ ms: ranked.ms, rn: ranked.rn, n: ranked.n }).from(ranked).where(wanted);

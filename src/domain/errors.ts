@@ -59,8 +59,12 @@ export class SourceError extends Error {
   }
 }
 
-/** SQLite's result codes (extended ones start the same) that mean the storage itself failed. */
+/** SQLite's result codes (extended ones start the same), PostgreSQL's SQLSTATEs and the network's errors that mean the storage itself failed. */
 const STORAGE_FAILURES: Array<[RegExp, string]> = [
+  [/^(08\w{3}|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENOTFOUND)$/, 'the database cannot be reached'],
+  [/^57P0[1-3]$/, 'the database is shutting down or restarting'],
+  [/^53\w{3}$/, 'the database is out of resources (disk, memory or connections)'],
+  [/^25006$/, 'the database is read-only (a standby)'],
   [/^SQLITE_READONLY/, 'the database cannot be written'],
   [/^SQLITE_IOERR/, 'the database file could not be read or written'],
   [/^SQLITE_FULL/, 'the disk holding the database is full'],
@@ -86,6 +90,19 @@ export function storageFailure(err: unknown): StorageUnavailableError | undefine
       );
   }
   return undefined;
+}
+
+/**
+ * A unique index refused the write: SQLite names its columns (`table.column, …`), PostgreSQL
+ * the index; either is enough to tell which.
+ */
+export function uniqueViolation(err: unknown, index: { name: string; columns: string }): boolean {
+  for (let e = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, message, constraint } = e as { code?: unknown; message?: unknown; constraint?: unknown };
+    if (code === 'SQLITE_CONSTRAINT_UNIQUE' && typeof message === 'string' && message.includes(index.columns)) return true;
+    if (code === '23505' && constraint === index.name) return true;
+  }
+  return false;
 }
 
 export const badInput = (field: string, message: string) => new DomainError('BAD_USER_INPUT', `${field}: ${message}`, field);

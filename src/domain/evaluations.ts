@@ -23,7 +23,7 @@ import {
 import { getGateByKey, rulesOfGates } from '../db/gates.ts';
 import type { RuleType } from '../db/schema.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, notFound, parseInput } from './errors.ts';
+import { badInput, conflict, notFound, parseInput, uniqueViolation } from './errors.ts';
 import type { EvaluationSnapshot } from './events.ts';
 import { assertMetricRulesAllowed, ruleInputSchema, sourceErrorPolicySchema, tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
@@ -398,8 +398,7 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
   } catch (err) {
     // The same idempotency key from a concurrent request: the winner answers, with the same
     // checks as when it had been found first.
-    const e = err as { code?: string };
-    if (req.idempotencyKey && e.code === 'SQLITE_CONSTRAINT_UNIQUE') {
+    if (req.idempotencyKey && uniqueViolation(err, { name: 'evaluations_env_idempotency_unique', columns: 'evaluations.idempotency_key' })) {
       const existing = await findByIdempotencyKey(deps.db, req.env, req.idempotencyKey);
       if (existing) return sameRequest(deps, actor, existing, req);
     }

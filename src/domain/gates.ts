@@ -22,7 +22,7 @@ import {
 } from '../db/gates.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import { badInput, conflict, DomainError, notFound } from './errors.ts';
+import { badInput, conflict, DomainError, notFound, uniqueViolation } from './errors.ts';
 import type { GateEventKind } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
@@ -323,11 +323,6 @@ function publishGate(deps: Deps, kind: GateEventKind, actor: Principal, value: G
   deps.events.publish('gate.events', { kind, gate: value.gate, rules: value.rules, actorName: actor.name, at });
 }
 
-/** Maps the unique index on (service, env, identifier) to the error a user can act on. */
-function isUniqueViolation(err: unknown, index: string): boolean {
-  const e = err as { code?: string; message?: string };
-  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' && (e.message ?? '').includes(index);
-}
 
 export async function createGate(deps: Deps, actor: Principal, input: CreateGateInput): Promise<GateWithRules> {
   requireScope(actor, 'gates:write', 'create gates');
@@ -357,7 +352,7 @@ export async function createGate(deps: Deps, actor: Principal, input: CreateGate
     });
   } catch (err) {
     // Another process may have created the same gate between our check and our insert.
-    if (isUniqueViolation(err, 'gates.service')) throw duplicateGate(input);
+    if (uniqueViolation(err, { name: 'gates_key_unique', columns: 'gates.service' })) throw duplicateGate(input);
     throw err;
   }
   publishGate(deps, 'created', actor, result, now);

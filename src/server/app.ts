@@ -3,7 +3,8 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
-import { expectedMigrationCount, type OpenDbOptions, openServerDb } from '../db/client.ts';
+import type { OpenDbOptions } from '../db/client.ts';
+import { openStore } from '../db/store.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
@@ -24,6 +25,7 @@ import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
 import { restHandler } from './rest/router.ts';
 import { createUi } from './ui.ts';
+import { createRedisEventTarget } from './redisEvents.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
 
@@ -43,14 +45,16 @@ const LISTEN_BACKLOG = 4096;
 export async function buildApp(config: Config, options: AppOptions = {}) {
   const log = options.log ?? createLogger(config.logLevel);
   const now = options.now ?? (() => new Date());
-  // Refuses (StorageStartError) a file it cannot write or that another server holds.
-  const storage = openServerDb(config.dbPath, { onQuery: options.onQuery, synchronous: config.dbSynchronous, log, expectedMigrations: expectedMigrationCount() });
+  // Refuses (StorageStartError) a SQLite file it cannot write or that another server holds.
+  const storage = await openStore(config, { onQuery: options.onQuery, synchronous: config.dbSynchronous, log });
   const db = storage.db;
+  // Several instances on one PostgreSQL share their events through Redis (docs/scale-out.md).
+  const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, log, nodeId: config.nodeId }) : null;
   const scheme = config.tls ? 'https' : 'http';
   let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {
     db,
-    events: createEvents(),
+    events: createEvents(sharedEvents?.target),
     log,
     config,
     now,
@@ -227,7 +231,8 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         for (const socket of sockets) socket.destroy();
         await yoga.dispose();
         registry.clear();
-        storage.close(); // and hands the file to the next server
+        await sharedEvents?.close();
+        await storage.close(); // and hands a SQLite file to the next server
       })();
       return stopping;
     },

@@ -33,7 +33,7 @@ export interface YogaOptions {
   deps: Deps;
   authenticate: Authenticate;
   registry: Registry;
-  ready: () => { ok: boolean; detail: string };
+  ready: () => Promise<{ ok: boolean; detail: string }>;
   /** Ends the streams of keys that are revoked or expire. */
   keyWatch: KeyWatch;
 }
@@ -280,8 +280,8 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
       ...(production ? [disableIntrospection] : []),
       useReadinessCheck({
         endpoint: '/readyz',
-        check: () => {
-          const r = ready();
+        check: async () => {
+          const r = await ready();
           return r.ok ? true : new Response(JSON.stringify({ ready: false, detail: r.detail }), { status: 503 });
         },
       }),

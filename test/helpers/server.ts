@@ -5,9 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { type Client, createClient } from 'graphql-ws';
+import pg from 'pg';
 import WebSocket from 'ws';
 import { type Config, type RateLimitConfig, testConfig } from '../../src/config.ts';
 import { type AppOptions, buildApp } from '../../src/server/app.ts';
+import { createPgDatabase } from './pg.ts';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789abcdefghij';
 
@@ -45,6 +47,8 @@ export interface TestServer {
   request(method: string, path: string, options?: { body?: unknown; key?: string | null; trust?: Buffer }): Promise<HttpResult>;
   ws(key?: string | null, extra?: Partial<Parameters<typeof createClient>[0]>): Client;
   createKey(scopes: string[], envs?: string[]): Promise<string>;
+  /** Rows of a raw SQL query on the server's store, whichever it is (`?` placeholders; counts come back as numbers). */
+  sql<T = Record<string, any>>(text: string, ...params: unknown[]): Promise<T[]>;
   stop(): Promise<void>;
 }
 
@@ -84,12 +88,29 @@ function httpCall(url: string, method: string, headers: Record<string, string>, 
   });
 }
 
-/** A real Tollgate on port 0 with its own SQLite file in a temporary directory. */
+/**
+ * The store of the servers tests start: SQLite, or with TOLLGATE_TEST_STORE=pg a throwaway
+ * PostgreSQL database per server (CI runs the storage suites both ways). A test that reopens
+ * the same directory (`options.dir`) tests the SQLite file itself and keeps it.
+ */
+const onPostgres = process.env.TOLLGATE_TEST_STORE === 'pg';
+
+/** A real Tollgate on port 0 with its own SQLite file in a temporary directory (or its own PostgreSQL database). */
 export async function startServer(overrides: Partial<Config> = {}, options: AppOptions & { dir?: string } = {}): Promise<TestServer> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'tollgate-test-'));
   const dbPath = join(dir, 'tollgate.db');
   const queries: string[] = [];
-  const config = testConfig({ port: 0, host: '127.0.0.1', dbPath, bootstrapKey: ADMIN_KEY, logLevel: 'silent', rateLimits: UNREACHABLE_LIMITS, ...overrides });
+  const pgDatabase = onPostgres && !options.dir && !overrides.postgresUrl ? await createPgDatabase() : undefined;
+  const config = testConfig({
+    port: 0,
+    host: '127.0.0.1',
+    dbPath,
+    postgresUrl: pgDatabase?.url,
+    bootstrapKey: ADMIN_KEY,
+    logLevel: 'silent',
+    rateLimits: UNREACHABLE_LIMITS,
+    ...overrides,
+  });
   const app = await buildApp(config, { onQuery: (sql) => queries.push(sql), ...options });
   const { url, graphqlUrl } = await app.listen();
   const wsUrl = graphqlUrl.replace(/^http/, 'ws');
@@ -139,9 +160,18 @@ export async function startServer(overrides: Partial<Config> = {}, options: AppO
       if (!r.data) throw new Error(JSON.stringify(r.errors));
       return r.data.createApiKey.secret;
     },
+    async sql(text, ...params) {
+      const client = app.deps.db.$client as unknown;
+      if (client instanceof pg.Pool) {
+        let n = 0;
+        return (await client.query(text.replace(/\?/g, () => `$${++n}`), params)).rows;
+      }
+      return (client as typeof app.deps.db.$client).prepare(text).all(...params) as never;
+    },
     async stop() {
       await Promise.all(clients.map((c) => c.dispose()));
       await app.stop();
+      await pgDatabase?.drop();
       if (!options.dir) rmSync(dir, { recursive: true, force: true });
     },
   };
