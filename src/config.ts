@@ -375,7 +375,7 @@ export function loadConfig(env: Record<string, string | undefined>, flags: Recor
         const name = String(i.path[0] ?? 'config');
         const given = merged[name];
         // A Redis URL may carry a password (redis://:password@host).
-        const secret = name === 'TOLLGATE_BOOTSTRAP_KEY' || name === 'TOLLGATE_SECRET_KEY' || name === 'TOLLGATE_REDIS_URL';
+        const secret = name === 'TOLLGATE_BOOTSTRAP_KEY' || name === 'TOLLGATE_SECRET_KEY' || name === 'TOLLGATE_REDIS_URL' || name === 'DATABASE_URL';
         return `${name}${given !== undefined && !secret ? ` (${JSON.stringify(given)})` : ''}: ${i.message}`;
       }),
     );

@@ -436,11 +436,14 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
       claimInTurn(true);
       safely('pruning history', prune);
       let ticks = 0;
-      cancelHousekeeping = scheduler.every(leaseMs / 3, () => {
+      // Leases are renewed well before they lapse, and another instance's lapsed ones are taken
+      // over within a few seconds of lapsing (a killed instance's evaluations wait at most lease + 4 s).
+      const tickMs = Math.min(leaseMs / 3, 4_000);
+      cancelHousekeeping = scheduler.every(tickMs, () => {
         claimInTurn(false);
         sweepSilentMonitors();
         // Retention once an hour is plenty.
-        if (++ticks % Math.max(1, Math.round(3_600_000 / (leaseMs / 3))) === 0) safely('pruning history', prune);
+        if (++ticks % Math.max(1, Math.round(3_600_000 / tickMs)) === 0) safely('pruning history', prune);
       });
     },
 
