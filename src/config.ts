@@ -125,6 +125,11 @@ export const configSchema = z
     TOLLGATE_PROMETHEUS_URL: url.optional(),
     /** Events between Tollgate processes sharing one database (src/server/redisEvents.ts); unset: one process. */
     TOLLGATE_REDIS_URL: redisUrl.optional(),
+    /** Instances sharing a channel are one Tollgate: several Tollgates may share a Redis. */
+    TOLLGATE_REDIS_CHANNEL: z
+      .string()
+      .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'must be 1 to 64 letters, digits or _ . : -')
+      .default('tollgate'),
     TOLLGATE_BOOTSTRAP_KEY: z.string().min(24, 'must be at least 24 characters: it grants admin rights').optional(),
     TOLLGATE_LOG_LEVEL: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
@@ -243,6 +248,7 @@ export const configSchema = z
       publicUrl: raw.TOLLGATE_PUBLIC_URL?.replace(/\/+$/, ''),
       prometheusUrl: raw.TOLLGATE_PROMETHEUS_URL,
       redisUrl: raw.TOLLGATE_REDIS_URL,
+      redisChannel: raw.TOLLGATE_REDIS_CHANNEL,
       bootstrapKey: raw.TOLLGATE_BOOTSTRAP_KEY,
       logLevel: raw.TOLLGATE_LOG_LEVEL,
       /** Browser origins allowed over HTTP (CORS) and WebSocket; null: the server's own origin only. */

@@ -49,7 +49,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const storage = await openStore(config, { onQuery: options.onQuery, synchronous: config.dbSynchronous, log });
   const db = storage.db;
   // Several instances on one PostgreSQL share their events through Redis (docs/scale-out.md).
-  const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, log, nodeId: config.nodeId }) : null;
+  const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, channelPrefix: config.redisChannel, log, nodeId: config.nodeId }) : null;
   const scheme = config.tls ? 'https' : 'http';
   let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {
