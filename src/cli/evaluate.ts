@@ -257,14 +257,15 @@ async function watch(base: string, key: string, id: string, deadline: number, lo
               resolve(last);
             }
           },
+          // The stream ended without a verdict (the instance restarted, a network cut): not a verdict; poll for it instead.
           error: () => {
             clearTimeout(timer);
-            if (!last) log('WebSocket unavailable; polling instead');
-            resolve(last ?? null);
+            log('WebSocket closed before the verdict; polling instead');
+            resolve(last && last.gate_status !== 'in_progress' ? last : null);
           },
           complete: () => {
             clearTimeout(timer);
-            resolve(last);
+            resolve(last && last.gate_status !== 'in_progress' ? last : null);
           },
         },
       );

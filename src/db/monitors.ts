@@ -273,7 +273,8 @@ export async function silentGroups(
       and(
         sql`${monitors.noDataTimeframe} is not null`,
         sql`${monitorGroups.state} != 'no_data'`,
-        sql`${monitorGroups.lastReportedAt} < ${now.getTime()} - ${monitors.noDataTimeframe} * 1000`,
+        // The column side holds the arithmetic: PostgreSQL types the parameter from what it meets (bigint here, not integer).
+        sql`${monitorGroups.lastReportedAt} + ${monitors.noDataTimeframe} * 1000 < ${now.getTime()}`,
         page.after && sql`(${monitorGroups.monitorId}, ${monitorGroups.group}) > (${page.after.monitorId}, ${page.after.group})`,
       ),
     )

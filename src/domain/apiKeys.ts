@@ -5,7 +5,7 @@ import { insertAudit } from '../db/audit.ts';
 import { type Db, transaction } from '../db/client.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
-import { DomainError, notFound, storageFailure } from './errors.ts';
+import { DomainError, notFound, storageFailure, uniqueViolation } from './errors.ts';
 import type { Events } from './events.ts';
 import { assertUuid, newId } from './ids.ts';
 import { hasScope, type Principal, requireScope, SCOPES, type Scope, SYSTEM } from './principal.ts';
@@ -153,7 +153,13 @@ export async function listApiKeys(deps: Deps, actor: Principal): Promise<ApiKeyR
 export async function ensureBootstrapKey(db: Db, now: Date, configured: string | undefined): Promise<{ created: boolean; secret?: string }> {
   if (configured) {
     if (await preparedKeyLookup(db).find(hashSecret(configured))) return { created: false };
-    await insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
+    try {
+      await insertKey(db, SYSTEM, now, { name: 'bootstrap', scopes: ['admin'], envs: null, expiresAt: null, secret: configured });
+    } catch (err) {
+      // Instances starting together on one PostgreSQL: another one inserted it first.
+      if (uniqueViolation(err, { name: 'api_keys_secret_hash_unique', columns: 'api_keys.secret_hash' })) return { created: false };
+      throw err;
+    }
     return { created: true, secret: configured };
   }
   if (await hasActiveAdminKey(db)) return { created: false };
