@@ -238,7 +238,7 @@ describe('authentication', () => {
 
   test('secrets are stored hashed, never in clear', async () => {
     const secret = await s.createKey(['gates:read']);
-    const rows = (await s.sql('select * from api_keys'));
+    const rows = await s.sql('select * from api_keys');
     assert.ok(!JSON.stringify(rows).includes(secret));
     assert.ok(!JSON.stringify(rows).includes(secret.slice(12)));
   });

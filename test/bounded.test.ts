@@ -379,7 +379,7 @@ describe('a restart with thousands of evaluations in progress', () => {
 
       // The monitor goes ALERT while they are being resumed: rules loaded before and after it both see it.
       await driver(s).report(monitorId, 'ALERT');
-      const failed = async () => ((await s.sql<{ n: number }>(`select count(*) as n from evaluations where service = 'resumed' and status = 'fail'`))[0]!).n;
+      const failed = async () => (await s.sql<{ n: number }>(`select count(*) as n from evaluations where service = 'resumed' and status = 'fail'`))[0]!.n;
       await until('every verdict', async () => (await failed()) === RUNNING);
       assert.equal(s.app.engine.stats().activeRules, 0);
     } finally {

@@ -158,8 +158,12 @@ describe('events between processes through Redis', () => {
     const line = clients.split('\n').find((l) => l.includes(` name=tollgate:${b.nodeId}:sub `));
     assert.ok(line, `B's subscriber connection is named in CLIENT LIST:\n${clients}`);
     const id = /\bid=(\d+)/.exec(line)![1]!;
+    let resumed = 0;
+    b.onResumed(() => resumed++);
     await admin.client('KILL', 'ID', id);
     await waitFor('B subscribed again', async () => b.stats().subscriptions === 2 && b.ready().ok);
+    // What A published while B was away never came: B is told to read the state again.
+    await waitFor('B told it may have missed events', async () => resumed === 1);
 
     const onB = collect(b.events, 'apiKey.revoked');
     a.events.publish('apiKey.revoked', { id: 'key_1' });

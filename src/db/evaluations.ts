@@ -298,7 +298,14 @@ export async function mostFailing(db: Tx, filter: EvaluationFilter, limit: numbe
         evaluations.identifier,
       )
       .having(sql`${ruleFailures} > 0`)
-      .orderBy(desc(ruleFailures), asc(evaluations.service), asc(ofNewest(db, ruleEvaluations.name, evaluations.startedAt)), asc(ruleEvaluations.type), asc(evaluations.gateId), asc(ruleEvaluations.ruleId))
+      .orderBy(
+        desc(ruleFailures),
+        asc(evaluations.service),
+        asc(ofNewest(db, ruleEvaluations.name, evaluations.startedAt)),
+        asc(ruleEvaluations.type),
+        asc(evaluations.gateId),
+        asc(ruleEvaluations.ruleId),
+      )
       .limit(limit)
   ).map(({ newest: _, ...rule }) => rule);
   return { failingGates, failingRules };
@@ -432,7 +439,13 @@ export async function verdictTimes(db: Tx, filter: EvaluationFilter, percents: r
     .where(where)
     .as('ranked');
   const wanted = sql.join(
-    [...percents.map((p) => sql`${ranked.rn} = (case when ${ranked.n} * ${sql.raw(String(Math.round(p * 1000)))} < 1000 then 1 else (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000 end)`), sql`${ranked.rn} = ${ranked.n}`],
+    [
+      ...percents.map(
+        (p) =>
+          sql`${ranked.rn} = (case when ${ranked.n} * ${sql.raw(String(Math.round(p * 1000)))} < 1000 then 1 else (${sql.raw(String(Math.round(p * 1000)))} * ${ranked.n} + 999) / 1000 end)`,
+      ),
+      sql`${ranked.rn} = ${ranked.n}`,
+    ],
     sql` or `,
   );
   const rows = await db.select({ ms: ranked.ms, rn: ranked.rn, n: ranked.n }).from(ranked).where(wanted);
@@ -463,4 +476,14 @@ export async function latestEvaluationsOfGates(
     );
   }
   return rows;
+}
+
+/** Evaluations running, or finished since `since`: newest first, at most `limit`. */
+export async function runningOrFinishedSince(db: Tx, since: Date, limit: number): Promise<EvaluationRow[]> {
+  return await db
+    .select()
+    .from(evaluations)
+    .where(or(isNull(evaluations.finishedAt), gt(evaluations.finishedAt, since)))
+    .orderBy(desc(evaluations.id))
+    .limit(limit);
 }

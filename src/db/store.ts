@@ -22,10 +22,7 @@ export interface Store {
  * PostgreSQL when `postgresUrl` is given (several instances share it), else the SQLite file,
  * held for this process alone. Migrations are applied before it returns.
  */
-export async function openStore(
-  where: { postgresUrl?: string; dbPath: string },
-  options: Pick<OpenDbOptions, 'onQuery' | 'synchronous'> & { log: StoreLog },
-): Promise<Store> {
+export async function openStore(where: { postgresUrl?: string; dbPath: string }, options: Pick<OpenDbOptions, 'onQuery' | 'synchronous'> & { log: StoreLog }): Promise<Store> {
   if (where.postgresUrl) {
     let pg: Awaited<ReturnType<typeof openPgDb>>;
     try {

@@ -323,7 +323,6 @@ function publishGate(deps: Deps, kind: GateEventKind, actor: Principal, value: G
   deps.events.publish('gate.events', { kind, gate: value.gate, rules: value.rules, actorName: actor.name, at });
 }
 
-
 export async function createGate(deps: Deps, actor: Principal, input: CreateGateInput): Promise<GateWithRules> {
   requireScope(actor, 'gates:write', 'create gates');
   assertEnvAllowed(actor, input.env);

@@ -8,6 +8,7 @@ import { openStore } from '../db/store.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
+import { recentSnapshots } from '../domain/evaluations.ts';
 import { createEvents } from '../domain/events.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
 import { createBacktester } from '../engine/backtest.ts';
@@ -23,9 +24,9 @@ import { type Authenticate, requestUrl, sendJson } from './http.ts';
 import { createOriginPolicy } from './origins.ts';
 import { otlpTracesHandler } from './otlp.ts';
 import { createRateLimits } from './rateLimit.ts';
+import { createRedisEventTarget } from './redisEvents.ts';
 import { restHandler } from './rest/router.ts';
 import { createUi } from './ui.ts';
-import { createRedisEventTarget } from './redisEvents.ts';
 import { attachWebSocket } from './ws.ts';
 import { createTollgateYoga, GRAPHQL_PATH } from './yoga.ts';
 
@@ -34,6 +35,10 @@ export interface AppOptions {
   onQuery?: OpenDbOptions['onQuery'];
   now?: () => Date;
 }
+
+/** After an outage of the events between instances, evaluations changed within this are shown again (at most the limit). */
+const CATCH_UP_MS = 15 * 60_000;
+const CATCH_UP_LIMIT = 2_000;
 
 /** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
 const LISTEN_BACKLOG = 4096;
@@ -50,6 +55,18 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const db = storage.db;
   // Several instances on one PostgreSQL share their events through Redis (docs/scale-out.md).
   const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, channelPrefix: config.redisChannel, log, nodeId: config.nodeId }) : null;
+  // Redis came back: events of other instances may have been lost meanwhile. Caches drop what
+  // they hold, and live views get the evaluations of the last minutes as stored (a subscriber
+  // skips revisions it has shown), so a lost event costs latency, not a verdict.
+  sharedEvents?.onResumed(() => {
+    sharedEvents.dispatchLocally('config.changed', null);
+    recentSnapshots(deps, CATCH_UP_MS, CATCH_UP_LIMIT).then(
+      (snapshots) => {
+        for (const snapshot of snapshots) sharedEvents.dispatchLocally('evaluation.changed', snapshot);
+      },
+      (err: unknown) => log.error({ err }, 'could not read evaluations again after events between instances resumed'),
+    );
+  });
   const scheme = config.tls ? 'https' : 'http';
   let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {

@@ -105,6 +105,9 @@ function redisAddress(url: string): string {
   }
 }
 
+/** Not a topic of the bus: a process telling the others that events it published were lost. */
+const RESUMED = 'tollgate.events.resumed';
+
 export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, nodeId, maxPending = 10_000 }: RedisEventTargetOptions) {
   const channel = `${channelPrefix}:events`;
   const origin = randomUUID();
@@ -160,11 +163,18 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   watch(publisher, 'publish');
   watch(subscriber, 'subscribe');
 
+  /** Called when events of other processes may have been missed (a subscription or a publisher came back). */
+  const resumedListeners = new Set<() => void>();
+  const resumed = () => {
+    for (const listener of resumedListeners) listener();
+  };
+
   subscriber.on('ready', () => {
     subscriber.subscribe(channel).then(
       () => {
         subscribed = true;
-        stats.subscriptions++;
+        // Subscribed again: what other processes published meanwhile never came.
+        if (++stats.subscriptions > 1) resumed();
       },
       () => {}, // the connection dropped again: the next 'ready' subscribes
     );
@@ -176,7 +186,11 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   };
   const succeeded = () => {
     stats.published++;
-    if (unshared > 0) log.info({ ...logFields, unshared }, 'events reach other processes again; those published meanwhile did not');
+    if (unshared > 0) {
+      log.info({ ...logFields, unshared }, 'events reach other processes again; those published meanwhile did not');
+      // The others missed ours: they catch up from the database.
+      publish(RESUMED, null);
+    }
     unshared = 0;
   };
 
@@ -237,6 +251,7 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
     }
     if (message.origin === origin) return; // our own, already dispatched when published
     stats.received++;
+    if (message.topic === RESUMED) return resumed();
     target.dispatchLocally(new CustomEvent(message.topic, { detail: message.detail }));
   });
 
@@ -260,6 +275,20 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       if (pub && sub) return { ok: true, detail: `redis ${logFields.redis}: publishing and subscribed to ${channel}` };
       const down = [pub ? null : `publisher ${publisher.status}`, sub ? null : `subscriber ${subscriber.status === 'ready' ? 'subscribing' : subscriber.status}`];
       return { ok: false, detail: `redis ${logFields.redis}: ${down.filter(Boolean).join(', ')}; events reach this process only` };
+    },
+
+    /**
+     * Calls `listener` whenever events of other processes may have been lost (Redis came back):
+     * whoever shows state from them reads it again from the database. Returns the unsubscriber.
+     */
+    onResumed(listener: () => void): () => void {
+      resumedListeners.add(listener);
+      return () => resumedListeners.delete(listener);
+    },
+
+    /** An event for this process's listeners only (a state read again after a resumption). */
+    dispatchLocally(topic: string, detail: unknown): void {
+      target.dispatchLocally(new CustomEvent(topic, { detail }));
     },
 
     stats(): RedisEventStats {

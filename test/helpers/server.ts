@@ -164,7 +164,12 @@ export async function startServer(overrides: Partial<Config> = {}, options: AppO
       const client = app.deps.db.$client as unknown;
       if (client instanceof pg.Pool) {
         let n = 0;
-        return (await client.query(text.replace(/\?/g, () => `$${++n}`), params)).rows;
+        return (
+          await client.query(
+            text.replace(/\?/g, () => `$${++n}`),
+            params,
+          )
+        ).rows;
       }
       return (client as typeof app.deps.db.$client).prepare(text).all(...params) as never;
     },
