@@ -21,12 +21,13 @@ export type Tx = Pick<Db, 'select' | 'insert' | 'update' | 'delete'>;
 
 const PG_ATTEMPTS = 8;
 
-/** A transaction PostgreSQL refused for a concurrent one (serialization failure, deadlock): run again, it sees what committed. */
-function retryable(err: unknown): boolean {
+/** Why PostgreSQL refused a transaction for a concurrent one, if it did: run again, it sees what committed. */
+function retryable(err: unknown): 'conflict' | 'unique' | undefined {
   for (let e = err as { code?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (e.code === '40001' || e.code === '40P01') return true;
+    if (e.code === '40001' || e.code === '40P01') return 'conflict';
+    if (e.code === '23505') return 'unique';
   }
-  return false;
+  return undefined;
 }
 
 /** The transaction each connection (SQLite's one, PostgreSQL's pool) runs in the current async context. */
@@ -68,7 +69,10 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Prom
       try {
         return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'serializable' });
       } catch (err) {
-        if (attempt >= PG_ATTEMPTS || !retryable(err)) throw err;
+        const reason = retryable(err);
+        // A unique key taken meanwhile is tried once more: a body that looks before it inserts
+        // (the APM store's rows) then finds the row; one that does not fails as it would alone.
+        if (!reason || attempt >= (reason === 'unique' ? 2 : PG_ATTEMPTS)) throw err;
         await new Promise((resolve) => setTimeout(resolve, Math.random() * 5 * attempt));
       }
     }

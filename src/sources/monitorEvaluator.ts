@@ -2,7 +2,7 @@
 // every round, and at once for the monitors a batch of new spans concerns. The sources record
 // states like pushed reports, so transitions, NO_DATA and the rules watching them behave the
 // same whatever the source.
-import { monitorsOfType } from '../db/monitors.ts';
+import { type MonitorRow, monitorsOfType } from '../db/monitors.ts';
 import { MONITOR_TYPES } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
 import type { SourceContext } from './monitorSource.ts';
@@ -40,14 +40,27 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
   const readingSpans = MONITOR_TYPES.filter((type) => sources[type].readsSpansOf);
   const spansKey = (s: { service: string; env: string }) => `${s.service}\u0000${s.env}`;
 
+  // One evaluation of a monitor at a time: the round and an ingestion may both look at it, and
+  // the one that read older data must not record its state after the other.
+  const evaluating = new Map<string, Promise<void>>();
+  function evaluateOne(m: MonitorRow): Promise<void> | undefined {
+    const evaluate = sources[m.type].evaluate;
+    if (!evaluate) return undefined;
+    const previous = evaluating.get(m.id);
+    const run = (previous ?? Promise.resolve()).then(() => evaluate(ctx, m)).finally(() => {
+      if (evaluating.get(m.id) === run) evaluating.delete(m.id);
+    });
+    evaluating.set(m.id, run);
+    return run;
+  }
+
   async function evaluateAll(): Promise<void> {
     const monitors = await monitorsOfType(deps.db, evaluated);
     const breathe = slicer();
     for (const m of monitors) {
       await breathe();
       if (stopped) return;
-      const evaluating = sources[m.type].evaluate?.(ctx, m);
-      if (evaluating) await evaluating;
+      await evaluateOne(m);
     }
     for (const type of evaluated)
       await sources[type].sync?.(
@@ -81,8 +94,7 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       await breathe();
       if (stopped) return;
       try {
-        const evaluating = source.evaluate?.(ctx, m);
-        if (evaluating) await evaluating;
+        await evaluateOne(m);
       } catch (err) {
         log.error({ err, monitorId: m.id }, 'APM monitor evaluation failed');
       }
