@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { driver, startServer, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -87,16 +86,11 @@ describe('freeze rule', () => {
       [freeze.id],
     );
     // Both changes are in the audit log, by the key that made them.
-    const db = new Database(s.dbPath, { readonly: true });
-    try {
-      const rows = db.prepare("select action, actor_name from audit_log where target_type = 'freeze' and target_id = ? order by at").all(freeze.id);
-      assert.deepEqual(rows, [
-        { action: 'freeze.created', actor_name: 'bootstrap' },
-        { action: 'freeze.ended', actor_name: 'bootstrap' },
-      ]);
-    } finally {
-      db.close();
-    }
+    const rows = await s.sql("select action, actor_name from audit_log where target_type = 'freeze' and target_id = ? order by at", freeze.id);
+    assert.deepEqual(rows, [
+      { action: 'freeze.created', actor_name: 'bootstrap' },
+      { action: 'freeze.ended', actor_name: 'bootstrap' },
+    ]);
     assert.match((await endFreeze(s, freeze.id)).errors![0]!.message, /already ended at/);
   });
 
