@@ -107,7 +107,8 @@ export async function startServer(overrides: Partial<Config> = {}, options: AppO
     dbPath,
     postgresUrl: pgDatabase?.url,
     bootstrapKey: ADMIN_KEY,
-    logLevel: 'silent',
+    // TOLLGATE_TEST_LOG=error (or debug…) shows a failing suite's server logs on stdout.
+    logLevel: (process.env.TOLLGATE_TEST_LOG as Config['logLevel'] | undefined) ?? 'silent',
     rateLimits: UNREACHABLE_LIMITS,
     ...overrides,
   });
