@@ -13,7 +13,8 @@ export type TransitionRow = typeof monitorTransitions.$inferSelect;
  * Bumped by every write below that can change which monitors a query selects or how their
  * groups stand (not by report-time refreshes), so readers may cache what they derive from
  * monitors until it moves. Bumped even when the transaction later rolls back: one needless
- * re-read, never a stale one. Process-wide: SQLite has one writing process (see client.ts).
+ * re-read, never a stale one. Process-wide; other instances sharing a PostgreSQL database move
+ * it through their events (monitorsChangedElsewhere).
  * `rowsGeneration` moves only with the monitors' own rows, not with their groups' states.
  */
 let generation = 0;
@@ -24,6 +25,12 @@ const rowsChanged = () => {
   rowsGeneration++;
   generation++;
 };
+
+/** Another instance wrote monitors (`rows`) or their groups' states, as its events tell this one. */
+export function monitorsChangedElsewhere(what: 'rows' | 'groups'): void {
+  if (what === 'rows') rowsChanged();
+  else generation++;
+}
 
 export async function getMonitor(db: Tx, id: string): Promise<MonitorRow | undefined> {
   return (await db.select().from(monitors).where(eq(monitors.id, id)))[0];

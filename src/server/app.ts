@@ -4,6 +4,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { type Config, readTls } from '../config.ts';
 import type { OpenDbOptions } from '../db/client.ts';
+import { monitorsChangedElsewhere } from '../db/monitors.ts';
 import { openStore } from '../db/store.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -79,6 +80,10 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     baseUrl: () => config.publicUrl ?? listenUrl,
     planWindow,
   };
+  // Monitors written by another instance on the same database reach this one only as events;
+  // without this its monitor rules would keep selecting from what it read before.
+  deps.events.on('monitor.changed', () => monitorsChangedElsewhere('rows'));
+  deps.events.on('monitor.transition', () => monitorsChangedElsewhere('groups'));
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
   const backtester = createBacktester(deps);
   const notifier = createNotifier(deps);
