@@ -132,13 +132,20 @@ function follow(client: Client, id: string, timeoutMs: number) {
   return { first: Promise.race([first, all.then((seen) => seen[0])]), all };
 }
 
-function assertIncreasingRevisions(seen: any[]) {
-  for (let i = 1; i < seen.length; i++) assert.ok(seen[i].revision > seen[i - 1].revision, `revisions out of order: ${seen.map((s) => s.revision)}`);
+/** Every revision from the first one seen, in order: a gap would be a change the subscriber missed. */
+function assertEveryRevision(seen: any[]) {
+  const revisions = seen.map((s) => s.revision);
+  assert.deepEqual(
+    revisions,
+    revisions.map((_, i) => revisions[0] + i),
+    `revisions seen: ${revisions}`,
+  );
 }
 
 const noPg = await skipWithoutPg();
 
-test('three instances on one PostgreSQL and one Redis act as one Tollgate', { skip: noPg }, async (t) => {
+// A bound, not a measure: a hung socket or lease must fail the run, not hold CI.
+test('three instances on one PostgreSQL and one Redis act as one Tollgate', { skip: noPg, timeout: 240_000 }, async (t) => {
   if (await skipWithoutRedis(t)) return;
   const t0 = Date.now();
   const db = await createPgDatabase();
@@ -172,7 +179,7 @@ test('three instances on one PostgreSQL and one Redis act as one Tollgate', { sk
 
     await report(a!, monitorId, 'ALERT');
     const seen = await watched.all;
-    assertIncreasingRevisions(seen);
+    assertEveryRevision(seen);
     const verdict = seen.at(-1);
     assert.equal(verdict.status, 'FAIL');
     // Without the wake-up crossing from A to B the rule would only be checked at its window's end.
@@ -205,7 +212,9 @@ test('three instances on one PostgreSQL and one Redis act as one Tollgate', { sk
 
     await must(c!, 'mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }', { id: created.createApiKey.key.id });
     const afterRevoke = await b!.request('POST', '/graphql', { query: '{ gates(first: 1) { totalCount } }' }, secret);
-    assert.equal(afterRevoke.status, 401, JSON.stringify(afterRevoke.json));
+    // The database decides: B must not answer from what it remembers of the key (its
+    // authentication cache) before C's revocation has reached it through Redis.
+    assert.equal(afterRevoke.status, 401, `B still accepted the revoked key: ${JSON.stringify(afterRevoke.json)}`);
     assert.equal(await ws.closed, 4403);
     live.dispose();
   });
@@ -263,7 +272,7 @@ test('three instances on one PostgreSQL and one Redis act as one Tollgate', { sk
 
     const verdicts = await Promise.all(following.map((f) => f.all));
     for (const seen of verdicts) {
-      assertIncreasingRevisions(seen);
+      assertEveryRevision(seen);
       assert.equal(seen.at(-1).status, 'PASS', JSON.stringify(seen.at(-1)));
     }
     for (const id of ids) assert.equal((await must(a!, GET_EVALUATION, { id })).evaluation.status, 'PASS');
