@@ -81,9 +81,11 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
     planWindow,
   };
   // Monitors written by another instance on the same database reach this one only as events;
-  // without this its monitor rules would keep selecting from what it read before.
+  // without this its monitor rules would keep selecting from what it read before. config.changed
+  // also comes when Redis is back after an outage (events may have been lost meanwhile).
   deps.events.on('monitor.changed', () => monitorsChangedElsewhere('rows'));
   deps.events.on('monitor.transition', () => monitorsChangedElsewhere('groups'));
+  deps.events.on('config.changed', () => monitorsChangedElsewhere('rows'));
   const engine = createEngine(deps, { sourceErrorLimit: config.sourceErrorLimit });
   const backtester = createBacktester(deps);
   const notifier = createNotifier(deps);
