@@ -39,10 +39,14 @@ async function startNode(nodeId: string, env: Record<string, string>) {
   exited.then(() => children.delete(child));
   let stderr = '';
   child.stderr!.on('data', (d) => (stderr += d));
-  const url = await waitFor(`node ${nodeId} to listen`, async () => {
-    if (child.exitCode !== null) throw new Error(`node ${nodeId} exited ${child.exitCode}: ${stderr}`);
-    return /Tollgate listening on (http:\/\/\S+)/.exec(stderr)?.[1];
-  });
+  const url = await waitFor(
+    `node ${nodeId} to listen`,
+    async () => {
+      if (child.exitCode !== null) throw new Error(`node ${nodeId} exited ${child.exitCode}: ${stderr}`);
+      return /Tollgate listening on (http:\/\/\S+)/.exec(stderr)?.[1];
+    },
+    90_000,
+  ); // three tsx starts at once on a busy two-core machine take a while
   const sockets: Client[] = [];
   return {
     id: nodeId,
