@@ -341,7 +341,13 @@ export async function facetValues(db: Tx, facet: Facet, filter: EvaluationFilter
     return (
       await db
         // A gate's evaluations share its key: any row's (max) names it, on both stores.
-        .select({ value: evaluations.gateId, count: n, service: sql<string>`max(${evaluations.service})`, env: sql<string>`max(${evaluations.env})`, identifier: sql<string>`max(${evaluations.identifier})` })
+        .select({
+          value: evaluations.gateId,
+          count: n,
+          service: sql<string>`max(${evaluations.service})`,
+          env: sql<string>`max(${evaluations.env})`,
+          identifier: sql<string>`max(${evaluations.identifier})`,
+        })
         .from(evaluations)
         .where(and(where, isNotNull(evaluations.gateId)))
         .groupBy(evaluations.gateId)

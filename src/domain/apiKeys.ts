@@ -174,7 +174,8 @@ export type AuthResult = { ok: true; principal: Principal } | { ok: false; reaso
  * Turns a presented secret into a Principal. Last use is recorded at most once a minute per
  * key so authentication stays a read on the hot path.
  */
-export function createAuthenticator(db: Db, now: () => Date = () => new Date(), events?: Events) {
+export function createAuthenticator(db: Db, now: () => Date = () => new Date(), events?: Events, options: { cacheMs?: number } = {}) {
+  const cacheMs = options.cacheMs ?? AUTH_CACHE_MS;
   const lookup = preparedKeyLookup(db);
   const lastTouched = new Map<string, number>();
   // Recent answers, so a busy client costs a map lookup instead of a hash and a query. A key
@@ -188,7 +189,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
     if (hit && hit.until > t0) return hit.result;
     const result = await check(secret);
     if (recent.size > 10_000) recent.clear();
-    if (result.ok) recent.set(secret, { result, until: Math.min(t0 + AUTH_CACHE_MS, expiryOf(result)) });
+    if (result.ok && cacheMs > 0) recent.set(secret, { result, until: Math.min(t0 + cacheMs, expiryOf(result)) });
     return result;
   };
 

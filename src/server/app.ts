@@ -91,7 +91,9 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const notifier = createNotifier(deps);
   const prometheus = config.prometheusUrl ? prometheusClient({ url: config.prometheusUrl, bearerToken: config.prometheusToken, timeoutMs: config.prometheusTimeoutMs }) : null;
   const monitorEvaluator = createMonitorEvaluator(deps, { intervalMs: config.monitorIntervalMs, prometheus });
-  const checkKey = createAuthenticator(db, now, deps.events);
+  // Instances sharing a PostgreSQL ask it on every request: a key revoked on one is refused on
+  // all at once, not after another instance's cached answer lapses.
+  const checkKey = createAuthenticator(db, now, deps.events, { cacheMs: storage.dialect === 'pg' ? 0 : undefined });
   // Every transport authenticates through here, so each failure leaves one line: the key's
   // first characters and the caller's address, never the key.
   const authenticate: Authenticate = async (secret, client) => {

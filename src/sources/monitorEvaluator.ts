@@ -47,9 +47,11 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     const evaluate = sources[m.type].evaluate;
     if (!evaluate) return undefined;
     const previous = evaluating.get(m.id);
-    const run = (previous ?? Promise.resolve()).then(() => evaluate(ctx, m)).finally(() => {
-      if (evaluating.get(m.id) === run) evaluating.delete(m.id);
-    });
+    const run = (previous ?? Promise.resolve())
+      .then(() => evaluate(ctx, m))
+      .finally(() => {
+        if (evaluating.get(m.id) === run) evaluating.delete(m.id);
+      });
     evaluating.set(m.id, run);
     return run;
   }
