@@ -2,92 +2,14 @@
 // a server on the same HTTP path that only decodes and maps, for JSON and protobuf batches of
 // realistic spans. Also the event-loop delay of the Tollgate process while it ingests flat out.
 // Target: ratio ≥ 0.5.
-import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import autocannon from 'autocannon';
 import { BENCH_KEY, startBare, startTollgate, UNREACHED_LIMITS } from './lib.ts';
+import { otlpBodies } from './otlpPayload.ts';
 
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 4);
 const SPANS_PER_BATCH = Number(process.env.BENCH_BATCH ?? 500);
-const Request = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
-
-/** A batch as an instrumented service sends it: server spans with children, ~1% errors. */
-function batch(seq: number) {
-  const now = BigInt(Date.now()) * 1_000_000n;
-  const routes = ['/cart/:id', '/checkout', '/pay', '/orders', '/healthz'];
-  const spans = [];
-  for (let i = 0; i < SPANS_PER_BATCH; i++) {
-    const server = i % 3 !== 2;
-    const failed = server && (seq * SPANS_PER_BATCH + i) % 97 === 0;
-    const route = routes[i % routes.length]!;
-    const start = now - BigInt(i) * 1_000_000n;
-    spans.push({
-      traceId: Buffer.alloc(16, i % 251).toString('hex'),
-      spanId: Buffer.alloc(8, i % 251).toString('hex'),
-      name: server ? `GET ${route}` : 'SELECT orders',
-      kind: server ? 2 : 3,
-      startTimeUnixNano: String(start),
-      endTimeUnixNano: String(start + BigInt(5 + (i % 40)) * 1_000_000n),
-      attributes: [
-        { key: 'http.request.method', value: { stringValue: 'GET' } },
-        { key: 'http.route', value: { stringValue: route } },
-        { key: 'http.response.status_code', value: { intValue: failed ? 503 : 200 } },
-        { key: 'url.path', value: { stringValue: route.replace(':id', String(i)) } },
-        { key: 'server.address', value: { stringValue: 'checkout.internal' } },
-        { key: 'user_agent.original', value: { stringValue: 'Mozilla/5.0 (X11; Linux x86_64)' } },
-      ],
-      events: failed
-        ? [
-            {
-              name: 'exception',
-              timeUnixNano: String(start),
-              attributes: [
-                { key: 'exception.type', value: { stringValue: 'UpstreamTimeout' } },
-                { key: 'exception.message', value: { stringValue: 'upstream timed out after 2s' } },
-              ],
-            },
-          ]
-        : [],
-      status: { code: failed ? 2 : 0 },
-    });
-  }
-  return {
-    resourceSpans: [
-      {
-        resource: {
-          attributes: [
-            { key: 'service.name', value: { stringValue: 'checkout' } },
-            { key: 'deployment.environment.name', value: { stringValue: 'prod' } },
-            { key: 'service.version', value: { stringValue: `v${seq % 3}` } },
-            { key: 'cloud.region', value: { stringValue: seq % 2 ? 'eu-west-1' : 'us-east-1' } },
-            { key: 'telemetry.sdk.language', value: { stringValue: 'nodejs' } },
-          ],
-        },
-        scopeSpans: [{ scope: { name: '@opentelemetry/instrumentation-http' }, spans }],
-      },
-    ],
-  };
-}
-
-const json = batch(1);
-const bodies = {
-  json: Buffer.from(JSON.stringify(json)),
-  protobuf: Buffer.from(
-    Request.encode(
-      Request.fromObject({
-        ...json,
-        resourceSpans: json.resourceSpans.map((rs) => ({
-          ...rs,
-          scopeSpans: rs.scopeSpans.map((ss) => ({
-            ...ss,
-            spans: ss.spans.map((sp) => ({ ...sp, traceId: Buffer.from(sp.traceId, 'hex'), spanId: Buffer.from(sp.spanId, 'hex') })),
-          })),
-        })),
-      }),
-    ).finish(),
-  ),
-};
-const contentType = { json: 'application/json', protobuf: 'application/x-protobuf' };
+const { bodies, contentType } = otlpBodies(SPANS_PER_BATCH);
 
 async function rate(url: string, encoding: 'json' | 'protobuf', auth: boolean) {
   const run = (duration: number) =>
