@@ -55,6 +55,11 @@ export async function startBare(kind: 'bare' | 'otlp-decode' = 'bare'): Promise<
 
 export async function startTollgate(env: Record<string, string> = {}): Promise<BenchServer> {
   const { child, url } = await spawnServer('tollgate', env);
+  return benchClient(child, url);
+}
+
+/** GraphQL over HTTP and graphql-ws with the bench key, against a Tollgate running as `child`; stop() sends it SIGTERM. */
+export function benchClient(child: ChildProcess, url: string): BenchServer {
   const clients: Client[] = [];
   return {
     child,
@@ -76,6 +81,7 @@ export async function startTollgate(env: Record<string, string> = {}): Promise<B
     },
     async stop() {
       await Promise.all(clients.map((c) => c.dispose()));
+      if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill('SIGTERM');
       await once(child, 'exit');
     },

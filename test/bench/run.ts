@@ -16,6 +16,7 @@ const all = [
   'explorer.ts',
   'fanout.ts',
   'backtest.ts',
+  'cluster.ts',
 ];
 let failed = false;
 for (const file of only.length > 0 ? all.filter((f) => only.some((o) => f.includes(o))) : all) {
