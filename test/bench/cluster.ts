@@ -141,6 +141,8 @@ interface LatencyResult {
   /** Per trigger; Infinity: not received within DRAIN_MS of the last trigger. */
   latencies: number[];
   received: number;
+  /** Triggers answered with an error. */
+  refused: number;
   perSecond: number;
   lagMs: number;
 }
@@ -163,13 +165,15 @@ async function triggerToVerdict(setup: Setup, tag: string): Promise<LatencyResul
     ),
   );
   // A second of warm-up (JIT, pools, prepared plans), not counted.
-  await paced(RATE, RATE, (i) => evaluate(instances[i % instances.length]!, tag, `w${i}`, `bench:${tag}`, 0));
+  await paced(RATE, RATE, (i) => evaluate(instances[i % instances.length]!, tag, `w${i}`, `bench:${tag}`, 0).catch(() => undefined));
   await Promise.all(instances.map(lagP99));
   const sent: number[] = [];
   const count = RATE * SECONDS;
+  let refused = 0;
   await paced(count, RATE, (i) => {
     sent[i] = performance.now();
-    return evaluate(instances[i % instances.length]!, tag, `r${i}`, `bench:${tag}`, 0);
+    // A trigger answered with an error is counted (and its verdict is missing), not fatal.
+    return evaluate(instances[i % instances.length]!, tag, `r${i}`, `bench:${tag}`, 0).catch(() => refused++);
   });
   const drained = performance.now() + DRAIN_MS;
   while (performance.now() < drained && instances.some((_, n) => arrived[(n + 1) % instances.length]!.size < RATE + count / instances.length)) await sleep(100);
@@ -184,7 +188,7 @@ async function triggerToVerdict(setup: Setup, tag: string): Promise<LatencyResul
     last = Math.max(last, at);
   }
   const received = latencies.filter(Number.isFinite).length;
-  return { latencies, received, perSecond: (received * 1000) / (last - sent[0]!), lagMs };
+  return { latencies, received, refused, perSecond: (received * 1000) / (last - sent[0]!), lagMs };
 }
 
 const { bodies, contentType } = otlpBodies(SPANS_PER_BATCH);
@@ -279,7 +283,7 @@ function latencyRow(label: string, r: LatencyResult, baseline: LatencyResult) {
   const p = (q: number) => (Number.isFinite(percentile(r.latencies, q)) ? fmt(percentile(r.latencies, q)) : `> ${DRAIN_MS / 1000} s`).padStart(9);
   const ratio = percentile(r.latencies, 99) / percentile(baseline.latencies, 99);
   const shown = Number.isFinite(ratio) ? `x${ratio.toFixed(2)}` : '-';
-  return `  ${label.padEnd(40)} ${`${r.received}/${r.latencies.length}`.padStart(9)} ${p(50)} ${p(95)} ${p(99)} ${r.perSecond.toFixed(0).padStart(6)}/s ${fmt(r.lagMs).padStart(9)}  ${shown}`;
+  return `  ${label.padEnd(40)} ${`${r.received}/${r.latencies.length}`.padStart(9)} ${p(50)} ${p(95)} ${p(99)} ${r.perSecond.toFixed(0).padStart(6)}/s ${fmt(r.lagMs).padStart(9)}  ${shown}${r.refused > 0 ? `  (${r.refused} triggers answered an error)` : ''}`;
 }
 
 const noPg = await skipWithoutPg();
