@@ -61,13 +61,16 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Prom
     }
   };
   if (dialectOf(db) === 'pg') {
-    type PgHandle = { transaction<R>(run: (tx: Tx) => Promise<R>, config?: { isolationLevel: 'serializable' }): Promise<R> };
+    type PgHandle = { transaction<R>(run: (tx: Tx) => Promise<R>, config?: { isolationLevel: 'repeatable read' }): Promise<R> };
     if (outer) return (outer as unknown as PgHandle).transaction((tx) => inside(tx));
-    // Serializable, as SQLite's one writer at a time is: a read-modify-write racing another
-    // instance's (a cancel and the engine's verdict) fails and runs again on what committed.
+    // Repeatable read: a transaction sees one snapshot, and one that updates a row another
+    // committed meanwhile fails and runs again on what committed (a cancel and the engine's
+    // verdict on one evaluation, two batches on one APM row). Every read-modify-write here
+    // writes the row it read, so that is enough; serializable also failed transactions over
+    // mere reads of neighbouring index pages, and under load most checks were never recorded.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'serializable' });
+        return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'repeatable read' });
       } catch (err) {
         const reason = retryable(err);
         // A unique key taken meanwhile is tried once more: a body that looks before it inserts
