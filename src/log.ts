@@ -75,3 +75,14 @@ export function secretPrefix(secret: string | null | undefined): string | undefi
   if (!secret) return undefined;
   return secret.slice(0, Math.min(10, Math.floor(secret.length / 3)));
 }
+
+/** A connection URL (PostgreSQL, Redis) as it may be printed or logged: the password never is. */
+export function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}

@@ -2,6 +2,7 @@
 // Rows are read and written through the same table objects (src/db/schema.ts): drizzle renders
 // them for PostgreSQL and their column codecs apply on both sides, so nothing here converts a
 // column by hand.
+
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -13,6 +14,7 @@ import { expectedMigrationCount, openDb } from '../db/client.ts';
 import { openPgDb, type PgStore } from '../db/pgClient.ts';
 import * as schema from '../db/schema.ts';
 import { acquireServerLock, type ServerLock, StorageStartError } from '../db/serverLock.ts';
+import { withoutPassword } from '../log.ts';
 
 /** Rows per multi-row insert, unless the table's columns would pass PostgreSQL's bind limit. */
 const BATCH_ROWS = 500;
@@ -46,17 +48,6 @@ export function tablesInCopyOrder(): SQLiteTable[] {
 export function batchRows(table: SQLiteTable): number {
   const columns = getTableConfig(table).columns.length;
   return Math.max(1, Math.min(BATCH_ROWS, Math.floor(MAX_BIND_PARAMETERS / columns)));
-}
-
-/** A PostgreSQL URL fit to print: its password left out. */
-function printable(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
 }
 
 function sourcePath(from: string): string {
@@ -122,7 +113,7 @@ interface CopyResult {
 async function copyStore(from: string, to: string): Promise<CopyResult> {
   const started = performance.now();
   const path = sourcePath(from);
-  if (!/^postgres(ql)?:\/\//.test(to)) throw new Refusal(`--to ${printable(to)}: name the PostgreSQL database as postgres://…`);
+  if (!/^postgres(ql)?:\/\//.test(to)) throw new Refusal(`--to ${withoutPassword(to)}: name the PostgreSQL database as postgres://…`);
   checkTollgateDatabase(path);
   // Held for the whole copy: no server may start writing the file under it.
   const lock = lockSource(path);
@@ -134,7 +125,7 @@ async function copyStore(from: string, to: string): Promise<CopyResult> {
     try {
       target = await openPgDb(to);
     } catch (err) {
-      throw new Refusal(`cannot use the PostgreSQL database ${printable(to)} (--to): ${(err as Error).message}`);
+      throw new Refusal(`cannot use the PostgreSQL database ${withoutPassword(to)} (--to): ${(err as Error).message}`);
     }
     const tables = tablesInCopyOrder();
     const sqlite = source;
@@ -147,7 +138,7 @@ async function copyStore(from: string, to: string): Promise<CopyResult> {
           const held = await tx.execute(sql`select 1 from ${table} limit 1`);
           if (held.rows.length > 0)
             throw new Refusal(
-              `the PostgreSQL database ${printable(to)} already holds data (table ${getTableName(table)}): migrate only into an empty database, before any Tollgate has run on it`,
+              `the PostgreSQL database ${withoutPassword(to)} already holds data (table ${getTableName(table)}): migrate only into an empty database, before any Tollgate has run on it`,
             );
         }
         for (const table of tables) {
@@ -193,7 +184,7 @@ export async function migrateStore(flags: { from?: string; to?: string }): Promi
     const width = Math.max(...counts.map((c) => c.table.length));
     for (const { table, rows } of counts) console.log(`${table.padEnd(width)}  ${rows}`);
     const total = counts.reduce((sum, c) => sum + c.rows, 0);
-    console.log(`copied ${total} rows of ${counts.length} tables to ${printable(flags.to)} in ${(ms / 1000).toFixed(1)} s`);
+    console.log(`copied ${total} rows of ${counts.length} tables to ${withoutPassword(flags.to)} in ${(ms / 1000).toFixed(1)} s`);
     return 0;
   } catch (err) {
     if (err instanceof Refusal) {

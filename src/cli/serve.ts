@@ -1,6 +1,6 @@
 import { type Config, ConfigError, loadConfig } from '../config.ts';
 import { StorageStartError } from '../db/client.ts';
-import { createLogger } from '../log.ts';
+import { createLogger, withoutPassword } from '../log.ts';
 import { buildApp } from '../server/app.ts';
 
 export interface ServeFlags {
@@ -119,15 +119,4 @@ export async function serve(flags: ServeFlags): Promise<void> {
   }
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
-}
-
-/** A connection URL as it may be printed: the password never is. */
-function withoutPassword(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
 }
