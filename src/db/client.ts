@@ -44,8 +44,9 @@ let savepoints = 0;
  *
  * SQLite has one connection shared by every request, so its transactions queue: `work` starts
  * when the previous one has ended, and must await only the database (a network call inside
- * would hold every writer). Reads outside a transaction may see a running transaction's
- * writes; nothing writes outside one.
+ * would hold every writer). A statement outside any transaction (a read, a key's last use, a
+ * lease renewal) runs on that connection too, so while one is open it sees that transaction's
+ * writes, and a single write becomes part of it.
  */
 export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Promise<T> {
   const client = (db as Db).$client as object;
