@@ -3,9 +3,11 @@ import { accessSync, constants, existsSync, mkdirSync, readFileSync, statSync } 
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
+import { is, type SQL, sql } from 'drizzle-orm';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
 import { migrate } from 'drizzle-orm/better-sqlite3/migrator';
 import type { Logger as DrizzleLogger } from 'drizzle-orm/logger';
+import { PgTransaction } from 'drizzle-orm/pg-core';
 import { dialectOf } from './dialect.ts';
 import * as schema from './schema.ts';
 import { acquireServerLock, type ServerLock, StorageStartError } from './serverLock.ts';
@@ -48,7 +50,7 @@ let savepoints = 0;
  * lease renewal) runs on that connection too, so while one is open it sees that transaction's
  * writes, and a single write becomes part of it.
  */
-export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Promise<T> {
+export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>, options: { serializeOn?: string } = {}): Promise<T> {
   const client = (db as Db).$client as object;
   // Timers and callbacks started inside a transaction keep its context after it ended: only an open one is joined.
   const found = openTransactions.getStore()?.get(client);
@@ -62,8 +64,9 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Prom
     }
   };
   if (dialectOf(db) === 'pg') {
-    type PgHandle = { transaction<R>(run: (tx: Tx) => Promise<R>, config?: { isolationLevel: 'repeatable read' }): Promise<R> };
-    if (outer) return (outer as unknown as PgHandle).transaction((tx) => inside(tx));
+    type PgHandle = { transaction<R>(run: (tx: Tx) => Promise<R>, config?: { isolationLevel: 'repeatable read' | 'read committed' }): Promise<R> };
+    // Inside a transaction (given its handle, which has no $client, or found by the root's): a savepoint, not retried alone.
+    if (outer || is(db, PgTransaction)) return ((outer ?? db) as unknown as PgHandle).transaction((tx) => inside(tx));
     // Repeatable read: a transaction sees one snapshot, and one that updates a row another
     // committed meanwhile fails and runs again on what committed (a cancel and the engine's
     // verdict on one evaluation, two batches on one APM row). Every read-modify-write here
@@ -71,7 +74,18 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>): Prom
     // mere reads of neighbouring index pages, and under load most checks were never recorded.
     for (let attempt = 1; ; attempt++) {
       try {
-        return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'repeatable read' });
+        // `serializeOn`: transactions of one key run one after the other, each seeing what the
+        // previous committed (read committed after the lock; a repeatable-read snapshot would
+        // be taken before it): a count and the insert it allows (trigger limits) stay together.
+        const key = options.serializeOn;
+        if (key === undefined) return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'repeatable read' });
+        return await (db as unknown as PgHandle).transaction(
+          async (tx) => {
+            await (tx as unknown as { execute(q: SQL): Promise<unknown> }).execute(sql`select pg_advisory_xact_lock(hashtext(${key}))`);
+            return inside(tx);
+          },
+          { isolationLevel: 'read committed' },
+        );
       } catch (err) {
         const reason = retryable(err);
         // A unique key taken meanwhile is tried once more: a body that looks before it inserts

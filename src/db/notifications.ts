@@ -2,7 +2,7 @@
 // every read: a channel is visible to a key that may see every env it lists; a subscription
 // and a delivery when their env is visible and so is their channel.
 
-import { and, asc, desc, eq, isNotNull, isNull, lt, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, isNotNull, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { changed, jsonArrayElements, jsonObjectNumber } from './dialect.ts';
 import { inList } from './lists.ts';
@@ -210,7 +210,9 @@ export async function claimDue(db: Tx, nodeId: string, now: Date, claimMs: numbe
   return await db
     .update(o)
     .set({ status: 'delivering', claimedBy: nodeId, claimExpiresAt: new Date(now.getTime() + claimMs), attempts: sql`${o.attempts} + 1` })
-    .where(sql`${o.id} in (${due})`)
+    // Still claimable as the row is written: PostgreSQL checks this again on a row another
+    // instance claimed meanwhile (it does not rerun the subquery), so a row is sent by one.
+    .where(and(sql`${o.id} in (${due})`, or(and(eq(o.status, 'pending'), lte(o.nextAttemptAt, now)), and(eq(o.status, 'delivering'), lte(o.claimExpiresAt, now)))))
     .returning();
 }
 

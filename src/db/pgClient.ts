@@ -70,6 +70,13 @@ export interface OpenPgDbOptions {
   poolSize?: number;
   /** Where a connection's failure outside a query (PostgreSQL restarted, a network cut) is told. */
   log?: PgLog;
+  /**
+   * As TOLLGATE_DB_SYNCHRONOUS for SQLite. `normal` (the default): a commit returns once
+   * PostgreSQL has it in its log buffers (synchronous_commit off): a crash of PostgreSQL or
+   * Tollgate loses nothing acknowledged, a power loss may lose the last fraction of a second,
+   * never corrupts. `full`: every commit waits for its fsync (a few ms each on common disks).
+   */
+  synchronous?: 'normal' | 'full';
 }
 
 export interface PgStore {
@@ -87,7 +94,16 @@ export interface PgStore {
  */
 export async function openPgDb(url: string, options: OpenPgDbOptions = {}): Promise<PgStore> {
   // A server must not wait forever on a database it cannot reach: it fails to start instead.
-  const pool = new pg.Pool({ connectionString: url, max: options.poolSize, connectionTimeoutMillis: 10_000, ...storePoolOptions() });
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.poolSize,
+    connectionTimeoutMillis: 10_000,
+    // A half-open connection (a network partition) must fail its query, not hold a check forever.
+    keepAlive: true,
+    query_timeout: 60_000,
+    options: options.synchronous === 'full' ? undefined : '-c synchronous_commit=off',
+    ...storePoolOptions(),
+  });
   // An idle connection dropped by the server (a restart, an admin's terminate) emits 'error' on
   // the pool; unhandled, that would end the process. The pool discards the client and opens a new one when needed.
   pool.on('error', (err) => options.log?.error({ err }, 'a PostgreSQL connection failed while idle; the pool replaces it'));

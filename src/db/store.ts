@@ -26,7 +26,7 @@ export async function openStore(where: { postgresUrl?: string; dbPath: string },
   if (where.postgresUrl) {
     let pg: Awaited<ReturnType<typeof openPgDb>>;
     try {
-      pg = await openPgDb(where.postgresUrl, { onQuery: options.onQuery, log: options.log });
+      pg = await openPgDb(where.postgresUrl, { onQuery: options.onQuery, log: options.log, synchronous: options.synchronous });
     } catch (err) {
       const e = err as { code?: string; message: string };
       throw new StorageStartError(`DATABASE_URL: cannot use PostgreSQL at ${serverOf(where.postgresUrl)} (${e.code ? `${e.code}: ` : ''}${e.message})`);

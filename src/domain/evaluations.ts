@@ -377,39 +377,43 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
     };
   });
   const initialStatus = realStatus(rules.map((r) => ({ status: 'in_progress', dryRun: r.dryRun ?? false })));
-  // Counted and inserted in one synchronous run: no other trigger of this process comes between.
-  await assertCanStartEvaluation(deps.db, deps.config.rateLimits, actor, now);
   try {
-    await transaction(deps.db, async (tx) =>
-      insertEvaluation(
-        tx,
-        {
-          id,
-          gateId: req.gateId,
-          service: req.service,
-          env: req.env,
-          identifier: req.identifier,
-          version: req.version,
-          primaryTag: req.primaryTag,
-          dryRun: req.dryRun,
-          onSourceError: req.onSourceError,
-          // Only dry-run rules: nothing can fail the gate, so it is decided (pass) from the start.
-          status: initialStatus,
-          decidedAt: initialStatus === 'pass' ? now : null,
-          justInTime: req.justInTime,
-          idempotencyKey: req.idempotencyKey,
-          rerunOf: req.rerunOf,
-          // Rules match only what the trigger may see, whoever reads the evaluation later.
-          triggerEnvs: actor.envs === null ? null : [...actor.envs],
-          triggeredById: actor.id,
-          triggeredByName: actor.name,
-          startedAt: now,
-          // The process that creates an evaluation drives it; the engine renews the lease.
-          leaseOwner: deps.nodeId,
-          leaseExpiresAt: new Date(now.getTime() + LEASE_MS),
-        },
-        rules,
-      ),
+    // The count and the insert it allows in one transaction, one per key at a time: concurrent triggers cannot all pass the limit.
+    await transaction(
+      deps.db,
+      async (tx) => {
+        await assertCanStartEvaluation(tx, deps.config.rateLimits, actor, now);
+        await insertEvaluation(
+          tx,
+          {
+            id,
+            gateId: req.gateId,
+            service: req.service,
+            env: req.env,
+            identifier: req.identifier,
+            version: req.version,
+            primaryTag: req.primaryTag,
+            dryRun: req.dryRun,
+            onSourceError: req.onSourceError,
+            // Only dry-run rules: nothing can fail the gate, so it is decided (pass) from the start.
+            status: initialStatus,
+            decidedAt: initialStatus === 'pass' ? now : null,
+            justInTime: req.justInTime,
+            idempotencyKey: req.idempotencyKey,
+            rerunOf: req.rerunOf,
+            // Rules match only what the trigger may see, whoever reads the evaluation later.
+            triggerEnvs: actor.envs === null ? null : [...actor.envs],
+            triggeredById: actor.id,
+            triggeredByName: actor.name,
+            startedAt: now,
+            // The process that creates an evaluation drives it; the engine renews the lease.
+            leaseOwner: deps.nodeId,
+            leaseExpiresAt: new Date(now.getTime() + LEASE_MS),
+          },
+          rules,
+        );
+      },
+      { serializeOn: `triggers:${actor.id}` },
     );
   } catch (err) {
     // The same idempotency key from a concurrent request: the winner answers, with the same

@@ -572,17 +572,22 @@ export async function sweepNoData(deps: Deps, stopped: () => boolean = () => fal
   let recorded = 0;
   let after: { monitorId: string; group: string } | undefined;
   while (!stopped()) {
-    const changes = await transaction(deps.db, async (tx) => {
-      const silent = await silentGroups(tx, now, { after, limit: SWEEP_BATCH });
+    const from = after;
+    // The cursor moves after the commit: a transaction run again (PostgreSQL, another instance sweeping) starts where this one did.
+    const swept = await transaction(deps.db, async (tx) => {
+      const silent = await silentGroups(tx, now, { after: from, limit: SWEEP_BATCH });
       if (silent.length === 0) return null;
-      after = silent.at(-1);
+      const last = silent.at(-1);
       const byId = new Map((await getMonitors(tx, [...new Set(silent.map((g) => g.monitorId))])).map((m) => [m.id, m]));
       const rows = silent.map((g) => ({ id: newId(), monitorId: g.monitorId, group: g.group, from: g.state, message: `no report for more than ${g.timeframe} s` }));
-      return (await markNoData(tx, rows, now)).map(
+      const changes = (await markNoData(tx, rows, now)).map(
         (t): MonitorStateChange => ({ monitor: byId.get(t.monitorId)!, group: t.group, from: t.from, to: t.to, at: t.at, message: t.message }),
       );
+      return { changes, last };
     });
-    if (changes === null) break;
+    if (swept === null) break;
+    after = swept.last;
+    const { changes } = swept;
     recorded += changes.length;
     for (const change of changes) deps.events.publish('monitor.transition', change);
     if (changes.length < SWEEP_BATCH) break;

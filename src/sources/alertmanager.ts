@@ -125,7 +125,17 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
   while (cursor.next < payload.alerts.length) {
     if (cursor.next > 0) await new Promise((resolve) => setImmediate(resolve));
     const deadline = performance.now() + SLICE_MS;
-    await inOneTransaction(deps, async (deps) => receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received));
+    // What the slice changes in memory is set back when its transaction runs again (PostgreSQL, a concurrent writer).
+    const before = { next: cursor.next, count: received.count, names: new Map(byAlertname), problems: new Set(problems) };
+    await inOneTransaction(deps, async (deps) => {
+      cursor.next = before.next;
+      received.count = before.count;
+      byAlertname.clear();
+      for (const [name, m] of before.names) byAlertname.set(name, m);
+      problems.clear();
+      for (const p of before.problems) problems.add(p);
+      return receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received);
+    });
   }
   return { received: received.count, rejected: payload.alerts.length - received.count, problems: [...problems] };
 }
@@ -138,7 +148,10 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
 async function inOneTransaction<T>(deps: Deps, apply: (deps: Deps) => T): Promise<T> {
   const held: Array<() => void> = [];
   const events: Deps['events'] = { ...deps.events, publish: (topic, payload) => void held.push(() => deps.events.publish(topic, payload)) };
-  const result = await transaction(deps.db, async (tx) => apply({ ...deps, db: tx as Deps['db'], events }));
+  const result = await transaction(deps.db, async (tx) => {
+    held.length = 0; // run again: only the last run's events are published
+    return apply({ ...deps, db: tx as Deps['db'], events });
+  });
   for (const publish of held) publish();
   return result;
 }
