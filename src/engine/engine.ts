@@ -58,8 +58,8 @@ interface ActiveRule {
 }
 
 /**
- * Checks of asynchronous runners (network sources) running at once, per rule type; the rest of
- * that type wait their turn. Synchronous checks (monitor, FDD) never wait on them.
+ * Checks running at once, per rule type (every check awaits the store; some a network source);
+ * the rest of that type wait their turn, and a slow type never holds the others.
  */
 const MAX_ASYNC_CHECKS_PER_TYPE = 64;
 
