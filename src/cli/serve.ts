@@ -74,21 +74,6 @@ export async function serve(flags: ServeFlags): Promise<void> {
   const database = config.postgresUrl ? `PostgreSQL ${withoutPassword(config.postgresUrl)}` : config.dbPath;
   log.info({ url: graphqlUrl, db: database, nodeId: config.nodeId, events: config.redisUrl ? 'redis' : 'in-process', mode: config.mode }, 'tollgate listening');
 
-  // Human-readable lines on stderr, so stdout stays pure JSON logs.
-  const lines = [`Tollgate listening on ${url}`, `  Explorer: ${url}/ (in a browser; sign in with an API key)`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
-  if (config.graphiql ?? config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
-  lines.push(`  Database: ${database}`);
-  if (config.redisUrl) lines.push(`  Events between instances: Redis ${withoutPassword(config.redisUrl)} (this instance: ${config.nodeId})`);
-  if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
-  if (app.bootstrapSecret && !config.bootstrapKey) {
-    lines.push('', `  Admin API key (shown once, stored only as a hash):`, `    ${app.bootstrapSecret}`, `  Use it as "Authorization: Bearer <key>".`);
-  } else if (config.bootstrapKey) {
-    lines.push(`  Admin API key: the value of TOLLGATE_BOOTSTRAP_KEY`);
-  } else {
-    lines.push(`  Admin API key: printed on the first start with this database.`, `  Lost it? Restart with TOLLGATE_BOOTSTRAP_KEY=<a secret of 24+ characters> to add one.`);
-  }
-  console.error(lines.join('\n'));
-
   const shutdown = (signal: string) => {
     log.info({ signal }, 'shutting down');
     const timer = setTimeout(() => {
@@ -117,6 +102,22 @@ export async function serve(flags: ServeFlags): Promise<void> {
       }
     });
   }
+  // Before the banner: whoever reads it (a supervisor, a test) may signal at once.
   process.once('SIGINT', () => shutdown('SIGINT'));
   process.once('SIGTERM', () => shutdown('SIGTERM'));
+
+  // Human-readable lines on stderr, so stdout stays pure JSON logs.
+  const lines = [`Tollgate listening on ${url}`, `  Explorer: ${url}/ (in a browser; sign in with an API key)`, `  GraphQL (HTTP and WebSocket): ${graphqlUrl}`];
+  if (config.graphiql ?? config.mode === 'development') lines.push(`  GraphiQL: ${graphqlUrl} (in a browser)`);
+  lines.push(`  Database: ${database}`);
+  if (config.redisUrl) lines.push(`  Events between instances: Redis ${withoutPassword(config.redisUrl)} (this instance: ${config.nodeId})`);
+  if (config.tls) lines.push(`  TLS certificate: ${config.tls.certFile} (kill -HUP ${process.pid} reloads it)`);
+  if (app.bootstrapSecret && !config.bootstrapKey) {
+    lines.push('', `  Admin API key (shown once, stored only as a hash):`, `    ${app.bootstrapSecret}`, `  Use it as "Authorization: Bearer <key>".`);
+  } else if (config.bootstrapKey) {
+    lines.push(`  Admin API key: the value of TOLLGATE_BOOTSTRAP_KEY`);
+  } else {
+    lines.push(`  Admin API key: printed on the first start with this database.`, `  Lost it? Restart with TOLLGATE_BOOTSTRAP_KEY=<a secret of 24+ characters> to add one.`);
+  }
+  console.error(lines.join('\n'));
 }
