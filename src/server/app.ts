@@ -40,6 +40,7 @@ export interface AppOptions {
 /** After an outage of the events between instances, evaluations changed within this are shown again (at most the limit). */
 const CATCH_UP_MS = 15 * 60_000;
 const CATCH_UP_LIMIT = 2_000;
+const CATCH_UP_PER_TURN = 50;
 
 /** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
 const LISTEN_BACKLOG = 4096;
@@ -62,8 +63,12 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   sharedEvents?.onResumed(() => {
     sharedEvents.dispatchLocally('config.changed', null);
     recentSnapshots(deps, CATCH_UP_MS, CATCH_UP_LIMIT).then(
-      (snapshots) => {
-        for (const snapshot of snapshots) sharedEvents.dispatchLocally('evaluation.changed', snapshot);
+      async (snapshots) => {
+        // A slice per turn: thousands of subscribers each filter every snapshot.
+        for (const [i, snapshot] of snapshots.entries()) {
+          if (i > 0 && i % CATCH_UP_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
+          sharedEvents.dispatchLocally('evaluation.changed', snapshot);
+        }
       },
       (err: unknown) => log.error({ err }, 'could not read evaluations again after events between instances resumed'),
     );
