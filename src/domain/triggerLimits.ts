@@ -3,7 +3,7 @@
 // counted from the database so that a restart forgets nothing.
 import type { RateLimitConfig } from '../config.ts';
 import type { Tx } from '../db/client.ts';
-import { countRunningBy, startsSince } from '../db/evaluationQuotas.ts';
+import { hasRunningAtLeast, nthStartSince } from '../db/evaluationQuotas.ts';
 import { RateLimitedError } from './errors.ts';
 import type { Principal } from './principal.ts';
 
@@ -19,19 +19,21 @@ const IN_PROGRESS_RETRY_SECONDS = 30;
  * Refuses (RATE_LIMITED) a new evaluation by `actor` past its evaluations running (in
  * progress, or decided with dry-run rules still watching: the engine's work either way) or its
  * evaluations started in the last minute (a sliding window: the oldest of them says when a
- * place frees). Run inside the transaction that creates the evaluation.
+ * place frees). Run inside the transaction that creates the evaluation, after its insert: the
+ * counts include it.
  */
 export async function assertCanStartEvaluation(tx: Tx, limits: Pick<RateLimitConfig, 'inProgress' | 'triggersPerMinute'>, actor: Principal, now: Date): Promise<void> {
-  if (limits.inProgress > 0 && (await countRunningBy(tx, actor.id, limits.inProgress)) >= limits.inProgress) {
+  // The new evaluation is already stored: the limit is passed when it makes one more than allowed.
+  if (limits.inProgress > 0 && (await hasRunningAtLeast(tx, actor.id, limits.inProgress + 1))) {
     throw new RateLimitedError(
       `API key "${actor.name}" already has ${limits.inProgress} evaluations in progress (or with dry-run rules still watching), its limit: wait for one to finish, or cancel one`,
       IN_PROGRESS_RETRY_SECONDS,
     );
   }
   if (limits.triggersPerMinute > 0) {
-    const starts = await startsSince(tx, actor.id, new Date(now.getTime() - MINUTE_MS), limits.triggersPerMinute);
-    if (starts.length >= limits.triggersPerMinute) {
-      const oldest = starts.at(-1)!;
+    // The oldest of the last `triggersPerMinute` starts before this one, if within the minute, says when a place frees.
+    const oldest = await nthStartSince(tx, actor.id, new Date(now.getTime() - MINUTE_MS), limits.triggersPerMinute + 1);
+    if (oldest) {
       const retryAfter = Math.max(1, Math.ceil((oldest.getTime() + MINUTE_MS - now.getTime()) / 1000));
       throw new RateLimitedError(
         `API key "${actor.name}" started ${limits.triggersPerMinute} evaluations in the last minute, its limit of ${limits.triggersPerMinute} evaluations per minute`,
