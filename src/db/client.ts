@@ -50,7 +50,7 @@ let savepoints = 0;
  * lease renewal) runs on that connection too, so while one is open it sees that transaction's
  * writes, and a single write becomes part of it.
  */
-export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>, options: { serializeOn?: string } = {}): Promise<T> {
+export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>, options: { readCommitted?: boolean } = {}): Promise<T> {
   const client = (db as Db).$client as object;
   // Timers and callbacks started inside a transaction keep its context after it ended: only an open one is joined.
   const found = openTransactions.getStore()?.get(client);
@@ -74,18 +74,11 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>, optio
     // mere reads of neighbouring index pages, and under load most checks were never recorded.
     for (let attempt = 1; ; attempt++) {
       try {
-        // `serializeOn`: transactions of one key run one after the other, each seeing what the
-        // previous committed (read committed after the lock; a repeatable-read snapshot would
-        // be taken before it): a count and the insert it allows (trigger limits) stay together.
-        const key = options.serializeOn;
-        if (key === undefined) return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel: 'repeatable read' });
-        return await (db as unknown as PgHandle).transaction(
-          async (tx) => {
-            await (tx as unknown as { execute(q: SQL): Promise<unknown> }).execute(sql`select pg_advisory_xact_lock(hashtext(${key}))`);
-            return inside(tx);
-          },
-          { isolationLevel: 'read committed' },
-        );
+        // Read committed for a transaction that orders itself with others through serializeOn():
+        // each statement after the lock sees what the previous holder committed (a
+        // repeatable-read snapshot would date from before the lock).
+        const isolationLevel = options.readCommitted ? 'read committed' : 'repeatable read';
+        return await (db as unknown as PgHandle).transaction((tx) => inside(tx), { isolationLevel });
       } catch (err) {
         const reason = retryable(err);
         // A unique key taken meanwhile is tried once more: a body that looks before it inserts
@@ -127,6 +120,18 @@ export async function transaction<T>(db: Tx, work: (tx: Tx) => Promise<T>, optio
     if (queues.get(sqlite) === done) queues.delete(sqlite);
     release();
   }
+}
+
+/**
+ * Inside a transaction: waits until every other transaction that called this with `key` has
+ * ended, and holds its place until this one ends. On PostgreSQL a transaction-scoped advisory
+ * lock (open it with `readCommitted`, so what the others committed is seen after the wait);
+ * SQLite's transactions already run one at a time. Take it as late as possible: the others wait
+ * for everything after it.
+ */
+export async function serializeOn(tx: Tx, key: string): Promise<void> {
+  if (dialectOf(tx) !== 'pg') return;
+  await (tx as unknown as { execute(q: SQL): Promise<unknown> }).execute(sql`select pg_advisory_xact_lock(hashtext(${key}))`);
 }
 
 /** Keyset page over UUIDv7 ids: `after`/`before` are ids, `inverted` reads backwards. */

@@ -14,9 +14,11 @@ export type Status = EvaluationRow['status'];
 
 export type { EvaluationFilter } from './evaluationFilter.ts';
 
-export async function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): Promise<void> {
-  await db.insert(evaluations).values(row);
-  await db.insert(ruleEvaluations).values(rules);
+/** Stores an evaluation and its rules; returns them as stored (defaults filled), rules in order. */
+export async function insertEvaluation(db: Tx, row: NewEvaluationRow, rules: NewRuleEvaluationRow[]): Promise<{ evaluation: EvaluationRow; rules: RuleEvaluationRow[] }> {
+  const [evaluation] = await db.insert(evaluations).values(row).returning();
+  const stored = rules.length > 0 ? await db.insert(ruleEvaluations).values(rules).returning() : [];
+  return { evaluation: evaluation!, rules: stored.sort((a, b) => a.position - b.position) };
 }
 
 // The engine reads and writes these for every check: prepared once per connection.
@@ -64,6 +66,21 @@ export async function getRuleEvaluation(db: Tx, id: string): Promise<RuleEvaluat
       db
         .select()
         .from(ruleEvaluations)
+        .where(eq(ruleEvaluations.id, sql.placeholder('id')))
+        .prepare(),
+    ),
+    { id },
+  );
+}
+
+/** A rule evaluation with its evaluation, in one statement (every check starts with both). */
+export async function getRuleWithEvaluation(db: Tx, id: string): Promise<{ rule: RuleEvaluationRow; evaluation: EvaluationRow } | undefined> {
+  return await firstRow(
+    prepared(db, 'getRuleWithEvaluation', () =>
+      db
+        .select({ rule: ruleEvaluations, evaluation: evaluations })
+        .from(ruleEvaluations)
+        .innerJoin(evaluations, eq(evaluations.id, ruleEvaluations.evaluationId))
         .where(eq(ruleEvaluations.id, sql.placeholder('id')))
         .prepare(),
     ),

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { auditEntriesOf, countAuditEntries, insertAudit } from '../db/audit.ts';
-import { type KeysetPage, transaction } from '../db/client.ts';
+import { type KeysetPage, serializeOn, transaction } from '../db/client.ts';
 import {
   countEvaluations as countEvaluationRows,
   type EvaluationFilter,
@@ -9,6 +9,7 @@ import {
   findByIdempotencyKey,
   getEvaluation as getEvaluationRow,
   getRuleEvaluation,
+  getRuleWithEvaluation,
   insertEvaluation,
   latestEvaluationsOfGates,
   listEvaluations as listEvaluationRows,
@@ -377,13 +378,12 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
     };
   });
   const initialStatus = realStatus(rules.map((r) => ({ status: 'in_progress', dryRun: r.dryRun ?? false })));
+  let snapshot: EvaluationSnapshot;
   try {
-    // The count and the insert it allows in one transaction, one per key at a time: concurrent triggers cannot all pass the limit.
-    await transaction(
+    snapshot = await transaction(
       deps.db,
       async (tx) => {
-        await assertCanStartEvaluation(tx, deps.config.rateLimits, actor, now);
-        await insertEvaluation(
+        const stored = await insertEvaluation(
           tx,
           {
             id,
@@ -412,8 +412,14 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
           },
           rules,
         );
+        // The key's limits are counted with this evaluation in, one trigger of the key at a
+        // time from here to the commit (concurrent triggers cannot all pass the limit), and
+        // only the counting waits for the others: the inserts above did not.
+        await serializeOn(tx, `triggers:${actor.id}`);
+        await assertCanStartEvaluation(tx, deps.config.rateLimits, actor, now);
+        return stored;
       },
-      { serializeOn: `triggers:${actor.id}` },
+      { readCommitted: true },
     );
   } catch (err) {
     // The same idempotency key from a concurrent request: the winner answers, with the same
@@ -424,7 +430,6 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
     }
     throw err;
   }
-  const snapshot = (await loadSnapshot(deps, id))!;
   deps.events.publish('evaluation.changed', snapshot);
   logStarted(deps, snapshot);
   logOutcome(deps, { decidedAt: null, finishedAt: null }, snapshot, null);
@@ -680,9 +685,8 @@ export async function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, upd
   let before: { evaluation: EvaluationRow; rule: RuleEvaluationRow } | undefined;
   let queued = 0;
   const snapshot = await transaction(deps.db, async (tx) => {
-    const rule = await getRuleEvaluation(tx, ruleEvaluationId);
+    const { rule, evaluation: e } = (await getRuleWithEvaluation(tx, ruleEvaluationId)) ?? {};
     if (rule?.status !== 'in_progress') return null;
-    const e = await getEvaluationRow(tx, rule.evaluationId);
     if (!e || e.finishedAt || (owner !== undefined && e.leaseOwner !== owner)) return null;
     before = { evaluation: e, rule };
     const done = update.status !== 'in_progress';
