@@ -129,7 +129,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
 
   // Revocation and expiry end every open stream of a key, on every transport.
   const keyWatch = createKeyWatch(db, deps.events, now);
-  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => storage.ready(), keyWatch });
+  const yoga = createTollgateYoga({ deps, authenticate, registry, ready: () => storage.ready(), keyWatch, admittedAs: rateLimits.admittedAs });
 
   // Plain HTTP endpoints beside GraphQL; everything else is yoga's.
   const routes: Record<string, (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>> = {

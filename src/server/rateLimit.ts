@@ -194,9 +194,20 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     return running >= limits.operations ? `at most ${limits.operations} operations may run at once for this API key, over all its connections: end one first` : null;
   }
 
+  // The answer each admitted request got, for its handler to reuse rather than ask again.
+  const answers = new WeakMap<IncomingMessage, { secret: string; auth: AuthResult; at: number }>();
+
   return {
     limits,
     openSocket,
+    /**
+     * The successful authentication of `secret` this request was admitted with, and when (the
+     * `performance.now()` of the answer); none when it was not checked here or failed.
+     */
+    admittedAs(req: IncomingMessage, secret: string | null): { auth: AuthResult; at: number } | undefined {
+      const answer = answers.get(req);
+      return answer && answer.secret === secret && answer.auth.ok ? answer : undefined;
+    },
     operationCapRefusal,
     addressOf: (req: IncomingMessage) => clientAddress(req, config.trustedProxyHops),
     refusedAddress,
@@ -232,6 +243,7 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     const blocked = await refusedAddress(secret, address);
     if (blocked) return refuse(res, surface, blocked);
     const auth = await checkKey(secret);
+    answers.set(req, { secret, auth, at: performance.now() });
     recordAuthentication(secret, address, auth);
     if (!auth.ok) return true;
     const ingestion = surface === 'otlp' || surface === 'alertmanager';

@@ -10,14 +10,14 @@ import type { AuthResult } from '../domain/apiKeys.ts';
  * before any operation is read. Once the body is in, the key is checked again (`fresh`): one
  * revoked or expired while the body was still arriving neither acts nor reads a cached response.
  */
-export function authenticateBeforeParsing(authenticateRequest: (request: Request, client?: string, fresh?: boolean) => Promise<AuthResult>): Plugin {
+export function authenticateBeforeParsing(authenticateRequest: (request: Request, req?: IncomingMessage, fresh?: boolean) => Promise<AuthResult>): Plugin {
   return {
     onRequestParse: async ({ request, serverContext, endResponse, fetchAPI }) => {
       // Under node's HTTP server, yoga's server context carries node's request.
       const req = (serverContext as { req?: IncomingMessage } | undefined)?.req;
-      const result = await authenticateRequest(request, req?.socket.remoteAddress);
+      const result = await authenticateRequest(request, req);
       // The context factory and the response cache read the fresh answer and refuse a failed one.
-      if (result.ok) return { onRequestParseDone: () => void authenticateRequest(request, req?.socket.remoteAddress, true).catch(() => {}) };
+      if (result.ok) return { onRequestParseDone: () => void authenticateRequest(request, req, true).catch(() => {}) };
       const body = JSON.stringify({ errors: [{ message: result.reason, extensions: { code: 'UNAUTHENTICATED' } }] });
       endResponse(
         new fetchAPI.Response(body, {

@@ -36,7 +36,16 @@ export interface YogaOptions {
   ready: () => Promise<{ ok: boolean; detail: string }>;
   /** Ends the streams of keys that are revoked or expire. */
   keyWatch: KeyWatch;
+  /** How the request was authenticated when it arrived, if it was (the rate limiter's answer). */
+  admittedAs?: (req: IncomingMessage, secret: string | null) => { auth: AuthResult; at: number } | undefined;
 }
+
+/**
+ * How old an answer about the caller's key may be when its request body has arrived: a body
+ * slower than this is checked again (a key revoked meanwhile is refused), a quicker one is not
+ * (as a cached answer would be no older), so a request costs one lookup on a store without a cache.
+ */
+const FRESH_ANSWER_MS = 1_000;
 
 export const GRAPHQL_PATH = '/graphql';
 
@@ -172,7 +181,7 @@ const disableIntrospection: Plugin = {
  * (every configuration write publishes an event). The key is checked on every request,
  * cached or not, so a revoked key is refused at once.
  */
-function responseCache(deps: Deps, authenticateRequest: (request: Request, client?: string) => Promise<AuthResult>) {
+function responseCache(deps: Deps, authenticateRequest: (request: Request, req?: IncomingMessage) => Promise<AuthResult>) {
   const cache = createInMemoryCache();
   // Every configuration change starts a new generation of cache keys. Invalidating by type
   // is not enough: a cached empty list holds no entity of the type it would now contain.
@@ -209,7 +218,7 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
     // HTTP only: WebSocket operations are live by nature and carry no Request to key on.
     enabled: (request?: Request) => request != null && deps.config.responseCacheTtlMs > 0,
     session: async (request: Request, context?: ServerContext) => {
-      const auth = await authenticateRequest(request, context?.req?.socket.remoteAddress);
+      const auth = await authenticateRequest(request, context?.req);
       // Unauthenticated requests get no cache entry; the context factory refuses them.
       return auth.ok ? auth.principal.id : 'unauthenticated';
     },
@@ -222,14 +231,19 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, clien
   });
 }
 
-export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch }: YogaOptions) {
+export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch, admittedAs }: YogaOptions) {
   const production = deps.config.mode === 'production';
-  // Once before the body is read and once after (`fresh`): the response cache and the context factory both need the caller.
-  const authByRequest = new WeakMap<Request, Promise<AuthResult>>();
-  const authenticateRequest = (request: Request, client?: string, fresh = false): Promise<AuthResult> => {
-    let result = fresh ? undefined : authByRequest.get(request);
-    if (!result) authByRequest.set(request, (result = authenticate(secretFromAuthorization(request.headers.get('authorization')), client)));
-    return result;
+  // Once before the body is read (the answer the request was admitted with, if any) and again
+  // after it (`fresh`) if that took long: the response cache and the context factory both need the caller.
+  const authByRequest = new WeakMap<Request, { result: Promise<AuthResult>; at: number }>();
+  const authenticateRequest = (request: Request, req?: IncomingMessage, fresh = false): Promise<AuthResult> => {
+    const known = authByRequest.get(request);
+    if (known && (!fresh || performance.now() - known.at < FRESH_ANSWER_MS)) return known.result;
+    const secret = secretFromAuthorization(request.headers.get('authorization'));
+    const admitted = !known && req ? admittedAs?.(req, secret) : undefined;
+    const answer = admitted ? { result: Promise.resolve(admitted.auth), at: admitted.at } : { result: authenticate(secret, req?.socket.remoteAddress), at: performance.now() };
+    authByRequest.set(request, answer);
+    return answer.result;
   };
   const armor = new EnvelopArmor({
     maxDepth: { n: 12 },
@@ -258,7 +272,7 @@ export function createTollgateYoga({ deps, authenticate, registry, ready, keyWat
     maskedErrors: { maskError: maskError() },
     context: async ({ request, principal, req }): Promise<Context> => {
       if (principal) return { deps, principal };
-      const result: AuthResult = request ? await authenticateRequest(request, req?.socket.remoteAddress) : { ok: false, reason: 'no credentials' };
+      const result: AuthResult = request ? await authenticateRequest(request, req) : { ok: false, reason: 'no credentials' };
       if (!result.ok) {
         throw new GraphQLError(result.reason, {
           extensions: { code: 'UNAUTHENTICATED', http: { status: 401, headers: { 'WWW-Authenticate': 'Bearer' } } },
