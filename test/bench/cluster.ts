@@ -293,52 +293,68 @@ if (noPg) {
 }
 
 const lines: string[] = [];
+/** `BENCH_CLUSTER=single` (or any of sqlite, single, cluster) runs only those setups. */
+const setups = new Set((process.env.BENCH_CLUSTER ?? 'sqlite,single,cluster').split(','));
+const spans = (label: string, r: { spans: number; failed: number }, baseline?: { spans: number }) =>
+  `  ${label.padEnd(40)} ${r.spans.toFixed(0).padStart(7)} spans/s${baseline ? `  x${(r.spans / baseline.spans).toFixed(2)}` : ''}${r.failed > 0 ? `  (${r.failed} requests failed or timed out)` : ''}`;
+const latencyLines: string[] = [];
+const spanLines: string[] = [];
+let singleLatency: LatencyResult | undefined;
+let singleSpans: Awaited<ReturnType<typeof otlpRate>> | undefined;
 // Latency first on every fresh setup; on the cluster the kill before it, on a fresh cluster, so it
 // does not inherit a backlog (the killed instance is started again for the latency run).
-const sqlite = await sqliteSetup();
-let sqliteSpans: Awaited<ReturnType<typeof otlpRate>>;
-let sqliteLatency: LatencyResult;
-try {
-  sqliteLatency = await triggerToVerdict(sqlite, 'bench-trigger');
-  sqliteSpans = await otlpRate(sqlite);
-} finally {
-  await sqlite.stop();
+if (setups.has('single')) {
+  const single = await pgSetup('PostgreSQL + Redis, 1 instance (baseline)', 1);
+  try {
+    singleLatency = await triggerToVerdict(single, 'bench-trigger');
+    singleSpans = await otlpRate(single);
+  } finally {
+    await single.stop();
+  }
+  latencyLines.push(latencyRow(single.label, singleLatency, singleLatency));
+  spanLines.push(spans(single.label, singleSpans));
 }
-const single = await pgSetup('PostgreSQL + Redis, 1 instance (baseline)', 1);
-let singleSpans: Awaited<ReturnType<typeof otlpRate>>;
-let singleLatency: LatencyResult;
-try {
-  singleLatency = await triggerToVerdict(single, 'bench-trigger');
-  singleSpans = await otlpRate(single);
-} finally {
-  await single.stop();
+if (setups.has('sqlite')) {
+  const sqlite = await sqliteSetup();
+  try {
+    const latency = await triggerToVerdict(sqlite, 'bench-trigger');
+    const rate = await otlpRate(sqlite);
+    latencyLines.unshift(latencyRow(sqlite.label, latency, singleLatency ?? latency));
+    spanLines.unshift(spans(sqlite.label, rate, singleSpans));
+  } finally {
+    await sqlite.stop();
+  }
 }
-const cluster = await pgSetup('PostgreSQL + Redis, 3 instances', 3);
-try {
-  const kill = await killOne(cluster);
-  await cluster.restart(cluster.instances.length - 1);
-  const clusterLatency = await triggerToVerdict(cluster, 'bench-trigger');
-  const clusterSpans = await otlpRate(cluster);
-  const p99 = percentile(clusterLatency.latencies, 99);
-  const spans = (label: string, r: { spans: number; failed: number }) =>
-    `  ${label.padEnd(40)} ${r.spans.toFixed(0).padStart(7)} spans/s  x${(r.spans / singleSpans.spans).toFixed(2)}${r.failed > 0 ? `  (${r.failed} requests failed or timed out)` : ''}`;
-  lines.push(
-    `A. trigger → verdict pushed over graphql-ws to a subscriber on the next instance, ${RATE} triggers/s for ${SECONDS} s, round-robin (target p99 ≤ 100 ms)`,
-    `  ${'setup'.padEnd(40)} ${'verdicts'.padStart(9)} ${'p50'.padStart(9)} ${'p95'.padStart(9)} ${'p99'.padStart(9)} ${'rate'.padStart(8)} ${'loop p99'.padStart(9)}  p99 vs baseline`,
-    latencyRow(sqlite.label, sqliteLatency, singleLatency),
-    latencyRow(single.label, singleLatency, singleLatency),
-    latencyRow(cluster.label, clusterLatency, singleLatency),
-    `  cluster p99 ${p99 <= 100 ? 'within target' : `ABOVE target by ${Number.isFinite(p99) ? fmt(p99 - 100) : 'more than the drain time'}`}; rate: verdicts received per second; loop p99: worst instance's event-loop delay`,
-    `B. OTLP/HTTP protobuf, batches of ${SPANS_PER_BATCH} spans, ${OTLP_CONNECTIONS} connections per instance, ${OTLP_SECONDS} s`,
-    spans(sqlite.label, sqliteSpans),
-    spans(single.label, singleSpans),
-    spans(cluster.label, clusterSpans),
-    `C. kill -9 of one of 3 instances, ${IN_PROGRESS} evaluations in progress (${WINDOW_S} s monitor windows, monitor OK)`,
-    `  on the killed instance: ${kill.onVictim}; its leases had ${kill.leaseLeftS.toFixed(1)} s left at the kill`,
-    `  all taken over by the others after ${kill.takenOverS.toFixed(1)} s (target ≤ ${LEASE_S + 5} s) ${kill.takenOverS <= LEASE_S + 5 ? 'OK' : 'ABOVE TARGET'}`,
-    `  all finished ${kill.finishedS.toFixed(1)} s after the first trigger: ${JSON.stringify(kill.statuses)} ${kill.statuses.pass === IN_PROGRESS ? 'OK' : `NOT ALL PASS: ${JSON.stringify(kill.failures)}`}`,
-  );
-} finally {
-  await cluster.stop();
+let killLines: string[] = [];
+if (setups.has('cluster')) {
+  const cluster = await pgSetup('PostgreSQL + Redis, 3 instances', 3);
+  try {
+    const kill = await killOne(cluster);
+    await cluster.restart(cluster.instances.length - 1);
+    const clusterLatency = await triggerToVerdict(cluster, 'bench-trigger');
+    const clusterSpans = await otlpRate(cluster);
+    const p99 = percentile(clusterLatency.latencies, 99);
+    latencyLines.push(
+      latencyRow(cluster.label, clusterLatency, singleLatency ?? clusterLatency),
+      `  cluster p99 ${p99 <= 100 ? 'within target' : `ABOVE target by ${Number.isFinite(p99) ? fmt(p99 - 100) : 'more than the drain time'}`}; rate: verdicts received per second; loop p99: worst instance's event-loop delay`,
+    );
+    spanLines.push(spans(cluster.label, clusterSpans, singleSpans));
+    killLines = [
+      `C. kill -9 of one of 3 instances, ${IN_PROGRESS} evaluations in progress (${WINDOW_S} s monitor windows, monitor OK)`,
+      `  on the killed instance: ${kill.onVictim}; its leases had ${kill.leaseLeftS.toFixed(1)} s left at the kill`,
+      `  all taken over by the others after ${kill.takenOverS.toFixed(1)} s (target ≤ ${LEASE_S + 5} s) ${kill.takenOverS <= LEASE_S + 5 ? 'OK' : 'ABOVE TARGET'}`,
+      `  all finished ${kill.finishedS.toFixed(1)} s after the first trigger: ${JSON.stringify(kill.statuses)} ${kill.statuses.pass === IN_PROGRESS ? 'OK' : `NOT ALL PASS: ${JSON.stringify(kill.failures)}`}`,
+    ];
+  } finally {
+    await cluster.stop();
+  }
 }
+lines.push(
+  `A. trigger → verdict pushed over graphql-ws to a subscriber on the next instance, ${RATE} triggers/s for ${SECONDS} s, round-robin (target p99 ≤ 100 ms)`,
+  `  ${'setup'.padEnd(40)} ${'verdicts'.padStart(9)} ${'p50'.padStart(9)} ${'p95'.padStart(9)} ${'p99'.padStart(9)} ${'rate'.padStart(8)} ${'loop p99'.padStart(9)}  p99 vs baseline`,
+  ...latencyLines,
+  `B. OTLP/HTTP protobuf, batches of ${SPANS_PER_BATCH} spans, ${OTLP_CONNECTIONS} connections per instance, ${OTLP_SECONDS} s`,
+  ...spanLines,
+  ...killLines,
+);
 console.log(lines.join('\n'));
