@@ -1,4 +1,4 @@
-import { claimUnfinished, type EvaluationRow, getEvaluation, getRuleEvaluation, type RuleEvaluationRow, releaseLeases, renewLeases, runningRulesOf } from '../db/evaluations.ts';
+import { claimUnfinished, type EvaluationRow, getRuleWithEvaluation, type RuleEvaluationRow, releaseLeases, renewLeases, runningRulesOf } from '../db/evaluations.ts';
 import type { Deps } from '../domain/deps.ts';
 import { SourceError, storageFailure } from '../domain/errors.ts';
 import { type EvaluationSnapshot, LEASE_MS, loadSnapshot, type RuleUpdate, recordRuleUpdate } from '../domain/evaluations.ts';
@@ -255,8 +255,7 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
 
   async function runCheck(id: string): Promise<void> {
     if (stopped) return;
-    const rule = await getRuleEvaluation(deps.db, id);
-    const evaluation = rule && (await getEvaluation(deps.db, rule.evaluationId));
+    const { rule, evaluation } = (await getRuleWithEvaluation(deps.db, id)) ?? {};
     // Another engine took the evaluation over (our lease lapsed): its checks are that engine's now.
     if (!rule || !evaluation || rule.status !== 'in_progress' || evaluation.finishedAt || evaluation.leaseOwner !== nodeId) {
       untrack(id);
