@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { type GraphQLError, type GraphQLNamedType, type GraphQLObjectType, GraphQLSchema, getNamedType, isLeafType, isObjectType, isUnionType, parse } from 'graphql';
+import { rulesOf as keptRulesOf, listGates } from '../src/domain/gates.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
 import { schema } from '../src/graphql/index.ts';
 import { queriesTakeOneOf } from '../src/server/compiledQueries.ts';
 import { estimateCost, MAX_QUERY_COST } from '../src/server/queryCost.ts';
@@ -349,6 +351,73 @@ describe('gates and rules kept between reads', () => {
       (await rulesOf('api')).map((r: any) => r.name),
       ['z'],
     );
+  });
+});
+
+describe('a read a configuration change overtakes is answered, not kept', () => {
+  let s: TestServer;
+  const statements: string[] = [];
+  /** Runs once, synchronously, as the next statement it matches is sent: the change arrives while that read is in flight. */
+  let during: { statement: RegExp; run: () => void } | undefined;
+  before(async () => {
+    s = await startServer(
+      {},
+      {
+        onQuery: (sql) => {
+          statements.push(sql);
+          if (!during?.statement.test(sql)) return;
+          const { run } = during;
+          during = undefined;
+          run();
+        },
+      },
+    );
+  });
+  after(() => s?.stop());
+
+  const configChanged = () => s.app.deps.events.publish('config.changed', null);
+  const since = (from: number, statement: RegExp) => statements.slice(from).filter((q) => statement.test(q)).length;
+  const RULES_READ = /from "rules"/i;
+  const GATE_ROWS_READ = /^select "id", "service"/i;
+  async function gate(service: string, rule: string): Promise<string> {
+    const r = await s.gql('mutation($i: CreateGateInput!) { createGate(input: $i) { id } }', {
+      i: { service, env: 'prod', rules: [{ name: rule, options: { monitor: { query: `service:${service}`, duration: 60 } } }] },
+    });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    return r.data.createGate.id;
+  }
+
+  test('rules: the overtaken read is answered, read again next time, then kept; rules kept before it stay in its answer', async () => {
+    const kept = await gate('overtaken-a', 'a');
+    const other = await gate('overtaken-b', 'b');
+    const names = (rules: readonly { name: string }[]) => rules.map((r) => r.name);
+    assert.deepEqual(names(await keptRulesOf(s.app.deps, [kept])), ['a']);
+    during = { statement: RULES_READ, run: configChanged };
+    assert.deepEqual(names(await keptRulesOf(s.app.deps, [kept, other])), ['a', 'b'], 'the kept gate’s rules and the read ones');
+    assert.equal(during, undefined, 'the change arrived during the read');
+    let from = statements.length;
+    assert.deepEqual(names(await keptRulesOf(s.app.deps, [kept, other])), ['a', 'b']);
+    assert.equal(since(from, RULES_READ), 1, 'nothing of the overtaken read was kept');
+    from = statements.length;
+    assert.deepEqual(names(await keptRulesOf(s.app.deps, [kept, other])), ['a', 'b']);
+    assert.equal(since(from, RULES_READ), 0, 'a read nothing overtook is kept');
+  });
+
+  test('gates: the overtaken read is answered, read again next time, then kept', async () => {
+    await gate('overtaken-c', 'c');
+    const page = { limit: 100, inverted: false };
+    const services = async () => (await listGates(s.app.deps, SYSTEM, {}, page)).map((g) => g.service).sort();
+    configChanged();
+    during = { statement: GATE_ROWS_READ, run: configChanged };
+    const all = await services();
+    assert.ok(all.includes('overtaken-c'));
+    assert.equal(during, undefined, 'the change arrived during the read');
+    let from = statements.length;
+    assert.deepEqual(await services(), all);
+    assert.equal(since(from, GATE_ROWS_READ), 1, 'nothing of the overtaken read was kept');
+    from = statements.length;
+    assert.deepEqual(await services(), all);
+    assert.equal(since(from, GATE_ROWS_READ), 0, 'a read nothing overtook is kept');
   });
 });
 

@@ -4,7 +4,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from 'graphql-ws';
 import WebSocket from 'ws';
+import { insertBacktest } from '../src/db/backtests.ts';
+import { newId } from '../src/domain/ids.ts';
 import type { MonitorStateChange } from '../src/domain/monitors.ts';
+import { schema } from '../src/graphql/index.ts';
+import { startsWithState } from '../src/server/sharedSubscriptions.ts';
 import { ADMIN_KEY, driver, jitMonitor, sleep, startServer, subscribeQueue, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -249,6 +253,61 @@ describe('shared subscriptions', () => {
     }
     assert.equal((await metric('tollgate_ws_shared_executions_total')) - executionsBefore, full.length, 'one execution per revision for all forty');
     await untilRunning(0, 0);
+  });
+
+  test('backtestProgress: a second identical subscriber joining the running group gets the current state', async () => {
+    // A running backtest no job replays (not published): nothing changes it, so the current
+    // state is all either subscriber can be shown.
+    const row = await insertBacktest(s.app.deps.db, {
+      id: newId(),
+      gateId: null,
+      service: 'fan-backtest',
+      env: 'prod',
+      configuration: { dryRun: false, onSourceError: 'fail', rules: [] },
+      from: new Date(Date.now() - 3_600_000),
+      to: new Date(),
+      status: 'running',
+      results: [],
+      skippedRules: [],
+      nodeId: s.app.deps.nodeId,
+      triggerEnvs: null,
+      createdById: 'fanout-test',
+      createdByName: 'fanout-test',
+      createdAt: new Date(),
+    });
+    const query = 'subscription($id: ID!) { backtestProgress(id: $id) { id status revision } }';
+    const operationsBefore = await metric('tollgate_ws_operations');
+    const executionsBefore = await metric('tollgate_ws_shared_executions_total');
+    const first = collect(s.ws(), query, { id: row.id });
+    await first.until(() => first.values.length >= 1, 'the current state for the first subscriber');
+    await untilRunning(1, operationsBefore + 1);
+    const second = collect(s.ws(), query, { id: row.id });
+    await untilRunning(1, operationsBefore + 2);
+    await second.until(() => second.values.length >= 1, 'the current state for the second subscriber', 1000);
+    const state = { data: { backtestProgress: { id: row.id, status: 'RUNNING', revision: 1 } } };
+    assert.deepEqual(first.values, [state]);
+    assert.deepEqual(second.values, [state]);
+    assert.equal((await metric('tollgate_ws_shared_executions_total')) - executionsBefore, 1, 'the state the second was sent is the group’s, not an execution of its own');
+    first.dispose();
+    second.dispose();
+    await untilRunning(0, 0);
+  });
+
+  test('every Subscription field declares whether its stream starts with the current state', () => {
+    // A late joiner of a shared group is sent the group's newest result only for the fields that
+    // say so: one that starts with a state but did not say it would leave such joiners waiting.
+    const fields = Object.values(schema.getSubscriptionType()!.getFields());
+    assert.ok(fields.length > 0);
+    for (const field of fields) {
+      assert.equal(typeof field.extensions.startsWithState, 'boolean', `Subscription.${field.name} declares STARTS_WITH_STATE or CHANGES_ONLY (src/graphql/builder.ts)`);
+    }
+    assert.deepEqual(
+      fields
+        .filter((f) => startsWithState(schema, f.name))
+        .map((f) => f.name)
+        .sort(),
+      ['backtestProgress', 'evaluationUpdated'],
+    );
   });
 
   test('subscriptions that differ only in variables, or that fail to start, are not mixed up', async () => {

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openDb } from '../src/db/client.ts';
-import { revokeApiKey } from '../src/domain/apiKeys.ts';
+import { createAuthenticator, ensureBootstrapKey, revokeApiKey } from '../src/domain/apiKeys.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { createKeyWatch, type KeyEnd } from '../src/domain/keyWatch.ts';
 import { type Principal, SYSTEM } from '../src/domain/principal.ts';
@@ -289,5 +289,45 @@ describe('the key watch leaves nothing behind', () => {
     assert.equal(ended, false);
     stop();
     watch.close();
+  });
+});
+
+describe('authentication merges concurrent lookups of one secret', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-auth-burst-'));
+  const statements: string[] = [];
+  const db = openDb(join(dir, 'keys.db'), { onQuery: (sql) => statements.push(sql) });
+  after(() => {
+    db.$client.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const lookups = (from: number) => statements.slice(from).filter((q) => /^select .* from "api_keys"/i.test(q)).length;
+
+  test('50 concurrent authentications of one key (no cache, as on PostgreSQL) cost one lookup; the next one looks again', async () => {
+    const secret = 'burst-key-0123456789abcdefghijklmn';
+    await ensureBootstrapKey(db, new Date(), secret);
+    const events = createEvents();
+    const authenticate = createAuthenticator(db, () => new Date(), events, { cacheMs: 0 });
+    let from = statements.length;
+    const results = await Promise.all(Array.from({ length: 50 }, () => authenticate(secret)));
+    assert.ok(results.every((r) => r.ok && r.principal.name === 'bootstrap'));
+    assert.equal(lookups(from), 1, 'one lookup for the burst');
+    // Settled: nothing is held past the lookup (no cache here), so a later request asks again.
+    from = statements.length;
+    assert.equal((await authenticate(secret)).ok, true);
+    assert.equal(lookups(from), 1);
+    // Concurrent lookups of different secrets are not merged, and each gets its own answer.
+    from = statements.length;
+    const [good, bad] = await Promise.all([authenticate(secret), authenticate('not-a-key-0123456789abcdefghijklmn')]);
+    assert.equal(good.ok, true);
+    assert.deepEqual(bad, { ok: false, reason: 'invalid API key' });
+    assert.equal(lookups(from), 2);
+    // A configuration change (a revocation) while a lookup runs: the requests after it look again.
+    from = statements.length;
+    const before = authenticate(secret);
+    events.publish('config.changed', null);
+    const afterChange = authenticate(secret);
+    assert.equal((await before).ok, true);
+    assert.equal((await afterChange).ok, true);
+    assert.equal(lookups(from), 2);
   });
 });

@@ -177,6 +177,7 @@ export type AuthResult = { ok: true; principal: Principal } | { ok: false; reaso
 export function createAuthenticator(db: Db, now: () => Date = () => new Date(), events?: Events, options: { cacheMs?: number } = {}) {
   const cacheMs = options.cacheMs ?? AUTH_CACHE_MS;
   const lookup = preparedKeyLookup(db);
+  const checkOnce = mergingConcurrent(check, events);
   const lastTouched = new Map<string, number>();
   // Recent answers, so a busy client costs a map lookup instead of a hash and a query. A key
   // revoked or changed in this process is forgotten at once; in other processes within AUTH_CACHE_MS.
@@ -187,7 +188,7 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
     const t0 = now().getTime();
     const hit = recent.get(secret);
     if (hit && hit.until > t0) return hit.result;
-    const result = await check(secret);
+    const result = await checkOnce(secret);
     if (recent.size > 10_000) recent.clear();
     if (result.ok && cacheMs > 0) recent.set(secret, { result, until: Math.min(t0 + cacheMs, expiryOf(result)) });
     return result;
@@ -217,6 +218,27 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
       principal: { id: row.id, name: row.name, scopes: new Set(row.scopes as Scope[]), envs: row.envs ?? null, expiresAt: row.expiresAt },
     };
   }
+}
+
+/**
+ * `check`, shared by the calls for one secret made while it runs: a burst of sockets or requests
+ * of one key (a deploy's jobs, a dashboard reconnecting) costs one lookup, where no answer is
+ * cached (PostgreSQL). Forgotten once settled; a configuration change (a revocation) makes the
+ * calls after it start a lookup of their own.
+ */
+function mergingConcurrent(check: (secret: string) => Promise<AuthResult>, events: Events | undefined): (secret: string) => Promise<AuthResult> {
+  const inFlight = new Map<string, Promise<AuthResult>>();
+  events?.on('config.changed', () => inFlight.clear());
+  return (secret) => {
+    let pending = inFlight.get(secret);
+    if (!pending) {
+      const started: Promise<AuthResult> = check(secret).finally(() => {
+        if (inFlight.get(secret) === started) inFlight.delete(secret);
+      });
+      inFlight.set(secret, (pending = started));
+    }
+    return pending;
+  };
 }
 
 /**

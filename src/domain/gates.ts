@@ -190,6 +190,13 @@ interface Kept {
   gates: Map<string, GateRow>;
   rules: Map<string, readonly RuleRow[]>;
   ruleWeight: number;
+  /**
+   * Bumped by every config.changed. A read during which it moved may hold rows older than the
+   * change (read before the write committed, its event arriving while the rows were on their
+   * way, as it may from another instance through Redis): such a read is answered, not kept, or
+   * it would be served until the next change.
+   */
+  generation: number;
 }
 const keptOf = new WeakMap<Deps, Kept>();
 /** Gates kept at most; past it, the map starts over. */
@@ -204,8 +211,9 @@ const MAX_RULE_WEIGHT_KEPT = 100_000;
 function kept(deps: Deps): Kept {
   let k = keptOf.get(deps);
   if (!k) {
-    const fresh: Kept = { gates: new Map(), rules: new Map(), ruleWeight: 0 };
+    const fresh: Kept = { gates: new Map(), rules: new Map(), ruleWeight: 0, generation: 0 };
     deps.events.on('config.changed', () => {
+      fresh.generation++;
       fresh.gates.clear();
       fresh.rules.clear();
       fresh.ruleWeight = 0;
@@ -229,38 +237,66 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Gates by id, read once and kept until a configuration change, as their rules (below). */
+/**
+ * Gates by id, read once and kept until a configuration change, as their rules (below). The
+ * answer is what was kept when asked plus what was read: a change during the read empties the
+ * maps, and must not take the kept rows out of this answer.
+ */
 async function keptGates(deps: Deps, ids: readonly string[]): Promise<GateRow[]> {
   const k = kept(deps);
-  const missing = ids.filter((id) => !k.gates.has(id));
-  if (missing.length > 0) {
-    if (k.gates.size + missing.length > MAX_GATES_KEPT) k.gates.clear();
-    for (const gate of await getGateRows(deps.db, missing)) k.gates.set(gate.id, deepFreeze(gate));
+  const found = new Map<string, GateRow>();
+  const missing: string[] = [];
+  for (const id of ids) {
+    const gate = k.gates.get(id);
+    if (gate) found.set(id, gate);
+    else missing.push(id);
   }
-  return ids.flatMap((id) => k.gates.get(id) ?? []);
+  if (missing.length > 0) {
+    const generation = k.generation;
+    const read = await getGateRows(deps.db, missing);
+    const keep = k.generation === generation;
+    if (keep && k.gates.size + read.length > MAX_GATES_KEPT) k.gates.clear();
+    for (const gate of read) {
+      found.set(gate.id, deepFreeze(gate));
+      if (keep) k.gates.set(gate.id, gate);
+    }
+  }
+  return ids.flatMap((id) => found.get(id) ?? []);
 }
 
 /** Batched for loaders: at most one statement for any number of gates, none when all are kept. */
 export async function rulesOf(deps: Deps, gateIds: readonly string[]): Promise<RuleRow[]> {
   const k = kept(deps);
-  const missing = [...new Set(gateIds.filter((id) => !k.rules.has(id)))];
-  if (missing.length === 0) return gateIds.flatMap((id) => k.rules.get(id) ?? []);
-  const read = new Map<string, RuleRow[]>(missing.map((id) => [id, []]));
-  let weight = 0;
-  for (const rule of await rulesOfGates(deps.db, missing)) {
-    read.get(rule.gateId)?.push(deepFreeze(rule));
-    weight += ruleWeight(rule);
+  const found = new Map<string, readonly RuleRow[]>();
+  const missing = new Set<string>();
+  for (const id of gateIds) {
+    const rules = k.rules.get(id);
+    if (rules) found.set(id, rules);
+    else missing.add(id);
   }
-  if (k.ruleWeight + weight > MAX_RULE_WEIGHT_KEPT) {
-    k.rules.clear();
-    k.ruleWeight = 0;
+  if (missing.size > 0) {
+    const generation = k.generation;
+    const read = new Map<string, RuleRow[]>([...missing].map((id) => [id, []]));
+    let weight = 0;
+    for (const rule of await rulesOfGates(deps.db, [...missing])) {
+      read.get(rule.gateId)?.push(deepFreeze(rule));
+      weight += ruleWeight(rule);
+    }
+    // A read heavier than everything that may be kept is answered, not kept; so is one a
+    // configuration change overtook (see Kept.generation).
+    const keep = k.generation === generation && weight <= MAX_RULE_WEIGHT_KEPT;
+    if (keep && k.ruleWeight + weight > MAX_RULE_WEIGHT_KEPT) {
+      k.rules.clear();
+      k.ruleWeight = 0;
+    }
+    for (const [id, rules] of read) {
+      Object.freeze(rules);
+      found.set(id, rules);
+      if (keep) k.rules.set(id, rules);
+    }
+    if (keep) k.ruleWeight += weight;
   }
-  // A read heavier than everything that may be kept is answered, not kept.
-  if (weight <= MAX_RULE_WEIGHT_KEPT) {
-    for (const [id, rules] of read) k.rules.set(id, Object.freeze(rules));
-    k.ruleWeight += weight;
-  }
-  return gateIds.flatMap((id) => k.rules.get(id) ?? read.get(id) ?? []);
+  return gateIds.flatMap((id) => found.get(id) ?? []);
 }
 
 export async function getRule(deps: Deps, actor: Principal, id: string): Promise<RuleRow | null> {

@@ -15,7 +15,7 @@ import {
   type SkippedRule,
   startBacktest,
 } from '../domain/backtests.ts';
-import { builder } from './builder.ts';
+import { builder, STARTS_WITH_STATE } from './builder.ts';
 import { EvaluationConfigurationInput } from './evaluation.ts';
 import { RuleType } from './rule.ts';
 
@@ -190,6 +190,7 @@ builder.mutationField('cancelBacktest', (t) =>
 
 builder.subscriptionField('backtestProgress', (t) =>
   t.field({
+    extensions: STARTS_WITH_STATE,
     type: Backtest,
     authScopes: READ,
     description: 'The backtest now, then after each deploy replayed, until it ends.',

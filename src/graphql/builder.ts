@@ -64,3 +64,13 @@ export const builder = new SchemaBuilder<{
     },
   },
 });
+
+/**
+ * What a Subscription field's stream starts with, in its `extensions`: every Subscription field
+ * declares one of these (test/fanout.test.ts fails for one that does not). A WebSocket
+ * subscriber joining a running group of identical subscriptions (src/server/sharedSubscriptions.ts)
+ * is sent the group's newest result first only for a stream that starts with the current state.
+ */
+export const STARTS_WITH_STATE = { startsWithState: true } as const;
+/** See STARTS_WITH_STATE: a stream of changes only, from the moment it starts. */
+export const CHANGES_ONLY = { startsWithState: false } as const;

@@ -36,7 +36,7 @@ import { type MetricEvidenceView, type MetricPointView, readMetricEvidence } fro
 import { ruleEvaluationFor } from '../domain/ruleEvidence.ts';
 import { MAX_RULE_TRANSITIONS, type RuleTransition, ruleTransitions } from '../domain/ruleTimeline.ts';
 import type { WebhookCallEvidence, WebhookEvidence, WebhookTry } from '../engine/webhookRule.ts';
-import { builder } from './builder.ts';
+import { builder, CHANGES_ONLY, STARTS_WITH_STATE } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import type { Context } from './context.ts';
 import { Gate, gateLoader, SourceErrorPolicy } from './gate.ts';
@@ -714,6 +714,7 @@ builder.mutationField('overrideEvaluation', (t) =>
 
 builder.subscriptionField('evaluationUpdated', (t) =>
   t.field({
+    extensions: STARTS_WITH_STATE,
     type: Evaluation,
     authScopes: READ,
     description: 'The evaluation now, then each change of it or one of its rules, in order, until it finishes.',
@@ -725,6 +726,7 @@ builder.subscriptionField('evaluationUpdated', (t) =>
 
 builder.subscriptionField('evaluationEvents', (t) =>
   t.field({
+    extensions: CHANGES_ONLY,
     type: Evaluation,
     authScopes: READ,
     description: 'Every change of every evaluation matching the filter (status: the real status after the change).',

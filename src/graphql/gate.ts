@@ -18,7 +18,7 @@ import {
   updateGateInputSchema,
 } from '../domain/gates.ts';
 import { gateChanges } from '../domain/live.ts';
-import { builder } from './builder.ts';
+import { builder, CHANGES_ONLY } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import type { Context } from './context.ts';
 import { BATCH_ONLY, childrenLoader } from './loaders.ts';
@@ -234,6 +234,7 @@ builder.mutationField('deleteGate', (t) =>
 
 builder.subscriptionField('gateEvents', (t) =>
   t.field({
+    extensions: CHANGES_ONLY,
     type: GateEventRef,
     authScopes: { 'gates:read': true },
     description: 'Gates created, updated (including their rules) and deleted, for live configuration views.',

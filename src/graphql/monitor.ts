@@ -21,7 +21,7 @@ import {
   updateMonitorInputSchema,
   worstState,
 } from '../domain/monitors.ts';
-import { builder } from './builder.ts';
+import { builder, CHANGES_ONLY } from './builder.ts';
 import { totalCountFields, withTotalCount } from './connections.ts';
 import { childrenLoader } from './loaders.ts';
 
@@ -275,6 +275,7 @@ builder.mutationField('reportMonitorState', (t) =>
 
 builder.subscriptionField('monitorStateChanged', (t) =>
   t.field({
+    extensions: CHANGES_ONLY,
     type: MonitorStateChangeRef,
     authScopes: READ,
     description:

@@ -4,7 +4,7 @@
 // that visibility, serializes each result once and writes it to every member's socket under the
 // member's own operation id. Per member and event: a readiness check and a socket write.
 import { createHash, randomUUID } from 'node:crypto';
-import type { ExecutionResult } from 'graphql';
+import type { ExecutionResult, GraphQLSchema } from 'graphql';
 import { isAsyncIterable } from 'graphql-yoga';
 import type { Counter, Gauge } from 'prom-client';
 import type { WebSocket } from 'ws';
@@ -14,11 +14,15 @@ import { hasScope, type Principal, SCOPES } from '../domain/principal.ts';
 import type { Logger } from '../log.ts';
 
 /**
- * Subscriptions whose stream starts with the current state (then every change): a member that
- * joins a running group is first sent the newest result the group has sent, which is that state
- * as of the last change written, and then every later one, as a stream of its own would.
+ * Whether the Subscription field's stream starts with the current state (then every change), as
+ * the field declares it in its extensions (STARTS_WITH_STATE, src/graphql/builder.ts): a member
+ * that joins a running group of such a field is first sent the newest result the group has sent,
+ * which is that state as of the last change written, and then every later one, as a stream of
+ * its own would. Read from the schema, so a new field cannot be left out of a list kept here.
  */
-const STATE_FIELDS = new Set(['evaluationUpdated']);
+export function startsWithState(schema: GraphQLSchema, rootField: string): boolean {
+  return schema.getSubscriptionType()?.getFields()[rootField]?.extensions.startsWithState === true;
+}
 
 /** The id under which every group's stream runs: no key has it, so no revocation ends a group. */
 const GROUP_PRINCIPAL_ID = 'shared-subscription';
@@ -70,7 +74,8 @@ interface Group {
 export interface ShareTicket {
   /** The group's key: hash of the operation and the visibility. */
   key: string;
-  rootField: string | undefined;
+  /** The operation's root field starts its stream with the current state: see startsWithState. */
+  startsWithState: boolean;
   principal: Principal;
   socket: WebSocket;
   id: string;
@@ -161,7 +166,7 @@ export function createSharedSubscriptions({ log, keyWatch, metrics }: { log: Log
   function startGroup(key: string, ticket: ShareTicket): Group {
     const { scopes, envs } = visibilityOf(ticket.principal);
     const principal: Principal = { id: GROUP_PRINCIPAL_ID, name: NAME_TOKEN, scopes, envs, expiresAt: null };
-    const group: Group = { key, members: new Set(), replaysLast: ticket.rootField !== undefined && STATE_FIELDS.has(ticket.rootField), ended: false, started: null! };
+    const group: Group = { key, members: new Set(), replaysLast: ticket.startsWithState, ended: false, started: null! };
     groups.set(key, group);
     metrics.groups.inc();
     group.started = ticket.start(principal).then(

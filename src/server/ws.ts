@@ -12,7 +12,7 @@ import type { Logger } from '../log.ts';
 import type { Authenticate } from './http.ts';
 import type { OriginPolicy } from './origins.ts';
 import { type RateLimits, rateLimitedError, WS_RATE_LIMITED } from './rateLimit.ts';
-import { createSharedSubscriptions, type ShareTicket } from './sharedSubscriptions.ts';
+import { createSharedSubscriptions, type ShareTicket, startsWithState } from './sharedSubscriptions.ts';
 import { GRAPHQL_PATH, type TollgateYoga } from './yoga.ts';
 
 export interface WsOptions {
@@ -261,7 +261,7 @@ export function attachWebSocket({ server, keyWatch, yoga, authenticate, log, max
           const share: ShareTicket | undefined = rootField
             ? {
                 key: shared.keyOf(payload.query, payload.operationName, payload.variables, principal),
-                rootField,
+                startsWithState: startsWithState(schema, rootField),
                 principal,
                 socket: ctx.extra.socket,
                 id,
