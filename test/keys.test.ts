@@ -330,4 +330,21 @@ describe('authentication merges concurrent lookups of one secret', () => {
     assert.equal((await afterChange).ok, true);
     assert.equal(lookups(from), 2);
   });
+
+  test('an answer read before a configuration change (a revocation) arrived is not cached', async () => {
+    const secret = 'cache-key-0123456789abcdefghijklmn';
+    await ensureBootstrapKey(db, new Date(), secret);
+    const events = createEvents();
+    const authenticate = createAuthenticator(db, () => new Date(), events, { cacheMs: 60_000 });
+    // The lookup has read the row; the change arrives before its answer is kept.
+    const overtaken = authenticate(secret);
+    events.publish('config.changed', null);
+    assert.equal((await overtaken).ok, true);
+    let from = statements.length;
+    assert.equal((await authenticate(secret)).ok, true);
+    assert.equal(lookups(from), 1, 'the overtaken answer was not kept');
+    from = statements.length;
+    assert.equal((await authenticate(secret)).ok, true);
+    assert.equal(lookups(from), 0, 'an answer no change overtook is kept');
+  });
 });

@@ -182,15 +182,21 @@ export function createAuthenticator(db: Db, now: () => Date = () => new Date(), 
   // Recent answers, so a busy client costs a map lookup instead of a hash and a query. A key
   // revoked or changed in this process is forgotten at once; in other processes within AUTH_CACHE_MS.
   const recent = new Map<string, { result: AuthResult; until: number }>();
-  events?.on('config.changed', () => recent.clear());
+  // Bumped by every change: an answer read before a change (a revocation) arrived is not kept.
+  let generation = 0;
+  events?.on('config.changed', () => {
+    generation++;
+    recent.clear();
+  });
   return async (secret: string | null | undefined): Promise<AuthResult> => {
     if (!secret) return { ok: false, reason: 'missing API key: send "Authorization: Bearer <key>"' };
     const t0 = now().getTime();
     const hit = recent.get(secret);
     if (hit && hit.until > t0) return hit.result;
+    const asked = generation;
     const result = await checkOnce(secret);
     if (recent.size > 10_000) recent.clear();
-    if (result.ok && cacheMs > 0) recent.set(secret, { result, until: Math.min(t0 + cacheMs, expiryOf(result)) });
+    if (result.ok && cacheMs > 0 && generation === asked) recent.set(secret, { result, until: Math.min(t0 + cacheMs, expiryOf(result)) });
     return result;
   };
 
