@@ -26,6 +26,7 @@ const SUITES = [
   'otlp',
   'explorerApi',
   'housekeeping',
+  'rateLimit',
 ];
 
 if (!(await pgAvailable())) {

@@ -415,6 +415,19 @@ describe('evaluation triggers per key per minute', () => {
     assert.equal((await s.gql(EVALUATE, input('rl-t3'))).errors, undefined);
   });
 
+  test('concurrent triggers of one key cannot all pass the limit: exactly 2 of 12 sent at once start', async () => {
+    const key = await s.createKey(['evaluations:write', 'gates:read']);
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => s.gql(EVALUATE, { i: { service: `rl-burst${i}`, env: 'prod', configuration: { rules: [watchRule(0)] } } }, key)),
+    );
+    const started = answers.filter((a) => a.errors === undefined);
+    const refused = answers.filter((a) => a.errors?.[0]?.extensions?.code === 'RATE_LIMITED');
+    assert.equal(started.length, 2, JSON.stringify(answers.map((a) => a.errors?.[0]?.message ?? 'started')));
+    assert.equal(refused.length, 10);
+    const stored = await s.sql("select count(*) as n from evaluations where service like 'rl-burst%'");
+    assert.equal(Number(stored[0]!.n), 2, 'refused triggers leave no evaluation behind');
+  });
+
   test('REST and the Flagger hook answer 429 with Retry-After; polling an evaluation the hook started still works', async () => {
     const key = await s.createKey(['evaluations:write', 'gates:read']);
     const hook = async (run: string) =>
