@@ -93,7 +93,7 @@ async function measure<T>(base: string, attack: () => Promise<T>): Promise<{ lag
   await serverLag(base); // reads and resets
   const probes: number[] = [];
   let stop = false;
-  const prober = await (async () => {
+  const prober = (async () => {
     while (!stop) {
       const started = performance.now();
       try {
