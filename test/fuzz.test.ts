@@ -32,8 +32,16 @@ import {
 import { schema } from '../src/graphql/index.ts';
 import { ADMIN_KEY, CREATE_GATE, driver, monitorRule, startServer, type TestServer } from './helpers.ts';
 
-const SEED = Number(process.env.TOLLGATE_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-const RUNS = Number(process.env.TOLLGATE_FUZZ_RUNS ?? 400);
+/** A whole number of at least 0 from the environment (a typo must not silently become seed 0 or NaN runs). */
+function wholeFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${name} must be a whole number of at least 0 (got ${JSON.stringify(raw)})`);
+  return n;
+}
+const SEED = wholeFromEnv('TOLLGATE_FUZZ_SEED', Math.floor(Math.random() * 2 ** 31));
+const RUNS = wholeFromEnv('TOLLGATE_FUZZ_RUNS', 400);
 const REPLAY = process.env.TOLLGATE_FUZZ_REPLAY ? /^(\w+):(\d+)$/.exec(process.env.TOLLGATE_FUZZ_REPLAY) : null;
 console.log(`fuzz: seed ${SEED}, ${RUNS} requests per surface (replay with TOLLGATE_FUZZ_SEED=${SEED})`);
 
