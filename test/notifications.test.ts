@@ -27,7 +27,14 @@ const received: Received[] = [];
 /** Per path: the status to answer the n-th request with (1-based). */
 const answers = new Map<string, (n: number) => number>();
 /** Requests to paths answered 0: held unanswered until the test answers them. */
-const held: ServerResponse[] = [];
+const held: Array<{ path: string; res: ServerResponse }> = [];
+const heldOn = (path: string) => held.filter((h) => h.path === path);
+/** Removes the requests held on `path` from the list: the test answers them. */
+const takeHeld = (path: string) => {
+  const mine = heldOn(path);
+  for (const h of mine) held.splice(held.indexOf(h), 1);
+  return mine.map((h) => h.res);
+};
 
 const secretKey = randomBytes(32);
 const SETTINGS: Partial<Config> = {
@@ -48,7 +55,7 @@ before(async () => {
       const n = received.filter((r) => r.path === path).length + 1;
       const status = answers.get(path)?.(n) ?? 404;
       received.push({ path, headers: req.headers, raw, status });
-      if (status === 0) held.push(res);
+      if (status === 0) held.push({ path, res });
       else res.writeHead(status).end(status === 200 ? 'ok' : 'try later');
     });
   });
@@ -330,8 +337,8 @@ describe('notifications', () => {
     const sandbox = await s.createKey(['gates:read'], ['sandbox']);
     assert.deepEqual(await deliveries(s, { channelId: ch }, sandbox), []);
     // The held attempt fails; nothing is retried to the (now sandbox-only) channel.
-    const heldRes = held.pop()!;
-    heldRes.writeHead(500).end('try later');
+    const [heldRes] = takeHeld(p);
+    heldRes!.writeHead(500).end('try later');
     await must(s, 'mutation($id: ID!) { sendTestNotification(channelId: $id) { id } }', { id: ch });
     await waitFor('the test message delivered', async () => to(p).some((r) => r.headers['x-tollgate-event'] === 'test'));
     assert.equal(to(p).filter((r) => r.raw.includes(e.id)).length, 1, 'the prod event was not sent again');
@@ -349,7 +356,7 @@ describe('notifications', () => {
     await freeze(s, 'loud');
     // More deliveries to the silent channel than the notifier sends at once (16).
     for (let i = 0; i < 18; i++) await evaluate(s, 'quiet', 'prod', `v${i}`);
-    await waitFor('the silent receiver holding two requests', async () => held.length === 2);
+    await waitFor('the silent receiver holding two requests', async () => heldOn(quiet).length === 2);
     const e = await evaluate(s, 'loud');
     const [sent] = await settled(s, e.id);
     assert.equal(sent.status, 'DELIVERED');
@@ -358,7 +365,7 @@ describe('notifications', () => {
     assert.equal(waiting.filter((d) => d.status === 'DELIVERING').length, 2);
     assert.equal(to(quiet).length, 2);
     silent = false;
-    for (const res of held.splice(0)) res.writeHead(200).end('ok');
+    for (const res of takeHeld(quiet)) res.writeHead(200).end('ok');
     await waitFor('every delivery to the silent channel', async () => (await deliveries(s, { channelId: a, status: ['DELIVERED'] })).length === 18);
     assert.equal(to(quiet).length, 18, 'each sent once');
   });
@@ -615,9 +622,10 @@ describe('notifications', () => {
     const fourth = await send();
     assert.equal(fourth.errors?.[0]?.extensions?.code, 'CONFLICT');
     assert.match(fourth.errors![0]!.message, /already has 3 test messages waiting/);
+    // The channel's share of senders (two) hold the receiver; the third message waits for one.
+    await waitFor('the held requests', async () => heldOn(p).length === 2);
     holding = false;
-    await waitFor('the held requests', async () => held.length === 2);
-    for (const res of held.splice(0)) res.writeHead(200).end('ok');
+    for (const res of takeHeld(p)) res.writeHead(200).end('ok');
     await waitFor('the three delivered', async () => (await deliveries(s, { channelId: ch, status: ['DELIVERED'] })).length === 3);
     assert.equal((await send()).errors, undefined, 'settled tests leave room');
   });

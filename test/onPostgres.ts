@@ -27,6 +27,7 @@ const SUITES = [
   'explorerApi',
   'housekeeping',
   'rateLimit',
+  'notifications',
 ];
 
 if (!(await pgAvailable())) {

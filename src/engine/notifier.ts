@@ -82,7 +82,27 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
    * Fills the free slots with due rows (one claim statement), each sent on its own: a slot
    * freed looks again at once. With nothing more to claim, sleeps until the next row falls due.
    */
-  async function pump(): Promise<void> {
+  // One pump at a time: two overlapping claims would each count the sends under way before
+  // the other's started, and together exceed a channel's share (on PostgreSQL, where a claim
+  // waits for the server, they overlapped whenever two sends ended together).
+  let pumping = false;
+  let pumpAgain = false;
+  function pump(): void {
+    if (pumping) {
+      pumpAgain = true;
+      return;
+    }
+    pumping = true;
+    pumpOnce().finally(() => {
+      pumping = false;
+      if (pumpAgain) {
+        pumpAgain = false;
+        pump();
+      }
+    });
+  }
+
+  async function pumpOnce(): Promise<void> {
     if (stopped) return;
     // A read first: the claim (a write) only when something is due.
     let next: Date | null = null;
