@@ -130,6 +130,17 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.ok(power >= 0.8, `power ${power}`);
   });
 
+  // Known failure (docs/decisions.md, "Spells"): a pod's bad spell that outlasts a bucket
+  // correlates its errors across consecutive buckets, which scoring each bucket as independent
+  // of the others does not allow for. Marked todo until the rule allows for it; it then passes.
+  test('A/A with 1-min spells per pod stays within alpha (100 req/s, Gamma(0.5), 30 runs at alpha 1%)', {
+    todo: 'errors correlated across buckets: about 24% false failures at alpha 1% in the benchmark',
+  }, () => {
+    const failures = Math.round(30 * ruleFails({ ...clustered, totalRate: 100, spellBuckets: 6 }, 30, 0.01, 19));
+    // At alpha 1%, two or more failures in 30 runs has probability 3.6%.
+    assert.ok(failures <= 1, `false failures ${failures} of 30`);
+  });
+
   test('the beta-binomial ratio is the binomial one without clustering, and flatter with it', () => {
     const binomial = 3 * Math.log(0.2 / 0.1) + 7 * Math.log(0.8 / 0.9);
     assert.ok(Math.abs(logShareRatio(3, 7, 0.2, 0.1, Number.POSITIVE_INFINITY) - binomial) < 1e-12);

@@ -34,7 +34,10 @@
  * under the null when ν is the true concentration — whatever the cause of the clustering,
  * canary pods noisier than the baseline's included, as long as it acts within a bucket and
  * leaves the mean alone (a burst shared by both versions leaves the share alone and costs
- * nothing). ν is not known: ρ is estimated by moments from the window's own buckets
+ * nothing). Known gap: a pod's bad spell that outlasts a bucket correlates its errors across
+ * consecutive buckets, the buckets are then not independent, and the product overcounts (A/A
+ * false failures 7–29% at alpha 1% with 30-s to 5-min spells: docs/decisions.md, "Spells",
+ * open). ν is not known: ρ is estimated by moments from the window's own buckets
  * (withinBucketCorrelation; E[Pearson X] = 1 + (E − 1) ρ), around each resource's fitted
  * ratio so that a regression is not mistaken for noise, with a prior worth 40 error pairs at
  * ρ = 0.1 so that a few quiet buckets cannot declare the errors independent. This is the

@@ -150,6 +150,23 @@ export const SERVICE_CELLS: Cell[] = [
   { label: '3× on every endpoint, 5 req/s', scenario: { ...base, totalRate: 5, effect: ALL }, runs: RUNS, aa: false },
   { label: '3× on every endpoint, 20 req/s', scenario: { ...base, totalRate: 20, effect: ALL }, runs: RUNS, aa: false },
   { label: 'new error type at 0.5% of canary requests, 10 canary req/s', scenario: { ...base, totalRate: 100, newTypeShare: 0.005 }, runs: RUNS, aa: false },
+  // A pod's bad spell lasting longer than a bucket: errors correlated across consecutive buckets
+  // (last, so that the cells above keep their seeds).
+  ...[
+    [3, '30-s'],
+    [6, '1-min'],
+    [30, '5-min'],
+  ].flatMap(([spellBuckets, length]) =>
+    [
+      [100, 0.5],
+      [200, 2],
+    ].map(([totalRate, clusterShape]) => ({
+      label: `A/A, ${totalRate} req/s, clustered (shape ${clusterShape}), ${length} spells per pod`,
+      scenario: { ...base, totalRate: totalRate as number, clusterShape: clusterShape as number, spellBuckets: spellBuckets as number },
+      runs: AA_RUNS,
+      aa: true,
+    })),
+  ),
 ];
 
 const median = (xs: number[]) => {

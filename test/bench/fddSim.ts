@@ -106,6 +106,13 @@ export interface ServiceScenario {
   sharedBursts?: boolean;
   /** The canary pod's traffic ramps from 5% to 50% of the service over the window (else 10%). */
   ramp?: boolean;
+  /**
+   * Mean length, in buckets, of a pod's spell: a pod keeps its Gamma multiplier until it draws
+   * a new one, with probability 1/spellBuckets at each bucket, each pod on its own (spells of
+   * geometric length: a bad minute on a pod, not aligned with the buckets or the other pods).
+   * Missing or 1: a new multiplier every bucket.
+   */
+  spellBuckets?: number;
 }
 
 export interface SimBucket {
@@ -136,7 +143,8 @@ const PAST_BUCKETS = 360;
  * follows a slow wave (±30% over 20 min) with a random phase and 10% bucket-to-bucket jitter;
  * requests are Poisson around it. Each pod's errors in a bucket are binomial at the endpoint's
  * rate times the pod's Gamma multiplier for that bucket, shared by all its endpoints: a bad few
- * seconds of one pod raise its errors everywhere at once.
+ * seconds of one pod raise its errors everywhere at once. With spellBuckets the multiplier
+ * lasts several buckets (a bad minute), so errors cluster across consecutive buckets too.
  */
 export function simulateService(sc: ServiceScenario, seed: number): SimRun {
   const u = rng(seed);
@@ -152,6 +160,8 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     });
   }
   const window: SimBucket[] = [];
+  /** Each pod's current Gamma multiplier: the canary's first, then the baseline's. */
+  const podMult: number[] = [];
   for (let t = 0; t < sc.buckets; t++) {
     const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
     const rows: BucketRow[] = [];
@@ -161,9 +171,14 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     const canaryShare = sc.ramp ? 0.05 + (0.45 * t) / Math.max(1, sc.buckets - 1) : CANARY_PODS / (CANARY_PODS + BASELINE_PODS);
     const canaryPod = (sc.totalRate * canaryShare) / CANARY_PODS;
     const baselinePod = (sc.totalRate * (1 - canaryShare)) / BASELINE_PODS;
-    const mult = (): number => shared * (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
-    const canaryMult = Array.from({ length: CANARY_PODS }, mult);
-    const baselineMult = Array.from({ length: BASELINE_PODS }, mult);
+    const mult = (): number => (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
+    const spell = sc.spellBuckets ?? 1;
+    // A pod's multiplier lasts until it redraws (every bucket without spells).
+    const redraw = (m: number | undefined): number => (m === undefined || spell <= 1 || u() < 1 / spell ? mult() : m);
+    for (let p = 0; p < CANARY_PODS; p++) podMult[p] = redraw(podMult[p]);
+    for (let p = 0; p < BASELINE_PODS; p++) podMult[CANARY_PODS + p] = redraw(podMult[CANARY_PODS + p]);
+    const canaryMult = podMult.slice(0, CANARY_PODS).map((m) => shared * m);
+    const baselineMult = podMult.slice(CANARY_PODS).map((m) => shared * m);
     ENDPOINTS.forEach((e, j) => {
       let bHits = 0;
       let bErrors = 0;
