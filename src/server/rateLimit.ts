@@ -195,18 +195,15 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
   }
 
   // The answer each admitted request got, for its handler to reuse rather than ask again.
-  const answers = new WeakMap<IncomingMessage, { secret: string; auth: AuthResult; at: number }>();
+  const answers = new WeakMap<IncomingMessage, { secret: string; auth: AuthResult }>();
 
   return {
     limits,
     openSocket,
-    /**
-     * The successful authentication of `secret` this request was admitted with, and when (the
-     * `performance.now()` of the answer); none when it was not checked here or failed.
-     */
-    admittedAs(req: IncomingMessage, secret: string | null): { auth: AuthResult; at: number } | undefined {
+    /** The successful authentication of `secret` this request was admitted with; none when it was not checked here or failed. */
+    admittedAs(req: IncomingMessage, secret: string | null): AuthResult | undefined {
       const answer = answers.get(req);
-      return answer && answer.secret === secret && answer.auth.ok ? answer : undefined;
+      return answer && answer.secret === secret && answer.auth.ok ? answer.auth : undefined;
     },
     operationCapRefusal,
     addressOf: (req: IncomingMessage) => clientAddress(req, config.trustedProxyHops),
@@ -243,7 +240,7 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
     const blocked = await refusedAddress(secret, address);
     if (blocked) return refuse(res, surface, blocked);
     const auth = await checkKey(secret);
-    answers.set(req, { secret, auth, at: performance.now() });
+    answers.set(req, { secret, auth });
     recordAuthentication(secret, address, auth);
     if (!auth.ok) return true;
     const ingestion = surface === 'otlp' || surface === 'alertmanager';

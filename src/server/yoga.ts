@@ -37,15 +37,9 @@ export interface YogaOptions {
   /** Ends the streams of keys that are revoked or expire. */
   keyWatch: KeyWatch;
   /** How the request was authenticated when it arrived, if it was (the rate limiter's answer). */
-  admittedAs?: (req: IncomingMessage, secret: string | null) => { auth: AuthResult; at: number } | undefined;
+  admittedAs?: (req: IncomingMessage, secret: string | null) => AuthResult | undefined;
 }
 
-/**
- * How old an answer about the caller's key may be when its request body has arrived: a body
- * slower than this is checked again (a key revoked meanwhile is refused), a quicker one is not
- * (as a cached answer would be no older), so a request costs one lookup on a store without a cache.
- */
-const FRESH_ANSWER_MS = 1_000;
 
 export const GRAPHQL_PATH = '/graphql';
 
@@ -234,16 +228,17 @@ function responseCache(deps: Deps, authenticateRequest: (request: Request, req?:
 export function createTollgateYoga({ deps, authenticate, registry, ready, keyWatch, admittedAs }: YogaOptions) {
   const production = deps.config.mode === 'production';
   // Once before the body is read (the answer the request was admitted with, if any) and again
-  // after it (`fresh`) if that took long: the response cache and the context factory both need the caller.
-  const authByRequest = new WeakMap<Request, { result: Promise<AuthResult>; at: number }>();
+  // after it (`fresh`: a key revoked while the body arrived is refused): the response cache and
+  // the context factory both read the latest answer.
+  const authByRequest = new WeakMap<Request, Promise<AuthResult>>();
   const authenticateRequest = (request: Request, req?: IncomingMessage, fresh = false): Promise<AuthResult> => {
-    const known = authByRequest.get(request);
-    if (known && (!fresh || performance.now() - known.at < FRESH_ANSWER_MS)) return known.result;
+    const known = fresh ? undefined : authByRequest.get(request);
+    if (known) return known;
     const secret = secretFromAuthorization(request.headers.get('authorization'));
-    const admitted = !known && req ? admittedAs?.(req, secret) : undefined;
-    const answer = admitted ? { result: Promise.resolve(admitted.auth), at: admitted.at } : { result: authenticate(secret, req?.socket.remoteAddress), at: performance.now() };
-    authByRequest.set(request, answer);
-    return answer.result;
+    const admitted = !fresh && req ? admittedAs?.(req, secret) : undefined;
+    const result = admitted ? Promise.resolve(admitted) : authenticate(secret, req?.socket.remoteAddress);
+    authByRequest.set(request, result);
+    return result;
   };
   const armor = new EnvelopArmor({
     maxDepth: { n: 12 },
