@@ -85,16 +85,15 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
   // One pump at a time: two overlapping claims would each count the sends under way before
   // the other's started, and together exceed a channel's share (on PostgreSQL, where a claim
   // waits for the server, they overlapped whenever two sends ended together).
-  let pumping = false;
+  let pumping: Promise<void> | null = null;
   let pumpAgain = false;
   function pump(): void {
     if (pumping) {
       pumpAgain = true;
       return;
     }
-    pumping = true;
-    pumpOnce().finally(() => {
-      pumping = false;
+    pumping = pumpOnce().finally(() => {
+      pumping = null;
       if (pumpAgain) {
         pumpAgain = false;
         pump();
@@ -161,6 +160,8 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
       stopped = true;
       off?.();
       clearTimeout(timer);
+      // A claim under way starts its sends when it returns: wait for it, then for them.
+      await pumping;
       await Promise.all(inFlight);
     },
   };
