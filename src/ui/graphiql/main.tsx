@@ -1,6 +1,6 @@
 /** @jsxImportSource react */
 // GraphiQL served by Tollgate itself (GET /graphql in a browser): React and GraphiQL 5 bundled by
-// the server at start (src/server/graphiql.ts), no CDN. It uses the explorer's sign-in: the key
+// the server on the first visit (src/server/graphiql.ts), no CDN. It uses the explorer's sign-in: the key
 // in sessionStorage['tollgate.apiKey'] goes as `Authorization: Bearer` over HTTP and in
 // graphql-ws's connectionParams, so subscriptions run with it.
 import './csp.ts';
