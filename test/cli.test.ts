@@ -48,6 +48,10 @@ describe('tollgate evaluate', () => {
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /\[1\/1\] monitors: PASS/);
     assert.match(r.stdout, /Gate PASSED \(evaluation mode: Active\)/);
+    const id = r.stdout.match(/Evaluation (\S+) started; follow it live at /)?.[1];
+    assert.ok(id, r.stdout);
+    assert.ok(r.stdout.indexOf('started; follow it live') < r.stdout.indexOf('[1/1] monitors'), 'the link comes before the first rule lands');
+    assert.match(r.stdout, new RegExp(`Details: ${s.url}/evaluations/${id}\n`));
   });
 
   test('a failing gate exits 1 with the reason; a dry-run gate exits 0', async () => {
@@ -92,6 +96,12 @@ describe('tollgate evaluate', () => {
     const r = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--config', long]);
     assert.equal(r.code, 0);
     assert.match(r.stdout, /Timeout reached after 2 s/);
+    // The evaluation is still running, and its live page was linked from the start, not only with the verdict.
+    const started = r.stdout.match(/Evaluation (\S+) started; follow it live at (\S+)\n/);
+    assert.ok(started, r.stdout);
+    assert.equal(started[2], `${s.url}/evaluations/${started[1]}`);
+    assert.ok(r.stdout.indexOf(started[0]) < r.stdout.indexOf('Timeout reached'), r.stdout);
+    assert.equal((await fetch(started[2])).status, 200, 'the link opens the explorer page');
     const strict = await cli(['--service', 'cli', '--env', 'prod', '--timeout', '2', '--fail-on-error', '--config', long]);
     assert.equal(strict.code, 1);
   });

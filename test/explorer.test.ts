@@ -219,6 +219,43 @@ describe('the explorer in Chromium', { skip: noBrowser }, () => {
     await page.context().close();
   });
 
+  test('Cancel and Rerun: a key allowed to cancels an evaluation in progress (another viewer sees CANCELED live), then reruns it onto the new page', async () => {
+    const monitor = await d.monitor('cart errors', ['service:cart']);
+    await d.report(monitor, 'OK');
+    const e = await evaluate({ service: 'cart', env: 'prod', version: 'v9', configuration: { rules: [jitMonitor('cart monitors', { query: 'service:cart', duration: 600 })] } });
+    assert.equal(e.status, 'IN_PROGRESS');
+    const path = new URL(e.evaluationUrl).pathname;
+    const status = (page: Page, value: string) => page.getByTestId('verdict').locator(`[data-testid="evaluation-status"][data-status="${value}"]`);
+
+    // A read-only key is offered neither; it watches the same page.
+    const viewer = await signedIn(path, await s.createKey(['gates:read']));
+    await status(viewer, 'IN_PROGRESS').waitFor();
+    assert.equal(await viewer.getByRole('button', { name: /^(Cancel|Rerun)$/ }).count(), 0, 'no Cancel or Rerun for a key that may only read');
+    await viewer.evaluate('window.__sameDocument = true');
+
+    const writer = await signedIn(path, await s.createKey(['evaluations:write']));
+    await status(writer, 'IN_PROGRESS').waitFor();
+    await writer.getByRole('button', { name: 'Cancel', exact: true }).click();
+    await status(writer, 'CANCELED').waitFor();
+    await writer.getByRole('button', { name: 'Cancel', exact: true }).waitFor({ state: 'detached' });
+    await status(viewer, 'CANCELED').waitFor();
+    assert.equal(await viewer.evaluate('window.__sameDocument'), true, 'the viewer saw it without a reload');
+
+    await writer.getByRole('button', { name: 'Rerun', exact: true }).click();
+    await writer.waitForURL((url) => /^\/evaluations\/[^/]+$/.test(url.pathname) && url.pathname !== path);
+    const rerunId = new URL(writer.url()).pathname.split('/').pop()!;
+    await status(writer, 'IN_PROGRESS').waitFor();
+    await writer.getByRole('link', { name: e.id }).waitFor(); // "Rerun of <the canceled one>"
+    await writer.getByTestId('rule-row').filter({ hasText: 'cart monitors' }).waitFor();
+    const rerun = await s.gql('query($id: ID!) { evaluation(id: $id) { rerunOf service version status } }', { id: rerunId });
+    assert.deepEqual(rerun.data.evaluation, { rerunOf: e.id, service: 'cart', version: 'v9', status: 'IN_PROGRESS' });
+    await writer.goBack();
+    await status(writer, 'CANCELED').waitFor(); // Back returns to the canceled one
+    await s.gql('mutation($id: ID!) { cancelEvaluation(id: $id) { id } }', { id: rerunId });
+    await viewer.context().close();
+    await writer.context().close();
+  });
+
   test("a failed canary's page: the faulty resource, the new error type with its count and sample, or a sentence saying none was new", async () => {
     /** `count` spans of `resource` in the 900 ms after `from`, the first `errors` failed with an exception of `errorType`. */
     const spans = (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) =>

@@ -167,7 +167,10 @@ export async function evaluate(flags: EvaluateFlags): Promise<number> {
         await sleep(wait);
       }
     }
-    log(`Evaluation ${evaluationId} started`);
+    // The link first, so the live page can be opened while the rules run. Datadog's trigger answer
+    // carries only the id; the address this CLI reached Tollgate at serves the page. The closing
+    // `Details:` line repeats the server's own link (TOLLGATE_PUBLIC_URL behind a proxy).
+    log(`Evaluation ${evaluationId} started; follow it live at ${base}/evaluations/${evaluationId}`);
 
     const result = (flags.watch && (await watch(base, key, evaluationId, deadline, log))) || (await poll(request, evaluationId, deadline, log));
     if (!result) return tolerate(`Timeout reached after ${timeout} s; the evaluation is still running.`);

@@ -106,7 +106,8 @@ async function seed(s: TestServer): Promise<Record<string, string>> {
 
   // A canary with a broken payment endpoint: the faulty deployment detection fails it with evidence.
   let running = true;
-  const loop = await (async () => {
+  // Not awaited here: the traffic runs while the canary is evaluated, and stops once it is decided.
+  const loop = (async () => {
     while (running) {
       // v8's payment client times out where v7's got a 502: an error type the baseline never raised.
       await Promise.all([traffic(s, 'v7', 300, 0.01), traffic(s, 'v8', 100, 0.25, { type: 'PaymentTimeoutError', message: 'payment provider did not answer within 3000 ms' })]);

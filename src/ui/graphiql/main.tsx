@@ -1,6 +1,6 @@
 /** @jsxImportSource react */
 // GraphiQL served by Tollgate itself (GET /graphql in a browser): React and GraphiQL 5 bundled by
-// the server at start (src/server/graphiql.ts), no CDN. It uses the explorer's sign-in: the key
+// the server on the first visit (src/server/graphiql.ts), no CDN. It uses the explorer's sign-in: the key
 // in sessionStorage['tollgate.apiKey'] goes as `Authorization: Bearer` over HTTP and in
 // graphql-ws's connectionParams, so subscriptions run with it.
 import './csp.ts';
@@ -12,6 +12,7 @@ import { type Client, createClient } from 'graphql-ws';
 import { type FormEvent, useEffect, useMemo, useState } from 'react';
 import { createRoot } from 'react-dom/client';
 import { pageConfig } from './page-config.ts';
+import { keepTabsAccessible } from './tab-roles.ts';
 
 /** The explorer's sign-in keeps the key here, per tab (src/ui). */
 const KEY_STORAGE = 'tollgate.apiKey';
@@ -179,4 +180,6 @@ function App() {
   );
 }
 
-createRoot(document.getElementById('graphiql')!).render(<App />);
+const root = document.getElementById('graphiql')!;
+keepTabsAccessible(root);
+createRoot(root).render(<App />);
