@@ -40,7 +40,6 @@ export interface YogaOptions {
   admittedAs?: (req: IncomingMessage, secret: string | null) => AuthResult | undefined;
 }
 
-
 export const GRAPHQL_PATH = '/graphql';
 
 /**
