@@ -3,9 +3,10 @@ import { randomUUID } from 'node:crypto';
 import { describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { ConfigError, loadConfig } from '../src/config.ts';
+import { deserialize, serialize } from '../src/db/taggedJson.ts';
 import { createEvents, type Topics } from '../src/domain/events.ts';
 import { createLogger } from '../src/log.ts';
-import { createRedisEventTarget, deserialize, serialize } from '../src/server/redisEvents.ts';
+import { createRedisEventTarget } from '../src/server/redisEvents.ts';
 import { REDIS_URL, redisChannelPrefix, skipWithoutRedis } from './helpers/redis.ts';
 import { freePort, waitFor } from './helpers/tools.ts';
 
