@@ -198,6 +198,7 @@ describe('tollgate migrate --from sqlite: --to postgres:', { skip: noPg }, () =>
     const source = await readSqlite(dbPath);
     assert.equal(source.get('audit_log')!.length > 1234, true);
     assert.ok(source.get('monitor_transitions')!.length >= 2);
+    assert.ok(source.get('evaluation_revisions')!.length >= 3, 'the revision log of both evaluations is copied too');
     assert.ok(source.get('apm_stats')!.length >= 1 && source.get('apm_errors')!.length >= 1);
 
     const r = await runTollgate(['migrate', '--from', `sqlite:${dbPath}`, '--to', target.url]);

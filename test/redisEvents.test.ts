@@ -1,13 +1,19 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
 import { describe, it, type TestContext } from 'node:test';
 import { Redis } from 'ioredis';
 import { ConfigError, loadConfig } from '../src/config.ts';
+import { deserialize, serialize } from '../src/db/taggedJson.ts';
+import { loadSnapshot, recordRuleUpdate } from '../src/domain/evaluations.ts';
 import { createEvents, type Topics } from '../src/domain/events.ts';
 import { createLogger } from '../src/log.ts';
-import { createRedisEventTarget, deserialize, serialize } from '../src/server/redisEvents.ts';
+import { createRedisEventTarget } from '../src/server/redisEvents.ts';
+import { subscribeQueue } from './helpers/live.ts';
+import { createPgDatabase, skipWithoutPg } from './helpers/pg.ts';
 import { REDIS_URL, redisChannelPrefix, skipWithoutRedis } from './helpers/redis.ts';
 import { freePort, waitFor } from './helpers/tools.ts';
+import { driver, jitMonitor, startServer } from './helpers.ts';
 
 /** A logger whose lines the test reads. */
 function capturedLog() {
@@ -204,6 +210,108 @@ describe('events between processes through Redis', () => {
     const down = instance(t, redisChannelPrefix(), { url: `redis://127.0.0.1:${port}` });
     await down.close();
     await down.close(); // twice is fine
+  });
+});
+
+/**
+ * The test Redis behind a proxy the test can cut: its connections are dropped and new ones
+ * refused until it is restored, so one instance loses Redis while the others keep it.
+ */
+async function redisProxy(t: TestContext) {
+  let up = true;
+  const sockets = new Set<Socket>();
+  const keep = (socket: Socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => {});
+  };
+  const server = createServer((client) => {
+    keep(client);
+    if (!up) return void client.destroy();
+    const upstream = connect(6379, '127.0.0.1');
+    keep(upstream);
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const cut = () => {
+    up = false;
+    for (const socket of sockets) socket.destroy();
+  };
+  t.after(() => {
+    cut();
+    server.close();
+  });
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    cut,
+    restore: () => {
+      up = true;
+    },
+  };
+}
+
+describe('a live view across an outage of Redis', () => {
+  it('a subscriber on B gets every revision A made while B was cut off from Redis, in order, once Redis is back', { timeout: 60_000 }, async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const noPg = await skipWithoutPg();
+    if (noPg) return t.skip(noPg);
+    // Stopped in this order when the test ends: the subscription, the instances, then their database.
+    const stops: Array<() => unknown> = [];
+    t.after(async () => {
+      for (const stop of stops.reverse()) await stop();
+    });
+    const database = await createPgDatabase();
+    stops.push(database.drop);
+    const postgresUrl = database.url;
+    const proxy = await redisProxy(t);
+    const redisChannel = redisChannelPrefix();
+    const a = await startServer({ postgresUrl, redisUrl: REDIS_URL, redisChannel, nodeId: `a-${randomUUID()}` });
+    stops.push(a.stop);
+    const b = await startServer({ postgresUrl, redisUrl: proxy.url, redisChannel, nodeId: `b-${randomUUID()}` });
+    stops.push(b.stop);
+    const ready = async (s: typeof a) => (await s.request('GET', '/readyz')).status === 200;
+    await waitFor('both instances on Redis', async () => (await ready(a)) && (await ready(b)));
+
+    const d = driver(a);
+    const monitor = await d.monitor('outage', ['revlog:outage']);
+    await d.report(monitor, 'OK');
+    const evaluated = await d.evaluate({ service: 'revlog-outage', env: 'prod', configuration: { rules: [jitMonitor('m', { query: 'revlog:outage', duration: 600 })] } });
+    const id: string = evaluated.data.evaluateGate.id;
+    const q = subscribeQueue(b.ws(), 'subscription($id: ID!) { evaluationUpdated(id: $id) { revision status } }', { id });
+    stops.push(q.dispose);
+    const seen: Array<{ revision: number; status: string }> = [];
+    const first = await q.next(10_000);
+    assert.equal(first.errors, undefined, JSON.stringify(first.errors));
+    seen.push(first.data.evaluationUpdated);
+
+    // B loses Redis: what A publishes from here never reaches it.
+    proxy.cut();
+    const ruleId = (await loadSnapshot(a.app.deps, id))!.rules[0]!.id;
+    for (const reason of ['checked during the outage', 'checked again during the outage']) {
+      assert.ok(await recordRuleUpdate(a.app.deps, ruleId, { status: 'in_progress', reason, nextCheckAt: new Date(Date.now() + 60_000), consecutiveErrors: 0 }));
+    }
+    const duringOutage = (await loadSnapshot(a.app.deps, id))!.evaluation.revision;
+    assert.ok(duringOutage >= seen[0]!.revision + 2);
+    proxy.restore();
+    await waitFor('B back on Redis', () => ready(b));
+    const canceled = await a.gql('mutation($id: ID!) { cancelEvaluation(id: $id) { revision status } }', { id });
+    assert.equal(canceled.errors, undefined, JSON.stringify(canceled.errors));
+    const last: { revision: number; status: string } = canceled.data.cancelEvaluation;
+
+    while (seen.at(-1)!.revision < last.revision) {
+      const next = await q.next(15_000);
+      assert.equal(next.errors, undefined, JSON.stringify(next.errors));
+      seen.push(next.data.evaluationUpdated);
+    }
+    assert.deepEqual(
+      seen.map((s) => s.revision),
+      Array.from({ length: last.revision - seen[0]!.revision + 1 }, (_, i) => seen[0]!.revision + i),
+      'every revision once, in order',
+    );
+    assert.equal(seen.at(-1)!.status, 'CANCELED');
   });
 });
 

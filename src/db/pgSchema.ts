@@ -198,6 +198,19 @@ export const ruleEvaluations = pgTable(
   ],
 );
 
+export const evaluationRevisions = pgTable(
+  'evaluation_revisions',
+  {
+    evaluationId: text('evaluation_id')
+      .notNull()
+      .references(() => evaluations.id, { onDelete: 'cascade' }),
+    revision: integer('revision').notNull(),
+    at: instant('at').notNull(),
+    snapshot: jsonb('snapshot').notNull().$type<unknown>(),
+  },
+  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] })],
+);
+
 export const monitors = pgTable(
   'monitors',
   {

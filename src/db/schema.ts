@@ -192,6 +192,26 @@ export const ruleEvaluations = sqliteTable(
   ],
 );
 
+/**
+ * Every revision of every evaluation, as published (the evaluation row with its rule rows, in
+ * the tagged JSON of src/db/taggedJson.ts so Dates come back as Dates): a live reader that
+ * missed events (an outage of the events between instances) reads the revisions between the
+ * last it showed and the one it hears, so it never skips one. One row per revision, deleted
+ * with its evaluation.
+ */
+export const evaluationRevisions = sqliteTable(
+  'evaluation_revisions',
+  {
+    evaluationId: text('evaluation_id')
+      .notNull()
+      .references(() => evaluations.id, { onDelete: 'cascade' }),
+    revision: integer('revision').notNull(),
+    at: integer('at', { mode: 'timestamp_ms' }).notNull(),
+    snapshot: text('snapshot', { mode: 'json' }).notNull().$type<unknown>(),
+  },
+  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] })],
+);
+
 export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;
 export type MonitorStateValue = (typeof MONITOR_STATES)[number];
 

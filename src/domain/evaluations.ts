@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { auditEntriesOf, countAuditEntries, insertAudit } from '../db/audit.ts';
 import { type KeysetPage, serializeOn, transaction } from '../db/client.ts';
+import { appendRevision } from '../db/evaluationRevisions.ts';
 import {
   countEvaluations as countEvaluationRows,
   type EvaluationFilter,
@@ -412,6 +413,7 @@ async function startEvaluation(deps: Deps, actor: Principal, req: StartRequest):
           },
           rules,
         );
+        await appendRevision(tx, stored, now);
         // The key's limits are counted with this evaluation in, one trigger of the key at a
         // time from here to the commit (concurrent triggers cannot all pass the limit), and
         // only the counting waits for the others: the inserts above did not.
@@ -522,6 +524,7 @@ export async function cancelEvaluation(deps: Deps, actor: Principal, id: string)
       finishedAt: now,
     });
     const after = { evaluation, rules: await ruleEvaluationsOf(tx, [e.id]) };
+    await appendRevision(tx, after, now);
     queued = await queueNotifications(tx, deps, e, after);
     return after;
   });
@@ -590,6 +593,7 @@ export async function overrideEvaluation(deps: Deps, actor: Principal, id: strin
     });
     await insertAudit(tx, [audit(actor, now, OVERRIDDEN, { type: 'evaluation', id: e.id }, overrideOf(e), overrideOf(evaluation))]);
     const after = { evaluation, rules: await ruleEvaluationsOf(tx, [e.id]) };
+    await appendRevision(tx, after, now);
     queued = await queueNotifications(tx, deps, e, after);
     return after;
   });
@@ -699,6 +703,7 @@ export async function recordRuleUpdate(deps: Deps, ruleEvaluationId: string, upd
       finishedAt: allRulesFinished(rules) ? now : null,
     });
     const after = { evaluation, rules };
+    await appendRevision(tx, after, now);
     queued = await queueNotifications(tx, deps, e, after, { before: rule, consecutiveErrors: update.consecutiveErrors, lastError: update.lastError, evidence: update.evidence });
     return after;
   });

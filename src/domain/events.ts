@@ -53,6 +53,17 @@ export interface Topics {
 
 type Topic = keyof Topics;
 
+/**
+ * What a subscription's `keep` answers to send several values for one event, in order: a
+ * follower that missed revisions sends them (read from the store) before the one it heard.
+ */
+export class Several<R> {
+  constructor(readonly values: readonly R[]) {}
+}
+
+/** A subscription's answer to one event: a value, Several, or undefined for none. */
+type Kept<R> = R | Several<R> | undefined;
+
 /** Events a subscriber may fall behind by before it is cut off rather than slow everyone. */
 export const MAX_PENDING_EVENTS = 1000;
 
@@ -87,28 +98,39 @@ export function createEvents(target: EventTarget = new EventTarget()) {
      * reads after listening began (events arriving meanwhile wait behind it, so none falls
      * between; when there is none the stream ends at once), and ends after the value
      * `from.last` accepts. `keep` and `current` may be async (they may read the store): events
-     * still come out in the order they were published.
+     * still come out in the order they were published. `keep` may answer Several values for one
+     * event (sent in order, each counted against the backpressure bound).
      */
     subscribe<T extends Topic, R = Topics[T]>(
       topic: T,
-      keep: (payload: Topics[T]) => R | undefined | Promise<R | undefined> = (p) => p as unknown as R,
+      keep: (payload: Topics[T]) => Kept<R> | Promise<Kept<R>> = (p) => p as unknown as R,
       from?: { current: () => R | undefined | Promise<R | undefined>; last: (value: R) => boolean },
     ): Repeater<R> {
       return new Repeater<R>(async (push, stop) => {
         let pending = 0;
         let ended = false;
-        const send = (value: R) => {
+        const sendOne = (value: R) => {
           if (ended) return;
-          if (++pending > MAX_PENDING_EVENTS) return stop(new SlowSubscriberError());
+          if (++pending > MAX_PENDING_EVENTS) {
+            ended = true;
+            return stop(new SlowSubscriberError());
+          }
           void push(value).then(
             () => pending--,
             () => {},
           );
-          if (from?.last(value)) stop();
+          if (from?.last(value)) {
+            ended = true; // what follows the last, even in the same batch, is not sent
+            stop();
+          }
+        };
+        const send = (kept: R | Several<R>) => {
+          if (!(kept instanceof Several)) return sendOne(kept);
+          for (const value of kept.values) sendOne(value);
         };
         const fail = (err: unknown) => stop(err); // this subscriber's stream fails, alone; the publisher and the others go on
         const process = (payload: Topics[T]): Promise<void> | undefined => {
-          let value: R | undefined | Promise<R | undefined>;
+          let value: Kept<R> | Promise<Kept<R>>;
           try {
             value = keep(payload);
           } catch (err) {

@@ -9,11 +9,12 @@
 // subscriptions), since they hold the connection a revoked key must lose.
 
 import { type EvaluationFilter, filterMatches } from '../db/evaluationFilter.ts';
+import { revisionsBetween } from '../db/evaluationRevisions.ts';
 import { type GateFilter, gateMatches } from '../db/gateFilter.ts';
 import type { Deps } from './deps.ts';
 import { notFound } from './errors.ts';
 import { getEvaluation, loadSnapshot } from './evaluations.ts';
-import type { EvaluationSnapshot, GateEvent, MonitorStateChange } from './events.ts';
+import { type EvaluationSnapshot, type GateEvent, type MonitorStateChange, Several } from './events.ts';
 import { canSeeMonitor, parseMonitorSearch, requireVisibleMonitor, transitionMatches } from './monitors.ts';
 import { canSeeEnv, type Principal, requireScope } from './principal.ts';
 import { snapshotFor } from './ruleEvidence.ts';
@@ -24,7 +25,9 @@ const readEvaluations = (reader: Principal) => requireScope(reader, ['gates:read
  * One evaluation as `reader` may see it: now, then each change of it or one of its rules in
  * revision order, until it finishes. NOT_FOUND, at once, for an evaluation the reader cannot
  * see. Revisions already shown (the first state may be newer than an event still in flight)
- * are not repeated.
+ * are not repeated, and none is skipped: an event more than one revision ahead of the last shown
+ * (events between instances were lost, or the first state read was older than it) is preceded
+ * by the revisions between, read from the revision log in one query.
  */
 export async function followEvaluation(deps: Deps, reader: Principal, id: string): Promise<AsyncIterableIterator<EvaluationSnapshot>> {
   const found = await getEvaluation(deps, reader, id); // scope, id and environment
@@ -35,14 +38,27 @@ export async function followEvaluation(deps: Deps, reader: Principal, id: string
     shown = snap.evaluation.revision;
     return snapshotFor(reader, snap);
   };
-  return deps.events.subscribe('evaluation.changed', (snap) => (snap.evaluation.id === evaluationId && snap.evaluation.revision > shown ? show(snap) : undefined), {
-    // Read again when the stream starts: the one read above may be older by then. Gone (retention): the stream ends.
-    current: async () => {
-      const snap = await loadSnapshot(deps, evaluationId);
-      return snap ? show(snap) : undefined;
+  /** The revisions after the last shown and before `snap`, then `snap`. */
+  const withMissed = async (snap: EvaluationSnapshot) => {
+    const missed = await revisionsBetween(deps.db, evaluationId, shown, snap.evaluation.revision);
+    return new Several([...missed, snap].map(show));
+  };
+  return deps.events.subscribe(
+    'evaluation.changed',
+    (snap) => {
+      if (snap.evaluation.id !== evaluationId || snap.evaluation.revision <= shown) return undefined;
+      // Events wait behind the first state (and behind a read of missed ones), so `shown` is set.
+      return snap.evaluation.revision === shown + 1 || shown === 0 ? show(snap) : withMissed(snap);
     },
-    last: (snap) => snap.evaluation.finishedAt !== null,
-  });
+    {
+      // Read again when the stream starts: the one read above may be older by then. Gone (retention): the stream ends.
+      current: async () => {
+        const snap = await loadSnapshot(deps, evaluationId);
+        return snap ? show(snap) : undefined;
+      },
+      last: (snap) => snap.evaluation.finishedAt !== null,
+    },
+  );
 }
 
 /** Every change of every evaluation the filter selects among those the reader may see, as the reader may see it. */

@@ -58,8 +58,9 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   // Several instances on one PostgreSQL share their events through Redis (docs/scale-out.md).
   const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, channelPrefix: config.redisChannel, log, nodeId: config.nodeId }) : null;
   // Redis came back: events of other instances may have been lost meanwhile. Caches drop what
-  // they hold, and live views get the evaluations of the last minutes as stored (a subscriber
-  // skips revisions it has shown), so a lost event costs latency, not a verdict.
+  // they hold, and live views get the evaluations of the last minutes as stored (a follower
+  // skips revisions it has shown and reads those it missed from the revision log), so a lost
+  // event costs latency, not a revision.
   sharedEvents?.onResumed(() => {
     sharedEvents.dispatchLocally('config.changed', null);
     recentSnapshots(deps, CATCH_UP_MS, CATCH_UP_LIMIT).then(
