@@ -414,3 +414,9 @@ export const notificationOutbox = pgTable(
     index('notification_outbox_channel_due_idx').on(t.channelId, t.status, t.nextAttemptAt, t.id),
   ],
 );
+
+export const leases = pgTable('leases', {
+  name: text('name').primaryKey(),
+  owner: text('owner').notNull(),
+  expiresAt: instant('expires_at').notNull(),
+});

@@ -482,3 +482,13 @@ export const notificationOutbox = sqliteTable(
     index('notification_outbox_channel_due_idx').on(t.channelId, t.status, t.nextAttemptAt, t.id),
   ],
 );
+
+/**
+ * Work one instance of several does at a time (the monitor evaluator): a named lease held by one
+ * node until it expires, renewed while the node keeps doing the work.
+ */
+export const leases = sqliteTable('leases', {
+  name: text('name').primaryKey(),
+  owner: text('owner').notNull(),
+  expiresAt: integer('expires_at', { mode: 'timestamp_ms' }).notNull(),
+});

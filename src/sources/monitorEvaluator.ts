@@ -2,6 +2,13 @@
 // every round, and at once for the monitors a batch of new spans concerns. The sources record
 // states like pushed reports, so transitions, NO_DATA and the rules watching them behave the
 // same whatever the source.
+//
+// Instances sharing a PostgreSQL elect one evaluator through the 'monitors' lease: only its
+// holder evaluates (each monitor once a round, not once per instance, and never two instances
+// recording one monitor's states out of order). Spans ingested elsewhere reach the holder as
+// 'apm.ingested' through Redis. A SQLite file has one server, which always evaluates.
+import { dialectOf } from '../db/dialect.ts';
+import { holdLease, releaseLease } from '../db/leases.ts';
 import { type MonitorRow, monitorsOfType } from '../db/monitors.ts';
 import { MONITOR_TYPES } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -26,8 +33,28 @@ function slicer(): () => Promise<void> | undefined {
   };
 }
 
+/** The lease that makes one instance of several the monitor evaluator. */
+export const MONITOR_LEASE = 'monitors';
+
+/** How long the evaluator's lease runs: three rounds, and never under 30 s (a slow round, a pause). */
+export const monitorLeaseMs = (intervalMs: number): number => Math.max(30_000, 3 * intervalMs);
+
 export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number; prometheus: PrometheusClient | null }) {
   const log = deps.log.child({ component: 'monitors' });
+  const shared = dialectOf(deps.db) === 'pg';
+  const leaseMs = monitorLeaseMs(options.intervalMs);
+  /** Until when this instance holds the lease, by its own clock (renewed each round); SQLite: always. */
+  let heldUntil = shared ? 0 : Number.POSITIVE_INFINITY;
+  const holding = () => deps.now().getTime() < heldUntil;
+  /** Takes or renews the lease (PostgreSQL); true while this instance is the evaluator. */
+  async function hold(): Promise<boolean> {
+    if (!shared) return true;
+    const now = deps.now();
+    const held = await holdLease(deps.db, MONITOR_LEASE, deps.nodeId, now, leaseMs);
+    if (held !== heldUntil > now.getTime()) log.info({ nodeId: deps.nodeId }, held ? 'evaluating monitors (lease taken)' : 'monitors evaluated by another instance');
+    heldUntil = held ? now.getTime() + leaseMs : 0;
+    return held;
+  }
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<void> | undefined;
   let stopped = false;
@@ -57,11 +84,12 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
   }
 
   async function evaluateAll(): Promise<void> {
+    if (!(await hold())) return;
     const monitors = await monitorsOfType(deps.db, evaluated);
     const breathe = slicer();
     for (const m of monitors) {
       await breathe();
-      if (stopped) return;
+      if (stopped || !holding()) return;
       await evaluateOne(m);
     }
     for (const type of evaluated)
@@ -88,13 +116,15 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
     if (stopped) return;
     const keys = new Set(pending);
     pending.clear();
+    // Another instance evaluates: the event reached it too (through Redis when spans came here).
+    if (!holding()) return;
     const breathe = slicer();
     for (const m of await monitorsOfType(deps.db, readingSpans)) {
       const source = sources[m.type];
       const reads = source.readsSpansOf?.(m);
       if (!reads || !keys.has(spansKey(reads))) continue;
       await breathe();
-      if (stopped) return;
+      if (stopped || !holding()) return;
       try {
         await evaluateOne(m);
       } catch (err) {
@@ -122,6 +152,13 @@ export function createMonitorEvaluator(deps: Deps, options: { intervalMs: number
       clearInterval(timer);
       for (const off of offs) off();
       await round;
+      // An evaluation after ingestion may still be running: it records before the lease goes.
+      await Promise.allSettled([...evaluating.values()]);
+      // Handed back: another instance takes over at its next round, not when the lease runs out.
+      if (shared && heldUntil > 0) {
+        heldUntil = 0;
+        await releaseLease(deps.db, MONITOR_LEASE, deps.nodeId).catch((err) => log.error({ err }, 'releasing the monitor lease failed'));
+      }
     },
   };
 }
