@@ -133,7 +133,7 @@ describe('requests per key per second', () => {
 
   test('over WebSocket an operation past the limit gets RATE_LIMITED and the socket stays open', async () => {
     const key = await newKey(['gates:read']);
-    const client = s.ws(key);
+    const client = s.ws(key, { lazy: false });
     let closed = false;
     client.on('closed', () => (closed = true));
     let refused: any;
