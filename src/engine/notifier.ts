@@ -78,10 +78,6 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     else log.warn({ deliveryId: row.id, event: row.event, channelId: channel.id, attempts: row.attempts, error }, 'notification not delivered');
   }
 
-  /**
-   * Fills the free slots with due rows (one claim statement), each sent on its own: a slot
-   * freed looks again at once. With nothing more to claim, sleeps until the next row falls due.
-   */
   // One pump at a time: two overlapping claims would each count the sends under way before
   // the other's started, and together exceed a channel's share (on PostgreSQL, where a claim
   // waits for the server, they overlapped whenever two sends ended together).
@@ -101,6 +97,10 @@ export function createNotifier(deps: Deps, options: NotifierOptions = {}) {
     });
   }
 
+  /**
+   * Fills the free slots with due rows (one claim statement), each sent on its own: a slot
+   * freed looks again at once. With nothing more to claim, sleeps until the next row falls due.
+   */
   async function pumpOnce(): Promise<void> {
     if (stopped) return;
     // A read first: the claim (a write) only when something is due.
