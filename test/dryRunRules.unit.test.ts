@@ -3,8 +3,6 @@
 // with its real status, FAIL, and the gate still passes on its other rule (a monitor rule on an
 // OK monitor). The webhook answers from a real local HTTP server.
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { testConfig } from '../src/config.ts';
 import type { Db } from '../src/db/client.ts';
@@ -14,25 +12,13 @@ import { createMonitor, reportMonitorState } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { reported } from '../src/domain/verdict.ts';
 import { engineOn, ingest, memoryDb, recorded, T0, TestClock, trigger } from './helpers/engine.ts';
+import { startReceiver } from './helpers/tools.ts';
 
-let hook: Server;
-let hookUrl: string;
-let calls = 0;
+let hook: Awaited<ReturnType<typeof startReceiver>>;
 before(async () => {
-  hook = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      calls++;
-      res.writeHead(500).end('load test failed');
-    });
-  });
-  await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
-  hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/check`;
+  hook = await startReceiver('/check', () => 500, 'load test failed');
 });
-after(async () => {
-  hook.closeAllConnections();
-  await new Promise((resolve) => hook.close(resolve));
-});
+after(() => hook.close());
 
 let db: Db;
 let clock: TestClock;
@@ -87,10 +73,10 @@ describe('dry-run rules of the new types: recorded FAIL, the gate PASS', () => {
 
   test('webhook: the check answers 500', async () => {
     const a = await setup();
-    calls = 0;
-    const e = await trigger(a.deps, [counted, { name: 'load test', dryRun: true, options: { webhook: { url: hookUrl, retries: 0 } } }]);
+    hook.reset();
+    const e = await trigger(a.deps, [counted, { name: 'load test', dryRun: true, options: { webhook: { url: hook.url, retries: 0 } } }]);
     await a.fire();
-    assert.equal(calls, 1);
+    assert.equal(hook.calls(), 1);
     await assertDryRunMath(a.deps, e.id, /answered HTTP 500/);
   });
 

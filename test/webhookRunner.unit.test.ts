@@ -2,8 +2,6 @@
 // server: its tries are scheduled through the recorded state, so a rule asked early (a restart
 // looks at every running rule at once) never calls before its time, and polls keep their times.
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { testConfig } from '../src/config.ts';
 import type { Db } from '../src/db/client.ts';
@@ -12,27 +10,17 @@ import type { Deps } from '../src/domain/deps.ts';
 import type { CheckResult } from '../src/engine/runner.ts';
 import { webhookRunner } from '../src/engine/webhookRule.ts';
 import { memoryDb, recordCheck, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+import { startReceiver } from './helpers/tools.ts';
 
-let hook: Server;
-let url: string;
 /** Status to answer each request with, in order; 200 once they run out. */
 let script: number[] = [];
-let calls = 0;
+let hook: Awaited<ReturnType<typeof startReceiver>>;
+let url: string;
 before(async () => {
-  hook = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      calls++;
-      res.writeHead(script.shift() ?? 200).end('answer');
-    });
-  });
-  await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
-  url = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+  hook = await startReceiver('/hook', () => script.shift() ?? 200);
+  url = hook.url;
 });
-after(async () => {
-  hook.closeAllConnections();
-  await new Promise((resolve) => hook.close(resolve));
-});
+after(() => hook.close());
 
 let db: Db;
 let clock: TestClock;
@@ -43,7 +31,7 @@ beforeEach(() => {
   clock = new TestClock();
   deps = { ...unitDeps(db, clock), config: testConfig({ logLevel: 'silent', webhookAllowedHosts: [{ host: '127.0.0.1', wildcard: false, port: null }] }) };
   script = [];
-  calls = 0;
+  hook.reset();
 });
 
 /** A started rule; `check` asks its runner at the clock and records the answer, as the engine would. */
@@ -65,9 +53,9 @@ describe('webhook runner', () => {
     const first = await check();
     assert.equal(first.status, 'in_progress');
     assert.equal(next(first), T0 + 1000, 'first retry after 1 s');
-    assert.equal(calls, 1);
+    assert.equal(hook.calls(), 1);
     const early = await check();
-    assert.equal(calls, 1, 'asked again at once (a restart): no call');
+    assert.equal(hook.calls(), 1, 'asked again at once (a restart): no call');
     assert.equal(next(early), T0 + 1000);
     clock.advance(1000);
     const second = await check();
@@ -75,7 +63,7 @@ describe('webhook runner', () => {
     clock.advance(2000);
     const third = await check();
     assert.equal(third.status, 'pass');
-    assert.equal(calls, 3);
+    assert.equal(hook.calls(), 3);
   });
 
   test('poll: calls at the start and every interval, passing at the window end when all passed', async () => {
@@ -91,7 +79,7 @@ describe('webhook runner', () => {
     clock.advance(10_000);
     const done = await check();
     assert.equal(done.status, 'pass');
-    assert.equal(calls, 3);
+    assert.equal(hook.calls(), 3);
   });
 
   test('the once window covers every try: tries × timeout plus the backoffs', () => {

@@ -1,4 +1,5 @@
 import { execFileSync, spawn } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -92,4 +93,35 @@ export function runTollgate(args: string[], env: Record<string, string> = {}): P
     child.stderr.on('data', (d) => (stderr += d));
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/**
+ * A real local HTTP receiver (a webhook's other end) on a free port: each request is answered
+ * with the status `status()` gives, and counted. `url` ends with `path`; close() ends it.
+ */
+export async function startReceiver(
+  path: string,
+  status: () => number,
+  body = 'answer',
+): Promise<{ url: string; calls: () => number; reset: () => void; close: () => Promise<void> }> {
+  let calls = 0;
+  const server = createHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls++;
+      res.writeHead(status()).end(body);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`,
+    calls: () => calls,
+    reset: () => {
+      calls = 0;
+    },
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }
