@@ -234,6 +234,21 @@ describe('the explorer in Chromium, attacked', { skip: noBrowser }, () => {
       const [scrollWidth, innerWidth] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
       assert.ok(scrollWidth <= innerWidth, `${path}: ${scrollWidth} px wide in a ${innerWidth} px window`);
     }
+    // Short words beside it are not cut to make room (they were: "payme nts", "stagi ng").
+    const beside = await d.evaluate({ service: 'payments', env: 'staging', version: long, configuration: { rules: [jitMonitor(rule, { query: 'service:none', duration: 0 })] } });
+    assert.equal(beside.errors, undefined, JSON.stringify(beside.errors));
+    await page.goto(`${s.url}/evaluations?service=payments`);
+    await page.getByText(long).first().waitFor();
+    const lines = (testId: string) =>
+      page
+        .getByTestId(testId)
+        .first()
+        .evaluate((cell) => {
+          const range = document.createRange();
+          range.selectNodeContents(cell);
+          return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+        });
+    assert.equal(await lines('cell-service'), 1, 'payments on one line');
     await page.context().close();
   });
 
