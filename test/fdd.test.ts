@@ -127,6 +127,7 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     assert.match(final.rules[0].reason, /No significant error-rate increase or new error type for version v2 over 4800 requests/);
     const evidence = await evidenceOf(ev.id);
     assert.ok(evidence.clustering.resources > 0.05, `the clustering was measured: ${JSON.stringify(evidence.clustering)}`);
+    assert.ok(evidence.clustering.spells >= 1 && evidence.clustering.baselineDispersion >= 1, `the baseline's noise was measured: ${JSON.stringify(evidence.clustering)}`);
     const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { passedWithoutEvidence rules { insufficientData } } }', { id: ev.id });
     assert.deepEqual(flags.data.evaluation, { passedWithoutEvidence: false, rules: [{ insufficientData: false }] });
   });

@@ -34,20 +34,45 @@
  * under the null when ν is the true concentration — whatever the cause of the clustering,
  * canary pods noisier than the baseline's included, as long as it acts within a bucket and
  * leaves the mean alone (a burst shared by both versions leaves the share alone and costs
- * nothing). Known gap: a pod's bad spell that outlasts a bucket correlates its errors across
- * consecutive buckets, the buckets are then not independent, and the product overcounts (A/A
- * false failures 7–29% at alpha 1% with 30-s to 5-min spells: docs/decisions.md, "Spells",
- * open). ν is not known: ρ is estimated by moments from the window's own buckets
+ * nothing). ν is not known: ρ is estimated by moments from the window's own buckets
  * (withinBucketCorrelation; E[Pearson X] = 1 + (E − 1) ρ), around each resource's fitted
  * ratio so that a regression is not mistaken for noise, with a prior worth 40 error pairs at
- * ρ = 0.1 so that a few quiet buckets cannot declare the errors independent. This is the
- * approximation the rule makes: ν is plugged in from the same data rather than known, so the
- * e-value is a test martingale only up to the estimate's error; the benchmark
- * (`npm run bench:decisions`, 1000 A/A runs per cell over 4 traffic levels × independent,
- * Gamma 0.5 and Gamma 2 clustering × two endpoint mixes) is what checks that the false-failure
- * rate stays ≤ alpha. Measured per resource and on the whole service, since clustering shared
- * by a pod's endpoints adds up in the aggregate. No instance attribute is needed; with one it
- * could be measured per pod instead of inferred, at the price of a new stored dimension.
+ * ρ = 0.1 so that a few quiet buckets cannot declare the errors independent; and it is never
+ * taken below what the baseline's own counts show (next paragraph): a canary pod in a bad
+ * spell raises its share steadily, which the fitted ratio absorbs and the window's estimate
+ * then misses. No instance attribute is needed.
+ *
+ * Spells (errors correlated across buckets). A pod's bad minute keeps its errors high over
+ * several consecutive buckets; the buckets are then not independent, and a product of bucket
+ * likelihood ratios counts one spell as that many pieces of evidence (A/A false failures of
+ * 7–29% at alpha 1% with 30-s to 5-min spells before this was allowed for). The allowance is
+ * measured where a regression cannot hide: on the baseline alone, in the hour before and in
+ * the window. Its errors per bucket minus their expected count (each resource's requests
+ * times its rate) form a residual series r_t, and for a block of B buckets
+ *   F_B = Var(Σ_B r) / (B Var(r))
+ * (temporalInflation) is how much more a sum over B buckets varies than its buckets one by one:
+ * 1 for independent buckets. With pods of equal traffic whose noise follows the same process,
+ * independently, the canary's share residual u_t = x_t − s E_t has Cov(u_t, u_t') =
+ * s Cov(y_t, y_t') and Var(u_t) = s Var(y_t) in the Gamma–Poisson model (y the baseline's
+ * errors, s the canary's share of requests), whatever the number of pods on each side: F_B is
+ * the same for the canary's evidence as for the baseline's counts. In the Gaussian limit a
+ * log likelihood ratio whose statistic varies F times more than the model says, divided by F,
+ * is the log likelihood ratio at a smaller alternative under the right variance: the test's
+ * evidence is deflated by F (quasi-likelihood), the largest of F_B over blocks of 1, 2 and
+ * 5 min and the whole window, less the estimate's own noise √(2B/T) so that independent
+ * errors are not deflated by chance. The same measurement gives the baseline's dispersion
+ * Var(y)/E[y] = 1 + m c (m a pod's errors per bucket, c the multiplier's variance), which
+ * the Gamma–Poisson model turns into the within-bucket ρ = (D − 1)/(E + D − 1) of a test
+ * with E errors per bucket. Tests over part of the traffic get the part their errors carry
+ * (a pod's spell is shared by its endpoints: the excess scales with the test's share of the
+ * errors). Without a concurrent baseline (logEAboveRate) the canary's counts are
+ * quasi-Poisson with dispersion D F, and the bound on the baseline's rate widens by √(D F).
+ * What it costs: evidence divided by F, ~1 without spells (the noise allowance), 2–20 with
+ * them; and what it assumes: pods of equal traffic with the same noise, spells no longer
+ * than the hour measures well, shared incidents rare (they inflate the baseline's D while
+ * the share test cancels them). ρ and F are plugged in from data rather than known, so the
+ * e-values are test martingales only up to the estimates' error: the benchmark's A/A cells
+ * (`npm run bench:decisions`, docs/decisions.md) are what check the false-failure rate.
  *
  * Stratified aggregate. "Is the canary worse overall" compares each resource with itself: in
  * bucket t the canary's errors have null mean Σ_j E_j s_j and mean Σ_j E_j p_j(r) under "r
@@ -168,7 +193,7 @@ export interface StratumCell {
  * and concentration ν (logShareRatio). A canary that serves a different mix of resources moves
  * s_j, not the comparison: each resource is compared with itself.
  */
-export function logEStratified(buckets: ReadonlyArray<readonly StratumCell[]>, grid: readonly number[], nu: number): number {
+export function logEStratified(buckets: ReadonlyArray<readonly StratumCell[]>, grid: readonly number[], nu: number, inflation = 1): number {
   const llr = grid.map(() => 0);
   for (const cells of buckets) {
     let x = 0;
@@ -187,7 +212,7 @@ export function logEStratified(buckets: ReadonlyArray<readonly StratumCell[]>, g
       llr[k]! += logShareRatio(x, errors - x, mean1 / errors, mean0 / errors, nu);
     });
   }
-  return logMeanExp(llr);
+  return logMeanExp(llr.map((l) => l / inflation));
 }
 
 /** A bucket of a test as the dispersion estimate sees it: canary errors against their fitted mean. */
@@ -228,8 +253,40 @@ export function withinBucketCorrelation(cells: readonly DispersionCell[], fitted
 /** The beta-binomial concentration ν = 1/ρ − 1 of a within-bucket correlation ρ (∞ at 0). */
 export const concentration = (rho: number): number => (rho > 0 ? 1 / rho - 1 : Number.POSITIVE_INFINITY);
 
+/**
+ * How much more a sum over `blockBuckets` consecutive buckets varies than its buckets do one by
+ * one: Var(Σ_B r) / (B Var(r)), from a series of residuals (errors minus their expected count)
+ * of the baseline, with overlapping blocks. A pod's bad spell that outlasts a bucket makes
+ * neighbouring buckets' errors move together, and this ratio counts it: 1 when buckets are
+ * independent, about 6 for one-minute Gamma(0.5) spells on every pod over 5-min blocks.
+ * Errors minus a mean fitted on the same series lose about (B² − B)/T of a bucket's variance
+ * per block, added back. The null estimate's own noise (about √(2B/T)) is subtracted, so that
+ * independent errors are not deflated by chance; the result is at least 1.
+ */
+export function temporalInflation(residuals: readonly number[], blockBuckets: number): number {
+  const n = residuals.length;
+  const block = Math.min(Math.floor(blockBuckets), Math.floor(n / 2));
+  if (block < 2) return 1;
+  let lag0 = 0;
+  for (const r of residuals) lag0 += r * r;
+  lag0 /= n;
+  if (!(lag0 > 0)) return 1;
+  let sum = 0;
+  let squares = 0;
+  for (let i = 0; i < block; i++) (sum += residuals[i]!), (squares += residuals[i]! ** 2);
+  let cross = sum * sum - squares;
+  for (let i = block; i < n; i++) {
+    sum += residuals[i]! - residuals[i - block]!;
+    squares += residuals[i]! ** 2 - residuals[i - block]! ** 2;
+    cross += sum * sum - squares;
+  }
+  const blocks = n - block + 1;
+  const crossPerBlock = cross / blocks + (lag0 * (block * block - block)) / n;
+  return Math.max(1, 1 + crossPerBlock / (block * lag0) - Math.sqrt((2 * block) / n));
+}
+
 /** log E for "the canary's rate of some event is above q0" (Poisson counts per bucket). */
-export function logEAboveRate(buckets: ReadonlyArray<{ hits: number; events: number }>, q0: number, grid: readonly number[]): number {
+export function logEAboveRate(buckets: ReadonlyArray<{ hits: number; events: number }>, q0: number, grid: readonly number[], dispersion = 1): number {
   let hits = 0;
   let events = 0;
   for (const b of buckets) {
@@ -237,7 +294,8 @@ export function logEAboveRate(buckets: ReadonlyArray<{ hits: number; events: num
     events += b.events;
   }
   // The statistic only depends on the totals: Σ e log r − q0 (r − 1) Σ n.
-  return logMeanExp(grid.map((r) => events * Math.log(r) - hits * q0 * (r - 1)));
+  // Counts that vary `dispersion` times more than Poisson: the quasi-likelihood, divided by it.
+  return logMeanExp(grid.map((r) => (events * Math.log(r) - hits * q0 * (r - 1)) / dispersion));
 }
 
 /** A one-sided upper confidence bound of a Poisson rate per request (about 99.9%). */

@@ -40,7 +40,7 @@ export interface FddEvidenceView {
   largestEValue: number | null;
   /** The weighted sum of every test's e-value, scaled so that the family fails at 1 / alpha. */
   familyEValue: number | null;
-  clustering: { resources: number | null; aggregate: number | null } | null;
+  clustering: { resources: number | null; aggregate: number | null; spells: number | null; baselineDispersion: number | null } | null;
   faultyResources: FddFaultyView[];
   newErrorTypes: FddNewErrorTypeView[];
   insufficientData: boolean;
@@ -77,7 +77,9 @@ export function readFddEvidence(evidence: unknown): FddEvidenceView | null {
     canaryRequests: num(e.canaryRequests),
     largestEValue: num(e.largestEValue),
     familyEValue: num(e.familyEValue),
-    clustering: clustering ? { resources: num(clustering.resources), aggregate: num(clustering.aggregate) } : null,
+    clustering: clustering
+      ? { resources: num(clustering.resources), aggregate: num(clustering.aggregate), spells: num(clustering.spells), baselineDispersion: num(clustering.baselineDispersion) }
+      : null,
     faultyResources: list(e.faultyResources).flatMap((v) => {
       const f = obj(v);
       const name = str(f?.name);

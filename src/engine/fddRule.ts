@@ -13,6 +13,7 @@ import {
   ratioGrid,
   requestsNeeded,
   type StratumCell,
+  temporalInflation,
   upperRate,
   withinBucketCorrelation,
 } from '../domain/fdd.ts';
@@ -255,6 +256,84 @@ function clusteringOf(rows: readonly BucketRow[], version: string): { resources:
   return { resources: withinBucketCorrelation(perResource, fitted), aggregate: withinBucketCorrelation(perBucket, fitted) };
 }
 
+/**
+ * Spells: how much more the baseline's errors vary over blocks of consecutive buckets than
+ * bucket by bucket (temporalInflation), measured on the other versions alone, in the hour
+ * before and in the window, so that a regression of the canary cannot pass for noise. Each
+ * bucket's residual is its errors minus each resource's requests times that resource's rate
+ * over the series (a slow wave of traffic is not a spell). With pods of equal traffic whose
+ * spells act alike, the canary's share residuals vary over a block in the same proportion
+ * (the factor does not depend on how many pods each version has), so the factor measured on
+ * the whole baseline deflates the aggregate's evidence; a test over part of the traffic gets
+ * the part of it its errors carry (below). Blocks as long as the window so far (at most the
+ * window): at each check, the evidence is deflated by what a sum that long can do by chance.
+ */
+/** Block lengths (buckets) whose inflation the evidence pays, the largest: 1, 2 and 5 min, and the window. */
+const SPELL_BLOCKS = [6, 12, 30];
+
+interface BaselineNoise {
+  /** Long-run over bucket-by-bucket variance of the baseline's errors (spells). */
+  inflation: number;
+  /** Variance over mean of the baseline's errors per bucket (1: Poisson). */
+  dispersion: number;
+  /** The baseline's errors over the series (hour before and window). */
+  errors: number;
+}
+
+function spellsOf(past: readonly BucketRow[], baseline: readonly BucketRow[], windowBuckets: number): BaselineNoise {
+  const rates = new Map<string, { hits: number; errors: number }>();
+  for (const r of [past, baseline].flat()) {
+    const x = rates.get(r.resource) ?? { hits: 0, errors: 0 };
+    x.hits += r.hits;
+    x.errors += r.errors;
+    rates.set(r.resource, x);
+  }
+  const residual = new Map<number, number>();
+  let errors = 0;
+  for (const r of [past, baseline].flat()) {
+    const x = rates.get(r.resource)!;
+    residual.set(r.bucket, (residual.get(r.bucket) ?? 0) + r.errors - (r.hits * x.errors) / Math.max(x.hits, 1));
+    errors += r.errors;
+  }
+  const series = [...residual].sort((a, b) => a[0] - b[0]).map(([, v]) => v);
+  const variance = series.reduce((n, v) => n + v * v, 0) / Math.max(series.length, 1);
+  const inflation = Math.max(
+    ...SPELL_BLOCKS.filter((b) => b < windowBuckets)
+      .concat(windowBuckets)
+      .map((b) => temporalInflation(series, b)),
+  );
+  return { inflation, dispersion: Math.max(1, variance / Math.max(errors / Math.max(series.length, 1), 1e-9)), errors };
+}
+
+/**
+ * What the baseline says of a test's noise: its dispersion, within-bucket correlation ρ and
+ * spells' inflation. When a pod's noise is shared by its endpoints, a resource's counts per
+ * bucket vary by D = 1 + m_j c (m_j its errors per bucket per pod, c the multiplier's
+ * variance): the excess is the aggregate's times the resource's share of the baseline's errors,
+ * and ρ = (D − 1)/(E + D − 1) for E errors per bucket (Gamma–Poisson counts given their sum).
+ * Its block sums vary with the square of its errors, so its spells' excess is the aggregate's
+ * times its share of the errors times the ratio of the two dispersions, at most the whole.
+ */
+function baselineNoiseOf(
+  test: Test,
+  spells: BaselineNoise,
+  past: readonly BucketRow[],
+  baselineErrors: number,
+  errors: number,
+  windowBuckets: number,
+): { rho: number; dispersion: number; inflation: number } {
+  let pastErrors = 0;
+  if (test.scope !== 'aggregate') for (const r of past) if (test.keep(r)) pastErrors += r.errors;
+  const errorShare = test.scope === 'aggregate' ? 1 : Math.min(1, (pastErrors + baselineErrors) / Math.max(spells.errors, 1e-9));
+  const perBucket = errors / Math.max(windowBuckets, 1);
+  const excess = (spells.dispersion - 1) * errorShare;
+  // Gamma–Poisson counts given their sum are beta-binomial with ν = E/(dispersion − 1): ρ = 1/(ν + 1).
+  const rho = Math.min(0.9, excess / Math.max(perBucket + excess, 1e-9));
+  const aggregateExcess = spells.dispersion - 1;
+  const ratio = test.scope === 'aggregate' ? 1 : Math.min(1, (errorShare * (1 + aggregateExcess)) / (1 + excess));
+  return { rho, dispersion: 1 + excess, inflation: 1 + (spells.inflation - 1) * ratio };
+}
+
 export type FddState = {
   family?: Family;
 };
@@ -311,7 +390,14 @@ export function assessFdd(input: FddInput): FddAssessment {
 
   // ---- error-rate increase ----
   const clustering = concurrent ? clusteringOf(rows, version) : null;
-  if (clustering) evidence.clustering = { resources: round3(clustering.resources), aggregate: round3(clustering.aggregate) };
+  const windowBuckets = new Set(rows.map((r) => r.bucket)).size;
+  const spells = spellsOf(past, concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
+  evidence.clustering = {
+    resources: clustering ? round3(clustering.resources) : null,
+    aggregate: clustering ? round3(clustering.aggregate) : null,
+    spells: round3(spells.inflation),
+    baselineDispersion: round3(spells.dispersion),
+  };
   const faulty: Array<Record<string, unknown>> = [];
   /** Every test's record and log(share × E): the family fails when these add up to 1. */
   const weighted: Array<{ kind: 'rate' | 'type'; record: Record<string, unknown>; logWeighted: number }> = [];
@@ -333,12 +419,18 @@ export function assessFdd(input: FddInput): FddAssessment {
         }
       }
       const rho = test.scope === 'resource' ? clustering.resources : test.scope === 'aggregate' ? clustering.aggregate : Math.max(clustering.resources, clustering.aggregate);
-      logE = logEStratified([...cells.values()].map(strata), grid, concentration(rho));
+      const noise = baselineNoiseOf(test, spells, past, b.errors, c.errors + b.errors, windowBuckets);
+      logE = logEStratified([...cells.values()].map(strata), grid, concentration(Math.max(rho, noise.rho)), noise.inflation);
     } else {
       for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
       const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
       for (const r of mine) (c.hits += r.hits), (c.errors += r.events);
-      logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors, b.hits), grid) : 0;
+      // Errors clustered in a pod, or in spells, vary more than Poisson counts, the baseline's as
+      // the canary's: quasi-Poisson, both the bound on the baseline's rate and the evidence
+      // against it scaled by the dispersion measured on the hour before.
+      const noise = baselineNoiseOf(test, spells, past, 0, 0, 1);
+      const d = noise.dispersion * noise.inflation;
+      logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors / d, b.hits / d), grid, d) : 0;
     }
     largest = Math.max(largest, logE);
     if (logE - threshold > closest.logE - closest.threshold) closest = { logE, threshold };
@@ -446,7 +538,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   // The baseline's rate counts at least one error: with none in N requests its rate is not
   // known to be below about 1/N, and a rate of 0 would need infinitely many canary requests.
   const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
-  const needed = requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare);
+  // Clustered errors carry less information per request: as many more requests as they vary more.
+  const needed = Math.ceil(requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare) * spells.dispersion * spells.inflation);
   let shortfall: string | null = null;
   if (canaryHits === 0) shortfall = `version ${version} received no traffic during the window`;
   else if (bAgg.hits === 0) shortfall = 'no other version served traffic to compare with, now or in the hour before';

@@ -153,11 +153,16 @@ const FddNewErrorType = builder.objectRef<FddNewErrorTypeView>('FddNewErrorType'
   }),
 });
 
-const FddClustering = builder.objectRef<{ resources: number | null; aggregate: number | null }>('FddClustering').implement({
-  description: 'How clustered the errors were within a time bucket (0: independent draws); the tests discount their evidence by it.',
+const FddClustering = builder.objectRef<FddEvidenceView['clustering'] & {}>('FddClustering').implement({
+  description: 'How clustered the errors were, within a time bucket and across consecutive ones; the tests discount their evidence by it.',
   fields: (t) => ({
-    resources: t.exposeFloat('resources', { nullable: true, description: 'Measured per resource.' }),
-    aggregate: t.exposeFloat('aggregate', { nullable: true, description: 'Measured on the whole service per bucket.' }),
+    resources: t.exposeFloat('resources', { nullable: true, description: 'Within-bucket correlation of errors, measured per resource in the window (0: independent draws).' }),
+    aggregate: t.exposeFloat('aggregate', { nullable: true, description: 'Within-bucket correlation, measured on the whole service per bucket.' }),
+    spells: t.exposeFloat('spells', {
+      nullable: true,
+      description: "How much more the baseline's errors varied over blocks of consecutive buckets than bucket by bucket (1: no spells); the evidence is divided by it.",
+    }),
+    baselineDispersion: t.exposeFloat('baselineDispersion', { nullable: true, description: "Variance over mean of the baseline's errors per bucket (1: Poisson)." }),
   }),
 });
 

@@ -19,12 +19,12 @@ type Method = (run: SimRun, sc: ServiceScenario) => number | null;
 /** The oracle's threshold when it must also watch the other 11 endpoints (Bonferroni): log(12/alpha). */
 const EVERY_ENDPOINT = Math.log(ENDPOINTS.length / ALPHA);
 
-const tollgate: Method = ({ past, window }) => {
+const tollgate: Method = ({ past, window }, sc) => {
   let state = {};
   const rows: BucketRow[] = [];
   let newType = 0;
   for (let i = 0; i < window.length; i++) {
-    for (const r of window[i]!.rows) rows.push(r);
+    for (const r of window[i]!.rows) if (!sc.lookback || r.version === 'v2') rows.push(r);
     newType += window[i]!.newType;
     const result = assessFdd({
       options: { ...FDD_DEFAULTS, alpha: ALPHA, duration: window.length * SIM_BUCKET_S },
@@ -167,6 +167,26 @@ export const SERVICE_CELLS: Cell[] = [
       aa: true,
     })),
   ),
+  // No concurrent baseline: the canary against the hour before (quasi-Poisson on its dispersion).
+  ...(
+    [
+      [100, null, 1],
+      [100, 0.5, 1],
+      [200, 2, 1],
+      [100, 0.5, 6],
+    ] as const
+  ).map(([totalRate, clusterShape, spellBuckets]) => ({
+    label: `A/A, ${totalRate} req/s, ${shapeLabel(clusterShape)}${spellBuckets > 1 ? ', 1-min spells per pod' : ''}, no concurrent baseline (the hour before)`,
+    scenario: { ...base, totalRate, clusterShape, spellBuckets, lookback: true },
+    runs: AA_RUNS,
+    aa: true,
+  })),
+  {
+    label: '5× on POST /cart/items (11%), 100 req/s, no concurrent baseline (oracle: with it)',
+    scenario: { ...base, totalRate: 100, effect: { 'POST /cart/items': 5 }, lookback: true },
+    runs: RUNS,
+    aa: false,
+  },
 ];
 
 const median = (xs: number[]) => {
@@ -188,7 +208,7 @@ export function serviceTable(filter = process.env.BENCH_CELLS): string {
     '|---|---|---|---|---|---|',
   ];
   SERVICE_CELLS.forEach((cell, index) => {
-    if (filter && !cell.label.includes(filter)) return;
+    if (filter && !filter.split('|').some((part) => cell.label.includes(part))) return;
     const t: Array<number | null> = [];
     const o: Array<number | null> = [];
     const o12: Array<number | null> = [];

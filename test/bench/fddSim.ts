@@ -113,6 +113,11 @@ export interface ServiceScenario {
    * Missing or 1: a new multiplier every bucket.
    */
   spellBuckets?: number;
+  /**
+   * No concurrent baseline: the rule sees only the canary in the window and compares it with
+   * the hour before (a deploy without a canary; the rule's lookback mode).
+   */
+  lookback?: boolean;
 }
 
 export interface SimBucket {
@@ -151,17 +156,31 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
   const phase = u() * 2 * Math.PI;
   const perPod = sc.totalRate / (CANARY_PODS + BASELINE_PODS);
   const cShares = canaryShares(sc.mixShift);
+  const mult = (): number => (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
+  const spell = sc.spellBuckets ?? 1;
+  // A pod's multiplier lasts until it redraws (every bucket without spells).
+  const redraw = (m: number | undefined): number => (m === undefined || spell <= 1 || u() < 1 / spell ? mult() : m);
+  /** Each pod's current Gamma multiplier: the canary's first, then the baseline's. */
+  const podMult: number[] = [];
+  // The hour before: the nine baseline pods alone, with the same clustering, spells and shared
+  // incidents as in the window (their spells run on into it), at the window's per-pod rate.
   const past: BucketRow[] = [];
   for (let t = -PAST_BUCKETS; t < 0; t++) {
-    const load = 1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200);
+    const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
+    const shared = sc.sharedBursts && u() < 0.05 ? 10 : 1;
+    for (let p = 0; p < BASELINE_PODS; p++) podMult[CANARY_PODS + p] = redraw(podMult[CANARY_PODS + p]);
     ENDPOINTS.forEach((e) => {
-      const hits = poisson(perPod * BASELINE_PODS * e.share * SIM_BUCKET_S * load, u);
-      past.push({ bucket: t, version: 'v1', resource: e.name, primaryTag: '', hits, errors: binomial(hits, e.rate, u) });
+      let hits = 0;
+      let errors = 0;
+      for (let p = 0; p < BASELINE_PODS; p++) {
+        const h = poisson(perPod * e.share * SIM_BUCKET_S * Math.max(load, 0.1), u);
+        hits += h;
+        errors += binomial(h, Math.min(1, e.rate * shared * podMult[CANARY_PODS + p]!), u);
+      }
+      past.push({ bucket: t, version: 'v1', resource: e.name, primaryTag: '', hits, errors });
     });
   }
   const window: SimBucket[] = [];
-  /** Each pod's current Gamma multiplier: the canary's first, then the baseline's. */
-  const podMult: number[] = [];
   for (let t = 0; t < sc.buckets; t++) {
     const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
     const rows: BucketRow[] = [];
@@ -171,10 +190,6 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     const canaryShare = sc.ramp ? 0.05 + (0.45 * t) / Math.max(1, sc.buckets - 1) : CANARY_PODS / (CANARY_PODS + BASELINE_PODS);
     const canaryPod = (sc.totalRate * canaryShare) / CANARY_PODS;
     const baselinePod = (sc.totalRate * (1 - canaryShare)) / BASELINE_PODS;
-    const mult = (): number => (sc.clusterShape === null ? 1 : gammaMultiplier(sc.clusterShape, u));
-    const spell = sc.spellBuckets ?? 1;
-    // A pod's multiplier lasts until it redraws (every bucket without spells).
-    const redraw = (m: number | undefined): number => (m === undefined || spell <= 1 || u() < 1 / spell ? mult() : m);
     for (let p = 0; p < CANARY_PODS; p++) podMult[p] = redraw(podMult[p]);
     for (let p = 0; p < BASELINE_PODS; p++) podMult[CANARY_PODS + p] = redraw(podMult[CANARY_PODS + p]);
     const canaryMult = podMult.slice(0, CANARY_PODS).map((m) => shared * m);

@@ -121,14 +121,18 @@ export async function recorded(db: Db, id: string): Promise<{ evaluation: Evalua
   return { evaluation: (await getEvaluation(db, id))!, rules: await ruleEvaluationsOf(db, [id]) };
 }
 
-/** Requests of one resource and version, spread evenly over [from, from + spreadMs), stored as OTLP ingestion stores them. */
+/**
+ * Requests of one resource and version, spread evenly over [from, from + spreadMs), stored as
+ * OTLP ingestion stores them; the failed ones spread evenly among them (a steady error rate, not
+ * a burst at the start).
+ */
 export async function ingest(
   deps: Deps,
   t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string },
 ): Promise<void> {
   const spans: RequestSpan[] = [];
   for (let i = 0; i < t.count; i++) {
-    const failed = i < (t.errors ?? 0);
+    const failed = Math.floor(((i + 1) * (t.errors ?? 0)) / t.count) > Math.floor((i * (t.errors ?? 0)) / t.count);
     spans.push({
       service: t.service ?? 'checkout',
       env: t.env ?? 'prod',
