@@ -139,6 +139,17 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.ok(failures <= 1, `false failures ${failures} of 30`);
   });
 
+  test('incidents shared by both versions neither fail a good canary nor blind the rule after them', () => {
+    // Shared incidents inflate the baseline's own variance, which a too-small beta-binomial ν
+    // or a spell estimate taken over the incident turned into false failures (every run) or
+    // into a rule that could no longer fail anything.
+    const aa = Math.round(30 * ruleFails({ ...clustered, clusterShape: 2, totalRate: 200, sharedBursts: true }, 30, 0.01, 31));
+    assert.ok(aa <= 1, `false failures ${aa} of 30`);
+    const afterIncident = { ...clustered, clusterShape: 2, totalRate: 100, pastIncident: { from: -120, to: -60, factor: 4 } };
+    const power = ruleFails({ ...afterIncident, effect: { 'POST /cart/items': 5 } }, 20, 0.05, 37);
+    assert.ok(power >= 0.8, `power after a 10-min incident that ended 10 min before the start ${power}`);
+  });
+
   test('without a concurrent baseline, clustered errors are weighed against the hour before as quasi-Poisson (A/A, 100 runs at alpha 5%), and a 5× regression still fails', () => {
     const aa = ruleFails({ ...clustered, totalRate: 100, lookback: true }, 100, 0.05, 23);
     assert.ok(aa <= 0.05, `false failures ${aa}`);

@@ -37,10 +37,11 @@
  * nothing). ν is not known: ρ is estimated by moments from the window's own buckets
  * (withinBucketCorrelation; E[Pearson X] = 1 + (E − 1) ρ), around each resource's fitted
  * ratio so that a regression is not mistaken for noise, with a prior worth 40 error pairs at
- * ρ = 0.1 so that a few quiet buckets cannot declare the errors independent; and it is never
- * taken below what the baseline's own counts show (next paragraph): a canary pod in a bad
- * spell raises its share steadily, which the fitted ratio absorbs and the window's estimate
- * then misses. No instance attribute is needed.
+ * ρ = 0.1 so that a few quiet buckets cannot declare the errors independent. ν must not be
+ * taken below the truth either: a beta-binomial ratio with too small a ν grows under the null
+ * (with ν → 0 each bucket with errors on both sides scores about p1/p0 · (1 − p1)/(1 − p0) > 1),
+ * so noise the window's estimate misses is paid by deflating the evidence (below), never by a
+ * smaller ν. No instance attribute is needed.
  *
  * Spells (errors correlated across buckets). A pod's bad minute keeps its errors high over
  * several consecutive buckets; the buckets are then not independent, and a product of bucket
@@ -58,21 +59,27 @@
  * the same for the canary's evidence as for the baseline's counts. In the Gaussian limit a
  * log likelihood ratio whose statistic varies F times more than the model says, divided by F,
  * is the log likelihood ratio at a smaller alternative under the right variance: the test's
- * evidence is deflated by F (quasi-likelihood), the largest of F_B over blocks of 1, 2 and
- * 5 min and the whole window, less the estimate's own noise √(2B/T) so that independent
- * errors are not deflated by chance. The same measurement gives the baseline's dispersion
- * Var(y)/E[y] = 1 + m c (m a pod's errors per bucket, c the multiplier's variance), which
- * the Gamma–Poisson model turns into the within-bucket ρ = (D − 1)/(E + D − 1) of a test
- * with E errors per bucket. Tests over part of the traffic get the part their errors carry
- * (a pod's spell is shared by its endpoints: the excess scales with the test's share of the
- * errors). Without a concurrent baseline (logEAboveRate) the canary's counts are
- * quasi-Poisson with dispersion D F, and the bound on the baseline's rate widens by √(D F).
- * What it costs: evidence divided by F, ~1 without spells (the noise allowance), 2–20 with
- * them; and what it assumes: pods of equal traffic with the same noise, spells no longer
- * than the hour measures well, shared incidents rare (they inflate the baseline's D while
- * the share test cancels them). ρ and F are plugged in from data rather than known, so the
- * e-values are test martingales only up to the estimates' error: the benchmark's A/A cells
- * (`npm run bench:decisions`, docs/decisions.md) are what check the false-failure rate.
+ * evidence is deflated by F (quasi-likelihood; for any F ≥ 1, E[L^{1/F}] ≤ E[L]^{1/F} ≤ 1, so
+ * deflating never costs validity where L was valid), the largest of F_B over blocks of 1, 2 and
+ * 5 min and the window, less the estimate's own noise √(2B/T) so that independent errors are
+ * not deflated by chance. The series is cut into segments (the hour before in thirds, the
+ * window once it has 2 min), each centred on its own mean, and the upper median of their
+ * figures is kept: a shared incident or a ramp in the hour before moves the level of one
+ * segment and is outvoted, while spells that come and go show in every segment. Tests over
+ * part of the traffic get the part of F their share of the errors carries (a pod's spell is
+ * shared by its endpoints). Without a concurrent baseline (logEAboveRate) the canary's counts
+ * are quasi-Poisson with dispersion D F (D = Var/mean of the baseline's counts per bucket),
+ * and the bound on the baseline's rate widens by √(D F).
+ * What it costs: evidence divided by F, ~1 without spells (the noise allowance), 2–10 with
+ * them. What it assumes and does not cover: pods of equal traffic with the same noise (a
+ * canary pod with several times a baseline pod's traffic has more of its variance in spells);
+ * spells shared by a pod's endpoints (one flaky dependency behind one endpoint is diluted);
+ * spells of a minute or two: at five minutes, as long as a segment's blocks and a third of a
+ * 15-min window, a spell is one observation and no valid test can tell it from a regression
+ * without the pod's own series (docs/decisions.md has the figures). ρ and F are plugged in
+ * from data rather than known, so the e-values are test martingales only up to the estimates'
+ * error: the benchmark's A/A cells (`npm run bench:decisions`, docs/decisions.md) are what
+ * check the false-failure rate.
  *
  * Stratified aggregate. "Is the canary worse overall" compares each resource with itself: in
  * bucket t the canary's errors have null mean Σ_j E_j s_j and mean Σ_j E_j p_j(r) under "r

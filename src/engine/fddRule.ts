@@ -256,19 +256,7 @@ function clusteringOf(rows: readonly BucketRow[], version: string): { resources:
   return { resources: withinBucketCorrelation(perResource, fitted), aggregate: withinBucketCorrelation(perBucket, fitted) };
 }
 
-/**
- * Spells: how much more the baseline's errors vary over blocks of consecutive buckets than
- * bucket by bucket (temporalInflation), measured on the other versions alone, in the hour
- * before and in the window, so that a regression of the canary cannot pass for noise. Each
- * bucket's residual is its errors minus each resource's requests times that resource's rate
- * over the series (a slow wave of traffic is not a spell). With pods of equal traffic whose
- * spells act alike, the canary's share residuals vary over a block in the same proportion
- * (the factor does not depend on how many pods each version has), so the factor measured on
- * the whole baseline deflates the aggregate's evidence; a test over part of the traffic gets
- * the part of it its errors carry (below). Blocks as long as the window so far (at most the
- * window): at each check, the evidence is deflated by what a sum that long can do by chance.
- */
-/** Block lengths (buckets) whose inflation the evidence pays, the largest: 1, 2 and 5 min, and the window. */
+/** Block lengths (buckets) whose inflation the evidence pays, with the window's. */
 const SPELL_BLOCKS = [6, 12, 30];
 
 interface BaselineNoise {
@@ -316,6 +304,19 @@ function pastSeriesOf(past: readonly BucketRow[]): PastSeries {
   return series;
 }
 
+/**
+ * Spells: how much more the baseline's errors vary over blocks of consecutive buckets than
+ * bucket by bucket (temporalInflation), measured on the other versions alone, in the hour
+ * before and in the window, so that a regression of the canary cannot pass for noise. Each
+ * bucket's residual is its errors minus each resource's requests times that resource's rate
+ * (a slow wave of traffic is not a spell). With pods of equal traffic whose spells act alike,
+ * the canary's share residuals vary over a block in the same proportion (whatever the number
+ * of pods on each side), so the factor measured on the whole baseline deflates the aggregate's
+ * evidence, and a test over part of the traffic the part its errors carry (baselineNoiseOf).
+ * The largest factor over blocks of 1, 2 and 5 min and the window is paid from the first check
+ * on: a canary pod's spell starting with the window would otherwise be counted in full before
+ * a short block could show it.
+ */
 function spellsOf(pastSeries: PastSeries, baseline: readonly BucketRow[], windowBuckets: number): BaselineNoise {
   const rates = new Map<string, { hits: number; errors: number }>();
   for (const [resource, total] of pastSeries.totals) rates.set(resource, { ...total });
@@ -329,43 +330,65 @@ function spellsOf(pastSeries: PastSeries, baseline: readonly BucketRow[], window
     const x = rates.get(resource)!;
     return x.errors / Math.max(x.hits, 1);
   };
-  // Residuals: the hour before, then the window's buckets in order.
-  const series = Array.from(pastSeries.errors);
+  // Residuals and errors per bucket: the hour before, then the window's buckets in order.
+  const residuals = Array.from(pastSeries.errors);
+  const errorCounts = Array.from(pastSeries.errors);
   for (const [resource, hits] of pastSeries.hits) {
     const q = rateOf(resource);
-    for (let t = 0; t < hits.length; t++) series[t]! -= hits[t]! * q;
+    for (let t = 0; t < hits.length; t++) residuals[t]! -= hits[t]! * q;
   }
-  const windowResidual = new Map<number, number>();
-  for (const r of baseline) windowResidual.set(r.bucket, (windowResidual.get(r.bucket) ?? 0) + r.errors - r.hits * rateOf(r.resource));
-  for (const [, v] of [...windowResidual].sort((x, y) => x[0] - y[0])) series.push(v);
+  const inWindow = new Map<number, { residual: number; errors: number }>();
+  for (const r of baseline) {
+    const b = inWindow.get(r.bucket) ?? { residual: 0, errors: 0 };
+    b.residual += r.errors - r.hits * rateOf(r.resource);
+    b.errors += r.errors;
+    inWindow.set(r.bucket, b);
+  }
+  // Segments: the hour before in thirds, and the window once it has a few blocks. Each is
+  // centred on its own mean (a level that moves between them is not a spell), and the upper
+  // median of their figures is taken: an incident or a ramp in one segment reads as a long
+  // spell there and is outvoted, while spells that come and go show in every segment.
+  const segments: Array<{ residuals: number[]; errors: number[] }> = [];
+  const third = Math.floor(residuals.length / 3);
+  if (third >= MIN_SEGMENT_BUCKETS)
+    for (let i = 0; i < 3; i++) segments.push({ residuals: residuals.slice(i * third, (i + 1) * third), errors: errorCounts.slice(i * third, (i + 1) * third) });
+  else if (residuals.length >= MIN_SEGMENT_BUCKETS) segments.push({ residuals, errors: errorCounts });
+  const windowed = [...inWindow].sort((x, y) => x[0] - y[0]).map(([, v]) => v);
+  if (windowed.length >= MIN_SEGMENT_BUCKETS) segments.push({ residuals: windowed.map((v) => v.residual), errors: windowed.map((v) => v.errors) });
   let errors = 0;
   for (const x of rates.values()) errors += x.errors;
-  const variance = series.reduce((n, v) => n + v * v, 0) / Math.max(series.length, 1);
+  const figures = segments.map((segment) => segmentNoise(segment.residuals, segment.errors, windowBuckets));
+  const upperMedian = (xs: number[]) => (xs.length === 0 ? 1 : [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!);
+  return { inflation: upperMedian(figures.map((f) => f.inflation)), dispersion: upperMedian(figures.map((f) => f.dispersion)), errors };
+}
+
+/** A segment shorter than this (2 min) says too little about blocks of a minute. */
+const MIN_SEGMENT_BUCKETS = 12;
+
+/** One segment's spells' inflation (the largest over the block lengths) and dispersion. */
+function segmentNoise(residuals: readonly number[], errors: readonly number[], windowBuckets: number): { inflation: number; dispersion: number } {
+  const n = residuals.length;
+  const mean = residuals.reduce((sum, v) => sum + v, 0) / n;
+  const centred = residuals.map((v) => v - mean);
+  const variance = centred.reduce((sum, v) => sum + v * v, 0) / n;
+  const meanErrors = errors.reduce((sum, v) => sum + v, 0) / n;
   const inflation = Math.max(
     ...SPELL_BLOCKS.filter((b) => b < windowBuckets)
       .concat(windowBuckets)
-      .map((b) => temporalInflation(series, b)),
+      .map((b) => temporalInflation(centred, b)),
   );
-  return { inflation, dispersion: Math.max(1, variance / Math.max(errors / Math.max(series.length, 1), 1e-9)), errors };
+  return { inflation, dispersion: Math.max(1, variance / Math.max(meanErrors, 1e-9)) };
 }
 
 /**
- * What the baseline says of a test's noise: its dispersion, within-bucket correlation ρ and
- * spells' inflation. When a pod's noise is shared by its endpoints, a resource's counts per
- * bucket vary by D = 1 + m_j c (m_j its errors per bucket per pod, c the multiplier's
- * variance): the excess is the aggregate's times the resource's share of the baseline's errors,
- * and ρ = (D − 1)/(E + D − 1) for E errors per bucket (Gamma–Poisson counts given their sum).
- * Its block sums vary with the square of its errors, so its spells' excess is the aggregate's
- * times its share of the errors times the ratio of the two dispersions, at most the whole.
+ * What the baseline says of a test's noise: its dispersion and its spells' inflation. When a
+ * pod's noise is shared by its endpoints, a resource's counts per bucket vary by
+ * D = 1 + m_j c (m_j its errors per bucket per pod, c the multiplier's variance): the excess is
+ * the aggregate's times the resource's share of the baseline's errors. Its block sums vary with
+ * the square of its errors, so its spells' excess is the aggregate's times its share of the
+ * errors times the ratio of the two dispersions, at most the whole.
  */
-function baselineNoiseOf(
-  test: Test,
-  spells: BaselineNoise,
-  past: readonly BucketRow[],
-  baselineErrors: number,
-  errors: number,
-  windowBuckets: number,
-): { rho: number; dispersion: number; inflation: number } {
+function baselineNoiseOf(test: Test, spells: BaselineNoise, past: readonly BucketRow[], baselineErrors: number): { dispersion: number; inflation: number } {
   const series = pastSeriesOf(past);
   const key = `${test.scope}\0${test.name}`;
   let pastErrors = series.testErrors.get(key);
@@ -375,13 +398,10 @@ function baselineNoiseOf(
     series.testErrors.set(key, pastErrors);
   }
   const errorShare = test.scope === 'aggregate' ? 1 : Math.min(1, (pastErrors + baselineErrors) / Math.max(spells.errors, 1e-9));
-  const perBucket = errors / Math.max(windowBuckets, 1);
   const excess = (spells.dispersion - 1) * errorShare;
-  // Gamma–Poisson counts given their sum are beta-binomial with ν = E/(dispersion − 1): ρ = 1/(ν + 1).
-  const rho = Math.min(0.9, excess / Math.max(perBucket + excess, 1e-9));
   const aggregateExcess = spells.dispersion - 1;
   const ratio = test.scope === 'aggregate' ? 1 : Math.min(1, (errorShare * (1 + aggregateExcess)) / (1 + excess));
-  return { rho, dispersion: 1 + excess, inflation: 1 + (spells.inflation - 1) * ratio };
+  return { dispersion: 1 + excess, inflation: 1 + (spells.inflation - 1) * ratio };
 }
 
 export type FddState = {
@@ -440,7 +460,6 @@ export function assessFdd(input: FddInput): FddAssessment {
 
   // ---- error-rate increase ----
   const clustering = concurrent ? clusteringOf(rows, version) : null;
-  const windowBuckets = new Set(rows.map((r) => r.bucket)).size;
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,
@@ -469,8 +488,8 @@ export function assessFdd(input: FddInput): FddAssessment {
         }
       }
       const rho = test.scope === 'resource' ? clustering.resources : test.scope === 'aggregate' ? clustering.aggregate : Math.max(clustering.resources, clustering.aggregate);
-      const noise = baselineNoiseOf(test, spells, past, b.errors, c.errors + b.errors, windowBuckets);
-      logE = logEStratified([...cells.values()].map(strata), grid, concentration(Math.max(rho, noise.rho)), noise.inflation);
+      const noise = baselineNoiseOf(test, spells, past, b.errors);
+      logE = logEStratified([...cells.values()].map(strata), grid, concentration(rho), noise.inflation);
     } else {
       for (const r of past) if (test.keep(r)) (b.hits += r.hits), (b.errors += r.errors);
       const mine = canary.filter(test.keep).map((r) => ({ hits: r.hits, events: r.errors }));
@@ -478,7 +497,7 @@ export function assessFdd(input: FddInput): FddAssessment {
       // Errors clustered in a pod, or in spells, vary more than Poisson counts, the baseline's as
       // the canary's: quasi-Poisson, both the bound on the baseline's rate and the evidence
       // against it scaled by the dispersion measured on the hour before.
-      const noise = baselineNoiseOf(test, spells, past, 0, 0, 1);
+      const noise = baselineNoiseOf(test, spells, past, 0);
       const d = noise.dispersion * noise.inflation;
       logE = b.hits > 0 ? logEAboveRate(mine, upperRate(b.errors / d, b.hits / d), grid, d) : 0;
     }
@@ -588,8 +607,10 @@ export function assessFdd(input: FddInput): FddAssessment {
   // The baseline's rate counts at least one error: with none in N requests its rate is not
   // known to be below about 1/N, and a rate of 0 would need infinitely many canary requests.
   const baseRate = Math.max(rate(bAgg), 1 / Math.max(bAgg.hits, 1));
-  // Clustered errors carry less information per request: as many more requests as they vary more.
-  const needed = Math.ceil(requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare) * spells.dispersion * spells.inflation);
+  // Errors in spells carry less information per request: as many more requests as they vary
+  // more (against the hour before, their dispersion too; the concurrent share test cancels what
+  // both versions share).
+  const needed = Math.ceil(requestsNeeded(baseRate, canaryShare, o.minRelativeIncrease, aggregateShare) * (concurrent ? 1 : spells.dispersion) * spells.inflation);
   let shortfall: string | null = null;
   if (canaryHits === 0) shortfall = `version ${version} received no traffic during the window`;
   else if (bAgg.hits === 0) shortfall = 'no other version served traffic to compare with, now or in the hour before';

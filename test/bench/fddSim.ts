@@ -118,6 +118,8 @@ export interface ServiceScenario {
    * the hour before (a deploy without a canary; the rule's lookback mode).
    */
   lookback?: boolean;
+  /** An incident of both versions in the hour before: every pod's error rate times `factor` over buckets [from, to) (negative: before the start). */
+  pastIncident?: { from: number; to: number; factor: number };
 }
 
 export interface SimBucket {
@@ -167,7 +169,8 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
   const past: BucketRow[] = [];
   for (let t = -PAST_BUCKETS; t < 0; t++) {
     const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
-    const shared = sc.sharedBursts && u() < 0.05 ? 10 : 1;
+    const incident = sc.pastIncident && t >= sc.pastIncident.from && t < sc.pastIncident.to ? sc.pastIncident.factor : 1;
+    const shared = (sc.sharedBursts && u() < 0.05 ? 10 : 1) * incident;
     for (let p = 0; p < BASELINE_PODS; p++) podMult[CANARY_PODS + p] = redraw(podMult[CANARY_PODS + p]);
     ENDPOINTS.forEach((e) => {
       let hits = 0;
