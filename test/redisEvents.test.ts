@@ -165,11 +165,18 @@ describe('events between processes through Redis', () => {
     assert.ok(line, `B's subscriber connection is named in CLIENT LIST:\n${clients}`);
     const id = /\bid=(\d+)/.exec(line)![1]!;
     let resumed = 0;
-    b.onResumed(() => resumed++);
+    let since = new Date(Number.NaN);
+    b.onResumed((from) => {
+      resumed++;
+      since = from;
+    });
+    const killedAt = Date.now();
     await admin.client('KILL', 'ID', id);
     await waitFor('B subscribed again', async () => b.stats().subscriptions === 2 && b.ready().ok);
-    // What A published while B was away never came: B is told to read the state again.
+    // What A published while B was away never came: B is told to read the state again, from
+    // the last moment it heard the channel (its subscription, here), before the cut.
     await waitFor('B told it may have missed events', async () => resumed === 1);
+    assert.ok(since.getTime() <= killedAt, `missed from ${since.toISOString()}, cut at ${new Date(killedAt).toISOString()}`);
 
     const onB = collect(b.events, 'apiKey.revoked');
     a.events.publish('apiKey.revoked', { id: 'key_1' });
