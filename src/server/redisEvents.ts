@@ -45,6 +45,8 @@ interface Message {
   node: string;
   topic: string;
   detail: unknown;
+  /** When it was published (the publisher's clock, epoch ms); absent from older versions. */
+  at?: number;
 }
 
 /** A name Redis accepts for CLIENT SETNAME (no spaces), so a node id with any characters works. */
@@ -84,9 +86,11 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   let announceTimer: NodeJS.Timeout | undefined;
   const createdAt = Date.now();
   /**
-   * The last moment the subscription was known to deliver (confirmed, or a message came through
-   * it, ours included): what was published before it arrived. Once the connection drops,
-   * `lostSince` keeps it until the subscription is back and the listeners are told.
+   * Up to when the subscription is known to have delivered: when it was confirmed, or when the
+   * last message that came through it (ours included) was published. Redis delivers a channel
+   * in the order it received the publishes, so whatever was lost was published after that, even
+   * when Redis held it back for a while before dropping the connection. Once the connection
+   * drops, `lostSince` keeps it until the subscription is back and the listeners are told.
    */
   let heardAt = createdAt;
   let lostSince: number | undefined;
@@ -205,7 +209,7 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
     }
     let text: string;
     try {
-      text = serialize({ origin, node: nodeId, topic, detail } satisfies Message);
+      text = serialize({ origin, node: nodeId, topic, detail, at: Date.now() } satisfies Message);
     } catch (err) {
       // A payload JSON cannot hold (a cycle): a bug of the publisher, reported without failing it.
       stats.failed++;
@@ -257,7 +261,7 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       badMessageLogged = true;
       return;
     }
-    heardAt = Date.now();
+    heardAt = typeof message.at === 'number' ? message.at : Date.now();
     if (message.origin === origin) return; // our own, already dispatched when published
     stats.received++;
     if (message.topic === RESUMED) return resumed(new Date((message.detail as { since?: Date } | null)?.since ?? createdAt));
