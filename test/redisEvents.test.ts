@@ -165,11 +165,18 @@ describe('events between processes through Redis', () => {
     assert.ok(line, `B's subscriber connection is named in CLIENT LIST:\n${clients}`);
     const id = /\bid=(\d+)/.exec(line)![1]!;
     let resumed = 0;
-    b.onResumed(() => resumed++);
+    let since = new Date(Number.NaN);
+    b.onResumed((from) => {
+      resumed++;
+      since = from;
+    });
+    const killedAt = Date.now();
     await admin.client('KILL', 'ID', id);
     await waitFor('B subscribed again', async () => b.stats().subscriptions === 2 && b.ready().ok);
-    // What A published while B was away never came: B is told to read the state again.
+    // What A published while B was away never came: B is told to read the state again, from
+    // the last moment it heard the channel (its subscription, here), before the cut.
     await waitFor('B told it may have missed events', async () => resumed === 1);
+    assert.ok(since.getTime() <= killedAt, `missed from ${since.toISOString()}, cut at ${new Date(killedAt).toISOString()}`);
 
     const onB = collect(b.events, 'apiKey.revoked');
     a.events.publish('apiKey.revoked', { id: 'key_1' });
@@ -312,6 +319,117 @@ describe('a live view across an outage of Redis', () => {
       'every revision once, in order',
     );
     assert.equal(seen.at(-1)!.status, 'CANCELED');
+  });
+});
+
+/**
+ * Two instances on one fresh PostgreSQL database and one Redis channel; `proxied` reaches Redis
+ * through a proxy the test cuts. Stopped (and the database dropped) when the test ends.
+ */
+async function twoInstances(t: TestContext, proxied: 'a' | 'b') {
+  const stops: Array<() => unknown> = [];
+  t.after(async () => {
+    for (const stop of stops.reverse()) await stop();
+  });
+  const database = await createPgDatabase();
+  stops.push(database.drop);
+  const proxy = await redisProxy(t);
+  const redisChannel = redisChannelPrefix();
+  const start = async (name: 'a' | 'b') => {
+    const s = await startServer({ postgresUrl: database.url, redisUrl: name === proxied ? proxy.url : REDIS_URL, redisChannel, nodeId: `${name}-${randomUUID()}` });
+    stops.push(s.stop);
+    return s;
+  };
+  const a = await start('a');
+  const b = await start('b');
+  return { a, b, proxy, stops };
+}
+
+interface Seen {
+  id: string;
+  env: string;
+  revision: number;
+  status: string;
+  finishedAt: string | null;
+}
+
+/**
+ * The evaluationEvents subscriber on B, keyed to prod only, while A decides evaluations in
+ * prod and staging and `proxy` cuts one of them off from Redis: every revision of every prod
+ * evaluation reaches it once, in order, and nothing of staging.
+ */
+async function everyRevisionAcrossACut(t: TestContext, proxied: 'a' | 'b') {
+  const { a, b, proxy, stops } = await twoInstances(t, proxied);
+  const d = driver(a);
+  const monitor = await d.monitor('cut', ['feed:cut']);
+  await d.report(monitor, 'OK');
+  const evaluate = async (env: string, version: string) => {
+    const r = await d.evaluate({ service: 'feed-cut', env, version, configuration: { rules: [jitMonitor('m', { query: 'feed:cut', duration: 0 })] } });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    return r.data.evaluateGate.id as string;
+  };
+  const prodOnly = await b.createKey(['gates:read'], ['prod']);
+  const q = subscribeQueue(b.ws(prodOnly), 'subscription { evaluationEvents(filter: { service: ["feed-cut"] }) { id env revision status finishedAt } }');
+  stops.push(q.dispose);
+  let seen: Seen[] = [];
+  /** Reads events until `done` holds for what was seen. */
+  const until = async (what: string, done: () => boolean) => {
+    while (!done()) {
+      const next = await q.next(30_000).catch((err: Error) => assert.fail(`${what}: ${err.message}; seen ${JSON.stringify(seen)}`));
+      assert.equal(next.errors, undefined, JSON.stringify(next.errors));
+      seen.push(next.data.evaluationEvents);
+    }
+  };
+  const finished = (id: string) => () => seen.some((s) => s.id === id && s.finishedAt !== null);
+
+  // The subscription is live once an evaluation made after it was opened reaches it.
+  const first = await evaluate('prod', 'before');
+  await until('the first verdict', finished(first));
+  seen = [];
+
+  proxy.cut();
+  const prod = [await evaluate('prod', '1'), await evaluate('prod', '2'), await evaluate('prod', '3')];
+  const staging = [await evaluate('staging', '1'), await evaluate('staging', '2')];
+  const read = async (id: string) => (await a.gql('query($id: ID!) { evaluation(id: $id) { revision finishedAt } }', { id })).data.evaluation;
+  const finals = new Map<string, number>();
+  for (const id of [...prod, ...staging]) finals.set(id, (await waitFor(`verdict of ${id} on A`, async () => (await read(id)).finishedAt && (await read(id)))).revision);
+  proxy.restore();
+
+  await until('the verdicts decided during the cut', () => prod.every((id) => seen.some((s) => s.id === id && s.revision === finals.get(id))));
+  // Anything still to come (a repeat) would come before the verdict of an evaluation made now.
+  const last = await evaluate('prod', 'after');
+  await until('the verdict after the cut', finished(last));
+  finals.set(last, (await read(last)).revision);
+
+  assert.deepEqual(
+    seen.filter((s) => s.env !== 'prod'),
+    [],
+    'nothing from staging reaches a key of prod',
+  );
+  for (const id of [...prod, last]) {
+    const revisions = seen.filter((s) => s.id === id).map((s) => s.revision);
+    assert.deepEqual(
+      revisions,
+      Array.from({ length: finals.get(id)! }, (_, i) => i + 1),
+      `every revision of ${id} once, in order (seen ${JSON.stringify(seen)})`,
+    );
+  }
+  assert.ok(seen.filter((s) => prod.includes(s.id) && s.finishedAt !== null).every((s) => s.status === 'PASS'));
+}
+
+describe('a stream of every change across a loss of Redis', () => {
+  it('an evaluationEvents subscriber on B gets every revision A decided while B was cut off from Redis, once each, in order', { timeout: 90_000 }, async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const noPg = await skipWithoutPg();
+    if (noPg) return t.skip(noPg);
+    await everyRevisionAcrossACut(t, 'b');
+  });
+
+  it('an evaluationEvents subscriber on B gets every revision A decided while A could not publish to Redis', { timeout: 90_000 }, async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const noPg = await skipWithoutPg();
+    if (noPg) return t.skip(noPg);
+    await everyRevisionAcrossACut(t, 'a');
   });
 });
 

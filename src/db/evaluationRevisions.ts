@@ -1,4 +1,4 @@
-import { and, asc, eq, gt, lt, sql } from 'drizzle-orm';
+import { and, asc, eq, gt, gte, lt, or, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import type { EvaluationRow, RuleEvaluationRow } from './evaluations.ts';
 import { allRows, prepared, runStatement } from './prepared.ts';
@@ -52,5 +52,28 @@ export async function revisionsBetween(db: Tx, evaluationId: string, after: numb
     ),
     { evaluationId, after, before },
   );
+  return rows.map((r) => fromTaggedJson(r.snapshot) as Snapshot);
+}
+
+/**
+ * Which revisions were written at `since` or later (by the writer's clock), oldest first: their
+ * keys only, so a reader that missed events can tell those it lacks before reading them.
+ */
+export async function revisionKeysSince(db: Tx, since: Date): Promise<Array<{ evaluationId: string; revision: number }>> {
+  return await db
+    .select({ evaluationId: evaluationRevisions.evaluationId, revision: evaluationRevisions.revision })
+    .from(evaluationRevisions)
+    .where(gte(evaluationRevisions.at, since))
+    .orderBy(asc(evaluationRevisions.at));
+}
+
+/** For each evaluation, its revisions from `from` on, ordered by evaluation then revision. */
+export async function revisionsFrom(db: Tx, starts: ReadonlyArray<{ evaluationId: string; from: number }>): Promise<Snapshot[]> {
+  if (starts.length === 0) return [];
+  const rows = await db
+    .select({ snapshot: evaluationRevisions.snapshot })
+    .from(evaluationRevisions)
+    .where(or(...starts.map((s) => and(eq(evaluationRevisions.evaluationId, s.evaluationId), gte(evaluationRevisions.revision, s.from)))))
+    .orderBy(asc(evaluationRevisions.evaluationId), asc(evaluationRevisions.revision));
   return rows.map((r) => fromTaggedJson(r.snapshot) as Snapshot);
 }

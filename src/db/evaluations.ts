@@ -501,13 +501,3 @@ export async function latestEvaluationsOfGates(
   }
   return rows;
 }
-
-/** Evaluations running, or finished since `since`: newest first, at most `limit`. */
-export async function runningOrFinishedSince(db: Tx, since: Date, limit: number): Promise<EvaluationRow[]> {
-  return await db
-    .select()
-    .from(evaluations)
-    .where(or(isNull(evaluations.finishedAt), gt(evaluations.finishedAt, since)))
-    .orderBy(desc(evaluations.id))
-    .limit(limit);
-}

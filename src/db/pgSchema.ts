@@ -208,7 +208,8 @@ export const evaluationRevisions = pgTable(
     at: instant('at').notNull(),
     snapshot: jsonb('snapshot').notNull().$type<unknown>(),
   },
-  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] })],
+  // By time: what was written while events between instances were lost (src/domain/revisionFeed.ts).
+  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] }), index('evaluation_revisions_at_idx').on(t.at)],
 );
 
 export const monitors = pgTable(

@@ -209,7 +209,8 @@ export const evaluationRevisions = sqliteTable(
     at: integer('at', { mode: 'timestamp_ms' }).notNull(),
     snapshot: text('snapshot', { mode: 'json' }).notNull().$type<unknown>(),
   },
-  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] })],
+  // By time: what was written while events between instances were lost (src/domain/revisionFeed.ts).
+  (t) => [primaryKey({ columns: [t.evaluationId, t.revision] }), index('evaluation_revisions_at_idx').on(t.at)],
 );
 
 export const MONITOR_STATES = ['ok', 'warn', 'alert', 'no_data'] as const;

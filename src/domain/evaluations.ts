@@ -19,7 +19,6 @@ import {
   type RuleEvaluationFilter,
   type RuleEvaluationRow,
   ruleEvaluationsOf,
-  runningOrFinishedSince,
   updateEvaluationRow,
   updateRuleEvaluationRow,
 } from '../db/evaluations.ts';
@@ -127,21 +126,6 @@ const requireRead = (actor: Principal) => requireScope(actor, ['gates:read', 'ev
 export async function loadSnapshot(deps: Deps, id: string): Promise<EvaluationSnapshot | null> {
   const evaluation = await getEvaluationRow(deps.db, id);
   return evaluation ? { evaluation, rules: await ruleEvaluationsOf(deps.db, [id]) } : null;
-}
-
-/**
- * Evaluations running or finished within `withinMs`, with their rules (newest first, at most
- * `limit`): what live views re-read after events between instances may have been lost.
- */
-export async function recentSnapshots(deps: Deps, withinMs: number, limit: number): Promise<EvaluationSnapshot[]> {
-  const rows = await runningOrFinishedSince(deps.db, new Date(deps.now().getTime() - withinMs), limit);
-  const rules = await ruleEvaluationsOf(
-    deps.db,
-    rows.map((r) => r.id),
-  );
-  const byEvaluation = new Map<string, RuleEvaluationRow[]>(rows.map((r) => [r.id, []]));
-  for (const rule of rules) byEvaluation.get(rule.evaluationId)?.push(rule);
-  return rows.map((evaluation) => ({ evaluation, rules: byEvaluation.get(evaluation.id)! }));
 }
 
 /**

@@ -61,7 +61,12 @@ export async function followEvaluation(deps: Deps, reader: Principal, id: string
   );
 }
 
-/** Every change of every evaluation the filter selects among those the reader may see, as the reader may see it. */
+/**
+ * Every change of every evaluation the filter selects among those the reader may see, as the
+ * reader may see it. On several instances the bus delivers each revision once and in order per
+ * evaluation, those lost by Redis included (src/domain/revisionFeed.ts), and they are filtered
+ * here like any other.
+ */
 export function evaluationChanges(deps: Deps, reader: Principal, filter: EvaluationFilter): AsyncIterableIterator<EvaluationSnapshot> {
   readEvaluations(reader);
   const visible: EvaluationFilter = { ...filter, envs: reader.envs };

@@ -9,9 +9,9 @@ import { openStore } from '../db/store.ts';
 import { createAuthenticator, ensureBootstrapKey } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { storageFailure } from '../domain/errors.ts';
-import { recentSnapshots } from '../domain/evaluations.ts';
-import { createEvents } from '../domain/events.ts';
+import { createEvents, type EvaluationSnapshot } from '../domain/events.ts';
 import { createKeyWatch } from '../domain/keyWatch.ts';
+import { createRevisionFeed } from '../domain/revisionFeed.ts';
 import { createBacktester } from '../engine/backtest.ts';
 import { createEngine } from '../engine/engine.ts';
 import { createNotifier } from '../engine/notifier.ts';
@@ -37,11 +37,6 @@ export interface AppOptions {
   now?: () => Date;
 }
 
-/** After an outage of the events between instances, evaluations changed within this are shown again (at most the limit). */
-const CATCH_UP_MS = 15 * 60_000;
-const CATCH_UP_LIMIT = 2_000;
-const CATCH_UP_PER_TURN = 50;
-
 /** Connections the kernel may hold before they are accepted: a dashboard fleet reconnecting at once. */
 const LISTEN_BACKLOG = 4096;
 
@@ -57,23 +52,19 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
   const db = storage.db;
   // Several instances on one PostgreSQL share their events through Redis (docs/scale-out.md).
   const sharedEvents = config.redisUrl ? createRedisEventTarget({ url: config.redisUrl, channelPrefix: config.redisChannel, log, nodeId: config.nodeId }) : null;
-  // Redis came back: events of other instances may have been lost meanwhile. Caches drop what
-  // they hold, and live views get the evaluations of the last minutes as stored (a follower
-  // skips revisions it has shown and reads those it missed from the revision log), so a lost
+  // Every revision of every evaluation reaches this process's listeners once, in order per
+  // evaluation, whatever Redis lost or repeated: the feed fills gaps from the revision log.
+  // When events may have been lost (Redis came back, another instance could not publish),
+  // caches drop what they hold and the feed delivers what was written meanwhile, so a lost
   // event costs latency, not a revision.
-  sharedEvents?.onResumed(() => {
-    sharedEvents.dispatchLocally('config.changed', null);
-    recentSnapshots(deps, CATCH_UP_MS, CATCH_UP_LIMIT).then(
-      async (snapshots) => {
-        // A slice per turn: thousands of subscribers each filter every snapshot.
-        for (const [i, snapshot] of snapshots.entries()) {
-          if (i > 0 && i % CATCH_UP_PER_TURN === 0) await new Promise((resolve) => setImmediate(resolve));
-          sharedEvents.dispatchLocally('evaluation.changed', snapshot);
-        }
-      },
-      (err: unknown) => log.error({ err }, 'could not read evaluations again after events between instances resumed'),
-    );
-  });
+  const feed = sharedEvents ? createRevisionFeed(db, log, (snapshot) => sharedEvents.dispatchLocally('evaluation.changed', snapshot)) : null;
+  if (sharedEvents && feed) {
+    sharedEvents.route('evaluation.changed', (snapshot) => feed.offer(snapshot as EvaluationSnapshot));
+    sharedEvents.onResumed((since) => {
+      sharedEvents.dispatchLocally('config.changed', null);
+      feed.replay(since);
+    });
+  }
   const scheme = config.tls ? 'https' : 'http';
   let listenUrl = `${scheme}://localhost:${config.port}`;
   const deps: Deps = {
@@ -264,6 +255,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         await yoga.dispose();
         registry.clear();
         await sharedEvents?.close();
+        await feed?.stop();
         await storage.close(); // and hands a SQLite file to the next server
       })();
       return stopping;

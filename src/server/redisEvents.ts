@@ -45,6 +45,8 @@ interface Message {
   node: string;
   topic: string;
   detail: unknown;
+  /** When it was published (the publisher's clock, epoch ms); absent from older versions. */
+  at?: number;
 }
 
 /** A name Redis accepts for CLIENT SETNAME (no spaces), so a node id with any characters works. */
@@ -60,8 +62,14 @@ function redisAddress(url: string): string {
   }
 }
 
-/** Not a topic of the bus: a process telling the others that events it published were lost. */
+/**
+ * Not a topic of the bus: a process telling the others that events it published from `since`
+ * (its clock) were lost.
+ */
 const RESUMED = 'tollgate.events.resumed';
+
+/** How often a process whose publishes failed tries again to tell the others, when it has nothing else to publish. */
+const ANNOUNCE_RETRY_MS = 1_000;
 
 export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, nodeId, maxPending = 10_000 }: RedisEventTargetOptions) {
   const channel = `${channelPrefix}:events`;
@@ -73,6 +81,19 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   let subscribed = false;
   /** Publishes refused since the last one that went through; logged once per outage. */
   let unshared = 0;
+  /** When the first of them was refused (ms): the others catch up on what was written since. */
+  let unsharedSince: number | undefined;
+  let announceTimer: NodeJS.Timeout | undefined;
+  const createdAt = Date.now();
+  /**
+   * Up to when the subscription is known to have delivered: when it was confirmed, or when the
+   * last message that came through it (ours included) was published. Redis delivers a channel
+   * in the order it received the publishes, so whatever was lost was published after that, even
+   * when Redis held it back for a while before dropping the connection. Once the connection
+   * drops, `lostSince` keeps it until the subscription is back and the listeners are told.
+   */
+  let heardAt = createdAt;
+  let lostSince: number | undefined;
 
   // A publish waits for a connection being made (so events of the first moments after start
   // are shared) but fails at the first attempt that does not connect, rather than piling up
@@ -109,7 +130,10 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       lastError = undefined;
     });
     conn.on('close', () => {
-      if (role === 'subscribe') subscribed = false;
+      if (role === 'subscribe' && subscribed) {
+        subscribed = false;
+        lostSince ??= heardAt;
+      }
       if (state !== 'up' || closed) return;
       state = 'down';
       log.warn({ ...logFields, role, err: lastError }, 'redis connection lost: events reach this process only until it is back');
@@ -118,46 +142,74 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
   watch(publisher, 'publish');
   watch(subscriber, 'subscribe');
 
-  /** Called when events of other processes may have been missed (a subscription or a publisher came back). */
-  const resumedListeners = new Set<() => void>();
-  const resumed = () => {
-    for (const listener of resumedListeners) listener();
+  /** Called when events of other processes may have been missed since a moment (a subscription or a publisher came back). */
+  const resumedListeners = new Set<(since: Date) => void>();
+  const resumed = (since: Date) => {
+    for (const listener of resumedListeners) listener(since);
   };
 
   subscriber.on('ready', () => {
     subscriber.subscribe(channel).then(
       () => {
         subscribed = true;
-        // Subscribed again: what other processes published meanwhile never came.
-        if (++stats.subscriptions > 1) resumed();
+        heardAt = Date.now();
+        // Subscribed (again): what other processes published before never came. The first
+        // time, that is what they published while this process was starting.
+        const since = ++stats.subscriptions === 1 ? createdAt : (lostSince ?? createdAt);
+        lostSince = undefined;
+        resumed(new Date(since));
       },
       () => {}, // the connection dropped again: the next 'ready' subscribes
     );
   });
 
-  const failed = (err: Error) => {
+  /**
+   * Tells the others that events published since the first refused one did not reach them (they
+   * read them from the database). Sent by the next publish that goes through, else when the
+   * connection is back or after a pause, so a process with nothing more to say says it too.
+   */
+  const announce = () => {
+    if (unshared === 0 || closed || publisher.status !== 'ready') return;
+    log.info({ ...logFields, unshared }, 'events reach other processes again; those published meanwhile did not');
+    const since = unsharedSince!;
+    unshared = 0;
+    unsharedSince = undefined;
+    publish(RESUMED, { since: new Date(since) });
+  };
+  publisher.on('ready', announce);
+  /** A publish was refused or dropped: counted from the moment of the first one. */
+  const unsharedFrom = (since: number) => {
+    unshared++;
+    unsharedSince = Math.min(unsharedSince ?? since, since);
+    if (announceTimer || closed) return;
+    announceTimer = setTimeout(() => {
+      announceTimer = undefined;
+      announce();
+    }, ANNOUNCE_RETRY_MS);
+    announceTimer.unref();
+  };
+  const failed = (err: Error, since: number) => {
     stats.failed++;
-    if (unshared++ === 0 && !closed) log.warn({ ...logFields, err: err.message }, 'events are not reaching other processes (redis publish failed)');
+    if (unshared === 0 && !closed) log.warn({ ...logFields, err: err.message }, 'events are not reaching other processes (redis publish failed)');
+    unsharedFrom(since);
   };
   const succeeded = () => {
     stats.published++;
-    if (unshared > 0) {
-      log.info({ ...logFields, unshared }, 'events reach other processes again; those published meanwhile did not');
-      // The others missed ours: they catch up from the database.
-      publish(RESUMED, null);
-    }
-    unshared = 0;
+    announce();
   };
 
   const publish = (topic: string, detail: unknown) => {
+    // A lost announcement is announced again, from the same moment.
+    const since = topic === RESUMED ? (detail as { since: Date }).since.getTime() : Date.now();
     if (closed || pending >= maxPending) {
       stats.dropped++;
-      if (!closed && unshared++ === 0) log.warn({ ...logFields, maxPending }, 'events are not reaching other processes (redis is not answering publishes)');
+      if (!closed && unshared === 0) log.warn({ ...logFields, maxPending }, 'events are not reaching other processes (redis is not answering publishes)');
+      if (!closed) unsharedFrom(since);
       return;
     }
     let text: string;
     try {
-      text = serialize({ origin, node: nodeId, topic, detail } satisfies Message);
+      text = serialize({ origin, node: nodeId, topic, detail, at: Date.now() } satisfies Message);
     } catch (err) {
       // A payload JSON cannot hold (a cycle): a bug of the publisher, reported without failing it.
       stats.failed++;
@@ -172,15 +224,20 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       },
       (err: Error) => {
         pending--;
-        failed(err);
+        failed(err, since);
       },
     );
   };
 
+  /** Topics whose events, this process's and others', go to a handler instead of the listeners (see route()). */
+  const routes = new Map<string, (detail: unknown) => void>();
+
   class SharedEventTarget extends EventTarget {
     override dispatchEvent(event: Event): boolean {
-      const result = super.dispatchEvent(event);
-      publish(event.type, (event as CustomEvent).detail);
+      const detail = (event as CustomEvent).detail;
+      const route = routes.get(event.type);
+      const result = route ? (route(detail), true) : super.dispatchEvent(event);
+      publish(event.type, detail);
       return result;
     }
 
@@ -204,10 +261,13 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
       badMessageLogged = true;
       return;
     }
+    heardAt = typeof message.at === 'number' ? message.at : Date.now();
     if (message.origin === origin) return; // our own, already dispatched when published
     stats.received++;
-    if (message.topic === RESUMED) return resumed();
-    target.dispatchLocally(new CustomEvent(message.topic, { detail: message.detail }));
+    if (message.topic === RESUMED) return resumed(new Date((message.detail as { since?: Date } | null)?.since ?? createdAt));
+    const route = routes.get(message.topic);
+    if (route) route(message.detail);
+    else target.dispatchLocally(new CustomEvent(message.topic, { detail: message.detail }));
   });
 
   const shut = async (conn: Redis) => {
@@ -233,12 +293,24 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
     },
 
     /**
-     * Calls `listener` whenever events of other processes may have been lost (Redis came back):
-     * whoever shows state from them reads it again from the database. Returns the unsubscriber.
+     * Calls `listener` whenever events of other processes may have been lost (subscribed at
+     * start, Redis came back, another process could not publish), with the moment from which
+     * they may have been: whoever shows state from them reads it again from the database. That
+     * moment is this process's clock, or the other's when it could not publish: allow for
+     * clocks apart and for writes published a while after their time. Returns the unsubscriber.
      */
-    onResumed(listener: () => void): () => void {
+    onResumed(listener: (since: Date) => void): () => void {
       resumedListeners.add(listener);
       return () => resumedListeners.delete(listener);
+    },
+
+    /**
+     * Events of `topic`, published here or received from other processes, are handed to
+     * `handle` instead of this process's listeners (they are still published as usual);
+     * `handle` delivers them, or not, with dispatchLocally. One handler per topic.
+     */
+    route(topic: string, handle: (detail: unknown) => void): void {
+      routes.set(topic, handle);
     },
 
     /** An event for this process's listeners only (a state read again after a resumption). */
@@ -253,6 +325,7 @@ export function createRedisEventTarget({ url, channelPrefix = 'tollgate', log, n
     /** Quits both connections; events dispatched afterwards reach this process's listeners only. */
     async close(): Promise<void> {
       closed = true;
+      clearTimeout(announceTimer);
       await Promise.all([shut(publisher), shut(subscriber)]);
     },
   };

@@ -1,0 +1,1 @@
+CREATE INDEX "evaluation_revisions_at_idx" ON "evaluation_revisions" USING btree ("at");
