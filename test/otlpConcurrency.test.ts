@@ -39,7 +39,7 @@ describe('OTLP on two instances sharing PostgreSQL', { skip: noPg }, () => {
   // Two 10 s buckets; every batch writes all of their rows, in an order of its own.
   const now = Date.now();
   const buckets = [now - 10_000, now];
-  function batch(n: number) {
+  function batch(n: number, service = SERVICE) {
     const spans: Array<{ version: string; span: object }> = [];
     for (const start of buckets)
       for (const resource of RESOURCES)
@@ -64,7 +64,7 @@ describe('OTLP on two instances sharing PostgreSQL', { skip: noPg }, () => {
       resourceSpans: VERSIONS.map((version) => ({
         resource: {
           attributes: [
-            { key: 'service.name', value: { stringValue: SERVICE } },
+            { key: 'service.name', value: { stringValue: service } },
             { key: 'deployment.environment', value: { stringValue: 'prod' } },
             { key: 'service.version', value: { stringValue: version } },
           ],
@@ -108,5 +108,24 @@ describe('OTLP on two instances sharing PostgreSQL', { skip: noPg }, () => {
     assert.equal(types.length, RESOURCES.length * VERSIONS.length * 2);
     // Summed over both buckets.
     for (const t of types) assert.equal(t.count, (sent * ERRORS * buckets.length) / 2, `${t.version} ${t.resource} ${t.errorType}`);
+  });
+
+  test('a batch is written in the same few statements whatever its number of rows', async () => {
+    const s = servers[0]!;
+    const send = async () => {
+      s.queries.length = 0;
+      const r = await fetch(`${s.url}/v1/traces`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify(batch(0, 'statements')),
+      });
+      assert.equal(r.status, 200);
+      // Writes and the reads they lock (not a prune, should one run meanwhile).
+      return s.queries.filter((q) => /apm_(stats|errors)/.test(q) && !/^delete/i.test(q)).length;
+    };
+    // 24 rows and 48 error rows: inserted, then the error counts.
+    assert.equal(await send(), 2);
+    // Again: the insert finds them all, so they are locked and read, then updated with the error counts.
+    assert.equal(await send(), 3);
   });
 });
