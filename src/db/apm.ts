@@ -1,7 +1,7 @@
 import { DDSketch } from '@datadog/sketches-js';
 import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
-import { changed } from './dialect.ts';
+import { changed, dialectOf } from './dialect.ts';
 import { firstRow, prepared, runStatement } from './prepared.ts';
 import { apmErrors, apmStats } from './schema.ts';
 
@@ -113,9 +113,12 @@ function statements(db: Tx) {
 
 /**
  * Adds a batch to the store: counts add up, sketches merge, the first sample message of an
- * error type is kept. Call inside a transaction, with the root handle (prepared statements).
+ * error type is kept. Call inside a transaction, read committed on PostgreSQL
+ * (`transaction(db, work, { readCommitted: true })`): rows are locked there, not retried.
  */
 export async function addBatch(db: Tx, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): Promise<void> {
+  if (dialectOf(db) === 'pg') return addBatchPg(db as unknown as Executor, stats, errors);
+  // SQLite: one connection, its transactions one at a time, so a row read is still the row written.
   const st = statements(db);
   for (const { durations, ...s } of stats) {
     const existing = await firstRow(st.find, s);
@@ -128,6 +131,124 @@ export async function addBatch(db: Tx, stats: readonly StatDelta[], errors: read
     }
   }
   for (const e of errors) await runStatement(st.addError, { ...e });
+}
+
+type Executor = { execute(q: SQL): Promise<{ rows: Array<Record<string, unknown>> }> };
+
+const keyOf = (k: ApmKey): string => `${k.service}\u0000${k.env}\u0000${k.version}\u0000${k.resource}\u0000${k.primaryTag}\u0000${k.bucket}`;
+
+/** One delta per row, in key order: every transaction locks the rows they share in the same order, so none waits for another in a cycle. */
+function byKey<T>(rows: readonly T[], key: (row: T) => string, merge: (into: T, row: T) => void): T[] {
+  const one = new Map<string, T>();
+  for (const row of rows) {
+    const k = key(row);
+    const seen = one.get(k);
+    if (seen) merge(seen, row);
+    else one.set(k, { ...row });
+  }
+  return [...one.keys()].sort().map((k) => one.get(k)!);
+}
+
+/** `rows` as parallel arrays, one bound parameter per column (typed `type[]`), unnested back into rows. */
+function unnest<T>(rows: readonly T[], columns: ReadonlyArray<[type: string, value: (row: T) => unknown]>): SQL {
+  return sql`unnest(${sql.join(
+    columns.map(([type, value]) => sql`${sql.param(rows.map(value))}::${sql.raw(type)}[]`),
+    sql`, `,
+  )})`;
+}
+const keyColumns = sql.raw('service, env, version, resource, primary_tag, bucket');
+const KEY: ReadonlyArray<[string, (k: ApmKey) => unknown]> = [
+  ['text', (k) => k.service],
+  ['text', (k) => k.env],
+  ['text', (k) => k.version],
+  ['text', (k) => k.resource],
+  ['text', (k) => k.primaryTag],
+  ['bigint', (k) => k.bucket],
+];
+type StatRow = ApmKey & { hits: number; errors: number; durations: Buffer };
+const STAT: ReadonlyArray<[string, (s: StatRow) => unknown]> = [...KEY, ['bigint', (s) => s.hits], ['bigint', (s) => s.errors], ['bytea', (s) => s.durations]];
+const ERROR: ReadonlyArray<[string, (e: ErrorDelta) => unknown]> = [...KEY, ['text', (e) => e.errorType], ['bigint', (e) => e.count], ['text', (e) => e.sampleMessage]];
+
+/**
+ * PostgreSQL, where instances write the same rows at once: a statement per step whatever the
+ * batch's size, and no read-modify-write that a concurrent one can invalidate.
+ * 1. The batch's new rows are inserted whole (their key order is the insert's); the rows that
+ *    exist are left alone and come back as not inserted.
+ * 2. Those are locked and read in key order (FOR UPDATE, waiting for a transaction holding
+ *    one, then reading what it committed) and their sketches merged here. A row gone meanwhile
+ *    (pruned) goes through 1 again.
+ * 3. One statement updates the locked rows and upserts the error counts (commutative
+ *    increments) in key order.
+ */
+async function addBatchPg(db: Executor, stats: readonly StatDelta[], errors: readonly ErrorDelta[]): Promise<void> {
+  let pending = byKey(stats, keyOf, (into, s) => {
+    into.hits += s.hits;
+    into.errors += s.errors;
+    into.durations = mergedSketch(into.durations, s.durations);
+  });
+  /** Rows locked here, with the sketches to write: updated in the last statement, with the error counts. */
+  const updates: StatRow[] = [];
+  while (pending.length > 0) {
+    const inserted = await db.execute(
+      sql`insert into apm_stats (${keyColumns}, hits, errors, durations) select * from ${unnest(
+        pending.map((s) => ({ ...s, durations: Buffer.from(s.durations.toProto()) })),
+        STAT,
+      )}
+        on conflict do nothing returning ${keyColumns}`,
+    );
+    const done = new Set(inserted.rows.map((r) => keyOf(asKey(r))));
+    const existing = pending.filter((s) => !done.has(keyOf(s)));
+    if (existing.length === 0) break;
+    const locked = await db.execute(
+      sql`select s.service, s.env, s.version, s.resource, s.primary_tag, s.bucket, s.durations
+        from apm_stats s join ${unnest(existing, KEY)} as k(${keyColumns}) using (${keyColumns})
+        order by s.service, s.env, s.version, s.resource, s.primary_tag, s.bucket for update of s`,
+    );
+    const current = new Map(locked.rows.map((r) => [keyOf(asKey(r)), r.durations as Buffer]));
+    for (const s of existing) {
+      const stored = current.get(keyOf(s));
+      if (!stored) continue;
+      const merged = DDSketch.fromProto(stored);
+      merged.merge(s.durations);
+      updates.push({ ...s, durations: Buffer.from(merged.toProto()) });
+    }
+    pending = existing.filter((s) => !current.has(keyOf(s)));
+  }
+  const errorRows = byKey(
+    errors,
+    (e) => `${keyOf(e)}\u0000${e.errorType}`,
+    (into, e) => {
+      into.count += e.count;
+      into.sampleMessage ??= e.sampleMessage;
+    },
+  );
+  const update = sql`update apm_stats s set hits = s.hits + d.hits, errors = s.errors + d.errors, durations = d.durations
+    from ${unnest(updates, STAT)} as d(${keyColumns}, hits, errors, durations)
+    where (s.service, s.env, s.version, s.resource, s.primary_tag, s.bucket) = (d.service, d.env, d.version, d.resource, d.primary_tag, d.bucket)`;
+  const upsertErrors = sql`insert into apm_errors (${keyColumns}, error_type, count, sample_message)
+    select * from ${unnest(errorRows, ERROR)}
+    on conflict (service, env, version, resource, primary_tag, error_type, bucket)
+    do update set count = apm_errors.count + excluded.count, sample_message = coalesce(apm_errors.sample_message, excluded.sample_message)`;
+  // One statement for both while the rows stay locked: a round trip less that others wait for.
+  if (updates.length > 0 && errorRows.length > 0) await db.execute(sql`with updated as (${update}) ${upsertErrors}`);
+  else if (updates.length > 0) await db.execute(update);
+  else if (errorRows.length > 0) await db.execute(upsertErrors);
+}
+
+const asKey = (r: Record<string, unknown>): ApmKey => ({
+  service: r.service as string,
+  env: r.env as string,
+  version: r.version as string,
+  resource: r.resource as string,
+  primaryTag: r.primary_tag as string,
+  bucket: Number(r.bucket),
+});
+
+function mergedSketch(a: DDSketch, b: DDSketch): DDSketch {
+  const merged = newSketch();
+  merged.merge(a);
+  merged.merge(b);
+  return merged;
 }
 
 export interface Window {

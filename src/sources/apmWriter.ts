@@ -55,8 +55,9 @@ export class ApmAggregate {
    */
   async store(deps: Deps): Promise<Array<{ service: string; env: string }>> {
     if (this.stats.size === 0) return [];
-    // The root handle inside the transaction: same connection, and its prepared statements.
-    await transaction(deps.db, async (tx) => addBatch(tx, [...this.stats.values()], [...this.errors.values()]));
+    // Read committed: on PostgreSQL addBatch locks the rows it merges into and reads what the
+    // previous holder committed, so concurrent batches on the same rows wait instead of failing.
+    await transaction(deps.db, async (tx) => addBatch(tx, [...this.stats.values()], [...this.errors.values()]), { readCommitted: true });
     const touched = new Map<string, { service: string; env: string }>();
     for (const s of this.stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
     for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });

@@ -197,7 +197,7 @@ async function triggerToVerdict(setup: Setup, tag: string): Promise<LatencyResul
 const { bodies, contentType } = otlpBodies(SPANS_PER_BATCH);
 
 /** Spans per second accepted with every instance loaded at once (OTLP_CONNECTIONS each), protobuf. */
-async function otlpRate(setup: Setup): Promise<{ spans: number; failed: number }> {
+async function otlpRate(setup: Setup): Promise<{ spans: number; failed: number; how: string }> {
   const run = (duration: number) =>
     Promise.all(
       setup.instances.map((i) =>
@@ -216,7 +216,19 @@ async function otlpRate(setup: Setup): Promise<{ spans: number; failed: number }
   // Requests answered 2xx only; errors and timeouts are reported, not hidden.
   return {
     spans: results.reduce((sum, r) => sum + (r['2xx'] / OTLP_SECONDS) * SPANS_PER_BATCH, 0),
-    failed: results.reduce((sum, r) => sum + r.non2xx + r.errors + r.timeouts, 0),
+    // autocannon counts a timeout in `errors` too.
+    failed: results.reduce((sum, r) => sum + r.non2xx + r.errors, 0),
+    // Which: an answer's status (the servers' logs say why), a timeout, or a connection error.
+    how: Object.entries(
+      results.reduce<Record<string, number>>((by, r) => {
+        for (const [code, { count = 0 }] of Object.entries(r.statusCodeStats ?? {})) if (!code.startsWith('2')) by[code] = (by[code] ?? 0) + count;
+        if (r.timeouts) by.timeouts = (by.timeouts ?? 0) + r.timeouts;
+        if (r.errors - r.timeouts > 0) by['connection errors'] = (by['connection errors'] ?? 0) + r.errors - r.timeouts;
+        return by;
+      }, {}),
+    )
+      .map(([what, n]) => `${what}: ${n}`)
+      .join(', '),
   };
 }
 
@@ -298,8 +310,8 @@ if (noPg) {
 const lines: string[] = [];
 /** `BENCH_CLUSTER=single` (or any of sqlite, single, cluster) runs only those setups. */
 const setups = new Set((process.env.BENCH_CLUSTER ?? 'sqlite,single,cluster').split(','));
-const spans = (label: string, r: { spans: number; failed: number }, baseline?: { spans: number }) =>
-  `  ${label.padEnd(40)} ${r.spans.toFixed(0).padStart(7)} spans/s${baseline ? `  x${(r.spans / baseline.spans).toFixed(2)}` : ''}${r.failed > 0 ? `  (${r.failed} requests failed or timed out)` : ''}`;
+const spans = (label: string, r: { spans: number; failed: number; how: string }, baseline?: { spans: number }) =>
+  `  ${label.padEnd(40)} ${r.spans.toFixed(0).padStart(7)} spans/s${baseline ? `  x${(r.spans / baseline.spans).toFixed(2)}` : ''}${r.failed > 0 ? `  (${r.failed} requests failed or timed out; ${r.how})` : ''}`;
 const latencyLines: string[] = [];
 const spanLines: string[] = [];
 let singleLatency: LatencyResult | undefined;
