@@ -71,7 +71,11 @@ const STORAGE_FAILURES: Array<[RegExp, string]> = [
   [/^SQLITE_(CORRUPT|NOTADB)/, 'the database file is damaged'],
   [/^SQLITE_CANTOPEN/, 'the database file cannot be opened'],
   [/^SQLITE_(BUSY|LOCKED)/, 'the database is locked by another process'],
+  [/^POOL_TIMEOUT$/, 'every database connection stayed busy for the pool timeout'],
 ];
+
+/** node-postgres's pool error when no connection frees up in time. */
+const POOL_TIMEOUT = 'timeout exceeded when trying to connect';
 
 /**
  * The storage failure behind an error (drizzle may wrap the driver's error in `cause`), as the
@@ -80,7 +84,9 @@ const STORAGE_FAILURES: Array<[RegExp, string]> = [
 export function storageFailure(err: unknown): StorageUnavailableError | undefined {
   if (err instanceof StorageUnavailableError) return err;
   for (let e = err, depth = 0; e && typeof e === 'object' && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
+    // node-postgres's pool gives up waiting for a free connection with an Error that has no
+    // code: every connection is busy, which is the storage failing to keep up, not a bug.
+    const code = (e as { code?: unknown }).code ?? (e instanceof Error && e.message === POOL_TIMEOUT ? 'POOL_TIMEOUT' : undefined);
     if (typeof code !== 'string') continue;
     const known = STORAGE_FAILURES.find(([pattern]) => pattern.test(code));
     if (known)
