@@ -340,6 +340,7 @@ export const backtests = pgTable(
     summary: jsonb('summary').$type<Record<string, unknown>>(),
     error: text('error'),
     nodeId: text('node_id').notNull(),
+    leaseExpiresAt: instant('lease_expires_at'),
     triggerEnvs: jsonb('trigger_envs').$type<string[]>(),
     createdById: text('created_by_id').notNull(),
     createdByName: text('created_by_name').notNull(),

@@ -382,8 +382,10 @@ export const backtests = sqliteTable(
     summary: text('summary', { mode: 'json' }).$type<Record<string, unknown>>(),
     /** Why it failed, or who canceled it. */
     error: text('error'),
-    /** The process running it; a restart fails what it was running. */
+    /** The process running it, while `leaseExpiresAt` is ahead: it renews the lease as it runs. */
     nodeId: text('node_id').notNull(),
+    /** Past it (or null: a row of a version without leases), a running backtest's process is gone and any instance fails it. */
+    leaseExpiresAt: integer('lease_expires_at', { mode: 'timestamp_ms' }),
     /** The environments the starting key could see: rules match only monitors visible under them. */
     triggerEnvs: text('trigger_envs', { mode: 'json' }).$type<string[]>(),
     createdById: text('created_by_id').notNull(),

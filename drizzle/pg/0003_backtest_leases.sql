@@ -1,0 +1,1 @@
+ALTER TABLE "backtests" ADD COLUMN "lease_expires_at" bigint;

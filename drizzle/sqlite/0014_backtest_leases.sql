@@ -1,0 +1,1 @@
+ALTER TABLE `backtests` ADD `lease_expires_at` integer;
