@@ -227,9 +227,10 @@ export const monitors = pgTable(
     noDataTimeframe: integer('no_data_timeframe'),
     sourceErrors: integer('source_errors').notNull().default(0),
     lastSourceError: text('last_source_error'),
+    alertKey: text('alert_key'),
     ...timestamps,
   },
-  (t) => [index('monitors_name_idx').on(t.name)],
+  (t) => [index('monitors_name_idx').on(t.name), uniqueIndex('monitors_alert_key_idx').on(t.alertKey)],
 );
 
 export const monitorGroups = pgTable(

@@ -241,9 +241,14 @@ export const monitors = sqliteTable(
     /** Consecutive failures of the monitor's data source (Prometheus down); rules treat them as source errors. */
     sourceErrors: integer('source_errors').notNull().default(0),
     lastSourceError: text('last_source_error'),
+    /**
+     * Set on the monitors the Alertmanager receiver creates (src/sources/alertmanager.ts): one per
+     * key, so instances receiving the same new alertname at once create one monitor, not two.
+     */
+    alertKey: text('alert_key'),
     ...timestamps,
   },
-  (t) => [index('monitors_name_idx').on(t.name)],
+  (t) => [index('monitors_name_idx').on(t.name), uniqueIndex('monitors_alert_key_idx').on(t.alertKey)],
 );
 
 /** The current state of each group of a monitor; "*" is the monitor as a whole. */

@@ -1,0 +1,2 @@
+ALTER TABLE "monitors" ADD COLUMN "alert_key" text;--> statement-breakpoint
+CREATE UNIQUE INDEX "monitors_alert_key_idx" ON "monitors" USING btree ("alert_key");
