@@ -1,12 +1,17 @@
 // What holds across instances sharing one PostgreSQL and one Redis (docs/scale-out.md), beyond
 // the acceptance run of test/cluster.test.ts: the database or Redis decides, not a process.
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { connect, createServer, type Socket } from 'node:net';
+import { describe, type TestContext, test } from 'node:test';
+import { Redis } from 'ioredis';
 import pg from 'pg';
+import { createApiKey, createApiKeyInputSchema } from '../src/domain/apiKeys.ts';
+import { parseInput } from '../src/domain/errors.ts';
+import { SYSTEM } from '../src/domain/principal.ts';
 import { createPgDatabase, skipWithoutPg } from './helpers/pg.ts';
 import { REDIS_URL, redisChannelPrefix, skipWithoutRedis } from './helpers/redis.ts';
-import { ADMIN_KEY, startServer, type TestServer } from './helpers/server.ts';
-import { waitFor } from './helpers/tools.ts';
+import { ADMIN_KEY, startServer, type TestServer, UNREACHABLE_LIMITS } from './helpers/server.ts';
+import { freePort, waitFor } from './helpers/tools.ts';
 
 const noPg = await skipWithoutPg();
 
@@ -93,5 +98,121 @@ describe('two instances on one PostgreSQL and Redis', { skip: noPg }, () => {
       );
     }
     assert.equal((await monitorsNamed('DiskFull')).length, 2);
+  });
+});
+
+const QUERY = '{ gates(first: 1) { edges { cursor } } }';
+/** A secret no key has: each one presented is a failed authentication of the test's address. */
+const badSecret = (n: number | string) => `tgk_not-a-key-${n}-0123456789abcdefghijklmnop`;
+
+/** A key of its own, made without a request (an admin request would count against the admin key's budget). */
+async function freshKey(s: TestServer, name: string): Promise<string> {
+  return (await createApiKey(s.app.deps, SYSTEM, parseInput(createApiKeyInputSchema, { name, scopes: ['gates:read'] }))).secret;
+}
+
+/** Once `s` refuses a bad secret unheard (429), its count of the address's failures has reached the limit. */
+const untilAddressRefused = (s: TestServer) => waitFor('the address to be refused', async () => (await s.gql(QUERY, undefined, badSecret('probe'))).status === 429, 20_000);
+
+describe('rate limits with TOLLGATE_REDIS_URL', { skip: noPg }, () => {
+  test("a key's request budget and an address's failed authentications are counted once for the whole Tollgate", async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const { a, b, done } = await twoInstances({ rateLimits: { ...UNREACHABLE_LIMITS, requestsPerSecond: 3, authFailuresPerMinute: 3 } });
+    t.after(done);
+
+    // A key spends its 3 requests of the second on A; B then refuses its fourth. B sees each key
+    // once, so it refuses only by A's count. A second may pass between the two on a slow
+    // machine (a new window): then another key tries again.
+    let refusedByB: Awaited<ReturnType<TestServer['gql']>> | undefined;
+    for (let attempt = 0; attempt < 10 && !refusedByB; attempt++) {
+      const secret = await freshKey(a, `budget-${attempt}`);
+      const onA = await Promise.all([1, 2, 3].map(() => a.gql(QUERY, undefined, secret)));
+      assert.deepEqual(
+        onA.map((r) => r.status),
+        [200, 200, 200],
+      );
+      const onB = await b.gql(QUERY, undefined, secret);
+      if (onB.status === 429) refusedByB = onB;
+      else assert.equal(onB.status, 200);
+    }
+    assert.ok(refusedByB, 'B never refused a key that had spent its budget on A: each instance counts its own');
+    assert.match(refusedByB.errors![0]!.message, /over its limit of 3 requests per second/);
+
+    // Three failed authentications on A: B refuses the address too, before looking at the secret.
+    for (let i = 0; i < 3; i++) assert.equal((await a.gql(QUERY, undefined, badSecret(i))).status, 401);
+    await untilAddressRefused(a);
+    const onB = await b.gql(QUERY, undefined, badSecret('on-b'));
+    assert.equal(onB.status, 429);
+    assert.match(onB.errors![0]!.message, /too many failed authentications from this address/);
+  });
+});
+
+/** A proxy to the test Redis that can stall: connections stay open and nothing passes either way. */
+async function stallingRedis(t: TestContext) {
+  let stalled = false;
+  const sockets = new Set<Socket>();
+  const pipes: Array<{ from: Socket; to: Socket }> = [];
+  const server = createServer((client) => {
+    const upstream = connect(6379, '127.0.0.1');
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      socket.on('error', () => {});
+    }
+    for (const [from, to] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      pipes.push({ from, to });
+      from.on('data', (chunk) => !stalled && to.write(chunk));
+    }
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  return { url: `redis://127.0.0.1:${port}`, stall: () => void (stalled = true) };
+}
+
+describe('rate limits when Redis does not answer', () => {
+  const limits = { rateLimits: { ...UNREACHABLE_LIMITS, authFailuresPerMinute: 2 } };
+
+  test('unreachable from the start: each instance counts in its own memory, and requests are served', async (t) => {
+    const s = await startServer({ ...limits, redisUrl: `redis://127.0.0.1:${await freePort()}`, redisChannel: redisChannelPrefix() });
+    t.after(() => s.stop());
+    assert.equal((await s.gql(QUERY)).status, 200);
+    for (let i = 0; i < 2; i++) assert.equal((await s.gql(QUERY, undefined, badSecret(i))).status, 401);
+    await untilAddressRefused(s);
+    assert.equal((await s.gql(QUERY)).status, 200, 'a key that authenticated lately gets past the address block');
+  });
+
+  test('stalled after it answered: a request waits for it a moment, then is counted in memory', { timeout: 120_000 }, async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const redis = await stallingRedis(t);
+    const channel = redisChannelPrefix();
+    const s = await startServer({ ...limits, redisUrl: redis.url, redisChannel: channel });
+    t.after(() => s.stop());
+    const direct = new Redis(REDIS_URL);
+    t.after(() => direct.disconnect());
+    // Until its connection is up, the instance counts in memory: a request counted in Redis says it is.
+    await waitFor(
+      'requests counted in Redis',
+      async () => {
+        assert.equal((await s.gql(QUERY)).status, 200);
+        return (await direct.keys(`${channel}:limits:requests:*`)).length > 0;
+      },
+      20_000,
+    );
+    // One failure counted in Redis…
+    assert.equal((await s.gql(QUERY, undefined, badSecret(0))).status, 401);
+    await waitFor('the failure counted in Redis', async () => (await direct.get(`${channel}:limits:auth-failures:127.0.0.1`)) === '1', 20_000);
+    redis.stall();
+    // …then none reaches it: the count starts again in memory, two failures, then the address is refused.
+    for (let i = 1; i < 3; i++) assert.equal((await s.gql(QUERY, undefined, badSecret(i))).status, 401);
+    await untilAddressRefused(s);
+    assert.equal((await s.gql(QUERY)).status, 200);
   });
 });

@@ -264,6 +264,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         await yoga.dispose();
         registry.clear();
         await sharedEvents?.close();
+        await rateLimits.close();
         await storage.close(); // and hands a SQLite file to the next server
       })();
       return stopping;
