@@ -6,8 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { CHROMIUM, launchChromium } from './browser.ts';
 import { sleep, subscribeQueue } from './helpers/live.ts';
+import { createPgDatabase, skipWithoutPg } from './helpers/pg.ts';
+import { REDIS_URL, redisChannelPrefix, skipWithoutRedis } from './helpers/redis.ts';
+import { waitFor } from './helpers/tools.ts';
 import { ADMIN_KEY, CREATE_GATE, fddRule, skipWithout, startServer, type TestServer } from './helpers.ts';
 import { sendTraffic } from './traffic.ts';
 
@@ -336,5 +340,67 @@ describe('a backtest running when the server stops', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('two instances on one PostgreSQL', async () => {
+  const noPg = await skipWithoutPg();
+
+  it("one starting (or running) leaves the other's backtest running; its owner renews its lease and finishes it", { skip: noPg, timeout: 120_000 }, async (t) => {
+    if (await skipWithoutRedis(t)) return;
+    const database = await createPgDatabase();
+    // In this order: the servers and the blocking session end before the database is dropped.
+    const ends: Array<() => Promise<unknown>> = [];
+    t.after(async () => {
+      for (const end of ends.reverse()) await end().catch(() => {});
+      await database.drop();
+    });
+    const shared = { postgresUrl: database.url, redisUrl: REDIS_URL, redisChannel: redisChannelPrefix() };
+    const a = await startServer({ ...shared, nodeId: 'backtest-a' });
+    ends.push(() => a.stop());
+    const start = Math.floor((Date.now() - 4 * HOUR) / MIN) * MIN;
+    for (const [version, at] of [
+      ['v1', start],
+      ['v2', start + HOUR],
+    ] as const) {
+      await sendTraffic(a, { service: 'cart', env: 'prod', version, resource: 'GET /cart', count: 600, errorsEvery: 20, from: at, spreadMs: HOUR });
+    }
+    // The job's first step reads the APM store: holding that table keeps it running (blocked)
+    // for as long as the test needs, whatever the machine's speed.
+    const blocker = new pg.Client({ connectionString: database.url });
+    await blocker.connect();
+    ends.push(() => blocker.end());
+    await blocker.query('begin');
+    await blocker.query('lock table apm_stats in access exclusive mode');
+    const r = await a.gql(START, {
+      i: { service: 'cart', env: 'prod', configuration: { rules: [fddRule('slow', { duration: 600 })] }, from: new Date(start + MIN).toISOString(), to: new Date().toISOString() },
+    });
+    assert.equal(r.errors, undefined, JSON.stringify(r.errors));
+    const id: string = r.data.backtestGate.id;
+    const row = async () =>
+      (await a.sql<{ status: string; node_id: string; lease_expires_at: number }>('select status, node_id, lease_expires_at from backtests where id = ?', id))[0]!;
+    const leased = await row();
+    assert.deepEqual([leased.status, leased.node_id], ['running', 'backtest-a']);
+
+    const b = await startServer({ ...shared, nodeId: 'backtest-b' });
+    ends.push(() => b.stop());
+    assert.equal((await row()).status, 'running', "B's start failed A's backtest");
+    // A renews it while it runs (every 4 s), so B's rounds, which fail lapsed ones, leave it too.
+    console.log('STEP', "await waitFor('A to renew the ");
+    await waitFor('A to renew the lease', async () => (await row()).lease_expires_at > leased.lease_expires_at, 20_000);
+    assert.equal((await row()).status, 'running');
+
+    console.log('STEP', "await blocker.query('commit');");
+    await blocker.query('commit');
+    const done = await waitFor(
+      'the backtest to end',
+      async () => {
+        const bt = (await b.gql(GET, { id })).data.backtest;
+        return bt.status !== 'RUNNING' && bt;
+      },
+      60_000,
+    );
+    assert.equal(done.status, 'DONE', done.error);
+    assert.equal(done.progress.total, 1);
   });
 });

@@ -6,11 +6,13 @@ import type { BacktestRow } from '../src/db/backtests.ts';
 import { type DeployResult, getBacktest, MAX_RUNNING_BACKTESTS, MAX_RUNNING_BACKTESTS_PER_KEY, startBacktest } from '../src/domain/backtests.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { DomainError } from '../src/domain/errors.ts';
+import { LEASE_MS } from '../src/domain/evaluations.ts';
 import { createFreeze, createFreezeInputSchema } from '../src/domain/freezes.ts';
 import { createMonitor, reportMonitorState } from '../src/domain/monitors.ts';
 import { type Principal, SYSTEM } from '../src/domain/principal.ts';
 import { createBacktester } from '../src/engine/backtest.ts';
-import { engineOn, ingest, memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+import { engineOn, ingest, ManualTimers, memoryDb, recorded, T0, TestClock, trigger, unitDeps } from './helpers/engine.ts';
+import { waitFor } from './helpers/tools.ts';
 
 const MIN = 60_000;
 const HOUR = 60 * MIN;
@@ -201,33 +203,63 @@ describe('backtests, the server-wide limit', () => {
 });
 
 describe('backtests left running by a process that died', () => {
-  it('are failed at the next start even when the server comes back under another node id (a new container hostname)', async () => {
-    // One server per store (the server lock): whatever was running when the last one died is
-    // interrupted. Failing only this node id's left the rest running forever, holding the
-    // server-wide limit: a store with 8 such rows refused every backtest of every key.
+  const input = {
+    service: 'checkout',
+    env: 'prod',
+    configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
+    from: new Date(T0),
+    to: new Date(T0 + HOUR),
+  };
+  const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
+
+  it('are failed once their lease lapses, by an instance under another node id (a new container hostname), not while it may be running', async () => {
+    // Failing only this node id's left the rest running forever, holding the server-wide limit:
+    // a store with 8 such rows refused every backtest of every key. Failing every running one at
+    // start failed what another live instance on the same store was running.
     const clock = new TestClock(T0 + 2 * HOUR);
     const db = memoryDb();
     const before = unitDeps(db, clock, 'old-host');
     await ingest(before, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
-    const input = {
-      service: 'checkout',
-      env: 'prod',
-      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
-      from: new Date(T0),
-      to: new Date(T0 + HOUR),
-    };
-    const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
+    // No backtester runs them: as if their process died once they were stored.
     const left = [];
     for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) left.push(await startBacktest(before, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input));
 
     const after = unitDeps(db, clock, 'new-host');
+    const timers = new ManualTimers();
+    const backtester = createBacktester(after, { scheduler: timers });
+    await backtester.start();
+    try {
+      for (const b of left) assert.equal((await getBacktest(after, SYSTEM, b.id))!.status, 'running', 'its lease is live: another instance may be running it');
+      clock.advance(LEASE_MS + 1);
+      const failed = new Set<string>();
+      const off = after.events.on('backtest.changed', (row) => row.status === 'failed' && failed.add(row.id));
+      timers.housekeep();
+      await waitFor('the lapsed backtests to be failed', async () => failed.size === left.length, 10_000);
+      off();
+      for (const b of left) {
+        const now = (await getBacktest(after, SYSTEM, b.id))!;
+        assert.equal(now.status, 'failed');
+        assert.match(now.error ?? '', /interrupted/);
+      }
+    } finally {
+      await backtester.stop();
+    }
     const row = await backtest(after, key(99), input);
     assert.equal(row.status, 'done');
-    for (const b of left) {
-      const now = (await getBacktest(after, SYSTEM, b.id))!;
-      assert.equal(now.status, 'failed');
-      assert.match(now.error ?? '', /interrupted/);
-    }
+  });
+
+  it('are failed at once when a process starts under their node id (its earlier self, which cannot be running them)', async () => {
+    const clock = new TestClock(T0 + 2 * HOUR);
+    const db = memoryDb();
+    const first = unitDeps(db, clock, 'host');
+    const left = await startBacktest(first, key(1), input);
+    const other = await startBacktest(unitDeps(db, clock, 'other-host'), key(2), input);
+    const again = unitDeps(db, clock, 'host');
+    const backtester = createBacktester(again, { scheduler: new ManualTimers() });
+    await backtester.start();
+    await backtester.stop();
+    assert.equal((await getBacktest(again, SYSTEM, left.id))!.status, 'failed');
+    assert.equal((await getBacktest(again, SYSTEM, other.id))!.status, 'running', "another live node's");
   });
 });
 

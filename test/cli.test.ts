@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { createPgDatabase, skipWithoutPg } from './helpers/pg.ts';
 import { driver, startServer, type TestServer, UNREACHABLE_LIMITS } from './helpers.ts';
 
 let s: TestServer;
@@ -144,6 +145,52 @@ describe('tollgate keys', () => {
     const bad = await run(['create', '--name', 'x', '--scope', 'everything']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /scopes must be among/);
+  });
+});
+
+describe('tollgate keys on PostgreSQL (DATABASE_URL)', async () => {
+  const noPg = await skipWithoutPg();
+
+  test('a key it makes works on every instance at once, and once it revokes it none accepts it', { skip: noPg }, async (t) => {
+    const database = await createPgDatabase();
+    const servers: TestServer[] = [];
+    t.after(async () => {
+      for (const server of servers) await server.stop();
+      await database.drop();
+    });
+    servers.push(await startServer({ postgresUrl: database.url, nodeId: 'keys-a' }));
+    servers.push(await startServer({ postgresUrl: database.url, nodeId: 'keys-b' }));
+    const keys = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const { TOLLGATE_DB: _file, ...inherited } = process.env;
+        const env = { ...inherited, DATABASE_URL: database.url };
+        const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'keys', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (d) => (stdout += d));
+        child.stderr.on('data', (d) => (stderr += d));
+        child.once('exit', (code) => resolve({ code, stdout, stderr }));
+      });
+    const statusOn = async (server: TestServer, secret: string) => (await server.gql('{ gates(first: 1) { edges { cursor } } }', undefined, secret)).status;
+
+    const created = await keys(['create', '--name', 'from-cli-pg', '--scope', 'gates:read']);
+    assert.equal(created.code, 0, created.stderr);
+    const secret = created.stdout.trim();
+    assert.match(secret, /^tgk_/);
+    assert.deepEqual([await statusOn(servers[0]!, secret), await statusOn(servers[1]!, secret)], [200, 200]);
+    const listed = await keys(['list']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const line = listed.stdout.split('\n').find((l) => l.includes('from-cli-pg'));
+    assert.match(line ?? '', /from-cli-pg\tgates:read\t\*\tactive/);
+    const revoked = await keys(['revoke', line!.split('\t')[0]!]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    // Instances on PostgreSQL ask it on every request: no cache to wait out.
+    assert.deepEqual([await statusOn(servers[0]!, secret), await statusOn(servers[1]!, secret)], [401, 401]);
+    assert.match((await keys(['list'])).stdout, /from-cli-pg\tgates:read\t\*\trevoked /);
+
+    const both = await keys(['list', '--db', join(servers[0]!.dir, 'other.db')]);
+    assert.equal(both.code, 2);
+    assert.match(both.stderr, /--db names a SQLite file, but DATABASE_URL points at PostgreSQL/);
   });
 });
 

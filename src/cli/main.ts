@@ -82,7 +82,7 @@ program
     process.exitCode = await override(id, flags);
   });
 
-const keys = program.command('keys').description('Manage API keys directly on the database file (TOLLGATE_DB or --db)');
+const keys = program.command('keys').description('Manage API keys directly on the server’s database (DATABASE_URL=postgres://…, or the SQLite file: TOLLGATE_DB or --db)');
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 keys
   .command('create')

@@ -97,6 +97,8 @@ function lockSource(path: string): ServerLock {
 function forNewStore(table: SQLiteTable, row: Record<string, unknown>): Record<string, unknown> {
   if (table === schema.evaluations && row.finishedAt === null) return { ...row, leaseOwner: null, leaseExpiresAt: new Date(0) };
   if (table === schema.notificationOutbox && row.status === 'delivering') return { ...row, claimedBy: null, claimExpiresAt: new Date(0) };
+  // Its process was stopped (the copy refuses a file a server holds): the first instance fails it.
+  if (table === schema.backtests && row.status === 'running') return { ...row, leaseExpiresAt: new Date(0) };
   return row;
 }
 

@@ -1,4 +1,4 @@
-import { and, count, desc, eq, getTableColumns, gte, lt, max, min, ne, type SQL, sql } from 'drizzle-orm';
+import { and, count, desc, eq, getTableColumns, gte, isNull, lt, max, min, ne, or, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { changed } from './dialect.ts';
 import { inList } from './lists.ts';
@@ -62,17 +62,27 @@ export async function updateRunningBacktest(db: Tx, id: string, patch: Partial<N
   )[0];
 }
 
+/** Keeps the backtests this process runs (`ids`) its own until `until`; those no longer running are left as they are. */
+export async function renewBacktestLeases(db: Tx, nodeId: string, ids: readonly string[], until: Date): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .update(backtests)
+    .set({ leaseExpiresAt: until })
+    .where(and(eq(backtests.status, 'running' satisfies BacktestStatus), eq(backtests.nodeId, nodeId), inList(db, backtests.id, ids)));
+}
+
 /**
- * At start: the jobs left running are failed (they are not resumed). Every one, whatever node id
- * ran it: one server holds a store (src/db/serverLock.ts), so none runs elsewhere, and a server
- * back under another id (a new container's hostname) would otherwise leave them running for
- * good, counted against the running limits. Several servers per store would need a lease here.
+ * Fails the running backtests no live process runs: their lease lapsed (or they have none), and
+ * at start (`ownNodeId`) those of an earlier process under this node id, which cannot be running
+ * (two processes never share one). Another instance's backtest whose lease it keeps renewing is
+ * left alone. Jobs are not resumed: their progress lives in the job.
  */
-export async function failInterruptedBacktests(db: Tx, at: Date): Promise<BacktestRow[]> {
+export async function failOrphanedBacktests(db: Tx, at: Date, ownNodeId: string | null): Promise<BacktestRow[]> {
+  const lapsed = or(isNull(backtests.leaseExpiresAt), lt(backtests.leaseExpiresAt, at));
   return await db
     .update(backtests)
     .set({ status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: at, revision: sql`${backtests.revision} + 1` })
-    .where(eq(backtests.status, 'running' satisfies BacktestStatus))
+    .where(and(eq(backtests.status, 'running' satisfies BacktestStatus), ownNodeId === null ? lapsed : or(lapsed, eq(backtests.nodeId, ownNodeId))))
     .returning();
 }
 

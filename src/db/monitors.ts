@@ -64,6 +64,15 @@ export async function externalMonitorsTagged(db: Tx, tags: readonly string[]): P
     .orderBy(asc(monitors.id));
 }
 
+/** The monitors the Alertmanager receiver created under these keys (one per key at most). */
+export async function monitorsByAlertKey(db: Tx, keys: readonly string[]): Promise<MonitorRow[]> {
+  if (keys.length === 0) return [];
+  return await db
+    .select()
+    .from(monitors)
+    .where(inList(db, monitors.alertKey, keys));
+}
+
 /** Monitors of these types, in creation order: the evaluator's own, without the pushed ones. */
 export async function monitorsOfType(db: Tx, types: readonly MonitorRow['type'][]): Promise<MonitorRow[]> {
   return await db

@@ -228,9 +228,10 @@ export const monitors = pgTable(
     noDataTimeframe: integer('no_data_timeframe'),
     sourceErrors: integer('source_errors').notNull().default(0),
     lastSourceError: text('last_source_error'),
+    alertKey: text('alert_key'),
     ...timestamps,
   },
-  (t) => [index('monitors_name_idx').on(t.name)],
+  (t) => [index('monitors_name_idx').on(t.name), uniqueIndex('monitors_alert_key_idx').on(t.alertKey)],
 );
 
 export const monitorGroups = pgTable(
@@ -341,6 +342,7 @@ export const backtests = pgTable(
     summary: jsonb('summary').$type<Record<string, unknown>>(),
     error: text('error'),
     nodeId: text('node_id').notNull(),
+    leaseExpiresAt: instant('lease_expires_at'),
     triggerEnvs: jsonb('trigger_envs').$type<string[]>(),
     createdById: text('created_by_id').notNull(),
     createdByName: text('created_by_name').notNull(),

@@ -242,9 +242,14 @@ export const monitors = sqliteTable(
     /** Consecutive failures of the monitor's data source (Prometheus down); rules treat them as source errors. */
     sourceErrors: integer('source_errors').notNull().default(0),
     lastSourceError: text('last_source_error'),
+    /**
+     * Set on the monitors the Alertmanager receiver creates (src/sources/alertmanager.ts): one per
+     * key, so instances receiving the same new alertname at once create one monitor, not two.
+     */
+    alertKey: text('alert_key'),
     ...timestamps,
   },
-  (t) => [index('monitors_name_idx').on(t.name)],
+  (t) => [index('monitors_name_idx').on(t.name), uniqueIndex('monitors_alert_key_idx').on(t.alertKey)],
 );
 
 /** The current state of each group of a monitor; "*" is the monitor as a whole. */
@@ -383,8 +388,10 @@ export const backtests = sqliteTable(
     summary: text('summary', { mode: 'json' }).$type<Record<string, unknown>>(),
     /** Why it failed, or who canceled it. */
     error: text('error'),
-    /** The process running it; a restart fails what it was running. */
+    /** The process running it, while `leaseExpiresAt` is ahead: it renews the lease as it runs. */
     nodeId: text('node_id').notNull(),
+    /** Past it (or null: a row of a version without leases), a running backtest's process is gone and any instance fails it. */
+    leaseExpiresAt: integer('lease_expires_at', { mode: 'timestamp_ms' }),
     /** The environments the starting key could see: rules match only monitors visible under them. */
     triggerEnvs: text('trigger_envs', { mode: 'json' }).$type<string[]>(),
     createdById: text('created_by_id').notNull(),

@@ -20,7 +20,7 @@ import type { RuleType } from '../db/schema.ts';
 import { actorFields } from '../log.ts';
 import type { Deps } from './deps.ts';
 import { badInput, conflict, notFound, parseInput, RateLimitedError } from './errors.ts';
-import { configurationSchema } from './evaluations.ts';
+import { configurationSchema, LEASE_MS } from './evaluations.ts';
 import { tagValue } from './gates.ts';
 import { assertUuid, newId } from './ids.ts';
 import { assertEnvAllowed, canSeeEnv, type Principal, requireScope } from './principal.ts';
@@ -319,7 +319,9 @@ export async function startBacktest(deps: Deps, actor: Principal, raw: unknown):
       status: 'running',
       results: [],
       skippedRules: skipped,
+      // Run by this process (its backtester hears the event below), which renews the lease as it runs.
       nodeId: deps.nodeId,
+      leaseExpiresAt: new Date(now.getTime() + LEASE_MS),
       triggerEnvs: actor.envs === null ? null : [...actor.envs],
       createdById: actor.id,
       createdByName: actor.name,

@@ -438,8 +438,10 @@ export async function createMonitor(
   deps: Deps,
   actor: Principal,
   raw: z.input<typeof createMonitorInputSchema>,
-  imported?: MonitorDefinition['importedRule'],
+  /** What a source creating it knows: the Prometheus rule it imports, the receiver's key (unique: see `monitors.alertKey`). */
+  origin: { imported?: MonitorDefinition['importedRule']; alertKey?: string } = {},
 ): Promise<MonitorRow> {
+  const { imported, alertKey } = origin;
   requireWrite(actor, 'create monitors');
   const input = parseInput(imported ? importedMonitorInputSchema : createMonitorInputSchema, raw, 'input');
   assertTagsAllowed(actor, input.tags);
@@ -459,6 +461,7 @@ export async function createMonitor(
       critical: input.critical ?? null,
       warning: input.warning ?? null,
       definition: { comparator: input.comparator, ...(input.apm && { apm: input.apm }), ...(imported && { importedRule: imported }) } satisfies MonitorDefinition,
+      alertKey: alertKey ?? null,
       ...stamp(actor, now),
     });
     await insertAudit(tx, [audit(actor, now, 'monitor.created', { type: 'monitor', id: m.id }, null, m)]);

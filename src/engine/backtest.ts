@@ -5,7 +5,7 @@
 // that follows the runner's own nextCheckAt, exactly as the engine's timer would have, until it
 // answers. The work runs in slices of a few milliseconds per turn of the event loop, so requests
 // are answered between them; progress is stored and published after each deploy.
-import { type BacktestRow, failInterruptedBacktests, updateRunningBacktest, type VersionSpan, versionsIn } from '../db/backtests.ts';
+import { type BacktestRow, failOrphanedBacktests, renewBacktestLeases, updateRunningBacktest, type VersionSpan, versionsIn } from '../db/backtests.ts';
 import type { EvaluationRow, RuleEvaluationRow } from '../db/evaluations.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import {
@@ -19,8 +19,10 @@ import {
   whyNotReplayable,
 } from '../domain/backtests.ts';
 import type { Deps } from '../domain/deps.ts';
+import { LEASE_MS } from '../domain/evaluations.ts';
 import type { FailingGroupEvidence } from '../domain/ruleEvidence.ts';
 import { realStatus, reportedStatus } from '../domain/verdict.ts';
+import { realTimers, type Scheduler } from './engine.ts';
 import type { CheckResult } from './runner.ts';
 import { runnerFor } from './runners.ts';
 
@@ -61,6 +63,8 @@ interface Job {
 export interface BacktesterOptions {
   /** Time budget of one slice (performance.now), before yielding to the event loop. */
   sliceMs?: number;
+  /** Real timers by default; a unit test fires the lease rounds by hand (`ManualTimers`). */
+  scheduler?: Scheduler;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -72,6 +76,7 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
   /** Running jobs of this process. */
   const jobs = new Map<string, Job>();
   let off: (() => void) | undefined;
+  let cancelLeaseRounds: (() => void) | undefined;
   let stopped = false;
 
   function publish(row: BacktestRow | undefined): void {
@@ -381,11 +386,30 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
     return { at: iso(after), versions: successors.map((v) => v.version) };
   }
 
+  /**
+   * Keeps this process's jobs leased, as the engine keeps its evaluations, and fails the
+   * backtests whose process is gone (its lease lapsed): instances share the store, so one
+   * starting or running must not fail what a live other one runs.
+   */
+  async function leaseRound(atStart: boolean): Promise<void> {
+    const now = deps.now();
+    await renewBacktestLeases(deps.db, deps.nodeId, [...jobs.keys()], new Date(now.getTime() + LEASE_MS));
+    for (const row of await failOrphanedBacktests(deps.db, now, atStart ? deps.nodeId : null)) publish(row);
+  }
+
   return {
-    /** Fails the jobs left running when the last server stopped (they are not resumed), then listens. */
+    /** Fails the jobs an earlier process left running (they are not resumed), then listens and keeps its own leased. */
     async start(): Promise<void> {
       stopped = false;
-      for (const row of await failInterruptedBacktests(deps.db, deps.now())) publish(row);
+      await leaseRound(true);
+      let round: Promise<void> | undefined;
+      // As the engine's: renewed well before it lapses, a gone process's backtests failed within lease + 4 s.
+      cancelLeaseRounds = (options.scheduler ?? realTimers).every(Math.min(LEASE_MS / 3, 4_000), () => {
+        // One round at a time: a slow store must not pile them up.
+        round ??= leaseRound(false)
+          .catch((err: unknown) => log.error({ err }, 'renewing backtest leases failed; will try again'))
+          .finally(() => (round = undefined));
+      });
       off = deps.events.on('backtest.changed', (row) => {
         if (row.status !== 'running') {
           // Canceled (or ended): its generator is dropped; a slice of it still running stops at its next step.
@@ -398,10 +422,11 @@ export function createBacktester(deps: Deps, options: BacktesterOptions = {}) {
       });
     },
 
-    /** Stops every job; their rows are failed at the next start (or now, when the store still answers). */
+    /** Stops every job; their rows are failed now, or when the store does not answer, once their lease lapses. */
     async stop(): Promise<void> {
       stopped = true;
       off?.();
+      cancelLeaseRounds?.();
       for (const id of jobs.keys()) {
         try {
           publish(await updateRunningBacktest(deps.db, id, { status: 'failed', error: 'interrupted: the server stopped while it ran; start it again', finishedAt: deps.now() }));

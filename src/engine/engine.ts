@@ -38,7 +38,7 @@ export interface Scheduler {
   every(ms: number, run: () => void): () => void;
 }
 
-const realTimers: Scheduler = {
+export const realTimers: Scheduler = {
   after(ms, run) {
     const t = setTimeout(run, ms);
     return () => clearTimeout(t);

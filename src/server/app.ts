@@ -256,6 +256,7 @@ export async function buildApp(config: Config, options: AppOptions = {}) {
         registry.clear();
         await sharedEvents?.close();
         await feed?.stop();
+        await rateLimits.close();
         await storage.close(); // and hands a SQLite file to the next server
       })();
       return stopping;

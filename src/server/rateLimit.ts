@@ -4,10 +4,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIPv6 } from 'node:net';
 import { GraphQLError } from 'graphql';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { Redis } from 'ioredis';
+import { type RateLimiterAbstract, RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import type { Config } from '../config.ts';
 import { type AuthResult, secretFromAuthorization } from '../domain/apiKeys.ts';
 import type { Logger } from '../log.ts';
+import { clientName, redisAddress } from './redisEvents.ts';
 
 /** Why a request is refused, and in how many seconds it is worth trying again. */
 export interface Refusal {
@@ -117,22 +119,80 @@ const STREAM_RETRY_SECONDS = 10;
 const KNOWN_GOOD_MS = 10 * 60_000;
 const KNOWN_GOOD_MAX = 10_000;
 
+/** How long a request waits for a stalled Redis before its limit is counted in memory instead. */
+const REDIS_LIMIT_TIMEOUT_MS = 250;
+
 /**
- * rate-limiter-flexible's in-memory limiters (fixed windows per key): each entry expires with
- * its window, so memory follows the keys and addresses active in the last window, and the same
- * API has a Redis backend for when several Tollgate processes share the work.
+ * Where the counters live. In memory by default. With TOLLGATE_REDIS_URL, in Redis, shared by the
+ * instances on the same channel, so a key's budget holds for the whole Tollgate rather than
+ * per instance. When Redis does not answer, each limiter falls back to an in-memory one of the
+ * same size (rate-limiter-flexible's insurance limiter): limits then count per instance, as
+ * without Redis, and no request waits for Redis (no offline queue; a stalled one is given up
+ * after REDIS_LIMIT_TIMEOUT_MS). Logged once when Redis is lost, once when it is back.
  */
-export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedProxyHops'>, checkKey: (secret: string | null) => Promise<AuthResult>, log: Logger) {
+function limiterStore(config: Pick<Config, 'redisUrl' | 'redisChannel' | 'nodeId'>, log: Logger) {
+  const memory = (points: number, duration: number) => new RateLimiterMemory({ points, duration });
+  if (!config.redisUrl) return { create: (_name: string, points: number, duration: number) => memory(points, duration), close: async () => {} };
+  const fields = { redis: redisAddress(config.redisUrl), role: 'rate limits' };
+  const client = new Redis(config.redisUrl, {
+    connectionName: clientName(config.nodeId, 'limits'),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: REDIS_LIMIT_TIMEOUT_MS,
+  });
+  let state: 'starting' | 'up' | 'down' = 'starting';
+  let closed = false;
+  const lost = (err?: string) => {
+    if (state === 'down' || closed) return;
+    state = 'down';
+    log.warn({ ...fields, err }, 'redis unreachable: rate limits count in this process only until it answers');
+  };
+  client.on('error', (err: Error) => lost(err.message));
+  client.on('close', () => lost());
+  client.on('ready', () => {
+    if (state === 'down') log.info(fields, 'redis is back: rate limits are shared with other processes again');
+    state = 'up';
+  });
+  return {
+    /** `name` keeps the counters of each limit apart: `<channel>:limits:<name>:<key or address>`, expiring with the window. */
+    create: (name: string, points: number, duration: number) =>
+      new RateLimiterRedis({
+        storeClient: client,
+        keyPrefix: `${config.redisChannel}:limits:${name}`,
+        points,
+        duration,
+        rejectIfRedisNotReady: true,
+        // A key over its budget is refused here, without asking Redis, for the rest of its window.
+        inMemoryBlockOnConsumed: points + 1,
+        insuranceLimiter: memory(points, duration),
+      }),
+    close: async () => {
+      closed = true;
+      client.disconnect();
+    },
+  };
+}
+
+/**
+ * rate-limiter-flexible's limiters (fixed windows per key): each entry expires with its window,
+ * so memory (or Redis) holds the keys and addresses active in the last window.
+ */
+export function createRateLimits(
+  config: Pick<Config, 'rateLimits' | 'trustedProxyHops' | 'redisUrl' | 'redisChannel' | 'nodeId'>,
+  checkKey: (secret: string | null) => Promise<AuthResult>,
+  log: Logger,
+) {
   const limits = config.rateLimits;
-  const perSecond = (points: number) => (points > 0 ? new RateLimiterMemory({ points, duration: 1 }) : null);
-  const requests = perSecond(limits.requestsPerSecond);
-  const ingest = perSecond(limits.ingestPerSecond);
-  const failures = limits.authFailuresPerMinute > 0 ? new RateLimiterMemory({ points: limits.authFailuresPerMinute, duration: 60 }) : null;
+  const store = limiterStore(config, log);
+  const perSecond = (name: string, points: number) => (points > 0 ? store.create(name, points, 1) : null);
+  const requests = perSecond('requests', limits.requestsPerSecond);
+  const ingest = perSecond('ingest', limits.ingestPerSecond);
+  const failures = limits.authFailuresPerMinute > 0 ? store.create('auth-failures', limits.authFailuresPerMinute, 60) : null;
   // Secrets that authenticated lately, so a client that shares its address with a misconfigured
   // one (or an attacker) keeps working while that address is refused unheard.
   const knownGood = new Map<string, number>();
 
-  async function take(limiter: RateLimiterMemory | null, keyId: string, what: string): Promise<Refusal | null> {
+  async function take(limiter: RateLimiterAbstract | null, keyId: string, what: string): Promise<Refusal | null> {
     if (!limiter) return null;
     try {
       await limiter.consume(keyId);
@@ -199,6 +259,8 @@ export function createRateLimits(config: Pick<Config, 'rateLimits' | 'trustedPro
 
   return {
     limits,
+    /** Lets Redis go (when the counters are there). */
+    close: store.close,
     openSocket,
     /** The successful authentication of `secret` this request was admitted with; none when it was not checked here or failed. */
     admittedAs(req: IncomingMessage, secret: string | null): AuthResult | undefined {

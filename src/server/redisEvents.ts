@@ -50,10 +50,10 @@ interface Message {
 }
 
 /** A name Redis accepts for CLIENT SETNAME (no spaces), so a node id with any characters works. */
-const clientName = (nodeId: string, role: string) => `tollgate:${nodeId.replace(/[^\w.:-]/g, '_').slice(0, 100)}:${role}`;
+export const clientName = (nodeId: string, role: string) => `tollgate:${nodeId.replace(/[^\w.:-]/g, '_').slice(0, 100)}:${role}`;
 
 /** Where the URL points, without its credentials, for logs. */
-function redisAddress(url: string): string {
+export function redisAddress(url: string): string {
   try {
     const u = new URL(url);
     return `${u.protocol}//${u.host}`;

@@ -3,7 +3,7 @@
 
 import { z } from 'zod';
 import { transaction } from '../db/client.ts';
-import { externalMonitorsTagged } from '../db/monitors.ts';
+import { externalMonitorsTagged, monitorsByAlertKey } from '../db/monitors.ts';
 import type { Deps } from '../domain/deps.ts';
 import { DomainError, parseInput } from '../domain/errors.ts';
 import { normalizeGroup } from '../domain/monitorQuery.ts';
@@ -48,6 +48,15 @@ const tagsOf = (l: Record<string, string>) => Object.entries(l).map(([k, v]) => 
 const alertnameKey = (alertname: string) => asTag('alertname', alertname).slice('alertname:'.length);
 
 /**
+ * The unique key of the monitor the receiver creates for an alert (`monitors.alertKey`): one per
+ * alertname, and per env label for a key limited to environments (it gets a monitor of its own
+ * env when another env's exists). Instances receiving the same new alertname at once both try
+ * to insert it; the database keeps one, and the other's slice runs again and finds it.
+ */
+const alertKeyOf = (principal: Principal, alertname: string, env: string | undefined) =>
+  JSON.stringify(principal.envs === null ? [alertnameKey(alertname)] : [alertnameKey(alertname), asTag('env', env ?? '')]);
+
+/**
  * Why an alert's labels cannot become a monitor and a group within the monitor bounds, or
  * null. Such an alert is refused and reported, not cut to size: a truncated label would merge
  * distinct alerts into one monitor or group and show a value nobody sent.
@@ -75,11 +84,14 @@ export interface ReceiveResult {
 
 /** Time one slice of a notification may hold the event loop before requests get their turn. */
 const SLICE_MS = 10;
-/** Notifications are applied one after the other: slices of two could both create a monitor. */
-let previous: Promise<unknown> = Promise.resolve();
+/**
+ * A server applies notifications one after the other (slices of two would race for one monitor);
+ * across instances the unique alertKey decides. One queue per store handle, so that servers
+ * sharing a process (tests) race as separate instances do.
+ */
+const queues = new WeakMap<object, { previous: Promise<unknown>; waiting: number }>();
 /** Notifications waiting their turn, each holding its payload; beyond this one is refused. */
 const MAX_WAITING = 8;
-let waiting = 0;
 
 /** Too many notifications are waiting: answered 503 with Retry-After, which Alertmanager retries. */
 export class ReceiverBusyError extends Error {
@@ -100,10 +112,12 @@ export class ReceiverBusyError extends Error {
  */
 export async function receiveAlertmanager(deps: Deps, principal: Principal, raw: unknown): Promise<ReceiveResult> {
   const payload = parseInput(alertmanagerPayloadSchema, raw);
-  if (waiting >= MAX_WAITING) throw new ReceiverBusyError();
-  waiting++;
-  const turn = previous.then(async () => receiveInSlices(deps, principal, payload)).finally(() => waiting--);
-  previous = turn.catch(() => {});
+  let queue = queues.get(deps.db);
+  if (!queue) queues.set(deps.db, (queue = { previous: Promise.resolve(), waiting: 0 }));
+  if (queue.waiting >= MAX_WAITING) throw new ReceiverBusyError();
+  queue.waiting++;
+  const turn = queue.previous.then(async () => receiveInSlices(deps, principal, payload)).finally(() => queue.waiting--);
+  queue.previous = turn.catch(() => {});
   return turn;
 }
 
@@ -119,6 +133,9 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
     const tag = m.tags.find((t) => t.startsWith('alertname:'));
     if (tag && !byAlertname.has(alertnameKey(tag.slice(10)))) byAlertname.set(alertnameKey(tag.slice(10)), m);
   }
+  // The receiver's own monitors by key, also those whose tags were edited since (their key holds).
+  const keys = new Set(payload.alerts.map((a) => alertKeyOf(principal, a.labels.alertname ?? '', a.labels.env)));
+  const byKey = new Map((await monitorsByAlertKey(deps.db, [...keys])).map((m) => [m.alertKey!, m]));
   const received = { count: 0 };
   const problems = new Set<string>();
   const cursor = { next: 0 };
@@ -127,14 +144,18 @@ async function receiveInSlices(deps: Deps, principal: Principal, payload: Alertm
     const deadline = performance.now() + SLICE_MS;
     // What the slice changes in memory is set back when its transaction runs again (PostgreSQL, a concurrent writer).
     const before = { next: cursor.next, count: received.count, names: new Map(byAlertname), problems: new Set(problems) };
+    let attempt = 0;
     await inOneTransaction(deps, async (deps) => {
+      // Run again, the slice lost a race for a key (another instance created the monitor
+      // meanwhile): it reads the keys it misses from the database, which now shows the winner's.
+      const keyed = ++attempt === 1 ? async (key: string) => byKey.get(key) : async (key: string) => (await monitorsByAlertKey(deps.db, [key]))[0];
       cursor.next = before.next;
       received.count = before.count;
       byAlertname.clear();
       for (const [name, m] of before.names) byAlertname.set(name, m);
       problems.clear();
       for (const p of before.problems) problems.add(p);
-      return receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, problems, received);
+      return receiveSlice(deps, principal, payload.alerts, cursor, deadline, byAlertname, keyed, problems, received);
     });
   }
   return { received: received.count, rejected: payload.alerts.length - received.count, problems: [...problems] };
@@ -164,6 +185,7 @@ async function receiveSlice(
   cursor: { next: number },
   deadline: number,
   byAlertname: Map<string, MonitorRow>,
+  keyed: (alertKey: string) => Promise<MonitorRow | undefined>,
   problems: Set<string>,
   received: { count: number },
 ): Promise<void> {
@@ -188,8 +210,14 @@ async function receiveSlice(
         problems.add(`API key "${principal.name}" may not create a monitor for ${alertname}: its env label is outside the key's environments`);
         continue;
       }
+      const alertKey = alertKeyOf(principal, alertname, rest.env);
+      const created = await keyed(alertKey);
+      if (created && !canChangeMonitor(principal, created)) {
+        problems.add(`alert ${JSON.stringify(alertname.slice(0, 60))} refused: its monitor ${created.id} is tagged with environments this key may not change`);
+        continue;
+      }
       try {
-        monitor = await createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' });
+        monitor = created ?? (await createMonitor(deps, SYSTEM, { name: alertname, type: 'external', tags, query: '', muted: false, comparator: 'above' }, { alertKey }));
       } catch (err) {
         // The monitor schema has the last word; labelProblem only words its reasons better.
         if (!(err instanceof DomainError)) throw err;

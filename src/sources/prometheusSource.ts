@@ -89,7 +89,7 @@ export function prometheusSource(prometheus: PrometheusClient | null): MonitorSo
               deps,
               SYSTEM,
               { name: rule.name, type: 'prometheus', tags, query: rule.query, muted: false, comparator: 'above' },
-              { group: rule.group, name: rule.name, labels: rule.labels },
+              { imported: { group: rule.group, name: rule.name, labels: rule.labels } },
             );
           } catch (err) {
             // A rule outside the monitor bounds (a huge name or label) is skipped, not stored huge.
