@@ -180,38 +180,31 @@ describe('backtester', () => {
   });
 });
 
+/** An hour of FDD backtest over checkout in prod, started by a numbered admin key. */
+const hourOfFdd = {
+  service: 'checkout',
+  env: 'prod',
+  configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
+  from: new Date(T0),
+  to: new Date(T0 + HOUR),
+};
+const adminKey = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
+
 describe('backtests, the server-wide limit', () => {
   it(`refuses any key's backtest past ${MAX_RUNNING_BACKTESTS} running on the server, naming no other key`, async () => {
     const clock = new TestClock(T0 + 2 * HOUR);
     const deps = unitDeps(memoryDb(), clock);
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
-    const input = {
-      service: 'checkout',
-      env: 'prod',
-      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
-      from: new Date(T0),
-      to: new Date(T0 + HOUR),
-    };
-    const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
     // No backtester runs: they stay running. Each key stays within its own limit.
-    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) await startBacktest(deps, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input);
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) await startBacktest(deps, adminKey(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), hourOfFdd);
     await assert.rejects(
-      async () => startBacktest(deps, key(99), input),
+      async () => startBacktest(deps, adminKey(99), hourOfFdd),
       (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /as many backtests as it allows at once \(8\)/.test(err.message) && !/team/.test(err.message),
     );
   });
 });
 
 describe('backtests left running by a process that died', () => {
-  const input = {
-    service: 'checkout',
-    env: 'prod',
-    configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
-    from: new Date(T0),
-    to: new Date(T0 + HOUR),
-  };
-  const key = (n: number): Principal => ({ id: `key-${n}`, name: `team ${n}`, scopes: new Set(['admin']), envs: null });
-
   it('are failed once their lease lapses, by an instance under another node id (a new container hostname), not while it may be running', async () => {
     // Failing only this node id's left the rest running forever, holding the server-wide limit:
     // a store with 8 such rows refused every backtest of every key. Failing every running one at
@@ -222,7 +215,7 @@ describe('backtests left running by a process that died', () => {
     await ingest(before, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
     // No backtester runs them: as if their process died once they were stored.
     const left = [];
-    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) left.push(await startBacktest(before, key(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), input));
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS; i++) left.push(await startBacktest(before, adminKey(Math.floor(i / MAX_RUNNING_BACKTESTS_PER_KEY)), hourOfFdd));
 
     const after = unitDeps(db, clock, 'new-host');
     const timers = new ManualTimers();
@@ -244,7 +237,7 @@ describe('backtests left running by a process that died', () => {
     } finally {
       await backtester.stop();
     }
-    const row = await backtest(after, key(99), input);
+    const row = await backtest(after, adminKey(99), hourOfFdd);
     assert.equal(row.status, 'done');
   });
 
@@ -252,8 +245,8 @@ describe('backtests left running by a process that died', () => {
     const clock = new TestClock(T0 + 2 * HOUR);
     const db = memoryDb();
     const first = unitDeps(db, clock, 'host');
-    const left = await startBacktest(first, key(1), input);
-    const other = await startBacktest(unitDeps(db, clock, 'other-host'), key(2), input);
+    const left = await startBacktest(first, adminKey(1), hourOfFdd);
+    const other = await startBacktest(unitDeps(db, clock, 'other-host'), adminKey(2), hourOfFdd);
     const again = unitDeps(db, clock, 'host');
     const backtester = createBacktester(again, { scheduler: new ManualTimers() });
     await backtester.start();
