@@ -210,9 +210,21 @@ describe('rate limits when Redis does not answer', () => {
     assert.equal((await s.gql(QUERY, undefined, badSecret(0))).status, 401);
     await waitFor('the failure counted in Redis', async () => (await direct.get(`${channel}:limits:auth-failures:127.0.0.1`)) === '1', 20_000);
     redis.stall();
-    // …then none reaches it: the count starts again in memory, two failures, then the address is refused.
-    for (let i = 1; i < 3; i++) assert.equal((await s.gql(QUERY, undefined, badSecret(i))).status, 401);
-    await untilAddressRefused(s);
+    // …then none reaches it: the count starts again in memory, and two failures there refuse the
+    // address. On a loaded machine Redis may have taken over 250 ms with the first failure, which
+    // memory then counted too, so one more failure can be enough. Every request is answered.
+    const unauthorized: number[] = [];
+    await waitFor(
+      'the address to be refused from memory',
+      async () => {
+        const status = (await s.gql(QUERY, undefined, badSecret(unauthorized.length + 1))).status;
+        if (status === 401) unauthorized.push(status);
+        else assert.equal(status, 429);
+        return status === 429;
+      },
+      20_000,
+    );
+    assert.ok(unauthorized.length >= 1 && unauthorized.length <= 2, `${unauthorized.length} failures after the stall before the address was refused; the limit is 2`);
     assert.equal((await s.gql(QUERY)).status, 200);
   });
 });
