@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { testConfig } from '../src/config.ts';
-import { addBatch, newSketch } from '../src/db/apm.ts';
+import { addBatch, newSketch, OTLP_RECEIPT_MS, recordOtlpReceipt } from '../src/db/apm.ts';
 import { insertBacktest } from '../src/db/backtests.ts';
 import { openDb } from '../src/db/client.ts';
 import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
 import { insertChannel, insertOutbox } from '../src/db/notifications.ts';
-import { apmErrors, apmStats, backtests, evaluations, notificationOutbox } from '../src/db/schema.ts';
+import { apmErrors, apmStats, backtests, evaluations, notificationOutbox, otlpReceipts } from '../src/db/schema.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { pruneHistory } from '../src/domain/housekeeping.ts';
@@ -106,7 +106,7 @@ async function backtest(d: Deps, createdDaysAgo: number, endedDaysAgo: number | 
   return id;
 }
 
-test('pruneHistory deletes finished evaluations and transitions past retention, and APM buckets past APM retention; keeps the rest', async () => {
+test('pruneHistory deletes finished evaluations and transitions past retention, APM buckets past APM retention and OTLP receipts past an hour; keeps the rest', async () => {
   const d = deps();
   const old = await evaluation(d, 100, 91);
   const recent = await evaluation(d, 100, 89);
@@ -115,12 +115,15 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   for (const days of [91, 89]) await insertTransition(d.db, { id: newId(), monitorId: monitor.id, group: '*', from: null, to: 'ok', at: daysAgo(days), message: null });
   await apmBucket(d, 8);
   await apmBucket(d, 6);
+  assert.ok(await recordOtlpReceipt(d.db, 'retry expected no more', NOW.getTime() - OTLP_RECEIPT_MS - 1));
+  assert.ok(await recordOtlpReceipt(d.db, 'retry still expected', NOW.getTime() - OTLP_RECEIPT_MS + 60_000));
   await backtest(d, 100, 91);
   const keptBacktests = [await backtest(d, 100, 89), await backtest(d, 200, null)];
 
   const pruned = await pruneHistory(d);
 
-  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, backtests: 1, notifications: 0, horizon: daysAgo(90) });
+  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, otlpReceipts: 1, backtests: 1, notifications: 0, horizon: daysAgo(90) });
+  assert.deepEqual(d.db.select({ digest: otlpReceipts.digest }).from(otlpReceipts).all(), [{ digest: 'retry still expected' }]);
   assert.deepEqual(
     d.db
       .select({ id: backtests.id })
@@ -144,7 +147,7 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 
-  assert.deepEqual(await pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+  assert.deepEqual(await pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, otlpReceipts: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
 });
 
 test('pruneHistory deletes notification deliveries settled past retention; a pending one stays however old', async () => {

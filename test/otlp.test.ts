@@ -144,6 +144,23 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     assert.equal((await countsByResource(s.app.deps.db, { service: 'backfill', env: 'prod', from: Date.now() - 60_000, to: Date.now() + 60_000 })).length, 0);
   });
 
+  test("an exporter's retry of a stored request counts nothing twice; another key's or a changed request counts", async () => {
+    const body = JSON.stringify(batch('retried', [span('GET /r'), span('GET /r', { status: { code: 2 } })]));
+    const hits = async () => (await countsByResource(s.app.deps.db, window('retried')))[0];
+    const first = await post(body);
+    assert.equal(first.status, 200);
+    // The answer was lost: the exporter sends the same request again, compressed this time.
+    const retry = await post(gzipSync(body), { 'content-encoding': 'gzip' });
+    assert.equal(retry.status, 200, 'a retry is answered as a success: its spans are stored');
+    assert.deepEqual(await retry.json(), await first.json());
+    assert.deepEqual([(await hits())?.hits, (await hits())?.errors], [2, 1]);
+    // The same spans from another key are another sender's: counted.
+    assert.equal((await post(body, {}, await s.createKey(['ingest']))).status, 200);
+    // A request that differs in one byte is another request.
+    assert.equal((await post(body.replace('"GET /r"', '"GET /r" '))).status, 200);
+    assert.deepEqual([(await hits())?.hits, (await hits())?.errors], [6, 3]);
+  });
+
   test('a key limited to staging cannot ingest prod spans', async () => {
     const staging = await s.createKey(['ingest'], ['staging']);
     const r = await post(JSON.stringify(batch('limited', [span('GET /x')])), {}, staging);

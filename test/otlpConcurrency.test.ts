@@ -110,22 +110,42 @@ describe('OTLP on two instances sharing PostgreSQL', { skip: noPg }, () => {
     for (const t of types) assert.equal(t.count, (sent * ERRORS * buckets.length) / 2, `${t.version} ${t.resource} ${t.errorType}`);
   });
 
+  test('one request sent again and again to both instances at once is counted once', async () => {
+    const body = JSON.stringify(batch(0, 'retried'));
+    const statuses = await Promise.all(
+      Array.from({ length: CONCURRENT }, async (_, i) => {
+        const r = await fetch(`${servers[i % servers.length]!.url}/v1/traces`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body,
+        });
+        await r.arrayBuffer();
+        return r.status;
+      }),
+    );
+    assert.deepEqual(new Set(statuses), new Set([200]));
+    const rows = await statsRows(servers[0]!.app.deps.db, { service: 'retried', env: 'prod', from: 0, to: now + 60_000 });
+    assert.equal(rows.length, buckets.length * RESOURCES.length * VERSIONS.length);
+    for (const row of rows) assert.deepEqual([row.hits, row.errors], [SPANS, ERRORS], `${row.version} ${row.resource}`);
+  });
+
   test('a batch is written in the same few statements whatever its number of rows', async () => {
     const s = servers[0]!;
-    const send = async () => {
+    const send = async (n: number) => {
       s.queries.length = 0;
       const r = await fetch(`${s.url}/v1/traces`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-        body: JSON.stringify(batch(0, 'statements')),
+        body: JSON.stringify(batch(n, 'statements')),
       });
       assert.equal(r.status, 200);
       // Writes and the reads they lock (not a prune, should one run meanwhile).
       return s.queries.filter((q) => /apm_(stats|errors)/.test(q) && !/^delete/i.test(q)).length;
     };
     // 24 rows and 48 error rows: inserted, then the error counts.
-    assert.equal(await send(), 2);
-    // Again: the insert finds them all, so they are locked and read, then updated with the error counts.
-    assert.equal(await send(), 3);
+    assert.equal(await send(0), 2);
+    // Another batch on the same rows: the insert finds them all, so they are locked and read,
+    // then updated with the error counts.
+    assert.equal(await send(1), 3);
   });
 });

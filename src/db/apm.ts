@@ -3,7 +3,7 @@ import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { changed, dialectOf } from './dialect.ts';
 import { firstRow, prepared, runStatement } from './prepared.ts';
-import { apmErrors, apmStats } from './schema.ts';
+import { apmErrors, apmStats, otlpReceipts } from './schema.ts';
 
 export interface ApmKey {
   service: string;
@@ -352,4 +352,24 @@ export async function statsRows(db: Tx, w: Window): Promise<SketchRow[]> {
 export async function pruneApm(db: Tx, before: number): Promise<number> {
   const stats = changed(await db.delete(apmStats).where(lt(apmStats.bucket, before)));
   return stats + changed(await db.delete(apmErrors).where(lt(apmErrors.bucket, before)));
+}
+
+/**
+ * How long a stored OTLP request is remembered. Exporters retry for minutes (the Collector's
+ * retry_on_failure gives up after 5 by default); a persistent queue may replay after a restart.
+ */
+export const OTLP_RECEIPT_MS = 60 * 60_000;
+
+/**
+ * Records that the request with `digest` is being stored, in the transaction that stores it:
+ * false when it was stored before (a retry), then nothing is to be written. On PostgreSQL a
+ * concurrent copy waits on the key until the first commits (then it is a retry) or rolls back.
+ */
+export async function recordOtlpReceipt(db: Tx, digest: string, at: number): Promise<boolean> {
+  const inserted = await db.insert(otlpReceipts).values({ digest, receivedAt: at }).onConflictDoNothing().returning({ digest: otlpReceipts.digest });
+  return inserted.length > 0;
+}
+
+export async function pruneOtlpReceipts(db: Tx, before: number): Promise<number> {
+  return changed(await db.delete(otlpReceipts).where(lt(otlpReceipts.receivedAt, before)));
 }

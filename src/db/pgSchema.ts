@@ -306,6 +306,15 @@ export const apmErrors = pgTable(
   ],
 );
 
+export const otlpReceipts = pgTable(
+  'otlp_receipts',
+  {
+    digest: text('digest').primaryKey(),
+    receivedAt: bigNumber('received_at').notNull(),
+  },
+  (t) => [index('otlp_receipts_received_at_idx').on(t.receivedAt)],
+);
+
 export const freezes = pgTable(
   'freezes',
   {

@@ -335,6 +335,22 @@ export const apmErrors = sqliteTable(
 );
 
 /**
+ * OTLP requests stored lately, by a digest of the key that sent them and their body: an
+ * exporter that lost the answer sends the same request again, and the retry then counts
+ * nothing twice. Kept for OTLP_RECEIPT_MS (src/db/apm.ts), well past exporters' retries.
+ */
+export const otlpReceipts = sqliteTable(
+  'otlp_receipts',
+  {
+    /** SHA-256 (hex) of the key's id, the encoding and the decompressed body. */
+    digest: text('digest').primaryKey(),
+    /** Epoch milliseconds. */
+    receivedAt: integer('received_at').notNull(),
+  },
+  (t) => [index('otlp_receipts_received_at_idx').on(t.receivedAt)],
+);
+
+/**
  * Ad-hoc freezes set through the API: while one is active in an environment (for one service or
  * all), freeze rules of that environment fail. Ending one keeps it, with who ended it and when.
  */

@@ -418,9 +418,9 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   async function prune(): Promise<void> {
-    const { evaluations, transitions, apmRows, backtests, notifications, horizon } = await pruneHistory(deps);
-    if (evaluations + transitions + apmRows + backtests + notifications > 0)
-      log.info({ evaluations, transitions, apmRows, backtests, notifications, horizon }, 'pruned history past retention');
+    const { evaluations, transitions, apmRows, otlpReceipts, backtests, notifications, horizon } = await pruneHistory(deps);
+    if (evaluations + transitions + apmRows + otlpReceipts + backtests + notifications > 0)
+      log.info({ evaluations, transitions, apmRows, otlpReceipts, backtests, notifications, horizon }, 'pruned history past retention');
   }
 
   return {

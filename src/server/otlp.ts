@@ -1,4 +1,5 @@
 // POST /v1/traces: the OTLP/HTTP trace receiver.
+import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -25,7 +26,8 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       const now = deps.now().getTime();
       // Decoded, mapped and aggregated in slices (the event loop breathes between them),
       // written in one transaction once the whole request is read: all or nothing, so an
-      // exporter's retry after a failure never counts a span twice.
+      // exporter's retry after a failure never counts a span twice, nor (by its receipt) a
+      // retry after a success whose answer was lost.
       const aggregate = new ApmAggregate();
       let denied = 0;
       const mapped = await forEachRequestSpan(
@@ -45,7 +47,9 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       );
       const problems = [...mapped.problems];
       if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
-      await aggregate.store(deps);
+      // The same key sending the same bytes again is an exporter's retry: its spans were counted.
+      const receipt = createHash('sha256').update(`${principal.id}\u0000${encoding}\u0000`).update(body).digest('hex');
+      if ((await aggregate.store(deps, receipt)) === null) deps.log.info({ key: principal.name, bytes: body.length }, 'OTLP request stored before (an exporter retry): its spans are not counted again');
       const out = encodeTraceResponse(encoding, mapped.rejected + denied, problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);

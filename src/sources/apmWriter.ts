@@ -1,7 +1,7 @@
 // The APM store's write side: requests aggregated into buckets by their own start time and
 // written in one transaction per batch; the engine hears which services changed.
 
-import { addBatch, type ErrorDelta, newSketch, type StatDelta } from '../db/apm.ts';
+import { addBatch, type ErrorDelta, newSketch, recordOtlpReceipt, type StatDelta } from '../db/apm.ts';
 import { transaction } from '../db/client.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import type { Deps } from '../domain/deps.ts';
@@ -52,12 +52,23 @@ export class ApmAggregate {
   /**
    * Stores everything in one transaction (all or nothing: an exporter's retry after a
    * failure never counts a span twice) and tells the engine which services changed.
+   * With `receipt` (a digest of the request), a request stored before is not stored again: an
+   * exporter that lost the answer to a stored request sends it again. It then returns null.
    */
-  async store(deps: Deps): Promise<Array<{ service: string; env: string }>> {
+  async store(deps: Deps, receipt?: string): Promise<Array<{ service: string; env: string }> | null> {
     if (this.stats.size === 0) return [];
     // Read committed: on PostgreSQL addBatch locks the rows it merges into and reads what the
     // previous holder committed, so concurrent batches on the same rows wait instead of failing.
-    await transaction(deps.db, async (tx) => addBatch(tx, [...this.stats.values()], [...this.errors.values()]), { readCommitted: true });
+    const stored = await transaction(
+      deps.db,
+      async (tx) => {
+        if (receipt !== undefined && !(await recordOtlpReceipt(tx, receipt, deps.now().getTime()))) return false;
+        await addBatch(tx, [...this.stats.values()], [...this.errors.values()]);
+        return true;
+      },
+      { readCommitted: true },
+    );
+    if (!stored) return null;
     const touched = new Map<string, { service: string; env: string }>();
     for (const s of this.stats.values()) touched.set(`${s.service}\u0000${s.env}`, { service: s.service, env: s.env });
     for (const t of touched.values()) deps.events.publish('apm.ingested', { ...t, at: deps.now() });
@@ -76,5 +87,5 @@ export async function ingestRequests(deps: Deps, spans: readonly RequestSpan[], 
     if (++n % chunk === 0) await new Promise((r) => setImmediate(r));
     aggregate.add(s);
   }
-  return aggregate.store(deps);
+  return (await aggregate.store(deps)) ?? [];
 }

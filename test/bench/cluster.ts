@@ -17,7 +17,7 @@ import pg from 'pg';
 import { createPgDatabase, skipWithoutPg } from '../helpers/pg.ts';
 import { REDIS_URL } from '../helpers/redis.ts';
 import { BENCH_KEY, type BenchServer, benchClient, fmt, listen, percentile, sleep, UNREACHED_LIMITS } from './lib.ts';
-import { otlpBodies } from './otlpPayload.ts';
+import { eachRequestDistinct, otlpBodies } from './otlpPayload.ts';
 
 const RATE = Number(process.env.BENCH_RATE ?? 100);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
@@ -205,6 +205,8 @@ async function otlpRate(setup: Setup): Promise<{ spans: number; failed: number; 
           url: `${i.base}/v1/traces`,
           method: 'POST',
           body: bodies.protobuf,
+          // Distinct bytes each time: a repeated request would be taken for a retry and not stored.
+          requests: [eachRequestDistinct(bodies.protobuf, 'protobuf')],
           duration,
           connections: OTLP_CONNECTIONS,
           headers: { 'content-type': contentType.protobuf, authorization: `Bearer ${BENCH_KEY}` },

@@ -4,7 +4,7 @@
 // Target: ratio ≥ 0.5.
 import autocannon from 'autocannon';
 import { BENCH_KEY, startBare, startTollgate, UNREACHED_LIMITS } from './lib.ts';
-import { otlpBodies } from './otlpPayload.ts';
+import { eachRequestDistinct, otlpBodies } from './otlpPayload.ts';
 
 const SECONDS = Number(process.env.BENCH_DURATION ?? 10);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 4);
@@ -17,6 +17,8 @@ async function rate(url: string, encoding: 'json' | 'protobuf', auth: boolean) {
       url,
       method: 'POST',
       body: bodies[encoding],
+      // Distinct bytes each time: a repeated request would be taken for a retry and not stored.
+      requests: [eachRequestDistinct(bodies[encoding], encoding)],
       duration,
       connections: CONNECTIONS,
       headers: { 'content-type': contentType[encoding], ...(auth && { authorization: `Bearer ${BENCH_KEY}` }) },

@@ -86,3 +86,29 @@ export function otlpBodies(spansPerBatch: number) {
     contentType: { json: 'application/json', protobuf: 'application/x-protobuf' },
   };
 }
+
+/**
+ * An autocannon request that sends `body` with a field of its own appended, so no two requests
+ * are byte for byte the same: Tollgate takes a repeated request for an exporter's retry and
+ * stores it once. The field is one OTLP does not define (protobuf field 15; a JSON member
+ * `benchRequest`), which decoders skip: every request still carries the same spans.
+ */
+export function eachRequestDistinct(body: Buffer, encoding: 'json' | 'protobuf') {
+  let n = 0;
+  const json = body.toString('utf8');
+  return {
+    setupRequest: (request: Record<string, unknown>) => {
+      n++;
+      if (encoding === 'json') return { ...request, body: `${json.slice(0, json.lastIndexOf('}'))},"benchRequest":${n}}` };
+      const varint: number[] = [];
+      for (let v = n; ; v >>>= 7) {
+        if (v < 0x80) {
+          varint.push(v);
+          break;
+        }
+        varint.push((v & 0x7f) | 0x80);
+      }
+      return { ...request, body: Buffer.concat([body, Buffer.from([(15 << 3) | 0, ...varint])]) };
+    },
+  };
+}

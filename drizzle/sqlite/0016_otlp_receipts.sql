@@ -1,0 +1,6 @@
+CREATE TABLE `otlp_receipts` (
+	`digest` text PRIMARY KEY NOT NULL,
+	`received_at` integer NOT NULL
+);
+--> statement-breakpoint
+CREATE INDEX `otlp_receipts_received_at_idx` ON `otlp_receipts` (`received_at`);
