@@ -147,7 +147,11 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
   assert.deepEqual(d.db.select({ bucket: apmStats.bucket }).from(apmStats).all(), [{ bucket: daysAgo(6).getTime() }]);
   assert.deepEqual(d.db.select({ bucket: apmErrors.bucket }).from(apmErrors).all(), [{ bucket: daysAgo(6).getTime() }]);
 
-  assert.deepEqual(await pruneHistory(d), { evaluations: 0, transitions: 0, apmRows: 0, otlpReceipts: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) }, 'a second run finds nothing more');
+  assert.deepEqual(
+    await pruneHistory(d),
+    { evaluations: 0, transitions: 0, apmRows: 0, otlpReceipts: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) },
+    'a second run finds nothing more',
+  );
 });
 
 test('pruneHistory deletes notification deliveries settled past retention; a pending one stays however old', async () => {

@@ -49,7 +49,8 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
       // The same key sending the same bytes again is an exporter's retry: its spans were counted.
       const receipt = createHash('sha256').update(`${principal.id}\u0000${encoding}\u0000`).update(body).digest('hex');
-      if ((await aggregate.store(deps, receipt)) === null) deps.log.info({ key: principal.name, bytes: body.length }, 'OTLP request stored before (an exporter retry): its spans are not counted again');
+      if ((await aggregate.store(deps, receipt)) === null)
+        deps.log.info({ key: principal.name, bytes: body.length }, 'OTLP request stored before (an exporter retry): its spans are not counted again');
       const out = encodeTraceResponse(encoding, mapped.rejected + denied, problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);

@@ -1,6 +1,8 @@
 // OTLP/HTTP export requests as an instrumented service sends them, JSON and protobuf, for the
 // ingestion benchmarks.
+
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
+import type { Request as AutocannonRequest } from 'autocannon';
 
 const Request = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
 
@@ -93,11 +95,11 @@ export function otlpBodies(spansPerBatch: number) {
  * stores it once. The field is one OTLP does not define (protobuf field 15; a JSON member
  * `benchRequest`), which decoders skip: every request still carries the same spans.
  */
-export function eachRequestDistinct(body: Buffer, encoding: 'json' | 'protobuf') {
+export function eachRequestDistinct(body: Buffer, encoding: 'json' | 'protobuf'): AutocannonRequest {
   let n = 0;
   const json = body.toString('utf8');
   return {
-    setupRequest: (request: Record<string, unknown>) => {
+    setupRequest: (request) => {
       n++;
       if (encoding === 'json') return { ...request, body: `${json.slice(0, json.lastIndexOf('}'))},"benchRequest":${n}}` };
       const varint: number[] = [];
