@@ -70,7 +70,10 @@ describe('PostgreSQL migrations', { skip: noPg }, () => {
     try {
       await client.query('create table gates (id text)');
       await assert.rejects(openPgDb(url), (err: Error) => /already exists/.test(String(err.cause)));
-      const { rows } = await client.query<{ n: number }>("select count(*)::int as n from pg_locks where locktype = 'advisory' and pid <> pg_backend_pid()");
+      // This database's locks only: other suites' servers may hold theirs meanwhile.
+      const { rows } = await client.query<{ n: number }>(
+        "select count(*)::int as n from pg_locks l join pg_database d on d.oid = l.database where l.locktype = 'advisory' and d.datname = current_database() and l.pid <> pg_backend_pid()",
+      );
       assert.equal(rows[0]!.n, 0);
     } finally {
       await client.end();
