@@ -370,6 +370,12 @@ export async function recordOtlpReceipt(db: Tx, digest: string, at: number): Pro
   return inserted.length > 0;
 }
 
+/** When the request with `digest` was received (the time its spans were judged by), while its receipt is kept. */
+export async function otlpReceiptAt(db: Tx, digest: string): Promise<number | undefined> {
+  const [row] = await db.select({ at: otlpReceipts.receivedAt }).from(otlpReceipts).where(eq(otlpReceipts.digest, digest));
+  return row?.at;
+}
+
 /** Receipts deleted by one statement of pruneOtlpReceipts (and those recorded in the same millisecond as the last). */
 export const OTLP_RECEIPT_PRUNE_SLICE = 5000;
 
