@@ -1,5 +1,9 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { testConfig } from '../src/config.ts';
 import { addBatch, newSketch, OTLP_RECEIPT_MS, recordOtlpReceipt } from '../src/db/apm.ts';
 import { insertBacktest } from '../src/db/backtests.ts';
@@ -21,9 +25,9 @@ const DAY = 86_400_000;
 const NOW = new Date('2025-06-01T12:00:00Z');
 const daysAgo = (days: number) => new Date(NOW.getTime() - days * DAY);
 
-function deps(): Deps {
+function deps(path = ':memory:'): Deps {
   return {
-    db: openDb(':memory:'),
+    db: openDb(path),
     events: createEvents(),
     log: createLogger('silent'),
     config: testConfig({ retentionDays: 90, apmRetentionDays: 7 }),
@@ -176,4 +180,40 @@ test('pruneHistory deletes notification deliveries settled past retention; a pen
     .all()
     .map((r) => r.id);
   assert.deepEqual(left.sort(), [pending, recent].sort());
+});
+
+test("pruneHistory deletes an hour's OTLP receipts of a busy ingest (one a request) in slices: the event loop is never held for long", async () => {
+  // A file, as a server has: SQLite's DELETE costs more there than in memory.
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-receipts-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const d = deps(join(dir, 'tollgate.db'));
+  after(() => d.db.$client.close());
+  // 50 requests a second for an hour past, then some still to be kept: a single DELETE of the
+  // hour held SQLite's connection, and with it every request, for seconds.
+  const OLD = 180_000;
+  // Digests as the receiver makes them (random, so spread over the whole primary key).
+  const digest = (s: string) => createHash('sha256').update(s).digest('hex');
+  const insert = d.db.$client.prepare('insert into otlp_receipts (digest, received_at) values (?, ?)');
+  d.db.$client.transaction(() => {
+    for (let i = 0; i < OLD; i++) insert.run(digest(`old-${i}`), NOW.getTime() - OTLP_RECEIPT_MS - 1 - i);
+    for (let i = 0; i < 20_000; i++) insert.run(digest(`new-${i}`), NOW.getTime() - i);
+  })();
+  // Written through to the file, which the first write measured would do otherwise.
+  d.db.$client.pragma('wal_checkpoint(TRUNCATE)');
+  let last = performance.now();
+  let longest = 0;
+  const ticker = setInterval(() => {
+    const at = performance.now();
+    longest = Math.max(longest, at - last);
+    last = at;
+  }, 5);
+  try {
+    last = performance.now();
+    assert.equal((await pruneHistory(d)).otlpReceipts, OLD);
+  } finally {
+    clearInterval(ticker);
+  }
+  longest = Math.max(longest, performance.now() - last);
+  assert.equal((d.db.$client.prepare('select count(*) as n from otlp_receipts').get() as { n: number }).n, 20_000);
+  assert.ok(longest < 400, `the event loop was held ${Math.round(longest)} ms at once`);
 });

@@ -161,6 +161,38 @@ describe('OTLP receiver: bad input gets a clear 4xx, good spans are kept', () =>
     assert.deepEqual([(await hits())?.hits, (await hits())?.errors], [6, 3]);
   });
 
+  test('a retry is answered as the request was, though spans it rejected as in the future are no longer so', async () => {
+    const deps = s.app.deps;
+    const realNow = deps.now;
+    const t0 = Date.now();
+    const at = (ms: number) => ({ name: 'GET /later', kind: 2, startTimeUnixNano: `${BigInt(ms) * 1_000_000n}`, endTimeUnixNano: `${BigInt(ms) * 1_000_000n + 1000n}` });
+    // A client whose clock is 11 minutes fast sent one of the spans.
+    const body = JSON.stringify(batch('skewed', [at(t0), at(t0 + 11 * 60_000)]));
+    try {
+      deps.now = () => new Date(t0);
+      const first = await post(body);
+      const answer = (await first.json()) as any;
+      assert.equal(answer.partialSuccess.rejectedSpans, '1');
+      // Its answer was lost; the exporter sends it again two minutes later.
+      deps.now = () => new Date(t0 + 2 * 60_000);
+      const retry = await post(body);
+      assert.equal(retry.status, 200);
+      assert.deepEqual(await retry.json(), answer, 'the span rejected then, and never stored, is not said to be accepted now');
+      // And one whose only span was stored at the edge of retention, which it is past at the retry.
+      const edge = JSON.stringify(batch('skewed', [at(t0 - deps.config.apmRetentionDays * 86_400_000 + 60_000)]));
+      deps.now = () => new Date(t0);
+      assert.deepEqual(await (await post(edge)).json(), {});
+      deps.now = () => new Date(t0 + 2 * 60_000);
+      assert.deepEqual(await (await post(edge)).json(), {}, 'the span stored then is not said to be rejected now');
+    } finally {
+      deps.now = realNow;
+    }
+    assert.deepEqual(
+      (await countsByResource(s.app.deps.db, window('skewed'))).map((c) => c.hits),
+      [2],
+    );
+  });
+
   test('a key limited to staging cannot ingest prod spans', async () => {
     const staging = await s.createKey(['ingest'], ['staging']);
     const r = await post(JSON.stringify(batch('limited', [span('GET /x')])), {}, staging);

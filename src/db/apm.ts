@@ -1,5 +1,5 @@
 import { DDSketch } from '@datadog/sketches-js';
-import { and, eq, gte, lt, type SQL, sql } from 'drizzle-orm';
+import { and, eq, gt, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { changed, dialectOf } from './dialect.ts';
 import { firstRow, prepared, runStatement } from './prepared.ts';
@@ -370,6 +370,35 @@ export async function recordOtlpReceipt(db: Tx, digest: string, at: number): Pro
   return inserted.length > 0;
 }
 
+/** When the request with `digest` was received (the time its spans were judged by), while its receipt is kept. */
+export async function otlpReceiptAt(db: Tx, digest: string): Promise<number | undefined> {
+  const [row] = await db.select({ at: otlpReceipts.receivedAt }).from(otlpReceipts).where(eq(otlpReceipts.digest, digest));
+  return row?.at;
+}
+
+/** Receipts deleted by one statement of pruneOtlpReceipts (and those recorded in the same millisecond as the last). */
+export const OTLP_RECEIPT_PRUNE_SLICE = 5000;
+
+/**
+ * Deletes the receipts recorded before `before`, oldest first, a slice per statement with a
+ * turn of the event loop between: there is one a request, an hour's worth at each run, and one
+ * DELETE of them all held SQLite (and with it every request) for seconds.
+ */
 export async function pruneOtlpReceipts(db: Tx, before: number): Promise<number> {
-  return changed(await db.delete(otlpReceipts).where(lt(otlpReceipts.receivedAt, before)));
+  let pruned = 0;
+  let done: number | undefined;
+  for (;;) {
+    // The receipt a slice from the oldest left (those up to `done` are gone: not scanned again).
+    const [edge] = await db
+      .select({ at: otlpReceipts.receivedAt })
+      .from(otlpReceipts)
+      .where(and(lt(otlpReceipts.receivedAt, before), done === undefined ? undefined : gt(otlpReceipts.receivedAt, done)))
+      .orderBy(otlpReceipts.receivedAt)
+      .limit(1)
+      .offset(OTLP_RECEIPT_PRUNE_SLICE);
+    pruned += changed(await db.delete(otlpReceipts).where(edge === undefined ? lt(otlpReceipts.receivedAt, before) : lte(otlpReceipts.receivedAt, edge.at)));
+    if (edge === undefined) return pruned;
+    done = edge.at;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
 }

@@ -1,11 +1,12 @@
 // POST /v1/traces: the OTLP/HTTP trace receiver.
 import { createHash } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { otlpReceiptAt } from '../db/apm.ts';
 import type { AuthResult } from '../domain/apiKeys.ts';
 import type { Deps } from '../domain/deps.ts';
 import { canSeeEnv } from '../domain/principal.ts';
 import { ApmAggregate } from '../sources/apmWriter.ts';
-import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, type OtlpEncoding } from '../sources/otlp.ts';
+import { encodeErrorStatus, encodeTraceResponse, encodingOf, forEachRequestSpan, type OtlpEncoding, type RequestSpan } from '../sources/otlp.ts';
 import { failureOf } from './failures.ts';
 import { HttpError, readBody, requireCaller } from './http.ts';
 
@@ -29,29 +30,42 @@ export function otlpTracesHandler(deps: Deps, authenticate: (secret: string | nu
       // exporter's retry after a failure never counts a span twice, nor (by its receipt) a
       // retry after a success whose answer was lost.
       const aggregate = new ApmAggregate();
-      let denied = 0;
-      const mapped = await forEachRequestSpan(
-        body,
-        encoding,
-        {
-          primaryTags: deps.config.primaryTags,
-          earliest: now - deps.config.apmRetentionDays * 86_400_000,
-          latest: now + 10 * 60_000,
-          maxSpans: deps.config.otlpMaxSpans,
-          slice: SLICE,
-        },
-        (span) => {
-          if (canSeeEnv(principal, span.env)) aggregate.add(span);
-          else denied++;
-        },
-      );
-      const problems = [...mapped.problems];
-      if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
+      // The spans of the request as received at `at` (those outside the retention period or
+      // in the future then, and in environments the key may not ingest for, are rejected).
+      const judge = async (at: number, keep: (span: RequestSpan) => void) => {
+        let denied = 0;
+        const mapped = await forEachRequestSpan(
+          body,
+          encoding!,
+          {
+            primaryTags: deps.config.primaryTags,
+            earliest: at - deps.config.apmRetentionDays * 86_400_000,
+            latest: at + 10 * 60_000,
+            maxSpans: deps.config.otlpMaxSpans,
+            slice: SLICE,
+          },
+          (span) => {
+            if (canSeeEnv(principal, span.env)) keep(span);
+            else denied++;
+          },
+        );
+        const problems = [...mapped.problems];
+        if (denied > 0) problems.push(`API key "${principal.name}" may not ingest for some environments: those spans were rejected`);
+        return { rejected: mapped.rejected + denied, problems };
+      };
+      let answer = await judge(now, (span) => aggregate.add(span));
       // The same key sending the same bytes again is an exporter's retry: its spans were counted.
-      const receipt = createHash('sha256').update(`${principal.id}\u0000${encoding}\u0000`).update(body).digest('hex');
-      if ((await aggregate.store(deps, receipt)) === null)
-        deps.log.info({ key: principal.name, bytes: body.length }, 'OTLP request stored before (an exporter retry): its spans are not counted again');
-      const out = encodeTraceResponse(encoding, mapped.rejected + denied, problems.join('; '));
+      const digest = createHash('sha256').update(`${principal.id}\u0000${encoding}\u0000`).update(body).digest('hex');
+      const stored = await aggregate.store(deps, { digest, at: now });
+      if (stored === null) deps.log.info({ key: principal.name, bytes: body.length }, 'OTLP request stored before (an exporter retry): its spans are not counted again');
+      // A retry is answered as the request was: a span rejected then as in the future (never
+      // stored) is not said to be accepted now, nor one stored then at the edge of retention
+      // rejected (the retry may then have nothing left to store).
+      if (stored === null || (stored.length === 0 && answer.rejected > 0)) {
+        const first = await otlpReceiptAt(deps.db, digest);
+        if (first !== undefined && first !== now) answer = await judge(first, () => {});
+      }
+      const out = encodeTraceResponse(encoding, answer.rejected, answer.problems.join('; '));
       res.writeHead(200, { 'content-type': encoding === 'json' ? 'application/json' : 'application/x-protobuf' });
       res.end(out);
     } catch (err) {

@@ -52,17 +52,18 @@ export class ApmAggregate {
   /**
    * Stores everything in one transaction (all or nothing: an exporter's retry after a
    * failure never counts a span twice) and tells the engine which services changed.
-   * With `receipt` (a digest of the request), a request stored before is not stored again: an
-   * exporter that lost the answer to a stored request sends it again. It then returns null.
+   * With `receipt` (a digest of the request, and when it was received), a request stored before
+   * is not stored again: an exporter that lost the answer to a stored request sends it again. It
+   * then returns null.
    */
-  async store(deps: Deps, receipt?: string): Promise<Array<{ service: string; env: string }> | null> {
+  async store(deps: Deps, receipt?: { digest: string; at: number }): Promise<Array<{ service: string; env: string }> | null> {
     if (this.stats.size === 0) return [];
     // Read committed: on PostgreSQL addBatch locks the rows it merges into and reads what the
     // previous holder committed, so concurrent batches on the same rows wait instead of failing.
     const stored = await transaction(
       deps.db,
       async (tx) => {
-        if (receipt !== undefined && !(await recordOtlpReceipt(tx, receipt, deps.now().getTime()))) return false;
+        if (receipt !== undefined && !(await recordOtlpReceipt(tx, receipt.digest, receipt.at))) return false;
         await addBatch(tx, [...this.stats.values()], [...this.errors.values()]);
         return true;
       },
