@@ -1,12 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { apply, exportGates } from './apply.ts';
-import { demo } from './demo.ts';
-import { evaluate } from './evaluate.ts';
-import { keysCreate, keysList, keysRevoke, migrate } from './keys.ts';
-import { migrateStore } from './migrate.ts';
-import { override } from './override.ts';
-import { serve } from './serve.ts';
+
+// Each command imports its module when it runs: `tollgate evaluate` in a pipeline then starts
+// without loading the server (GraphQL schema, engine, database drivers), seconds of start-up.
+const applyModule = async () => await import('./apply.ts');
+const keysModule = async () => await import('./keys.ts');
 
 const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -49,7 +47,7 @@ program
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env TOLLGATE_LOG_LEVEL)')
   .option('--tls-cert <file>', 'serve HTTPS/WSS with this PEM certificate chain (env TOLLGATE_TLS_CERT; SIGHUP reloads)')
   .option('--tls-key <file>', "the certificate's PEM private key (env TOLLGATE_TLS_KEY)")
-  .action(serve);
+  .action(async (flags) => (await import('./serve.ts')).serve(flags));
 
 program
   .command('evaluate')
@@ -68,7 +66,7 @@ program
   .option('--json', 'print the final result as JSON on stdout (progress goes to stderr)')
   .option('--no-watch', 'poll instead of following the evaluation over WebSocket')
   .action(async (flags) => {
-    process.exitCode = await evaluate({ ...flags, primaryTag: flags.primaryTag ?? flags.apmPrimaryTag });
+    process.exitCode = await (await import('./evaluate.ts')).evaluate({ ...flags, primaryTag: flags.primaryTag ?? flags.apmPrimaryTag });
   });
 
 program
@@ -79,7 +77,7 @@ program
   .option('--url <url>', 'Tollgate URL (env TOLLGATE_URL)', process.env.TOLLGATE_URL ?? 'http://localhost:4000')
   .option('--api-key <key>', 'API key with evaluations:override (env TOLLGATE_API_KEY)')
   .action(async (id: string, flags) => {
-    process.exitCode = await override(id, flags);
+    process.exitCode = await (await import('./override.ts')).override(id, flags);
   });
 
 const keys = program.command('keys').description('Manage API keys directly on the server’s database (DATABASE_URL=postgres://…, or the SQLite file: TOLLGATE_DB or --db)');
@@ -93,9 +91,17 @@ keys
   )
   .option('--env <env>', 'limit the key to this environment (repeatable)', collect)
   .option('--db <path>', 'SQLite file (default TOLLGATE_DB or ./data/tollgate.db)')
-  .action(keysCreate);
-keys.command('list').description('List keys (never their secrets)').option('--db <path>', 'SQLite file').action(keysList);
-keys.command('revoke <id>').description('Revoke a key at once').option('--db <path>', 'SQLite file').action(keysRevoke);
+  .action(async (flags) => (await keysModule()).keysCreate(flags));
+keys
+  .command('list')
+  .description('List keys (never their secrets)')
+  .option('--db <path>', 'SQLite file')
+  .action(async (flags) => (await keysModule()).keysList(flags));
+keys
+  .command('revoke <id>')
+  .description('Revoke a key at once')
+  .option('--db <path>', 'SQLite file')
+  .action(async (id: string, flags) => (await keysModule()).keysRevoke(id, flags));
 
 /** --url and --api-key, for the commands that talk to a running Tollgate. */
 const serverOptions = (command: Command, scope: string) =>
@@ -112,11 +118,11 @@ serverOptions(
     .option('--prune', 'also delete gates the file does not list'),
   'gates:write',
 ).action(async (flags) => {
-  process.exitCode = await apply(flags);
+  process.exitCode = await (await applyModule()).apply(flags);
 });
 
 serverOptions(program.command('export').description('Print the server’s gates as a YAML file for apply'), 'gates:read').action(async (flags) => {
-  process.exitCode = await exportGates(flags);
+  process.exitCode = await (await applyModule()).exportGates(flags);
 });
 
 program
@@ -126,7 +132,7 @@ program
   .option('--api-key <key>', 'API key for --url (admin, or gates:write + monitors:write + ingest + evaluations:write)')
   .option('--window <seconds>', 'length of the rules’ windows', '45')
   .action(async (flags) => {
-    process.exitCode = await demo(flags);
+    process.exitCode = await (await import('./demo.ts')).demo(flags);
   });
 
 program
@@ -136,13 +142,13 @@ program
   .option('--from <sqlite:path>', 'the SQLite database to copy, as sqlite:<path> (stop its server first)')
   .option('--to <url>', 'the empty PostgreSQL database to copy it into, postgres://…')
   .action(async (flags: { db?: string; from?: string; to?: string }) => {
-    if (flags.from === undefined && flags.to === undefined) return migrate(flags);
+    if (flags.from === undefined && flags.to === undefined) return (await keysModule()).migrate(flags);
     if (flags.db !== undefined) {
       console.error('tollgate: migrate --db applies migrations; --from and --to copy a database: use one or the other');
       process.exitCode = 2;
       return;
     }
-    process.exitCode = await migrateStore(flags);
+    process.exitCode = await (await import('./migrate.ts')).migrateStore(flags);
   });
 
 await program.parseAsync(process.argv);
