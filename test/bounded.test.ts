@@ -13,6 +13,7 @@ import { newId } from '../src/domain/ids.ts';
 import { parseMonitorQuery } from '../src/domain/monitorQuery.ts';
 import { groupsByMonitor, monitorMatches, reportMonitorState, reportMonitorStateInputSchema, SEARCH_PAGE_SIZE, searchMonitors, sweepNoData } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
+import { turnsDuring } from './helpers/tools.ts';
 import { driver, jitMonitor, sleep, startServer, type TestServer } from './helpers.ts';
 
 // One key starts thousands of evaluations here: the per-key limits (item 8) are not under test.
@@ -175,15 +176,7 @@ describe('many monitors and long lists', () => {
       assert.deepEqual(found, await readAtOnce(query), `search ${JSON.stringify(query)}`);
     }
 
-    let turns = 0;
-    let ticking = true;
-    const tick = () => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
-    const all = await searchMonitors(deps, SYSTEM, 'env:bulk status:ok');
-    ticking = false;
+    const { result: all, turns } = await turnsDuring(() => searchMonitors(deps, SYSTEM, 'env:bulk status:ok'));
     assert.equal(all.length, MONITORS - some.length);
     // Read at once, the 40,000 monitors and their groups held the loop for one or two turns.
     assert.ok(turns >= MONITORS / SEARCH_PAGE_SIZE, `the event loop turned ${turns} times while 40,000 monitors were searched`);

@@ -17,6 +17,7 @@ import { createMonitor } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { stamp } from '../src/domain/stamp.ts';
 import { createLogger } from '../src/log.ts';
+import { turnsDuring } from './helpers/tools.ts';
 
 const DAY = 86_400_000;
 const NOW = new Date('2025-06-01T12:00:00Z');
@@ -208,19 +209,10 @@ test("pruneHistory deletes a busy hour's OTLP receipts (one a request) in slices
     }) as typeof statement.run;
     return statement;
   }) as typeof client.prepare;
-  let turns = 0;
-  let pruning = true;
-  const turn = () => {
-    turns++;
-    if (pruning) setImmediate(turn);
-  };
-  setImmediate(turn);
-  try {
-    assert.equal((await pruneHistory(d)).otlpReceipts, OLD);
-  } finally {
-    pruning = false;
+  const { result: pruned, turns } = await turnsDuring(() => pruneHistory(d)).finally(() => {
     client.prepare = prepare;
-  }
+  });
+  assert.equal(pruned.otlpReceipts, OLD);
   assert.equal(deletes.length, 5, `deleted in ${deletes.length} statements: ${deletes}`);
   assert.ok(Math.max(...deletes) <= OTLP_RECEIPT_PRUNE_SLICE + 3, `a statement deleted ${Math.max(...deletes)} receipts`);
   assert.ok(turns >= deletes.length - 1, `the event loop turned ${turns} times over ${deletes.length} slices`);

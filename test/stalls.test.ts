@@ -19,6 +19,7 @@ import { MAX_PATTERN_LENGTH, MAX_QUERY_LENGTH, type MatchableMonitor, matches, m
 import { createMonitor, MAX_MONITOR_NAME_LENGTH, searchMonitors } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { decodeTraceRequest, forEachRequestSpan, MAX_JSON_MESSAGE_BYTES, mapSpans, type RequestSpan } from '../src/sources/otlp.ts';
+import { turnsDuring } from './helpers/tools.ts';
 import { driver, jitMonitor, startServer, type TestServer, wsOnce } from './helpers.ts';
 
 let s: TestServer;
@@ -336,19 +337,11 @@ describe('OTLP JSON requests are parsed span by span, in slices', () => {
       largestParse = Math.max(largestParse, text.length);
       return parse(text, reviver);
     }) as typeof JSON.parse;
-    let turns = 0;
-    let ticking = true;
-    const tick = () => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
     const spans: RequestSpan[] = [];
     try {
-      const result = await forEachRequestSpan(body, 'json', options, (span) => spans.push(span));
+      const { result, turns } = await turnsDuring(() => forEachRequestSpan(body, 'json', options, (span) => spans.push(span)));
       return { ...result, spans, turns, largestParse, bytes: body.length };
     } finally {
-      ticking = false;
       JSON.parse = parse;
     }
   }

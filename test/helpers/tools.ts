@@ -68,6 +68,26 @@ export async function freePort(): Promise<number> {
 }
 
 /** Polls until probe answers something truthy (errors count as not yet), or fails naming what it waited for. */
+/**
+ * Counts the turns of the event loop (one setImmediate each) while `work` runs: work sliced
+ * with yields between its slices lets the loop turn about once a slice, work done in one
+ * piece not at all.
+ */
+export async function turnsDuring<T>(work: () => Promise<T>): Promise<{ result: T; turns: number }> {
+  let turns = 0;
+  let running = true;
+  const turn = () => {
+    turns++;
+    if (running) setImmediate(turn);
+  };
+  setImmediate(turn);
+  try {
+    return { result: await work(), turns };
+  } finally {
+    running = false;
+  }
+}
+
 export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 30_000): Promise<T> {
   const until = Date.now() + timeoutMs;
   let last: unknown;
