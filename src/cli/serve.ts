@@ -1,7 +1,5 @@
 import { type Config, ConfigError, loadConfig } from '../config.ts';
-import { StorageStartError } from '../db/client.ts';
 import { createLogger, withoutPassword } from '../log.ts';
-import { buildApp } from '../server/app.ts';
 
 export interface ServeFlags {
   port?: string;
@@ -50,6 +48,9 @@ export async function serve(flags: ServeFlags): Promise<void> {
   }
 
   const log = createLogger(config.logLevel);
+  // The server's modules load once the configuration is known good: a bad setting is reported
+  // before seconds of loading, as a supervisor restarting a misconfigured process would want.
+  const [{ buildApp }, { StorageStartError }] = await Promise.all([import('../server/app.ts'), import('../db/client.ts')]);
   let app: Awaited<ReturnType<typeof buildApp>>;
   try {
     app = await buildApp(config, { log });
