@@ -304,15 +304,7 @@ describe('thousands of monitors falling silent at once', () => {
       published++;
       if (db.inTransaction) publishedInTransaction++;
     });
-    let turns = 0;
-    let ticking = true;
-    const tick = () => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
-    const recorded = await sweepNoData(s.app.deps);
-    ticking = false;
+    const { result: recorded, turns } = await turnsDuring(() => sweepNoData(s.app.deps));
     off();
     // Before, every silent group was recorded in one synchronous loop: no turn in between.
     assert.ok(turns >= 2, `the event loop turned ${turns} times while ${2 * SILENT} groups were recorded`);

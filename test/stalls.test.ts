@@ -147,15 +147,7 @@ describe('monitor search is bounded and linear', () => {
     for (let i = 0; i < 3000; i++)
       await createMonitor(s.app.deps, SYSTEM, { name: `${name}${i}`, type: 'external', tags: ['suite:scan', `n:${i}`], query: '', muted: false, comparator: 'above' });
     const pattern = `${'*a'.repeat((MAX_PATTERN_LENGTH - 2) / 2)}b*`;
-    let turns = 0;
-    let ticking = true;
-    const tick = () => {
-      turns++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
-    const found = await searchMonitors(s.app.deps, SYSTEM, `suite:scan name:"${pattern}"`);
-    ticking = false;
+    const { result: found, turns } = await turnsDuring(() => searchMonitors(s.app.deps, SYSTEM, `suite:scan name:"${pattern}"`));
     assert.deepEqual(found, []);
     assert.ok(turns >= 2, `the event loop turned ${turns} times during the search`);
     const health = fetch(`${s.url}/healthz`);
