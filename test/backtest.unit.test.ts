@@ -164,17 +164,10 @@ describe('backtester', () => {
     const clock = new TestClock(T0 + 2 * HOUR);
     const deps = unitDeps(memoryDb(), clock);
     await ingest(deps, { version: 'v1', resource: 'GET /a', count: 60, from: T0, spreadMs: HOUR });
-    const input = {
-      service: 'checkout',
-      env: 'prod',
-      configuration: { rules: [{ name: 'errors', options: { faultyDeploymentDetection: {} } }] },
-      from: new Date(T0),
-      to: new Date(T0 + HOUR),
-    };
     // No backtester runs: they stay running.
-    for (let i = 0; i < MAX_RUNNING_BACKTESTS_PER_KEY; i++) await startBacktest(deps, SYSTEM, input);
+    for (let i = 0; i < MAX_RUNNING_BACKTESTS_PER_KEY; i++) await startBacktest(deps, SYSTEM, hourOfFdd);
     await assert.rejects(
-      async () => startBacktest(deps, SYSTEM, input),
+      async () => startBacktest(deps, SYSTEM, hourOfFdd),
       (err: unknown) => err instanceof DomainError && err.code === 'RATE_LIMITED' && /already has 2 backtests running/.test(err.message),
     );
   });
