@@ -306,6 +306,25 @@ export const apmErrors = pgTable(
   ],
 );
 
+export const apmInstanceStats = pgTable(
+  'apm_instance_stats',
+  {
+    service: text('service').notNull(),
+    env: text('env').notNull(),
+    version: text('version').notNull(),
+    instance: text('instance').notNull(),
+    bucket: bigNumber('bucket').notNull(),
+    // Summed on every flush into the bucket, so bigint like apm_stats'.
+    hits: bigNumber('hits').notNull(),
+    errors: bigNumber('errors').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.service, t.env, t.version, t.instance, t.bucket] }),
+    index('apm_instance_stats_service_bucket_idx').on(t.service, t.env, t.bucket),
+    index('apm_instance_stats_bucket_idx').on(t.bucket),
+  ],
+);
+
 export const otlpReceipts = pgTable(
   'otlp_receipts',
   {

@@ -335,6 +335,33 @@ export const apmErrors = sqliteTable(
 );
 
 /**
+ * Requests per instance (the span's resource: service.instance.id, else k8s.pod.name, else
+ * host.name) of a version and time bucket, for rules that measure how the pods of one version
+ * differ. Spans without an instance are not kept here; at most APM_INSTANCES_PER_REQUEST
+ * (src/sources/apmWriter.ts) instances of a service, env and version per OTLP request are.
+ * Kept APM_INSTANCE_RETENTION_MS (src/db/apm.ts), far less than apm_stats.
+ */
+export const apmInstanceStats = sqliteTable(
+  'apm_instance_stats',
+  {
+    service: text('service').notNull(),
+    env: text('env').notNull(),
+    /** '' when the span carried no service.version. */
+    version: text('version').notNull(),
+    /** At most MAX_INSTANCE_LENGTH characters (src/sources/otlp.ts). */
+    instance: text('instance').notNull(),
+    bucket: integer('bucket').notNull(),
+    hits: integer('hits').notNull(),
+    errors: integer('errors').notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.service, t.env, t.version, t.instance, t.bucket] }),
+    index('apm_instance_stats_service_bucket_idx').on(t.service, t.env, t.bucket),
+    index('apm_instance_stats_bucket_idx').on(t.bucket),
+  ],
+);
+
+/**
  * OTLP requests stored lately, by a digest of the key that sent them and their body: an
  * exporter that lost the answer sends the same request again, and the retry then counts
  * nothing twice. Kept for OTLP_RECEIPT_MS (src/db/apm.ts), well past exporters' retries.
