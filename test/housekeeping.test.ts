@@ -2,13 +2,23 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
 import { testConfig } from '../src/config.ts';
-import { addBatch, newSketch, OTLP_RECEIPT_MS, OTLP_RECEIPT_PRUNE_SLICE, recordOtlpReceipt } from '../src/db/apm.ts';
+import {
+  APM_INSTANCE_PRUNE_SLICE,
+  APM_INSTANCE_RETENTION_MS,
+  addBatch,
+  addInstanceStats,
+  instanceCounts,
+  newSketch,
+  OTLP_RECEIPT_MS,
+  OTLP_RECEIPT_PRUNE_SLICE,
+  recordOtlpReceipt,
+} from '../src/db/apm.ts';
 import { insertBacktest } from '../src/db/backtests.ts';
 import { openDb } from '../src/db/client.ts';
 import { insertEvaluation, ruleEvaluationsOf } from '../src/db/evaluations.ts';
 import { insertTransition, transitionsAfter } from '../src/db/monitors.ts';
 import { insertChannel, insertOutbox } from '../src/db/notifications.ts';
-import { apmErrors, apmStats, backtests, evaluations, notificationOutbox, otlpReceipts } from '../src/db/schema.ts';
+import { APM_BUCKET_MS, apmErrors, apmStats, backtests, evaluations, notificationOutbox, otlpReceipts } from '../src/db/schema.ts';
 import type { Deps } from '../src/domain/deps.ts';
 import { createEvents } from '../src/domain/events.ts';
 import { pruneHistory } from '../src/domain/housekeeping.ts';
@@ -17,6 +27,7 @@ import { createMonitor } from '../src/domain/monitors.ts';
 import { SYSTEM } from '../src/domain/principal.ts';
 import { stamp } from '../src/domain/stamp.ts';
 import { createLogger } from '../src/log.ts';
+import { startServer } from './helpers/server.ts';
 import { turnsDuring } from './helpers/tools.ts';
 
 const DAY = 86_400_000;
@@ -124,7 +135,7 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
 
   const pruned = await pruneHistory(d);
 
-  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, otlpReceipts: 1, backtests: 1, notifications: 0, horizon: daysAgo(90) });
+  assert.deepEqual(pruned, { evaluations: 1, transitions: 1, apmRows: 2, apmInstanceRows: 0, otlpReceipts: 1, backtests: 1, notifications: 0, horizon: daysAgo(90) });
   assert.deepEqual(d.db.select({ digest: otlpReceipts.digest }).from(otlpReceipts).all(), [{ digest: 'retry still expected' }]);
   assert.deepEqual(
     d.db
@@ -151,7 +162,7 @@ test('pruneHistory deletes finished evaluations and transitions past retention, 
 
   assert.deepEqual(
     await pruneHistory(d),
-    { evaluations: 0, transitions: 0, apmRows: 0, otlpReceipts: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) },
+    { evaluations: 0, transitions: 0, apmRows: 0, apmInstanceRows: 0, otlpReceipts: 0, backtests: 0, notifications: 0, horizon: daysAgo(90) },
     'a second run finds nothing more',
   );
 });
@@ -217,4 +228,31 @@ test("pruneHistory deletes a busy hour's OTLP receipts (one a request) in slices
   assert.ok(Math.max(...deletes) <= OTLP_RECEIPT_PRUNE_SLICE + 3, `a statement deleted ${Math.max(...deletes)} receipts`);
   assert.ok(turns >= deletes.length - 1, `the event loop turned ${turns} times over ${deletes.length} slices`);
   assert.equal((client.prepare('select count(*) as n from otlp_receipts').get() as { n: number }).n, 1000);
+});
+
+test('pruneHistory deletes per-instance APM counts past 6 hours, a slice at a time, and keeps newer ones (on the test store: SQLite, or PostgreSQL)', async (t) => {
+  const s = await startServer();
+  t.after(() => s.stop());
+  // A clock a month ahead, so that the rows written here are in the future for the server's own
+  // hourly housekeeping (real time) and it never prunes them under this test.
+  const now = Math.floor((Date.now() + 30 * DAY) / APM_BUCKET_MS) * APM_BUCKET_MS;
+  const d: Deps = { ...s.app.deps, now: () => new Date(now) };
+  const horizon = now - APM_INSTANCE_RETENTION_MS;
+  const row = (instance: string, bucket: number) => ({ service: 'api', env: 'prod', version: 'v1', instance, bucket, hits: 2, errors: 1 });
+  // More than two slices of old rows, 50 instances a bucket, the newest of them in the last bucket before the horizon.
+  const OLD = 2 * APM_INSTANCE_PRUNE_SLICE + 150;
+  const old = Array.from({ length: OLD }, (_, i) => row(`pod-${i % 50}`, horizon - APM_BUCKET_MS - Math.floor(i / 50) * APM_BUCKET_MS));
+  const kept = [row('pod-0', horizon), row('pod-1', horizon), row('pod-0', now - APM_BUCKET_MS)];
+  await addInstanceStats(d.db, [...old, ...kept]);
+  s.queries.length = 0;
+
+  const { result: pruned, turns } = await turnsDuring(() => pruneHistory(d));
+
+  assert.equal(pruned.apmInstanceRows, OLD);
+  const deletes = s.queries.filter((q) => /^delete from "apm_instance_stats"/.test(q)).length;
+  assert.equal(deletes, 3, 'a statement a slice');
+  assert.ok(turns >= deletes - 1, `the event loop turned ${turns} times over ${deletes} slices`);
+  const left = await instanceCounts(d.db, { service: 'api', env: 'prod', from: 0, to: now + APM_BUCKET_MS });
+  assert.deepEqual(left.map((r) => [r.instance, r.bucket, r.hits, r.errors]).sort(), kept.map((r) => [r.instance, r.bucket, r.hits, r.errors]).sort());
+  assert.equal((await pruneHistory(d)).apmInstanceRows, 0, 'a second run finds nothing more');
 });

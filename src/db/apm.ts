@@ -3,7 +3,7 @@ import { and, eq, gt, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
 import type { Tx } from './client.ts';
 import { changed, dialectOf } from './dialect.ts';
 import { firstRow, prepared, runStatement } from './prepared.ts';
-import { apmErrors, apmStats, otlpReceipts } from './schema.ts';
+import { apmErrors, apmInstanceStats, apmStats, otlpReceipts } from './schema.ts';
 
 export interface ApmKey {
   service: string;
@@ -251,6 +251,67 @@ function mergedSketch(a: DDSketch, b: DDSketch): DDSketch {
   return merged;
 }
 
+/** Requests of one instance of a version in a bucket (apm_instance_stats). */
+export interface InstanceDelta {
+  service: string;
+  env: string;
+  version: string;
+  instance: string;
+  bucket: number;
+  hits: number;
+  errors: number;
+}
+
+function instanceStatements(db: Tx) {
+  return prepared(db, 'apm.addInstanceStats', () => {
+    const p = sql.placeholder;
+    return {
+      upsert: db
+        .insert(apmInstanceStats)
+        .values({ service: p('service'), env: p('env'), version: p('version'), instance: p('instance'), bucket: p('bucket'), hits: p('hits'), errors: p('errors') })
+        .onConflictDoUpdate({
+          target: [apmInstanceStats.service, apmInstanceStats.env, apmInstanceStats.version, apmInstanceStats.instance, apmInstanceStats.bucket],
+          set: { hits: sql`${apmInstanceStats.hits} + excluded.hits`, errors: sql`${apmInstanceStats.errors} + excluded.errors` },
+        })
+        .prepare(),
+    };
+  });
+}
+
+const instanceKeyOf = (r: InstanceDelta): string => `${r.service}\u0000${r.env}\u0000${r.version}\u0000${r.instance}\u0000${r.bucket}`;
+const INSTANCE: ReadonlyArray<[string, (r: InstanceDelta) => unknown]> = [
+  ['text', (r) => r.service],
+  ['text', (r) => r.env],
+  ['text', (r) => r.version],
+  ['text', (r) => r.instance],
+  ['bigint', (r) => r.bucket],
+  ['bigint', (r) => r.hits],
+  ['bigint', (r) => r.errors],
+];
+
+/**
+ * Adds per-instance counts (hits and errors add up), in the transaction that stores the batch's
+ * apm_stats rows. On PostgreSQL one statement whatever the batch's size, its rows in key order
+ * (transactions sharing rows lock them in the same order).
+ */
+export async function addInstanceStats(db: Tx, rows: readonly InstanceDelta[]): Promise<void> {
+  if (rows.length === 0) return;
+  if (dialectOf(db) === 'pg') {
+    const sorted = byKey(rows, instanceKeyOf, (into, r) => {
+      into.hits += r.hits;
+      into.errors += r.errors;
+    });
+    await (db as unknown as Executor).execute(
+      sql`insert into apm_instance_stats (service, env, version, instance, bucket, hits, errors) select * from ${unnest(sorted, INSTANCE)}
+        on conflict (service, env, version, instance, bucket)
+        do update set hits = apm_instance_stats.hits + excluded.hits, errors = apm_instance_stats.errors + excluded.errors`,
+    );
+    return;
+  }
+  const st = instanceStatements(db);
+  for (const r of rows) await runStatement(st.upsert, { ...r });
+}
+
 export interface Window {
   service: string;
   env: string;
@@ -302,6 +363,43 @@ export async function bucketCounts(db: Tx, w: Window): Promise<BucketRow[]> {
     })
     .from(apmStats)
     .where(inWindow(w, apmStats));
+}
+
+export interface InstanceRow {
+  version: string;
+  instance: string;
+  bucket: number;
+  hits: number;
+  errors: number;
+}
+
+/** The most instances of one version instanceCounts returns: the busiest, by hits over its window. */
+export const INSTANCES_READ_PER_VERSION = 200;
+
+/**
+ * Hits and errors per version, instance and bucket over a window, by bucket; at most
+ * INSTANCES_READ_PER_VERSION instances of a version (the busiest over the window, ties by
+ * name), so a rule's read stays bounded however many pods a service had.
+ */
+export async function instanceCounts(db: Tx, w: Window): Promise<InstanceRow[]> {
+  const t = apmInstanceStats;
+  const inRange = and(eq(t.service, w.service), eq(t.env, w.env), gte(t.bucket, w.from), lt(t.bucket, w.to));
+  const busiest = db
+    .select({
+      version: t.version,
+      instance: t.instance,
+      rank: sql<number>`row_number() over (partition by ${t.version} order by sum(${t.hits}) desc, ${t.instance})`.as('rank'),
+    })
+    .from(t)
+    .where(inRange)
+    .groupBy(t.version, t.instance)
+    .as('busiest');
+  return await db
+    .select({ version: t.version, instance: t.instance, bucket: t.bucket, hits: t.hits, errors: t.errors })
+    .from(t)
+    .innerJoin(busiest, and(eq(busiest.version, t.version), eq(busiest.instance, t.instance)))
+    .where(and(inRange, lte(busiest.rank, INSTANCES_READ_PER_VERSION)))
+    .orderBy(t.bucket, t.version, t.instance);
 }
 
 export interface ErrorTypeRow {
@@ -385,18 +483,47 @@ export const OTLP_RECEIPT_PRUNE_SLICE = 5000;
  * DELETE of them all held SQLite (and with it every request) for seconds.
  */
 export async function pruneOtlpReceipts(db: Tx, before: number): Promise<number> {
+  return await pruneInSlices(db, otlpReceipts, otlpReceipts.receivedAt, before, OTLP_RECEIPT_PRUNE_SLICE);
+}
+
+/**
+ * How long per-instance counts are kept: enough for the FDD rule's windows (a deployment's
+ * baseline and canary hours), far less than apm_stats (TOLLGATE_APM_RETENTION_DAYS), as a
+ * service has many instances.
+ */
+export const APM_INSTANCE_RETENTION_MS = 6 * 3_600_000;
+
+/** Instance rows deleted by one statement of pruneApmInstances (and those of the same bucket as the last). */
+export const APM_INSTANCE_PRUNE_SLICE = 5000;
+
+/**
+ * Deletes the per-instance counts of buckets before `before`, oldest first, in slices like the
+ * receipts: an hour of a service with many pods is hundreds of thousands of rows.
+ */
+export async function pruneApmInstances(db: Tx, before: number): Promise<number> {
+  return await pruneInSlices(db, apmInstanceStats, apmInstanceStats.bucket, before, APM_INSTANCE_PRUNE_SLICE);
+}
+
+/** Deletes the rows of `table` whose `at` is before `before`, oldest first, about `slice` per statement, the event loop turning between. */
+async function pruneInSlices(
+  db: Tx,
+  table: typeof otlpReceipts | typeof apmInstanceStats,
+  at: typeof otlpReceipts.receivedAt | typeof apmInstanceStats.bucket,
+  before: number,
+  slice: number,
+): Promise<number> {
   let pruned = 0;
   let done: number | undefined;
   for (;;) {
-    // The receipt a slice from the oldest left (those up to `done` are gone: not scanned again).
+    // The row a slice from the oldest left (those up to `done` are gone: not scanned again).
     const [edge] = await db
-      .select({ at: otlpReceipts.receivedAt })
-      .from(otlpReceipts)
-      .where(and(lt(otlpReceipts.receivedAt, before), done === undefined ? undefined : gt(otlpReceipts.receivedAt, done)))
-      .orderBy(otlpReceipts.receivedAt)
+      .select({ at })
+      .from(table)
+      .where(and(lt(at, before), done === undefined ? undefined : gt(at, done)))
+      .orderBy(at)
       .limit(1)
-      .offset(OTLP_RECEIPT_PRUNE_SLICE);
-    pruned += changed(await db.delete(otlpReceipts).where(edge === undefined ? lt(otlpReceipts.receivedAt, before) : lte(otlpReceipts.receivedAt, edge.at)));
+      .offset(slice);
+    pruned += changed(await db.delete(table).where(edge === undefined ? lt(at, before) : lte(at, edge.at)));
     if (edge === undefined) return pruned;
     done = edge.at;
     await new Promise((resolve) => setImmediate(resolve));

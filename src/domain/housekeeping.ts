@@ -1,6 +1,6 @@
 // Housekeeping: history past its retention is deleted, so the database holds what anyone may
 // still ask about and no more. The engine's housekeeping timer runs it once an hour.
-import { OTLP_RECEIPT_MS, pruneApm, pruneOtlpReceipts } from '../db/apm.ts';
+import { APM_INSTANCE_RETENTION_MS, OTLP_RECEIPT_MS, pruneApm, pruneApmInstances, pruneOtlpReceipts } from '../db/apm.ts';
 import { deleteBacktestsFinishedBefore } from '../db/backtests.ts';
 import { deleteFinishedBefore } from '../db/evaluations.ts';
 import { deleteTransitionsBefore } from '../db/monitors.ts';
@@ -14,6 +14,8 @@ export interface Pruned {
   transitions: number;
   /** Rows of both APM tables. */
   apmRows: number;
+  /** Per-instance APM counts (apm_instance_stats) of buckets more than APM_INSTANCE_RETENTION_MS (6 h) old. */
+  apmInstanceRows: number;
   /** Digests of OTLP requests stored more than OTLP_RECEIPT_MS ago (a retry is no longer expected). */
   otlpReceipts: number;
   /** Backtests that ended. */
@@ -27,8 +29,9 @@ export interface Pruned {
 /**
  * Deletes evaluations finished, and monitor transitions recorded, more than
  * TOLLGATE_RETENTION_DAYS ago (rule evaluations go with their evaluation), and APM buckets
- * older than TOLLGATE_APM_RETENTION_DAYS (and OTLP receipts past an hour); backtests ended, and notification deliveries
- * delivered or failed, before the same horizon as evaluations. Running evaluations (and
+ * older than TOLLGATE_APM_RETENTION_DAYS (per-instance APM counts past 6 hours, OTLP receipts
+ * past an hour); backtests ended, and notification deliveries delivered or failed, before the
+ * same horizon as evaluations. Running evaluations (and
  * backtests) and pending deliveries are kept, however old.
  */
 export async function pruneHistory(deps: Deps): Promise<Pruned> {
@@ -37,8 +40,9 @@ export async function pruneHistory(deps: Deps): Promise<Pruned> {
   const evaluations = await deleteFinishedBefore(deps.db, horizon);
   const transitions = await deleteTransitionsBefore(deps.db, horizon);
   const apmRows = await pruneApm(deps.db, now - deps.config.apmRetentionDays * DAY_MS);
+  const apmInstanceRows = await pruneApmInstances(deps.db, now - APM_INSTANCE_RETENTION_MS);
   const otlpReceipts = await pruneOtlpReceipts(deps.db, now - OTLP_RECEIPT_MS);
   const backtests = await deleteBacktestsFinishedBefore(deps.db, horizon);
   const notifications = await deleteSettledBefore(deps.db, horizon);
-  return { evaluations, transitions, apmRows, otlpReceipts, backtests, notifications, horizon };
+  return { evaluations, transitions, apmRows, apmInstanceRows, otlpReceipts, backtests, notifications, horizon };
 }

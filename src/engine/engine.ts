@@ -418,9 +418,8 @@ export function createEngine(deps: Deps, options: EngineOptions = {}) {
   }
 
   async function prune(): Promise<void> {
-    const { evaluations, transitions, apmRows, otlpReceipts, backtests, notifications, horizon } = await pruneHistory(deps);
-    if (evaluations + transitions + apmRows + otlpReceipts + backtests + notifications > 0)
-      log.info({ evaluations, transitions, apmRows, otlpReceipts, backtests, notifications, horizon }, 'pruned history past retention');
+    const { horizon, ...counts } = await pruneHistory(deps);
+    if (Object.values(counts).some((n) => n > 0)) log.info({ ...counts, horizon }, 'pruned history past retention');
   }
 
   return {

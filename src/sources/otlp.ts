@@ -1,6 +1,7 @@
 // OTLP/HTTP trace payloads: decoding (protobuf through the OpenTelemetry project's own
 // generated protobufjs code, JSON as the OTLP JSON mapping) and the mapping of spans to the
 // requests the APM store counts.
+import { createHash } from 'node:crypto';
 import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { joinPrimaryTags } from '../db/apm.ts';
 
@@ -137,6 +138,11 @@ export interface RequestSpan {
   version: string;
   resource: string;
   primaryTag: string;
+  /**
+   * The instance (pod, host) that served it: the resource's service.instance.id, else
+   * k8s.pod.name, else host.name, at most MAX_INSTANCE_LENGTH characters; '' for none.
+   */
+  instance: string;
   startMs: number;
   durationMs: number;
   error: boolean;
@@ -217,12 +223,46 @@ export function mapSpans(req: TraceRequest, options: MappingOptions): MappedBatc
   }
 }
 
-/** What the spans of one resource share: its service, env, version and attributes. */
+/** What the spans of one resource share: its service, env, version, instance and attributes. */
 interface ResourceContext {
   service: string | null;
   env: string;
   version: string;
+  instance: string;
   attributes: Map<string, string | number | boolean>;
+}
+
+/** Resource attributes naming the instance, the first one present (and not empty) wins. */
+const INSTANCE_ATTRIBUTES = ['service.instance.id', 'k8s.pod.name', 'host.name'] as const;
+
+/**
+ * The longest instance stored (characters). Pod names are at most 63 in practice and 253 by
+ * Kubernetes' rules, host names 253, instance ids anything a sender likes.
+ */
+export const MAX_INSTANCE_LENGTH = 128;
+const INSTANCE_DIGEST_LENGTH = 8;
+
+/**
+ * A longer instance keeps its start and ends with a digest of the whole value, rather than
+ * being cut: names generated for pods and hosts differ at their end (`checkout-7d9c5b-x2k4q`),
+ * so a cut would count different pods as one. Readable and still distinct.
+ */
+function boundedInstance(value: string): string {
+  if (value.length <= MAX_INSTANCE_LENGTH) return value;
+  let cut = MAX_INSTANCE_LENGTH - INSTANCE_DIGEST_LENGTH - 1;
+  // Not between the two halves of a surrogate pair.
+  const last = value.charCodeAt(cut - 1);
+  if (last >= 0xd800 && last <= 0xdbff) cut--;
+  const digest = createHash('sha256').update(value).digest('hex').slice(0, INSTANCE_DIGEST_LENGTH);
+  return `${value.slice(0, cut)}#${digest}`;
+}
+
+function instanceOf(a: Map<string, string | number | boolean>): string {
+  for (const name of INSTANCE_ATTRIBUTES) {
+    const v = a.get(name);
+    if (v !== undefined && v !== '') return boundedInstance(String(v));
+  }
+  return '';
 }
 
 function resourceContext(attributes: KeyValue[] | undefined): ResourceContext {
@@ -232,6 +272,8 @@ function resourceContext(attributes: KeyValue[] | undefined): ResourceContext {
     service: typeof service === 'string' && service !== '' && !service.startsWith('unknown_service') ? service : null,
     env: String(a.get('deployment.environment.name') ?? a.get('deployment.environment') ?? ''),
     version: String(a.get('service.version') ?? ''),
+    // Once per resource, not per span: its spans share it.
+    instance: instanceOf(a),
     attributes: a,
   };
 }
@@ -273,6 +315,7 @@ function mapSpan(span: OtlpSpan, ctx: ResourceContext & { service: string }, opt
     version: ctx.version,
     resource: resourceName.slice(0, 500),
     primaryTag,
+    instance: ctx.instance,
     startMs,
     durationMs: Number.isFinite(endMs) && endMs >= startMs ? Math.min(endMs - startMs, MAX_DURATION_MS) : 0,
     error,

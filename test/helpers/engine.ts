@@ -128,7 +128,7 @@ export async function recorded(db: Db, id: string): Promise<{ evaluation: Evalua
  */
 export async function ingest(
   deps: Deps,
-  t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string },
+  t: { version: string; resource: string; count: number; errors?: number; errorType?: string; from: number; spreadMs: number; service?: string; env?: string; instance?: string },
 ): Promise<void> {
   const spans: RequestSpan[] = [];
   for (let i = 0; i < t.count; i++) {
@@ -139,6 +139,7 @@ export async function ingest(
       version: t.version,
       resource: t.resource,
       primaryTag: '',
+      instance: t.instance ?? '',
       startMs: Math.floor(t.from + (i * t.spreadMs) / t.count),
       durationMs: 3,
       error: failed,
