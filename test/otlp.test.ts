@@ -4,9 +4,13 @@ import { gzipSync } from 'node:zlib';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
+import root from '@opentelemetry/otlp-transformer/build/esm/generated/root.js';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { countsByResource, errorTypes } from '../src/db/apm.ts';
+import { addInstanceStats, countsByResource, errorTypes, INSTANCES_READ_PER_VERSION, type InstanceRow, instanceCounts } from '../src/db/apm.ts';
+import { APM_BUCKET_MS } from '../src/db/schema.ts';
+import { APM_INSTANCES_PER_REQUEST } from '../src/sources/apmWriter.ts';
+import { MAX_INSTANCE_LENGTH } from '../src/sources/otlp.ts';
 import { startServer, type TestServer } from './helpers.ts';
 
 let s: TestServer;
@@ -291,5 +295,164 @@ describe('OTLP receiver: structures and times that are not requests', () => {
     assert.equal(answer.partialSuccess.rejectedSpans, '2');
     assert.match(answer.partialSuccess.errorMessage, /outside the retention period or in the future/);
     assert.equal((await countsByResource(s.app.deps.db, { service: 'odd', env: '', from: 0, to: Number.MAX_SAFE_INTEGER }))[0]?.hits, 1);
+  });
+});
+
+describe('OTLP receiver: requests per instance (apm_instance_stats)', () => {
+  const Request = (root as any).opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
+  const attr = (k: string, value: string) => ({ key: k, value: { stringValue: value } });
+  const nanos = (ms: number) => String(BigInt(ms) * 1_000_000n);
+  const span = (at: number, failed = false) => ({
+    name: 'GET /i',
+    kind: 2,
+    startTimeUnixNano: nanos(at),
+    endTimeUnixNano: nanos(at + 3),
+    ...(failed ? { status: { code: 2 } } : {}),
+  });
+  /** A resource of `service`, version `version`, with the instance attributes given, and its spans. */
+  const resource = (service: string, version: string, instanceAttributes: Record<string, string>, spans: unknown[]) => ({
+    resource: {
+      attributes: [
+        attr('service.name', service),
+        attr('deployment.environment.name', 'prod'),
+        attr('service.version', version),
+        ...Object.entries(instanceAttributes).map(([k, v]) => attr(k, v)),
+      ],
+    },
+    scopeSpans: [{ spans }],
+  });
+  const post = (request: unknown, encoding: 'json' | 'protobuf', k = key) =>
+    fetch(`${s.url}/v1/traces`, {
+      method: 'POST',
+      headers: { 'content-type': `application/${encoding === 'json' ? 'json' : 'x-protobuf'}`, authorization: `Bearer ${k}` },
+      body: encoding === 'json' ? JSON.stringify(request) : new Uint8Array(Request.encode(Request.fromObject(request)).finish()),
+    });
+  const window = (service: string) => ({ service, env: 'prod', from: 0, to: Date.now() + 3_600_000 });
+  /** The rows as [version, instance, bucket, hits, errors], in the order returned (by bucket), then sorted within a bucket. */
+  const rowsOf = (rows: InstanceRow[]) => {
+    for (let i = 1; i < rows.length; i++) assert.ok(rows[i - 1]!.bucket <= rows[i]!.bucket, 'ordered by bucket');
+    return rows.map((r) => [r.version, r.instance, r.bucket, r.hits, r.errors] as const).sort((a, b) => a[2] - b[2] || (a[0] + a[1] < b[0] + b[1] ? -1 : 1));
+  };
+  /** The start of a bucket a minute ago, so that spans at +1 s and +11 s land in two buckets. */
+  const bucketStart = () => Math.floor((Date.now() - 60_000) / APM_BUCKET_MS) * APM_BUCKET_MS;
+
+  for (const encoding of ['json', 'protobuf'] as const) {
+    test(`${encoding}: service.instance.id, else k8s.pod.name, else host.name; none is not recorded; a retry adds nothing`, async () => {
+      const service = `instances-${encoding}`;
+      const b0 = bucketStart();
+      const b1 = b0 + APM_BUCKET_MS;
+      const request = {
+        resourceSpans: [
+          // All three: the instance id wins.
+          resource(service, 'v1', { 'service.instance.id': 'inst-a', 'k8s.pod.name': 'pod-x', 'host.name': 'host-x' }, [span(b0 + 1000), span(b0 + 2000, true), span(b1 + 1000)]),
+          // The pod name before the host name.
+          resource(service, 'v1', { 'k8s.pod.name': 'pod-b', 'host.name': 'host-y' }, [span(b0 + 1000, true), span(b0 + 1500, true)]),
+          resource(service, 'v2', { 'host.name': 'host-c' }, [span(b1 + 2000), span(b1 + 3000), span(b1 + 4000, true)]),
+          // No instance (and an empty one): counted in apm_stats only.
+          resource(service, 'v2', {}, [span(b0 + 1000), span(b1 + 1000, true)]),
+          resource(service, 'v2', { 'service.instance.id': '' }, [span(b0 + 1000)]),
+        ],
+      };
+      const expected = [
+        ['v1', 'inst-a', b0, 2, 1],
+        ['v1', 'pod-b', b0, 2, 2],
+        ['v1', 'inst-a', b1, 1, 0],
+        ['v2', 'host-c', b1, 3, 1],
+      ];
+      const first = await post(request, encoding);
+      assert.equal(first.status, 200);
+      assert.deepEqual(rowsOf(await instanceCounts(s.app.deps.db, window(service))), expected);
+      const hits = async () => (await countsByResource(s.app.deps.db, window(service))).reduce((n, c) => n + c.hits, 0);
+      assert.equal(await hits(), 11, 'every span counts in apm_stats, with an instance or not');
+      // The exporter lost the answer and sends the same request again: nothing is added.
+      assert.equal((await post(request, encoding)).status, 200);
+      assert.deepEqual(rowsOf(await instanceCounts(s.app.deps.db, window(service))), expected);
+      assert.equal(await hits(), 11);
+      // The same spans from another key are another request: they add up.
+      assert.equal((await post(request, encoding, await s.createKey(['ingest']))).status, 200);
+      assert.deepEqual(
+        rowsOf(await instanceCounts(s.app.deps.db, window(service))),
+        expected.map(([v, i, b, h, e]) => [v, i, b, (h as number) * 2, (e as number) * 2]),
+      );
+      // The window is [from, to).
+      assert.deepEqual(
+        rowsOf(await instanceCounts(s.app.deps.db, { service, env: 'prod', from: b1, to: b1 + APM_BUCKET_MS })).map((r) => r[1]),
+        ['inst-a', 'host-c'],
+      );
+      assert.deepEqual(await instanceCounts(s.app.deps.db, { service, env: 'prod', from: b0 - APM_BUCKET_MS, to: b0 }), []);
+    });
+  }
+
+  test('an instance longer than MAX_INSTANCE_LENGTH keeps its start and ends with a digest: two pods that differ at their end stay two', async () => {
+    const service = 'instances-long';
+    const at = bucketStart();
+    const prefix = 'checkout-'.repeat(30);
+    const request = {
+      resourceSpans: [
+        resource(service, 'v1', { 'k8s.pod.name': `${prefix}aaaaa` }, [span(at)]),
+        resource(service, 'v1', { 'k8s.pod.name': `${prefix}bbbbb` }, [span(at), span(at + 1)]),
+      ],
+    };
+    assert.equal((await post(request, 'json')).status, 200);
+    const rows = await instanceCounts(s.app.deps.db, window(service));
+    assert.deepEqual(rows.map((r) => r.hits).sort(), [1, 2]);
+    for (const r of rows) {
+      assert.equal(r.instance.length, MAX_INSTANCE_LENGTH);
+      assert.match(r.instance, /^(checkout-)+[a-z-]*#[0-9a-f]{8}$/);
+      assert.ok(prefix.startsWith(r.instance.slice(0, r.instance.indexOf('#'))));
+    }
+  });
+
+  test(`a request naming 100 instances of a version records the first ${APM_INSTANCES_PER_REQUEST}; all its spans count in apm_stats`, async () => {
+    const service = 'instances-many';
+    const at = bucketStart();
+    const pods = Array.from({ length: 100 }, (_, i) => `pod-${String(i).padStart(3, '0')}`);
+    const request = {
+      resourceSpans: [
+        ...pods.map((pod) => resource(service, 'v1', { 'k8s.pod.name': pod }, [span(at + 1000, true)])),
+        // Another version of the same request has its own allowance.
+        resource(service, 'v2', { 'k8s.pod.name': 'pod-v2' }, [span(at + 1000)]),
+      ],
+    };
+    assert.equal((await post(request, 'protobuf')).status, 200);
+    const rows = await instanceCounts(s.app.deps.db, window(service));
+    const v1 = rows.filter((r) => r.version === 'v1');
+    assert.equal(v1.length, APM_INSTANCES_PER_REQUEST);
+    assert.deepEqual(v1.map((r) => r.instance).sort(), pods.slice(0, APM_INSTANCES_PER_REQUEST));
+    assert.ok(v1.every((r) => r.hits === 1 && r.errors === 1));
+    assert.deepEqual(
+      rows.filter((r) => r.version === 'v2').map((r) => r.instance),
+      ['pod-v2'],
+    );
+    const counts = await countsByResource(s.app.deps.db, window(service));
+    assert.deepEqual(counts.map((c) => [c.version, c.hits, c.errors]).sort(), [
+      ['v1', 100, 100],
+      ['v2', 1, 0],
+    ]);
+  });
+
+  test(`instanceCounts returns the ${INSTANCES_READ_PER_VERSION} busiest instances of each version over its window`, async () => {
+    const service = 'instances-read';
+    const b0 = bucketStart();
+    const row = (version: string, instance: string, bucket: number, hits: number) => ({ service, env: 'prod', version, instance, bucket, hits, errors: 0 });
+    const many = INSTANCES_READ_PER_VERSION + 50;
+    await addInstanceStats(s.app.deps.db, [
+      // i-0 is the quietest in each bucket, i-(many-1) the busiest.
+      ...Array.from({ length: many }, (_, i) => row('v1', `i-${i}`, b0, i + 1)),
+      ...Array.from({ length: many }, (_, i) => row('v1', `i-${i}`, b0 + APM_BUCKET_MS, i + 1)),
+      row('v2', 'lone', b0, 1),
+    ]);
+    // An instance busy outside the window does not count as busy.
+    await addInstanceStats(s.app.deps.db, [row('v1', 'i-0', b0 - APM_BUCKET_MS, 1_000_000)]);
+    const rows = await instanceCounts(s.app.deps.db, { service, env: 'prod', from: b0, to: b0 + 2 * APM_BUCKET_MS });
+    const v1 = new Set(rows.filter((r) => r.version === 'v1').map((r) => r.instance));
+    assert.equal(v1.size, INSTANCES_READ_PER_VERSION);
+    for (let i = 0; i < many - INSTANCES_READ_PER_VERSION; i++) assert.ok(!v1.has(`i-${i}`), `i-${i} is among the quietest`);
+    assert.equal(rows.filter((r) => r.version === 'v1').length, 2 * INSTANCES_READ_PER_VERSION, 'both buckets of each');
+    assert.deepEqual(
+      rows.filter((r) => r.version === 'v2').map((r) => r.instance),
+      ['lone'],
+    );
+    for (let i = 1; i < rows.length; i++) assert.ok(rows[i - 1]!.bucket <= rows[i]!.bucket);
   });
 });
