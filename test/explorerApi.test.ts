@@ -136,7 +136,7 @@ describe('RuleEvaluation.fddEvidence', () => {
   const spans = (service: string, version: string, resource: string, count: number, errors: number, errorType: string, from: number) =>
     sendTraffic(s, { service, version, resource, count, errors, errorType, message: `${errorType} at row 42`, from, spreadMs: 900, env: 'fdd-prod' }, ingestKey);
 
-  const FDD_EVIDENCE = `fddEvidence { version baseline baselineVersions tests alpha canaryRequests largestEValue clustering { resources aggregate spells baselineDispersion }
+  const FDD_EVIDENCE = `fddEvidence { version baseline baselineVersions tests alpha canaryRequests largestEValue clustering { resources aggregate spells baselineDispersion placebo { instances degreesOfFreedom factor } }
     familyEValue familyThreshold
     faultyResources { scope name canary { requests errors errorRate } baseline { requests errors errorRate } eValue threshold jointly }
     newErrorTypes { errorType count resources sampleMessage eValue threshold jointly } insufficientData requestsNeeded sourceErrors }`;
@@ -171,6 +171,8 @@ describe('RuleEvaluation.fddEvidence', () => {
       // One bucket of baseline: no block to measure spells on, so no deflation.
       assert.equal(e.clustering.spells, 1);
       assert.ok(e.clustering.baselineDispersion >= 1, JSON.stringify(e.clustering));
+      // The spans name no pod: no placebo instances.
+      assert.equal(e.clustering.placebo, null);
       const pay = e.faultyResources.find((f: any) => f.name === 'POST /pay');
       assert.ok(pay, JSON.stringify(e.faultyResources));
       assert.equal(pay.scope, 'RESOURCE');

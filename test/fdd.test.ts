@@ -113,11 +113,43 @@ async function podsSideBySide(service: string, startedAt: number, canaryPod: num
   }
 }
 
+/**
+ * The nine baseline pods' last five minutes before now (a tenth of the window's traffic, 1%
+ * errors), so that the rule has each pod's hour before and measures placebo instances.
+ */
+async function podsBefore(service: string) {
+  const from = Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS - 5 * 60_000;
+  for (const [i] of BASELINE_PODS.entries())
+    for (const resource of RESOURCES)
+      await send({
+        service,
+        version: 'v1',
+        resource,
+        count: 30 * 40,
+        errorsEvery: 100,
+        errorType: 'TimeoutError',
+        from,
+        spreadMs: 5 * 60_000 - BUCKET_MS,
+        pod: `${service}-v1-${i}`,
+      });
+}
+
+/** The placebo figure the rule recorded, as GraphQL types it: nine baseline pods, measured on the window and the five minutes before. */
+async function assertPlacebo(id: string) {
+  const r = await s.gql('query($id: ID!) { evaluation(id: $id) { rules { fddEvidence { clustering { spells placebo { instances degreesOfFreedom factor } } } } } }', { id });
+  const clustering = r.data.evaluation.rules[0].fddEvidence.clustering;
+  assert.ok(clustering.placebo, `placebo instances were measured: ${JSON.stringify(clustering)}`);
+  assert.equal(clustering.placebo.instances, 9);
+  assert.ok(clustering.placebo.degreesOfFreedom >= 16, `degrees of freedom ${clustering.placebo.degreesOfFreedom}`);
+  assert.ok(clustering.placebo.factor >= 1 && clustering.spells >= clustering.placebo.factor, `the spells factor is at least the placebo's: ${JSON.stringify(clustering)}`);
+}
+
 describe('faulty deployment detection, end to end through OTLP', () => {
   test('a canary pod with a bad few seconds passes: clustered errors are not a regression', async () => {
     // The canary pod's errors all land in the first bucket (4% there, none after): 1% over the
     // window, as the baseline. Counted as independent draws, the first bucket alone was
     // "significant" (e-value about 1900 against 234 on GET /cart before issue 10).
+    await podsBefore('fdd-clustered');
     const ev = await fdd('fdd-clustered', 'v2', { duration: 30, minRelativeIncrease: 1 });
     await podsSideBySide('fdd-clustered', Date.parse(ev.startedAt), [4, 0, 0, 0]);
     const updates = await d.follow(ev.id, 30_000);
@@ -128,11 +160,13 @@ describe('faulty deployment detection, end to end through OTLP', () => {
     const evidence = await evidenceOf(ev.id);
     assert.ok(evidence.clustering.resources > 0.05, `the clustering was measured: ${JSON.stringify(evidence.clustering)}`);
     assert.ok(evidence.clustering.spells >= 1 && evidence.clustering.baselineDispersion >= 1, `the baseline's noise was measured: ${JSON.stringify(evidence.clustering)}`);
+    await assertPlacebo(ev.id);
     const flags = await s.gql('query($id: ID!) { evaluation(id: $id) { passedWithoutEvidence rules { insufficientData } } }', { id: ev.id });
     assert.deepEqual(flags.data.evaluation, { passedWithoutEvidence: false, rules: [{ insufficientData: false }] });
   });
 
   test('a real 5× regression on one endpoint fails, naming it, among the same pods', async () => {
+    await podsBefore('fdd-regressed');
     const ev = await fdd('fdd-regressed', 'v2', { duration: 30, minRelativeIncrease: 1 });
     await podsSideBySide('fdd-regressed', Date.parse(ev.startedAt), [1, 1, 1, 1], 5);
     const final = (await d.follow(ev.id, 30_000)).find((e) => e.status === 'FAIL');
@@ -144,6 +178,7 @@ describe('faulty deployment detection, end to end through OTLP', () => {
       ['POST /pay'],
       'only the regressed endpoint is blamed',
     );
+    await assertPlacebo(ev.id);
   });
 
   test('a canary with injected errors on one endpoint fails at once, with evidence naming it', async () => {

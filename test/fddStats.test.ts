@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { BucketRow } from '../src/db/apm.ts';
-import { logEAboveRate, logEConcurrent, logShareRatio, type PairedBucket, ratioGrid, upperRate } from '../src/domain/fdd.ts';
+import type { BucketRow, InstanceRow } from '../src/db/apm.ts';
+import {
+  addPlaceboBlock,
+  type InstanceCount,
+  logEAboveRate,
+  logEConcurrent,
+  logShareRatio,
+  type PairedBucket,
+  type PlaceboSums,
+  placeboInflation,
+  ratioGrid,
+  upperRate,
+} from '../src/domain/fdd.ts';
 import { FDD_DEFAULTS } from '../src/domain/ruleOptions.ts';
 import { assessFdd } from '../src/engine/fddRule.ts';
 import { type ServiceScenario, simulateService } from './bench/fddSim.ts';
@@ -63,14 +74,16 @@ describe('anytime-valid error-rate test', () => {
 });
 
 /** How often the rule (the engine's own assessFdd, every 10 s over 15 min) fails a simulated canary. */
-function ruleFails(sc: ServiceScenario, runs: number, alpha: number, seed: number): number {
+function ruleFails(sc: ServiceScenario, runs: number, alpha: number, seed: number, withInstances = false): number {
   let failed = 0;
   for (let run = 0; run < runs; run++) {
-    const { past, window } = simulateService(sc, seed + 7919 * run);
+    const { past, pastPods, window } = simulateService(sc, seed + 7919 * run);
     let state = {};
     const rows: BucketRow[] = [];
+    const pods: InstanceRow[] = [];
     for (let i = 0; i < window.length; i++) {
       for (const r of window[i]!.rows) if (!sc.lookback || r.version === 'v2') rows.push(r);
+      pods.push(...window[i]!.pods);
       const result = assessFdd({
         options: { ...FDD_DEFAULTS, alpha, newErrorTypes: false },
         version: 'v2',
@@ -78,6 +91,7 @@ function ruleFails(sc: ServiceScenario, runs: number, alpha: number, seed: numbe
         state,
         past,
         rows,
+        instances: withInstances ? { past: pastPods, rows: pods } : undefined,
         knownErrorTypes: new Set(),
         canaryErrorTypes: [],
         final: false,
@@ -139,6 +153,16 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.ok(failures <= 1, `false failures ${failures} of 30`);
   });
 
+  // Five-minute spells are three observations of a 15-min window: the baseline's total cannot
+  // tell them from a regression, each pod's own series can (placebo instances).
+  test('A/A with 5-min spells per pod: within alpha once the pods are named, beyond it without them (100 req/s, Gamma(0.5), 40 runs at alpha 1%)', () => {
+    const spells = { ...clustered, totalRate: 100, spellBuckets: 30 };
+    const named = Math.round(40 * ruleFails(spells, 40, 0.01, 47, true));
+    assert.ok(named <= 1, `false failures with instances ${named} of 40`);
+    const unnamed = Math.round(40 * ruleFails(spells, 40, 0.01, 47));
+    assert.ok(unnamed >= 3, `false failures without instances ${unnamed} of 40`);
+  });
+
   test('incidents shared by both versions neither fail a good canary nor blind the rule after them', () => {
     // Shared incidents inflate the baseline's own variance, which a too-small beta-binomial ν
     // or a spell estimate taken over the incident turned into false failures (every run) or
@@ -179,5 +203,43 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     ] as const) {
       assert.ok(Math.abs(logShareRatio(x, y, 0.2, 0.1, nu) - product(x, y, 0.2, 0.1, nu)) < 1e-8, `x ${x}, y ${y}, ν ${nu}`);
     }
+  });
+});
+
+describe('placebo instances: each baseline pod plays the canary against the others', () => {
+  /** Nine pods of equal traffic over `blocks` blocks of 30 buckets; each pod's error rate times a multiplier that lasts `spell` buckets. */
+  function placeboSums(blocks: number, spell: number, seed: number): PlaceboSums {
+    const u = rng(seed);
+    const sums: PlaceboSums = { squares: 0, variance: 0, degreesOfFreedom: 0 };
+    const multiplier = Array.from({ length: 9 }, () => 1);
+    for (let b = 0; b < blocks; b++) {
+      const block: InstanceCount[][] = [];
+      for (let t = 0; t < 30; t++) {
+        if (spell > 1) for (let k = 0; k < 9; k++) if (t % spell === 0) multiplier[k] = u() < 0.2 ? 5 : 0.2;
+        block.push(Array.from({ length: 9 }, (_, k) => ({ instance: `pod-${k}`, hits: 100, errors: binomial(100, 0.02 * multiplier[k]!, u) })));
+      }
+      addPlaceboBlock(sums, block, 0);
+    }
+    return sums;
+  }
+
+  test('with independent errors, the placebo ratio is about 1 and each block adds pods − 1 degrees of freedom', () => {
+    const sums = placeboSums(40, 1, 41);
+    assert.equal(sums.degreesOfFreedom, 40 * 8);
+    const ratio = sums.squares / sums.variance;
+    assert.ok(ratio > 0.8 && ratio < 1.25, `ratio ${ratio}`);
+  });
+
+  test('spells that last several buckets show as a ratio well above 1', () => {
+    const sums = placeboSums(40, 6, 43);
+    assert.ok(sums.squares / sums.variance > 2.5, `ratio ${sums.squares / sums.variance}`);
+  });
+
+  test('κ keeps the tail at the threshold: 2.85 at 8 degrees of freedom, 1.20 at 40, never below 1', () => {
+    const share = 0.01 * 0.9 * 0.15;
+    assert.ok(Math.abs(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 8 }, share) - 2.85) < 0.01);
+    assert.ok(Math.abs(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, share) - 1.2) < 0.01);
+    assert.equal(placeboInflation({ squares: 0.1, variance: 1, degreesOfFreedom: 400 }, share), 1);
+    assert.equal(placeboInflation({ squares: 0, variance: 0, degreesOfFreedom: 0 }, share), 1);
   });
 });

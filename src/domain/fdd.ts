@@ -81,6 +81,21 @@
  * error: the benchmark's A/A cells (`npm run bench:decisions`, docs/decisions.md) are what
  * check the false-failure rate.
  *
+ * Placebo instances. When spans name their instance (service.instance.id, k8s.pod.name or
+ * host.name), the spells factor need not be inferred from the baseline's total: under the null
+ * the canary's pod is one more pod, so each baseline pod can play the canary against the
+ * others, with the aggregate test's statistic at the current horizon h (addPlaceboBlock), in
+ * the window and in non-overlapping blocks of h buckets of the hour before. The ratio of their
+ * squared sums to the model's variance is what the canary's statistic may vary by at that
+ * horizon, spells of any length included; it has (pods − 1) degrees of freedom per block, and
+ * is taken up by κ(df), the factor that keeps a Student's t tail at the threshold where the
+ * Gaussian's was (placeboInflation). It may raise the spells factor, never lower it. Nine pods
+ * over the window alone are too few (8 degrees of freedom, κ = 2.85: a deflation of three with
+ * no spells at all), so the rule uses it only with the hour before per pod (at least 16).
+ * What it does not cover: a canary pod noisier than every baseline pod (more traffic per pod:
+ * more of its variance is spell), and an endpoint's own spells, which reach a resource test
+ * only through the aggregate's figure scaled by the resource's share of the errors.
+ *
  * Stratified aggregate. "Is the canary worse overall" compares each resource with itself: in
  * bucket t the canary's errors have null mean Σ_j E_j s_j and mean Σ_j E_j p_j(r) under "r
  * times worse everywhere" (logEStratified), so a canary that serves more of a noisy endpoint
@@ -101,6 +116,9 @@
  * knowing the ratio (the mixture over six ratios): the price of looking everywhere at once.
  * The family may also fail on Σ share × E (fddRule.ts), never weaker than the Bonferroni rule.
  */
+
+import normalCdf from '@stdlib/stats-base-dists-normal-cdf';
+import tQuantile from '@stdlib/stats-base-dists-t-quantile';
 
 /**
  * Rate ratios the mixture puts equal weight on, evenly spaced in log: from half the smallest
@@ -369,4 +387,70 @@ export function passedWithoutEvidence(
 ): boolean {
   if (evaluation.overrideStatus) return false;
   return evaluation.status === 'pass' && rules.some((r) => !r.dryRun && r.status === 'pass' && decidedWithoutData(r));
+}
+
+/** One instance's (pod's) requests and errors over all its endpoints in one bucket. */
+export interface InstanceCount {
+  instance: string;
+  hits: number;
+  errors: number;
+}
+
+/** What placebo instances add up to over some blocks: Σ U², Σ Var(U) and the degrees of freedom. */
+export interface PlaceboSums {
+  squares: number;
+  variance: number;
+  degreesOfFreedom: number;
+}
+
+/**
+ * Adds one block of consecutive buckets (each a list of baseline instances) to `sums`: each
+ * instance plays the canary against the others, with the aggregate test's statistic. In bucket
+ * t, with E_t the instances' errors and s_kt instance k's share of their requests, the
+ * beta-binomial score at "no change" weighs x_kt − s_kt E_t by w_t = 1/(1 + (E_t − 1) ρ), of
+ * model variance w_t E_t s_kt (1 − s_kt); summed over the block, U_k and V_k. Under the model,
+ * Σ_k U_k² / Σ_k V_k is about 1; spells, or an instance noisier than the model allows, make it
+ * larger in the same proportion as the canary's own statistic over the same length (the canary
+ * being, under the null, one more instance). The instances' U sum to zero: K instances give K − 1
+ * degrees of freedom.
+ */
+export function addPlaceboBlock(sums: PlaceboSums, block: ReadonlyArray<readonly InstanceCount[]>, rho: number): void {
+  const u = new Map<string, number>();
+  const v = new Map<string, number>();
+  for (const bucket of block) {
+    let hits = 0;
+    let errors = 0;
+    for (const i of bucket) (hits += i.hits), (errors += i.errors);
+    if (hits === 0 || errors === 0) continue;
+    const w = 1 / (1 + (errors - 1) * rho);
+    for (const i of bucket) {
+      const s = i.hits / hits;
+      u.set(i.instance, (u.get(i.instance) ?? 0) + w * (i.errors - s * errors));
+      v.set(i.instance, (v.get(i.instance) ?? 0) + w * errors * s * (1 - s));
+    }
+  }
+  let counted = 0;
+  for (const [instance, variance] of v) {
+    if (!(variance > 0)) continue;
+    sums.squares += u.get(instance)! ** 2;
+    sums.variance += variance;
+    counted++;
+  }
+  if (counted >= 2) sums.degreesOfFreedom += counted - 1;
+}
+
+/**
+ * The placebo estimate of how much more the canary's evidence varies than the model says:
+ * R = Σ U² / Σ V, made an upper estimate by κ(df) = (t_df(p) / z)², with z = √(2 log(1/share))
+ * the normal deviate at which a test of that share of alpha rejects and p its tail. Deflating by
+ * an estimate R̂ ~ R χ²_df / df turns the Gaussian statistic into Student's t with df degrees of
+ * freedom; κ keeps its tail at the threshold where the Gaussian's was (2.85 at 8 degrees of
+ * freedom, 1.20 at 40). At least 1.
+ */
+export function placeboInflation(sums: PlaceboSums, share: number): number {
+  if (!(sums.variance > 0) || sums.degreesOfFreedom < 1) return 1;
+  const z = Math.sqrt(2 * Math.log(1 / share));
+  const tail = 1 - normalCdf(z, 0, 1);
+  const kappa = (tQuantile(1 - tail, sums.degreesOfFreedom) / z) ** 2;
+  return Math.max(1, kappa * (sums.squares / sums.variance));
 }

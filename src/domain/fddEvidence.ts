@@ -40,7 +40,14 @@ export interface FddEvidenceView {
   largestEValue: number | null;
   /** The weighted sum of every test's e-value, scaled so that the family fails at 1 / alpha. */
   familyEValue: number | null;
-  clustering: { resources: number | null; aggregate: number | null; spells: number | null; baselineDispersion: number | null } | null;
+  clustering: {
+    resources: number | null;
+    aggregate: number | null;
+    spells: number | null;
+    baselineDispersion: number | null;
+    /** Placebo instances, when spans named their instance and the hour before had them. */
+    placebo: { instances: number; degreesOfFreedom: number; factor: number } | null;
+  } | null;
   faultyResources: FddFaultyView[];
   newErrorTypes: FddNewErrorTypeView[];
   insufficientData: boolean;
@@ -58,6 +65,13 @@ const strings = (v: unknown): string[] => list(v).filter((x): x is string => typ
 function arm(v: unknown): FddArmView {
   const a = obj(v) ?? {};
   return { requests: num(a.requests), errors: num(a.errors), errorRate: num(a.errorRate) };
+}
+
+function placeboOf(p: Json | null): { instances: number; degreesOfFreedom: number; factor: number } | null {
+  const instances = num(p?.instances);
+  const degreesOfFreedom = num(p?.degreesOfFreedom);
+  const factor = num(p?.factor);
+  return instances === null || degreesOfFreedom === null || factor === null ? null : { instances, degreesOfFreedom, factor };
 }
 
 const SCOPES = new Set(['resource', 'primary_tag', 'aggregate']);
@@ -78,7 +92,13 @@ export function readFddEvidence(evidence: unknown): FddEvidenceView | null {
     largestEValue: num(e.largestEValue),
     familyEValue: num(e.familyEValue),
     clustering: clustering
-      ? { resources: num(clustering.resources), aggregate: num(clustering.aggregate), spells: num(clustering.spells), baselineDispersion: num(clustering.baselineDispersion) }
+      ? {
+          resources: num(clustering.resources),
+          aggregate: num(clustering.aggregate),
+          spells: num(clustering.spells),
+          baselineDispersion: num(clustering.baselineDispersion),
+          placebo: placeboOf(obj(clustering.placebo)),
+        }
       : null,
     faultyResources: list(e.faultyResources).flatMap((v) => {
       const f = obj(v);

@@ -1,15 +1,19 @@
 // The faulty_deployment_detection rule: the new version's error rate per resource, per
 // primary-tag value and in aggregate against the other versions of the service, and error
 // types the baseline never had, with the anytime-valid tests of src/domain/fdd.ts.
-import { type BucketRow, bucketCounts, carriesPrimaryTag, errorTypes, primaryTagsOf } from '../db/apm.ts';
+import { type BucketRow, bucketCounts, carriesPrimaryTag, errorTypes, type InstanceRow, instanceCounts, primaryTagsOf } from '../db/apm.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
 import {
+  addPlaceboBlock,
   concentration,
   type DispersionCell,
+  type InstanceCount,
   logEAboveRate,
   logEStratified,
   MIN_NEW_TYPE_COUNT,
   NEW_TYPE_GRID,
+  type PlaceboSums,
+  placeboInflation,
   ratioGrid,
   requestsNeeded,
   type StratumCell,
@@ -404,6 +408,53 @@ function baselineNoiseOf(test: Test, spells: BaselineNoise, past: readonly Bucke
   return { dispersion: 1 + excess, inflation: 1 + (spells.inflation - 1) * ratio };
 }
 
+/** Below this many baseline instances in the window, placebo instances say too little. */
+const MIN_PLACEBO_INSTANCES = 4;
+/** Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6). */
+const MIN_PLACEBO_DF = 16;
+
+/** The hour before's instances grouped by bucket, in bucket order: every check reads them again. */
+const pastInstancesCache = new WeakMap<readonly InstanceRow[], InstanceCount[][]>();
+
+function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
+  const buckets = new Map<number, InstanceCount[]>();
+  for (const r of rows) {
+    let list = buckets.get(r.bucket);
+    if (!list) buckets.set(r.bucket, (list = []));
+    list.push(r);
+  }
+  return [...buckets].sort((x, y) => x[0] - y[0]).map(([, list]) => list);
+}
+
+/**
+ * Placebo instances (issue 10): when spans carry an instance attribute, each baseline instance
+ * plays the canary against the others (addPlaceboBlock), over the window so far and over
+ * non-overlapping blocks of the same length in the hour before, so that what the canary's
+ * statistic may vary by at this horizon is measured on instances that share its noise, spells
+ * of any length, an endpoint's own flakiness and instances noisier than the pooled baseline
+ * included. Null below MIN_PLACEBO_INSTANCES instances or MIN_PLACEBO_DF degrees of freedom
+ * (no per-instance hour before): the rule then keeps the spells factor alone.
+ */
+function placeboOf(
+  instances: NonNullable<FddInput['instances']>,
+  version: string,
+  rho: number,
+  share: number,
+): { instances: number; degreesOfFreedom: number; factor: number } | null {
+  const window = byBucket(instances.rows.filter((r) => r.version !== version));
+  const names = new Set<string>();
+  for (const bucket of window) for (const i of bucket) names.add(i.instance);
+  if (names.size < MIN_PLACEBO_INSTANCES || window.length === 0) return null;
+  const sums: PlaceboSums = { squares: 0, variance: 0, degreesOfFreedom: 0 };
+  addPlaceboBlock(sums, window, rho);
+  let past = pastInstancesCache.get(instances.past);
+  if (!past) pastInstancesCache.set(instances.past, (past = byBucket(instances.past)));
+  // Blocks as long as the window so far, from the start backwards.
+  for (let end = past.length; end - window.length >= 0; end -= window.length) addPlaceboBlock(sums, past.slice(end - window.length, end), rho);
+  if (sums.degreesOfFreedom < MIN_PLACEBO_DF) return null;
+  return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share) };
+}
+
 export type FddState = {
   family?: Family;
 };
@@ -421,6 +472,11 @@ export interface FddInput {
   knownErrorTypes: ReadonlySet<string>;
   /** The canary's error types since the start (in scope). */
   canaryErrorTypes: ReadonlyArray<{ errorType: string; resource: string; count: number; sampleMessage: string | null }>;
+  /**
+   * Each instance's counts per bucket, when spans name their instance: other versions' in the
+   * hour before, every version's since the start. Absent or empty: the spells factor alone.
+   */
+  instances?: { past: readonly InstanceRow[]; rows: readonly InstanceRow[] };
   /** The window is over: decide pass or insufficient data now. */
   final: boolean;
   windowMinutes: number;
@@ -461,11 +517,16 @@ export function assessFdd(input: FddInput): FddAssessment {
   // ---- error-rate increase ----
   const clustering = concurrent ? clusteringOf(rows, version) : null;
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
+  // With instances, the placebo figure may raise the spells factor (never lower it: it is an
+  // estimate too, and the spells factor was validated without it).
+  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare) : null;
+  if (placebo) spells.inflation = Math.max(spells.inflation, placebo.factor);
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,
     aggregate: clustering ? round3(clustering.aggregate) : null,
     spells: round3(spells.inflation),
     baselineDispersion: round3(spells.dispersion),
+    placebo: placebo && { ...placebo, factor: round3(placebo.factor) },
   };
   const faulty: Array<Record<string, unknown>> = [];
   /** Every test's record and log(share × E): the family fails when these add up to 1. */
@@ -666,6 +727,12 @@ export const fddRunner: RuleRunner = {
       state: (rule.state ?? {}) as FddState,
       past: (await bucketCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket })).filter((r) => r.version !== version && scoped(r)),
       rows: (await bucketCounts(deps.db, { ...w, from: firstBucket, to: until + 1 })).filter(scoped),
+      // Whole-service totals per instance, whatever the rule's scope: they can only raise the
+      // spells factor, and an instance's noise is its own across its endpoints.
+      instances: {
+        past: (await instanceCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket })).filter((r) => r.version !== version),
+        rows: await instanceCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }),
+      },
       knownErrorTypes: o.newErrorTypes
         ? new Set(
             (await errorTypes(deps.db, { ...w, from: firstBucket - ERROR_TYPE_LOOKBACK_MS, to: until + 1 }))

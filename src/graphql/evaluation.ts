@@ -153,6 +153,16 @@ const FddNewErrorType = builder.objectRef<FddNewErrorTypeView>('FddNewErrorType'
   }),
 });
 
+const FddPlacebo = builder.objectRef<NonNullable<NonNullable<FddEvidenceView['clustering']>['placebo']>>('FddPlacebo').implement({
+  description:
+    'Placebo instances: each baseline instance (pod) compared with the others as the canary is with them, over the window so far and blocks as long in the hour before; how much more they varied than the model says.',
+  fields: (t) => ({
+    instances: t.exposeInt('instances', { description: 'Baseline instances in the window.' }),
+    degreesOfFreedom: t.exposeInt('degreesOfFreedom', { description: 'What the figure rests on: (instances − 1) per block, window and hour before.' }),
+    factor: t.exposeFloat('factor', { description: 'The figure, made an upper estimate for its degrees of freedom; the spells factor is at least this.' }),
+  }),
+});
+
 const FddClustering = builder.objectRef<FddEvidenceView['clustering'] & {}>('FddClustering').implement({
   description: 'How clustered the errors were, within a time bucket and across consecutive ones; the tests discount their evidence by it.',
   fields: (t) => ({
@@ -163,6 +173,12 @@ const FddClustering = builder.objectRef<FddEvidenceView['clustering'] & {}>('Fdd
       description: "How much more the baseline's errors varied over blocks of consecutive buckets than bucket by bucket (1: no spells); the evidence is divided by it.",
     }),
     baselineDispersion: t.exposeFloat('baselineDispersion', { nullable: true, description: "Variance over mean of the baseline's errors per bucket (1: Poisson)." }),
+    placebo: t.field({
+      type: FddPlacebo,
+      nullable: true,
+      description: 'Null when spans name no instance (service.instance.id, k8s.pod.name, host.name), or the hour before has too few of them.',
+      resolve: (c) => c.placebo,
+    }),
   }),
 });
 

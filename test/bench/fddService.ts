@@ -1,7 +1,7 @@
 // The realistic-service table of `npm run bench:decisions`: Tollgate's rule (assessFdd, the
 // engine's own decision function) on the twelve-endpoint service of fddSim.ts, next to an
 // oracle that knows which endpoint regressed, by how much, and how clustered the errors are.
-import type { BucketRow } from '../../src/db/apm.ts';
+import type { BucketRow, InstanceRow } from '../../src/db/apm.ts';
 import { logShareRatio, upperRate } from '../../src/domain/fdd.ts';
 import { FDD_DEFAULTS } from '../../src/domain/ruleOptions.ts';
 import { assessFdd } from '../../src/engine/fddRule.ts';
@@ -19,12 +19,17 @@ type Method = (run: SimRun, sc: ServiceScenario) => number | null;
 /** The oracle's threshold when it must also watch the other 11 endpoints (Bonferroni): log(12/alpha). */
 const EVERY_ENDPOINT = Math.log(ENDPOINTS.length / ALPHA);
 
-const tollgate: Method = ({ past, window }, sc) => {
+/** BENCH_INSTANCES=0: spans without an instance attribute (the rule's spells factor alone). */
+const WITH_INSTANCES = process.env.BENCH_INSTANCES !== '0';
+
+const tollgate: Method = ({ past, pastPods, window }, sc) => {
   let state = {};
   const rows: BucketRow[] = [];
+  const pods: InstanceRow[] = [];
   let newType = 0;
   for (let i = 0; i < window.length; i++) {
     for (const r of window[i]!.rows) if (!sc.lookback || r.version === 'v2') rows.push(r);
+    for (const r of window[i]!.pods) if (!sc.lookback || r.version === 'v2') pods.push(r);
     newType += window[i]!.newType;
     const result = assessFdd({
       options: { ...FDD_DEFAULTS, alpha: ALPHA, duration: window.length * SIM_BUCKET_S },
@@ -33,6 +38,7 @@ const tollgate: Method = ({ past, window }, sc) => {
       state,
       past,
       rows,
+      instances: WITH_INSTANCES ? { past: pastPods, rows: pods } : undefined,
       knownErrorTypes: new Set(['TimeoutError']),
       canaryErrorTypes: newType > 0 ? [{ errorType: 'NewBoom', resource: NEW_TYPE_RESOURCE, count: newType, sampleMessage: null }] : [],
       final: i === window.length - 1,
@@ -187,6 +193,13 @@ export const SERVICE_CELLS: Cell[] = [
     runs: RUNS,
     aa: false,
   },
+  // What allowing for spells costs where they are (last, so that the cells above keep their seeds).
+  ...([6, 30] as const).map((spellBuckets) => ({
+    label: `5× on POST /cart/items (11%), 100 req/s, clustered (shape 0.5), ${spellBuckets === 6 ? '1-min' : '5-min'} spells per pod (oracle: without them)`,
+    scenario: { ...base, totalRate: 100, clusterShape: 0.5, spellBuckets, effect: { 'POST /cart/items': 5 } },
+    runs: RUNS,
+    aa: false,
+  })),
 ];
 
 const median = (xs: number[]) => {

@@ -3,7 +3,7 @@
 // that cluster per pod and per 10-s bucket, and a canary whose endpoint mix may differ from
 // the baseline's. Every draw comes from a seeded generator, so a cell gives the same figures
 // on every run.
-import type { BucketRow } from '../../src/db/apm.ts';
+import type { BucketRow, InstanceRow } from '../../src/db/apm.ts';
 
 export function rng(seed: number) {
   let a = seed >>> 0;
@@ -124,12 +124,16 @@ export interface ServiceScenario {
 
 export interface SimBucket {
   rows: BucketRow[];
+  /** Each pod's requests and errors over all endpoints (the canary's as version v2). */
+  pods: InstanceRow[];
   /** Occurrences of the new error type in this bucket. */
   newType: number;
 }
 
 export interface SimRun {
   past: BucketRow[];
+  /** The baseline pods' totals per bucket in the hour before. */
+  pastPods: InstanceRow[];
   window: SimBucket[];
 }
 
@@ -167,7 +171,9 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
   // The hour before: the nine baseline pods alone, with the same clustering, spells and shared
   // incidents as in the window (their spells run on into it), at the window's per-pod rate.
   const past: BucketRow[] = [];
+  const pastPods: InstanceRow[] = [];
   for (let t = -PAST_BUCKETS; t < 0; t++) {
+    const pods = Array.from({ length: BASELINE_PODS }, (_, p) => ({ version: 'v1', instance: `b${p}`, bucket: t, hits: 0, errors: 0 }));
     const load = (1 + 0.3 * Math.sin(phase + (2 * Math.PI * t * SIM_BUCKET_S) / 1200)) * (1 + 0.1 * gaussian(u));
     const incident = sc.pastIncident && t >= sc.pastIncident.from && t < sc.pastIncident.to ? sc.pastIncident.factor : 1;
     const shared = (sc.sharedBursts && u() < 0.05 ? 10 : 1) * incident;
@@ -177,11 +183,15 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
       let errors = 0;
       for (let p = 0; p < BASELINE_PODS; p++) {
         const h = poisson(perPod * e.share * SIM_BUCKET_S * Math.max(load, 0.1), u);
+        const x = binomial(h, Math.min(1, e.rate * shared * podMult[CANARY_PODS + p]!), u);
         hits += h;
-        errors += binomial(h, Math.min(1, e.rate * shared * podMult[CANARY_PODS + p]!), u);
+        errors += x;
+        pods[p]!.hits += h;
+        pods[p]!.errors += x;
       }
       past.push({ bucket: t, version: 'v1', resource: e.name, primaryTag: '', hits, errors });
     });
+    pastPods.push(...pods);
   }
   const window: SimBucket[] = [];
   for (let t = 0; t < sc.buckets; t++) {
@@ -197,27 +207,35 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     for (let p = 0; p < BASELINE_PODS; p++) podMult[CANARY_PODS + p] = redraw(podMult[CANARY_PODS + p]);
     const canaryMult = podMult.slice(0, CANARY_PODS).map((m) => shared * m);
     const baselineMult = podMult.slice(CANARY_PODS).map((m) => shared * m);
+    const bPods = baselineMult.map((_, p) => ({ version: 'v1', instance: `b${p}`, bucket: t, hits: 0, errors: 0 }));
+    const cPods = canaryMult.map((_, p) => ({ version: 'v2', instance: `c${p}`, bucket: t, hits: 0, errors: 0 }));
     ENDPOINTS.forEach((e, j) => {
       let bHits = 0;
       let bErrors = 0;
-      for (const g of baselineMult) {
+      baselineMult.forEach((g, p) => {
         const hits = poisson(baselinePod * e.share * SIM_BUCKET_S * Math.max(load, 0.1), u);
+        const x = binomial(hits, Math.min(1, e.rate * g), u);
         bHits += hits;
-        bErrors += binomial(hits, Math.min(1, e.rate * g), u);
-      }
+        bErrors += x;
+        bPods[p]!.hits += hits;
+        bPods[p]!.errors += x;
+      });
       let cHits = 0;
       let cErrors = 0;
-      for (const g of canaryMult) {
+      canaryMult.forEach((g, p) => {
         const hits = poisson(canaryPod * cShares[j]! * SIM_BUCKET_S * Math.max(load, 0.1), u);
         const fresh = binomial(hits, sc.newTypeShare, u);
+        const x = Math.min(hits, binomial(hits, Math.min(1, e.rate * (sc.effect[e.name] ?? 1) * g), u) + fresh);
         newType += fresh;
         cHits += hits;
-        cErrors += Math.min(hits, binomial(hits, Math.min(1, e.rate * (sc.effect[e.name] ?? 1) * g), u) + fresh);
-      }
+        cErrors += x;
+        cPods[p]!.hits += hits;
+        cPods[p]!.errors += x;
+      });
       rows.push({ bucket: t, version: 'v1', resource: e.name, primaryTag: '', hits: bHits, errors: bErrors });
       rows.push({ bucket: t, version: 'v2', resource: e.name, primaryTag: '', hits: cHits, errors: cErrors });
     });
-    window.push({ rows, newType });
+    window.push({ rows, pods: [...bPods, ...cPods], newType });
   }
-  return { past, window };
+  return { past, pastPods, window };
 }
