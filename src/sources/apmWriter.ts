@@ -64,7 +64,16 @@ export class ApmAggregate {
     }
   }
 
+  /** The row the previous span went to: a resource's spans share it, mostly, and skip two keys. */
+  private lastInstance: InstanceDelta | null = null;
+
   private addInstance(s: RequestSpan, bucket: number): void {
+    const last = this.lastInstance;
+    if (last && last.bucket === bucket && last.instance === s.instance && last.version === s.version && last.service === s.service && last.env === s.env) {
+      last.hits++;
+      if (s.error) last.errors++;
+      return;
+    }
     const version = `${s.service}\u0000${s.env}\u0000${s.version}`;
     let instances = this.instancesOf.get(version);
     if (!instances) this.instancesOf.set(version, (instances = new Set()));
@@ -80,6 +89,7 @@ export class ApmAggregate {
     }
     row.hits++;
     if (s.error) row.errors++;
+    this.lastInstance = row;
   }
 
   /**
