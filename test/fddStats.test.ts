@@ -163,6 +163,23 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.ok(unnamed >= 3, `false failures without instances ${unnamed} of 40`);
   });
 
+  test('placebo instances rest on the hour before when there is one, and on the window alone only for a service with no hour before', () => {
+    const last = (sc: ServiceScenario) => {
+      const { past, pastPods, window } = simulateService(sc, 53);
+      const rows = window.slice(0, 30).flatMap((b) => b.rows);
+      const pods = window.slice(0, 30).flatMap((b) => b.pods);
+      const input = { options: { ...FDD_DEFAULTS, alpha: 0.01 }, version: 'v2', primaryTag: null, state: {}, past, rows, knownErrorTypes: new Set<string>(), canaryErrorTypes: [] };
+      return (placebo: 'with' | 'without past pods') =>
+        (assessFdd({ ...input, instances: { past: placebo === 'with' ? pastPods : [], rows: pods }, final: false, windowMinutes: 15 }).evidence.clustering as any).placebo;
+    };
+    const withPast = last({ ...clustered, totalRate: 100 });
+    // Nine pods: 8 degrees of freedom in the window, and 8 per 5-min block of the hour before.
+    assert.deepEqual({ ...withPast('with'), factor: undefined }, { instances: 9, degreesOfFreedom: 8 * 13, factor: undefined });
+    assert.equal(withPast('without past pods'), null, 'the service has an hour before, its pods not: the spells factor alone');
+    const newService = last({ ...clustered, totalRate: 100, noPast: true });
+    assert.equal(newService('without past pods').degreesOfFreedom, 8);
+  });
+
   test('incidents shared by both versions neither fail a good canary nor blind the rule after them', () => {
     // Shared incidents inflate the baseline's own variance, which a too-small beta-binomial ν
     // or a spell estimate taken over the incident turned into false failures (every run) or

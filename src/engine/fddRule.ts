@@ -410,8 +410,13 @@ function baselineNoiseOf(test: Test, spells: BaselineNoise, past: readonly Bucke
 
 /** Below this many baseline instances in the window, placebo instances say too little. */
 const MIN_PLACEBO_INSTANCES = 4;
-/** Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6). */
+/**
+ * Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6). A
+ * service with no hour before at all (it just started) has nothing better than its window's
+ * pods: then 8 (nine pods, κ(8) = 2.85), slower to fail but no longer blind to spells.
+ */
 const MIN_PLACEBO_DF = 16;
+const MIN_PLACEBO_DF_WITHOUT_PAST = 8;
 
 /** The hour before's instances grouped by bucket, in bucket order: every check reads them again. */
 const pastInstancesCache = new WeakMap<readonly InstanceRow[], InstanceCount[][]>();
@@ -431,15 +436,16 @@ function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
  * plays the canary against the others (addPlaceboBlock), over the window so far and over
  * non-overlapping blocks of the same length in the hour before, so that what the canary's
  * statistic may vary by at this horizon is measured on instances that share its noise, spells
- * of any length, an endpoint's own flakiness and instances noisier than the pooled baseline
- * included. Null below MIN_PLACEBO_INSTANCES instances or MIN_PLACEBO_DF degrees of freedom
- * (no per-instance hour before): the rule then keeps the spells factor alone.
+ * of any length and pods of unequal traffic included. Null below MIN_PLACEBO_INSTANCES
+ * instances or `minDegreesOfFreedom` (no per-instance hour before): the rule then keeps the
+ * spells factor alone.
  */
 function placeboOf(
   instances: NonNullable<FddInput['instances']>,
   version: string,
   rho: number,
   share: number,
+  minDegreesOfFreedom: number,
 ): { instances: number; degreesOfFreedom: number; factor: number } | null {
   const window = byBucket(instances.rows.filter((r) => r.version !== version));
   const names = new Set<string>();
@@ -451,7 +457,7 @@ function placeboOf(
   if (!past) pastInstancesCache.set(instances.past, (past = byBucket(instances.past)));
   // Blocks as long as the window so far, from the start backwards.
   for (let end = past.length; end - window.length >= 0; end -= window.length) addPlaceboBlock(sums, past.slice(end - window.length, end), rho);
-  if (sums.degreesOfFreedom < MIN_PLACEBO_DF) return null;
+  if (sums.degreesOfFreedom < minDegreesOfFreedom) return null;
   return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share) };
 }
 
@@ -519,7 +525,8 @@ export function assessFdd(input: FddInput): FddAssessment {
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
   // With instances, the placebo figure may raise the spells factor (never lower it: it is an
   // estimate too, and the spells factor was validated without it).
-  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare) : null;
+  const minDegreesOfFreedom = past.length === 0 && input.instances?.past.length === 0 ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
+  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare, minDegreesOfFreedom) : null;
   if (placebo) spells.inflation = Math.max(spells.inflation, placebo.factor);
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,

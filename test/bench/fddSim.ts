@@ -118,6 +118,8 @@ export interface ServiceScenario {
    * the hour before (a deploy without a canary; the rule's lookback mode).
    */
   lookback?: boolean;
+  /** A service with no hour before (it just started): the simulated hour is dropped, its draws kept so that the window's are the same. */
+  noPast?: boolean;
   /** An incident of both versions in the hour before: every pod's error rate times `factor` over buckets [from, to) (negative: before the start). */
   pastIncident?: { from: number; to: number; factor: number };
 }
@@ -237,5 +239,5 @@ export function simulateService(sc: ServiceScenario, seed: number): SimRun {
     });
     window.push({ rows, pods: [...bPods, ...cPods], newType });
   }
-  return { past, pastPods, window };
+  return sc.noPast ? { past: [], pastPods: [], window } : { past, pastPods, window };
 }
