@@ -178,6 +178,24 @@ describe('errors clustered per pod (seeded simulation, test/bench/fddSim.ts)', (
     assert.equal(withPast('without past pods'), null, 'the service has an hour before, its pods not: the spells factor alone');
     const newService = last({ ...clustered, totalRate: 100, noPast: true });
     assert.equal(newService('without past pods').degreesOfFreedom, 8);
+    // Against the hour before (no concurrent baseline), the hour before's pods alone.
+    const lookback = simulateService({ ...clustered, totalRate: 100, lookback: true }, 53);
+    const canaryOnly = (rows: ReadonlyArray<{ version: string }>) => rows.filter((r) => r.version === 'v2');
+    const result = assessFdd({
+      options: { ...FDD_DEFAULTS, alpha: 0.01 },
+      version: 'v2',
+      primaryTag: null,
+      state: {},
+      past: lookback.past,
+      rows: canaryOnly(lookback.window.slice(0, 30).flatMap((b) => b.rows)) as BucketRow[],
+      instances: { past: lookback.pastPods, rows: canaryOnly(lookback.window.slice(0, 30).flatMap((b) => b.pods)) as InstanceRow[] },
+      knownErrorTypes: new Set(),
+      canaryErrorTypes: [],
+      final: false,
+      windowMinutes: 15,
+    });
+    assert.equal(result.evidence.baseline, 'lookback');
+    assert.equal((result.evidence.clustering as any).placebo.degreesOfFreedom, 8 * 12);
   });
 
   test('incidents shared by both versions neither fail a good canary nor blind the rule after them', () => {

@@ -76,10 +76,10 @@
  * spells shared by a pod's endpoints (one flaky dependency behind one endpoint is diluted);
  * spells of a minute or two: at five minutes, as long as a segment's blocks and a third of a
  * 15-min window, a spell is one observation and no valid test can tell it from a regression
- * without the pod's own series (docs/decisions.md has the figures). ρ and F are plugged in
- * from data rather than known, so the e-values are test martingales only up to the estimates'
- * error: the benchmark's A/A cells (`npm run bench:decisions`, docs/decisions.md) are what
- * check the false-failure rate.
+ * without the pod's own series (placebo instances, below; docs/decisions.md has the
+ * figures). ρ and F are plugged in from data rather than known, so the e-values are test
+ * martingales only up to the estimates' error: the benchmark's A/A cells (`npm run
+ * bench:decisions`, docs/decisions.md) are what check the false-failure rate.
  *
  * Placebo instances. When spans name their instance (service.instance.id, k8s.pod.name or
  * host.name), the spells factor need not be inferred from the baseline's total: under the null

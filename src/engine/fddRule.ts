@@ -443,20 +443,24 @@ function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
 function placeboOf(
   instances: NonNullable<FddInput['instances']>,
   version: string,
-  rho: number,
+  mode: { concurrent: true; rho: number } | { concurrent: false; horizon: number },
   share: number,
   minDegreesOfFreedom: number,
 ): { instances: number; degreesOfFreedom: number; factor: number } | null {
-  const window = byBucket(instances.rows.filter((r) => r.version !== version));
-  const names = new Set<string>();
-  for (const bucket of window) for (const i of bucket) names.add(i.instance);
-  if (names.size < MIN_PLACEBO_INSTANCES || window.length === 0) return null;
-  const sums: PlaceboSums = { squares: 0, variance: 0, degreesOfFreedom: 0 };
-  addPlaceboBlock(sums, window, rho);
   let past = pastInstancesCache.get(instances.past);
   if (!past) pastInstancesCache.set(instances.past, (past = byBucket(instances.past)));
+  // Against the hour before, the canary is one pod's counts against the pooled rate: the
+  // hour before's pods alone, each against the others (its within-bucket noise included: ρ 0).
+  const window = mode.concurrent ? byBucket(instances.rows.filter((r) => r.version !== version)) : [];
+  const horizon = mode.concurrent ? window.length : mode.horizon;
+  const rho = mode.concurrent ? mode.rho : 0;
+  const names = new Set<string>();
+  for (const bucket of mode.concurrent ? window : past) for (const i of bucket) names.add(i.instance);
+  if (names.size < MIN_PLACEBO_INSTANCES || horizon === 0) return null;
+  const sums: PlaceboSums = { squares: 0, variance: 0, degreesOfFreedom: 0 };
+  if (mode.concurrent) addPlaceboBlock(sums, window, rho);
   // Blocks as long as the window so far, from the start backwards.
-  for (let end = past.length; end - window.length >= 0; end -= window.length) addPlaceboBlock(sums, past.slice(end - window.length, end), rho);
+  for (let end = past.length; end - horizon >= 0; end -= horizon) addPlaceboBlock(sums, past.slice(end - horizon, end), rho);
   if (sums.degreesOfFreedom < minDegreesOfFreedom) return null;
   return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share) };
 }
@@ -526,8 +530,13 @@ export function assessFdd(input: FddInput): FddAssessment {
   // With instances, the placebo figure may raise the spells factor (never lower it: it is an
   // estimate too, and the spells factor was validated without it).
   const minDegreesOfFreedom = past.length === 0 && input.instances?.past.length === 0 ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
-  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare, minDegreesOfFreedom) : null;
-  if (placebo) spells.inflation = Math.max(spells.inflation, placebo.factor);
+  const horizon = new Set(canary.map((r) => r.bucket)).size;
+  const placebo = input.instances
+    ? placeboOf(input.instances, version, clustering ? { concurrent: true, rho: clustering.aggregate } : { concurrent: false, horizon }, aggregateShare, minDegreesOfFreedom)
+    : null;
+  // Against the hour before, the canary's counts are deflated by dispersion × spells, and a
+  // pod's placebo figure covers both.
+  if (placebo) spells.inflation = Math.max(spells.inflation, clustering ? placebo.factor : placebo.factor / spells.dispersion);
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,
     aggregate: clustering ? round3(clustering.aggregate) : null,

@@ -200,6 +200,19 @@ export const SERVICE_CELLS: Cell[] = [
     runs: RUNS,
     aa: false,
   })),
+  // A service that just started: no hour before, so the spells factor and placebo pods have the window alone.
+  {
+    label: 'A/A, 100 req/s, clustered (shape 0.5), 5-min spells per pod, no hour before (a new service)',
+    scenario: { ...base, totalRate: 100, clusterShape: 0.5, spellBuckets: 30, noPast: true },
+    runs: AA_RUNS,
+    aa: true,
+  },
+  {
+    label: '5× on POST /cart/items (11%), 100 req/s, no hour before (a new service)',
+    scenario: { ...base, totalRate: 100, effect: { 'POST /cart/items': 5 }, noPast: true },
+    runs: RUNS,
+    aa: false,
+  },
 ];
 
 const median = (xs: number[]) => {
