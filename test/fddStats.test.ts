@@ -242,4 +242,19 @@ describe('placebo instances: each baseline pod plays the canary against the othe
     assert.equal(placeboInflation({ squares: 0.1, variance: 1, degreesOfFreedom: 400 }, share), 1);
     assert.equal(placeboInflation({ squares: 0, variance: 0, degreesOfFreedom: 0 }, share), 1);
   });
+
+  test('κ stays finite at the smallest alphas a rule accepts (alpha > 0): no infinite deflation', () => {
+    // alpha 1e-14: the aggregate's share is 1.35e-15, z ≈ 8.3, where 1 − Φ(z) rounds to 0.
+    // Far out, Student's tail is much heavier than the Gaussian's: κ grows (24 at 1e-40), but stays finite.
+    for (const [alpha, most] of [
+      [1e-14, 5],
+      [1e-20, 10],
+      [1e-40, 50],
+    ] as const) {
+      const share = alpha * 0.9 * 0.15;
+      const f = placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, share);
+      assert.ok(Number.isFinite(f) && f >= 1 && f < most, `alpha ${alpha}: κ ${f}`);
+    }
+    assert.ok(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-12) > placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-6));
+  });
 });
