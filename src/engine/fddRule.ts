@@ -410,7 +410,13 @@ function baselineNoiseOf(test: Test, spells: BaselineNoise, past: readonly Bucke
 
 /** Below this many baseline instances in the window, placebo instances say too little. */
 const MIN_PLACEBO_INSTANCES = 4;
-/** Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6). */
+/**
+ * Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6): the
+ * placebo starts only with it. Once it has, it stays at fewer (FddState.placebo): with few pods
+ * the hour before holds fewer blocks as the horizon grows (four pods: 18 at 12 min, 15 past it),
+ * and dropping it then cut the deflation at once, from what 5-min spells call for (×200) to the
+ * spells factor's (×4): 15% A/A false failures at alpha 1%, nearly all at that check.
+ */
 const MIN_PLACEBO_DF = 16;
 
 /** The hour before's instances grouped by bucket, in bucket order: every check reads them again. */
@@ -440,6 +446,7 @@ function placeboOf(
   version: string,
   rho: number,
   share: number,
+  started: boolean,
 ): { instances: number; degreesOfFreedom: number; factor: number } | null {
   const window = byBucket(instances.rows.filter((r) => r.version !== version));
   const names = new Set<string>();
@@ -451,12 +458,14 @@ function placeboOf(
   if (!past) pastInstancesCache.set(instances.past, (past = byBucket(instances.past)));
   // Blocks as long as the window so far, from the start backwards.
   for (let end = past.length; end - window.length >= 0; end -= window.length) addPlaceboBlock(sums, past.slice(end - window.length, end), rho);
-  if (sums.degreesOfFreedom < MIN_PLACEBO_DF) return null;
+  if (sums.degreesOfFreedom < (started ? 1 : MIN_PLACEBO_DF)) return null;
   return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share) };
 }
 
 export type FddState = {
   family?: Family;
+  /** Placebo instances were measured at an earlier check: kept since at any degrees of freedom. */
+  placebo?: boolean;
 };
 
 export interface FddInput {
@@ -519,8 +528,9 @@ export function assessFdd(input: FddInput): FddAssessment {
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
   // With instances, the placebo figure may raise the spells factor (never lower it: it is an
   // estimate too, and the spells factor was validated without it).
-  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare) : null;
+  const placebo = clustering && input.instances ? placeboOf(input.instances, version, clustering.aggregate, aggregateShare, input.state.placebo === true) : null;
   if (placebo) spells.inflation = Math.max(spells.inflation, placebo.factor);
+  if (placebo || input.state.placebo) state.placebo = true;
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,
     aggregate: clustering ? round3(clustering.aggregate) : null,
