@@ -437,8 +437,12 @@ function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
  * plays the canary against the others (addPlaceboBlock), over the window so far and over
  * non-overlapping blocks of the same length in the hour before, so that what the canary's
  * statistic may vary by at this horizon is measured on instances that share its noise, spells
- * of any length, an endpoint's own flakiness and instances noisier than the pooled baseline
- * included. Null below MIN_PLACEBO_INSTANCES instances or MIN_PLACEBO_DF degrees of freedom
+ * of any length included. Not covered (src/domain/fdd.ts, "Placebo instances"): a canary pod
+ * noisier than the baseline's pods (more traffic per pod: 4.0% A/A false failures at alpha 1%
+ * with 3× a baseline pod's traffic and 1-min spells, against 8.5% without instances), and one
+ * endpoint's own spells, which reach its resource test only through the aggregate's figure
+ * scaled down by the endpoint's share of the errors (6.5%, against 10.5%). Null below
+ * MIN_PLACEBO_INSTANCES instances or, at the first checks, MIN_PLACEBO_DF degrees of freedom
  * (no per-instance hour before): the rule then keeps the spells factor alone.
  */
 function placeboOf(
