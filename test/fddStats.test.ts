@@ -277,4 +277,70 @@ describe('placebo instances: each baseline pod plays the canary against the othe
     assert.equal(placeboInflation({ squares: 0.1, variance: 1, degreesOfFreedom: 400 }, share), 1);
     assert.equal(placeboInflation({ squares: 0, variance: 0, degreesOfFreedom: 0 }, share), 1);
   });
+
+  test('κ stays finite at the smallest alphas a rule accepts (alpha > 0): no infinite deflation', () => {
+    // alpha 1e-14: the aggregate's share is 1.35e-15, z ≈ 8.3, where 1 − Φ(z) rounds to 0.
+    // Far out, Student's tail is much heavier than the Gaussian's: κ grows (24 at 1e-40), but stays finite.
+    for (const [alpha, most] of [
+      [1e-14, 5],
+      [1e-20, 10],
+      [1e-40, 50],
+    ] as const) {
+      const share = alpha * 0.9 * 0.15;
+      const f = placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, share);
+      assert.ok(Number.isFinite(f) && f >= 1 && f < most, `alpha ${alpha}: κ ${f}`);
+    }
+    assert.ok(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-12) > placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-6));
+  });
+
+  test('with four pods the placebo stays on past the horizon where the hour before gives fewer than 16 degrees of freedom', () => {
+    // Four baseline pods and a canary pod, 1% errors, each pod's rate ×5 or ×0.2 in 5-min spells.
+    // At 73 buckets the hour before holds four blocks: 3 × 5 = 15 degrees of freedom.
+    const u = rng(73);
+    const pods = ['b0', 'b1', 'b2', 'b3', 'c0'];
+    const multiplier = pods.map(() => 1);
+    const past: BucketRow[] = [];
+    const pastPods: InstanceRow[] = [];
+    const rows: BucketRow[] = [];
+    const podRows: InstanceRow[] = [];
+    for (let t = -360; t < 80; t++) {
+      if ((t + 360) % 30 === 0) for (let k = 0; k < pods.length; k++) multiplier[k] = u() < 0.2 ? 5 : 0.2;
+      const counts = pods.map((instance, k) => ({ version: instance === 'c0' ? 'v2' : 'v1', instance, bucket: t, hits: 200, errors: binomial(200, 0.01 * multiplier[k]!, u) }));
+      const baseline = counts.filter((c) => c.version === 'v1');
+      const v1 = { bucket: t, version: 'v1', resource: 'GET /a', primaryTag: '', hits: 800, errors: baseline.reduce((n, c) => n + c.errors, 0) };
+      if (t < 0) {
+        past.push(v1);
+        pastPods.push(...baseline);
+      } else {
+        rows.push(v1, { bucket: t, version: 'v2', resource: 'GET /a', primaryTag: '', hits: 200, errors: counts[4]!.errors });
+        podRows.push(...counts);
+      }
+    }
+    const check = (buckets: number, state: object) =>
+      assessFdd({
+        options: { ...FDD_DEFAULTS, alpha: 0.01, newErrorTypes: false },
+        version: 'v2',
+        primaryTag: null,
+        state,
+        past,
+        rows: rows.filter((r) => r.bucket < buckets),
+        instances: { past: pastPods, rows: podRows.filter((r) => r.bucket < buckets) },
+        knownErrorTypes: new Set(),
+        canaryErrorTypes: [],
+        final: false,
+        windowMinutes: 15,
+      });
+    const placeboAt = (r: ReturnType<typeof assessFdd>) => (r.evidence.clustering as { placebo: { degreesOfFreedom: number; factor: number } | null }).placebo;
+    let state = {};
+    for (let h = 1; h <= 80; h++) {
+      const r = check(h, state);
+      state = r.state;
+      const placebo = placeboAt(r);
+      assert.ok(placebo, `the placebo is measured at ${h} buckets`);
+      assert.ok((r.evidence.clustering as { spells: number }).spells >= placebo.factor);
+      if (h === 73) assert.equal(placebo.degreesOfFreedom, 15);
+    }
+    // A rule whose first check comes that late never had the hour before's 16: no placebo.
+    assert.equal(placeboAt(check(73, {})), null);
+  });
 });

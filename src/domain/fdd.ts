@@ -450,7 +450,9 @@ export function addPlaceboBlock(sums: PlaceboSums, block: ReadonlyArray<readonly
 export function placeboInflation(sums: PlaceboSums, share: number): number {
   if (!(sums.variance > 0) || sums.degreesOfFreedom < 1) return 1;
   const z = Math.sqrt(2 * Math.log(1 / share));
-  const tail = 1 - normalCdf(z, 0, 1);
-  const kappa = (tQuantile(1 - tail, sums.degreesOfFreedom) / z) ** 2;
+  // The lower tails, not 1 − the upper: 1 − Φ(z) is 0 in doubles past z ≈ 8.3 (a share below
+  // about 1e-15, alpha below about 1e-14), which made κ infinite and the rule unable to fail.
+  const tail = normalCdf(-z, 0, 1);
+  const kappa = (tQuantile(tail, sums.degreesOfFreedom) / z) ** 2;
   return Math.max(1, kappa * (sums.squares / sums.variance));
 }

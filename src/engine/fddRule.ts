@@ -411,7 +411,11 @@ function baselineNoiseOf(test: Test, spells: BaselineNoise, past: readonly Bucke
 /** Below this many baseline instances in the window, placebo instances say too little. */
 const MIN_PLACEBO_INSTANCES = 4;
 /**
- * Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6). A
+ * Below this many degrees of freedom, κ deflates more than spells would (κ(16) = 1.6): the
+ * placebo starts only with it. Once it has, it stays at fewer (FddState.placebo): with few pods
+ * the hour before holds fewer blocks as the horizon grows (four pods: 18 at 12 min, 15 past it),
+ * and dropping it then cut the deflation at once, from what 5-min spells call for (×200) to the
+ * spells factor's (×4): 15% A/A false failures at alpha 1%, nearly all at that check. A
  * service with no hour before at all (it just started) has nothing better than its window's
  * pods: then 8 (nine pods, κ(8) = 2.85), slower to fail but no longer blind to spells.
  */
@@ -436,9 +440,13 @@ function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
  * plays the canary against the others (addPlaceboBlock), over the window so far and over
  * non-overlapping blocks of the same length in the hour before, so that what the canary's
  * statistic may vary by at this horizon is measured on instances that share its noise, spells
- * of any length and pods of unequal traffic included. Null below MIN_PLACEBO_INSTANCES
- * instances or `minDegreesOfFreedom` (no per-instance hour before): the rule then keeps the
- * spells factor alone.
+ * of any length included. Not covered (src/domain/fdd.ts, "Placebo instances"): a canary pod
+ * noisier than the baseline's pods (more traffic per pod: 4.0% A/A false failures at alpha 1%
+ * with 3× a baseline pod's traffic and 1-min spells, against 8.5% without instances), and one
+ * endpoint's own spells, which reach its resource test only through the aggregate's figure
+ * scaled down by the endpoint's share of the errors (6.5%, against 10.5%). Null below
+ * MIN_PLACEBO_INSTANCES instances or, at the first checks, `minDegreesOfFreedom` (no per-instance hour
+ * before): the rule then keeps the spells factor alone.
  */
 function placeboOf(
   instances: NonNullable<FddInput['instances']>,
@@ -467,6 +475,8 @@ function placeboOf(
 
 export type FddState = {
   family?: Family;
+  /** Placebo instances were measured at an earlier check: kept since at any degrees of freedom. */
+  placebo?: boolean;
 };
 
 export interface FddInput {
@@ -529,7 +539,7 @@ export function assessFdd(input: FddInput): FddAssessment {
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
   // With instances, the placebo figure may raise the spells factor (never lower it: it is an
   // estimate too, and the spells factor was validated without it).
-  const minDegreesOfFreedom = past.length === 0 && input.instances?.past.length === 0 ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
+  const minDegreesOfFreedom = input.state.placebo ? 1 : past.length === 0 && input.instances?.past.length === 0 ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
   const horizon = new Set(canary.map((r) => r.bucket)).size;
   const placebo = input.instances
     ? placeboOf(input.instances, version, clustering ? { concurrent: true, rho: clustering.aggregate } : { concurrent: false, horizon }, aggregateShare, minDegreesOfFreedom)
@@ -537,6 +547,7 @@ export function assessFdd(input: FddInput): FddAssessment {
   // Against the hour before, the canary's counts are deflated by dispersion × spells, and a
   // pod's placebo figure covers both.
   if (placebo) spells.inflation = Math.max(spells.inflation, clustering ? placebo.factor : placebo.factor / spells.dispersion);
+  if (placebo || input.state.placebo) state.placebo = true;
   evidence.clustering = {
     resources: clustering ? round3(clustering.resources) : null,
     aggregate: clustering ? round3(clustering.aggregate) : null,
