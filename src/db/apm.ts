@@ -378,10 +378,10 @@ export const INSTANCES_READ_PER_VERSION = 200;
 
 /**
  * Hits and errors per version, instance and bucket over a window, by bucket; at most
- * INSTANCES_READ_PER_VERSION instances of a version (the busiest over the window, ties by
- * name), so a rule's read stays bounded however many pods a service had.
+ * `perVersion` instances of a version (the busiest over the window, ties by name), so a rule's
+ * read stays bounded however many pods a service had.
  */
-export async function instanceCounts(db: Tx, w: Window): Promise<InstanceRow[]> {
+export async function instanceCounts(db: Tx, w: Window, perVersion = INSTANCES_READ_PER_VERSION): Promise<InstanceRow[]> {
   const t = apmInstanceStats;
   const inRange = and(eq(t.service, w.service), eq(t.env, w.env), gte(t.bucket, w.from), lt(t.bucket, w.to));
   const busiest = db
@@ -398,7 +398,7 @@ export async function instanceCounts(db: Tx, w: Window): Promise<InstanceRow[]> 
     .select({ version: t.version, instance: t.instance, bucket: t.bucket, hits: t.hits, errors: t.errors })
     .from(t)
     .innerJoin(busiest, and(eq(busiest.version, t.version), eq(busiest.instance, t.instance)))
-    .where(and(inRange, lte(busiest.rank, INSTANCES_READ_PER_VERSION)))
+    .where(and(inRange, lte(busiest.rank, perVersion)))
     .orderBy(t.bucket, t.version, t.instance);
 }
 

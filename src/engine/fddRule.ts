@@ -3,6 +3,7 @@
 // types the baseline never had, with the anytime-valid tests of src/domain/fdd.ts.
 import { type BucketRow, bucketCounts, carriesPrimaryTag, errorTypes, type InstanceRow, instanceCounts, primaryTagsOf } from '../db/apm.ts';
 import { APM_BUCKET_MS } from '../db/schema.ts';
+import type { Deps } from '../domain/deps.ts';
 import {
   addPlaceboBlock,
   concentration,
@@ -724,6 +725,33 @@ export function assessFdd(input: FddInput): FddAssessment {
   };
 }
 
+/**
+ * Instances per version a check reads: placebo pods gain little past a few dozen, and each costs
+ * 360 rows of the hour before.
+ */
+const PLACEBO_INSTANCES = 50;
+
+/**
+ * A canary's per-instance hour before, read once per store and process: it does not change
+ * once the rule has started (its last bucket settled before the first check), and re-reading
+ * it at every check cost up to a second of a synchronous SQLite read with 200 pods. The most
+ * recently used are kept (at most 18,000 rows each).
+ */
+const instancePastCache = new WeakMap<object, Map<string, InstanceRow[]>>();
+const INSTANCE_PAST_CACHE_SIZE = 64;
+
+async function instancePastOf(deps: Deps, w: { service: string; env: string; from: number; to: number }, version: string): Promise<InstanceRow[]> {
+  let cache = instancePastCache.get(deps.db);
+  if (!cache) instancePastCache.set(deps.db, (cache = new Map()));
+  const key = `${w.service}\0${w.env}\0${version}\0${w.from}`;
+  let rows = cache.get(key);
+  if (rows) cache.delete(key);
+  else rows = (await instanceCounts(deps.db, w, PLACEBO_INSTANCES)).filter((r) => r.version !== version);
+  cache.set(key, rows);
+  if (cache.size > INSTANCE_PAST_CACHE_SIZE) cache.delete(cache.keys().next().value!);
+  return rows;
+}
+
 export const fddRunner: RuleRunner = {
   type: 'faulty_deployment_detection',
 
@@ -757,8 +785,8 @@ export const fddRunner: RuleRunner = {
       // Whole-service totals per instance, whatever the rule's scope: they can only raise the
       // spells factor, and an instance's noise is its own across its endpoints.
       instances: {
-        past: (await instanceCounts(deps.db, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket })).filter((r) => r.version !== version),
-        rows: await instanceCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }),
+        past: await instancePastOf(deps, { ...w, from: firstBucket - LOOKBACK_MS, to: firstBucket }, version),
+        rows: await instanceCounts(deps.db, { ...w, from: firstBucket, to: until + 1 }, PLACEBO_INSTANCES),
       },
       knownErrorTypes: o.newErrorTypes
         ? new Set(
