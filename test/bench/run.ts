@@ -16,6 +16,7 @@ const all = [
   'explorer.ts',
   'fanout.ts',
   'backtest.ts',
+  'fdd-check.ts',
   'cluster.ts',
 ];
 let failed = false;
