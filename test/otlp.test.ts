@@ -383,6 +383,25 @@ describe('OTLP receiver: requests per instance (apm_instance_stats)', () => {
     });
   }
 
+  test('a NUL character in a pod, a span name or a message is stored as U+FFFD: PostgreSQL text cannot hold it, and the batch must not fail for it', async () => {
+    const service = 'instances-nul';
+    const at = bucketStart();
+    const failing = { ...span(at, true), name: 'GET /a\u0000b', status: { code: 2, message: 'boom\u0000' } };
+    const request = { resourceSpans: [resource(service, 'v1\u0000x', { 'k8s.pod.name': 'pod\u0000-1' }, [failing])] };
+    const r = await post(request, 'json');
+    assert.equal(r.status, 200, await r.text());
+    const rows = await instanceCounts(s.app.deps.db, window(service));
+    assert.deepEqual(
+      rows.map((x) => [x.version, x.instance, x.hits, x.errors]),
+      [['v1\uFFFDx', 'pod\uFFFD-1', 1, 1]],
+    );
+    const types = await errorTypes(s.app.deps.db, window(service));
+    assert.deepEqual(
+      types.map((t) => [t.resource, t.sampleMessage]),
+      [['GET /a\uFFFDb', 'boom\uFFFD']],
+    );
+  });
+
   test('an instance longer than MAX_INSTANCE_LENGTH keeps its start and ends with a digest: two pods that differ at their end stay two', async () => {
     const service = 'instances-long';
     const at = bucketStart();

@@ -174,9 +174,15 @@ function nanosToMs(v: OtlpSpan['startTimeUnixNano']): number {
   return Number.NaN;
 }
 
+/**
+ * A NUL character is valid in OTLP strings but not in PostgreSQL text: one in a span name or an
+ * attribute made the whole batch fail to store, and its exporter retry it forever.
+ */
+const withoutNul = (text: string): string => (text.includes('\0') ? text.replaceAll('\0', '\uFFFD') : text);
+
 function scalar(v: AnyValue | undefined): string | number | boolean | undefined {
   if (!v) return undefined;
-  if (v.stringValue !== undefined && v.stringValue !== null) return v.stringValue;
+  if (v.stringValue !== undefined && v.stringValue !== null) return withoutNul(String(v.stringValue));
   if (v.intValue !== undefined && v.intValue !== null) {
     if (typeof v.intValue === 'object') return typeof v.intValue.toNumber === 'function' ? v.intValue.toNumber() : undefined;
     return Number(v.intValue);
@@ -289,7 +295,7 @@ function mapSpan(span: OtlpSpan, ctx: ResourceContext & { service: string }, opt
   const a = attrs(span.attributes);
   const method = a.get('http.request.method') ?? a.get('http.method');
   const route = a.get('http.route');
-  const name = typeof span.name === 'string' && span.name !== '' ? span.name : 'unnamed';
+  const name = typeof span.name === 'string' && span.name !== '' ? withoutNul(span.name) : 'unnamed';
   const resourceName = kind === SPAN_KIND_SERVER && method && route ? `${method} ${route}` : name;
   const httpStatus = Number(a.get('http.response.status_code') ?? a.get('http.status_code') ?? 0);
   const error = statusOf(span.status?.code) === STATUS_ERROR || httpStatus >= 500;
@@ -301,7 +307,7 @@ function mapSpan(span: OtlpSpan, ctx: ResourceContext & { service: string }, opt
     const exception = events.find((e) => e?.name === 'exception');
     const ex = attrs(exception?.attributes);
     errorType = String(ex.get('exception.type') ?? a.get('error.type') ?? (httpStatus >= 500 ? httpStatus : 'error'));
-    errorMessage = String(ex.get('exception.message') ?? span.status?.message ?? '').slice(0, 500) || null;
+    errorMessage = withoutNul(String(ex.get('exception.message') ?? span.status?.message ?? '')).slice(0, 500) || null;
   }
   const primaryTag = joinPrimaryTags(
     options.primaryTags.flatMap(({ tag, attribute }) => {
