@@ -270,10 +270,13 @@ describe('placebo instances: each baseline pod plays the canary against the othe
     assert.ok(sums.squares / sums.variance > 2.5, `ratio ${sums.squares / sums.variance}`);
   });
 
-  test('κ keeps the tail at the threshold: 2.85 at 8 degrees of freedom, 1.20 at 40, never below 1', () => {
+  test('κ keeps the tail at the threshold (2.85 at 8 degrees of freedom, 1.20 at 40) once the ratio is past chance, never below 1', () => {
     const share = 0.01 * 0.9 * 0.15;
-    assert.ok(Math.abs(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 8 }, share) - 2.85) < 0.01);
-    assert.ok(Math.abs(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, share) - 1.2) < 0.01);
+    assert.ok(Math.abs(placeboInflation({ squares: 3, variance: 1, degreesOfFreedom: 8 }, share) - 3 * 2.85) < 0.03);
+    assert.ok(Math.abs(placeboInflation({ squares: 3, variance: 1, degreesOfFreedom: 40 }, share) - 3 * 1.2) < 0.03);
+    // χ²_40(99%)/40 = 1.59: a ratio of 1.5 is what forty independent pods show 2% of the time.
+    assert.equal(placeboInflation({ squares: 1.5, variance: 1, degreesOfFreedom: 40 }, share), 1);
+    assert.ok(placeboInflation({ squares: 1.7, variance: 1, degreesOfFreedom: 40 }, share) > 1.7);
     assert.equal(placeboInflation({ squares: 0.1, variance: 1, degreesOfFreedom: 400 }, share), 1);
     assert.equal(placeboInflation({ squares: 0, variance: 0, degreesOfFreedom: 0 }, share), 1);
   });
@@ -287,10 +290,10 @@ describe('placebo instances: each baseline pod plays the canary against the othe
       [1e-40, 50],
     ] as const) {
       const share = alpha * 0.9 * 0.15;
-      const f = placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, share);
+      const f = placeboInflation({ squares: 2, variance: 1, degreesOfFreedom: 40 }, share) / 2;
       assert.ok(Number.isFinite(f) && f >= 1 && f < most, `alpha ${alpha}: κ ${f}`);
     }
-    assert.ok(placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-12) > placeboInflation({ squares: 1, variance: 1, degreesOfFreedom: 40 }, 1e-6));
+    assert.ok(placeboInflation({ squares: 2, variance: 1, degreesOfFreedom: 40 }, 1e-12) > placeboInflation({ squares: 2, variance: 1, degreesOfFreedom: 40 }, 1e-6));
   });
 
   test('with four pods the placebo stays on past the horizon where the hour before gives fewer than 16 degrees of freedom', () => {
