@@ -449,12 +449,13 @@ export function addPlaceboBlock(sums: PlaceboSums, block: ReadonlyArray<readonly
  * freedom; κ keeps its tail at the threshold where the Gaussian's was (2.85 at 8 degrees of
  * freedom, 1.20 at 40). At least 1.
  */
-export function placeboInflation(sums: PlaceboSums, share: number): number {
+export function placeboInflation(sums: PlaceboSums, share: number, gated = true): number {
   if (!(sums.variance > 0) || sums.degreesOfFreedom < 1) return 1;
   // Only past what independent pods would show 1% of the time: κR̂ is about 1.2 with no spells at
   // all (κ(40) times R̂'s own noise), which slowed detection where the baseline total's F was
   // already right (a 5× regression 3.5 → 3.7 min, 3× everywhere 92% → 84% within 15 min).
-  if (sums.squares / sums.variance <= chiSquareQuantile(0.99, sums.degreesOfFreedom) / sums.degreesOfFreedom) return 1;
+  // Ungated where there is no such F to fall back on (a service with no hour before).
+  if (gated && sums.squares / sums.variance <= chiSquareQuantile(0.99, sums.degreesOfFreedom) / sums.degreesOfFreedom) return 1;
   const z = Math.sqrt(2 * Math.log(1 / share));
   // The lower tails, not 1 − the upper: 1 − Φ(z) is 0 in doubles past z ≈ 8.3 (a share below
   // about 1e-15, alpha below about 1e-14), which made κ infinite and the rule unable to fail.

@@ -455,6 +455,7 @@ function placeboOf(
   mode: { concurrent: true; rho: number } | { concurrent: false; horizon: number },
   share: number,
   minDegreesOfFreedom: number,
+  gated: boolean,
 ): { instances: number; degreesOfFreedom: number; factor: number } | null {
   let past = pastInstancesCache.get(instances.past);
   if (!past) pastInstancesCache.set(instances.past, (past = byBucket(instances.past)));
@@ -471,7 +472,7 @@ function placeboOf(
   // Blocks as long as the window so far, from the start backwards.
   for (let end = past.length; end - horizon >= 0; end -= horizon) addPlaceboBlock(sums, past.slice(end - horizon, end), rho);
   if (sums.degreesOfFreedom < minDegreesOfFreedom) return null;
-  return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share) };
+  return { instances: names.size, degreesOfFreedom: sums.degreesOfFreedom, factor: placeboInflation(sums, share, gated) };
 }
 
 export type FddState = {
@@ -540,10 +541,18 @@ export function assessFdd(input: FddInput): FddAssessment {
   const spells = spellsOf(pastSeriesOf(past), concurrent ? baseline : [], Math.max(1, Math.round((input.windowMinutes * 60_000) / APM_BUCKET_MS)));
   // With instances, the placebo figure may raise the spells factor (never lower it: it is an
   // estimate too, and the spells factor was validated without it).
-  const minDegreesOfFreedom = input.state.placebo ? 1 : past.length === 0 && input.instances?.past.length === 0 ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
+  const withoutPast = past.length === 0 && input.instances?.past.length === 0;
+  const minDegreesOfFreedom = input.state.placebo ? 1 : withoutPast ? MIN_PLACEBO_DF_WITHOUT_PAST : MIN_PLACEBO_DF;
   const horizon = new Set(canary.map((r) => r.bucket)).size;
   const placebo = input.instances
-    ? placeboOf(input.instances, version, clustering ? { concurrent: true, rho: clustering.aggregate } : { concurrent: false, horizon }, aggregateShare, minDegreesOfFreedom)
+    ? placeboOf(
+        input.instances,
+        version,
+        clustering ? { concurrent: true, rho: clustering.aggregate } : { concurrent: false, horizon },
+        aggregateShare,
+        minDegreesOfFreedom,
+        !withoutPast,
+      )
     : null;
   // Against the hour before, the canary's counts are deflated by dispersion × spells, and a
   // pod's placebo figure covers both.
