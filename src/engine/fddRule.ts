@@ -446,8 +446,8 @@ function byBucket(rows: readonly InstanceRow[]): InstanceCount[][] {
  * with 3× a baseline pod's traffic and 1-min spells, against 8.5% without instances), and one
  * endpoint's own spells, which reach its resource test only through the aggregate's figure
  * scaled down by the endpoint's share of the errors (6.5%, against 10.5%). Null below
- * MIN_PLACEBO_INSTANCES instances or, at the first checks, `minDegreesOfFreedom` (no per-instance hour
- * before): the rule then keeps the spells factor alone.
+ * MIN_PLACEBO_INSTANCES instances or, at the first checks, `minDegreesOfFreedom` (no
+ * per-instance hour before): the rule then keeps the spells factor alone.
  */
 function placeboOf(
   instances: NonNullable<FddInput['instances']>,
